@@ -1,0 +1,147 @@
+//! `kinglet user add|del|list|passwd`: account management on the store file.
+//!
+//! These commands open the database directly. redb takes an exclusive lock on the file, so
+//! while the broker runs they fail at once with exit code 75 (EX_TEMPFAIL) and a message
+//! saying so; nothing is changed. Stop the broker, run the command, start it again.
+//! Only SCRAM credentials (salted, iterated hashes for SHA-1 and SHA-256) are stored.
+
+use std::path::Path;
+
+use crate::cli::{UserAction, read_password};
+use crate::config::Config;
+use crate::jid::Jid;
+use crate::sasl::StoredCredentials;
+use crate::store::{Store, StoreError};
+
+/// Turn `alice` or `alice@domain` into the username, checking the domain.
+fn username(jid: &str, config: &Config) -> Result<String, String> {
+    let full = if jid.contains('@') {
+        jid.to_owned()
+    } else {
+        format!("{jid}@{}", config.domain)
+    };
+    let j = Jid::parse(&full).map_err(|e| format!("invalid JID {jid:?}: {e}"))?;
+    if j.domain() != config.domain {
+        return Err(format!(
+            "{jid} is not on this server's domain {:?} (set `domain` in the config)",
+            config.domain
+        ));
+    }
+    if j.resource().is_some() {
+        return Err(format!("{jid}: give a bare JID, without a resource"));
+    }
+    match j.local() {
+        Some(l) if !l.starts_with("anon-") => Ok(l.to_owned()),
+        Some(_) => Err("names starting with \"anon-\" are reserved for anonymous sessions".into()),
+        None => Err(format!(
+            "{jid}: a user JID needs a local part (user@domain)"
+        )),
+    }
+}
+
+fn open(config: &Config) -> Result<Store, StoreError> {
+    Store::open(&config.data_dir, config.store.cache_bytes)
+}
+
+/// Run a `user` subcommand; returns the process exit code.
+pub fn user_main(action: &UserAction) -> i32 {
+    let config_path = match action {
+        UserAction::Add(a) => a.config.as_deref(),
+        UserAction::Del(a) => a.config.as_deref(),
+        UserAction::List(a) => a.config.as_deref(),
+        UserAction::Passwd(a) => a.config.as_deref(),
+    };
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kinglet: invalid configuration: {e}");
+            return 78;
+        }
+    };
+    match run(action, &config) {
+        Ok(msg) => {
+            if !msg.is_empty() {
+                println!("{msg}");
+            }
+            0
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("kinglet: {m}");
+            64
+        }
+        Err(Failure::Store(e)) => {
+            eprintln!("kinglet: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+fn password(pw: Option<&str>, file: Option<&Path>) -> Result<String, Failure> {
+    read_password(pw, file).map_err(Failure::Usage)
+}
+
+fn run(action: &UserAction, config: &Config) -> Result<String, Failure> {
+    let iterations = config.auth.scram_iterations;
+    match action {
+        UserAction::Add(a) => {
+            let user = username(&a.jid, config).map_err(Failure::Usage)?;
+            let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
+            let store = open(config)?;
+            let creds = StoredCredentials::derive(&pw, iterations);
+            match store.user_add(&user, &creds.to_bytes()) {
+                Ok(()) => Ok(format!("added {user}@{}", config.domain)),
+                Err(StoreError::AlreadyExists) => Err(Failure::Usage(format!(
+                    "{user}@{} already exists (use `kinglet user passwd` to change the password)",
+                    config.domain
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserAction::Passwd(a) => {
+            let user = username(&a.jid, config).map_err(Failure::Usage)?;
+            let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
+            let store = open(config)?;
+            let creds = StoredCredentials::derive(&pw, iterations);
+            match store.user_set_credentials(&user, &creds.to_bytes()) {
+                Ok(()) => Ok(format!("password changed for {user}@{}", config.domain)),
+                Err(StoreError::NotFound) => Err(Failure::Usage(format!(
+                    "no such user {user}@{}",
+                    config.domain
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserAction::Del(a) => {
+            let user = username(&a.jid, config).map_err(Failure::Usage)?;
+            let store = open(config)?;
+            match store.user_del(&user) {
+                Ok(()) => Ok(format!("deleted {user}@{}", config.domain)),
+                Err(StoreError::NotFound) => Err(Failure::Usage(format!(
+                    "no such user {user}@{}",
+                    config.domain
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserAction::List(_) => {
+            let store = open(config)?;
+            let users = store.user_list()?;
+            Ok(users
+                .iter()
+                .map(|u| format!("{u}@{}", config.domain))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Command-line interface: argument types (argh), password input and `check-config`.
+//!
+//! This module owns the shape of the command line (`kinglet [run|check-config|user ...]`),
+//! reading a password for `user add|passwd` without echoing it through argv when possible,
+//! and the whole `check-config` command. It does not run the daemon or touch the account
+//! store: `main.rs` dispatches on [`Command`] to the daemon and store code.
+
+use std::fs::File;
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+
+use crate::config::{Config, ConfigError, Tls};
+
+/// Exit status for an unusable configuration (`EX_CONFIG` of sysexits.h).
+pub const EX_CONFIG: i32 = 78;
+/// Longest accepted password, in bytes.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Largest certificate or key file `check-config` reads, in bytes.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Kinglet, a tiny XMPP publish-subscribe broker. Without a subcommand it runs the daemon.
+#[derive(FromArgs, Debug, PartialEq)]
+pub struct Args {
+    /// what to do (default: run)
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+/// The subcommands.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum Command {
+    /// `kinglet run`.
+    Run(RunArgs),
+    /// `kinglet check-config`.
+    CheckConfig(CheckConfigArgs),
+    /// `kinglet user ...`.
+    User(UserArgs),
+}
+
+/// Run the broker in the foreground.
+#[derive(FromArgs, Debug, PartialEq, Default)]
+#[argh(subcommand, name = "run")]
+pub struct RunArgs {
+    /// configuration file (default: built-in defaults, loopback only)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Validate the configuration, print the effective configuration, exit 78 on error.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "check-config")]
+pub struct CheckConfigArgs {
+    /// configuration file (default: built-in defaults)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Manage accounts.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "user")]
+pub struct UserArgs {
+    /// the account operation
+    #[argh(subcommand)]
+    pub action: UserAction,
+}
+
+/// The account operations.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum UserAction {
+    /// `kinglet user add`.
+    Add(UserAddArgs),
+    /// `kinglet user del`.
+    Del(UserDelArgs),
+    /// `kinglet user list`.
+    List(UserListArgs),
+    /// `kinglet user passwd`.
+    Passwd(UserPasswdArgs),
+}
+
+/// Create an account. The password comes from --password-file, from stdin when it is not a
+/// terminal, or from --password (visible to other users in `ps`).
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "add")]
+pub struct UserAddArgs {
+    /// account JID (user@domain) or local part
+    #[argh(positional)]
+    pub jid: String,
+    /// the password (visible in `ps`; prefer --password-file or stdin)
+    #[argh(option)]
+    pub password: Option<String>,
+    /// file whose first line is the password
+    #[argh(option)]
+    pub password_file: Option<PathBuf>,
+    /// configuration file (default: built-in defaults)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Delete an account and its subscriptions.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "del")]
+pub struct UserDelArgs {
+    /// account JID (user@domain) or local part
+    #[argh(positional)]
+    pub jid: String,
+    /// configuration file (default: built-in defaults)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// List accounts, one JID per line.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "list")]
+pub struct UserListArgs {
+    /// configuration file (default: built-in defaults)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Change an account's password. The password is read as for `user add`.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "passwd")]
+pub struct UserPasswdArgs {
+    /// account JID (user@domain) or local part
+    #[argh(positional)]
+    pub jid: String,
+    /// the password (visible in `ps`; prefer --password-file or stdin)
+    #[argh(option)]
+    pub password: Option<String>,
+    /// file whose first line is the password
+    #[argh(option)]
+    pub password_file: Option<PathBuf>,
+    /// configuration file (default: built-in defaults)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+impl Args {
+    /// Parses the process arguments; prints help or a usage error and exits on failure.
+    pub fn from_env() -> Args {
+        argh::from_env()
+    }
+
+    /// The `--config` path of whichever subcommand was given (`None` for plain `kinglet`).
+    pub fn config_path(&self) -> Option<&Path> {
+        let path = match self.command.as_ref()? {
+            Command::Run(a) => &a.config,
+            Command::CheckConfig(a) => &a.config,
+            Command::User(u) => match &u.action {
+                UserAction::Add(a) => &a.config,
+                UserAction::Del(a) => &a.config,
+                UserAction::List(a) => &a.config,
+                UserAction::Passwd(a) => &a.config,
+            },
+        };
+        path.as_deref()
+    }
+}
+
+/// The version line printed by `kinglet --version`.
+pub fn version_line() -> String {
+    format!("kinglet {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Reads the new password for `user add|passwd`.
+///
+/// Exactly one source is used: `--password`, `--password-file` (its first line), or, if
+/// neither is given and stdin is not a terminal, one line of stdin. One trailing newline
+/// (`\n` or `\r\n`) is removed; nothing else is trimmed.
+///
+/// # Errors
+///
+/// Both options given; nothing given on an interactive terminal (no echo-free prompt without
+/// unsafe code, so a terminal is refused rather than echoing the password); an unreadable
+/// file; an empty password, one longer than [`MAX_PASSWORD_BYTES`], or one containing a line
+/// break or NUL.
+pub fn read_password(args_password: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    read_password_from(args_password, file, stdin.lock(), interactive)
+}
+
+/// [`read_password`] with stdin and its terminal-ness passed in (testable).
+fn read_password_from(
+    args_password: Option<&str>,
+    file: Option<&Path>,
+    stdin: impl BufRead,
+    stdin_is_terminal: bool,
+) -> Result<String, String> {
+    let raw = match (args_password, file) {
+        (Some(_), Some(_)) => {
+            return Err("give either --password or --password-file, not both".to_owned());
+        }
+        (Some(p), None) => p.to_owned(),
+        (None, Some(path)) => {
+            let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            first_line(std::io::BufReader::new(f))
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (None, None) if stdin_is_terminal => {
+            return Err(
+                "no password given: use --password-file FILE, pipe the password on \
+                        stdin, or --password PW (visible to other users in `ps`)"
+                    .to_owned(),
+            );
+        }
+        (None, None) => first_line(stdin).map_err(|e| format!("stdin: {e}"))?,
+    };
+    let password = raw
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&raw);
+    if password.is_empty() {
+        return Err("the password is empty".to_owned());
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "the password is longer than {MAX_PASSWORD_BYTES} bytes"
+        ));
+    }
+    if password.contains(['\n', '\r', '\0']) {
+        return Err("the password contains a line break or NUL".to_owned());
+    }
+    Ok(password.to_owned())
+}
+
+/// Reads one line (with its newline) of at most `MAX_PASSWORD_BYTES + 2` bytes; longer input
+/// is cut there and rejected by the length check.
+fn first_line(reader: impl BufRead) -> Result<String, String> {
+    let limit = MAX_PASSWORD_BYTES as u64 + 2;
+    let mut bytes = Vec::new();
+    reader
+        .take(limit)
+        .read_until(b'\n', &mut bytes)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| "the password is not valid UTF-8".to_owned())
+}
+
+/// Loads and validates the configuration at `path` (defaults when `None`) and, when `[tls]`
+/// is set, checks that the certificate and key files are readable PEM. Returns the effective
+/// configuration as TOML.
+///
+/// # Errors
+///
+/// Any [`Config::load`] error, or a missing/unreadable/non-PEM certificate or key file
+/// (key `tls.cert` or `tls.key`).
+pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
+    let config = Config::load(path)?;
+    if let Some(tls) = &config.tls {
+        check_tls_files(tls).map_err(|e| match path {
+            Some(p) => e.in_file(p),
+            None => e,
+        })?;
+    }
+    Ok(config.to_toml())
+}
+
+/// `kinglet check-config`: prints the effective configuration to stdout and returns 0, or
+/// prints `kinglet: invalid configuration: <error>` to stderr and returns [`EX_CONFIG`].
+pub fn check_config_main(path: Option<&Path>) -> i32 {
+    match check_config(path) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("kinglet: invalid configuration: {e}");
+            EX_CONFIG
+        }
+    }
+}
+
+/// Checks that the certificate and key exist, are readable, and look like PEM.
+fn check_tls_files(tls: &Tls) -> Result<(), ConfigError> {
+    let cert = read_pem(&tls.cert).map_err(|m| ConfigError::new(Some("tls.cert"), m))?;
+    if !cert.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::new(
+            Some("tls.cert"),
+            format!("{}: no PEM certificate found", tls.cert.display()),
+        ));
+    }
+    let key = read_pem(&tls.key).map_err(|m| ConfigError::new(Some("tls.key"), m))?;
+    let has_key = key
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with("PRIVATE KEY-----"));
+    if !has_key {
+        return Err(ConfigError::new(
+            Some("tls.key"),
+            format!("{}: no PEM private key found", tls.key.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a PEM file of at most [`MAX_PEM_BYTES`].
+fn read_pem(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("{shown}: larger than {MAX_PEM_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{shown}: not a PEM text file"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::from_args(&["kinglet"], args).map_err(|e| e.output)
+    }
+
+    fn ok(args: &[&str]) -> Args {
+        match parse(args) {
+            Ok(a) => a,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn bare_and_version() {
+        assert_eq!(
+            ok(&[]),
+            Args {
+                command: None,
+                version: false
+            }
+        );
+        assert!(ok(&["--version"]).version);
+        assert_eq!(ok(&[]).config_path(), None);
+        assert!(version_line().starts_with("kinglet "));
+    }
+
+    #[test]
+    fn run_and_check_config() {
+        assert_eq!(
+            ok(&["run"]).command,
+            Some(Command::Run(RunArgs { config: None }))
+        );
+        let a = ok(&["run", "--config", "/etc/kinglet/kinglet.toml"]);
+        assert_eq!(
+            a.config_path(),
+            Some(Path::new("/etc/kinglet/kinglet.toml"))
+        );
+        let a = ok(&["run", "-c", "k.toml"]);
+        assert_eq!(a.config_path(), Some(Path::new("k.toml")));
+        assert_eq!(
+            ok(&["check-config", "--config", "x.toml"]).command,
+            Some(Command::CheckConfig(CheckConfigArgs {
+                config: Some(PathBuf::from("x.toml"))
+            }))
+        );
+        assert_eq!(
+            ok(&["check-config"]).command,
+            Some(Command::CheckConfig(CheckConfigArgs { config: None }))
+        );
+    }
+
+    #[test]
+    fn user_commands() {
+        let a = ok(&["user", "add", "alice@localhost", "--password", "pw"]);
+        assert_eq!(
+            a.command,
+            Some(Command::User(UserArgs {
+                action: UserAction::Add(UserAddArgs {
+                    jid: "alice@localhost".to_owned(),
+                    password: Some("pw".to_owned()),
+                    password_file: None,
+                    config: None,
+                })
+            }))
+        );
+        let a = ok(&[
+            "user",
+            "add",
+            "bob",
+            "--password-file",
+            "/run/pw",
+            "--config",
+            "k.toml",
+        ]);
+        assert_eq!(
+            a.command,
+            Some(Command::User(UserArgs {
+                action: UserAction::Add(UserAddArgs {
+                    jid: "bob".to_owned(),
+                    password: None,
+                    password_file: Some(PathBuf::from("/run/pw")),
+                    config: Some(PathBuf::from("k.toml")),
+                })
+            }))
+        );
+        assert_eq!(a.config_path(), Some(Path::new("k.toml")));
+        assert_eq!(
+            ok(&["user", "del", "bob@localhost", "-c", "k.toml"]).command,
+            Some(Command::User(UserArgs {
+                action: UserAction::Del(UserDelArgs {
+                    jid: "bob@localhost".to_owned(),
+                    config: Some(PathBuf::from("k.toml")),
+                })
+            }))
+        );
+        assert_eq!(
+            ok(&["user", "list"]).command,
+            Some(Command::User(UserArgs {
+                action: UserAction::List(UserListArgs { config: None })
+            }))
+        );
+        assert_eq!(
+            ok(&["user", "passwd", "carol", "--password-file", "f"]).command,
+            Some(Command::User(UserArgs {
+                action: UserAction::Passwd(UserPasswdArgs {
+                    jid: "carol".to_owned(),
+                    password: None,
+                    password_file: Some(PathBuf::from("f")),
+                    config: None,
+                })
+            }))
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_rejected() {
+        for bad in [
+            &["user"][..],
+            &["user", "add"],
+            &["user", "frobnicate", "x"],
+            &["run", "--config"],
+            &["run", "extra"],
+            &["serve"],
+            &["check-config", "--verbose"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        // --help is reported through the same error path with exit status 0 in argh.
+        let help = parse(&["--help"]).expect_err("help");
+        assert!(help.contains("check-config"), "{help}");
+    }
+
+    #[test]
+    fn password_sources() {
+        let no_stdin = std::io::empty();
+        assert_eq!(
+            read_password_from(Some("secret"), None, no_stdin, true),
+            Ok("secret".to_owned())
+        );
+        assert!(
+            read_password_from(Some("a"), Some(Path::new("/x")), std::io::empty(), false).is_err()
+        );
+        let e = read_password_from(None, None, std::io::empty(), true).expect_err("tty");
+        assert!(e.contains("ps"), "{e}");
+        assert_eq!(
+            read_password_from(None, None, &b"from stdin\nsecond line\n"[..], false),
+            Ok("from stdin".to_owned())
+        );
+        assert_eq!(
+            read_password_from(None, None, &b"crlf\r\n"[..], false),
+            Ok("crlf".to_owned())
+        );
+        assert_eq!(
+            read_password_from(None, None, &b" spaced \n"[..], false),
+            Ok(" spaced ".to_owned()),
+            "only the newline is trimmed"
+        );
+        assert!(read_password_from(None, None, &b"\n"[..], false).is_err());
+        assert!(read_password_from(None, None, std::io::empty(), false).is_err());
+        assert!(read_password_from(Some(""), None, std::io::empty(), false).is_err());
+        assert!(read_password_from(Some("a\0b"), None, std::io::empty(), false).is_err());
+        assert!(read_password_from(Some("a\nb"), None, std::io::empty(), false).is_err());
+        let long = vec![b'x'; MAX_PASSWORD_BYTES + 10];
+        assert!(read_password_from(None, None, &long[..], false).is_err());
+        let exact = vec![b'x'; MAX_PASSWORD_BYTES];
+        assert_eq!(
+            read_password_from(None, None, &exact[..], false).map(|p| p.len()),
+            Ok(MAX_PASSWORD_BYTES)
+        );
+        assert!(read_password_from(None, None, &[0xffu8, b'\n'][..], false).is_err());
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kinglet-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn password_file() {
+        let dir = temp_dir("pw");
+        let f = dir.join("pw");
+        std::fs::write(&f, "hunter2\n").expect("write");
+        assert_eq!(
+            read_password_from(None, Some(&f), std::io::empty(), true),
+            Ok("hunter2".to_owned())
+        );
+        std::fs::write(&f, "no-newline").expect("write");
+        assert_eq!(
+            read_password_from(None, Some(&f), std::io::empty(), true),
+            Ok("no-newline".to_owned())
+        );
+        let e = read_password_from(None, Some(&dir.join("absent")), std::io::empty(), true)
+            .expect_err("absent");
+        assert!(e.contains("absent"), "{e}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn check_config_defaults_and_exit_codes() {
+        let text = check_config(None).expect("defaults are valid");
+        assert_eq!(Config::from_toml_str(&text, None), Ok(Config::default()));
+        assert_eq!(check_config_main(None), 0);
+
+        let dir = temp_dir("check");
+        let cfg = dir.join("kinglet.toml");
+        std::fs::write(&cfg, "[c2s]\nlisten = [\"0.0.0.0:5222\"]\n").expect("write");
+        let e = check_config(Some(&cfg)).expect_err("no tls");
+        assert_eq!(e.key.as_deref(), Some("c2s.listen"));
+        assert_eq!(check_config_main(Some(&cfg)), EX_CONFIG);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn check_config_verifies_tls_files() {
+        let dir = temp_dir("tls");
+        let cfg = dir.join("kinglet.toml");
+        std::fs::write(&cfg, "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").expect("write");
+        let e = check_config(Some(&cfg)).expect_err("files missing");
+        assert_eq!(e.key.as_deref(), Some("tls.cert"));
+        assert_eq!(e.path.as_deref(), Some(cfg.as_path()));
+        assert!(e.message.contains("c.pem"), "{e}");
+
+        std::fs::write(dir.join("c.pem"), "garbage").expect("write");
+        let e = check_config(Some(&cfg)).expect_err("not pem");
+        assert_eq!(e.key.as_deref(), Some("tls.cert"));
+
+        std::fs::write(dir.join("c.pem"), PEM_CERT).expect("write");
+        let e = check_config(Some(&cfg)).expect_err("key missing");
+        assert_eq!(e.key.as_deref(), Some("tls.key"));
+
+        std::fs::write(dir.join("k.pem"), PEM_CERT).expect("write");
+        let e = check_config(Some(&cfg)).expect_err("cert is not a key");
+        assert_eq!(e.key.as_deref(), Some("tls.key"));
+
+        std::fs::write(dir.join("k.pem"), PEM_KEY).expect("write");
+        let text = check_config(Some(&cfg)).expect("valid");
+        assert!(
+            text.contains(&dir.join("c.pem").to_string_lossy().into_owned()),
+            "{text}"
+        );
+        assert_eq!(check_config_main(Some(&cfg)), 0);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

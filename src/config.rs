@@ -1,0 +1,1111 @@
+//! The configuration file: its schema, defaults, loading and validation.
+//!
+//! This module owns the TOML schema of `kinglet.toml` (every key optional, unknown keys
+//! rejected), the built-in defaults (which equal the "defaults a new user meets" of the design:
+//! loopback only, domain `localhost`, anonymous login on loopback only), path resolution
+//! relative to the file, and [`Config::validate`], which names the offending key in every error.
+//! It does not open sockets, read certificates or create the data directory: the daemon does
+//! that at start, and `kinglet check-config` (in `cli`) checks the certificate files.
+//! The reference for operators is `docs/configuration.md`.
+
+use std::fmt;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::limits::Limits;
+
+/// Largest configuration file accepted, in bytes (a full file with comments is about 4 KiB).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Most addresses accepted in each of `c2s.listen` and `c2s.direct_tls_listen`.
+pub const MAX_LISTENERS: usize = 32;
+/// Smallest accepted `auth.scram_iterations` (RFC 7677 asks for at least 4096).
+pub const MIN_SCRAM_ITERATIONS: u32 = 4096;
+/// Largest accepted `auth.scram_iterations`: each login costs this many HMACs on a small CPU.
+pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+/// Smallest accepted `store.cache_bytes` (64 KiB).
+pub const MIN_CACHE_BYTES: usize = 64 * 1024;
+/// Largest accepted `store.cache_bytes` (1 GiB, which is redb's own default).
+pub const MAX_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+/// Longest accepted `log_level` string, in bytes.
+pub const MAX_LOG_LEVEL_BYTES: usize = 1024;
+
+/// The whole effective configuration of the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The XMPP domain served (the domainpart of every account JID). Lower-case DNS name or
+    /// `localhost`. Default `localhost`; the pubsub service is `pubsub.<domain>`.
+    pub domain: String,
+    /// Directory holding the database file. Default `./kinglet-data` (relative to the working
+    /// directory); a relative path written in a file is relative to that file's directory.
+    #[serde(serialize_with = "serialize_path")]
+    pub data_dir: PathBuf,
+    /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or a
+    /// comma-separated list of `level` and `target=level` directives. Default `info`.
+    /// The `RUST_LOG` environment variable overrides it.
+    pub log_level: String,
+    /// Client-to-server listeners and login policy (`[c2s]`).
+    pub c2s: C2s,
+    /// Certificate and key (`[tls]`); `None` when the section is absent, which turns off
+    /// STARTTLS and direct TLS.
+    pub tls: Option<Tls>,
+    /// Authentication settings (`[auth]`).
+    pub auth: Auth,
+    /// Storage settings (`[store]`).
+    pub store: StoreCfg,
+    /// Resource bounds (`[limits]`).
+    pub limits: Limits,
+}
+
+/// Client-to-server listeners and login policy (`[c2s]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2s {
+    /// Plain TCP listeners; STARTTLS is offered on them when `[tls]` is set.
+    /// Default `["127.0.0.1:5222"]`.
+    pub listen: Vec<SocketAddr>,
+    /// XEP-0368 direct TLS listeners (TLS from the first byte, usually port 5223).
+    /// Default empty. Requires `[tls]`.
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Who may log in with SASL ANONYMOUS. Default `loopback`.
+    pub allow_anonymous: AnonymousPolicy,
+    /// Allow plain TCP listeners on non-loopback addresses without `[tls]`. Default `false`:
+    /// such a configuration is rejected because passwords would cross the network in clear.
+    pub allow_plaintext_public: bool,
+}
+
+/// Who may log in anonymously (SASL ANONYMOUS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnonymousPolicy {
+    /// Nobody.
+    Never,
+    /// Only clients connecting from a loopback address (the default).
+    Loopback,
+    /// Everybody who can reach a listener.
+    Always,
+}
+
+impl AnonymousPolicy {
+    /// Whether a client connecting from `peer` may log in anonymously.
+    pub fn allows(self, peer: &SocketAddr) -> bool {
+        match self {
+            AnonymousPolicy::Never => false,
+            AnonymousPolicy::Loopback => is_loopback(peer),
+            AnonymousPolicy::Always => true,
+        }
+    }
+}
+
+/// Certificate and private key for STARTTLS and direct TLS (`[tls]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first. Default `cert.pem`. After loading, a relative path
+    /// has been resolved against the configuration file's directory.
+    #[serde(serialize_with = "serialize_path")]
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Default `key.pem`, resolved like `cert`.
+    #[serde(serialize_with = "serialize_path")]
+    pub key: PathBuf,
+}
+
+/// Authentication settings (`[auth]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// PBKDF2 iteration count used when a password is set (existing accounts keep theirs).
+    /// Default 10000; accepted range 4096..=1000000.
+    pub scram_iterations: u32,
+    /// Offer SASL PLAIN. Default `true`; it is only ever offered over TLS or on loopback.
+    pub allow_plain: bool,
+}
+
+/// Storage settings (`[store]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreCfg {
+    /// redb page cache size in bytes. Default 4194304 (4 MiB; redb's own default is 1 GiB).
+    /// Accepted range 65536..=1073741824. Memory: at most this many bytes, once per process.
+    pub cache_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".to_owned(),
+            data_dir: PathBuf::from("./kinglet-data"),
+            log_level: "info".to_owned(),
+            c2s: C2s::default(),
+            tls: None,
+            auth: Auth::default(),
+            store: StoreCfg::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for C2s {
+    fn default() -> Self {
+        C2s {
+            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5222)],
+            direct_tls_listen: Vec::new(),
+            allow_anonymous: AnonymousPolicy::Loopback,
+            allow_plaintext_public: false,
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: PathBuf::from("cert.pem"),
+            key: PathBuf::from("key.pem"),
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            scram_iterations: 10_000,
+            allow_plain: true,
+        }
+    }
+}
+
+impl Default for StoreCfg {
+    fn default() -> Self {
+        StoreCfg {
+            cache_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key and file it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path of the offending setting (`c2s.listen`, `limits.max_stanza_bytes`),
+    /// when known.
+    pub key: Option<String>,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+    /// The configuration file, when one was read.
+    pub path: Option<PathBuf>,
+}
+
+impl ConfigError {
+    /// An error about `key` without a file (the caller adds the file with [`Self::in_file`]).
+    pub fn new(key: Option<&str>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.map(str::to_owned),
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    /// The same error, attributed to the configuration file `path`.
+    pub fn in_file(mut self, path: &Path) -> ConfigError {
+        self.path = Some(path.to_path_buf());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = &self.path {
+            write!(f, "{}: ", path.display())?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Whether `addr` is a loopback address (127.0.0.0/8, `::1`, or `::ffff:127.x.y.z`).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Serialises a path as a TOML string; non-UTF-8 bytes are replaced (TOML has no other form).
+fn serialize_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+/// Joins a relative `path` onto `base`; absolute paths and a missing base leave it unchanged.
+fn resolve(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Finds which top-level keys a document sets, to resolve only paths the file wrote.
+#[derive(Deserialize)]
+struct Present {
+    data_dir: Option<serde::de::IgnoredAny>,
+}
+
+impl Config {
+    /// Parses and validates a TOML document. Relative paths written in the document are
+    /// resolved against `base_dir` (the configuration file's directory); the domain is
+    /// lower-cased.
+    ///
+    /// # Errors
+    ///
+    /// TOML syntax errors, unknown keys, wrong types and every [`Config::validate`] failure,
+    /// naming the key where it can be determined.
+    pub fn from_toml_str(s: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(s).map_err(|e| {
+            let text = e.to_string();
+            ConfigError::new(
+                toml_error_key(s, e.span()).as_deref(),
+                text.trim_end().to_owned(),
+            )
+        })?;
+        let data_dir_written = toml::from_str::<Present>(s)
+            .map(|p| p.data_dir.is_some())
+            .unwrap_or(false);
+        if data_dir_written {
+            config.data_dir = resolve(base_dir, &config.data_dir);
+        }
+        if let Some(tls) = &mut config.tls {
+            tls.cert = resolve(base_dir, &tls.cert);
+            tls.key = resolve(base_dir, &tls.key);
+        }
+        config.domain.make_ascii_lowercase();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates the configuration file at `path`; `None` gives the built-in
+    /// defaults. Relative paths in the file are resolved against the file's directory.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or oversized file, or any [`Config::from_toml_str`] error, with `path` set.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            let config = Config::default();
+            config.validate()?;
+            return Ok(config);
+        };
+        let text = read_bounded(path).map_err(|e| e.in_file(path))?;
+        Config::from_toml_str(&text, path.parent()).map_err(|e| e.in_file(path))
+    }
+
+    /// Checks every setting; does not touch the file system.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_domain(&self.domain).map_err(|m| ConfigError::new(Some("domain"), m))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new(Some("data_dir"), "must not be empty"));
+        }
+        validate_log_level(&self.log_level).map_err(|m| ConfigError::new(Some("log_level"), m))?;
+        self.validate_listeners()?;
+        if let Some(tls) = &self.tls {
+            if tls.cert.as_os_str().is_empty() {
+                return Err(ConfigError::new(Some("tls.cert"), "must not be empty"));
+            }
+            if tls.key.as_os_str().is_empty() {
+                return Err(ConfigError::new(Some("tls.key"), "must not be empty"));
+            }
+        }
+        let iterations = self.auth.scram_iterations;
+        if !(MIN_SCRAM_ITERATIONS..=MAX_SCRAM_ITERATIONS).contains(&iterations) {
+            return Err(ConfigError::new(
+                Some("auth.scram_iterations"),
+                format!(
+                    "{iterations} is out of range: must be between {MIN_SCRAM_ITERATIONS} and \
+                     {MAX_SCRAM_ITERATIONS}"
+                ),
+            ));
+        }
+        let cache = self.store.cache_bytes;
+        if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&cache) {
+            return Err(ConfigError::new(
+                Some("store.cache_bytes"),
+                format!(
+                    "{cache} is out of range: must be between {MIN_CACHE_BYTES} and \
+                     {MAX_CACHE_BYTES}"
+                ),
+            ));
+        }
+        self.limits
+            .validate()
+            .map_err(|(key, why)| ConfigError::new(Some(&key), why))
+    }
+
+    /// Checks listener counts, duplicates, and that no password can cross a network in clear.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let c2s = &self.c2s;
+        if c2s.listen.is_empty() && c2s.direct_tls_listen.is_empty() {
+            return Err(ConfigError::new(
+                Some("c2s.listen"),
+                "no listener: set c2s.listen or c2s.direct_tls_listen",
+            ));
+        }
+        for (key, list) in [
+            ("c2s.listen", &c2s.listen),
+            ("c2s.direct_tls_listen", &c2s.direct_tls_listen),
+        ] {
+            if list.len() > MAX_LISTENERS {
+                return Err(ConfigError::new(
+                    Some(key),
+                    format!(
+                        "{} addresses; at most {MAX_LISTENERS} are allowed",
+                        list.len()
+                    ),
+                ));
+            }
+        }
+        let all: Vec<(&str, &SocketAddr)> = c2s
+            .listen
+            .iter()
+            .map(|a| ("c2s.listen", a))
+            .chain(
+                c2s.direct_tls_listen
+                    .iter()
+                    .map(|a| ("c2s.direct_tls_listen", a)),
+            )
+            .collect();
+        for (i, (key, addr)) in all.iter().enumerate() {
+            // Port 0 asks the kernel for a fresh port each time, so it never collides.
+            if addr.port() == 0 {
+                continue;
+            }
+            for (_, earlier) in &all[..i] {
+                if earlier.port() != addr.port() {
+                    continue;
+                }
+                if earlier == addr {
+                    return Err(ConfigError::new(
+                        Some(key),
+                        format!("{addr} is listed twice"),
+                    ));
+                }
+                let same_family = earlier.is_ipv4() == addr.is_ipv4();
+                if same_family && earlier.ip().is_unspecified() != addr.ip().is_unspecified() {
+                    return Err(ConfigError::new(
+                        Some(key),
+                        format!(
+                            "{earlier} and {addr} overlap: the wildcard address already \
+                             listens on every address of its family, so the second bind fails"
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.tls.is_none() {
+            if !c2s.allow_plaintext_public {
+                if let Some(addr) = c2s.listen.iter().find(|a| !is_loopback(a)) {
+                    return Err(ConfigError::new(
+                        Some("c2s.listen"),
+                        format!(
+                            "listening on {addr} without TLS exposes passwords; set [tls] \
+                             cert/key or c2s.allow_plaintext_public = true"
+                        ),
+                    ));
+                }
+            }
+            if !c2s.direct_tls_listen.is_empty() {
+                return Err(ConfigError::new(
+                    Some("c2s.direct_tls_listen"),
+                    "direct TLS listeners need a certificate: set [tls] cert and key",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every key present (an absent `[tls]` section is
+    /// noted in a comment). Parsing the result with [`Config::from_toml_str`] gives an equal
+    /// `Config` for every valid configuration whose paths are UTF-8.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# Effective kinglet configuration.\n");
+        match toml::to_string(self) {
+            Ok(body) => out.push_str(&body),
+            // Only reachable for values validate() rejects (integers beyond i64::MAX).
+            Err(e) => out.push_str(&format!("# cannot render the configuration: {e}\n")),
+        }
+        if self.tls.is_none() {
+            out.push_str(
+                "\n# [tls] is not set: STARTTLS and direct TLS are off.\n\
+                 # [tls]\n# cert = \"cert.pem\"\n# key = \"key.pem\"\n",
+            );
+        }
+        out
+    }
+
+    /// The JID of the pubsub service: `pubsub.<domain>`.
+    pub fn pubsub_service(&self) -> String {
+        format!("pubsub.{}", self.domain)
+    }
+}
+
+/// Reads a UTF-8 text file of at most [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ConfigError::new(None, format!("cannot open: {e}")))?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| ConfigError::new(None, format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::new(
+            None,
+            format!("file is larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Checks that `domain` is a lower-case ASCII DNS name (or `localhost`).
+fn validate_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if domain.len() > 253 {
+        return Err(format!(
+            "is {} bytes long; a DNS name has at most 253",
+            domain.len()
+        ));
+    }
+    if let Some(c) = domain
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        let hint = if c.is_ascii_uppercase() {
+            " (domains are lower-case)"
+        } else if !c.is_ascii() {
+            " (write internationalised names in their xn-- form)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{domain:?} contains {c:?}; a domain is a DNS name such as example.org{hint}"
+        ));
+    }
+    for label in domain.split('.') {
+        if label.is_empty() {
+            return Err(format!(
+                "{domain:?} has an empty label (leading, trailing or doubled dot)"
+            ));
+        }
+        if label.len() > 63 {
+            return Err(format!("{domain:?} has a label longer than 63 bytes"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "{domain:?} has a label starting or ending with '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The level words a log filter may use.
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks a log filter: comma-separated `level` or `target=level` directives, the subset of
+/// tracing-subscriber's `Targets` syntax that cannot silently mean something else (a bare
+/// word is a target there, so `inf` would enable tracing for a target named `inf`).
+fn validate_log_level(filter: &str) -> Result<(), String> {
+    if filter.len() > MAX_LOG_LEVEL_BYTES {
+        return Err(format!("longer than {MAX_LOG_LEVEL_BYTES} bytes"));
+    }
+    if filter.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{filter:?} contains whitespace; write directives without spaces, \
+             for example \"info,kinglet::net=debug\""
+        ));
+    }
+    let level_ok = |w: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w));
+    for directive in filter.split(',') {
+        if directive.is_empty() {
+            return Err(format!("{filter:?} has an empty directive"));
+        }
+        let level = match directive.split_once('=') {
+            Some((target, level)) => {
+                let ok_char =
+                    |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.');
+                if target.is_empty() || !target.chars().all(ok_char) {
+                    return Err(format!(
+                        "{directive:?}: the target must be a module path such as kinglet::net"
+                    ));
+                }
+                level
+            }
+            None => directive,
+        };
+        if !level_ok(level) {
+            return Err(format!(
+                "unknown level {level:?}: use error, warn, info, debug, trace or off, \
+                 optionally as target=level (for example \"info,kinglet::net=debug\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort dotted key path for a TOML error located at `span` in `src`.
+///
+/// toml reports the span of the offending key (unknown field) or value (bad type); this maps
+/// it to `table.key` by looking at the line it starts on and the last table header above it.
+fn toml_error_key(src: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
+    let start = span?.start.min(src.len());
+    let start = (0..=start).rev().find(|i| src.is_char_boundary(*i))?;
+    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+    let mut table: Option<String> = None;
+    let mut key: Option<String> = None;
+    for line in src[..line_start].lines() {
+        if let Some(name) = header_name(line) {
+            table = Some(name);
+            key = None;
+        } else if let Some(k) = line_key(line) {
+            key = Some(k);
+        }
+    }
+    let current = src[line_start..].lines().next().unwrap_or("");
+    if let Some(name) = header_name(current) {
+        // The header itself is the problem (an unknown table such as `[tsl]`).
+        return Some(name);
+    }
+    // On a `key = value` line the key is on this line; otherwise we are inside a multi-line
+    // value whose key was the last one seen.
+    let key = line_key(current).or(key)?;
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key,
+    })
+}
+
+/// The table name of a `[name]` or `[[name]]` header line.
+fn header_name(line: &str) -> Option<String> {
+    let line = strip_comment(line).trim();
+    let inner = line.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = inner.trim_start_matches('[').trim_end_matches(']').trim();
+    let valid = !inner.is_empty()
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' '));
+    valid.then(|| unquote_path(inner))
+}
+
+/// The (possibly dotted) key of a `key = value` line.
+fn line_key(line: &str) -> Option<String> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' '));
+    valid.then(|| unquote_path(key))
+}
+
+/// `a . "b"` → `a.b`.
+fn unquote_path(s: &str) -> String {
+    s.split('.')
+        .map(|part| part.trim().trim_matches('"'))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The part of a line before a `#` comment (a `#` inside a string is rare in headers/keys).
+fn strip_comment(line: &str) -> &str {
+    line.split_once('#').map_or(line, |(before, _)| before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> ConfigError {
+        match Config::from_toml_str(s, None) {
+            Ok(c) => panic!("expected an error for {s:?}, got {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn err_key(s: &str) -> String {
+        err(s).key.unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_match_design() {
+        let c = Config::default();
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.data_dir, PathBuf::from("./kinglet-data"));
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.c2s.listen, vec!["127.0.0.1:5222".parse().expect("addr")]);
+        assert!(c.c2s.direct_tls_listen.is_empty());
+        assert_eq!(c.c2s.allow_anonymous, AnonymousPolicy::Loopback);
+        assert!(!c.c2s.allow_plaintext_public);
+        assert_eq!(c.tls, None);
+        assert_eq!(c.auth.scram_iterations, 10_000);
+        assert!(c.auth.allow_plain);
+        assert_eq!(c.store.cache_bytes, 4_194_304);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.pubsub_service(), "pubsub.localhost");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(Config::load(None), Ok(Config::default()));
+        assert_eq!(Config::from_toml_str("", None), Ok(Config::default()));
+    }
+
+    /// The example file of docs/configuration.md (kept in sync by `docs_example_matches`).
+    const EXAMPLE: &str = r#"
+domain = "example.org"
+data_dir = "/var/lib/kinglet"
+log_level = "info,kinglet::net=debug"
+
+[c2s]
+listen = ["0.0.0.0:5222", "[::1]:5222"]
+direct_tls_listen = ["0.0.0.0:5223"]
+allow_anonymous = "never"
+allow_plaintext_public = false
+
+[tls]
+cert = "/etc/kinglet/fullchain.pem"
+key = "/etc/kinglet/privkey.pem"
+
+[auth]
+scram_iterations = 10000
+allow_plain = true
+
+[store]
+cache_bytes = 4194304
+
+[limits]
+max_stanza_bytes = 65536
+max_xml_depth = 32
+max_xml_attrs = 32
+max_connections = 64
+outbox_max_stanzas = 256
+outbox_max_bytes = 262144
+negotiation_timeout_secs = 30
+idle_ping_secs = 240
+idle_timeout_secs = 360
+write_timeout_secs = 30
+max_resources_per_account = 16
+max_roster_items = 500
+"#;
+
+    fn docs() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_toml_str(EXAMPLE, Some(Path::new("/etc/kinglet"))).expect("valid");
+        assert_eq!(c.domain, "example.org");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/kinglet"));
+        assert_eq!(c.c2s.listen.len(), 2);
+        assert_eq!(c.c2s.allow_anonymous, AnonymousPolicy::Never);
+        let tls = c.tls.as_ref().expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/kinglet/fullchain.pem"));
+        assert_eq!(c.limits.max_connections, 64);
+        assert_eq!(c.pubsub_service(), "pubsub.example.org");
+    }
+
+    #[test]
+    fn docs_example_matches() {
+        // The first ```toml block after "## Full example" in the docs is this example.
+        let docs = docs();
+        let section = docs
+            .split("## Full example")
+            .nth(1)
+            .expect("docs have a '## Full example' section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block");
+        let from_docs = Config::from_toml_str(block, None).expect("docs example is valid");
+        let here = Config::from_toml_str(EXAMPLE, None).expect("valid");
+        assert_eq!(from_docs, here);
+    }
+
+    /// Every `table.key` path of a rendered config.
+    fn key_paths(toml_text: &str) -> Vec<String> {
+        let mut table = String::new();
+        let mut out = Vec::new();
+        for line in toml_text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            if let Some(name) = header_name(line) {
+                table = name;
+            } else if let Some(k) = line_key(line) {
+                out.push(if table.is_empty() {
+                    k
+                } else {
+                    format!("{table}.{k}")
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let docs = docs();
+        let with_tls = Config {
+            tls: Some(Tls::default()),
+            ..Config::default()
+        };
+        let mut paths = key_paths(&Config::default().to_toml());
+        paths.extend(key_paths(&with_tls.to_toml()));
+        assert!(paths.len() >= 25, "{paths:?}");
+        for p in paths {
+            assert!(
+                docs.contains(&format!("`{p}`")),
+                "docs/configuration.md does not mention `{p}`"
+            );
+        }
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let default = Config::default();
+        let text = default.to_toml();
+        assert_eq!(Config::from_toml_str(&text, None), Ok(default));
+        assert!(text.contains("# [tls] is not set"), "{text}");
+
+        let example =
+            Config::from_toml_str(EXAMPLE, Some(Path::new("/etc/kinglet"))).expect("valid");
+        let text = example.to_toml();
+        for key in [
+            "max_roster_items",
+            "allow_plain",
+            "cache_bytes",
+            "direct_tls_listen",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+        assert_eq!(
+            Config::from_toml_str(&text, Some(Path::new("/elsewhere"))),
+            Ok(example)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_rejected_naming_them() {
+        let e = err("domain = \"a.b\"\n[c2s]\nlisten = []\nlistne = []\n");
+        assert_eq!(e.key.as_deref(), Some("c2s.listne"), "{e}");
+        assert!(e.message.contains("listne"), "{e}");
+        assert!(e.message.contains("line 4"), "{e}");
+
+        assert_eq!(err_key("[limits]\nmax_stanzas = 3\n"), "limits.max_stanzas");
+        assert_eq!(err_key("verbose = true\n"), "verbose");
+        assert_eq!(err_key("[tsl]\ncert = \"x\"\n"), "tsl");
+        assert_eq!(err_key("c2s.bogus = 1\n"), "c2s.bogus");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        assert_eq!(
+            err_key("[limits]\nmax_stanza_bytes = \"big\"\n"),
+            "limits.max_stanza_bytes"
+        );
+        assert_eq!(
+            err_key("[c2s]\nallow_anonymous = \"sometimes\"\n"),
+            "c2s.allow_anonymous"
+        );
+        assert_eq!(
+            err_key("[c2s]\nlisten = [\n  \"127.0.0.1:5222\",\n  \"nonsense\",\n]\n"),
+            "c2s.listen"
+        );
+        assert_eq!(
+            err_key("[limits]\nmax_connections = -1\n"),
+            "limits.max_connections"
+        );
+        let e = err("domain = \n");
+        assert!(e.message.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn domain_rules() {
+        let c = Config::from_toml_str("domain = \"Example.ORG\"", None).expect("normalised");
+        assert_eq!(c.domain, "example.org");
+        for bad in [
+            "",
+            "user@example.org",
+            "example.org/res",
+            "exa mple.org",
+            "example..org",
+            ".example.org",
+            "example.org.",
+            "-a.org",
+            "a-.org",
+            "ex_ample.org",
+            "bücher.de",
+        ] {
+            let e = err(&format!("domain = {bad:?}"));
+            assert_eq!(e.key.as_deref(), Some("domain"), "{bad:?}: {e}");
+        }
+        let long = format!("{}.org", "a".repeat(64));
+        assert_eq!(err_key(&format!("domain = {long:?}")), "domain");
+        let long = ["abcdefghi"; 26].join("."); // 259 bytes, labels short
+        assert_eq!(err_key(&format!("domain = {long:?}")), "domain");
+        assert!(Config::from_toml_str("domain = \"xn--bcher-kva.de\"", None).is_ok());
+        assert!(Config::from_toml_str("domain = \"10.0.0.1\"", None).is_ok());
+        let upper = Config {
+            domain: "Localhost".to_owned(),
+            ..Config::default()
+        };
+        assert_eq!(
+            upper.validate().map_err(|e| e.key),
+            Err(Some("domain".to_owned()))
+        );
+    }
+
+    #[test]
+    fn listener_rules() {
+        assert_eq!(err_key("[c2s]\nlisten = []\n"), "c2s.listen");
+        assert_eq!(
+            err_key("[c2s]\nlisten = [\"127.0.0.1:5222\", \"127.0.0.1:5222\"]\n"),
+            "c2s.listen"
+        );
+        let e = err(
+            "[c2s]\nlisten = [\"127.0.0.1:5222\"]\ndirect_tls_listen = [\"127.0.0.1:5222\"]\n[tls]\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("c2s.direct_tls_listen"));
+        assert!(e.message.contains("twice"), "{e}");
+        let e = err("[c2s]\nlisten = [\"0.0.0.0:5222\", \"127.0.0.1:5222\"]\n[tls]\n");
+        assert!(e.message.contains("overlap"), "{e}");
+        // Different ports and port 0 are fine.
+        assert!(
+            Config::from_toml_str(
+                "[c2s]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\", \"127.0.0.2:5222\", \"[::1]:5222\"]\n",
+                None
+            )
+            .is_ok()
+        );
+        let too_many: Vec<String> = (0..33)
+            .map(|p| format!("\"127.0.0.1:{}\"", 6000 + p))
+            .collect();
+        assert_eq!(
+            err_key(&format!("[c2s]\nlisten = [{}]\n", too_many.join(","))),
+            "c2s.listen"
+        );
+    }
+
+    #[test]
+    fn public_plaintext_needs_tls_or_opt_out() {
+        let e = err("[c2s]\nlisten = [\"0.0.0.0:5222\"]\n");
+        assert_eq!(e.key.as_deref(), Some("c2s.listen"));
+        assert_eq!(
+            e.message,
+            "listening on 0.0.0.0:5222 without TLS exposes passwords; set [tls] cert/key or \
+             c2s.allow_plaintext_public = true"
+        );
+        assert_eq!(err_key("[c2s]\nlisten = [\"[::]:5222\"]\n"), "c2s.listen");
+        assert_eq!(
+            err_key("[c2s]\nlisten = [\"192.168.1.1:5222\"]\n"),
+            "c2s.listen"
+        );
+        assert!(Config::from_toml_str("[c2s]\nlisten = [\"0.0.0.0:5222\"]\n[tls]\n", None).is_ok());
+        assert!(
+            Config::from_toml_str(
+                "[c2s]\nlisten = [\"0.0.0.0:5222\"]\nallow_plaintext_public = true\n",
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            Config::from_toml_str("[c2s]\nlisten = [\"[::1]:5222\", \"127.9.9.9:1\"]\n", None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn direct_tls_needs_tls() {
+        let s = "[c2s]\ndirect_tls_listen = [\"127.0.0.1:5223\"]\n";
+        assert_eq!(err_key(s), "c2s.direct_tls_listen");
+        let c = Config::from_toml_str(&format!("{s}[tls]\n"), None).expect("valid");
+        assert_eq!(c.c2s.direct_tls_listen.len(), 1);
+        // Direct TLS alone is enough of a listener.
+        let only = "[c2s]\nlisten = []\ndirect_tls_listen = [\"0.0.0.0:5223\"]\n[tls]\n";
+        assert!(Config::from_toml_str(only, None).is_ok());
+    }
+
+    #[test]
+    fn scram_iterations_range() {
+        assert_eq!(
+            err_key("[auth]\nscram_iterations = 4095\n"),
+            "auth.scram_iterations"
+        );
+        assert_eq!(
+            err_key("[auth]\nscram_iterations = 1000001\n"),
+            "auth.scram_iterations"
+        );
+        assert!(Config::from_toml_str("[auth]\nscram_iterations = 4096\n", None).is_ok());
+        assert!(Config::from_toml_str("[auth]\nscram_iterations = 1000000\n", None).is_ok());
+    }
+
+    #[test]
+    fn cache_bytes_range() {
+        assert_eq!(err_key("[store]\ncache_bytes = 0\n"), "store.cache_bytes");
+        assert_eq!(
+            err_key("[store]\ncache_bytes = 1073741825\n"),
+            "store.cache_bytes"
+        );
+        assert!(Config::from_toml_str("[store]\ncache_bytes = 65536\n", None).is_ok());
+    }
+
+    #[test]
+    fn log_level_rules() {
+        for ok in [
+            "error",
+            "WARN",
+            "info",
+            "debug",
+            "trace",
+            "off",
+            "info,kinglet::session=debug",
+            "warn,kinglet=trace,rustls=off",
+        ] {
+            assert!(
+                Config::from_toml_str(&format!("log_level = {ok:?}"), None).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "",
+            "inf",
+            "verbose",
+            "info,",
+            "kinglet=",
+            "=debug",
+            "kinglet=loud",
+            "a b=info",
+            "info, kinglet=debug",
+            " info",
+            "kinglet=debug=info",
+        ] {
+            assert_eq!(
+                err_key(&format!("log_level = {bad:?}")),
+                "log_level",
+                "{bad:?}"
+            );
+        }
+        let long = format!("log_level = \"{}\"", "info,".repeat(300));
+        assert_eq!(err_key(&long), "log_level");
+    }
+
+    #[test]
+    fn limits_errors_surface_with_their_key() {
+        let e = err("[limits]\nmax_stanza_bytes = 100\n");
+        assert_eq!(e.key.as_deref(), Some("limits.max_stanza_bytes"));
+        assert_eq!(
+            err_key("[limits]\nidle_ping_secs = 400\n"),
+            "limits.idle_ping_secs"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_base_dir() {
+        let s = "data_dir = \"data\"\n[tls]\ncert = \"certs/c.pem\"\nkey = \"/abs/k.pem\"\n";
+        let c = Config::from_toml_str(s, Some(Path::new("/etc/kinglet"))).expect("valid");
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/kinglet/certs/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/abs/k.pem"));
+        assert_eq!(c.data_dir, PathBuf::from("/etc/kinglet/data"));
+
+        // Defaults of a present [tls] section live next to the file too.
+        let c = Config::from_toml_str("[tls]\n", Some(Path::new("/etc/kinglet"))).expect("valid");
+        assert_eq!(
+            c.tls,
+            Some(Tls {
+                cert: PathBuf::from("/etc/kinglet/cert.pem"),
+                key: PathBuf::from("/etc/kinglet/key.pem"),
+            })
+        );
+        // The built-in data_dir stays relative to the working directory.
+        assert_eq!(c.data_dir, PathBuf::from("./kinglet-data"));
+        // Without a base directory nothing changes.
+        let c = Config::from_toml_str(s, None).expect("valid");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(err_key("[tls]\ncert = \"\"\n"), "tls.cert");
+        assert_eq!(err_key("data_dir = \"\"\n"), "data_dir");
+    }
+
+    #[test]
+    fn load_reads_files_and_names_them() {
+        let dir = std::env::temp_dir().join(format!("kinglet-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("kinglet.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncert = \"c.pem\"\n[c2s]\nlisten = [\"0.0.0.0:5222\"]\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&path)).expect("valid");
+        assert_eq!(c.tls.expect("tls").cert, dir.join("c.pem"));
+
+        std::fs::write(&path, "[c2s]\nlisten = [\"0.0.0.0:5222\"]\n").expect("write");
+        let e = Config::load(Some(&path)).expect_err("no tls");
+        assert_eq!(e.path.as_deref(), Some(path.as_path()));
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with(&format!("{}: c2s.listen: listening on", path.display())),
+            "{shown}"
+        );
+
+        let big = "#".repeat(MAX_FILE_BYTES as usize + 1);
+        std::fs::write(&path, big).expect("write");
+        let e = Config::load(Some(&path)).expect_err("too big");
+        assert!(e.message.contains("larger"), "{e}");
+
+        std::fs::write(&path, [0xff, 0xfe, b'\n']).expect("write");
+        assert!(Config::load(Some(&path)).is_err());
+
+        let missing = dir.join("missing.toml");
+        let e = Config::load(Some(&missing)).expect_err("missing");
+        assert!(e.message.starts_with("cannot open"), "{e}");
+        assert_eq!(e.key, None);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for (a, lo) in [
+            ("127.0.0.1:1", true),
+            ("127.1.2.3:1", true),
+            ("[::1]:1", true),
+            ("[::ffff:127.0.0.1]:1", true),
+            ("0.0.0.0:1", false),
+            ("[::]:1", false),
+            ("10.0.0.1:1", false),
+        ] {
+            let addr: SocketAddr = a.parse().expect("addr");
+            assert_eq!(is_loopback(&addr), lo, "{a}");
+        }
+        let lo: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let far: SocketAddr = "10.0.0.1:9".parse().expect("addr");
+        assert!(AnonymousPolicy::Loopback.allows(&lo));
+        assert!(!AnonymousPolicy::Loopback.allows(&far));
+        assert!(AnonymousPolicy::Always.allows(&far));
+        assert!(!AnonymousPolicy::Never.allows(&lo));
+    }
+
+    #[test]
+    fn error_display_forms() {
+        let e = ConfigError::new(Some("c2s.listen"), "bad");
+        assert_eq!(e.to_string(), "c2s.listen: bad");
+        let e = e.in_file(Path::new("/etc/k.toml"));
+        assert_eq!(e.to_string(), "/etc/k.toml: c2s.listen: bad");
+        assert_eq!(ConfigError::new(None, "x").to_string(), "x");
+    }
+}

@@ -1,0 +1,388 @@
+//! Every resource bound of the daemon, in one place (`[limits]` in the config file).
+//!
+//! This module owns the [`Limits`] struct: its defaults, the worst-case memory each bound
+//! allows, and the range check ([`Limits::validate`]) that keeps every value usable. It does
+//! not enforce anything itself: the framer, the session state machine, the connection task and
+//! the core read their bound from here and apply the overflow policy named on each field.
+//!
+//! # Memory math
+//!
+//! Worst case for one client connection with the defaults (64-bit target):
+//!
+//! | what | bound | worst case |
+//! |---|---|---|
+//! | framer buffer (one incomplete top-level element) | `max_stanza_bytes` | 64 KiB |
+//! | outbox (queued outgoing stanzas, byte-accounted) | `outbox_max_bytes` | 256 KiB |
+//! | outbox bookkeeping (one entry per queued stanza, about 32 B) | `outbox_max_stanzas` | 8 KiB |
+//! | TLS record buffers (rustls, estimate) | fixed | about 40 KiB |
+//! | session state (JIDs, stream ids, counters; estimate) | fixed | about 4 KiB |
+//! | **total per connection** | | **about 372 KiB** |
+//!
+//! With `max_connections = 1024` this is about 372 MiB in the worst case, where every client
+//! at once holds an almost complete maximum-size stanza and has a full outbox. An idle
+//! connection costs a few KiB. Notification payloads are serialised once and shared between
+//! outboxes, but each outbox counts the full size of every stanza it holds, so the real memory
+//! is at most the accounted bytes.
+//!
+//! Sizing for small devices: the worst case is roughly
+//! `max_connections * (max_stanza_bytes + outbox_max_bytes + 52 KiB)`. On a router with 64 MiB
+//! of RAM, `max_connections = 64` keeps the worst case near 23 MiB; on 128 MiB, 128 connections
+//! stay near 47 MiB.
+//!
+//! Transient costs not multiplied by connections: one parsed stanza at a time on the single
+//! protocol thread (about twice `max_stanza_bytes`), bounded in shape by `max_xml_depth` and
+//! `max_xml_attrs`. Per account, the roster holds at most `max_roster_items` entries (about
+//! 200 B each typically, a few KiB with maximum-length JIDs and many groups).
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest accepted `max_stanza_bytes`: below this ordinary clients (disco results, vCards,
+/// form submissions) stop working.
+pub const MIN_STANZA_BYTES: usize = 4096;
+/// Largest accepted `max_stanza_bytes` (16 MiB): anything larger is not a pubsub item.
+pub const MAX_STANZA_BYTES: usize = 16 * 1024 * 1024;
+/// Largest accepted `max_xml_depth`; equals the XML framer's compile-time depth cap
+/// (`xml::framer::MAX_DEPTH_CAP`), so the configured value is never silently clamped.
+pub const MAX_XML_DEPTH: usize = 128;
+/// Largest accepted timeout or interval, in seconds (7 days). Keeps `Instant + Duration`
+/// far away from overflow on every platform.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// All resource bounds of the daemon (`[limits]` section of the configuration file).
+///
+/// Every field has a default (see [`Limits::default`]); a configuration file only lists the
+/// ones it changes. Exceeding a bound always yields the protocol's error (stream error,
+/// stanza error or a refused connection), never an unbounded allocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest top-level stream element (stanza or nonza) accepted from a client, in bytes.
+    /// Default 65536. Advertised as XEP-0478 `max-bytes`. Overflow: stream error
+    /// `policy-violation`. Memory: the framer may hold this many bytes per connection
+    /// (64 KiB at the default), plus about twice this while one stanza is parsed.
+    /// Accepted range 4096..=16777216.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted inside one stanza. Default 32. Overflow: stream error
+    /// `policy-violation`. Memory: one small stack entry per level while parsing (under 1 KiB
+    /// at the default). Accepted range 8..=128 (128 is the framer's compile-time cap).
+    pub max_xml_depth: usize,
+    /// Most attributes accepted on one element. Default 32. Overflow: stream error
+    /// `policy-violation`. Memory: transient, bounded by `max_stanza_bytes`.
+    /// Accepted range 8..=256.
+    pub max_xml_attrs: usize,
+    /// Most simultaneous client connections. Default 1024. Overflow: a new connection is
+    /// accepted and closed at once. Memory: multiplies the per-connection worst case (about
+    /// 372 KiB with the defaults, see the module documentation). Accepted range 1..=1048576.
+    pub max_connections: usize,
+    /// Most stanzas queued for one connection that the client has not read yet. Default 256.
+    /// Overflow: the slow consumer is closed with stream error `policy-violation`.
+    /// Memory: about 32 B of bookkeeping per entry (8 KiB at the default) in addition to the
+    /// bytes counted by `outbox_max_bytes`. Accepted range 1..=1048576.
+    pub outbox_max_stanzas: usize,
+    /// Most bytes queued for one connection that the client has not read yet. Default 262144.
+    /// Overflow: the slow consumer is closed with stream error `policy-violation`.
+    /// Memory: up to this many bytes per connection (256 KiB at the default). Must be at
+    /// least twice `max_stanza_bytes` so a notification carrying a maximum-size item fits.
+    /// Accepted range 2 * max_stanza_bytes..=1073741824.
+    pub outbox_max_bytes: usize,
+    /// Seconds a new connection has to authenticate and bind a resource. Default 30.
+    /// Overflow: stream error `connection-timeout`. No memory cost; it bounds how long an
+    /// unauthenticated connection holds its buffers. Accepted range 1..=604800.
+    pub negotiation_timeout_secs: u64,
+    /// Seconds of silence from a client after which the server probes it (XEP-0199 ping or
+    /// whitespace keepalive). Default 240; 0 disables the probe. No memory cost.
+    /// Accepted range 0..=604800, and below `idle_timeout_secs` unless 0.
+    pub idle_ping_secs: u64,
+    /// Seconds of silence from a client after which the connection is closed. Default 360.
+    /// Advertised as XEP-0478 `idle-seconds`. Overflow: stream error `connection-timeout`.
+    /// No memory cost. Accepted range 1..=604800.
+    pub idle_timeout_secs: u64,
+    /// Seconds a write to a client may stay blocked before the connection is dropped.
+    /// Default 30. No memory cost; it bounds how long a stuck peer pins its outbox.
+    /// Accepted range 1..=604800.
+    pub write_timeout_secs: u64,
+    /// Most simultaneously bound resources (sessions) of one account. Default 16. Overflow:
+    /// the bind is refused with stanza error `resource-constraint`. Memory: each session is a
+    /// connection and counted there. Accepted range 1..=65536.
+    pub max_resources_per_account: usize,
+    /// Most roster items one account may store (RFC 6121). Default 500. Overflow: roster set
+    /// and subscription requests fail with `resource-constraint`. Memory and disk: about
+    /// 200 B per item typically, a few KiB with maximum-length JIDs (about 100 KiB per full
+    /// roster at the default). Accepted range 1..=100000.
+    pub max_roster_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_stanza_bytes: 65536,
+            max_xml_depth: 32,
+            max_xml_attrs: 32,
+            max_connections: 1024,
+            outbox_max_stanzas: 256,
+            outbox_max_bytes: 262_144,
+            negotiation_timeout_secs: 30,
+            idle_ping_secs: 240,
+            idle_timeout_secs: 360,
+            write_timeout_secs: 30,
+            max_resources_per_account: 16,
+            max_roster_items: 500,
+        }
+    }
+}
+
+/// Checks that `value` lies in `lo..=hi`; the error names `limits.<key>`.
+fn in_range<T>(key: &str, value: T, lo: T, hi: T) -> Result<(), (String, String)>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if value < lo || value > hi {
+        return Err((
+            format!("limits.{key}"),
+            format!("{value} is out of range: must be between {lo} and {hi}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Limits {
+    /// Checks every bound for a usable value.
+    ///
+    /// # Errors
+    ///
+    /// Returns the key path of the first offending field (for example
+    /// `"limits.max_stanza_bytes"`) and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        const MAX_COUNT: usize = 1 << 20;
+        in_range(
+            "max_stanza_bytes",
+            self.max_stanza_bytes,
+            MIN_STANZA_BYTES,
+            MAX_STANZA_BYTES,
+        )?;
+        in_range("max_xml_depth", self.max_xml_depth, 8, MAX_XML_DEPTH)?;
+        in_range("max_xml_attrs", self.max_xml_attrs, 8, 256)?;
+        in_range("max_connections", self.max_connections, 1, MAX_COUNT)?;
+        in_range("outbox_max_stanzas", self.outbox_max_stanzas, 1, MAX_COUNT)?;
+        // A notification carries a published item of up to max_stanza_bytes plus its
+        // envelope; the outbox must hold it and more, or every large item closes its readers.
+        let min_outbox = self.max_stanza_bytes.saturating_mul(2);
+        if self.outbox_max_bytes < min_outbox {
+            return Err((
+                "limits.outbox_max_bytes".to_owned(),
+                format!(
+                    "{} is too small: must be at least twice limits.max_stanza_bytes ({min_outbox})",
+                    self.outbox_max_bytes
+                ),
+            ));
+        }
+        in_range(
+            "outbox_max_bytes",
+            self.outbox_max_bytes,
+            min_outbox,
+            1 << 30,
+        )?;
+        in_range(
+            "negotiation_timeout_secs",
+            self.negotiation_timeout_secs,
+            1,
+            MAX_TIMEOUT_SECS,
+        )?;
+        in_range("idle_ping_secs", self.idle_ping_secs, 0, MAX_TIMEOUT_SECS)?;
+        in_range(
+            "idle_timeout_secs",
+            self.idle_timeout_secs,
+            1,
+            MAX_TIMEOUT_SECS,
+        )?;
+        if self.idle_ping_secs != 0 && self.idle_ping_secs >= self.idle_timeout_secs {
+            return Err((
+                "limits.idle_ping_secs".to_owned(),
+                format!(
+                    "{} must be below limits.idle_timeout_secs ({}) so the client can answer \
+                     the ping before it is disconnected; 0 disables the ping",
+                    self.idle_ping_secs, self.idle_timeout_secs
+                ),
+            ));
+        }
+        in_range(
+            "write_timeout_secs",
+            self.write_timeout_secs,
+            1,
+            MAX_TIMEOUT_SECS,
+        )?;
+        in_range(
+            "max_resources_per_account",
+            self.max_resources_per_account,
+            1,
+            65536,
+        )?;
+        in_range("max_roster_items", self.max_roster_items, 1, 100_000)?;
+        Ok(())
+    }
+
+    /// Worst-case bytes one connection may pin (framer buffer, outbox, bookkeeping and the
+    /// fixed TLS/session estimate of the module documentation).
+    pub fn per_connection_worst_case_bytes(&self) -> usize {
+        const FIXED: usize = 44 * 1024;
+        const OUTBOX_ENTRY: usize = 32;
+        self.max_stanza_bytes
+            .saturating_add(self.outbox_max_bytes)
+            .saturating_add(self.outbox_max_stanzas.saturating_mul(OUTBOX_ENTRY))
+            .saturating_add(FIXED)
+    }
+
+    /// Worst-case bytes all connections together may pin:
+    /// `max_connections * per_connection_worst_case_bytes()`.
+    pub fn total_worst_case_bytes(&self) -> usize {
+        self.max_connections
+            .saturating_mul(self.per_connection_worst_case_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(l: &Limits) -> String {
+        match l.validate() {
+            Ok(()) => String::new(),
+            Err((k, _)) => k,
+        }
+    }
+
+    #[test]
+    fn defaults_match_design() {
+        let l = Limits::default();
+        assert_eq!(l.max_stanza_bytes, 65536);
+        assert_eq!(l.max_xml_depth, 32);
+        assert_eq!(l.max_xml_attrs, 32);
+        assert_eq!(l.max_connections, 1024);
+        assert_eq!(l.outbox_max_stanzas, 256);
+        assert_eq!(l.outbox_max_bytes, 262_144);
+        assert_eq!(l.negotiation_timeout_secs, 30);
+        assert_eq!(l.idle_ping_secs, 240);
+        assert_eq!(l.idle_timeout_secs, 360);
+        assert_eq!(l.write_timeout_secs, 30);
+        assert_eq!(l.max_resources_per_account, 16);
+        assert_eq!(l.max_roster_items, 500);
+        assert_eq!(l.validate(), Ok(()));
+    }
+
+    #[test]
+    fn memory_math_matches_module_doc() {
+        let l = Limits::default();
+        // 64 KiB + 256 KiB + 8 KiB + 44 KiB = 372 KiB.
+        assert_eq!(l.per_connection_worst_case_bytes(), 372 * 1024);
+        assert_eq!(l.total_worst_case_bytes(), 372 * 1024 * 1024);
+        let small = Limits {
+            max_connections: 64,
+            ..Limits::default()
+        };
+        assert!(small.total_worst_case_bytes() < 24 * 1024 * 1024);
+    }
+
+    #[test]
+    fn stanza_bytes_range() {
+        for (v, ok) in [
+            (4095, false),
+            (4096, true),
+            (16 * 1024 * 1024, true),
+            (16 * 1024 * 1024 + 1, false),
+            (0, false),
+        ] {
+            let l = Limits {
+                max_stanza_bytes: v,
+                outbox_max_bytes: v.saturating_mul(2).max(262_144),
+                ..Limits::default()
+            };
+            let expected = if ok { "" } else { "limits.max_stanza_bytes" };
+            assert_eq!(key_of(&l), expected, "max_stanza_bytes = {v}");
+        }
+    }
+
+    #[test]
+    fn zero_rejected_where_meaningless() {
+        type Setter = fn(&mut Limits);
+        let cases: [(&str, Setter); 8] = [
+            ("limits.max_xml_depth", |l| l.max_xml_depth = 0),
+            ("limits.max_connections", |l| l.max_connections = 0),
+            ("limits.outbox_max_stanzas", |l| l.outbox_max_stanzas = 0),
+            ("limits.negotiation_timeout_secs", |l| {
+                l.negotiation_timeout_secs = 0
+            }),
+            ("limits.idle_timeout_secs", |l| l.idle_timeout_secs = 0),
+            ("limits.write_timeout_secs", |l| l.write_timeout_secs = 0),
+            ("limits.max_resources_per_account", |l| {
+                l.max_resources_per_account = 0
+            }),
+            ("limits.max_roster_items", |l| l.max_roster_items = 0),
+        ];
+        for (key, set) in cases {
+            let mut l = Limits::default();
+            set(&mut l);
+            assert_eq!(key_of(&l), key);
+        }
+    }
+
+    #[test]
+    fn xml_shape_bounds() {
+        let mut l = Limits {
+            max_xml_attrs: 257,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&l), "limits.max_xml_attrs");
+        l.max_xml_attrs = 7;
+        assert_eq!(key_of(&l), "limits.max_xml_attrs");
+        l.max_xml_attrs = 8;
+        l.max_xml_depth = 129;
+        assert_eq!(key_of(&l), "limits.max_xml_depth");
+        l.max_xml_depth = 128;
+        assert_eq!(l.validate(), Ok(()));
+    }
+
+    #[test]
+    fn outbox_must_hold_two_max_stanzas() {
+        let mut l = Limits {
+            outbox_max_bytes: 131_071,
+            ..Limits::default()
+        };
+        let err = l.validate().expect_err("outbox too small");
+        assert_eq!(err.0, "limits.outbox_max_bytes");
+        assert!(err.1.contains("131072"), "{}", err.1);
+        l.outbox_max_bytes = 131_072;
+        assert_eq!(l.validate(), Ok(()));
+        l.outbox_max_bytes = (1 << 30) + 1;
+        assert_eq!(key_of(&l), "limits.outbox_max_bytes");
+    }
+
+    #[test]
+    fn ping_must_come_before_timeout() {
+        let mut l = Limits {
+            idle_ping_secs: 360,
+            idle_timeout_secs: 360,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&l), "limits.idle_ping_secs");
+        l.idle_ping_secs = 359;
+        assert_eq!(l.validate(), Ok(()));
+        l.idle_ping_secs = 0;
+        l.idle_timeout_secs = 1;
+        assert_eq!(l.validate(), Ok(()), "ping disabled allows any timeout");
+    }
+
+    #[test]
+    fn huge_timeouts_rejected() {
+        let l = Limits {
+            write_timeout_secs: u64::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&l), "limits.write_timeout_secs");
+        let l = Limits {
+            idle_ping_secs: MAX_TIMEOUT_SECS + 1,
+            idle_timeout_secs: MAX_TIMEOUT_SECS,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&l), "limits.idle_ping_secs");
+    }
+}

@@ -1,0 +1,372 @@
+//! The IO shell: listening sockets, the per-connection task and TLS. No protocol decisions
+//! live here; bytes go to [`Session`], outputs come back as bytes and [`Action`]s.
+//!
+//! Each connection task waits on exactly three cancel-safe things: the socket becoming
+//! readable, its outbox, and its session's deadline. Reads go into one scratch buffer shared
+//! by the whole thread (the framer keeps only an incomplete element), so an idle connection
+//! holds no read buffer at all. Writes are bounded by `write_timeout_secs`.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use rustls::ServerConnection;
+use smol::LocalExecutor;
+
+use crate::outbox::Outbox;
+use crate::router::{ConnId, Router};
+use crate::session::{Action, Session, Transport};
+use crate::xml::XmlLimits;
+
+/// Size of the thread-wide read buffer: one read never takes more than this from a socket,
+/// which also bounds how much one connection can make the server do per wake-up.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// State shared by the listeners and connection tasks of the one executor thread.
+pub struct Shared {
+    /// The router; borrowed only synchronously, never across an `.await`.
+    pub router: RefCell<Router>,
+    /// TLS configuration, if `[tls]` is set. Replaced on reload; new connections use the new one.
+    pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    next_id: Cell<ConnId>,
+    open: Cell<usize>,
+    scratch: RefCell<Box<[u8]>>,
+}
+
+impl Shared {
+    /// Shared state around a router.
+    pub fn new(router: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Rc<Shared> {
+        Rc::new(Shared {
+            router: RefCell::new(router),
+            tls: RefCell::new(tls),
+            next_id: Cell::new(1),
+            open: Cell::new(0),
+            scratch: RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice()),
+        })
+    }
+
+    /// Number of open connections.
+    pub fn open_connections(&self) -> usize {
+        self.open.get()
+    }
+}
+
+/// Load a PEM certificate chain and private key into a rustls server configuration
+/// (ring provider, TLS 1.2 and 1.3).
+pub fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate PEM in {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in {}", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not match or are unsupported: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// Accept connections on `listener` forever, spawning a task per connection.
+pub async fn listen(
+    ex: Rc<LocalExecutor<'static>>,
+    shared: Rc<Shared>,
+    listener: Async<TcpListener>,
+    direct_tls: bool,
+) {
+    let local = listener.get_ref().local_addr().ok();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, listener = ?local, "accept failed; retrying in 100 ms");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let max = shared.router.borrow().limits().max_connections;
+        if shared.open.get() >= max {
+            tracing::warn!(%peer, max, "connection limit reached (limits.max_connections): refusing");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.get_ref().set_nodelay(true);
+        let sh = shared.clone();
+        ex.spawn(async move {
+            sh.open.set(sh.open.get() + 1);
+            serve(&sh, stream, peer, direct_tls).await;
+            sh.open.set(sh.open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+enum Wake {
+    Read,
+    Outbox,
+    Deadline,
+}
+
+/// The byte transport under a session: plain TCP, or TLS over it.
+struct Conn {
+    io: Async<TcpStream>,
+    tls: Option<Box<ServerConnection>>,
+}
+
+impl Conn {
+    /// Read once from the socket; feed every plaintext byte to `sink`. Ok(false) on EOF.
+    fn read_once(
+        &mut self,
+        scratch: &mut [u8],
+        mut sink: impl FnMut(&[u8]) -> Action,
+    ) -> io::Result<(bool, Action)> {
+        let mut action = Action::Continue;
+        match &mut self.tls {
+            None => {
+                let n = match self.io.get_ref().read(scratch) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((true, action)),
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    return Ok((false, action));
+                }
+                Ok((true, sink(&scratch[..n])))
+            }
+            Some(tls) => {
+                let n = match tls.read_tls(&mut self.io.get_ref()) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((true, action)),
+                    Err(e) => return Err(e),
+                };
+                if let Err(e) = tls.process_new_packets() {
+                    // The alert (if any) is sent by the caller's flush.
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+                loop {
+                    match tls.reader().read(scratch) {
+                        Ok(0) => return Ok((false, action)),
+                        Ok(m) => {
+                            action = sink(&scratch[..m]);
+                            if action != Action::Continue {
+                                return Ok((true, action));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok((n != 0, action))
+            }
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Write `buf` (plaintext) fully, within `timeout`.
+    async fn write_all(&mut self, buf: &[u8], timeout: Duration) -> io::Result<()> {
+        let fut = async {
+            match &mut self.tls {
+                None => {
+                    let mut pos = 0;
+                    while pos < buf.len() {
+                        match self.io.get_ref().write(&buf[pos..]) {
+                            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                            Ok(n) => pos += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                self.io.writable().await?
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                }
+                Some(tls) => {
+                    let mut pos = 0;
+                    loop {
+                        if pos < buf.len() {
+                            pos += tls.writer().write(&buf[pos..])?;
+                        }
+                        while tls.wants_write() {
+                            match tls.write_tls(&mut self.io.get_ref()) {
+                                Ok(_) => {}
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    self.io.writable().await?
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        if pos >= buf.len() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        };
+        smol::future::or(fut, async {
+            Timer::after(timeout).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
+        })
+        .await
+    }
+}
+
+/// Serve one connection until it closes.
+pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, direct_tls: bool) {
+    let (limits, write_timeout) = {
+        let r = shared.router.borrow();
+        let l = r.limits();
+        (
+            XmlLimits {
+                max_stanza_bytes: l.max_stanza_bytes,
+                max_depth: l.max_xml_depth,
+                max_attrs: l.max_xml_attrs,
+            },
+            Duration::from_secs(l.write_timeout_secs),
+        )
+    };
+    let id = shared.next_id.get();
+    shared.next_id.set(id + 1);
+    let tls_cfg = shared.tls.borrow().clone();
+    let mut conn = Conn { io, tls: None };
+    if direct_tls {
+        let Some(cfg) = tls_cfg.clone() else { return };
+        match ServerConnection::new(cfg) {
+            Ok(c) => conn.tls = Some(Box::new(c)),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS session setup failed");
+                return;
+            }
+        }
+    }
+    let (max_stanzas, max_bytes) = {
+        let r = shared.router.borrow();
+        (r.limits().outbox_max_stanzas, r.limits().outbox_max_bytes)
+    };
+    let outbox = Outbox::new(max_stanzas, max_bytes);
+    let transport = Transport {
+        tls_active: direct_tls,
+        tls_available: tls_cfg.is_some(),
+        loopback: peer.ip().is_loopback(),
+    };
+    let mut session = Session::new(id, transport, limits, outbox.clone(), Instant::now());
+    tracing::debug!(conn = id, %peer, direct_tls, "connection opened");
+    let mut out: Vec<u8> = Vec::new();
+    let mut action = Action::Continue;
+    loop {
+        if !out.is_empty() || conn.wants_write() {
+            if let Err(e) = conn.write_all(&out, write_timeout).await {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    tracing::warn!(conn = id, jid = ?session.jid().map(|j| j.as_str()), "slow consumer: write timed out (limits.write_timeout_secs); dropping connection");
+                } else {
+                    tracing::info!(conn = id, error = %e, "write failed; dropping connection");
+                }
+                break;
+            }
+            out = Vec::new();
+        }
+        match action {
+            Action::Close => break,
+            Action::StartTls => {
+                if session.has_pending_input() {
+                    tracing::info!(conn = id, "data pipelined after <starttls/>: closing");
+                    break;
+                }
+                let Some(cfg) = tls_cfg.clone() else { break };
+                match ServerConnection::new(cfg) {
+                    Ok(c) => conn.tls = Some(Box::new(c)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS session setup failed");
+                        break;
+                    }
+                }
+                session.tls_established();
+                action = Action::Continue;
+            }
+            Action::Continue => {}
+        }
+        if let Some(k) = outbox.kicked() {
+            action = session.on_kick(k, &mut shared.router.borrow_mut(), &mut out);
+            continue;
+        }
+        let deadline = session.deadline(&shared.router.borrow());
+        let wake = smol::future::or(
+            async {
+                let _ = conn.io.readable().await;
+                Wake::Read
+            },
+            smol::future::or(
+                async {
+                    outbox.ready().await;
+                    Wake::Outbox
+                },
+                async {
+                    Timer::at(deadline).await;
+                    Wake::Deadline
+                },
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Read => {
+                let res = {
+                    let mut scratch = shared.scratch.borrow_mut();
+                    conn.read_once(&mut scratch, |bytes| {
+                        session.receive(
+                            bytes,
+                            &mut shared.router.borrow_mut(),
+                            &mut out,
+                            Instant::now(),
+                        )
+                    })
+                };
+                match res {
+                    Ok((true, a)) => action = a,
+                    Ok((false, _)) => {
+                        tracing::debug!(conn = id, "peer closed the connection");
+                        if !out.is_empty() || conn.wants_write() {
+                            let _ = conn.write_all(&out, write_timeout).await;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::info!(conn = id, error = %e, "read failed; dropping connection");
+                        if conn.wants_write() {
+                            let _ = conn.write_all(&[], write_timeout).await;
+                        }
+                        break;
+                    }
+                }
+            }
+            Wake::Outbox => outbox.drain_into(&mut out),
+            Wake::Deadline => {
+                action =
+                    session.on_deadline(&mut shared.router.borrow_mut(), &mut out, Instant::now());
+            }
+        }
+    }
+    session.on_disconnect(&mut shared.router.borrow_mut());
+    if let Some(tls) = &mut conn.tls {
+        tls.send_close_notify();
+        let _ = tls.write_tls(&mut conn.io.get_ref());
+    }
+    tracing::debug!(conn = id, "connection closed");
+}

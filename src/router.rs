@@ -1,0 +1,1199 @@
+//! The router: every bound session, local addressing rules (RFC 6120 §10, RFC 6121 §8),
+//! server-answered IQs (disco, ping, version), rosters and presence (RFC 6121 §2-§4).
+//!
+//! Single-threaded: the connection tasks call into it synchronously, never across an
+//! `.await`. It reaches sessions only through their bounded [`Outbox`]es, so a slow client
+//! can never stall routing. Stanzas are serialised once per recipient account (or once per
+//! broadcast) and shared as `Rc<str>`.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::config::{AnonymousPolicy, Config};
+use crate::jid::Jid;
+use crate::limits::Limits;
+use crate::outbox::{Kick, Outbox};
+use crate::proto::{
+    self, Condition, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION, StanzaError,
+    StreamCondition,
+};
+use crate::store::{RosterItem, Store, Subscription};
+use crate::xml::{Element, NS_CLIENT};
+
+/// Connection identifier, unique for the life of the process.
+pub type ConnId = u64;
+
+/// Maximum number of directed-presence targets remembered per resource (RFC 6121 §4.6);
+/// each costs one JID (~40 bytes). Beyond it the oldest is forgotten.
+const MAX_DIRECTED: usize = 16;
+
+/// Longest roster item name or group name accepted, in bytes (RFC 6121 §2.1.2.4 leaves it to policy).
+const MAX_ROSTER_TEXT: usize = crate::store::MAX_ROSTER_NAME_BYTES;
+/// Most groups on one roster item.
+const MAX_ROSTER_GROUPS: usize = crate::store::MAX_ROSTER_GROUPS;
+
+/// One bound resource.
+struct Resource {
+    jid: Jid,
+    conn: ConnId,
+    outbox: Rc<Outbox>,
+    /// The last available presence it broadcast (without `to`), if it is available.
+    presence: Option<Element>,
+    priority: i8,
+    /// Whether it asked for the roster (RFC 6121 §2.1.6: pushes go to interested resources).
+    interested: bool,
+    /// Entities it sent directed presence to (they get its unavailable presence).
+    directed: Vec<Jid>,
+}
+
+/// An account with at least one bound resource.
+struct Account {
+    anonymous: bool,
+    resources: Vec<Resource>,
+    /// The roster, loaded at first bind and written through to the store.
+    roster: Vec<RosterItem>,
+}
+
+/// Router state.
+pub struct Router {
+    config: Rc<Config>,
+    store: Store,
+    /// Secret for SCRAM's fake credentials of unknown users (account enumeration defence).
+    secret: [u8; 32],
+    accounts: HashMap<String, Account>,
+    push_counter: u64,
+}
+
+/// What kind of local entity a JID names.
+enum Target {
+    /// The server itself.
+    Domain,
+    /// An account of ours: its username.
+    Local(String),
+    /// Another domain (no server-to-server support).
+    Remote,
+}
+
+impl Router {
+    /// A router over `store`.
+    pub fn new(config: Rc<Config>, store: Store) -> Router {
+        let mut secret = [0u8; 32];
+        // With no randomness the fake-credential defence degrades to a fixed salt per user; log it.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+            tracing::warn!("no system randomness for the SCRAM secret");
+        }
+        Router {
+            config,
+            store,
+            secret,
+            accounts: HashMap::new(),
+            push_counter: 0,
+        }
+    }
+
+    /// The served domain.
+    pub fn domain(&self) -> &str {
+        &self.config.domain
+    }
+
+    /// Effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Effective limits.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// The store (accounts, rosters).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What SCRAM needs to look credentials up.
+    pub fn auth_lookup(&self) -> (&[u8], &Store) {
+        (&self.secret, &self.store)
+    }
+
+    /// Whether SASL ANONYMOUS may be offered to a peer.
+    pub fn anonymous_allowed(&self, loopback: bool) -> bool {
+        match self.config.c2s.allow_anonymous {
+            AnonymousPolicy::Never => false,
+            AnonymousPolicy::Loopback => loopback,
+            AnonymousPolicy::Always => true,
+        }
+    }
+
+    /// A fresh, unused anonymous username.
+    pub fn new_anonymous_user(&mut self) -> String {
+        loop {
+            let n = crate::sasl::random_nonce();
+            let user: String = format!(
+                "anon-{}",
+                n.chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(10)
+                    .collect::<String>()
+            )
+            .to_lowercase();
+            if !self.accounts.contains_key(&user) && !self.store.user_exists(&user).unwrap_or(true)
+            {
+                return user;
+            }
+        }
+    }
+
+    /// Number of bound resources (for metrics and tests).
+    pub fn session_count(&self) -> usize {
+        self.accounts.values().map(|a| a.resources.len()).sum()
+    }
+
+    /// Bind a resource for `user` (RFC 6120 §7). A resource already in use is taken over:
+    /// the old session is closed with a `conflict` stream error (§7.7.2.2, "override").
+    pub fn bind(
+        &mut self,
+        user: &str,
+        anonymous: bool,
+        requested: Option<&str>,
+        conn: ConnId,
+        outbox: Rc<Outbox>,
+    ) -> Result<Jid, StanzaError> {
+        let domain = self.config.domain.clone();
+        let resource = match requested.map(str::trim) {
+            Some(r) if !r.is_empty() => r.to_owned(),
+            _ => {
+                let n = crate::sasl::random_nonce();
+                format!(
+                    "kinglet-{}",
+                    n.chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .take(12)
+                        .collect::<String>()
+                )
+            }
+        };
+        let jid = Jid::new(Some(user), &domain, Some(&resource)).map_err(|e| {
+            StanzaError::new(Condition::BadRequest).with_text(format!("invalid resource: {e}"))
+        })?;
+        if !self.accounts.contains_key(user) {
+            let roster = if anonymous {
+                Vec::new()
+            } else {
+                self.store.roster_get(user).map_err(|e| {
+                    tracing::error!(user, error = %e, "cannot load roster");
+                    StanzaError::new(Condition::InternalServerError)
+                })?
+            };
+            self.accounts.insert(
+                user.to_owned(),
+                Account {
+                    anonymous,
+                    resources: Vec::new(),
+                    roster,
+                },
+            );
+        }
+        let max = self.config.limits.max_resources_per_account;
+        let account = self
+            .accounts
+            .get_mut(user)
+            .expect("invariant: inserted above");
+        if let Some(i) = account.resources.iter().position(|r| r.jid == jid) {
+            let old = account.resources.remove(i);
+            tracing::info!(jid = %jid, "resource conflict: replacing the old session");
+            old.outbox.kick(Kick::Stream(StreamCondition::Conflict));
+            if old.presence.is_some() {
+                self.broadcast_unavailable(&old);
+            }
+        }
+        let account = self
+            .accounts
+            .get_mut(user)
+            .expect("invariant: inserted above");
+        if account.resources.len() >= max {
+            return Err(StanzaError::new(Condition::ResourceConstraint)
+                .with_text("too many resources bound for this account"));
+        }
+        account.resources.push(Resource {
+            jid: jid.clone(),
+            conn,
+            outbox,
+            presence: None,
+            priority: 0,
+            interested: false,
+            directed: Vec::new(),
+        });
+        Ok(jid)
+    }
+
+    /// A session ended: broadcast its unavailable presence and forget it.
+    pub fn unbind(&mut self, jid: &Jid, conn: ConnId) {
+        let Some(user) = jid.local() else { return };
+        let Some(account) = self.accounts.get_mut(user) else {
+            return;
+        };
+        let Some(i) = account.resources.iter().position(|r| r.conn == conn) else {
+            return;
+        };
+        let res = account.resources.remove(i);
+        let empty = account.resources.is_empty();
+        if res.presence.is_some() {
+            self.broadcast_unavailable(&res);
+        }
+        if empty {
+            self.accounts.remove(user);
+        }
+    }
+
+    fn classify(&self, jid: &Jid) -> Target {
+        if jid.domain() != self.config.domain {
+            return Target::Remote;
+        }
+        match jid.local() {
+            None => Target::Domain,
+            Some(l) => Target::Local(l.to_owned()),
+        }
+    }
+
+    fn account_exists(&self, user: &str) -> bool {
+        self.accounts.contains_key(user) || self.store.user_exists(user).unwrap_or(false)
+    }
+
+    /// Send a stanza to one resource, given its full JID.
+    fn resource_outbox(&self, jid: &Jid) -> Option<&Rc<Outbox>> {
+        let acc = self.accounts.get(jid.local()?)?;
+        acc.resources
+            .iter()
+            .find(|r| &r.jid == jid)
+            .map(|r| &r.outbox)
+    }
+
+    fn send(outbox: &Outbox, s: &Rc<str>) {
+        // A full outbox closes that (slow) session; the sender is not affected.
+        let _ = outbox.push(s.clone());
+    }
+
+    /// Reply to `stanza`'s sender with an error (never to an error).
+    fn bounce(&self, stanza: &Element, err: StanzaError) {
+        let Some(reply) = proto::error_reply(stanza, &err) else {
+            return;
+        };
+        self.deliver_reply(reply);
+    }
+
+    /// Deliver a server-generated stanza whose `to` is a local full JID.
+    fn deliver_reply(&self, reply: Element) {
+        let Some(to) = reply.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            return;
+        };
+        if let Some(ob) = self.resource_outbox(&to) {
+            Self::send(ob, &Rc::from(reply.to_string_in_stream()));
+        }
+    }
+
+    /// Route a stanza from a bound session (its `from` is already stamped).
+    pub fn route(&mut self, from: &Jid, stanza: Element) {
+        let to = match stanza.attr("to") {
+            None => None,
+            Some(t) => match Jid::parse(t) {
+                Ok(j) => Some(j),
+                Err(_) => {
+                    self.bounce(&stanza, StanzaError::new(Condition::JidMalformed));
+                    return;
+                }
+            },
+        };
+        match stanza.name.as_str() {
+            "iq" => self.route_iq(from, to, stanza),
+            "message" => self.route_message(from, to, stanza),
+            _ => self.route_presence(from, to, stanza),
+        }
+    }
+
+    // ---------------------------------------------------------------- IQ
+
+    fn route_iq(&mut self, from: &Jid, to: Option<Jid>, iq: Element) {
+        let ty = iq.attr("type").unwrap_or("");
+        if !matches!(ty, "get" | "set" | "result" | "error") || iq.attr("id").is_none() {
+            self.bounce(
+                &iq,
+                StanzaError::new(Condition::BadRequest)
+                    .with_text("iq needs an id and a valid type"),
+            );
+            return;
+        }
+        let request = matches!(ty, "get" | "set");
+        if request && iq.elements().count() != 1 {
+            // RFC 6120 §8.2.3: exactly one payload.
+            self.bounce(
+                &iq,
+                StanzaError::new(Condition::BadRequest)
+                    .with_text("an iq get/set carries exactly one child"),
+            );
+            return;
+        }
+        let to = to.unwrap_or_else(|| from.bare());
+        match self.classify(&to) {
+            Target::Remote => {
+                if request {
+                    self.bounce(
+                        &iq,
+                        StanzaError::new(Condition::RemoteServerNotFound)
+                            .with_text("no server-to-server support"),
+                    );
+                }
+            }
+            Target::Domain => {
+                if request {
+                    self.server_iq(from, &iq);
+                }
+            }
+            Target::Local(user) => {
+                if to.is_full() {
+                    if let Some(ob) = self.resource_outbox(&to) {
+                        Self::send(ob, &Rc::from(iq.to_string_in_stream()));
+                    } else if request {
+                        // RFC 6121 §8.5.3.2.3 (no such resource) and §8.5.1 (no such account).
+                        self.bounce(&iq, StanzaError::new(Condition::ServiceUnavailable));
+                    }
+                } else if request {
+                    self.account_iq(from, &user, &iq);
+                }
+            }
+        }
+    }
+
+    /// IQs to the server's own JID.
+    fn server_iq(&self, from: &Jid, iq: &Element) {
+        let Some(p) = proto::iq_payload(iq) else {
+            return;
+        };
+        let get = iq.attr("type") == Some("get");
+        let reply = if get && p.is("query", NS_DISCO_INFO) && p.attr("node").is_none() {
+            let mut q = Element::new("query", NS_DISCO_INFO).with_child(
+                Element::new("identity", NS_DISCO_INFO)
+                    .with_attr("category", "server")
+                    .with_attr("type", "im")
+                    .with_attr("name", "Kinglet"),
+            );
+            for f in SERVER_FEATURES {
+                q.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", *f));
+            }
+            Some(q)
+        } else if get && p.is("query", NS_DISCO_ITEMS) && p.attr("node").is_none() {
+            Some(Element::new("query", NS_DISCO_ITEMS))
+        } else if get && p.is("ping", NS_PING) {
+            None
+        } else if get && p.is("query", NS_VERSION) {
+            Some(
+                Element::new("query", NS_VERSION)
+                    .with_child(Element::new("name", NS_VERSION).with_text("Kinglet"))
+                    .with_child(
+                        Element::new("version", NS_VERSION).with_text(env!("CARGO_PKG_VERSION")),
+                    ),
+            )
+        } else {
+            self.bounce(iq, StanzaError::new(Condition::ServiceUnavailable));
+            return;
+        };
+        let _ = from;
+        self.deliver_reply(proto::iq_result(iq, reply));
+    }
+
+    /// IQs to a bare account JID, answered by the server on the account's behalf (RFC 6121 §8.5.2.1.3).
+    fn account_iq(&mut self, from: &Jid, user: &str, iq: &Element) {
+        if !self.account_exists(user) {
+            self.bounce(iq, StanzaError::new(Condition::ServiceUnavailable));
+            return;
+        }
+        let own = from.local() == Some(user);
+        let Some(p) = proto::iq_payload(iq) else {
+            return;
+        };
+        if p.is("query", NS_ROSTER) {
+            if own {
+                self.roster_iq(from, iq, p);
+            } else {
+                // RFC 6121 §2.1.5: only the user may touch its roster.
+                self.bounce(iq, StanzaError::new(Condition::Forbidden));
+            }
+            return;
+        }
+        let get = iq.attr("type") == Some("get");
+        if get && p.is("query", NS_DISCO_INFO) && p.attr("node").is_none() {
+            let q = Element::new("query", NS_DISCO_INFO)
+                .with_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "account")
+                        .with_attr("type", "registered"),
+                )
+                .with_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_INFO))
+                .with_child(
+                    Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_ITEMS),
+                );
+            self.deliver_reply(proto::iq_result(iq, Some(q)));
+        } else if get && p.is("query", NS_DISCO_ITEMS) && p.attr("node").is_none() {
+            self.deliver_reply(proto::iq_result(
+                iq,
+                Some(Element::new("query", NS_DISCO_ITEMS)),
+            ));
+        } else if get && p.is("ping", NS_PING) && own {
+            self.deliver_reply(proto::iq_result(iq, None));
+        } else {
+            self.bounce(iq, StanzaError::new(Condition::ServiceUnavailable));
+        }
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    fn route_message(&mut self, from: &Jid, to: Option<Jid>, msg: Element) {
+        let to = to.unwrap_or_else(|| from.bare());
+        let ty = msg.attr("type").unwrap_or("normal").to_owned();
+        match self.classify(&to) {
+            Target::Remote => self.bounce(
+                &msg,
+                StanzaError::new(Condition::RemoteServerNotFound)
+                    .with_text("no server-to-server support"),
+            ),
+            Target::Domain => {
+                if ty != "error" && ty != "headline" {
+                    self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
+                }
+            }
+            Target::Local(user) => {
+                if to.is_full() {
+                    if let Some(ob) = self.resource_outbox(&to) {
+                        Self::send(ob, &Rc::from(msg.to_string_in_stream()));
+                        return;
+                    }
+                    // RFC 6121 §8.5.3.2.1: no such resource.
+                    match ty.as_str() {
+                        "normal" | "chat" | "headline" => {}
+                        "error" => return,
+                        _ => {
+                            self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
+                            return;
+                        }
+                    }
+                }
+                self.message_to_bare(&user, &ty, &msg);
+            }
+        }
+    }
+
+    /// RFC 6121 §8.5.2: a message to a bare JID of ours.
+    fn message_to_bare(&self, user: &str, ty: &str, msg: &Element) {
+        if ty == "error" {
+            return;
+        }
+        if ty == "groupchat" || !self.account_exists(user) {
+            if ty != "headline" {
+                self.bounce(msg, StanzaError::new(Condition::ServiceUnavailable));
+            }
+            return;
+        }
+        let candidates: Vec<&Resource> = self
+            .accounts
+            .get(user)
+            .map(|a| {
+                a.resources
+                    .iter()
+                    .filter(|r| r.presence.is_some() && r.priority >= 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if candidates.is_empty() {
+            // §8.5.2.2: no offline storage here; tell the sender instead of losing it silently.
+            if ty != "headline" {
+                self.bounce(
+                    msg,
+                    StanzaError::new(Condition::ServiceUnavailable)
+                        .with_text("the recipient is offline"),
+                );
+            }
+            return;
+        }
+        let s: Rc<str> = Rc::from(msg.to_string_in_stream());
+        if ty == "headline" {
+            for r in candidates {
+                Self::send(&r.outbox, &s);
+            }
+        } else {
+            // normal and chat: the highest-priority resources.
+            let top = candidates.iter().map(|r| r.priority).max().unwrap_or(0);
+            for r in candidates.iter().filter(|r| r.priority == top) {
+                Self::send(&r.outbox, &s);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- presence
+
+    fn route_presence(&mut self, from: &Jid, to: Option<Jid>, p: Element) {
+        let ty = p.attr("type").unwrap_or("available").to_owned();
+        match (to, ty.as_str()) {
+            (None, "available") => self.presence_available(from, p),
+            (None, "unavailable") => self.presence_unavailable(from, p),
+            (None, _) => {}
+            (Some(to), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
+                self.subscription(from, &to.bare(), &ty)
+            }
+            (Some(to), "probe") => self.probe(from, &to),
+            (Some(to), "available" | "unavailable") => {
+                self.directed_presence(from, &to, p, ty == "available")
+            }
+            (Some(_), "error") => {}
+            (Some(_), _) => self.bounce(
+                &p,
+                StanzaError::new(Condition::BadRequest).with_text("unknown presence type"),
+            ),
+        }
+    }
+
+    fn resource_mut(&mut self, jid: &Jid) -> Option<&mut Resource> {
+        let acc = self.accounts.get_mut(jid.local()?)?;
+        acc.resources.iter_mut().find(|r| &r.jid == jid)
+    }
+
+    /// RFC 6121 §4.2 (initial) and §4.4 (update) presence.
+    fn presence_available(&mut self, from: &Jid, mut p: Element) {
+        p.remove_attr("to");
+        let priority = p
+            .child("priority", NS_CLIENT)
+            .and_then(|e| e.text().trim().parse::<i8>().ok())
+            .unwrap_or(0);
+        let Some(res) = self.resource_mut(from) else {
+            return;
+        };
+        let initial = res.presence.is_none();
+        res.presence = Some(p.clone());
+        res.priority = priority;
+        let user = from.local().unwrap_or("").to_owned();
+        self.broadcast_presence(&user, from, &p);
+        if initial {
+            self.initial_presence_probe(&user, from);
+        }
+    }
+
+    /// Broadcast a presence of `from` to its contacts with a `from` subscription and to the
+    /// account's other available resources (RFC 6121 §4.2.2, §4.4.2).
+    fn broadcast_presence(&self, user: &str, from: &Jid, p: &Element) {
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        for item in acc.roster.iter().filter(|i| i.subscription.has_from()) {
+            let Ok(contact) = Jid::parse(&item.jid) else {
+                continue;
+            };
+            let mut copy = p.clone();
+            copy.set_attr("to", contact.as_str());
+            self.deliver_to_available(&contact, &Rc::from(copy.to_string_in_stream()));
+        }
+        let mut own = p.clone();
+        own.set_attr("to", from.bare().as_str());
+        let s: Rc<str> = Rc::from(own.to_string_in_stream());
+        for r in acc
+            .resources
+            .iter()
+            .filter(|r| &r.jid != from && r.presence.is_some())
+        {
+            Self::send(&r.outbox, &s);
+        }
+    }
+
+    /// After initial presence: the user gets its contacts' presence (the server answers the
+    /// probes locally, §4.3) and its own other resources' presence, plus any pending
+    /// subscription requests (§3.1.3).
+    fn initial_presence_probe(&self, user: &str, to: &Jid) {
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        let Some(ob) = acc
+            .resources
+            .iter()
+            .find(|r| &r.jid == to)
+            .map(|r| r.outbox.clone())
+        else {
+            return;
+        };
+        for item in &acc.roster {
+            let Ok(contact) = Jid::parse(&item.jid) else {
+                continue;
+            };
+            if item.subscription.has_to() {
+                self.send_presence_of(&contact, to, &ob);
+            }
+            if item.pending_in {
+                let s = format!(
+                    "<presence type='subscribe' from='{}' to='{}'/>",
+                    attr(contact.as_str()),
+                    attr(to.bare().as_str())
+                );
+                Self::send(&ob, &Rc::from(s));
+            }
+        }
+        for r in acc.resources.iter().filter(|r| &r.jid != to) {
+            if let Some(p) = &r.presence {
+                let mut copy = p.clone();
+                copy.set_attr("to", to.as_str());
+                Self::send(&ob, &Rc::from(copy.to_string_in_stream()));
+            }
+        }
+    }
+
+    /// Send the current presence of every available resource of `contact` to one outbox.
+    fn send_presence_of(&self, contact: &Jid, to: &Jid, ob: &Outbox) {
+        let Some(acc) = contact.local().and_then(|l| self.accounts.get(l)) else {
+            return;
+        };
+        if contact.domain() != self.config.domain {
+            return;
+        }
+        for r in &acc.resources {
+            if let Some(p) = &r.presence {
+                let mut copy = p.clone();
+                copy.set_attr("to", to.as_str());
+                Self::send(ob, &Rc::from(copy.to_string_in_stream()));
+            }
+        }
+    }
+
+    /// Deliver to every available resource of a local bare JID (or one full JID).
+    fn deliver_to_available(&self, to: &Jid, s: &Rc<str>) {
+        if to.domain() != self.config.domain {
+            return;
+        }
+        let Some(acc) = to.local().and_then(|l| self.accounts.get(l)) else {
+            return;
+        };
+        for r in &acc.resources {
+            if r.presence.is_some() && (to.is_bare() || &r.jid == to) {
+                Self::send(&r.outbox, s);
+            }
+        }
+    }
+
+    fn presence_unavailable(&mut self, from: &Jid, p: Element) {
+        let Some(res) = self.resource_mut(from) else {
+            return;
+        };
+        if res.presence.is_none() {
+            return;
+        }
+        res.presence = None;
+        let directed = std::mem::take(&mut res.directed);
+        let mut p = p;
+        p.remove_attr("to");
+        let user = from.local().unwrap_or("").to_owned();
+        self.broadcast_presence(&user, from, &p);
+        for d in directed {
+            let mut copy = p.clone();
+            copy.set_attr("to", d.as_str());
+            self.deliver_to_available(&d, &Rc::from(copy.to_string_in_stream()));
+        }
+    }
+
+    /// Unavailable presence on behalf of a resource that went away.
+    fn broadcast_unavailable(&self, res: &Resource) {
+        let p = Element::new("presence", NS_CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", res.jid.as_str());
+        if let Some(user) = res.jid.local() {
+            self.broadcast_presence(user, &res.jid, &p);
+        }
+        for d in &res.directed {
+            let mut copy = p.clone();
+            copy.set_attr("to", d.as_str());
+            self.deliver_to_available(d, &Rc::from(copy.to_string_in_stream()));
+        }
+    }
+
+    /// RFC 6121 §4.6 directed presence.
+    fn directed_presence(&mut self, from: &Jid, to: &Jid, p: Element, available: bool) {
+        match self.classify(to) {
+            Target::Local(user) => {
+                if !self.account_exists(&user) {
+                    return;
+                }
+                let s: Rc<str> = Rc::from(p.to_string_in_stream());
+                self.deliver_to_available(to, &s);
+                let subscribed = self
+                    .roster_item(from.local().unwrap_or(""), &to.bare())
+                    .is_some_and(|i| i.subscription.has_from());
+                if let Some(res) = self.resource_mut(from) {
+                    if available && !subscribed && res.presence.is_some() {
+                        if !res.directed.contains(to) {
+                            if res.directed.len() >= MAX_DIRECTED {
+                                res.directed.remove(0);
+                            }
+                            res.directed.push(to.clone());
+                        }
+                    } else if !available {
+                        res.directed.retain(|d| d != to);
+                    }
+                }
+            }
+            Target::Domain => {}
+            Target::Remote => self.bounce(&p, StanzaError::new(Condition::RemoteServerNotFound)),
+        }
+    }
+
+    /// A client probe (§4.3): answered from local state if the prober is subscribed.
+    fn probe(&self, from: &Jid, to: &Jid) {
+        let Some(user) = from.local() else { return };
+        let allowed = from.bare() == to.bare()
+            || self
+                .roster_item(user, &to.bare())
+                .is_some_and(|i| i.subscription.has_to());
+        if !allowed {
+            return;
+        }
+        if let Some(ob) = self.resource_outbox(from) {
+            self.send_presence_of(to, from, ob);
+        }
+    }
+
+    // ---------------------------------------------------------------- roster storage
+
+    fn roster_item(&self, user: &str, contact: &Jid) -> Option<RosterItem> {
+        if let Some(acc) = self.accounts.get(user) {
+            return acc
+                .roster
+                .iter()
+                .find(|i| i.jid == contact.as_str())
+                .cloned();
+        }
+        match self.store.roster_get(user) {
+            Ok(items) => items.into_iter().find(|i| i.jid == contact.as_str()),
+            Err(e) => {
+                tracing::error!(user, error = %e, "cannot read roster");
+                None
+            }
+        }
+    }
+
+    /// Save an item (cache and store) and push it to the user's interested resources.
+    fn roster_save(&mut self, user: &str, item: RosterItem) {
+        let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
+        if !anonymous {
+            if let Err(e) = self.store.roster_put(user, &item) {
+                tracing::error!(user, error = %e, "cannot save roster item");
+            }
+        }
+        if let Some(acc) = self.accounts.get_mut(user) {
+            match acc.roster.iter_mut().find(|i| i.jid == item.jid) {
+                Some(slot) => *slot = item.clone(),
+                None => acc.roster.push(item.clone()),
+            }
+        }
+        if item.in_roster {
+            self.roster_push(user, &item, false);
+        }
+    }
+
+    fn roster_delete(&mut self, user: &str, contact: &str) {
+        let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
+        if !anonymous {
+            if let Err(e) = self.store.roster_remove(user, contact) {
+                tracing::error!(user, error = %e, "cannot remove roster item");
+            }
+        }
+        let mut pushed = None;
+        if let Some(acc) = self.accounts.get_mut(user) {
+            if let Some(i) = acc.roster.iter().position(|i| i.jid == contact) {
+                pushed = Some(acc.roster.remove(i));
+            }
+        }
+        if let Some(item) = pushed {
+            if item.in_roster {
+                self.roster_push(user, &item, true);
+            }
+        }
+    }
+
+    /// RFC 6121 §2.1.6 roster push to every interested resource.
+    fn roster_push(&mut self, user: &str, item: &RosterItem, removed: bool) {
+        self.push_counter += 1;
+        let n = self.push_counter;
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        for r in acc.resources.iter().filter(|r| r.interested) {
+            let iq = Element::new("iq", NS_CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", format!("push{n}"))
+                .with_attr("to", r.jid.as_str())
+                .with_child(
+                    Element::new("query", NS_ROSTER).with_child(roster_item_element(item, removed)),
+                );
+            Self::send(&r.outbox, &Rc::from(iq.to_string_in_stream()));
+        }
+    }
+
+    // ---------------------------------------------------------------- roster IQs (RFC 6121 §2)
+
+    fn roster_iq(&mut self, from: &Jid, iq: &Element, q: &Element) {
+        let user = from.local().unwrap_or("").to_owned();
+        if iq.attr("type") == Some("get") {
+            if let Some(r) = self.resource_mut(from) {
+                r.interested = true;
+            }
+            let mut query = Element::new("query", NS_ROSTER);
+            if let Some(acc) = self.accounts.get(&user) {
+                for item in acc.roster.iter().filter(|i| i.in_roster) {
+                    query.push_child(roster_item_element(item, false));
+                }
+            }
+            self.deliver_reply(proto::iq_result(iq, Some(query)));
+            return;
+        }
+        // roster set: exactly one item (§2.3.3)
+        let items: Vec<&Element> = q.elements().filter(|e| e.is("item", NS_ROSTER)).collect();
+        if items.len() != 1 || q.elements().count() != 1 {
+            self.bounce(
+                iq,
+                StanzaError::new(Condition::BadRequest)
+                    .with_text("a roster set carries exactly one item"),
+            );
+            return;
+        }
+        let it = items[0];
+        let Some(contact) = it
+            .attr("jid")
+            .and_then(|j| Jid::parse(j).ok())
+            .map(|j| j.bare())
+        else {
+            self.bounce(
+                iq,
+                StanzaError::new(Condition::BadRequest).with_text("item needs a valid jid"),
+            );
+            return;
+        };
+        match it.attr("subscription") {
+            Some("remove") => {
+                self.roster_remove(&user, &contact);
+                self.deliver_reply(proto::iq_result(iq, None));
+                return;
+            }
+            None | Some("none" | "to" | "from" | "both") => {}
+            Some(_) => {
+                self.bounce(
+                    iq,
+                    StanzaError::new(Condition::BadRequest)
+                        .with_text("invalid subscription attribute"),
+                );
+                return;
+            }
+        }
+        let name = it.attr("name").map(str::to_owned).filter(|n| !n.is_empty());
+        let mut groups: Vec<String> = Vec::new();
+        for g in it.elements().filter(|e| e.is("group", NS_ROSTER)) {
+            let g = g.text();
+            if g.is_empty() || g.len() > MAX_ROSTER_TEXT {
+                self.bounce(
+                    iq,
+                    StanzaError::new(Condition::NotAcceptable)
+                        .with_text("group names must be 1 to 255 bytes"),
+                );
+                return;
+            }
+            if groups.contains(&g) {
+                self.bounce(
+                    iq,
+                    StanzaError::new(Condition::BadRequest).with_text("duplicate group"),
+                );
+                return;
+            }
+            groups.push(g);
+        }
+        if name.as_ref().is_some_and(|n| n.len() > MAX_ROSTER_TEXT)
+            || groups.len() > MAX_ROSTER_GROUPS
+        {
+            self.bounce(
+                iq,
+                StanzaError::new(Condition::NotAcceptable).with_text("name or groups too long"),
+            );
+            return;
+        }
+        let existing = self.roster_item(&user, &contact);
+        let visible = self
+            .accounts
+            .get(&user)
+            .map(|a| a.roster.iter().filter(|i| i.in_roster).count())
+            .unwrap_or(0);
+        if existing.as_ref().is_none_or(|i| !i.in_roster)
+            && visible >= self.config.limits.max_roster_items
+        {
+            self.bounce(
+                iq,
+                StanzaError::new(Condition::NotAllowed).with_text("roster is full"),
+            );
+            return;
+        }
+        let mut item = existing.unwrap_or_else(|| new_item(&contact));
+        item.name = name;
+        item.groups = groups;
+        item.in_roster = true;
+        self.roster_save(&user, item);
+        self.deliver_reply(proto::iq_result(iq, None));
+    }
+
+    /// §2.5.2: removing an item also cancels subscriptions in both directions.
+    fn roster_remove(&mut self, user: &str, contact: &Jid) {
+        let Some(item) = self.roster_item(user, contact) else {
+            return;
+        };
+        let me = Jid::new(Some(user), &self.config.domain.clone(), None);
+        if let Ok(me) = me {
+            if item.subscription.has_to() || item.ask_out {
+                self.inbound_subscription(&me, contact, "unsubscribe");
+            }
+            if item.subscription.has_from() || item.pending_in {
+                self.inbound_subscription(&me, contact, "unsubscribed");
+                self.send_unavailable_to(user, contact);
+            }
+        }
+        self.roster_delete(user, contact.as_str());
+    }
+
+    // ---------------------------------------------------------------- subscriptions (RFC 6121 §3)
+
+    /// Outbound subscription stanza from `from` about `contact`.
+    fn subscription(&mut self, from: &Jid, contact: &Jid, ty: &str) {
+        let user = from.local().unwrap_or("").to_owned();
+        let me = from.bare();
+        if contact == &me {
+            return;
+        }
+        if matches!(self.classify(contact), Target::Remote | Target::Domain) {
+            if ty == "subscribe" {
+                let p = Element::new("presence", NS_CLIENT)
+                    .with_attr("type", ty)
+                    .with_attr("from", from.as_str())
+                    .with_attr("to", contact.as_str());
+                self.bounce(
+                    &p,
+                    StanzaError::new(Condition::RemoteServerNotFound)
+                        .with_text("no server-to-server support"),
+                );
+            }
+            return;
+        }
+        let mut item = self
+            .roster_item(&user, contact)
+            .unwrap_or_else(|| new_item(contact));
+        let before = item.clone();
+        match ty {
+            "subscribe" => {
+                if !item.subscription.has_to() {
+                    item.ask_out = true;
+                }
+                item.in_roster = true;
+            }
+            "subscribed" => {
+                if !item.pending_in {
+                    // No pre-approval support (RFC 6121 §3.4): nothing to approve.
+                    return;
+                }
+                item.pending_in = false;
+                item.subscription = add_from(item.subscription);
+                item.in_roster = true;
+            }
+            "unsubscribe" => {
+                item.ask_out = false;
+                item.subscription = drop_to(item.subscription);
+            }
+            _ => {
+                item.pending_in = false;
+                item.subscription = drop_from(item.subscription);
+            }
+        }
+        if item != before {
+            self.roster_save(&user, item);
+        }
+        self.inbound_subscription(&me, contact, ty);
+        match ty {
+            // §3.1.5: the contact's available resources send their presence.
+            "subscribed" => self.send_presence_to_contact(&user, contact),
+            // §3.2.3: the user's resources send unavailable presence to the contact.
+            "unsubscribed" => self.send_unavailable_to(&user, contact),
+            _ => {}
+        }
+    }
+
+    /// Inbound processing at the contact's side (the contact is local).
+    fn inbound_subscription(&mut self, from: &Jid, contact: &Jid, ty: &str) {
+        let Some(cuser) = contact.local().map(str::to_owned) else {
+            return;
+        };
+        if !self.account_exists(&cuser) {
+            if ty == "subscribe" {
+                // §3.1.3: an unknown contact auto-replies unsubscribed.
+                self.inbound_subscription(contact, from, "unsubscribed");
+            }
+            return;
+        }
+        let existing = self.roster_item(&cuser, from);
+        let mut item = existing.clone().unwrap_or_else(|| {
+            let mut i = new_item(from);
+            i.in_roster = false;
+            i
+        });
+        let deliver = match ty {
+            "subscribe" => {
+                if item.subscription.has_from() {
+                    // §3.1.3: already approved: auto-reply subscribed, with the contact's presence.
+                    self.inbound_subscription(contact, from, "subscribed");
+                    self.send_presence_to_contact(&cuser, from);
+                    false
+                } else {
+                    item.pending_in = true;
+                    true
+                }
+            }
+            "subscribed" => {
+                if !item.ask_out {
+                    return;
+                }
+                item.ask_out = false;
+                item.subscription = add_to(item.subscription);
+                true
+            }
+            "unsubscribe" => {
+                let had = item.subscription.has_from() || item.pending_in;
+                item.pending_in = false;
+                item.subscription = drop_from(item.subscription);
+                had
+            }
+            _ => {
+                let had = item.subscription.has_to() || item.ask_out;
+                item.ask_out = false;
+                item.subscription = drop_to(item.subscription);
+                had
+            }
+        };
+        if existing.as_ref() != Some(&item) {
+            if !item.in_roster
+                && item.subscription == Subscription::None
+                && !item.pending_in
+                && !item.ask_out
+            {
+                if existing.is_some() {
+                    self.roster_delete(&cuser, from.as_str());
+                }
+            } else {
+                self.roster_save(&cuser, item);
+            }
+        }
+        if deliver {
+            let s = format!(
+                "<presence type='{}' from='{}' to='{}'/>",
+                ty,
+                attr(from.as_str()),
+                attr(contact.as_str())
+            );
+            self.deliver_to_available(contact, &Rc::from(s));
+        }
+    }
+
+    /// The user's available resources send their presence to a contact that just got a subscription.
+    fn send_presence_to_contact(&self, user: &str, contact: &Jid) {
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        for r in &acc.resources {
+            if let Some(p) = &r.presence {
+                let mut copy = p.clone();
+                copy.set_attr("to", contact.as_str());
+                self.deliver_to_available(contact, &Rc::from(copy.to_string_in_stream()));
+            }
+        }
+    }
+
+    fn send_unavailable_to(&self, user: &str, contact: &Jid) {
+        let Some(acc) = self.accounts.get(user) else {
+            return;
+        };
+        for r in acc.resources.iter().filter(|r| r.presence.is_some()) {
+            let s = format!(
+                "<presence type='unavailable' from='{}' to='{}'/>",
+                attr(r.jid.as_str()),
+                attr(contact.as_str())
+            );
+            self.deliver_to_available(contact, &Rc::from(s));
+        }
+    }
+}
+
+/// Features of the server JID, derived from what `server_iq` answers.
+const SERVER_FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    NS_VERSION,
+    "urn:xmpp:stream-limits:0",
+];
+
+fn attr(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    crate::xml::escape_attr(s, &mut o);
+    o
+}
+
+fn new_item(contact: &Jid) -> RosterItem {
+    RosterItem {
+        jid: contact.as_str().to_owned(),
+        name: None,
+        subscription: Subscription::None,
+        ask_out: false,
+        pending_in: false,
+        groups: Vec::new(),
+        in_roster: true,
+    }
+}
+
+fn add_from(s: Subscription) -> Subscription {
+    match s {
+        Subscription::None | Subscription::From => Subscription::From,
+        Subscription::To | Subscription::Both => Subscription::Both,
+    }
+}
+fn add_to(s: Subscription) -> Subscription {
+    match s {
+        Subscription::None | Subscription::To => Subscription::To,
+        Subscription::From | Subscription::Both => Subscription::Both,
+    }
+}
+fn drop_from(s: Subscription) -> Subscription {
+    match s {
+        Subscription::None | Subscription::From => Subscription::None,
+        Subscription::To | Subscription::Both => Subscription::To,
+    }
+}
+fn drop_to(s: Subscription) -> Subscription {
+    match s {
+        Subscription::None | Subscription::To => Subscription::None,
+        Subscription::From | Subscription::Both => Subscription::From,
+    }
+}
+
+/// The `<item/>` of a roster result or push.
+fn roster_item_element(item: &RosterItem, removed: bool) -> Element {
+    let mut e = Element::new("item", NS_ROSTER).with_attr("jid", item.jid.clone());
+    if removed {
+        e.set_attr("subscription", "remove");
+        return e;
+    }
+    if let Some(n) = &item.name {
+        e.set_attr("name", n.clone());
+    }
+    e.set_attr("subscription", item.subscription.as_str());
+    if item.ask_out {
+        e.set_attr("ask", "subscribe");
+    }
+    for g in &item.groups {
+        e.push_child(Element::new("group", NS_ROSTER).with_text(g.clone()));
+    }
+    e
+}

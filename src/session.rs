@@ -1,0 +1,798 @@
+//! One client-to-server XML stream, as a sans-IO state machine (RFC 6120 §4-§7).
+//!
+//! The connection task feeds it bytes ([`Session::receive`]) and the current time, asks for
+//! its next deadline, and reads what it wrote into the output buffer. The session owns the
+//! XML framer and the negotiation state (stream header, STARTTLS, SASL, resource binding);
+//! once bound, every stanza is stamped with the session's full JID and handed to the
+//! [`Router`]. It never touches a socket or a clock.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::jid::Jid;
+use crate::outbox::{Kick, Outbox};
+use crate::proto::{
+    self, Condition, NS_BIND, NS_SASL, NS_SESSION, NS_TLS, StanzaError, StreamCondition,
+};
+use crate::router::{ConnId, Router};
+use crate::sasl::{self, SaslFailure, ScramHash, ScramServer};
+use crate::xml::{Element, Frame, Framer, NS_CLIENT, NS_STREAM, XmlLimits};
+
+/// What the connection task must do after a call into the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Keep going.
+    Continue,
+    /// Flush the output (which ends with `<proceed/>`), then start TLS and call
+    /// [`Session::tls_established`].
+    StartTls,
+    /// Flush the output, then close the connection.
+    Close,
+}
+
+/// Facts about the transport that negotiation depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct Transport {
+    /// The stream is already inside TLS (direct TLS, XEP-0368).
+    pub tls_active: bool,
+    /// The server has a certificate, so STARTTLS can be offered.
+    pub tls_available: bool,
+    /// The peer connected from a loopback address.
+    pub loopback: bool,
+}
+
+/// The negotiation stage, named after what the session waits for.
+enum Stage {
+    /// Before TLS/SASL: expecting `<starttls/>` or `<auth/>`.
+    ExpectAuth,
+    /// SCRAM: `<auth/>` had no initial response; waiting for the client-first message.
+    ExpectScramFirst(ScramHash),
+    /// SCRAM: server-first sent; waiting for client-final.
+    ExpectScramFinal(Box<ScramServer>),
+    /// Authenticated (stream restarted): expecting the bind IQ.
+    ExpectBind { user: String, anonymous: bool },
+    /// Resource bound: stanzas are routed.
+    Bound { jid: Jid },
+    /// A stream error or close was sent; everything else is ignored.
+    Closed,
+}
+
+/// Maximum failed SASL attempts on one stream (RFC 6120 §6.4.5 asks for a configurable
+/// retry count of at least 2).
+const MAX_AUTH_FAILURES: u8 = 3;
+
+/// One XML stream's state.
+pub struct Session {
+    conn: ConnId,
+    framer: Framer,
+    stage: Stage,
+    transport: Transport,
+    /// Invariant: true between a received stream header and the next stream restart.
+    header_received: bool,
+    /// Whether our own stream header went out (a stream error must be preceded by it).
+    header_sent: bool,
+    auth_failures: u8,
+    started: Instant,
+    last_rx: Instant,
+    ping_outstanding: bool,
+    outbox: Rc<Outbox>,
+}
+
+impl Session {
+    /// A new session for connection `conn`.
+    pub fn new(
+        conn: ConnId,
+        transport: Transport,
+        limits: XmlLimits,
+        outbox: Rc<Outbox>,
+        now: Instant,
+    ) -> Session {
+        Session {
+            conn,
+            framer: Framer::new(limits),
+            stage: Stage::ExpectAuth,
+            transport,
+            header_received: false,
+            header_sent: false,
+            auth_failures: 0,
+            started: now,
+            last_rx: now,
+            ping_outstanding: false,
+            outbox,
+        }
+    }
+
+    /// The bound full JID, once resource binding succeeded.
+    pub fn jid(&self) -> Option<&Jid> {
+        match &self.stage {
+            Stage::Bound { jid } => Some(jid),
+            _ => None,
+        }
+    }
+
+    /// The outbox through which the router reaches this session.
+    pub fn outbox(&self) -> &Rc<Outbox> {
+        &self.outbox
+    }
+
+    /// Whether bytes received after the last complete element are still buffered; after
+    /// `<starttls/>` that means the client pipelined plaintext, which must not survive the
+    /// TLS upgrade (RFC 6120 §5.4.3.3).
+    pub fn has_pending_input(&self) -> bool {
+        self.framer.has_pending()
+    }
+
+    /// Bytes held by the framer (for memory accounting).
+    pub fn buffered(&self) -> usize {
+        self.framer.buffered()
+    }
+
+    /// TLS is up (after STARTTLS): the stream restarts.
+    pub fn tls_established(&mut self) {
+        self.transport.tls_active = true;
+        self.restart_stream();
+    }
+
+    fn restart_stream(&mut self) {
+        self.framer.reset();
+        self.header_received = false;
+    }
+
+    /// Feed bytes from the peer. Output is appended to `out`.
+    pub fn receive(
+        &mut self,
+        bytes: &[u8],
+        router: &mut Router,
+        out: &mut Vec<u8>,
+        now: Instant,
+    ) -> Action {
+        if matches!(self.stage, Stage::Closed) {
+            return Action::Close;
+        }
+        self.last_rx = now;
+        self.ping_outstanding = false;
+        if let Err(e) = self.framer.push(bytes) {
+            return self.xml_error(&e, out);
+        }
+        loop {
+            let frame = match self.framer.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return self.xml_error(&e, out),
+            };
+            let action = match frame {
+                Frame::Header(h) => self.on_header(&h, router, out),
+                Frame::Stanza(el) => self.on_element(el, router, out),
+                Frame::Close => {
+                    tracing::debug!(conn = self.conn, "peer closed the stream");
+                    self.close_stream(out, router)
+                }
+            };
+            self.outbox.drain_into(out);
+            match action {
+                Action::Continue => {}
+                other => return other,
+            }
+        }
+        Action::Continue
+    }
+
+    /// The instant at which [`Session::on_deadline`] must be called.
+    pub fn deadline(&self, router: &Router) -> Instant {
+        let l = router.limits();
+        match self.stage {
+            Stage::Bound { .. } => {
+                if l.idle_ping_secs > 0 && !self.ping_outstanding {
+                    self.last_rx + Duration::from_secs(l.idle_ping_secs)
+                } else {
+                    self.last_rx + Duration::from_secs(l.idle_timeout_secs)
+                }
+            }
+            _ => self.started + Duration::from_secs(l.negotiation_timeout_secs),
+        }
+    }
+
+    /// A deadline passed: ping an idle client, or close a dead or slow one.
+    pub fn on_deadline(&mut self, router: &mut Router, out: &mut Vec<u8>, now: Instant) -> Action {
+        if now < self.deadline(router) {
+            return Action::Continue;
+        }
+        let l = router.limits();
+        match &self.stage {
+            Stage::Bound { jid } if l.idle_ping_secs > 0 && !self.ping_outstanding => {
+                // XEP-0199 §4.2: server-to-client ping. Any traffic from the client counts as life.
+                self.ping_outstanding = true;
+                let mut s = String::with_capacity(128);
+                s.push_str("<iq type='get' id='keepalive' from='");
+                crate::xml::escape_attr(router.domain(), &mut s);
+                s.push_str("' to='");
+                crate::xml::escape_attr(jid.as_str(), &mut s);
+                s.push_str("'><ping xmlns='urn:xmpp:ping'/></iq>");
+                out.extend_from_slice(s.as_bytes());
+                Action::Continue
+            }
+            Stage::Bound { jid } => {
+                tracing::info!(conn = self.conn, jid = %jid, "closing idle session");
+                self.stream_error(
+                    StreamCondition::ConnectionTimeout,
+                    Some("idle timeout"),
+                    out,
+                    router,
+                )
+            }
+            _ => {
+                tracing::info!(conn = self.conn, "negotiation timed out");
+                self.stream_error(
+                    StreamCondition::ConnectionTimeout,
+                    Some("authentication and resource binding took too long"),
+                    out,
+                    router,
+                )
+            }
+        }
+    }
+
+    /// The router asked this connection to close (conflict, slow consumer, shutdown).
+    pub fn on_kick(&mut self, kick: Kick, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        match kick {
+            Kick::Overflow => {
+                tracing::warn!(conn = self.conn, jid = ?self.jid().map(Jid::as_str), "outbox full: closing slow consumer");
+                self.stream_error(
+                    StreamCondition::PolicyViolation,
+                    Some("too many stanzas queued: reading too slowly"),
+                    out,
+                    router,
+                )
+            }
+            Kick::Stream(c) => self.stream_error(c, None, out, router),
+        }
+    }
+
+    /// The transport went away: leave the router (unavailable presence is broadcast).
+    pub fn on_disconnect(&mut self, router: &mut Router) {
+        if let Stage::Bound { jid } = std::mem::replace(&mut self.stage, Stage::Closed) {
+            router.unbind(&jid, self.conn);
+        }
+    }
+
+    fn xml_error(&mut self, e: &crate::xml::XmlError, out: &mut Vec<u8>) -> Action {
+        tracing::info!(conn = self.conn, error = %e, "XML error from peer");
+        let cond = StreamCondition::from_xml_error(e);
+        self.write_stream_error(cond, Some(&e.to_string()), out);
+        Action::Close
+    }
+
+    /// Send a stream error, unbind, and close.
+    fn stream_error(
+        &mut self,
+        cond: StreamCondition,
+        text: Option<&str>,
+        out: &mut Vec<u8>,
+        router: &mut Router,
+    ) -> Action {
+        self.on_disconnect(router);
+        self.write_stream_error(cond, text, out);
+        Action::Close
+    }
+
+    fn write_stream_error(&mut self, cond: StreamCondition, text: Option<&str>, out: &mut Vec<u8>) {
+        if !self.header_sent {
+            self.write_header(out, None, "");
+        }
+        out.extend_from_slice(proto::stream_error_bytes(cond, text).as_bytes());
+        self.stage = Stage::Closed;
+    }
+
+    fn close_stream(&mut self, out: &mut Vec<u8>, router: &mut Router) -> Action {
+        self.on_disconnect(router);
+        if !self.header_sent {
+            self.write_header(out, None, "");
+        }
+        out.extend_from_slice(b"</stream:stream>");
+        Action::Close
+    }
+
+    fn write_header(&mut self, out: &mut Vec<u8>, to: Option<&str>, domain: &str) {
+        let mut s = String::with_capacity(256);
+        s.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en' id='");
+        s.push_str(&sasl::random_nonce());
+        s.push('\'');
+        if !domain.is_empty() {
+            s.push_str(" from='");
+            crate::xml::escape_attr(domain, &mut s);
+            s.push('\'');
+        }
+        if let Some(to) = to {
+            s.push_str(" to='");
+            crate::xml::escape_attr(to, &mut s);
+            s.push('\'');
+        }
+        s.push('>');
+        out.extend_from_slice(s.as_bytes());
+        self.header_sent = true;
+    }
+
+    fn on_header(
+        &mut self,
+        h: &crate::xml::StreamHeader,
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if self.header_received {
+            return self.stream_error(
+                StreamCondition::NotWellFormed,
+                Some("second stream header"),
+                out,
+                router,
+            );
+        }
+        self.header_received = true;
+        let domain = router.domain().to_owned();
+        // Echo the client's bare JID back as `to` only when it is well-formed (RFC 6120 §4.7.2).
+        let to_echo = h
+            .from
+            .as_deref()
+            .and_then(|f| Jid::parse(f).ok())
+            .map(|j| j.as_str().to_owned());
+        self.write_header(out, to_echo.as_deref(), &domain);
+        match h.to.as_deref() {
+            Some(to)
+                if !to.eq_ignore_ascii_case(&domain)
+                    && !to.trim_end_matches('.').eq_ignore_ascii_case(&domain) =>
+            {
+                tracing::info!(conn = self.conn, to, "stream to unknown host");
+                return self.stream_error(
+                    StreamCondition::HostUnknown,
+                    Some("this server does not serve that domain"),
+                    out,
+                    router,
+                );
+            }
+            _ => {}
+        }
+        match h.version.as_deref() {
+            Some(v) if v.split('.').next() == Some("1") => {}
+            _ => {
+                return self.stream_error(
+                    StreamCondition::UnsupportedVersion,
+                    Some("XMPP 1.0 streams only"),
+                    out,
+                    router,
+                );
+            }
+        }
+        self.write_features(router, out);
+        Action::Continue
+    }
+
+    fn starttls_required(&self) -> bool {
+        self.transport.tls_available && !self.transport.tls_active && !self.transport.loopback
+    }
+
+    fn write_features(&self, router: &Router, out: &mut Vec<u8>) {
+        let mut s = String::with_capacity(512);
+        s.push_str("<stream:features>");
+        match self.stage {
+            Stage::ExpectBind { .. } => {
+                s.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
+                s.push_str(
+                    "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
+                );
+            }
+            _ => {
+                if self.transport.tls_available && !self.transport.tls_active {
+                    s.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
+                    if self.starttls_required() {
+                        s.push_str("<required/>");
+                    }
+                    s.push_str("</starttls>");
+                }
+                if !self.starttls_required() {
+                    s.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+                    for m in self.mechanisms(router) {
+                        s.push_str("<mechanism>");
+                        s.push_str(m);
+                        s.push_str("</mechanism>");
+                    }
+                    s.push_str("</mechanisms>");
+                }
+            }
+        }
+        let l = router.limits();
+        s.push_str("<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>");
+        s.push_str(&l.max_stanza_bytes.to_string());
+        s.push_str("</max-bytes>");
+        if l.idle_timeout_secs > 0 {
+            s.push_str("<idle-seconds>");
+            s.push_str(&l.idle_timeout_secs.to_string());
+            s.push_str("</idle-seconds>");
+        }
+        s.push_str("</limits></stream:features>");
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// The SASL mechanisms offered on this stream, strongest first.
+    fn mechanisms(&self, router: &Router) -> Vec<&'static str> {
+        let mut m = vec!["SCRAM-SHA-256", "SCRAM-SHA-1"];
+        if router.config().auth.allow_plain
+            && (self.transport.tls_active || self.transport.loopback)
+        {
+            m.push("PLAIN");
+        }
+        if router.anonymous_allowed(self.transport.loopback) {
+            m.push("ANONYMOUS");
+        }
+        m
+    }
+
+    fn on_element(&mut self, el: Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        if !self.header_received {
+            return self.stream_error(
+                StreamCondition::NotWellFormed,
+                Some("element before stream header"),
+                out,
+                router,
+            );
+        }
+        match std::mem::replace(&mut self.stage, Stage::Closed) {
+            Stage::Bound { jid } => {
+                self.stage = Stage::Bound { jid };
+                self.on_stanza(el, router, out)
+            }
+            Stage::ExpectBind { user, anonymous } => {
+                self.stage = Stage::ExpectBind { user, anonymous };
+                self.on_bind(el, router, out)
+            }
+            Stage::Closed => Action::Close,
+            stage => {
+                self.stage = stage;
+                self.on_negotiation(el, router, out)
+            }
+        }
+    }
+
+    fn on_negotiation(&mut self, el: Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        if el.is("starttls", NS_TLS) {
+            if !self.transport.tls_available
+                || self.transport.tls_active
+                || !matches!(self.stage, Stage::ExpectAuth)
+            {
+                // RFC 6120 §5.4.2.2: failure, then close.
+                out.extend_from_slice(
+                    b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+                );
+                self.stage = Stage::Closed;
+                return Action::Close;
+            }
+            out.extend_from_slice(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            return Action::StartTls;
+        }
+        if el.ns == NS_SASL {
+            return self.on_sasl(el, router, out);
+        }
+        if el.ns == NS_CLIENT && matches!(el.name.as_str(), "iq" | "message" | "presence") {
+            // RFC 6120 §6.4.1/§7.1: no stanza before authentication.
+            return self.stream_error(
+                StreamCondition::NotAuthorized,
+                Some("authenticate first"),
+                out,
+                router,
+            );
+        }
+        self.unsupported(&el, out, router)
+    }
+
+    fn unsupported(&mut self, el: &Element, out: &mut Vec<u8>, router: &mut Router) -> Action {
+        tracing::info!(conn = self.conn, name = %el.name, ns = %el.ns, "unsupported top-level element");
+        if el.ns == NS_CLIENT || el.ns == NS_STREAM {
+            self.stream_error(StreamCondition::UnsupportedStanzaType, None, out, router)
+        } else {
+            self.stream_error(StreamCondition::InvalidNamespace, None, out, router)
+        }
+    }
+
+    fn sasl_failure(
+        &mut self,
+        f: SaslFailure,
+        text: Option<&str>,
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.stage = Stage::ExpectAuth;
+        let mut s = String::from("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><");
+        s.push_str(f.condition());
+        s.push_str("/>");
+        if let Some(t) = text {
+            s.push_str("<text xml:lang='en'>");
+            crate::xml::escape_text(t, &mut s);
+            s.push_str("</text>");
+        }
+        s.push_str("</failure>");
+        out.extend_from_slice(s.as_bytes());
+        if f != SaslFailure::Aborted {
+            self.auth_failures += 1;
+        }
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            tracing::warn!(conn = self.conn, "too many failed authentication attempts");
+            return self.stream_error(
+                StreamCondition::PolicyViolation,
+                Some("too many failed authentication attempts"),
+                out,
+                router,
+            );
+        }
+        Action::Continue
+    }
+
+    fn on_sasl(&mut self, el: Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        if self.starttls_required() {
+            return self.sasl_failure(
+                SaslFailure::EncryptionRequired,
+                Some("STARTTLS first"),
+                router,
+                out,
+            );
+        }
+        let payload = el.text();
+        let data = if payload.trim() == "=" || payload.trim().is_empty() {
+            Some(Vec::new())
+        } else {
+            sasl::base64_decode(&payload)
+        };
+        let Some(data) = data else {
+            return self.sasl_failure(SaslFailure::IncorrectEncoding, None, router, out);
+        };
+        match (
+            el.name.as_str(),
+            std::mem::replace(&mut self.stage, Stage::ExpectAuth),
+        ) {
+            ("abort", _) => self.sasl_failure(SaslFailure::Aborted, None, router, out),
+            ("auth", Stage::ExpectAuth) => {
+                let mech = el.attr("mechanism").unwrap_or("");
+                if !self.mechanisms(router).contains(&mech) {
+                    let f = if mech == "PLAIN" && router.config().auth.allow_plain {
+                        SaslFailure::EncryptionRequired
+                    } else {
+                        SaslFailure::InvalidMechanism
+                    };
+                    return self.sasl_failure(f, None, router, out);
+                }
+                match mech {
+                    "SCRAM-SHA-256" | "SCRAM-SHA-1" => {
+                        let hash = if mech == "SCRAM-SHA-1" {
+                            ScramHash::Sha1
+                        } else {
+                            ScramHash::Sha256
+                        };
+                        if data.is_empty() {
+                            // RFC 6120 §6.4.2: no initial response; send an empty challenge.
+                            self.stage = Stage::ExpectScramFirst(hash);
+                            out.extend_from_slice(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>=</challenge>");
+                            return Action::Continue;
+                        }
+                        self.scram_first(hash, &data, router, out)
+                    }
+                    "PLAIN" => self.plain(&data, router, out),
+                    _ => {
+                        let user = router.new_anonymous_user();
+                        tracing::info!(conn = self.conn, user, "anonymous login");
+                        self.authenticated(user, true, None, out)
+                    }
+                }
+            }
+            ("response", Stage::ExpectScramFirst(hash)) => {
+                self.scram_first(hash, &data, router, out)
+            }
+            ("response", Stage::ExpectScramFinal(server)) => match server.finish(&data) {
+                Ok((user, server_final)) => {
+                    tracing::info!(conn = self.conn, user, "SCRAM login");
+                    self.authenticated(user, false, Some(&server_final), out)
+                }
+                Err(f) => {
+                    tracing::info!(
+                        conn = self.conn,
+                        failure = f.condition(),
+                        "SCRAM authentication failed"
+                    );
+                    self.sasl_failure(f, None, router, out)
+                }
+            },
+            (_, _) => self.sasl_failure(
+                SaslFailure::MalformedRequest,
+                Some("unexpected SASL element"),
+                router,
+                out,
+            ),
+        }
+    }
+
+    fn scram_first(
+        &mut self,
+        hash: ScramHash,
+        data: &[u8],
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let nonce = sasl::random_nonce();
+        let started = {
+            let iterations = router.config().auth.scram_iterations;
+            let domain = router.domain().to_owned();
+            let (secret, store) = router.auth_lookup();
+            ScramServer::start_with(
+                hash,
+                data,
+                &nonce,
+                secret,
+                iterations,
+                |user| match store.user_get(user) {
+                    Ok(Some(blob)) => {
+                        sasl::StoredCredentials::from_bytes(&blob).map(|c| c.get(hash).clone())
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "credential lookup failed");
+                        None
+                    }
+                },
+                |authzid, user| sasl::authzid_matches(authzid, user, &domain),
+            )
+        };
+        match started {
+            Ok((server, server_first)) => {
+                self.stage = Stage::ExpectScramFinal(Box::new(server));
+                let mut s = String::from("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+                s.push_str(&sasl::base64_encode(&server_first));
+                s.push_str("</challenge>");
+                out.extend_from_slice(s.as_bytes());
+                Action::Continue
+            }
+            Err(f) => self.sasl_failure(f, None, router, out),
+        }
+    }
+
+    fn plain(&mut self, data: &[u8], router: &mut Router, out: &mut Vec<u8>) -> Action {
+        let (authzid, authcid, password) = match sasl::parse_plain(data) {
+            Ok(t) => t,
+            Err(f) => return self.sasl_failure(f, None, router, out),
+        };
+        let user = authcid;
+        if authzid.is_some_and(|z| !sasl::authzid_matches(&z, &user, router.domain())) {
+            return self.sasl_failure(SaslFailure::InvalidAuthzid, None, router, out);
+        }
+        let ok = match router.store().user_get(&user) {
+            Ok(Some(blob)) => sasl::StoredCredentials::from_bytes(&blob)
+                .is_some_and(|c| c.verify_plain(&password)),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "credential lookup failed");
+                return self.sasl_failure(SaslFailure::TemporaryAuthFailure, None, router, out);
+            }
+        };
+        if !ok {
+            tracing::info!(conn = self.conn, "PLAIN authentication failed");
+            return self.sasl_failure(SaslFailure::NotAuthorized, None, router, out);
+        }
+        tracing::info!(conn = self.conn, user, "PLAIN login");
+        self.authenticated(user, false, None, out)
+    }
+
+    fn authenticated(
+        &mut self,
+        user: String,
+        anonymous: bool,
+        additional: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        match additional {
+            Some(d) => {
+                let mut s = String::from("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+                s.push_str(&sasl::base64_encode(d));
+                s.push_str("</success>");
+                out.extend_from_slice(s.as_bytes());
+            }
+            None => out.extend_from_slice(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+        }
+        self.stage = Stage::ExpectBind { user, anonymous };
+        self.restart_stream();
+        Action::Continue
+    }
+
+    fn on_bind(&mut self, el: Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        let Stage::ExpectBind { user, anonymous } = &self.stage else {
+            return Action::Close;
+        };
+        if !el.is("iq", NS_CLIENT) {
+            if el.ns == NS_CLIENT && matches!(el.name.as_str(), "message" | "presence") {
+                return self.stream_error(
+                    StreamCondition::NotAuthorized,
+                    Some("bind a resource first"),
+                    out,
+                    router,
+                );
+            }
+            return self.unsupported(&el, out, router);
+        }
+        let bind = el.child("bind", NS_BIND);
+        if el.attr("type") != Some("set") || bind.is_none() {
+            // RFC 6120 §7.1: no other stanza before binding.
+            return self.stream_error(
+                StreamCondition::NotAuthorized,
+                Some("bind a resource first"),
+                out,
+                router,
+            );
+        }
+        let requested = bind
+            .and_then(|b| b.child("resource", NS_BIND))
+            .map(|r| r.text());
+        let (user, anonymous) = (user.clone(), *anonymous);
+        match router.bind(
+            &user,
+            anonymous,
+            requested.as_deref(),
+            self.conn,
+            self.outbox.clone(),
+        ) {
+            Ok(jid) => {
+                tracing::info!(conn = self.conn, jid = %jid, "resource bound");
+                let payload = Element::new("bind", NS_BIND)
+                    .with_child(Element::new("jid", NS_BIND).with_text(jid.as_str()));
+                let mut reply = Element::new("iq", NS_CLIENT).with_attr("type", "result");
+                if let Some(id) = el.attr("id") {
+                    reply.set_attr("id", id);
+                }
+                reply.push_child(payload);
+                out.extend_from_slice(reply.to_string_in_stream().as_bytes());
+                self.stage = Stage::Bound { jid };
+            }
+            Err(err) => {
+                let mut el = el;
+                el.remove_attr("from");
+                el.remove_attr("to");
+                if let Some(r) = proto::error_reply(&el, &err) {
+                    out.extend_from_slice(r.to_string_in_stream().as_bytes());
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_stanza(&mut self, mut el: Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        let Stage::Bound { jid } = &self.stage else {
+            return Action::Close;
+        };
+        if el.ns != NS_CLIENT || !matches!(el.name.as_str(), "iq" | "message" | "presence") {
+            return self.unsupported(&el, out, router);
+        }
+        // RFC 6120 §8.1.2.1: the server stamps `from`; a spoofed one is a stream error.
+        if let Some(from) = el.attr("from") {
+            let ok = Jid::parse(from).is_ok_and(|f| &f == jid || f == jid.bare());
+            if !ok {
+                tracing::info!(conn = self.conn, from, "spoofed from");
+                return self.stream_error(StreamCondition::InvalidFrom, None, out, router);
+            }
+        }
+        el.set_attr("from", jid.as_str());
+        // Legacy session establishment (RFC 3921 §3), a no-op kept for old clients.
+        if el.name == "iq"
+            && el.attr("type") == Some("set")
+            && el.child("session", NS_SESSION).is_some()
+            && el.attr("to").is_none_or(|t| t == router.domain())
+        {
+            let r = proto::iq_result(&el, None);
+            out.extend_from_slice(r.to_string_in_stream().as_bytes());
+            return Action::Continue;
+        }
+        if el.name == "iq" && el.child("bind", NS_BIND).is_some() {
+            let err =
+                StanzaError::new(Condition::NotAllowed).with_text("a resource is already bound");
+            if let Some(r) = proto::error_reply(&el, &err) {
+                out.extend_from_slice(r.to_string_in_stream().as_bytes());
+            }
+            return Action::Continue;
+        }
+        let jid = jid.clone();
+        router.route(&jid, el);
+        Action::Continue
+    }
+}

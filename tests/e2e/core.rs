@@ -1,0 +1,577 @@
+//! End-to-end behaviour of the broker core over real sockets.
+
+use std::time::Duration;
+
+use kinglet::sasl::ScramHash;
+
+use super::client::{Client, condition};
+use super::{Daemon, Options, kinglet};
+
+fn ca(d: &Daemon) -> std::path::PathBuf {
+    d.cert.clone().expect("daemon has a cert")
+}
+
+#[test]
+fn login_scram_sha256_and_sha1_over_starttls() {
+    let d = Daemon::start(Options::default());
+    for hash in [ScramHash::Sha256, ScramHash::Sha1] {
+        let mut c = Client::connect(d.port);
+        let f = c.open_stream();
+        // Loopback peer: STARTTLS offered but not required, so mechanisms are listed too.
+        let st = f
+            .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+            .expect("starttls offered");
+        assert!(
+            st.child("required", "urn:ietf:params:xml:ns:xmpp-tls")
+                .is_none()
+        );
+        assert!(
+            f.child("limits", "urn:xmpp:stream-limits:0").is_some(),
+            "XEP-0478 limits advertised"
+        );
+        c.starttls(&ca(&d));
+        c.open_stream();
+        let mechs = c.mechanisms();
+        assert_eq!(&mechs[..2], &["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+        assert!(mechs.contains(&"PLAIN".to_string()));
+        let r = c.scram(hash, "alice", "alice-pw");
+        assert_eq!(r.name, "success", "{r:?}");
+        let b = c.bind(None);
+        assert_eq!(b.attr("type"), Some("result"));
+        let jid = c.jid.clone().unwrap();
+        assert!(
+            jid.starts_with("alice@localhost/"),
+            "server-generated resource: {jid}"
+        );
+        // Legacy session element still answered.
+        let s = c.iq(
+            "s1",
+            "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+        );
+        assert_eq!(s.attr("type"), Some("result"));
+    }
+}
+
+#[test]
+fn login_over_direct_tls() {
+    let d = Daemon::start(Options::default());
+    let mut c = Client::connect_direct_tls(d.tls_port.unwrap(), &ca(&d));
+    let f = c.open_stream();
+    assert!(
+        f.child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+            .is_none(),
+        "no STARTTLS inside TLS"
+    );
+    let r = c.scram(ScramHash::Sha256, "bob", "bob-pw");
+    assert_eq!(r.name, "success");
+    assert_eq!(c.bind(Some("phone")).attr("type"), Some("result"));
+    assert_eq!(c.jid.as_deref(), Some("bob@localhost/phone"));
+}
+
+#[test]
+fn wrong_password_fails_then_stream_closes_after_three_attempts() {
+    let d = Daemon::start(Options::default());
+    let mut c = Client::connect(d.port);
+    c.open_stream();
+    c.starttls(&ca(&d));
+    c.open_stream();
+    for _ in 0..2 {
+        let r = c.scram(ScramHash::Sha256, "alice", "wrong");
+        assert_eq!(r.name, "failure");
+        assert_eq!(condition(&r), "not-authorized");
+    }
+    // unknown user: same answer as a wrong password (no account enumeration)
+    let r = c.scram(ScramHash::Sha256, "nobody", "x");
+    assert_eq!(condition(&r), "not-authorized");
+    let e = c.next();
+    assert_eq!(e.name, "error");
+    assert_eq!(condition(&e), "policy-violation");
+    assert!(c.wait_closed(Duration::from_secs(5)));
+}
+
+#[test]
+fn plain_works_over_tls_and_anonymous_on_loopback() {
+    let d = Daemon::start(Options::default());
+    let mut c = Client::connect(d.port);
+    c.open_stream();
+    c.starttls(&ca(&d));
+    c.open_stream();
+    assert_eq!(c.plain("alice", "alice-pw").name, "success");
+    assert_eq!(c.bind(None).attr("type"), Some("result"));
+
+    let mut a = Client::connect(d.port);
+    a.open_stream();
+    assert!(a.mechanisms().contains(&"ANONYMOUS".to_string()));
+    a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    let r = a.next();
+    assert_eq!(r.name, "success");
+    // restart
+    a.bind(None);
+    assert!(a.jid.as_deref().unwrap().starts_with("anon-"));
+}
+
+#[test]
+fn anonymous_refused_when_disabled() {
+    let d = Daemon::start(Options {
+        anonymous: "never",
+        ..Options::default()
+    });
+    let mut a = Client::connect(d.port);
+    a.open_stream();
+    assert!(!a.mechanisms().contains(&"ANONYMOUS".to_string()));
+    a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    let r = a.next();
+    assert_eq!(r.name, "failure");
+    assert_eq!(condition(&r), "invalid-mechanism");
+}
+
+#[test]
+fn message_and_iq_routing_between_accounts() {
+    let d = Daemon::start(Options::default());
+    let ca = ca(&d);
+    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
+    bob.send("<presence/>");
+    alice.send("<presence/>");
+    // message to bare JID reaches the available resource, `from` stamped with the full JID
+    alice.send(
+        "<message to='bob@localhost' type='chat' id='m1'><body>hi &amp; bye</body></message>",
+    );
+    let m = bob.wait_for("message", |e| e.name == "message");
+    assert_eq!(m.attr("from"), Some("alice@localhost/desk"));
+    assert_eq!(m.child("body", "jabber:client").unwrap().text(), "hi & bye");
+    // a spoof-free from: the client's own bare JID is accepted and replaced
+    alice.send("<message from='alice@localhost' to='bob@localhost/phone'><body>2</body></message>");
+    let m = bob.wait_for("message 2", |e| e.name == "message");
+    assert_eq!(m.attr("from"), Some("alice@localhost/desk"));
+    // iq to a full JID is routed, and its result comes back
+    alice
+        .send("<iq type='get' id='p1' to='bob@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let q = bob.wait_for("routed iq", |e| e.name == "iq");
+    assert_eq!(q.attr("from"), Some("alice@localhost/desk"));
+    bob.send("<iq type='result' id='p1' to='alice@localhost/desk'/>");
+    let r = alice.wait_for("iq result", |e| {
+        e.name == "iq" && e.attr("id") == Some("p1")
+    });
+    assert_eq!(r.attr("type"), Some("result"));
+    assert_eq!(r.attr("from"), Some("bob@localhost/phone"));
+    // iq to an offline resource: service-unavailable (RFC 6121 §8.5.3.2.3)
+    let r = alice.iq(
+        "p2",
+        "<iq type='get' id='p2' to='bob@localhost/gone'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(condition(&r), "service-unavailable");
+    // iq to a non-existent account: service-unavailable (§8.5.1)
+    let r = alice.iq("p3", "<iq type='get' id='p3' to='nobody@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert_eq!(condition(&r), "service-unavailable");
+    // message to a non-existent account: error back
+    alice.send("<message to='nobody@localhost' id='m3'><body>x</body></message>");
+    let e = alice.wait_for("message error", |e| {
+        e.name == "message" && e.attr("id") == Some("m3")
+    });
+    assert_eq!(e.attr("type"), Some("error"));
+    assert_eq!(condition(&e), "service-unavailable");
+    // remote domain: no s2s
+    let r = alice.iq(
+        "p4",
+        "<iq type='get' id='p4' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(condition(&r), "remote-server-not-found");
+    // spoofed from: stream error invalid-from
+    alice.send("<message from='bob@localhost/phone' to='bob@localhost'><body>x</body></message>");
+    let e = alice.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "invalid-from");
+}
+
+#[test]
+fn disco_and_ping_on_the_domain() {
+    let d = Daemon::start(Options::default());
+    let mut c = Client::login(d.port, &ca(&d), "alice", "alice-pw", "r");
+    let r = c.iq("d1", "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert_eq!(r.attr("type"), Some("result"));
+    let q = r
+        .child("query", "http://jabber.org/protocol/disco#info")
+        .unwrap();
+    let id = q
+        .child("identity", "http://jabber.org/protocol/disco#info")
+        .unwrap();
+    assert_eq!(
+        (id.attr("category"), id.attr("type")),
+        (Some("server"), Some("im"))
+    );
+    let feats: Vec<&str> = q.elements().filter_map(|e| e.attr("var")).collect();
+    assert!(feats.contains(&"urn:xmpp:ping"));
+    let r = c.iq("d2", "<iq type='get' id='d2' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    assert_eq!(r.attr("type"), Some("result"));
+    let r = c.iq(
+        "p1",
+        "<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(r.attr("type"), Some("result"));
+    assert_eq!(r.attr("from"), Some("localhost"));
+    let r = c.iq(
+        "u1",
+        "<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:unknown'/></iq>",
+    );
+    assert_eq!(condition(&r), "service-unavailable");
+    let r = c.iq("u2", "<iq type='get' id='u2' to='localhost'/>");
+    assert_eq!(condition(&r), "bad-request");
+}
+
+#[test]
+fn roster_and_presence_subscription_handshake_persist() {
+    let mut d = Daemon::start(Options::default());
+    let ca = ca(&d);
+    {
+        let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
+        let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
+        let r = alice.iq(
+            "r0",
+            "<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        assert_eq!(
+            r.child("query", "jabber:iq:roster")
+                .unwrap()
+                .elements()
+                .count(),
+            0
+        );
+        bob.iq(
+            "r0",
+            "<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        alice.send("<presence><priority>1</priority></presence>");
+        bob.send("<presence/>");
+        // roster set → result + push
+        alice.send("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'><group>Friends</group></item></query></iq>");
+        let push = alice.wait_for("roster push", |e| {
+            e.name == "iq" && e.attr("type") == Some("set")
+        });
+        let item = push
+            .child("query", "jabber:iq:roster")
+            .unwrap()
+            .elements()
+            .next()
+            .unwrap()
+            .clone();
+        assert_eq!(item.attr("jid"), Some("bob@localhost"));
+        assert_eq!(item.attr("subscription"), Some("none"));
+        alice.wait_for("roster set result", |e| e.attr("id") == Some("r1"));
+        // subscribe → bob sees the request; alice's item gets ask='subscribe'
+        alice.send("<presence to='bob@localhost' type='subscribe'/>");
+        let req = bob.wait_for("subscribe", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribe")
+        });
+        assert_eq!(req.attr("from"), Some("alice@localhost"));
+        let push = alice.wait_for("ask push", |e| {
+            e.name == "iq" && e.attr("type") == Some("set")
+        });
+        let item = push
+            .child("query", "jabber:iq:roster")
+            .unwrap()
+            .elements()
+            .next()
+            .unwrap()
+            .clone();
+        assert_eq!(item.attr("ask"), Some("subscribe"));
+        // bob approves → alice gets subscribed + bob's presence; subscription to/from
+        bob.send("<presence to='alice@localhost' type='subscribed'/>");
+        alice.wait_for("subscribed", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribed")
+        });
+        let p = alice.wait_for("bob's presence", |e| {
+            e.name == "presence" && e.attr("type").is_none()
+        });
+        assert_eq!(p.attr("from"), Some("bob@localhost/phone"));
+        // and the other direction
+        bob.send("<presence to='alice@localhost' type='subscribe'/>");
+        alice.wait_for("subscribe from bob", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribe")
+        });
+        alice.send("<presence to='bob@localhost' type='subscribed'/>");
+        bob.wait_for("subscribed", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribed")
+        });
+        let r = alice.iq(
+            "r2",
+            "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        let item = r
+            .child("query", "jabber:iq:roster")
+            .unwrap()
+            .elements()
+            .next()
+            .unwrap()
+            .clone();
+        assert_eq!(item.attr("subscription"), Some("both"));
+        assert_eq!(item.attr("name"), Some("Bob"));
+        assert_eq!(
+            item.child("group", "jabber:iq:roster").unwrap().text(),
+            "Friends"
+        );
+        // a presence update from alice reaches bob; her going offline sends unavailable
+        alice.send("<presence><show>away</show></presence>");
+        let p = bob.wait_for("update", |e| {
+            e.name == "presence" && e.child("show", "jabber:client").is_some()
+        });
+        assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
+        alice.send("</stream:stream>");
+        let p = bob.wait_for("unavailable", |e| {
+            e.name == "presence" && e.attr("type") == Some("unavailable")
+        });
+        assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
+    }
+    // restart: the roster survives
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let d2 = restart(&mut d);
+    let mut alice = Client::login(d2.port, &ca, "alice", "alice-pw", "desk");
+    let r = alice.iq(
+        "r3",
+        "<iq type='get' id='r3'><query xmlns='jabber:iq:roster'/></iq>",
+    );
+    let item = r
+        .child("query", "jabber:iq:roster")
+        .unwrap()
+        .elements()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (item.attr("jid"), item.attr("subscription")),
+        (Some("bob@localhost"), Some("both"))
+    );
+    // removal pushes subscription='remove' and cancels both directions
+    alice.send("<iq type='set' id='r4'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
+    let push = alice.wait_for("remove push", |e| {
+        e.name == "iq" && e.attr("type") == Some("set")
+    });
+    let item = push
+        .child("query", "jabber:iq:roster")
+        .unwrap()
+        .elements()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(item.attr("subscription"), Some("remove"));
+    let out = kinglet(&["user", "list"], &d2.config);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "locked while running: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+}
+
+/// Start a second daemon on the same data dir and config (ports re-allocated).
+fn restart(d: &mut Daemon) -> RestartedDaemon {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(super::bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&d.config)
+        .env("KINGLET_PRINT_PORTS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let l = lines.next().expect("daemon output").unwrap();
+        if let Some(rest) = l.strip_prefix("LISTENING c2s ") {
+            break rest.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    RestartedDaemon {
+        child,
+        port,
+        config: d.config.clone(),
+    }
+}
+
+struct RestartedDaemon {
+    child: std::process::Child,
+    port: u16,
+    config: std::path::PathBuf,
+}
+
+impl Drop for RestartedDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn resource_conflict_replaces_the_old_session() {
+    let d = Daemon::start(Options::default());
+    let ca = ca(&d);
+    let mut first = Client::login(d.port, &ca, "alice", "alice-pw", "same");
+    let _second = Client::login(d.port, &ca, "alice", "alice-pw", "same");
+    let e = first.wait_for("conflict", |e| e.name == "error");
+    assert_eq!(condition(&e), "conflict");
+    assert!(first.wait_closed(Duration::from_secs(5)));
+}
+
+#[test]
+fn bad_xml_gets_the_right_stream_error() {
+    let d = Daemon::start(Options::default());
+    let cases: &[(&str, &str)] = &[
+        ("<!DOCTYPE lol [<!ENTITY lol 'lol'>]>", "restricted-xml"),
+        ("<!-- hi -->", "restricted-xml"),
+        ("<message><body>&lol;</body></message>", "restricted-xml"),
+        ("<message><body></body></foo>", "not-well-formed"),
+        ("<?pi x?>", "restricted-xml"),
+    ];
+    for (input, want) in cases {
+        let mut c = Client::connect(d.port);
+        c.open_stream();
+        c.send(input);
+        let e = c.wait_for("stream error", |e| e.name == "error");
+        assert_eq!(&condition(&e), want, "input {input}");
+        assert!(c.wait_closed(Duration::from_secs(5)));
+    }
+    // oversized stanza: policy-violation, before the whole thing is buffered
+    let mut c = Client::connect(d.port);
+    c.open_stream();
+    let big = format!("<message><body>{}</body></message>", "x".repeat(70_000));
+    c.send_bytes_lossy(big.as_bytes());
+    let e = c.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "policy-violation");
+    // invalid UTF-8
+    let mut c = Client::connect(d.port);
+    c.open_stream();
+    c.send_bytes_lossy(b"<message><body>\xff\xfe</body></message>");
+    let e = c.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "not-well-formed");
+    // wrong stream namespace / unknown host
+    let mut c = Client::connect(d.port);
+    c.send("<stream:stream to='elsewhere.example' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+    let e = c.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "host-unknown");
+    // stanza before auth
+    let mut c = Client::connect(d.port);
+    c.open_stream();
+    c.send("<message to='bob@localhost'><body>x</body></message>");
+    let e = c.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "not-authorized");
+    // the daemon is still alive and serving
+    let _ok = Client::login(d.port, &ca(&d), "alice", "alice-pw", "still-here");
+    assert!(
+        d.log().contains("XML error from peer"),
+        "violations are logged"
+    );
+}
+
+#[test]
+fn slow_consumer_is_closed_and_others_keep_going() {
+    let d = Daemon::start(Options {
+        extra: "[limits]\noutbox_max_stanzas = 64\noutbox_max_bytes = 140000\nwrite_timeout_secs = 2\n",
+        ..Options::default()
+    });
+    let ca = ca(&d);
+    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "slow");
+    bob.send("<presence/>");
+    std::thread::sleep(Duration::from_millis(200));
+    // bob never reads; alice floods him with ~8 MB of messages
+    let body = "y".repeat(4000);
+    for i in 0..2000 {
+        alice.send(&format!("<message to='bob@localhost/slow' type='headline' id='f{i}'><body>{body}</body></message>"));
+    }
+    let r = alice.iq(
+        "alive",
+        "<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(r.attr("type"), Some("result"));
+    // bob's session was closed for policy-violation
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !d.log().contains("slow consumer") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow consumer not closed: {}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(bob.wait_closed(Duration::from_secs(15)));
+}
+
+#[test]
+fn cli_user_management_and_check_config() {
+    let dir = super::TempDir::new("cli");
+    let cfg = dir.0.join("k.toml");
+    std::fs::write(
+        &cfg,
+        format!("data_dir = \"{}\"\n", dir.0.join("data").display()),
+    )
+    .unwrap();
+    let out = kinglet(
+        &["user", "add", "carol@localhost", "--password", "pw1"],
+        &cfg,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kinglet(&["user", "add", "carol", "--password", "pw2"], &cfg);
+    assert!(!out.status.success(), "duplicate add must fail");
+    let out = kinglet(&["user", "list"], &cfg);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "carol@localhost"
+    );
+    let pwfile = dir.0.join("pw");
+    std::fs::write(&pwfile, "pw3\n").unwrap();
+    let out = kinglet(
+        &[
+            "user",
+            "passwd",
+            "carol",
+            "--password-file",
+            pwfile.to_str().unwrap(),
+        ],
+        &cfg,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kinglet(
+        &["user", "add", "dave@elsewhere.example", "--password", "x"],
+        &cfg,
+    );
+    assert!(!out.status.success());
+    // the clear password is nowhere in the database file
+    let db = std::fs::read(dir.0.join("data").join("kinglet.redb")).unwrap();
+    assert!(
+        !db.windows(3).any(|w| w == b"pw3"),
+        "password stored in clear"
+    );
+    let out = kinglet(&["user", "del", "carol"], &cfg);
+    assert!(out.status.success());
+    let out = kinglet(&["user", "list"], &cfg);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+
+    let out = kinglet(&["check-config"], &cfg);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen"));
+    std::fs::write(&cfg, "[c2s]\nlisten = [\"0.0.0.0:5222\"]\n").unwrap();
+    let out = kinglet(&["check-config"], &cfg);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("c2s.listen"));
+    std::fs::write(&cfg, "bogus_key = 1\n").unwrap();
+    let out = kinglet(&["check-config"], &cfg);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
+    // `run` refuses the same invalid config with 78
+    let out = std::process::Command::new(super::bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+}

@@ -1,0 +1,177 @@
+//! End-to-end tests: the real `kinglet` binary on loopback, a temp data dir, a generated cert.
+
+pub mod client;
+mod core;
+mod interop;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p =
+            std::env::temp_dir().join(format!("kinglet-test-{}-{}-{}", std::process::id(), tag, n));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for `localhost`; returns (cert path, key path).
+pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
+    (cert, key)
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kinglet")
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub tls_port: Option<u16>,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub cert: Option<PathBuf>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Options {
+    pub tls: bool,
+    pub direct_tls: bool,
+    pub anonymous: &'static str,
+    pub extra: &'static str,
+    pub users: &'static [(&'static str, &'static str)],
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: true,
+            direct_tls: true,
+            anonymous: "loopback",
+            extra: "",
+            users: &[("alice", "alice-pw"), ("bob", "bob-pw")],
+        }
+    }
+}
+
+pub fn kinglet(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run kinglet")
+}
+
+impl Daemon {
+    pub fn start(opts: Options) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let mut toml = format!(
+            "domain = \"localhost\"\ndata_dir = \"{}\"\nlog_level = \"debug\"\n",
+            dir.0.join("data").display()
+        );
+        toml.push_str("[c2s]\nlisten = [\"127.0.0.1:0\"]\n");
+        if opts.direct_tls {
+            toml.push_str("direct_tls_listen = [\"127.0.0.1:0\"]\n");
+        }
+        toml.push_str(&format!("allow_anonymous = \"{}\"\n", opts.anonymous));
+        let mut cert = None;
+        if opts.tls || opts.direct_tls {
+            let (c, k) = make_cert(&dir.0);
+            toml.push_str(&format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                c.display(),
+                k.display()
+            ));
+            cert = Some(c);
+        }
+        toml.push_str("[auth]\nscram_iterations = 4096\n");
+        toml.push_str(opts.extra);
+        let config = dir.0.join("kinglet.toml");
+        std::fs::write(&config, toml).expect("write config");
+        for (u, p) in opts.users {
+            let out = kinglet(&["user", "add", u, "--password", p], &config);
+            assert!(
+                out.status.success(),
+                "user add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut child = Command::new(bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("KINGLET_PRINT_PORTS", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.0.join("stderr.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn kinglet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut port, mut tls_port) = (None, None);
+        let want_tls = opts.direct_tls;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while port.is_none() || (want_tls && tls_port.is_none()) {
+            assert!(Instant::now() < deadline, "daemon did not report its ports");
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "daemon exited early: {}",
+                    std::fs::read_to_string(dir.0.join("stderr.log")).unwrap_or_default()
+                )
+            };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.len() == 3 && parts[0] == "LISTENING" {
+                let p: u16 = parts[2].rsplit(':').next().unwrap().parse().unwrap();
+                if parts[1] == "c2s" {
+                    port = Some(p)
+                } else {
+                    tls_port = Some(p)
+                }
+            }
+        }
+        Daemon {
+            child,
+            port: port.unwrap(),
+            tls_port,
+            dir,
+            config,
+            cert,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+}

@@ -1,0 +1,455 @@
+//! Negotiation transcripts without sockets: the session state machine and router driven
+//! directly with bytes, under every chunking (whole, 1-byte pieces, pseudo-random splits).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kinglet::config::Config;
+use kinglet::outbox::Outbox;
+use kinglet::router::Router;
+use kinglet::sasl::{ScramClient, ScramHash, StoredCredentials, base64_decode, base64_encode};
+use kinglet::session::{Action, Session, Transport};
+use kinglet::store::Store;
+use kinglet::xml::{Element, Frame, Framer, XmlLimits};
+
+use crate::e2e::TempDir;
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+struct Harness {
+    router: Router,
+    session: Session,
+    _dir: TempDir,
+    /// Server output not yet consumed by `frames`.
+    parser: Framer,
+    closed: bool,
+    now: Instant,
+}
+
+#[derive(Clone, Copy)]
+enum Chunking {
+    Whole,
+    Bytes,
+    Random(u64),
+}
+
+const CHUNKINGS: [Chunking; 4] = [
+    Chunking::Whole,
+    Chunking::Bytes,
+    Chunking::Random(7),
+    Chunking::Random(12345),
+];
+
+impl Harness {
+    fn new(transport: Transport, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let dir = TempDir::new("neg");
+        let mut cfg = Config {
+            data_dir: dir.0.join("data"),
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let store = Store::open(&cfg.data_dir, 1 << 20).unwrap();
+        let creds = StoredCredentials::derive("secret", 4096);
+        store.user_add("alice", &creds.to_bytes()).unwrap();
+        let now = Instant::now();
+        let router = Router::new(Rc::new(cfg), store);
+        let session = Session::new(
+            1,
+            transport,
+            XmlLimits::default(),
+            Outbox::new(64, 1 << 20),
+            now,
+        );
+        Harness {
+            router,
+            session,
+            _dir: dir,
+            parser: Framer::new(XmlLimits {
+                max_stanza_bytes: 1 << 20,
+                ..XmlLimits::default()
+            }),
+            closed: false,
+            now,
+        }
+    }
+
+    /// Feed `input` split per `chunking`; returns the server's frames produced.
+    fn feed(&mut self, input: &[u8], chunking: Chunking) -> Vec<Frame> {
+        if input.windows(14).any(|w| w == b"<stream:stream") {
+            // Our header restarts the stream: the server answers with a new header.
+            self.parser.reset();
+        }
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let mut seed = match chunking {
+            Chunking::Random(s) => s,
+            _ => 0,
+        };
+        while pos < input.len() && !self.closed {
+            let n = match chunking {
+                Chunking::Whole => input.len(),
+                Chunking::Bytes => 1,
+                Chunking::Random(_) => {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    1 + (seed >> 33) as usize % 17
+                }
+            }
+            .min(input.len() - pos);
+            let a =
+                self.session
+                    .receive(&input[pos..pos + n], &mut self.router, &mut out, self.now);
+            pos += n;
+            match a {
+                Action::Close => self.closed = true,
+                Action::StartTls => {
+                    self.session.tls_established();
+                }
+                Action::Continue => {}
+            }
+        }
+        self.parse(&out)
+    }
+
+    fn parse(&mut self, out: &[u8]) -> Vec<Frame> {
+        self.parser.push(out).expect("server output is well-formed");
+        let mut frames = Vec::new();
+        while let Some(f) = self.parser.next_frame().expect("server output parses") {
+            frames.push(f);
+        }
+        frames
+    }
+
+    fn elements(&mut self, input: &str, chunking: Chunking) -> Vec<Element> {
+        self.feed(input.as_bytes(), chunking)
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Stanza(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn loopback() -> Transport {
+    Transport {
+        tls_active: false,
+        tls_available: false,
+        loopback: true,
+    }
+}
+
+fn remote(tls_available: bool) -> Transport {
+    Transport {
+        tls_active: false,
+        tls_available,
+        loopback: false,
+    }
+}
+
+fn mechanisms(features: &Element) -> Vec<String> {
+    features
+        .child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl")
+        .map(|m| m.elements().map(|e| e.text()).collect())
+        .unwrap_or_default()
+}
+
+fn cond(e: &Element) -> String {
+    e.elements()
+        .find(|c| c.name != "text")
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
+/// RFC 6120 §5.3.1: with TLS configured, a remote peer sees only a required STARTTLS.
+#[test]
+fn rfc6120_5_3_1_starttls_mandatory_for_remote_peers() {
+    for ch in CHUNKINGS {
+        let mut h = Harness::new(remote(true), |c| c.c2s.allow_plaintext_public = true);
+        let els = h.elements(HEADER, ch);
+        let f = &els[0];
+        let st = f
+            .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+            .expect("starttls");
+        assert!(
+            st.child("required", "urn:ietf:params:xml:ns:xmpp-tls")
+                .is_some()
+        );
+        assert!(
+            mechanisms(f).is_empty(),
+            "no SASL before TLS for a remote peer"
+        );
+        let els = h.elements("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>", ch);
+        assert_eq!(els[0].name, "failure");
+        assert_eq!(cond(&els[0]), "encryption-required");
+    }
+}
+
+/// RFC 6120 §6.4 + DESIGN.md: PLAIN is never offered or accepted without TLS off loopback.
+#[test]
+fn plain_refused_without_tls_off_loopback() {
+    let mut h = Harness::new(remote(false), |c| c.c2s.allow_plaintext_public = true);
+    let els = h.elements(HEADER, Chunking::Whole);
+    let m = mechanisms(&els[0]);
+    assert!(m.contains(&"SCRAM-SHA-256".to_string()));
+    assert!(!m.contains(&"PLAIN".to_string()), "{m:?}");
+    assert!(
+        !m.contains(&"ANONYMOUS".to_string()),
+        "anonymous is loopback-only by default"
+    );
+    let els = h.elements("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>", Chunking::Whole);
+    assert_eq!(cond(&els[0]), "encryption-required");
+    // on loopback the same PLAIN succeeds
+    let mut h = Harness::new(loopback(), |_| {});
+    let els = h.elements(HEADER, Chunking::Whole);
+    assert!(mechanisms(&els[0]).contains(&"PLAIN".to_string()));
+    let els = h.elements("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>", Chunking::Whole);
+    assert_eq!(els[0].name, "success");
+}
+
+/// The whole negotiation (SCRAM-SHA-256, restart, bind) under every chunking.
+#[test]
+fn rfc6120_6_scram_and_bind_under_every_chunking() {
+    for ch in CHUNKINGS {
+        let mut h = Harness::new(loopback(), |_| {});
+        let els = h.elements(HEADER, ch);
+        assert_eq!(els[0].name, "features");
+        let mut c = ScramClient::new(
+            ScramHash::Sha256,
+            "alice",
+            "secret",
+            "fyko+d2lbbFgONRv9qkxdawL",
+        );
+        let auth = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            base64_encode(&c.client_first())
+        );
+        let els = h.elements(&auth, ch);
+        assert_eq!(els[0].name, "challenge");
+        let cf = c
+            .handle_server_first(&base64_decode(&els[0].text()).unwrap())
+            .unwrap();
+        let els = h.elements(
+            &format!(
+                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                base64_encode(&cf)
+            ),
+            ch,
+        );
+        assert_eq!(els[0].name, "success");
+        c.verify_server_final(&base64_decode(&els[0].text()).unwrap())
+            .unwrap();
+        // restart: a new header and post-auth features
+        let els = h.elements(HEADER, ch);
+        assert!(
+            els[0]
+                .child("bind", "urn:ietf:params:xml:ns:xmpp-bind")
+                .is_some()
+        );
+        let els = h.elements("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r1</resource></bind></iq>", ch);
+        assert_eq!(els[0].attr("type"), Some("result"));
+        assert_eq!(
+            h.session.jid().map(|j| j.as_str()),
+            Some("alice@localhost/r1")
+        );
+        // a keepalive and a ping to the server
+        let els = h.elements(
+            " \n <iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ch,
+        );
+        assert_eq!(els.len(), 1);
+        assert_eq!(els[0].attr("type"), Some("result"));
+        assert_eq!(h.router.session_count(), 1);
+    }
+}
+
+#[test]
+fn scram_without_initial_response_gets_empty_challenge() {
+    let mut h = Harness::new(loopback(), |_| {});
+    h.elements(HEADER, Chunking::Whole);
+    let els = h.elements(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'/>",
+        Chunking::Whole,
+    );
+    assert_eq!(els[0].name, "challenge");
+    let mut c = ScramClient::new(ScramHash::Sha1, "alice", "secret", "abcdefghijklmnop");
+    let els = h.elements(
+        &format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            base64_encode(&c.client_first())
+        ),
+        Chunking::Bytes,
+    );
+    let cf = c
+        .handle_server_first(&base64_decode(&els[0].text()).unwrap())
+        .unwrap();
+    let els = h.elements(
+        &format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            base64_encode(&cf)
+        ),
+        Chunking::Whole,
+    );
+    assert_eq!(els[0].name, "success");
+}
+
+#[test]
+fn sasl_errors() {
+    let mut h = Harness::new(loopback(), |_| {});
+    h.elements(HEADER, Chunking::Whole);
+    let els = h.elements(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>",
+        Chunking::Whole,
+    );
+    assert_eq!(cond(&els[0]), "invalid-mechanism");
+    let els = h.elements(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!notbase64</auth>",
+        Chunking::Whole,
+    );
+    assert_eq!(cond(&els[0]), "incorrect-encoding");
+    let els = h.elements(
+        "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+        Chunking::Whole,
+    );
+    assert_eq!(cond(&els[0]), "aborted");
+    // third counted failure closes the stream with policy-violation
+    let els = h.elements(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>",
+        Chunking::Whole,
+    );
+    assert_eq!(cond(&els[0]), "not-authorized");
+    assert_eq!(els[1].name, "error");
+    assert_eq!(cond(&els[1]), "policy-violation");
+    assert!(h.closed);
+}
+
+#[test]
+fn stream_header_errors() {
+    let cases = [
+        (
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "invalid-namespace",
+        ),
+        (
+            "<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='urn:wrong'>",
+            "invalid-namespace",
+        ),
+        (
+            "<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "unsupported-version",
+        ),
+        (
+            "<stream:stream to='other.example' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "host-unknown",
+        ),
+        (
+            "<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "unsupported-encoding",
+        ),
+    ];
+    for (input, want) in cases {
+        for ch in CHUNKINGS {
+            let mut h = Harness::new(loopback(), |_| {});
+            let els = h.elements(input, ch);
+            let err = els
+                .iter()
+                .find(|e| e.name == "error")
+                .unwrap_or_else(|| panic!("no stream error for {input}"));
+            assert_eq!(cond(err), want, "{input}");
+            assert!(h.closed);
+        }
+    }
+}
+
+#[test]
+fn attacks_are_stream_errors_not_allocations() {
+    let laughs = "<!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>]><message>&lol2;</message>";
+    let cases: Vec<(String, &str)> = vec![
+        (laughs.to_string(), "restricted-xml"),
+        (
+            "<message><body>&ext;</body></message>".into(),
+            "restricted-xml",
+        ),
+        ("<message><!-- c --></message>".into(), "restricted-xml"),
+        (
+            "<message><body>\u{1}</body></message>".into(),
+            "not-well-formed",
+        ),
+        (
+            format!("{}x{}", "<a>".repeat(100), "</a>".repeat(100)),
+            "policy-violation",
+        ),
+        (
+            format!(
+                "<message {}/>",
+                (0..200)
+                    .map(|i| format!("a{i}='x'"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            "policy-violation",
+        ),
+        (
+            format!("<message><body>{}", "z".repeat(100_000)),
+            "policy-violation",
+        ),
+        ("<message><body>text</body></foo>".into(), "not-well-formed"),
+        (
+            "<foo:message xmlns:foo='urn:x'/>".into(),
+            "invalid-namespace",
+        ),
+        ("<stream:features/>".into(), "unsupported-stanza-type"),
+    ];
+    for (input, want) in &cases {
+        for ch in [Chunking::Whole, Chunking::Bytes] {
+            let mut h = Harness::new(loopback(), |_| {});
+            h.elements(HEADER, Chunking::Whole);
+            let els = h.elements(input, ch);
+            let err = els
+                .iter()
+                .find(|e| e.name == "error")
+                .unwrap_or_else(|| panic!("no stream error for {input}"));
+            assert_eq!(&cond(err), want, "{input}");
+            assert!(h.closed);
+            assert!(h.session.buffered() <= 70_000, "bounded buffer");
+        }
+    }
+    // invalid UTF-8 split across chunks
+    let mut h = Harness::new(loopback(), |_| {});
+    h.elements(HEADER, Chunking::Whole);
+    let frames = h.feed(b"<message><body>\xe2\x82</body></message>", Chunking::Bytes);
+    let err = frames.iter().find_map(|f| match f {
+        Frame::Stanza(e) if e.name == "error" => Some(e.clone()),
+        _ => None,
+    });
+    assert_eq!(cond(&err.expect("stream error")), "not-well-formed");
+}
+
+#[test]
+fn negotiation_timeout_and_idle_ping() {
+    let mut h = Harness::new(loopback(), |c| {
+        c.limits.negotiation_timeout_secs = 5;
+        c.limits.idle_ping_secs = 10;
+        c.limits.idle_timeout_secs = 20;
+    });
+    h.elements(HEADER, Chunking::Whole);
+    let mut out = Vec::new();
+    let later = h.now + Duration::from_secs(6);
+    assert_eq!(
+        h.session.on_deadline(&mut h.router, &mut out, later),
+        Action::Close
+    );
+    let els: Vec<_> = h
+        .parse(&out)
+        .into_iter()
+        .filter_map(|f| {
+            if let Frame::Stanza(e) = f {
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(cond(&els[0]), "connection-timeout");
+}
