@@ -1132,7 +1132,6 @@ const SERVER_FEATURES: &[&str] = &[
     NS_DISCO_ITEMS,
     NS_PING,
     NS_VERSION,
-    "urn:xmpp:stream-limits:0",
 ];
 
 fn attr(s: &str) -> String {

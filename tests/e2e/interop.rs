@@ -4,31 +4,75 @@
 //! `KINGLET_SKIP_INTEROP=1` to skip it knowingly on a machine without PyPI access).
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use super::{Daemon, Options};
 
-fn python() -> Option<String> {
+/// Python with slixmpp: `KINGLET_PYTHON`, else the venv `.ci/run` makes
+/// (`~/.cache/kinglet-venv`), else that venv is created here from
+/// `tests/interop/requirements.txt` (needs `python3` with venv and PyPI access), so that
+/// `cargo test --release` works on a fresh machine too. Serialised: tests run in parallel.
+pub fn python() -> Option<String> {
+    static PY: Mutex<Option<String>> = Mutex::new(None);
     if std::env::var_os("KINGLET_SKIP_INTEROP").is_some() {
         return None;
     }
-    let candidates = [
-        std::env::var("KINGLET_PYTHON").ok(),
-        std::env::var("HOME")
-            .ok()
-            .map(|h| format!("{h}/.cache/kinglet-venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c)
+    let mut cached = PY.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = cached.as_ref() {
+        return Some(p.clone());
+    }
+    let has_slixmpp = |py: &str| {
+        Command::new(py)
             .args(["-c", "import slixmpp"])
             .output()
             .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
+            .unwrap_or(false)
+    };
+    let venv = std::env::var("KINGLET_VENV").ok().unwrap_or_else(|| {
+        format!(
+            "{}/.cache/kinglet-venv",
+            std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())
+        )
+    });
+    let venv_py = format!("{venv}/bin/python");
+    for c in [std::env::var("KINGLET_PYTHON").ok(), Some(venv_py.clone())]
+        .into_iter()
+        .flatten()
+    {
+        if has_slixmpp(&c) {
+            *cached = Some(c.clone());
             return Some(c);
         }
     }
+    eprintln!("interop: creating {venv} with slixmpp (one-off)");
+    let req = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/requirements.txt"
+    );
+    let made = Command::new("python3")
+        .args(["-m", "venv", &venv])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        && Command::new(&venv_py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+                req,
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if made && has_slixmpp(&venv_py) {
+        *cached = Some(venv_py.clone());
+        return Some(venv_py);
+    }
     panic!(
-        "slixmpp interop needs Python with slixmpp: run .ci/run (it makes the venv) or set KINGLET_PYTHON; KINGLET_SKIP_INTEROP=1 skips"
+        "slixmpp interop needs Python 3 with venv and PyPI access (or KINGLET_PYTHON pointing at a python with slixmpp); KINGLET_SKIP_INTEROP=1 skips knowingly"
     );
 }
 
