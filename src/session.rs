@@ -76,6 +76,9 @@ pub struct Session {
     last_rx: Instant,
     ping_outstanding: bool,
     outbox: Rc<Outbox>,
+    /// Invariant: `Some` exactly while this session holds a resource in the router, whatever
+    /// the stage; [`Session::on_disconnect`] takes it, so every exit path unbinds once.
+    bound: Option<Jid>,
 }
 
 impl Session {
@@ -99,6 +102,7 @@ impl Session {
             last_rx: now,
             ping_outstanding: false,
             outbox,
+            bound: None,
         }
     }
 
@@ -152,13 +156,13 @@ impl Session {
         self.last_rx = now;
         self.ping_outstanding = false;
         if let Err(e) = self.framer.push(bytes) {
-            return self.xml_error(&e, out);
+            return self.xml_error(&e, router, out);
         }
         loop {
             let frame = match self.framer.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => return self.xml_error(&e, out),
+                Err(e) => return self.xml_error(&e, router, out),
             };
             let action = match frame {
                 Frame::Header(h) => self.on_header(&h, router, out),
@@ -250,16 +254,25 @@ impl Session {
 
     /// The transport went away: leave the router (unavailable presence is broadcast).
     pub fn on_disconnect(&mut self, router: &mut Router) {
-        if let Stage::Bound { jid } = std::mem::replace(&mut self.stage, Stage::Closed) {
+        self.stage = Stage::Closed;
+        if let Some(jid) = self.bound.take() {
             router.unbind(&jid, self.conn);
         }
     }
 
-    fn xml_error(&mut self, e: &crate::xml::XmlError, out: &mut Vec<u8>) -> Action {
+    fn xml_error(
+        &mut self,
+        e: &crate::xml::XmlError,
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
         tracing::info!(conn = self.conn, error = %e, "XML error from peer");
-        let cond = StreamCondition::from_xml_error(e);
-        self.write_stream_error(cond, Some(&e.to_string()), out);
-        Action::Close
+        self.stream_error(
+            StreamCondition::from_xml_error(e),
+            Some(&e.to_string()),
+            out,
+            router,
+        )
     }
 
     /// Send a stream error, unbind, and close.
@@ -743,6 +756,7 @@ impl Session {
                 }
                 reply.push_child(payload);
                 out.extend_from_slice(reply.to_string_in_stream().as_bytes());
+                self.bound = Some(jid.clone());
                 self.stage = Stage::Bound { jid };
             }
             Err(err) => {
