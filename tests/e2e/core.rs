@@ -575,3 +575,43 @@ fn cli_user_management_and_check_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
 }
+
+/// RFC 6121 §4.6: directed presence reaches a non-contact, and so does the unavailable
+/// presence when the sender goes away.
+#[test]
+fn directed_presence_and_its_unavailable() {
+    let d = Daemon::start(Options::default());
+    let ca = ca(&d);
+    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
+    bob.send("<presence/>");
+    alice.send("<presence/>");
+    alice.send("<presence to='bob@localhost'><status>hello</status></presence>");
+    let p = bob.wait_for("directed presence", |e| {
+        e.name == "presence" && e.attr("type").is_none()
+    });
+    assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
+    assert_eq!(
+        p.child("status", "jabber:client")
+            .map(|s| s.text())
+            .as_deref(),
+        Some("hello")
+    );
+    // bob is no contact of alice: a plain presence update does not reach him
+    alice.send("<presence><show>dnd</show></presence>");
+    let r = alice.iq(
+        "sync",
+        "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(r.attr("type"), Some("result"));
+    assert!(
+        bob.try_next(std::time::Duration::from_millis(300))
+            .is_none(),
+        "broadcast must not reach a non-contact"
+    );
+    drop(alice);
+    let p = bob.wait_for("unavailable", |e| {
+        e.name == "presence" && e.attr("type") == Some("unavailable")
+    });
+    assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
+}
