@@ -1127,12 +1127,7 @@ impl Router {
 }
 
 /// Features of the server JID, derived from what `server_iq` answers.
-const SERVER_FEATURES: &[&str] = &[
-    NS_DISCO_INFO,
-    NS_DISCO_ITEMS,
-    NS_PING,
-    NS_VERSION,
-];
+const SERVER_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION];
 
 fn attr(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
