@@ -58,6 +58,44 @@ pub struct Config {
     pub store: StoreCfg,
     /// Resource bounds (`[limits]`).
     pub limits: Limits,
+    /// The XEP-0060 publish-subscribe service (`[pubsub]`).
+    pub pubsub: PubsubCfg,
+}
+
+/// Who may create pub-sub nodes (`pubsub.create_nodes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatePolicy {
+    /// Any account of this server, anonymous ones included (the default).
+    Local,
+    /// Only the JIDs listed in `pubsub.admins`.
+    Admins,
+    /// Any entity that can send the service a stanza.
+    Anyone,
+}
+
+/// The publish-subscribe service (`[pubsub]` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PubsubCfg {
+    /// The service JID. Empty (the default) means `pubsub.<domain>`. Must be a subdomain
+    /// of `domain`.
+    pub service: String,
+    /// Who may create nodes. Default `local`.
+    pub create_nodes: CreatePolicy,
+    /// Bare JIDs that act as owners of every node and may always create nodes.
+    /// Default empty; at most 64.
+    pub admins: Vec<String>,
+}
+
+impl Default for PubsubCfg {
+    fn default() -> Self {
+        PubsubCfg {
+            service: String::new(),
+            create_nodes: CreatePolicy::Local,
+            admins: Vec::new(),
+        }
+    }
 }
 
 /// Client-to-server listeners and login policy (`[c2s]` section).
@@ -131,6 +169,22 @@ pub struct StoreCfg {
     /// redb page cache size in bytes. Default 4194304 (4 MiB; redb's own default is 1 GiB).
     /// Accepted range 65536..=1073741824. Memory: at most this many bytes, once per process.
     pub cache_bytes: usize,
+    /// Budget for all stored pub-sub items (payload, id, publisher and record overhead),
+    /// in bytes. Default 33554432 (32 MiB); 0 means no budget (only per-node `max_items`).
+    /// Accepted range 0 or 65536..=1099511627776.
+    pub max_bytes: u64,
+    /// What a publish does when the item budget is full. Default `evict-oldest`.
+    pub full_policy: FullPolicy,
+}
+
+/// What happens when `store.max_bytes` is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// Delete the oldest stored items of the whole service (any node) until the new one fits.
+    EvictOldest,
+    /// Refuse the publish with `resource-constraint`.
+    Reject,
 }
 
 impl Default for Config {
@@ -144,6 +198,7 @@ impl Default for Config {
             auth: Auth::default(),
             store: StoreCfg::default(),
             limits: Limits::default(),
+            pubsub: PubsubCfg::default(),
         }
     }
 }
@@ -181,6 +236,8 @@ impl Default for StoreCfg {
     fn default() -> Self {
         StoreCfg {
             cache_bytes: 4 * 1024 * 1024,
+            max_bytes: 32 * 1024 * 1024,
+            full_policy: FullPolicy::EvictOldest,
         }
     }
 }
@@ -340,9 +397,51 @@ impl Config {
                 ),
             ));
         }
+        let budget = self.store.max_bytes;
+        if budget != 0 && !(65_536..=1 << 40).contains(&budget) {
+            return Err(ConfigError::new(
+                Some("store.max_bytes"),
+                format!(
+                    "{budget} is out of range: must be 0 (no budget) or between 65536 and {}",
+                    1u64 << 40
+                ),
+            ));
+        }
+        self.validate_pubsub()?;
         self.limits
             .validate()
             .map_err(|(key, why)| ConfigError::new(Some(&key), why))
+    }
+
+    /// Checks `[pubsub]`: the service is a subdomain of `domain`, admins are bare JIDs.
+    fn validate_pubsub(&self) -> Result<(), ConfigError> {
+        let service = self.pubsub_service();
+        let suffix = format!(".{}", self.domain);
+        let label = service.strip_suffix(&suffix).unwrap_or("");
+        if label.is_empty() || validate_domain(&service).is_err() {
+            return Err(ConfigError::new(
+                Some("pubsub.service"),
+                format!("{service:?} must be a valid subdomain of {:?}", self.domain),
+            ));
+        }
+        if self.pubsub.admins.len() > 64 {
+            return Err(ConfigError::new(
+                Some("pubsub.admins"),
+                "at most 64 admins are allowed",
+            ));
+        }
+        for a in &self.pubsub.admins {
+            match crate::jid::Jid::parse(a) {
+                Ok(j) if j.is_bare() && j.local().is_some() => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        Some("pubsub.admins"),
+                        format!("{a:?} is not a bare JID (user@domain)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks listener counts, duplicates, and that no password can cross a network in clear.
@@ -446,9 +545,13 @@ impl Config {
         out
     }
 
-    /// The JID of the pubsub service: `pubsub.<domain>`.
+    /// The JID of the pubsub service: `pubsub.service`, or `pubsub.<domain>` when unset.
     pub fn pubsub_service(&self) -> String {
-        format!("pubsub.{}", self.domain)
+        if self.pubsub.service.is_empty() {
+            format!("pubsub.{}", self.domain)
+        } else {
+            self.pubsub.service.to_ascii_lowercase()
+        }
     }
 }
 
@@ -683,6 +786,8 @@ allow_plain = true
 
 [store]
 cache_bytes = 4194304
+max_bytes = 33554432
+full_policy = "evict-oldest"
 
 [limits]
 max_stanza_bytes = 65536
@@ -697,6 +802,15 @@ idle_timeout_secs = 360
 write_timeout_secs = 30
 max_resources_per_account = 16
 max_roster_items = 500
+pubsub_max_nodes = 1024
+pubsub_max_items_per_node = 1000
+pubsub_max_item_bytes = 65536
+pubsub_max_subscriptions_per_node = 1024
+
+[pubsub]
+service = "pubsub.example.org"
+create_nodes = "local"
+admins = ["admin@example.org"]
 "#;
 
     fn docs() -> String {
@@ -715,6 +829,24 @@ max_roster_items = 500
         assert_eq!(tls.cert, PathBuf::from("/etc/kinglet/fullchain.pem"));
         assert_eq!(c.limits.max_connections, 64);
         assert_eq!(c.pubsub_service(), "pubsub.example.org");
+        assert_eq!(c.pubsub.create_nodes, CreatePolicy::Local);
+        assert_eq!(c.pubsub.admins, vec!["admin@example.org".to_owned()]);
+    }
+
+    #[test]
+    fn pubsub_rules() {
+        assert_eq!(
+            err_key("[pubsub]\nservice = \"pubsub.elsewhere\"\n"),
+            "pubsub.service"
+        );
+        assert_eq!(err_key("[pubsub]\nadmins = [\"x\"]\n"), "pubsub.admins");
+        assert_eq!(
+            err_key("[pubsub]\ncreate_nodes = \"nobody\"\n"),
+            "pubsub.create_nodes"
+        );
+        let c =
+            Config::from_toml_str("[pubsub]\nservice = \"ps.localhost\"\n", None).expect("valid");
+        assert_eq!(c.pubsub_service(), "ps.localhost");
     }
 
     #[test]
@@ -962,6 +1094,14 @@ max_roster_items = 500
             "store.cache_bytes"
         );
         assert!(Config::from_toml_str("[store]\ncache_bytes = 65536\n", None).is_ok());
+        assert_eq!(err_key("[store]\nmax_bytes = 100\n"), "store.max_bytes");
+        assert_eq!(
+            err_key("[store]\nfull_policy = \"panic\"\n"),
+            "store.full_policy"
+        );
+        let c = Config::from_toml_str("[store]\nmax_bytes = 0\nfull_policy = \"reject\"\n", None)
+            .expect("valid");
+        assert_eq!(c.store.full_policy, FullPolicy::Reject);
     }
 
     #[test]

@@ -1,16 +1,29 @@
 //! Process wiring: open the store, load TLS, bind the listeners and run everything on one
 //! `LocalExecutor` (all protocol state on one thread; async-io's reactor helper thread is
 //! the only other thread).
+//!
+//! Life cycle, as a service manager sees it:
+//! 1. signal handlers installed, store opened, TLS loaded, listeners bound;
+//! 2. `READY=1` to `NOTIFY_SOCKET` (systemd `Type=notify`; a no-op under procd or a shell),
+//!    and a watchdog task pinging `WATCHDOG=1` every `WATCHDOG_USEC / 2` from the event loop;
+//! 3. SIGHUP reloads the TLS certificate and log level ([`crate::signals`]);
+//! 4. SIGTERM or SIGINT: `STOPPING=1`, the listeners close, every connection task is
+//!    dropped (closing its socket), the store is closed cleanly, and [`run`] returns `Ok`, so
+//!    the process exits 0 well within procd's 5 s `term_timeout`.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 
-use async_io::Async;
+use async_io::{Async, Timer};
 use smol::LocalExecutor;
 
 use crate::config::{Config, is_loopback};
 use crate::net::{self, Shared};
+use crate::notify::{self, Notifier};
 use crate::router::Router;
+use crate::signals;
 use crate::store::Store;
 
 /// Start-up failures, each with the sysexits code the process exits with.
@@ -22,6 +35,8 @@ pub enum StartupError {
     Store(crate::store::StoreError),
     /// A listening socket could not be bound: exit 71 (EX_OSERR).
     Bind(String),
+    /// Another operating-system resource (signal handlers) could not be set up: exit 71.
+    Os(String),
 }
 
 impl std::fmt::Display for StartupError {
@@ -30,6 +45,7 @@ impl std::fmt::Display for StartupError {
             Self::Config(m) => write!(f, "configuration: {m}"),
             Self::Store(e) => write!(f, "store: {e}"),
             Self::Bind(m) => write!(f, "{m}"),
+            Self::Os(m) => write!(f, "{m}"),
         }
     }
 }
@@ -40,13 +56,30 @@ impl StartupError {
         match self {
             Self::Config(_) => 78,
             Self::Store(e) => e.exit_code(),
-            Self::Bind(_) => 71,
+            Self::Bind(_) | Self::Os(_) => 71,
         }
     }
 }
 
-/// Run the broker until the process is killed.
+/// Run the broker on `config` until SIGTERM or SIGINT. SIGHUP keeps the TLS files and log
+/// level of `config` (there is no file to re-read); see [`run_with_reload`].
+///
+/// # Errors
+/// A [`StartupError`] when the store, TLS, listeners or signal handlers cannot be set up.
 pub fn run(config: Config) -> Result<(), StartupError> {
+    run_with_reload(config, None)
+}
+
+/// Run the broker until SIGTERM or SIGINT; SIGHUP re-reads `config_path` (when given) and
+/// applies its TLS files and log level. Returns `Ok` after a clean shutdown.
+///
+/// # Errors
+/// A [`StartupError`] when the store, TLS, listeners or signal handlers cannot be set up.
+pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(), StartupError> {
+    // First, so that a signal arriving during start-up is queued rather than fatal (SIGHUP's
+    // default action is to terminate); it is handled once the executor runs.
+    let signals = signals::install()
+        .map_err(|e| StartupError::Os(format!("cannot install signal handlers: {e}")))?;
     let tls = match &config.tls {
         Some(t) => Some(net::load_tls(&t.cert, &t.key).map_err(StartupError::Config)?),
         None => None,
@@ -81,22 +114,93 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         );
         // Machine-readable line for tests and scripts that ask for port 0.
         if std::env::var_os("KINGLET_PRINT_PORTS").is_some() {
-            println!(
+            // A closed stdout (the reader went away) must not take the broker down:
+            // `println!` would panic on EPIPE.
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
                 "LISTENING {} {}",
                 if direct { "direct_tls" } else { "c2s" },
                 bound
-            );
+            )
+            .and_then(|()| out.flush());
         }
         listeners.push((l, direct));
     }
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "NOTIFY_SOCKET is unusable: not notifying the service manager");
+            None
+        }
+    };
+    let reload_config = config.clone();
     let config = Rc::new(config);
     tracing::info!(domain = %config.domain, data = %store.path().display(), "kinglet {} started", env!("CARGO_PKG_VERSION"));
     let shared = Shared::new(Router::new(config.clone(), store), tls);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
+    // Invariant: the listener tasks are the only holders of `ex` besides this function; they
+    // are cancelled at shutdown so that the executor, and with it every connection task and
+    // `shared`, is dropped.
+    let mut tasks = Vec::new();
     for (l, direct) in listeners {
-        ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct))
-            .detach();
+        tasks.push(ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct)));
     }
-    async_io::block_on(ex.run(std::future::pending::<()>()));
+    let notifier = notifier.map(Rc::new);
+    if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
+        tracing::info!(
+            interval_ms = every.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+        tasks.push(ex.spawn(watchdog(n.clone(), every)));
+    }
+    let n = notifier.as_deref();
+    signals::send(
+        n,
+        &format!(
+            "READY=1\n{}",
+            notify::status_line(&format!("serving {}", config.domain))
+        ),
+    );
+    let stop = async_io::block_on(ex.run(signals::run(
+        signals,
+        signals::ReloadContext {
+            shared: &shared,
+            config_path,
+            current: reload_config,
+            notifier: n,
+        },
+    )));
+    tracing::info!(
+        signal = stop.name(),
+        connections = shared.open_connections(),
+        "shutting down"
+    );
+    signals::send(n, "STOPPING=1\nSTATUS=shutting down");
+    async_io::block_on(ex.run(async {
+        for t in tasks {
+            t.cancel().await;
+        }
+    }));
+    // Dropping the executor drops every remaining (connection) task: their sockets close and
+    // their handles on `shared` go away, so the router and the store are dropped below.
+    drop(ex);
+    match Rc::try_unwrap(shared) {
+        Ok(shared) => drop(shared),
+        Err(_) => tracing::warn!("shared state still referenced at shutdown"),
+    }
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Ping the systemd watchdog every `every`, from the executor thread: if the event loop
+/// wedges, the pings stop and systemd restarts the service.
+async fn watchdog(notifier: Rc<Notifier>, every: Duration) {
+    loop {
+        Timer::after(every).await;
+        if let Err(e) = notifier.notify("WATCHDOG=1") {
+            tracing::warn!(error = %e, "watchdog ping failed");
+        }
+    }
 }

@@ -110,6 +110,25 @@ pub struct Limits {
     /// 200 B per item typically, a few KiB with maximum-length JIDs (about 100 KiB per full
     /// roster at the default). Accepted range 1..=100000.
     pub max_roster_items: usize,
+    /// Most pub-sub nodes on the service. Default 1024. Overflow: create fails with
+    /// `not-allowed` + `max-nodes-exceeded`. Memory: a node costs about 1 KiB plus its
+    /// configuration strings, subscriptions and item index (below); 1 MiB at the default for
+    /// empty nodes. Accepted range 1..=1000000.
+    pub pubsub_max_nodes: usize,
+    /// Largest `pubsub#max_items` a node may have (what `max` means). Default 1000.
+    /// Overflow: a larger configured value is refused with `not-acceptable`. Memory: the item
+    /// index keeps about 48 B plus the item id per stored item (about 64 KiB per full node at
+    /// the default); payloads stay on disk. Accepted range 1..=1000000.
+    pub pubsub_max_items_per_node: usize,
+    /// Largest item payload accepted, in bytes (and the ceiling of `pubsub#max_payload_size`).
+    /// Default 65536 (the stanza limit caps it anyway). Overflow: publish fails with
+    /// `not-acceptable` + `payload-too-big`. Memory: one payload per node is cached (the
+    /// last item), so at most `pubsub_max_nodes` times this. Accepted range 1..=16777216.
+    pub pubsub_max_item_bytes: usize,
+    /// Most subscriptions per node. Default 1024. Overflow: subscribe fails with
+    /// `not-allowed` + `too-many-subscriptions`. Memory: about 100 B per subscription
+    /// (100 KiB per full node at the default). Accepted range 1..=1048576.
+    pub pubsub_max_subscriptions_per_node: usize,
 }
 
 impl Default for Limits {
@@ -127,6 +146,10 @@ impl Default for Limits {
             write_timeout_secs: 30,
             max_resources_per_account: 16,
             max_roster_items: 500,
+            pubsub_max_nodes: 1024,
+            pubsub_max_items_per_node: 1000,
+            pubsub_max_item_bytes: 65536,
+            pubsub_max_subscriptions_per_node: 1024,
         }
     }
 }
@@ -218,6 +241,25 @@ impl Limits {
             65536,
         )?;
         in_range("max_roster_items", self.max_roster_items, 1, 100_000)?;
+        in_range("pubsub_max_nodes", self.pubsub_max_nodes, 1, 1_000_000)?;
+        in_range(
+            "pubsub_max_items_per_node",
+            self.pubsub_max_items_per_node,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "pubsub_max_item_bytes",
+            self.pubsub_max_item_bytes,
+            1,
+            MAX_STANZA_BYTES,
+        )?;
+        in_range(
+            "pubsub_max_subscriptions_per_node",
+            self.pubsub_max_subscriptions_per_node,
+            1,
+            MAX_COUNT,
+        )?;
         Ok(())
     }
 
@@ -304,7 +346,7 @@ mod tests {
     #[test]
     fn zero_rejected_where_meaningless() {
         type Setter = fn(&mut Limits);
-        let cases: [(&str, Setter); 8] = [
+        let cases: [(&str, Setter); 10] = [
             ("limits.max_xml_depth", |l| l.max_xml_depth = 0),
             ("limits.max_connections", |l| l.max_connections = 0),
             ("limits.outbox_max_stanzas", |l| l.outbox_max_stanzas = 0),
@@ -317,6 +359,10 @@ mod tests {
                 l.max_resources_per_account = 0
             }),
             ("limits.max_roster_items", |l| l.max_roster_items = 0),
+            ("limits.pubsub_max_nodes", |l| l.pubsub_max_nodes = 0),
+            ("limits.pubsub_max_item_bytes", |l| {
+                l.pubsub_max_item_bytes = 0
+            }),
         ];
         for (key, set) in cases {
             let mut l = Limits::default();

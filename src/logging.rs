@@ -1,13 +1,52 @@
-//! Logging setup: the systemd journal when stderr is the journal (`JOURNAL_STREAM`), else
-//! compact lines on stderr (procd forwards them to logd on OpenWrt). Nothing is ever
-//! written to a log file: routers keep their flash for data.
+//! Logging setup: the systemd journal when stderr is the journal (`JOURNAL_STREAM`); under
+//! procd (`KINGLET_LOG_STREAMS=split`, set by the OpenWrt init script) info on stdout and
+//! warnings on stderr without timestamps, which logd files as daemon.info / daemon.err;
+//! else compact lines on stderr. Nothing is ever written to a log file: routers keep their
+//! flash for data.
 //!
 //! The level comes from the config's `log_level` and is overridden by `RUST_LOG`; both use
-//! the `tracing` "targets" syntax: `info` or `warn,kinglet::session=debug`.
+//! the `tracing` "targets" syntax: `info` or `warn,kinglet::session=debug`. The level can be
+//! changed while running ([`set_level`], used on SIGHUP) through tracing-subscriber's
+//! `reload` layer; the filter sits directly on the registry so its handle has one type
+//! whichever output (journal or stderr) was chosen.
 
+use std::sync::OnceLock;
+
+use tracing_subscriber::Registry;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// Handle on the installed filter; set once by [`init`].
+static FILTER: OnceLock<reload::Handle<Targets, Registry>> = OnceLock::new();
+
+/// Whether `RUST_LOG` overrides the configured level (set and not blank).
+fn env_override() -> Option<String> {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Replace the active log filter with `config_level`, unless `RUST_LOG` overrides it.
+/// Returns the directive now in effect.
+///
+/// # Errors
+/// When `config_level` does not parse, or logging was never initialised; the old filter
+/// stays in place.
+pub fn set_level(config_level: &str) -> Result<String, String> {
+    if let Some(env) = env_override() {
+        return Ok(env);
+    }
+    let filter = parse_filter(config_level)?;
+    let handle = FILTER
+        .get()
+        .ok_or_else(|| "logging is not initialised".to_owned())?;
+    handle
+        .reload(filter)
+        .map_err(|e| format!("cannot change the log level: {e}"))?;
+    Ok(config_level.to_owned())
+}
 
 /// Parse a level directive (`info`, `warn,kinglet::router=debug`).
 pub fn parse_filter(s: &str) -> Result<Targets, String> {
@@ -43,26 +82,52 @@ pub fn stderr_is_journal() -> bool {
     false
 }
 
+/// Whether `KINGLET_LOG_STREAMS=split` asks for the OpenWrt/procd layout: info, debug and
+/// trace lines on stdout, warnings and errors on stderr, no timestamps (the init script sets
+/// it; procd has no marker of its own, unlike journald's `JOURNAL_STREAM`).
+pub fn split_streams() -> bool {
+    std::env::var("KINGLET_LOG_STREAMS").is_ok_and(|v| v == "split")
+}
+
 /// Install the global subscriber. `config_level` is used unless `RUST_LOG` is set.
 /// Returns the effective directive, for the start-up log line.
 pub fn init(config_level: &str) -> String {
-    let directive = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| config_level.to_owned());
+    let directive = env_override().unwrap_or_else(|| config_level.to_owned());
     let filter = parse_filter(&directive).unwrap_or_else(|e| {
         eprintln!("kinglet: {e}; using \"info\"");
         Targets::new().with_default(tracing::Level::INFO)
     });
+    let (filter, handle) = reload::Layer::new(filter);
+    let _ = FILTER.set(handle);
     #[cfg(feature = "journald")]
     if stderr_is_journal() {
         if let Ok(j) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()
-                .with(j.with_syslog_identifier("kinglet".into()))
                 .with(filter)
+                .with(j.with_syslog_identifier("kinglet".into()))
                 .try_init();
             return directive;
         }
+    }
+    if split_streams() {
+        // procd turns each stdout line into daemon.info and each stderr line into daemon.err,
+        // and logd adds its own timestamp.
+        use tracing_subscriber::fmt::writer::MakeWriterExt;
+        let fmt = tracing_subscriber::fmt::layer()
+            .compact()
+            .without_time()
+            .with_writer(
+                std::io::stderr
+                    .with_max_level(tracing::Level::WARN)
+                    .or_else(std::io::stdout),
+            )
+            .with_ansi(false)
+            .with_target(false);
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init();
+        return directive;
     }
     let fmt = tracing_subscriber::fmt::layer()
         .compact()
@@ -70,8 +135,8 @@ pub fn init(config_level: &str) -> String {
         .with_ansi(false)
         .with_target(false);
     let _ = tracing_subscriber::registry()
-        .with(fmt)
         .with(filter)
+        .with(fmt)
         .try_init();
     directive
 }

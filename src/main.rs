@@ -27,7 +27,7 @@ fn run(path: Option<&std::path::Path>) -> i32 {
     };
     let level = kinglet::logging::init(&config.log_level);
     tracing::debug!(level, "logging initialised");
-    match kinglet::daemon::run(config) {
+    match kinglet::daemon::run_with_reload(config, path.map(std::path::Path::to_path_buf)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");

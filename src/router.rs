@@ -62,6 +62,9 @@ pub struct Router {
     secret: [u8; 32],
     accounts: HashMap<String, Account>,
     push_counter: u64,
+    /// The XEP-0060 service (`None` if its state could not be loaded: logged, and the
+    /// service then answers nothing rather than risk overwriting stored nodes).
+    pubsub: Option<crate::pubsub::Engine>,
 }
 
 /// What kind of local entity a JID names.
@@ -82,12 +85,20 @@ impl Router {
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
             tracing::warn!("no system randomness for the SCRAM secret");
         }
+        let pubsub = match crate::pubsub::Engine::load(&config, &store) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, "pub-sub service disabled");
+                None
+            }
+        };
         Router {
             config,
             store,
             secret,
             accounts: HashMap::new(),
             push_counter: 0,
+            pubsub,
         }
     }
 
@@ -334,6 +345,10 @@ impl Router {
             return;
         }
         let to = to.unwrap_or_else(|| from.bare());
+        if self.is_pubsub(&to) {
+            self.pubsub_iq(from, &iq);
+            return;
+        }
         match self.classify(&to) {
             Target::Remote => {
                 if request {
@@ -382,7 +397,15 @@ impl Router {
             }
             Some(q)
         } else if get && p.is("query", NS_DISCO_ITEMS) && p.attr("node").is_none() {
-            Some(Element::new("query", NS_DISCO_ITEMS))
+            let mut q = Element::new("query", NS_DISCO_ITEMS);
+            if let Some(ps) = &self.pubsub {
+                q.push_child(
+                    Element::new("item", NS_DISCO_ITEMS)
+                        .with_attr("jid", ps.service().as_str())
+                        .with_attr("name", "Publish-subscribe service"),
+                );
+            }
+            Some(q)
         } else if get && p.is("ping", NS_PING) {
             None
         } else if get && p.is("query", NS_VERSION) {
@@ -445,11 +468,51 @@ impl Router {
         }
     }
 
+    // ---------------------------------------------------------------- pub-sub (XEP-0060)
+
+    /// Whether `jid` is the pub-sub service (or one of its full JIDs).
+    fn is_pubsub(&self, jid: &Jid) -> bool {
+        self.pubsub
+            .as_ref()
+            .is_some_and(|p| jid.local().is_none() && jid.domain() == p.service().domain())
+    }
+
+    /// Hands an IQ to the pub-sub engine and delivers what it returns.
+    fn pubsub_iq(&mut self, from: &Jid, iq: &Element) {
+        let Some(mut engine) = self.pubsub.take() else {
+            return;
+        };
+        let out = engine.handle_iq(&*self, &self.store, from, iq, now_ms());
+        self.pubsub = Some(engine);
+        self.pubsub_deliver(out);
+    }
+
+    /// Delivers engine output: to one resource (full JID) or to every available resource
+    /// of a local account (bare JID).
+    fn pubsub_deliver(&self, out: Vec<crate::pubsub::Delivery>) {
+        for d in out {
+            if d.to.is_full() {
+                if let Some(ob) = self.resource_outbox(&d.to) {
+                    Self::send(ob, &d.stanza);
+                }
+            } else {
+                self.deliver_to_available(&d.to, &d.stanza);
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- messages
 
     fn route_message(&mut self, from: &Jid, to: Option<Jid>, msg: Element) {
         let to = to.unwrap_or_else(|| from.bare());
         let ty = msg.attr("type").unwrap_or("normal").to_owned();
+        if self.is_pubsub(&to) {
+            // The service takes no messages; errors (bounced notifications) are dropped.
+            if ty != "error" && ty != "headline" {
+                self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
+            }
+            return;
+        }
         match self.classify(&to) {
             Target::Remote => self.bounce(
                 &msg,
@@ -531,6 +594,10 @@ impl Router {
     // ---------------------------------------------------------------- presence
 
     fn route_presence(&mut self, from: &Jid, to: Option<Jid>, p: Element) {
+        if to.as_ref().is_some_and(|t| self.is_pubsub(t)) {
+            // Directed presence to the service carries no meaning here.
+            return;
+        }
         let ty = p.attr("type").unwrap_or("available").to_owned();
         match (to, ty.as_str()) {
             (None, "available") => self.presence_available(from, p),
@@ -573,6 +640,10 @@ impl Router {
         self.broadcast_presence(&user, from, &p);
         if initial {
             self.initial_presence_probe(&user, from);
+            if let Some(ps) = self.pubsub.as_mut() {
+                let out = ps.on_available(from, now_ms());
+                self.pubsub_deliver(out);
+            }
         }
     }
 
@@ -1124,6 +1195,24 @@ impl Router {
             self.deliver_to_available(contact, &Rc::from(s));
         }
     }
+}
+
+impl crate::pubsub::Directory for Router {
+    fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)> {
+        if owner.domain() != self.config.domain {
+            return None;
+        }
+        let item = self.roster_item(owner.local()?, &contact.bare())?;
+        Some((item.subscription.has_from(), item.groups))
+    }
+}
+
+/// Milliseconds since the Unix epoch (the pub-sub engine's clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Features of the server JID, derived from what `server_iq` answers.

@@ -15,6 +15,7 @@
 
 mod codec;
 mod error;
+mod pubsub;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableTable, TableHandle, WriteTransaction};
 
 pub use error::StoreError;
+pub use pubsub::{ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
 

@@ -22,7 +22,7 @@ use super::{StoreError, corrupt};
 
 /// The schema version this build writes and understands. Opening a file with a larger
 /// version fails with `StoreError::SchemaTooNew`; a smaller one is migrated on open.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Store-wide settings: `meta` key (ASCII) → fixed-width big-endian integer. Meta values
 /// carry no format byte: `schema_version` must stay readable by every past and future
@@ -35,6 +35,16 @@ pub(super) const ROSTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// Roster versions: username → `codec::encode_roster_version`. A missing row is version 0.
 pub(super) const ROSTER_VERSIONS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("roster_versions");
+/// Pub-sub nodes (schema 2): node id → node record (`store/pubsub.rs`).
+pub(super) const PUBSUB_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pubsub_nodes");
+/// Pub-sub items (schema 2): `node 00 u64 seq` → item record.
+pub(super) const PUBSUB_ITEMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pubsub_items");
+/// Pub-sub subscriptions (schema 2): `node 00 jid` → subscription record.
+pub(super) const PUBSUB_SUBSCRIPTIONS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("pubsub_subscriptions");
+/// Pub-sub affiliations (schema 2): `node 00 bare-jid` → affiliation record.
+pub(super) const PUBSUB_AFFILIATIONS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("pubsub_affiliations");
 
 /// `meta` key of the schema version (`u32`).
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -47,6 +57,10 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ACCOUNTS)?;
     txn.open_table(ROSTERS)?;
     txn.open_table(ROSTER_VERSIONS)?;
+    txn.open_table(PUBSUB_NODES)?;
+    txn.open_table(PUBSUB_ITEMS)?;
+    txn.open_table(PUBSUB_SUBSCRIPTIONS)?;
+    txn.open_table(PUBSUB_AFFILIATIONS)?;
     Ok(())
 }
 
@@ -57,6 +71,8 @@ fn upgrade_from(_txn: &WriteTransaction, version: u32) -> Result<(), StoreError>
         // Version 0 is a file without a `schema_version` row: a new file, or a redb file
         // nobody has written our tables to. There is nothing to convert.
         0 => Ok(()),
+        // Version 2 added the four pub-sub tables, which start empty.
+        1 => Ok(()),
         _ => Err(StoreError::Db(format!(
             "no migration from schema version {version} (a bug: SCHEMA_VERSION is \
              {SCHEMA_VERSION})"

@@ -3,6 +3,8 @@
 pub mod client;
 mod core;
 mod interop;
+mod pubsub;
+mod service;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -94,6 +96,11 @@ pub fn kinglet(args: &[&str], config: &Path) -> std::process::Output {
 
 impl Daemon {
     pub fn start(opts: Options) -> Daemon {
+        Daemon::start_env(opts, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables for the daemon.
+    pub fn start_env(opts: Options, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = TempDir::new("daemon");
         let mut toml = format!(
             "domain = \"localhost\"\ndata_dir = \"{}\"\nlog_level = \"debug\"\n",
@@ -132,6 +139,9 @@ impl Daemon {
             .arg(&config)
             .env("KINGLET_PRINT_PORTS", "1")
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.0.join("stderr.log")).expect("log file"),

@@ -1,0 +1,558 @@
+//! Node configuration (`pubsub#node_config`, XEP-0060 §16.4.4) and the XEP-0004 forms that
+//! carry it: rendering, parsing a submitted form, and the `(var, value)` pairs the store keeps.
+//!
+//! Every field listed in [`FIELDS`] round-trips: what a form returns is what a submit of the
+//! same values sets. A field this service does not implement is refused (never silently
+//! ignored): `not-acceptable` for configuration, `precondition-not-met` for publish-options.
+
+use crate::limits::Limits;
+use crate::xml::Element;
+
+use super::error::PubSubError;
+
+/// XEP-0004 data forms.
+pub const NS_DATA: &str = "jabber:x:data";
+/// `FORM_TYPE` of node configuration forms.
+pub const FORM_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+/// `FORM_TYPE` of publish-options forms.
+pub const FORM_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+/// `FORM_TYPE` of the node meta-data form.
+pub const FORM_META_DATA: &str = "http://jabber.org/protocol/pubsub#meta-data";
+/// `FORM_TYPE` of subscription options forms.
+pub const FORM_SUBSCRIBE_OPTIONS: &str = "http://jabber.org/protocol/pubsub#subscribe_options";
+
+/// Who may subscribe and retrieve items (§4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessModel {
+    /// Anyone (except outcasts).
+    Open,
+    /// Entities with a presence subscription (`from`/`both`) to an owner.
+    Presence,
+    /// Entities in one of `roster_groups_allowed` of an owner's roster.
+    Roster,
+    /// Only members, publishers and owners.
+    Whitelist,
+}
+
+impl AccessModel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Presence => "presence",
+            Self::Roster => "roster",
+            Self::Whitelist => "whitelist",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, PubSubError> {
+        match s {
+            "open" => Ok(Self::Open),
+            "presence" => Ok(Self::Presence),
+            "roster" => Ok(Self::Roster),
+            "whitelist" => Ok(Self::Whitelist),
+            "authorize" => Err(PubSubError::UnsupportedValue("access-authorize")),
+            _ => Err(PubSubError::BadForm(format!("unknown access model {s:?}"))),
+        }
+    }
+}
+
+/// Who may publish (§16.4.4 `pubsub#publish_model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishModel {
+    /// Owners and publishers (and publish-only).
+    Publishers,
+    /// Also subscribers.
+    Subscribers,
+    /// Anyone.
+    Open,
+}
+
+impl PublishModel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Publishers => "publishers",
+            Self::Subscribers => "subscribers",
+            Self::Open => "open",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, PubSubError> {
+        match s {
+            "publishers" => Ok(Self::Publishers),
+            "subscribers" => Ok(Self::Subscribers),
+            "open" => Ok(Self::Open),
+            _ => Err(PubSubError::BadForm(format!("unknown publish model {s:?}"))),
+        }
+    }
+}
+
+/// When the last published item is sent (§16.4.4 `pubsub#send_last_published_item`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendLast {
+    /// Never.
+    Never,
+    /// When an entity subscribes.
+    OnSub,
+    /// When an entity subscribes and when a subscriber sends initial presence.
+    OnSubAndPresence,
+}
+
+impl SendLast {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnSub => "on_sub",
+            Self::OnSubAndPresence => "on_sub_and_presence",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, PubSubError> {
+        match s {
+            "never" => Ok(Self::Never),
+            "on_sub" => Ok(Self::OnSub),
+            "on_sub_and_presence" => Ok(Self::OnSubAndPresence),
+            _ => Err(PubSubError::BadForm(format!(
+                "unknown send_last_published_item {s:?}"
+            ))),
+        }
+    }
+}
+
+/// What a publish to a full node does (`pubsub#publish_node_full`, XEP-0060 1.25).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeFull {
+    /// Delete the oldest items and send retractions (if `notify_retract`).
+    RetractOldest,
+    /// Delete the oldest items silently.
+    DiscardOldest,
+    /// Refuse the publish with `conflict` + `node-full`.
+    Reject,
+}
+
+impl NodeFull {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RetractOldest => "retract-oldest",
+            Self::DiscardOldest => "discard-oldest",
+            Self::Reject => "reject",
+        }
+    }
+    fn parse(s: &str) -> Result<Self, PubSubError> {
+        match s {
+            "retract-oldest" => Ok(Self::RetractOldest),
+            "discard-oldest" => Ok(Self::DiscardOldest),
+            "reject" => Ok(Self::Reject),
+            _ => Err(PubSubError::BadForm(format!(
+                "unknown publish_node_full {s:?}"
+            ))),
+        }
+    }
+}
+
+/// The configuration of one (leaf) node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `pubsub#title`.
+    pub title: String,
+    /// `pubsub#description`.
+    pub description: String,
+    /// `pubsub#type`: the payload type (usually its namespace).
+    pub payload_type: String,
+    /// `pubsub#max_items`; `None` is `max` (= `limits.pubsub_max_items_per_node`).
+    pub max_items: Option<usize>,
+    /// `pubsub#persist_items`: items go to the store; otherwise only the last item is kept,
+    /// in memory.
+    pub persist_items: bool,
+    /// `pubsub#access_model`.
+    pub access_model: AccessModel,
+    /// `pubsub#roster_groups_allowed` (for the roster access model).
+    pub roster_groups_allowed: Vec<String>,
+    /// `pubsub#publish_model`.
+    pub publish_model: PublishModel,
+    /// `pubsub#subscribe`: whether subscriptions are allowed.
+    pub subscribe: bool,
+    /// `pubsub#deliver_payloads`.
+    pub deliver_payloads: bool,
+    /// `pubsub#deliver_notifications`.
+    pub deliver_notifications: bool,
+    /// `pubsub#notify_retract`.
+    pub notify_retract: bool,
+    /// `pubsub#notify_delete`.
+    pub notify_delete: bool,
+    /// `pubsub#notify_config`.
+    pub notify_config: bool,
+    /// `pubsub#send_last_published_item`.
+    pub send_last: SendLast,
+    /// `pubsub#notification_type`: `headline` (true) or `normal`.
+    pub headline: bool,
+    /// `pubsub#max_payload_size`, bytes.
+    pub max_payload_size: usize,
+    /// `pubsub#publish_node_full`.
+    pub node_full: NodeFull,
+    /// `pubsub#item_expire` in seconds; `None` is `max` (never). Expired items are never
+    /// returned and are deleted when next touched.
+    pub item_expire: Option<u64>,
+}
+
+/// Every configuration field this service implements, in form order.
+pub const FIELDS: &[&str] = &[
+    "pubsub#title",
+    "pubsub#description",
+    "pubsub#type",
+    "pubsub#node_type",
+    "pubsub#max_items",
+    "pubsub#persist_items",
+    "pubsub#access_model",
+    "pubsub#roster_groups_allowed",
+    "pubsub#publish_model",
+    "pubsub#subscribe",
+    "pubsub#deliver_payloads",
+    "pubsub#deliver_notifications",
+    "pubsub#notify_retract",
+    "pubsub#notify_delete",
+    "pubsub#notify_config",
+    "pubsub#send_last_published_item",
+    "pubsub#notification_type",
+    "pubsub#max_payload_size",
+    "pubsub#item_expire",
+    "pubsub#publish_node_full",
+];
+
+/// Most roster groups in `roster_groups_allowed`.
+const MAX_GROUPS: usize = 64;
+/// Longest text value (title, description, type, group), in bytes.
+const MAX_TEXT: usize = 1024;
+
+impl NodeConfig {
+    /// The default configuration (§8.3) under `limits`.
+    pub fn default_for(limits: &Limits) -> NodeConfig {
+        NodeConfig {
+            title: String::new(),
+            description: String::new(),
+            payload_type: String::new(),
+            max_items: Some(20.min(limits.pubsub_max_items_per_node)),
+            persist_items: true,
+            access_model: AccessModel::Open,
+            roster_groups_allowed: Vec::new(),
+            publish_model: PublishModel::Publishers,
+            subscribe: true,
+            deliver_payloads: true,
+            deliver_notifications: true,
+            notify_retract: true,
+            notify_delete: true,
+            notify_config: false,
+            send_last: SendLast::Never,
+            headline: true,
+            max_payload_size: limits.pubsub_max_item_bytes,
+            node_full: NodeFull::RetractOldest,
+            item_expire: None,
+        }
+    }
+
+    /// The effective item cap.
+    pub fn effective_max_items(&self, limits: &Limits) -> usize {
+        self.max_items
+            .unwrap_or(limits.pubsub_max_items_per_node)
+            .min(limits.pubsub_max_items_per_node)
+    }
+
+    /// The values of field `var`, as they appear in a form.
+    fn values(&self, var: &str) -> Vec<String> {
+        let b = |v: bool| if v { "1" } else { "0" }.to_owned();
+        match var {
+            "pubsub#title" => vec![self.title.clone()],
+            "pubsub#description" => vec![self.description.clone()],
+            "pubsub#type" => vec![self.payload_type.clone()],
+            "pubsub#node_type" => vec!["leaf".to_owned()],
+            "pubsub#max_items" => vec![
+                self.max_items
+                    .map_or_else(|| "max".to_owned(), |n| n.to_string()),
+            ],
+            "pubsub#persist_items" => vec![b(self.persist_items)],
+            "pubsub#access_model" => vec![self.access_model.as_str().to_owned()],
+            "pubsub#roster_groups_allowed" => self.roster_groups_allowed.clone(),
+            "pubsub#publish_model" => vec![self.publish_model.as_str().to_owned()],
+            "pubsub#subscribe" => vec![b(self.subscribe)],
+            "pubsub#deliver_payloads" => vec![b(self.deliver_payloads)],
+            "pubsub#deliver_notifications" => vec![b(self.deliver_notifications)],
+            "pubsub#notify_retract" => vec![b(self.notify_retract)],
+            "pubsub#notify_delete" => vec![b(self.notify_delete)],
+            "pubsub#notify_config" => vec![b(self.notify_config)],
+            "pubsub#send_last_published_item" => vec![self.send_last.as_str().to_owned()],
+            "pubsub#notification_type" => {
+                vec![if self.headline { "headline" } else { "normal" }.to_owned()]
+            }
+            "pubsub#max_payload_size" => vec![self.max_payload_size.to_string()],
+            "pubsub#publish_node_full" => vec![self.node_full.as_str().to_owned()],
+            "pubsub#item_expire" => vec![
+                self.item_expire
+                    .map_or_else(|| "max".to_owned(), |n| n.to_string()),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Sets field `var` from its values. Unknown fields and bad values are errors.
+    pub fn set(
+        &mut self,
+        var: &str,
+        values: &[String],
+        limits: &Limits,
+    ) -> Result<(), PubSubError> {
+        let one = || -> Result<&str, PubSubError> {
+            match values {
+                [v] => Ok(v.trim()),
+                [] => Ok(""),
+                _ => Err(PubSubError::BadForm(format!("{var} takes one value"))),
+            }
+        };
+        let text = || -> Result<String, PubSubError> {
+            let v = one()?;
+            if v.len() > MAX_TEXT {
+                return Err(PubSubError::BadForm(format!("{var} is too long")));
+            }
+            Ok(v.to_owned())
+        };
+        let boolean = || -> Result<bool, PubSubError> {
+            match one()? {
+                "1" | "true" => Ok(true),
+                "0" | "false" => Ok(false),
+                v => Err(PubSubError::BadForm(format!(
+                    "{var}: {v:?} is not a boolean"
+                ))),
+            }
+        };
+        let number = |max: u64| -> Result<Option<u64>, PubSubError> {
+            let v = one()?;
+            if v == "max" {
+                return Ok(None);
+            }
+            match v.parse::<u64>() {
+                Ok(n) if n <= max => Ok(Some(n)),
+                Ok(_) => Err(PubSubError::BadForm(format!("{var}: {v} exceeds {max}"))),
+                Err(_) => Err(PubSubError::BadForm(format!(
+                    "{var}: {v:?} is not a number"
+                ))),
+            }
+        };
+        match var {
+            "pubsub#title" => self.title = text()?,
+            "pubsub#description" => self.description = text()?,
+            "pubsub#type" => self.payload_type = text()?,
+            "pubsub#node_type" => match one()? {
+                "leaf" => {}
+                "collection" => return Err(PubSubError::UnsupportedValue("collections")),
+                v => return Err(PubSubError::BadForm(format!("unknown node type {v:?}"))),
+            },
+            "pubsub#max_items" => {
+                let cap = limits.pubsub_max_items_per_node as u64;
+                self.max_items = match number(cap)? {
+                    None => None,
+                    Some(0) => {
+                        return Err(PubSubError::BadForm("max_items must be at least 1".into()));
+                    }
+                    Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                };
+            }
+            "pubsub#persist_items" => self.persist_items = boolean()?,
+            "pubsub#access_model" => self.access_model = AccessModel::parse(one()?)?,
+            "pubsub#roster_groups_allowed" => {
+                if values.len() > MAX_GROUPS || values.iter().any(|g| g.len() > MAX_TEXT) {
+                    return Err(PubSubError::BadForm("too many or too long groups".into()));
+                }
+                let mut groups: Vec<String> = Vec::new();
+                for g in values.iter().filter(|g| !g.is_empty()) {
+                    if !groups.contains(g) {
+                        groups.push(g.clone());
+                    }
+                }
+                groups.sort();
+                self.roster_groups_allowed = groups;
+            }
+            "pubsub#publish_model" => self.publish_model = PublishModel::parse(one()?)?,
+            "pubsub#subscribe" => self.subscribe = boolean()?,
+            "pubsub#deliver_payloads" => self.deliver_payloads = boolean()?,
+            "pubsub#deliver_notifications" => self.deliver_notifications = boolean()?,
+            "pubsub#notify_retract" => self.notify_retract = boolean()?,
+            "pubsub#notify_delete" => self.notify_delete = boolean()?,
+            "pubsub#notify_config" => self.notify_config = boolean()?,
+            "pubsub#send_last_published_item" => self.send_last = SendLast::parse(one()?)?,
+            "pubsub#notification_type" => {
+                self.headline = match one()? {
+                    "headline" => true,
+                    "normal" => false,
+                    v => {
+                        return Err(PubSubError::BadForm(format!(
+                            "unknown notification type {v:?}"
+                        )));
+                    }
+                }
+            }
+            "pubsub#max_payload_size" => {
+                let max = limits.pubsub_max_item_bytes as u64;
+                match number(max)? {
+                    Some(n) => self.max_payload_size = usize::try_from(n).unwrap_or(usize::MAX),
+                    None => self.max_payload_size = limits.pubsub_max_item_bytes,
+                }
+            }
+            "pubsub#publish_node_full" => self.node_full = NodeFull::parse(one()?)?,
+            "pubsub#item_expire" => {
+                self.item_expire = match number(u64::from(u32::MAX))? {
+                    Some(0) | None => None,
+                    Some(n) => Some(n),
+                }
+            }
+            _ => return Err(PubSubError::BadForm(format!("unsupported field {var:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Applies a submitted form (`<x xmlns='jabber:x:data' type='submit'>`) whose
+    /// `FORM_TYPE`, if present, is `form_type`. A `cancel` form changes nothing.
+    pub fn apply_form(
+        &mut self,
+        x: &Element,
+        form_type: &str,
+        limits: &Limits,
+    ) -> Result<(), PubSubError> {
+        match x.attr("type") {
+            Some("submit") | None => {}
+            Some("cancel") => return Ok(()),
+            Some(_) => {
+                return Err(PubSubError::BadForm(
+                    "the form must be of type submit".into(),
+                ));
+            }
+        }
+        for (var, values) in form_fields(x) {
+            if var == "FORM_TYPE" {
+                if values.first().map(String::as_str) != Some(form_type) {
+                    return Err(PubSubError::BadForm(format!(
+                        "FORM_TYPE must be {form_type}"
+                    )));
+                }
+                continue;
+            }
+            self.set(&var, &values, limits)?;
+        }
+        Ok(())
+    }
+
+    /// The configuration as a form of type `form` (§8.2.1) with `FORM_TYPE` `form_type`.
+    pub fn to_form(&self, form_type: &str) -> Element {
+        let mut x = Element::new("x", NS_DATA).with_attr("type", "form");
+        x.push_child(hidden_form_type(form_type));
+        for var in FIELDS {
+            let (ty, options): (&str, &[&str]) = match *var {
+                "pubsub#title"
+                | "pubsub#description"
+                | "pubsub#type"
+                | "pubsub#max_items"
+                | "pubsub#max_payload_size"
+                | "pubsub#item_expire" => ("text-single", &[]),
+                "pubsub#node_type" => ("list-single", &["leaf"]),
+                "pubsub#access_model" => {
+                    ("list-single", &["open", "presence", "roster", "whitelist"])
+                }
+                "pubsub#roster_groups_allowed" => ("list-multi", &[]),
+                "pubsub#publish_model" => ("list-single", &["publishers", "subscribers", "open"]),
+                "pubsub#send_last_published_item" => {
+                    ("list-single", &["never", "on_sub", "on_sub_and_presence"])
+                }
+                "pubsub#notification_type" => ("list-single", &["headline", "normal"]),
+                "pubsub#publish_node_full" => (
+                    "list-single",
+                    &["retract-oldest", "discard-oldest", "reject"],
+                ),
+                _ => ("boolean", &[]),
+            };
+            let mut f = Element::new("field", NS_DATA)
+                .with_attr("var", *var)
+                .with_attr("type", ty);
+            for o in options {
+                f.push_child(
+                    Element::new("option", NS_DATA)
+                        .with_child(Element::new("value", NS_DATA).with_text(*o)),
+                );
+            }
+            for v in self.values(var) {
+                f.push_child(Element::new("value", NS_DATA).with_text(v));
+            }
+            x.push_child(f);
+        }
+        x
+    }
+
+    /// The `(var, value)` pairs the store keeps (every field, multi-valued ones repeated).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for var in FIELDS {
+            if *var == "pubsub#node_type" {
+                continue;
+            }
+            let vals = self.values(var);
+            if vals.is_empty() {
+                out.push(((*var).to_owned(), String::new()));
+            }
+            for v in vals {
+                out.push(((*var).to_owned(), v));
+            }
+        }
+        out
+    }
+
+    /// Rebuilds a configuration from stored pairs (fields a newer build wrote and this one
+    /// does not know are an error: the file is from a newer schema).
+    pub fn from_pairs(
+        pairs: &[(String, String)],
+        limits: &Limits,
+    ) -> Result<NodeConfig, PubSubError> {
+        let mut c = NodeConfig::default_for(limits);
+        let mut i = 0;
+        while i < pairs.len() {
+            let var = &pairs[i].0;
+            let mut values = Vec::new();
+            while i < pairs.len() && &pairs[i].0 == var {
+                if !pairs[i].1.is_empty() || var != "pubsub#roster_groups_allowed" {
+                    values.push(pairs[i].1.clone());
+                }
+                i += 1;
+            }
+            // Stored values may exceed limits lowered since; clamp rather than refuse.
+            let relaxed = Limits {
+                pubsub_max_items_per_node: usize::MAX >> 1,
+                pubsub_max_item_bytes: usize::MAX >> 1,
+                ..limits.clone()
+            };
+            c.set(var, &values, &relaxed)?;
+        }
+        c.max_payload_size = c.max_payload_size.min(limits.pubsub_max_item_bytes);
+        Ok(c)
+    }
+}
+
+/// The hidden `FORM_TYPE` field.
+pub fn hidden_form_type(form_type: &str) -> Element {
+    Element::new("field", NS_DATA)
+        .with_attr("var", "FORM_TYPE")
+        .with_attr("type", "hidden")
+        .with_child(Element::new("value", NS_DATA).with_text(form_type))
+}
+
+/// The `(var, values)` of every field of a form, in order.
+pub fn form_fields(x: &Element) -> Vec<(String, Vec<String>)> {
+    x.elements()
+        .filter(|f| f.is("field", NS_DATA))
+        .filter_map(|f| {
+            let var = f.attr("var")?.to_owned();
+            let values = f
+                .elements()
+                .filter(|v| v.is("value", NS_DATA))
+                .map(Element::text)
+                .collect();
+            Some((var, values))
+        })
+        .collect()
+}
+
+/// The data form child of `parent`, if any.
+pub fn find_form(parent: &Element) -> Option<&Element> {
+    parent.child("x", NS_DATA)
+}

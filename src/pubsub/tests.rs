@@ -1,0 +1,1844 @@
+//! Transcript tests of the engine: stanzas in, stanzas out, no sockets. Each test is named
+//! after the XEP-0060 (1.30) section it checks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::*;
+use crate::store::Store;
+
+/// A temporary data directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "kinglet-pubsub-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rosters for the access models: owner → contact → (from subscription, groups).
+#[derive(Default)]
+struct Rosters(HashMap<(String, String), (bool, Vec<String>)>);
+
+impl Directory for Rosters {
+    fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)> {
+        self.0
+            .get(&(
+                owner.as_str().to_owned(),
+                contact.bare().as_str().to_owned(),
+            ))
+            .cloned()
+    }
+}
+
+struct World {
+    _dir: TempDir,
+    store: Store,
+    config: Config,
+    engine: Engine,
+    rosters: Rosters,
+    now: u64,
+    n: u64,
+}
+
+const ALICE: &str = "alice@localhost/a";
+const BOB: &str = "bob@localhost/b";
+const CAROL: &str = "carol@localhost/c";
+const EVE: &str = "eve@elsewhere/e";
+
+impl World {
+    fn new() -> World {
+        Self::with_config(Config::default())
+    }
+
+    fn with_config(config: Config) -> World {
+        let dir = TempDir::new("w");
+        let store = Store::open(&dir.0, 0).expect("store");
+        let engine = Engine::load(&config, &store).expect("engine");
+        World {
+            _dir: dir,
+            store,
+            config,
+            engine,
+            rosters: Rosters::default(),
+            now: 1_700_000_000_000,
+            n: 0,
+        }
+    }
+
+    /// Reload the engine from the store, as a daemon restart does.
+    fn restart(&mut self) {
+        self.engine = Engine::load(&self.config, &self.store).expect("reload");
+    }
+
+    /// Send `<iq type=ty>` with `body` from `from`; returns every delivery, parsed.
+    fn iq(&mut self, from: &str, ty: &str, body: &str) -> Vec<(String, Element)> {
+        self.n += 1;
+        self.now += 1000;
+        let xml = format!(
+            "<iq type='{ty}' id='q{}' from='{from}' to='pubsub.localhost'>{body}</iq>",
+            self.n
+        );
+        let iq = Element::parse(&xml).expect("test stanza parses");
+        let from = Jid::parse(from).expect("jid");
+        let out = self
+            .engine
+            .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
+        out.into_iter()
+            .map(|d| {
+                let e = Element::parse(&d.stanza)
+                    .unwrap_or_else(|e| panic!("engine output does not parse: {e}: {}", d.stanza));
+                (d.to.as_str().to_owned(), e)
+            })
+            .collect()
+    }
+
+    /// The reply (first delivery), asserting it is a result.
+    fn ok(&mut self, from: &str, ty: &str, body: &str) -> (Element, Vec<(String, Element)>) {
+        let mut out = self.iq(from, ty, body);
+        assert!(!out.is_empty(), "no reply");
+        let (_, reply) = out.remove(0);
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+        (reply, out)
+    }
+
+    /// The reply's (condition, pubsub#errors condition), asserting it is an error.
+    fn err(&mut self, from: &str, ty: &str, body: &str) -> (String, String) {
+        let out = self.iq(from, ty, body);
+        let reply = &out[0].1;
+        assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+        assert_eq!(out.len(), 1, "no notifications on error");
+        let e = reply.child("error", NS_CLIENT).expect("error child");
+        let cond = e
+            .elements()
+            .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let app = e
+            .elements()
+            .find(|c| c.ns == NS_PUBSUB_ERRORS)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        (cond, app)
+    }
+
+    fn create(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) {
+        let body = if fields.is_empty() {
+            format!("<pubsub xmlns='{NS_PUBSUB}'><create node='{node}'/></pubsub>")
+        } else {
+            format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><create node='{node}'/><configure>{}</configure></pubsub>",
+                form(FORM_NODE_CONFIG, fields)
+            )
+        };
+        self.ok(from, "set", &body);
+    }
+
+    fn publish(
+        &mut self,
+        from: &str,
+        node: &str,
+        id: Option<&str>,
+        payload: &str,
+    ) -> (Element, Vec<(String, Element)>) {
+        let id = id.map(|i| format!(" id='{i}'")).unwrap_or_default();
+        self.ok(
+            from,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'><item{id}>{payload}</item></publish></pubsub>"),
+        )
+    }
+
+    fn subscribe(&mut self, from: &str, node: &str, jid: &str) -> Vec<(String, Element)> {
+        self.ok(
+            from,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub>"),
+        )
+        .1
+    }
+
+    fn item_ids(&mut self, from: &str, node: &str, extra: &str) -> Vec<String> {
+        let (r, _) = self.ok(
+            from,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'{extra}/></pubsub>"),
+        );
+        items_of(&r)
+    }
+}
+
+fn form(form_type: &str, fields: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{form_type}</value></field>"
+    );
+    for (k, v) in fields {
+        s.push_str(&format!("<field var='{k}'><value>{v}</value></field>"));
+    }
+    s.push_str("</x>");
+    s
+}
+
+fn items_of(r: &Element) -> Vec<String> {
+    r.child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("items", NS_PUBSUB))
+        .map(|i| {
+            i.elements()
+                .filter_map(|e| e.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn event(m: &Element) -> &Element {
+    assert_eq!(m.name, "message", "{m:?}");
+    m.child("event", NS_PUBSUB_EVENT).expect("event")
+}
+
+const P: &str = "<t xmlns='urn:t'>1</t>";
+
+#[test]
+fn xep0060_5_1_disco_info_advertises_exactly_the_implemented_features() {
+    let mut w = World::new();
+    let (r, _) = w.ok(
+        ALICE,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+    );
+    let q = r.child("query", NS_DISCO_INFO).expect("query");
+    let id = q.child("identity", NS_DISCO_INFO).expect("identity");
+    assert_eq!(
+        (id.attr("category"), id.attr("type")),
+        (Some("pubsub"), Some("service"))
+    );
+    let feats: Vec<&str> = q
+        .elements()
+        .filter(|e| e.name == "feature")
+        .filter_map(|e| e.attr("var"))
+        .collect();
+    assert!(feats.contains(&NS_PUBSUB));
+    assert!(feats.contains(&NS_RSM));
+    assert_eq!(feats.len(), 4 + FEATURES.len());
+    for f in [
+        "access-authorize",
+        "multi-subscribe",
+        "leased-subscription",
+        "get-pending",
+        "collections",
+        "presence-notifications",
+    ] {
+        assert!(!feats.contains(&format!("{NS_PUBSUB}#{f}").as_str()), "{f}");
+    }
+}
+
+#[test]
+fn xep0060_5_2_and_5_5_disco_items_of_service_and_node() {
+    let mut w = World::new();
+    w.create(ALICE, "n1", &[("pubsub#title", "One")]);
+    w.create(ALICE, "n2", &[]);
+    w.publish(ALICE, "n1", Some("i1"), P);
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+    );
+    let q = r.child("query", NS_DISCO_ITEMS).expect("query");
+    let nodes: Vec<(&str, Option<&str>)> = q
+        .elements()
+        .map(|i| (i.attr("node").unwrap_or(""), i.attr("name")))
+        .collect();
+    assert_eq!(nodes, vec![("n1", Some("One")), ("n2", None)]);
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items' node='n1'/>",
+    );
+    let q = r.child("query", NS_DISCO_ITEMS).expect("query");
+    let names: Vec<&str> = q.elements().filter_map(|i| i.attr("name")).collect();
+    assert_eq!(names, vec!["i1"]);
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            "<query xmlns='http://jabber.org/protocol/disco#items' node='nope'/>"
+        )
+        .0,
+        "item-not-found"
+    );
+}
+
+#[test]
+fn xep0060_5_4_node_meta_data() {
+    let mut w = World::new();
+    w.create(
+        ALICE,
+        "n",
+        &[("pubsub#title", "T"), ("pubsub#type", "urn:t")],
+    );
+    w.subscribe(BOB, "n", "bob@localhost");
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info' node='n'/>",
+    );
+    let q = r.child("query", NS_DISCO_INFO).expect("query");
+    let id = q.child("identity", NS_DISCO_INFO).expect("identity");
+    assert_eq!(id.attr("type"), Some("leaf"));
+    let x = q.child("x", NS_DATA).expect("meta-data form");
+    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    assert_eq!(f["FORM_TYPE"], vec![FORM_META_DATA.to_owned()]);
+    assert_eq!(f["pubsub#title"], vec!["T".to_owned()]);
+    assert_eq!(f["pubsub#type"], vec!["urn:t".to_owned()]);
+    assert_eq!(f["pubsub#owner"], vec!["alice@localhost".to_owned()]);
+    assert_eq!(f["pubsub#creator"], vec!["alice@localhost".to_owned()]);
+    assert_eq!(f["pubsub#num_subscribers"], vec!["1".to_owned()]);
+    assert_eq!(f["pubsub#access_model"], vec!["open".to_owned()]);
+    assert_eq!(f["pubsub#max_items"], vec!["20".to_owned()]);
+    assert!(f["pubsub#creation_date"][0].ends_with('Z'));
+}
+
+#[test]
+fn xep0060_5_6_and_5_7_own_subscriptions_and_affiliations() {
+    let mut w = World::new();
+    w.create(ALICE, "a", &[]);
+    w.create(ALICE, "b", &[]);
+    w.subscribe(BOB, "a", "bob@localhost");
+    w.subscribe(BOB, "b", BOB);
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions/></pubsub>"),
+    );
+    let subs = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("subscriptions", NS_PUBSUB))
+        .expect("subscriptions");
+    let got: Vec<(&str, &str)> = subs
+        .elements()
+        .map(|s| (s.attr("node").unwrap_or(""), s.attr("jid").unwrap_or("")))
+        .collect();
+    assert_eq!(got, vec![("a", "bob@localhost"), ("b", BOB)]);
+    let (r, _) = w.ok(
+        ALICE,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><affiliations node='b'/></pubsub>"),
+    );
+    let affs = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("affiliations", NS_PUBSUB))
+        .expect("affiliations");
+    let got: Vec<(&str, &str)> = affs
+        .elements()
+        .map(|s| {
+            (
+                s.attr("node").unwrap_or(""),
+                s.attr("affiliation").unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("b", "owner")]);
+}
+
+#[test]
+fn xep0060_6_1_subscribe_bare_and_full_and_invalid_jid() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let out = w.subscribe(BOB, "n", "bob@localhost");
+    assert!(out.is_empty(), "no last item to send");
+    w.subscribe(BOB, "n", BOB);
+    // Subscribing again is idempotent.
+    w.subscribe(BOB, "n", BOB);
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='alice@localhost'/></pubsub>"
+            )
+        ),
+        ("bad-request".into(), "invalid-jid".into())
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='x' jid='bob@localhost'/></pubsub>"
+            )
+        )
+        .0,
+        "item-not-found"
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe jid='bob@localhost'/></pubsub>")
+        ),
+        ("bad-request".into(), "nodeid-required".into())
+    );
+    let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
+    let mut to: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
+    to.sort();
+    assert_eq!(to, vec!["bob@localhost", BOB]);
+}
+
+#[test]
+fn xep0060_6_1_3_access_models_and_outcast() {
+    let mut w = World::new();
+    w.create(ALICE, "pres", &[("pubsub#access_model", "presence")]);
+    w.create(
+        ALICE,
+        "rost",
+        &[
+            ("pubsub#access_model", "roster"),
+            ("pubsub#roster_groups_allowed", "friends"),
+        ],
+    );
+    w.create(ALICE, "wl", &[("pubsub#access_model", "whitelist")]);
+    w.create(ALICE, "open", &[]);
+    let sub = |node: &str, jid: &str| {
+        format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub>")
+    };
+    assert_eq!(
+        w.err(BOB, "set", &sub("pres", "bob@localhost")),
+        (
+            "not-authorized".into(),
+            "presence-subscription-required".into()
+        )
+    );
+    assert_eq!(
+        w.err(BOB, "set", &sub("rost", "bob@localhost")),
+        ("not-authorized".into(), "not-in-roster-group".into())
+    );
+    assert_eq!(
+        w.err(BOB, "set", &sub("wl", "bob@localhost")),
+        ("not-allowed".into(), "closed-node".into())
+    );
+    // Items retrieval follows the same rules (§6.5.9).
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='wl'/></pubsub>")
+        ),
+        ("not-allowed".into(), "closed-node".into())
+    );
+    w.rosters.0.insert(
+        ("alice@localhost".into(), "bob@localhost".into()),
+        (true, vec!["friends".into()]),
+    );
+    w.subscribe(BOB, "pres", "bob@localhost");
+    w.subscribe(BOB, "rost", "bob@localhost");
+    w.rosters.0.insert(
+        ("alice@localhost".into(), "carol@localhost".into()),
+        (true, vec!["work".into()]),
+    );
+    assert_eq!(
+        w.err(CAROL, "set", &sub("rost", "carol@localhost")).1,
+        "not-in-roster-group"
+    );
+    // Outcast: always refused, and its subscriptions are gone.
+    w.subscribe(CAROL, "open", "carol@localhost");
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='open'><affiliation jid='carol@localhost' affiliation='outcast'/></affiliations></pubsub>"),
+    );
+    assert_eq!(
+        w.err(CAROL, "set", &sub("open", "carol@localhost")).0,
+        "forbidden"
+    );
+    let (_, notes) = w.publish(ALICE, "open", None, P);
+    assert!(notes.is_empty(), "the outcast lost its subscription");
+}
+
+#[test]
+fn xep0060_6_1_7_last_published_item_on_subscribe_with_delay() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#send_last_published_item", "on_sub")]);
+    w.publish(ALICE, "n", Some("old"), P);
+    w.publish(ALICE, "n", Some("last"), "<t xmlns='urn:t'>2</t>");
+    let out = w.subscribe(BOB, "n", BOB);
+    assert_eq!(out.len(), 1);
+    let (to, m) = &out[0];
+    assert_eq!(to, BOB);
+    let item = event(m)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
+        .expect("item");
+    assert_eq!(item.attr("id"), Some("last"));
+    assert_eq!(
+        item.child("t", "urn:t").map(Element::text),
+        Some("2".into())
+    );
+    let delay = m.child("delay", NS_DELAY).expect("XEP-0203 delay");
+    assert_eq!(delay.attr("stamp"), Some(xep0082(w.now - 1000).as_str()));
+    // Resubscribing sends it again (ejabberd #4479).
+    assert_eq!(w.subscribe(BOB, "n", BOB).len(), 1);
+}
+
+#[test]
+fn xep0060_6_1_7_on_sub_and_presence_sends_on_initial_presence() {
+    let mut w = World::new();
+    w.create(
+        ALICE,
+        "n",
+        &[("pubsub#send_last_published_item", "on_sub_and_presence")],
+    );
+    w.subscribe(BOB, "n", "bob@localhost");
+    w.publish(ALICE, "n", Some("x"), P);
+    let out = w.engine.on_available(&Jid::parse(BOB).expect("jid"), w.now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].to.as_str(), BOB);
+    assert!(out[0].stanza.contains("urn:xmpp:delay"));
+    let none = w
+        .engine
+        .on_available(&Jid::parse(CAROL).expect("jid"), w.now);
+    assert!(none.is_empty());
+}
+
+#[test]
+fn xep0060_6_2_unsubscribe() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let unsub = |jid: &str| {
+        format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{jid}'/></pubsub>")
+    };
+    assert_eq!(
+        w.err(BOB, "set", &unsub("bob@localhost")),
+        ("unexpected-request".into(), "not-subscribed".into())
+    );
+    w.subscribe(BOB, "n", "bob@localhost");
+    assert_eq!(
+        w.err(BOB, "set", &unsub("alice@localhost")),
+        ("bad-request".into(), "invalid-jid".into())
+    );
+    w.ok(BOB, "set", &unsub("bob@localhost"));
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.is_empty());
+}
+
+#[test]
+fn xep0060_6_3_subscription_options_deliver() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", BOB);
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>"),
+    );
+    let x = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("options", NS_PUBSUB))
+        .and_then(find_form)
+        .expect("form");
+    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    assert_eq!(f["pubsub#deliver"], vec!["1".to_owned()]);
+    w.ok(
+        BOB,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
+            form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#deliver", "false")])
+        ),
+    );
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.is_empty(), "deliver=0 stops notifications");
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
+                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#digest", "1")])
+            )
+        ),
+        ("bad-request".into(), "invalid-options".into())
+    );
+    assert_eq!(
+        w.err(
+            CAROL,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{CAROL}'/></pubsub>")
+        ),
+        ("unexpected-request".into(), "not-subscribed".into())
+    );
+    // Subscribe with options in one request (§6.3.7).
+    let body = format!(
+        "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/><options>{}</options></pubsub>",
+        form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#deliver", "0")])
+    );
+    w.ok(CAROL, "set", &body);
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.is_empty());
+}
+
+#[test]
+fn xep0060_6_4_default_subscription_options() {
+    let mut w = World::new();
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><default/></pubsub>"),
+    );
+    let x = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("default", NS_PUBSUB))
+        .and_then(find_form)
+        .expect("form");
+    assert!(form_fields(x).iter().any(|(v, _)| v == "pubsub#deliver"));
+}
+
+#[test]
+fn xep0060_6_5_items_all_by_id_and_newest_n() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    for i in 1..=4 {
+        w.publish(ALICE, "n", Some(&format!("i{i}")), P);
+    }
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["i1", "i2", "i3", "i4"]);
+    assert_eq!(w.item_ids(BOB, "n", " max_items='2'"), vec!["i3", "i4"]);
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'><item id='i2'/><item id='zz'/></items></pubsub>"),
+    );
+    assert_eq!(items_of(&r), vec!["i2"]);
+    let item = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("items", NS_PUBSUB))
+        .and_then(|i| i.child("item", NS_PUBSUB))
+        .expect("item");
+    assert_eq!(item.attr("publisher"), Some("alice@localhost"));
+    assert_eq!(
+        item.child("t", "urn:t").map(Element::text),
+        Some("1".into())
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items/></pubsub>")
+        ),
+        ("bad-request".into(), "nodeid-required".into())
+    );
+}
+
+#[test]
+fn xep0060_7_1_publish_with_generated_id() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", BOB);
+    let (r, notes) = w.publish(ALICE, "n", None, P);
+    let id = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("publish", NS_PUBSUB))
+        .and_then(|p| p.child("item", NS_PUBSUB))
+        .and_then(|i| i.attr("id"))
+        .expect("generated id")
+        .to_owned();
+    assert!(!id.is_empty());
+    assert_eq!(notes.len(), 1);
+    let item = event(&notes[0].1)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
+        .expect("item");
+    assert_eq!(item.attr("id"), Some(id.as_str()));
+    assert_eq!(notes[0].1.attr("type"), Some("headline"));
+    assert_eq!(notes[0].1.attr("from"), Some("pubsub.localhost"));
+    // Two publishes never share an id.
+    let (r2, _) = w.publish(ALICE, "n", None, P);
+    assert_ne!(format!("{r:?}"), format!("{r2:?}"));
+}
+
+#[test]
+fn xep0060_7_1_2_same_id_overwrites_and_notifies_again() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", BOB);
+    w.publish(ALICE, "n", Some("x"), P);
+    w.publish(ALICE, "n", Some("y"), P);
+    let (_, notes) = w.publish(ALICE, "n", Some("x"), "<t xmlns='urn:t'>new</t>");
+    assert_eq!(notes.len(), 1);
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["y", "x"]);
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'><item id='x'/></items></pubsub>"),
+    );
+    assert!(format!("{r:?}").contains("new"));
+}
+
+#[test]
+fn xep0060_7_1_max_items_evicts_oldest_first() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#max_items", "3")]);
+    for i in 1..=5 {
+        w.publish(ALICE, "n", Some(&format!("i{i}")), P);
+    }
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["i3", "i4", "i5"]);
+    // Lowering max_items evicts at once.
+    w.ok(
+        ALICE,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
+            form(FORM_NODE_CONFIG, &[("pubsub#max_items", "1")])
+        ),
+    );
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);
+    w.restart();
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);
+}
+
+#[test]
+fn xep0060_7_1_3_publish_errors() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#max_payload_size", "40")]);
+    let publish = |item: &str| {
+        format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='n'>{item}</publish></pubsub>")
+    };
+    // §7.1.3.1 insufficient privileges.
+    assert_eq!(
+        w.err(BOB, "set", &publish(&format!("<item>{P}</item>"))).0,
+        "forbidden"
+    );
+    // §7.1.3.3 no such node (bob may create, so this auto-creates; eve may not).
+    let missing = format!(
+        "<pubsub xmlns='{NS_PUBSUB}'><publish node='zz'><item>{P}</item></publish></pubsub>"
+    );
+    assert_eq!(w.err(EVE, "set", &missing).0, "item-not-found");
+    // §7.1.3.4 payload too big.
+    let big = format!("<item><t xmlns='urn:t'>{}</t></item>", "x".repeat(64));
+    assert_eq!(
+        w.err(ALICE, "set", &publish(&big)),
+        ("not-acceptable".into(), "payload-too-big".into())
+    );
+    // §7.1.3.5 two payloads.
+    assert_eq!(
+        w.err(ALICE, "set", &publish(&format!("<item>{P}{P}</item>"))),
+        ("bad-request".into(), "invalid-payload".into())
+    );
+    // §7.1.3.6 item and payload required on a persistent payload node.
+    assert_eq!(
+        w.err(ALICE, "set", &publish("")),
+        ("bad-request".into(), "item-required".into())
+    );
+    assert_eq!(
+        w.err(ALICE, "set", &publish("<item id='e'/>")),
+        ("bad-request".into(), "payload-required".into())
+    );
+    // Transient notification-only node: an item is forbidden.
+    w.create(
+        ALICE,
+        "t",
+        &[
+            ("pubsub#persist_items", "0"),
+            ("pubsub#deliver_payloads", "0"),
+        ],
+    );
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><publish node='t'><item id='a'/></publish></pubsub>"
+            )
+        ),
+        ("bad-request".into(), "item-forbidden".into())
+    );
+    w.subscribe(BOB, "t", BOB);
+    let (_, notes) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='t'/></pubsub>"),
+    );
+    assert_eq!(notes.len(), 1);
+    // §7.1.3.6 nodeid required.
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish><item>{P}</item></publish></pubsub>")
+        ),
+        ("bad-request".into(), "nodeid-required".into())
+    );
+    assert_eq!(w.item_ids(BOB, "n", ""), Vec::<String>::new());
+}
+
+#[test]
+fn xep0060_7_1_5_publish_options_preconditions() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#access_model", "whitelist")]);
+    let body = |fields: &[(&str, &str)]| {
+        format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><publish node='n'><item>{P}</item></publish><publish-options>{}</publish-options></pubsub>",
+            form(FORM_PUBLISH_OPTIONS, fields)
+        )
+    };
+    w.ok(ALICE, "set", &body(&[("pubsub#access_model", "whitelist")]));
+    // Normalised comparison: booleans as true/1.
+    w.ok(ALICE, "set", &body(&[("pubsub#persist_items", "true")]));
+    assert_eq!(
+        w.err(ALICE, "set", &body(&[("pubsub#access_model", "open")])),
+        ("conflict".into(), "precondition-not-met".into())
+    );
+    assert_eq!(
+        w.err(ALICE, "set", &body(&[("pubsub#unknown", "1")])),
+        ("conflict".into(), "precondition-not-met".into())
+    );
+    assert_eq!(w.item_ids(ALICE, "n", "").len(), 2);
+}
+
+#[test]
+fn xep0060_7_1_5_auto_create_applies_options_atomically() {
+    let mut w = World::new();
+    let body = |node: &str, fields: &[(&str, &str)]| {
+        format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'><item id='1'>{P}</item></publish><publish-options>{}</publish-options></pubsub>",
+            form(FORM_PUBLISH_OPTIONS, fields)
+        )
+    };
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &body("auto", &[("pubsub#access_model", "bogus")])
+        )
+        .1,
+        "precondition-not-met"
+    );
+    assert_eq!(w.engine.node_count(), 0, "no node left behind");
+    // A payload too big for the new node also leaves nothing behind.
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &body("auto", &[("pubsub#max_payload_size", "5")])
+        )
+        .1,
+        "payload-too-big"
+    );
+    assert_eq!(w.engine.node_count(), 0);
+    w.ok(
+        BOB,
+        "set",
+        &body("auto", &[("pubsub#access_model", "whitelist")]),
+    );
+    assert_eq!(
+        w.err(
+            CAROL,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='auto'/></pubsub>")
+        )
+        .1,
+        "closed-node"
+    );
+    w.restart();
+    assert_eq!(w.item_ids(BOB, "auto", ""), vec!["1"]);
+}
+
+#[test]
+fn xep0060_7_2_retract_with_notify() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#notify_retract", "0")]);
+    w.subscribe(BOB, "n", BOB);
+    w.publish(ALICE, "n", Some("a"), P);
+    w.publish(ALICE, "n", Some("b"), P);
+    let retract = |id: &str, notify: &str| {
+        format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><retract node='n'{notify}><item id='{id}'/></retract></pubsub>"
+        )
+    };
+    let (_, notes) = w.ok(ALICE, "set", &retract("a", ""));
+    assert!(notes.is_empty(), "notify_retract off, no notify attribute");
+    let (_, notes) = w.ok(ALICE, "set", &retract("b", " notify='1'"));
+    assert_eq!(notes.len(), 1);
+    let r = event(&notes[0].1)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.child("retract", NS_PUBSUB_EVENT))
+        .expect("retract");
+    assert_eq!(r.attr("id"), Some("b"));
+    assert_eq!(w.err(ALICE, "set", &retract("b", "")).0, "item-not-found");
+    assert_eq!(w.err(BOB, "set", &retract("b", "")).0, "item-not-found");
+    w.publish(ALICE, "n", Some("c"), P);
+    assert_eq!(w.err(BOB, "set", &retract("c", "")).0, "forbidden");
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><retract node='n'/></pubsub>")
+        ),
+        ("bad-request".into(), "item-required".into())
+    );
+    assert!(w.item_ids(BOB, "n", "") == vec!["c"]);
+}
+
+#[test]
+fn xep0060_8_1_create_named_instant_and_policy() {
+    let mut w = World::new();
+    let (r, _) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><create/></pubsub>"),
+    );
+    let node = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("create", NS_PUBSUB))
+        .and_then(|c| c.attr("node"))
+        .expect("instant node id")
+        .to_owned();
+    assert!(w.engine.nodes.contains_key(&node));
+    let (r, _) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='named'/></pubsub>"),
+    );
+    assert!(r.elements().next().is_none(), "named create: empty result");
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='named'/></pubsub>")
+        )
+        .0,
+        "conflict"
+    );
+    // Remote entities may not create under the default `local` policy.
+    assert_eq!(
+        w.err(
+            EVE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='e'/></pubsub>")
+        )
+        .0,
+        "forbidden"
+    );
+    // `admins` policy.
+    let mut cfg = Config::default();
+    cfg.pubsub.create_nodes = CreatePolicy::Admins;
+    cfg.pubsub.admins = vec!["carol@localhost".into()];
+    let mut w = World::with_config(cfg);
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='x'/></pubsub>")
+        )
+        .0,
+        "forbidden"
+    );
+    w.create(CAROL, "x", &[]);
+    // An admin owns every node.
+    w.ok(
+        CAROL,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='x'/></pubsub>"),
+    );
+}
+
+#[test]
+fn xep0060_8_1_max_nodes_limit() {
+    let mut cfg = Config::default();
+    cfg.limits.pubsub_max_nodes = 2;
+    let mut w = World::with_config(cfg);
+    w.create(ALICE, "a", &[]);
+    w.create(ALICE, "b", &[]);
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='c'/></pubsub>")
+        ),
+        ("not-allowed".into(), "max-nodes-exceeded".into())
+    );
+}
+
+#[test]
+fn xep0060_8_2_configure_round_trips_every_field() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let fields: &[(&str, &str)] = &[
+        ("pubsub#title", "Title"),
+        ("pubsub#description", "Desc"),
+        ("pubsub#type", "urn:t"),
+        ("pubsub#node_type", "leaf"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#persist_items", "1"),
+        ("pubsub#access_model", "roster"),
+        ("pubsub#roster_groups_allowed", "g1"),
+        ("pubsub#publish_model", "subscribers"),
+        ("pubsub#subscribe", "1"),
+        ("pubsub#deliver_payloads", "0"),
+        ("pubsub#deliver_notifications", "1"),
+        ("pubsub#notify_retract", "0"),
+        ("pubsub#notify_delete", "0"),
+        ("pubsub#notify_config", "1"),
+        ("pubsub#send_last_published_item", "on_sub_and_presence"),
+        ("pubsub#notification_type", "normal"),
+        ("pubsub#max_payload_size", "1000"),
+        ("pubsub#item_expire", "3600"),
+        ("pubsub#publish_node_full", "discard-oldest"),
+    ];
+    assert_eq!(fields.len(), config::FIELDS.len());
+    w.ok(
+        ALICE,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
+            form(FORM_NODE_CONFIG, fields)
+        ),
+    );
+    for round in 0..2 {
+        let (r, _) = w.ok(
+            ALICE,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>"),
+        );
+        let x = r
+            .child("pubsub", NS_PUBSUB_OWNER)
+            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
+            .and_then(find_form)
+            .expect("form");
+        let got: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+        for (k, v) in fields {
+            assert_eq!(got[*k], vec![(*v).to_owned()], "{k} (round {round})");
+        }
+        w.restart();
+    }
+    // Unknown field and bad values: not-acceptable, nothing changed.
+    for bad in [
+        ("pubsub#bogus", "1"),
+        ("pubsub#max_items", "0"),
+        ("pubsub#max_items", "1000001"),
+        ("pubsub#deliver_payloads", "maybe"),
+        ("pubsub#node_type", "collection"),
+    ] {
+        let (c, _) = w.err(
+            ALICE,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
+                form(FORM_NODE_CONFIG, &[bad])
+            ),
+        );
+        assert_eq!(c, "not-acceptable", "{bad:?}");
+    }
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
+                form(FORM_NODE_CONFIG, &[("pubsub#access_model", "authorize")])
+            )
+        ),
+        ("not-acceptable".into(), "unsupported".into())
+    );
+    // Non-owners may not configure; nodeid is required.
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>")
+        )
+        .0,
+        "forbidden"
+    );
+    assert_eq!(
+        w.err(
+            ALICE,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure/></pubsub>")
+        ),
+        ("bad-request".into(), "nodeid-required".into())
+    );
+}
+
+#[test]
+fn xep0060_8_2_notify_config_and_notification_type_normal() {
+    let mut w = World::new();
+    w.create(
+        ALICE,
+        "n",
+        &[
+            ("pubsub#notify_config", "1"),
+            ("pubsub#notification_type", "normal"),
+        ],
+    );
+    w.subscribe(BOB, "n", BOB);
+    let (_, notes) = w.ok(
+        ALICE,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
+            form(FORM_NODE_CONFIG, &[("pubsub#title", "new")])
+        ),
+    );
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].1.attr("type"), Some("normal"));
+    assert!(
+        event(&notes[0].1)
+            .child("configuration", NS_PUBSUB_EVENT)
+            .is_some()
+    );
+}
+
+#[test]
+fn xep0060_8_3_default_configuration() {
+    let mut w = World::new();
+    let (r, _) = w.ok(
+        ALICE,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><default/></pubsub>"),
+    );
+    let x = r
+        .child("pubsub", NS_PUBSUB_OWNER)
+        .and_then(|p| p.child("default", NS_PUBSUB_OWNER))
+        .and_then(find_form)
+        .expect("form");
+    let got: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    assert_eq!(got["FORM_TYPE"], vec![FORM_NODE_CONFIG.to_owned()]);
+    assert_eq!(got["pubsub#access_model"], vec!["open".to_owned()]);
+    assert_eq!(got["pubsub#persist_items"], vec!["1".to_owned()]);
+}
+
+#[test]
+fn xep0060_8_4_delete_with_redirect() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", BOB);
+    w.publish(ALICE, "n", Some("a"), P);
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'/></pubsub>")
+        )
+        .0,
+        "forbidden"
+    );
+    let (_, notes) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'><redirect uri='xmpp:pubsub.localhost?;node=m'/></delete></pubsub>"),
+    );
+    assert_eq!(notes.len(), 1);
+    let d = event(&notes[0].1)
+        .child("delete", NS_PUBSUB_EVENT)
+        .expect("delete");
+    assert_eq!(d.attr("node"), Some("n"));
+    assert_eq!(
+        d.child("redirect", NS_PUBSUB_EVENT)
+            .and_then(|r| r.attr("uri")),
+        Some("xmpp:pubsub.localhost?;node=m")
+    );
+    assert_eq!(
+        w.err(
+            ALICE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'/></pubsub>")
+        )
+        .0,
+        "item-not-found"
+    );
+    w.restart();
+    assert_eq!(w.engine.node_count(), 0);
+    // The same id can be created again, empty.
+    w.create(ALICE, "n", &[]);
+    assert!(w.item_ids(ALICE, "n", "").is_empty());
+}
+
+#[test]
+fn xep0060_8_5_purge_with_notification() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", BOB);
+    w.publish(ALICE, "n", Some("a"), P);
+    w.publish(ALICE, "n", Some("b"), P);
+    let (_, notes) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
+    );
+    assert_eq!(notes.len(), 1);
+    assert!(event(&notes[0].1).child("purge", NS_PUBSUB_EVENT).is_some());
+    assert!(w.item_ids(BOB, "n", "").is_empty());
+    w.restart();
+    assert!(w.item_ids(BOB, "n", "").is_empty());
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>")
+        )
+        .0,
+        "forbidden"
+    );
+}
+
+#[test]
+fn xep0060_8_8_manage_subscriptions() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", "bob@localhost");
+    let set = |jid: &str, state: &str| {
+        format!(
+            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><subscriptions node='n'><subscription jid='{jid}' subscription='{state}'/></subscriptions></pubsub>"
+        )
+    };
+    let (_, told) = w.ok(ALICE, "set", &set(CAROL, "subscribed"));
+    assert_eq!(told.len(), 1, "§12.13 subscription state notification");
+    assert_eq!(told[0].0, CAROL);
+    let sub = told[0]
+        .1
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .expect("subscription");
+    assert_eq!(sub.attr("subscription"), Some("subscribed"));
+    let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].0, "bob@localhost");
+    // No change, no notification.
+    let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
+    assert!(told.is_empty());
+    let (r, _) = w.ok(
+        ALICE,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><subscriptions node='n'/></pubsub>"),
+    );
+    let subs: Vec<String> = r
+        .child("pubsub", NS_PUBSUB_OWNER)
+        .and_then(|p| p.child("subscriptions", NS_PUBSUB_OWNER))
+        .map(|s| {
+            s.elements()
+                .filter_map(|e| e.attr("jid").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(subs, vec![CAROL.to_owned()]);
+    assert_eq!(w.err(BOB, "get", &set(BOB, "subscribed")).0, "forbidden");
+    w.restart();
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].0, CAROL);
+}
+
+#[test]
+fn xep0060_8_9_manage_affiliations_all_six() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let set = |jid: &str, aff: &str| {
+        format!(
+            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='{jid}' affiliation='{aff}'/></affiliations></pubsub>"
+        )
+    };
+    // publisher may publish and retract any item.
+    w.ok(ALICE, "set", &set("bob@localhost", "publisher"));
+    w.publish(BOB, "n", Some("b1"), P);
+    w.publish(ALICE, "n", Some("a1"), P);
+    w.ok(
+        BOB,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><retract node='n'><item id='a1'/></retract></pubsub>"
+        ),
+    );
+    // publish-only may publish and retract its own items, but not read.
+    w.ok(ALICE, "set", &set("carol@localhost", "publish-only"));
+    w.publish(CAROL, "n", Some("c1"), P);
+    w.ok(
+        CAROL,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><retract node='n'><item id='c1'/></retract></pubsub>"
+        ),
+    );
+    assert_eq!(
+        w.err(
+            CAROL,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><retract node='n'><item id='b1'/></retract></pubsub>"
+            )
+        )
+        .0,
+        "forbidden"
+    );
+    assert_eq!(
+        w.err(
+            CAROL,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
+        )
+        .0,
+        "forbidden"
+    );
+    // A second owner may configure; the last owner cannot be removed.
+    w.ok(ALICE, "set", &set("bob@localhost", "owner"));
+    w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>"),
+    );
+    w.ok(BOB, "set", &set("alice@localhost", "none"));
+    assert_eq!(
+        w.err(BOB, "set", &set("bob@localhost", "member")).0,
+        "bad-request"
+    );
+    w.ok(BOB, "set", &set("alice@localhost", "member"));
+    assert_eq!(
+        w.err(ALICE, "set", &set("alice@localhost", "owner")).0,
+        "forbidden"
+    );
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'/></pubsub>"),
+    );
+    let mut got: Vec<(String, String)> = r
+        .child("pubsub", NS_PUBSUB_OWNER)
+        .and_then(|p| p.child("affiliations", NS_PUBSUB_OWNER))
+        .map(|s| {
+            s.elements()
+                .map(|e| {
+                    (
+                        e.attr("jid").unwrap_or("").to_owned(),
+                        e.attr("affiliation").unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    got.sort();
+    let want = vec![
+        ("alice@localhost".to_owned(), "member".to_owned()),
+        ("bob@localhost".to_owned(), "owner".to_owned()),
+        ("carol@localhost".to_owned(), "publish-only".to_owned()),
+    ];
+    assert_eq!(got, want);
+    w.restart();
+    let (r2, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'/></pubsub>"),
+    );
+    assert_eq!(format!("{:?}", r2.children), format!("{:?}", r.children));
+}
+
+#[test]
+fn xep0060_4_publish_model_subscribers_and_open() {
+    let mut w = World::new();
+    w.create(ALICE, "s", &[("pubsub#publish_model", "subscribers")]);
+    w.create(ALICE, "o", &[("pubsub#publish_model", "open")]);
+    let body = |n: &str| {
+        format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><publish node='{n}'><item>{P}</item></publish></pubsub>"
+        )
+    };
+    assert_eq!(w.err(BOB, "set", &body("s")).0, "forbidden");
+    w.subscribe(BOB, "s", BOB);
+    w.ok(BOB, "set", &body("s"));
+    w.ok(EVE, "set", &body("o"));
+}
+
+#[test]
+fn xep0060_transient_node_keeps_only_the_last_item_in_memory() {
+    let mut w = World::new();
+    w.create(ALICE, "t", &[("pubsub#persist_items", "0")]);
+    w.publish(ALICE, "t", Some("a"), P);
+    w.publish(ALICE, "t", Some("b"), P);
+    assert_eq!(w.item_ids(BOB, "t", ""), vec!["b"]);
+    w.restart();
+    assert!(
+        w.item_ids(BOB, "t", "").is_empty(),
+        "transient items are not stored"
+    );
+    assert_eq!(w.engine.node_count(), 1, "the node itself is");
+}
+
+#[test]
+fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#deliver_payloads", "0")]);
+    w.subscribe(BOB, "n", BOB);
+    let (_, notes) = w.publish(ALICE, "n", Some("a"), P);
+    let item = event(&notes[0].1)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
+        .expect("item");
+    assert_eq!(item.attr("id"), Some("a"));
+    assert!(item.elements().next().is_none());
+    // Retrieval still returns the stored payload.
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
+    );
+    assert!(format!("{r:?}").contains("urn:t"));
+}
+
+#[test]
+fn xep0060_item_expire_hides_and_evicts_old_items() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#item_expire", "5")]);
+    w.publish(ALICE, "n", Some("old"), P);
+    w.now += 10_000;
+    w.publish(ALICE, "n", Some("new"), P);
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["new"]);
+    w.restart();
+    assert_eq!(w.engine.nodes["n"].items.len(), 1, "evicted from the store");
+}
+
+#[test]
+fn xep0060_fan_out_shares_one_serialised_item() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let subs = [
+        "a@localhost",
+        "b@localhost/x",
+        "c@localhost",
+        "d@localhost/y",
+    ];
+    for s in subs {
+        w.subscribe(s, "n", s);
+    }
+    let payload = "<t xmlns='urn:t'>a &amp; b</t>";
+    let (_, notes) = w.publish(ALICE, "n", Some("i"), payload);
+    assert_eq!(notes.len(), subs.len());
+    let bodies: Vec<String> = notes
+        .iter()
+        .map(|(_, m)| {
+            let mut s = String::new();
+            event(m).write_to(&mut s, NS_CLIENT);
+            s
+        })
+        .collect();
+    assert!(
+        bodies.windows(2).all(|p| p[0] == p[1]),
+        "identical event bodies"
+    );
+    for ((to, m), s) in notes.iter().zip(subs) {
+        assert_eq!(to, s);
+        assert_eq!(m.attr("to"), Some(s));
+    }
+}
+
+#[test]
+fn xep0060_errors_map_to_stanza_and_app_conditions() {
+    let cases = [
+        (
+            PubSubError::PayloadTooBig,
+            "not-acceptable",
+            Some("payload-too-big"),
+        ),
+        (PubSubError::ClosedNode, "not-allowed", Some("closed-node")),
+        (
+            PubSubError::Unsupported("x"),
+            "feature-not-implemented",
+            Some("unsupported"),
+        ),
+        (PubSubError::NodeExists, "conflict", None),
+        (PubSubError::Internal, "internal-server-error", None),
+    ];
+    for (e, cond, app) in cases {
+        let s = e.to_stanza_error();
+        assert_eq!(s.condition.as_str(), cond);
+        assert_eq!(s.app.as_ref().map(|a| a.name.as_str()), app);
+        assert!(s.text.is_some());
+    }
+}
+
+#[test]
+fn xep0082_timestamps() {
+    assert_eq!(xep0082(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(xep0082(951_782_400_123), "2000-02-29T00:00:00.123Z");
+    assert_eq!(xep0082(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+}
+
+#[test]
+fn unknown_payloads_and_iq_types_are_refused_or_ignored() {
+    let mut w = World::new();
+    let out = w.iq(ALICE, "get", "<query xmlns='urn:nothing'/>");
+    assert_eq!(out.len(), 1);
+    assert!(format!("{:?}", out[0].1).contains("service-unavailable"));
+    assert!(w.iq(ALICE, "result", "").is_empty());
+    let (c, _) = w.err(ALICE, "get", &format!("<pubsub xmlns='{NS_PUBSUB}'/>"));
+    assert_eq!(c, "bad-request");
+}
+
+/// An RSM `<set/>` as (first, first's index, last, count).
+type RsmSummary = (Option<String>, Option<String>, Option<String>, String);
+
+fn rsm_of(r: &Element) -> Option<RsmSummary> {
+    let set = r.child("pubsub", NS_PUBSUB)?.child("set", NS_RSM)?;
+    let first = set.child("first", NS_RSM);
+    Some((
+        first.map(Element::text),
+        first.and_then(|f| f.attr("index").map(str::to_owned)),
+        set.child("last", NS_RSM).map(Element::text),
+        set.child("count", NS_RSM)
+            .map(Element::text)
+            .unwrap_or_default(),
+    ))
+}
+
+#[test]
+fn xep0060_6_5_4_items_paged_with_rsm() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    for i in 1..=5 {
+        w.publish(ALICE, "n", Some(&format!("i{i}")), P);
+    }
+    let page = |w: &mut World, set: &str| {
+        let (r, _) = w.ok(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/><set xmlns='{NS_RSM}'>{set}</set></pubsub>"),
+        );
+        (items_of(&r), rsm_of(&r).expect("set"))
+    };
+    let (ids, set) = page(&mut w, "<max>2</max>");
+    assert_eq!(ids, vec!["i1", "i2"]);
+    assert_eq!(
+        set,
+        (
+            Some("i1".into()),
+            Some("0".into()),
+            Some("i2".into()),
+            "5".into()
+        )
+    );
+    let (ids, set) = page(&mut w, "<max>2</max><after>i2</after>");
+    assert_eq!(ids, vec!["i3", "i4"]);
+    assert_eq!(set.1, Some("2".into()));
+    let (ids, _) = page(&mut w, "<max>2</max><before/>");
+    assert_eq!(ids, vec!["i4", "i5"]);
+    let (ids, _) = page(&mut w, "<max>2</max><before>i4</before>");
+    assert_eq!(ids, vec!["i2", "i3"]);
+    let (ids, set) = page(&mut w, "<max>2</max><after>i5</after>");
+    assert!(ids.is_empty());
+    assert_eq!(set, (None, None, None, "5".into()));
+    let (c, _) = w.err(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/><set xmlns='{NS_RSM}'><after>gone</after></set></pubsub>"),
+    );
+    assert_eq!(c, "item-not-found");
+}
+
+#[test]
+fn xep0060_6_5_items_never_silently_truncated() {
+    let mut cfg = Config::default();
+    cfg.limits.max_stanza_bytes = 4096;
+    cfg.limits.outbox_max_bytes = 8192;
+    let mut w = World::with_config(cfg);
+    w.create(ALICE, "n", &[]);
+    let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(1000));
+    for i in 1..=10 {
+        w.publish(ALICE, "n", Some(&format!("i{i}")), &big);
+    }
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
+    );
+    let ids = items_of(&r);
+    assert!(ids.len() < 10 && !ids.is_empty(), "{ids:?}");
+    let (first, index, last, count) = rsm_of(&r).expect("a cut reply carries an RSM set");
+    assert_eq!(count, "10");
+    assert_eq!(first.as_deref(), Some("i1"));
+    assert_eq!(index.as_deref(), Some("0"));
+    assert_eq!(last.as_deref(), ids.last().map(String::as_str));
+    // The client pages on from `last`.
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><items node='n'/><set xmlns='{NS_RSM}'><after>{}</after></set></pubsub>",
+            ids.last().expect("last")
+        ),
+    );
+    assert_eq!(
+        items_of(&r).first().map(String::as_str),
+        Some(format!("i{}", ids.len() + 1).as_str())
+    );
+    // Small results carry no set.
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n' max_items='1'/></pubsub>"),
+    );
+    assert!(rsm_of(&r).is_none());
+}
+
+#[test]
+fn xep0060_7_1_publish_node_full_three_behaviours() {
+    let mut w = World::new();
+    for (node, mode) in [
+        ("r", "retract-oldest"),
+        ("d", "discard-oldest"),
+        ("x", "reject"),
+    ] {
+        w.create(
+            ALICE,
+            node,
+            &[
+                ("pubsub#max_items", "2"),
+                ("pubsub#publish_node_full", mode),
+            ],
+        );
+        w.subscribe(BOB, node, BOB);
+        w.publish(ALICE, node, Some("a"), P);
+        w.publish(ALICE, node, Some("b"), P);
+    }
+    // retract-oldest: the new item and a retraction of the oldest.
+    let (_, notes) = w.publish(ALICE, "r", Some("c"), P);
+    assert_eq!(notes.len(), 2);
+    let retract = event(&notes[1].1)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.child("retract", NS_PUBSUB_EVENT))
+        .expect("retract");
+    assert_eq!(retract.attr("id"), Some("a"));
+    assert_eq!(w.item_ids(BOB, "r", ""), vec!["b", "c"]);
+    // discard-oldest: silently.
+    let (_, notes) = w.publish(ALICE, "d", Some("c"), P);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(w.item_ids(BOB, "d", ""), vec!["b", "c"]);
+    // reject: conflict + node-full; overwriting an existing id is still allowed.
+    let (c, app) = w.err(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='x'><item id='c'>{P}</item></publish></pubsub>"),
+    );
+    assert_eq!((c.as_str(), app.as_str()), ("conflict", "node-full"));
+    w.publish(ALICE, "x", Some("b"), P);
+    assert_eq!(w.item_ids(BOB, "x", ""), vec!["a", "b"]);
+}
+
+#[test]
+fn xep0060_error_types_follow_the_examples() {
+    use crate::proto::ErrorType;
+    assert_eq!(
+        PubSubError::NotSubscribed.to_stanza_error().kind,
+        ErrorType::Cancel
+    );
+    assert_eq!(
+        PubSubError::Forbidden("x").to_stanza_error().kind,
+        ErrorType::Auth
+    );
+    assert_eq!(
+        PubSubError::InvalidJid.to_stanza_error().kind,
+        ErrorType::Modify
+    );
+    assert_eq!(
+        PubSubError::NodeFull.to_stanza_error().kind,
+        ErrorType::Cancel
+    );
+    assert_eq!(
+        PubSubError::TooManySubscriptions.to_stanza_error().kind,
+        ErrorType::Wait
+    );
+}
+
+fn total_stored(w: &World) -> u64 {
+    w.engine.nodes.values().map(|n| n.stored).sum()
+}
+
+#[test]
+fn store_budget_evicts_oldest_across_nodes() {
+    let mut cfg = Config::default();
+    cfg.store.max_bytes = 65_536;
+    let mut w = World::with_config(cfg);
+    w.create(ALICE, "a", &[("pubsub#max_items", "max")]);
+    w.create(ALICE, "b", &[("pubsub#max_items", "max")]);
+    let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(10_000));
+    for i in 0..10 {
+        let node = if i % 2 == 0 { "a" } else { "b" };
+        w.publish(ALICE, node, Some(&format!("i{i}")), &big);
+        assert!(total_stored(&w) <= 65_536, "over budget after {i}");
+    }
+    // Six items of ~10 KB fit; the four oldest went, from both nodes.
+    assert_eq!(w.item_ids(BOB, "a", ""), vec!["i4", "i6", "i8"]);
+    assert_eq!(w.item_ids(BOB, "b", ""), vec!["i5", "i7", "i9"]);
+    let before = total_stored(&w);
+    w.restart();
+    assert_eq!(total_stored(&w), before, "accounting survives a restart");
+    // An item larger than the whole budget is refused.
+    let huge = format!("<t xmlns='urn:t'>{}</t>", "y".repeat(65_536));
+    let mut cfg = Config::default();
+    cfg.store.max_bytes = 65_536;
+    cfg.limits.pubsub_max_item_bytes = 100_000;
+    let mut w2 = World::with_config(cfg);
+    w2.create(ALICE, "a", &[]);
+    assert_eq!(
+        w2.err(
+            ALICE,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='a'><item>{huge}</item></publish></pubsub>")
+        )
+        .0,
+        "resource-constraint"
+    );
+}
+
+#[test]
+fn store_budget_reject_policy() {
+    let mut cfg = Config::default();
+    cfg.store.max_bytes = 65_536;
+    cfg.store.full_policy = crate::config::FullPolicy::Reject;
+    let mut w = World::with_config(cfg);
+    w.create(ALICE, "a", &[("pubsub#max_items", "max")]);
+    let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(10_000));
+    for i in 0..6 {
+        w.publish(ALICE, "a", Some(&format!("i{i}")), &big);
+    }
+    let body = format!(
+        "<pubsub xmlns='{NS_PUBSUB}'><publish node='a'><item id='i6'>{big}</item></publish></pubsub>"
+    );
+    assert_eq!(w.err(ALICE, "set", &body).0, "resource-constraint");
+    // Overwriting an item in place still fits.
+    w.publish(ALICE, "a", Some("i5"), &big);
+    // Retracting frees room.
+    w.ok(
+        ALICE,
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><retract node='a'><item id='i0'/></retract></pubsub>"
+        ),
+    );
+    w.ok(ALICE, "set", &body);
+}
+
+#[test]
+fn store_budget_keeps_the_file_from_growing() {
+    let mut cfg = Config::default();
+    cfg.store.max_bytes = 256 * 1024;
+    let mut w = World::with_config(cfg);
+    w.create(ALICE, "a", &[("pubsub#max_items", "max")]);
+    let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(8_000));
+    let path = w.store.path().to_path_buf();
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut sizes = Vec::new();
+    for round in 0..6 {
+        for i in 0..100 {
+            w.publish(ALICE, "a", Some(&format!("r{round}-{i}")), &big);
+        }
+        sizes.push(size());
+    }
+    eprintln!("redb file size after each 100 publishes: {sizes:?}");
+    // 600 items of 8 KB (4.8 MB) went through a 256 KiB budget.
+    assert!(total_stored(&w) <= 256 * 1024);
+    let plateau = sizes[1];
+    assert!(
+        sizes.iter().skip(1).all(|s| *s <= plateau + plateau / 4),
+        "the file keeps growing: {sizes:?}"
+    );
+    assert!(sizes[5] < 4 * 1024 * 1024, "{sizes:?}");
+}
+
+/// Figures, not a timed test: `cargo test --release --lib pubsub_figures -- --ignored
+/// --nocapture`. Engine only (no outbox, no sockets).
+#[test]
+#[ignore = "prints benchmark figures"]
+fn pubsub_figures() {
+    use std::time::Instant;
+    for subs in [1usize, 100, 1000] {
+        let mut cfg = Config::default();
+        cfg.limits.pubsub_max_subscriptions_per_node = 2000;
+        let mut w = World::with_config(cfg);
+        w.create(ALICE, "t", &[("pubsub#persist_items", "0")]);
+        for i in 0..subs {
+            let j = format!("u{i}@localhost");
+            w.subscribe(&j, "t", &j);
+        }
+        let payload = "<reading xmlns='urn:example:sensor'><t>21.5</t><h>40</h></reading>";
+        let rounds = 200;
+        let iq = Element::parse(&format!(
+            "<iq type='set' id='p' from='{ALICE}' to='pubsub.localhost'><pubsub xmlns='{NS_PUBSUB}'><publish node='t'><item>{payload}</item></publish></pubsub></iq>"
+        ))
+        .expect("iq");
+        let from = Jid::parse(ALICE).expect("jid");
+        let start = Instant::now();
+        let mut n = 0;
+        for _ in 0..rounds {
+            n += w
+                .engine
+                .handle_iq(&w.rosters, &w.store, &from, &iq, w.now)
+                .len()
+                - 1;
+        }
+        let el = start.elapsed();
+        eprintln!(
+            "transient publish to {subs} subscribers: {:.0} notifications/s, {:.2} µs CPU per notification",
+            n as f64 / el.as_secs_f64(),
+            el.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    let mut w = World::new();
+    w.create(ALICE, "p", &[("pubsub#max_items", "max")]);
+    let from = Jid::parse(ALICE).expect("jid");
+    let start = Instant::now();
+    let rounds = 200;
+    for i in 0..rounds {
+        let iq = Element::parse(&format!(
+            "<iq type='set' id='p' from='{ALICE}' to='pubsub.localhost'><pubsub xmlns='{NS_PUBSUB}'><publish node='p'><item id='i{i}'><r xmlns='urn:x'>{i}</r></item></publish></pubsub></iq>"
+        ))
+        .expect("iq");
+        w.engine.handle_iq(&w.rosters, &w.store, &from, &iq, w.now);
+    }
+    let el = start.elapsed();
+    eprintln!(
+        "durable publishes (one fsync each, {}): {:.0}/s",
+        std::env::temp_dir().display(),
+        f64::from(rounds) / el.as_secs_f64()
+    );
+}
+
+#[test]
+fn xep0060_5_2_disco_items_paged_and_bounded() {
+    let mut cfg = Config::default();
+    cfg.limits.max_stanza_bytes = 4096;
+    cfg.limits.outbox_max_bytes = 8192;
+    let mut w = World::with_config(cfg);
+    for i in 0..100 {
+        w.create(ALICE, &format!("node-{i:03}"), &[]);
+    }
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+    );
+    let q = r.child("query", NS_DISCO_ITEMS).expect("query");
+    let shown = q.elements().filter(|e| e.name == "item").count();
+    assert!(shown < 100 && shown > 10, "{shown}");
+    let set = q.child("set", NS_RSM).expect("a cut listing says so");
+    assert_eq!(
+        set.child("count", NS_RSM).map(Element::text),
+        Some("100".into())
+    );
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<query xmlns='http://jabber.org/protocol/disco#items'><set xmlns='{NS_RSM}'><max>3</max><after>node-010</after></set></query>"),
+    );
+    let q = r.child("query", NS_DISCO_ITEMS).expect("query");
+    let nodes: Vec<&str> = q.elements().filter_map(|e| e.attr("node")).collect();
+    assert_eq!(nodes, vec!["node-011", "node-012", "node-013"]);
+}

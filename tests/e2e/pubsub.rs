@@ -1,0 +1,439 @@
+//! End-to-end XEP-0060: the real daemon, two clients, and a restart.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kinglet::xml::Element;
+
+use super::client::{Client, condition};
+use super::{Daemon, Options, bin};
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+
+fn login(d: &Daemon, user: &str, pass: &str, res: &str) -> Client {
+    let mut c = Client::login(d.port, d.cert.as_ref().expect("cert"), user, pass, res);
+    c.send("<presence/>");
+    c
+}
+
+fn ok(r: &Element) {
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
+fn app_error(r: &Element) -> String {
+    r.child("error", "jabber:client")
+        .and_then(|e| e.elements().find(|c| c.ns == ERRORS))
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
+fn event(c: &mut Client) -> Element {
+    let m = c.wait_for("pubsub event", |e| {
+        e.name == "message" && e.child("event", EVENT).is_some()
+    });
+    m.child("event", EVENT).expect("event").clone()
+}
+
+/// Kill the daemon and start it again on the same configuration and data.
+fn restart(d: &mut Daemon) {
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&d.config)
+        .env("KINGLET_PRINT_PORTS", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.dir.0.join("stderr2.log")).expect("log file"),
+        ))
+        .spawn()
+        .expect("spawn kinglet");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no ports after restart");
+        let line = lines.next().expect("daemon exited").expect("line");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() == 3 && parts[0] == "LISTENING" && parts[1] == "c2s" {
+            d.port = parts[2]
+                .rsplit(':')
+                .next()
+                .expect("port")
+                .parse()
+                .expect("port");
+            break;
+        }
+    }
+    // Keep the pipe drained in the background so the daemon never blocks on stdout.
+    std::thread::spawn(move || for _ in lines {});
+    d.child = child;
+}
+
+#[test]
+fn pubsub_lifecycle_two_clients_and_restart() {
+    let mut d = Daemon::start(Options::default());
+    let mut alice = login(&d, "alice", "alice-pw", "pub");
+    let mut bob = login(&d, "bob", "bob-pw", "sub");
+
+    // Discovery: the domain lists the service, the service is pubsub/service.
+    let r = alice.iq(
+        "d1",
+        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    );
+    let q = r.elements().next().expect("query");
+    assert!(
+        q.elements()
+            .any(|i| i.attr("jid") == Some("pubsub.localhost")),
+        "{r:?}"
+    );
+    let r = alice.iq(
+        "d2",
+        "<iq type='get' id='d2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    let q = r.elements().next().expect("query");
+    let id = q
+        .elements()
+        .find(|e| e.name == "identity")
+        .expect("identity");
+    assert_eq!(id.attr("category"), Some("pubsub"));
+    assert_eq!(id.attr("type"), Some("service"));
+
+    // Create and configure.
+    ok(&alice.iq(
+        "c1",
+        &format!(
+            "<iq type='set' id='c1' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='sensors'/>\
+             <configure><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
+             <field var='pubsub#title'><value>Sensors</value></field>\
+             <field var='pubsub#max_items'><value>2</value></field>\
+             <field var='pubsub#send_last_published_item'><value>on_sub</value></field>\
+             </x></configure></pubsub></iq>"
+        ),
+    ));
+    let r = alice.iq(
+        "c2",
+        &format!("<iq type='set' id='c2' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='sensors'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "conflict");
+
+    // Publish before anyone subscribes; bob gets it on subscribe, with a delay stamp.
+    ok(&alice.iq(
+        "p0",
+        &format!("<iq type='set' id='p0' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item id='t0'><temp xmlns='urn:example:t'>20</temp></item></publish></pubsub></iq>"),
+    ));
+    let r = bob.iq(
+        "s1",
+        &format!("<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='sensors' jid='bob@localhost'/></pubsub></iq>"),
+    );
+    ok(&r);
+    let m = bob.wait_for("last item", |e| e.name == "message");
+    assert!(m.child("delay", "urn:xmpp:delay").is_some(), "{m:?}");
+
+    // Subscribing someone else's JID is invalid-jid.
+    let r = bob.iq(
+        "s2",
+        &format!("<iq type='set' id='s2' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='sensors' jid='alice@localhost'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "bad-request");
+    assert_eq!(app_error(&r), "invalid-jid");
+
+    // Publish with a generated id: the result carries it, bob gets the payload.
+    let r = alice.iq(
+        "p1",
+        &format!("<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish></pubsub></iq>"),
+    );
+    ok(&r);
+    let gen_id = r
+        .child("pubsub", PS)
+        .and_then(|p| p.child("publish", PS))
+        .and_then(|p| p.child("item", PS))
+        .and_then(|i| i.attr("id"))
+        .expect("generated id")
+        .to_owned();
+    let ev = event(&mut bob);
+    let item = ev
+        .child("items", EVENT)
+        .and_then(|i| i.child("item", EVENT))
+        .expect("item");
+    assert_eq!(item.attr("id"), Some(gen_id.as_str()));
+    assert_eq!(
+        item.child("temp", "urn:example:t").map(|t| t.text()),
+        Some("21".into())
+    );
+
+    // A third publish evicts the oldest (max_items = 2).
+    ok(&alice.iq(
+        "p2",
+        &format!("<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item id='t2'><temp xmlns='urn:example:t'>22</temp></item></publish></pubsub></iq>"),
+    ));
+    event(&mut bob);
+    let r = bob.iq(
+        "i1",
+        &format!("<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
+    );
+    ok(&r);
+    let ids: Vec<String> = r
+        .child("pubsub", PS)
+        .and_then(|p| p.child("items", PS))
+        .map(|i| {
+            i.elements()
+                .filter_map(|e| e.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, vec![gen_id.clone(), "t2".to_owned()]);
+
+    // Bob may not publish (publishers model): forbidden.
+    let r = bob.iq(
+        "p3",
+        &format!("<iq type='set' id='p3' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item><x xmlns='u'/></item></publish></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "forbidden");
+
+    // Restart: node, items, subscription and affiliation survive.
+    drop(alice);
+    drop(bob);
+    restart(&mut d);
+    let mut alice = login(&d, "alice", "alice-pw", "pub");
+    let mut bob = login(&d, "bob", "bob-pw", "sub");
+    let r = bob.iq(
+        "i2",
+        &format!("<iq type='get' id='i2' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors' max_items='1'/></pubsub></iq>"),
+    );
+    ok(&r);
+    let items = r
+        .child("pubsub", PS)
+        .and_then(|p| p.child("items", PS))
+        .expect("items")
+        .clone();
+    let only: Vec<&Element> = items.elements().collect();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].attr("id"), Some("t2"));
+    assert_eq!(
+        only[0].child("temp", "urn:example:t").map(|t| t.text()),
+        Some("22".into())
+    );
+    let r = bob.iq(
+        "sub",
+        &format!("<iq type='get' id='sub' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscriptions/></pubsub></iq>"),
+    );
+    assert!(format!("{r:?}").contains("sensors"), "{r:?}");
+    let r = alice.iq(
+        "aff",
+        &format!("<iq type='get' id='aff' to='pubsub.localhost'><pubsub xmlns='{PS}'><affiliations/></pubsub></iq>"),
+    );
+    assert!(format!("{r:?}").contains("owner"), "{r:?}");
+
+    // Retract with notify, purge, delete with redirect: each notifies bob.
+    ok(&alice.iq(
+        "r1",
+        &format!("<iq type='set' id='r1' to='pubsub.localhost'><pubsub xmlns='{PS}'><retract node='sensors' notify='true'><item id='t2'/></retract></pubsub></iq>"),
+    ));
+    let ev = event(&mut bob);
+    let retract = ev
+        .child("items", EVENT)
+        .and_then(|i| i.child("retract", EVENT))
+        .expect("retract");
+    assert_eq!(retract.attr("id"), Some("t2"));
+    let r = alice.iq(
+        "r2",
+        &format!("<iq type='set' id='r2' to='pubsub.localhost'><pubsub xmlns='{PS}'><retract node='sensors'><item id='nope'/></retract></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "item-not-found");
+    ok(&alice.iq(
+        "pg",
+        &format!("<iq type='set' id='pg' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><purge node='sensors'/></pubsub></iq>"),
+    ));
+    assert!(event(&mut bob).child("purge", EVENT).is_some());
+    let r = bob.iq(
+        "dl0",
+        &format!("<iq type='set' id='dl0' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><delete node='sensors'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "forbidden");
+    ok(&alice.iq(
+        "dl",
+        &format!("<iq type='set' id='dl' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><delete node='sensors'><redirect uri='xmpp:pubsub.localhost?;node=other'/></delete></pubsub></iq>"),
+    ));
+    let ev = event(&mut bob);
+    let del = ev.child("delete", EVENT).expect("delete");
+    assert_eq!(
+        del.child("redirect", EVENT).and_then(|r| r.attr("uri")),
+        Some("xmpp:pubsub.localhost?;node=other")
+    );
+    let r = bob.iq(
+        "i3",
+        &format!("<iq type='get' id='i3' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "item-not-found");
+
+    // Deleted stays deleted across a restart.
+    drop(alice);
+    drop(bob);
+    restart(&mut d);
+    let mut bob = login(&d, "bob", "bob-pw", "sub");
+    let r = bob.iq(
+        "i4",
+        &format!("<iq type='get' id='i4' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "item-not-found");
+}
+
+#[test]
+fn pubsub_access_models_and_errors() {
+    let d = Daemon::start(Options::default());
+    let mut alice = login(&d, "alice", "alice-pw", "a");
+    let mut bob = login(&d, "bob", "bob-pw", "b");
+    let form = |access: &str| {
+        format!(
+            "<x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
+             <field var='pubsub#access_model'><value>{access}</value></field></x>"
+        )
+    };
+    ok(&alice.iq(
+        "w",
+        &format!(
+            "<iq type='set' id='w' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='wl'/><configure>{}</configure></pubsub></iq>",
+            form("whitelist")
+        ),
+    ));
+    let r = bob.iq(
+        "s",
+        &format!("<iq type='set' id='s' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='wl' jid='bob@localhost'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "not-allowed");
+    assert_eq!(app_error(&r), "closed-node");
+    // Make bob a member: now he may subscribe.
+    ok(&alice.iq(
+        "m",
+        &format!("<iq type='set' id='m' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><affiliations node='wl'><affiliation jid='bob@localhost' affiliation='member'/></affiliations></pubsub></iq>"),
+    ));
+    ok(&bob.iq(
+        "s2",
+        &format!("<iq type='set' id='s2' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='wl' jid='bob@localhost/b'/></pubsub></iq>"),
+    ));
+    // Presence model without a presence subscription.
+    ok(&alice.iq(
+        "p",
+        &format!(
+            "<iq type='set' id='p' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='pres'/><configure>{}</configure></pubsub></iq>",
+            form("presence")
+        ),
+    ));
+    let r = bob.iq(
+        "s3",
+        &format!("<iq type='set' id='s3' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='pres' jid='bob@localhost'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "not-authorized");
+    assert_eq!(app_error(&r), "presence-subscription-required");
+    // authorize is not implemented: not-acceptable + unsupported.
+    let r = alice.iq(
+        "a",
+        &format!(
+            "<iq type='set' id='a' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='auth'/><configure>{}</configure></pubsub></iq>",
+            form("authorize")
+        ),
+    );
+    assert_eq!(condition(&r), "not-acceptable");
+    assert_eq!(app_error(&r), "unsupported");
+    // Unknown config field: not-acceptable, and no node left behind.
+    let r = alice.iq(
+        "u",
+        &format!(
+            "<iq type='set' id='u' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='auth'/><configure><x xmlns='jabber:x:data' type='submit'><field var='pubsub#bogus'><value>1</value></field></x></configure></pubsub></iq>"
+        ),
+    );
+    assert_eq!(condition(&r), "not-acceptable");
+    let r = alice.iq(
+        "u2",
+        "<iq type='get' id='u2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='auth'/></iq>",
+    );
+    assert_eq!(condition(&r), "item-not-found");
+    // Auto-create with a failing precondition leaves nothing behind.
+    let r = alice.iq(
+        "ac",
+        &format!(
+            "<iq type='set' id='ac' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='auto'><item><x xmlns='u'/></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PS}#publish-options</value></field><field var='pubsub#nonsense'><value>1</value></field></x></publish-options></pubsub></iq>"
+        ),
+    );
+    assert_eq!(condition(&r), "conflict");
+    assert_eq!(app_error(&r), "precondition-not-met");
+    let r = alice.iq(
+        "ac2",
+        "<iq type='get' id='ac2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='auto'/></iq>",
+    );
+    assert_eq!(condition(&r), "item-not-found");
+    // Unsubscribe when not subscribed.
+    let r = bob.iq(
+        "un",
+        &format!("<iq type='set' id='un' to='pubsub.localhost'><pubsub xmlns='{PS}'><unsubscribe node='pres' jid='bob@localhost'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "unexpected-request");
+    assert_eq!(app_error(&r), "not-subscribed");
+}
+
+/// Python with slixmpp, as `tests/e2e/interop.rs` finds it (`KINGLET_PYTHON`, then the
+/// venv `.ci/run` makes); `KINGLET_SKIP_INTEROP=1` skips knowingly.
+fn python() -> Option<String> {
+    if std::env::var_os("KINGLET_SKIP_INTEROP").is_some() {
+        return None;
+    }
+    let candidates = [
+        std::env::var("KINGLET_PYTHON").ok(),
+        std::env::var("HOME")
+            .ok()
+            .map(|h| format!("{h}/.cache/kinglet-venv/bin/python")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let ok = Command::new(&c)
+            .args(["-c", "import slixmpp"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(c);
+        }
+    }
+    panic!(
+        "slixmpp pubsub interop needs Python with slixmpp (KINGLET_PYTHON); KINGLET_SKIP_INTEROP=1 skips"
+    );
+}
+
+#[test]
+fn slixmpp_xep0060_create_configure_publish_subscribe_retract_purge_delete() {
+    let Some(py) = python() else { return };
+    let d = Daemon::start(Options::default());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/slixmpp_pubsub.py"
+    );
+    let out = Command::new(py)
+        .arg(script)
+        .args(["--host", "127.0.0.1", "--domain", "localhost"])
+        .args(["--port", &d.port.to_string()])
+        .args([
+            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
+        ])
+        .arg("--cafile")
+        .arg(d.cert.as_ref().expect("cert"))
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("passed, 0 failed"),
+        "slixmpp pubsub interop failed:\n{text}\n--- server log ---\n{}",
+        d.log()
+    );
+}

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""XEP-0060 interoperability test for Kinglet, driven by slixmpp's xep_0060 plugin.
+
+Two slixmpp clients log in (STARTTLS, verified certificate). The owner discovers the
+service, creates a node with a configuration form, reads the configuration back, changes
+it, publishes (with and without an item id), retracts, purges and deletes the node, while
+the subscriber subscribes and receives every event through slixmpp's own event handlers
+(`pubsub_publish`, `pubsub_retract`, `pubsub_purge`, `pubsub_delete`). Error cases are
+checked too (conflict on a duplicate create, item-not-found on a missing node).
+
+Output: one `ok <step>` line per passed step and a final
+`slixmpp pubsub: N passed, 0 failed` line (exit 0); on failure a `FAIL <step>: <reason>`
+line, the summary with `1 failed`, and exit status 1. The whole run is bounded by
+--timeout seconds (default 40).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from typing import Any
+
+import slixmpp
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream import ET
+
+PS = "http://jabber.org/protocol/pubsub"
+PAYLOAD_NS = "urn:example:sensor"
+
+
+class StepFailure(Exception):
+    """A step failed; the message is printed after `FAIL <step>:`."""
+
+
+class Peer:
+    """One slixmpp client and the pub-sub events it received."""
+
+    def __init__(self, jid: str, password: str, args: argparse.Namespace):
+        xmpp = slixmpp.ClientXMPP(jid, password, sasl_mech="SCRAM-SHA-256")
+        xmpp.enable_plaintext = False
+        xmpp.enable_direct_tls = False
+        xmpp.enable_starttls = True
+        ctx = ssl.create_default_context(cafile=args.cafile)
+        xmpp.ssl_context = ctx
+        xmpp.register_plugin("xep_0030")
+        xmpp.register_plugin("xep_0004")
+        xmpp.register_plugin("xep_0060")
+        self.xmpp = xmpp
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.started: asyncio.Future = asyncio.get_event_loop().create_future()
+        for name in ("pubsub_publish", "pubsub_retract", "pubsub_purge", "pubsub_delete"):
+            xmpp.add_event_handler(name, self._handler(name))
+        xmpp.add_event_handler("session_start", self._on_start)
+        xmpp.add_event_handler("failed_all_auth", lambda _e: self._fail("authentication failed"))
+
+    def _handler(self, name: str):
+        def on_event(msg: Any) -> None:
+            self.events.put_nowait((name, msg))
+        return on_event
+
+    def _on_start(self, _event: Any) -> None:
+        self.xmpp.send_presence()
+        if not self.started.done():
+            self.started.set_result(True)
+
+    def _fail(self, why: str) -> None:
+        if not self.started.done():
+            self.started.set_exception(StepFailure(why))
+
+    async def start(self, args: argparse.Namespace) -> None:
+        self.xmpp.connect(host=args.host, port=args.port)
+        await asyncio.wait_for(self.started, args.step_timeout)
+
+    @property
+    def ps(self) -> Any:
+        return self.xmpp.plugin["xep_0060"]
+
+    async def expect(self, name: str, timeout: float) -> Any:
+        while True:
+            got, msg = await asyncio.wait_for(self.events.get(), timeout)
+            if got == name:
+                return msg
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.passed = 0
+        self.step = "start"
+
+    def begin(self, step: str) -> None:
+        self.step = step
+
+    def ok(self, detail: str = "") -> None:
+        self.passed += 1
+        print("ok %s%s" % (self.step, (" (%s)" % detail) if detail else ""), flush=True)
+
+    async def steps(self, owner: Peer, sub: Peer) -> None:
+        a = self.args
+        service = "pubsub." + a.domain
+        t = a.step_timeout
+
+        self.begin("login")
+        await owner.start(a)
+        await sub.start(a)
+        self.ok()
+
+        self.begin("disco")
+        items = await owner.xmpp.plugin["xep_0030"].get_items(jid=a.domain, timeout=t)
+        jids = [i[0] for i in items["disco_items"]["items"]]
+        if service not in jids:
+            raise StepFailure("%s not in the domain's disco#items: %s" % (service, jids))
+        info = await owner.xmpp.plugin["xep_0030"].get_info(jid=service, timeout=t)
+        ids = info["disco_info"]["identities"]
+        if not any(c == "pubsub" and ty == "service" for (c, ty, _l, _n) in ids):
+            raise StepFailure("no pubsub/service identity: %s" % (ids,))
+        feats = info["disco_info"]["features"]
+        for f in ("publish", "subscribe", "create-nodes", "config-node", "purge-nodes"):
+            if PS + "#" + f not in feats:
+                raise StepFailure("feature %s not advertised" % f)
+        self.ok()
+
+        self.begin("create-and-configure")
+        form = owner.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="pubsub#title", value="Interop sensors")
+        form.add_field(var="pubsub#max_items", value="5")
+        form.add_field(var="pubsub#notify_retract", value="1")
+        await owner.ps.create_node(service, "interop", config=form, timeout=t)
+        self.ok()
+
+        self.begin("duplicate create is conflict")
+        try:
+            await owner.ps.create_node(service, "interop", timeout=t)
+            raise StepFailure("second create succeeded")
+        except IqError as e:
+            if e.condition != "conflict":
+                raise StepFailure("expected conflict, got %s" % e.condition)
+        self.ok()
+
+        self.begin("get configuration")
+        res = await owner.ps.get_node_config(service, "interop", timeout=t)
+        cfg = res["pubsub_owner"]["configure"]["form"]
+        values = cfg.get_values()
+        if values.get("pubsub#title") != "Interop sensors" or str(values.get("pubsub#max_items")) != "5":
+            raise StepFailure("configuration did not round-trip: %s" % values)
+        self.ok()
+
+        self.begin("set configuration")
+        form = owner.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#node_config")
+        form.add_field(var="pubsub#title", value="Renamed")
+        await owner.ps.set_node_config(service, "interop", form, timeout=t)
+        res = await owner.ps.get_node_config(service, "interop", timeout=t)
+        if res["pubsub_owner"]["configure"]["form"].get_values().get("pubsub#title") != "Renamed":
+            raise StepFailure("title not changed")
+        self.ok()
+
+        self.begin("subscribe")
+        res = await sub.ps.subscribe(service, "interop", timeout=t)
+        state = res["pubsub"]["subscription"]["subscription"]
+        if state != "subscribed":
+            raise StepFailure("subscription state %r" % state)
+        self.ok()
+
+        self.begin("publish with id, subscriber notified")
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "21.5"
+        res = await owner.ps.publish(service, "interop", id="r1", payload=payload, timeout=t)
+        msg = await sub.expect("pubsub_publish", t)
+        item = msg["pubsub_event"]["items"]["item"]
+        got = item["payload"]
+        if item["id"] != "r1" or got is None or got.text != "21.5":
+            raise StepFailure("bad event item: %s" % msg)
+        self.ok()
+
+        self.begin("publish without id")
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "22.0"
+        res = await owner.ps.publish(service, "interop", payload=payload, timeout=t)
+        gen = res["pubsub"]["publish"]["item"]["id"]
+        if not gen:
+            raise StepFailure("no generated item id in the result")
+        msg = await sub.expect("pubsub_publish", t)
+        if msg["pubsub_event"]["items"]["item"]["id"] != gen:
+            raise StepFailure("event id differs from the generated id")
+        self.ok(gen)
+
+        self.begin("publish-options precondition")
+        opts = owner.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        opts.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#publish-options")
+        opts.add_field(var="pubsub#access_model", value="whitelist")
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "0"
+        try:
+            await owner.ps.publish(service, "interop", id="never", payload=payload, options=opts, timeout=t)
+            raise StepFailure("publish with an unmet precondition succeeded")
+        except IqError as e:
+            app = [c.tag for c in e.iq["error"].xml if c.tag.startswith("{%s#errors}" % PS)]
+            if e.condition != "conflict" or not app or not app[0].endswith("precondition-not-met"):
+                raise StepFailure("expected conflict + precondition-not-met, got %s %s" % (e.condition, app))
+        self.ok()
+
+        self.begin("own subscriptions")
+        res = await sub.ps.get_subscriptions(service, timeout=t)
+        nodes = [s["node"] for s in res["pubsub"]["subscriptions"]]
+        if nodes != ["interop"]:
+            raise StepFailure("subscriptions %s" % nodes)
+        self.ok()
+
+        self.begin("get items")
+        res = await sub.ps.get_items(service, "interop", timeout=t)
+        got = [i["id"] for i in res["pubsub"]["items"]]
+        if got != ["r1", gen]:
+            raise StepFailure("items %s" % got)
+        self.ok()
+
+        self.begin("retract, subscriber notified")
+        await owner.ps.retract(service, "interop", "r1", notify=True, timeout=t)
+        msg = await sub.expect("pubsub_retract", t)
+        if msg["pubsub_event"]["items"]["retract"]["id"] != "r1":
+            raise StepFailure("bad retract event: %s" % msg)
+        self.ok()
+
+        self.begin("purge, subscriber notified")
+        await owner.ps.purge(service, "interop", timeout=t)
+        await sub.expect("pubsub_purge", t)
+        res = await sub.ps.get_items(service, "interop", timeout=t)
+        if len(res["pubsub"]["items"]) != 0:
+            raise StepFailure("items left after purge")
+        self.ok()
+
+        self.begin("delete, subscriber notified")
+        await owner.ps.delete_node(service, "interop", timeout=t)
+        await sub.expect("pubsub_delete", t)
+        self.ok()
+
+        self.begin("deleted node is item-not-found")
+        try:
+            await sub.ps.get_items(service, "interop", timeout=t)
+            raise StepFailure("items of a deleted node returned")
+        except IqError as e:
+            if e.condition != "item-not-found":
+                raise StepFailure("expected item-not-found, got %s" % e.condition)
+        self.ok()
+
+
+async def amain(args: argparse.Namespace) -> int:
+    run = Run(args)
+    owner = Peer("%s@%s/owner" % (args.user1, args.domain), args.pass1, args)
+    sub = Peer("%s@%s/sub" % (args.user2, args.domain), args.pass2, args)
+    failure = None
+    try:
+        await asyncio.wait_for(run.steps(owner, sub), args.timeout - 4)
+    except asyncio.TimeoutError:
+        failure = "timeout"
+    except StepFailure as exc:
+        failure = str(exc)
+    except IqError as exc:
+        failure = "iq error %s: %s" % (exc.condition, exc.text)
+    except Exception as exc:  # noqa: BLE001 - any crash is a failed step
+        failure = "unexpected %s: %s" % (type(exc).__name__, exc)
+    for p in (owner, sub):
+        p.xmpp.disconnect()
+    await asyncio.sleep(0.2)
+    if failure is not None:
+        print("FAIL %s: %s" % (run.step, failure), flush=True)
+        print("slixmpp pubsub: %d passed, 1 failed" % run.passed, flush=True)
+        return 1
+    print("slixmpp pubsub: %d passed, 0 failed" % run.passed, flush=True)
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--user1", required=True)
+    p.add_argument("--pass1", required=True)
+    p.add_argument("--user2", required=True)
+    p.add_argument("--pass2", required=True)
+    p.add_argument("--cafile")
+    p.add_argument("--timeout", type=float, default=40.0)
+    p.add_argument("--step-timeout", type=float, default=10.0)
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.cafile and not os.path.isfile(args.cafile):
+        p.error("--cafile %s: no such file" % args.cafile)
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        print("FAIL watchdog: still running after the overall timeout", flush=True)
+        os._exit(1)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(args.timeout) + 5)
+    try:
+        return asyncio.run(amain(args))
+    finally:
+        signal.alarm(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
