@@ -218,7 +218,9 @@ impl FlushInterval {
                 let digits = t.bytes().take_while(u8::is_ascii_digit).count();
                 let (num, unit) = t.split_at(digits);
                 let n: u64 = num.parse().map_err(|_| {
-                    format!("{t:?} is not a duration: write e.g. \"0\", \"500ms\", \"5s\" or \"1m\"")
+                    format!(
+                        "{t:?} is not a duration: write e.g. \"0\", \"500ms\", \"5s\" or \"1m\""
+                    )
                 })?;
                 match unit.trim() {
                     "ms" => Duration::from_millis(n),
@@ -1180,8 +1182,8 @@ admins = ["admin@example.org"]
             ("\"500ms\"", 500),
             ("\"1m\"", 60_000),
         ] {
-            let c = Config::from_toml_str(&format!("[store]\nflush_interval = {v}\n"), None)
-                .expect(v);
+            let c =
+                Config::from_toml_str(&format!("[store]\nflush_interval = {v}\n"), None).expect(v);
             assert_eq!(
                 c.store.flush_interval.duration(),
                 Ok(Duration::from_millis(ms)),

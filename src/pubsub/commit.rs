@@ -190,3 +190,279 @@ pub fn committed(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::outbox::Outbox;
+    use crate::router::Router;
+
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    const ALICE: &str = "alice@localhost/a";
+    const NOW: u64 = 1_700_000_000_000;
+
+    struct NoRoster;
+    impl Directory for NoRoster {
+        fn roster_entry(&self, _: &Jid, _: &Jid) -> Option<(bool, Vec<String>)> {
+            None
+        }
+    }
+
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d =
+                std::env::temp_dir().join(format!("kinglet-commit-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn iq(from: &str, id: &str, ty: &str, to: &str, body: &str) -> Element {
+        Element::parse(&format!(
+            "<iq type='{ty}' id='{id}' from='{from}' to='{to}'>{body}</iq>"
+        ))
+        .expect("test stanza parses")
+    }
+
+    fn create(node: &str) -> String {
+        format!("<pubsub xmlns='{PS}'><create node='{node}'/></pubsub>")
+    }
+
+    fn subscribe(node: &str) -> String {
+        format!("<pubsub xmlns='{PS}'><subscribe node='{node}' jid='{ALICE}'/></pubsub>")
+    }
+
+    fn publish(node: &str, id: &str, text: &str) -> String {
+        format!(
+            "<pubsub xmlns='{PS}'><publish node='{node}'><item id='{id}'><t xmlns='u'>{text}</t></item></publish></pubsub>"
+        )
+    }
+
+    fn items(node: &str) -> String {
+        format!("<pubsub xmlns='{PS}'><items node='{node}'/></pubsub>")
+    }
+
+    struct Service {
+        config: Config,
+        store: Store,
+        engine: Option<Engine>,
+    }
+
+    impl Service {
+        fn new(dir: &Dir, mode: CommitMode) -> Service {
+            let config = Config::default();
+            let store = Store::open(&dir.0, 0).expect("store");
+            store.pubsub_set_mode(mode);
+            let engine = Some(Engine::load(&config, &store).expect("engine"));
+            Service {
+                config,
+                store,
+                engine,
+            }
+        }
+
+        fn send(&mut self, id: &str, ty: &str, body: &str) -> Vec<String> {
+            let from = Jid::parse(ALICE).expect("jid");
+            let e = self.engine.as_mut().expect("service enabled");
+            let stanza = iq(ALICE, id, ty, "pubsub.localhost", body);
+            summary(&e.handle_iq(&NoRoster, &self.store, &from, &stanza, NOW))
+        }
+
+        fn finish(&mut self, result: Result<(), StoreError>) -> Vec<String> {
+            let batch = self.store.pubsub_take().expect("a batch to commit");
+            if result.is_ok() {
+                batch.write().expect("write");
+            }
+            let generation = batch.generation();
+            summary(&committed(
+                &mut self.engine,
+                &self.config,
+                &self.store,
+                generation,
+                result,
+            ))
+        }
+    }
+
+    /// `name:id:type`, or `message:<item ids>` for notifications.
+    fn summary(out: &[Delivery]) -> Vec<String> {
+        out.iter()
+            .map(|d| {
+                let e = Element::parse(&d.stanza).expect("output parses");
+                if e.name == "message" {
+                    format!("message:{}", d.stanza.contains("<item id="))
+                } else {
+                    format!(
+                        "{}:{}:{}",
+                        e.name,
+                        e.attr("id").unwrap_or(""),
+                        e.attr("type").unwrap_or("")
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// DESIGN.md "Durability": a publish result and its notifications go out only once the
+    /// item is on disk; a read in between sees the staged item; outputs keep their order.
+    #[test]
+    fn group_commit_holds_outputs_until_their_batch_is_on_disk() {
+        let dir = Dir::new("hold");
+        let mut s = Service::new(&dir, CommitMode::Group);
+        assert!(s.send("c", "set", &create("n")).is_empty());
+        assert!(s.send("s", "set", &subscribe("n")).is_empty());
+        let first = s.store.pubsub_take().expect("first batch");
+        // While the first batch is in flight: a publish and a read, both held.
+        assert!(s.send("p", "set", &publish("n", "i1", "one")).is_empty());
+        assert!(s.send("r", "get", &items("n")).is_empty());
+        assert_eq!(s.engine.as_ref().map(Engine::held_count), Some(4));
+        first.write().expect("write");
+        let out = committed(
+            &mut s.engine,
+            &s.config,
+            &s.store,
+            first.generation(),
+            Ok(()),
+        );
+        assert_eq!(summary(&out), ["iq:c:result", "iq:s:result"]);
+        // The publish is not on disk yet: nothing about it was sent.
+        assert!(s.store.pubsub_load().expect("load").items.is_empty());
+        let out = s.finish(Ok(()));
+        assert_eq!(out, ["iq:p:result", "message:true", "iq:r:result"]);
+        assert_eq!(s.store.pubsub_load().expect("load").items.len(), 1);
+        // Nothing staged: replies go out at once.
+        assert_eq!(s.send("r2", "get", &items("n")), ["iq:r2:result"]);
+    }
+
+    /// A failed commit: every held request gets internal-server-error, no notification is
+    /// sent, and the engine forgets what the disk does not have.
+    #[test]
+    fn failed_commit_refuses_held_requests_and_reloads_from_disk() {
+        let dir = Dir::new("fail");
+        let mut s = Service::new(&dir, CommitMode::Group);
+        s.send("c", "set", &create("n"));
+        s.send("s", "set", &subscribe("n"));
+        assert_eq!(s.finish(Ok(())), ["iq:c:result", "iq:s:result"]);
+        assert!(s.send("p", "set", &publish("n", "i1", "one")).is_empty());
+        assert!(s.send("m", "set", &create("m")).is_empty());
+        let out = s.finish(Err(StoreError::Full));
+        assert_eq!(out, ["iq:p:error", "iq:m:error"]);
+        assert_eq!(s.engine.as_ref().map(Engine::held_count), Some(0));
+        // Memory equals disk: no item i1, no node m.
+        assert_eq!(s.send("r", "get", &items("n")), ["iq:r:result"]);
+        assert_eq!(s.send("r2", "get", &items("m")), ["iq:r2:error"]);
+        let out = s.send("r3", "get", &items("n"));
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.store.pubsub_load().expect("load").nodes.len(), 1);
+    }
+
+    /// `store.flush_interval`: replies at once, the item readable before the flush.
+    #[test]
+    fn interval_mode_replies_at_once_and_reads_staged_items() {
+        let dir = Dir::new("interval");
+        let mut s = Service::new(&dir, CommitMode::Interval(Duration::from_secs(5)));
+        assert_eq!(s.send("c", "set", &create("n")), ["iq:c:result"]);
+        assert_eq!(
+            s.send("p", "set", &publish("n", "i1", "one")),
+            ["iq:p:result"]
+        );
+        let from = Jid::parse(ALICE).expect("jid");
+        let e = s.engine.as_mut().expect("engine");
+        let out = e.handle_iq(
+            &NoRoster,
+            &s.store,
+            &from,
+            &iq(ALICE, "r", "get", "pubsub.localhost", &items("n")),
+            NOW,
+        );
+        assert!(
+            out[0].stanza.contains("<t xmlns=\"u\">one</t>"),
+            "{:?}",
+            out[0]
+        );
+        assert!(s.store.pubsub_load().expect("load").nodes.is_empty());
+        assert_eq!(s.store.pubsub_flush().expect("flush"), 3);
+        assert_eq!(s.store.pubsub_load().expect("load").items.len(), 1);
+    }
+
+    /// DESIGN.md: "The fsync must not stall other clients". The commit is made slow (the
+    /// writer sleeps 600 ms); meanwhile another client's ping is answered at once, and the
+    /// publisher's result arrives only after the commit.
+    #[test]
+    fn slow_commit_does_not_stall_other_clients() {
+        let dir = Dir::new("stall");
+        let mut config = Config::default();
+        config.data_dir = dir.0.clone();
+        let store = Store::open(&dir.0, 0).expect("store");
+        store.pubsub_set_mode(CommitMode::Group);
+        store.pubsub_test_delay(Duration::from_millis(600));
+        let mut router = Router::new(Rc::new(config), store);
+        let (ob_a, ob_b) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
+        let alice = router
+            .bind("alice", false, Some("a"), 1, ob_a.clone())
+            .expect("bind");
+        let bob = router
+            .bind("bob", true, Some("b"), 2, ob_b.clone())
+            .expect("bind");
+        let shared = crate::net::Shared::new(router, None);
+        let ex = smol::LocalExecutor::new();
+        let committer = ex.spawn(crate::net::committer(shared.clone()));
+        let drained = |ob: &Outbox| {
+            let mut v = Vec::new();
+            ob.drain_into(&mut v);
+            String::from_utf8(v).expect("utf-8")
+        };
+        smol::block_on(ex.run(async {
+            let route = |from: &Jid, e: Element| shared.router.borrow_mut().route(from, e);
+            route(
+                &alice,
+                iq(alice.as_str(), "c", "set", "pubsub.localhost", &create("n")),
+            );
+            // Let the committer take the batch and start its slow write.
+            async_io::Timer::after(Duration::from_millis(100)).await;
+            let t0 = Instant::now();
+            route(
+                &bob,
+                iq(
+                    bob.as_str(),
+                    "ping",
+                    "get",
+                    "localhost",
+                    "<ping xmlns='urn:xmpp:ping'/>",
+                ),
+            );
+            let pong = drained(&ob_b);
+            assert!(
+                pong.contains("id=\"ping\"") && pong.contains("type=\"result\""),
+                "{pong}"
+            );
+            assert!(t0.elapsed() < Duration::from_millis(100));
+            assert!(ob_a.is_empty(), "the create result waits for the commit");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ob_a.is_empty() && Instant::now() < deadline {
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+            let res = drained(&ob_a);
+            assert!(
+                res.contains("id='c'") && res.contains("type='result'"),
+                "{res}"
+            );
+            assert!(
+                t0.elapsed() >= Duration::from_millis(400),
+                "{:?}",
+                t0.elapsed()
+            );
+            shared.router.borrow().store().pubsub_close();
+            committer.await;
+        }));
+    }
+}

@@ -34,8 +34,8 @@ use redb::{Database, Durability, ReadableTable, TableHandle, WriteTransaction};
 pub use error::StoreError;
 pub use pubsub::{ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{Batch, CommitMode, MAX_BATCH_BYTES, MAX_BATCH_OPS};
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
+pub use writer::{Batch, CommitMode, MAX_BATCH_BYTES, MAX_BATCH_OPS};
 
 /// The database's file name inside the data directory.
 pub const DB_FILE_NAME: &str = "kinglet.redb";

@@ -385,22 +385,34 @@ mod tests {
             .expect("stage");
         assert!(store.pubsub_load().expect("load").nodes.is_empty());
         let got = store.pubsub_items("n", &[1]).expect("read");
-        assert_eq!(got[0].as_ref().map(|i| i.payload.as_str()), Some("<a xmlns='u'/>"));
+        assert_eq!(
+            got[0].as_ref().map(|i| i.payload.as_str()),
+            Some("<a xmlns='u'/>")
+        );
         let batch = store.pubsub_take().expect("batch");
-        assert!(store.pubsub_take().is_none(), "one commit in flight at a time");
+        assert!(
+            store.pubsub_take().is_none(),
+            "one commit in flight at a time"
+        );
         // Staged while the first batch is in flight: the newest version wins.
         store
             .pubsub_stage(&[item("n", 1, "<b xmlns='u'/>")])
             .expect("stage");
         let got = store.pubsub_items("n", &[1]).expect("read");
-        assert_eq!(got[0].as_ref().map(|i| i.payload.as_str()), Some("<b xmlns='u'/>"));
+        assert_eq!(
+            got[0].as_ref().map(|i| i.payload.as_str()),
+            Some("<b xmlns='u'/>")
+        );
         batch.write().expect("write");
         store.pubsub_done(batch.generation(), true);
         assert_eq!(store.pubsub_load().expect("load").nodes.len(), 1);
         assert_eq!(store.pubsub_flush().expect("flush"), 1);
         store.pubsub_set_mode(CommitMode::Inline);
         let got = store.pubsub_items("n", &[1]).expect("read");
-        assert_eq!(got[0].as_ref().map(|i| i.payload.as_str()), Some("<b xmlns='u'/>"));
+        assert_eq!(
+            got[0].as_ref().map(|i| i.payload.as_str()),
+            Some("<b xmlns='u'/>")
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -423,7 +435,9 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
         assert!(store.pubsub_take().is_none(), "nothing was staged");
-        let ops: Vec<PubsubOp> = (0..MAX_BATCH_OPS as u64).map(|s| item("n", s, "")).collect();
+        let ops: Vec<PubsubOp> = (0..MAX_BATCH_OPS as u64)
+            .map(|s| item("n", s, ""))
+            .collect();
         store.pubsub_stage(&ops).expect("fills the batch");
         assert!(matches!(
             store.pubsub_stage(&[item("n", 0, "")]),
@@ -433,7 +447,10 @@ mod tests {
         let batch = store.pubsub_take().expect("batch");
         assert_eq!(batch.len(), MAX_BATCH_OPS);
         store.pubsub_done(batch.generation(), false);
-        assert!(store.pubsub_take().is_none(), "a failed commit drops the pending batch");
+        assert!(
+            store.pubsub_take().is_none(),
+            "a failed commit drops the pending batch"
+        );
         store.pubsub_throttle(true);
         assert!(store.pubsub_stage(&[item("n", 0, "")]).is_err());
         drop(store);
