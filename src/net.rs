@@ -386,6 +386,8 @@ pub async fn committer(shared: Rc<Shared>) {
         return;
     }
     let work = || std::future::poll_fn(|cx| shared.router.borrow().store().pubsub_poll_work(cx));
+    // Totals for the log line at stop: transactions (fsyncs), ops, and time spent in them.
+    let (mut commits, mut total_ops, mut busy) = (0u64, 0u64, Duration::ZERO);
     loop {
         match mode {
             CommitMode::Interval(every) => {
@@ -408,8 +410,11 @@ pub async fn committer(shared: Rc<Shared>) {
             let result = if batch.is_empty() {
                 Ok(())
             } else {
+                commits += 1;
+                total_ops += ops as u64;
                 smol::unblock(move || batch.write()).await
             };
+            busy += started.elapsed();
             tracing::trace!(
                 generation,
                 ops,
@@ -422,6 +427,12 @@ pub async fn committer(shared: Rc<Shared>) {
                 .pubsub_committed(generation, result);
         }
         if closing {
+            tracing::info!(
+                commits,
+                ops = total_ops,
+                busy_ms = busy.as_millis() as u64,
+                "pub-sub committer stopped"
+            );
             return;
         }
     }

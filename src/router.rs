@@ -494,13 +494,15 @@ impl Router {
         generation: u64,
         result: Result<(), crate::store::StoreError>,
     ) {
-        let out = crate::pubsub::committed(
-            &mut self.pubsub,
+        let (engine, out) = crate::pubsub::committed(
+            self.pubsub.take(),
+            &*self,
             &self.config,
             &self.store,
             generation,
             result,
         );
+        self.pubsub = engine;
         self.pubsub_deliver(out);
     }
 

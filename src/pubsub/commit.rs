@@ -12,8 +12,12 @@
 //! notifications are dropped, and the engine is reloaded from the file so that memory
 //! equals disk again).
 //!
-//! Bound: at most [`MAX_HELD_BYTES`] of held stanza text; beyond it, new changes are
-//! refused with `resource-constraint` (wait) until a commit releases some.
+//! Bounds and back-pressure: at most about [`MAX_HELD_BYTES`] of held outputs. Beyond it
+//! (a fast publisher to many subscribers outruns the disk), new pub-sub requests are
+//! *deferred*: kept unprocessed, in arrival order, and handled when a commit releases
+//! held outputs; other traffic is not affected. At most [`MAX_DEFERRED`] requests and
+//! [`MAX_DEFERRED_BYTES`] of parsed stanzas are deferred; beyond that a request is refused
+//! with `resource-constraint` (wait).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -25,8 +29,13 @@ use crate::proto::{self, Condition, StanzaError};
 use crate::store::{CommitMode, Store, StoreError};
 use crate::xml::{Element, NS_CLIENT};
 
-/// Most bytes of stanza text held for pending commits.
-pub const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes of outputs (stanza text plus about 64 bytes per delivery) held for pending
+/// commits before requests are deferred.
+pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
+/// Most pub-sub requests deferred while the held outputs are at their bound.
+pub const MAX_DEFERRED: usize = 1024;
+/// Most bytes of deferred requests (parsed stanzas, [`Element::heap_size`]).
+pub const MAX_DEFERRED_BYTES: usize = 4 * 1024 * 1024;
 
 /// The request a held reply answers, to build its error if the commit fails.
 #[derive(Debug)]
@@ -45,11 +54,22 @@ struct Waiting {
     bytes: usize,
 }
 
-/// Outputs held for pending commits, oldest first.
+/// A request not yet handled (back-pressure).
+#[derive(Debug)]
+struct Deferred {
+    from: Jid,
+    iq: Element,
+    now_ms: u64,
+    bytes: usize,
+}
+
+/// Outputs held for pending commits, oldest first, and deferred requests.
 #[derive(Debug, Default)]
 pub(super) struct Held {
     queue: VecDeque<Waiting>,
     bytes: usize,
+    deferred: VecDeque<Deferred>,
+    deferred_bytes: usize,
 }
 
 impl Engine {
@@ -65,7 +85,21 @@ impl Engine {
         iq: &Element,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        store.pubsub_throttle(self.held.bytes > MAX_HELD_BYTES);
+        if self.held.bytes > MAX_HELD_BYTES || !self.held.deferred.is_empty() {
+            return self.defer(from, iq, now_ms);
+        }
+        self.handle_iq_held(dir, store, from, iq, now_ms)
+    }
+
+    /// Handles a request, holding its outputs if changes are waiting for the disk.
+    fn handle_iq_held(
+        &mut self,
+        dir: &dyn Directory,
+        store: &Store,
+        from: &Jid,
+        iq: &Element,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
         let out = self.handle_iq_now(dir, store, from, iq, now_ms);
         let Some(generation) = store.pubsub_hold_generation() else {
             return out;
@@ -94,8 +128,50 @@ impl Engine {
         }
     }
 
+    /// Keeps a request for later ([`committed`] handles it), or refuses it when the
+    /// deferred queue is full.
+    fn defer(&mut self, from: &Jid, iq: &Element, now_ms: u64) -> Vec<Delivery> {
+        let bytes = iq.heap_size() + 64;
+        let d = &mut self.held;
+        if d.deferred.len() >= MAX_DEFERRED || d.deferred_bytes + bytes > MAX_DEFERRED_BYTES {
+            tracing::warn!(from = %from, "pub-sub request refused: too many requests wait for the disk");
+            let err = super::PubSubError::Backlog.to_stanza_error();
+            return proto::error_reply(iq, &err)
+                .map(|r| Delivery {
+                    to: from.clone(),
+                    stanza: Rc::from(r.to_string_in_stream()),
+                })
+                .into_iter()
+                .collect();
+        }
+        d.deferred_bytes += bytes;
+        d.deferred.push_back(Deferred {
+            from: from.clone(),
+            iq: iq.clone(),
+            now_ms,
+            bytes,
+        });
+        Vec::new()
+    }
+
+    /// Handles deferred requests while the held outputs are below their bound.
+    fn resume(&mut self, dir: &dyn Directory, store: &Store) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while self.held.bytes <= MAX_HELD_BYTES {
+            let Some(d) = self.held.deferred.pop_front() else {
+                break;
+            };
+            self.held.deferred_bytes -= d.bytes;
+            out.extend(self.handle_iq_held(dir, store, &d.from, &d.iq, d.now_ms));
+        }
+        out
+    }
+
     fn hold(&mut self, generation: u64, request: Option<Request>, out: Vec<Delivery>) {
-        let bytes = out.iter().map(|d| d.stanza.len()).sum();
+        let bytes = out
+            .iter()
+            .map(|d| d.stanza.len() + d.to.as_str().len() + 64)
+            .sum();
         self.held.bytes += bytes;
         self.held.queue.push_back(Waiting {
             generation,
@@ -108,6 +184,11 @@ impl Engine {
     /// Number of held requests and presence deliveries (for tests and metrics).
     pub fn held_count(&self) -> usize {
         self.held.queue.len()
+    }
+
+    /// Number of deferred requests (for tests and metrics).
+    pub fn deferred_count(&self) -> usize {
+        self.held.deferred.len()
     }
 
     /// Releases the outputs of every generation up to `generation`, in order.
@@ -152,43 +233,54 @@ impl Engine {
     }
 }
 
-/// The commit of `generation` ended with `result`: returns the outputs to deliver. On
-/// failure the pending changes are discarded and `engine` is reloaded from `store` (set
-/// to `None`, service disabled, if even that fails).
+/// The commit of `generation` ended with `result`: returns the engine and the outputs to
+/// deliver, then handles deferred requests. On failure the pending changes are discarded
+/// and the engine is reloaded from `store` (`None`, service disabled, if even that fails).
 pub fn committed(
-    engine: &mut Option<Engine>,
+    engine: Option<Engine>,
+    dir: &dyn Directory,
     config: &Config,
     store: &Store,
     generation: u64,
     result: Result<(), StoreError>,
-) -> Vec<Delivery> {
+) -> (Option<Engine>, Vec<Delivery>) {
     store.pubsub_done(generation, result.is_ok());
-    let Err(e) = result else {
-        return engine
-            .as_mut()
-            .map(|e| e.release(generation))
-            .unwrap_or_default();
+    let Some(mut engine) = engine else {
+        return (None, Vec::new());
     };
-    let lost = match store.pubsub_mode() {
-        CommitMode::Interval(_) => "changes acknowledged since the previous flush are lost",
-        _ => "the waiting requests were refused with internal-server-error",
-    };
-    tracing::error!(
-        error = %e,
-        data = %store.path().display(),
-        "pub-sub commit failed: {lost}; the service reloads its state from the database. \
-         Check the disk (space, read-only remount, I/O errors in the kernel log) and restart \
-         kinglet once it is fixed"
-    );
-    let out = engine.as_mut().map(Engine::fail_all).unwrap_or_default();
-    match Engine::load(config, store) {
-        Ok(fresh) => *engine = Some(fresh),
+    let mut out = match result {
+        Ok(()) => engine.release(generation),
         Err(e) => {
-            tracing::error!(error = %e, "pub-sub state cannot be reloaded: service disabled");
-            *engine = None;
+            let lost = match store.pubsub_mode() {
+                CommitMode::Interval(_) => "changes acknowledged since the previous flush are lost",
+                _ => "the waiting requests were refused with internal-server-error",
+            };
+            tracing::error!(
+                error = %e,
+                data = %store.path().display(),
+                "pub-sub commit failed: {lost}; the service reloads its state from the \
+                 database. Check the disk (space, read-only remount, I/O errors in the kernel \
+                 log) and restart kinglet once it is fixed"
+            );
+            let out = engine.fail_all();
+            let deferred = std::mem::take(&mut engine.held.deferred);
+            let deferred_bytes = engine.held.deferred_bytes;
+            match Engine::load(config, store) {
+                Ok(fresh) => {
+                    engine = fresh;
+                    engine.held.deferred = deferred;
+                    engine.held.deferred_bytes = deferred_bytes;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "pub-sub state cannot be reloaded: service disabled");
+                    return (None, out);
+                }
+            }
+            out
         }
-    }
-    out
+    };
+    out.extend(engine.resume(dir, store));
+    (Some(engine), out)
 }
 
 #[cfg(test)]
@@ -283,13 +375,20 @@ mod tests {
                 batch.write().expect("write");
             }
             let generation = batch.generation();
-            summary(&committed(
-                &mut self.engine,
+            summary(&self.committed(generation, result))
+        }
+
+        fn committed(&mut self, generation: u64, result: Result<(), StoreError>) -> Vec<Delivery> {
+            let (engine, out) = committed(
+                self.engine.take(),
+                &NoRoster,
                 &self.config,
                 &self.store,
                 generation,
                 result,
-            ))
+            );
+            self.engine = engine;
+            out
         }
     }
 
@@ -326,13 +425,7 @@ mod tests {
         assert!(s.send("r", "get", &items("n")).is_empty());
         assert_eq!(s.engine.as_ref().map(Engine::held_count), Some(4));
         first.write().expect("write");
-        let out = committed(
-            &mut s.engine,
-            &s.config,
-            &s.store,
-            first.generation(),
-            Ok(()),
-        );
+        let out = s.committed(first.generation(), Ok(()));
         assert_eq!(summary(&out), ["iq:c:result", "iq:s:result"]);
         // The publish is not on disk yet: nothing about it was sent.
         assert!(s.store.pubsub_load().expect("load").items.is_empty());
@@ -363,6 +456,48 @@ mod tests {
         let out = s.send("r3", "get", &items("n"));
         assert_eq!(out.len(), 1);
         assert_eq!(s.store.pubsub_load().expect("load").nodes.len(), 1);
+    }
+
+    /// Back-pressure: once the held outputs pass MAX_HELD_BYTES, requests wait unhandled
+    /// (in order) until a commit releases outputs; a full deferred queue refuses with
+    /// resource-constraint.
+    #[test]
+    fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
+        let dir = Dir::new("defer");
+        let mut s = Service::new(&dir, CommitMode::Group);
+        s.send("c", "set", &create("n"));
+        s.finish(Ok(()));
+        for i in 0..1000 {
+            let who = format!("u{i}@localhost/r");
+            let from = Jid::parse(&who).expect("jid");
+            let body = format!("<pubsub xmlns='{PS}'><subscribe node='n' jid='{who}'/></pubsub>");
+            let stanza = iq(&who, "s", "set", "pubsub.localhost", &body);
+            let e = s.engine.as_mut().expect("engine");
+            e.handle_iq(&NoRoster, &s.store, &from, &stanza, NOW);
+        }
+        s.finish(Ok(()));
+        // 1000 notifications of about 9 KiB: one publish fills the bound.
+        let big = "x".repeat(9000);
+        assert!(s.send("p1", "set", &publish("n", "i1", &big)).is_empty());
+        assert!(s.send("p2", "set", &publish("n", "i2", &big)).is_empty());
+        assert!(s.send("r", "get", &items("n")).is_empty());
+        let e = s.engine.as_ref().expect("engine");
+        assert_eq!((e.held_count(), e.deferred_count()), (1, 2));
+        let out = s.finish(Ok(()));
+        // p1 released (reply and 1000 notifications), p2 handled and held, r after it.
+        assert_eq!(out.len(), 1001);
+        assert_eq!(out[0], "iq:p1:result");
+        let e = s.engine.as_ref().expect("engine");
+        assert_eq!((e.held_count(), e.deferred_count()), (1, 1));
+        for i in 0..MAX_DEFERRED - 1 {
+            assert!(s.send(&format!("d{i}"), "get", &items("n")).is_empty());
+        }
+        assert_eq!(s.send("over", "get", &items("n")), ["iq:over:error"]);
+        let out = s.finish(Ok(()));
+        assert_eq!(out[0], "iq:p2:result");
+        assert_eq!(out[1001], "iq:r:result");
+        assert_eq!(out.len(), 1002 + MAX_DEFERRED - 1);
+        assert_eq!(s.engine.as_ref().map(Engine::deferred_count), Some(0));
     }
 
     /// `store.flush_interval`: replies at once, the item readable before the flush.

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-pub use commit::{MAX_HELD_BYTES, committed};
+pub use commit::{MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed};
 pub use config::{AccessModel, NodeConfig, NodeFull, PublishModel, SendLast};
 pub use error::PubSubError;
 

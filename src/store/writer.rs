@@ -88,8 +88,6 @@ pub(crate) struct Staging {
     in_flight: Option<Arc<Staged>>,
     /// Replies wait for `generation`: commit it even if it holds no op.
     barrier: bool,
-    /// Refuse new changes (the engine holds too many replies).
-    throttled: bool,
     /// Shutting down: the committer takes what is pending and stops.
     closing: bool,
     waker: Option<Waker>,
@@ -106,7 +104,6 @@ impl Default for Staging {
             pending: Staged::default(),
             in_flight: None,
             barrier: false,
-            throttled: false,
             closing: false,
             waker: None,
             #[cfg(test)]
@@ -189,8 +186,8 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::Invalid`] for a field that does not fit its layout;
-    /// [`StoreError::LimitReached`] when the pending batch is full (or the engine asked
-    /// for back-pressure, [`Store::pubsub_throttle`]); in inline mode, I/O and redb errors.
+    /// [`StoreError::LimitReached`] when the pending batch is full; in inline mode, I/O
+    /// and redb errors.
     pub fn pubsub_stage(&self, ops: &[PubsubOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
@@ -202,7 +199,7 @@ impl Store {
         let mut st = self.staging.borrow_mut();
         let p = &st.pending;
         let over = p.ops.len() + ops.len() > MAX_BATCH_OPS || p.bytes + bytes > MAX_BATCH_BYTES;
-        if st.throttled || (over && !p.ops.is_empty()) {
+        if over && !p.ops.is_empty() {
             st.wake();
             return Err(StoreError::LimitReached {
                 what: "pub-sub changes waiting for commit",
@@ -238,11 +235,6 @@ impl Store {
             st.wake();
         }
         Some(st.generation)
-    }
-
-    /// Back-pressure: while on, [`Store::pubsub_stage`] refuses changes.
-    pub fn pubsub_throttle(&self, on: bool) {
-        self.staging.borrow_mut().throttled = on;
     }
 
     /// Ready when the committer has work and no commit is in flight: in group mode any
@@ -443,7 +435,6 @@ mod tests {
             store.pubsub_stage(&[item("n", 0, "")]),
             Err(StoreError::LimitReached { .. })
         ));
-        store.pubsub_throttle(false);
         let batch = store.pubsub_take().expect("batch");
         assert_eq!(batch.len(), MAX_BATCH_OPS);
         store.pubsub_done(batch.generation(), false);
@@ -451,8 +442,6 @@ mod tests {
             store.pubsub_take().is_none(),
             "a failed commit drops the pending batch"
         );
-        store.pubsub_throttle(true);
-        assert!(store.pubsub_stage(&[item("n", 0, "")]).is_err());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
