@@ -101,6 +101,10 @@ impl Engine {
         now_ms: u64,
     ) -> Vec<Delivery> {
         let out = self.handle_iq_now(dir, store, from, iq, now_ms);
+        if out.is_empty() {
+            // An IQ result or error to the service: nothing to answer, nothing staged.
+            return out;
+        }
         let Some(generation) = store.pubsub_hold_generation() else {
             return out;
         };
@@ -535,8 +539,10 @@ mod tests {
     #[test]
     fn slow_commit_does_not_stall_other_clients() {
         let dir = Dir::new("stall");
-        let mut config = Config::default();
-        config.data_dir = dir.0.clone();
+        let config = Config {
+            data_dir: dir.0.clone(),
+            ..Config::default()
+        };
         let store = Store::open(&dir.0, 0).expect("store");
         store.pubsub_set_mode(CommitMode::Group);
         store.pubsub_test_delay(Duration::from_millis(600));

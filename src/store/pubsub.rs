@@ -4,10 +4,12 @@
 //! `(field var, value)` pairs of their `pubsub#node_config` form (so a later build that
 //! knows more fields reads old rows unchanged), and item payloads as opaque UTF-8 text.
 //!
-//! Every change is a batch of [`PubsubOp`]s applied by [`Store::pubsub_apply`] in one
-//! durable redb transaction: the engine builds the batch, commits it, and only then changes
-//! its memory and answers the client. So a create-and-publish (auto-create) either leaves
-//! both the node and the item or neither.
+//! Every change is a batch of [`PubsubOp`]s applied in one durable redb transaction: the
+//! engine builds the batch and stages it ([`Store::pubsub_stage`], which checks it; the
+//! daemon commits staged batches in groups, `writer.rs`) before it changes its memory,
+//! and answers the client once the batch is on disk. A batch is never split across
+//! transactions, so a create-and-publish (auto-create) either leaves both the node and
+//! the item or neither.
 //!
 //! # Layouts (all integers big-endian; see `docs/storage.md`)
 //!
