@@ -5,6 +5,9 @@
 //! readable, its outbox, and its session's deadline. Reads go into one scratch buffer shared
 //! by the whole thread (the framer keeps only an incomplete element), so an idle connection
 //! holds no read buffer at all. Writes are bounded by `write_timeout_secs`.
+//!
+//! [`committer`] is the one task that is not a connection: it commits staged pub-sub
+//! changes on a blocking thread, so the fsync never runs on this event loop.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
