@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -29,6 +30,10 @@ pub const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
 pub const MIN_CACHE_BYTES: usize = 64 * 1024;
 /// Largest accepted `store.cache_bytes` (1 GiB, which is redb's own default).
 pub const MAX_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+/// Longest accepted `store.flush_interval` (one hour).
+pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest non-zero `store.flush_interval` (10 ms).
+pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest accepted `log_level` string, in bytes.
 pub const MAX_LOG_LEVEL_BYTES: usize = 1024;
 
@@ -175,6 +180,68 @@ pub struct StoreCfg {
     pub max_bytes: u64,
     /// What a publish does when the item budget is full. Default `evict-oldest`.
     pub full_policy: FullPolicy,
+    /// How often pub-sub changes are flushed to disk. `0` (the default): durable group
+    /// commit, every publish result means the item is on disk. A duration (`"500ms"`,
+    /// `"5s"`, `"1m"`, or integer seconds): replies go out at once and changes are
+    /// committed every interval and at a clean shutdown, so a power loss loses at most the
+    /// last interval. Accepted: 0 or 10 ms..=1 h.
+    pub flush_interval: FlushInterval,
+}
+
+/// `store.flush_interval`: integer seconds or a duration string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlushInterval {
+    /// Whole seconds (`5`).
+    Seconds(u64),
+    /// A number with an optional unit `ms`, `s` or `m` (`"0"`, `"500ms"`, `"5s"`, `"1m"`).
+    Text(String),
+}
+
+impl Default for FlushInterval {
+    fn default() -> Self {
+        FlushInterval::Seconds(0)
+    }
+}
+
+impl FlushInterval {
+    /// The interval; zero means durable group commit.
+    ///
+    /// # Errors
+    ///
+    /// A malformed string or a value outside 0 or 10 ms..=1 h, as a message for the operator.
+    pub fn duration(&self) -> Result<Duration, String> {
+        let d = match self {
+            FlushInterval::Seconds(s) => Duration::from_secs(*s),
+            FlushInterval::Text(t) => {
+                let t = t.trim();
+                let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+                let (num, unit) = t.split_at(digits);
+                let n: u64 = num.parse().map_err(|_| {
+                    format!(
+                        "{t:?} is not a duration: write e.g. \"0\", \"500ms\", \"5s\" or \"1m\""
+                    )
+                })?;
+                match unit.trim() {
+                    "ms" => Duration::from_millis(n),
+                    "" | "s" => Duration::from_secs(n),
+                    "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+                    u => {
+                        return Err(format!(
+                            "unknown unit {u:?} in {t:?}: use ms, s or m (e.g. \"5s\")"
+                        ));
+                    }
+                }
+            }
+        };
+        if !d.is_zero() && !(MIN_FLUSH_INTERVAL..=MAX_FLUSH_INTERVAL).contains(&d) {
+            return Err(format!(
+                "{} ms is out of range: must be 0 (durable group commit) or between 10 ms and 1 h",
+                d.as_millis()
+            ));
+        }
+        Ok(d)
+    }
 }
 
 /// What happens when `store.max_bytes` is reached.
@@ -238,6 +305,7 @@ impl Default for StoreCfg {
             cache_bytes: 4 * 1024 * 1024,
             max_bytes: 32 * 1024 * 1024,
             full_policy: FullPolicy::EvictOldest,
+            flush_interval: FlushInterval::default(),
         }
     }
 }
@@ -407,6 +475,10 @@ impl Config {
                 ),
             ));
         }
+        self.store
+            .flush_interval
+            .duration()
+            .map_err(|m| ConfigError::new(Some("store.flush_interval"), m))?;
         self.validate_pubsub()?;
         self.limits
             .validate()
@@ -1102,6 +1174,29 @@ admins = ["admin@example.org"]
         let c = Config::from_toml_str("[store]\nmax_bytes = 0\nfull_policy = \"reject\"\n", None)
             .expect("valid");
         assert_eq!(c.store.full_policy, FullPolicy::Reject);
+        for (v, ms) in [
+            ("0", 0),
+            ("\"0\"", 0),
+            ("5", 5000),
+            ("\"5s\"", 5000),
+            ("\"500ms\"", 500),
+            ("\"1m\"", 60_000),
+        ] {
+            let c =
+                Config::from_toml_str(&format!("[store]\nflush_interval = {v}\n"), None).expect(v);
+            assert_eq!(
+                c.store.flush_interval.duration(),
+                Ok(Duration::from_millis(ms)),
+                "{v}"
+            );
+        }
+        for bad in ["\"5x\"", "\"soon\"", "\"1ms\"", "7200", "-1", "1.5"] {
+            assert_eq!(
+                err_key(&format!("[store]\nflush_interval = {bad}\n")),
+                "store.flush_interval",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! 2. `READY=1` to `NOTIFY_SOCKET` (systemd `Type=notify`; a no-op under procd or a shell),
 //!    and a watchdog task pinging `WATCHDOG=1` every `WATCHDOG_USEC / 2` from the event loop;
 //! 3. SIGHUP reloads the TLS certificate and log level ([`crate::signals`]);
-//! 4. SIGTERM or SIGINT: `STOPPING=1`, the listeners close, every connection task is
-//!    dropped (closing its socket), the store is closed cleanly, and [`run`] returns `Ok`, so
-//!    the process exits 0 well within procd's 5 s `term_timeout`.
+//! 4. SIGTERM or SIGINT: `STOPPING=1`, the listeners close, the pub-sub committer commits
+//!    what is pending and stops, every connection task is dropped (closing its socket), the
+//!    last staged changes are flushed, the store is closed cleanly, and [`run`] returns
+//!    `Ok`, so the process exits 0 well within procd's 5 s `term_timeout`.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ use crate::net::{self, Shared};
 use crate::notify::{self, Notifier};
 use crate::router::Router;
 use crate::signals;
-use crate::store::Store;
+use crate::store::{CommitMode, Store};
 
 /// Start-up failures, each with the sysexits code the process exits with.
 #[derive(Debug)]
@@ -138,6 +139,13 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     let reload_config = config.clone();
     let config = Rc::new(config);
     tracing::info!(domain = %config.domain, data = %store.path().display(), "kinglet {} started", env!("CARGO_PKG_VERSION"));
+    // Pub-sub changes are committed off the event loop ([`net::committer`]).
+    let every = config.store.flush_interval.duration().unwrap_or_default();
+    store.pubsub_set_mode(if every.is_zero() {
+        CommitMode::Group
+    } else {
+        CommitMode::Interval(every)
+    });
     let shared = Shared::new(Router::new(config.clone(), store), tls);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
     // Invariant: the listener tasks are the only holders of `ex` besides this function; they
@@ -147,6 +155,7 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     for (l, direct) in listeners {
         tasks.push(ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct)));
     }
+    let committer = ex.spawn(net::committer(shared.clone()));
     let notifier = notifier.map(Rc::new);
     if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
         tracing::info!(
@@ -182,10 +191,19 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
         for t in tasks {
             t.cancel().await;
         }
+        // The committer finishes the commit in flight, commits what is pending and stops.
+        shared.router.borrow().store().pubsub_close();
+        committer.await;
     }));
     // Dropping the executor drops every remaining (connection) task: their sockets close and
     // their handles on `shared` go away, so the router and the store are dropped below.
     drop(ex);
+    // Changes staged while the committer stopped (connections were still served).
+    match shared.router.borrow().store().pubsub_flush() {
+        Ok(0) => {}
+        Ok(ops) => tracing::info!(ops, "flushed the last pub-sub changes"),
+        Err(e) => tracing::error!(error = %e, "the last pub-sub changes could not be saved"),
+    }
     match Rc::try_unwrap(shared) {
         Ok(shared) => drop(shared),
         Err(_) => tracing::warn!("shared state still referenced at shutdown"),

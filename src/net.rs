@@ -5,6 +5,9 @@
 //! readable, its outbox, and its session's deadline. Reads go into one scratch buffer shared
 //! by the whole thread (the framer keeps only an incomplete element), so an idle connection
 //! holds no read buffer at all. Writes are bounded by `write_timeout_secs`.
+//!
+//! [`committer`] is the one task that is not a connection: it commits staged pub-sub
+//! changes on a blocking thread, so the fsync never runs on this event loop.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -369,4 +372,71 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
         let _ = tls.write_tls(&mut conn.io.get_ref());
     }
     tracing::debug!(conn = id, "connection closed");
+}
+
+/// The pub-sub group committer (see `store::writer`): waits for staged changes, commits
+/// them in one redb transaction on a blocking thread (so the fsync never stalls the event
+/// loop: other clients are served meanwhile), and hands the outcome to the router, which
+/// releases the held replies and notifications. In interval mode it commits every
+/// interval, or sooner when a batch is full. After [`Store::pubsub_close`] it commits what
+/// is pending once more and returns.
+///
+/// [`Store::pubsub_close`]: crate::store::Store::pubsub_close
+pub async fn committer(shared: Rc<Shared>) {
+    use crate::store::CommitMode;
+    let mode = shared.router.borrow().store().pubsub_mode();
+    if mode == CommitMode::Inline {
+        return;
+    }
+    let work = || std::future::poll_fn(|cx| shared.router.borrow().store().pubsub_poll_work(cx));
+    // Totals for the log line at stop: transactions (fsyncs), ops, and time spent in them.
+    let (mut commits, mut total_ops, mut busy) = (0u64, 0u64, Duration::ZERO);
+    loop {
+        match mode {
+            CommitMode::Interval(every) => {
+                smol::future::or(
+                    async {
+                        Timer::after(every).await;
+                    },
+                    work(),
+                )
+                .await;
+            }
+            _ => work().await,
+        }
+        let closing = shared.router.borrow().store().pubsub_closing();
+        let batch = shared.router.borrow().store().pubsub_take();
+        if let Some(batch) = batch {
+            let generation = batch.generation();
+            let ops = batch.len();
+            let started = Instant::now();
+            let result = if batch.is_empty() {
+                Ok(())
+            } else {
+                commits += 1;
+                total_ops += ops as u64;
+                smol::unblock(move || batch.write()).await
+            };
+            busy += started.elapsed();
+            tracing::trace!(
+                generation,
+                ops,
+                micros = started.elapsed().as_micros() as u64,
+                "pub-sub batch committed"
+            );
+            shared
+                .router
+                .borrow_mut()
+                .pubsub_committed(generation, result);
+        }
+        if closing {
+            tracing::info!(
+                commits,
+                ops = total_ops,
+                busy_ms = busy.as_millis() as u64,
+                "pub-sub committer stopped"
+            );
+            return;
+        }
+    }
 }

@@ -487,6 +487,25 @@ impl Router {
         self.pubsub_deliver(out);
     }
 
+    /// A pub-sub group commit of `generation` ended (called by the committer task):
+    /// delivers the outputs it released, or the errors of the requests it failed.
+    pub fn pubsub_committed(
+        &mut self,
+        generation: u64,
+        result: Result<(), crate::store::StoreError>,
+    ) {
+        let (engine, out) = crate::pubsub::committed(
+            self.pubsub.take(),
+            &*self,
+            &self.config,
+            &self.store,
+            generation,
+            result,
+        );
+        self.pubsub = engine;
+        self.pubsub_deliver(out);
+    }
+
     /// Delivers engine output: to one resource (full JID) or to every available resource
     /// of a local account (bare JID).
     fn pubsub_deliver(&self, out: Vec<crate::pubsub::Delivery>) {

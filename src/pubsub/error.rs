@@ -79,6 +79,9 @@ pub enum PubSubError {
     SubscriptionsDisabled,
     /// The store failed: `internal-server-error` (details are logged, not sent).
     Internal,
+    /// Too many changes are waiting for the disk (the group commit's bounds):
+    /// `resource-constraint` (wait); retrying later works.
+    Backlog,
 }
 
 impl fmt::Display for PubSubError {
@@ -114,6 +117,7 @@ impl fmt::Display for PubSubError {
             Self::TooManySubscriptions => f.write_str("the node has too many subscriptions"),
             Self::SubscriptionsDisabled => f.write_str("the node does not allow subscriptions"),
             Self::Internal => f.write_str("internal error"),
+            Self::Backlog => f.write_str("too many changes are waiting for the disk"),
         }
     }
 }
@@ -163,6 +167,7 @@ impl PubSubError {
             Self::TooManySubscriptions => (C::PolicyViolation, app("too-many-subscriptions")),
             Self::SubscriptionsDisabled => (C::NotAllowed, None),
             Self::Internal => (C::InternalServerError, None),
+            Self::Backlog => (C::ResourceConstraint, None),
         };
         let mut e = StanzaError::new(cond).with_text(self.to_string());
         // The error types of XEP-0060's examples where they differ from RFC 6120's.

@@ -10,9 +10,12 @@
 //!
 //! Nodes, their configuration, subscriptions, affiliations and an index of their items
 //! (sequence, id, time) live in memory, loaded at start; item payloads live in redb, except
-//! the last item of every node, which is cached. Every change is one durable store batch
-//! ([`crate::store::PubsubOp`]) committed *before* memory changes and before the reply:
-//! a publish result means the item is on disk, and a failed commit changes nothing.
+//! the last item of every node, which is cached. Every change is one store batch
+//! ([`crate::store::PubsubOp`]) staged ([`Store::pubsub_stage`], which checks it) *before*
+//! memory changes; a refused batch changes nothing. The daemon commits staged batches in
+//! groups off the event loop, and `commit.rs` holds the replies and notifications until
+//! their batch is on disk: a publish result means the item is on disk (unless the
+//! operator chose `store.flush_interval`).
 //!
 //! # Fan-out
 //!
@@ -20,6 +23,7 @@
 //! envelope around that shared text. Deliveries to a bare JID reach every available
 //! resource of the account through the router's bounded outboxes.
 
+mod commit;
 mod config;
 mod error;
 #[cfg(test)]
@@ -29,6 +33,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
+pub use commit::{MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed};
 pub use config::{AccessModel, NodeConfig, NodeFull, PublishModel, SendLast};
 pub use error::PubSubError;
 
@@ -316,6 +321,8 @@ pub struct Engine {
     counter: u64,
     /// Notifications produced by the current request; sent after its reply.
     out: Vec<Delivery>,
+    /// Outputs waiting for a group commit.
+    held: commit::Held,
 }
 
 /// `s` escaped for text content.
@@ -504,6 +511,7 @@ impl Engine {
             nodes: BTreeMap::new(),
             counter: 0,
             out: Vec::new(),
+            held: commit::Held::default(),
         };
         let snap = store.pubsub_load().map_err(EngineError::Store)?;
         for (name, rec) in snap.nodes {
@@ -583,9 +591,8 @@ impl Engine {
         self.nodes.len()
     }
 
-    /// Handles an IQ addressed to the service (or one of its nodes). `from` is the
-    /// sender's full JID; the reply comes first in the returned list, notifications after.
-    pub fn handle_iq(
+    /// [`Engine::handle_iq`], without holding the outputs.
+    fn handle_iq_now(
         &mut self,
         dir: &dyn Directory,
         store: &Store,
@@ -658,9 +665,8 @@ impl Engine {
         v
     }
 
-    /// An entity became available (initial presence): nodes with
-    /// `send_last_published_item = on_sub_and_presence` send it their last item.
-    pub fn on_available(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
+    /// [`Engine::on_available`], without holding the outputs.
+    fn on_available_now(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
         let bare = full.bare();
         let mut out = Vec::new();
         for (name, n) in &self.nodes {
@@ -759,10 +765,15 @@ impl Engine {
         });
     }
 
+    /// Stages `ops` (one request's changes) for the next commit, or commits them at once
+    /// in [`crate::store::CommitMode::Inline`]; call before changing memory.
     fn commit(store: &Store, ops: &[PubsubOp]) -> Result<(), PubSubError> {
-        store.pubsub_apply(ops).map_err(|e| {
-            tracing::error!(error = %e, "pub-sub store commit failed");
-            PubSubError::Internal
+        store.pubsub_stage(ops).map_err(|e| match e {
+            StoreError::LimitReached { .. } => PubSubError::Backlog,
+            e => {
+                tracing::error!(error = %e, "pub-sub store commit failed");
+                PubSubError::Internal
+            }
         })
     }
 

@@ -5,10 +5,12 @@
 //! and [`StoreError`]. It knows nothing of XML, sessions or the network; callers pass
 //! already-normalised usernames (JID localparts) and bare JIDs. Every write is one small
 //! redb transaction committed with `Durability::Immediate`: account and roster changes are
-//! rare, and a reply to the client means the change is on disk. The daemon is
-//! single-threaded, so [`Store`] holds the `redb::Database` directly (no `Arc`, no
-//! `Mutex`), and redb's file lock keeps a second process (e.g. `kinglet user add` while the
-//! broker runs) out: it gets [`StoreError::Locked`].
+//! rare, and a reply to the client means the change is on disk. Pub-sub changes are
+//! frequent: in the daemon they are staged and committed in groups on a blocking thread
+//! (`writer.rs`, [`CommitMode`]), which is why the `redb::Database` is in an `Arc` (redb's
+//! `Database` is `Sync`); everything else runs on the one event-loop thread. redb's file
+//! lock keeps a second process (e.g. `kinglet user add` while the broker runs) out: it gets
+//! [`StoreError::Locked`].
 //!
 //! The file layout, tables, encodings, migration policy and durability are documented in
 //! `docs/storage.md`.
@@ -19,10 +21,13 @@ mod pubsub;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod writer;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, TableHandle, WriteTransaction};
 
@@ -30,6 +35,7 @@ pub use error::StoreError;
 pub use pubsub::{ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
+pub use writer::{Batch, CommitMode, MAX_BATCH_BYTES, MAX_BATCH_OPS};
 
 /// The database's file name inside the data directory.
 pub const DB_FILE_NAME: &str = "kinglet.redb";
@@ -126,10 +132,13 @@ pub struct RosterItem {
 /// while the value lives.
 pub struct Store {
     /// The open database. Invariant: the schema is [`SCHEMA_VERSION`] (checked or migrated
-    /// by [`Store::open`]), so every table of `schema` exists.
-    db: Database,
+    /// by [`Store::open`]), so every table of `schema` exists. Shared (`Arc`) with the
+    /// blocking thread that commits pub-sub batches ([`Batch::write`]).
+    db: Arc<Database>,
     /// The database file, for messages.
     path: PathBuf,
+    /// Pub-sub changes staged for the next group commit, and the one being committed.
+    staging: RefCell<writer::Staging>,
 }
 
 impl fmt::Debug for Store {
@@ -191,7 +200,11 @@ impl Store {
             .create_file(file)
             .map_err(|e| error::from_open_error(e, path.clone()))?;
         schema::check_and_migrate(&db)?;
-        Ok(Store { db, path })
+        Ok(Store {
+            db: Arc::new(db),
+            path,
+            staging: RefCell::new(writer::Staging::default()),
+        })
     }
 
     /// The database file's path.
@@ -202,11 +215,7 @@ impl Store {
     /// Starts a write transaction that commits durably: when `commit` returns, the data is
     /// on disk (fsync).
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        // Never panics: redb asserts only when persistent savepoints exist, and the store
-        // creates none.
-        txn.set_durability(Durability::Immediate);
-        Ok(txn)
+        begin_write(&self.db)
     }
 
     /// Adds an account with its opaque credentials blob.
@@ -442,6 +451,17 @@ impl Store {
         codec::decode_roster_version(value.value())
             .map_err(|e| corrupt(&ROSTER_VERSIONS, username.as_bytes(), e))
     }
+}
+
+/// Starts a durable write transaction on `db` (see [`Store::begin_write`]). redb runs one
+/// write transaction at a time: this waits while another (a pub-sub group commit on its
+/// blocking thread) is committing.
+pub(crate) fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    // Never panics: redb asserts only when persistent savepoints exist, and the store
+    // creates none.
+    txn.set_durability(Durability::Immediate);
+    Ok(txn)
 }
 
 /// Takes the next value of the store-wide roster sequence and makes it the roster version

@@ -4,10 +4,12 @@
 //! `(field var, value)` pairs of their `pubsub#node_config` form (so a later build that
 //! knows more fields reads old rows unchanged), and item payloads as opaque UTF-8 text.
 //!
-//! Every change is a batch of [`PubsubOp`]s applied by [`Store::pubsub_apply`] in one
-//! durable redb transaction: the engine builds the batch, commits it, and only then changes
-//! its memory and answers the client. So a create-and-publish (auto-create) either leaves
-//! both the node and the item or neither.
+//! Every change is a batch of [`PubsubOp`]s applied in one durable redb transaction: the
+//! engine builds the batch and stages it ([`Store::pubsub_stage`], which checks it; the
+//! daemon commits staged batches in groups, `writer.rs`) before it changes its memory,
+//! and answers the client once the batch is on disk. A batch is never split across
+//! transactions, so a create-and-publish (auto-create) either leaves both the node and
+//! the item or neither.
 //!
 //! # Layouts (all integers big-endian; see `docs/storage.md`)
 //!
@@ -22,6 +24,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::DecodeError;
 use super::schema::{PUBSUB_AFFILIATIONS, PUBSUB_ITEMS, PUBSUB_NODES, PUBSUB_SUBSCRIPTIONS};
+use super::writer::DbHandle;
 use super::{Store, StoreError, corrupt};
 
 /// Format byte of every pub-sub record of this version.
@@ -360,13 +363,56 @@ fn clear_range(
 }
 
 impl Store {
-    /// Applies a batch of pub-sub changes in one durable transaction: when this returns
-    /// `Ok`, all of them are on disk; on error none is.
+    /// Applies a batch of pub-sub changes in one durable transaction, now, on this thread:
+    /// when this returns `Ok`, all of them are on disk; on error none is. (The daemon
+    /// stages changes with [`Store::pubsub_stage`] instead, committed in groups.)
     ///
     /// # Errors
     ///
     /// [`StoreError::Invalid`] for a field that does not fit its layout; I/O and redb errors.
     pub fn pubsub_apply(&self, ops: &[PubsubOp]) -> Result<(), StoreError> {
+        self.db_handle().pubsub_apply(ops)
+    }
+}
+
+/// Checks that every op of a batch fits its layout (what [`Store::pubsub_apply`] refuses with
+/// [`StoreError::Invalid`]), without writing, and returns the batch's size estimate in
+/// bytes. Staged batches are checked one request at a time, so that one bad request
+/// never fails a group commit shared with others.
+pub(super) fn check_ops(ops: &[PubsubOp]) -> Result<usize, StoreError> {
+    let mut bytes = 0;
+    for op in ops {
+        bytes += 64;
+        match op {
+            PubsubOp::PutNode(node, rec) => {
+                check_key_part("node id", node)?;
+                bytes += node.len() + encode_node(rec)?.len();
+            }
+            PubsubOp::PutItem(node, _, item) => {
+                check_key_part("node id", node)?;
+                bytes += node.len() + encode_item(item)?.len();
+            }
+            PubsubOp::PutSubscription(node, jid, _) | PubsubOp::PutAffiliation(node, jid, _) => {
+                check_key_part("node id", node)?;
+                check_key_part("JID", jid)?;
+                bytes += node.len() + jid.len();
+            }
+            PubsubOp::DeleteNode(node)
+            | PubsubOp::DeleteItem(node, _)
+            | PubsubOp::PurgeItems(node) => bytes += node.len(),
+            PubsubOp::DeleteSubscription(node, jid) | PubsubOp::DeleteAffiliation(node, jid) => {
+                bytes += node.len() + jid.len();
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+impl DbHandle {
+    /// Applies `ops` in one durable write transaction (see [`Store::pubsub_apply`]); runs
+    /// on the event loop ([`CommitMode::Inline`](super::CommitMode)) or on the group
+    /// commit's blocking thread.
+    pub(super) fn pubsub_apply(&self, ops: &[PubsubOp]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -425,7 +471,9 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
 
+impl Store {
     /// Every node, item header, subscription and affiliation (item payloads are not read).
     ///
     /// # Errors
@@ -474,7 +522,8 @@ impl Store {
     }
 
     /// The items of `node` at the given sequence numbers, payloads included, in the order
-    /// asked; a missing row is `None`.
+    /// asked; a missing row is `None`. Items staged but not yet committed are read from
+    /// the staging area (the newest staged write wins), the others from the file.
     ///
     /// # Errors
     ///
@@ -488,6 +537,10 @@ impl Store {
         let t = txn.open_table(PUBSUB_ITEMS)?;
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
+            if let Some(staged) = self.staged_item(node, *seq) {
+                out.push(Some(staged));
+                continue;
+            }
             let k = key2(node, &seq.to_be_bytes());
             match t.get(k.as_slice())? {
                 Some(v) => out.push(Some(

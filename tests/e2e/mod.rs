@@ -2,6 +2,7 @@
 
 pub mod client;
 mod core;
+mod crash;
 mod interop;
 mod pubsub;
 mod service;

@@ -1,0 +1,625 @@
+//! Pub-sub benchmarks against the real daemon (release build) over loopback sockets:
+//!
+//! * fan-out: one publisher, 1 / 100 / 1000 subscribers of one persistent node;
+//!   notifications per second and server CPU (utime + stime from /proc/<pid>/stat) per
+//!   notification;
+//! * fan-in: 100 publishers, each with a window of outstanding publish IQs, durable
+//!   (group commit): publishes per second, commits (fsyncs) per second and the batching
+//!   factor (publishes per commit, from the daemon's "pub-sub committer stopped" line);
+//! * event-loop stall: ping round trips of an idle client during the fan-in load
+//!   (p50 / p99 / max), against the same without load.
+//!
+//! `cargo bench --bench pubsub -- [--subs 1,100,1000] [--publishers 100] [--window 8]
+//! [--secs 3] [--flush-interval 0]`. Prints a table and one JSON line. Bounded: at most
+//! 5000 subscribers, 1000 publishers, 30 s of load; every wait has a timeout.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
+                      xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    fn start(tag: &str, extra: &str) -> Server {
+        let dir =
+            std::env::temp_dir().join(format!("kinglet-bench-pubsub-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let toml = format!(
+            "data_dir = \"{}\"\nlog_level = \"info\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n\
+             allow_anonymous = \"loopback\"\n{extra}",
+            dir.join("data").display()
+        );
+        let cfg = dir.join("k.toml");
+        std::fs::write(&cfg, toml).expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kinglet"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("KINGLET_PRINT_PORTS", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).expect("log"),
+            ))
+            .spawn()
+            .expect("spawn kinglet");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let port = loop {
+            let l = lines.next().expect("daemon output").expect("line");
+            if let Some(rest) = l.strip_prefix("LISTENING c2s ") {
+                break rest
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, port, dir }
+    }
+
+    /// utime + stime of the daemon, in microseconds.
+    fn cpu_us(&self) -> u64 {
+        let s =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = s.rsplit(')').next().unwrap_or("");
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // Fields 14 and 15 of proc(5), counted after the command name; ticks of 1/100 s
+        // (USER_HZ is 100 on Linux).
+        (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000
+    }
+
+    /// SIGTERM, wait for exit, and return the committer's totals (commits, ops).
+    fn stop(mut self) -> (u64, u64) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        let field = |line: &str, key: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        log.lines()
+            .find(|l| l.contains("pub-sub committer stopped"))
+            .map(|l| (field(l, "commits="), field(l, "ops=")))
+            .unwrap_or((0, 0))
+    }
+}
+
+/// Reads from `s` until `buf` contains `pat`; returns the text up to and including it and
+/// keeps the rest in `buf`.
+fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, pat: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(i) = find(buf, pat.as_bytes()) {
+            let rest = buf.split_off(i + pat.len());
+            let head = std::mem::replace(buf, rest);
+            return String::from_utf8_lossy(&head).into_owned();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {pat}");
+        let mut chunk = [0u8; 16384];
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("server closed while waiting for {pat}"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn find(hay: &[u8], pat: &[u8]) -> Option<usize> {
+    hay.windows(pat.len()).position(|w| w == pat)
+}
+
+fn count(hay: &[u8], pat: &[u8]) -> usize {
+    hay.windows(pat.len()).filter(|w| *w == pat).count()
+}
+
+/// An anonymous session with a bound resource: its socket and full JID.
+fn login(port: u16) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    s.write_all(HEADER.as_bytes()).expect("write");
+    read_until(&mut s, &mut buf, "</stream:features>");
+    s.write_all(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
+        .expect("write");
+    let r = read_until(&mut s, &mut buf, ">");
+    assert!(r.contains("<success"), "anonymous login failed: {r}");
+    if !r.ends_with("/>") {
+        read_until(&mut s, &mut buf, "</success>");
+    }
+    buf.clear();
+    s.write_all(HEADER.as_bytes()).expect("write");
+    read_until(&mut s, &mut buf, "</stream:features>");
+    s.write_all(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .expect("write");
+    let r = read_until(&mut s, &mut buf, "</iq>");
+    let jid = r
+        .split("<jid>")
+        .nth(1)
+        .and_then(|t| t.split("</jid>").next())
+        .expect("bound jid")
+        .to_owned();
+    (s, jid)
+}
+
+/// Sends an IQ with id `id` and waits for its reply (which must be a result).
+fn iq(s: &mut TcpStream, id: &str, body: &str) -> String {
+    s.write_all(body.as_bytes()).expect("write");
+    let mut buf = Vec::new();
+    let mut r = read_until(s, &mut buf, &format!("id='{id}'"));
+    r.push_str(&read_until(s, &mut buf, ">"));
+    if !r.ends_with("/>") {
+        r.push_str(&read_until(s, &mut buf, "</iq>"));
+    }
+    assert!(r.contains("type='result'"), "request failed: {r}");
+    r
+}
+
+fn create(s: &mut TcpStream, node: &str, max_items: usize) {
+    iq(
+        s,
+        "c",
+        &format!(
+            "<iq type='set' id='c' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='{node}'/>\
+             <configure><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
+             <field var='pubsub#max_items'><value>{max_items}</value></field>\
+             </x></configure></pubsub></iq>"
+        ),
+    );
+}
+
+fn publish(node: &str, n: u64) -> String {
+    format!(
+        "<iq type='set' id='p{n}' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='{node}'>\
+         <item><temp xmlns='urn:example:sensor' unit='C'>{}.{}</temp></item></publish></pubsub></iq>",
+        20 + n % 10,
+        n % 7
+    )
+}
+
+/// Publishes `total` items to `node` with `window` outstanding IQs, on a blocking socket.
+fn publish_window(s: &mut TcpStream, node: &str, total: u64, window: u64) {
+    let mut sent = 0;
+    let mut done = 0;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done < total {
+        let mut out = String::new();
+        while sent < total && sent - done < window {
+            out.push_str(&publish(node, sent));
+            sent += 1;
+        }
+        if !out.is_empty() {
+            s.write_all(out.as_bytes()).expect("write");
+        }
+        assert!(Instant::now() < deadline, "publishing timed out");
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("server closed the publisher"),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = find(&buf, b"type=\"error\"").or(find(&buf, b"type='error'")) {
+                    let end = (i + 400).min(buf.len());
+                    panic!("publish failed: {}", String::from_utf8_lossy(&buf[i..end]));
+                }
+                let k = count(&buf, b"</iq>");
+                done += k as u64;
+                let keep = buf.len().saturating_sub(5);
+                if k > 0 {
+                    buf.clear();
+                } else {
+                    buf.drain(..keep);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reads from every subscriber until each has counted `want` notifications; returns
+/// when all are done (or after `timeout`). Runs on its own thread.
+fn drain_subscribers(subs: Vec<TcpStream>, want: usize, timeout: Duration) -> usize {
+    let ex = smol::LocalExecutor::new();
+    let complete = Rc::new(std::cell::Cell::new(0usize));
+    let n = subs.len();
+    let mut tasks = Vec::new();
+    for s in subs {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut s = Async::new(s).expect("async");
+        let complete = complete.clone();
+        tasks.push(ex.spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut carry: Vec<u8> = Vec::new();
+            let mut got = 0;
+            while got < want {
+                let k = match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => k,
+                };
+                carry.extend_from_slice(&buf[..k]);
+                got += count(&carry, b"</message>");
+                let keep = carry.len().saturating_sub(9);
+                carry.drain(..keep);
+            }
+            if got >= want {
+                complete.set(complete.get() + 1);
+            }
+        }));
+    }
+    smol::block_on(ex.run(async {
+        let all = async {
+            for t in tasks {
+                t.await;
+            }
+        };
+        smol::future::or(all, async {
+            async_io::Timer::after(timeout).await;
+        })
+        .await;
+    }));
+    let done = complete.get();
+    assert_eq!(
+        done, n,
+        "only {done} of {n} subscribers got every notification"
+    );
+    done
+}
+
+struct FanOut {
+    subs: usize,
+    publishes: u64,
+    notifications_per_s: f64,
+    publishes_per_s: f64,
+    cpu_us_per_notification: f64,
+}
+
+fn fan_out(subs: usize, extra: &str) -> FanOut {
+    let publishes: u64 = (400_000 / subs as u64).clamp(400, 20_000);
+    let server = Server::start(
+        &format!("fanout{subs}"),
+        &format!(
+            "[limits]\nmax_connections = {}\noutbox_max_stanzas = 65536\noutbox_max_bytes = 16777216\n\
+             pubsub_max_subscriptions_per_node = {}\n{extra}",
+            subs + 64,
+            subs.max(1024)
+        ),
+    );
+    let (mut p, _) = login(server.port);
+    create(&mut p, "fan", 16);
+    let mut sockets = Vec::with_capacity(subs);
+    for _ in 0..subs {
+        let (mut s, jid) = login(server.port);
+        iq(
+            &mut s,
+            "s",
+            &format!(
+                "<iq type='set' id='s' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='fan' jid='{jid}'/></pubsub></iq>"
+            ),
+        );
+        sockets.push(s);
+    }
+    let want = publishes as usize;
+    let reader =
+        std::thread::spawn(move || drain_subscribers(sockets, want, Duration::from_secs(120)));
+    let cpu0 = server.cpu_us();
+    let t0 = Instant::now();
+    publish_window(&mut p, "fan", publishes, 64);
+    let published = t0.elapsed();
+    reader.join().expect("subscriber thread");
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
+    let notes = publishes as f64 * subs as f64;
+    drop(server);
+    FanOut {
+        subs,
+        publishes,
+        notifications_per_s: notes / secs,
+        publishes_per_s: publishes as f64 / published.as_secs_f64(),
+        cpu_us_per_notification: cpu / notes,
+    }
+}
+
+struct Rtt {
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    samples: usize,
+}
+
+/// Pings the server from an idle session until `stop`; round trips in microseconds.
+fn ping_loop(port: u16, stop: Arc<AtomicBool>) -> Rtt {
+    let (mut s, _) = login(port);
+    let mut rtts = Vec::new();
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) && rtts.len() < 100_000 {
+        n += 1;
+        let t = Instant::now();
+        s.write_all(
+            format!(
+                "<iq type='get' id='ping{n}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        read_until(&mut s, &mut buf, &format!("ping{n}"));
+        read_until(&mut s, &mut buf, ">");
+        rtts.push(t.elapsed().as_micros() as u64);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    rtts.sort_unstable();
+    let at = |q: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    Rtt {
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        max_us: rtts.last().copied().unwrap_or(0),
+        samples: rtts.len(),
+    }
+}
+
+struct FanIn {
+    publishers: usize,
+    window: u64,
+    publishes: u64,
+    publishes_per_s: f64,
+    commits: u64,
+    commits_per_s: f64,
+    batching: f64,
+    cpu_us_per_publish: f64,
+    idle: Rtt,
+    loaded: Rtt,
+}
+
+fn fan_in(publishers: usize, window: u64, secs: u64, extra: &str) -> FanIn {
+    let server = Server::start(
+        "fanin",
+        &format!(
+            "[limits]\nmax_connections = {}\npubsub_max_nodes = {}\n{extra}",
+            publishers + 64,
+            publishers + 64
+        ),
+    );
+    // Baseline: ping round trips with no load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (port, stop) = (server.port, stop.clone());
+        std::thread::spawn(move || ping_loop(port, stop))
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let idle = pinger.join().expect("pinger");
+
+    let mut sockets = Vec::with_capacity(publishers);
+    for i in 0..publishers {
+        let (mut s, _) = login(server.port);
+        create(&mut s, &format!("in{i}"), 16);
+        sockets.push(s);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (port, stop) = (server.port, stop.clone());
+        std::thread::spawn(move || ping_loop(port, stop))
+    };
+    let cpu0 = server.cpu_us();
+    let t0 = Instant::now();
+    let load_for = Duration::from_secs(secs);
+    let load = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let ex = smol::LocalExecutor::new();
+            let mut tasks = Vec::new();
+            for (i, s) in sockets.into_iter().enumerate() {
+                s.set_nonblocking(true).expect("nonblocking");
+                let mut s = Async::new(s).expect("async");
+                let done = done.clone();
+                tasks.push(ex.spawn(async move {
+                    let node = format!("in{i}");
+                    let (mut sent, mut acked) = (0u64, 0u64);
+                    let mut buf = vec![0u8; 65536];
+                    let mut carry = Vec::new();
+                    loop {
+                        let mut out = String::new();
+                        while sent - acked < window && t0.elapsed() < load_for {
+                            out.push_str(&publish(&node, sent));
+                            sent += 1;
+                        }
+                        if !out.is_empty() && s.write_all(out.as_bytes()).await.is_err() {
+                            break;
+                        }
+                        if acked == sent {
+                            break;
+                        }
+                        let k = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => k,
+                        };
+                        carry.extend_from_slice(&buf[..k]);
+                        let c = count(&carry, b"</iq>") as u64;
+                        assert_eq!(count(&carry, b"type='error'"), 0, "a publish failed");
+                        acked += c;
+                        done.fetch_add(c, Ordering::Relaxed);
+                        // Keep a possible partial `</iq>` (never a whole one).
+                        let keep = carry.len().saturating_sub(4);
+                        carry.drain(..keep);
+                    }
+                }));
+            }
+            smol::block_on(ex.run(async {
+                for t in tasks {
+                    t.await;
+                }
+            }));
+        })
+    };
+    load.join().expect("load thread");
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
+    stop.store(true, Ordering::Relaxed);
+    let loaded = pinger.join().expect("pinger");
+    let publishes = done.load(Ordering::Relaxed);
+    let (commits, _ops) = server.stop();
+    FanIn {
+        publishers,
+        window,
+        publishes,
+        publishes_per_s: publishes as f64 / elapsed,
+        commits,
+        commits_per_s: commits as f64 / elapsed,
+        batching: publishes as f64 / commits.max(1) as f64,
+        cpu_us_per_publish: cpu / publishes.max(1) as f64,
+        idle,
+        loaded,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let subs: Vec<usize> = arg("--subs")
+        .unwrap_or_else(|| "1,100,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .map(|n: usize| n.clamp(1, 5000))
+        .collect();
+    let publishers: usize = arg("--publishers")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize)
+        .clamp(1, 1000);
+    let window: u64 = arg("--window")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8u64)
+        .clamp(1, 256);
+    let secs: u64 = arg("--secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3u64)
+        .clamp(1, 30);
+    let flush = arg("--flush-interval").unwrap_or_else(|| "0".into());
+    let extra = format!("[store]\nmax_bytes = 0\nflush_interval = \"{flush}\"\n");
+
+    println!(
+        "Fan-out (one publisher, window 64, persistent node, store.flush_interval = {flush}):"
+    );
+    println!(
+        "| subscribers | publishes | publishes/s | notifications/s | server CPU µs/notification |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    let mut json = String::from("{\"bench\":\"pubsub\",\"flush_interval\":\"");
+    json.push_str(&flush);
+    json.push_str("\",\"fan_out\":[");
+    for (i, n) in subs.iter().enumerate() {
+        let r = fan_out(*n, &extra);
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} |",
+            r.subs,
+            r.publishes,
+            r.publishes_per_s,
+            r.notifications_per_s,
+            r.cpu_us_per_notification
+        );
+        let _ = write!(
+            json,
+            "{}{{\"subscribers\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"notifications_per_s\":{:.0},\"cpu_us_per_notification\":{:.3}}}",
+            if i > 0 { "," } else { "" },
+            r.subs,
+            r.publishes,
+            r.publishes_per_s,
+            r.notifications_per_s,
+            r.cpu_us_per_notification
+        );
+    }
+    let r = fan_in(publishers, window, secs, &extra);
+    println!();
+    println!(
+        "Fan-in ({} publishers × window {}, {} s, own node each, max_items 16):",
+        r.publishers, r.window, secs
+    );
+    println!(
+        "| publishes | publishes/s | commits (fsyncs)/s | publishes per commit | server CPU µs/publish |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {:.0} | {:.0} | {:.1} | {:.1} |",
+        r.publishes, r.publishes_per_s, r.commits_per_s, r.batching, r.cpu_us_per_publish
+    );
+    println!();
+    println!("Ping round trip of an idle client (µs):");
+    println!("| during | samples | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    for (what, x) in [("no load", &r.idle), ("fan-in load", &r.loaded)] {
+        println!(
+            "| {what} | {} | {} | {} | {} |",
+            x.samples, x.p50_us, x.p99_us, x.max_us
+        );
+    }
+    let _ = write!(
+        json,
+        "],\"fan_in\":{{\"publishers\":{},\"window\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"commits\":{},\"commits_per_s\":{:.0},\"publishes_per_commit\":{:.1},\"cpu_us_per_publish\":{:.2}}},\"ping_idle_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"ping_loaded_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
+        r.publishers,
+        r.window,
+        r.publishes,
+        r.publishes_per_s,
+        r.commits,
+        r.commits_per_s,
+        r.batching,
+        r.cpu_us_per_publish,
+        r.idle.p50_us,
+        r.idle.p99_us,
+        r.idle.max_us,
+        r.loaded.p50_us,
+        r.loaded.p99_us,
+        r.loaded.max_us
+    );
+    println!("{json}");
+}

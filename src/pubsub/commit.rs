@@ -1,0 +1,609 @@
+//! The engine's side of the group commit: replies and notifications held until the
+//! changes they announce are on disk, released (or failed) when the commit ends.
+//!
+//! The engine validates a request and applies it to memory at once; its changes are
+//! staged in the store ([`Store::pubsub_stage`]). In [`CommitMode::Group`] every output
+//! produced while changes are staged or being committed (the IQ reply, notifications,
+//! last-item deliveries) is held here with the generation of the batch it waits for
+//! ([`Store::pubsub_hold_generation`]); so a client never sees an item that a crash could
+//! still lose, and one client's outputs keep their order. The committer
+//! (`net::committer`) calls [`committed`] when a batch is on disk (release every output
+//! up to that generation) or failed (every held request gets `internal-server-error`,
+//! notifications are dropped, and the engine is reloaded from the file so that memory
+//! equals disk again).
+//!
+//! Bounds and back-pressure: at most about [`MAX_HELD_BYTES`] of held outputs. Beyond it
+//! (a fast publisher to many subscribers outruns the disk), new pub-sub requests are
+//! *deferred*: kept unprocessed, in arrival order, and handled when a commit releases
+//! held outputs; other traffic is not affected. At most [`MAX_DEFERRED`] requests and
+//! [`MAX_DEFERRED_BYTES`] of parsed stanzas are deferred; beyond that a request is refused
+//! with `resource-constraint` (wait).
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use super::{Delivery, Directory, Engine};
+use crate::config::Config;
+use crate::jid::Jid;
+use crate::proto::{self, Condition, StanzaError};
+use crate::store::{CommitMode, Store, StoreError};
+use crate::xml::{Element, NS_CLIENT};
+
+/// Most bytes of outputs (stanza text plus about 64 bytes per delivery) held for pending
+/// commits before requests are deferred.
+pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
+/// Most pub-sub requests deferred while the held outputs are at their bound.
+pub const MAX_DEFERRED: usize = 1024;
+/// Most bytes of deferred requests (parsed stanzas, [`Element::heap_size`]).
+pub const MAX_DEFERRED_BYTES: usize = 4 * 1024 * 1024;
+
+/// The request a held reply answers, to build its error if the commit fails.
+#[derive(Debug)]
+struct Request {
+    from: Jid,
+    id: String,
+    to: String,
+}
+
+/// Outputs waiting for the commit of `generation`.
+#[derive(Debug)]
+struct Waiting {
+    generation: u64,
+    request: Option<Request>,
+    out: Vec<Delivery>,
+    bytes: usize,
+}
+
+/// A request not yet handled (back-pressure).
+#[derive(Debug)]
+struct Deferred {
+    from: Jid,
+    iq: Element,
+    now_ms: u64,
+    bytes: usize,
+}
+
+/// Outputs held for pending commits, oldest first, and deferred requests.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    queue: VecDeque<Waiting>,
+    bytes: usize,
+    deferred: VecDeque<Deferred>,
+    deferred_bytes: usize,
+}
+
+impl Engine {
+    /// Handles an IQ addressed to the service (or one of its nodes). `from` is the
+    /// sender's full JID; the reply comes first in the returned list, notifications after.
+    /// In [`CommitMode::Group`], while changes are not yet on disk, the list is empty and
+    /// the outputs come from [`committed`] instead.
+    pub fn handle_iq(
+        &mut self,
+        dir: &dyn Directory,
+        store: &Store,
+        from: &Jid,
+        iq: &Element,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        if self.held.bytes > MAX_HELD_BYTES || !self.held.deferred.is_empty() {
+            return self.defer(from, iq, now_ms);
+        }
+        self.handle_iq_held(dir, store, from, iq, now_ms)
+    }
+
+    /// Handles a request, holding its outputs if changes are waiting for the disk.
+    fn handle_iq_held(
+        &mut self,
+        dir: &dyn Directory,
+        store: &Store,
+        from: &Jid,
+        iq: &Element,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        let out = self.handle_iq_now(dir, store, from, iq, now_ms);
+        if out.is_empty() {
+            // An IQ result or error to the service: nothing to answer, nothing staged.
+            return out;
+        }
+        let Some(generation) = store.pubsub_hold_generation() else {
+            return out;
+        };
+        let request = Request {
+            from: from.clone(),
+            id: iq.attr("id").unwrap_or("").to_owned(),
+            to: iq.attr("to").unwrap_or(self.service.as_str()).to_owned(),
+        };
+        self.hold(generation, Some(request), out);
+        Vec::new()
+    }
+
+    /// An entity became available (initial presence): nodes with
+    /// `send_last_published_item = on_sub_and_presence` send it their last item (held,
+    /// like [`Engine::handle_iq`]'s outputs, while earlier outputs wait for a commit).
+    pub fn on_available(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
+        let out = self.on_available_now(full, now_ms);
+        match self.held.queue.back() {
+            Some(w) if !out.is_empty() => {
+                let generation = w.generation;
+                self.hold(generation, None, out);
+                Vec::new()
+            }
+            _ => out,
+        }
+    }
+
+    /// Keeps a request for later ([`committed`] handles it), or refuses it when the
+    /// deferred queue is full.
+    fn defer(&mut self, from: &Jid, iq: &Element, now_ms: u64) -> Vec<Delivery> {
+        let bytes = iq.heap_size() + 64;
+        let d = &mut self.held;
+        if d.deferred.len() >= MAX_DEFERRED || d.deferred_bytes + bytes > MAX_DEFERRED_BYTES {
+            tracing::warn!(from = %from, "pub-sub request refused: too many requests wait for the disk");
+            let err = super::PubSubError::Backlog.to_stanza_error();
+            return proto::error_reply(iq, &err)
+                .map(|r| Delivery {
+                    to: from.clone(),
+                    stanza: Rc::from(r.to_string_in_stream()),
+                })
+                .into_iter()
+                .collect();
+        }
+        d.deferred_bytes += bytes;
+        d.deferred.push_back(Deferred {
+            from: from.clone(),
+            iq: iq.clone(),
+            now_ms,
+            bytes,
+        });
+        Vec::new()
+    }
+
+    /// Handles deferred requests while the held outputs are below their bound.
+    fn resume(&mut self, dir: &dyn Directory, store: &Store) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while self.held.bytes <= MAX_HELD_BYTES {
+            let Some(d) = self.held.deferred.pop_front() else {
+                break;
+            };
+            self.held.deferred_bytes -= d.bytes;
+            out.extend(self.handle_iq_held(dir, store, &d.from, &d.iq, d.now_ms));
+        }
+        out
+    }
+
+    fn hold(&mut self, generation: u64, request: Option<Request>, out: Vec<Delivery>) {
+        let bytes = out
+            .iter()
+            .map(|d| d.stanza.len() + d.to.as_str().len() + 64)
+            .sum();
+        self.held.bytes += bytes;
+        self.held.queue.push_back(Waiting {
+            generation,
+            request,
+            out,
+            bytes,
+        });
+    }
+
+    /// Number of held requests and presence deliveries (for tests and metrics).
+    pub fn held_count(&self) -> usize {
+        self.held.queue.len()
+    }
+
+    /// Number of deferred requests (for tests and metrics).
+    pub fn deferred_count(&self) -> usize {
+        self.held.deferred.len()
+    }
+
+    /// Releases the outputs of every generation up to `generation`, in order.
+    fn release(&mut self, generation: u64) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while self
+            .held
+            .queue
+            .front()
+            .is_some_and(|w| w.generation <= generation)
+        {
+            let Some(w) = self.held.queue.pop_front() else {
+                break;
+            };
+            self.held.bytes -= w.bytes;
+            out.extend(w.out);
+        }
+        out
+    }
+
+    /// Every held request gets `internal-server-error`; notifications are dropped.
+    fn fail_all(&mut self) -> Vec<Delivery> {
+        let err = StanzaError::new(Condition::InternalServerError)
+            .with_text("the change could not be saved; nothing was changed");
+        let mut out = Vec::new();
+        for w in self.held.queue.drain(..) {
+            let Some(r) = w.request else { continue };
+            let iq = Element::new("iq", NS_CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", r.id.as_str())
+                .with_attr("from", r.from.as_str())
+                .with_attr("to", r.to.as_str());
+            if let Some(reply) = proto::error_reply(&iq, &err) {
+                out.push(Delivery {
+                    to: r.from,
+                    stanza: Rc::from(reply.to_string_in_stream()),
+                });
+            }
+        }
+        self.held.bytes = 0;
+        out
+    }
+}
+
+/// The commit of `generation` ended with `result`: returns the engine and the outputs to
+/// deliver, then handles deferred requests. On failure the pending changes are discarded
+/// and the engine is reloaded from `store` (`None`, service disabled, if even that fails).
+pub fn committed(
+    engine: Option<Engine>,
+    dir: &dyn Directory,
+    config: &Config,
+    store: &Store,
+    generation: u64,
+    result: Result<(), StoreError>,
+) -> (Option<Engine>, Vec<Delivery>) {
+    store.pubsub_done(generation, result.is_ok());
+    let Some(mut engine) = engine else {
+        return (None, Vec::new());
+    };
+    let mut out = match result {
+        Ok(()) => engine.release(generation),
+        Err(e) => {
+            let lost = match store.pubsub_mode() {
+                CommitMode::Interval(_) => "changes acknowledged since the previous flush are lost",
+                _ => "the waiting requests were refused with internal-server-error",
+            };
+            tracing::error!(
+                error = %e,
+                data = %store.path().display(),
+                "pub-sub commit failed: {lost}; the service reloads its state from the \
+                 database. Check the disk (space, read-only remount, I/O errors in the kernel \
+                 log) and restart kinglet once it is fixed"
+            );
+            let out = engine.fail_all();
+            let deferred = std::mem::take(&mut engine.held.deferred);
+            let deferred_bytes = engine.held.deferred_bytes;
+            match Engine::load(config, store) {
+                Ok(fresh) => {
+                    engine = fresh;
+                    engine.held.deferred = deferred;
+                    engine.held.deferred_bytes = deferred_bytes;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "pub-sub state cannot be reloaded: service disabled");
+                    return (None, out);
+                }
+            }
+            out
+        }
+    };
+    out.extend(engine.resume(dir, store));
+    (Some(engine), out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::outbox::Outbox;
+    use crate::router::Router;
+
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    const ALICE: &str = "alice@localhost/a";
+    const NOW: u64 = 1_700_000_000_000;
+
+    struct NoRoster;
+    impl Directory for NoRoster {
+        fn roster_entry(&self, _: &Jid, _: &Jid) -> Option<(bool, Vec<String>)> {
+            None
+        }
+    }
+
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let d =
+                std::env::temp_dir().join(format!("kinglet-commit-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn iq(from: &str, id: &str, ty: &str, to: &str, body: &str) -> Element {
+        Element::parse(&format!(
+            "<iq type='{ty}' id='{id}' from='{from}' to='{to}'>{body}</iq>"
+        ))
+        .expect("test stanza parses")
+    }
+
+    fn create(node: &str) -> String {
+        format!("<pubsub xmlns='{PS}'><create node='{node}'/></pubsub>")
+    }
+
+    fn subscribe(node: &str) -> String {
+        format!("<pubsub xmlns='{PS}'><subscribe node='{node}' jid='{ALICE}'/></pubsub>")
+    }
+
+    fn publish(node: &str, id: &str, text: &str) -> String {
+        format!(
+            "<pubsub xmlns='{PS}'><publish node='{node}'><item id='{id}'><t xmlns='u'>{text}</t></item></publish></pubsub>"
+        )
+    }
+
+    fn items(node: &str) -> String {
+        format!("<pubsub xmlns='{PS}'><items node='{node}'/></pubsub>")
+    }
+
+    struct Service {
+        config: Config,
+        store: Store,
+        engine: Option<Engine>,
+    }
+
+    impl Service {
+        fn new(dir: &Dir, mode: CommitMode) -> Service {
+            let config = Config::default();
+            let store = Store::open(&dir.0, 0).expect("store");
+            store.pubsub_set_mode(mode);
+            let engine = Some(Engine::load(&config, &store).expect("engine"));
+            Service {
+                config,
+                store,
+                engine,
+            }
+        }
+
+        fn send(&mut self, id: &str, ty: &str, body: &str) -> Vec<String> {
+            let from = Jid::parse(ALICE).expect("jid");
+            let e = self.engine.as_mut().expect("service enabled");
+            let stanza = iq(ALICE, id, ty, "pubsub.localhost", body);
+            summary(&e.handle_iq(&NoRoster, &self.store, &from, &stanza, NOW))
+        }
+
+        fn finish(&mut self, result: Result<(), StoreError>) -> Vec<String> {
+            let batch = self.store.pubsub_take().expect("a batch to commit");
+            if result.is_ok() {
+                batch.write().expect("write");
+            }
+            let generation = batch.generation();
+            summary(&self.committed(generation, result))
+        }
+
+        fn committed(&mut self, generation: u64, result: Result<(), StoreError>) -> Vec<Delivery> {
+            let (engine, out) = committed(
+                self.engine.take(),
+                &NoRoster,
+                &self.config,
+                &self.store,
+                generation,
+                result,
+            );
+            self.engine = engine;
+            out
+        }
+    }
+
+    /// `name:id:type`, or `message:<item ids>` for notifications.
+    fn summary(out: &[Delivery]) -> Vec<String> {
+        out.iter()
+            .map(|d| {
+                let e = Element::parse(&d.stanza).expect("output parses");
+                if e.name == "message" {
+                    format!("message:{}", d.stanza.contains("<item id="))
+                } else {
+                    format!(
+                        "{}:{}:{}",
+                        e.name,
+                        e.attr("id").unwrap_or(""),
+                        e.attr("type").unwrap_or("")
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// DESIGN.md "Durability": a publish result and its notifications go out only once the
+    /// item is on disk; a read in between sees the staged item; outputs keep their order.
+    #[test]
+    fn group_commit_holds_outputs_until_their_batch_is_on_disk() {
+        let dir = Dir::new("hold");
+        let mut s = Service::new(&dir, CommitMode::Group);
+        assert!(s.send("c", "set", &create("n")).is_empty());
+        assert!(s.send("s", "set", &subscribe("n")).is_empty());
+        let first = s.store.pubsub_take().expect("first batch");
+        // While the first batch is in flight: a publish and a read, both held.
+        assert!(s.send("p", "set", &publish("n", "i1", "one")).is_empty());
+        assert!(s.send("r", "get", &items("n")).is_empty());
+        assert_eq!(s.engine.as_ref().map(Engine::held_count), Some(4));
+        first.write().expect("write");
+        let out = s.committed(first.generation(), Ok(()));
+        assert_eq!(summary(&out), ["iq:c:result", "iq:s:result"]);
+        // The publish is not on disk yet: nothing about it was sent.
+        assert!(s.store.pubsub_load().expect("load").items.is_empty());
+        let out = s.finish(Ok(()));
+        assert_eq!(out, ["iq:p:result", "message:true", "iq:r:result"]);
+        assert_eq!(s.store.pubsub_load().expect("load").items.len(), 1);
+        // Nothing staged: replies go out at once.
+        assert_eq!(s.send("r2", "get", &items("n")), ["iq:r2:result"]);
+    }
+
+    /// A failed commit: every held request gets internal-server-error, no notification is
+    /// sent, and the engine forgets what the disk does not have.
+    #[test]
+    fn failed_commit_refuses_held_requests_and_reloads_from_disk() {
+        let dir = Dir::new("fail");
+        let mut s = Service::new(&dir, CommitMode::Group);
+        s.send("c", "set", &create("n"));
+        s.send("s", "set", &subscribe("n"));
+        assert_eq!(s.finish(Ok(())), ["iq:c:result", "iq:s:result"]);
+        assert!(s.send("p", "set", &publish("n", "i1", "one")).is_empty());
+        assert!(s.send("m", "set", &create("m")).is_empty());
+        let out = s.finish(Err(StoreError::Full));
+        assert_eq!(out, ["iq:p:error", "iq:m:error"]);
+        assert_eq!(s.engine.as_ref().map(Engine::held_count), Some(0));
+        // Memory equals disk: no item i1, no node m.
+        assert_eq!(s.send("r", "get", &items("n")), ["iq:r:result"]);
+        assert_eq!(s.send("r2", "get", &items("m")), ["iq:r2:error"]);
+        let out = s.send("r3", "get", &items("n"));
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.store.pubsub_load().expect("load").nodes.len(), 1);
+    }
+
+    /// Back-pressure: once the held outputs pass MAX_HELD_BYTES, requests wait unhandled
+    /// (in order) until a commit releases outputs; a full deferred queue refuses with
+    /// resource-constraint.
+    #[test]
+    fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
+        let dir = Dir::new("defer");
+        let mut s = Service::new(&dir, CommitMode::Group);
+        s.send("c", "set", &create("n"));
+        s.finish(Ok(()));
+        for i in 0..1000 {
+            let who = format!("u{i}@localhost/r");
+            let from = Jid::parse(&who).expect("jid");
+            let body = format!("<pubsub xmlns='{PS}'><subscribe node='n' jid='{who}'/></pubsub>");
+            let stanza = iq(&who, "s", "set", "pubsub.localhost", &body);
+            let e = s.engine.as_mut().expect("engine");
+            e.handle_iq(&NoRoster, &s.store, &from, &stanza, NOW);
+        }
+        s.finish(Ok(()));
+        // 1000 notifications of about 9 KiB: one publish fills the bound.
+        let big = "x".repeat(9000);
+        assert!(s.send("p1", "set", &publish("n", "i1", &big)).is_empty());
+        assert!(s.send("p2", "set", &publish("n", "i2", &big)).is_empty());
+        assert!(s.send("r", "get", &items("n")).is_empty());
+        let e = s.engine.as_ref().expect("engine");
+        assert_eq!((e.held_count(), e.deferred_count()), (1, 2));
+        let out = s.finish(Ok(()));
+        // p1 released (reply and 1000 notifications), p2 handled and held, r after it.
+        assert_eq!(out.len(), 1001);
+        assert_eq!(out[0], "iq:p1:result");
+        let e = s.engine.as_ref().expect("engine");
+        assert_eq!((e.held_count(), e.deferred_count()), (1, 1));
+        for i in 0..MAX_DEFERRED - 1 {
+            assert!(s.send(&format!("d{i}"), "get", &items("n")).is_empty());
+        }
+        assert_eq!(s.send("over", "get", &items("n")), ["iq:over:error"]);
+        let out = s.finish(Ok(()));
+        assert_eq!(out[0], "iq:p2:result");
+        assert_eq!(out[1001], "iq:r:result");
+        assert_eq!(out.len(), 1002 + MAX_DEFERRED - 1);
+        assert_eq!(s.engine.as_ref().map(Engine::deferred_count), Some(0));
+    }
+
+    /// `store.flush_interval`: replies at once, the item readable before the flush.
+    #[test]
+    fn interval_mode_replies_at_once_and_reads_staged_items() {
+        let dir = Dir::new("interval");
+        let mut s = Service::new(&dir, CommitMode::Interval(Duration::from_secs(5)));
+        assert_eq!(s.send("c", "set", &create("n")), ["iq:c:result"]);
+        assert_eq!(
+            s.send("p", "set", &publish("n", "i1", "one")),
+            ["iq:p:result"]
+        );
+        let from = Jid::parse(ALICE).expect("jid");
+        let e = s.engine.as_mut().expect("engine");
+        let out = e.handle_iq(
+            &NoRoster,
+            &s.store,
+            &from,
+            &iq(ALICE, "r", "get", "pubsub.localhost", &items("n")),
+            NOW,
+        );
+        assert!(
+            out[0].stanza.contains("<t xmlns=\"u\">one</t>"),
+            "{:?}",
+            out[0]
+        );
+        assert!(s.store.pubsub_load().expect("load").nodes.is_empty());
+        assert_eq!(s.store.pubsub_flush().expect("flush"), 3);
+        assert_eq!(s.store.pubsub_load().expect("load").items.len(), 1);
+    }
+
+    /// DESIGN.md: "The fsync must not stall other clients". The commit is made slow (the
+    /// writer sleeps 600 ms); meanwhile another client's ping is answered at once, and the
+    /// publisher's result arrives only after the commit.
+    #[test]
+    fn slow_commit_does_not_stall_other_clients() {
+        let dir = Dir::new("stall");
+        let config = Config {
+            data_dir: dir.0.clone(),
+            ..Config::default()
+        };
+        let store = Store::open(&dir.0, 0).expect("store");
+        store.pubsub_set_mode(CommitMode::Group);
+        store.pubsub_test_delay(Duration::from_millis(600));
+        let mut router = Router::new(Rc::new(config), store);
+        let (ob_a, ob_b) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
+        let alice = router
+            .bind("alice", false, Some("a"), 1, ob_a.clone())
+            .expect("bind");
+        let bob = router
+            .bind("bob", true, Some("b"), 2, ob_b.clone())
+            .expect("bind");
+        let shared = crate::net::Shared::new(router, None);
+        let ex = smol::LocalExecutor::new();
+        let committer = ex.spawn(crate::net::committer(shared.clone()));
+        let drained = |ob: &Outbox| {
+            let mut v = Vec::new();
+            ob.drain_into(&mut v);
+            String::from_utf8(v).expect("utf-8")
+        };
+        smol::block_on(ex.run(async {
+            let route = |from: &Jid, e: Element| shared.router.borrow_mut().route(from, e);
+            route(
+                &alice,
+                iq(alice.as_str(), "c", "set", "pubsub.localhost", &create("n")),
+            );
+            // Let the committer take the batch and start its slow write.
+            async_io::Timer::after(Duration::from_millis(100)).await;
+            let t0 = Instant::now();
+            route(
+                &bob,
+                iq(
+                    bob.as_str(),
+                    "ping",
+                    "get",
+                    "localhost",
+                    "<ping xmlns='urn:xmpp:ping'/>",
+                ),
+            );
+            let pong = drained(&ob_b);
+            assert!(
+                pong.contains("id=\"ping\"") && pong.contains("type=\"result\""),
+                "{pong}"
+            );
+            assert!(t0.elapsed() < Duration::from_millis(100));
+            assert!(ob_a.is_empty(), "the create result waits for the commit");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ob_a.is_empty() && Instant::now() < deadline {
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+            let res = drained(&ob_a);
+            assert!(
+                res.contains("id='c'") && res.contains("type='result'"),
+                "{res}"
+            );
+            assert!(
+                t0.elapsed() >= Duration::from_millis(400),
+                "{:?}",
+                t0.elapsed()
+            );
+            shared.router.borrow().store().pubsub_close();
+            committer.await;
+        }));
+    }
+}
