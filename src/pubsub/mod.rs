@@ -21,6 +21,7 @@
 //! resource of the account through the router's bounded outboxes.
 
 mod config;
+pub mod dag;
 mod error;
 #[cfg(test)]
 mod tests;
