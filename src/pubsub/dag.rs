@@ -956,6 +956,68 @@ impl Dag {
         Ok(ev)
     }
 
+    /// The events [`Dag::remove`] would return, without changing anything: the engine
+    /// builds its store batch from them, commits, and only then removes.
+    ///
+    /// # Errors
+    /// As [`Dag::remove`].
+    pub fn plan_remove(&self, id: &str) -> Result<Vec<Event>, DagError> {
+        if id == ROOT {
+            return Err(DagError::Root);
+        }
+        let key = self.key(id)?;
+        let mut ev = Vec::new();
+        for c in self.children(id) {
+            ev.push(Event::Dissociated {
+                parent: key.clone(),
+                child: c.clone(),
+            });
+            if self.parents(c).len() == 1 {
+                ev.push(Event::Associated {
+                    parent: Rc::from(ROOT),
+                    child: c.clone(),
+                });
+            }
+        }
+        for p in self.parents(id) {
+            ev.push(Event::Dissociated {
+                parent: p.clone(),
+                child: key.clone(),
+            });
+        }
+        Ok(ev)
+    }
+
+    /// Undo the edge changes `events` of a successful associate/dissociate/set/create call
+    /// (newest first), e.g. when the store commit that was to persist them failed. Edges to
+    /// nodes that no longer exist are skipped. To undo a [`Dag::create`], revert its events
+    /// and then [`Dag::remove`] the node (it is left without parents in between).
+    pub fn revert(&mut self, events: &[Event]) {
+        for e in events.iter().rev() {
+            let (parent, child, add) = match e {
+                Event::Associated { parent, child } => (parent, child, false),
+                Event::Dissociated { parent, child } => (parent, child, true),
+            };
+            if !self.nodes.contains_key(&**parent) || !self.nodes.contains_key(&**child) {
+                continue;
+            }
+            if let Some(c) = self.nodes.get_mut(&**child) {
+                if add {
+                    sorted_insert(&mut c.parents, parent);
+                } else {
+                    sorted_remove(&mut c.parents, parent);
+                }
+            }
+            if let Some(p) = self.nodes.get_mut(&**parent) {
+                if add {
+                    sorted_insert(&mut p.children, child);
+                } else {
+                    sorted_remove(&mut p.children, child);
+                }
+            }
+        }
+    }
+
     /// Breadth-first walk upward from `starts` (each at distance `d0`): every ancestor once,
     /// with its shortest distance, nearest first (ties in id order).
     fn upward(&self, starts: &[Rc<str>], d0: u32) -> Vec<(Rc<str>, u32)> {
@@ -1428,6 +1490,22 @@ mod tests {
     }
 
     #[test]
+    fn revert_undoes_a_create_and_an_association() {
+        let mut d = diamond();
+        let ev = d.create("n", Kind::Leaf, &["a", "b"], &mut yes).expect("n");
+        d.revert(&ev);
+        assert!(d.parents("n").is_empty());
+        assert_eq!(ids(d.children("a")), ["c", "y"]);
+        d.remove("n").expect("remove");
+        check_invariants(&d);
+        let ev = d.associate("b", "y", &mut yes).expect("assoc");
+        d.revert(&ev);
+        assert_eq!(d.collection_field("y"), ["a"]);
+        assert_eq!(ids(d.children("b")), ["c"]);
+        check_invariants(&d);
+    }
+
+    #[test]
     fn max_nodes_bound() {
         let mut d = Dag::new(2, 1);
         d.create("a", Kind::Leaf, &[], &mut yes).expect("a");
@@ -1604,7 +1682,12 @@ mod tests {
                     }
                     2 | 3 => d.associate(&a, &b, &mut may),
                     4 => d.dissociate(&a, &b),
-                    5 => d.remove(&a),
+                    5 => {
+                        let plan = d.plan_remove(&a);
+                        let done = d.remove(&a);
+                        assert_eq!(plan, done, "plan_remove predicts remove");
+                        done
+                    }
                     6 => d.set_parents(&a, &[b.as_str(), c.as_str()][..rng.below(3)], &mut may),
                     7 => d.set_children(&a, &[b.as_str(), c.as_str()][..rng.below(3)], &mut may),
                     _ => d
@@ -1621,6 +1704,8 @@ mod tests {
                 match res {
                     Ok(events) => {
                         ok += 1;
+                        let events_copy = events.clone();
+                        let before_copy = before.clone();
                         // Replaying the events on the old edge set gives the new one.
                         let mut replay = before;
                         for e in events {
@@ -1636,6 +1721,13 @@ mod tests {
                             }
                         }
                         assert_eq!(replay, after, "seed {seed} step {step}");
+                        // Reverting an edge-only change restores the old edges exactly.
+                        if op >= 2 && op != 5 && step % 3 == 0 {
+                            let mut undone = d.clone();
+                            undone.revert(&events_copy);
+                            assert_eq!(edge_set(&undone), before_copy, "revert: seed {seed}");
+                            check_invariants(&undone);
+                        }
                     }
                     Err(e) => {
                         cycles += usize::from(matches!(e, DagError::Cycle { .. }));
