@@ -1,4 +1,4 @@
-//! XEP-0115 Entity Capabilities, sans IO: what PEP (XEP-0163 §4.4 "filtered notifications")
+//! XEP-0115 Entity Capabilities, sans IO: what PEP (XEP-0163 §4.2 "Notification Filtering")
 //! needs to know which node names each available resource wants notifications for.
 //!
 //! This module owns:
@@ -55,7 +55,7 @@ pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 const NS_DATA: &str = "jabber:x:data";
 /// The one hash function this table verifies and caches (XEP-0115 §5.1, IANA name).
 pub const HASH_SHA1: &str = "sha-1";
-/// Suffix of a disco feature that asks for PEP notifications of a node (XEP-0163 §4.4).
+/// Suffix of a disco feature that asks for PEP notifications of a node (XEP-0163 §4.2).
 pub const NOTIFY_SUFFIX: &str = "+notify";
 /// Most interests kept per `ver`; a real client advertises 5 to 25.
 pub const MAX_INTERESTS: usize = 64;
@@ -349,7 +349,7 @@ pub struct InterestUpdate {
     /// Its interests now.
     pub interests: Interests,
     /// The node names it did not have before, sorted: the nodes whose last item PEP sends
-    /// it (XEP-0163 §6.1.2: on initial presence, and only for newly interesting nodes).
+    /// it (XEP-0163 §4.3.4: on initial presence, and only for newly interesting nodes).
     pub added: Vec<Rc<str>>,
 }
 
@@ -972,7 +972,7 @@ mod tests {
     }
 
     #[test]
-    fn xep0163_4_4_notify_features_become_interests() {
+    fn xep0163_4_2_notify_features_become_interests() {
         let iq = el(&format!(
             "<iq type='result'><query xmlns='{NS_DISCO_INFO}'>\
              <feature var='urn:xmpp:avatar:metadata+notify'/>\
@@ -1109,7 +1109,7 @@ mod tests {
     }
 
     #[test]
-    fn xep0163_6_1_2_presence_update_sends_nothing_new() {
+    fn xep0163_4_3_4_presence_update_sends_nothing_new() {
         let mut t = CapsTable::new(CapsLimits::default());
         let (q, ver) = client("A", &["n1", "n2"]);
         let a = jid("alice@x/phone");

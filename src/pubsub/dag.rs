@@ -12,7 +12,7 @@
 //! # Model
 //!
 //! * The service root ([`ROOT`], the empty node id) is a collection that always exists and
-//!   cannot be deleted, configured or associated with a parent (XEP-0248 §2.3).
+//!   cannot be deleted, configured or associated with a parent (XEP-0248, "Root Collection Node").
 //! * Every other node has at least one parent. A node without an explicit parent is a child
 //!   of the root; it leaves the root when it gets an explicit parent and returns to it when
 //!   it loses its last one. So every node is reachable from the root, and a root subscriber
@@ -20,7 +20,7 @@
 //! * A node may have several parents (`pubsub#multi-collections`), at most
 //!   `max_parents`. Only collections have children, at most their `children_max`.
 //! * Deleting a collection re-parents each child that has no other parent to the root
-//!   (documented deletion policy, XEP-0248 §7.2 leaves it to the implementation).
+//!   (the documented deletion policy; XEP-0248 leaves it to the implementation).
 //! * Node ids with `/` may name implicit ancestors (`sensors/kitchen/temp` under
 //!   `sensors/kitchen` under `sensors`), created on demand by [`Dag::create_with_path`].
 //!
@@ -169,7 +169,7 @@ impl fmt::Display for Depth {
 }
 
 /// An edge change, for the engine to persist (the child's `pubsub#collection`) and to
-/// notify (XEP-0248 §5.4 `<collection><associate/></collection>` events).
+/// notify (XEP-0248 `<collection><associate/></collection>` events).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// `child` became a child of `parent`.
@@ -226,7 +226,7 @@ pub enum DagError {
         /// The node.
         child: String,
     },
-    /// A collection cannot become a leaf (XEP-0248 §6.1).
+    /// A collection cannot become a leaf (XEP-0248 forbids changing a collection's type).
     CollectionToLeaf(String),
     /// A `/` path with an empty segment, or too many segments, for auto-creation.
     InvalidPath(String),
@@ -272,7 +272,7 @@ impl DagError {
             DagError::Cycle { .. } | DagError::Root => ("not-allowed", None),
             DagError::ChildrenMax(_) => ("conflict", Some("max-nodes-exceeded")),
             DagError::TooManyParents(_) => ("not-acceptable", None),
-            DagError::TooManyNodes => ("resource-constraint", Some("max-nodes-exceeded")),
+            DagError::TooManyNodes => ("not-allowed", Some("max-nodes-exceeded")),
             DagError::Forbidden { .. } => ("forbidden", None),
             DagError::NotAssociated { .. } => ("item-not-found", None),
             DagError::InvalidPath(_) => ("not-acceptable", Some("nodeid-required")),
@@ -464,7 +464,7 @@ impl Dag {
     }
 
     /// The explicit parents of `id`: what its `pubsub#collection` field shows (the root is
-    /// shown too, XEP-0248 §2.3 "orphan nodes MAY be attached to the root … MUST show it").
+    /// shown too: XEP-0248 says orphan nodes attached to the root MUST show it).
     pub fn collection_field(&self, id: &str) -> Vec<&str> {
         self.parents(id).iter().map(|p| &**p).collect()
     }
@@ -908,7 +908,7 @@ impl Dag {
     }
 
     /// Change the kind of `id`: leaf → collection is allowed (the engine purges its items,
-    /// XEP-0248 §6.1); collection → leaf is refused.
+    /// XEP-0248); collection → leaf is refused.
     ///
     /// # Errors
     /// [`DagError::NotFound`], [`DagError::Root`], [`DagError::CollectionToLeaf`].
