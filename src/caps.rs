@@ -28,6 +28,7 @@
 //! |---|---|---|
 //! | cache entries | [`CapsLimits::cache_entries`] (default 256), least recently used evicted | ≈ 100 B + 16 B per interest each, node names interned and shared |
 //! | interests per `ver` | [`MAX_INTERESTS`] (64) | extra `+notify` features are dropped, sorted order kept |
+//! | interned names | ≤ (`cache_entries` + `max_jids`) × [`MAX_INTERESTS`]; a name is dropped when nothing holds it | ≈ 40 B + the name |
 //! | tracked full JIDs | [`CapsLimits::max_jids`] (default 4096) | ≈ 200 B each (JID, caps, a share of the interests); beyond it a resource gets no interests (the caller logs it) |
 //! | queries under way | [`CapsLimits::max_pending`] (default 64) | ≈ 150 B each; beyond it no query is sent and the resource waits for its next presence |
 //! | waiters | each tracked JID waits for at most one query, so ≤ `max_jids` in total | one JID each |
@@ -171,7 +172,9 @@ fn field_values(field: &Element) -> Vec<String> {
 
 /// The XEP-0115 §5.1 verification string `S` of a disco#info result (`iq` or its `<query/>`).
 ///
-/// Identities sorted by category, type, xml:lang, name (octet order), each written
+/// Identities sorted field by field (category, type, xml:lang, name; octet order, as the
+/// XEP words it; a generator that sorts the joined strings differs only when a field has a
+/// character below `/`, and then its answer is simply not cached), each written
 /// `category/type/lang/name<`; features sorted, each `var<`; then each XEP-0128 form with a
 /// hidden FORM_TYPE, sorted by FORM_TYPE: `FORM_TYPE<`, then its other fields sorted by
 /// `var`, each `var<` followed by its values sorted, each `value<`. Forms without FORM_TYPE
@@ -988,6 +991,22 @@ mod tests {
                 "urn:xmpp:avatar:metadata",
                 "urn:xmpp:bookmarks:1"
             ]
+        );
+    }
+
+    #[test]
+    fn interests_are_bounded() {
+        let many: Vec<String> = (0..MAX_INTERESTS + 10)
+            .map(|i| format!("n{i:03}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (q, _) = client("Big", &many);
+        let nodes = notify_nodes(&q);
+        assert_eq!(nodes.len(), MAX_INTERESTS);
+        assert_eq!(nodes[0], "n000");
+        assert_eq!(
+            nodes[MAX_INTERESTS - 1],
+            format!("n{:03}", MAX_INTERESTS - 1)
         );
     }
 

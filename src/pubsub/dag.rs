@@ -275,7 +275,7 @@ impl DagError {
             DagError::TooManyNodes => ("not-allowed", Some("max-nodes-exceeded")),
             DagError::Forbidden { .. } => ("forbidden", None),
             DagError::NotAssociated { .. } => ("item-not-found", None),
-            DagError::InvalidPath(_) => ("not-acceptable", Some("nodeid-required")),
+            DagError::InvalidPath(_) => ("not-acceptable", None),
         }
     }
 }
