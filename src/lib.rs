@@ -19,6 +19,7 @@
 //! state lives on one thread (a `LocalExecutor`).
 
 pub mod admin;
+pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod daemon;

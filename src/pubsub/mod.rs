@@ -25,6 +25,7 @@
 
 mod commit;
 mod config;
+pub mod dag;
 mod error;
 #[cfg(test)]
 mod tests;
