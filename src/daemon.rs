@@ -147,6 +147,8 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     for (l, direct) in listeners {
         tasks.push(ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct)));
     }
+    let wake = shared.router.borrow_mut().pubsub_timer();
+    tasks.push(ex.spawn(pubsub_timer(shared.clone(), wake)));
     let notifier = notifier.map(Rc::new);
     if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
         tracing::info!(
@@ -192,6 +194,30 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The pub-sub expiry timer (XEP-0060 `item_expire` and leased subscriptions): sleeps
+/// until the engine's next deadline, or until the router says it moved earlier.
+async fn pubsub_timer(shared: Rc<net::Shared>, wake: smol::channel::Receiver<()>) {
+    loop {
+        let next = shared.router.borrow_mut().pubsub_tick();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // With nothing due, wake hourly anyway (harmless; keeps the loop simple).
+        let wait = next.map_or(Duration::from_secs(3600), |d| {
+            Duration::from_millis(d.saturating_sub(now).clamp(1, 3_600_000))
+        });
+        smol::future::or(
+            async {
+                Timer::after(wait).await;
+            },
+            async {
+                let _ = wake.recv().await;
+            },
+        )
+        .await;
+    }
 }
 
 /// Ping the systemd watchdog every `every`, from the executor thread: if the event loop

@@ -32,6 +32,8 @@ pub enum AccessModel {
     Roster,
     /// Only members, publishers and owners.
     Whitelist,
+    /// Anyone may ask; an owner approves each subscription (§4.5, §8.6).
+    Authorize,
 }
 
 impl AccessModel {
@@ -41,6 +43,7 @@ impl AccessModel {
             Self::Presence => "presence",
             Self::Roster => "roster",
             Self::Whitelist => "whitelist",
+            Self::Authorize => "authorize",
         }
     }
     fn parse(s: &str) -> Result<Self, PubSubError> {
@@ -49,7 +52,7 @@ impl AccessModel {
             "presence" => Ok(Self::Presence),
             "roster" => Ok(Self::Roster),
             "whitelist" => Ok(Self::Whitelist),
-            "authorize" => Err(PubSubError::UnsupportedValue("access-authorize")),
+            "authorize" => Ok(Self::Authorize),
             _ => Err(PubSubError::BadForm(format!("unknown access model {s:?}"))),
         }
     }
@@ -189,6 +192,17 @@ pub struct NodeConfig {
     /// `pubsub#item_expire` in seconds; `None` is `max` (never). Expired items are never
     /// returned and are deleted when next touched.
     pub item_expire: Option<u64>,
+    /// `pubsub#presence_based_delivery`: notify only available subscribers (always true
+    /// in effect: there is no offline storage; see `docs/pubsub.md`).
+    pub presence_based: bool,
+    /// `pubsub#notify_sub`: owners are told of subscribes and unsubscribes.
+    pub notify_sub: bool,
+    /// `pubsub#tempsub`: every subscription is temporary (ends with the subscriber's
+    /// presence, §12.4).
+    pub tempsub: bool,
+    /// `pubsub#purge_offline`: items are purged when the last of their publishers goes
+    /// offline.
+    pub purge_offline: bool,
 }
 
 /// Every configuration field this service implements, in form order.
@@ -213,6 +227,10 @@ pub const FIELDS: &[&str] = &[
     "pubsub#max_payload_size",
     "pubsub#item_expire",
     "pubsub#publish_node_full",
+    "pubsub#presence_based_delivery",
+    "pubsub#notify_sub",
+    "pubsub#tempsub",
+    "pubsub#purge_offline",
 ];
 
 /// Most roster groups in `roster_groups_allowed`.
@@ -243,6 +261,10 @@ impl NodeConfig {
             max_payload_size: limits.pubsub_max_item_bytes,
             node_full: NodeFull::RetractOldest,
             item_expire: None,
+            presence_based: false,
+            notify_sub: false,
+            tempsub: false,
+            purge_offline: false,
         }
     }
 
@@ -285,6 +307,10 @@ impl NodeConfig {
                 self.item_expire
                     .map_or_else(|| "max".to_owned(), |n| n.to_string()),
             ],
+            "pubsub#presence_based_delivery" => vec![b(self.presence_based)],
+            "pubsub#notify_sub" => vec![b(self.notify_sub)],
+            "pubsub#tempsub" => vec![b(self.tempsub)],
+            "pubsub#purge_offline" => vec![b(self.purge_offline)],
             _ => Vec::new(),
         }
     }
@@ -399,6 +425,19 @@ impl NodeConfig {
                     Some(n) => Some(n),
                 }
             }
+            "pubsub#presence_based_delivery" => self.presence_based = boolean()?,
+            "pubsub#notify_sub" => self.notify_sub = boolean()?,
+            "pubsub#tempsub" => self.tempsub = boolean()?,
+            "pubsub#purge_offline" => self.purge_offline = boolean()?,
+            // Registered fields this service cannot honour: refused, never ignored.
+            "pubsub#body_xslt" | "pubsub#dataform_xslt" => {
+                return Err(PubSubError::UnsupportedValue("xslt"));
+            }
+            "pubsub#collection"
+            | "pubsub#children"
+            | "pubsub#children_association_policy"
+            | "pubsub#children_association_whitelist"
+            | "pubsub#children_max" => return Err(PubSubError::UnsupportedValue("collections")),
             _ => return Err(PubSubError::BadForm(format!("unsupported field {var:?}"))),
         }
         Ok(())
@@ -449,7 +488,10 @@ impl NodeConfig {
                 | "pubsub#item_expire" => ("text-single", &[]),
                 "pubsub#node_type" => ("list-single", &["leaf"]),
                 "pubsub#access_model" => {
-                    ("list-single", &["open", "presence", "roster", "whitelist"])
+                    (
+                    "list-single",
+                    &["open", "presence", "roster", "whitelist", "authorize"],
+                )
                 }
                 "pubsub#roster_groups_allowed" => ("list-multi", &[]),
                 "pubsub#publish_model" => ("list-single", &["publishers", "subscribers", "open"]),

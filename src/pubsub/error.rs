@@ -79,6 +79,18 @@ pub enum PubSubError {
     SubscriptionsDisabled,
     /// The store failed: `internal-server-error` (details are logged, not sent).
     Internal,
+    /// Authorize access model: the requester has no approved subscription (§6.5.9.5):
+    /// `not-authorized` + `not-subscribed`. A subscribe request turns it into a pending
+    /// subscription instead.
+    AuthorizationRequired,
+    /// The requester's subscription awaits approval (§6.1.3.7): `not-authorized` +
+    /// `pending-subscription`.
+    PendingSubscription,
+    /// The entity has several subscriptions and named none (§6.2.3.1): `bad-request` +
+    /// `subid-required`.
+    SubIdRequired,
+    /// The SubID is not one of the entity's (§6.2.3.5): `not-acceptable` + `invalid-subid`.
+    InvalidSubId,
 }
 
 impl fmt::Display for PubSubError {
@@ -114,6 +126,12 @@ impl fmt::Display for PubSubError {
             Self::TooManySubscriptions => f.write_str("the node has too many subscriptions"),
             Self::SubscriptionsDisabled => f.write_str("the node does not allow subscriptions"),
             Self::Internal => f.write_str("internal error"),
+            Self::AuthorizationRequired => {
+                f.write_str("an owner must approve your subscription first")
+            }
+            Self::PendingSubscription => f.write_str("your subscription awaits approval"),
+            Self::SubIdRequired => f.write_str("you have several subscriptions: name a subid"),
+            Self::InvalidSubId => f.write_str("no subscription with that subid"),
         }
     }
 }
@@ -163,6 +181,10 @@ impl PubSubError {
             Self::TooManySubscriptions => (C::PolicyViolation, app("too-many-subscriptions")),
             Self::SubscriptionsDisabled => (C::NotAllowed, None),
             Self::Internal => (C::InternalServerError, None),
+            Self::AuthorizationRequired => (C::NotAuthorized, app("not-subscribed")),
+            Self::PendingSubscription => (C::NotAuthorized, app("pending-subscription")),
+            Self::SubIdRequired => (C::BadRequest, app("subid-required")),
+            Self::InvalidSubId => (C::NotAcceptable, app("invalid-subid")),
         };
         let mut e = StanzaError::new(cond).with_text(self.to_string());
         // The error types of XEP-0060's examples where they differ from RFC 6120's.

@@ -30,9 +30,13 @@ impl Drop for TempDir {
     }
 }
 
-/// Rosters for the access models: owner → contact → (from subscription, groups).
+/// Rosters for the access models: owner → contact → (from subscription, groups); and
+/// the available resources of each bare JID with their `<show/>`.
 #[derive(Default)]
-struct Rosters(HashMap<(String, String), (bool, Vec<String>)>);
+struct Rosters(
+    HashMap<(String, String), (bool, Vec<String>)>,
+    HashMap<String, Vec<(String, String)>>,
+);
 
 impl Directory for Rosters {
     fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)> {
@@ -42,6 +46,17 @@ impl Directory for Rosters {
                 contact.bare().as_str().to_owned(),
             ))
             .cloned()
+    }
+
+    fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
+        self.1
+            .get(bare.as_str())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|(j, s)| Some((Jid::parse(j).ok()?, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -232,15 +247,19 @@ fn xep0060_5_1_disco_info_advertises_exactly_the_implemented_features() {
         .collect();
     assert!(feats.contains(&NS_PUBSUB));
     assert!(feats.contains(&NS_RSM));
-    assert_eq!(feats.len(), 4 + FEATURES.len());
+    assert!(feats.contains(&NS_COMMANDS));
+    assert_eq!(feats.len(), 5 + FEATURES.len());
     for f in [
         "access-authorize",
         "multi-subscribe",
         "leased-subscription",
         "get-pending",
-        "collections",
         "presence-notifications",
     ] {
+        assert!(feats.contains(&format!("{NS_PUBSUB}#{f}").as_str()), "{f}");
+    }
+    // Not implemented, so not advertised.
+    for f in ["collections", "filtered-notifications", "auto-subscribe"] {
         assert!(!feats.contains(&format!("{NS_PUBSUB}#{f}").as_str()), "{f}");
     }
 }
@@ -567,6 +586,18 @@ fn xep0060_6_3_subscription_options_deliver() {
             &format!(
                 "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
                 form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#digest", "1")])
+            )
+        ),
+        ("not-acceptable".into(), "unsupported".into()),
+        "digest is declined, never ignored"
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
+                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#bogus", "1")])
             )
         ),
         ("bad-request".into(), "invalid-options".into())
@@ -995,6 +1026,10 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#max_payload_size", "1000"),
         ("pubsub#item_expire", "3600"),
         ("pubsub#publish_node_full", "discard-oldest"),
+        ("pubsub#presence_based_delivery", "1"),
+        ("pubsub#notify_sub", "1"),
+        ("pubsub#tempsub", "1"),
+        ("pubsub#purge_offline", "1"),
     ];
     assert_eq!(fields.len(), config::FIELDS.len());
     w.ok(
@@ -1029,6 +1064,8 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#max_items", "1000001"),
         ("pubsub#deliver_payloads", "maybe"),
         ("pubsub#node_type", "collection"),
+        ("pubsub#body_xslt", "http://example.org/x.xsl"),
+        ("pubsub#children_max", "3"),
     ] {
         let (c, _) = w.err(
             ALICE,
@@ -1046,7 +1083,7 @@ fn xep0060_8_2_configure_round_trips_every_field() {
             "set",
             &format!(
                 "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[("pubsub#access_model", "authorize")])
+                form(FORM_NODE_CONFIG, &[("pubsub#dataform_xslt", "http://x/y.xsl")])
             )
         ),
         ("not-acceptable".into(), "unsupported".into())
