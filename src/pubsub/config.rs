@@ -487,12 +487,10 @@ impl NodeConfig {
                 | "pubsub#max_payload_size"
                 | "pubsub#item_expire" => ("text-single", &[]),
                 "pubsub#node_type" => ("list-single", &["leaf"]),
-                "pubsub#access_model" => {
-                    (
+                "pubsub#access_model" => (
                     "list-single",
                     &["open", "presence", "roster", "whitelist", "authorize"],
-                )
-                }
+                ),
                 "pubsub#roster_groups_allowed" => ("list-multi", &[]),
                 "pubsub#publish_model" => ("list-single", &["publishers", "subscribers", "open"]),
                 "pubsub#send_last_published_item" => {

@@ -59,48 +59,48 @@ pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 /// The `http://jabber.org/protocol/pubsub#…` features advertised, each one implemented by
 /// the handler named next to it (and nothing else is advertised).
 pub const FEATURES: &[&str] = &[
-    "access-authorize",           // check_access, AccessModel::Authorize; approval (§8.6)
-    "access-open",                // check_access, AccessModel::Open (the default)
-    "access-presence",            // check_access, AccessModel::Presence
-    "access-roster",              // check_access, AccessModel::Roster
-    "access-whitelist",           // check_access, AccessModel::Whitelist
-    "auto-create",                // publish to a missing node
-    "config-node",                // owner_configure
-    "config-node-max",            // NodeConfig::set accepts `max`
-    "create-and-configure",       // create with <configure><x/>
-    "create-nodes",               // create
-    "delete-items",               // retract
-    "delete-nodes",               // owner_delete
-    "get-pending",                // command (XEP-0050, §8.7)
-    "instant-nodes",              // create without a node id
-    "item-ids",                   // publish with an item id
-    "last-published",             // send_last_published_item
-    "leased-subscription",        // pubsub#expire, on_tick
-    "manage-subscriptions",       // owner_subscriptions
-    "member-affiliation",         // Affiliation::Member
-    "meta-data",                  // disco#info of a node
-    "modify-affiliations",        // owner_affiliations
-    "multi-items",                // max_items > 1
-    "multi-subscribe",            // subscribe: SubIDs, SHIM headers in notify_body
-    "outcast-affiliation",        // Affiliation::Outcast
-    "persistent-items",           // persist_items
-    "presence-notifications",     // presence_based_delivery, show-values (notify_body)
-    "publish",                    // publish
-    "publish-node-full",          // NodeFull: retract-oldest, discard-oldest, reject
-    "publish-options",            // preconditions
-    "publish-only-affiliation",   // Affiliation::PublishOnly
-    "publisher-affiliation",      // Affiliation::Publisher
-    "purge-nodes",                // owner_purge
-    "retract-items",              // retract
-    "retrieve-affiliations",      // own affiliations
-    "retrieve-default",           // owner <default/>
-    "retrieve-default-sub",       // <default/> subscription options
-    "retrieve-items",             // items
-    "retrieve-subscriptions",     // own subscriptions
-    "rsm",                        // items: XEP-0059 paging (Rsm)
-    "subscribe",                  // subscribe / unsubscribe
+    "access-authorize",       // check_access, AccessModel::Authorize; approval (§8.6)
+    "access-open",            // check_access, AccessModel::Open (the default)
+    "access-presence",        // check_access, AccessModel::Presence
+    "access-roster",          // check_access, AccessModel::Roster
+    "access-whitelist",       // check_access, AccessModel::Whitelist
+    "auto-create",            // publish to a missing node
+    "config-node",            // owner_configure
+    "config-node-max",        // NodeConfig::set accepts `max`
+    "create-and-configure",   // create with <configure><x/>
+    "create-nodes",           // create
+    "delete-items",           // retract
+    "delete-nodes",           // owner_delete
+    "get-pending",            // command (XEP-0050, §8.7)
+    "instant-nodes",          // create without a node id
+    "item-ids",               // publish with an item id
+    "last-published",         // send_last_published_item
+    "leased-subscription",    // pubsub#expire, on_tick
+    "manage-subscriptions",   // owner_subscriptions
+    "member-affiliation",     // Affiliation::Member
+    "meta-data",              // disco#info of a node
+    "modify-affiliations",    // owner_affiliations
+    "multi-items",            // max_items > 1
+    "multi-subscribe",        // subscribe: SubIDs, SHIM headers in notify_body
+    "outcast-affiliation",    // Affiliation::Outcast
+    "persistent-items",       // persist_items
+    "presence-notifications", // presence_based_delivery, show-values (notify_body)
+    "publish",                // publish
+    "publish-node-full",      // NodeFull: retract-oldest, discard-oldest, reject
+    "publish-options",        // preconditions
+    "publish-only-affiliation", // Affiliation::PublishOnly
+    "publisher-affiliation",  // Affiliation::Publisher
+    "purge-nodes",            // owner_purge
+    "retract-items",          // retract
+    "retrieve-affiliations",  // own affiliations
+    "retrieve-default",       // owner <default/>
+    "retrieve-default-sub",   // <default/> subscription options
+    "retrieve-items",         // items
+    "retrieve-subscriptions", // own subscriptions
+    "rsm",                    // items: XEP-0059 paging (Rsm)
+    "subscribe",              // subscribe / unsubscribe
     "subscription-notifications", // subscription_changed (owner changes, §12.13)
-    "subscription-options",       // options
+    "subscription-options",   // options
 ];
 
 /// Longest node id accepted, in bytes.
@@ -690,7 +690,13 @@ pub fn parse_xep0082(s: &str) -> Option<u64> {
             None
         }
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -792,8 +798,10 @@ impl Engine {
             if let Some(n) = engine.nodes.get_mut(&name) {
                 n.next_seq = n.next_seq.max(seq + 1);
                 let stored = item_cost(bytes, &item.id, &item.publisher);
-                let publisher = Jid::parse(&item.publisher)
-                    .map_or_else(|_| Rc::from(item.publisher.as_str()), |j| Rc::from(j.bare().as_str()));
+                let publisher = Jid::parse(&item.publisher).map_or_else(
+                    |_| Rc::from(item.publisher.as_str()),
+                    |j| Rc::from(j.bare().as_str()),
+                );
                 n.push_item(IndexEntry {
                     seq,
                     id: item.id,
@@ -836,10 +844,12 @@ impl Engine {
             n.insert_sub(sub);
         }
         if !migrate.is_empty() {
-            Self::commit(store, &migrate).map_err(|_| {
-                EngineError::BadNode(String::new(), PubSubError::Internal)
-            })?;
-            tracing::info!(rows = migrate.len() / 2, "pub-sub subscriptions given SubIDs");
+            Self::commit(store, &migrate)
+                .map_err(|_| EngineError::BadNode(String::new(), PubSubError::Internal))?;
+            tracing::info!(
+                rows = migrate.len() / 2,
+                "pub-sub subscriptions given SubIDs"
+            );
         }
         for (name, jid, code) in snap.affiliations {
             if let Some(n) = engine.nodes.get_mut(&name) {
@@ -980,7 +990,6 @@ impl Engine {
         }
         out
     }
-
 
     // ------------------------------------------------------------ timers and presence
 
@@ -1473,7 +1482,13 @@ impl Engine {
                         .with_attr("name", "Kinglet publish-subscribe"),
                 );
                 // XEP-0059 paging of items, also under its own namespace (§6.5.4).
-                for f in [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PUBSUB, NS_RSM, NS_COMMANDS] {
+                for f in [
+                    NS_DISCO_INFO,
+                    NS_DISCO_ITEMS,
+                    NS_PUBSUB,
+                    NS_RSM,
+                    NS_COMMANDS,
+                ] {
                     out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
                 }
                 for f in FEATURES {
@@ -2109,16 +2124,17 @@ impl Engine {
     /// The subscription of `jid` a request names: by its `subid`, or the only one
     /// (§6.2.3.1 `subid-required`, §6.2.3.5 `invalid-subid`).
     fn find_sub(n: &Node, jid: &Jid, e: &Element) -> Result<usize, PubSubError> {
-        let mine: Vec<usize> = (0..n.subs.len()).filter(|i| &n.subs[*i].jid == jid).collect();
+        let mine: Vec<usize> = (0..n.subs.len())
+            .filter(|i| &n.subs[*i].jid == jid)
+            .collect();
         match e.attr("subid").filter(|s| !s.is_empty()) {
-            Some(id) => mine
-                .into_iter()
-                .find(|i| n.subs[*i].subid == id)
-                .ok_or(if n.subs.iter().any(|s| &s.jid == jid) {
+            Some(id) => mine.into_iter().find(|i| n.subs[*i].subid == id).ok_or(
+                if n.subs.iter().any(|s| &s.jid == jid) {
                     PubSubError::InvalidSubId
                 } else {
                     PubSubError::NotSubscribed
-                }),
+                },
+            ),
             None => match mine.as_slice() {
                 [] => Err(PubSubError::NotSubscribed),
                 [i] => Ok(*i),
@@ -2336,7 +2352,9 @@ impl Engine {
             .position(|s| {
                 s.jid == jid
                     && s.state == SubState::Pending
-                    && subid.as_ref().is_none_or(|id| id.is_empty() || *id == s.subid)
+                    && subid
+                        .as_ref()
+                        .is_none_or(|id| id.is_empty() || *id == s.subid)
             })
             .ok_or(PubSubError::NotSubscribed)?;
         let mut sub = n.subs[i].clone();
@@ -2392,8 +2410,9 @@ impl Engine {
                     let owner = self.affiliation(n, &req.bare) == Affiliation::Owner;
                     if owner && n.subs.iter().any(|s| s.state == SubState::Pending) {
                         f.push_child(
-                            Element::new("option", NS_DATA)
-                                .with_child(Element::new("value", NS_DATA).with_text(name.as_str())),
+                            Element::new("option", NS_DATA).with_child(
+                                Element::new("value", NS_DATA).with_text(name.as_str()),
+                            ),
                         );
                     }
                 }
@@ -2520,7 +2539,9 @@ impl Engine {
                     }
                     v => {
                         let ms = parse_xep0082(v).ok_or_else(|| {
-                            PubSubError::InvalidOptions(format!("pubsub#expire: {v:?} is not a date-time"))
+                            PubSubError::InvalidOptions(format!(
+                                "pubsub#expire: {v:?} is not a date-time"
+                            ))
                         })?;
                         if ms <= now_ms {
                             return Err(PubSubError::InvalidOptions(
@@ -3012,7 +3033,10 @@ impl Engine {
         let mut ops = Vec::new();
         let mut told: Vec<(Jid, String, &'static str)> = Vec::new();
         for old in &n.subs {
-            if !subs.iter().any(|x| x.subid == old.subid && x.jid == old.jid) {
+            if !subs
+                .iter()
+                .any(|x| x.subid == old.subid && x.jid == old.jid)
+            {
                 ops.push(old.delete(&name));
                 told.push((old.jid.clone(), old.subid.clone(), "none"));
             }
@@ -3119,8 +3143,11 @@ impl Engine {
         Self::commit(store, &ops)?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.affs = affs;
-            n.subs
-                .retain(|s| !dropped_subs.iter().any(|(j, id)| *j == s.jid && *id == s.subid));
+            n.subs.retain(|s| {
+                !dropped_subs
+                    .iter()
+                    .any(|(j, id)| *j == s.jid && *id == s.subid)
+            });
             n.subs_changed();
         }
         for (jid, subid) in dropped_subs {

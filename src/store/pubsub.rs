@@ -700,7 +700,10 @@ mod tests {
             Ok(("x".into(), 14))
         );
         assert!(decode_sub(&[1, 9, 0]).is_err());
-        assert!(decode_sub(&[1, 3, 2]).is_err(), "v1 rows know only the deliver flag");
+        assert!(
+            decode_sub(&[1, 3, 2]).is_err(),
+            "v1 rows know only the deliver flag"
+        );
         assert!(decode_sub(&[3, 3, 1]).is_err());
         let sub = SubscriptionRecord {
             state: 1,
