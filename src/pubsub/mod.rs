@@ -841,7 +841,15 @@ impl Engine {
                 migrate.push(PubsubOp::DeleteSubscription(name.clone(), jid.clone()));
                 migrate.push(sub.put(&name));
             }
-            n.insert_sub(sub);
+            // The store yields rows in key order, which is `(jid, subid)` order; sorted
+            // once per node below.
+            n.subs.push(sub);
+        }
+        for n in engine.nodes.values_mut() {
+            n.subs.sort_by(|a, b| {
+                (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
+            });
+            n.subs_changed();
         }
         if !migrate.is_empty() {
             Self::commit(store, &migrate)
@@ -1123,16 +1131,18 @@ impl Engine {
                 ops.push(s.delete(name));
                 ended.push((name.clone(), s.clone()));
             }
-            if account_offline
-                && n.config.purge_offline
-                && n.items.iter().any(|e| *e.publisher == *bare.as_str())
-            {
-                let mut others = n
-                    .items
-                    .iter()
-                    .map(|e| e.publisher.clone())
-                    .filter(|p| **p != *bare.as_str())
-                    .collect::<Vec<_>>();
+            // Who published what the node holds (a transient node: its last item).
+            let publishers: Vec<&str> = if n.config.persist_items {
+                n.items.iter().map(|e| &*e.publisher).collect()
+            } else {
+                n.last.iter().map(|l| l.publisher.as_str()).collect()
+            };
+            if account_offline && n.config.purge_offline && publishers.contains(&bare.as_str()) {
+                let mut others: Vec<&str> = publishers
+                    .into_iter()
+                    .filter(|p| *p != bare.as_str())
+                    .collect();
+                others.sort_unstable();
                 others.dedup();
                 let online = others
                     .iter()
@@ -2225,10 +2235,11 @@ impl Engine {
                 }
             }
         }
-        Ok(Some(format!(
-            "<pubsub xmlns='{NS_PUBSUB}'>{}</pubsub>",
-            Self::subscription_xml(&name, &sub)
-        )))
+        // §6.1.5: options are supported (never required, so never `unconfigured`).
+        let mut xml = Self::subscription_xml(&name, &sub);
+        xml.truncate(xml.len() - 2);
+        xml.push_str("><subscribe-options/></subscription>");
+        Ok(Some(format!("<pubsub xmlns='{NS_PUBSUB}'>{xml}</pubsub>")))
     }
 
     /// §8.6: the approval form for `sub`, to every owner of `node`.
@@ -2988,6 +2999,7 @@ impl Engine {
             return Ok(Some(s));
         }
         let mut subs = n.subs.clone();
+        let tempsub = n.config.tempsub;
         for s in e
             .elements()
             .filter(|x| x.is("subscription", NS_PUBSUB_OWNER))
@@ -3013,7 +3025,10 @@ impl Engine {
                             jid: jid.clone(),
                             subid: format!("{:x}-{:x}", req.now_ms, self.counter),
                             state: SubState::Subscribed,
-                            opts: SubOptions::default(),
+                            opts: SubOptions {
+                                temporary: tempsub,
+                                ..SubOptions::default()
+                            },
                         });
                     }
                 }
