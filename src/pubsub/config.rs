@@ -203,6 +203,13 @@ pub struct NodeConfig {
     /// `pubsub#purge_offline`: items are purged when the last of their publishers goes
     /// offline.
     pub purge_offline: bool,
+    /// `pubsub#itemreply`: `publisher` (items carry a `publisher` attribute, the
+    /// default) or `none` (they do not). `owner` is refused (`unsupported`).
+    pub itemreply_publisher: bool,
+    /// `pubsub#contact`: JIDs to contact with questions (meta-data).
+    pub contact: Vec<String>,
+    /// `pubsub#language`: the node's default language (meta-data).
+    pub language: String,
 }
 
 /// Every configuration field this service implements, in form order.
@@ -231,6 +238,9 @@ pub const FIELDS: &[&str] = &[
     "pubsub#notify_sub",
     "pubsub#tempsub",
     "pubsub#purge_offline",
+    "pubsub#itemreply",
+    "pubsub#contact",
+    "pubsub#language",
 ];
 
 /// Most roster groups in `roster_groups_allowed`.
@@ -265,6 +275,9 @@ impl NodeConfig {
             notify_sub: false,
             tempsub: false,
             purge_offline: false,
+            itemreply_publisher: true,
+            contact: Vec::new(),
+            language: String::new(),
         }
     }
 
@@ -311,6 +324,16 @@ impl NodeConfig {
             "pubsub#notify_sub" => vec![b(self.notify_sub)],
             "pubsub#tempsub" => vec![b(self.tempsub)],
             "pubsub#purge_offline" => vec![b(self.purge_offline)],
+            "pubsub#itemreply" => vec![
+                if self.itemreply_publisher {
+                    "publisher"
+                } else {
+                    "none"
+                }
+                .to_owned(),
+            ],
+            "pubsub#contact" => self.contact.clone(),
+            "pubsub#language" => vec![self.language.clone()],
             _ => Vec::new(),
         }
     }
@@ -429,6 +452,29 @@ impl NodeConfig {
             "pubsub#notify_sub" => self.notify_sub = boolean()?,
             "pubsub#tempsub" => self.tempsub = boolean()?,
             "pubsub#purge_offline" => self.purge_offline = boolean()?,
+            "pubsub#itemreply" => {
+                self.itemreply_publisher = match one()? {
+                    "publisher" => true,
+                    "none" => false,
+                    "owner" => return Err(PubSubError::UnsupportedValue("itemreply")),
+                    v => return Err(PubSubError::BadForm(format!("unknown itemreply {v:?}"))),
+                }
+            }
+            "pubsub#contact" => {
+                if values.len() > MAX_GROUPS || values.iter().any(|g| g.len() > MAX_TEXT) {
+                    return Err(PubSubError::BadForm("too many or too long contacts".into()));
+                }
+                let mut jids: Vec<String> = Vec::new();
+                for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                    let j = crate::jid::Jid::parse(v)
+                        .map_err(|_| PubSubError::BadForm(format!("contact {v:?} is not a JID")))?;
+                    if !jids.iter().any(|x| x == j.as_str()) {
+                        jids.push(j.as_str().to_owned());
+                    }
+                }
+                self.contact = jids;
+            }
+            "pubsub#language" => self.language = text()?,
             // Registered fields this service cannot honour: refused, never ignored.
             "pubsub#body_xslt" | "pubsub#dataform_xslt" => {
                 return Err(PubSubError::UnsupportedValue("xslt"));
@@ -485,7 +531,10 @@ impl NodeConfig {
                 | "pubsub#type"
                 | "pubsub#max_items"
                 | "pubsub#max_payload_size"
-                | "pubsub#item_expire" => ("text-single", &[]),
+                | "pubsub#item_expire"
+                | "pubsub#language" => ("text-single", &[]),
+                "pubsub#contact" => ("jid-multi", &[]),
+                "pubsub#itemreply" => ("list-single", &["publisher", "none"]),
                 "pubsub#node_type" => ("list-single", &["leaf"]),
                 "pubsub#access_model" => (
                     "list-single",

@@ -91,6 +91,8 @@ pub enum PubSubError {
     SubIdRequired,
     /// The SubID is not one of the entity's (§6.2.3.5): `not-acceptable` + `invalid-subid`.
     InvalidSubId,
+    /// The request names no subscriber JID (§6.3.4.3): `bad-request` + `jid-required`.
+    JidRequired,
 }
 
 impl fmt::Display for PubSubError {
@@ -132,6 +134,7 @@ impl fmt::Display for PubSubError {
             Self::PendingSubscription => f.write_str("your subscription awaits approval"),
             Self::SubIdRequired => f.write_str("you have several subscriptions: name a subid"),
             Self::InvalidSubId => f.write_str("no subscription with that subid"),
+            Self::JidRequired => f.write_str("the request needs a jid"),
         }
     }
 }
@@ -185,6 +188,7 @@ impl PubSubError {
             Self::PendingSubscription => (C::NotAuthorized, app("pending-subscription")),
             Self::SubIdRequired => (C::BadRequest, app("subid-required")),
             Self::InvalidSubId => (C::NotAcceptable, app("invalid-subid")),
+            Self::JidRequired => (C::BadRequest, app("jid-required")),
         };
         let mut e = StanzaError::new(cond).with_text(self.to_string());
         // The error types of XEP-0060's examples where they differ from RFC 6120's.

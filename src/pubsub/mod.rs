@@ -623,15 +623,14 @@ fn serialise_payload(p: &Element) -> String {
     s
 }
 
-/// `<item id='…' publisher='…'>payload</item>` (or without payload).
-fn item_xml(it: &CachedItem, with_payload: bool) -> String {
+/// `<item id='…' publisher='…'>payload</item>` (or without payload; without the
+/// publisher when `itemreply` is `none`).
+fn item_xml(it: &CachedItem, with_payload: bool, with_publisher: bool) -> String {
     let mut s = String::with_capacity(48 + it.id.len() + it.payload.len());
-    let _ = write!(
-        s,
-        "<item id='{}' publisher='{}'",
-        attr(&it.id),
-        attr(&it.publisher)
-    );
+    let _ = write!(s, "<item id='{}'", attr(&it.id));
+    if with_publisher {
+        let _ = write!(s, " publisher='{}'", attr(&it.publisher));
+    }
     if with_payload && !it.payload.is_empty() {
         s.push('>');
         s.push_str(&it.payload);
@@ -992,7 +991,14 @@ impl Engine {
                 .iter()
                 .any(|s| s.active(now_ms) && (s.jid == bare || &s.jid == full));
             if subscribed {
-                let inner = self.items_event(name, &item_xml(last, n.config.deliver_payloads));
+                let inner = self.items_event(
+                    name,
+                    &item_xml(
+                        last,
+                        n.config.deliver_payloads,
+                        n.config.itemreply_publisher,
+                    ),
+                );
                 out.push(self.message(full, n.config.headline, &inner, Some(last.published_ms)));
             }
         }
@@ -1085,7 +1091,7 @@ impl Engine {
             if n.config.notify_retract {
                 for (_, id) in gone {
                     let inner = self.items_event(name, &format!("<retract id='{}'/>", attr(id)));
-                    self.notify(dir, name, &inner);
+                    self.notify_items(dir, name, &inner, None);
                 }
             }
         }
@@ -1248,14 +1254,27 @@ impl Engine {
     /// Queues `inner` (inside `<event/>`) for every subscriber of `node` that takes
     /// notifications.
     fn notify(&mut self, dir: &dyn Directory, node: &str, inner: &str) {
-        self.notify_body(dir, node, inner, None);
+        self.notify_body(dir, node, inner, None, false);
+    }
+
+    /// [`Engine::notify`] for item publications and retractions: these carry SHIM
+    /// `SubID` headers (§12.5; configuration, purge and delete notifications do not).
+    fn notify_items(&mut self, dir: &dyn Directory, node: &str, inner: &str, body: Option<&str>) {
+        self.notify_body(dir, node, inner, body, true);
     }
 
     /// [`Engine::notify`], with `body` as the `<body/>` for subscriptions with
-    /// `include_body`. One message per JID: a JID with several subscriptions gets one
-    /// message carrying the SubIDs as SHIM headers (§12.5). Subscriptions with
+    /// `include_body`. One message per JID: with `shim`, a JID with several subscriptions
+    /// gets one message carrying the SubIDs as SHIM headers (§12.5). Subscriptions with
     /// `show-values` go to the account's available resources whose `<show/>` matches.
-    fn notify_body(&mut self, dir: &dyn Directory, node: &str, inner: &str, body: Option<&str>) {
+    fn notify_body(
+        &mut self,
+        dir: &dyn Directory,
+        node: &str,
+        inner: &str,
+        body: Option<&str>,
+        shim: bool,
+    ) {
         let Some(n) = self.nodes.get(node) else {
             return;
         };
@@ -1278,7 +1297,7 @@ impl Engine {
             if active.is_empty() {
                 continue;
             }
-            let several = group.len() > 1;
+            let several = shim && group.len() > 1;
             let send = |to: &Jid, subs: &[&Sub], msgs: &mut Vec<Delivery>| {
                 let ids: Vec<&str> = if several {
                     subs.iter().map(|s| s.subid.as_str()).collect()
@@ -1548,6 +1567,12 @@ impl Engine {
                 .collect()
         };
         field("pubsub#title", "text-single", vec![n.config.title.clone()]);
+        field("pubsub#contact", "jid-multi", n.config.contact.clone());
+        field(
+            "pubsub#language",
+            "text-single",
+            vec![n.config.language.clone()],
+        );
         field(
             "pubsub#description",
             "text-single",
@@ -1943,13 +1968,16 @@ impl Engine {
         }
         n.last = Some(cached.clone());
         // Fan-out: the item is serialised once, the envelope per subscriber.
-        let shared = self.items_event(&name, &item_xml(&cached, cfg.deliver_payloads));
+        let shared = self.items_event(
+            &name,
+            &item_xml(&cached, cfg.deliver_payloads, cfg.itemreply_publisher),
+        );
         let body = body_text(&name, &cached);
-        self.notify_body(dir, &name, &shared, Some(&body));
+        self.notify_items(dir, &name, &shared, Some(&body));
         if cfg.persist_items && cfg.node_full == NodeFull::RetractOldest && cfg.notify_retract {
             for (_, old) in &full {
                 let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(old)));
-                self.notify(dir, &name, &inner);
+                self.notify_items(dir, &name, &inner, None);
             }
         }
         Ok(Some(format!(
@@ -2113,7 +2141,7 @@ impl Engine {
         }
         if notify {
             let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(&id)));
-            self.notify(dir, &name, &inner);
+            self.notify_items(dir, &name, &inner, None);
         }
         Ok(None)
     }
@@ -2123,8 +2151,9 @@ impl Engine {
     fn sub_jid(req: &Req, e: &Element) -> Result<Jid, PubSubError> {
         let j = e
             .attr("jid")
-            .and_then(|j| Jid::parse(j).ok())
-            .ok_or(PubSubError::InvalidJid)?;
+            .filter(|j| !j.is_empty())
+            .ok_or(PubSubError::JidRequired)?;
+        let j = Jid::parse(j).map_err(|_| PubSubError::InvalidJid)?;
         if j.bare() != req.bare {
             return Err(PubSubError::InvalidJid);
         }
@@ -2229,7 +2258,8 @@ impl Engine {
                 if !n.expired(last.published_ms, req.now_ms) && sub.opts.deliver {
                     let payloads = n.config.deliver_payloads;
                     let headline = n.config.headline;
-                    let inner = self.items_event(&name, &item_xml(&last, payloads));
+                    let with_publisher = n.config.itemreply_publisher;
+                    let inner = self.items_event(&name, &item_xml(&last, payloads, with_publisher));
                     let d = self.message(&jid, headline, &inner, Some(last.published_ms));
                     self.out.push(d);
                 }
@@ -2699,7 +2729,20 @@ impl Engine {
     ) -> Result<Option<String>, PubSubError> {
         let name = Self::node_attr(it)?.to_owned();
         let n = self.node(&name)?;
-        self.check_access(dir, n, &req.bare)?;
+        // §6.5.9.3: a pending subscription is no subscription for retrieval.
+        self.check_access(dir, n, &req.bare).map_err(|e| match e {
+            PubSubError::PendingSubscription => PubSubError::AuthorizationRequired,
+            e => e,
+        })?;
+        // §6.5.9.1 and §6.5.9.2: with several subscriptions, the request names one.
+        let mine: Vec<&Sub> = n.subs.iter().filter(|s| s.jid.bare() == req.bare).collect();
+        match it.attr("subid").filter(|s| !s.is_empty()) {
+            None if mine.len() > 1 => return Err(PubSubError::SubIdRequired),
+            Some(id) if !mine.is_empty() && !mine.iter().any(|s| s.subid == id) => {
+                return Err(PubSubError::InvalidSubId);
+            }
+            _ => {}
+        }
         let wanted: Vec<&str> = it
             .elements()
             .filter(|e| e.is("item", NS_PUBSUB))
@@ -2770,7 +2813,7 @@ impl Engine {
             attr(&name)
         );
         for i in &found {
-            s.push_str(&item_xml(i, true));
+            s.push_str(&item_xml(i, true, n.config.itemreply_publisher));
         }
         s.push_str("</items>");
         if rsm.is_some() || cut {
@@ -2958,7 +3001,16 @@ impl Engine {
         p: &Element,
     ) -> Result<Option<String>, PubSubError> {
         let name = Self::node_attr(p)?.to_owned();
-        self.require_owner(&name, &req.bare)?;
+        let n = self.node(&name)?;
+        // §4.1: owners and publishers may purge (publish-only entities may not).
+        if !matches!(
+            self.affiliation(n, &req.bare),
+            Affiliation::Owner | Affiliation::Publisher
+        ) {
+            return Err(PubSubError::Forbidden(
+                "only owners and publishers may purge",
+            ));
+        }
         Self::commit(store, &[PubsubOp::PurgeItems(name.clone())])?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.clear_items();

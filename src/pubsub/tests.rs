@@ -328,6 +328,9 @@ fn xep0060_5_4_node_meta_data() {
     assert_eq!(f["pubsub#access_model"], vec!["open".to_owned()]);
     assert_eq!(f["pubsub#max_items"], vec!["20".to_owned()]);
     assert!(f["pubsub#creation_date"][0].ends_with('Z'));
+    // All 13 meta-data fields (XEP-0060 §16.4.3), plus FORM_TYPE.
+    assert_eq!(f.len(), 14, "{:?}", f.keys());
+    assert!(f.contains_key("pubsub#contact") && f.contains_key("pubsub#language"));
 }
 
 #[test]
@@ -1030,6 +1033,9 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#notify_sub", "1"),
         ("pubsub#tempsub", "1"),
         ("pubsub#purge_offline", "1"),
+        ("pubsub#itemreply", "none"),
+        ("pubsub#contact", "admin@localhost"),
+        ("pubsub#language", "en"),
     ];
     assert_eq!(fields.len(), config::FIELDS.len());
     w.ok(
@@ -1066,6 +1072,8 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#node_type", "collection"),
         ("pubsub#body_xslt", "http://example.org/x.xsl"),
         ("pubsub#children_max", "3"),
+        ("pubsub#itemreply", "owner"),
+        ("pubsub#contact", "not a jid@@"),
     ] {
         let (c, _) = w.err(
             ALICE,
@@ -2013,14 +2021,15 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
         f["pubsub#subid"],
         vec![sub.attr("subid").expect("subid").to_owned()]
     );
-    // While pending: no items, no second request, no notifications.
+    // While pending: no items (§6.5.9.3: pending is not subscribed), no second request
+    // (§6.1.3.7), no notifications.
     assert_eq!(
         w.err(
             BOB,
             "get",
             &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
         ),
-        ("not-authorized".into(), "pending-subscription".into())
+        ("not-authorized".into(), "not-subscribed".into())
     );
     assert_eq!(
         w.err(
@@ -2196,6 +2205,33 @@ fn xep0060_6_1_6_multiple_subscriptions() {
         w.err(BOB, "set", &unsub(" subid='nope'")),
         ("not-acceptable".into(), "invalid-subid".into())
     );
+    // §6.5.9.1/2: items retrieval names one of several subscriptions.
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
+        ),
+        ("bad-request".into(), "subid-required".into())
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n' subid='nope'/></pubsub>")
+        ),
+        ("not-acceptable".into(), "invalid-subid".into())
+    );
+    assert_eq!(w.item_ids(BOB, "n", &format!(" subid='{ida}'")).len(), 1);
+    // §6.3.4.3: options without a jid.
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' subid='{ida}'/></pubsub>")
+        ),
+        ("bad-request".into(), "jid-required".into())
+    );
     let (r, _) = w.ok(
         BOB,
         "get",
@@ -2210,6 +2246,15 @@ fn xep0060_6_1_6_multiple_subscriptions() {
     // Persisted with their SubIDs.
     w.restart();
     w.ok(BOB, "set", &unsub(&format!(" subid='{idb}'")));
+    // Purge notifications carry no SubIDs (§12.5): one message, no headers.
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
+    )
+    .1
+    .iter()
+    .for_each(|(_, m)| assert!(subid_headers(m).is_empty(), "{m:?}"));
     // One subscription left: no headers, and no subid needed.
     let (_, notes) = w.publish(ALICE, "n", Some("i2"), P);
     assert_eq!(notes.len(), 1);
@@ -2552,4 +2597,53 @@ fn xep0082_date_times_parse_and_round_trip() {
     ] {
         assert_eq!(parse_xep0082(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn xep0060_4_1_publishers_may_purge_publish_only_may_not() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations></pubsub>"),
+    );
+    w.publish(BOB, "n", Some("b"), P);
+    let purge = format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>");
+    assert_eq!(w.err(CAROL, "set", &purge).0, "forbidden");
+    assert_eq!(w.err(EVE, "set", &purge).0, "forbidden");
+    assert_eq!(w.item_ids(ALICE, "n", "").len(), 1);
+    w.ok(BOB, "set", &purge);
+    assert!(w.item_ids(ALICE, "n", "").is_empty());
+}
+
+#[test]
+fn xep0060_12_9_itemreply_none_omits_the_publisher() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#itemreply", "none")]);
+    w.create(ALICE, "p", &[]);
+    w.subscribe(BOB, "n", BOB);
+    w.subscribe(BOB, "p", BOB);
+    let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
+    let item = |m: &Element| {
+        event(m)
+            .child("items", NS_PUBSUB_EVENT)
+            .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
+            .expect("item")
+            .clone()
+    };
+    assert_eq!(item(&notes[0].1).attr("publisher"), None);
+    let (_, notes) = w.publish(ALICE, "p", Some("i"), P);
+    assert_eq!(item(&notes[0].1).attr("publisher"), Some("alice@localhost"));
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
+    );
+    let it = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("items", NS_PUBSUB))
+        .and_then(|i| i.child("item", NS_PUBSUB))
+        .expect("item");
+    assert_eq!(it.attr("publisher"), None);
 }
