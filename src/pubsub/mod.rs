@@ -1131,9 +1131,12 @@ impl Engine {
         let mut ended: Vec<(String, Sub)> = Vec::new();
         let mut purged: Vec<String> = Vec::new();
         for (name, n) in &self.nodes {
-            for s in n.subs.iter().filter(|s| {
-                s.opts.temporary && (s.jid == *full || (account_offline && s.jid == bare))
-            }) {
+            let temp = |s: &Sub| s.opts.temporary || n.config.tempsub;
+            for s in n
+                .subs
+                .iter()
+                .filter(|s| temp(s) && (s.jid == *full || (account_offline && s.jid == bare)))
+            {
                 ops.push(s.delete(name));
                 ended.push((name.clone(), s.clone()));
             }
@@ -1295,6 +1298,14 @@ impl Engine {
             i = j;
             let active: Vec<&Sub> = group.iter().filter(|s| s.active(now)).collect();
             if active.is_empty() {
+                continue;
+            }
+            // presence_based_delivery: a full JID must be available (a bare JID reaches
+            // only available resources anyway).
+            if n.config.presence_based
+                && jid.is_full()
+                && !dir.presences(&jid.bare()).iter().any(|(r, _)| r == jid)
+            {
                 continue;
             }
             let several = shim && group.len() > 1;

@@ -2511,6 +2511,23 @@ fn xep0060_16_4_4_notify_sub_purge_offline_and_presence_based_delivery() {
             ("pubsub#publish_model", "open"),
         ],
     );
+    // presence_based_delivery: Carol's full JID gets nothing until it is available.
+    w.subscribe(CAROL, "n", CAROL);
+    let (_, notes) = w.publish(ALICE, "n", Some("x"), P);
+    assert!(notes.is_empty(), "{notes:?}");
+    w.online(CAROL, "dnd");
+    let (_, notes) = w.publish(ALICE, "n", Some("x"), P);
+    assert_eq!(notes.len(), 1);
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
+    );
+    w.ok(
+        CAROL,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{CAROL}'/></pubsub>"),
+    );
     let out = w.subscribe(BOB, "n", BOB);
     let sub = out
         .iter()
@@ -2532,7 +2549,7 @@ fn xep0060_16_4_4_notify_sub_purge_offline_and_presence_based_delivery() {
     w.subscribe(BOB, "n", BOB);
     // Two publishers online; the node is purged only when the last goes offline.
     w.online(ALICE, "online");
-    w.online(CAROL, "online");
+    w.online(BOB, "online");
     w.publish(ALICE, "n", Some("a"), P);
     w.publish(CAROL, "n", Some("c"), P);
     assert!(w.unavailable(ALICE, true).is_empty());
