@@ -204,16 +204,20 @@ async fn pubsub_timer(shared: Rc<net::Shared>, wake: smol::channel::Receiver<()>
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        // With nothing due, wake hourly anyway (harmless; keeps the loop simple).
-        let wait = next.map_or(Duration::from_secs(3600), |d| {
-            Duration::from_millis(d.saturating_sub(now).clamp(1, 3_600_000))
-        });
+        // With nothing due, only the router's wake-up ends the wait (no idle wake-ups).
+        let timer = match next {
+            Some(d) => Timer::after(Duration::from_millis(d.saturating_sub(now).max(1))),
+            None => Timer::never(),
+        };
         smol::future::or(
             async {
-                Timer::after(wait).await;
+                timer.await;
             },
             async {
-                let _ = wake.recv().await;
+                // A closed channel (no router any more) must not spin the loop.
+                if wake.recv().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             },
         )
         .await;
