@@ -720,7 +720,10 @@ pub fn parse_xep0082(s: &str) -> Option<u64> {
     }
     let offset = match s.get(i..)? {
         "Z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+        tz if tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && tz.as_bytes()[3] == b':' =>
+        {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
             let o = (oh * 60 + om) * 60;
@@ -1339,10 +1342,11 @@ impl Engine {
         self.out.extend(msgs);
     }
 
-    /// §12.13: tells `jid` that its subscription `subid` changed to `state`.
+    /// §12.13 (impl-subchange): tells `jid` that its subscription `subid` changed to
+    /// `state`, with an `<event/>` holding one `<subscription/>`.
     fn subscription_changed(&mut self, node: &str, jid: &Jid, subid: &str, state: &str) {
         let s = format!(
-            "<message from='{}' to='{}'><pubsub xmlns='{NS_PUBSUB}'><subscription node='{}' jid='{}' subid='{}' subscription='{state}'/></pubsub></message>",
+            "<message from='{}' to='{}'><event xmlns='{NS_PUBSUB_EVENT}'><subscription node='{}' jid='{}' subid='{}' subscription='{state}'/></event></message>",
             attr(self.service.as_str()),
             attr(jid.as_str()),
             attr(node),
@@ -2294,17 +2298,8 @@ impl Engine {
             .filter(|(_, a)| *a == Affiliation::Owner)
             .filter_map(|(j, _)| Jid::parse(j).ok())
             .collect();
-        let form = Self::approval_form(node, sub);
         for o in owners {
-            let s = format!(
-                "<message from='{}' to='{}'>{form}</message>",
-                self.service_attr,
-                attr(o.as_str())
-            );
-            self.out.push(Delivery {
-                to: o,
-                stanza: Rc::from(s),
-            });
+            self.send_approval_forms_to(node, sub, &o);
         }
     }
 
@@ -2323,7 +2318,7 @@ impl Engine {
             .with_attr("type", "form")
             .with_child(Element::new("title", NS_DATA).with_text("PubSub subscriber request"))
             .with_child(Element::new("instructions", NS_DATA).with_text(
-                "To approve this entity's subscription request, click the OK button. To deny the request, click the cancel button.",
+                "To approve this entity's subscription request, set Allow and submit the form; to deny it, submit the form with Allow unset.",
             ))
             .with_child(hidden_form_type(FORM_SUBSCRIBE_AUTH))
             .with_child(field("pubsub#subid", "hidden", "", &sub.subid))
@@ -2350,7 +2345,6 @@ impl Engine {
     /// removed); the subscriber is told either way. Anything else is ignored (logged).
     pub fn handle_message(
         &mut self,
-        dir: &dyn Directory,
         store: &Store,
         from: &Jid,
         msg: &Element,
@@ -2361,20 +2355,14 @@ impl Engine {
         let Some(x) = find_form(msg) else {
             return Vec::new();
         };
-        if let Err(e) = self.approval(dir, store, &from.bare(), x) {
+        if let Err(e) = self.approval(store, &from.bare(), x) {
             tracing::info!(from = %from, error = %e, "pub-sub approval form refused");
             self.out.clear();
         }
         std::mem::take(&mut self.out)
     }
 
-    fn approval(
-        &mut self,
-        _dir: &dyn Directory,
-        store: &Store,
-        owner: &Jid,
-        x: &Element,
-    ) -> Result<(), PubSubError> {
+    fn approval(&mut self, store: &Store, owner: &Jid, x: &Element) -> Result<(), PubSubError> {
         let fields = form_fields(x);
         let get = |var: &str| {
             fields
@@ -2390,8 +2378,11 @@ impl Engine {
         let jid = get("pubsub#subscriber_jid")
             .and_then(|j| Jid::parse(&j).ok())
             .ok_or(PubSubError::InvalidJid)?;
+        // A cancelled form changes nothing: the request stays pending (§8.6).
+        if x.attr("type") == Some("cancel") {
+            return Ok(());
+        }
         let allow = match (x.attr("type"), get("pubsub#allow").as_deref()) {
-            (Some("cancel"), _) => false,
             (_, Some("1" | "true")) => true,
             (_, Some("0" | "false")) => false,
             _ => return Err(PubSubError::BadForm("pubsub#allow is a boolean".into())),
@@ -2505,12 +2496,14 @@ impl Engine {
         }
     }
 
-    /// §8.7.2: the approval form of `sub` again, to the owner `to` only.
+    /// The approval form of `sub` to the owner `to` (§8.6; again for §8.7). The message
+    /// id names the SubID (the owner's answer reflects it, §8.6).
     fn send_approval_forms_to(&mut self, node: &str, sub: &Sub, to: &Jid) {
         let s = format!(
-            "<message from='{}' to='{}'>{}</message>",
+            "<message from='{}' to='{}' id='approve-{}'>{}</message>",
             self.service_attr,
             attr(to.as_str()),
+            attr(&sub.subid),
             Self::approval_form(node, sub)
         );
         self.out.push(Delivery {
@@ -3200,6 +3193,7 @@ impl Engine {
         }
         let mut ops = Vec::new();
         let mut dropped_subs: Vec<(Jid, String)> = Vec::new();
+        let mut approved_subs: Vec<(Jid, String)> = Vec::new();
         for (jid, aff) in &changes {
             if *aff == Affiliation::None {
                 ops.push(PubsubOp::DeleteAffiliation(name.clone(), jid.clone()));
@@ -3211,10 +3205,23 @@ impl Engine {
                 ));
             }
             if *aff == Affiliation::Outcast {
-                // §8.9.2.? an outcast loses its subscriptions.
+                // An outcast loses its subscriptions, pending ones too (§8.7 note).
                 for s in n.subs.iter().filter(|s| s.jid.bare().as_str() == jid) {
                     ops.push(s.delete(&name));
                     dropped_subs.push((s.jid.clone(), s.subid.clone()));
+                }
+            }
+            if matches!(aff, Affiliation::Owner | Affiliation::Publisher) {
+                // §8.7 note: their pending requests are approved.
+                for s in n
+                    .subs
+                    .iter()
+                    .filter(|s| s.jid.bare().as_str() == jid && s.state == SubState::Pending)
+                {
+                    let mut approved = s.clone();
+                    approved.state = SubState::Subscribed;
+                    ops.push(approved.put(&name));
+                    approved_subs.push((s.jid.clone(), s.subid.clone()));
                 }
             }
         }
@@ -3226,10 +3233,21 @@ impl Engine {
                     .iter()
                     .any(|(j, id)| *j == s.jid && *id == s.subid)
             });
+            for s in &mut n.subs {
+                if approved_subs
+                    .iter()
+                    .any(|(j, id)| *j == s.jid && *id == s.subid)
+                {
+                    s.state = SubState::Subscribed;
+                }
+            }
             n.subs_changed();
         }
         for (jid, subid) in dropped_subs {
             self.subscription_changed(&name, &jid, &subid, "none");
+        }
+        for (jid, subid) in approved_subs {
+            self.subscription_changed(&name, &jid, &subid, "subscribed");
         }
         Ok(None)
     }

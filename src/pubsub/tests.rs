@@ -1256,8 +1256,8 @@ fn xep0060_8_8_manage_subscriptions() {
     assert_eq!(told[0].0, CAROL);
     let sub = told[0]
         .1
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
         .expect("subscription");
     assert_eq!(sub.attr("subscription"), Some("subscribed"));
     let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
@@ -1901,9 +1901,7 @@ impl World {
         let xml = format!("<message from='{from}' to='pubsub.localhost'>{body}</message>");
         let m = Element::parse(&xml).expect("test stanza parses");
         let from = Jid::parse(from).expect("jid");
-        let out = self
-            .engine
-            .handle_message(&self.rosters, &self.store, &from, &m, self.now);
+        let out = self.engine.handle_message(&self.store, &from, &m, self.now);
         parse_out(out)
     }
 
@@ -2049,15 +2047,21 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     );
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert!(notes.is_empty(), "pending subscribers get nothing");
-    // Only an owner's answer counts.
+    // Only an owner's answer counts; a cancelled form leaves the request pending.
     assert!(w.message(CAROL, &approval_answer(&f, true)).is_empty());
+    let cancelled = approval_answer(&f, true).replace("type='submit'", "type='cancel'");
+    assert!(w.message(ALICE, &cancelled).is_empty());
+    assert_eq!(
+        forms[0].1.attr("id"),
+        Some(format!("approve-{}", f["pubsub#subid"][0]).as_str())
+    );
     let out = w.message(ALICE, &approval_answer(&f, true));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, BOB);
     let s = out[0]
         .1
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
         .expect("subscription notice");
     assert_eq!(s.attr("subscription"), Some("subscribed"));
     let (_, notes) = w.publish(ALICE, "n", None, P);
@@ -2074,8 +2078,8 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     let out = w.message("dave@localhost/d", &approval_answer(&f, false));
     let s = out[0]
         .1
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
         .expect("subscription notice");
     assert_eq!(
         (out[0].0.as_str(), s.attr("subscription")),
@@ -2089,6 +2093,24 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
         ),
         ("not-authorized".into(), "not-subscribed".into())
     );
+    // Becoming a publisher approves a pending request (§8.7 note).
+    let (_, forms) = w.ok(
+        "frank@localhost/f",
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='frank@localhost'/></pubsub>"
+        ),
+    );
+    assert_eq!(forms.len(), 2);
+    let (_, told) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='frank@localhost' affiliation='publisher'/></affiliations></pubsub>"),
+    );
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].0, "frank@localhost");
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.iter().any(|(t, _)| t == "frank@localhost"));
     // Members skip approval.
     w.ok(
         ALICE,
@@ -2332,8 +2354,8 @@ fn xep0060_12_18_leased_subscription_expires_on_the_timer() {
     let to_bob = out
         .iter()
         .find(|(t, _)| t == BOB)
-        .and_then(|(_, m)| m.child("pubsub", NS_PUBSUB))
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .and_then(|(_, m)| m.child("event", NS_PUBSUB_EVENT))
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
         .expect("subscriber told");
     assert_eq!(to_bob.attr("subscription"), Some("none"));
     assert_eq!(to_bob.attr("subid"), Some(subid.as_str()));
@@ -2611,6 +2633,10 @@ fn xep0082_date_times_parse_and_round_trip() {
         "2024-02-29T10:00:00",
         "x024-02-29T10:00:00Z",
         "2024-02-29T10:00:00.Z",
+        "2024-02-29T10:00:00+0\u{e9}00",
+        "2024-02-29T10:00:00\u{e9}",
+        "2024-02-29\u{e9}10:00:00Z",
+        "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
     ] {
         assert_eq!(parse_xep0082(bad), None, "{bad}");
     }

@@ -500,8 +500,8 @@ fn pubsub_authorize_approval_and_leased_expiry() {
         value("pubsub#subid")
     ));
     let state = |m: &Element| {
-        m.child("pubsub", PS)
-            .and_then(|p| p.child("subscription", PS))
+        m.child("event", EVENT)
+            .and_then(|p| p.child("subscription", EVENT))
             .and_then(|s| s.attr("subscription"))
             .map(str::to_owned)
     };
