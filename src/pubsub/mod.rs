@@ -1299,6 +1299,16 @@ impl Engine {
             }
             let group = &n.subs[i..j];
             i = j;
+            // Fast path: one plain subscription (no allocation per subscriber).
+            if let [s] = group {
+                if !n.config.presence_based && s.opts.show & SHOW_SET == 0 {
+                    if s.active(now) {
+                        let b = body.filter(|_| s.opts.include_body);
+                        msgs.push(self.message_ext(jid, headline, inner, None, &[], b));
+                    }
+                    continue;
+                }
+            }
             let active: Vec<&Sub> = group.iter().filter(|s| s.active(now)).collect();
             if active.is_empty() {
                 continue;
@@ -1987,8 +1997,13 @@ impl Engine {
             &name,
             &item_xml(&cached, cfg.deliver_payloads, cfg.itemreply_publisher),
         );
-        let body = body_text(&name, &cached);
-        self.notify_items(dir, &name, &shared, Some(&body));
+        // The text rendering costs a parse of the payload: only when someone wants it.
+        let body = self
+            .nodes
+            .get(&name)
+            .is_some_and(|n| n.subs.iter().any(|s| s.opts.include_body))
+            .then(|| body_text(&name, &cached));
+        self.notify_items(dir, &name, &shared, body.as_deref());
         if cfg.persist_items && cfg.node_full == NodeFull::RetractOldest && cfg.notify_retract {
             for (_, old) in &full {
                 let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(old)));
