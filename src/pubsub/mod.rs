@@ -837,6 +837,16 @@ impl Engine {
                     expire_ms: rec.expire_ms,
                 },
             };
+            // Temporary subscriptions (§12.4) lived for a presence session; after a
+            // restart nobody has one.
+            if sub.opts.temporary || n.config.tempsub {
+                migrate.push(if sub.subid.is_empty() {
+                    PubsubOp::DeleteSubscription(name.clone(), jid.clone())
+                } else {
+                    sub.delete(&name)
+                });
+                continue;
+            }
             if sub.subid.is_empty() {
                 engine.counter = engine.counter.wrapping_add(1);
                 sub.subid = format!("{:x}-{:x}", rec.expire_ms, engine.counter);
@@ -857,8 +867,8 @@ impl Engine {
             Self::commit(store, &migrate)
                 .map_err(|_| EngineError::BadNode(String::new(), PubSubError::Internal))?;
             tracing::info!(
-                rows = migrate.len() / 2,
-                "pub-sub subscriptions given SubIDs"
+                ops = migrate.len(),
+                "pub-sub subscriptions given SubIDs, temporary ones dropped"
             );
         }
         for (name, jid, code) in snap.affiliations {
@@ -1550,6 +1560,19 @@ impl Engine {
                         Element::new("feature", NS_DISCO_INFO)
                             .with_attr("var", format!("{NS_PUBSUB}#{f}")),
                     );
+                }
+            }
+            Some(CMD_GET_PENDING) => {
+                // XEP-0050 §2.3: the command node.
+                out.set_attr("node", CMD_GET_PENDING);
+                out.push_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "automation")
+                        .with_attr("type", "command-node")
+                        .with_attr("name", "Get pending subscriptions"),
+                );
+                for f in [NS_COMMANDS, NS_DATA] {
+                    out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
                 }
             }
             Some(name) => {

@@ -2141,6 +2141,19 @@ fn xep0060_8_7_get_pending_via_ad_hoc_command_and_restart() {
     );
     let (r, _) = w.ok(
         ALICE,
+        "get",
+        &format!("<query xmlns='{NS_DISCO_INFO}' node='{CMD_GET_PENDING}'/>"),
+    );
+    let id = r
+        .child("query", NS_DISCO_INFO)
+        .and_then(|q| q.child("identity", NS_DISCO_INFO))
+        .expect("identity");
+    assert_eq!(
+        (id.attr("category"), id.attr("type")),
+        (Some("automation"), Some("command-node"))
+    );
+    let (r, _) = w.ok(
+        ALICE,
         "set",
         &format!("<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' action='execute'/>"),
     );
@@ -2386,6 +2399,18 @@ fn xep0060_12_4_temporary_subscriptions_end_with_presence() {
     w.subscribe_with(BOB, "n", &[("pubsub#expire", "presence")]);
     w.subscribe(BOB, "temp", "bob@localhost");
     w.subscribe_with(CAROL, "n", &[]);
+    // Temporary subscriptions do not outlive a restart (no presence session does).
+    w.restart();
+    let (_, notes) = w.publish(ALICE, "temp", None, P);
+    assert!(notes.is_empty(), "{notes:?}");
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(
+        notes.len(),
+        1,
+        "only Carol's lasting subscription: {notes:?}"
+    );
+    w.subscribe_with(BOB, "n", &[("pubsub#expire", "presence")]);
+    w.subscribe(BOB, "temp", "bob@localhost");
     // Another resource of Bob going away ends only full-JID temporary subscriptions.
     w.unavailable("bob@localhost/other", false);
     let (_, notes) = w.publish(ALICE, "temp", None, P);
