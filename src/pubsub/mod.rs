@@ -864,8 +864,7 @@ impl Engine {
             n.subs_changed();
         }
         if !migrate.is_empty() {
-            Self::commit(store, &migrate)
-                .map_err(|_| EngineError::BadNode(String::new(), PubSubError::Internal))?;
+            store.pubsub_apply(&migrate).map_err(EngineError::Store)?;
             tracing::info!(
                 ops = migrate.len(),
                 "pub-sub subscriptions given SubIDs, temporary ones dropped"
