@@ -156,6 +156,8 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
         tasks.push(ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct)));
     }
     let committer = ex.spawn(net::committer(shared.clone()));
+    let wake = shared.router.borrow_mut().pubsub_timer();
+    tasks.push(ex.spawn(pubsub_timer(shared.clone(), wake)));
     let notifier = notifier.map(Rc::new);
     if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
         tracing::info!(
@@ -210,6 +212,34 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The pub-sub expiry timer (XEP-0060 `item_expire` and leased subscriptions): sleeps
+/// until the engine's next deadline, or until the router says it moved earlier.
+async fn pubsub_timer(shared: Rc<net::Shared>, wake: smol::channel::Receiver<()>) {
+    loop {
+        let next = shared.router.borrow_mut().pubsub_tick();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // With nothing due, only the router's wake-up ends the wait (no idle wake-ups).
+        let timer = match next {
+            Some(d) => Timer::after(Duration::from_millis(d.saturating_sub(now).max(1))),
+            None => Timer::never(),
+        };
+        smol::future::or(
+            async {
+                timer.await;
+            },
+            async {
+                // A closed channel (no router any more) must not spin the loop.
+                if wake.recv().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// Ping the systemd watchdog every `every`, from the executor thread: if the event loop

@@ -65,6 +65,8 @@ pub struct Router {
     /// The XEP-0060 service (`None` if its state could not be loaded: logged, and the
     /// service then answers nothing rather than risk overwriting stored nodes).
     pubsub: Option<crate::pubsub::Engine>,
+    /// Wakes the pub-sub timer task when the engine's next deadline moved earlier.
+    pubsub_wake: Option<smol::channel::Sender<()>>,
 }
 
 /// What kind of local entity a JID names.
@@ -99,6 +101,7 @@ impl Router {
             accounts: HashMap::new(),
             push_counter: 0,
             pubsub,
+            pubsub_wake: None,
         }
     }
 
@@ -254,6 +257,9 @@ impl Router {
         }
         if empty {
             self.accounts.remove(user);
+        }
+        if res.presence.is_some() {
+            self.pubsub_unavailable(jid);
         }
     }
 
@@ -506,9 +512,44 @@ impl Router {
         self.pubsub_deliver(out);
     }
 
+    /// A resource went unavailable: temporary subscriptions and `purge_offline` (XEP-0060).
+    fn pubsub_unavailable(&mut self, full: &Jid) {
+        let Some(mut engine) = self.pubsub.take() else {
+            return;
+        };
+        let offline = crate::pubsub::Directory::presences(&*self, &full.bare()).is_empty();
+        let out = engine.on_unavailable(&*self, &self.store, full, offline, now_ms());
+        self.pubsub = Some(engine);
+        self.pubsub_deliver(out);
+    }
+
+    /// The pub-sub timer's channel: the router sends on it when the engine's next
+    /// deadline moved earlier (see [`Router::pubsub_tick`]).
+    pub fn pubsub_timer(&mut self) -> smol::channel::Receiver<()> {
+        let (tx, rx) = smol::channel::bounded(1);
+        self.pubsub_wake = Some(tx);
+        rx
+    }
+
+    /// Runs the pub-sub expiry that is due and returns the next deadline (ms since the
+    /// epoch) the timer task sleeps until.
+    pub fn pubsub_tick(&mut self) -> Option<u64> {
+        let mut engine = self.pubsub.take()?;
+        let out = engine.on_tick(&*self, &self.store, now_ms());
+        let next = engine.arm();
+        self.pubsub = Some(engine);
+        self.pubsub_deliver(out);
+        next
+    }
+
     /// Delivers engine output: to one resource (full JID) or to every available resource
     /// of a local account (bare JID).
     fn pubsub_deliver(&self, out: Vec<crate::pubsub::Delivery>) {
+        if let (Some(e), Some(w)) = (&self.pubsub, &self.pubsub_wake) {
+            if e.needs_rearm() {
+                let _ = w.try_send(());
+            }
+        }
         for d in out {
             if d.to.is_full() {
                 if let Some(ob) = self.resource_outbox(&d.to) {
@@ -526,8 +567,15 @@ impl Router {
         let to = to.unwrap_or_else(|| from.bare());
         let ty = msg.attr("type").unwrap_or("normal").to_owned();
         if self.is_pubsub(&to) {
-            // The service takes no messages; errors (bounced notifications) are dropped.
-            if ty != "error" && ty != "headline" {
+            // The service takes approval forms (XEP-0060 §8.6); errors (bounced
+            // notifications) are dropped; anything else bounces.
+            if msg.child("x", "jabber:x:data").is_some() && ty != "error" {
+                if let Some(mut engine) = self.pubsub.take() {
+                    let out = engine.handle_message(&self.store, from, &msg, now_ms());
+                    self.pubsub = Some(engine);
+                    self.pubsub_deliver(out);
+                }
+            } else if ty != "error" && ty != "headline" {
                 self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
             }
             return;
@@ -782,6 +830,7 @@ impl Router {
             copy.set_attr("to", d.as_str());
             self.deliver_to_available(&d, &Rc::from(copy.to_string_in_stream()));
         }
+        self.pubsub_unavailable(from);
     }
 
     /// Unavailable presence on behalf of a resource that went away.
@@ -1223,6 +1272,25 @@ impl crate::pubsub::Directory for Router {
         }
         let item = self.roster_item(owner.local()?, &contact.bare())?;
         Some((item.subscription.has_from(), item.groups))
+    }
+
+    fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
+        let acc = match bare.local() {
+            Some(user) if bare.domain() == self.config.domain => self.accounts.get(user),
+            _ => None,
+        };
+        acc.map(|a| {
+            a.resources
+                .iter()
+                .filter_map(|r| {
+                    let p = r.presence.as_ref()?;
+                    let show = p.child("show", NS_CLIENT).map(|s| s.text());
+                    let show = show.as_deref().map(str::trim).filter(|s| !s.is_empty());
+                    Some((r.jid.clone(), show.unwrap_or("online").to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
     }
 }
 

@@ -305,6 +305,9 @@ mod tests {
         fn roster_entry(&self, _: &Jid, _: &Jid) -> Option<(bool, Vec<String>)> {
             None
         }
+        fn presences(&self, _: &Jid) -> Vec<(Jid, String)> {
+            Vec::new()
+        }
     }
 
     struct Dir(std::path::PathBuf);

@@ -32,6 +32,8 @@ pub enum AccessModel {
     Roster,
     /// Only members, publishers and owners.
     Whitelist,
+    /// Anyone may ask; an owner approves each subscription (§4.5, §8.6).
+    Authorize,
 }
 
 impl AccessModel {
@@ -41,6 +43,7 @@ impl AccessModel {
             Self::Presence => "presence",
             Self::Roster => "roster",
             Self::Whitelist => "whitelist",
+            Self::Authorize => "authorize",
         }
     }
     fn parse(s: &str) -> Result<Self, PubSubError> {
@@ -49,7 +52,7 @@ impl AccessModel {
             "presence" => Ok(Self::Presence),
             "roster" => Ok(Self::Roster),
             "whitelist" => Ok(Self::Whitelist),
-            "authorize" => Err(PubSubError::UnsupportedValue("access-authorize")),
+            "authorize" => Ok(Self::Authorize),
             _ => Err(PubSubError::BadForm(format!("unknown access model {s:?}"))),
         }
     }
@@ -189,6 +192,24 @@ pub struct NodeConfig {
     /// `pubsub#item_expire` in seconds; `None` is `max` (never). Expired items are never
     /// returned and are deleted when next touched.
     pub item_expire: Option<u64>,
+    /// `pubsub#presence_based_delivery`: notify only available subscribers (always true
+    /// in effect: there is no offline storage; see `docs/pubsub.md`).
+    pub presence_based: bool,
+    /// `pubsub#notify_sub`: owners are told of subscribes and unsubscribes.
+    pub notify_sub: bool,
+    /// `pubsub#tempsub`: every subscription is temporary (ends with the subscriber's
+    /// presence, §12.4).
+    pub tempsub: bool,
+    /// `pubsub#purge_offline`: items are purged when the last of their publishers goes
+    /// offline.
+    pub purge_offline: bool,
+    /// `pubsub#itemreply`: `publisher` (items carry a `publisher` attribute, the
+    /// default) or `none` (they do not). `owner` is refused (`unsupported`).
+    pub itemreply_publisher: bool,
+    /// `pubsub#contact`: JIDs to contact with questions (meta-data).
+    pub contact: Vec<String>,
+    /// `pubsub#language`: the node's default language (meta-data).
+    pub language: String,
 }
 
 /// Every configuration field this service implements, in form order.
@@ -213,6 +234,13 @@ pub const FIELDS: &[&str] = &[
     "pubsub#max_payload_size",
     "pubsub#item_expire",
     "pubsub#publish_node_full",
+    "pubsub#presence_based_delivery",
+    "pubsub#notify_sub",
+    "pubsub#tempsub",
+    "pubsub#purge_offline",
+    "pubsub#itemreply",
+    "pubsub#contact",
+    "pubsub#language",
 ];
 
 /// Most roster groups in `roster_groups_allowed`.
@@ -243,6 +271,13 @@ impl NodeConfig {
             max_payload_size: limits.pubsub_max_item_bytes,
             node_full: NodeFull::RetractOldest,
             item_expire: None,
+            presence_based: false,
+            notify_sub: false,
+            tempsub: false,
+            purge_offline: false,
+            itemreply_publisher: true,
+            contact: Vec::new(),
+            language: String::new(),
         }
     }
 
@@ -285,6 +320,20 @@ impl NodeConfig {
                 self.item_expire
                     .map_or_else(|| "max".to_owned(), |n| n.to_string()),
             ],
+            "pubsub#presence_based_delivery" => vec![b(self.presence_based)],
+            "pubsub#notify_sub" => vec![b(self.notify_sub)],
+            "pubsub#tempsub" => vec![b(self.tempsub)],
+            "pubsub#purge_offline" => vec![b(self.purge_offline)],
+            "pubsub#itemreply" => vec![
+                if self.itemreply_publisher {
+                    "publisher"
+                } else {
+                    "none"
+                }
+                .to_owned(),
+            ],
+            "pubsub#contact" => self.contact.clone(),
+            "pubsub#language" => vec![self.language.clone()],
             _ => Vec::new(),
         }
     }
@@ -399,6 +448,42 @@ impl NodeConfig {
                     Some(n) => Some(n),
                 }
             }
+            "pubsub#presence_based_delivery" => self.presence_based = boolean()?,
+            "pubsub#notify_sub" => self.notify_sub = boolean()?,
+            "pubsub#tempsub" => self.tempsub = boolean()?,
+            "pubsub#purge_offline" => self.purge_offline = boolean()?,
+            "pubsub#itemreply" => {
+                self.itemreply_publisher = match one()? {
+                    "publisher" => true,
+                    "none" => false,
+                    "owner" => return Err(PubSubError::UnsupportedValue("itemreply")),
+                    v => return Err(PubSubError::BadForm(format!("unknown itemreply {v:?}"))),
+                }
+            }
+            "pubsub#contact" => {
+                if values.len() > MAX_GROUPS || values.iter().any(|g| g.len() > MAX_TEXT) {
+                    return Err(PubSubError::BadForm("too many or too long contacts".into()));
+                }
+                let mut jids: Vec<String> = Vec::new();
+                for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                    let j = crate::jid::Jid::parse(v)
+                        .map_err(|_| PubSubError::BadForm(format!("contact {v:?} is not a JID")))?;
+                    if !jids.iter().any(|x| x == j.as_str()) {
+                        jids.push(j.as_str().to_owned());
+                    }
+                }
+                self.contact = jids;
+            }
+            "pubsub#language" => self.language = text()?,
+            // Registered fields this service cannot honour: refused, never ignored.
+            "pubsub#body_xslt" | "pubsub#dataform_xslt" => {
+                return Err(PubSubError::UnsupportedValue("xslt"));
+            }
+            "pubsub#collection"
+            | "pubsub#children"
+            | "pubsub#children_association_policy"
+            | "pubsub#children_association_whitelist"
+            | "pubsub#children_max" => return Err(PubSubError::UnsupportedValue("collections")),
             _ => return Err(PubSubError::BadForm(format!("unsupported field {var:?}"))),
         }
         Ok(())
@@ -446,11 +531,15 @@ impl NodeConfig {
                 | "pubsub#type"
                 | "pubsub#max_items"
                 | "pubsub#max_payload_size"
-                | "pubsub#item_expire" => ("text-single", &[]),
+                | "pubsub#item_expire"
+                | "pubsub#language" => ("text-single", &[]),
+                "pubsub#contact" => ("jid-multi", &[]),
+                "pubsub#itemreply" => ("list-single", &["publisher", "none"]),
                 "pubsub#node_type" => ("list-single", &["leaf"]),
-                "pubsub#access_model" => {
-                    ("list-single", &["open", "presence", "roster", "whitelist"])
-                }
+                "pubsub#access_model" => (
+                    "list-single",
+                    &["open", "presence", "roster", "whitelist", "authorize"],
+                ),
                 "pubsub#roster_groups_allowed" => ("list-multi", &[]),
                 "pubsub#publish_model" => ("list-single", &["publishers", "subscribers", "open"]),
                 "pubsub#send_last_published_item" => {

@@ -82,6 +82,20 @@ pub enum PubSubError {
     /// Too many changes are waiting for the disk (the group commit's bounds):
     /// `resource-constraint` (wait); retrying later works.
     Backlog,
+    /// Authorize access model: the requester has no approved subscription (§6.5.9.5):
+    /// `not-authorized` + `not-subscribed`. A subscribe request turns it into a pending
+    /// subscription instead.
+    AuthorizationRequired,
+    /// The requester's subscription awaits approval (§6.1.3.7): `not-authorized` +
+    /// `pending-subscription`.
+    PendingSubscription,
+    /// The entity has several subscriptions and named none (§6.2.3.1): `bad-request` +
+    /// `subid-required`.
+    SubIdRequired,
+    /// The SubID is not one of the entity's (§6.2.3.5): `not-acceptable` + `invalid-subid`.
+    InvalidSubId,
+    /// The request names no subscriber JID (§6.3.4.3): `bad-request` + `jid-required`.
+    JidRequired,
 }
 
 impl fmt::Display for PubSubError {
@@ -118,6 +132,13 @@ impl fmt::Display for PubSubError {
             Self::SubscriptionsDisabled => f.write_str("the node does not allow subscriptions"),
             Self::Internal => f.write_str("internal error"),
             Self::Backlog => f.write_str("too many changes are waiting for the disk"),
+            Self::AuthorizationRequired => {
+                f.write_str("an owner must approve your subscription first")
+            }
+            Self::PendingSubscription => f.write_str("your subscription awaits approval"),
+            Self::SubIdRequired => f.write_str("you have several subscriptions: name a subid"),
+            Self::InvalidSubId => f.write_str("no subscription with that subid"),
+            Self::JidRequired => f.write_str("the request needs a jid"),
         }
     }
 }
@@ -168,6 +189,11 @@ impl PubSubError {
             Self::SubscriptionsDisabled => (C::NotAllowed, None),
             Self::Internal => (C::InternalServerError, None),
             Self::Backlog => (C::ResourceConstraint, None),
+            Self::AuthorizationRequired => (C::NotAuthorized, app("not-subscribed")),
+            Self::PendingSubscription => (C::NotAuthorized, app("pending-subscription")),
+            Self::SubIdRequired => (C::BadRequest, app("subid-required")),
+            Self::InvalidSubId => (C::NotAcceptable, app("invalid-subid")),
+            Self::JidRequired => (C::BadRequest, app("jid-required")),
         };
         let mut e = StanzaError::new(cond).with_text(self.to_string());
         // The error types of XEP-0060's examples where they differ from RFC 6120's.

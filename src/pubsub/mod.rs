@@ -65,43 +65,48 @@ pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 /// The `http://jabber.org/protocol/pubsub#…` features advertised, each one implemented by
 /// the handler named next to it (and nothing else is advertised).
 pub const FEATURES: &[&str] = &[
-    "access-open",                // check_access, AccessModel::Open (the default)
-    "access-presence",            // check_access, AccessModel::Presence
-    "access-roster",              // check_access, AccessModel::Roster
-    "access-whitelist",           // check_access, AccessModel::Whitelist
-    "auto-create",                // publish to a missing node
-    "config-node",                // owner_configure
-    "config-node-max",            // NodeConfig::set accepts `max`
-    "create-and-configure",       // create with <configure><x/>
-    "create-nodes",               // create
-    "delete-items",               // retract
-    "delete-nodes",               // owner_delete
-    "instant-nodes",              // create without a node id
-    "item-ids",                   // publish with an item id
-    "last-published",             // send_last_published_item
-    "manage-subscriptions",       // owner_subscriptions
-    "member-affiliation",         // Affiliation::Member
-    "meta-data",                  // disco#info of a node
-    "modify-affiliations",        // owner_affiliations
-    "multi-items",                // max_items > 1
-    "outcast-affiliation",        // Affiliation::Outcast
-    "persistent-items",           // persist_items
-    "publish",                    // publish
-    "publish-node-full",          // NodeFull: retract-oldest, discard-oldest, reject
-    "publish-options",            // preconditions
-    "publish-only-affiliation",   // Affiliation::PublishOnly
-    "publisher-affiliation",      // Affiliation::Publisher
-    "purge-nodes",                // owner_purge
-    "retract-items",              // retract
-    "retrieve-affiliations",      // own affiliations
-    "retrieve-default",           // owner <default/>
-    "retrieve-default-sub",       // <default/> subscription options
-    "retrieve-items",             // items
-    "retrieve-subscriptions",     // own subscriptions
-    "rsm",                        // items: XEP-0059 paging (Rsm)
-    "subscribe",                  // subscribe / unsubscribe
+    "access-authorize",       // check_access, AccessModel::Authorize; approval (§8.6)
+    "access-open",            // check_access, AccessModel::Open (the default)
+    "access-presence",        // check_access, AccessModel::Presence
+    "access-roster",          // check_access, AccessModel::Roster
+    "access-whitelist",       // check_access, AccessModel::Whitelist
+    "auto-create",            // publish to a missing node
+    "config-node",            // owner_configure
+    "config-node-max",        // NodeConfig::set accepts `max`
+    "create-and-configure",   // create with <configure><x/>
+    "create-nodes",           // create
+    "delete-items",           // retract
+    "delete-nodes",           // owner_delete
+    "get-pending",            // command (XEP-0050, §8.7)
+    "instant-nodes",          // create without a node id
+    "item-ids",               // publish with an item id
+    "last-published",         // send_last_published_item
+    "leased-subscription",    // pubsub#expire, on_tick
+    "manage-subscriptions",   // owner_subscriptions
+    "member-affiliation",     // Affiliation::Member
+    "meta-data",              // disco#info of a node
+    "modify-affiliations",    // owner_affiliations
+    "multi-items",            // max_items > 1
+    "multi-subscribe",        // subscribe: SubIDs, SHIM headers in notify_body
+    "outcast-affiliation",    // Affiliation::Outcast
+    "persistent-items",       // persist_items
+    "presence-notifications", // presence_based_delivery, show-values (notify_body)
+    "publish",                // publish
+    "publish-node-full",      // NodeFull: retract-oldest, discard-oldest, reject
+    "publish-options",        // preconditions
+    "publish-only-affiliation", // Affiliation::PublishOnly
+    "publisher-affiliation",  // Affiliation::Publisher
+    "purge-nodes",            // owner_purge
+    "retract-items",          // retract
+    "retrieve-affiliations",  // own affiliations
+    "retrieve-default",       // owner <default/>
+    "retrieve-default-sub",   // <default/> subscription options
+    "retrieve-items",         // items
+    "retrieve-subscriptions", // own subscriptions
+    "rsm",                    // items: XEP-0059 paging (Rsm)
+    "subscribe",              // subscribe / unsubscribe
     "subscription-notifications", // subscription_changed (owner changes, §12.13)
-    "subscription-options",       // options
+    "subscription-options",   // options
 ];
 
 /// Longest node id accepted, in bytes.
@@ -115,6 +120,10 @@ pub trait Directory {
     /// (bare): whether `contact` has a presence subscription to `owner` (`from`/`both`),
     /// and its groups. `None` if there is no such item.
     fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)>;
+
+    /// The available resources of the account `bare` with their presence `<show/>`
+    /// (`online` when it has none); empty when none is available or the JID is not local.
+    fn presences(&self, bare: &Jid) -> Vec<(Jid, String)>;
 }
 
 /// A serialised stanza and its recipient: a full JID (one resource) or a bare JID (every
@@ -197,6 +206,8 @@ struct IndexEntry {
     published_ms: u64,
     /// Payload length in bytes (to size replies before reading payloads).
     bytes: usize,
+    /// The publisher's bare JID (for `purge_offline`).
+    publisher: Rc<str>,
     /// What the item counts against `store.max_bytes` ([`item_cost`]).
     stored: u64,
 }
@@ -217,11 +228,119 @@ struct CachedItem {
     payload: String,
 }
 
-/// One subscription (at most one per JID and node: no SubIDs).
+/// Most subscriptions one JID may hold on one node (`multi-subscribe`); more fail with
+/// `policy-violation` + `too-many-subscriptions`.
+pub const MAX_SUBSCRIPTIONS_PER_JID: usize = 8;
+
+/// XEP-0131 SHIM headers.
+pub const NS_SHIM: &str = "http://jabber.org/protocol/shim";
+/// XEP-0050 ad-hoc commands.
+pub const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
+/// The `get-pending` command node (§8.7).
+pub const CMD_GET_PENDING: &str = "http://jabber.org/protocol/pubsub#get-pending";
+/// `FORM_TYPE` of the subscription approval form (§8.6).
+pub const FORM_SUBSCRIBE_AUTH: &str = "http://jabber.org/protocol/pubsub#subscribe_authorization";
+
+/// The `pubsub#show-values` values, in bit order of [`SubOptions::show`].
+const SHOWS: [&str; 5] = ["away", "chat", "dnd", "online", "xa"];
+/// Bit of [`SubOptions::show`] saying the option is set at all.
+const SHOW_SET: u8 = 0x80;
+
+/// A subscription's state (§4.2; `none` is the absence of a subscription).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SubState {
+    /// Awaiting an owner's approval (authorize access model).
+    Pending,
+    /// Subscribed.
+    Subscribed,
+}
+
+impl SubState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Subscribed => "subscribed",
+        }
+    }
+}
+
+/// Subscription options (`pubsub#subscribe_options`, §6.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SubOptions {
+    deliver: bool,
+    include_body: bool,
+    /// `expire` = `presence` (§12.4), or forced by the node's `tempsub`.
+    temporary: bool,
+    /// [`SHOW_SET`] plus one bit per [`SHOWS`] value; 0 = any presence.
+    show: u8,
+    /// Lease end (§12.18), ms since the epoch; 0 = none.
+    expire_ms: u64,
+}
+
+impl Default for SubOptions {
+    fn default() -> Self {
+        SubOptions {
+            deliver: true,
+            include_body: false,
+            temporary: false,
+            show: 0,
+            expire_ms: 0,
+        }
+    }
+}
+
+impl SubOptions {
+    /// Whether a resource whose presence `<show/>` is `show` ("online" for none) takes
+    /// notifications.
+    fn show_ok(&self, show: &str) -> bool {
+        self.show & SHOW_SET == 0
+            || SHOWS
+                .iter()
+                .position(|s| *s == show)
+                .is_some_and(|i| self.show & (1 << i) != 0)
+    }
+}
+
+/// One subscription (several per JID and node, told apart by SubID).
 #[derive(Clone, Debug)]
 struct Sub {
     jid: Jid,
-    deliver: bool,
+    subid: String,
+    state: SubState,
+    opts: SubOptions,
+}
+
+impl Sub {
+    fn record(&self) -> SubscriptionRecord {
+        SubscriptionRecord {
+            state: match self.state {
+                SubState::Pending => 1,
+                SubState::Subscribed => 3,
+            },
+            deliver: self.opts.deliver,
+            subid: self.subid.clone(),
+            include_body: self.opts.include_body,
+            temporary: self.opts.temporary,
+            show: self.opts.show,
+            expire_ms: self.opts.expire_ms,
+        }
+    }
+    fn put(&self, node: &str) -> PubsubOp {
+        PubsubOp::PutSubscription(node.to_owned(), self.jid.as_str().to_owned(), self.record())
+    }
+    fn delete(&self, node: &str) -> PubsubOp {
+        PubsubOp::DeleteSubscriptionId(
+            node.to_owned(),
+            self.jid.as_str().to_owned(),
+            self.subid.clone(),
+        )
+    }
+    /// Whether notifications go to it at `now_ms`.
+    fn active(&self, now_ms: u64) -> bool {
+        self.state == SubState::Subscribed
+            && self.opts.deliver
+            && (self.opts.expire_ms == 0 || self.opts.expire_ms > now_ms)
+    }
 }
 
 /// A leaf node.
@@ -235,7 +354,10 @@ struct Node {
     next_seq: u64,
     /// The last published item (the only one of a transient node).
     last: Option<Rc<CachedItem>>,
+    /// Subscriptions in `(jid, subid)` order.
     subs: Vec<Sub>,
+    /// Earliest lease end among `subs` (0: none); kept by [`Node::subs_changed`].
+    lease_min: u64,
     /// Bare JID → affiliation (never `None`).
     affs: Vec<(String, Affiliation)>,
     /// Sum of `stored` over `items`.
@@ -243,6 +365,45 @@ struct Node {
 }
 
 impl Node {
+    /// Recomputes `lease_min` after `subs` changed.
+    fn subs_changed(&mut self) {
+        self.lease_min = self
+            .subs
+            .iter()
+            .map(|s| s.opts.expire_ms)
+            .filter(|e| *e != 0)
+            .min()
+            .unwrap_or(0);
+    }
+    /// Inserts `sub` in `(jid, subid)` order.
+    fn insert_sub(&mut self, sub: Sub) {
+        let pos = self.subs.partition_point(|s| {
+            (s.jid.as_str(), s.subid.as_str()) < (sub.jid.as_str(), sub.subid.as_str())
+        });
+        self.subs.insert(pos, sub);
+        self.subs_changed();
+    }
+    /// Number of approved subscriptions.
+    fn subscribed(&self) -> usize {
+        self.subs
+            .iter()
+            .filter(|s| s.state == SubState::Subscribed)
+            .count()
+    }
+    /// When the next item or lease of this node expires (ms since the epoch).
+    fn next_deadline(&self) -> Option<u64> {
+        let items = match (self.config.item_expire, self.items.front()) {
+            (Some(secs), Some(e)) if self.config.persist_items => {
+                Some(e.published_ms.saturating_add(secs.saturating_mul(1000)))
+            }
+            _ => None,
+        };
+        let lease = (self.lease_min != 0).then_some(self.lease_min);
+        match (items, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
     fn push_item(&mut self, e: IndexEntry) {
         self.stored += e.stored;
         self.items.push_back(e);
@@ -320,6 +481,12 @@ pub struct Engine {
     full_policy: FullPolicy,
     nodes: BTreeMap<String, Node>,
     counter: u64,
+    /// The deadline last handed to the timer ([`Engine::arm`]).
+    armed: Option<u64>,
+    /// After a failed timer commit: no retry before this time (ms).
+    retry_at: u64,
+    /// Time of the request being handled (ms since the epoch).
+    now_ms: u64,
     /// Notifications produced by the current request; sent after its reply.
     out: Vec<Delivery>,
     /// Outputs waiting for a group commit.
@@ -464,15 +631,14 @@ fn serialise_payload(p: &Element) -> String {
     s
 }
 
-/// `<item id='…' publisher='…'>payload</item>` (or without payload).
-fn item_xml(it: &CachedItem, with_payload: bool) -> String {
+/// `<item id='…' publisher='…'>payload</item>` (or without payload; without the
+/// publisher when `itemreply` is `none`).
+fn item_xml(it: &CachedItem, with_payload: bool, with_publisher: bool) -> String {
     let mut s = String::with_capacity(48 + it.id.len() + it.payload.len());
-    let _ = write!(
-        s,
-        "<item id='{}' publisher='{}'",
-        attr(&it.id),
-        attr(&it.publisher)
-    );
+    let _ = write!(s, "<item id='{}'", attr(&it.id));
+    if with_publisher {
+        let _ = write!(s, " publisher='{}'", attr(&it.publisher));
+    }
     if with_payload && !it.payload.is_empty() {
         s.push('>');
         s.push_str(&it.payload);
@@ -481,6 +647,108 @@ fn item_xml(it: &CachedItem, with_payload: bool) -> String {
         s.push_str("/>");
     }
     s
+}
+
+/// The `<body/>` text of an item notification (`pubsub#include_body`): node, item id,
+/// publisher and the payload's text content, cut at 512 bytes.
+fn body_text(node: &str, it: &CachedItem) -> String {
+    let mut s = format!("{node}: item {} from {}", it.id, it.publisher);
+    let mut txt = String::new();
+    if let Ok(e) = Element::parse(&it.payload) {
+        deep_text(&e, &mut txt);
+    }
+    let txt = txt.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !txt.is_empty() {
+        s.push_str(": ");
+        s.push_str(&txt);
+    }
+    if s.len() > 512 {
+        let mut cut = 509;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The text of `e` and its descendants, at most about 1 KiB.
+fn deep_text(e: &Element, out: &mut String) {
+    if out.len() > 1024 {
+        return;
+    }
+    out.push_str(&e.text());
+    out.push(' ');
+    for c in e.elements() {
+        deep_text(c, out);
+    }
+}
+
+/// Parses an XEP-0082 date-time (`YYYY-MM-DDThh:mm:ss[.fff](Z|±hh:mm)`) into ms since
+/// the epoch; `None` if malformed or before 1970.
+pub fn parse_xep0082(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        let f3: String = frac.chars().chain("00".chars()).take(3).collect();
+        ms = f3.parse::<i64>().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" => 0,
+        tz if tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && tz.as_bytes()[3] == b':' =>
+        {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let o = (oh * 60 + om) * 60;
+            if tz.starts_with('-') { -o } else { o }
+        }
+        _ => return None,
+    };
+    // Howard Hinnant's days_from_civil.
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    u64::try_from(secs * 1000 + ms).ok()
 }
 
 fn flag(e: &Element, name: &str) -> Option<bool> {
@@ -511,6 +779,9 @@ impl Engine {
             full_policy: config.store.full_policy,
             nodes: BTreeMap::new(),
             counter: 0,
+            armed: None,
+            retry_at: 0,
+            now_ms: 0,
             out: Vec::new(),
             held: commit::Held::default(),
         };
@@ -529,6 +800,7 @@ impl Engine {
                     next_seq: 1,
                     last: None,
                     subs: Vec::new(),
+                    lease_min: 0,
                     affs: Vec::new(),
                 },
             );
@@ -537,24 +809,75 @@ impl Engine {
             if let Some(n) = engine.nodes.get_mut(&name) {
                 n.next_seq = n.next_seq.max(seq + 1);
                 let stored = item_cost(bytes, &item.id, &item.publisher);
+                let publisher = Jid::parse(&item.publisher).map_or_else(
+                    |_| Rc::from(item.publisher.as_str()),
+                    |j| Rc::from(j.bare().as_str()),
+                );
                 n.push_item(IndexEntry {
                     seq,
                     id: item.id,
                     published_ms: item.published_ms,
                     bytes,
                     stored,
+                    publisher,
                 });
             }
         }
+        // Rows of the first format (no SubID) get one now, rewritten in one commit.
+        let mut migrate = Vec::new();
         for (name, jid, rec) in snap.subscriptions {
-            if let (Some(n), Ok(j)) = (engine.nodes.get_mut(&name), Jid::parse(&jid)) {
-                if rec.state == 3 {
-                    n.subs.push(Sub {
-                        jid: j,
-                        deliver: rec.deliver,
-                    });
-                }
+            let (Some(n), Ok(j)) = (engine.nodes.get_mut(&name), Jid::parse(&jid)) else {
+                continue;
+            };
+            let state = match rec.state {
+                1 => SubState::Pending,
+                3 => SubState::Subscribed,
+                _ => continue,
+            };
+            let mut sub = Sub {
+                jid: j,
+                subid: rec.subid.clone(),
+                state,
+                opts: SubOptions {
+                    deliver: rec.deliver,
+                    include_body: rec.include_body,
+                    temporary: rec.temporary,
+                    show: rec.show,
+                    expire_ms: rec.expire_ms,
+                },
+            };
+            // Temporary subscriptions (§12.4) lived for a presence session; after a
+            // restart nobody has one.
+            if sub.opts.temporary || n.config.tempsub {
+                migrate.push(if sub.subid.is_empty() {
+                    PubsubOp::DeleteSubscription(name.clone(), jid.clone())
+                } else {
+                    sub.delete(&name)
+                });
+                continue;
             }
+            if sub.subid.is_empty() {
+                engine.counter = engine.counter.wrapping_add(1);
+                sub.subid = format!("{:x}-{:x}", rec.expire_ms, engine.counter);
+                migrate.push(PubsubOp::DeleteSubscription(name.clone(), jid.clone()));
+                migrate.push(sub.put(&name));
+            }
+            // The store yields rows in key order, which is `(jid, subid)` order; sorted
+            // once per node below.
+            n.subs.push(sub);
+        }
+        for n in engine.nodes.values_mut() {
+            n.subs.sort_by(|a, b| {
+                (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
+            });
+            n.subs_changed();
+        }
+        if !migrate.is_empty() {
+            store.pubsub_apply(&migrate).map_err(EngineError::Store)?;
+            tracing::info!(
+                ops = migrate.len(),
+                "pub-sub subscriptions given SubIDs, temporary ones dropped"
+            );
         }
         for (name, jid, code) in snap.affiliations {
             if let Some(n) = engine.nodes.get_mut(&name) {
@@ -602,6 +925,7 @@ impl Engine {
         now_ms: u64,
     ) -> Vec<Delivery> {
         self.out.clear();
+        self.now_ms = now_ms;
         let ty = iq.attr("type").unwrap_or("");
         if !matches!(ty, "get" | "set") {
             return Vec::new();
@@ -614,7 +938,10 @@ impl Engine {
             Some(p) if p.is("query", NS_DISCO_INFO) && ty == "get" => self.disco_info(&req, p),
             Some(p) if p.is("query", NS_DISCO_ITEMS) && ty == "get" => self.disco_items(&req, p),
             Some(p) if p.is("pubsub", NS_PUBSUB) => self.pubsub(dir, store, &req, p, ty == "set"),
-            Some(p) if p.is("pubsub", NS_PUBSUB_OWNER) => self.owner(store, &req, p, ty == "set"),
+            Some(p) if p.is("pubsub", NS_PUBSUB_OWNER) => {
+                self.owner(dir, store, &req, p, ty == "set")
+            }
+            Some(p) if p.is("command", NS_COMMANDS) && ty == "set" => self.command(&req, p),
             _ => {
                 let err =
                     crate::proto::StanzaError::new(crate::proto::Condition::ServiceUnavailable);
@@ -681,19 +1008,219 @@ impl Engine {
             let subscribed = n
                 .subs
                 .iter()
-                .any(|s| s.deliver && (s.jid == bare || &s.jid == full));
+                .any(|s| s.active(now_ms) && (s.jid == bare || &s.jid == full));
             if subscribed {
-                let inner = self.items_event(name, &item_xml(last, n.config.deliver_payloads));
+                let inner = self.items_event(
+                    name,
+                    &item_xml(
+                        last,
+                        n.config.deliver_payloads,
+                        n.config.itemreply_publisher,
+                    ),
+                );
                 out.push(self.message(full, n.config.headline, &inner, Some(last.published_ms)));
             }
         }
         out
     }
 
+    // ------------------------------------------------------------ timers and presence
+
+    /// When the next item (`item_expire`) or subscription lease (`pubsub#expire`) ends,
+    /// in ms since the epoch; `None` when nothing is due. The router sleeps until then and
+    /// calls [`Engine::on_tick`].
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.nodes
+            .values()
+            .filter_map(Node::next_deadline)
+            .min()
+            .map(|d| d.max(self.retry_at))
+    }
+
+    /// Records and returns the deadline the timer now sleeps until.
+    pub fn arm(&mut self) -> Option<u64> {
+        self.armed = self.next_deadline();
+        self.armed
+    }
+
+    /// Whether the next deadline moved earlier than the one the timer sleeps until (the
+    /// router then wakes the timer).
+    pub fn needs_rearm(&self) -> bool {
+        match (self.next_deadline(), self.armed) {
+            (Some(d), Some(a)) => d < a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Deletes what expired by `now_ms` in one commit: items past `item_expire` (retract
+    /// notifications if `notify_retract`) and subscriptions past their lease (the
+    /// subscriber is told its subscription is `none`, owners if `notify_sub`). A failed
+    /// commit is logged and retried 5 s later.
+    pub fn on_tick(&mut self, dir: &dyn Directory, store: &Store, now_ms: u64) -> Vec<Delivery> {
+        self.out.clear();
+        self.now_ms = now_ms;
+        if now_ms < self.retry_at {
+            return Vec::new();
+        }
+        let mut ops = Vec::new();
+        let mut items: Vec<(String, Vec<(u64, String)>)> = Vec::new();
+        let mut leases: Vec<(String, Sub)> = Vec::new();
+        for (name, n) in &self.nodes {
+            if n.next_deadline().is_none_or(|d| d > now_ms) {
+                continue;
+            }
+            if n.config.persist_items {
+                let gone: Vec<(u64, String)> = n
+                    .items
+                    .iter()
+                    .filter(|e| n.expired(e.published_ms, now_ms))
+                    .map(|e| (e.seq, e.id.clone()))
+                    .collect();
+                for (seq, _) in &gone {
+                    ops.push(PubsubOp::DeleteItem(name.clone(), *seq));
+                }
+                if !gone.is_empty() {
+                    items.push((name.clone(), gone));
+                }
+            }
+            for s in n
+                .subs
+                .iter()
+                .filter(|s| s.opts.expire_ms != 0 && s.opts.expire_ms <= now_ms)
+            {
+                ops.push(s.delete(name));
+                leases.push((name.clone(), s.clone()));
+            }
+        }
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        if Self::commit(store, &ops).is_err() {
+            self.retry_at = now_ms.saturating_add(5000);
+            return Vec::new();
+        }
+        self.retry_at = 0;
+        for (name, gone) in &items {
+            let Some(n) = self.nodes.get_mut(name) else {
+                continue;
+            };
+            let seqs: Vec<u64> = gone.iter().map(|(s, _)| *s).collect();
+            n.remove_seqs(&seqs);
+            if n.config.notify_retract {
+                for (_, id) in gone {
+                    let inner = self.items_event(name, &format!("<retract id='{}'/>", attr(id)));
+                    self.notify_items(dir, name, &inner, None);
+                }
+            }
+        }
+        for (name, sub) in &leases {
+            if let Some(n) = self.nodes.get_mut(name) {
+                n.subs
+                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
+                n.subs_changed();
+            }
+            self.subscription_changed(name, &sub.jid, &sub.subid, "none");
+            self.notify_owners_sub(name, &sub.jid, &sub.subid, "none");
+        }
+        tracing::debug!(
+            items = items.iter().map(|(_, g)| g.len()).sum::<usize>(),
+            leases = leases.len(),
+            "pub-sub expiry"
+        );
+        std::mem::take(&mut self.out)
+    }
+
+    /// `full` went unavailable (`account_offline`: it was the account's last available
+    /// resource). Temporary subscriptions (§12.4, `tempsub`) of that resource, or of the
+    /// bare JID when the account is now offline, end; nodes with `purge_offline` whose
+    /// stored items were all published by entities now offline are purged.
+    pub fn on_unavailable(
+        &mut self,
+        dir: &dyn Directory,
+        store: &Store,
+        full: &Jid,
+        account_offline: bool,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        self.out.clear();
+        self.now_ms = now_ms;
+        let bare = full.bare();
+        let mut ops = Vec::new();
+        let mut ended: Vec<(String, Sub)> = Vec::new();
+        let mut purged: Vec<String> = Vec::new();
+        for (name, n) in &self.nodes {
+            let temp = |s: &Sub| s.opts.temporary || n.config.tempsub;
+            for s in n
+                .subs
+                .iter()
+                .filter(|s| temp(s) && (s.jid == *full || (account_offline && s.jid == bare)))
+            {
+                ops.push(s.delete(name));
+                ended.push((name.clone(), s.clone()));
+            }
+            // Who published what the node holds (a transient node: its last item).
+            let publishers: Vec<&str> = if n.config.persist_items {
+                n.items.iter().map(|e| &*e.publisher).collect()
+            } else {
+                n.last.iter().map(|l| l.publisher.as_str()).collect()
+            };
+            if account_offline && n.config.purge_offline && publishers.contains(&bare.as_str()) {
+                let mut others: Vec<&str> = publishers
+                    .into_iter()
+                    .filter(|p| *p != bare.as_str())
+                    .collect();
+                others.sort_unstable();
+                others.dedup();
+                let online = others
+                    .iter()
+                    .filter_map(|p| Jid::parse(p).ok())
+                    .any(|p| !dir.presences(&p).is_empty());
+                if !online {
+                    ops.push(PubsubOp::PurgeItems(name.clone()));
+                    purged.push(name.clone());
+                }
+            }
+        }
+        if ops.is_empty() || Self::commit(store, &ops).is_err() {
+            return Vec::new();
+        }
+        for (name, sub) in &ended {
+            if let Some(n) = self.nodes.get_mut(name) {
+                n.subs
+                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
+                n.subs_changed();
+            }
+            self.notify_owners_sub(name, &sub.jid, &sub.subid, "none");
+        }
+        for name in &purged {
+            if let Some(n) = self.nodes.get_mut(name) {
+                n.clear_items();
+                n.last = None;
+            }
+            let inner = format!("<purge node='{}'/>", attr(name));
+            self.notify(dir, name, &inner);
+        }
+        std::mem::take(&mut self.out)
+    }
+
     // ------------------------------------------------------------ helpers
 
     /// One notification: the per-subscriber envelope around the shared `inner` text.
     fn message(&self, to: &Jid, headline: bool, inner: &str, delay_ms: Option<u64>) -> Delivery {
+        self.message_ext(to, headline, inner, delay_ms, &[], None)
+    }
+
+    /// [`Engine::message`] with XEP-0131 `SubID` headers and an optional `<body/>`.
+    fn message_ext(
+        &self,
+        to: &Jid,
+        headline: bool,
+        inner: &str,
+        delay_ms: Option<u64>,
+        subids: &[&str],
+        body: Option<&str>,
+    ) -> Delivery {
         let mut s = String::with_capacity(120 + self.service_attr.len() + inner.len());
         s.push_str("<message from='");
         s.push_str(&self.service_attr);
@@ -709,6 +1236,20 @@ impl Engine {
         s.push_str("'>");
         s.push_str(inner);
         s.push_str("</event>");
+        if let Some(b) = body {
+            s.push_str("<body>");
+            escape_text(b, &mut s);
+            s.push_str("</body>");
+        }
+        if !subids.is_empty() {
+            let _ = write!(s, "<headers xmlns='{NS_SHIM}'>");
+            for id in subids {
+                s.push_str("<header name='SubID'>");
+                escape_text(id, &mut s);
+                s.push_str("</header>");
+            }
+            s.push_str("</headers>");
+        }
         if let Some(ms) = delay_ms {
             let _ = write!(
                 s,
@@ -734,7 +1275,28 @@ impl Engine {
 
     /// Queues `inner` (inside `<event/>`) for every subscriber of `node` that takes
     /// notifications.
-    fn notify(&mut self, node: &str, inner: &str) {
+    fn notify(&mut self, dir: &dyn Directory, node: &str, inner: &str) {
+        self.notify_body(dir, node, inner, None, false);
+    }
+
+    /// [`Engine::notify`] for item publications and retractions: these carry SHIM
+    /// `SubID` headers (§12.5; configuration, purge and delete notifications do not).
+    fn notify_items(&mut self, dir: &dyn Directory, node: &str, inner: &str, body: Option<&str>) {
+        self.notify_body(dir, node, inner, body, true);
+    }
+
+    /// [`Engine::notify`], with `body` as the `<body/>` for subscriptions with
+    /// `include_body`. One message per JID: with `shim`, a JID with several subscriptions
+    /// gets one message carrying the SubIDs as SHIM headers (§12.5). Subscriptions with
+    /// `show-values` go to the account's available resources whose `<show/>` matches.
+    fn notify_body(
+        &mut self,
+        dir: &dyn Directory,
+        node: &str,
+        inner: &str,
+        body: Option<&str>,
+        shim: bool,
+    ) {
         let Some(n) = self.nodes.get(node) else {
             return;
         };
@@ -742,28 +1304,110 @@ impl Engine {
             return;
         }
         let headline = n.config.headline;
-        let msgs: Vec<Delivery> = n
-            .subs
-            .iter()
-            .filter(|s| s.deliver)
-            .map(|s| self.message(&s.jid, headline, inner, None))
-            .collect();
+        let now = self.now_ms;
+        let mut msgs = Vec::new();
+        let mut i = 0;
+        while i < n.subs.len() {
+            let jid = &n.subs[i].jid;
+            let mut j = i;
+            while j < n.subs.len() && &n.subs[j].jid == jid {
+                j += 1;
+            }
+            let group = &n.subs[i..j];
+            i = j;
+            // Fast path: one plain subscription (no allocation per subscriber).
+            if let [s] = group {
+                if !n.config.presence_based && s.opts.show & SHOW_SET == 0 {
+                    if s.active(now) {
+                        let b = body.filter(|_| s.opts.include_body);
+                        msgs.push(self.message_ext(jid, headline, inner, None, &[], b));
+                    }
+                    continue;
+                }
+            }
+            let active: Vec<&Sub> = group.iter().filter(|s| s.active(now)).collect();
+            if active.is_empty() {
+                continue;
+            }
+            // presence_based_delivery: a full JID must be available (a bare JID reaches
+            // only available resources anyway).
+            if n.config.presence_based
+                && jid.is_full()
+                && !dir.presences(&jid.bare()).iter().any(|(r, _)| r == jid)
+            {
+                continue;
+            }
+            let several = shim && group.len() > 1;
+            let send = |to: &Jid, subs: &[&Sub], msgs: &mut Vec<Delivery>| {
+                let ids: Vec<&str> = if several {
+                    subs.iter().map(|s| s.subid.as_str()).collect()
+                } else {
+                    Vec::new()
+                };
+                let b = body.filter(|_| subs.iter().any(|s| s.opts.include_body));
+                msgs.push(self.message_ext(to, headline, inner, None, &ids, b));
+            };
+            if active.iter().all(|s| s.opts.show & SHOW_SET == 0) {
+                send(jid, &active, &mut msgs);
+                continue;
+            }
+            for (res, show) in dir.presences(&jid.bare()) {
+                if jid.is_full() && &res != jid {
+                    continue;
+                }
+                let subs: Vec<&Sub> = active
+                    .iter()
+                    .copied()
+                    .filter(|s| s.opts.show_ok(&show))
+                    .collect();
+                if !subs.is_empty() {
+                    send(&res, &subs, &mut msgs);
+                }
+            }
+        }
         self.out.extend(msgs);
     }
 
-    /// §12.13: tells `jid` that an owner changed its subscription to `state`.
-    fn subscription_changed(&mut self, node: &str, jid: &Jid, state: &str) {
+    /// §12.13 (impl-subchange): tells `jid` that its subscription `subid` changed to
+    /// `state`, with an `<event/>` holding one `<subscription/>`.
+    fn subscription_changed(&mut self, node: &str, jid: &Jid, subid: &str, state: &str) {
         let s = format!(
-            "<message from='{}' to='{}'><pubsub xmlns='{NS_PUBSUB}'><subscription node='{}' jid='{}' subscription='{state}'/></pubsub></message>",
+            "<message from='{}' to='{}'><event xmlns='{NS_PUBSUB_EVENT}'><subscription node='{}' jid='{}' subid='{}' subscription='{state}'/></event></message>",
             attr(self.service.as_str()),
             attr(jid.as_str()),
             attr(node),
-            attr(jid.as_str())
+            attr(jid.as_str()),
+            attr(subid)
         );
         self.out.push(Delivery {
             to: jid.clone(),
             stanza: Rc::from(s),
         });
+    }
+
+    /// `notify_sub`: tells every owner of `node` that `jid`'s subscription `subid` is now
+    /// `state` (an event notification carrying the `<subscription/>`).
+    fn notify_owners_sub(&mut self, node: &str, jid: &Jid, subid: &str, state: &str) {
+        let Some(n) = self.nodes.get(node) else {
+            return;
+        };
+        if !n.config.notify_sub {
+            return;
+        }
+        let inner = format!(
+            "<subscription node='{}' jid='{}' subid='{}' subscription='{state}'/>",
+            attr(node),
+            attr(jid.as_str()),
+            attr(subid)
+        );
+        let msgs: Vec<Delivery> = n
+            .affs
+            .iter()
+            .filter(|(_, a)| *a == Affiliation::Owner)
+            .filter_map(|(j, _)| Jid::parse(j).ok())
+            .map(|o| self.message(&o, n.config.headline, &inner, None))
+            .collect();
+        self.out.extend(msgs);
     }
 
     /// Stages `ops` (one request's changes) for the next commit, or commits them at once
@@ -852,6 +1496,16 @@ impl Engine {
                 }
             }
             AccessModel::Whitelist => Err(PubSubError::ClosedNode),
+            AccessModel::Authorize => {
+                let mine = || node.subs.iter().filter(|s| s.jid.bare() == *bare);
+                if mine().any(|s| s.state == SubState::Subscribed) {
+                    Ok(())
+                } else if mine().any(|s| s.state == SubState::Pending) {
+                    Err(PubSubError::PendingSubscription)
+                } else {
+                    Err(PubSubError::AuthorizationRequired)
+                }
+            }
         }
     }
 
@@ -903,7 +1557,13 @@ impl Engine {
                         .with_attr("name", "Kinglet publish-subscribe"),
                 );
                 // XEP-0059 paging of items, also under its own namespace (§6.5.4).
-                for f in [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PUBSUB, NS_RSM] {
+                for f in [
+                    NS_DISCO_INFO,
+                    NS_DISCO_ITEMS,
+                    NS_PUBSUB,
+                    NS_RSM,
+                    NS_COMMANDS,
+                ] {
                     out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
                 }
                 for f in FEATURES {
@@ -911,6 +1571,19 @@ impl Engine {
                         Element::new("feature", NS_DISCO_INFO)
                             .with_attr("var", format!("{NS_PUBSUB}#{f}")),
                     );
+                }
+            }
+            Some(CMD_GET_PENDING) => {
+                // XEP-0050 §2.3: the command node.
+                out.set_attr("node", CMD_GET_PENDING);
+                out.push_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "automation")
+                        .with_attr("type", "command-node")
+                        .with_attr("name", "Get pending subscriptions"),
+                );
+                for f in [NS_COMMANDS, NS_DATA] {
+                    out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
                 }
             }
             Some(name) => {
@@ -953,6 +1626,12 @@ impl Engine {
                 .collect()
         };
         field("pubsub#title", "text-single", vec![n.config.title.clone()]);
+        field("pubsub#contact", "jid-multi", n.config.contact.clone());
+        field(
+            "pubsub#language",
+            "text-single",
+            vec![n.config.language.clone()],
+        );
         field(
             "pubsub#description",
             "text-single",
@@ -982,7 +1661,7 @@ impl Engine {
         field(
             "pubsub#num_subscribers",
             "text-single",
-            vec![n.subs.len().to_string()],
+            vec![n.subscribed().to_string()],
         );
         field("pubsub#owner", "jid-multi", with(Affiliation::Owner));
         field(
@@ -1018,6 +1697,15 @@ impl Engine {
                         (name.as_str(), f)
                     })
                     .collect(),
+            ),
+            Some(NS_COMMANDS) => (
+                format!("<query xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'>"),
+                vec![(
+                    CMD_GET_PENDING,
+                    format!(
+                        "<item jid='{svc}' node='{CMD_GET_PENDING}' name='Get pending subscriptions'/>"
+                    ),
+                )],
             ),
             Some(name) => {
                 let n = self.node(name)?;
@@ -1075,8 +1763,8 @@ impl Engine {
         let sibling = |name: &str| rest.iter().copied().find(|e| e.is(name, NS_PUBSUB));
         match (first.name.as_str(), set) {
             ("create", true) => self.create(store, req, first, sibling("configure")),
-            ("publish", true) => self.publish(store, req, first, sibling("publish-options")),
-            ("retract", true) => self.retract(store, req, first),
+            ("publish", true) => self.publish(dir, store, req, first, sibling("publish-options")),
+            ("retract", true) => self.retract(dir, store, req, first),
             ("subscribe", true) => self.subscribe(dir, store, req, first, sibling("options")),
             ("unsubscribe", true) => self.unsubscribe(store, req, first),
             ("options", _) => self.options(store, req, first, set),
@@ -1157,6 +1845,7 @@ impl Engine {
             next_seq: 1,
             last: None,
             subs: Vec::new(),
+            lease_min: 0,
             affs: vec![(req.bare.as_str().to_owned(), Affiliation::Owner)],
         };
         let mut ops = vec![
@@ -1176,6 +1865,7 @@ impl Engine {
     /// §7.1 publish, with §7.1.5 publish-options and auto-create.
     fn publish(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         p: &Element,
@@ -1207,7 +1897,10 @@ impl Engine {
                 Affiliation::Outcast => false,
                 Affiliation::Member | Affiliation::None => match n.config.publish_model {
                     PublishModel::Open => true,
-                    PublishModel::Subscribers => n.subs.iter().any(|s| s.jid.bare() == req.bare),
+                    PublishModel::Subscribers => n
+                        .subs
+                        .iter()
+                        .any(|s| s.jid.bare() == req.bare && s.state == SubState::Subscribed),
                     PublishModel::Publishers => false,
                 },
             };
@@ -1328,17 +2021,27 @@ impl Engine {
                 published_ms: req.now_ms,
                 bytes: cached.payload.len(),
                 stored: cost,
+                publisher: Rc::from(req.bare.as_str()),
             });
             n.next_seq = seq + 1;
         }
         n.last = Some(cached.clone());
         // Fan-out: the item is serialised once, the envelope per subscriber.
-        let shared = self.items_event(&name, &item_xml(&cached, cfg.deliver_payloads));
-        self.notify(&name, &shared);
+        let shared = self.items_event(
+            &name,
+            &item_xml(&cached, cfg.deliver_payloads, cfg.itemreply_publisher),
+        );
+        // The text rendering costs a parse of the payload: only when someone wants it.
+        let body = self
+            .nodes
+            .get(&name)
+            .is_some_and(|n| n.subs.iter().any(|s| s.opts.include_body))
+            .then(|| body_text(&name, &cached));
+        self.notify_items(dir, &name, &shared, body.as_deref());
         if cfg.persist_items && cfg.node_full == NodeFull::RetractOldest && cfg.notify_retract {
             for (_, old) in &full {
                 let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(old)));
-                self.notify(&name, &inner);
+                self.notify_items(dir, &name, &inner, None);
             }
         }
         Ok(Some(format!(
@@ -1430,6 +2133,7 @@ impl Engine {
     /// §7.2 retract.
     fn retract(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         r: &Element,
@@ -1501,7 +2205,7 @@ impl Engine {
         }
         if notify {
             let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(&id)));
-            self.notify(&name, &inner);
+            self.notify_items(dir, &name, &inner, None);
         }
         Ok(None)
     }
@@ -1511,15 +2215,53 @@ impl Engine {
     fn sub_jid(req: &Req, e: &Element) -> Result<Jid, PubSubError> {
         let j = e
             .attr("jid")
-            .and_then(|j| Jid::parse(j).ok())
-            .ok_or(PubSubError::InvalidJid)?;
+            .filter(|j| !j.is_empty())
+            .ok_or(PubSubError::JidRequired)?;
+        let j = Jid::parse(j).map_err(|_| PubSubError::InvalidJid)?;
         if j.bare() != req.bare {
             return Err(PubSubError::InvalidJid);
         }
         Ok(j)
     }
 
-    /// §6.1 subscribe.
+    /// The subscription of `jid` a request names: by its `subid`, or the only one
+    /// (§6.2.3.1 `subid-required`, §6.2.3.5 `invalid-subid`).
+    fn find_sub(n: &Node, jid: &Jid, e: &Element) -> Result<usize, PubSubError> {
+        let mine: Vec<usize> = (0..n.subs.len())
+            .filter(|i| &n.subs[*i].jid == jid)
+            .collect();
+        match e.attr("subid").filter(|s| !s.is_empty()) {
+            Some(id) => mine.into_iter().find(|i| n.subs[*i].subid == id).ok_or(
+                if n.subs.iter().any(|s| &s.jid == jid) {
+                    PubSubError::InvalidSubId
+                } else {
+                    PubSubError::NotSubscribed
+                },
+            ),
+            None => match mine.as_slice() {
+                [] => Err(PubSubError::NotSubscribed),
+                [i] => Ok(*i),
+                _ => Err(PubSubError::SubIdRequired),
+            },
+        }
+    }
+
+    /// `<subscription node jid subid subscription/>` of the pubsub namespace.
+    fn subscription_xml(node: &str, sub: &Sub) -> String {
+        format!(
+            "<subscription node='{}' jid='{}' subid='{}' subscription='{}'/>",
+            attr(node),
+            attr(sub.jid.as_str()),
+            attr(&sub.subid),
+            sub.state.as_str()
+        )
+    }
+
+    /// §6.1 subscribe. Several subscriptions per JID (`multi-subscribe`, §6.1.6): a
+    /// request with options equal to an existing subscription's returns that one (and
+    /// sends the last item again); other options make a new subscription with its own
+    /// SubID. Under the authorize access model the subscription is `pending` and every
+    /// owner gets the approval form (§8.6).
     fn subscribe(
         &mut self,
         dir: &dyn Directory,
@@ -1531,64 +2273,295 @@ impl Engine {
         let name = Self::node_attr(s)?.to_owned();
         let jid = Self::sub_jid(req, s)?;
         let n = self.node(&name)?;
-        self.check_access(dir, n, &req.bare)?;
+        let state = match self.check_access(dir, n, &req.bare) {
+            Ok(()) => SubState::Subscribed,
+            Err(PubSubError::AuthorizationRequired) => SubState::Pending,
+            Err(e) => return Err(e),
+        };
         if !n.config.subscribe {
             return Err(PubSubError::SubscriptionsDisabled);
         }
-        let mut deliver = true;
+        let mut opts = SubOptions::default();
         if let Some(x) = options.and_then(find_form) {
-            deliver = Self::parse_sub_options(x, deliver)?;
+            Self::parse_sub_options(x, &mut opts, req.now_ms)?;
         }
-        let existing = n.subs.iter().position(|x| x.jid == jid);
-        if existing.is_none() && n.subs.len() >= self.limits.pubsub_max_subscriptions_per_node {
-            return Err(PubSubError::TooManySubscriptions);
-        }
-        let changed = existing.is_none_or(|i| n.subs[i].deliver != deliver);
-        if changed {
-            Self::commit(
-                store,
-                &[PubsubOp::PutSubscription(
-                    name.clone(),
-                    jid.as_str().to_owned(),
-                    SubscriptionRecord { state: 3, deliver },
-                )],
-            )?;
-        }
-        let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
-        match existing {
-            Some(i) => n.subs[i].deliver = deliver,
+        opts.temporary |= n.config.tempsub;
+        let existing = n
+            .subs
+            .iter()
+            .position(|x| x.jid == jid && x.opts == opts && x.state == state);
+        let sub = match existing {
+            Some(i) => n.subs[i].clone(),
             None => {
-                // Kept in JID order, the order the store loads them in.
-                let pos = n.subs.partition_point(|s| s.jid.as_str() < jid.as_str());
-                n.subs.insert(
-                    pos,
-                    Sub {
-                        jid: jid.clone(),
-                        deliver,
-                    },
-                );
+                if n.subs.len() >= self.limits.pubsub_max_subscriptions_per_node
+                    || n.subs.iter().filter(|x| x.jid == jid).count() >= MAX_SUBSCRIPTIONS_PER_JID
+                {
+                    return Err(PubSubError::TooManySubscriptions);
+                }
+                let sub = Sub {
+                    jid: jid.clone(),
+                    subid: self.new_id(req.now_ms),
+                    state,
+                    opts,
+                };
+                Self::commit(store, &[sub.put(&name)])?;
+                let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
+                n.insert_sub(sub.clone());
+                if state == SubState::Pending {
+                    self.send_approval_forms(&name, &sub);
+                } else {
+                    self.notify_owners_sub(&name, &jid, &sub.subid, "subscribed");
+                }
+                sub
             }
-        }
+        };
+        let n = self.node(&name)?;
         // §6.1.7: the last published item, with a delay stamp.
-        if n.config.send_last != SendLast::Never {
+        if state == SubState::Subscribed && n.config.send_last != SendLast::Never {
             if let Some(last) = n.last.clone() {
-                if !n.expired(last.published_ms, req.now_ms) {
+                if !n.expired(last.published_ms, req.now_ms) && sub.opts.deliver {
                     let payloads = n.config.deliver_payloads;
                     let headline = n.config.headline;
-                    let inner = self.items_event(&name, &item_xml(&last, payloads));
+                    let with_publisher = n.config.itemreply_publisher;
+                    let inner = self.items_event(&name, &item_xml(&last, payloads, with_publisher));
                     let d = self.message(&jid, headline, &inner, Some(last.published_ms));
                     self.out.push(d);
                 }
             }
         }
-        Ok(Some(format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><subscription node='{}' jid='{}' subscription='subscribed'/></pubsub>",
-            attr(&name),
-            attr(jid.as_str())
-        )))
+        // §6.1.5: options are supported (never required, so never `unconfigured`).
+        let mut xml = Self::subscription_xml(&name, &sub);
+        xml.truncate(xml.len() - 2);
+        xml.push_str("><subscribe-options/></subscription>");
+        Ok(Some(format!("<pubsub xmlns='{NS_PUBSUB}'>{xml}</pubsub>")))
     }
 
-    /// §6.2 unsubscribe.
+    /// §8.6: the approval form for `sub`, to every owner of `node`.
+    fn send_approval_forms(&mut self, node: &str, sub: &Sub) {
+        let Some(n) = self.nodes.get(node) else {
+            return;
+        };
+        let owners: Vec<Jid> = n
+            .affs
+            .iter()
+            .filter(|(_, a)| *a == Affiliation::Owner)
+            .filter_map(|(j, _)| Jid::parse(j).ok())
+            .collect();
+        for o in owners {
+            self.send_approval_forms_to(node, sub, &o);
+        }
+    }
+
+    /// The `pubsub#subscribe_authorization` form (§8.6.1).
+    fn approval_form(node: &str, sub: &Sub) -> String {
+        let field = |var: &str, ty: &str, label: &str, v: &str| {
+            let mut f = Element::new("field", NS_DATA)
+                .with_attr("var", var)
+                .with_attr("type", ty);
+            if !label.is_empty() {
+                f.set_attr("label", label);
+            }
+            f.with_child(Element::new("value", NS_DATA).with_text(v))
+        };
+        let x = Element::new("x", NS_DATA)
+            .with_attr("type", "form")
+            .with_child(Element::new("title", NS_DATA).with_text("PubSub subscriber request"))
+            .with_child(Element::new("instructions", NS_DATA).with_text(
+                "To approve this entity's subscription request, set Allow and submit the form; to deny it, submit the form with Allow unset.",
+            ))
+            .with_child(hidden_form_type(FORM_SUBSCRIBE_AUTH))
+            .with_child(field("pubsub#subid", "hidden", "", &sub.subid))
+            .with_child(field("pubsub#node", "text-single", "Node ID", node))
+            .with_child(field(
+                "pubsub#subscriber_jid",
+                "jid-single",
+                "Subscriber Address",
+                sub.jid.as_str(),
+            ))
+            .with_child(field(
+                "pubsub#allow",
+                "boolean",
+                "Allow this JID to subscribe to this pubsub node?",
+                "false",
+            ));
+        let mut s = String::new();
+        x.write_to(&mut s, NS_CLIENT);
+        s
+    }
+
+    /// A message to the service: an owner's answer to an approval form (§8.6.2), with
+    /// `pubsub#allow` true (the subscription becomes `subscribed`) or false (it is
+    /// removed); the subscriber is told either way. Anything else is ignored (logged).
+    pub fn handle_message(
+        &mut self,
+        store: &Store,
+        from: &Jid,
+        msg: &Element,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        self.out.clear();
+        self.now_ms = now_ms;
+        let Some(x) = find_form(msg) else {
+            return Vec::new();
+        };
+        if let Err(e) = self.approval(store, &from.bare(), x) {
+            tracing::info!(from = %from, error = %e, "pub-sub approval form refused");
+            self.out.clear();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn approval(&mut self, store: &Store, owner: &Jid, x: &Element) -> Result<(), PubSubError> {
+        let fields = form_fields(x);
+        let get = |var: &str| {
+            fields
+                .iter()
+                .find(|(v, _)| v == var)
+                .and_then(|(_, vals)| vals.first())
+                .map(|v| v.trim().to_owned())
+        };
+        if get("FORM_TYPE").as_deref() != Some(FORM_SUBSCRIBE_AUTH) {
+            return Err(PubSubError::BadForm("not an approval form".into()));
+        }
+        let name = get("pubsub#node").ok_or(PubSubError::NodeIdRequired)?;
+        let jid = get("pubsub#subscriber_jid")
+            .and_then(|j| Jid::parse(&j).ok())
+            .ok_or(PubSubError::InvalidJid)?;
+        // A cancelled form changes nothing: the request stays pending (§8.6).
+        if x.attr("type") == Some("cancel") {
+            return Ok(());
+        }
+        let allow = match (x.attr("type"), get("pubsub#allow").as_deref()) {
+            (_, Some("1" | "true")) => true,
+            (_, Some("0" | "false")) => false,
+            _ => return Err(PubSubError::BadForm("pubsub#allow is a boolean".into())),
+        };
+        let n = self.require_owner(&name, owner)?;
+        let subid = get("pubsub#subid");
+        let i = n
+            .subs
+            .iter()
+            .position(|s| {
+                s.jid == jid
+                    && s.state == SubState::Pending
+                    && subid
+                        .as_ref()
+                        .is_none_or(|id| id.is_empty() || *id == s.subid)
+            })
+            .ok_or(PubSubError::NotSubscribed)?;
+        let mut sub = n.subs[i].clone();
+        if allow {
+            sub.state = SubState::Subscribed;
+            Self::commit(store, &[sub.put(&name)])?;
+        } else {
+            Self::commit(store, &[sub.delete(&name)])?;
+        }
+        let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
+        if allow {
+            n.subs[i].state = SubState::Subscribed;
+        } else {
+            n.subs.remove(i);
+            n.subs_changed();
+        }
+        let state = if allow { "subscribed" } else { "none" };
+        self.subscription_changed(&name, &jid, &sub.subid, state);
+        self.notify_owners_sub(&name, &jid, &sub.subid, state);
+        Ok(())
+    }
+
+    /// XEP-0050 commands: §8.7 `get-pending`. Without a form it answers the list of nodes
+    /// the requester owns that have pending subscriptions; with a submitted form naming a
+    /// node it sends the approval form of each of them again. Stateless: the session id
+    /// is echoed, nothing is kept between the two steps.
+    fn command(&mut self, req: &Req, c: &Element) -> Result<Option<String>, PubSubError> {
+        if c.attr("node") != Some(CMD_GET_PENDING) {
+            return Err(PubSubError::ItemNotFound);
+        }
+        let session = c
+            .attr("sessionid")
+            .map_or_else(|| format!("pending-{:x}", req.now_ms), str::to_owned);
+        if c.attr("action") == Some("cancel") {
+            return Ok(Some(format!(
+                "<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' sessionid='{}' status='canceled'/>",
+                attr(&session)
+            )));
+        }
+        let chosen = find_form(c).and_then(|x| {
+            form_fields(x)
+                .into_iter()
+                .find(|(v, _)| v == "pubsub#node")
+                .and_then(|(_, vals)| vals.into_iter().next())
+        });
+        match chosen {
+            None => {
+                let mut f = Element::new("field", NS_DATA)
+                    .with_attr("var", "pubsub#node")
+                    .with_attr("type", "list-single")
+                    .with_attr("label", "Node ID");
+                for (name, n) in &self.nodes {
+                    let owner = self.affiliation(n, &req.bare) == Affiliation::Owner;
+                    if owner && n.subs.iter().any(|s| s.state == SubState::Pending) {
+                        f.push_child(
+                            Element::new("option", NS_DATA).with_child(
+                                Element::new("value", NS_DATA).with_text(name.as_str()),
+                            ),
+                        );
+                    }
+                }
+                let x = Element::new("x", NS_DATA)
+                    .with_attr("type", "form")
+                    .with_child(hidden_form_type(FORM_SUBSCRIBE_AUTH))
+                    .with_child(f);
+                let cmd = Element::new("command", NS_COMMANDS)
+                    .with_attr("node", CMD_GET_PENDING)
+                    .with_attr("sessionid", session.as_str())
+                    .with_attr("status", "executing")
+                    .with_child(
+                        Element::new("actions", NS_COMMANDS)
+                            .with_attr("execute", "complete")
+                            .with_child(Element::new("complete", NS_COMMANDS)),
+                    )
+                    .with_child(x);
+                let mut s = String::new();
+                cmd.write_to(&mut s, NS_CLIENT);
+                Ok(Some(s))
+            }
+            Some(name) => {
+                let n = self.require_owner(&name, &req.bare)?;
+                let pending: Vec<Sub> = n
+                    .subs
+                    .iter()
+                    .filter(|s| s.state == SubState::Pending)
+                    .cloned()
+                    .collect();
+                for sub in &pending {
+                    self.send_approval_forms_to(&name, sub, &req.bare);
+                }
+                Ok(Some(format!(
+                    "<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' sessionid='{}' status='completed'/>",
+                    attr(&session)
+                )))
+            }
+        }
+    }
+
+    /// The approval form of `sub` to the owner `to` (§8.6; again for §8.7). The message
+    /// id names the SubID (the owner's answer reflects it, §8.6).
+    fn send_approval_forms_to(&mut self, node: &str, sub: &Sub, to: &Jid) {
+        let s = format!(
+            "<message from='{}' to='{}' id='approve-{}'>{}</message>",
+            self.service_attr,
+            attr(to.as_str()),
+            attr(&sub.subid),
+            Self::approval_form(node, sub)
+        );
+        self.out.push(Delivery {
+            to: to.clone(),
+            stanza: Rc::from(s),
+        });
+    }
+
+    /// §6.2 unsubscribe (one subscription: by SubID when the JID has several).
     fn unsubscribe(
         &mut self,
         store: &Store,
@@ -1598,25 +2571,29 @@ impl Engine {
         let name = Self::node_attr(u)?.to_owned();
         let jid = Self::sub_jid(req, u)?;
         let n = self.node(&name)?;
-        let i = n
-            .subs
-            .iter()
-            .position(|s| s.jid == jid)
-            .ok_or(PubSubError::NotSubscribed)?;
-        Self::commit(
-            store,
-            &[PubsubOp::DeleteSubscription(
-                name.clone(),
-                jid.as_str().to_owned(),
-            )],
-        )?;
+        let i = Self::find_sub(n, &jid, u)?;
+        let sub = n.subs[i].clone();
+        Self::commit(store, &[sub.delete(&name)])?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.subs.remove(i);
+            n.subs_changed();
         }
+        self.notify_owners_sub(&name, &jid, &sub.subid, "none");
         Ok(None)
     }
 
-    fn parse_sub_options(x: &Element, mut deliver: bool) -> Result<bool, PubSubError> {
+    /// Reads a `pubsub#subscribe_options` form into `opts`. `digest` and the XEP-0248
+    /// options are refused with `not-acceptable` + `unsupported` (never ignored).
+    fn parse_sub_options(
+        x: &Element,
+        opts: &mut SubOptions,
+        now_ms: u64,
+    ) -> Result<(), PubSubError> {
+        let boolean = |var: &str, values: &[String]| match values.first().map(|v| v.trim()) {
+            Some("1" | "true") => Ok(true),
+            Some("0" | "false") => Ok(false),
+            _ => Err(PubSubError::InvalidOptions(format!("{var} is a boolean"))),
+        };
         for (var, values) in form_fields(x) {
             match var.as_str() {
                 "FORM_TYPE" => {
@@ -1624,17 +2601,51 @@ impl Engine {
                         return Err(PubSubError::InvalidOptions("wrong FORM_TYPE".into()));
                     }
                 }
-                "pubsub#deliver" => {
-                    deliver = match values.first().map(|v| v.trim()) {
-                        Some("1" | "true") => true,
-                        Some("0" | "false") => false,
-                        _ => {
-                            return Err(PubSubError::InvalidOptions(
-                                "pubsub#deliver is a boolean".into(),
-                            ));
-                        }
+                "pubsub#deliver" => opts.deliver = boolean(&var, &values)?,
+                "pubsub#include_body" => opts.include_body = boolean(&var, &values)?,
+                "pubsub#digest" => {
+                    if boolean(&var, &values)? {
+                        return Err(PubSubError::UnsupportedValue("digest"));
                     }
                 }
+                "pubsub#digest_frequency" => return Err(PubSubError::UnsupportedValue("digest")),
+                "pubsub#subscription_type" | "pubsub#subscription_depth" => {
+                    return Err(PubSubError::UnsupportedValue("collections"));
+                }
+                "pubsub#show-values" => {
+                    let mut mask = SHOW_SET;
+                    for v in &values {
+                        let i = SHOWS.iter().position(|s| *s == v.trim()).ok_or_else(|| {
+                            PubSubError::InvalidOptions(format!("unknown show value {v:?}"))
+                        })?;
+                        mask |= 1 << i;
+                    }
+                    opts.show = mask;
+                }
+                "pubsub#expire" => match values.first().map(|v| v.trim()).unwrap_or("") {
+                    "" => {
+                        opts.expire_ms = 0;
+                        opts.temporary = false;
+                    }
+                    "presence" => {
+                        opts.expire_ms = 0;
+                        opts.temporary = true;
+                    }
+                    v => {
+                        let ms = parse_xep0082(v).ok_or_else(|| {
+                            PubSubError::InvalidOptions(format!(
+                                "pubsub#expire: {v:?} is not a date-time"
+                            ))
+                        })?;
+                        if ms <= now_ms {
+                            return Err(PubSubError::InvalidOptions(
+                                "pubsub#expire is in the past".into(),
+                            ));
+                        }
+                        opts.expire_ms = ms;
+                        opts.temporary = false;
+                    }
+                },
                 other => {
                     return Err(PubSubError::InvalidOptions(format!(
                         "unsupported option {other:?}"
@@ -1642,24 +2653,70 @@ impl Engine {
                 }
             }
         }
-        Ok(deliver)
+        Ok(())
     }
 
-    fn sub_options_form(deliver: bool, ty: &str) -> Element {
+    /// The subscription options form (§6.3.2) with the values of `o`.
+    fn sub_options_form(o: &SubOptions, ty: &str) -> Element {
+        let field = |var: &str, fty: &str, label: &str, values: Vec<String>| {
+            let mut f = Element::new("field", NS_DATA)
+                .with_attr("var", var)
+                .with_attr("type", fty)
+                .with_attr("label", label);
+            if var == "pubsub#show-values" {
+                for s in SHOWS {
+                    f.push_child(
+                        Element::new("option", NS_DATA)
+                            .with_child(Element::new("value", NS_DATA).with_text(s)),
+                    );
+                }
+            }
+            for v in values {
+                f.push_child(Element::new("value", NS_DATA).with_text(v));
+            }
+            f
+        };
+        let b = |v: bool| vec![if v { "1" } else { "0" }.to_owned()];
+        let expire = if o.temporary {
+            "presence".to_owned()
+        } else if o.expire_ms != 0 {
+            xep0082(o.expire_ms)
+        } else {
+            String::new()
+        };
+        let shows: Vec<String> = SHOWS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| o.show & SHOW_SET != 0 && o.show & (1 << i) != 0)
+            .map(|(_, s)| (*s).to_owned())
+            .collect();
         Element::new("x", NS_DATA)
             .with_attr("type", ty)
             .with_child(hidden_form_type(FORM_SUBSCRIBE_OPTIONS))
-            .with_child(
-                Element::new("field", NS_DATA)
-                    .with_attr("var", "pubsub#deliver")
-                    .with_attr("type", "boolean")
-                    .with_attr("label", "Enable delivery?")
-                    .with_child(Element::new("value", NS_DATA).with_text(if deliver {
-                        "1"
-                    } else {
-                        "0"
-                    })),
-            )
+            .with_child(field(
+                "pubsub#deliver",
+                "boolean",
+                "Enable delivery?",
+                b(o.deliver),
+            ))
+            .with_child(field(
+                "pubsub#include_body",
+                "boolean",
+                "Receive message body in addition to payload?",
+                b(o.include_body),
+            ))
+            .with_child(field(
+                "pubsub#expire",
+                "text-single",
+                "Requested lease period (a date-time, or presence)",
+                vec![expire],
+            ))
+            .with_child(field(
+                "pubsub#show-values",
+                "list-multi",
+                "Receive notifications only when your presence is one of these",
+                shows,
+            ))
     }
 
     /// §6.4 default subscription options.
@@ -1668,14 +2725,15 @@ impl Engine {
         if let Some(n) = d.attr("node") {
             e.set_attr("node", n);
         }
-        e.push_child(Self::sub_options_form(true, "form"));
+        e.push_child(Self::sub_options_form(&SubOptions::default(), "form"));
         let p = Element::new("pubsub", NS_PUBSUB).with_child(e);
         let mut s = String::new();
         p.write_to(&mut s, NS_CLIENT);
         s
     }
 
-    /// §6.3 subscription options (get and set).
+    /// §6.3 subscription options (get and set), of one subscription (by SubID when the
+    /// JID has several).
     fn options(
         &mut self,
         store: &Store,
@@ -1686,16 +2744,13 @@ impl Engine {
         let name = Self::node_attr(o)?.to_owned();
         let jid = Self::sub_jid(req, o)?;
         let n = self.node(&name)?;
-        let i = n
-            .subs
-            .iter()
-            .position(|s| s.jid == jid)
-            .ok_or(PubSubError::NotSubscribed)?;
+        let i = Self::find_sub(n, &jid, o)?;
         if !set {
             let e = Element::new("options", NS_PUBSUB)
                 .with_attr("node", name.as_str())
                 .with_attr("jid", jid.as_str())
-                .with_child(Self::sub_options_form(n.subs[i].deliver, "form"));
+                .with_attr("subid", n.subs[i].subid.as_str())
+                .with_child(Self::sub_options_form(&n.subs[i].opts, "form"));
             let mut s = String::new();
             Element::new("pubsub", NS_PUBSUB)
                 .with_child(e)
@@ -1703,17 +2758,13 @@ impl Engine {
             return Ok(Some(s));
         }
         let x = find_form(o).ok_or(PubSubError::InvalidOptions("no form".into()))?;
-        let deliver = Self::parse_sub_options(x, n.subs[i].deliver)?;
-        Self::commit(
-            store,
-            &[PubsubOp::PutSubscription(
-                name.clone(),
-                jid.as_str().to_owned(),
-                SubscriptionRecord { state: 3, deliver },
-            )],
-        )?;
+        let mut sub = n.subs[i].clone();
+        Self::parse_sub_options(x, &mut sub.opts, req.now_ms)?;
+        sub.opts.temporary |= n.config.tempsub;
+        Self::commit(store, &[sub.put(&name)])?;
         if let Some(n) = self.nodes.get_mut(&name) {
-            n.subs[i].deliver = deliver;
+            n.subs[i] = sub;
+            n.subs_changed();
         }
         Ok(None)
     }
@@ -1731,7 +2782,20 @@ impl Engine {
     ) -> Result<Option<String>, PubSubError> {
         let name = Self::node_attr(it)?.to_owned();
         let n = self.node(&name)?;
-        self.check_access(dir, n, &req.bare)?;
+        // §6.5.9.3: a pending subscription is no subscription for retrieval.
+        self.check_access(dir, n, &req.bare).map_err(|e| match e {
+            PubSubError::PendingSubscription => PubSubError::AuthorizationRequired,
+            e => e,
+        })?;
+        // §6.5.9.1 and §6.5.9.2: with several subscriptions, the request names one.
+        let mine: Vec<&Sub> = n.subs.iter().filter(|s| s.jid.bare() == req.bare).collect();
+        match it.attr("subid").filter(|s| !s.is_empty()) {
+            None if mine.len() > 1 => return Err(PubSubError::SubIdRequired),
+            Some(id) if !mine.is_empty() && !mine.iter().any(|s| s.subid == id) => {
+                return Err(PubSubError::InvalidSubId);
+            }
+            _ => {}
+        }
         let wanted: Vec<&str> = it
             .elements()
             .filter(|e| e.is("item", NS_PUBSUB))
@@ -1760,6 +2824,7 @@ impl Engine {
                 published_ms: l.published_ms,
                 bytes: l.payload.len(),
                 stored: 0,
+                publisher: Rc::from(l.publisher.as_str()),
             });
             transient
                 .iter()
@@ -1801,7 +2866,7 @@ impl Engine {
             attr(&name)
         );
         for i in &found {
-            s.push_str(&item_xml(i, true));
+            s.push_str(&item_xml(i, true, n.config.itemreply_publisher));
         }
         s.push_str("</items>");
         if rsm.is_some() || cut {
@@ -1820,12 +2885,7 @@ impl Engine {
                 continue;
             }
             for sub in n.subs.iter().filter(|x| x.jid.bare() == req.bare) {
-                let _ = write!(
-                    s,
-                    "<subscription node='{}' jid='{}' subscription='subscribed'/>",
-                    attr(name),
-                    attr(sub.jid.as_str())
-                );
+                s.push_str(&Self::subscription_xml(name, sub));
             }
         }
         s.push_str("</subscriptions></pubsub>");
@@ -1858,6 +2918,7 @@ impl Engine {
 
     fn owner(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         p: &Element,
@@ -1870,7 +2931,7 @@ impl Engine {
             return Err(PubSubError::BadRequest("unknown owner request"));
         }
         match (first.name.as_str(), set) {
-            ("configure", _) => self.owner_configure(store, req, first, set),
+            ("configure", _) => self.owner_configure(dir, store, req, first, set),
             ("default", false) => {
                 let cfg = NodeConfig::default_for(&self.limits);
                 let mut s = String::new();
@@ -1882,8 +2943,8 @@ impl Engine {
                     .write_to(&mut s, NS_CLIENT);
                 Ok(Some(s))
             }
-            ("delete", true) => self.owner_delete(store, req, first),
-            ("purge", true) => self.owner_purge(store, req, first),
+            ("delete", true) => self.owner_delete(dir, store, req, first),
+            ("purge", true) => self.owner_purge(dir, store, req, first),
             ("subscriptions", _) => self.owner_subscriptions(store, req, first, set),
             ("affiliations", _) => self.owner_affiliations(store, req, first, set),
             _ => Err(PubSubError::BadRequest("unknown owner request")),
@@ -1893,6 +2954,7 @@ impl Engine {
     /// §8.2 configure a node (get the form, or submit it).
     fn owner_configure(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         c: &Element,
@@ -1948,7 +3010,7 @@ impl Engine {
         n.remove_seqs(&drop_seqs);
         if n.config.notify_config {
             let inner = format!("<configuration node='{}'/>", attr(&name));
-            self.notify(&name, &inner);
+            self.notify(dir, &name, &inner);
         }
         Ok(None)
     }
@@ -1956,6 +3018,7 @@ impl Engine {
     /// §8.4 delete a node (notify subscribers, optional redirect).
     fn owner_delete(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         d: &Element,
@@ -1975,7 +3038,7 @@ impl Engine {
                 }
                 None => inner.push_str("/>"),
             }
-            self.notify(&name, &inner);
+            self.notify(dir, &name, &inner);
         }
         self.nodes.remove(&name);
         Ok(None)
@@ -1985,23 +3048,35 @@ impl Engine {
     /// `deliver_notifications` is off).
     fn owner_purge(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         p: &Element,
     ) -> Result<Option<String>, PubSubError> {
         let name = Self::node_attr(p)?.to_owned();
-        self.require_owner(&name, &req.bare)?;
+        let n = self.node(&name)?;
+        // §4.1: owners and publishers may purge (publish-only entities may not).
+        if !matches!(
+            self.affiliation(n, &req.bare),
+            Affiliation::Owner | Affiliation::Publisher
+        ) {
+            return Err(PubSubError::Forbidden(
+                "only owners and publishers may purge",
+            ));
+        }
         Self::commit(store, &[PubsubOp::PurgeItems(name.clone())])?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.clear_items();
             n.last = None;
         }
         let inner = format!("<purge node='{}'/>", attr(&name));
-        self.notify(&name, &inner);
+        self.notify(dir, &name, &inner);
         Ok(None)
     }
 
-    /// §8.8 manage subscriptions (states `subscribed` and `none`).
+    /// §8.8 manage subscriptions: list them (with state and SubID), or set states
+    /// `subscribed` (approves pending ones, or creates one) and `none` (removes one by
+    /// SubID, or every subscription of the JID).
     fn owner_subscriptions(
         &mut self,
         store: &Store,
@@ -2019,14 +3094,17 @@ impl Engine {
             for sub in &n.subs {
                 let _ = write!(
                     s,
-                    "<subscription jid='{}' subscription='subscribed'/>",
-                    attr(sub.jid.as_str())
+                    "<subscription jid='{}' subid='{}' subscription='{}'/>",
+                    attr(sub.jid.as_str()),
+                    attr(&sub.subid),
+                    sub.state.as_str()
                 );
             }
             s.push_str("</subscriptions></pubsub>");
             return Ok(Some(s));
         }
-        let mut changes: Vec<(Jid, bool)> = Vec::new();
+        let mut subs = n.subs.clone();
+        let tempsub = n.config.tempsub;
         for s in e
             .elements()
             .filter(|x| x.is("subscription", NS_PUBSUB_OWNER))
@@ -2035,64 +3113,75 @@ impl Engine {
                 .attr("jid")
                 .and_then(|j| Jid::parse(j).ok())
                 .ok_or(PubSubError::BadRequest("subscription needs a valid jid"))?;
-            let on = match s.attr("subscription") {
-                Some("subscribed") => true,
-                Some("none") => false,
+            let subid = s.attr("subid").filter(|x| !x.is_empty());
+            let hit = |x: &Sub| x.jid == jid && subid.is_none_or(|id| id == x.subid);
+            if subid.is_some() && !subs.iter().any(hit) {
+                return Err(PubSubError::InvalidSubId);
+            }
+            match s.attr("subscription") {
+                Some("subscribed") => {
+                    if subs.iter().any(hit) {
+                        for x in subs.iter_mut().filter(|x| hit(x)) {
+                            x.state = SubState::Subscribed;
+                        }
+                    } else {
+                        self.counter = self.counter.wrapping_add(1);
+                        subs.push(Sub {
+                            jid: jid.clone(),
+                            subid: format!("{:x}-{:x}", req.now_ms, self.counter),
+                            state: SubState::Subscribed,
+                            opts: SubOptions {
+                                temporary: tempsub,
+                                ..SubOptions::default()
+                            },
+                        });
+                    }
+                }
+                Some("none") => subs.retain(|x| !hit(x)),
                 Some("pending" | "unconfigured") => {
-                    return Err(PubSubError::Unsupported("subscription-options"));
+                    return Err(PubSubError::BadRequest(
+                        "an owner sets subscriptions to subscribed or none",
+                    ));
                 }
                 _ => return Err(PubSubError::BadRequest("unknown subscription state")),
-            };
-            changes.push((jid, on));
-        }
-        let mut count = n.subs.len();
-        let mut ops = Vec::new();
-        for (jid, on) in &changes {
-            let has = n.subs.iter().any(|s| &s.jid == jid);
-            if *on && !has {
-                count += 1;
-                ops.push(PubsubOp::PutSubscription(
-                    name.clone(),
-                    jid.as_str().to_owned(),
-                    SubscriptionRecord {
-                        state: 3,
-                        deliver: true,
-                    },
-                ));
-            } else if !*on && has {
-                count -= 1;
-                ops.push(PubsubOp::DeleteSubscription(
-                    name.clone(),
-                    jid.as_str().to_owned(),
-                ));
             }
         }
-        if count > self.limits.pubsub_max_subscriptions_per_node {
+        if subs.len() > self.limits.pubsub_max_subscriptions_per_node {
             return Err(PubSubError::TooManySubscriptions);
         }
-        Self::commit(store, &ops)?;
-        let mut told = Vec::new();
-        if let Some(n) = self.nodes.get_mut(&name) {
-            for (jid, on) in changes {
-                let has = n.subs.iter().any(|s| s.jid == jid);
-                if on && !has {
-                    let pos = n.subs.partition_point(|s| s.jid.as_str() < jid.as_str());
-                    n.subs.insert(
-                        pos,
-                        Sub {
-                            jid: jid.clone(),
-                            deliver: true,
-                        },
-                    );
-                    told.push((jid, "subscribed"));
-                } else if !on && has {
-                    n.subs.retain(|s| s.jid != jid);
-                    told.push((jid, "none"));
-                }
+        let n = self.node(&name)?;
+        let mut ops = Vec::new();
+        let mut told: Vec<(Jid, String, &'static str)> = Vec::new();
+        for old in &n.subs {
+            if !subs
+                .iter()
+                .any(|x| x.subid == old.subid && x.jid == old.jid)
+            {
+                ops.push(old.delete(&name));
+                told.push((old.jid.clone(), old.subid.clone(), "none"));
             }
         }
-        for (jid, state) in told {
-            self.subscription_changed(&name, &jid, state);
+        for new in &subs {
+            let before = n
+                .subs
+                .iter()
+                .find(|x| x.subid == new.subid && x.jid == new.jid);
+            if before.is_none_or(|b| b.state != new.state) {
+                ops.push(new.put(&name));
+                told.push((new.jid.clone(), new.subid.clone(), new.state.as_str()));
+            }
+        }
+        Self::commit(store, &ops)?;
+        if let Some(n) = self.nodes.get_mut(&name) {
+            subs.sort_by(|a, b| {
+                (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
+            });
+            n.subs = subs;
+            n.subs_changed();
+        }
+        for (jid, subid, state) in told {
+            self.subscription_changed(&name, &jid, &subid, state);
+            self.notify_owners_sub(&name, &jid, &subid, state);
         }
         Ok(None)
     }
@@ -2152,7 +3241,8 @@ impl Engine {
             return Err(PubSubError::BadRequest("too many affiliations"));
         }
         let mut ops = Vec::new();
-        let mut dropped_subs: Vec<Jid> = Vec::new();
+        let mut dropped_subs: Vec<(Jid, String)> = Vec::new();
+        let mut approved_subs: Vec<(Jid, String)> = Vec::new();
         for (jid, aff) in &changes {
             if *aff == Affiliation::None {
                 ops.push(PubsubOp::DeleteAffiliation(name.clone(), jid.clone()));
@@ -2164,23 +3254,49 @@ impl Engine {
                 ));
             }
             if *aff == Affiliation::Outcast {
-                // §8.9.2.? an outcast loses its subscriptions.
+                // An outcast loses its subscriptions, pending ones too (§8.7 note).
                 for s in n.subs.iter().filter(|s| s.jid.bare().as_str() == jid) {
-                    ops.push(PubsubOp::DeleteSubscription(
-                        name.clone(),
-                        s.jid.as_str().to_owned(),
-                    ));
-                    dropped_subs.push(s.jid.clone());
+                    ops.push(s.delete(&name));
+                    dropped_subs.push((s.jid.clone(), s.subid.clone()));
+                }
+            }
+            if matches!(aff, Affiliation::Owner | Affiliation::Publisher) {
+                // §8.7 note: their pending requests are approved.
+                for s in n
+                    .subs
+                    .iter()
+                    .filter(|s| s.jid.bare().as_str() == jid && s.state == SubState::Pending)
+                {
+                    let mut approved = s.clone();
+                    approved.state = SubState::Subscribed;
+                    ops.push(approved.put(&name));
+                    approved_subs.push((s.jid.clone(), s.subid.clone()));
                 }
             }
         }
         Self::commit(store, &ops)?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.affs = affs;
-            n.subs.retain(|s| !dropped_subs.contains(&s.jid));
+            n.subs.retain(|s| {
+                !dropped_subs
+                    .iter()
+                    .any(|(j, id)| *j == s.jid && *id == s.subid)
+            });
+            for s in &mut n.subs {
+                if approved_subs
+                    .iter()
+                    .any(|(j, id)| *j == s.jid && *id == s.subid)
+                {
+                    s.state = SubState::Subscribed;
+                }
+            }
+            n.subs_changed();
         }
-        for jid in dropped_subs {
-            self.subscription_changed(&name, &jid, "none");
+        for (jid, subid) in dropped_subs {
+            self.subscription_changed(&name, &jid, &subid, "none");
+        }
+        for (jid, subid) in approved_subs {
+            self.subscription_changed(&name, &jid, &subid, "subscribed");
         }
         Ok(None)
     }
@@ -2193,6 +3309,7 @@ impl NodeConfig {
             AccessModel::Presence => "presence",
             AccessModel::Roster => "roster",
             AccessModel::Whitelist => "whitelist",
+            AccessModel::Authorize => "authorize",
         }
     }
     fn publish_model_str(&self) -> &'static str {

@@ -30,9 +30,13 @@ impl Drop for TempDir {
     }
 }
 
-/// Rosters for the access models: owner → contact → (from subscription, groups).
+/// Rosters for the access models: owner → contact → (from subscription, groups); and
+/// the available resources of each bare JID with their `<show/>`.
 #[derive(Default)]
-struct Rosters(HashMap<(String, String), (bool, Vec<String>)>);
+struct Rosters(
+    HashMap<(String, String), (bool, Vec<String>)>,
+    HashMap<String, Vec<(String, String)>>,
+);
 
 impl Directory for Rosters {
     fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)> {
@@ -42,6 +46,17 @@ impl Directory for Rosters {
                 contact.bare().as_str().to_owned(),
             ))
             .cloned()
+    }
+
+    fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
+        self.1
+            .get(bare.as_str())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|(j, s)| Some((Jid::parse(j).ok()?, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -232,15 +247,19 @@ fn xep0060_5_1_disco_info_advertises_exactly_the_implemented_features() {
         .collect();
     assert!(feats.contains(&NS_PUBSUB));
     assert!(feats.contains(&NS_RSM));
-    assert_eq!(feats.len(), 4 + FEATURES.len());
+    assert!(feats.contains(&NS_COMMANDS));
+    assert_eq!(feats.len(), 5 + FEATURES.len());
     for f in [
         "access-authorize",
         "multi-subscribe",
         "leased-subscription",
         "get-pending",
-        "collections",
         "presence-notifications",
     ] {
+        assert!(feats.contains(&format!("{NS_PUBSUB}#{f}").as_str()), "{f}");
+    }
+    // Not implemented, so not advertised.
+    for f in ["collections", "filtered-notifications", "auto-subscribe"] {
         assert!(!feats.contains(&format!("{NS_PUBSUB}#{f}").as_str()), "{f}");
     }
 }
@@ -309,6 +328,9 @@ fn xep0060_5_4_node_meta_data() {
     assert_eq!(f["pubsub#access_model"], vec!["open".to_owned()]);
     assert_eq!(f["pubsub#max_items"], vec!["20".to_owned()]);
     assert!(f["pubsub#creation_date"][0].ends_with('Z'));
+    // All 13 meta-data fields (XEP-0060 §16.4.3), plus FORM_TYPE.
+    assert_eq!(f.len(), 14, "{:?}", f.keys());
+    assert!(f.contains_key("pubsub#contact") && f.contains_key("pubsub#language"));
 }
 
 #[test]
@@ -567,6 +589,18 @@ fn xep0060_6_3_subscription_options_deliver() {
             &format!(
                 "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
                 form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#digest", "1")])
+            )
+        ),
+        ("not-acceptable".into(), "unsupported".into()),
+        "digest is declined, never ignored"
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
+                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#bogus", "1")])
             )
         ),
         ("bad-request".into(), "invalid-options".into())
@@ -995,6 +1029,13 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#max_payload_size", "1000"),
         ("pubsub#item_expire", "3600"),
         ("pubsub#publish_node_full", "discard-oldest"),
+        ("pubsub#presence_based_delivery", "1"),
+        ("pubsub#notify_sub", "1"),
+        ("pubsub#tempsub", "1"),
+        ("pubsub#purge_offline", "1"),
+        ("pubsub#itemreply", "none"),
+        ("pubsub#contact", "admin@localhost"),
+        ("pubsub#language", "en"),
     ];
     assert_eq!(fields.len(), config::FIELDS.len());
     w.ok(
@@ -1029,6 +1070,10 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#max_items", "1000001"),
         ("pubsub#deliver_payloads", "maybe"),
         ("pubsub#node_type", "collection"),
+        ("pubsub#body_xslt", "http://example.org/x.xsl"),
+        ("pubsub#children_max", "3"),
+        ("pubsub#itemreply", "owner"),
+        ("pubsub#contact", "not a jid@@"),
     ] {
         let (c, _) = w.err(
             ALICE,
@@ -1046,7 +1091,10 @@ fn xep0060_8_2_configure_round_trips_every_field() {
             "set",
             &format!(
                 "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[("pubsub#access_model", "authorize")])
+                form(
+                    FORM_NODE_CONFIG,
+                    &[("pubsub#dataform_xslt", "http://x/y.xsl")]
+                )
             )
         ),
         ("not-acceptable".into(), "unsupported".into())
@@ -1208,8 +1256,8 @@ fn xep0060_8_8_manage_subscriptions() {
     assert_eq!(told[0].0, CAROL);
     let sub = told[0]
         .1
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
         .expect("subscription");
     assert_eq!(sub.attr("subscription"), Some("subscribed"));
     let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
@@ -1841,4 +1889,829 @@ fn xep0060_5_2_disco_items_paged_and_bounded() {
     let q = r.child("query", NS_DISCO_ITEMS).expect("query");
     let nodes: Vec<&str> = q.elements().filter_map(|e| e.attr("node")).collect();
     assert_eq!(nodes, vec!["node-011", "node-012", "node-013"]);
+}
+
+// ------------------------------------------------------------ authorize, multi-subscribe,
+// subscription options, timers and presence
+
+impl World {
+    /// A message from `from` to the service (an approval form); returns the deliveries.
+    fn message(&mut self, from: &str, body: &str) -> Vec<(String, Element)> {
+        self.now += 1000;
+        let xml = format!("<message from='{from}' to='pubsub.localhost'>{body}</message>");
+        let m = Element::parse(&xml).expect("test stanza parses");
+        let from = Jid::parse(from).expect("jid");
+        let out = self.engine.handle_message(&self.store, &from, &m, self.now);
+        parse_out(out)
+    }
+
+    /// Runs the timer at `self.now`.
+    fn tick(&mut self) -> Vec<(String, Element)> {
+        let out = self.engine.on_tick(&self.rosters, &self.store, self.now);
+        parse_out(out)
+    }
+
+    /// `full` goes unavailable (the last resource of its account when `offline`).
+    fn unavailable(&mut self, full: &str, offline: bool) -> Vec<(String, Element)> {
+        let j = Jid::parse(full).expect("jid");
+        if offline {
+            self.rosters.1.remove(j.bare().as_str());
+        }
+        let out = self
+            .engine
+            .on_unavailable(&self.rosters, &self.store, &j, offline, self.now);
+        parse_out(out)
+    }
+
+    fn online(&mut self, full: &str, show: &str) {
+        let j = Jid::parse(full).expect("jid");
+        self.rosters
+            .1
+            .entry(j.bare().as_str().to_owned())
+            .or_default()
+            .push((full.to_owned(), show.to_owned()));
+    }
+
+    /// Subscribes with options; returns the `<subscription/>` of the reply.
+    fn subscribe_with(&mut self, from: &str, node: &str, opts: &[(&str, &str)]) -> Element {
+        let body = format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{from}'/><options>{}</options></pubsub>",
+            form(FORM_SUBSCRIBE_OPTIONS, opts)
+        );
+        let (r, _) = self.ok(from, "set", &body);
+        r.child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.child("subscription", NS_PUBSUB))
+            .expect("subscription")
+            .clone()
+    }
+}
+
+fn parse_out(out: Vec<Delivery>) -> Vec<(String, Element)> {
+    out.into_iter()
+        .map(|d| {
+            let e = Element::parse(&d.stanza)
+                .unwrap_or_else(|e| panic!("engine output does not parse: {e}: {}", d.stanza));
+            (d.to.as_str().to_owned(), e)
+        })
+        .collect()
+}
+
+/// The SubID headers of a notification.
+fn subid_headers(m: &Element) -> Vec<String> {
+    m.child("headers", NS_SHIM)
+        .map(|h| {
+            h.elements()
+                .filter(|e| e.attr("name") == Some("SubID"))
+                .map(Element::text)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The approval form of a message, as field map.
+fn approval_fields(m: &Element) -> HashMap<String, Vec<String>> {
+    assert_eq!(m.name, "message", "{m:?}");
+    let x = find_form(m).expect("approval form");
+    form_fields(x).into_iter().collect()
+}
+
+/// The owner's answer to an approval form.
+fn approval_answer(f: &HashMap<String, Vec<String>>, allow: bool) -> String {
+    let v = |k: &str| f[k][0].clone();
+    format!(
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{FORM_SUBSCRIBE_AUTH}</value></field><field var='pubsub#subid'><value>{}</value></field><field var='pubsub#node'><value>{}</value></field><field var='pubsub#subscriber_jid'><value>{}</value></field><field var='pubsub#allow'><value>{}</value></field></x>",
+        v("pubsub#subid"),
+        v("pubsub#node"),
+        v("pubsub#subscriber_jid"),
+        if allow { "true" } else { "false" }
+    )
+}
+
+#[test]
+fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    // A second owner gets the form too.
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='dave@localhost' affiliation='owner'/></affiliations></pubsub>"),
+    );
+    let (r, forms) = w.ok(
+        BOB,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{BOB}'/></pubsub>"),
+    );
+    let sub = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("subscription", NS_PUBSUB))
+        .expect("subscription");
+    assert_eq!(sub.attr("subscription"), Some("pending"));
+    let mut to: Vec<&str> = forms.iter().map(|(t, _)| t.as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, vec!["alice@localhost", "dave@localhost"]);
+    let f = approval_fields(&forms[0].1);
+    assert_eq!(f["FORM_TYPE"], vec![FORM_SUBSCRIBE_AUTH.to_owned()]);
+    assert_eq!(f["pubsub#node"], vec!["n".to_owned()]);
+    assert_eq!(f["pubsub#subscriber_jid"], vec![BOB.to_owned()]);
+    assert_eq!(f["pubsub#allow"], vec!["false".to_owned()]);
+    assert_eq!(
+        f["pubsub#subid"],
+        vec![sub.attr("subid").expect("subid").to_owned()]
+    );
+    // While pending: no items (§6.5.9.3: pending is not subscribed), no second request
+    // (§6.1.3.7), no notifications.
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
+        ),
+        ("not-authorized".into(), "not-subscribed".into())
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{BOB}'/></pubsub>")
+        ),
+        ("not-authorized".into(), "pending-subscription".into())
+    );
+    assert_eq!(
+        w.err(
+            CAROL,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
+        ),
+        ("not-authorized".into(), "not-subscribed".into())
+    );
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.is_empty(), "pending subscribers get nothing");
+    // Only an owner's answer counts; a cancelled form leaves the request pending.
+    assert!(w.message(CAROL, &approval_answer(&f, true)).is_empty());
+    let cancelled = approval_answer(&f, true).replace("type='submit'", "type='cancel'");
+    assert!(w.message(ALICE, &cancelled).is_empty());
+    assert_eq!(
+        forms[0].1.attr("id"),
+        Some(format!("approve-{}", f["pubsub#subid"][0]).as_str())
+    );
+    let out = w.message(ALICE, &approval_answer(&f, true));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, BOB);
+    let s = out[0]
+        .1
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
+        .expect("subscription notice");
+    assert_eq!(s.attr("subscription"), Some("subscribed"));
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].0, BOB);
+    assert_eq!(w.item_ids(BOB, "n", "").len(), 2);
+    // Denied: the subscription is gone and the subscriber told `none`.
+    let (_, forms) = w.ok(
+        CAROL,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/></pubsub>"),
+    );
+    let f = approval_fields(&forms[0].1);
+    let out = w.message("dave@localhost/d", &approval_answer(&f, false));
+    let s = out[0]
+        .1
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
+        .expect("subscription notice");
+    assert_eq!(
+        (out[0].0.as_str(), s.attr("subscription")),
+        (CAROL, Some("none"))
+    );
+    assert_eq!(
+        w.err(
+            CAROL,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
+        ),
+        ("not-authorized".into(), "not-subscribed".into())
+    );
+    // Becoming a publisher approves a pending request (§8.7 note).
+    let (_, forms) = w.ok(
+        "frank@localhost/f",
+        "set",
+        &format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='frank@localhost'/></pubsub>"
+        ),
+    );
+    assert_eq!(forms.len(), 2);
+    let (_, told) = w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='frank@localhost' affiliation='publisher'/></affiliations></pubsub>"),
+    );
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].0, "frank@localhost");
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.iter().any(|(t, _)| t == "frank@localhost"));
+    // Members skip approval.
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='carol@localhost' affiliation='member'/></affiliations></pubsub>"),
+    );
+    let s = w.subscribe_with(CAROL, "n", &[]);
+    assert_eq!(s.attr("subscription"), Some("subscribed"));
+}
+
+#[test]
+fn xep0060_8_7_get_pending_via_ad_hoc_command_and_restart() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    w.create(ALICE, "quiet", &[("pubsub#access_model", "authorize")]);
+    w.subscribe(BOB, "n", BOB);
+    // Pending subscriptions survive a restart.
+    w.restart();
+    let (r, _) = w.ok(
+        ALICE,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/>",
+    );
+    let q = r.child("query", NS_DISCO_ITEMS).expect("items");
+    assert!(
+        q.elements()
+            .any(|i| i.attr("node") == Some(CMD_GET_PENDING))
+    );
+    let (r, _) = w.ok(
+        ALICE,
+        "get",
+        &format!("<query xmlns='{NS_DISCO_INFO}' node='{CMD_GET_PENDING}'/>"),
+    );
+    let id = r
+        .child("query", NS_DISCO_INFO)
+        .and_then(|q| q.child("identity", NS_DISCO_INFO))
+        .expect("identity");
+    assert_eq!(
+        (id.attr("category"), id.attr("type")),
+        (Some("automation"), Some("command-node"))
+    );
+    let (r, _) = w.ok(
+        ALICE,
+        "set",
+        &format!("<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' action='execute'/>"),
+    );
+    let c = r.child("command", NS_COMMANDS).expect("command");
+    assert_eq!(c.attr("status"), Some("executing"));
+    let x = find_form(c).expect("form");
+    let field = x
+        .elements()
+        .find(|f| f.attr("var") == Some("pubsub#node"))
+        .expect("node field");
+    let options: Vec<String> = field
+        .elements()
+        .filter(|o| o.name == "option")
+        .filter_map(|o| o.child("value", config::NS_DATA).map(Element::text))
+        .collect();
+    assert_eq!(
+        options,
+        vec!["n".to_owned()],
+        "only nodes with pending subscriptions"
+    );
+    let session = c.attr("sessionid").expect("sessionid").to_owned();
+    let submit = format!(
+        "<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' sessionid='{session}'><x xmlns='jabber:x:data' type='submit'><field var='pubsub#node'><value>n</value></field></x></command>"
+    );
+    let (r, forms) = w.ok(ALICE, "set", &submit);
+    assert_eq!(
+        r.child("command", NS_COMMANDS)
+            .and_then(|c| c.attr("status")),
+        Some("completed")
+    );
+    assert_eq!(forms.len(), 1);
+    assert_eq!(forms[0].0, "alice@localhost");
+    let f = approval_fields(&forms[0].1);
+    assert_eq!(f["pubsub#subscriber_jid"], vec![BOB.to_owned()]);
+    // Non-owners may not list a node's pending subscriptions.
+    assert_eq!(w.err(BOB, "set", &submit).0, "forbidden");
+    // The re-sent form approves the stored pending subscription.
+    w.message(ALICE, &approval_answer(&f, true));
+    w.restart();
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].0, BOB);
+}
+
+#[test]
+fn xep0060_6_1_6_multiple_subscriptions() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let a = w.subscribe_with(BOB, "n", &[]);
+    let b = w.subscribe_with(BOB, "n", &[("pubsub#include_body", "1")]);
+    let (ida, idb) = (
+        a.attr("subid").expect("subid").to_owned(),
+        b.attr("subid").expect("subid").to_owned(),
+    );
+    assert_ne!(ida, idb);
+    // The same options again: the same subscription.
+    let again = w.subscribe_with(BOB, "n", &[]);
+    assert_eq!(again.attr("subid"), Some(ida.as_str()));
+    // One message for the JID, with both SubIDs as SHIM headers (§12.5).
+    let (_, notes) = w.publish(ALICE, "n", Some("i1"), P);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let mut h = subid_headers(&notes[0].1);
+    h.sort();
+    let mut want = vec![ida.clone(), idb.clone()];
+    want.sort();
+    assert_eq!(h, want);
+    // Ambiguous unsubscribe/options: subid-required; unknown subid: invalid-subid.
+    let unsub = |subid: &str| {
+        format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{BOB}'{subid}/></pubsub>")
+    };
+    assert_eq!(
+        w.err(BOB, "set", &unsub("")),
+        ("bad-request".into(), "subid-required".into())
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>")
+        ),
+        ("bad-request".into(), "subid-required".into())
+    );
+    assert_eq!(
+        w.err(BOB, "set", &unsub(" subid='nope'")),
+        ("not-acceptable".into(), "invalid-subid".into())
+    );
+    // §6.5.9.1/2: items retrieval names one of several subscriptions.
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
+        ),
+        ("bad-request".into(), "subid-required".into())
+    );
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n' subid='nope'/></pubsub>")
+        ),
+        ("not-acceptable".into(), "invalid-subid".into())
+    );
+    assert_eq!(w.item_ids(BOB, "n", &format!(" subid='{ida}'")).len(), 1);
+    // §6.3.4.3: options without a jid.
+    assert_eq!(
+        w.err(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' subid='{ida}'/></pubsub>")
+        ),
+        ("bad-request".into(), "jid-required".into())
+    );
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions node='n'/></pubsub>"),
+    );
+    let listed = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("subscriptions", NS_PUBSUB))
+        .map(|s| s.elements().count())
+        .unwrap_or(0);
+    assert_eq!(listed, 2);
+    // Persisted with their SubIDs.
+    w.restart();
+    w.ok(BOB, "set", &unsub(&format!(" subid='{idb}'")));
+    // Purge notifications carry no SubIDs (§12.5): one message, no headers.
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
+    )
+    .1
+    .iter()
+    .for_each(|(_, m)| assert!(subid_headers(m).is_empty(), "{m:?}"));
+    // One subscription left: no headers, and no subid needed.
+    let (_, notes) = w.publish(ALICE, "n", Some("i2"), P);
+    assert_eq!(notes.len(), 1);
+    assert!(subid_headers(&notes[0].1).is_empty());
+    assert!(notes[0].1.child("body", NS_CLIENT).is_none());
+    // Bounded per JID.
+    for i in 0..MAX_SUBSCRIPTIONS_PER_JID - 1 {
+        w.subscribe_with(CAROL, "n", &[("pubsub#show-values", SHOWS[i % 5])]);
+        if i >= 4 {
+            // Distinct options: vary include_body too.
+            w.subscribe_with(
+                CAROL,
+                "n",
+                &[
+                    ("pubsub#show-values", SHOWS[i % 5]),
+                    ("pubsub#include_body", "1"),
+                ],
+            );
+        }
+    }
+    let body = format!(
+        "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/><options>{}</options></pubsub>",
+        form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#deliver", "0")])
+    );
+    assert_eq!(
+        w.err(CAROL, "set", &body),
+        ("policy-violation".into(), "too-many-subscriptions".into())
+    );
+    w.ok(BOB, "set", &unsub(""));
+}
+
+#[test]
+fn xep0060_12_18_leased_subscription_expires_on_the_timer() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#notify_sub", "1")]);
+    assert_eq!(w.engine.next_deadline(), None);
+    let end = w.now + 10_000;
+    let s = w.subscribe_with(BOB, "n", &[("pubsub#expire", &xep0082(end))]);
+    let subid = s.attr("subid").expect("subid").to_owned();
+    assert_eq!(w.engine.next_deadline(), Some(end));
+    assert!(w.engine.needs_rearm());
+    assert_eq!(w.engine.arm(), Some(end));
+    assert!(!w.engine.needs_rearm());
+    // The options form shows the lease.
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>"),
+    );
+    let x = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("options", NS_PUBSUB))
+        .and_then(find_form)
+        .expect("form");
+    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    assert_eq!(f["pubsub#expire"], vec![xep0082(end)]);
+    // A lease in the past or a bad date is refused.
+    for bad in [xep0082(w.now - 1000), "tomorrow".to_owned()] {
+        let body = format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/><options>{}</options></pubsub>",
+            form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#expire", &bad)])
+        );
+        assert_eq!(
+            w.err(CAROL, "set", &body),
+            ("bad-request".into(), "invalid-options".into())
+        );
+    }
+    // Survives a restart; nothing happens before the deadline.
+    w.restart();
+    assert_eq!(w.engine.next_deadline(), Some(end));
+    w.now = end - 1;
+    assert!(w.tick().is_empty());
+    w.now = end;
+    let out = w.tick();
+    let to_bob = out
+        .iter()
+        .find(|(t, _)| t == BOB)
+        .and_then(|(_, m)| m.child("event", NS_PUBSUB_EVENT))
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
+        .expect("subscriber told");
+    assert_eq!(to_bob.attr("subscription"), Some("none"));
+    assert_eq!(to_bob.attr("subid"), Some(subid.as_str()));
+    assert!(
+        out.iter().any(|(t, m)| t == "alice@localhost"
+            && m.child("event", NS_PUBSUB_EVENT)
+                .and_then(|e| e.child("subscription", NS_PUBSUB_EVENT))
+                .is_some()),
+        "notify_sub tells the owner: {out:?}"
+    );
+    assert_eq!(w.engine.next_deadline(), None);
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(notes.iter().all(|(t, _)| t != BOB));
+    w.restart();
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert!(
+        notes.iter().all(|(t, _)| t != BOB),
+        "gone from the store too"
+    );
+}
+
+#[test]
+fn xep0060_12_4_temporary_subscriptions_end_with_presence() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.create(ALICE, "temp", &[("pubsub#tempsub", "1")]);
+    w.online(BOB, "online");
+    w.subscribe_with(BOB, "n", &[("pubsub#expire", "presence")]);
+    w.subscribe(BOB, "temp", "bob@localhost");
+    w.subscribe_with(CAROL, "n", &[]);
+    // Temporary subscriptions do not outlive a restart (no presence session does).
+    w.restart();
+    let (_, notes) = w.publish(ALICE, "temp", None, P);
+    assert!(notes.is_empty(), "{notes:?}");
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(
+        notes.len(),
+        1,
+        "only Carol's lasting subscription: {notes:?}"
+    );
+    w.subscribe_with(BOB, "n", &[("pubsub#expire", "presence")]);
+    w.subscribe(BOB, "temp", "bob@localhost");
+    // Another resource of Bob going away ends only full-JID temporary subscriptions.
+    w.unavailable("bob@localhost/other", false);
+    let (_, notes) = w.publish(ALICE, "temp", None, P);
+    assert_eq!(notes.len(), 1);
+    w.unavailable(BOB, true);
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    let to: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(to, vec![CAROL]);
+    let (_, notes) = w.publish(ALICE, "temp", None, P);
+    assert!(
+        notes.is_empty(),
+        "tempsub made the bare subscription temporary"
+    );
+    w.restart();
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(notes.len(), 1);
+}
+
+#[test]
+fn xep0060_6_3_include_body_and_show_values() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.online("bob@localhost/desk", "online");
+    w.online("bob@localhost/phone", "away");
+    w.subscribe_with("bob@localhost/desk", "n", &[]);
+    let body = format!(
+        "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='bob@localhost'/><options>{}</options></pubsub>",
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#subscribe_options</value></field><field var='pubsub#show-values'><value>away</value><value>xa</value></field><field var='pubsub#include_body'><value>1</value></field></x>"
+    );
+    w.ok("bob@localhost/desk", "set", &body);
+    let (_, notes) = w.publish(
+        ALICE,
+        "n",
+        Some("w1"),
+        "<weather xmlns='urn:w'><temp>21</temp> sunny</weather>",
+    );
+    let mut to: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
+    to.sort_unstable();
+    // The full-JID subscription goes to the desk; the bare one only to the away phone.
+    assert_eq!(to, vec!["bob@localhost/desk", "bob@localhost/phone"]);
+    let phone = &notes
+        .iter()
+        .find(|(t, _)| t == "bob@localhost/phone")
+        .expect("phone")
+        .1;
+    let text = phone
+        .child("body", NS_CLIENT)
+        .map(Element::text)
+        .expect("body");
+    assert!(
+        text.contains("w1") && text.contains("21") && text.contains("sunny"),
+        "{text}"
+    );
+    let desk = &notes
+        .iter()
+        .find(|(t, _)| t == "bob@localhost/desk")
+        .expect("desk")
+        .1;
+    assert!(desk.child("body", NS_CLIENT).is_none());
+    // Unknown show value and collection options are refused.
+    for (k, v, want) in [
+        (
+            "pubsub#show-values",
+            "sleepy",
+            ("bad-request", "invalid-options"),
+        ),
+        (
+            "pubsub#subscription_type",
+            "items",
+            ("not-acceptable", "unsupported"),
+        ),
+        (
+            "pubsub#subscription_depth",
+            "all",
+            ("not-acceptable", "unsupported"),
+        ),
+        (
+            "pubsub#digest_frequency",
+            "1000",
+            ("not-acceptable", "unsupported"),
+        ),
+    ] {
+        let body = format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/><options>{}</options></pubsub>",
+            form(FORM_SUBSCRIBE_OPTIONS, &[(k, v)])
+        );
+        assert_eq!(
+            w.err(CAROL, "set", &body),
+            (want.0.into(), want.1.into()),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn xep0060_12_x_item_expire_deletes_items_on_the_timer() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#item_expire", "10")]);
+    w.create(
+        ALICE,
+        "quiet",
+        &[("pubsub#item_expire", "10"), ("pubsub#notify_retract", "0")],
+    );
+    w.subscribe(BOB, "n", BOB);
+    w.subscribe(BOB, "quiet", BOB);
+    let t0 = w.now + 1000;
+    w.publish(ALICE, "n", Some("old"), P);
+    w.publish(ALICE, "quiet", Some("q"), P);
+    w.now += 5000;
+    let t1 = w.now + 1000;
+    w.publish(ALICE, "n", Some("new"), P);
+    assert_eq!(w.engine.next_deadline(), Some(t0 + 10_000));
+    w.now = t0 + 11_000; // both `old` and the quiet node's `q` (published 1 s later)
+    let out = w.tick();
+    let retracted: Vec<String> = out
+        .iter()
+        .filter_map(|(_, m)| m.child("event", NS_PUBSUB_EVENT))
+        .filter_map(|e| e.child("items", NS_PUBSUB_EVENT))
+        .filter_map(|i| i.child("retract", NS_PUBSUB_EVENT))
+        .filter_map(|r| r.attr("id").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        retracted,
+        vec!["old".to_owned()],
+        "only notify_retract nodes: {out:?}"
+    );
+    assert_eq!(w.engine.next_deadline(), Some(t1 + 10_000));
+    // Deleted from the store, not only hidden.
+    w.restart();
+    assert_eq!(w.store.pubsub_load().expect("load").items.len(), 1);
+    assert_eq!(w.item_ids(BOB, "n", ""), vec!["new".to_owned()]);
+    assert!(w.item_ids(BOB, "quiet", "").is_empty());
+}
+
+#[test]
+fn xep0060_16_4_4_notify_sub_purge_offline_and_presence_based_delivery() {
+    let mut w = World::new();
+    w.create(
+        ALICE,
+        "n",
+        &[
+            ("pubsub#notify_sub", "1"),
+            ("pubsub#purge_offline", "1"),
+            ("pubsub#presence_based_delivery", "1"),
+            ("pubsub#publish_model", "open"),
+        ],
+    );
+    // presence_based_delivery: Carol's full JID gets nothing until it is available.
+    w.subscribe(CAROL, "n", CAROL);
+    let (_, notes) = w.publish(ALICE, "n", Some("x"), P);
+    assert!(notes.is_empty(), "{notes:?}");
+    w.online(CAROL, "dnd");
+    let (_, notes) = w.publish(ALICE, "n", Some("x"), P);
+    assert_eq!(notes.len(), 1);
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
+    );
+    w.ok(
+        CAROL,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{CAROL}'/></pubsub>"),
+    );
+    let out = w.subscribe(BOB, "n", BOB);
+    let sub = out
+        .iter()
+        .find(|(t, _)| t == "alice@localhost")
+        .and_then(|(_, m)| m.child("event", NS_PUBSUB_EVENT))
+        .and_then(|e| e.child("subscription", NS_PUBSUB_EVENT))
+        .expect("owner told of the subscription");
+    assert_eq!(
+        (sub.attr("jid"), sub.attr("subscription")),
+        (Some(BOB), Some("subscribed"))
+    );
+    let (_, out) = w.ok(
+        BOB,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{BOB}'/></pubsub>"),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "alice@localhost");
+    w.subscribe(BOB, "n", BOB);
+    // Two publishers online; the node is purged only when the last goes offline.
+    w.online(ALICE, "online");
+    w.online(BOB, "online");
+    w.publish(ALICE, "n", Some("a"), P);
+    w.publish(CAROL, "n", Some("c"), P);
+    assert!(w.unavailable(ALICE, true).is_empty());
+    assert_eq!(w.item_ids(BOB, "n", "").len(), 2);
+    let out = w.unavailable(CAROL, true);
+    assert!(
+        out.iter()
+            .filter_map(|(_, m)| m.child("event", NS_PUBSUB_EVENT))
+            .any(|e| e.child("purge", NS_PUBSUB_EVENT).is_some()),
+        "{out:?}"
+    );
+    w.restart();
+    assert!(w.item_ids(BOB, "n", "").is_empty());
+}
+
+#[test]
+fn subscription_rows_without_subid_get_one_at_start() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    // A row as the first format wrote it: key `node 00 jid`.
+    w.store
+        .pubsub_apply(&[PubsubOp::PutSubscription(
+            "n".into(),
+            BOB.into(),
+            SubscriptionRecord {
+                state: 3,
+                deliver: true,
+                ..SubscriptionRecord::default()
+            },
+        )])
+        .expect("legacy row");
+    w.restart();
+    let snap = w.store.pubsub_load().expect("load");
+    assert_eq!(snap.subscriptions.len(), 1);
+    assert!(!snap.subscriptions[0].2.subid.is_empty());
+    let (_, notes) = w.publish(ALICE, "n", None, P);
+    assert_eq!(notes.len(), 1);
+    w.restart();
+    assert_eq!(w.store.pubsub_load().expect("load").subscriptions.len(), 1);
+}
+
+#[test]
+fn xep0082_date_times_parse_and_round_trip() {
+    for ms in [0, 1_700_000_000_123, 951_782_400_000, 4_102_444_799_999] {
+        assert_eq!(parse_xep0082(&xep0082(ms)), Some(ms));
+    }
+    assert_eq!(
+        parse_xep0082("2024-02-29T12:00:00+02:00"),
+        parse_xep0082("2024-02-29T10:00:00Z")
+    );
+    assert_eq!(
+        parse_xep0082("2024-02-29T10:00:00.5Z"),
+        parse_xep0082("2024-02-29T10:00:00Z").map(|m| m + 500)
+    );
+    for bad in [
+        "",
+        "2024-02-29",
+        "2024-13-01T00:00:00Z",
+        "2024-02-29T10:00:00",
+        "x024-02-29T10:00:00Z",
+        "2024-02-29T10:00:00.Z",
+        "2024-02-29T10:00:00+0\u{e9}00",
+        "2024-02-29T10:00:00\u{e9}",
+        "2024-02-29\u{e9}10:00:00Z",
+        "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+    ] {
+        assert_eq!(parse_xep0082(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn xep0060_4_1_publishers_may_purge_publish_only_may_not() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.ok(
+        ALICE,
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations></pubsub>"),
+    );
+    w.publish(BOB, "n", Some("b"), P);
+    let purge = format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>");
+    assert_eq!(w.err(CAROL, "set", &purge).0, "forbidden");
+    assert_eq!(w.err(EVE, "set", &purge).0, "forbidden");
+    assert_eq!(w.item_ids(ALICE, "n", "").len(), 1);
+    w.ok(BOB, "set", &purge);
+    assert!(w.item_ids(ALICE, "n", "").is_empty());
+}
+
+#[test]
+fn xep0060_12_9_itemreply_none_omits_the_publisher() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#itemreply", "none")]);
+    w.create(ALICE, "p", &[]);
+    w.subscribe(BOB, "n", BOB);
+    w.subscribe(BOB, "p", BOB);
+    let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
+    let item = |m: &Element| {
+        event(m)
+            .child("items", NS_PUBSUB_EVENT)
+            .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
+            .expect("item")
+            .clone()
+    };
+    assert_eq!(item(&notes[0].1).attr("publisher"), None);
+    let (_, notes) = w.publish(ALICE, "p", Some("i"), P);
+    assert_eq!(item(&notes[0].1).attr("publisher"), Some("alice@localhost"));
+    let (r, _) = w.ok(
+        BOB,
+        "get",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
+    );
+    let it = r
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("items", NS_PUBSUB))
+        .and_then(|i| i.child("item", NS_PUBSUB))
+        .expect("item");
+    assert_eq!(it.attr("publisher"), None);
 }

@@ -17,7 +17,11 @@
 //! |---|---|---|
 //! | `pubsub_nodes` | node id | `01 · u64 created_ms · u16 creator · u16 n · (u16 var · u32 value)ⁿ` |
 //! | `pubsub_items` | `node 00 u64 seq` | `01 · u16 id · u16 publisher · u64 published_ms · u32 payload` |
-//! | `pubsub_subscriptions` | `node 00 jid` | `01 · u8 state · u8 flags` |
+//! | `pubsub_subscriptions` | `node 00 jid 00 subid` | `02 · u8 state · u8 flags · u8 show · u64 expire_ms` |
+//!
+//! Subscription rows written before SubIDs existed have the key `node 00 jid` and the
+//! value `01 · u8 state · u8 flags`; they still load (with an empty SubID, which the engine
+//! replaces by a generated one at start).
 //! | `pubsub_affiliations` | `node 00 bare-jid` | `01 · u8 affiliation` |
 
 use redb::{ReadableTable, WriteTransaction};
@@ -38,8 +42,19 @@ pub const MAX_PUBSUB_CONFIG_VALUE_BYTES: usize = 65_536;
 /// Largest stored payload, in bytes (the stanza limit caps it far lower in practice).
 pub const MAX_PUBSUB_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
+/// Format byte of subscription records with options (SubID in the key).
+const V2: u8 = 2;
 /// Subscription flag: notifications are delivered (`pubsub#deliver`).
 const SUB_FLAG_DELIVER: u8 = 0b1;
+/// Subscription flag: notifications carry a `<body/>` (`pubsub#include_body`).
+const SUB_FLAG_BODY: u8 = 0b10;
+/// Subscription flag: temporary, ends with the subscriber's presence (`pubsub#expire` =
+/// `presence`, §12.4).
+const SUB_FLAG_TEMP: u8 = 0b100;
+/// Every subscription flag this build knows.
+const SUB_FLAGS: u8 = SUB_FLAG_DELIVER | SUB_FLAG_BODY | SUB_FLAG_TEMP;
+/// Longest SubID stored, in bytes.
+pub const MAX_PUBSUB_SUBID_BYTES: usize = 64;
 
 /// A stored node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,13 +80,25 @@ pub struct ItemRecord {
     pub payload: String,
 }
 
-/// A stored subscription (one per node and JID).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A stored subscription (one per node, JID and SubID).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     /// 0 none, 1 pending, 2 unconfigured, 3 subscribed.
     pub state: u8,
     /// `pubsub#deliver`.
     pub deliver: bool,
+    /// The SubID (part of the key; empty only for rows of the first format).
+    pub subid: String,
+    /// `pubsub#include_body`.
+    pub include_body: bool,
+    /// `pubsub#expire` = `presence`: the subscription ends when the subscriber goes
+    /// unavailable (§12.4).
+    pub temporary: bool,
+    /// `pubsub#show-values`: bit 7 set when the option is given, bits 0..=4 the accepted
+    /// values (away, chat, dnd, online, xa).
+    pub show: u8,
+    /// `pubsub#expire` as milliseconds since the Unix epoch; 0 = no lease.
+    pub expire_ms: u64,
 }
 
 /// One change of a [`Store::pubsub_apply`] batch.
@@ -89,8 +116,10 @@ pub enum PubsubOp {
     PurgeItems(String),
     /// Create or replace a subscription.
     PutSubscription(String, String, SubscriptionRecord),
-    /// Remove a subscription.
+    /// Remove a subscription row of the first format (key `node 00 jid`, no SubID).
     DeleteSubscription(String, String),
+    /// Remove the subscription `(node, jid, subid)`.
+    DeleteSubscriptionId(String, String, String),
     /// Create or replace an affiliation (code: see `pubsub::Affiliation`).
     PutAffiliation(String, String, u8),
     /// Remove an affiliation.
@@ -105,7 +134,8 @@ pub struct PubsubSnapshot {
     /// Every item without its payload (`payload` empty), as `(node, seq, item, payload
     /// length in bytes)`, sorted by node and sequence.
     pub items: Vec<(String, u64, ItemRecord, usize)>,
-    /// Every subscription as `(node, jid, record)`.
+    /// Every subscription as `(node, jid, record)` (the record's SubID filled in from the
+    /// key).
     pub subscriptions: Vec<(String, String, SubscriptionRecord)>,
     /// Every affiliation as `(node, bare jid, code)`.
     pub affiliations: Vec<(String, String, u8)>,
@@ -283,19 +313,62 @@ fn decode_item(b: &[u8], payload: bool) -> Result<(ItemRecord, usize), DecodeErr
     ))
 }
 
+fn encode_sub(rec: &SubscriptionRecord) -> Vec<u8> {
+    let mut flags = 0;
+    for (on, bit) in [
+        (rec.deliver, SUB_FLAG_DELIVER),
+        (rec.include_body, SUB_FLAG_BODY),
+        (rec.temporary, SUB_FLAG_TEMP),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    let mut out = vec![V2, rec.state, flags, rec.show];
+    out.extend_from_slice(&rec.expire_ms.to_be_bytes());
+    out
+}
+
+/// Decodes a subscription value of either format (the SubID comes from the key).
 fn decode_sub(b: &[u8]) -> Result<SubscriptionRecord, DecodeError> {
     let mut r = Reader(b);
-    r.format()?;
+    let format = r.u8()?;
     let state = r.u8()?;
     let flags = r.u8()?;
+    let (show, expire_ms) = match format {
+        V1 => (0, 0),
+        V2 => (r.u8()?, r.u64()?),
+        _ => return Err(DecodeError("unknown record format")),
+    };
     r.finish()?;
-    if state > 3 || flags & !SUB_FLAG_DELIVER != 0 {
+    let known = if format == V1 {
+        SUB_FLAG_DELIVER
+    } else {
+        SUB_FLAGS
+    };
+    if state > 3 || flags & !known != 0 || show & 0b0110_0000 != 0 {
         return Err(DecodeError("unknown subscription state or flag"));
     }
     Ok(SubscriptionRecord {
         state,
         deliver: flags & SUB_FLAG_DELIVER != 0,
+        subid: String::new(),
+        include_body: flags & SUB_FLAG_BODY != 0,
+        temporary: flags & SUB_FLAG_TEMP != 0,
+        show,
+        expire_ms,
     })
+}
+
+/// The key of subscription `(node, jid, subid)`: `node 00 jid 00 subid`, or `node 00 jid`
+/// for an empty SubID (rows of the first format).
+fn sub_key(node: &str, jid: &str, subid: &str) -> Vec<u8> {
+    let mut k = key2(node, jid.as_bytes());
+    if !subid.is_empty() {
+        k.push(0);
+        k.extend_from_slice(subid.as_bytes());
+    }
+    k
 }
 
 fn decode_aff(b: &[u8]) -> Result<u8, DecodeError> {
@@ -392,10 +465,21 @@ pub(super) fn check_ops(ops: &[PubsubOp]) -> Result<usize, StoreError> {
                 check_key_part("node id", node)?;
                 bytes += node.len() + encode_item(item)?.len();
             }
-            PubsubOp::PutSubscription(node, jid, _) | PubsubOp::PutAffiliation(node, jid, _) => {
+            PubsubOp::PutSubscription(node, jid, rec) => {
+                check_key_part("node id", node)?;
+                check_key_part("JID", jid)?;
+                if rec.subid.len() > MAX_PUBSUB_SUBID_BYTES || rec.subid.contains('\0') {
+                    return Err(StoreError::Invalid("bad SubID".into()));
+                }
+                bytes += node.len() + jid.len() + encode_sub(rec).len();
+            }
+            PubsubOp::PutAffiliation(node, jid, _) => {
                 check_key_part("node id", node)?;
                 check_key_part("JID", jid)?;
                 bytes += node.len() + jid.len();
+            }
+            PubsubOp::DeleteSubscriptionId(node, jid, subid) => {
+                bytes += node.len() + jid.len() + subid.len();
             }
             PubsubOp::DeleteNode(node)
             | PubsubOp::DeleteItem(node, _)
@@ -446,10 +530,16 @@ impl DbHandle {
                 PubsubOp::PutSubscription(node, jid, rec) => {
                     check_key_part("node id", node)?;
                     check_key_part("JID", jid)?;
-                    let flags = if rec.deliver { SUB_FLAG_DELIVER } else { 0 };
-                    let k = key2(node, jid.as_bytes());
+                    if rec.subid.len() > MAX_PUBSUB_SUBID_BYTES || rec.subid.contains('\0') {
+                        return Err(StoreError::Invalid("bad SubID".into()));
+                    }
+                    let k = sub_key(node, jid, &rec.subid);
                     txn.open_table(PUBSUB_SUBSCRIPTIONS)?
-                        .insert(k.as_slice(), &[V1, rec.state, flags][..])?;
+                        .insert(k.as_slice(), encode_sub(rec).as_slice())?;
+                }
+                PubsubOp::DeleteSubscriptionId(node, jid, subid) => {
+                    let k = sub_key(node, jid, subid);
+                    txn.open_table(PUBSUB_SUBSCRIPTIONS)?.remove(k.as_slice())?;
                 }
                 PubsubOp::DeleteSubscription(node, jid) => {
                     let k = key2(node, jid.as_bytes());
@@ -502,10 +592,12 @@ impl Store {
         let t = txn.open_table(PUBSUB_SUBSCRIPTIONS)?;
         for e in t.iter()? {
             let (k, v) = e?;
-            let (node, jid) =
+            let (node, rest) =
                 split_jid(k.value()).map_err(|e| corrupt(&PUBSUB_SUBSCRIPTIONS, k.value(), e))?;
-            let rec =
+            let (jid, subid) = rest.split_once('\0').unwrap_or((rest, ""));
+            let mut rec =
                 decode_sub(v.value()).map_err(|e| corrupt(&PUBSUB_SUBSCRIPTIONS, k.value(), e))?;
+            rec.subid = subid.to_owned();
             snap.subscriptions
                 .push((node.to_owned(), jid.to_owned(), rec));
         }
@@ -587,6 +679,50 @@ mod tests {
             txn.commit().expect("commit");
         }
         let store = Store::open(&dir, 0).expect("migrated");
+        // A subscription row of the first format (before SubIDs) still loads.
+        {
+            let mut rec = SubscriptionRecord {
+                state: 3,
+                deliver: true,
+                ..SubscriptionRecord::default()
+            };
+            store
+                .pubsub_apply(&[PubsubOp::PutNode(
+                    "old".into(),
+                    NodeRecord {
+                        created_ms: 1,
+                        creator: "alice@localhost".into(),
+                        config: Vec::new(),
+                    },
+                )])
+                .expect("node");
+            let txn = store.begin_write().expect("txn");
+            txn.open_table(PUBSUB_SUBSCRIPTIONS)
+                .expect("table")
+                .insert(key2("old", b"bob@localhost").as_slice(), &[V1, 3, 1][..])
+                .expect("v1 row");
+            txn.commit().expect("commit");
+            let snap = store.pubsub_load().expect("load");
+            assert_eq!(
+                snap.subscriptions,
+                vec![("old".into(), "bob@localhost".into(), rec.clone())]
+            );
+            rec.subid = "s1".into();
+            store
+                .pubsub_apply(&[
+                    PubsubOp::DeleteSubscription("old".into(), "bob@localhost".into()),
+                    PubsubOp::PutSubscription("old".into(), "bob@localhost".into(), rec.clone()),
+                ])
+                .expect("rewrite");
+            let snap = store.pubsub_load().expect("load");
+            assert_eq!(
+                snap.subscriptions,
+                vec![("old".into(), "bob@localhost".into(), rec)]
+            );
+            store
+                .pubsub_apply(&[PubsubOp::DeleteNode("old".into())])
+                .expect("drop");
+        }
         assert_eq!(
             store.user_get("alice").expect("get"),
             Some(b"creds".to_vec())
@@ -628,6 +764,22 @@ mod tests {
             Ok(("x".into(), 14))
         );
         assert!(decode_sub(&[1, 9, 0]).is_err());
+        assert!(
+            decode_sub(&[1, 3, 2]).is_err(),
+            "v1 rows know only the deliver flag"
+        );
+        assert!(decode_sub(&[3, 3, 1]).is_err());
+        let sub = SubscriptionRecord {
+            state: 1,
+            deliver: true,
+            subid: String::new(),
+            include_body: true,
+            temporary: true,
+            show: 0b1000_0101,
+            expire_ms: 123_456,
+        };
+        assert_eq!(decode_sub(&encode_sub(&sub)), Ok(sub));
+        assert!(decode_sub(&encode_sub(&SubscriptionRecord::default())[..5]).is_err());
         assert!(decode_aff(&[2, 0]).is_err());
         assert_eq!(split_seq(&key2("n", &5u64.to_be_bytes())), Ok(("n", 5)));
     }

@@ -333,12 +333,11 @@ fn pubsub_access_models_and_errors() {
     );
     assert_eq!(condition(&r), "not-authorized");
     assert_eq!(app_error(&r), "presence-subscription-required");
-    // authorize is not implemented: not-acceptable + unsupported.
+    // A registered field this service cannot honour: not-acceptable + unsupported.
     let r = alice.iq(
         "a",
         &format!(
-            "<iq type='set' id='a' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='auth'/><configure>{}</configure></pubsub></iq>",
-            form("authorize")
+            "<iq type='set' id='a' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='auth'/><configure><x xmlns='jabber:x:data' type='submit'><field var='pubsub#body_xslt'><value>http://example.org/b.xsl</value></field></x></configure></pubsub></iq>"
         ),
     );
     assert_eq!(condition(&r), "not-acceptable");
@@ -436,4 +435,99 @@ fn slixmpp_xep0060_create_configure_publish_subscribe_retract_purge_delete() {
         "slixmpp pubsub interop failed:\n{text}\n--- server log ---\n{}",
         d.log()
     );
+}
+
+/// XEP-0060 §8.6 and §12.18 against the daemon: a subscription to an `authorize` node is
+/// pending until the owner answers the approval form by message, and its lease ends by
+/// the daemon's own timer (no client traffic triggers it).
+#[test]
+fn pubsub_authorize_approval_and_leased_expiry() {
+    let d = Daemon::start(Options::default());
+    let mut alice = login(&d, "alice", "alice-pw", "pub");
+    let mut bob = login(&d, "bob", "bob-pw", "sub");
+    ok(&alice.iq(
+        "c1",
+        &format!(
+            "<iq type='set' id='c1' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='gate'/>\
+             <configure><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
+             <field var='pubsub#access_model'><value>authorize</value></field>\
+             </x></configure></pubsub></iq>"
+        ),
+    ));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let lease_end = now_ms + 4000;
+    let r = bob.iq(
+        "s1",
+        &format!(
+            "<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='gate' jid='bob@localhost/sub'/>\
+             <options><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{PS}#subscribe_options</value></field>\
+             <field var='pubsub#expire'><value>{}</value></field>\
+             </x></options></pubsub></iq>",
+            kinglet::pubsub::xep0082(lease_end)
+        ),
+    );
+    ok(&r);
+    let sub = r
+        .child("pubsub", PS)
+        .and_then(|p| p.child("subscription", PS))
+        .expect("subscription");
+    assert_eq!(sub.attr("subscription"), Some("pending"));
+    // The owner gets the approval form and answers it by message.
+    let form = alice.wait_for("approval form", |e| {
+        e.name == "message" && e.child("x", "jabber:x:data").is_some()
+    });
+    let x = form.child("x", "jabber:x:data").expect("form");
+    let value = |var: &str| {
+        x.elements()
+            .find(|f| f.attr("var") == Some(var))
+            .and_then(|f| f.elements().next())
+            .map(|v| v.text())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("pubsub#subscriber_jid"), "bob@localhost/sub");
+    alice.send(&format!(
+        "<message to='pubsub.localhost'><x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE'><value>{PS}#subscribe_authorization</value></field>\
+         <field var='pubsub#subid'><value>{}</value></field>\
+         <field var='pubsub#node'><value>gate</value></field>\
+         <field var='pubsub#subscriber_jid'><value>bob@localhost/sub</value></field>\
+         <field var='pubsub#allow'><value>true</value></field></x></message>",
+        value("pubsub#subid")
+    ));
+    let state = |m: &Element| {
+        m.child("event", EVENT)
+            .and_then(|p| p.child("subscription", EVENT))
+            .and_then(|s| s.attr("subscription"))
+            .map(str::to_owned)
+    };
+    let m = bob.wait_for("approval", |e| e.name == "message" && state(e).is_some());
+    assert_eq!(state(&m).as_deref(), Some("subscribed"));
+    ok(&alice.iq(
+        "p1",
+        &format!("<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='gate'><item id='a'><v xmlns='urn:v'>1</v></item></publish></pubsub></iq>"),
+    ));
+    event(&mut bob);
+    // The lease ends by the timer alone: bob is told, without sending anything.
+    let m = bob.wait_for("lease end", |e| e.name == "message" && state(e).is_some());
+    assert_eq!(state(&m).as_deref(), Some("none"));
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    assert!(ended >= lease_end, "not before the lease end");
+    ok(&alice.iq(
+        "p2",
+        &format!("<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='gate'><item id='b'><v xmlns='urn:v'>2</v></item></publish></pubsub></iq>"),
+    ));
+    let r = bob.iq(
+        "i1",
+        &format!("<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='gate'/></pubsub></iq>"),
+    );
+    assert_eq!(condition(&r), "not-authorized", "no subscription any more");
+    assert_eq!(app_error(&r), "not-subscribed");
 }

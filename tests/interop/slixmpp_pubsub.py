@@ -6,7 +6,10 @@ service, creates a node with a configuration form, reads the configuration back,
 it, publishes (with and without an item id), retracts, purges and deletes the node, while
 the subscriber subscribes and receives every event through slixmpp's own event handlers
 (`pubsub_publish`, `pubsub_retract`, `pubsub_purge`, `pubsub_delete`). Error cases are
-checked too (conflict on a duplicate create, item-not-found on a missing node).
+checked too (conflict on a duplicate create, item-not-found on a missing node). Then
+multi-subscribe (two SubIDs, one notification carrying both as SHIM headers,
+`subid-required`) and the authorize access model (pending subscription, the approval form
+answered by message, the subscriber's `pubsub_subscription` event).
 
 Output: one `ok <step>` line per passed step and a final
 `slixmpp pubsub: N passed, 0 failed` line (exit 0); on failure a `FAIL <step>: <reason>`
@@ -28,8 +31,12 @@ from typing import Any
 import slixmpp
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 PS = "http://jabber.org/protocol/pubsub"
+SHIM = "http://jabber.org/protocol/shim"
+DATA = "jabber:x:data"
 PAYLOAD_NS = "urn:example:sensor"
 
 
@@ -53,8 +60,15 @@ class Peer:
         self.xmpp = xmpp
         self.events: asyncio.Queue = asyncio.Queue()
         self.started: asyncio.Future = asyncio.get_event_loop().create_future()
-        for name in ("pubsub_publish", "pubsub_retract", "pubsub_purge", "pubsub_delete"):
+        for name in ("pubsub_publish", "pubsub_retract", "pubsub_purge", "pubsub_delete",
+                     "pubsub_subscription"):
             xmpp.add_event_handler(name, self._handler(name))
+        # slixmpp's "message" event needs a <body/>: match data-form messages directly.
+        xmpp.register_handler(Callback(
+            "pubsub approval form",
+            MatchXPath("{jabber:client}message/{%s}x" % DATA),
+            self._on_message,
+        ))
         xmpp.add_event_handler("session_start", self._on_start)
         xmpp.add_event_handler("failed_all_auth", lambda _e: self._fail("authentication failed"))
 
@@ -62,6 +76,11 @@ class Peer:
         def on_event(msg: Any) -> None:
             self.events.put_nowait((name, msg))
         return on_event
+
+    def _on_message(self, msg: Any) -> None:
+        # Approval forms (XEP-0060 §8.6) arrive as plain messages carrying a data form.
+        if msg.xml.find("{%s}x" % DATA) is not None:
+            self.events.put_nowait(("form", msg))
 
     def _on_start(self, _event: Any) -> None:
         self.xmpp.send_presence()
@@ -246,6 +265,87 @@ class Run:
         except IqError as e:
             if e.condition != "item-not-found":
                 raise StepFailure("expected item-not-found, got %s" % e.condition)
+        self.ok()
+
+        self.begin("multi-subscribe: two SubIDs")
+        await owner.ps.create_node(service, "multi", timeout=t)
+        first = await sub.ps.subscribe(service, "multi", timeout=t)
+        opts = sub.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        opts.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#subscribe_options")
+        opts.add_field(var="pubsub#include_body", value="1")
+        second = await sub.ps.subscribe(service, "multi", options=opts, timeout=t)
+        ids = [r["pubsub"]["subscription"]["subid"] for r in (first, second)]
+        if not all(ids) or ids[0] == ids[1]:
+            raise StepFailure("SubIDs %s" % ids)
+        self.ok(", ".join(ids))
+
+        self.begin("one notification with both SubIDs as SHIM headers")
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "7"
+        await owner.ps.publish(service, "multi", id="m1", payload=payload, timeout=t)
+        msg = await sub.expect("pubsub_publish", t)
+        headers = msg.xml.find("{%s}headers" % SHIM)
+        got = sorted(h.text for h in headers) if headers is not None else []
+        if got != sorted(ids):
+            raise StepFailure("SHIM SubIDs %s, expected %s" % (got, ids))
+        body = msg.xml.find("{jabber:client}body")
+        if body is None or "m1" not in (body.text or ""):
+            raise StepFailure("include_body: no body naming the item")
+        try:
+            await asyncio.wait_for(sub.expect("pubsub_publish", 0.5), 0.6)
+            raise StepFailure("a second notification for the same JID")
+        except asyncio.TimeoutError:
+            pass
+        self.ok()
+
+        self.begin("unsubscribe needs the SubID")
+        try:
+            await sub.ps.unsubscribe(service, "multi", timeout=t)
+            raise StepFailure("ambiguous unsubscribe succeeded")
+        except IqError as e:
+            app = [c.tag for c in e.iq["error"].xml if c.tag.startswith("{%s#errors}" % PS)]
+            if e.condition != "bad-request" or not app or not app[0].endswith("subid-required"):
+                raise StepFailure("expected bad-request + subid-required, got %s %s" % (e.condition, app))
+        for i in ids:
+            await sub.ps.unsubscribe(service, "multi", subid=i, timeout=t)
+        await owner.ps.delete_node(service, "multi", timeout=t)
+        self.ok()
+
+        self.begin("authorize: pending, approval form to the owner")
+        form = owner.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="pubsub#access_model", value="authorize")
+        await owner.ps.create_node(service, "gate", config=form, timeout=t)
+        res = await sub.ps.subscribe(service, "gate", timeout=t)
+        if res["pubsub"]["subscription"]["subscription"] != "pending":
+            raise StepFailure("state %r" % res["pubsub"]["subscription"]["subscription"])
+        msg = await owner.expect("form", t)
+        x = msg.xml.find("{%s}x" % DATA)
+        values = {}
+        for f in x.findall("{%s}field" % DATA):
+            v = f.find("{%s}value" % DATA)
+            values[f.get("var")] = v.text if v is not None else ""
+        if values.get("FORM_TYPE") != PS + "#subscribe_authorization" or values.get("pubsub#node") != "gate":
+            raise StepFailure("approval form %s" % values)
+        self.ok()
+
+        self.begin("authorize: owner approves by message, subscriber told")
+        answer = owner.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        answer.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#subscribe_authorization")
+        for var in ("pubsub#subid", "pubsub#node", "pubsub#subscriber_jid"):
+            answer.add_field(var=var, value=values[var])
+        answer.add_field(var="pubsub#allow", value="true")
+        m = owner.xmpp.make_message(mto=service)
+        m.append(answer)
+        m.send()
+        ev = await sub.expect("pubsub_subscription", t)
+        state = ev["pubsub_event"]["subscription"]["subscription"]
+        if state != "subscribed":
+            raise StepFailure("subscription event state %r" % state)
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "8"
+        await owner.ps.publish(service, "gate", id="g1", payload=payload, timeout=t)
+        await sub.expect("pubsub_publish", t)
+        await owner.ps.delete_node(service, "gate", timeout=t)
         self.ok()
 
 
