@@ -9,10 +9,13 @@
 #      a self-signed certificate made with openssl, data in a temp dir);
 #   2. `kinglet user add` alice and bob (SCRAM key derivation runs on the target's code);
 #   3. starts the daemon; cross/smoke_client.py logs alice in over direct TLS and bob over
-#      plain TCP (SASL PLAIN, allowed on loopback), and sends a message each way;
+#      plain TCP (SASL PLAIN, allowed on loopback), sends a message each way, then alice
+#      creates pubsub node 'smoke' at pubsub.localhost, bob subscribes, alice publishes and
+#      bob must receive the notification;
 #   4. SIGTERM: the daemon must exit 0;
 #   5. restarts it on the same data directory: the store reopens, both accounts log in again,
-#      and `kinglet user list` still shows them.
+#      bob retrieves the item published before the restart, alice publishes another one and
+#      bob's stored subscription delivers it; `kinglet user list` still shows both accounts.
 # Prints PASS/FAIL per target and exits non-zero if any failed. The test binary of `--unit`
 # is built like the release binary (same profile, build-std where needed).
 set -euo pipefail
@@ -103,18 +106,18 @@ EOF
             { echo "user add $u failed"; return 1; }
     done
     start_daemon || return 1
-    "$py" "$here/smoke_client.py" "$port" "$tls_port" "$tmp/cert.pem" || return 1
+    "$py" "$here/smoke_client.py" "$port" "$tls_port" "$tmp/cert.pem" first || return 1
     stop_daemon || return 1
     # The store reopens after a clean stop, with the accounts in it.
     start_daemon || return 1
-    "$py" "$here/smoke_client.py" "$port" 0 "$tmp/cert.pem" || return 1
+    "$py" "$here/smoke_client.py" "$port" 0 "$tmp/cert.pem" again || return 1
     stop_daemon || return 1
     run_bin user list --config "$tmp/kinglet.toml" | tr '\n' ' ' | grep -q "alice.*bob" ||
         { echo "user list lost the accounts"; return 1; }
     if grep -Eq "ERROR|panicked" "$tmp/stderr"; then
         echo "errors in the daemon log:"; cat "$tmp/stderr"; return 1
     fi
-    echo "$target: login, messages, TLS, clean stop and store reopen ok"
+    echo "$target: login, messages, TLS, pubsub publish/notify, clean stop and store reopen ok"
 )
 
 # The library's unit tests, built like the release binary and run under qemu. With build-std
