@@ -17,7 +17,7 @@
 #      bob retrieves the item published before the restart, alice publishes another one and
 #      bob's stored subscription delivers it; `kinglet user list` still shows both accounts.
 # Prints PASS/FAIL per target and exits non-zero if any failed. The test binary of `--unit`
-# is built like the release binary (same profile, build-std where needed).
+# is built for the target with the release profile but an unwinding std (see unit_one).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -197,7 +197,7 @@ EOF
 smoke_main() {
     local mode=smoke results=() failed=0 t start
     [ "${1:-}" = --unit ] && { mode=unit; shift; }
-    [ $# -gt 0 ] || { sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 2; }
+    [ $# -gt 0 ] || { sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 2; }
     for t in "$@"; do
         start=$(date +%s)
         if "${mode}_one" "$t"; then

@@ -9,7 +9,7 @@
 #    30 s to 3 min and 250 MB, from the host's Debian mirror). Each run boots a fresh copy.
 # 2. Boots it (`systemd-nspawn -b`, sharing the host's network) and waits for
 #    `systemctl is-system-running`.
-# 3. `dpkg -i` the package: the unit must be enabled and active, Status "serving ...".
+# 3. `apt-get install` the package: the unit must be enabled and active, Status "serving ...".
 #    `systemd-analyze verify` of the installed unit prints nothing and `systemd-analyze
 #    security` (online, as systemd sees the running unit) is at most 2.0.
 # 4. Follows docs/install.md: stop, `kinglet user add` (password on stdin), a certificate
@@ -31,7 +31,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 deb="${1:-}"
-[ -n "$deb" ] && [ -f "$deb" ] || { sed -n '2,26p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+[ -n "$deb" ] && [ -f "$deb" ] || { sed -n '3,28p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "boot-test: must run as root (nspawn, debootstrap)" >&2; exit 2; }
 deb="$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")"
 cache="${KINGLET_NSPAWN_CACHE:-/var/tmp/kinglet-nspawn}"
@@ -114,7 +114,8 @@ esac
 prop() { c systemctl show -P "$1" kinglet.service; }
 
 # 3. install
-if c dpkg -i /root/kinglet.deb >"$tmp/dpkg.log" 2>&1; then ok "dpkg -i"; else bad "dpkg -i: $(cat "$tmp/dpkg.log")"; fi
+# As docs/install.md says: apt with the local file (no network needed: no dependencies).
+if c env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/kinglet.deb >"$tmp/dpkg.log" 2>&1; then ok "apt-get install ./kinglet.deb"; else bad "apt-get install: $(cat "$tmp/dpkg.log")"; fi
 wait_active() {
     for _ in $(seq 1 100); do
         [ "$(c systemctl is-active kinglet 2>/dev/null || true)" = active ] && return 0
