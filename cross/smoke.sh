@@ -140,7 +140,9 @@ unit_one() {
         bootstrap=""
         if build_std "$t"; then
             bootstrap=1
-            # Replace build.sh's panic_abort std with one that can unwind.
+            # Replace build.sh's panic_abort std with one that can unwind, with unwind tables.
+            flags="$(printenv "CARGO_TARGET_${up}_RUSTFLAGS")"
+            export "CARGO_TARGET_${up}_RUSTFLAGS=${flags/ -C force-unwind-tables=no/}"
             for i in "${!args[@]}"; do
                 [ "${args[$i]}" = "-Zbuild-std=std,panic_abort" ] && args[i]="-Zbuild-std=std,panic_unwind,panic_abort"
             done
