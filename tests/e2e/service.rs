@@ -143,7 +143,10 @@ fn notify_reload_and_clean_stop() {
 
     // Logins and messages log at debug level: nothing of that since the reload, but info is on.
     let since = d.log()[log_at_reload..].to_owned();
-    assert!(!since.contains("DEBUG"), "debug lines after the reload: {since}");
+    assert!(
+        !since.contains("DEBUG"),
+        "debug lines after the reload: {since}"
+    );
 
     // A broken key on reload: the error is reported and the running certificate is kept.
     std::fs::write(d.dir.0.join("key.pem"), "garbage").expect("break key");
