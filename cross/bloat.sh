@@ -25,7 +25,9 @@ mapfile -t args < <(cargo_args "$t")
     export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/bloat"
     export CARGO_PROFILE_RELEASE_STRIP=false
     if build_std "$t"; then
+        # shellcheck disable=SC2031 # this subshell is the scope these are meant for
         export RUSTC_BOOTSTRAP=1
+        # shellcheck disable=SC2031
         export CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}"
     fi
     cd "$repo"
