@@ -216,6 +216,9 @@ code="$(prop ExecMainStatus)"
     ok "config error: unit $st, exit status $code, no restart loop" ||
     bad "config error: state '$st', exit status '$code', NRestarts $(prop NRestarts)"
 cp "$tmp/good.toml" "$root/etc/kinglet/kinglet.toml"
+c systemctl reset-failed kinglet
+c systemctl start kinglet || true
+wait_active && ok "fixed config: active again" || bad "not active after fixing the config"
 
 # 7. purge
 rm -rf "$root/etc/systemd/system/kinglet.service.d"
@@ -224,7 +227,7 @@ if c dpkg -P kinglet >"$tmp/dpkg.log" 2>&1; then ok "dpkg -P"; else bad "dpkg -P
 st="$(c systemctl is-active kinglet 2>/dev/null || true)"
 [ "$st" != active ] && [ ! -e "$root/usr/bin/kinglet" ] && [ ! -e "$root/lib/systemd/system/kinglet.service" ] &&
     [ ! -e "$root/usr/lib/systemd/system/kinglet.service" ] && [ ! -e "$root/etc/kinglet/kinglet.toml" ] &&
-    ok "purged: service $st, binary, unit and config gone" ||
+    ok "purged: service stopped ($st), binary, unit and config gone" ||
     bad "after purge: active '$st'; left: $(for f in /usr/bin/kinglet /lib/systemd/system/kinglet.service \
         /usr/lib/systemd/system/kinglet.service /etc/kinglet/kinglet.toml; do [ -e "$root$f" ] && printf '%s ' "$f"; done)"
 
