@@ -20,8 +20,9 @@
 # <repo>/target/cross, so host builds are not invalidated). Builds run under `nice -n 19`,
 # one target at a time. The MIPS targets are built without the `journald` feature (OpenWrt
 # has no journald); set KINGLET_FEATURES to override the cargo feature flags for all targets.
-# A table of stripped sizes and build times is printed at the end and written to
-# $CARGO_TARGET_DIR/sizes.txt.
+# A table of stripped sizes (file bytes, MB = 2^20 bytes, and text+data as loaded) and build
+# times is printed at the end and written to $CARGO_TARGET_DIR/sizes.txt; docs/size.md has
+# the figures and what takes the space (cross/bloat.sh).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -194,7 +195,7 @@ target_env() {
     if build_std "$t"; then
         export "CARGO_TARGET_${up}_LINKER=$xs/$name/bin/musl-gcc"
         # location-detail=none drops file/line strings of panics (panic=abort: nobody reads them).
-        export "CARGO_TARGET_${up}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -L $xs/$name/unwind -Z location-detail=none"
+        export "CARGO_TARGET_${up}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -L $xs/$name/unwind -Z location-detail=none -C force-unwind-tables=no"
         export "CC_${t//-/_}=$xs/$name/bin/musl-gcc"
         export "AR_${t//-/_}=$prefix-ar"
         case "$t" in mips*) export "CFLAGS_${t//-/_}=-msoft-float" ;; esac
@@ -248,7 +249,7 @@ main() {
     while [ $# -gt 0 ]; do
         case "$1" in
             --no-setup) do_setup=0 ;;
-            -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+            -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
             *) targets+=("$(triple "$1")") ;;
         esac
         shift
@@ -263,10 +264,13 @@ main() {
         bin="$CARGO_TARGET_DIR/$t/release/kinglet"
         [ -f "$bin" ] || die "no binary at $bin"
         size=$(stat -c %s "$bin")
-        rows+=("$(printf '%-34s %10s %8s %7ss' "$t" "$size" "$(awk -v s="$size" 'BEGIN{printf "%.2f MB", s/1048576}')" "$secs")")
+        # Code and data as loaded (size(1): text + data). The file size moves in steps on
+        # some targets: aarch64's linker pads the RELRO segment to a 64 KiB page.
+        loaded=$("$(gnu_prefix "$t")-size" "$bin" 2>/dev/null | awk 'NR == 2 { print $1 + $2 }')
+        rows+=("$(printf '%-34s %10s %8s %10s %7ss' "$t" "$size" "$(awk -v s="$size" 'BEGIN{printf "%.2f MB", s/1048576}')" "${loaded:-?}" "$secs")")
     done
     {
-        printf '%-34s %10s %8s %8s\n' target bytes size build
+        printf '%-34s %10s %8s %10s %8s\n' target bytes size text+data build
         printf '%s\n' "${rows[@]}"
     } | tee "$CARGO_TARGET_DIR/sizes.txt"
 }

@@ -9,12 +9,15 @@
 #      a self-signed certificate made with openssl, data in a temp dir);
 #   2. `kinglet user add` alice and bob (SCRAM key derivation runs on the target's code);
 #   3. starts the daemon; cross/smoke_client.py logs alice in over direct TLS and bob over
-#      plain TCP (SASL PLAIN, allowed on loopback), and sends a message each way;
+#      plain TCP (SASL PLAIN, allowed on loopback), sends a message each way, then alice
+#      creates pubsub node 'smoke' at pubsub.localhost, bob subscribes, alice publishes and
+#      bob must receive the notification;
 #   4. SIGTERM: the daemon must exit 0;
 #   5. restarts it on the same data directory: the store reopens, both accounts log in again,
-#      and `kinglet user list` still shows them.
+#      bob retrieves the item published before the restart, alice publishes another one and
+#      bob's stored subscription delivers it; `kinglet user list` still shows both accounts.
 # Prints PASS/FAIL per target and exits non-zero if any failed. The test binary of `--unit`
-# is built like the release binary (same profile, build-std where needed).
+# is built for the target with the release profile but an unwinding std (see unit_one).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -103,45 +106,100 @@ EOF
             { echo "user add $u failed"; return 1; }
     done
     start_daemon || return 1
-    "$py" "$here/smoke_client.py" "$port" "$tls_port" "$tmp/cert.pem" || return 1
+    "$py" "$here/smoke_client.py" "$port" "$tls_port" "$tmp/cert.pem" first || return 1
     stop_daemon || return 1
     # The store reopens after a clean stop, with the accounts in it.
     start_daemon || return 1
-    "$py" "$here/smoke_client.py" "$port" 0 "$tmp/cert.pem" || return 1
+    "$py" "$here/smoke_client.py" "$port" 0 "$tmp/cert.pem" again || return 1
     stop_daemon || return 1
     run_bin user list --config "$tmp/kinglet.toml" | tr '\n' ' ' | grep -q "alice.*bob" ||
         { echo "user list lost the accounts"; return 1; }
     if grep -Eq "ERROR|panicked" "$tmp/stderr"; then
         echo "errors in the daemon log:"; cat "$tmp/stderr"; return 1
     fi
-    echo "$target: login, messages, TLS, clean stop and store reopen ok"
+    echo "$target: login, messages, TLS, pubsub publish/notify, clean stop and store reopen ok"
 )
 
-# The library's unit tests, built like the release binary and run under qemu. With build-std
-# there is no unwinder (panic=abort, stub libunwind), so libtest runs each test in its own
-# process (-Zpanic-abort-tests), which also keeps #[should_panic] working.
+# The library's unit tests, built for the target (release profile, build-std where needed)
+# and run under qemu through the cargo runner. libtest must run them in its own process:
+# with -Zpanic-abort-tests it would re-exec itself per test, which needs binfmt_misc (not
+# registered on these machines). So tests use std with panic_unwind, as cargo wants anyway.
+#   armv7: libgcc_eh is a real unwinder (EHABI), so everything runs, #[should_panic] too.
+#   MIPS:  there is no soft-float unwinder to link (Debian's libgcc_eh is hard-float and
+#          needs glibc), so a test-only stub (unwind_test_stub) makes any panic abort the
+#          run: a failing test still fails it, only without libtest's summary, and the
+#          #[should_panic] test is skipped (libtest counts it as filtered out).
 unit_one() {
-    local t args up
+    local t args up name skip=()
     t="$(triple "$1")"
     mapfile -t args < <(cargo_args "$t")
     up="$(tr 'a-z-' 'A-Z_' <<<"$t")"
+    name="$(sysroot_name "$t")"
     (
         target_env "$t"
         bootstrap=""
         if build_std "$t"; then
             bootstrap=1
-            args+=(-Zpanic-abort-tests)
-            export "CARGO_TARGET_${up}_RUSTFLAGS=$(printenv "CARGO_TARGET_${up}_RUSTFLAGS") -C panic=abort"
+            # Replace build.sh's panic_abort std with one that can unwind, with unwind tables.
+            flags="$(printenv "CARGO_TARGET_${up}_RUSTFLAGS")"
+            export "CARGO_TARGET_${up}_RUSTFLAGS=${flags/ -C force-unwind-tables=no/}"
+            for i in "${!args[@]}"; do
+                [ "${args[$i]}" = "-Zbuild-std=std,panic_abort" ] && args[i]="-Zbuild-std=std,panic_unwind,panic_abort"
+            done
+            case "$t" in
+                mips*)
+                    unwind_test_stub "$t"
+                    flags="$(printenv "CARGO_TARGET_${up}_RUSTFLAGS")"
+                    export "CARGO_TARGET_${up}_RUSTFLAGS=${flags/"-L $xs/$name/unwind"/"-L $xs/$name/unwind-test"}"
+                    skip=(--skip store::tests::truncated_file_panics_inside_redb)
+                    ;;
+            esac
         fi
         cd "$repo"
-        RUSTC_BOOTSTRAP="$bootstrap" nice -n 19 cargo test --lib "${args[@]}" -- --test-threads=2
+        # One panic strategy for std, the deps and the harness (else two copies of core).
+        RUSTC_BOOTSTRAP="$bootstrap" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/unit" CARGO_PROFILE_RELEASE_PANIC=unwind nice -n 19 \
+            cargo test --lib "${args[@]}" -- --test-threads=2 "${skip[@]}"
     )
+}
+
+# A libunwind.a for MIPS test binaries: every _Unwind_* entry point std's panic_unwind
+# links, none of which unwinds. _Unwind_RaiseException reports _URC_END_OF_STACK, on which
+# std prints "failed to initiate panic" and aborts.
+unwind_test_stub() {
+    local t="$1" name prefix dir
+    name="$(sysroot_name "$t")"
+    prefix="$(gnu_prefix "$t")"
+    dir="$xs/$name/unwind-test"
+    [ -n "$name" ] || die "no sysroot for $t"
+    [ -f "$dir/libunwind.a" ] && return 0
+    mkdir -p "$dir"
+    cat >"$dir/stub.c" <<'EOF'
+#include <stdint.h>
+#include <stdlib.h>
+int _Unwind_RaiseException(void *e) { (void)e; return 5; }
+void _Unwind_Resume(void *e) { (void)e; abort(); }
+void _Unwind_DeleteException(void *e) { (void)e; }
+int _Unwind_Backtrace(void *f, void *a) { (void)f; (void)a; return 5; }
+uintptr_t _Unwind_GetIP(void *c) { (void)c; return 0; }
+uintptr_t _Unwind_GetIPInfo(void *c, int *before) { (void)c; *before = 0; return 0; }
+uintptr_t _Unwind_GetCFA(void *c) { (void)c; return 0; }
+uintptr_t _Unwind_GetGR(void *c, int i) { (void)c; (void)i; return 0; }
+void _Unwind_SetGR(void *c, int i, uintptr_t v) { (void)c; (void)i; (void)v; }
+void _Unwind_SetIP(void *c, uintptr_t v) { (void)c; (void)v; }
+uintptr_t _Unwind_GetLanguageSpecificData(void *c) { (void)c; return 0; }
+uintptr_t _Unwind_GetRegionStart(void *c) { (void)c; return 0; }
+uintptr_t _Unwind_GetDataRelBase(void *c) { (void)c; return 0; }
+uintptr_t _Unwind_GetTextRelBase(void *c) { (void)c; return 0; }
+void *_Unwind_FindEnclosingFunction(void *pc) { (void)pc; return 0; }
+EOF
+    "$xs/$name/bin/musl-gcc" -msoft-float -O2 -c "$dir/stub.c" -o "$dir/stub.o"
+    "$prefix-ar" rcs "$dir/libunwind.a" "$dir/stub.o"
 }
 
 smoke_main() {
     local mode=smoke results=() failed=0 t start
     [ "${1:-}" = --unit ] && { mode=unit; shift; }
-    [ $# -gt 0 ] || { sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 2; }
+    [ $# -gt 0 ] || { sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 2; }
     for t in "$@"; do
         start=$(date +%s)
         if "${mode}_one" "$t"; then

@@ -64,22 +64,25 @@ pub fn stderr_is_journal() -> bool {
         let Ok(v) = std::env::var("JOURNAL_STREAM") else {
             return false;
         };
-        let Some((dev, ino)) = v.split_once(':') else {
-            return false;
-        };
-        let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
-            return false;
-        };
         let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
             return false;
         };
         let Ok(md) = std::fs::File::from(fd).metadata() else {
             return false;
         };
-        md.dev() == dev && md.ino() == ino
+        journal_stream_matches(&v, md.dev(), md.ino())
     }
     #[cfg(not(unix))]
     false
+}
+
+/// Whether a `JOURNAL_STREAM` value ("device:inode", both decimal) names the file with
+/// device `dev` and inode `ino`. Anything malformed is "no".
+pub fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = value.split_once(':') else {
+        return false;
+    };
+    matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
 }
 
 /// Whether `KINGLET_LOG_STREAMS=split` asks for the OpenWrt/procd layout: info, debug and
@@ -153,11 +156,21 @@ mod tests {
     }
 
     #[test]
-    fn journal_detection_needs_matching_inode() {
-        // SAFETY-free: set_var is safe in edition 2021 APIs but `unsafe` in 2024; avoid it and
-        // only check the negative case that holds whatever the environment.
-        if std::env::var("JOURNAL_STREAM").is_err() {
-            assert!(!stderr_is_journal());
+    fn journal_stream_must_name_this_device_and_inode() {
+        assert!(journal_stream_matches("64769:123456", 64769, 123456));
+        assert!(!journal_stream_matches("64769:123457", 64769, 123456));
+        assert!(!journal_stream_matches("64768:123456", 64769, 123456));
+        for bad in [
+            "",
+            "64769",
+            "64769:",
+            ":123456",
+            "x:1",
+            "1:y",
+            "1:2:3",
+            " 64769:123456",
+        ] {
+            assert!(!journal_stream_matches(bad, 64769, 123456), "{bad:?}");
         }
     }
 }

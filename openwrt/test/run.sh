@@ -30,8 +30,19 @@ else
 	bin=""
 fi
 
+# `[store] flush_interval` is newer than some binaries this may run with: if the binary does
+# not know the key, check-config runs on the TOML without that one line (and says so).
+strip_flush=0
+if [ -n "$bin" ]; then
+	printf '[store]\nflush_interval = "30s"\n' >"$pem/probe.toml"
+	if ! "$bin" check-config --config "$pem/probe.toml" >/dev/null 2>&1; then
+		echo "note: $bin does not accept [store] flush_interval; checking the TOML without it"
+		strip_flush=1
+	fi
+fi
+
 # run_case NAME UCI_FILE ACTIONS [CHECK]: ACTIONS is a shell snippet run after sourcing the
-# script; CHECK=0 skips check-config (for deliberately invalid values).: ACTIONS is a shell snippet run after sourcing the script.
+# script; CHECK=0 skips check-config (for deliberately invalid values).
 run_case() {
 	name="$1" uci="$2" actions="$3" check="${4:-1}"
 	work="$(mktemp -d)"
@@ -75,6 +86,10 @@ run_case() {
 	if [ -n "$bin" ] && [ "$check" = 1 ]; then
 		for f in "$work"/etc/*.toml; do
 			[ -e "$f" ] || continue
+			if [ "$strip_flush" = 1 ]; then
+				sed '/^flush_interval = /d' "$f" >"$f.check"
+				mv "$f.check" "$f"
+			fi
 			if "$bin" check-config --config "$f" >/dev/null 2>"$work/err"; then
 				echo "ok   $name: $(basename "$f") passes check-config"
 			else

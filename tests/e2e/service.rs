@@ -107,9 +107,21 @@ fn notify_reload_and_clean_stop() {
         "old certificate served before reload"
     );
 
+    // The same reload lowers the log level from debug to info.
+    assert!(d.log().contains("DEBUG"), "debug lines before the reload");
+    let conf = std::fs::read_to_string(&d.config).expect("read config");
+    assert!(conf.contains("log_level = \"debug\""), "{conf}");
+    std::fs::write(
+        &d.config,
+        conf.replace("log_level = \"debug\"", "log_level = \"info\""),
+    )
+    .expect("rewrite config");
+
     signal(&d, "HUP");
     let st = notes.wait_for("STATUS=reloaded", Duration::from_secs(10));
     assert!(st.contains("cert.pem"), "{st}");
+    assert!(st.contains("log level info"), "{st}");
+    let log_at_reload = d.log().len();
 
     assert!(
         tls_handshake_ok(tls_port, &new_ca),
@@ -128,6 +140,13 @@ fn notify_reload_and_clean_stop() {
     bob.send("<message to='alice@localhost/before' id='m2'><body>hi</body></message>");
     let m = alice.wait_for("message from bob", |e| e.name == "message");
     assert_eq!(m.attr("from"), Some("bob@localhost/after"));
+
+    // Logins and messages log at debug level: nothing of that since the reload, but info is on.
+    let since = d.log()[log_at_reload..].to_owned();
+    assert!(
+        !since.contains("DEBUG"),
+        "debug lines after the reload: {since}"
+    );
 
     // A broken key on reload: the error is reported and the running certificate is kept.
     std::fs::write(d.dir.0.join("key.pem"), "garbage").expect("break key");
