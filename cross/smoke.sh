@@ -151,7 +151,13 @@ unit_one() {
                     unwind_test_stub "$t"
                     flags="$(printenv "CARGO_TARGET_${up}_RUSTFLAGS")"
                     export "CARGO_TARGET_${up}_RUSTFLAGS=${flags/"-L $xs/$name/unwind"/"-L $xs/$name/unwind-test"}"
-                    skip=(--skip store::tests::truncated_file_panics_inside_redb)
+                    # qemu-mips 7.2 (Debian 12) has no timerfd_settime64 (o32 syscall 4411:
+                    # "Unknown syscall"), and rustix's fallback to the old call does not
+                    # happen under it, so an async-io Timer never fires and this test (the
+                    # only one that sleeps on the reactor) hangs. Real MIPS kernels >= 5.1
+                    # have the call; armv7 under qemu runs the test.
+                    skip=(--skip store::tests::truncated_file_panics_inside_redb
+                        --skip pubsub::commit::tests::slow_commit_does_not_stall_other_clients)
                     ;;
             esac
         fi
