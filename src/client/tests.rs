@@ -1,0 +1,1 @@
+//! Unit tests of the client's pure parts: settings, payloads, requests, output formats, JSON.
