@@ -292,6 +292,9 @@ client_args! {
         /// exit after printing N items
         #[argh(option)]
         count: Option<u64>,
+        /// say on stderr when the subscription is in place
+        #[argh(switch, short = 'v')]
+        verbose: bool,
     }
 }
 

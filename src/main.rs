@@ -55,7 +55,15 @@ fn parse_args() -> Args {
         .file_name()
         .and_then(|s| s.to_str())
         .unwrap_or("kinglet");
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let mut rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    // argh takes any argument starting with '-' for an option, so `kinglet pub ... -` (the
+    // payload from stdin) would be refused: move a lone "-" behind a "--".
+    if rest.first() == Some(&"pub") && !rest.contains(&"--") {
+        if let Some(i) = rest.iter().position(|a| *a == "-") {
+            rest.remove(i);
+            rest.extend(["--", "-"]);
+        }
+    }
     match <Args as argh::FromArgs>::from_args(&[cmd], &rest) {
         Ok(args) => args,
         Err(early) => match early.status {

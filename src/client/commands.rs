@@ -319,6 +319,9 @@ fn subscribe(a: &SubArgs) -> Result<(), ClientError> {
     let done = |printed: u64| a.count.is_some_and(|c| printed >= c);
 
     let mut conn = connect_and_subscribe(&mut settings, node)?;
+    if a.verbose {
+        eprintln!("kinglet: subscribed to node '{node}' as {}", conn.jid());
+    }
     // Events that arrived before the items reply may repeat items of that reply.
     let mut seen: Vec<String> = Vec::new();
     let mut before_items = 0;
