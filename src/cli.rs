@@ -671,6 +671,102 @@ mod tests {
     }
 
     #[test]
+    fn client_commands() {
+        let a = ok(&[
+            "pub",
+            "--node",
+            "temp",
+            "--json",
+            "--create",
+            "--config",
+            "max_items=5",
+            "--config",
+            "title=T",
+            "--server",
+            "h:1",
+            "--jid",
+            "a@h",
+            "--password-file",
+            "pw",
+            "--tls",
+            "direct",
+            "--ca-file",
+            "ca.pem",
+            "--timeout",
+            "3",
+            "{}",
+        ]);
+        let Some(Command::Pub(p)) = &a.command else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p.node, "temp");
+        assert!(p.json && p.create && !p.lines);
+        assert_eq!(p.config, ["max_items=5", "title=T"]);
+        assert_eq!(p.payload.as_deref(), Some("{}"));
+        assert_eq!(
+            a.config_path(),
+            None,
+            "pub's --config is node configuration"
+        );
+        let c = p.connect_args();
+        assert_eq!(c.server.as_deref(), Some("h:1"));
+        assert_eq!(c.jid.as_deref(), Some("a@h"));
+        assert_eq!(c.password_file, Some(PathBuf::from("pw")));
+        assert_eq!(c.tls.as_deref(), Some("direct"));
+        assert_eq!(c.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.timeout, Some(3));
+        assert!(!c.insecure);
+
+        let a = ok(&[
+            "sub",
+            "--node",
+            "n",
+            "--last",
+            "3",
+            "--format",
+            "json",
+            "--count",
+            "2",
+            "-v",
+            "--insecure",
+        ]);
+        let Some(Command::Sub(s)) = &a.command else {
+            panic!("{a:?}")
+        };
+        assert_eq!((s.last, s.count, s.verbose), (Some(3), Some(2), true));
+        assert_eq!(s.format.as_deref(), Some("json"));
+        assert!(s.connect_args().insecure);
+
+        assert!(matches!(ok(&["nodes"]).command, Some(Command::Nodes(_))));
+        let a = ok(&["items", "n", "--max", "4"]);
+        assert!(matches!(&a.command, Some(Command::Items(i)) if i.node == "n" && i.max == Some(4)));
+        let a = ok(&["node", "config", "n", "max_items=1", "title=x"]);
+        assert!(matches!(&a.command, Some(Command::Node(NodeArgs {
+            action: NodeAction::Config(c)
+        })) if c.node == "n" && c.settings == ["max_items=1", "title=x"]));
+        let a = ok(&["node", "create", "n", "--config", "a=b"]);
+        assert!(matches!(&a.command, Some(Command::Node(NodeArgs {
+            action: NodeAction::Create(c)
+        })) if c.config == ["a=b"]));
+        assert!(matches!(
+            ok(&["node", "delete", "n"]).command,
+            Some(Command::Node(NodeArgs {
+                action: NodeAction::Delete(_)
+            }))
+        ));
+        for bad in [
+            &["pub", "payload"][..],
+            &["sub"],
+            &["items"],
+            &["node", "create"],
+            &["node", "rename", "a"],
+            &["sub", "--node", "n", "--last", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
     fn bad_command_lines_rejected() {
         for bad in [
             &["user"][..],

@@ -290,6 +290,12 @@ fn collect_items(items: &Element, ns: &str, node: &str, published: Option<&str>)
         .collect()
 }
 
+/// Whether `msg` comes from the pubsub service (or has no `from`, i.e. from the server).
+fn from_service(msg: &Element, service: &str) -> bool {
+    msg.attr("from")
+        .is_none_or(|f| f.eq_ignore_ascii_case(service))
+}
+
 /// The published items of an event `<message/>` for `node` from `service` (§7.1.2.1);
 /// retractions, purges and other nodes' events give nothing.
 pub fn items_from_event(msg: &Element, service: &str, node: &str) -> Vec<Item> {
@@ -316,9 +322,7 @@ pub fn items_from_event(msg: &Element, service: &str, node: &str) -> Vec<Item> {
 /// Whether an event `<message/>` says that `node` was deleted (§8.4.2).
 pub fn is_delete_event(msg: &Element, service: &str, node: &str) -> bool {
     msg.is("message", NS_CLIENT)
-        && !msg
-            .attr("from")
-            .is_some_and(|f| !f.eq_ignore_ascii_case(service))
+        && from_service(msg, service)
         && msg
             .child("event", NS_PUBSUB_EVENT)
             .and_then(|e| e.child("delete", NS_PUBSUB_EVENT))
