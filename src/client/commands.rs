@@ -21,8 +21,10 @@ use super::{ClientError, StanzaError};
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay of `sub`.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Idle time after which `sub` sends a whitespace keepalive (RFC 6120 §4.6.1).
+/// Idle time after which `sub` pings the server (XEP-0199) to check the connection.
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
+/// The XEP-0199 ping request body.
+const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
 /// Largest `--last` / `--max`.
 pub const MAX_ITEMS_REQUEST: u32 = 10_000;
 
@@ -383,11 +385,17 @@ fn subscribe(a: &SubArgs) -> Result<(), ClientError> {
             Ok(None) => {
                 if last_traffic.elapsed() >= KEEPALIVE {
                     last_traffic = Instant::now();
-                    if let Err(e) = conn.send(" ") {
-                        match reconnect(&mut settings, node, &e)? {
+                    // An XEP-0199 ping proves the server is alive (a whitespace keepalive
+                    // would sit in a socket buffer towards a dead peer). Any reply, even
+                    // an error from a server without ping, is a sign of life.
+                    let domain = settings.domain.clone();
+                    match conn.iq("get", Some(&domain), PING, "ping the server") {
+                        Ok(_) | Err(ClientError::Xmpp(_)) => {}
+                        Err(e) if e.is_transient() => match reconnect(&mut settings, node, &e)? {
                             Some(c) => conn = c,
                             None => return Ok(()),
-                        }
+                        },
+                        Err(e) => return Err(e),
                     }
                 }
             }

@@ -741,7 +741,10 @@ fn cli_against_prosody_from_debian() {
         .is_ok_and(|o| o.status.success());
     if !have {
         // CI installs it (.ci/run), so there a missing Prosody is a failure, not a skip.
-        assert!(std::env::var_os("CI").is_none(), "CI is set but prosody is not installed");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but prosody is not installed"
+        );
         eprintln!("SKIPPED: prosody is not installed (apt-get install prosody)");
         return;
     }
