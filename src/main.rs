@@ -57,9 +57,17 @@ fn parse_args() -> Args {
         .unwrap_or("kinglet");
     let mut rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     // argh takes any argument starting with '-' for an option, so `kinglet pub ... -` (the
-    // payload from stdin) would be refused: move a lone "-" behind a "--".
+    // payload from stdin) would be refused: move a lone "-" that is not an option's value
+    // (`--node -` stays) behind a "--".
+    const PUB_SWITCHES: [&str; 4] = ["--json", "--lines", "--create", "--insecure"];
     if rest.first() == Some(&"pub") && !rest.contains(&"--") {
-        if let Some(i) = rest.iter().position(|a| *a == "-") {
+        let is_payload = |i: usize| {
+            rest[i] == "-"
+                && rest
+                    .get(i.wrapping_sub(1))
+                    .is_none_or(|p| !p.starts_with('-') || PUB_SWITCHES.contains(p))
+        };
+        if let Some(i) = (1..rest.len()).find(|&i| is_payload(i)) {
             rest.remove(i);
             rest.extend(["--", "-"]);
         }
