@@ -41,6 +41,16 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// `kinglet user ...`.
     User(UserArgs),
+    /// `kinglet pub` (client).
+    Pub(PubArgs),
+    /// `kinglet sub` (client).
+    Sub(SubArgs),
+    /// `kinglet nodes` (client).
+    Nodes(NodesArgs),
+    /// `kinglet items` (client).
+    Items(ItemsArgs),
+    /// `kinglet node create|delete|config` (client).
+    Node(NodeArgs),
 }
 
 /// Run the broker in the foreground.
@@ -142,6 +152,231 @@ pub struct UserPasswdArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The connection flags shared by the client commands (`pub`, `sub`, `nodes`, `items`,
+/// `node ...`); `crate::client` resolves them into its connection settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnectArgs {
+    /// `--server HOST[:PORT]`.
+    pub server: Option<String>,
+    /// `--domain`.
+    pub domain: Option<String>,
+    /// `--jid`.
+    pub jid: Option<String>,
+    /// `--password-file`.
+    pub password_file: Option<PathBuf>,
+    /// `--password-env`.
+    pub password_env: Option<String>,
+    /// `--resource`.
+    pub resource: Option<String>,
+    /// `--service`.
+    pub service: Option<String>,
+    /// `--tls auto|starttls|direct|off`.
+    pub tls: Option<String>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--timeout` in seconds.
+    pub timeout: Option<u64>,
+}
+
+/// Defines a client command's argument struct: its own fields plus the connection flags of
+/// [`ConnectArgs`] (argh has no flattening), and `connect_args()` to extract those.
+macro_rules! client_args {
+    // Field types are matched as tokens (`Option<String>`), not as `ty` fragments: argh's
+    // derive must see `Option`/`Vec`/`bool` to pick optional, repeated and switch handling.
+    ($(#[$meta:meta])* $name:ident {
+        $($(#[$fmeta:meta])* $field:ident : $outer:ident $(< $inner:ident >)?,)*
+    }) => {
+        #[derive(FromArgs, Debug, PartialEq)]
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $outer $(< $inner >)?,)*
+            /// server HOST[:PORT] (default: the JID's domain, else localhost; port 5222, 5223 with --tls direct)
+            #[argh(option)]
+            pub server: Option<String>,
+            /// XMPP domain (default: the JID's domain, else the server host name, else localhost)
+            #[argh(option)]
+            pub domain: Option<String>,
+            /// log in as this account (user@domain[/resource]); default: anonymous login
+            #[argh(option)]
+            pub jid: Option<String>,
+            /// file whose first line is the password of --jid
+            #[argh(option)]
+            pub password_file: Option<PathBuf>,
+            /// environment variable holding the password of --jid
+            #[argh(option)]
+            pub password_env: Option<String>,
+            /// resource to bind (default: kinglet-<pid>)
+            #[argh(option)]
+            pub resource: Option<String>,
+            /// pubsub service JID (default: pubsub.<domain>)
+            #[argh(option)]
+            pub service: Option<String>,
+            /// TLS: auto (STARTTLS if offered; plaintext to loopback only), starttls, direct or off
+            #[argh(option)]
+            pub tls: Option<String>,
+            /// trust the CA certificates in this PEM file (default: the system bundle)
+            #[argh(option)]
+            pub ca_file: Option<PathBuf>,
+            /// do not verify the server certificate (DANGEROUS; prints a warning)
+            #[argh(switch)]
+            pub insecure: bool,
+            /// seconds to wait for connecting and for each reply (default 10)
+            #[argh(option)]
+            pub timeout: Option<u64>,
+        }
+
+        impl $name {
+            /// The shared connection flags.
+            pub fn connect_args(&self) -> ConnectArgs {
+                ConnectArgs {
+                    server: self.server.clone(),
+                    domain: self.domain.clone(),
+                    jid: self.jid.clone(),
+                    password_file: self.password_file.clone(),
+                    password_env: self.password_env.clone(),
+                    resource: self.resource.clone(),
+                    service: self.service.clone(),
+                    tls: self.tls.clone(),
+                    ca_file: self.ca_file.clone(),
+                    insecure: self.insecure,
+                    timeout: self.timeout,
+                }
+            }
+        }
+    };
+}
+
+client_args! {
+    /// Publish an item to a pubsub node (XML payload, --json, or stdin).
+    #[argh(subcommand, name = "pub")]
+    PubArgs {
+        /// the node to publish to
+        #[argh(option)]
+        node: String,
+        /// item id (default: the server generates one; the same id replaces the item)
+        #[argh(option)]
+        id: Option<String>,
+        /// the payload is JSON: wrap it in an XEP-0335 <json xmlns='urn:xmpp:json:0'/>
+        #[argh(switch)]
+        json: bool,
+        /// read stdin and publish one item per non-empty line
+        #[argh(switch)]
+        lines: bool,
+        /// create the node first if it does not exist
+        #[argh(switch)]
+        create: bool,
+        /// node configuration for --create, key=value (e.g. max_items=100); repeatable
+        #[argh(option)]
+        config: Vec<String>,
+        /// the payload: one namespaced XML element, JSON with --json, or - for stdin
+        #[argh(positional)]
+        payload: Option<String>,
+    }
+}
+
+client_args! {
+    /// Subscribe to a node and print items as they arrive, one per line.
+    #[argh(subcommand, name = "sub")]
+    SubArgs {
+        /// the node to subscribe to
+        #[argh(option)]
+        node: String,
+        /// first print the last N items of the node
+        #[argh(option)]
+        last: Option<u32>,
+        /// output: xml (the payload), json (one object per item) or raw (the whole stanza)
+        #[argh(option)]
+        format: Option<String>,
+        /// exit after printing N items
+        #[argh(option)]
+        count: Option<u64>,
+        /// say on stderr when the subscription is in place
+        #[argh(switch, short = 'v')]
+        verbose: bool,
+    }
+}
+
+client_args! {
+    /// List the nodes of the pubsub service.
+    #[argh(subcommand, name = "nodes")]
+    NodesArgs {}
+}
+
+client_args! {
+    /// Print the items stored at a node.
+    #[argh(subcommand, name = "items")]
+    ItemsArgs {
+        /// the node
+        #[argh(positional)]
+        node: String,
+        /// at most this many items (the newest)
+        #[argh(option)]
+        max: Option<u32>,
+        /// output: xml (the payload), json (one object per item) or raw (the item element)
+        #[argh(option)]
+        format: Option<String>,
+    }
+}
+
+/// Create, delete or configure a node.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "node")]
+pub struct NodeArgs {
+    /// the node operation
+    #[argh(subcommand)]
+    pub action: NodeAction,
+}
+
+/// The node operations.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum NodeAction {
+    /// `kinglet node create`.
+    Create(NodeCreateArgs),
+    /// `kinglet node delete`.
+    Delete(NodeDeleteArgs),
+    /// `kinglet node config`.
+    Config(NodeConfigArgs),
+}
+
+client_args! {
+    /// Create a node, optionally configured.
+    #[argh(subcommand, name = "create")]
+    NodeCreateArgs {
+        /// the node
+        #[argh(positional)]
+        node: String,
+        /// node configuration, key=value (e.g. max_items=100); repeatable
+        #[argh(option)]
+        config: Vec<String>,
+    }
+}
+
+client_args! {
+    /// Delete a node and its items.
+    #[argh(subcommand, name = "delete")]
+    NodeDeleteArgs {
+        /// the node
+        #[argh(positional)]
+        node: String,
+    }
+}
+
+client_args! {
+    /// Show a node's configuration (key=value lines), or change it with key=value arguments.
+    #[argh(subcommand, name = "config")]
+    NodeConfigArgs {
+        /// the node
+        #[argh(positional)]
+        node: String,
+        /// key=value settings to submit (none: print the configuration)
+        #[argh(positional)]
+        settings: Vec<String>,
+    }
+}
+
 impl Args {
     /// Parses the process arguments; prints help or a usage error and exits on failure.
     pub fn from_env() -> Args {
@@ -159,6 +394,11 @@ impl Args {
                 UserAction::List(a) => &a.config,
                 UserAction::Passwd(a) => &a.config,
             },
+            Command::Pub(_)
+            | Command::Sub(_)
+            | Command::Nodes(_)
+            | Command::Items(_)
+            | Command::Node(_) => return None,
         };
         path.as_deref()
     }
@@ -428,6 +668,102 @@ mod tests {
                 })
             }))
         );
+    }
+
+    #[test]
+    fn client_commands() {
+        let a = ok(&[
+            "pub",
+            "--node",
+            "temp",
+            "--json",
+            "--create",
+            "--config",
+            "max_items=5",
+            "--config",
+            "title=T",
+            "--server",
+            "h:1",
+            "--jid",
+            "a@h",
+            "--password-file",
+            "pw",
+            "--tls",
+            "direct",
+            "--ca-file",
+            "ca.pem",
+            "--timeout",
+            "3",
+            "{}",
+        ]);
+        let Some(Command::Pub(p)) = &a.command else {
+            panic!("{a:?}")
+        };
+        assert_eq!(p.node, "temp");
+        assert!(p.json && p.create && !p.lines);
+        assert_eq!(p.config, ["max_items=5", "title=T"]);
+        assert_eq!(p.payload.as_deref(), Some("{}"));
+        assert_eq!(
+            a.config_path(),
+            None,
+            "pub's --config is node configuration"
+        );
+        let c = p.connect_args();
+        assert_eq!(c.server.as_deref(), Some("h:1"));
+        assert_eq!(c.jid.as_deref(), Some("a@h"));
+        assert_eq!(c.password_file, Some(PathBuf::from("pw")));
+        assert_eq!(c.tls.as_deref(), Some("direct"));
+        assert_eq!(c.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.timeout, Some(3));
+        assert!(!c.insecure);
+
+        let a = ok(&[
+            "sub",
+            "--node",
+            "n",
+            "--last",
+            "3",
+            "--format",
+            "json",
+            "--count",
+            "2",
+            "-v",
+            "--insecure",
+        ]);
+        let Some(Command::Sub(s)) = &a.command else {
+            panic!("{a:?}")
+        };
+        assert_eq!((s.last, s.count, s.verbose), (Some(3), Some(2), true));
+        assert_eq!(s.format.as_deref(), Some("json"));
+        assert!(s.connect_args().insecure);
+
+        assert!(matches!(ok(&["nodes"]).command, Some(Command::Nodes(_))));
+        let a = ok(&["items", "n", "--max", "4"]);
+        assert!(matches!(&a.command, Some(Command::Items(i)) if i.node == "n" && i.max == Some(4)));
+        let a = ok(&["node", "config", "n", "max_items=1", "title=x"]);
+        assert!(matches!(&a.command, Some(Command::Node(NodeArgs {
+            action: NodeAction::Config(c)
+        })) if c.node == "n" && c.settings == ["max_items=1", "title=x"]));
+        let a = ok(&["node", "create", "n", "--config", "a=b"]);
+        assert!(matches!(&a.command, Some(Command::Node(NodeArgs {
+            action: NodeAction::Create(c)
+        })) if c.config == ["a=b"]));
+        assert!(matches!(
+            ok(&["node", "delete", "n"]).command,
+            Some(Command::Node(NodeArgs {
+                action: NodeAction::Delete(_)
+            }))
+        ));
+        for bad in [
+            &["pub", "payload"][..],
+            &["sub"],
+            &["items"],
+            &["node", "create"],
+            &["node", "rename", "a"],
+            &["sub", "--node", "n", "--last", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]

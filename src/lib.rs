@@ -21,6 +21,8 @@
 pub mod admin;
 pub mod caps;
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod jid;

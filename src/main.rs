@@ -2,8 +2,11 @@
 
 use kinglet::cli::{Args, Command};
 
+/// Exit status for a bad command line (`EX_USAGE` of sysexits.h).
+const EX_USAGE: i32 = 64;
+
 fn main() {
-    let args: Args = argh::from_env();
+    let args = parse_args();
     if args.version {
         println!("kinglet {}", env!("CARGO_PKG_VERSION"));
         return;
@@ -13,6 +16,7 @@ fn main() {
         Some(Command::Run(r)) => run(r.config.as_deref()),
         Some(Command::CheckConfig(c)) => kinglet::cli::check_config_main(c.config.as_deref()),
         Some(Command::User(u)) => kinglet::admin::user_main(&u.action),
+        Some(other) => client(&other),
     };
     std::process::exit(code);
 }
@@ -35,4 +39,63 @@ fn run(path: Option<&std::path::Path>) -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// Parses argv like `argh::from_env`, but a usage error exits with 64 (`EX_USAGE`), not 1
+/// (which the client commands use for an XMPP error reply). `--help` still exits 0.
+fn parse_args() -> Args {
+    let strings: Vec<String> = std::env::args_os()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let Some((cmd, rest)) = strings.split_first() else {
+        eprintln!("kinglet: no program name in argv");
+        std::process::exit(EX_USAGE);
+    };
+    let cmd = std::path::Path::new(cmd)
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("kinglet");
+    let mut rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    // argh takes any argument starting with '-' for an option, so `kinglet pub ... -` (the
+    // payload from stdin) would be refused: move a lone "-" that is not an option's value
+    // (`--node -` stays) behind a "--".
+    const PUB_SWITCHES: [&str; 4] = ["--json", "--lines", "--create", "--insecure"];
+    if rest.first() == Some(&"pub") && !rest.contains(&"--") {
+        let is_payload = |i: usize| {
+            rest[i] == "-"
+                && rest
+                    .get(i.wrapping_sub(1))
+                    .is_none_or(|p| !p.starts_with('-') || PUB_SWITCHES.contains(p))
+        };
+        if let Some(i) = (1..rest.len()).find(|&i| is_payload(i)) {
+            rest.remove(i);
+            rest.extend(["--", "-"]);
+        }
+    }
+    match <Args as argh::FromArgs>::from_args(&[cmd], &rest) {
+        Ok(args) => args,
+        Err(early) => match early.status {
+            Ok(()) => {
+                println!("{}", early.output);
+                std::process::exit(0);
+            }
+            Err(()) => {
+                eprintln!("{}\nRun {cmd} --help for more information.", early.output);
+                std::process::exit(EX_USAGE);
+            }
+        },
+    }
+}
+
+/// The client commands (`pub`, `sub`, `nodes`, `items`, `node`).
+#[cfg(feature = "client")]
+fn client(cmd: &Command) -> i32 {
+    kinglet::client::run(cmd).unwrap_or(EX_USAGE)
+}
+
+/// Without the `client` feature the client commands parse but cannot run.
+#[cfg(not(feature = "client"))]
+fn client(_cmd: &Command) -> i32 {
+    eprintln!("kinglet: this build has no client commands (built without the `client` feature)");
+    69
 }

@@ -1,5 +1,7 @@
 //! End-to-end tests: the real `kinglet` binary on loopback, a temp data dir, a generated cert.
 
+#[cfg(feature = "client")]
+mod cli;
 pub mod client;
 mod core;
 mod crash;

@@ -1,0 +1,683 @@
+//! One blocking client-to-server XMPP stream (RFC 6120): TCP connect with a timeout,
+//! STARTTLS or direct TLS (rustls), SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN over TLS only,
+//! ANONYMOUS), resource binding, then IQ requests and incoming stanzas.
+//!
+//! Input goes through the crate's [`Framer`] with [`MAX_STANZA_BYTES`]; stanzas that arrive
+//! while a request waits for its reply are queued (at most [`MAX_QUEUED`], oldest dropped).
+//! Every wait is bounded by the configured timeout; reads wake up every [`READ_SLICE`] so
+//! the caller can notice Ctrl-C. Incoming IQ requests are answered (XEP-0199 ping with a
+//! result, anything else with `service-unavailable`), so the server's idle pings never
+//! close a long `sub`.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+use crate::proto::{NS_BIND, NS_PING, NS_SASL, NS_SESSION, NS_STANZAS, NS_TLS};
+use crate::pubsub::NS_PUBSUB_ERRORS;
+use crate::sasl::{ScramClient, ScramHash, base64_decode, base64_encode, random_nonce};
+use crate::xml::{Element, Frame, Framer, NS_CLIENT, NS_STREAM, XmlLimits, escape_attr};
+
+use super::settings::{Auth, Settings, TlsMode};
+use super::{ClientError, StanzaError};
+
+/// Largest stanza accepted from the server (an items reply can hold many items).
+pub const MAX_STANZA_BYTES: usize = 4 * 1024 * 1024;
+/// Most stanzas queued while waiting for a reply; the oldest is dropped beyond this.
+pub const MAX_QUEUED: usize = 1024;
+/// Longest single blocking read, so that a stop request is noticed quickly.
+pub const READ_SLICE: Duration = Duration::from_millis(200);
+
+/// The byte stream under the XML stream.
+enum Io {
+    /// TCP without TLS.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(t) => t,
+            Io::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Io {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(t) => t.read(buf),
+            Io::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Io {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(t) => t.write(buf),
+            Io::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Io::Plain(t) => t.flush(),
+            Io::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// An authenticated, bound XMPP stream.
+pub struct Conn {
+    /// The socket (TLS or not).
+    io: Option<Io>,
+    /// Input framer.
+    framer: Framer,
+    /// The full JID the server bound.
+    jid: String,
+    /// Reply timeout.
+    timeout: Duration,
+    /// Counter for request ids.
+    next_id: u64,
+    /// Stanzas received while waiting for a reply.
+    queue: VecDeque<Element>,
+    /// Whether TLS is in use.
+    tls: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("jid", &self.jid)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a stanza is an IQ request (get/set) that needs an answer.
+fn is_iq_request(e: &Element) -> bool {
+    e.is("iq", NS_CLIENT) && matches!(e.attr("type"), Some("get" | "set"))
+}
+
+impl Conn {
+    /// Connects, negotiates TLS and SASL as `settings` say, and binds a resource.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] when the server cannot be reached or closes the stream,
+    /// [`ClientError::Auth`] on SASL failure, [`ClientError::Protocol`] for TLS failures
+    /// and protocol violations, [`ClientError::Timeout`].
+    pub fn connect(settings: &mut Settings) -> Result<Conn, ClientError> {
+        let tcp = tcp_connect(&settings.host, settings.port, settings.timeout)?;
+        let loopback = tcp
+            .peer_addr()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or(false);
+        tcp.set_read_timeout(Some(READ_SLICE))
+            .and_then(|()| tcp.set_write_timeout(Some(settings.timeout)))
+            .and_then(|()| tcp.set_nodelay(true))
+            .map_err(|e| ClientError::Unavailable(format!("socket: {e}")))?;
+        let mut conn = Conn {
+            io: Some(Io::Plain(tcp)),
+            framer: Framer::new(XmlLimits {
+                max_stanza_bytes: MAX_STANZA_BYTES,
+                ..XmlLimits::default()
+            }),
+            jid: String::new(),
+            timeout: settings.timeout,
+            next_id: 0,
+            queue: VecDeque::new(),
+            tls: false,
+        };
+        if settings.tls == TlsMode::Direct {
+            conn.start_tls(settings)?;
+        }
+        let mut features = conn.open_stream(&settings.domain)?;
+        if !conn.tls {
+            let offered = features.child("starttls", NS_TLS);
+            let required = offered.is_some_and(|s| s.child("required", NS_TLS).is_some());
+            match (settings.tls, offered.is_some()) {
+                (TlsMode::Off, _) if required => {
+                    return Err(ClientError::Protocol(
+                        "the server requires TLS but --tls off was given".to_owned(),
+                    ));
+                }
+                (TlsMode::Off, _) => {}
+                (_, true) => {
+                    conn.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")?;
+                    let reply = conn.next_nonza()?;
+                    if !reply.is("proceed", NS_TLS) {
+                        return Err(ClientError::Protocol("the server refused STARTTLS".into()));
+                    }
+                    conn.start_tls(settings)?;
+                    features = conn.open_stream(&settings.domain)?;
+                }
+                (TlsMode::StartTls, false) => {
+                    return Err(ClientError::Protocol(
+                        "the server does not offer STARTTLS (--tls starttls)".to_owned(),
+                    ));
+                }
+                (_, false) if !loopback => {
+                    return Err(ClientError::Protocol(format!(
+                        "{}:{} offers no TLS; refusing plaintext to a non-loopback server \
+                         (use --tls direct, or --tls off to allow plaintext)",
+                        settings.host, settings.port
+                    )));
+                }
+                (_, false) => {}
+            }
+        }
+        conn.authenticate(&features, &settings.auth)?;
+        let features = conn.open_stream(&settings.domain)?;
+        conn.bind(&features, &settings.resource)?;
+        Ok(conn)
+    }
+
+    /// The bound full JID.
+    pub fn jid(&self) -> &str {
+        &self.jid
+    }
+
+    /// How many stanzas are queued (received while a reply was awaited).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Wraps the TCP stream in TLS and completes the handshake.
+    fn start_tls(&mut self, settings: &mut Settings) -> Result<(), ClientError> {
+        let config = match &settings.tls_config {
+            Some(c) => c.clone(),
+            None => {
+                let c = super::tls::client_config(settings.ca_file.as_deref(), settings.insecure)?;
+                settings.tls_config = Some(c.clone());
+                c
+            }
+        };
+        let name = ServerName::try_from(settings.domain.clone())
+            .map_err(|e| ClientError::Usage(format!("domain '{}': {e}", settings.domain)))?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| ClientError::Protocol(format!("TLS: {e}")))?;
+        let Some(Io::Plain(tcp)) = self.io.take() else {
+            return Err(ClientError::Protocol("TLS started twice".to_owned()));
+        };
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let deadline = Instant::now() + self.timeout;
+        while stream.conn.is_handshaking() {
+            match stream.conn.complete_io(&mut stream.sock) {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                Err(e) if is_timeout(&e) => {
+                    return Err(ClientError::Timeout("TLS handshake".to_owned()));
+                }
+                Err(e) => {
+                    return Err(ClientError::Protocol(format!(
+                        "TLS handshake with {}: {e}",
+                        settings.domain
+                    )));
+                }
+            }
+        }
+        self.io = Some(Io::Tls(Box::new(stream)));
+        self.tls = true;
+        self.framer.reset();
+        Ok(())
+    }
+
+    /// Sends a stream header and returns the `<stream:features/>` that follow.
+    fn open_stream(&mut self, domain: &str) -> Result<Element, ClientError> {
+        let mut header = String::from(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='",
+        );
+        escape_attr(domain, &mut header);
+        header.push_str("'>");
+        self.framer.reset();
+        self.send(&header)?;
+        let deadline = Instant::now() + self.timeout;
+        match self.read_frame(deadline)? {
+            Some(Frame::Header(_)) => {}
+            Some(_) => return Err(ClientError::Protocol("expected a stream header".into())),
+            None => return Err(ClientError::Timeout("waiting for the stream header".into())),
+        }
+        let features = self.next_nonza()?;
+        if !features.is("features", NS_STREAM) {
+            return Err(ClientError::Protocol(format!(
+                "expected <stream:features/>, got <{}/>",
+                features.name
+            )));
+        }
+        Ok(features)
+    }
+
+    /// SASL (RFC 6120 §6) with the best offered mechanism for `auth`.
+    fn authenticate(&mut self, features: &Element, auth: &Auth) -> Result<(), ClientError> {
+        let offered: Vec<String> = features
+            .child("mechanisms", NS_SASL)
+            .map(|m| {
+                m.elements()
+                    .filter(|e| e.is("mechanism", NS_SASL))
+                    .map(Element::text)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let has = |m: &str| offered.iter().any(|o| o.trim() == m);
+        match auth {
+            Auth::Anonymous => {
+                if !has("ANONYMOUS") {
+                    return Err(ClientError::Auth(format!(
+                        "the server does not offer anonymous login (offered: {}); give --jid",
+                        offered.join(" ")
+                    )));
+                }
+                self.send(
+                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'>=</auth>",
+                )?;
+                self.sasl_outcome(None)
+            }
+            Auth::Password { user, password } => {
+                let hash = if has("SCRAM-SHA-256") {
+                    Some(ScramHash::Sha256)
+                } else if has("SCRAM-SHA-1") {
+                    Some(ScramHash::Sha1)
+                } else {
+                    None
+                };
+                if let Some(hash) = hash {
+                    let mut scram = ScramClient::new(hash, user, password, &random_nonce());
+                    self.send(&format!(
+                        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
+                        hash.mechanism(),
+                        base64_encode(&scram.client_first())
+                    ))?;
+                    let challenge = self.next_nonza()?;
+                    if !challenge.is("challenge", NS_SASL) {
+                        return self.sasl_failure(&challenge);
+                    }
+                    let server_first = base64_decode(&challenge.text()).ok_or_else(|| {
+                        ClientError::Protocol("bad base64 in the SASL challenge".to_owned())
+                    })?;
+                    let client_final = scram.handle_server_first(&server_first).map_err(|e| {
+                        ClientError::Protocol(format!("SCRAM server-first: {}", e.condition()))
+                    })?;
+                    self.send(&format!(
+                        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                        base64_encode(&client_final)
+                    ))?;
+                    self.sasl_outcome(Some(&scram))
+                } else if has("PLAIN") {
+                    if !self.tls {
+                        return Err(ClientError::Auth(
+                            "only PLAIN is offered and the stream is not encrypted: \
+                             refusing to send the password in clear"
+                                .to_owned(),
+                        ));
+                    }
+                    let msg = format!("\0{user}\0{password}");
+                    self.send(&format!(
+                        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+                        base64_encode(msg.as_bytes())
+                    ))?;
+                    self.sasl_outcome(None)
+                } else {
+                    Err(ClientError::Auth(format!(
+                        "no supported SASL mechanism offered ({})",
+                        offered.join(" ")
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Waits for `<success/>` (verifying SCRAM's server signature) or `<failure/>`.
+    fn sasl_outcome(&mut self, scram: Option<&ScramClient>) -> Result<(), ClientError> {
+        let reply = self.next_nonza()?;
+        if !reply.is("success", NS_SASL) {
+            return self.sasl_failure(&reply);
+        }
+        if let Some(scram) = scram {
+            let data = base64_decode(&reply.text())
+                .ok_or_else(|| ClientError::Protocol("bad base64 in SASL success".to_owned()))?;
+            scram.verify_server_final(&data).map_err(|_| {
+                ClientError::Auth(
+                    "the server's SCRAM signature is wrong (not the server \
+                                   that holds this account?)"
+                        .to_owned(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Turns a SASL `<failure/>` (or anything unexpected) into an error.
+    fn sasl_failure<T>(&mut self, reply: &Element) -> Result<T, ClientError> {
+        if reply.is("failure", NS_SASL) {
+            let condition = reply
+                .elements()
+                .find(|e| e.name != "text")
+                .map_or("failure", |e| e.name.as_str());
+            let text = reply
+                .child("text", NS_SASL)
+                .map(|t| format!(": {}", t.text()))
+                .unwrap_or_default();
+            return Err(ClientError::Auth(format!("{condition}{text}")));
+        }
+        Err(ClientError::Protocol(format!(
+            "unexpected <{}/> during SASL",
+            reply.name
+        )))
+    }
+
+    /// Resource binding (RFC 6120 §7) and, if the server still requires it, the legacy
+    /// session establishment (RFC 3921 §3).
+    fn bind(&mut self, features: &Element, resource: &str) -> Result<(), ClientError> {
+        if features.child("bind", NS_BIND).is_none() {
+            return Err(ClientError::Protocol(
+                "the server offers no resource binding".into(),
+            ));
+        }
+        let mut body = String::from("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>");
+        crate::xml::escape_text(resource, &mut body);
+        body.push_str("</resource></bind>");
+        let reply = self.iq("set", None, &body, "bind a resource")?;
+        self.jid = reply
+            .child("bind", NS_BIND)
+            .and_then(|b| b.child("jid", NS_BIND))
+            .map(Element::text)
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| ClientError::Protocol("bind result without a JID".to_owned()))?;
+        if let Some(s) = features.child("session", NS_SESSION) {
+            if s.child("optional", NS_SESSION).is_none() {
+                self.iq(
+                    "set",
+                    None,
+                    "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>",
+                    "establish a session",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends raw XML.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Unavailable`] when the connection is gone.
+    pub fn send(&mut self, xml: &str) -> Result<(), ClientError> {
+        let io = self
+            .io
+            .as_mut()
+            .ok_or_else(|| ClientError::Unavailable("connection closed".to_owned()))?;
+        io.write_all(xml.as_bytes())
+            .and_then(|()| io.flush())
+            .map_err(|e| {
+                if is_timeout(&e) {
+                    ClientError::Timeout("sending to the server".to_owned())
+                } else {
+                    ClientError::Unavailable(format!("connection lost: {e}"))
+                }
+            })
+    }
+
+    /// Reads until one frame is complete or `deadline` passes (`Ok(None)`).
+    fn read_frame(&mut self, deadline: Instant) -> Result<Option<Frame>, ClientError> {
+        let mut buf = [0u8; 8192];
+        loop {
+            match self.framer.next_frame() {
+                Ok(Some(f)) => return Ok(Some(f)),
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(format!("server sent bad XML: {e}"))),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            let io = self
+                .io
+                .as_mut()
+                .ok_or_else(|| ClientError::Unavailable("connection closed".to_owned()))?;
+            match io.read(&mut buf) {
+                Ok(0) => {
+                    self.io = None;
+                    return Err(ClientError::Unavailable(
+                        "the server closed the connection".to_owned(),
+                    ));
+                }
+                Ok(n) => self
+                    .framer
+                    .push(&buf[..n])
+                    .map_err(|e| ClientError::Protocol(format!("server sent bad XML: {e}")))?,
+                Err(e) if is_timeout(&e) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.io = None;
+                    return Err(ClientError::Unavailable(format!("connection lost: {e}")));
+                }
+            }
+        }
+    }
+
+    /// The next top-level element before `deadline`; stream errors and the stream close
+    /// become errors.
+    fn read_element(&mut self, deadline: Instant) -> Result<Option<Element>, ClientError> {
+        match self.read_frame(deadline)? {
+            None => Ok(None),
+            Some(Frame::Stanza(e)) if e.is("error", NS_STREAM) => {
+                let condition = e
+                    .elements()
+                    .find(|c| c.name != "text")
+                    .map_or("undefined-condition", |c| c.name.as_str());
+                let text = e
+                    .elements()
+                    .find(|c| c.name == "text")
+                    .map(|t| format!(": {}", t.text()))
+                    .unwrap_or_default();
+                let msg = format!("stream error from the server: {condition}{text}");
+                self.io = None;
+                if matches!(
+                    condition,
+                    "system-shutdown" | "connection-timeout" | "reset"
+                ) {
+                    Err(ClientError::Unavailable(msg))
+                } else {
+                    Err(ClientError::Protocol(msg))
+                }
+            }
+            Some(Frame::Stanza(e)) => Ok(Some(e)),
+            Some(Frame::Close) => {
+                self.io = None;
+                Err(ClientError::Unavailable(
+                    "the server closed the stream".to_owned(),
+                ))
+            }
+            Some(Frame::Header(_)) => Err(ClientError::Protocol("unexpected stream header".into())),
+        }
+    }
+
+    /// The next element during negotiation (timeout is an error).
+    fn next_nonza(&mut self) -> Result<Element, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        self.read_element(deadline)?
+            .ok_or_else(|| ClientError::Timeout("waiting for the server during login".into()))
+    }
+
+    /// Answers an IQ request from the server: a result to a ping, `service-unavailable`
+    /// to anything else (RFC 6120 §8.2.3).
+    fn answer_iq(&mut self, iq: &Element) -> Result<(), ClientError> {
+        let mut s = String::from("<iq type='");
+        let ping = iq.attr("type") == Some("get") && iq.child("ping", NS_PING).is_some();
+        s.push_str(if ping { "result" } else { "error" });
+        s.push('\'');
+        if let Some(from) = iq.attr("from") {
+            s.push_str(" to='");
+            escape_attr(from, &mut s);
+            s.push('\'');
+        }
+        s.push_str(" id='");
+        escape_attr(iq.attr("id").unwrap_or_default(), &mut s);
+        if ping {
+            s.push_str("'/>");
+        } else {
+            s.push_str(
+                "'><error type='cancel'><service-unavailable \
+                 xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+            );
+        }
+        self.send(&s)
+    }
+
+    /// Sends an IQ of `kind` (`get`/`set`) with `body` to `to` (the account when `None`) and
+    /// waits for its reply; other stanzas are queued for [`Conn::next_stanza`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Xmpp`] for an error reply (with `what` as its context), connection
+    /// errors, [`ClientError::Timeout`].
+    pub fn iq(
+        &mut self,
+        kind: &str,
+        to: Option<&str>,
+        body: &str,
+        what: &str,
+    ) -> Result<Element, ClientError> {
+        self.next_id += 1;
+        let id = format!("k{}", self.next_id);
+        let mut s = format!("<iq type='{kind}' id='{id}'");
+        if let Some(to) = to {
+            s.push_str(" to='");
+            escape_attr(to, &mut s);
+            s.push('\'');
+        }
+        s.push('>');
+        s.push_str(body);
+        s.push_str("</iq>");
+        self.send(&s)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let Some(e) = self.read_element(deadline)? else {
+                return Err(ClientError::Timeout(format!("no reply to: {what}")));
+            };
+            if e.is("iq", NS_CLIENT)
+                && e.attr("id") == Some(id.as_str())
+                && matches!(e.attr("type"), Some("result" | "error"))
+            {
+                if e.attr("type") == Some("error") {
+                    return Err(ClientError::Xmpp(stanza_error(&e, what)));
+                }
+                return Ok(e);
+            }
+            self.dispatch(e)?;
+        }
+    }
+
+    /// Handles an element that is not the awaited reply: answers IQ requests, queues the
+    /// rest.
+    fn dispatch(&mut self, e: Element) -> Result<(), ClientError> {
+        if is_iq_request(&e) {
+            return self.answer_iq(&e);
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            self.queue.pop_front();
+        }
+        self.queue.push_back(e);
+        Ok(())
+    }
+
+    /// The next incoming stanza (queued ones first), or `Ok(None)` once `deadline` passes.
+    ///
+    /// # Errors
+    ///
+    /// Connection and protocol errors.
+    pub fn next_stanza(&mut self, deadline: Instant) -> Result<Option<Element>, ClientError> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(Some(e));
+            }
+            let Some(e) = self.read_element(deadline)? else {
+                return Ok(None);
+            };
+            if is_iq_request(&e) {
+                self.answer_iq(&e)?;
+                continue;
+            }
+            return Ok(Some(e));
+        }
+    }
+
+    /// Closes the stream politely: sends `</stream:stream>` and waits briefly for the
+    /// server's close. Errors are ignored (the process is about to exit).
+    pub fn close(mut self) {
+        if self.send("</stream:stream>").is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(1).min(self.timeout);
+        while let Ok(Some(_)) = self.read_element(deadline) {}
+        if let Some(io) = self.io.take() {
+            let _ = io.tcp().shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Parses the `<error/>` of an error reply.
+pub fn stanza_error(iq: &Element, what: &str) -> StanzaError {
+    let err = iq.child("error", NS_CLIENT);
+    let condition = err
+        .and_then(|e| {
+            e.elements()
+                .find(|c| c.ns == NS_STANZAS && c.name != "text")
+        })
+        .map_or_else(|| "undefined-condition".to_owned(), |c| c.name.clone());
+    let app_condition = err
+        .and_then(|e| e.elements().find(|c| c.ns != NS_STANZAS))
+        .map(|c| {
+            if c.ns == NS_PUBSUB_ERRORS {
+                match c.attr("feature") {
+                    Some(f) => format!("{} feature={f}", c.name),
+                    None => c.name.clone(),
+                }
+            } else {
+                c.name.clone()
+            }
+        });
+    let text = err
+        .and_then(|e| e.child("text", NS_STANZAS))
+        .map(Element::text)
+        .filter(|t| !t.is_empty());
+    StanzaError {
+        condition,
+        app_condition,
+        text,
+        context: what.to_owned(),
+    }
+}
+
+/// Whether an I/O error is a read/write timeout.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Resolves `host` and connects to the first address that accepts within `timeout`.
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Unavailable(format!("{host}: {e}")))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(t) => return Ok(t),
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(ClientError::Unavailable(
+        last.unwrap_or_else(|| format!("{host}: no address")),
+    ))
+}

@@ -1,0 +1,142 @@
+//! The command-line XMPP publish-subscribe client: `kinglet pub`, `sub`, `nodes`, `items`
+//! and `node create|delete|config` (feature `client`, on by default).
+//!
+//! This module owns everything the client commands do after argument parsing: resolving the
+//! connection settings ([`settings`]), one blocking client-to-server stream with STARTTLS or
+//! direct TLS, SASL and resource binding ([`conn`]), the rustls client configuration
+//! ([`tls`]), the XEP-0060 requests and the output formats ([`pubsub`], [`json`]) and the
+//! command flows with their exit codes ([`commands`]). It speaks standard XMPP only, so it
+//! works against any compliant server, not only Kinglet.
+//!
+//! It does not own the argument types (those are in [`crate::cli`]) and shares no state with
+//! the daemon. Blocking `std::net` I/O is used on purpose: one connection, one thread (plus a
+//! signal thread for `sub`), no executor.
+//!
+//! # Exit codes
+//!
+//! sysexits-style, like the rest of the binary; see [`ClientError::exit_code`] and
+//! `docs/cli.md`.
+
+pub mod commands;
+pub mod conn;
+pub mod json;
+pub mod pubsub;
+pub mod settings;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+pub use commands::run;
+
+/// An XMPP error reply (stanza error) to a request (exit status 1).
+pub const EXIT_XMPP_ERROR: i32 = 1;
+/// Bad command line (`EX_USAGE`).
+pub const EX_USAGE: i32 = 64;
+/// Bad input data: a payload that is not one XML element or not JSON (`EX_DATAERR`).
+pub const EX_DATAERR: i32 = 65;
+/// An input file (password, CA file) cannot be read (`EX_NOINPUT`).
+pub const EX_NOINPUT: i32 = 66;
+/// The server cannot be reached, refused the connection or closed the stream
+/// (`EX_UNAVAILABLE`).
+pub const EX_UNAVAILABLE: i32 = 69;
+/// Writing the output failed (`EX_IOERR`).
+pub const EX_IOERR: i32 = 74;
+/// The server did not answer in time (`EX_TEMPFAIL`).
+pub const EX_TEMPFAIL: i32 = 75;
+/// The server broke the protocol, sent a stream error, or TLS failed (`EX_PROTOCOL`).
+pub const EX_PROTOCOL: i32 = 76;
+/// Authentication failed (`EX_NOPERM`).
+pub const EX_NOPERM: i32 = 77;
+
+/// Everything that ends a client command early; each kind has its own exit status.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A bad command line (message for the user).
+    Usage(String),
+    /// Bad payload or input data.
+    Data(String),
+    /// An unreadable input file.
+    NoInput(String),
+    /// Connecting failed, or the connection was lost.
+    Unavailable(String),
+    /// No reply within the timeout.
+    Timeout(String),
+    /// A protocol violation, a stream error or a TLS failure.
+    Protocol(String),
+    /// SASL failure (condition and text) or no usable mechanism.
+    Auth(String),
+    /// A stanza error reply.
+    Xmpp(StanzaError),
+    /// Writing to stdout failed.
+    Output(std::io::Error),
+}
+
+impl ClientError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Usage(_) => EX_USAGE,
+            ClientError::Data(_) => EX_DATAERR,
+            ClientError::NoInput(_) => EX_NOINPUT,
+            ClientError::Unavailable(_) => EX_UNAVAILABLE,
+            ClientError::Timeout(_) => EX_TEMPFAIL,
+            ClientError::Protocol(_) => EX_PROTOCOL,
+            ClientError::Auth(_) => EX_NOPERM,
+            ClientError::Xmpp(_) => EXIT_XMPP_ERROR,
+            ClientError::Output(_) => EX_IOERR,
+        }
+    }
+
+    /// Whether `sub` should reconnect after this error (the server went away or hung)
+    /// rather than give up.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Unavailable(_) | ClientError::Timeout(_))
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Usage(m) => write!(f, "usage: {m}"),
+            ClientError::Data(m) => write!(f, "bad input: {m}"),
+            ClientError::NoInput(m) => write!(f, "cannot read {m}"),
+            ClientError::Unavailable(m) => write!(f, "server unavailable: {m}"),
+            ClientError::Timeout(m) => write!(f, "timed out: {m}"),
+            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::Auth(m) => write!(f, "authentication failed: {m}"),
+            ClientError::Xmpp(e) => write!(f, "{e}"),
+            ClientError::Output(e) => write!(f, "cannot write output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A stanza error (RFC 6120 §8.3) from an `<iq type='error'>` reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StanzaError {
+    /// The defined condition, e.g. `item-not-found`.
+    pub condition: String,
+    /// An application-specific condition (e.g. XEP-0060's `nodeid-required`), if any.
+    pub app_condition: Option<String>,
+    /// The human-readable `<text/>`, if any.
+    pub text: Option<String>,
+    /// What was being done, e.g. `publish to node 'temp'`.
+    pub context: String,
+}
+
+impl fmt::Display for StanzaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.condition)?;
+        if let Some(a) = &self.app_condition {
+            write!(f, " ({a})")?;
+        }
+        if let Some(t) = &self.text {
+            write!(f, ": {t}")?;
+        }
+        Ok(())
+    }
+}
