@@ -91,6 +91,12 @@ pub struct PubsubCfg {
     /// Bare JIDs that act as owners of every node and may always create nodes.
     /// Default empty; at most 64.
     pub admins: Vec<String>,
+    /// XEP-0248: creating `a/b/c` (also by auto-create on publish) creates the missing
+    /// collections `a` and `a/b` and attaches the node below them, so a subscriber of `a`
+    /// gets every item published below it. Ids that are not clean paths (an empty
+    /// segment, as in `http://…` URIs, or more than 16 segments) and paths through an
+    /// existing leaf are created flat, as before. Default `true`.
+    pub path_collections: bool,
 }
 
 impl Default for PubsubCfg {
@@ -99,6 +105,7 @@ impl Default for PubsubCfg {
             service: String::new(),
             create_nodes: CreatePolicy::Local,
             admins: Vec::new(),
+            path_collections: true,
         }
     }
 }

@@ -8,6 +8,7 @@
 use crate::limits::Limits;
 use crate::xml::Element;
 
+use super::dag::{AssociationPolicy, Kind};
 use super::error::PubSubError;
 
 /// XEP-0004 data forms.
@@ -210,7 +211,50 @@ pub struct NodeConfig {
     pub contact: Vec<String>,
     /// `pubsub#language`: the node's default language (meta-data).
     pub language: String,
+    /// `pubsub#node_type` (XEP-0248): leaf or collection. Stored only for collections.
+    pub kind: Kind,
+    /// `pubsub#collection` (XEP-0248): the explicit parents, sorted (empty: under the
+    /// root). The one stored copy of the graph's edges; the engine keeps it equal to the
+    /// DAG's parents of the node.
+    pub parents: Vec<String>,
+    /// `pubsub#children` of a submitted form (XEP-0248), for the engine to apply; `None`
+    /// when the form did not carry it. Never stored: children are derived from the
+    /// parents of every node, and the engine fills this in from the DAG to render a form.
+    pub children: Option<Vec<String>>,
+    /// `pubsub#children_max` (XEP-0248): `None` is `max` (bounded by
+    /// `limits.pubsub_max_nodes`).
+    pub children_max: Option<usize>,
+    /// `pubsub#children_association_policy` (XEP-0248): who may associate children.
+    pub association_policy: AssociationPolicy,
+    /// `pubsub#children_association_whitelist` (XEP-0248): bare JIDs the `whitelist`
+    /// policy admits, at most [`MAX_WHITELIST`].
+    pub association_whitelist: Vec<String>,
 }
+
+/// Most JIDs in `pubsub#children_association_whitelist`.
+pub const MAX_WHITELIST: usize = 256;
+
+/// Fields that only make sense for a collection (hidden from leaf forms).
+const COLLECTION_FIELDS: &[&str] = &[
+    "pubsub#children",
+    "pubsub#children_max",
+    "pubsub#children_association_policy",
+    "pubsub#children_association_whitelist",
+];
+
+/// Fields about items (hidden from collection forms: a collection holds no items, and
+/// XEP-0248 applies the publishing leaf's delivery options).
+const ITEM_FIELDS: &[&str] = &[
+    "pubsub#max_items",
+    "pubsub#persist_items",
+    "pubsub#deliver_payloads",
+    "pubsub#notify_retract",
+    "pubsub#max_payload_size",
+    "pubsub#item_expire",
+    "pubsub#publish_node_full",
+    "pubsub#purge_offline",
+    "pubsub#itemreply",
+];
 
 /// Every configuration field this service implements, in form order.
 pub const FIELDS: &[&str] = &[
@@ -241,6 +285,11 @@ pub const FIELDS: &[&str] = &[
     "pubsub#itemreply",
     "pubsub#contact",
     "pubsub#language",
+    "pubsub#collection",
+    "pubsub#children",
+    "pubsub#children_max",
+    "pubsub#children_association_policy",
+    "pubsub#children_association_whitelist",
 ];
 
 /// Most roster groups in `roster_groups_allowed`.
@@ -278,6 +327,21 @@ impl NodeConfig {
             itemreply_publisher: true,
             contact: Vec::new(),
             language: String::new(),
+            kind: Kind::Leaf,
+            parents: Vec::new(),
+            children: None,
+            children_max: None,
+            association_policy: AssociationPolicy::Owners,
+            association_whitelist: Vec::new(),
+        }
+    }
+
+    /// The default configuration of a collection (`<default type='collection'/>`, and the
+    /// collections `/` paths create).
+    pub fn collection_default(limits: &Limits) -> NodeConfig {
+        NodeConfig {
+            kind: Kind::Collection,
+            ..NodeConfig::default_for(limits)
         }
     }
 
@@ -295,7 +359,24 @@ impl NodeConfig {
             "pubsub#title" => vec![self.title.clone()],
             "pubsub#description" => vec![self.description.clone()],
             "pubsub#type" => vec![self.payload_type.clone()],
-            "pubsub#node_type" => vec!["leaf".to_owned()],
+            "pubsub#node_type" => vec![self.kind.as_str().to_owned()],
+            // XEP-0248: a node attached to the root shows the root (an empty value).
+            "pubsub#collection" if self.parents.is_empty() => vec![String::new()],
+            "pubsub#collection" => self.parents.clone(),
+            "pubsub#children" => self.children.clone().unwrap_or_default(),
+            "pubsub#children_max" => vec![
+                self.children_max
+                    .map_or_else(|| "max".to_owned(), |n| n.to_string()),
+            ],
+            // XEP-0248 spells the owners-only policy `owner`.
+            "pubsub#children_association_policy" => vec![
+                match self.association_policy {
+                    AssociationPolicy::Owners => "owner",
+                    p => p.as_str(),
+                }
+                .to_owned(),
+            ],
+            "pubsub#children_association_whitelist" => self.association_whitelist.clone(),
             "pubsub#max_items" => vec![
                 self.max_items
                     .map_or_else(|| "max".to_owned(), |n| n.to_string()),
@@ -385,11 +466,13 @@ impl NodeConfig {
             "pubsub#title" => self.title = text()?,
             "pubsub#description" => self.description = text()?,
             "pubsub#type" => self.payload_type = text()?,
-            "pubsub#node_type" => match one()? {
-                "leaf" => {}
-                "collection" => return Err(PubSubError::UnsupportedValue("collections")),
-                v => return Err(PubSubError::BadForm(format!("unknown node type {v:?}"))),
-            },
+            "pubsub#node_type" => {
+                self.kind = match one()? {
+                    "" => self.kind,
+                    v => Kind::parse(v)
+                        .ok_or_else(|| PubSubError::BadForm(format!("unknown node type {v:?}")))?,
+                }
+            }
             "pubsub#max_items" => {
                 let cap = limits.pubsub_max_items_per_node as u64;
                 self.max_items = match number(cap)? {
@@ -479,11 +562,37 @@ impl NodeConfig {
             "pubsub#body_xslt" | "pubsub#dataform_xslt" => {
                 return Err(PubSubError::UnsupportedValue("xslt"));
             }
-            "pubsub#collection"
-            | "pubsub#children"
-            | "pubsub#children_association_policy"
-            | "pubsub#children_association_whitelist"
-            | "pubsub#children_max" => return Err(PubSubError::UnsupportedValue("collections")),
+            "pubsub#collection" => self.parents = node_list(var, values)?,
+            "pubsub#children" => self.children = Some(node_list(var, values)?),
+            "pubsub#children_max" => {
+                self.children_max =
+                    number(u64::from(u32::MAX))?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            "pubsub#children_association_policy" => {
+                // XEP-0248 spells it `owner`; `owners` (ejabberd's) is accepted too.
+                self.association_policy = match one()? {
+                    "owner" => AssociationPolicy::Owners,
+                    v => AssociationPolicy::parse(v).ok_or_else(|| {
+                        PubSubError::BadForm(format!("unknown association policy {v:?}"))
+                    })?,
+                }
+            }
+            "pubsub#children_association_whitelist" => {
+                if values.len() > MAX_WHITELIST {
+                    return Err(PubSubError::BadForm("too many whitelisted JIDs".into()));
+                }
+                let mut jids: Vec<String> = Vec::new();
+                for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                    let j = crate::jid::Jid::parse(v)
+                        .map_err(|_| PubSubError::BadForm(format!("{v:?} is not a JID")))?;
+                    let b = j.bare().as_str().to_owned();
+                    if !jids.contains(&b) {
+                        jids.push(b);
+                    }
+                }
+                jids.sort();
+                self.association_whitelist = jids;
+            }
             _ => return Err(PubSubError::BadForm(format!("unsupported field {var:?}"))),
         }
         Ok(())
@@ -525,6 +634,13 @@ impl NodeConfig {
         let mut x = Element::new("x", NS_DATA).with_attr("type", "form");
         x.push_child(hidden_form_type(form_type));
         for var in FIELDS {
+            let hidden = match self.kind {
+                Kind::Leaf => COLLECTION_FIELDS.contains(var),
+                Kind::Collection => ITEM_FIELDS.contains(var),
+            };
+            if hidden {
+                continue;
+            }
             let (ty, options): (&str, &[&str]) = match *var {
                 "pubsub#title"
                 | "pubsub#description"
@@ -532,10 +648,15 @@ impl NodeConfig {
                 | "pubsub#max_items"
                 | "pubsub#max_payload_size"
                 | "pubsub#item_expire"
+                | "pubsub#children_max"
                 | "pubsub#language" => ("text-single", &[]),
-                "pubsub#contact" => ("jid-multi", &[]),
+                "pubsub#contact" | "pubsub#children_association_whitelist" => ("jid-multi", &[]),
+                "pubsub#collection" | "pubsub#children" => ("text-multi", &[]),
+                "pubsub#children_association_policy" => {
+                    ("list-single", &["all", "owner", "whitelist"])
+                }
                 "pubsub#itemreply" => ("list-single", &["publisher", "none"]),
-                "pubsub#node_type" => ("list-single", &["leaf"]),
+                "pubsub#node_type" => ("list-single", &["leaf", "collection"]),
                 "pubsub#access_model" => (
                     "list-single",
                     &["open", "presence", "roster", "whitelist", "authorize"],
@@ -573,7 +694,15 @@ impl NodeConfig {
     pub fn to_pairs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for var in FIELDS {
-            if *var == "pubsub#node_type" {
+            // Leaves store what they always stored (records of older builds stay equal);
+            // the collection fields only when they say something.
+            let skip = match *var {
+                "pubsub#node_type" => self.kind == Kind::Leaf,
+                "pubsub#collection" => self.parents.is_empty(),
+                "pubsub#children" => true,
+                v => self.kind == Kind::Leaf && COLLECTION_FIELDS.contains(&v),
+            };
+            if skip {
                 continue;
             }
             let vals = self.values(var);
@@ -599,7 +728,11 @@ impl NodeConfig {
             let var = &pairs[i].0;
             let mut values = Vec::new();
             while i < pairs.len() && &pairs[i].0 == var {
-                if !pairs[i].1.is_empty() || var != "pubsub#roster_groups_allowed" {
+                let multi = matches!(
+                    var.as_str(),
+                    "pubsub#roster_groups_allowed" | "pubsub#children_association_whitelist"
+                );
+                if !pairs[i].1.is_empty() || !multi {
                     values.push(pairs[i].1.clone());
                 }
                 i += 1;
@@ -615,6 +748,25 @@ impl NodeConfig {
         c.max_payload_size = c.max_payload_size.min(limits.pubsub_max_item_bytes);
         Ok(c)
     }
+}
+
+/// The node ids of a `pubsub#collection` / `pubsub#children` field: sorted, without
+/// duplicates and without the empty value (the root). At most 1024 values.
+fn node_list(var: &str, values: &[String]) -> Result<Vec<String>, PubSubError> {
+    if values.len() > 1024 || values.iter().any(|v| v.len() > super::MAX_NODE_ID_BYTES) {
+        return Err(PubSubError::BadForm(format!(
+            "{var}: too many or too long node ids"
+        )));
+    }
+    let mut out: Vec<String> = values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The hidden `FORM_TYPE` field.

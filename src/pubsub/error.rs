@@ -8,6 +8,7 @@ use crate::proto::{Condition, ErrorType, StanzaError};
 use crate::xml::Element;
 
 use super::NS_PUBSUB_ERRORS;
+use super::dag::DagError;
 
 /// A failed pub-sub request. Each variant names the XEP-0060 section that defines it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +97,10 @@ pub enum PubSubError {
     InvalidSubId,
     /// The request names no subscriber JID (§6.3.4.3): `bad-request` + `jid-required`.
     JidRequired,
+    /// A change of the collection graph was refused (XEP-0248).
+    Dag(DagError),
+    /// A second subscription of the same type to one collection (XEP-0248: `conflict`).
+    CollectionSubscribed,
 }
 
 impl fmt::Display for PubSubError {
@@ -139,6 +144,10 @@ impl fmt::Display for PubSubError {
             Self::SubIdRequired => f.write_str("you have several subscriptions: name a subid"),
             Self::InvalidSubId => f.write_str("no subscription with that subid"),
             Self::JidRequired => f.write_str("the request needs a jid"),
+            Self::Dag(e) => write!(f, "{e}"),
+            Self::CollectionSubscribed => {
+                f.write_str("already subscribed to this collection with that subscription type")
+            }
         }
     }
 }
@@ -194,6 +203,22 @@ impl PubSubError {
             Self::SubIdRequired => (C::BadRequest, app("subid-required")),
             Self::InvalidSubId => (C::NotAcceptable, app("invalid-subid")),
             Self::JidRequired => (C::BadRequest, app("jid-required")),
+            Self::CollectionSubscribed => (C::Conflict, None),
+            // The conditions of XEP-0248's examples.
+            Self::Dag(e) => match e {
+                DagError::NotFound(_) => (C::ItemNotFound, None),
+                DagError::Exists(_) => (C::Conflict, None),
+                DagError::NotACollection(_)
+                | DagError::CollectionToLeaf(_)
+                | DagError::Cycle { .. } => (C::NotAllowed, app("invalid-options")),
+                DagError::Root => (C::NotAllowed, None),
+                DagError::ChildrenMax(_) | DagError::TooManyNodes => {
+                    (C::NotAllowed, app("max-nodes-exceeded"))
+                }
+                DagError::TooManyParents(_) | DagError::InvalidPath(_) => (C::NotAcceptable, None),
+                DagError::Forbidden { .. } => (C::Forbidden, None),
+                DagError::NotAssociated { .. } => (C::BadRequest, None),
+            },
         };
         let mut e = StanzaError::new(cond).with_text(self.to_string());
         // The error types of XEP-0060's examples where they differ from RFC 6120's.

@@ -23,6 +23,7 @@
 //! envelope around that shared text. Deliveries to a bare JID reach every available
 //! resource of the account through the router's bounded outboxes.
 
+mod collections;
 mod commit;
 mod config;
 pub mod dag;
@@ -42,12 +43,15 @@ use crate::config::{Config, CreatePolicy, FullPolicy};
 use crate::jid::Jid;
 use crate::limits::Limits;
 use crate::proto::{self, NS_DISCO_INFO, NS_DISCO_ITEMS};
-use crate::store::{ItemRecord, NodeRecord, PubsubOp, Store, StoreError, SubscriptionRecord};
+use crate::store::{
+    DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Store, StoreError, SubscriptionRecord,
+};
 use crate::xml::{Element, NS_CLIENT, escape_attr, escape_text};
 use config::{
     FORM_META_DATA, FORM_NODE_CONFIG, FORM_PUBLISH_OPTIONS, FORM_SUBSCRIBE_OPTIONS, NS_DATA,
     find_form, form_fields, hidden_form_type,
 };
+use dag::{Dag, Depth, Kind};
 
 /// XEP-0060 main namespace.
 pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -71,6 +75,7 @@ pub const FEATURES: &[&str] = &[
     "access-roster",          // check_access, AccessModel::Roster
     "access-whitelist",       // check_access, AccessModel::Whitelist
     "auto-create",            // publish to a missing node
+    "collections",            // XEP-0248: collections.rs (DAG, fan-out, items, associate)
     "config-node",            // owner_configure
     "config-node-max",        // NodeConfig::set accepts `max`
     "create-and-configure",   // create with <configure><x/>
@@ -86,6 +91,8 @@ pub const FEATURES: &[&str] = &[
     "member-affiliation",     // Affiliation::Member
     "meta-data",              // disco#info of a node
     "modify-affiliations",    // owner_affiliations
+    "multi-collection",       // XEP-0248: several parents (the spelling of XEP-0060 1.x)
+    "multi-collections",      // XEP-0248: several parents (the spelling of XEP-0248)
     "multi-items",            // max_items > 1
     "multi-subscribe",        // subscribe: SubIDs, SHIM headers in notify_body
     "outcast-affiliation",    // Affiliation::Outcast
@@ -264,6 +271,47 @@ impl SubState {
     }
 }
 
+/// XEP-0248 `pubsub#subscription_type`: which events of a collection a subscription takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SubType {
+    /// Node events (associations, dissociations): the default.
+    Nodes,
+    /// Item events of the leaves below.
+    Items,
+    /// Both.
+    All,
+}
+
+impl SubType {
+    fn code(self) -> u8 {
+        match self {
+            Self::Nodes => 0,
+            Self::Items => 1,
+            Self::All => 2,
+        }
+    }
+    fn from_code(c: u8) -> Self {
+        match c {
+            1 => Self::Items,
+            2 => Self::All,
+            _ => Self::Nodes,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Nodes => "nodes",
+            Self::Items => "items",
+            Self::All => "all",
+        }
+    }
+    fn items(self) -> bool {
+        self != Self::Nodes
+    }
+    fn nodes(self) -> bool {
+        self != Self::Items
+    }
+}
+
 /// Subscription options (`pubsub#subscribe_options`, §6.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SubOptions {
@@ -275,6 +323,10 @@ struct SubOptions {
     show: u8,
     /// Lease end (§12.18), ms since the epoch; 0 = none.
     expire_ms: u64,
+    /// XEP-0248 `pubsub#subscription_type` (meaningful on collections only).
+    sub_type: SubType,
+    /// XEP-0248 `pubsub#subscription_depth` (meaningful on collections only).
+    depth: Depth,
 }
 
 impl Default for SubOptions {
@@ -285,6 +337,8 @@ impl Default for SubOptions {
             temporary: false,
             show: 0,
             expire_ms: 0,
+            sub_type: SubType::Nodes,
+            depth: Depth::Levels(1),
         }
     }
 }
@@ -323,6 +377,11 @@ impl Sub {
             temporary: self.opts.temporary,
             show: self.opts.show,
             expire_ms: self.opts.expire_ms,
+            sub_type: self.opts.sub_type.code(),
+            depth: match self.opts.depth {
+                Depth::All => DEPTH_ALL,
+                Depth::Levels(n) => n,
+            },
         }
     }
     fn put(&self, node: &str) -> PubsubOp {
@@ -479,7 +538,12 @@ pub struct Engine {
     /// `store.max_bytes` (0: none) and `store.full_policy`.
     budget: u64,
     full_policy: FullPolicy,
+    /// Every node, the root collection (`""`, never stored) included.
     nodes: BTreeMap<String, Node>,
+    /// The XEP-0248 graph: kinds and parent/child edges of `nodes`.
+    dag: Dag,
+    /// `pubsub.path_collections`: `a/b/c` ids create their parent collections.
+    path_collections: bool,
     counter: u64,
     /// The deadline last handed to the timer ([`Engine::arm`]).
     armed: Option<u64>,
@@ -778,6 +842,8 @@ impl Engine {
             budget: config.store.max_bytes,
             full_policy: config.store.full_policy,
             nodes: BTreeMap::new(),
+            dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
+            path_collections: config.pubsub.path_collections,
             counter: 0,
             armed: None,
             retry_at: 0,
@@ -805,6 +871,7 @@ impl Engine {
                 },
             );
         }
+        let mut migrate = engine.load_graph();
         for (name, seq, item, bytes) in snap.items {
             if let Some(n) = engine.nodes.get_mut(&name) {
                 n.next_seq = n.next_seq.max(seq + 1);
@@ -824,7 +891,6 @@ impl Engine {
             }
         }
         // Rows of the first format (no SubID) get one now, rewritten in one commit.
-        let mut migrate = Vec::new();
         for (name, jid, rec) in snap.subscriptions {
             let (Some(n), Ok(j)) = (engine.nodes.get_mut(&name), Jid::parse(&jid)) else {
                 continue;
@@ -844,6 +910,12 @@ impl Engine {
                     temporary: rec.temporary,
                     show: rec.show,
                     expire_ms: rec.expire_ms,
+                    sub_type: SubType::from_code(rec.sub_type),
+                    depth: if rec.depth == DEPTH_ALL {
+                        Depth::All
+                    } else {
+                        Depth::Levels(rec.depth)
+                    },
                 },
             };
             // Temporary subscriptions (§12.4) lived for a presence session; after a
@@ -876,7 +948,7 @@ impl Engine {
             store.pubsub_apply(&migrate).map_err(EngineError::Store)?;
             tracing::info!(
                 ops = migrate.len(),
-                "pub-sub subscriptions given SubIDs, temporary ones dropped"
+                "pub-sub records migrated (SubIDs given, temporary subscriptions dropped, collection edges repaired)"
             );
         }
         for (name, jid, code) in snap.affiliations {
@@ -910,9 +982,9 @@ impl Engine {
         &self.service
     }
 
-    /// Number of nodes.
+    /// Number of nodes (the root collection is not counted).
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len() - usize::from(self.nodes.contains_key(dag::ROOT))
     }
 
     /// [`Engine::handle_iq`], without holding the outputs.
@@ -1592,7 +1664,7 @@ impl Engine {
                 out.push_child(
                     Element::new("identity", NS_DISCO_INFO)
                         .with_attr("category", "pubsub")
-                        .with_attr("type", "leaf"),
+                        .with_attr("type", n.config.kind.as_str()),
                 );
                 for f in [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PUBSUB] {
                     out.push_child(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
@@ -1625,6 +1697,11 @@ impl Engine {
                 .map(|(j, _)| j.clone())
                 .collect()
         };
+        field(
+            "pubsub#node_type",
+            "text-single",
+            vec![n.config.kind.as_str().to_owned()],
+        );
         field("pubsub#title", "text-single", vec![n.config.title.clone()]);
         field("pubsub#contact", "jid-multi", n.config.contact.clone());
         field(
@@ -1683,20 +1760,28 @@ impl Engine {
         let svc = attr(self.service.as_str());
         let rsm = q.child("set", NS_RSM).map(Rsm::parse).transpose()?;
         // (key, fragment) in order.
+        // XEP-0248: the service (the root collection) and every collection list their
+        // children.
+        let children = |c: &str| -> Vec<(&str, String)> {
+            self.dag
+                .children(c)
+                .iter()
+                .filter_map(|id| self.nodes.get_key_value(&**id))
+                .map(|(name, n)| {
+                    let mut f = format!("<item jid='{svc}' node='{}'", attr(name));
+                    if !n.config.title.is_empty() {
+                        let _ = write!(f, " name='{}'", attr(&n.config.title));
+                    }
+                    f.push_str("/>");
+                    (name.as_str(), f)
+                })
+                .collect()
+        };
         let (head, rows): (String, Vec<(&str, String)>) = match q.attr("node") {
-            None => (
-                format!("<query xmlns='{NS_DISCO_ITEMS}'>"),
-                self.nodes
-                    .iter()
-                    .map(|(name, n)| {
-                        let mut f = format!("<item jid='{svc}' node='{}'", attr(name));
-                        if !n.config.title.is_empty() {
-                            let _ = write!(f, " name='{}'", attr(&n.config.title));
-                        }
-                        f.push_str("/>");
-                        (name.as_str(), f)
-                    })
-                    .collect(),
+            None | Some("") => (format!("<query xmlns='{NS_DISCO_ITEMS}'>"), children("")),
+            Some(name) if self.dag.kind(name) == Some(Kind::Collection) => (
+                format!("<query xmlns='{NS_DISCO_ITEMS}' node='{}'>", attr(name)),
+                children(name),
             ),
             Some(NS_COMMANDS) => (
                 format!("<query xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'>"),
@@ -1762,7 +1847,7 @@ impl Engine {
         let rest: Vec<&Element> = children.collect();
         let sibling = |name: &str| rest.iter().copied().find(|e| e.is(name, NS_PUBSUB));
         match (first.name.as_str(), set) {
-            ("create", true) => self.create(store, req, first, sibling("configure")),
+            ("create", true) => self.create(dir, store, req, first, sibling("configure")),
             ("publish", true) => self.publish(dir, store, req, first, sibling("publish-options")),
             ("retract", true) => self.retract(dir, store, req, first),
             ("subscribe", true) => self.subscribe(dir, store, req, first, sibling("options")),
@@ -1785,6 +1870,7 @@ impl Engine {
     /// §8.1 create (named, instant, create-and-configure).
     fn create(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         c: &Element,
@@ -1807,7 +1893,7 @@ impl Engine {
         if let Some(x) = configure.and_then(find_form) {
             cfg.apply_form(x, FORM_NODE_CONFIG, &self.limits)?;
         }
-        self.create_node(store, req, &name, cfg, Vec::new())?;
+        self.create_node(dir, store, req, &name, cfg, Vec::new())?;
         if instant {
             Ok(Some(format!(
                 "<pubsub xmlns='{NS_PUBSUB}'><create node='{}'/></pubsub>",
@@ -1818,13 +1904,17 @@ impl Engine {
         }
     }
 
-    /// Validates and commits a new node (plus `extra` ops in the same transaction).
+    /// Validates and commits a new node (plus `extra` ops in the same transaction). The
+    /// node joins the collection graph under its `pubsub#collection` parents (or, with
+    /// `path_collections`, under the collections its `/` path names, created here as
+    /// well); the graph changes first and is reverted if the commit fails.
     fn create_node(
         &mut self,
+        dir: &dyn Directory,
         store: &Store,
         req: &Req,
         name: &str,
-        cfg: NodeConfig,
+        mut cfg: NodeConfig,
         extra: Vec<PubsubOp>,
     ) -> Result<(), PubSubError> {
         if name.len() > MAX_NODE_ID_BYTES {
@@ -1833,32 +1923,93 @@ impl Engine {
         if self.nodes.contains_key(name) {
             return Err(PubSubError::NodeExists);
         }
-        if self.nodes.len() >= self.limits.pubsub_max_nodes {
+        if self.node_count() >= self.limits.pubsub_max_nodes {
             return Err(PubSubError::MaxNodes);
         }
-        let node = Node {
-            created_ms: req.now_ms,
-            creator: req.bare.as_str().to_owned(),
-            config: cfg,
-            items: VecDeque::new(),
-            stored: 0,
-            next_seq: 1,
-            last: None,
-            subs: Vec::new(),
-            lease_min: 0,
-            affs: vec![(req.bare.as_str().to_owned(), Affiliation::Owner)],
+        let parents = std::mem::take(&mut cfg.parents);
+        let children = cfg.children.take();
+        let kind = cfg.kind;
+        // A clean `/` path whose existing ancestors are collections; anything else
+        // (URIs with `//`, a leaf on the way) is created flat, as XEP-0060 nodes always were.
+        let path = self.path_collections
+            && parents.is_empty()
+            && dag::implicit_parents(name).is_some_and(|a| {
+                !a.is_empty() && a.iter().all(|p| self.dag.kind(p) != Some(Kind::Leaf))
+            });
+        let (created, mut events) = self.with_dag(&req.bare, |d, may| {
+            if path {
+                d.create_with_path(name, kind, may)
+            } else {
+                let ps: Vec<&str> = parents.iter().map(String::as_str).collect();
+                d.create(name, kind, &ps, may)
+                    .map(|ev| (vec![Rc::from(name)], ev))
+            }
+        })?;
+        let undo = |e: &mut Engine, events: &[dag::Event]| {
+            e.dag.revert(events);
+            for c in created.iter().rev() {
+                let _ = e.dag.remove(c);
+            }
         };
-        let mut ops = vec![
-            PubsubOp::PutNode(name.to_owned(), node.record()),
-            PubsubOp::PutAffiliation(
-                name.to_owned(),
+        if kind == Kind::Collection {
+            let r = self
+                .dag
+                .set_children_max(name, cfg.children_max)
+                .map_err(PubSubError::Dag)
+                .and_then(|()| match &children {
+                    Some(ch) => self.with_dag(&req.bare, |d, may| {
+                        let ch: Vec<&str> = ch.iter().map(String::as_str).collect();
+                        d.set_children(name, &ch, may)
+                    }),
+                    None => Ok(Vec::new()),
+                });
+            match r {
+                Ok(mut ev) => events.append(&mut ev),
+                Err(e) => {
+                    undo(self, &events);
+                    return Err(e);
+                }
+            }
+        }
+        let mut nodes = Vec::with_capacity(created.len());
+        let mut ops = Vec::with_capacity(2 * created.len() + extra.len());
+        for id in &created {
+            let mut c = if &**id == name {
+                cfg.clone()
+            } else {
+                NodeConfig::collection_default(&self.limits)
+            };
+            c.parents = self.explicit_parents(id);
+            let node = Node {
+                created_ms: req.now_ms,
+                creator: req.bare.as_str().to_owned(),
+                config: c,
+                items: VecDeque::new(),
+                stored: 0,
+                next_seq: 1,
+                last: None,
+                subs: Vec::new(),
+                lease_min: 0,
+                affs: vec![(req.bare.as_str().to_owned(), Affiliation::Owner)],
+            };
+            ops.push(PubsubOp::PutNode(id.to_string(), node.record()));
+            ops.push(PubsubOp::PutAffiliation(
+                id.to_string(),
                 req.bare.as_str().to_owned(),
                 Affiliation::Owner.code(),
-            ),
-        ];
+            ));
+            nodes.push((id.to_string(), node));
+        }
+        let skip: Vec<&str> = created.iter().map(|c| &**c).collect();
+        ops.extend(self.edge_ops(&events, &skip));
         ops.extend(extra);
-        Self::commit(store, &ops)?;
-        self.nodes.insert(name.to_owned(), node);
+        if let Err(e) = Self::commit(store, &ops) {
+            undo(self, &events);
+            return Err(e);
+        }
+        self.nodes.extend(nodes);
+        self.sync_parents(&events);
+        self.notify_edges(dir, &events);
         Ok(())
     }
 
@@ -1892,6 +2043,10 @@ impl Engine {
         let exists = self.nodes.contains_key(&name);
         let cfg = if exists {
             let n = self.node(&name)?;
+            if n.config.kind == Kind::Collection {
+                // XEP-0248: a collection holds nodes, never items.
+                return Err(PubSubError::Unsupported("publish"));
+            }
             let allowed = match self.affiliation(n, &req.bare) {
                 Affiliation::Owner | Affiliation::Publisher | Affiliation::PublishOnly => true,
                 Affiliation::Outcast => false,
@@ -1927,6 +2082,9 @@ impl Engine {
             if let Some(x) = options_form {
                 cfg.apply_form(x, FORM_PUBLISH_OPTIONS, &self.limits)
                     .map_err(|e| PubSubError::PreconditionNotMet(e.to_string()))?;
+            }
+            if cfg.kind == Kind::Collection {
+                return Err(PubSubError::Unsupported("publish"));
             }
             cfg
         };
@@ -2003,7 +2161,7 @@ impl Engine {
         if exists {
             Self::commit(store, &ops)?;
         } else {
-            self.create_node(store, req, &name, cfg.clone(), ops)?;
+            self.create_node(dir, store, req, &name, cfg.clone(), ops)?;
         }
         for (node, seq) in elsewhere.iter().filter(|(n, _)| n != &name) {
             if let Some(n) = self.nodes.get_mut(node) {
@@ -2038,10 +2196,12 @@ impl Engine {
             .is_some_and(|n| n.subs.iter().any(|s| s.opts.include_body))
             .then(|| body_text(&name, &cached));
         self.notify_items(dir, &name, &shared, body.as_deref());
+        self.notify_collections(dir, &name, &shared);
         if cfg.persist_items && cfg.node_full == NodeFull::RetractOldest && cfg.notify_retract {
             for (_, old) in &full {
                 let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(old)));
                 self.notify_items(dir, &name, &inner, None);
+                self.notify_collections(dir, &name, &inner);
             }
         }
         Ok(Some(format!(
@@ -2206,6 +2366,7 @@ impl Engine {
         if notify {
             let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(&id)));
             self.notify_items(dir, &name, &inner, None);
+            self.notify_collections(dir, &name, &inner);
         }
         Ok(None)
     }
@@ -2270,7 +2431,8 @@ impl Engine {
         s: &Element,
         options: Option<&Element>,
     ) -> Result<Option<String>, PubSubError> {
-        let name = Self::node_attr(s)?.to_owned();
+        // XEP-0248: no node (or an empty one) is the root collection.
+        let name = s.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, s)?;
         let n = self.node(&name)?;
         let state = match self.check_access(dir, n, &req.bare) {
@@ -2290,6 +2452,15 @@ impl Engine {
             .subs
             .iter()
             .position(|x| x.jid == jid && x.opts == opts && x.state == state);
+        // XEP-0248: one subscription per JID and type to a collection (`conflict`).
+        if existing.is_none()
+            && n.config.kind == Kind::Collection
+            && n.subs
+                .iter()
+                .any(|x| x.jid == jid && x.opts.sub_type == opts.sub_type)
+        {
+            return Err(PubSubError::CollectionSubscribed);
+        }
         let sub = match existing {
             Some(i) => n.subs[i].clone(),
             None => {
@@ -2568,7 +2739,7 @@ impl Engine {
         req: &Req,
         u: &Element,
     ) -> Result<Option<String>, PubSubError> {
-        let name = Self::node_attr(u)?.to_owned();
+        let name = u.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, u)?;
         let n = self.node(&name)?;
         let i = Self::find_sub(n, &jid, u)?;
@@ -2609,8 +2780,29 @@ impl Engine {
                     }
                 }
                 "pubsub#digest_frequency" => return Err(PubSubError::UnsupportedValue("digest")),
-                "pubsub#subscription_type" | "pubsub#subscription_depth" => {
-                    return Err(PubSubError::UnsupportedValue("collections"));
+                // XEP-0248 (accepted on leaves too, where they mean nothing).
+                "pubsub#subscription_type" => {
+                    opts.sub_type = match values.first().map(|v| v.trim()) {
+                        Some("nodes") => SubType::Nodes,
+                        Some("items") => SubType::Items,
+                        Some("all") => SubType::All,
+                        _ => {
+                            return Err(PubSubError::InvalidOptions(
+                                "pubsub#subscription_type is nodes, items or all".into(),
+                            ));
+                        }
+                    }
+                }
+                "pubsub#subscription_depth" => {
+                    opts.depth = match values.first().map(|v| v.trim()) {
+                        Some("0") => Depth::Levels(0),
+                        Some(v) => Depth::parse(v).ok_or_else(|| {
+                            PubSubError::InvalidOptions(
+                                "pubsub#subscription_depth is a number or all".into(),
+                            )
+                        })?,
+                        None => Depth::Levels(1),
+                    }
                 }
                 "pubsub#show-values" => {
                     let mut mask = SHOW_SET;
@@ -2717,6 +2909,18 @@ impl Engine {
                 "Receive notifications only when your presence is one of these",
                 shows,
             ))
+            .with_child(field(
+                "pubsub#subscription_type",
+                "list-single",
+                "Collections: notifications of items, of nodes, or all",
+                vec![o.sub_type.as_str().to_owned()],
+            ))
+            .with_child(field(
+                "pubsub#subscription_depth",
+                "text-single",
+                "Collections: how many levels below (a number, or all)",
+                vec![o.depth.to_string()],
+            ))
     }
 
     /// §6.4 default subscription options.
@@ -2741,7 +2945,7 @@ impl Engine {
         o: &Element,
         set: bool,
     ) -> Result<Option<String>, PubSubError> {
-        let name = Self::node_attr(o)?.to_owned();
+        let name = o.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, o)?;
         let n = self.node(&name)?;
         let i = Self::find_sub(n, &jid, o)?;
@@ -2810,6 +3014,9 @@ impl Engine {
             ),
         };
         let rsm = rsm.map(Rsm::parse).transpose()?;
+        if n.config.kind == Kind::Collection {
+            return self.collection_items(dir, store, req, &name, max, rsm.as_ref());
+        }
         let transient;
         let mut entries: Vec<&IndexEntry> = if n.config.persist_items {
             n.items
@@ -2897,7 +3104,7 @@ impl Engine {
         let only = e.attr("node");
         let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'><affiliations>");
         for (name, n) in &self.nodes {
-            if only.is_some_and(|o| o != name) {
+            if only.is_some_and(|o| o != name) || name.is_empty() {
                 continue;
             }
             let a = self.affiliation(n, &req.bare);
@@ -2933,7 +3140,12 @@ impl Engine {
         match (first.name.as_str(), set) {
             ("configure", _) => self.owner_configure(dir, store, req, first, set),
             ("default", false) => {
-                let cfg = NodeConfig::default_for(&self.limits);
+                // XEP-0248: `<default type='collection'/>` gives the collection defaults.
+                let cfg = if first.attr("type") == Some("collection") {
+                    NodeConfig::collection_default(&self.limits)
+                } else {
+                    NodeConfig::default_for(&self.limits)
+                };
                 let mut s = String::new();
                 Element::new("pubsub", NS_PUBSUB_OWNER)
                     .with_child(
@@ -2947,11 +3159,16 @@ impl Engine {
             ("purge", true) => self.owner_purge(dir, store, req, first),
             ("subscriptions", _) => self.owner_subscriptions(store, req, first, set),
             ("affiliations", _) => self.owner_affiliations(store, req, first, set),
+            ("collection", true) => self.owner_collection(dir, store, req, first),
             _ => Err(PubSubError::BadRequest("unknown owner request")),
         }
     }
 
-    /// §8.2 configure a node (get the form, or submit it).
+    /// §8.2 configure a node (get the form, or submit it). XEP-0248: `pubsub#node_type`
+    /// (leaf → collection purges the items; collection → leaf is refused),
+    /// `pubsub#collection` (the parents), `pubsub#children` (the children) and
+    /// `pubsub#children_max` change the graph; both lists stay consistent because only
+    /// the parents are stored. The root collection cannot be configured.
     fn owner_configure(
         &mut self,
         dir: &dyn Directory,
@@ -2960,15 +3177,28 @@ impl Engine {
         c: &Element,
         set: bool,
     ) -> Result<Option<String>, PubSubError> {
+        if c.attr("node") == Some(dag::ROOT) {
+            return Err(PubSubError::Dag(dag::DagError::Root));
+        }
         let name = Self::node_attr(c)?.to_owned();
         let n = self.require_owner(&name, &req.bare)?;
         if !set {
+            let mut cfg = n.config.clone();
+            if cfg.kind == Kind::Collection {
+                cfg.children = Some(
+                    self.dag
+                        .children(&name)
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect(),
+                );
+            }
             let mut s = String::new();
             Element::new("pubsub", NS_PUBSUB_OWNER)
                 .with_child(
                     Element::new("configure", NS_PUBSUB_OWNER)
                         .with_attr("node", name.as_str())
-                        .with_child(n.config.to_form(FORM_NODE_CONFIG)),
+                        .with_child(cfg.to_form(FORM_NODE_CONFIG)),
                 )
                 .write_to(&mut s, NS_CLIENT);
             return Ok(Some(s));
@@ -2979,10 +3209,62 @@ impl Engine {
         }
         let mut cfg = n.config.clone();
         cfg.apply_form(x, FORM_NODE_CONFIG, &self.limits)?;
+        let old_kind = n.config.kind;
+        let graph_changed = cfg.kind != old_kind
+            || cfg.parents != n.config.parents
+            || cfg.children.is_some()
+            || cfg.children_max != n.config.children_max;
+        // The graph changes first (on a copy to restore if anything fails: configuring is
+        // rare, and the copy is bounded by the node count).
+        let backup = graph_changed.then(|| self.dag.clone());
+        let mut events = Vec::new();
+        if graph_changed {
+            let parents = cfg.parents.clone();
+            let children = cfg.children.take();
+            let (kind, children_max, parents_changed, max_changed) = (
+                cfg.kind,
+                cfg.children_max,
+                cfg.parents != n.config.parents,
+                cfg.children_max != n.config.children_max,
+            );
+            let r = self.with_dag(&req.bare, |d, may| {
+                d.set_kind(&name, kind)?;
+                // On a leaf this is refused (not-allowed + invalid-options).
+                if max_changed {
+                    d.set_children_max(&name, children_max)?;
+                }
+                let mut ev = Vec::new();
+                if parents_changed {
+                    let ps: Vec<&str> = parents.iter().map(String::as_str).collect();
+                    ev.extend(d.set_parents(&name, &ps, may)?);
+                }
+                if let Some(ch) = &children {
+                    let ch: Vec<&str> = ch.iter().map(String::as_str).collect();
+                    ev.extend(d.set_children(&name, &ch, may)?);
+                }
+                Ok(ev)
+            });
+            match r {
+                Ok(ev) => events = ev,
+                Err(e) => {
+                    if let Some(b) = backup {
+                        self.dag = b;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        cfg.children = None;
+        cfg.parents = self.explicit_parents(&name);
+        let Some(n) = self.nodes.get(&name) else {
+            return Err(PubSubError::NodeNotFound);
+        };
         let mut ops = Vec::new();
         let mut drop_seqs = Vec::new();
+        // XEP-0248: a leaf that becomes a collection loses its items.
+        let to_collection = old_kind == Kind::Leaf && cfg.kind == Kind::Collection;
         let now_transient = n.config.persist_items && !cfg.persist_items;
-        if now_transient {
+        if now_transient || to_collection {
             ops.push(PubsubOp::PurgeItems(name.clone()));
         } else if cfg.persist_items {
             let max = cfg.effective_max_items(&self.limits);
@@ -2998,24 +3280,39 @@ impl Engine {
             config: cfg.to_pairs(),
         };
         ops.push(PubsubOp::PutNode(name.clone(), record));
-        Self::commit(store, &ops)?;
+        ops.extend(self.edge_ops(&events, &[name.as_str()]));
+        if let Err(e) = Self::commit(store, &ops) {
+            if let Some(b) = backup {
+                self.dag = b;
+            }
+            return Err(e);
+        }
         let was_transient = !n.config.persist_items;
         let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
         n.config = cfg;
-        if now_transient {
+        if now_transient || to_collection {
             n.clear_items();
+            n.last = None;
         } else if was_transient && n.config.persist_items {
             n.last = None;
         }
         n.remove_seqs(&drop_seqs);
-        if n.config.notify_config {
+        self.sync_parents(&events);
+        if self
+            .nodes
+            .get(&name)
+            .is_some_and(|n| n.config.notify_config)
+        {
             let inner = format!("<configuration node='{}'/>", attr(&name));
             self.notify(dir, &name, &inner);
         }
+        self.notify_edges(dir, &events);
         Ok(None)
     }
 
-    /// §8.4 delete a node (notify subscribers, optional redirect).
+    /// §8.4 delete a node (notify subscribers, optional redirect). XEP-0248: the root
+    /// cannot be deleted; a deleted collection's children that have no other parent go
+    /// back to the root (the documented deletion policy), in the same commit.
     fn owner_delete(
         &mut self,
         dir: &dyn Directory,
@@ -3023,10 +3320,24 @@ impl Engine {
         req: &Req,
         d: &Element,
     ) -> Result<Option<String>, PubSubError> {
+        if d.attr("node") == Some(dag::ROOT) {
+            return Err(PubSubError::Dag(dag::DagError::Root));
+        }
         let name = Self::node_attr(d)?.to_owned();
         let n = self.require_owner(&name, &req.bare)?;
         let notify = n.config.notify_delete;
-        Self::commit(store, &[PubsubOp::DeleteNode(name.clone())])?;
+        let events = self.dag.plan_remove(&name).map_err(PubSubError::Dag)?;
+        let mut ops = vec![PubsubOp::DeleteNode(name.clone())];
+        for c in self.dag.children(&name) {
+            if let Some(cn) = self.nodes.get(&**c) {
+                let mut cfg = cn.config.clone();
+                cfg.parents.retain(|p| p != &name);
+                let mut rec = cn.record();
+                rec.config = cfg.to_pairs();
+                ops.push(PubsubOp::PutNode(c.to_string(), rec));
+            }
+        }
+        Self::commit(store, &ops)?;
         if notify {
             let mut inner = format!("<delete node='{}'", attr(&name));
             match d
@@ -3040,7 +3351,12 @@ impl Engine {
             }
             self.notify(dir, &name, &inner);
         }
+        if let Err(e) = self.dag.remove(&name) {
+            tracing::error!(node = name, error = %e, "collection graph out of step on delete");
+        }
         self.nodes.remove(&name);
+        self.sync_parents(&events);
+        self.notify_edges(dir, &events);
         Ok(None)
     }
 
@@ -3071,6 +3387,7 @@ impl Engine {
         }
         let inner = format!("<purge node='{}'/>", attr(&name));
         self.notify(dir, &name, &inner);
+        self.notify_collections(dir, &name, &inner);
         Ok(None)
     }
 

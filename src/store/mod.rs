@@ -32,7 +32,7 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable, TableHandle, WriteTransaction};
 
 pub use error::StoreError;
-pub use pubsub::{ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
+pub use pubsub::{DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
 pub use writer::{Batch, CommitMode, MAX_BATCH_BYTES, MAX_BATCH_OPS};

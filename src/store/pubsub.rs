@@ -44,6 +44,9 @@ pub const MAX_PUBSUB_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 /// Format byte of subscription records with options (SubID in the key).
 const V2: u8 = 2;
+/// Format byte of subscription records with XEP-0248 options (V2 plus `u8 type · u32
+/// depth`); written only when they differ from the defaults, so V2 rows stay V2.
+const V3: u8 = 3;
 /// Subscription flag: notifications are delivered (`pubsub#deliver`).
 const SUB_FLAG_DELIVER: u8 = 0b1;
 /// Subscription flag: notifications carry a `<body/>` (`pubsub#include_body`).
@@ -81,7 +84,7 @@ pub struct ItemRecord {
 }
 
 /// A stored subscription (one per node, JID and SubID).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     /// 0 none, 1 pending, 2 unconfigured, 3 subscribed.
     pub state: u8,
@@ -99,6 +102,30 @@ pub struct SubscriptionRecord {
     pub show: u8,
     /// `pubsub#expire` as milliseconds since the Unix epoch; 0 = no lease.
     pub expire_ms: u64,
+    /// XEP-0248 `pubsub#subscription_type`: 0 `nodes` (the default), 1 `items`, 2 `all`.
+    pub sub_type: u8,
+    /// XEP-0248 `pubsub#subscription_depth`: levels below the collection, or
+    /// [`DEPTH_ALL`]; the default is 1.
+    pub depth: u32,
+}
+
+/// [`SubscriptionRecord::depth`] value meaning `all`.
+pub const DEPTH_ALL: u32 = u32::MAX;
+
+impl Default for SubscriptionRecord {
+    fn default() -> Self {
+        SubscriptionRecord {
+            state: 0,
+            deliver: false,
+            subid: String::new(),
+            include_body: false,
+            temporary: false,
+            show: 0,
+            expire_ms: 0,
+            sub_type: 0,
+            depth: 1,
+        }
+    }
 }
 
 /// One change of a [`Store::pubsub_apply`] batch.
@@ -224,6 +251,16 @@ fn put32(out: &mut Vec<u8>, s: &str, max: usize, what: &str) -> Result<(), Store
     Ok(())
 }
 
+/// The node of a subscription row: a node id, or empty for the root collection
+/// (XEP-0248), whose subscriptions are the only rows keyed by the empty node.
+fn check_sub_node(node: &str) -> Result<(), StoreError> {
+    if node.is_empty() {
+        Ok(())
+    } else {
+        check_key_part("node id", node)
+    }
+}
+
 fn check_key_part(what: &str, s: &str) -> Result<(), StoreError> {
     if s.is_empty() || s.len() > MAX_PUBSUB_NAME_BYTES || s.as_bytes().contains(&0) {
         return Err(StoreError::Invalid(format!(
@@ -324,8 +361,13 @@ fn encode_sub(rec: &SubscriptionRecord) -> Vec<u8> {
             flags |= bit;
         }
     }
-    let mut out = vec![V2, rec.state, flags, rec.show];
+    let collection = (rec.sub_type, rec.depth) != (0, 1);
+    let mut out = vec![if collection { V3 } else { V2 }, rec.state, flags, rec.show];
     out.extend_from_slice(&rec.expire_ms.to_be_bytes());
+    if collection {
+        out.push(rec.sub_type);
+        out.extend_from_slice(&rec.depth.to_be_bytes());
+    }
     out
 }
 
@@ -337,10 +379,18 @@ fn decode_sub(b: &[u8]) -> Result<SubscriptionRecord, DecodeError> {
     let flags = r.u8()?;
     let (show, expire_ms) = match format {
         V1 => (0, 0),
-        V2 => (r.u8()?, r.u64()?),
+        V2 | V3 => (r.u8()?, r.u64()?),
         _ => return Err(DecodeError("unknown record format")),
     };
+    let (sub_type, depth) = if format == V3 {
+        (r.u8()?, r.u32()?)
+    } else {
+        (0, 1)
+    };
     r.finish()?;
+    if sub_type > 2 {
+        return Err(DecodeError("unknown subscription type"));
+    }
     let known = if format == V1 {
         SUB_FLAG_DELIVER
     } else {
@@ -357,6 +407,8 @@ fn decode_sub(b: &[u8]) -> Result<SubscriptionRecord, DecodeError> {
         temporary: flags & SUB_FLAG_TEMP != 0,
         show,
         expire_ms,
+        sub_type,
+        depth,
     })
 }
 
@@ -466,7 +518,7 @@ pub(super) fn check_ops(ops: &[PubsubOp]) -> Result<usize, StoreError> {
                 bytes += node.len() + encode_item(item)?.len();
             }
             PubsubOp::PutSubscription(node, jid, rec) => {
-                check_key_part("node id", node)?;
+                check_sub_node(node)?;
                 check_key_part("JID", jid)?;
                 if rec.subid.len() > MAX_PUBSUB_SUBID_BYTES || rec.subid.contains('\0') {
                     return Err(StoreError::Invalid("bad SubID".into()));
@@ -528,7 +580,7 @@ impl DbHandle {
                 }
                 PubsubOp::PurgeItems(node) => clear_range(&txn, PUBSUB_ITEMS, node)?,
                 PubsubOp::PutSubscription(node, jid, rec) => {
-                    check_key_part("node id", node)?;
+                    check_sub_node(node)?;
                     check_key_part("JID", jid)?;
                     if rec.subid.len() > MAX_PUBSUB_SUBID_BYTES || rec.subid.contains('\0') {
                         return Err(StoreError::Invalid("bad SubID".into()));
@@ -777,8 +829,25 @@ mod tests {
             temporary: true,
             show: 0b1000_0101,
             expire_ms: 123_456,
+            sub_type: 0,
+            depth: 1,
         };
-        assert_eq!(decode_sub(&encode_sub(&sub)), Ok(sub));
+        assert_eq!(
+            encode_sub(&sub)[0],
+            V2,
+            "default collection options keep V2"
+        );
+        assert_eq!(decode_sub(&encode_sub(&sub)), Ok(sub.clone()));
+        let coll = SubscriptionRecord {
+            sub_type: 1,
+            depth: DEPTH_ALL,
+            ..sub
+        };
+        assert_eq!(encode_sub(&coll)[0], V3);
+        assert_eq!(decode_sub(&encode_sub(&coll)), Ok(coll.clone()));
+        let mut bad = encode_sub(&coll);
+        bad[12] = 3;
+        assert!(decode_sub(&bad).is_err(), "unknown subscription type");
         assert!(decode_sub(&encode_sub(&SubscriptionRecord::default())[..5]).is_err());
         assert!(decode_aff(&[2, 0]).is_err());
         assert_eq!(split_seq(&key2("n", &5u64.to_be_bytes())), Ok(("n", 5)));

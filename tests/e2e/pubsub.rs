@@ -531,3 +531,98 @@ fn pubsub_authorize_approval_and_leased_expiry() {
     assert_eq!(condition(&r), "not-authorized", "no subscription any more");
     assert_eq!(app_error(&r), "not-subscribed");
 }
+
+/// XEP-0248 with `/` paths: an operator subscribes to `sensors` (items, depth all); a
+/// device publishes to `sensors/kitchen/temp`, which creates the collections on the way;
+/// the operator gets the reading with the leaf's node and a SHIM `Collection` header.
+/// A restart keeps the graph and the subscription.
+#[test]
+fn pubsub_collections_sensor_tree_and_restart() {
+    let mut d = Daemon::start(Options {
+        users: &[("device", "device-pw"), ("operator", "operator-pw")],
+        ..Options::default()
+    });
+    let mut device = login(&d, "device", "device-pw", "d");
+    let mut operator = login(&d, "operator", "operator-pw", "o");
+    let publish = |c: &mut Client, id: &str, node: &str, v: &str| {
+        ok(&c.iq(
+            id,
+            &format!(
+                "<iq type='set' id='{id}' to='pubsub.localhost'><pubsub xmlns='{PS}'>\
+                 <publish node='{node}'><item id='{id}'><r xmlns='urn:sensor'>{v}</r></item></publish>\
+                 </pubsub></iq>"
+            ),
+        ));
+    };
+    // The first reading creates sensors and sensors/kitchen.
+    publish(&mut device, "p1", "sensors/kitchen/temp", "20");
+    let subscribe = format!(
+        "<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='{PS}'>\
+         <subscribe node='sensors' jid='operator@localhost'/><options>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>{PS}#subscribe_options</value></field>\
+         <field var='pubsub#subscription_type'><value>items</value></field>\
+         <field var='pubsub#subscription_depth'><value>all</value></field>\
+         </x></options></pubsub></iq>"
+    );
+    ok(&operator.iq("s1", &subscribe));
+    let check = |operator: &mut Client, node: &str, v: &str| {
+        let m = operator.wait_for("collection event", |e| {
+            e.name == "message" && e.child("event", EVENT).is_some()
+        });
+        let items = m
+            .child("event", EVENT)
+            .and_then(|e| e.child("items", EVENT))
+            .expect("items");
+        assert_eq!(items.attr("node"), Some(node), "{m:?}");
+        assert!(format!("{m:?}").contains(v), "{m:?}");
+        let header = m
+            .child("headers", "http://jabber.org/protocol/shim")
+            .and_then(|h| h.elements().find(|x| x.attr("name") == Some("Collection")))
+            .map(Element::text);
+        assert_eq!(header.as_deref(), Some("sensors"), "{m:?}");
+    };
+    publish(&mut device, "p2", "sensors/kitchen/temp", "21");
+    check(&mut operator, "sensors/kitchen/temp", "21");
+    publish(&mut device, "p3", "sensors/garage/temp", "9");
+    check(&mut operator, "sensors/garage/temp", "9");
+    // disco#items walks the tree.
+    let r = operator.iq(
+        "d1",
+        "<iq type='get' id='d1' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items' node='sensors'/></iq>",
+    );
+    let mut kids: Vec<String> = r
+        .elements()
+        .next()
+        .map(|q| {
+            q.elements()
+                .filter_map(|i| i.attr("node").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    kids.sort();
+    assert_eq!(kids, vec!["sensors/garage", "sensors/kitchen"]);
+
+    restart(&mut d);
+    let mut device = login(&d, "device", "device-pw", "d");
+    let mut operator = login(&d, "operator", "operator-pw", "o");
+    publish(&mut device, "p4", "sensors/kitchen/temp", "22");
+    check(&mut operator, "sensors/kitchen/temp", "22");
+    // Items on the collection: newest first across the leaves.
+    let r = operator.iq(
+        "i1",
+        &format!(
+            "<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors' max_items='2'/></pubsub></iq>"
+        ),
+    );
+    let ids: Vec<String> = r
+        .elements()
+        .next()
+        .map(|p| {
+            p.elements()
+                .flat_map(|i| i.elements().filter_map(|e| e.attr("id").map(str::to_owned)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, vec!["p4", "p3"]);
+}
