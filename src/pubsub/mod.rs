@@ -545,6 +545,9 @@ pub struct Engine {
     /// `pubsub.path_collections`: `a/b/c` ids create their parent collections.
     path_collections: bool,
     counter: u64,
+    /// The sequence of the next published item, service-wide (item keys keep per-node
+    /// order; one counter also orders items of different nodes).
+    next_item_seq: u64,
     /// The deadline last handed to the timer ([`Engine::arm`]).
     armed: Option<u64>,
     /// After a failed timer commit: no retry before this time (ms).
@@ -845,6 +848,7 @@ impl Engine {
             dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
             path_collections: config.pubsub.path_collections,
             counter: 0,
+            next_item_seq: 1,
             armed: None,
             retry_at: 0,
             now_ms: 0,
@@ -875,6 +879,7 @@ impl Engine {
         for (name, seq, item, bytes) in snap.items {
             if let Some(n) = engine.nodes.get_mut(&name) {
                 n.next_seq = n.next_seq.max(seq + 1);
+                engine.next_item_seq = engine.next_item_seq.max(seq + 1);
                 let stored = item_cost(bytes, &item.id, &item.publisher);
                 let publisher = Jid::parse(&item.publisher).map_or_else(
                     |_| Rc::from(item.publisher.as_str()),
@@ -2122,10 +2127,13 @@ impl Engine {
             Some(n) => {
                 let (gone, full) =
                     Self::evictions(n, &id, cfg.effective_max_items(&self.limits), req.now_ms);
-                (n.next_seq, gone, full)
+                (self.next_item_seq.max(n.next_seq), gone, full)
             }
-            None => (1, Vec::new(), Vec::new()),
+            None => (self.next_item_seq, Vec::new(), Vec::new()),
         };
+        // Sequences are service-wide, so that items of different nodes published in the
+        // same millisecond still have one order (collection items, newest first).
+        self.next_item_seq = seq + 1;
         if cfg.persist_items && !full.is_empty() && cfg.node_full == NodeFull::Reject {
             return Err(PubSubError::NodeFull);
         }

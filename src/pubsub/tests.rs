@@ -3472,3 +3472,35 @@ fn xep0248_node_type_change_and_root_items_subscription() {
 }
 
 const DEVICE: &str = "device@localhost/d";
+
+/// Items of different leaves published in the same millisecond keep their publication
+/// order in a collection's items (the item sequence is service-wide, not per node), also
+/// after a restart.
+#[test]
+fn xep0248_items_on_collection_same_millisecond_keep_publication_order() {
+    let mut w = World::new();
+    w.collection(ALICE, "c", &[]);
+    w.create(ALICE, "a", &[("pubsub#collection", "c")]);
+    w.create(ALICE, "b", &[("pubsub#collection", "c")]);
+    w.publish(ALICE, "b", Some("b1"), P);
+    w.publish(ALICE, "b", Some("b2"), P);
+    w.now -= 1000; // the next publish lands in the same millisecond as b2
+    w.publish(ALICE, "a", Some("a1"), P);
+    let ids = |w: &mut World| -> Vec<String> {
+        let (r, _) = w.ok(
+            BOB,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c' max_items='2'/></pubsub>"),
+        );
+        r.child("pubsub", NS_PUBSUB)
+            .map(|p| {
+                p.elements()
+                    .flat_map(|i| i.elements().filter_map(|e| e.attr("id").map(str::to_owned)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ids(&mut w), vec!["a1".to_owned(), "b2".to_owned()]);
+    w.restart();
+    assert_eq!(ids(&mut w), vec!["a1".to_owned(), "b2".to_owned()]);
+}
