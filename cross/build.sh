@@ -4,7 +4,7 @@
 #   cross/build.sh [--no-setup] [TARGET...]
 #
 # TARGET is a Rust triple or a short name; default: all of
-#   aarch64  aarch64-unknown-linux-musl      Pi 3/4/5 64-bit, arm64 routers   (rustup std)
+#   aarch64  aarch64-unknown-linux-musl      Pi 3/4/5 64-bit, arm64 routers   (build-std)
 #   armv7    armv7-unknown-linux-musleabihf  Pi 2/3 32-bit, cortex-a7/a9      (build-std)
 #   mipsel   mipsel-unknown-linux-musl       OpenWrt ramips (MT7621 ...)      (build-std)
 #   mips     mips-unknown-linux-musl         OpenWrt ath79, big-endian        (build-std)
@@ -18,8 +18,8 @@
 #
 # Binaries land in $CARGO_TARGET_DIR/<triple>/release/kinglet (default target dir:
 # <repo>/target/cross, so host builds are not invalidated). Builds run under `nice -n 19`,
-# one target at a time. The MIPS targets are built without the `journald` feature (OpenWrt
-# has no journald); set KINGLET_FEATURES to override the cargo feature flags for all targets.
+# one target at a time. The MIPS targets are built with `--no-default-features --features
+# client` (OpenWrt has no journald); set KINGLET_FEATURES to override the cargo feature flags for all targets.
 # A table of stripped sizes (file bytes, MB = 2^20 bytes, and text+data as loaded) and build
 # times is printed at the end and written to $CARGO_TARGET_DIR/sizes.txt; docs/size.md has
 # the figures and what takes the space (cross/bloat.sh).
@@ -76,7 +76,7 @@ sysroot_name() {
         *) echo "" ;;
     esac
 }
-build_std() { case "$1" in armv7-* | mips*) return 0 ;; *) return 1 ;; esac; }
+build_std() { case "$1" in aarch64-* | armv7-* | mips*) return 0 ;; *) return 1 ;; esac; }
 
 # qemu command line (as words) that runs a binary of target $1; used by smoke.sh too.
 qemu_cmd() {
@@ -123,7 +123,16 @@ setup_sysroot() {
     local t="$1" name prefix mtriple cflags
     name="$(sysroot_name "$t")"
     prefix="$(gnu_prefix "$t")"
-    [ -x "$xs/$name/bin/musl-gcc" ] && [ -d "$xs/$name/unwind" ] && return 0
+    [ -x "$xs/$name/bin/musl-gcc" ] && [ -f "$xs/$name/unwind/libunwind.a" ] && return 0
+    [ -x "$xs/$name/bin/musl-gcc" ] || build_musl "$t"
+    setup_unwind "$t"
+}
+
+# The musl 1.2.3 sysroot of target $1.
+build_musl() {
+    local t="$1" name prefix mtriple cflags
+    name="$(sysroot_name "$t")"
+    prefix="$(gnu_prefix "$t")"
     case "$name" in
         aarch64) mtriple=aarch64-linux-musl; cflags="-O2" ;;
         armv7hf) mtriple=arm-linux-musleabihf; cflags="-O2" ;;
@@ -143,10 +152,17 @@ setup_sysroot() {
         nice -n 19 make -j2 AR="$prefix-ar" RANLIB="$prefix-ranlib" >/dev/null
         make install AR="$prefix-ar" RANLIB="$prefix-ranlib" >/dev/null
     )
+    rm -rf "$b"
+}
+
+# libunwind.a for build-std target $1 (std's unwind crate links -lunwind even with
+# panic=abort).
+setup_unwind() {
+    local t="$1" name prefix
+    name="$(sysroot_name "$t")"
+    prefix="$(gnu_prefix "$t")"
     mkdir -p "$xs/$name/unwind"
-    if [ "$name" = aarch64 ]; then
-        : # rustup's std for this target brings its own libunwind
-    elif [ "$name" = armv7hf ]; then
+    if [ "$name" = armv7hf ]; then
         # ARM needs the real EHABI personality routines (__aeabi_unwind_cpp_pr0/1).
         cp "$("$prefix-gcc" -print-file-name=libgcc_eh.a)" "$xs/$name/unwind/libunwind.a"
     else
@@ -156,11 +172,14 @@ setup_sysroot() {
 int _Unwind_Backtrace(void *f, void *a) { (void)f; (void)a; return 5; }
 uintptr_t _Unwind_GetIP(void *c) { (void)c; return 0; }
 EOF
-        "$xs/$name/bin/musl-gcc" -msoft-float -O2 -c "$xs/$name/unwind/stub.c" \
+        # (aarch64: Debian's libgcc_eh.a needs glibc's _dl_find_object, so the stub too.)
+        local fl=-O2
+        case "$name" in mips*) fl="-msoft-float -O2" ;; esac
+        # shellcheck disable=SC2086 # $fl is one or two flags
+        "$xs/$name/bin/musl-gcc" $fl -c "$xs/$name/unwind/stub.c" \
             -o "$xs/$name/unwind/stub.o"
         "$prefix-ar" rcs "$xs/$name/unwind/libunwind.a" "$xs/$name/unwind/stub.o"
     fi
-    rm -rf "$b"
 }
 
 setup() {
@@ -222,7 +241,7 @@ cargo_args() {
         # shellcheck disable=SC2206 # word splitting of the flags is intended
         a+=($KINGLET_FEATURES)
     else
-        case "$t" in mips*) a+=(--no-default-features) ;; esac
+        case "$t" in mips*) a+=(--no-default-features --features client) ;; esac
     fi
     build_std "$t" && a+=("-Zbuild-std=std,panic_abort" "-Zbuild-std-features=optimize_for_size")
     printf '%s\n' "${a[@]}"
