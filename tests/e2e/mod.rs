@@ -3,6 +3,7 @@
 pub mod client;
 mod core;
 mod interop;
+mod loadgen;
 mod pubsub;
 mod service;
 
