@@ -48,7 +48,8 @@ def table(title, bench, key, match, better, unit="", scale=1.0):
                 if not v:
                     cells.append("")
                 else:
-                    cells.append(f"{(v / k if better == 'lower' else k / v):.1f}x")
+                    r = v / k if better == "lower" else k / v
+                    cells.append(f"{r:.2f}x" if r < 1 else f"{r:.1f}x")
             print("| kinglet advantage | " + " | ".join(cells) + " |")
 
 print("# Benchmarks: kinglet beside Prosody, ejabberd and mosquitto\n")
