@@ -6,6 +6,7 @@ pub mod client;
 mod core;
 mod crash;
 mod interop;
+mod loadgen;
 mod pubsub;
 mod service;
 
