@@ -122,6 +122,12 @@ impl Engine {
     /// like [`Engine::handle_iq`]'s outputs, while earlier outputs wait for a commit).
     pub fn on_available(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
         let out = self.on_available_now(full, now_ms);
+        self.hold_if_waiting(out)
+    }
+
+    /// Outputs not caused by a request (presence, roster): held behind earlier outputs
+    /// that wait for a commit, so they never overtake them.
+    pub(super) fn hold_if_waiting(&mut self, out: Vec<Delivery>) -> Vec<Delivery> {
         match self.held.queue.back() {
             Some(w) if !out.is_empty() => {
                 let generation = w.generation;
