@@ -781,3 +781,35 @@ fn pep_caps_notifications_several_resources() {
         "{late:?}"
     );
 }
+
+/// XEP-0163 interop: slixmpp's xep_0115/0163/0118/0084 plugins; one client publishes a tune
+/// and an avatar, the other (a contact with `+notify` caps) receives them
+/// (`tests/interop/slixmpp_pep.py`).
+#[test]
+fn slixmpp_xep0163_tune_and_avatar_to_a_contact_with_caps() {
+    let Some(py) = python() else { return };
+    let d = Daemon::start(Options::default());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_pep.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args(["--host", "127.0.0.1", "--domain", "localhost"])
+        .args(["--port", &d.port.to_string()])
+        .args([
+            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
+        ])
+        .arg("--cafile")
+        .arg(d.cert.as_ref().expect("cert"))
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("passed, 0 failed"),
+        "slixmpp PEP interop failed:\n{text}\n--- server log ---\n{}",
+        d.log()
+    );
+}
