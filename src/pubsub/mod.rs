@@ -2297,7 +2297,12 @@ impl Engine {
             });
             n.next_seq = seq + 1;
         }
-        n.last = Some(cached.clone());
+        // PEP: a large last item (an avatar) is read from the store when needed instead
+        // of being cached for every account (`pep::PEP_CACHE_PAYLOAD_MAX`).
+        let pep_big = self.pep_owner.is_some()
+            && cfg.persist_items
+            && cached.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX;
+        n.last = (!pep_big).then(|| cached.clone());
         // Fan-out: the item is serialised once, the envelope per subscriber.
         let shared = self.items_event(
             &name,
@@ -2478,6 +2483,16 @@ impl Engine {
             }
             n.last = new_last;
         }
+        let pep = self.pep_owner.is_some();
+        if let Some(n) = self.nodes.get_mut(&name) {
+            if pep
+                && n.last
+                    .as_ref()
+                    .is_some_and(|l| l.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX)
+            {
+                n.last = None;
+            }
+        }
         if notify {
             let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(&id)));
             self.notify_items(dir, &name, &inner, None);
@@ -2604,7 +2619,17 @@ impl Engine {
         let n = self.node(&name)?;
         // §6.1.7: the last published item, with a delay stamp.
         if state == SubState::Subscribed && n.config.send_last != SendLast::Never {
-            if let Some(last) = n.last.clone() {
+            let last = match (&n.last, n.items.back()) {
+                (Some(l), _) => Some(l.clone()),
+                // Not cached (a large PEP item): from the store.
+                (None, Some(e)) if n.config.persist_items => self
+                    .load_items(store, &name, &[e])?
+                    .into_iter()
+                    .next()
+                    .map(Rc::new),
+                _ => None,
+            };
+            if let Some(last) = last {
                 if !n.expired(last.published_ms, req.now_ms) && sub.opts.deliver {
                     let payloads = n.config.deliver_payloads;
                     let headline = n.config.headline;

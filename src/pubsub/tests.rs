@@ -4038,3 +4038,59 @@ fn pep_nodes_stored_apart_and_old_rows_load() {
     assert_eq!(w.engine.pep_node_count(&owner), 0);
     assert_eq!(w.engine.node_count(), 1);
 }
+
+#[test]
+fn xep0084_large_pep_items_not_cached_but_sent() {
+    let mut w = World::new();
+    const DATA: &str = "urn:xmpp:avatar:data";
+    let big = format!(
+        "<data xmlns='urn:xmpp:avatar:data'>{}</data>",
+        "A".repeat(20_000)
+    );
+    result(&w.pep_publish(ALICE, DATA, "sha", &big, &[]));
+    let owner = Jid::parse("alice@localhost").expect("jid");
+    let cached = w
+        .engine
+        .pep
+        .get(owner.as_str())
+        .and_then(|s| s.nodes.get(DATA))
+        .map(|n| n.last.is_some());
+    assert_eq!(cached, Some(false), "a 20 KB avatar is not kept in memory");
+    // Yet the last item still reaches a newly interested contact, from the store.
+    w.presence_sub("alice@localhost", "bob@localhost", true);
+    w.interested(BOB, &[DATA]);
+    let bob = Jid::parse(BOB).expect("jid");
+    let out = parse_out(w.engine.pep_interest_added(
+        &w.rosters,
+        &w.store,
+        &bob,
+        &[Rc::from(DATA)],
+        w.now,
+    ));
+    assert_eq!(out.len(), 1);
+    assert!(format!("{:?}", out[0].1).contains("AAAA"));
+    // And on an explicit subscription (§6.1.7).
+    let out = w.pep_iq(
+        BOB,
+        Some("alice@localhost"),
+        "set",
+        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{DATA}' jid='{BOB}'/></pubsub>"),
+    );
+    result(&out);
+    assert_eq!(out.len(), 2, "reply and the last item");
+    // A small item (the metadata) is cached.
+    result(&w.pep_publish(
+        ALICE,
+        "urn:xmpp:avatar:metadata",
+        "sha",
+        "<metadata xmlns='urn:xmpp:avatar:metadata'/>",
+        &[],
+    ));
+    let cached = w
+        .engine
+        .pep
+        .get(owner.as_str())
+        .and_then(|s| s.nodes.get("urn:xmpp:avatar:metadata"))
+        .map(|n| n.last.is_some());
+    assert_eq!(cached, Some(true));
+}
