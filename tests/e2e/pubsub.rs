@@ -584,6 +584,8 @@ fn pubsub_collections_sensor_tree_and_restart() {
     };
     publish(&mut device, "p2", "sensors/kitchen/temp", "21");
     check(&mut operator, "sensors/kitchen/temp", "21");
+    // Items of different leaves are ordered by publication time in milliseconds.
+    std::thread::sleep(Duration::from_millis(5));
     publish(&mut device, "p3", "sensors/garage/temp", "9");
     check(&mut operator, "sensors/garage/temp", "9");
     // disco#items walks the tree.
@@ -606,6 +608,7 @@ fn pubsub_collections_sensor_tree_and_restart() {
     restart(&mut d);
     let mut device = login(&d, "device", "device-pw", "d");
     let mut operator = login(&d, "operator", "operator-pw", "o");
+    std::thread::sleep(Duration::from_millis(5));
     publish(&mut device, "p4", "sensors/kitchen/temp", "22");
     check(&mut operator, "sensors/kitchen/temp", "22");
     // Items on the collection: newest first across the leaves.
