@@ -259,6 +259,7 @@ impl Router {
         };
         let res = account.resources.remove(i);
         let empty = account.resources.is_empty();
+        let anonymous_gone = empty && account.anonymous;
         self.caps.remove(jid);
         if res.presence.is_some() {
             self.broadcast_unavailable(&res);
@@ -268,6 +269,15 @@ impl Router {
         }
         if res.presence.is_some() {
             self.pubsub_unavailable(jid);
+        }
+        if anonymous_gone {
+            // An anonymous account ends with its last session: so does its PEP service
+            // (else its nodes would fill `pubsub_max_nodes` over time).
+            if let Some(engine) = self.pubsub.as_mut() {
+                if let Err(e) = engine.pep_delete_account(&self.store, &jid.bare()) {
+                    tracing::warn!(jid = %jid, error = %e, "PEP nodes of an anonymous account not deleted");
+                }
+            }
         }
     }
 

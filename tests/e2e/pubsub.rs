@@ -816,3 +816,41 @@ fn slixmpp_xep0163_tune_and_avatar_to_a_contact_with_caps() {
         d.log()
     );
 }
+
+/// An anonymous account's PEP nodes end with its last session, so anonymous users cannot
+/// use up `pubsub_max_nodes` over time.
+#[test]
+fn pep_nodes_of_anonymous_accounts_end_with_them() {
+    let d = Daemon::start(Options {
+        extra: "[limits]\npubsub_max_nodes = 2\n",
+        ..Options::default()
+    });
+    let anon = || {
+        let mut a = Client::connect(d.port);
+        a.open_stream();
+        a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+        assert_eq!(a.next().name, "success");
+        a.bind(None);
+        a
+    };
+    let publish = |c: &mut Client, id: &str, node: &str| {
+        c.iq(
+            id,
+            &format!(
+                "<iq type='set' id='{id}'><pubsub xmlns='{PS}'><publish node='{node}'>\
+                 <item><x xmlns='urn:x'/></item></publish></pubsub></iq>"
+            ),
+        )
+    };
+    let mut a = anon();
+    ok(&publish(&mut a, "a1", "urn:one"));
+    ok(&publish(&mut a, "a2", "urn:two"));
+    let mut b = anon();
+    let r = publish(&mut b, "b1", "urn:one");
+    assert_eq!(app_error(&r), "max-nodes-exceeded", "{r:?}");
+    a.send("</stream:stream>");
+    assert!(a.wait_closed(Duration::from_secs(5)));
+    // The session end is processed (and its deletion staged) before b's next request.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&publish(&mut b, "b2", "urn:one"));
+}
