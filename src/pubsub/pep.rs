@@ -436,11 +436,66 @@ impl Engine {
         self.hold_if_waiting(out)
     }
 
+    /// Cancels the explicit subscriptions of `contact` (bare) to the nodes of the service
+    /// swapped in that it may no longer read; with `owned_by`, only nodes that account owns
+    /// with the presence or roster access model (the generic service). The contact gets a
+    /// `subscription='none'` notice for each. Outputs go to `self.out`.
+    fn cancel_lost_access(
+        &mut self,
+        dir: &dyn Directory,
+        store: &Store,
+        owned_by: Option<&Jid>,
+        contact: &Jid,
+    ) {
+        let mut ops = Vec::new();
+        let mut lost: Vec<(String, Sub)> = Vec::new();
+        for (name, n) in &self.nodes {
+            if let Some(o) = owned_by {
+                let owns = n
+                    .affs
+                    .iter()
+                    .any(|(j, a)| j == o.as_str() && *a == Affiliation::Owner);
+                let roster_based = matches!(
+                    n.config.access_model,
+                    AccessModel::Presence | AccessModel::Roster
+                );
+                if !owns || !roster_based {
+                    continue;
+                }
+            }
+            if !n.subs.iter().any(|s| s.jid.bare() == *contact)
+                || self.check_access(dir, n, contact).is_ok()
+            {
+                continue;
+            }
+            for s in n.subs.iter().filter(|s| s.jid.bare() == *contact) {
+                ops.push(s.delete(name));
+                lost.push((name.clone(), s.clone()));
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(err) = self.commit(store, &ops) {
+            tracing::warn!(contact = %contact, error = %err, "subscriptions that lost access not cancelled");
+            return;
+        }
+        for (name, sub) in &lost {
+            if let Some(n) = self.nodes.get_mut(name) {
+                n.subs
+                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
+                n.subs_changed();
+            }
+            self.subscription_changed(name, &sub.jid, &sub.subid, "none");
+        }
+    }
+
     /// XEP-0163 §7.1 and §4.3.4: the roster of `owner` changed for `contact` (a presence
     /// subscription granted or cancelled, groups changed). Explicit subscriptions of the
-    /// contact to `owner`'s PEP nodes it may no longer read are cancelled (told with a
-    /// subscription-state notice); with `gained`, the contact's interested resources get
-    /// the last item of the nodes they may now read.
+    /// contact it may no longer use are cancelled (told with a subscription-state notice):
+    /// to `owner`'s PEP nodes, and to generic nodes `owner` owns whose presence or roster
+    /// access model depends on that roster. With `gained`, the contact's interested
+    /// resources get the last item of the PEP nodes they may now read.
     pub fn pep_roster_changed(
         &mut self,
         dir: &dyn Directory,
@@ -450,53 +505,37 @@ impl Engine {
         gained: bool,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        if !self.pep.contains_key(owner.as_str()) {
-            return Vec::new();
-        }
         let contact = contact.bare();
-        let out = self.with_pep(owner, |e| {
-            e.out.clear();
-            e.now_ms = now_ms;
-            let mut ops = Vec::new();
-            let mut lost: Vec<(String, Sub)> = Vec::new();
-            for (name, n) in &e.nodes {
-                if e.check_access(dir, n, &contact).is_ok() {
-                    continue;
-                }
-                for s in n.subs.iter().filter(|s| s.jid.bare() == contact) {
-                    ops.push(s.delete(name));
-                    lost.push((name.clone(), s.clone()));
-                }
-            }
-            if !ops.is_empty() {
-                if let Err(err) = e.commit(store, &ops) {
-                    tracing::warn!(owner = %owner, contact = %contact, error = %err, "PEP subscriptions not cancelled");
-                    return Vec::new();
-                }
-                for (name, sub) in &lost {
-                    if let Some(n) = e.nodes.get_mut(name) {
-                        n.subs.retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
-                        n.subs_changed();
-                    }
-                    e.subscription_changed(name, &sub.jid, &sub.subid, "none");
-                }
-            }
-            let mut out = std::mem::take(&mut e.out);
-            if gained {
-                let names: Vec<String> = e.nodes.keys().cloned().collect();
-                let mut fulls: Vec<Jid> = dir.presences(&contact).into_iter().map(|(f, _)| f).collect();
-                fulls.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-                fulls.dedup();
-                for full in fulls {
-                    for name in &names {
-                        if dir.wants(&full, name) {
-                            out.extend(e.pep_last_item(dir, store, name, &full));
+        self.out.clear();
+        self.now_ms = now_ms;
+        self.cancel_lost_access(dir, store, Some(owner), &contact);
+        let mut out = std::mem::take(&mut self.out);
+        if self.pep.contains_key(owner.as_str()) {
+            out.extend(self.with_pep(owner, |e| {
+                e.out.clear();
+                e.now_ms = now_ms;
+                e.cancel_lost_access(dir, store, None, &contact);
+                let mut out = std::mem::take(&mut e.out);
+                if gained {
+                    let names: Vec<String> = e.nodes.keys().cloned().collect();
+                    let mut fulls: Vec<Jid> = dir
+                        .presences(&contact)
+                        .into_iter()
+                        .map(|(f, _)| f)
+                        .collect();
+                    fulls.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                    fulls.dedup();
+                    for full in fulls {
+                        for name in &names {
+                            if dir.wants(&full, name) {
+                                out.extend(e.pep_last_item(dir, store, name, &full));
+                            }
                         }
                     }
                 }
-            }
-            out
-        });
+                out
+            }));
+        }
         self.hold_if_waiting(out)
     }
 

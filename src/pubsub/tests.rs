@@ -4094,3 +4094,35 @@ fn xep0084_large_pep_items_not_cached_but_sent() {
         .map(|n| n.last.is_some());
     assert_eq!(cached, Some(true));
 }
+
+#[test]
+fn xep0060_access_lost_on_roster_change_cancels_generic_subscription() {
+    let mut w = World::new();
+    w.create(ALICE, "pres", &[("pubsub#access_model", "presence")]);
+    w.create(ALICE, "open", &[]);
+    w.presence_sub("alice@localhost", "bob@localhost", true);
+    w.subscribe(BOB, "pres", BOB);
+    w.subscribe(BOB, "open", BOB);
+    w.presence_sub("alice@localhost", "bob@localhost", false);
+    let owner = Jid::parse("alice@localhost").expect("jid");
+    let contact = Jid::parse(BOB).expect("jid");
+    let out = parse_out(
+        w.engine
+            .pep_roster_changed(&w.rosters, &w.store, &owner, &contact, false, w.now),
+    );
+    assert_eq!(
+        out.len(),
+        1,
+        "only the presence node's subscription: {out:?}"
+    );
+    assert_eq!(
+        event(&out[0].1)
+            .child("subscription", NS_PUBSUB_EVENT)
+            .and_then(|s| s.attr("node")),
+        Some("pres")
+    );
+    let (_, notes) = w.publish(ALICE, "pres", None, P);
+    assert!(notes.is_empty());
+    let (_, notes) = w.publish(ALICE, "open", None, P);
+    assert_eq!(notes.len(), 1);
+}
