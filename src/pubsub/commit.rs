@@ -111,7 +111,10 @@ impl Engine {
         let request = Request {
             from: from.clone(),
             id: iq.attr("id").unwrap_or("").to_owned(),
-            to: iq.attr("to").unwrap_or(self.service.as_str()).to_owned(),
+            // No `to`: the sender's own account (PEP).
+            to: iq
+                .attr("to")
+                .map_or_else(|| from.bare().as_str().to_owned(), str::to_owned),
         };
         self.hold(generation, Some(request), out);
         Vec::new()
