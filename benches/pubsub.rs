@@ -7,10 +7,15 @@
 //!   (group commit): publishes per second, commits (fsyncs) per second and the batching
 //!   factor (publishes per commit, from the daemon's "pub-sub committer stopped" line);
 //! * event-loop stall: ping round trips of an idle client during the fan-in load
-//!   (p50 / p99 / max), against the same without load.
+//!   (p50 / p99 / max), against the same without load;
+//! * PEP fan-out (XEP-0163): one account publishes tunes to its own PEP node; 100
+//!   contacts with a presence subscription and `+notify` caps (XEP-0115, one disco#info
+//!   query answered, the rest from the caps cache) receive them: notifications per second
+//!   and server CPU per notification (recipients computed at send time from rosters and
+//!   caps, nothing stored per contact).
 //!
 //! `cargo bench --bench pubsub -- [--subs 1,100,1000] [--publishers 100] [--window 8]
-//! [--secs 3] [--flush-interval 0]`. Prints a table and one JSON line. Bounded: at most
+//! [--secs 3] [--flush-interval 0] [--pep-contacts 100]`. Prints a table and one JSON line. Bounded: at most
 //! 5000 subscribers, 1000 publishers, 30 s of load; every wait has a timeout.
 
 use std::fmt::Write as _;
@@ -361,6 +366,153 @@ fn fan_out(subs: usize, extra: &str) -> FanOut {
     }
 }
 
+const TUNE: &str = "http://jabber.org/protocol/tune";
+const CAPS_VER: &str = "pep-bench-ver";
+
+/// The disco#info a bench contact answers the caps query with (`tune+notify`).
+fn tune_disco(node: &str) -> String {
+    format!(
+        "<query xmlns='http://jabber.org/protocol/disco#info' node='{node}'>\
+         <identity category='client' type='bot' name='bench'/>\
+         <feature var='{TUNE}+notify'/></query>"
+    )
+}
+
+struct PepFanOut {
+    contacts: usize,
+    publishes: u64,
+    notifications_per_s: f64,
+    cpu_us_per_notification: f64,
+}
+
+/// XEP-0163 fan-out: one publisher, `contacts` contacts with presence subscriptions and
+/// `+notify` caps. The caps `ver` is not a real hash, so the server cannot cache it and
+/// asks every contact once: each answers its own query.
+fn pep_fan_out(contacts: usize, extra: &str) -> PepFanOut {
+    let publishes: u64 = (200_000 / contacts as u64).clamp(200, 10_000);
+    let server = Server::start(
+        &format!("pep{contacts}"),
+        &format!(
+            "[limits]\nmax_connections = {}\noutbox_max_stanzas = 65536\noutbox_max_bytes = 16777216\n\
+             max_roster_items = {}\n{extra}",
+            contacts + 64,
+            contacts + 16
+        ),
+    );
+    let (mut p, pjid) = login(server.port);
+    let owner = pjid.split('/').next().expect("bare").to_owned();
+    p.write_all(b"<presence/>").expect("write");
+    let mut pbuf = Vec::new();
+    let mut sockets = Vec::with_capacity(contacts);
+    for _ in 0..contacts {
+        let (mut s, jid) = login(server.port);
+        let bare = jid.split('/').next().expect("bare").to_owned();
+        let mut buf = Vec::new();
+        // Available first: the approval is delivered to available resources only.
+        s.write_all(format!("<presence/><presence to='{owner}' type='subscribe'/>").as_bytes())
+            .expect("write");
+        // Subscription presences are written with single quotes, Element-built stanzas
+        // (the caps query) with double ones.
+        read_until(&mut p, &mut pbuf, "type='subscribe'");
+        pbuf.clear();
+        p.write_all(format!("<presence to='{bare}' type='subscribed'/>").as_bytes())
+            .expect("write");
+        read_until(&mut s, &mut buf, "type='subscribed'");
+        buf.clear();
+        // Caps presence; answer the server's disco#info query.
+        s.write_all(
+            format!(
+                "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+                 node='https://kinglet.bench' ver='{CAPS_VER}'/></presence>"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        let q = read_until(&mut s, &mut buf, "</iq>");
+        let id = q
+            .rsplit("<iq")
+            .next()
+            .and_then(|t| t.split("id=\"").nth(1))
+            .and_then(|t| t.split('"').next())
+            .expect("query id")
+            .to_owned();
+        buf.clear();
+        s.write_all(
+            format!(
+                "<iq type='result' id='{id}' to='localhost'>{}</iq>",
+                tune_disco(&format!("https://kinglet.bench#{CAPS_VER}"))
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        sockets.push(s);
+    }
+    // Let the last answers be processed (each contact's socket is its own task).
+    std::thread::sleep(Duration::from_millis(300));
+    // The first publish creates the node (PEP auto-create) and is not counted.
+    iq(
+        &mut p,
+        "first",
+        &format!(
+            "<iq type='set' id='first'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
+             <tune xmlns='{TUNE}'><title>warm-up</title></tune></item></publish></pubsub></iq>"
+        ),
+    );
+    let want = publishes as usize + 1;
+    let reader =
+        std::thread::spawn(move || drain_subscribers(sockets, want, Duration::from_secs(120)));
+    let cpu0 = server.cpu_us();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    let mut done = 0;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    while done < publishes {
+        let mut out = String::new();
+        while sent < publishes && sent - done < 64 {
+            let _ = write!(
+                out,
+                "<iq type='set' id='t{sent}'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
+                 <tune xmlns='{TUNE}'><title>track {sent}</title></tune></item></publish></pubsub></iq>"
+            );
+            sent += 1;
+        }
+        if !out.is_empty() {
+            p.write_all(out.as_bytes()).expect("write");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "publishing timed out"
+        );
+        if let Ok(n) = p.read(&mut chunk) {
+            assert!(n > 0, "server closed the publisher");
+            buf.extend_from_slice(&chunk[..n]);
+            if find(&buf, b"type='error'").is_some() {
+                panic!("publish failed: {}", String::from_utf8_lossy(&buf));
+            }
+            let k = count(&buf, b"</iq>");
+            done += k as u64;
+            if k > 0 {
+                buf.clear();
+            } else {
+                let keep = buf.len().saturating_sub(5);
+                buf.drain(..keep);
+            }
+        }
+    }
+    reader.join().expect("contact thread");
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
+    let notes = publishes as f64 * contacts as f64;
+    drop(server);
+    PepFanOut {
+        contacts,
+        publishes,
+        notifications_per_s: notes / secs,
+        cpu_us_per_notification: cpu / notes,
+    }
+}
+
 struct Rtt {
     p50_us: u64,
     p99_us: u64,
@@ -546,6 +698,10 @@ fn main() {
         .unwrap_or(3u64)
         .clamp(1, 30);
     let flush = arg("--flush-interval").unwrap_or_else(|| "0".into());
+    let pep_contacts: usize = arg("--pep-contacts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize)
+        .clamp(1, 1000);
     let extra = format!("[store]\nmax_bytes = 0\nflush_interval = \"{flush}\"\n");
 
     println!(
@@ -579,6 +735,22 @@ fn main() {
             r.cpu_us_per_notification
         );
     }
+    let pep = pep_fan_out(pep_contacts, &extra);
+    println!();
+    println!(
+        "PEP fan-out (XEP-0163: one account, contacts with presence subscriptions and +notify caps):"
+    );
+    println!("| contacts | publishes | notifications/s | server CPU µs/notification |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {:.0} | {:.2} |",
+        pep.contacts, pep.publishes, pep.notifications_per_s, pep.cpu_us_per_notification
+    );
+    let _ = write!(
+        json,
+        "],\"pep_fan_out\":{{\"contacts\":{},\"publishes\":{},\"notifications_per_s\":{:.0},\"cpu_us_per_notification\":{:.3}}}",
+        pep.contacts, pep.publishes, pep.notifications_per_s, pep.cpu_us_per_notification
+    );
     let r = fan_in(publishers, window, secs, &extra);
     println!();
     println!(
@@ -605,7 +777,7 @@ fn main() {
     }
     let _ = write!(
         json,
-        "],\"fan_in\":{{\"publishers\":{},\"window\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"commits\":{},\"commits_per_s\":{:.0},\"publishes_per_commit\":{:.1},\"cpu_us_per_publish\":{:.2}}},\"ping_idle_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"ping_loaded_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
+        ",\"fan_in\":{{\"publishers\":{},\"window\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"commits\":{},\"commits_per_s\":{:.0},\"publishes_per_commit\":{:.1},\"cpu_us_per_publish\":{:.2}}},\"ping_idle_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"ping_loaded_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
         r.publishers,
         r.window,
         r.publishes,

@@ -8,6 +8,7 @@
 //! that at start, and `kinglet check-config` (in `cli`) checks the certificate files.
 //! The reference for operators is `docs/configuration.md`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -97,15 +98,29 @@ pub struct PubsubCfg {
     /// segment, as in `http://…` URIs, or more than 16 segments) and paths through an
     /// existing leaf are created flat, as before. Default `true`.
     pub path_collections: bool,
+    /// XEP-0163: configuration fields forced on PEP nodes of these names, as
+    /// `node → { field (without `pubsub#`) → value }`, applied at creation and kept
+    /// (an owner's configure that changes one is refused). Default: `storage:bookmarks`
+    /// and `urn:xmpp:bookmarks:1` stay `access_model = "whitelist"`. At most 64 nodes of
+    /// at most 16 fields each; values are checked at startup.
+    pub pep_force: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// Most nodes in `pubsub.pep_force`.
+pub const MAX_PEP_FORCE: usize = 64;
 
 impl Default for PubsubCfg {
     fn default() -> Self {
+        let whitelist = || BTreeMap::from([("access_model".to_owned(), "whitelist".to_owned())]);
         PubsubCfg {
             service: String::new(),
             create_nodes: CreatePolicy::Local,
             admins: Vec::new(),
             path_collections: true,
+            pep_force: BTreeMap::from([
+                ("storage:bookmarks".to_owned(), whitelist()),
+                ("urn:xmpp:bookmarks:1".to_owned(), whitelist()),
+            ]),
         }
     }
 }
@@ -520,6 +535,37 @@ impl Config {
                 }
             }
         }
+        if self.pubsub.pep_force.len() > MAX_PEP_FORCE {
+            return Err(ConfigError::new(
+                Some("pubsub.pep_force"),
+                format!("at most {MAX_PEP_FORCE} nodes may have forced fields"),
+            ));
+        }
+        for (node, fields) in &self.pubsub.pep_force {
+            if fields.len() > 16 {
+                return Err(ConfigError::new(
+                    Some("pubsub.pep_force"),
+                    format!("{node:?}: at most 16 forced fields"),
+                ));
+            }
+            let mut cfg = crate::pubsub::NodeConfig::pep_default(&self.limits);
+            for (k, v) in fields {
+                if matches!(k.as_str(), "node_type" | "collection" | "children") {
+                    return Err(ConfigError::new(
+                        Some("pubsub.pep_force"),
+                        format!("{node:?}: {k} cannot be forced (PEP nodes are flat leaves)"),
+                    ));
+                }
+                cfg.set(
+                    &format!("pubsub#{k}"),
+                    std::slice::from_ref(v),
+                    &self.limits,
+                )
+                .map_err(|e| {
+                    ConfigError::new(Some("pubsub.pep_force"), format!("{node:?}: {e}"))
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -779,7 +825,10 @@ fn header_name(line: &str) -> Option<String> {
     let valid = !inner.is_empty()
         && inner
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' '));
+            // `:` and `/` occur in quoted node names (`[pubsub.pep_force."urn:xmpp:…"]`).
+            .all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | ' ' | ':' | '/')
+            });
     valid.then(|| unquote_path(inner))
 }
 
@@ -926,6 +975,26 @@ admins = ["admin@example.org"]
         let c =
             Config::from_toml_str("[pubsub]\nservice = \"ps.localhost\"\n", None).expect("valid");
         assert_eq!(c.pubsub_service(), "ps.localhost");
+        // pep_force: values checked at startup; the default forces bookmarks to whitelist.
+        assert_eq!(
+            err_key("[pubsub.pep_force.\"urn:x\"]\naccess_model = \"nope\"\n"),
+            "pubsub.pep_force"
+        );
+        assert_eq!(
+            err_key("[pubsub.pep_force.\"urn:x\"]\nnode_type = \"collection\"\n"),
+            "pubsub.pep_force"
+        );
+        assert_eq!(
+            Config::default().pubsub.pep_force["storage:bookmarks"]["access_model"],
+            "whitelist"
+        );
+        let c = Config::from_toml_str("[pubsub.pep_force.\"urn:x\"]\nmax_items = \"5\"\n", None)
+            .expect("valid");
+        assert_eq!(
+            c.pubsub.pep_force.len(),
+            1,
+            "an operator table replaces the default"
+        );
     }
 
     #[test]
@@ -979,6 +1048,12 @@ admins = ["admin@example.org"]
         paths.extend(key_paths(&with_tls.to_toml()));
         assert!(paths.len() >= 25, "{paths:?}");
         for p in paths {
+            // The keys below `pubsub.pep_force` are node names and field names.
+            let p = if p.starts_with("pubsub.pep_force.") {
+                "pubsub.pep_force".to_owned()
+            } else {
+                p
+            };
             assert!(
                 docs.contains(&format!("`{p}`")),
                 "docs/configuration.md does not mention `{p}`"

@@ -129,6 +129,16 @@ pub struct Limits {
     /// `not-allowed` + `too-many-subscriptions`. Memory: about 100 B per subscription
     /// (100 KiB per full node at the default). Accepted range 1..=1048576.
     pub pubsub_max_subscriptions_per_node: usize,
+    /// Most PEP (XEP-0163) nodes of one account. Default 64. Overflow: create and
+    /// auto-create fail with `not-allowed` + `max-nodes-exceeded`. PEP nodes count against
+    /// `pubsub_max_nodes` too. Memory: about 1 KiB per node plus its cached last item.
+    /// Accepted range 1..=4096.
+    pub pep_max_nodes_per_account: usize,
+    /// What `max` means for `pubsub#max_items` of a PEP node, and its ceiling. Default
+    /// 1000 (bookmarks keep one item per room). Memory: the item index, about 48 B plus
+    /// the item id per item; payloads stay on disk. Accepted range
+    /// 1..=`pubsub_max_items_per_node`.
+    pub pep_max_items_per_node: usize,
 }
 
 impl Default for Limits {
@@ -150,6 +160,8 @@ impl Default for Limits {
             pubsub_max_items_per_node: 1000,
             pubsub_max_item_bytes: 65536,
             pubsub_max_subscriptions_per_node: 1024,
+            pep_max_nodes_per_account: 64,
+            pep_max_items_per_node: 1000,
         }
     }
 }
@@ -259,6 +271,18 @@ impl Limits {
             self.pubsub_max_subscriptions_per_node,
             1,
             MAX_COUNT,
+        )?;
+        in_range(
+            "pep_max_nodes_per_account",
+            self.pep_max_nodes_per_account,
+            1,
+            4096,
+        )?;
+        in_range(
+            "pep_max_items_per_node",
+            self.pep_max_items_per_node,
+            1,
+            self.pubsub_max_items_per_node,
         )?;
         Ok(())
     }

@@ -67,6 +67,8 @@ pub struct Router {
     pubsub: Option<crate::pubsub::Engine>,
     /// Wakes the pub-sub timer task when the engine's next deadline moved earlier.
     pubsub_wake: Option<smol::channel::Sender<()>>,
+    /// XEP-0115 caps of the available resources: their PEP `+notify` interests.
+    caps: crate::caps::CapsTable,
 }
 
 /// What kind of local entity a JID names.
@@ -94,12 +96,17 @@ impl Router {
                 None
             }
         };
+        let caps = crate::caps::CapsTable::new(crate::caps::CapsLimits {
+            max_jids: config.limits.max_connections,
+            ..crate::caps::CapsLimits::default()
+        });
         Router {
             config,
             store,
             secret,
             accounts: HashMap::new(),
             push_counter: 0,
+            caps,
             pubsub,
             pubsub_wake: None,
         }
@@ -252,6 +259,8 @@ impl Router {
         };
         let res = account.resources.remove(i);
         let empty = account.resources.is_empty();
+        let anonymous_gone = empty && account.anonymous;
+        self.caps.remove(jid);
         if res.presence.is_some() {
             self.broadcast_unavailable(&res);
         }
@@ -260,6 +269,15 @@ impl Router {
         }
         if res.presence.is_some() {
             self.pubsub_unavailable(jid);
+        }
+        if anonymous_gone {
+            // An anonymous account ends with its last session: so does its PEP service
+            // (else its nodes would fill `pubsub_max_nodes` over time).
+            if let Some(engine) = self.pubsub.as_mut() {
+                if let Err(e) = engine.pep_delete_account(&self.store, &jid.bare()) {
+                    tracing::warn!(jid = %jid, error = %e, "PEP nodes of an anonymous account not deleted");
+                }
+            }
         }
     }
 
@@ -368,6 +386,12 @@ impl Router {
             Target::Domain => {
                 if request {
                     self.server_iq(from, &iq);
+                } else {
+                    // XEP-0115: the answer to a caps disco#info query of ours.
+                    let id = iq.attr("id").unwrap_or("").to_owned();
+                    if let Some(ev) = self.caps.on_disco_result(from, &id, &iq, now_ms()) {
+                        self.caps_events(ev);
+                    }
                 }
             }
             Target::Local(user) => {
@@ -450,8 +474,17 @@ impl Router {
             return;
         }
         let get = iq.attr("type") == Some("get");
+        // XEP-0163: the account's PEP service (pub-sub requests, its nodes' disco).
+        let pep = p.is("pubsub", crate::pubsub::NS_PUBSUB)
+            || p.is("pubsub", crate::pubsub::NS_PUBSUB_OWNER)
+            || (p.is("query", NS_DISCO_INFO) && p.attr("node").is_some())
+            || p.is("query", NS_DISCO_ITEMS);
+        if pep && self.pubsub.is_some() {
+            self.pubsub_iq(from, iq);
+            return;
+        }
         if get && p.is("query", NS_DISCO_INFO) && p.attr("node").is_none() {
-            let q = Element::new("query", NS_DISCO_INFO)
+            let mut q = Element::new("query", NS_DISCO_INFO)
                 .with_child(
                     Element::new("identity", NS_DISCO_INFO)
                         .with_attr("category", "account")
@@ -461,6 +494,20 @@ impl Router {
                 .with_child(
                     Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_ITEMS),
                 );
+            if self.pubsub.is_some() {
+                // XEP-0163 §6: the account is a virtual pub-sub service.
+                q.push_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "pep"),
+                );
+                for f in crate::pubsub::PEP_FEATURES {
+                    q.push_child(
+                        Element::new("feature", NS_DISCO_INFO)
+                            .with_attr("var", format!("{}#{f}", crate::pubsub::NS_PUBSUB)),
+                    );
+                }
+            }
             self.deliver_reply(proto::iq_result(iq, Some(q)));
         } else if get && p.is("query", NS_DISCO_ITEMS) && p.attr("node").is_none() {
             self.deliver_reply(proto::iq_result(
@@ -712,6 +759,65 @@ impl Router {
                 self.pubsub_deliver(out);
             }
         }
+        // XEP-0115/0163: interests from caps; only newly interesting nodes get their
+        // last item (an unchanged presence update changes nothing).
+        let now = now_ms();
+        let mut ev = self.caps.expire(now);
+        let more = self.caps.on_presence(from, &p, true, now);
+        ev.queries.extend(more.queries);
+        ev.updates.extend(more.updates);
+        ev.overloaded |= more.overloaded;
+        self.caps_events(ev);
+    }
+
+    /// Sends the caps disco#info queries and hands new PEP interests to the engine.
+    fn caps_events(&mut self, ev: crate::caps::CapsEvents) {
+        if ev.overloaded {
+            tracing::warn!("caps table full: a resource gets no PEP notifications");
+        }
+        if let Ok(domain) = Jid::parse(&self.config.domain) {
+            for q in &ev.queries {
+                if let Some(ob) = self.resource_outbox(&q.to) {
+                    Self::send(ob, &Rc::from(q.to_element(&domain).to_string_in_stream()));
+                }
+            }
+        }
+        for u in ev.updates.into_iter().filter(|u| !u.added.is_empty()) {
+            let Some(mut engine) = self.pubsub.take() else {
+                return;
+            };
+            let out = engine.pep_interest_added(&*self, &self.store, &u.jid, &u.added, now_ms());
+            self.pubsub = Some(engine);
+            self.pubsub_deliver(out);
+        }
+    }
+
+    /// XEP-0163 §7.1: `user`'s roster item for `contact` changed from `before` to
+    /// `after` (presence subscription `from`, groups): PEP access is recalculated.
+    fn pep_roster_hook(
+        &mut self,
+        user: &str,
+        contact: &str,
+        before: Option<(bool, Vec<String>)>,
+        after: Option<(bool, Vec<String>)>,
+    ) {
+        if before == after {
+            return;
+        }
+        let (Ok(owner), Ok(contact)) = (
+            Jid::parse(&format!("{user}@{}", self.config.domain)),
+            Jid::parse(contact),
+        ) else {
+            return;
+        };
+        let gained = after.as_ref().is_some_and(|a| a.0) && !before.as_ref().is_some_and(|b| b.0);
+        let Some(mut engine) = self.pubsub.take() else {
+            return;
+        };
+        let out =
+            engine.pep_roster_changed(&*self, &self.store, &owner, &contact, gained, now_ms());
+        self.pubsub = Some(engine);
+        self.pubsub_deliver(out);
     }
 
     /// Broadcast a presence of `from` to its contacts with a `from` subscription and to the
@@ -821,6 +927,7 @@ impl Router {
         }
         res.presence = None;
         let directed = std::mem::take(&mut res.directed);
+        self.caps.remove(from);
         let mut p = p;
         p.remove_attr("to");
         let user = from.local().unwrap_or("").to_owned();
@@ -914,6 +1021,17 @@ impl Router {
 
     /// Save an item (cache and store) and push it to the user's interested resources.
     fn roster_save(&mut self, user: &str, item: RosterItem) {
+        let before = Jid::parse(&item.jid)
+            .ok()
+            .and_then(|c| self.roster_item(user, &c))
+            .map(|i| (i.subscription.has_from(), i.groups));
+        let after = Some((item.subscription.has_from(), item.groups.clone()));
+        let contact = item.jid.clone();
+        self.roster_save_inner(user, item);
+        self.pep_roster_hook(user, &contact, before, after);
+    }
+
+    fn roster_save_inner(&mut self, user: &str, item: RosterItem) {
         let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
         if !anonymous {
             if let Err(e) = self.store.roster_put(user, &item) {
@@ -932,6 +1050,15 @@ impl Router {
     }
 
     fn roster_delete(&mut self, user: &str, contact: &str) {
+        let before = Jid::parse(contact)
+            .ok()
+            .and_then(|c| self.roster_item(user, &c))
+            .map(|i| (i.subscription.has_from(), i.groups));
+        self.roster_delete_inner(user, contact);
+        self.pep_roster_hook(user, contact, before, None);
+    }
+
+    fn roster_delete_inner(&mut self, user: &str, contact: &str) {
         let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
         if !anonymous {
             if let Err(e) = self.store.roster_remove(user, contact) {
@@ -1291,6 +1418,42 @@ impl crate::pubsub::Directory for Router {
                 .collect()
         })
         .unwrap_or_default()
+    }
+
+    fn wants(&self, full: &Jid, node: &str) -> bool {
+        self.caps.wants(full, node)
+    }
+
+    fn presence_subscribers(&self, owner: &Jid) -> Vec<Jid> {
+        self.roster_of(owner)
+            .into_iter()
+            .filter(|i| i.subscription.has_from())
+            .filter_map(|i| Jid::parse(&i.jid).ok())
+            .collect()
+    }
+
+    fn presence_subscriptions(&self, contact: &Jid) -> Vec<Jid> {
+        self.roster_of(contact)
+            .into_iter()
+            .filter(|i| i.subscription.has_to())
+            .filter_map(|i| Jid::parse(&i.jid).ok())
+            .collect()
+    }
+}
+
+impl Router {
+    /// The roster of a local account (cached while online, else read from the store).
+    fn roster_of(&self, bare: &Jid) -> Vec<RosterItem> {
+        let Some(user) = bare.local().filter(|_| bare.domain() == self.config.domain) else {
+            return Vec::new();
+        };
+        if let Some(acc) = self.accounts.get(user) {
+            return acc.roster.clone();
+        }
+        self.store.roster_get(user).unwrap_or_else(|e| {
+            tracing::error!(user, error = %e, "cannot read roster");
+            Vec::new()
+        })
     }
 }
 

@@ -57,21 +57,25 @@ pub(super) fn may_associate(
 }
 
 impl Engine {
-    /// Builds the graph from the loaded nodes and adds the root collection. Edges the
-    /// graph cannot keep are logged; the returned ops rewrite the affected records.
+    /// Builds the graph from the loaded nodes (the root, added before by
+    /// [`Engine::insert_root`], is implicit in it). Edges the graph cannot keep are logged;
+    /// the returned ops rewrite the affected records.
     pub(super) fn load_graph(&mut self) -> Vec<PubsubOp> {
         let max = self.limits.pubsub_max_nodes.max(self.nodes.len());
         let (dag, dropped) = Dag::load(
             max,
             dag::DEFAULT_MAX_PARENTS,
-            self.nodes.iter().map(|(id, n)| {
-                (
-                    id.as_str(),
-                    n.config.kind,
-                    n.config.parents.iter().map(String::as_str).collect(),
-                    n.config.children_max,
-                )
-            }),
+            self.nodes
+                .iter()
+                .filter(|(id, _)| !id.is_empty())
+                .map(|(id, n)| {
+                    (
+                        id.as_str(),
+                        n.config.kind,
+                        n.config.parents.iter().map(String::as_str).collect(),
+                        n.config.children_max,
+                    )
+                }),
         );
         self.dag = dag;
         let mut ops = Vec::new();
@@ -89,6 +93,11 @@ impl Engine {
                 ops.push(PubsubOp::PutNode(child.clone(), n.record()));
             }
         }
+        ops
+    }
+
+    /// Adds the root collection (never stored; its subscriptions are).
+    pub(super) fn insert_root(&mut self) {
         let root = Node {
             created_ms: 0,
             creator: String::new(),
@@ -102,7 +111,6 @@ impl Engine {
             stored: 0,
         };
         self.nodes.insert(ROOT.to_owned(), root);
-        ops
     }
 
     /// The parents of `id` as its `pubsub#collection` stores them (the root left out).
@@ -330,7 +338,7 @@ impl Engine {
             _ => return Err(PubSubError::BadRequest("unknown collection request")),
         };
         let ops = self.edge_ops(&events, &[]);
-        if let Err(e) = Self::commit(store, &ops) {
+        if let Err(e) = self.commit(store, &ops) {
             self.dag.revert(&events);
             return Err(e);
         }
@@ -439,7 +447,7 @@ impl Engine {
             let (leaf_name, n) = leaves[leaf];
             let entries: Vec<&IndexEntry> = page[run_start..run_end].iter().map(|p| p.1).collect();
             let found: Vec<CachedItem> = if n.config.persist_items {
-                Self::load_items(store, leaf_name, &entries)?
+                self.load_items(store, leaf_name, &entries)?
             } else {
                 n.last.iter().map(|l| (**l).clone()).collect()
             };

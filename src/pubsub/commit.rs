@@ -111,7 +111,10 @@ impl Engine {
         let request = Request {
             from: from.clone(),
             id: iq.attr("id").unwrap_or("").to_owned(),
-            to: iq.attr("to").unwrap_or(self.service.as_str()).to_owned(),
+            // No `to`: the sender's own account (PEP).
+            to: iq
+                .attr("to")
+                .map_or_else(|| from.bare().as_str().to_owned(), str::to_owned),
         };
         self.hold(generation, Some(request), out);
         Vec::new()
@@ -122,6 +125,12 @@ impl Engine {
     /// like [`Engine::handle_iq`]'s outputs, while earlier outputs wait for a commit).
     pub fn on_available(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
         let out = self.on_available_now(full, now_ms);
+        self.hold_if_waiting(out)
+    }
+
+    /// Outputs not caused by a request (presence, roster): held behind earlier outputs
+    /// that wait for a commit, so they never overtake them.
+    pub(super) fn hold_if_waiting(&mut self, out: Vec<Delivery>) -> Vec<Delivery> {
         match self.held.queue.back() {
             Some(w) if !out.is_empty() => {
                 let generation = w.generation;

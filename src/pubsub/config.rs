@@ -353,7 +353,7 @@ impl NodeConfig {
     }
 
     /// The values of field `var`, as they appear in a form.
-    fn values(&self, var: &str) -> Vec<String> {
+    pub(super) fn values(&self, var: &str) -> Vec<String> {
         let b = |v: bool| if v { "1" } else { "0" }.to_owned();
         match var {
             "pubsub#title" => vec![self.title.clone()],

@@ -28,6 +28,7 @@ mod commit;
 mod config;
 pub mod dag;
 mod error;
+mod pep;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +39,7 @@ use std::rc::Rc;
 pub use commit::{MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed};
 pub use config::{AccessModel, NodeConfig, NodeFull, PublishModel, SendLast};
 pub use error::PubSubError;
+pub use pep::PEP_FEATURES;
 
 use crate::config::{Config, CreatePolicy, FullPolicy};
 use crate::jid::Jid;
@@ -131,6 +133,23 @@ pub trait Directory {
     /// The available resources of the account `bare` with their presence `<show/>`
     /// (`online` when it has none); empty when none is available or the JID is not local.
     fn presences(&self, bare: &Jid) -> Vec<(Jid, String)>;
+
+    /// XEP-0115/0163: whether the available resource `full` advertised `node+notify`.
+    fn wants(&self, _full: &Jid, _node: &str) -> bool {
+        false
+    }
+
+    /// The contacts of the local account `owner` with a presence subscription to it
+    /// (`from`/`both`): who may receive its PEP events (bare JIDs).
+    fn presence_subscribers(&self, _owner: &Jid) -> Vec<Jid> {
+        Vec::new()
+    }
+
+    /// The accounts `contact` has a presence subscription to (its roster items with
+    /// `to`/`both`): whose PEP events it may receive (bare JIDs).
+    fn presence_subscriptions(&self, _contact: &Jid) -> Vec<Jid> {
+        Vec::new()
+    }
 }
 
 /// A serialised stanza and its recipient: a full JID (one resource) or a bare JID (every
@@ -544,6 +563,15 @@ pub struct Engine {
     dag: Dag,
     /// `pubsub.path_collections`: `a/b/c` ids create their parent collections.
     path_collections: bool,
+    /// XEP-0163: the PEP service of every account that has PEP nodes, by bare JID. While
+    /// a PEP request is handled, its nodes are swapped into `nodes` (see `pep.rs`).
+    pep: std::collections::HashMap<String, pep::PepService>,
+    /// The account whose PEP service is swapped in (None: the generic service).
+    pep_owner: Option<Jid>,
+    /// Bytes stored by the services not swapped in (for `store.max_bytes`).
+    other_stored: u64,
+    /// PEP settings (`[pubsub] pep_force`, `limits.pep_*`).
+    pep_cfg: pep::PepConfig,
     counter: u64,
     /// The sequence of the next published item, service-wide (item keys keep per-node
     /// order; one counter also orders items of different nodes).
@@ -847,6 +875,10 @@ impl Engine {
             nodes: BTreeMap::new(),
             dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
             path_collections: config.pubsub.path_collections,
+            pep: std::collections::HashMap::new(),
+            pep_owner: None,
+            other_stored: 0,
+            pep_cfg: pep::PepConfig::from_config(config),
             counter: 0,
             next_item_seq: 1,
             armed: None,
@@ -875,7 +907,8 @@ impl Engine {
                 },
             );
         }
-        let mut migrate = engine.load_graph();
+        engine.insert_root();
+        let mut migrate = Vec::new();
         for (name, seq, item, bytes) in snap.items {
             if let Some(n) = engine.nodes.get_mut(&name) {
                 n.next_seq = n.next_seq.max(seq + 1);
@@ -979,6 +1012,13 @@ impl Engine {
                 });
             }
         }
+        // PEP nodes (store keys `01 owner 01 node`) go to their accounts' services; the
+        // rest form the generic service's collection graph.
+        engine.split_pep();
+        let repaired = engine.load_graph();
+        if !repaired.is_empty() {
+            store.pubsub_apply(&repaired).map_err(EngineError::Store)?;
+        }
         Ok(engine)
     }
 
@@ -1007,13 +1047,26 @@ impl Engine {
         if !matches!(ty, "get" | "set") {
             return Vec::new();
         }
+        // XEP-0163: an IQ to an account's bare JID (or without `to`: the sender's own)
+        // is for that account's PEP service (the router sends only those here).
+        if self.pep_owner.is_none() {
+            let target = match iq.attr("to") {
+                None => Some(from.bare()),
+                Some(t) => Jid::parse(t).ok().map(|j| j.bare()),
+            };
+            if let Some(owner) = target.filter(|t| *t != self.service) {
+                return self.with_pep(&owner, |e| e.handle_iq_now(dir, store, from, iq, now_ms));
+            }
+        }
         let req = Req {
             bare: from.bare(),
             now_ms,
         };
         let result = match proto::iq_payload(iq) {
-            Some(p) if p.is("query", NS_DISCO_INFO) && ty == "get" => self.disco_info(&req, p),
-            Some(p) if p.is("query", NS_DISCO_ITEMS) && ty == "get" => self.disco_items(&req, p),
+            Some(p) if p.is("query", NS_DISCO_INFO) && ty == "get" => self.disco_info(dir, &req, p),
+            Some(p) if p.is("query", NS_DISCO_ITEMS) && ty == "get" => {
+                self.disco_items(dir, &req, p)
+            }
             Some(p) if p.is("pubsub", NS_PUBSUB) => self.pubsub(dir, store, &req, p, ty == "set"),
             Some(p) if p.is("pubsub", NS_PUBSUB_OWNER) => {
                 self.owner(dir, store, &req, p, ty == "set")
@@ -1173,7 +1226,7 @@ impl Engine {
         if ops.is_empty() {
             return Vec::new();
         }
-        if Self::commit(store, &ops).is_err() {
+        if self.commit(store, &ops).is_err() {
             self.retry_at = now_ms.saturating_add(5000);
             return Vec::new();
         }
@@ -1259,7 +1312,7 @@ impl Engine {
                 }
             }
         }
-        if ops.is_empty() || Self::commit(store, &ops).is_err() {
+        if ops.is_empty() || self.commit(store, &ops).is_err() {
             return Vec::new();
         }
         for (name, sub) in &ended {
@@ -1443,6 +1496,7 @@ impl Engine {
             }
         }
         self.out.extend(msgs);
+        self.notify_pep(dir, node, inner);
     }
 
     /// §12.13 (impl-subchange): tells `jid` that its subscription `subid` changed to
@@ -1489,7 +1543,15 @@ impl Engine {
 
     /// Stages `ops` (one request's changes) for the next commit, or commits them at once
     /// in [`crate::store::CommitMode::Inline`]; call before changing memory.
-    fn commit(store: &Store, ops: &[PubsubOp]) -> Result<(), PubSubError> {
+    fn commit(&self, store: &Store, ops: &[PubsubOp]) -> Result<(), PubSubError> {
+        let mapped;
+        let ops = match &self.pep_owner {
+            None => ops,
+            Some(o) => {
+                mapped = pep::store_ops(o, ops);
+                &mapped
+            }
+        };
         store.pubsub_stage(ops).map_err(|e| match e {
             StoreError::LimitReached { .. } => PubSubError::Backlog,
             e => {
@@ -1500,8 +1562,15 @@ impl Engine {
     }
 
     fn affiliation(&self, node: &Node, bare: &Jid) -> Affiliation {
-        if self.admins.iter().any(|a| a == bare.as_str()) {
-            return Affiliation::Owner;
+        // XEP-0163: the account is the one owner of its PEP nodes (`pubsub.admins` are
+        // not); on the generic service, admins own every node.
+        match &self.pep_owner {
+            Some(o) if o == bare => return Affiliation::Owner,
+            Some(_) => {}
+            None if self.admins.iter().any(|a| a == bare.as_str()) => {
+                return Affiliation::Owner;
+            }
+            None => {}
         }
         node.affs
             .iter()
@@ -1522,6 +1591,9 @@ impl Engine {
     }
 
     fn may_create(&self, bare: &Jid) -> bool {
+        if let Some(o) = &self.pep_owner {
+            return o == bare;
+        }
         self.admins.iter().any(|a| a == bare.as_str())
             || match self.create_policy {
                 CreatePolicy::Anyone => true,
@@ -1600,12 +1672,14 @@ impl Engine {
 
     /// Reads items of `node` by index entries (payloads from the store).
     fn load_items(
+        &self,
         store: &Store,
         name: &str,
         entries: &[&IndexEntry],
     ) -> Result<Vec<CachedItem>, PubSubError> {
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
-        let got = store.pubsub_items(name, &seqs).map_err(|e| {
+        let key = self.store_key(name);
+        let got = store.pubsub_items(&key, &seqs).map_err(|e| {
             tracing::error!(node = name, error = %e, "cannot read pub-sub items");
             PubSubError::Internal
         })?;
@@ -1623,7 +1697,12 @@ impl Engine {
 
     // ------------------------------------------------------------ disco (XEP-0030)
 
-    fn disco_info(&self, _req: &Req, q: &Element) -> Result<Option<String>, PubSubError> {
+    fn disco_info(
+        &self,
+        dir: &dyn Directory,
+        req: &Req,
+        q: &Element,
+    ) -> Result<Option<String>, PubSubError> {
         let mut out = Element::new("query", NS_DISCO_INFO);
         match q.attr("node") {
             None => {
@@ -1665,6 +1744,10 @@ impl Engine {
             }
             Some(name) => {
                 let n = self.node(name)?;
+                // PEP: a node the requester may not read does not exist for it.
+                if self.pep_owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
+                    return Err(PubSubError::NodeNotFound);
+                }
                 out.set_attr("node", name);
                 out.push_child(
                     Element::new("identity", NS_DISCO_INFO)
@@ -1761,7 +1844,12 @@ impl Engine {
 
     /// disco#items of the service (its nodes) or of a node (its item ids), paged with
     /// XEP-0059 like items retrieval and never larger than half an outbox.
-    fn disco_items(&self, req: &Req, q: &Element) -> Result<Option<String>, PubSubError> {
+    fn disco_items(
+        &self,
+        dir: &dyn Directory,
+        req: &Req,
+        q: &Element,
+    ) -> Result<Option<String>, PubSubError> {
         let svc = attr(self.service.as_str());
         let rsm = q.child("set", NS_RSM).map(Rsm::parse).transpose()?;
         // (key, fragment) in order.
@@ -1772,6 +1860,10 @@ impl Engine {
                 .children(c)
                 .iter()
                 .filter_map(|id| self.nodes.get_key_value(&**id))
+                // PEP: only the nodes the requester may read (XEP-0163 §6).
+                .filter(|(_, n)| {
+                    self.pep_owner.is_none() || self.check_access(dir, n, &req.bare).is_ok()
+                })
                 .map(|(name, n)| {
                     let mut f = format!("<item jid='{svc}' node='{}'", attr(name));
                     if !n.config.title.is_empty() {
@@ -1799,6 +1891,9 @@ impl Engine {
             ),
             Some(name) => {
                 let n = self.node(name)?;
+                if self.pep_owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
+                    return Err(PubSubError::NodeNotFound);
+                }
                 let ids: Vec<&str> = if n.config.persist_items {
                     n.items
                         .iter()
@@ -1894,10 +1989,14 @@ impl Engine {
                 }
             },
         };
-        let mut cfg = NodeConfig::default_for(&self.limits);
+        let mut cfg = self.default_config();
         if let Some(x) = configure.and_then(find_form) {
             cfg.apply_form(x, FORM_NODE_CONFIG, &self.limits)?;
         }
+        // PEP: the operator's forced fields win at creation; one the form contradicts
+        // is refused rather than overridden.
+        self.check_forced_form(&name, &cfg)?;
+        self.apply_forced(&name, &mut cfg)?;
         self.create_node(dir, store, req, &name, cfg, Vec::new())?;
         if instant {
             Ok(Some(format!(
@@ -1934,6 +2033,10 @@ impl Engine {
         let parents = std::mem::take(&mut cfg.parents);
         let children = cfg.children.take();
         let kind = cfg.kind;
+        if self.pep_owner.is_some() && (kind == Kind::Collection || !parents.is_empty()) {
+            // PEP services are flat (XEP-0163 leaves collections out).
+            return Err(PubSubError::Unsupported("collections"));
+        }
         // A clean `/` path whose existing ancestors are collections; anything else
         // (URIs with `//`, a leaf on the way) is created flat, as XEP-0060 nodes always were.
         let path = self.path_collections
@@ -2008,7 +2111,7 @@ impl Engine {
         let skip: Vec<&str> = created.iter().map(|c| &**c).collect();
         ops.extend(self.edge_ops(&events, &skip));
         ops.extend(extra);
-        if let Err(e) = Self::commit(store, &ops) {
+        if let Err(e) = self.commit(store, &ops) {
             undo(self, &events);
             return Err(e);
         }
@@ -2072,7 +2175,12 @@ impl Engine {
                 wanted
                     .apply_form(x, FORM_PUBLISH_OPTIONS, &self.limits)
                     .map_err(|e| PubSubError::PreconditionNotMet(e.to_string()))?;
-                if wanted != n.config {
+                // `max` equals the cap it stands for (XEP-0402 asks for `max`).
+                let mut have = n.config.clone();
+                for c in [&mut wanted, &mut have] {
+                    c.max_items = Some(c.effective_max_items(&self.limits));
+                }
+                if wanted != have {
                     return Err(PubSubError::PreconditionNotMet(
                         "the node configuration differs".into(),
                     ));
@@ -2083,11 +2191,17 @@ impl Engine {
             if !self.may_create(&req.bare) {
                 return Err(PubSubError::NodeNotFound);
             }
-            let mut cfg = NodeConfig::default_for(&self.limits);
+            // Auto-create (PEP: always, for the owner): defaults, then the publish-options
+            // as configuration, then the operator's forced fields; a forced field the
+            // options contradict is `precondition-not-met` and nothing is created.
+            let mut cfg = self.default_config();
             if let Some(x) = options_form {
                 cfg.apply_form(x, FORM_PUBLISH_OPTIONS, &self.limits)
                     .map_err(|e| PubSubError::PreconditionNotMet(e.to_string()))?;
             }
+            self.check_forced_form(&name, &cfg)
+                .map_err(|e| PubSubError::PreconditionNotMet(e.to_string()))?;
+            self.apply_forced(&name, &mut cfg)?;
             if cfg.kind == Kind::Collection {
                 return Err(PubSubError::Unsupported("publish"));
             }
@@ -2167,7 +2281,7 @@ impl Engine {
             ));
         }
         if exists {
-            Self::commit(store, &ops)?;
+            self.commit(store, &ops)?;
         } else {
             self.create_node(dir, store, req, &name, cfg.clone(), ops)?;
         }
@@ -2191,7 +2305,12 @@ impl Engine {
             });
             n.next_seq = seq + 1;
         }
-        n.last = Some(cached.clone());
+        // PEP: a large last item (an avatar) is read from the store when needed instead
+        // of being cached for every account (`pep::PEP_CACHE_PAYLOAD_MAX`).
+        let pep_big = self.pep_owner.is_some()
+            && cfg.persist_items
+            && cached.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX;
+        n.last = (!pep_big).then(|| cached.clone());
         // Fan-out: the item is serialised once, the envelope per subscriber.
         let shared = self.items_event(
             &name,
@@ -2253,7 +2372,8 @@ impl Engine {
         if self.budget == 0 {
             return Ok(Vec::new());
         }
-        let total: u64 = self.nodes.values().map(|n| n.stored).sum();
+        let total: u64 =
+            self.nodes.values().map(|n| n.stored).sum::<u64>() + self.stored_elsewhere();
         let freed: u64 = self
             .nodes
             .get(node)
@@ -2323,7 +2443,8 @@ impl Engine {
                 .ok_or(PubSubError::ItemNotFound)?;
             let publisher = match &n.last {
                 Some(l) if l.id == id => Some(l.publisher.clone()),
-                _ => Self::load_items(store, &name, &[e])?
+                _ => self
+                    .load_items(store, &name, &[e])?
                     .into_iter()
                     .next()
                     .map(|i| i.publisher),
@@ -2349,18 +2470,17 @@ impl Engine {
         }
         let notify = flag(r, "notify").unwrap_or(false) || n.config.notify_retract;
         if let Some(seq) = seq {
-            Self::commit(store, &[PubsubOp::DeleteItem(name.clone(), seq)])?;
+            self.commit(store, &[PubsubOp::DeleteItem(name.clone(), seq)])?;
         }
         let new_last = {
             let n = self.node(&name)?;
             let rest: Vec<&IndexEntry> = n.items.iter().filter(|e| e.id != id).collect();
             match rest.last() {
-                Some(e) if n.last.as_ref().is_some_and(|l| l.id == id) => {
-                    Self::load_items(store, &name, &[e])
-                        .ok()
-                        .and_then(|v| v.into_iter().next())
-                        .map(Rc::new)
-                }
+                Some(e) if n.last.as_ref().is_some_and(|l| l.id == id) => self
+                    .load_items(store, &name, &[e])
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                    .map(Rc::new),
                 _ if n.last.as_ref().is_some_and(|l| l.id == id) => None,
                 _ => n.last.clone(),
             }
@@ -2370,6 +2490,16 @@ impl Engine {
                 n.remove_seqs(&[seq]);
             }
             n.last = new_last;
+        }
+        let pep = self.pep_owner.is_some();
+        if let Some(n) = self.nodes.get_mut(&name) {
+            if pep
+                && n.last
+                    .as_ref()
+                    .is_some_and(|l| l.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX)
+            {
+                n.last = None;
+            }
         }
         if notify {
             let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(&id)));
@@ -2483,7 +2613,7 @@ impl Engine {
                     state,
                     opts,
                 };
-                Self::commit(store, &[sub.put(&name)])?;
+                self.commit(store, &[sub.put(&name)])?;
                 let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
                 n.insert_sub(sub.clone());
                 if state == SubState::Pending {
@@ -2497,7 +2627,17 @@ impl Engine {
         let n = self.node(&name)?;
         // §6.1.7: the last published item, with a delay stamp.
         if state == SubState::Subscribed && n.config.send_last != SendLast::Never {
-            if let Some(last) = n.last.clone() {
+            let last = match (&n.last, n.items.back()) {
+                (Some(l), _) => Some(l.clone()),
+                // Not cached (a large PEP item): from the store.
+                (None, Some(e)) if n.config.persist_items => self
+                    .load_items(store, &name, &[e])?
+                    .into_iter()
+                    .next()
+                    .map(Rc::new),
+                _ => None,
+            };
+            if let Some(last) = last {
                 if !n.expired(last.published_ms, req.now_ms) && sub.opts.deliver {
                     let payloads = n.config.deliver_payloads;
                     let headline = n.config.headline;
@@ -2631,9 +2771,9 @@ impl Engine {
         let mut sub = n.subs[i].clone();
         if allow {
             sub.state = SubState::Subscribed;
-            Self::commit(store, &[sub.put(&name)])?;
+            self.commit(store, &[sub.put(&name)])?;
         } else {
-            Self::commit(store, &[sub.delete(&name)])?;
+            self.commit(store, &[sub.delete(&name)])?;
         }
         let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
         if allow {
@@ -2752,7 +2892,7 @@ impl Engine {
         let n = self.node(&name)?;
         let i = Self::find_sub(n, &jid, u)?;
         let sub = n.subs[i].clone();
-        Self::commit(store, &[sub.delete(&name)])?;
+        self.commit(store, &[sub.delete(&name)])?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.subs.remove(i);
             n.subs_changed();
@@ -2973,7 +3113,7 @@ impl Engine {
         let mut sub = n.subs[i].clone();
         Self::parse_sub_options(x, &mut sub.opts, req.now_ms)?;
         sub.opts.temporary |= n.config.tempsub;
-        Self::commit(store, &[sub.put(&name)])?;
+        self.commit(store, &[sub.put(&name)])?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.subs[i] = sub;
             n.subs_changed();
@@ -3065,7 +3205,7 @@ impl Engine {
         let cut = rsm.is_none() && hi - lo < count;
         let page = &entries[lo..hi];
         let found: Vec<CachedItem> = if n.config.persist_items {
-            Self::load_items(store, &name, page)?
+            self.load_items(store, &name, page)?
         } else {
             n.last
                 .iter()
@@ -3152,7 +3292,7 @@ impl Engine {
                 let cfg = if first.attr("type") == Some("collection") {
                     NodeConfig::collection_default(&self.limits)
                 } else {
-                    NodeConfig::default_for(&self.limits)
+                    self.default_config()
                 };
                 let mut s = String::new();
                 Element::new("pubsub", NS_PUBSUB_OWNER)
@@ -3217,6 +3357,11 @@ impl Engine {
         }
         let mut cfg = n.config.clone();
         cfg.apply_form(x, FORM_NODE_CONFIG, &self.limits)?;
+        self.check_forced(&name, &cfg)?;
+        if self.pep_owner.is_some() && cfg.kind == Kind::Collection {
+            // PEP services are flat.
+            return Err(PubSubError::Unsupported("collections"));
+        }
         let old_kind = n.config.kind;
         let graph_changed = cfg.kind != old_kind
             || cfg.parents != n.config.parents
@@ -3289,7 +3434,7 @@ impl Engine {
         };
         ops.push(PubsubOp::PutNode(name.clone(), record));
         ops.extend(self.edge_ops(&events, &[name.as_str()]));
-        if let Err(e) = Self::commit(store, &ops) {
+        if let Err(e) = self.commit(store, &ops) {
             if let Some(b) = backup {
                 self.dag = b;
             }
@@ -3345,7 +3490,7 @@ impl Engine {
                 ops.push(PubsubOp::PutNode(c.to_string(), rec));
             }
         }
-        Self::commit(store, &ops)?;
+        self.commit(store, &ops)?;
         if notify {
             let mut inner = format!("<delete node='{}'", attr(&name));
             match d
@@ -3388,7 +3533,7 @@ impl Engine {
                 "only owners and publishers may purge",
             ));
         }
-        Self::commit(store, &[PubsubOp::PurgeItems(name.clone())])?;
+        self.commit(store, &[PubsubOp::PurgeItems(name.clone())])?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.clear_items();
             n.last = None;
@@ -3496,7 +3641,7 @@ impl Engine {
                 told.push((new.jid.clone(), new.subid.clone(), new.state.as_str()));
             }
         }
-        Self::commit(store, &ops)?;
+        self.commit(store, &ops)?;
         if let Some(n) = self.nodes.get_mut(&name) {
             subs.sort_by(|a, b| {
                 (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
@@ -3599,7 +3744,7 @@ impl Engine {
                 }
             }
         }
-        Self::commit(store, &ops)?;
+        self.commit(store, &ops)?;
         if let Some(n) = self.nodes.get_mut(&name) {
             n.affs = affs;
             n.subs.retain(|s| {

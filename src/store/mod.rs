@@ -289,7 +289,9 @@ impl Store {
         Ok(table.get(username.as_bytes())?.is_some())
     }
 
-    /// Deletes an account, its roster and its roster version in one transaction.
+    /// Deletes an account, its roster, its roster version and its PEP (XEP-0163) nodes
+    /// with their items, subscriptions and affiliations (the pub-sub rows keyed
+    /// `01 username@… 01 node`) in one transaction.
     ///
     /// # Errors
     ///
@@ -309,6 +311,18 @@ impl Store {
             .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |_, _| false)?;
         txn.open_table(ROSTER_VERSIONS)?
             .remove(username.as_bytes())?;
+        // `01 username @` up to (excluding) `01 username A`: '@' ends the localpart.
+        let start = format!("\u{1}{username}@").into_bytes();
+        let end = format!("\u{1}{username}A").into_bytes();
+        for table in [
+            schema::PUBSUB_NODES,
+            schema::PUBSUB_ITEMS,
+            schema::PUBSUB_SUBSCRIPTIONS,
+            schema::PUBSUB_AFFILIATIONS,
+        ] {
+            txn.open_table(table)?
+                .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |_, _| false)?;
+        }
         txn.commit()?;
         Ok(())
     }

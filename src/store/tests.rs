@@ -740,3 +740,51 @@ fn truncated_file_panics_inside_redb() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let _ = Store::open(&tmp.data(), CACHE);
 }
+
+#[test]
+fn user_del_removes_the_users_pep_nodes_only() {
+    use crate::store::{ItemRecord, NodeRecord, PubsubOp};
+    let tmp = TempDir::new("delpep");
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    store.user_add("ann", b"a").unwrap();
+    store.user_add("anna", b"b").unwrap();
+    let node = |n: &str| {
+        PubsubOp::PutNode(
+            n.to_owned(),
+            NodeRecord {
+                created_ms: 1,
+                creator: "x".into(),
+                config: Vec::new(),
+            },
+        )
+    };
+    let item = |n: &str| {
+        PubsubOp::PutItem(
+            n.to_owned(),
+            1,
+            ItemRecord {
+                id: "i".into(),
+                publisher: "x".into(),
+                published_ms: 1,
+                payload: String::new(),
+            },
+        )
+    };
+    let ann = "\u{1}ann@localhost\u{1}urn:tune";
+    let anna = "\u{1}anna@localhost\u{1}urn:tune";
+    store
+        .pubsub_apply(&[
+            node(ann),
+            item(ann),
+            node(anna),
+            item(anna),
+            node("ann"),
+            item("ann"),
+        ])
+        .unwrap();
+    store.user_del("ann").unwrap();
+    let snap = store.pubsub_load().unwrap();
+    let names: Vec<&str> = snap.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [anna, "ann"], "only ann's PEP rows go");
+    assert_eq!(snap.items.len(), 2);
+}

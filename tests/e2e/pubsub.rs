@@ -584,6 +584,8 @@ fn pubsub_collections_sensor_tree_and_restart() {
     };
     publish(&mut device, "p2", "sensors/kitchen/temp", "21");
     check(&mut operator, "sensors/kitchen/temp", "21");
+    // Items of different leaves are ordered by publication time in milliseconds.
+    std::thread::sleep(Duration::from_millis(5));
     publish(&mut device, "p3", "sensors/garage/temp", "9");
     check(&mut operator, "sensors/garage/temp", "9");
     // disco#items walks the tree.
@@ -606,6 +608,7 @@ fn pubsub_collections_sensor_tree_and_restart() {
     restart(&mut d);
     let mut device = login(&d, "device", "device-pw", "d");
     let mut operator = login(&d, "operator", "operator-pw", "o");
+    std::thread::sleep(Duration::from_millis(5));
     publish(&mut device, "p4", "sensors/kitchen/temp", "22");
     check(&mut operator, "sensors/kitchen/temp", "22");
     // Items on the collection: newest first across the leaves.
@@ -625,4 +628,229 @@ fn pubsub_collections_sensor_tree_and_restart() {
         })
         .unwrap_or_default();
     assert_eq!(ids, vec!["p4", "p3"]);
+}
+
+const CAPS: &str = "http://jabber.org/protocol/caps";
+const TUNE: &str = "http://jabber.org/protocol/tune";
+
+/// The disco#info a test client answers with: a pc client wanting tune notifications.
+fn tune_disco() -> Element {
+    let xml = format!(
+        "<query xmlns='http://jabber.org/protocol/disco#info'>\
+         <identity category='client' type='pc' name='kinglet-test'/>\
+         <feature var='http://jabber.org/protocol/disco#info'/>\
+         <feature var='{TUNE}+notify'/></query>"
+    );
+    Element::parse(&xml).expect("disco xml")
+}
+
+/// A presence carrying XEP-0115 caps for [`tune_disco`].
+fn caps_presence(show: &str) -> String {
+    let ver = kinglet::caps::ver_sha1(&tune_disco()).expect("ver");
+    format!(
+        "<presence><show>{show}</show><c xmlns='{CAPS}' hash='sha-1' node='https://kinglet.test' ver='{ver}'/></presence>"
+    )
+}
+
+/// Answers the server's caps disco#info query, if one comes; returns whether it did.
+fn answer_caps_query(c: &mut Client) -> bool {
+    let Some(q) = c.try_next(Duration::from_secs(3)) else {
+        return false;
+    };
+    if !(q.name == "iq" && q.attr("type") == Some("get")) {
+        panic!("expected a disco#info query, got {q:?}");
+    }
+    let node = q
+        .elements()
+        .next()
+        .and_then(|e| e.attr("node"))
+        .expect("caps node")
+        .to_owned();
+    let mut disco = tune_disco();
+    disco.set_attr("node", node);
+    let mut body = String::new();
+    disco.write_to(&mut body, "jabber:client");
+    c.send(&format!(
+        "<iq type='result' id='{}' to='{}'>{body}</iq>",
+        q.attr("id").unwrap_or(""),
+        q.attr("from").unwrap_or("")
+    ));
+    true
+}
+
+/// XEP-0163 with XEP-0115 caps against the daemon: filtered notifications to several
+/// resources, the last item only when a node becomes of interest (not on a status update),
+/// one disco#info query per unknown `ver`, notifications from the owner's bare JID.
+#[test]
+fn pep_caps_notifications_several_resources() {
+    let d = Daemon::start(Options::default());
+    let ca = d.cert.as_ref().expect("cert").clone();
+    let mut a1 = login(&d, "alice", "alice-pw", "a1");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
+    bob.send("<presence/>");
+    // Bob gets a presence subscription to Alice.
+    bob.send("<presence to='alice@localhost' type='subscribe'/>");
+    a1.wait_for("subscribe", |e| {
+        e.name == "presence" && e.attr("type") == Some("subscribe")
+    });
+    a1.send("<presence to='bob@localhost' type='subscribed'/>");
+    bob.wait_for("subscribed", |e| {
+        e.name == "presence" && e.attr("type") == Some("subscribed")
+    });
+    // The account is a PEP service.
+    let r = bob.iq(
+        "i0",
+        "<iq type='get' id='i0' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    let q = r.elements().next().expect("query");
+    assert!(
+        q.elements()
+            .any(|e| e.name == "identity" && e.attr("type") == Some("pep")),
+        "{r:?}"
+    );
+    // Alice publishes a tune (auto-create, PEP defaults).
+    ok(&a1.iq(
+        "p1",
+        &format!(
+            "<iq type='set' id='p1'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
+             <tune xmlns='{TUNE}'><title>First</title></tune></item></publish></pubsub></iq>"
+        ),
+    ));
+    // Bob's caps: one query, then the last item (delayed) from alice@localhost.
+    bob.send(&caps_presence("chat"));
+    assert!(
+        answer_caps_query(&mut bob),
+        "the server asks for the unknown ver"
+    );
+    let m = bob.wait_for("last tune", |e| {
+        e.name == "message" && e.child("event", EVENT).is_some()
+    });
+    assert_eq!(m.attr("from"), Some("alice@localhost"));
+    assert!(m.child("delay", "urn:xmpp:delay").is_some(), "{m:?}");
+    assert!(format!("{m:?}").contains("First"));
+    // A status update with the same caps: no query, no second copy (no storm).
+    bob.send(&caps_presence("away"));
+    let quiet = bob.try_next(Duration::from_millis(700));
+    assert!(
+        quiet.as_ref().is_none_or(|e| e.name == "presence"),
+        "nothing but presence after a status update: {quiet:?}"
+    );
+    // Alice's second resource with the same (now cached) caps: no query, her own last item.
+    let mut a2 = Client::login(d.port, &ca, "alice", "alice-pw", "a2");
+    a2.send(&caps_presence("online"));
+    let first = a2.wait_for("own last tune", |e| {
+        (e.name == "message" && e.child("event", EVENT).is_some())
+            || (e.name == "iq" && e.attr("type") == Some("get"))
+    });
+    assert_eq!(first.name, "message", "cached ver: no query: {first:?}");
+    // A new tune reaches both interested resources once; a1 (no caps) gets none.
+    ok(&a1.iq(
+        "p2",
+        &format!(
+            "<iq type='set' id='p2'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
+             <tune xmlns='{TUNE}'><title>Second</title></tune></item></publish></pubsub></iq>"
+        ),
+    ));
+    for c in [&mut bob, &mut a2] {
+        let m = c.wait_for("new tune", |e| {
+            e.name == "message" && format!("{e:?}").contains("Second")
+        });
+        assert_eq!(m.attr("from"), Some("alice@localhost"));
+        assert!(m.child("delay", "urn:xmpp:delay").is_none());
+    }
+    let stray = a1.try_next(Duration::from_millis(500));
+    assert!(
+        stray
+            .as_ref()
+            .is_none_or(|e| e.child("event", EVENT).is_none()),
+        "a resource without +notify gets no event: {stray:?}"
+    );
+    // Bob loses his subscription: no more tunes.
+    a1.send("<presence to='bob@localhost' type='unsubscribed'/>");
+    ok(&a1.iq(
+        "p3",
+        &format!(
+            "<iq type='set' id='p3'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
+             <tune xmlns='{TUNE}'><title>Third</title></tune></item></publish></pubsub></iq>"
+        ),
+    ));
+    a2.wait_for("third tune", |e| {
+        e.name == "message" && format!("{e:?}").contains("Third")
+    });
+    let late = bob.try_next(Duration::from_millis(700));
+    assert!(
+        late.as_ref()
+            .is_none_or(|e| !format!("{e:?}").contains("Third")),
+        "{late:?}"
+    );
+}
+
+/// XEP-0163 interop: slixmpp's xep_0115/0163/0118/0084 plugins; one client publishes a tune
+/// and an avatar, the other (a contact with `+notify` caps) receives them
+/// (`tests/interop/slixmpp_pep.py`).
+#[test]
+fn slixmpp_xep0163_tune_and_avatar_to_a_contact_with_caps() {
+    let Some(py) = python() else { return };
+    let d = Daemon::start(Options::default());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_pep.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args(["--host", "127.0.0.1", "--domain", "localhost"])
+        .args(["--port", &d.port.to_string()])
+        .args([
+            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
+        ])
+        .arg("--cafile")
+        .arg(d.cert.as_ref().expect("cert"))
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("passed, 0 failed"),
+        "slixmpp PEP interop failed:\n{text}\n--- server log ---\n{}",
+        d.log()
+    );
+}
+
+/// An anonymous account's PEP nodes end with its last session, so anonymous users cannot
+/// use up `pubsub_max_nodes` over time.
+#[test]
+fn pep_nodes_of_anonymous_accounts_end_with_them() {
+    let d = Daemon::start(Options {
+        extra: "[limits]\npubsub_max_nodes = 2\n",
+        ..Options::default()
+    });
+    let anon = || {
+        let mut a = Client::connect(d.port);
+        a.open_stream();
+        a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+        assert_eq!(a.next().name, "success");
+        a.bind(None);
+        a
+    };
+    let publish = |c: &mut Client, id: &str, node: &str| {
+        c.iq(
+            id,
+            &format!(
+                "<iq type='set' id='{id}'><pubsub xmlns='{PS}'><publish node='{node}'>\
+                 <item><x xmlns='urn:x'/></item></publish></pubsub></iq>"
+            ),
+        )
+    };
+    let mut a = anon();
+    ok(&publish(&mut a, "a1", "urn:one"));
+    ok(&publish(&mut a, "a2", "urn:two"));
+    let mut b = anon();
+    let r = publish(&mut b, "b1", "urn:one");
+    assert_eq!(app_error(&r), "max-nodes-exceeded", "{r:?}");
+    a.send("</stream:stream>");
+    assert!(a.wait_closed(Duration::from_secs(5)));
+    // The session end is processed (and its deletion staged) before b's next request.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&publish(&mut b, "b2", "urn:one"));
 }

@@ -9,7 +9,9 @@ the subscriber subscribes and receives every event through slixmpp's own event h
 checked too (conflict on a duplicate create, item-not-found on a missing node). Then
 multi-subscribe (two SubIDs, one notification carrying both as SHIM headers,
 `subid-required`) and the authorize access model (pending subscription, the approval form
-answered by message, the subscriber's `pubsub_subscription` event).
+answered by message, the subscriber's `pubsub_subscription` event). Last, XEP-0248: a
+subscriber of a collection created by a `/` path gets a leaf's items with the leaf's node
+and a SHIM `Collection` header.
 
 Output: one `ok <step>` line per passed step and a final
 `slixmpp pubsub: N passed, 0 failed` line (exit 0); on failure a `FAIL <step>: <reason>`
@@ -346,6 +348,31 @@ class Run:
         await owner.ps.publish(service, "gate", id="g1", payload=payload, timeout=t)
         await sub.expect("pubsub_publish", t)
         await owner.ps.delete_node(service, "gate", timeout=t)
+        self.ok()
+
+        self.begin("collections: a subscriber of the tree gets leaf events (XEP-0248)")
+        # The first publish below `tree/` creates the collection `tree` (path collections).
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "1"
+        await owner.ps.publish(service, "tree/kitchen", id="k0", payload=payload, timeout=t)
+        opts = sub.xmpp.plugin["xep_0004"].make_form(ftype="submit")
+        opts.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#subscribe_options")
+        opts.add_field(var="pubsub#subscription_type", value="items")
+        opts.add_field(var="pubsub#subscription_depth", value="all")
+        await sub.ps.subscribe(service, "tree", options=opts, timeout=t)
+        payload = ET.Element("{%s}reading" % PAYLOAD_NS)
+        payload.text = "2"
+        await owner.ps.publish(service, "tree/garage", id="g2", payload=payload, timeout=t)
+        msg = await sub.expect("pubsub_publish", t)
+        items = msg["pubsub_event"]["items"]
+        headers = msg.xml.find("{%s}headers" % SHIM)
+        via = [h.text for h in headers if h.get("name") == "Collection"] if headers is not None else []
+        if items["node"] != "tree/garage" or items["item"]["id"] != "g2" or via != ["tree"]:
+            raise StepFailure("leaf event %s (Collection header %s)" % (msg, via))
+        info = await sub.xmpp.plugin["xep_0030"].get_items(jid=service, node="tree", timeout=t)
+        kids = sorted(i[1] for i in info["disco_items"]["items"])
+        if kids != ["tree/garage", "tree/kitchen"]:
+            raise StepFailure("disco#items of the collection: %s" % kids)
         self.ok()
 
 
