@@ -114,6 +114,12 @@ esac
 prop() { c systemctl show -P "$1" kinglet.service; }
 
 # 3. install
+# The package starts the service on the default 127.0.0.1:5222 at once, and the container
+# shares the host's network: anything listening there on the host makes that start fail
+# (exit 71), so say so instead of reporting a broken package.
+if (exec 3<>/dev/tcp/127.0.0.1/5222) 2>/dev/null; then
+    bad "127.0.0.1:5222 is in use on the host (the container shares its network): stop what listens there ($(ss -ltnpH 'sport = :5222' 2>/dev/null | tr -s ' ' | cut -c1-120)) and run again"
+fi
 # As docs/install.md says: apt with the local file (no network needed: no dependencies).
 if c env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/kinglet.deb >"$tmp/dpkg.log" 2>&1; then ok "apt-get install ./kinglet.deb"; else bad "apt-get install: $(cat "$tmp/dpkg.log")"; fi
 wait_active() {
