@@ -6,10 +6,14 @@
 //! the stream with `<policy-violation/>`. The connection task waits on [`Outbox::ready`].
 //!
 //! Memory: an empty outbox is one `VecDeque` header with no allocation (about 80 bytes in
-//! all). A full one holds at most `outbox_max_stanzas` `Rc<str>` handles (16 bytes each) and
-//! pins at most `outbox_max_bytes` of stanza text; the text itself is shared between all
-//! recipients of a broadcast, so the bound is conservative.
+//! all). A full one holds at most `outbox_max_stanzas` [`Stanza`] handles (48 bytes each)
+//! and pins at most `outbox_max_bytes` of stanza text. The text is shared: a broadcast is
+//! one `Rc<str>` for all its recipients, and a pub-sub notification shares its event
+//! payload (the item, serialised once per publish) between every subscriber, only the
+//! envelope (`<message to=…>`) being each recipient's own. The byte bound counts the full
+//! length of every queued stanza (what the socket will be written), so it is conservative.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,10 +31,82 @@ pub enum Kick {
     Stream(StreamCondition),
 }
 
+/// A serialised stanza as queued: `head`, then the `shared` middle part if any, then
+/// `tail`. A whole stanza is just `head`; a notification is its recipient's envelope
+/// around text shared by every recipient (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stanza {
+    head: Rc<str>,
+    shared: Option<(Rc<str>, Cow<'static, str>)>,
+}
+
+impl Stanza {
+    /// `head`, then `shared` (not copied), then `tail` (usually a constant closing tag
+    /// sequence, so no allocation).
+    pub fn wrapped(head: &str, shared: &Rc<str>, tail: Cow<'static, str>) -> Stanza {
+        Stanza {
+            head: Rc::from(head),
+            shared: Some((shared.clone(), tail)),
+        }
+    }
+
+    /// Length in bytes of the serialised stanza.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.shared.as_ref().map_or(0, |(m, t)| m.len() + t.len())
+    }
+
+    /// Whether the stanza is empty (never, for a real stanza).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the serialised stanza to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head.as_bytes());
+        if let Some((m, t)) = &self.shared {
+            out.extend_from_slice(m.as_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+
+    /// Whether both stanzas carry the same shared part (the same allocation, not a copy).
+    pub fn shares_payload_with(&self, other: &Stanza) -> bool {
+        match (&self.shared, &other.shared) {
+            (Some((a, _)), Some((b, _))) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The stanza as one string (a copy; for tests and logs, not for sending).
+    pub fn to_text(&self) -> String {
+        let mut v = Vec::with_capacity(self.len());
+        self.write_to(&mut v);
+        String::from_utf8(v).expect("invariant: the parts are str")
+    }
+}
+
+impl From<Rc<str>> for Stanza {
+    fn from(head: Rc<str>) -> Stanza {
+        Stanza { head, shared: None }
+    }
+}
+
+impl From<&str> for Stanza {
+    fn from(s: &str) -> Stanza {
+        Stanza::from(Rc::<str>::from(s))
+    }
+}
+
+impl From<String> for Stanza {
+    fn from(s: String) -> Stanza {
+        Stanza::from(Rc::<str>::from(s))
+    }
+}
+
 /// A bounded queue of serialised stanzas for one connection.
 pub struct Outbox {
     /// Invariant: `bytes` is the sum of the lengths of the queued stanzas.
-    queue: RefCell<VecDeque<Rc<str>>>,
+    queue: RefCell<VecDeque<Stanza>>,
     bytes: Cell<usize>,
     max_stanzas: usize,
     max_bytes: usize,
@@ -63,7 +139,8 @@ impl Outbox {
 
     /// Queue a stanza. Returns `false` (and marks the outbox overflowed) when a bound would be
     /// exceeded, or when the connection is already being closed.
-    pub fn push(&self, stanza: Rc<str>) -> bool {
+    pub fn push(&self, stanza: impl Into<Stanza>) -> bool {
+        let stanza = stanza.into();
         if self.kick.get().is_some() {
             return false;
         }
@@ -99,7 +176,7 @@ impl Outbox {
     pub fn drain_into(&self, out: &mut Vec<u8>) {
         let mut q = self.queue.borrow_mut();
         for s in q.drain(..) {
-            out.extend_from_slice(s.as_bytes());
+            s.write_to(out);
         }
         if q.capacity() > 8 {
             *q = VecDeque::new();

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use crate::config::{AnonymousPolicy, Config};
 use crate::jid::Jid;
 use crate::limits::Limits;
-use crate::outbox::{Kick, Outbox};
+use crate::outbox::{Kick, Outbox, Stanza};
 use crate::proto::{
     self, Condition, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION, StanzaError,
     StreamCondition,
@@ -304,7 +304,7 @@ impl Router {
             .map(|r| &r.outbox)
     }
 
-    fn send(outbox: &Outbox, s: &Rc<str>) {
+    fn send<S: Clone + Into<Stanza>>(outbox: &Outbox, s: &S) {
         // A full outbox closes that (slow) session; the sender is not affected.
         let _ = outbox.push(s.clone());
     }
@@ -904,7 +904,7 @@ impl Router {
     }
 
     /// Deliver to every available resource of a local bare JID (or one full JID).
-    fn deliver_to_available(&self, to: &Jid, s: &Rc<str>) {
+    fn deliver_to_available<S: Clone + Into<Stanza>>(&self, to: &Jid, s: &S) {
         if to.domain() != self.config.domain {
             return;
         }

@@ -190,40 +190,6 @@ impl Engine {
             .collect()
     }
 
-    /// A notification routed through `collection`: the shared `inner` text plus an
-    /// XEP-0131 `Collection` header (XEP-0248, generating notifications for collections).
-    fn collection_message(
-        &self,
-        to: &Jid,
-        headline: bool,
-        inner: &str,
-        collection: Option<&str>,
-    ) -> Delivery {
-        let mut s = String::with_capacity(200 + self.service_attr.len() + inner.len());
-        s.push_str("<message from='");
-        s.push_str(&self.service_attr);
-        s.push_str("' to='");
-        escape_attr(to.as_str(), &mut s);
-        s.push_str(if headline {
-            "' type='headline'>"
-        } else {
-            "' type='normal'>"
-        });
-        let _ = write!(s, "<event xmlns='{NS_PUBSUB_EVENT}'>");
-        s.push_str(inner);
-        s.push_str("</event>");
-        if let Some(c) = collection {
-            let _ = write!(s, "<headers xmlns='{NS_SHIM}'><header name='Collection'>");
-            escape_text(c, &mut s);
-            s.push_str("</header></headers>");
-        }
-        s.push_str("</message>");
-        Delivery {
-            to: to.clone(),
-            stanza: Rc::from(s),
-        }
-    }
-
     /// Forwards an item event of `leaf` (`inner`, the `<items node='leaf'>` text the leaf's
     /// subscribers got) to the subscribers of the collections above it whose depth reaches
     /// it: one message per subscriber JID, none to a JID the leaf itself notified.
@@ -245,9 +211,13 @@ impl Engine {
             self.collection_subs(dir, c, true, Some(n))
         });
         let headline = n.config.headline;
+        let inner: Rc<str> = Rc::from(inner); // shared by every forwarded message
         let msgs: Vec<Delivery> = routes
             .iter()
-            .map(|r| self.collection_message(&r.subscriber, headline, inner, Some(&r.collection)))
+            .map(|r| {
+                let via = [("Collection", &*r.collection)];
+                self.message_ext(&r.subscriber, headline, &inner, None, &via, None)
+            })
             .collect();
         self.out.extend(msgs);
     }
@@ -269,15 +239,19 @@ impl Engine {
             if routes.is_empty() {
                 continue;
             }
-            let inner = format!(
+            let inner: Rc<str> = Rc::from(format!(
                 "<collection node='{}'><{verb} node='{}'/></collection>",
                 attr(parent),
                 attr(child)
-            );
+            ));
             let headline = self.nodes.get(&**parent).is_none_or(|n| n.config.headline);
             for r in routes {
-                let via = (r.collection != *parent).then_some(&*r.collection);
-                msgs.push(self.collection_message(&r.subscriber, headline, &inner, via));
+                let via: &[(&str, &str)] = if r.collection == *parent {
+                    &[]
+                } else {
+                    &[("Collection", &r.collection)]
+                };
+                msgs.push(self.message_ext(&r.subscriber, headline, &inner, None, via, None));
             }
         }
         self.out.extend(msgs);

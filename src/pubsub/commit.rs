@@ -20,11 +20,11 @@
 //! with `resource-constraint` (wait).
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 
 use super::{Delivery, Directory, Engine};
 use crate::config::Config;
 use crate::jid::Jid;
+use crate::outbox::Stanza;
 use crate::proto::{self, Condition, StanzaError};
 use crate::store::{CommitMode, Store, StoreError};
 use crate::xml::{Element, NS_CLIENT};
@@ -152,7 +152,7 @@ impl Engine {
             return proto::error_reply(iq, &err)
                 .map(|r| Delivery {
                     to: from.clone(),
-                    stanza: Rc::from(r.to_string_in_stream()),
+                    stanza: Stanza::from(r.to_string_in_stream()),
                 })
                 .into_iter()
                 .collect();
@@ -237,7 +237,7 @@ impl Engine {
             if let Some(reply) = proto::error_reply(&iq, &err) {
                 out.push(Delivery {
                     to: r.from,
-                    stanza: Rc::from(reply.to_string_in_stream()),
+                    stanza: Stanza::from(reply.to_string_in_stream()),
                 });
             }
         }
@@ -412,9 +412,9 @@ mod tests {
     fn summary(out: &[Delivery]) -> Vec<String> {
         out.iter()
             .map(|d| {
-                let e = Element::parse(&d.stanza).expect("output parses");
+                let e = Element::parse(&d.stanza.to_text()).expect("output parses");
                 if e.name == "message" {
-                    format!("message:{}", d.stanza.contains("<item id="))
+                    format!("message:{}", d.stanza.to_text().contains("<item id="))
                 } else {
                     format!(
                         "{}:{}:{}",
@@ -536,7 +536,7 @@ mod tests {
             NOW,
         );
         assert!(
-            out[0].stanza.contains("<t xmlns=\"u\">one</t>"),
+            out[0].stanza.to_text().contains("<t xmlns=\"u\">one</t>"),
             "{:?}",
             out[0]
         );

@@ -44,6 +44,7 @@ pub use pep::PEP_FEATURES;
 use crate::config::{Config, CreatePolicy, FullPolicy};
 use crate::jid::Jid;
 use crate::limits::Limits;
+use crate::outbox::Stanza;
 use crate::proto::{self, NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::store::{
     DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Store, StoreError, SubscriptionRecord,
@@ -54,6 +55,7 @@ use config::{
     find_form, form_fields, hidden_form_type,
 };
 use dag::{Dag, Depth, Kind};
+use std::borrow::Cow;
 
 /// XEP-0060 main namespace.
 pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -158,8 +160,8 @@ pub trait Directory {
 pub struct Delivery {
     /// Recipient.
     pub to: Jid,
-    /// The stanza, ready for the outbox.
-    pub stanza: Rc<str>,
+    /// The stanza, ready for the outbox (a notification shares its event payload).
+    pub stanza: Stanza,
 }
 
 /// An entity's affiliation with a node (§4.1).
@@ -1079,7 +1081,7 @@ impl Engine {
                 if let Some(r) = proto::error_reply(iq, &err) {
                     v.push(Delivery {
                         to: from.clone(),
-                        stanza: Rc::from(r.to_string_in_stream()),
+                        stanza: Stanza::from(r.to_string_in_stream()),
                     });
                 }
                 return v;
@@ -1106,7 +1108,7 @@ impl Engine {
                 }
                 v.push(Delivery {
                     to: from.clone(),
-                    stanza: Rc::from(s),
+                    stanza: Stanza::from(s),
                 });
                 v.append(&mut self.out);
             }
@@ -1115,7 +1117,7 @@ impl Engine {
                 if let Some(r) = proto::error_reply(iq, &e.to_stanza_error()) {
                     v.push(Delivery {
                         to: from.clone(),
-                        stanza: Rc::from(r.to_string_in_stream()),
+                        stanza: Stanza::from(r.to_string_in_stream()),
                     });
                 }
             }
@@ -1338,60 +1340,71 @@ impl Engine {
 
     /// One notification: the per-subscriber envelope around the shared `inner` text.
     fn message(&self, to: &Jid, headline: bool, inner: &str, delay_ms: Option<u64>) -> Delivery {
-        self.message_ext(to, headline, inner, delay_ms, &[], None)
+        self.message_ext(to, headline, &Rc::from(inner), delay_ms, &[], None)
     }
 
-    /// [`Engine::message`] with XEP-0131 `SubID` headers and an optional `<body/>`.
+    /// [`Engine::message`] around a shared `inner`, with XEP-0131 SHIM headers
+    /// (`(name, value)`: `SubID`, `Collection`) and an optional `<body/>`.
     fn message_ext(
         &self,
         to: &Jid,
         headline: bool,
-        inner: &str,
+        inner: &Rc<str>,
         delay_ms: Option<u64>,
-        subids: &[&str],
+        headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Delivery {
-        let mut s = String::with_capacity(120 + self.service_attr.len() + inner.len());
-        s.push_str("<message from='");
-        s.push_str(&self.service_attr);
-        s.push_str("' to='");
-        escape_attr(to.as_str(), &mut s);
-        s.push_str(if headline {
+        // The envelope is the recipient's own; `inner` (the event payload, with the item)
+        // is shared by every recipient of one notification, never copied per subscriber.
+        let mut head = String::with_capacity(96 + self.service_attr.len());
+        head.push_str("<message from='");
+        head.push_str(&self.service_attr);
+        head.push_str("' to='");
+        escape_attr(to.as_str(), &mut head);
+        head.push_str(if headline {
             "' type='headline'>"
         } else {
             "' type='normal'>"
         });
-        s.push_str("<event xmlns='");
-        s.push_str(NS_PUBSUB_EVENT);
-        s.push_str("'>");
-        s.push_str(inner);
-        s.push_str("</event>");
-        if let Some(b) = body {
-            s.push_str("<body>");
-            escape_text(b, &mut s);
-            s.push_str("</body>");
+        head.push_str("<event xmlns='");
+        head.push_str(NS_PUBSUB_EVENT);
+        head.push_str("'>");
+        if body.is_none() && headers.is_empty() && delay_ms.is_none() {
+            return Delivery {
+                to: to.clone(),
+                stanza: Stanza::wrapped(&head, inner, Cow::Borrowed("</event></message>")),
+            };
         }
-        if !subids.is_empty() {
-            let _ = write!(s, "<headers xmlns='{NS_SHIM}'>");
-            for id in subids {
-                s.push_str("<header name='SubID'>");
-                escape_text(id, &mut s);
-                s.push_str("</header>");
+        let mut tail = String::with_capacity(64);
+        tail.push_str("</event>");
+        if let Some(b) = body {
+            tail.push_str("<body>");
+            escape_text(b, &mut tail);
+            tail.push_str("</body>");
+        }
+        if !headers.is_empty() {
+            let _ = write!(tail, "<headers xmlns='{NS_SHIM}'>");
+            for (name, value) in headers {
+                tail.push_str("<header name='");
+                escape_attr(name, &mut tail);
+                tail.push_str("'>");
+                escape_text(value, &mut tail);
+                tail.push_str("</header>");
             }
-            s.push_str("</headers>");
+            tail.push_str("</headers>");
         }
         if let Some(ms) = delay_ms {
             let _ = write!(
-                s,
+                tail,
                 "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
                 attr(self.service.as_str()),
                 xep0082(ms)
             );
         }
-        s.push_str("</message>");
+        tail.push_str("</message>");
         Delivery {
             to: to.clone(),
-            stanza: Rc::from(s),
+            stanza: Stanza::wrapped(&head, inner, Cow::Owned(tail)),
         }
     }
 
@@ -1435,6 +1448,9 @@ impl Engine {
         }
         let headline = n.config.headline;
         let now = self.now_ms;
+        // Serialised once; every recipient's message shares it.
+        let inner: Rc<str> = Rc::from(inner);
+        let inner = &inner;
         let mut msgs = Vec::new();
         let mut i = 0;
         while i < n.subs.len() {
@@ -1469,8 +1485,8 @@ impl Engine {
             }
             let several = shim && group.len() > 1;
             let send = |to: &Jid, subs: &[&Sub], msgs: &mut Vec<Delivery>| {
-                let ids: Vec<&str> = if several {
-                    subs.iter().map(|s| s.subid.as_str()).collect()
+                let ids: Vec<(&str, &str)> = if several {
+                    subs.iter().map(|s| ("SubID", s.subid.as_str())).collect()
                 } else {
                     Vec::new()
                 };
@@ -1512,7 +1528,7 @@ impl Engine {
         );
         self.out.push(Delivery {
             to: jid.clone(),
-            stanza: Rc::from(s),
+            stanza: Stanza::from(s),
         });
     }
 
@@ -2876,7 +2892,7 @@ impl Engine {
         );
         self.out.push(Delivery {
             to: to.clone(),
-            stanza: Rc::from(s),
+            stanza: Stanza::from(s),
         });
     }
 

@@ -345,6 +345,7 @@ impl Engine {
             .collect();
         let mut seen: HashSet<Jid> = HashSet::new();
         let mut msgs = Vec::new();
+        let shared: Rc<str> = Rc::from(inner); // one copy, shared by every recipient
         let mut accounts = vec![owner.clone()];
         accounts.extend(
             dir.presence_subscribers(&owner)
@@ -360,7 +361,7 @@ impl Engine {
                 {
                     continue;
                 }
-                msgs.push(self.message(&full, n.config.headline, inner, None));
+                msgs.push(self.message_ext(&full, n.config.headline, &shared, None, &[], None));
             }
         }
         self.out.extend(msgs);

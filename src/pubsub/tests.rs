@@ -145,8 +145,9 @@ impl World {
             .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
         out.into_iter()
             .map(|d| {
-                let e = Element::parse(&d.stanza)
-                    .unwrap_or_else(|e| panic!("engine output does not parse: {e}: {}", d.stanza));
+                let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
+                    panic!("engine output does not parse: {e}: {}", d.stanza.to_text())
+                });
                 (d.to.as_str().to_owned(), e)
             })
             .collect()
@@ -565,7 +566,7 @@ fn xep0060_6_1_7_on_sub_and_presence_sends_on_initial_presence() {
     let out = w.engine.on_available(&Jid::parse(BOB).expect("jid"), w.now);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].to.as_str(), BOB);
-    assert!(out[0].stanza.contains("urn:xmpp:delay"));
+    assert!(out[0].stanza.to_text().contains("urn:xmpp:delay"));
     let none = w
         .engine
         .on_available(&Jid::parse(CAROL).expect("jid"), w.now);
@@ -2000,8 +2001,9 @@ impl World {
 fn parse_out(out: Vec<Delivery>) -> Vec<(String, Element)> {
     out.into_iter()
         .map(|d| {
-            let e = Element::parse(&d.stanza)
-                .unwrap_or_else(|e| panic!("engine output does not parse: {e}: {}", d.stanza));
+            let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
+                panic!("engine output does not parse: {e}: {}", d.stanza.to_text())
+            });
             (d.to.as_str().to_owned(), e)
         })
         .collect()
@@ -4157,4 +4159,34 @@ fn xep0248_items_on_collection_same_millisecond_keep_publication_order() {
     assert_eq!(ids(&mut w), vec!["a1".to_owned(), "b2".to_owned()]);
     w.restart();
     assert_eq!(ids(&mut w), vec!["a1".to_owned(), "b2".to_owned()]);
+}
+
+/// The item is serialised once per publish: every subscriber's notification shares the
+/// same event text (only the `<message to=…>` envelope is per subscriber), and the
+/// stanza each one receives is still complete and well-formed.
+#[test]
+fn fan_out_shares_one_serialised_item_between_subscribers() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    w.subscribe(BOB, "n", "bob@localhost");
+    w.subscribe(CAROL, "n", "carol@localhost");
+    w.n += 1;
+    w.now += 1000;
+    let iq = Element::parse(&format!(
+        "<iq type='set' id='p' from='{ALICE}' to='pubsub.localhost'><pubsub xmlns='{NS_PUBSUB}'><publish node='n'><item id='i1'>{P}</item></publish></pubsub></iq>"
+    ))
+    .expect("stanza");
+    let from = Jid::parse(ALICE).expect("jid");
+    let out = w.engine.handle_iq(&w.rosters, &w.store, &from, &iq, w.now);
+    let notes: Vec<_> = out
+        .iter()
+        .filter(|d| d.stanza.to_text().starts_with("<message"))
+        .collect();
+    assert_eq!(notes.len(), 2, "{out:?}");
+    assert!(notes[0].stanza.shares_payload_with(&notes[1].stanza));
+    for d in &notes {
+        let e = Element::parse(&d.stanza.to_text()).expect("well-formed");
+        assert_eq!(e.attr("to"), Some(d.to.as_str()));
+        assert!(d.stanza.to_text().contains("<t xmlns=\"urn:t\">1</t>"));
+    }
 }
