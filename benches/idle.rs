@@ -9,32 +9,16 @@
 #[path = "../examples/loadgen/gen.rs"]
 mod r#gen;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "support/daemon.rs"]
+mod daemon;
 
-struct Server {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use daemon::Server;
 
 fn start(users: usize, tls: bool) -> Server {
-    let dir =
-        std::env::temp_dir().join(format!("kinglet-bench-idle-{}-{}", std::process::id(), tls));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let data = dir.join("data");
+    let dir = daemon::temp_dir(&format!("idle-{tls}"));
     {
         // Accounts straight into the store (one derivation, no CLI start-up per user).
-        let store = kinglet::store::Store::open(&data, 1 << 20).expect("store");
+        let store = kinglet::store::Store::open(&daemon::data_dir(&dir), 1 << 20).expect("store");
         let creds = kinglet::sasl::StoredCredentials::derive("pw", 4096).to_bytes();
         for i in 0..users {
             store.user_add(&format!("u{i}"), &creds).expect("user add");
@@ -43,33 +27,12 @@ fn start(users: usize, tls: bool) -> Server {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).expect("cert");
     std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).expect("key");
-    let toml = format!(
-        "data_dir = \"{}\"\nlog_level = \"warn\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[limits]\nmax_connections = {}\n[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
-        data.display(),
+    let config = format!(
+        "log_level = \"warn\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[limits]\nmax_connections = {}\n[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
         users + 16,
         d = dir.display(),
     );
-    let cfg = dir.join("k.toml");
-    std::fs::write(&cfg, toml).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinglet"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("KINGLET_PRINT_PORTS", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn kinglet");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let port = loop {
-        let l = lines.next().expect("daemon output").expect("daemon output");
-        if let Some(rest) = l.strip_prefix("LISTENING c2s ") {
-            break rest
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-    };
-    Server { child, port, dir }
+    Server::start_in(dir, &config)
 }
 
 fn run(n: usize, tls: bool) {

@@ -19,9 +19,9 @@
 //! 5000 subscribers, 1000 publishers, 30 s of load; every wait has a timeout.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,59 +34,29 @@ const PS: &str = "http://jabber.org/protocol/pubsub";
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
                       xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
-struct Server {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
+#[path = "support/daemon.rs"]
+mod daemon;
+
+use daemon::Server;
+
+/// Bench-specific measurements of the daemon.
+trait Measure {
+    /// utime + stime of the daemon, in microseconds.
+    fn cpu_us(&self) -> u64;
+    /// SIGTERM, wait, and the committer totals (commits, ops) from the daemon's log.
+    fn stop(self) -> (u64, u64);
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn start_server(tag: &str, extra: &str) -> Server {
+    Server::start_in(
+        daemon::temp_dir(&format!("pubsub-{tag}")),
+        &format!(
+            "log_level = \"info\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\nallow_anonymous = \"loopback\"\n{extra}"
+        ),
+    )
 }
 
-impl Server {
-    fn start(tag: &str, extra: &str) -> Server {
-        let dir =
-            std::env::temp_dir().join(format!("kinglet-bench-pubsub-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let toml = format!(
-            "data_dir = \"{}\"\nlog_level = \"info\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n\
-             allow_anonymous = \"loopback\"\n{extra}",
-            dir.join("data").display()
-        );
-        let cfg = dir.join("k.toml");
-        std::fs::write(&cfg, toml).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kinglet"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("KINGLET_PRINT_PORTS", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("stderr.log")).expect("log"),
-            ))
-            .spawn()
-            .expect("spawn kinglet");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let port = loop {
-            let l = lines.next().expect("daemon output").expect("line");
-            if let Some(rest) = l.strip_prefix("LISTENING c2s ") {
-                break rest
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("port");
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, port, dir }
-    }
-
+impl Measure for Server {
     /// utime + stime of the daemon, in microseconds.
     fn cpu_us(&self) -> u64 {
         let s =
@@ -322,7 +292,7 @@ struct FanOut {
 
 fn fan_out(subs: usize, extra: &str) -> FanOut {
     let publishes: u64 = (400_000 / subs as u64).clamp(400, 20_000);
-    let server = Server::start(
+    let server = start_server(
         &format!("fanout{subs}"),
         &format!(
             "[limits]\nmax_connections = {}\noutbox_max_stanzas = 65536\noutbox_max_bytes = 16777216\n\
@@ -390,7 +360,7 @@ struct PepFanOut {
 /// asks every contact once: each answers its own query.
 fn pep_fan_out(contacts: usize, extra: &str) -> PepFanOut {
     let publishes: u64 = (200_000 / contacts as u64).clamp(200, 10_000);
-    let server = Server::start(
+    let server = start_server(
         &format!("pep{contacts}"),
         &format!(
             "[limits]\nmax_connections = {}\noutbox_max_stanzas = 65536\noutbox_max_bytes = 16777216\n\
@@ -569,7 +539,7 @@ struct FanIn {
 }
 
 fn fan_in(publishers: usize, window: u64, secs: u64, extra: &str) -> FanIn {
-    let server = Server::start(
+    let server = start_server(
         "fanin",
         &format!(
             "[limits]\nmax_connections = {}\npubsub_max_nodes = {}\n{extra}",
