@@ -22,7 +22,11 @@
 # client` (OpenWrt has no journald); set KINGLET_FEATURES to override the cargo feature flags for all targets.
 # A table of stripped sizes (file bytes, MB = 2^20 bytes, and text+data as loaded) and build
 # times is printed at the end and written to $CARGO_TARGET_DIR/sizes.txt; docs/size.md has
-# the figures and what takes the space (cross/bloat.sh).
+# the figures and what takes the space (cross/bloat.sh). Then cross/size-gate.sh checks the
+# router targets against their budgets and fails the run (exit 1, with cross/bloat.sh's
+# breakdown) if one is over; KINGLET_SIZE_GATE=0 skips the gate.
+# Every setup failure (apt, rustup, musl sysroot, unwind stub) stops the script and says what
+# failed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,9 +100,14 @@ setup_apt() {
     done
     [ "${#need[@]}" -eq 0 ] && return 0
     log "apt-get install ${need[*]}"
-    as_root apt-get update -qq </dev/null || true
+    as_root apt-get update -qq </dev/null ||
+        die "setup: 'apt-get update' failed (needed to install ${need[*]}); fix the apt sources or install those packages by hand"
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-        "${need[@]}" </dev/null
+        "${need[@]}" </dev/null || die "setup: 'apt-get install ${need[*]}' failed"
+    for p in "${need[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+            die "setup: package $p is still not installed after apt-get install"
+    done
 }
 
 # musl source tarball, fetched once with apt-get source (Debian's copy: no extra registry).
@@ -111,21 +120,27 @@ musl_source() {
     local opts=(-o "Dir::Etc::SourceList=$list" -o Dir::Etc::SourceParts=/nonexistent
         -o "Dir::State::Lists=$cache/apt/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
     log "fetching musl $musl_version source (apt-get source)"
-    apt-get "${opts[@]}" -qq update >&2
-    (cd "$cache/dl" && apt-get "${opts[@]}" -qq source --download-only "musl=$musl_version-1" >&2)
-    tar -C "$cache" -xzf "$cache/dl/musl_$musl_version.orig.tar.gz"
+    apt-get "${opts[@]}" -qq update >&2 ||
+        die "setup: 'apt-get update' of the deb-src list $list failed (musl source)"
+    (cd "$cache/dl" && apt-get "${opts[@]}" -qq source --download-only "musl=$musl_version-1" >&2) ||
+        die "setup: 'apt-get source --download-only musl=$musl_version-1' failed in $cache/dl"
+    tar -C "$cache" -xzf "$cache/dl/musl_$musl_version.orig.tar.gz" ||
+        die "setup: unpacking $cache/dl/musl_$musl_version.orig.tar.gz failed"
     [ -f "$src/configure" ] || die "musl source not unpacked in $src"
     echo "$src"
 }
 
 # Build the musl sysroot and libunwind.a for build-std target $1 (once; cached).
 setup_sysroot() {
-    local t="$1" name prefix mtriple cflags
+    local t="$1" name
     name="$(sysroot_name "$t")"
-    prefix="$(gnu_prefix "$t")"
     [ -x "$xs/$name/bin/musl-gcc" ] && [ -f "$xs/$name/unwind/libunwind.a" ] && return 0
-    [ -x "$xs/$name/bin/musl-gcc" ] || build_musl "$t"
-    setup_unwind "$t"
+    if [ ! -x "$xs/$name/bin/musl-gcc" ]; then
+        build_musl "$t" || die "setup: building the musl sysroot $xs/$name failed (see above)"
+    fi
+    [ -x "$xs/$name/bin/musl-gcc" ] || die "setup: no $xs/$name/bin/musl-gcc after building musl"
+    setup_unwind "$t" || die "setup: building $xs/$name/unwind/libunwind.a failed (see above)"
+    [ -f "$xs/$name/unwind/libunwind.a" ] || die "setup: no $xs/$name/unwind/libunwind.a"
 }
 
 # The musl 1.2.3 sysroot of target $1.
@@ -140,18 +155,21 @@ build_musl() {
         mips-sf) mtriple=mips-linux-musl; cflags="-msoft-float -O2" ;;
     esac
     local src b
-    src="$(musl_source)"
+    src="$(musl_source)" || die "setup: no musl source"
     b="$cache/build-$name"
     rm -rf "$b" && mkdir -p "$b"
     log "building musl sysroot $name"
+    command -v "$prefix-gcc" >/dev/null 2>&1 || die "setup: $prefix-gcc not found (package gcc-$prefix)"
     (
-        cd "$b"
+        cd "$b" || exit 1
         CC="$prefix-gcc" AR="$prefix-ar" RANLIB="$prefix-ranlib" CFLAGS="$cflags" \
             "$src/configure" --prefix="$xs/$name" --target="$mtriple" \
-            --disable-shared --enable-wrapper=gcc >/dev/null
-        nice -n 19 make -j2 AR="$prefix-ar" RANLIB="$prefix-ranlib" >/dev/null
-        make install AR="$prefix-ar" RANLIB="$prefix-ranlib" >/dev/null
-    )
+            --disable-shared --enable-wrapper=gcc >/dev/null || die "setup: musl configure for $name failed"
+        nice -n 19 make -j2 AR="$prefix-ar" RANLIB="$prefix-ranlib" >/dev/null ||
+            die "setup: musl make for $name failed"
+        make install AR="$prefix-ar" RANLIB="$prefix-ranlib" >/dev/null ||
+            die "setup: musl make install into $xs/$name failed"
+    ) || exit 1
     rm -rf "$b"
 }
 
@@ -193,15 +211,30 @@ setup() {
     for t in "$@"; do
         if ! build_std "$t" && ! grep -qx "$t" <<<"$installed"; then
             log "rustup target add $t"
-            rustup target add "$t" >&2
+            rustup target add "$t" >&2 || die "setup: 'rustup target add $t' failed"
         fi
     done
     for t in "$@"; do
-        if build_std "$t"; then
-            rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src >&2
+        if build_std "$t" && ! rustup component list --installed | grep -q '^rust-src'; then
+            log "rustup component add rust-src"
+            rustup component add rust-src >&2 || die "setup: 'rustup component add rust-src' failed (build-std needs it)"
         fi
-        [ -n "$(sysroot_name "$t")" ] && setup_sysroot "$t"
+        if [ -n "$(sysroot_name "$t")" ]; then
+            setup_sysroot "$t"
+        fi
     done
+    # What the builds and smoke tests will call, checked once so that a gap fails here and
+    # not as a confusing cc-rs error inside a cargo build.
+    for t in "$@"; do
+        local q
+        q="$(qemu_cmd "$t")"
+        if [ -n "$q" ]; then
+            command -v "${q%% *}" >/dev/null 2>&1 || die "setup: ${q%% *} not found (package qemu-user-static)"
+        fi
+        case "$t" in x86_64-*) command -v musl-gcc >/dev/null 2>&1 || die "setup: musl-gcc not found (package musl-tools)" ;; esac
+        command -v "$(gnu_prefix "$t")-ar" >/dev/null 2>&1 || die "setup: $(gnu_prefix "$t")-ar not found (package binutils-$(gnu_prefix "$t"))"
+    done
+    log "setup ok: ${*}"
     return 0
 }
 
@@ -209,6 +242,9 @@ setup() {
 target_env() {
     local t="$1" up name prefix
     up="$(tr 'a-z-' 'A-Z_' <<<"$t")"
+    # Router builds abort on panic (no unwind tables or unwinder: smaller). The host release
+    # profile unwinds only so that `cargo test --release` shares its dependencies.
+    export CARGO_PROFILE_RELEASE_PANIC=abort
     name="$(sysroot_name "$t")"
     prefix="$(gnu_prefix "$t")"
     if build_std "$t"; then
@@ -292,6 +328,10 @@ main() {
         printf '%-34s %10s %8s %10s %8s\n' target bytes size text+data build
         printf '%s\n' "${rows[@]}"
     } | tee "$CARGO_TARGET_DIR/sizes.txt"
+    # The router targets' size budgets (cross/size-gate.sh): over budget fails the build.
+    if [ "${KINGLET_SIZE_GATE:-1}" != 0 ]; then
+        bash "$repo/cross/size-gate.sh" "$CARGO_TARGET_DIR/sizes.txt"
+    fi
 }
 
 # Sourced by smoke.sh for the helpers; run main only when executed.

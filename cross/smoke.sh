@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Smoke-test a cross-built kinglet under qemu-user.
 #
-#   cross/smoke.sh TARGET...        (short names as in build.sh: aarch64 armv7 mipsel mips x86_64)
-#   cross/smoke.sh --unit TARGET... run the library's unit tests under qemu instead
+#   cross/smoke.sh [--no-setup] TARGET...        (short names as in build.sh: aarch64 armv7 mipsel mips x86_64)
+#   cross/smoke.sh [--no-setup] --unit TARGET... run the library's unit tests under qemu instead
+#
+# Both modes first run cross/build.sh's setup for their targets (apt packages, qemu, rustup
+# target or rust-src, musl sysroot and unwind stub; cached, so a second run costs a second),
+# so `--unit mips` works on a machine where nothing was set up. A setup failure stops the
+# script with the step that failed. --no-setup skips it.
 #
 # For each target, with the binary from cross/build.sh ($CARGO_TARGET_DIR/<triple>/release):
 #   1. `kinglet --version` and `kinglet check-config` on a temp config (127.0.0.1, port 0,
@@ -149,7 +154,7 @@ unit_one() {
             case "$t" in
                 mips* | aarch64*)
                     # (aarch64: Debian's libgcc_eh.a needs glibc, so the stub as on MIPS.)
-                    unwind_test_stub "$t"
+                    unwind_test_stub "$t" || { echo "cannot build the test unwind stub for $t"; exit 1; }
                     flags="$(printenv "CARGO_TARGET_${up}_RUSTFLAGS")"
                     export "CARGO_TARGET_${up}_RUSTFLAGS=${flags/"-L $xs/$name/unwind"/"-L $xs/$name/unwind-test"}"
                     # qemu-mips 7.2 (Debian 12) has no timerfd_settime64 (o32 syscall 4411:
@@ -202,14 +207,24 @@ EOF
     local fl=-O2
     case "$t" in mips*) fl="-msoft-float -O2" ;; esac
     # shellcheck disable=SC2086 # $fl is one or two flags
-    "$xs/$name/bin/musl-gcc" $fl -c "$dir/stub.c" -o "$dir/stub.o"
-    "$prefix-ar" rcs "$dir/libunwind.a" "$dir/stub.o"
+    "$xs/$name/bin/musl-gcc" $fl -c "$dir/stub.c" -o "$dir/stub.o" ||
+        { log "error: compiling $dir/stub.c with $xs/$name/bin/musl-gcc failed"; return 1; }
+    "$prefix-ar" rcs "$dir/libunwind.a" "$dir/stub.o" ||
+        { log "error: $prefix-ar failed for $dir/libunwind.a"; return 1; }
 }
 
 smoke_main() {
-    local mode=smoke results=() failed=0 t start
+    local mode=smoke results=() failed=0 t start do_setup=1 triples=()
+    [ "${1:-}" = --no-setup ] && { do_setup=0; shift; }
     [ "${1:-}" = --unit ] && { mode=unit; shift; }
-    [ $# -gt 0 ] || { sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 2; }
+    [ "${1:-}" = --no-setup ] && { do_setup=0; shift; }
+    [ $# -gt 0 ] || { sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 2; }
+    for t in "$@"; do triples+=("$(triple "$t")"); done
+    # Not inside `if`: there set -e would not stop a failed setup step.
+    if [ "$do_setup" = 1 ]; then
+        setup "${triples[@]}"
+    fi
+    command -v "$py" >/dev/null 2>&1 || die "$py not found (set PYTHON)"
     for t in "$@"; do
         start=$(date +%s)
         if "${mode}_one" "$t"; then

@@ -71,12 +71,26 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     run_with_reload(config, None)
 }
 
+/// Makes every panic, on any thread, end the process after printing its message, whatever
+/// the build's panic strategy. Host release builds unwind (so that tests share their
+/// dependencies); a panic that only unwound one thread (the store's writer, the blocking
+/// pool) would leave a daemon that accepts clients but never commits. Aborting lets systemd
+/// or procd restart it on the intact store.
+pub fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        std::process::abort();
+    }));
+}
+
 /// Run the broker until SIGTERM or SIGINT; SIGHUP re-reads `config_path` (when given) and
 /// applies its TLS files and log level. Returns `Ok` after a clean shutdown.
 ///
 /// # Errors
 /// A [`StartupError`] when the store, TLS, listeners or signal handlers cannot be set up.
 pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(), StartupError> {
+    abort_on_panic();
     // First, so that a signal arriving during start-up is queued rather than fatal (SIGHUP's
     // default action is to terminate); it is handled once the executor runs.
     let signals = signals::install()

@@ -9,12 +9,22 @@
 //! changed while running ([`set_level`], used on SIGHUP) through tracing-subscriber's
 //! `reload` layer; the filter sits directly on the registry so its handle has one type
 //! whichever output (journal or stderr) was chosen.
+//!
+//! Lines are written by [`LineLayer`], a few dozen lines of our own instead of
+//! tracing-subscriber's `fmt` layer: the daemon uses no spans and one line format, and the
+//! `fmt` machinery (its formatters, time and ANSI support) cost about 40 KB of code on the
+//! router builds (docs/size.md). A line is `2026-12-02T03:40:00.123Z  WARN message key=value`,
+//! without the time under procd.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::OnceLock;
 
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Registry;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -112,41 +122,105 @@ pub fn init(config_level: &str) -> String {
             return directive;
         }
     }
-    if split_streams() {
-        // procd turns each stdout line into daemon.info and each stderr line into daemon.err,
-        // and logd adds its own timestamp.
-        use tracing_subscriber::fmt::writer::MakeWriterExt;
-        let fmt = tracing_subscriber::fmt::layer()
-            .compact()
-            .without_time()
-            .with_writer(
-                std::io::stderr
-                    .with_max_level(tracing::Level::WARN)
-                    .or_else(std::io::stdout),
-            )
-            .with_ansi(false)
-            .with_target(false);
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .try_init();
-        return directive;
-    }
-    let fmt = tracing_subscriber::fmt::layer()
-        .compact()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false);
+    // Under procd: each stdout line becomes daemon.info and each stderr line daemon.err, and
+    // logd adds its own timestamp.
+    let lines = if split_streams() {
+        LineLayer {
+            time: false,
+            split: true,
+        }
+    } else {
+        LineLayer {
+            time: true,
+            split: false,
+        }
+    };
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
+        .with(lines)
         .try_init();
     directive
+}
+
+/// Writes each event as one line: `[time] LEVEL message key=value ...`.
+struct LineLayer {
+    /// Start with an RFC 3339 UTC time (milliseconds).
+    time: bool,
+    /// Info, debug and trace to stdout, warnings and errors to stderr (procd); else all to
+    /// stderr.
+    split: bool,
+}
+
+impl<S: Subscriber> Layer<S> for LineLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let level = *event.metadata().level();
+        let mut line = String::with_capacity(128);
+        if self.time {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            line.push_str(&crate::pubsub::xep0082(ms));
+            line.push(' ');
+        }
+        let _ = write!(line, "{:>5} ", level.as_str());
+        event.record(&mut LineFields(&mut line));
+        line.push('\n');
+        // A log line that cannot be written (stderr closed) is dropped: nowhere to say so.
+        if self.split && level > Level::WARN {
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        } else {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Appends an event's fields to a line: the message first, then ` key=value`.
+struct LineFields<'a>(&'a mut String);
+
+impl Visit for LineFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line format: message first, then the fields; strings quoted, others as Debug.
+    #[test]
+    fn line_fields_format() {
+        struct Capture(std::sync::Arc<std::sync::Mutex<String>>);
+        impl<S: Subscriber> Layer<S> for Capture {
+            fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+                let mut s = String::new();
+                event.record(&mut LineFields(&mut s));
+                *self.0.lock().expect("lock") = s;
+            }
+        }
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sub = tracing_subscriber::registry().with(Capture(out.clone()));
+        tracing::subscriber::with_default(sub, || {
+            let peer = "127.0.0.1:5222";
+            tracing::warn!(peer, n = 3, "slow reader {}", "closed");
+        });
+        assert_eq!(
+            *out.lock().expect("lock"),
+            "slow reader closed peer=\"127.0.0.1:5222\" n=3"
+        );
+    }
 
     #[test]
     fn filters_parse() {
