@@ -59,12 +59,9 @@ pub fn user_main(action: &UserAction) -> i32 {
         }
     };
     match run(action, &config) {
-        Ok(msg) => {
-            if !msg.is_empty() {
-                println!("{msg}");
-            }
-            0
-        }
+        Ok(msg) if msg.is_empty() => 0,
+        // The change is made; a reader that went away only misses the confirmation.
+        Ok(msg) => crate::cli::print_stdout(&format!("{msg}\n"), 0),
         Err(Failure::Usage(m)) => {
             eprintln!("kinglet: {m}");
             64

@@ -212,13 +212,10 @@ fn prepare_node(
     }
 }
 
-/// Writes one output line; `Ok(false)` when stdout is a closed pipe (stop quietly).
+/// Writes one output line; `Ok(false)` when stdout is a closed pipe (stop quietly, see
+/// [`crate::cli::write_out`]).
 fn emit(out: &mut impl Write, line: &str) -> Result<bool, ClientError> {
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(ClientError::Output(e)),
-    }
+    crate::cli::write_out(out, format_args!("{line}\n")).map_err(ClientError::Output)
 }
 
 /// Registers SIGINT and SIGTERM so that `sub` can unsubscribe before exiting; a second

@@ -1,6 +1,7 @@
 //! End-to-end tests of the command-line client (`kinglet pub|sub|nodes|items|node`, docs/cli.md):
 //! the real binary against the real daemon, over plaintext loopback, STARTTLS and direct TLS,
-//! across a daemon restart, and against Prosody from Debian when it is installed.
+//! across a daemon restart, and against Prosody from Debian when it is installed; also that
+//! every command ends quietly when stdout is a closed pipe.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -704,6 +705,113 @@ fn cli_sub_reconnects_after_daemon_restart() {
     assert!(sub.err().contains("connection lost"), "{}", sub.err());
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// A pipe without a reader, for a child's stdout: the read end's only holder (`true`) has
+/// exited before the child starts, so every write to it fails with EPIPE, deterministically.
+fn closed_pipe() -> Stdio {
+    let mut reader = Command::new("true")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn true");
+    let write_end = reader.stdin.take().expect("pipe");
+    reader.wait().expect("wait for true");
+    Stdio::from(write_end)
+}
+
+/// Runs `kinglet ARGS` (in `cwd`) with its stdout a pipe nobody reads, as in
+/// `kinglet ... | head -0`, and asserts that it ends quietly: exit 0, not killed by a signal,
+/// nothing on stderr (no "failed printing to stdout: Broken pipe" panic).
+fn assert_quiet_into_closed_pipe(args: &[&str], cwd: &Path) {
+    use std::os::unix::process::ExitStatusExt;
+    let o = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run kinglet");
+    assert_eq!(o.status.signal(), None, "{args:?}: killed: {}", stderr(&o));
+    assert_eq!(
+        (o.status.code(), stderr(&o).as_str()),
+        (Some(0), ""),
+        "kinglet {args:?} into a closed pipe"
+    );
+}
+
+/// Every command that writes to stdout stops quietly when the reader goes away
+/// (issue 9: `kinglet pub --help | head -1` aborted with 134).
+#[test]
+fn cli_every_command_exits_quietly_when_stdout_is_closed() {
+    let dir = TempDir::new("epipe");
+    let cfg = dir.0.join("kinglet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[auth]\nscram_iterations = 4096\n",
+            dir.0.join("data").display()
+        ),
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("utf-8 path");
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["pub", "--help"],
+        &["sub", "--help"],
+        &["nodes", "--help"],
+        &["items", "--help"],
+        &["node", "--help"],
+        &["node", "config", "--help"],
+        &["user", "--help"],
+        &["user", "list", "--help"],
+        &["run", "--help"],
+        &["check-config", "--help"],
+        &["check-config"],
+        &["check-config", "--config", c],
+        // The account is changed even though nobody reads the confirmation.
+        &["user", "add", "carol", "--password", "pw1", "--config", c],
+        &["user", "add", "dave", "--password", "pw", "--config", c],
+        &["user", "list", "--config", c],
+        &[
+            "user",
+            "passwd",
+            "carol",
+            "--password",
+            "pw2",
+            "--config",
+            c,
+        ],
+        &["user", "del", "dave", "--config", c],
+    ] {
+        assert_quiet_into_closed_pipe(args, &dir.0);
+    }
+    assert_eq!(
+        stdout(&kinglet(&["user", "list"], &cfg)),
+        "carol@localhost\n"
+    );
+
+    // The client commands, against a daemon.
+    let d = plain_daemon();
+    let server = format!("127.0.0.1:{}", d.port);
+    let alice = login_args(&d.dir.0, &server, "alice", "alice-pw");
+    for i in 1..=3 {
+        let payload = format!("<t xmlns='urn:example:temp'>{i}</t>");
+        ok(cli(
+            &with(&alice, &["pub", "--node", "temp", "--create", &payload]),
+            None,
+        ));
+    }
+    for args in [
+        &["nodes"][..],
+        &["items", "temp"],
+        &["items", "temp", "--format", "json"],
+        &["node", "config", "temp"],
+        &["sub", "--node", "temp", "--last", "3"],
+    ] {
+        assert_quiet_into_closed_pipe(&with(&alice, args), &dir.0);
+    }
 }
 
 /// A private Prosody instance, killed on drop.
