@@ -814,6 +814,64 @@ fn cli_every_command_exits_quietly_when_stdout_is_closed() {
     }
 }
 
+/// `kinglet user` in a directory without a database neither creates one (`./kinglet-data`)
+/// nor reports an empty list: it names the path it looked at and exits 66 (issue 9).
+/// Only `user add` creates the database.
+#[test]
+fn user_commands_refuse_a_missing_database_without_creating_it() {
+    let dir = TempDir::new("no-db");
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kinglet")
+    };
+    for args in [
+        &["user", "list"][..],
+        &["user", "del", "alice"],
+        &["user", "passwd", "alice", "--password", "pw"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(66), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "", "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("no database at ./kinglet-data/kinglet.redb")
+                && err.contains("built-in default")
+                && err.contains("kinglet user add")
+                && err.contains("--config"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !dir.0.join("kinglet-data").exists(),
+            "{args:?} created ./kinglet-data"
+        );
+    }
+    // With --config: the data_dir it resolves to, and the file it came from.
+    let cfg = dir.0.join("kinglet.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n").expect("config");
+    let o = kinglet(&["user", "list"], &cfg);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    let err = stderr(&o);
+    let db = dir.0.join("data").join("kinglet.redb");
+    assert!(
+        err.contains(&format!("no database at {}", db.display()))
+            && err.contains(&cfg.display().to_string()),
+        "{err}"
+    );
+    assert!(!dir.0.join("data").exists(), "user list created data/");
+    // `user add` creates it; then the other commands work on it.
+    let o = run(&["user", "add", "alice", "--password", "pw"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(dir.0.join("kinglet-data/kinglet.redb").is_file());
+    assert_eq!(ok(run(&["user", "list"])), "alice@localhost\n");
+    ok(run(&["user", "passwd", "alice", "--password", "pw2"]));
+    ok(run(&["user", "del", "alice"]));
+    assert_eq!(ok(run(&["user", "list"])), "");
+}
+
 /// A private Prosody instance, killed on drop.
 struct Prosody {
     child: Child,
