@@ -272,8 +272,11 @@ client_args! {
         /// create the node first if it does not exist
         #[argh(switch)]
         create: bool,
-        /// node configuration for --create, key=value (e.g. max_items=100); repeatable
-        #[argh(option)]
+        /// node configuration for --create, KEY=VALUE (e.g. max_items=100); repeatable
+        #[argh(option, arg_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// the old spelling of --set, kept as an alias
+        #[argh(option, arg_name = "KEY=VALUE")]
         config: Vec<String>,
         /// the payload: one namespaced XML element, JSON with --json, or - for stdin
         #[argh(positional)]
@@ -353,10 +356,35 @@ client_args! {
         /// the node
         #[argh(positional)]
         node: String,
-        /// node configuration, key=value (e.g. max_items=100); repeatable
-        #[argh(option)]
+        /// node configuration, KEY=VALUE (e.g. max_items=100); repeatable
+        #[argh(option, arg_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// the old spelling of --set, kept as an alias
+        #[argh(option, arg_name = "KEY=VALUE")]
         config: Vec<String>,
     }
+}
+
+impl PubArgs {
+    /// The node configuration options for `--create`: `--config` (the old spelling, kept
+    /// as an alias for scripts) and `--set` together.
+    pub fn node_options(&self) -> Vec<String> {
+        node_options(&self.set, &self.config)
+    }
+}
+
+impl NodeCreateArgs {
+    /// The node configuration options: `--config` (the old spelling, kept as an alias for
+    /// scripts) and `--set` together.
+    pub fn node_options(&self) -> Vec<String> {
+        node_options(&self.set, &self.config)
+    }
+}
+
+/// `KEY=VALUE` node options given with `--set` and with its alias `--config`: the alias's
+/// first (argh keeps no order between two options).
+fn node_options(set: &[String], config: &[String]) -> Vec<String> {
+    config.iter().chain(set).cloned().collect()
 }
 
 client_args! {
@@ -801,6 +829,44 @@ mod tests {
             &["sub", "--node", "n", "--last", "x"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    /// The node options of `pub --create` and `node create`.
+    fn node_opts(args: &[&str]) -> Vec<String> {
+        match ok(args).command {
+            Some(Command::Pub(p)) => p.node_options(),
+            Some(Command::Node(NodeArgs {
+                action: NodeAction::Create(c),
+            })) => c.node_options(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_options_set_and_its_old_spelling_config() {
+        let want = ["max_items=5", "title=T"];
+        for flag in ["--set", "--config"] {
+            let publish = [
+                "pub", "--node", "n", "--create", flag, want[0], flag, want[1], "{}",
+            ];
+            assert_eq!(node_opts(&publish), want, "pub {flag}");
+            assert_eq!(
+                node_opts(&["node", "create", "n", flag, want[0], flag, want[1]]),
+                want,
+                "node create {flag}"
+            );
+        }
+        // Both spellings together: every option is kept.
+        let mixed = node_opts(&["node", "create", "n", "--set", "a=1", "--config", "b=2"]);
+        assert_eq!(mixed.len(), 2);
+        assert!(mixed.contains(&"a=1".to_owned()) && mixed.contains(&"b=2".to_owned()));
+        assert!(node_opts(&["pub", "--node", "n", "x"]).is_empty());
+        // --help shows --set, and --config as the old spelling.
+        for cmd in [&["pub", "--help"][..], &["node", "create", "--help"]] {
+            let help = parse(cmd).expect_err("help");
+            assert!(help.contains("--set"), "{help}");
+            assert!(help.contains("old spelling of --set"), "{help}");
         }
     }
 

@@ -96,9 +96,9 @@ fn make_payload(text: &str, json: bool) -> Result<crate::xml::Element, ClientErr
 /// `kinglet pub`.
 fn publish(a: &PubArgs) -> Result<(), ClientError> {
     let mut settings = Settings::resolve(&a.connect_args())?;
-    let config = parse_config(&a.config)?;
+    let config = parse_config(&a.node_options())?;
     if !config.is_empty() && !a.create {
-        return Err(ClientError::Usage("--config needs --create".to_owned()));
+        return Err(ClientError::Usage("--set needs --create".to_owned()));
     }
     if a.lines && a.id.is_some() {
         return Err(ClientError::Usage(
@@ -486,7 +486,7 @@ fn node(a: &NodeArgs) -> Result<(), ClientError> {
     let mut settings = Settings::resolve(&connect)?;
     // Validate the options before connecting.
     let pairs = match &a.action {
-        NodeAction::Create(c) => parse_config(&c.config)?,
+        NodeAction::Create(c) => parse_config(&c.node_options())?,
         NodeAction::Config(c) => parse_config(&c.settings)?,
         NodeAction::Delete(_) => Vec::new(),
     };

@@ -212,7 +212,7 @@ fn cli_pub_then_sub_last_then_live_item() {
                 "--node",
                 "temp",
                 "--create",
-                "--config",
+                "--set",
                 "max_items=10",
                 "--id",
                 "r1",
@@ -261,7 +261,8 @@ fn cli_pub_then_sub_last_then_live_item() {
     );
     let items = ok(cli(&with(&alice, &["items", "temp", "--max", "1"]), None));
     assert_eq!(items, "<t xmlns=\"urn:example:temp\">22.0</t>\n");
-    // Anonymous login on loopback (the default): a live item from anyone (publish_model open).
+    // Anonymous login on loopback (the default): a live item from anyone (publish_model open;
+    // `--config KEY=VALUE` is the old spelling of `--set`).
     let anon = ["--server", server.as_str()];
     ok(cli(
         &with(
@@ -479,6 +480,7 @@ fn cli_errors_have_distinct_exit_codes() {
             "a=b",
             "<a xmlns='urn:x'/>",
         ],
+        &["pub", "--node", "x", "--set", "a=b", "<a xmlns='urn:x'/>"],
     ] {
         let o = cli(bad, None);
         assert_eq!(o.status.code(), Some(64), "{bad:?}: {}", stderr(&o));
@@ -501,6 +503,21 @@ fn cli_errors_have_distinct_exit_codes() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     ok(cli(&with(&alice, &["node", "delete", "mine"]), None));
     assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "");
+    // `--set` and its old spelling `--config` configure a node the same way.
+    for (node, flag) in [("by-set", "--set"), ("by-config", "--config")] {
+        ok(cli(
+            &with(
+                &alice,
+                &["node", "create", node, flag, "max_items=7", flag, "title=T"],
+            ),
+            None,
+        ));
+    }
+    let by_set = ok(cli(&with(&alice, &["node", "config", "by-set"]), None));
+    assert!(by_set.lines().any(|l| l == "max_items=7"), "{by_set}");
+    assert!(by_set.lines().any(|l| l == "title=T"), "{by_set}");
+    let by_config = ok(cli(&with(&alice, &["node", "config", "by-config"]), None));
+    assert_eq!(by_set, by_config);
 }
 
 fn free_port() -> u16 {
