@@ -1,6 +1,7 @@
 //! End-to-end tests of the command-line client (`kinglet pub|sub|nodes|items|node`, docs/cli.md):
 //! the real binary against the real daemon, over plaintext loopback, STARTTLS and direct TLS,
-//! across a daemon restart, and against Prosody from Debian when it is installed; also that
+//! across a daemon restart, and against Prosody from Debian (ignored unless asked for with
+//! `--ignored`: it needs `prosody` installed, as `.ci/run` does); also that
 //! every command ends quietly when stdout is a closed pipe.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -914,23 +915,22 @@ fn wait_port(port: u16) -> bool {
 }
 
 /// The same commands against Prosody (Debian's package, with its pubsub component): proof
-/// that the client speaks standard XMPP. Runs only where `prosody` is installed (`.ci/run`
-/// installs it).
+/// that the client speaks standard XMPP. Ignored by default, so that a plain `cargo test`
+/// reports it as ignored rather than passed without Prosody; `.ci/run` installs Prosody
+/// and runs it with `cargo test --release --test integration -- --ignored --exact
+/// e2e::cli::cli_against_prosody_from_debian`. Run that way it fails if Prosody is missing.
 #[test]
+#[ignore = "needs prosody (apt-get install prosody); .ci/run runs it with --ignored"]
 fn cli_against_prosody_from_debian() {
     let have = Command::new("sh")
         .args(["-c", "command -v prosody && command -v prosodyctl"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have {
-        // CI installs it (.ci/run), so there a missing Prosody is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but prosody is not installed"
-        );
-        eprintln!("SKIPPED: prosody is not installed (apt-get install prosody)");
-        return;
-    }
+    assert!(
+        have,
+        "prosody and prosodyctl are not installed: this test needs Debian's prosody \
+         (apt-get install prosody)"
+    );
     let dir = TempDir::new("cli-prosody");
     let certs = dir.0.join("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
