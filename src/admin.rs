@@ -4,6 +4,11 @@
 //! while the broker runs they fail at once with exit code 75 (EX_TEMPFAIL) and a message
 //! saying so; nothing is changed. Stop the broker, run the command, start it again.
 //! Only SCRAM credentials (salted, iterated hashes for SHA-1 and SHA-256) are stored.
+//!
+//! Only `user add` creates the database (and the data directory). The other commands need
+//! an existing one: without it they say where they looked and exit 66 (EX_NOINPUT), rather
+//! than leave an empty `./kinglet-data` behind when run in the wrong directory or without
+//! the broker's `--config`.
 
 use std::path::Path;
 
@@ -11,7 +16,10 @@ use crate::cli::{UserAction, read_password};
 use crate::config::Config;
 use crate::jid::Jid;
 use crate::sasl::StoredCredentials;
-use crate::store::{Store, StoreError};
+use crate::store::{DB_FILE_NAME, Store, StoreError};
+
+/// Exit status when a read-only `user` command finds no database (`EX_NOINPUT`).
+pub const EX_NOINPUT: i32 = 66;
 
 /// Turn `alice` or `alice@domain` into the username, checking the domain.
 fn username(jid: &str, config: &Config) -> Result<String, String> {
@@ -43,6 +51,26 @@ fn open(config: &Config) -> Result<Store, StoreError> {
     Store::open(&config.data_dir, config.store.cache_bytes)
 }
 
+/// For the commands that must not create the database (`del`, `list`, `passwd`): fails
+/// with [`Failure::NoDatabase`] when there is no database file under `data_dir`.
+/// (`Store::open` would create it, and the data directory.) An existence check that
+/// itself fails (permissions) is left to `Store::open` to report.
+fn require_database(config: &Config, config_path: Option<&Path>) -> Result<(), Failure> {
+    let path = config.data_dir.join(DB_FILE_NAME);
+    if path.try_exists().is_ok_and(|exists| !exists) {
+        let origin = match config_path {
+            Some(p) => format!("data_dir from {}", p.display()),
+            None => "data_dir is the built-in default; no --config given".to_owned(),
+        };
+        return Err(Failure::NoDatabase(format!(
+            "no database at {} ({origin}); create one with `kinglet user add` or point \
+             --config at the broker's configuration",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Run a `user` subcommand; returns the process exit code.
 pub fn user_main(action: &UserAction) -> i32 {
     let config_path = match action {
@@ -58,16 +86,17 @@ pub fn user_main(action: &UserAction) -> i32 {
             return 78;
         }
     };
-    match run(action, &config) {
-        Ok(msg) => {
-            if !msg.is_empty() {
-                println!("{msg}");
-            }
-            0
-        }
+    match run(action, &config, config_path) {
+        Ok(msg) if msg.is_empty() => 0,
+        // The change is made; a reader that went away only misses the confirmation.
+        Ok(msg) => crate::cli::print_stdout(&format!("{msg}\n"), 0),
         Err(Failure::Usage(m)) => {
             eprintln!("kinglet: {m}");
             64
+        }
+        Err(Failure::NoDatabase(m)) => {
+            eprintln!("kinglet: {m}");
+            EX_NOINPUT
         }
         Err(Failure::Store(e)) => {
             eprintln!("kinglet: {e}");
@@ -78,6 +107,8 @@ pub fn user_main(action: &UserAction) -> i32 {
 
 enum Failure {
     Usage(String),
+    /// No database file where the configuration says (message for the user).
+    NoDatabase(String),
     Store(StoreError),
 }
 
@@ -91,7 +122,11 @@ fn password(pw: Option<&str>, file: Option<&Path>) -> Result<String, Failure> {
     read_password(pw, file).map_err(Failure::Usage)
 }
 
-fn run(action: &UserAction, config: &Config) -> Result<String, Failure> {
+fn run(
+    action: &UserAction,
+    config: &Config,
+    config_path: Option<&Path>,
+) -> Result<String, Failure> {
     let iterations = config.auth.scram_iterations;
     match action {
         UserAction::Add(a) => {
@@ -110,6 +145,7 @@ fn run(action: &UserAction, config: &Config) -> Result<String, Failure> {
         }
         UserAction::Passwd(a) => {
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
+            require_database(config, config_path)?;
             let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
             let store = open(config)?;
             let creds = StoredCredentials::derive(&pw, iterations);
@@ -124,6 +160,7 @@ fn run(action: &UserAction, config: &Config) -> Result<String, Failure> {
         }
         UserAction::Del(a) => {
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
+            require_database(config, config_path)?;
             let store = open(config)?;
             match store.user_del(&user) {
                 Ok(()) => Ok(format!("deleted {user}@{}", config.domain)),
@@ -135,6 +172,7 @@ fn run(action: &UserAction, config: &Config) -> Result<String, Failure> {
             }
         }
         UserAction::List(_) => {
+            require_database(config, config_path)?;
             let store = open(config)?;
             let users = store.user_list()?;
             Ok(users

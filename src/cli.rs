@@ -1,12 +1,15 @@
-//! Command-line interface: argument types (argh), password input and `check-config`.
+//! Command-line interface: argument types (argh), password input, stdout output and
+//! `check-config`.
 //!
 //! This module owns the shape of the command line (`kinglet [run|check-config|user ...]`),
 //! reading a password for `user add|passwd` without echoing it through argv when possible,
-//! and the whole `check-config` command. It does not run the daemon or touch the account
-//! store: `main.rs` dispatches on [`Command`] to the daemon and store code.
+//! writing command output to stdout ([`write_out`], [`print_stdout`]: a reader that went
+//! away ends a command quietly), and the whole `check-config` command. It does not run the
+//! daemon or touch the account store: `main.rs` dispatches on [`Command`] to the daemon and
+//! store code.
 
 use std::fs::File;
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
@@ -15,6 +18,8 @@ use crate::config::{Config, ConfigError, Tls};
 
 /// Exit status for an unusable configuration (`EX_CONFIG` of sysexits.h).
 pub const EX_CONFIG: i32 = 78;
+/// Exit status when writing the output failed, other than a closed pipe (`EX_IOERR`).
+pub const EX_IOERR: i32 = 74;
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Largest certificate or key file `check-config` reads, in bytes.
@@ -267,8 +272,11 @@ client_args! {
         /// create the node first if it does not exist
         #[argh(switch)]
         create: bool,
-        /// node configuration for --create, key=value (e.g. max_items=100); repeatable
-        #[argh(option)]
+        /// node configuration for --create, KEY=VALUE (e.g. max_items=100); repeatable
+        #[argh(option, arg_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// the old spelling of --set, kept as an alias
+        #[argh(option, arg_name = "KEY=VALUE")]
         config: Vec<String>,
         /// the payload: one namespaced XML element, JSON with --json, or - for stdin
         #[argh(positional)]
@@ -348,10 +356,35 @@ client_args! {
         /// the node
         #[argh(positional)]
         node: String,
-        /// node configuration, key=value (e.g. max_items=100); repeatable
-        #[argh(option)]
+        /// node configuration, KEY=VALUE (e.g. max_items=100); repeatable
+        #[argh(option, arg_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// the old spelling of --set, kept as an alias
+        #[argh(option, arg_name = "KEY=VALUE")]
         config: Vec<String>,
     }
+}
+
+impl PubArgs {
+    /// The node configuration options for `--create`: `--config` (the old spelling, kept
+    /// as an alias for scripts) and `--set` together.
+    pub fn node_options(&self) -> Vec<String> {
+        node_options(&self.set, &self.config)
+    }
+}
+
+impl NodeCreateArgs {
+    /// The node configuration options: `--config` (the old spelling, kept as an alias for
+    /// scripts) and `--set` together.
+    pub fn node_options(&self) -> Vec<String> {
+        node_options(&self.set, &self.config)
+    }
+}
+
+/// `KEY=VALUE` node options given with `--set` and with its alias `--config`: the alias's
+/// first (argh keeps no order between two options).
+fn node_options(set: &[String], config: &[String]) -> Vec<String> {
+    config.iter().chain(set).cloned().collect()
 }
 
 client_args! {
@@ -378,11 +411,6 @@ client_args! {
 }
 
 impl Args {
-    /// Parses the process arguments; prints help or a usage error and exits on failure.
-    pub fn from_env() -> Args {
-        argh::from_env()
-    }
-
     /// The `--config` path of whichever subcommand was given (`None` for plain `kinglet`).
     pub fn config_path(&self) -> Option<&Path> {
         let path = match self.command.as_ref()? {
@@ -407,6 +435,42 @@ impl Args {
 /// The version line printed by `kinglet --version`.
 pub fn version_line() -> String {
     format!("kinglet {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Writes `args` to `out` and flushes it. `Ok(false)` means the reader went away (EPIPE, as
+/// in `kinglet ... | head -1`): the caller stops writing and exits quietly, like ripgrep and
+/// coreutils. (Rust ignores SIGPIPE, so `println!` would panic there: exit 101, or 134 with
+/// the release profile's `panic = "abort"`.) Other write errors are returned.
+///
+/// Every write of a command's output to stdout goes through this function.
+///
+/// # Errors
+///
+/// A write or flush error other than [`ErrorKind::BrokenPipe`].
+pub fn write_out(out: &mut impl Write, args: std::fmt::Arguments<'_>) -> std::io::Result<bool> {
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Prints `text` on the locked stdout for a command whose exit status is `code`: returns
+/// `code`, also when the reader went away (quietly, nothing on stderr); another write
+/// error is reported on stderr and gives [`EX_IOERR`].
+pub fn print_stdout(text: &str, code: i32) -> i32 {
+    print_to(&mut std::io::stdout().lock(), text, code)
+}
+
+/// [`print_stdout`] to any writer (testable).
+fn print_to(out: &mut impl Write, text: &str, code: i32) -> i32 {
+    match write_out(out, format_args!("{text}")) {
+        Ok(_) => code,
+        Err(e) => {
+            eprintln!("kinglet: cannot write output: {e}");
+            EX_IOERR
+        }
+    }
 }
 
 /// Reads the new password for `user add|passwd`.
@@ -505,11 +569,13 @@ pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
 /// `kinglet check-config`: prints the effective configuration to stdout and returns 0, or
 /// prints `kinglet: invalid configuration: <error>` to stderr and returns [`EX_CONFIG`].
 pub fn check_config_main(path: Option<&Path>) -> i32 {
+    check_config_main_to(path, &mut std::io::stdout().lock())
+}
+
+/// [`check_config_main`] printing to `out` (testable).
+fn check_config_main_to(path: Option<&Path>, out: &mut impl Write) -> i32 {
     match check_config(path) {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
+        Ok(text) => print_to(out, &text, 0),
         Err(e) => {
             eprintln!("kinglet: invalid configuration: {e}");
             EX_CONFIG
@@ -766,6 +832,44 @@ mod tests {
         }
     }
 
+    /// The node options of `pub --create` and `node create`.
+    fn node_opts(args: &[&str]) -> Vec<String> {
+        match ok(args).command {
+            Some(Command::Pub(p)) => p.node_options(),
+            Some(Command::Node(NodeArgs {
+                action: NodeAction::Create(c),
+            })) => c.node_options(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_options_set_and_its_old_spelling_config() {
+        let want = ["max_items=5", "title=T"];
+        for flag in ["--set", "--config"] {
+            let publish = [
+                "pub", "--node", "n", "--create", flag, want[0], flag, want[1], "{}",
+            ];
+            assert_eq!(node_opts(&publish), want, "pub {flag}");
+            assert_eq!(
+                node_opts(&["node", "create", "n", flag, want[0], flag, want[1]]),
+                want,
+                "node create {flag}"
+            );
+        }
+        // Both spellings together: every option is kept.
+        let mixed = node_opts(&["node", "create", "n", "--set", "a=1", "--config", "b=2"]);
+        assert_eq!(mixed.len(), 2);
+        assert!(mixed.contains(&"a=1".to_owned()) && mixed.contains(&"b=2".to_owned()));
+        assert!(node_opts(&["pub", "--node", "n", "x"]).is_empty());
+        // --help shows --set, and --config as the old spelling.
+        for cmd in [&["pub", "--help"][..], &["node", "create", "--help"]] {
+            let help = parse(cmd).expect_err("help");
+            assert!(help.contains("--set"), "{help}");
+            assert!(help.contains("old spelling of --set"), "{help}");
+        }
+    }
+
     #[test]
     fn bad_command_lines_rejected() {
         for bad in [
@@ -824,6 +928,29 @@ mod tests {
         assert!(read_password_from(None, None, &[0xffu8, b'\n'][..], false).is_err());
     }
 
+    /// A writer whose every write fails with `kind`.
+    struct Failing(std::io::ErrorKind);
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(self.0.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_out_treats_a_closed_pipe_as_the_end() {
+        let mut buf = Vec::new();
+        assert!(write_out(&mut buf, format_args!("a {}\n", 1)).expect("vec"));
+        assert_eq!(buf, b"a 1\n");
+        let closed = write_out(&mut Failing(ErrorKind::BrokenPipe), format_args!("x"));
+        assert!(!closed.expect("a closed pipe is not an error"));
+        let full = write_out(&mut Failing(ErrorKind::StorageFull), format_args!("x"));
+        assert_eq!(full.expect_err("disk full").kind(), ErrorKind::StorageFull);
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("kinglet-cli-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -857,14 +984,24 @@ mod tests {
     fn check_config_defaults_and_exit_codes() {
         let text = check_config(None).expect("defaults are valid");
         assert_eq!(Config::from_toml_str(&text, None), Ok(Config::default()));
-        assert_eq!(check_config_main(None), 0);
+        let mut out = Vec::new();
+        assert_eq!(check_config_main_to(None, &mut out), 0);
+        assert_eq!(out, text.as_bytes());
+        assert_eq!(
+            check_config_main_to(None, &mut Failing(ErrorKind::BrokenPipe)),
+            0
+        );
+        assert_eq!(
+            check_config_main_to(None, &mut Failing(ErrorKind::StorageFull)),
+            EX_IOERR
+        );
 
         let dir = temp_dir("check");
         let cfg = dir.join("kinglet.toml");
         std::fs::write(&cfg, "[c2s]\nlisten = [\"0.0.0.0:5222\"]\n").expect("write");
         let e = check_config(Some(&cfg)).expect_err("no tls");
         assert_eq!(e.key.as_deref(), Some("c2s.listen"));
-        assert_eq!(check_config_main(Some(&cfg)), EX_CONFIG);
+        assert_eq!(check_config_main_to(Some(&cfg), &mut Vec::new()), EX_CONFIG);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
@@ -896,7 +1033,7 @@ mod tests {
             text.contains(&dir.join("c.pem").to_string_lossy().into_owned()),
             "{text}"
         );
-        assert_eq!(check_config_main(Some(&cfg)), 0);
+        assert_eq!(check_config_main_to(Some(&cfg), &mut Vec::new()), 0);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -1,6 +1,6 @@
 //! The `kinglet` binary: parse the command line, then run the broker or a tool command.
 
-use kinglet::cli::{Args, Command};
+use kinglet::cli::{Args, Command, print_stdout};
 
 /// Exit status for a bad command line (`EX_USAGE` of sysexits.h).
 const EX_USAGE: i32 = 64;
@@ -8,8 +8,10 @@ const EX_USAGE: i32 = 64;
 fn main() {
     let args = parse_args();
     if args.version {
-        println!("kinglet {}", env!("CARGO_PKG_VERSION"));
-        return;
+        std::process::exit(print_stdout(
+            &format!("{}\n", kinglet::cli::version_line()),
+            0,
+        ));
     }
     let code = match args.command {
         None => run(None),
@@ -75,10 +77,8 @@ fn parse_args() -> Args {
     match <Args as argh::FromArgs>::from_args(&[cmd], &rest) {
         Ok(args) => args,
         Err(early) => match early.status {
-            Ok(()) => {
-                println!("{}", early.output);
-                std::process::exit(0);
-            }
+            // --help: a closed stdout (`kinglet pub --help | head -1`) ends it quietly.
+            Ok(()) => std::process::exit(print_stdout(&format!("{}\n", early.output), 0)),
             Err(()) => {
                 eprintln!("{}\nRun {cmd} --help for more information.", early.output);
                 std::process::exit(EX_USAGE);

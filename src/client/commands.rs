@@ -96,9 +96,9 @@ fn make_payload(text: &str, json: bool) -> Result<crate::xml::Element, ClientErr
 /// `kinglet pub`.
 fn publish(a: &PubArgs) -> Result<(), ClientError> {
     let mut settings = Settings::resolve(&a.connect_args())?;
-    let config = parse_config(&a.config)?;
+    let config = parse_config(&a.node_options())?;
     if !config.is_empty() && !a.create {
-        return Err(ClientError::Usage("--config needs --create".to_owned()));
+        return Err(ClientError::Usage("--set needs --create".to_owned()));
     }
     if a.lines && a.id.is_some() {
         return Err(ClientError::Usage(
@@ -212,13 +212,10 @@ fn prepare_node(
     }
 }
 
-/// Writes one output line; `Ok(false)` when stdout is a closed pipe (stop quietly).
+/// Writes one output line; `Ok(false)` when stdout is a closed pipe (stop quietly, see
+/// [`crate::cli::write_out`]).
 fn emit(out: &mut impl Write, line: &str) -> Result<bool, ClientError> {
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(ClientError::Output(e)),
-    }
+    crate::cli::write_out(out, format_args!("{line}\n")).map_err(ClientError::Output)
 }
 
 /// Registers SIGINT and SIGTERM so that `sub` can unsubscribe before exiting; a second
@@ -489,7 +486,7 @@ fn node(a: &NodeArgs) -> Result<(), ClientError> {
     let mut settings = Settings::resolve(&connect)?;
     // Validate the options before connecting.
     let pairs = match &a.action {
-        NodeAction::Create(c) => parse_config(&c.config)?,
+        NodeAction::Create(c) => parse_config(&c.node_options())?,
         NodeAction::Config(c) => parse_config(&c.settings)?,
         NodeAction::Delete(_) => Vec::new(),
     };
