@@ -250,7 +250,7 @@ target_env() {
     if build_std "$t"; then
         export "CARGO_TARGET_${up}_LINKER=$xs/$name/bin/musl-gcc"
         # location-detail=none drops file/line strings of panics (panic=abort: nobody reads them).
-        export "CARGO_TARGET_${up}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -L $xs/$name/unwind -Z location-detail=none -C force-unwind-tables=no"
+        export "CARGO_TARGET_${up}_RUSTFLAGS=-C target-feature=+crt-static -C link-self-contained=no -L $xs/$name/unwind -Z location-detail=none -C force-unwind-tables=no -C relocation-model=static"
         export "CC_${t//-/_}=$xs/$name/bin/musl-gcc"
         export "AR_${t//-/_}=$prefix-ar"
         case "$t" in mips*) export "CFLAGS_${t//-/_}=-msoft-float" ;; esac
