@@ -606,7 +606,9 @@ fn attr(s: &str) -> String {
     o
 }
 
-/// XEP-0082 date-time (UTC, milliseconds) for `ms` since the epoch.
+/// XEP-0082 date-time (UTC, milliseconds) for `ms` since the epoch. Any `u64` is safe:
+/// the day count is below 2^38 and every intermediate stays far inside an `i64` (years past
+/// 9999 print with more digits; [`parse_xep0082`] never yields one).
 pub fn xep0082(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
@@ -692,8 +694,23 @@ fn deep_text(e: &Element, out: &mut String) {
     }
 }
 
+/// Days in `month` (1–12) of `year` (proleptic Gregorian).
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// Parses an XEP-0082 date-time (`YYYY-MM-DDThh:mm:ss[.fff](Z|±hh:mm)`) into ms since
-/// the epoch; `None` if malformed or before 1970.
+/// the epoch; `None` if malformed, not a real date (month 13, February 30), an offset
+/// beyond ±23:59, or before 1970.
+///
+/// Every field is range-checked before any arithmetic: the year has exactly four digits
+/// (0000–9999), so the day count stays below 4 million and the millisecond result below
+/// 2^48; nothing here can overflow an `i64`.
 pub fn parse_xep0082(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -715,7 +732,12 @@ pub fn parse_xep0082(s: &str) -> Option<u64> {
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    if !(1..=12).contains(&mo)
+        || !(1..=days_in_month(y, mo)).contains(&d)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -741,6 +763,9 @@ pub fn parse_xep0082(s: &str) -> Option<u64> {
         {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let o = (oh * 60 + om) * 60;
             if tz.starts_with('-') { -o } else { o }
         }

@@ -4469,3 +4469,151 @@ fn items_max_items_u64_max_does_not_panic() {
         }
     }
 }
+
+/// Numeric configuration fields (XEP-0060 §8.2.4): huge, negative, empty or non-numeric
+/// values are `not-acceptable`, at configure and at create-and-configure, and change nothing.
+#[test]
+fn config_numbers_huge_or_negative_are_not_acceptable() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[("pubsub#max_items", "5")]);
+    w.collection(ALICE, "c", &[]);
+    let huge = [
+        "18446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "-1",
+        "-18446744073709551616",
+        "",
+        "lots",
+        "1e9",
+    ];
+    for field in [
+        "pubsub#max_items",
+        "pubsub#max_payload_size",
+        "pubsub#item_expire",
+    ] {
+        for v in huge {
+            let (c, _) = w.err(
+                ALICE,
+                "set",
+                &format!(
+                    "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
+                    form(FORM_NODE_CONFIG, &[(field, v)])
+                ),
+            );
+            assert_eq!(c, "not-acceptable", "{field} = {v:?}");
+            let (c, _) = w.err(
+                ALICE,
+                "set",
+                &format!(
+                    "<pubsub xmlns='{NS_PUBSUB}'><create node='new'/><configure>{}</configure></pubsub>",
+                    form(FORM_NODE_CONFIG, &[(field, v)])
+                ),
+            );
+            assert_eq!(c, "not-acceptable", "create with {field} = {v:?}");
+        }
+    }
+    for v in huge {
+        let (c, _) = w.err(
+            ALICE,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='c'>{}</configure></pubsub>",
+                form(FORM_NODE_CONFIG, &[("pubsub#children_max", v)])
+            ),
+        );
+        assert_eq!(c, "not-acceptable", "children_max = {v:?}");
+    }
+    assert_eq!(
+        w.config_of(ALICE, "n")["pubsub#max_items"],
+        vec!["5".to_owned()]
+    );
+    assert!(!w.engine.nodes.contains_key("new"));
+    // `max` stays the word for the cap.
+    w.configure(
+        ALICE,
+        "n",
+        &form(FORM_NODE_CONFIG, &[("pubsub#max_items", "max")]),
+    );
+    assert_eq!(
+        w.config_of(ALICE, "n")["pubsub#max_items"],
+        vec!["max".to_owned()]
+    );
+}
+
+/// XEP-0082 dates at the edges: impossible dates and offsets are refused, the largest
+/// four-digit year works, nothing panics or wraps.
+#[test]
+fn xep0082_dates_at_the_edges() {
+    for bad in [
+        "0000-00-00T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "99999-01-01T00:00:00Z",
+        "+9999-01-01T00:00:00Z",
+        "-001-01-01T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-00-10T00:00:00Z",
+        "2024-01-00T00:00:00Z",
+        "2024-01-32T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "2100-02-29T00:00:00Z",
+        "2024-04-31T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:60:00Z",
+        "2024-01-01T00:00:61Z",
+        "2024-01-01T00:00:00+24:00",
+        "2024-01-01T00:00:00+99:99",
+        "2024-01-01T00:00:00-00:60",
+        "1970-01-01T00:00:00+00:01",
+        "1969-12-31T23:59:59Z",
+        "9999-99-99T99:99:99.999999999999999999999Z",
+    ] {
+        assert_eq!(parse_xep0082(bad), None, "{bad}");
+    }
+    assert_eq!(
+        parse_xep0082("2024-02-29T00:00:00Z"),
+        Some(1_709_164_800_000)
+    );
+    assert_eq!(parse_xep0082("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+    assert_eq!(parse_xep0082("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(parse_xep0082("1970-01-01T00:00:00-23:59"), Some(86_340_000));
+    let end = parse_xep0082("9999-12-31T23:59:59.999Z").expect("year 9999");
+    assert_eq!(end, 253_402_300_799_999);
+    assert_eq!(xep0082(end), "9999-12-31T23:59:59.999Z");
+    // Many fraction digits: the first three count.
+    assert_eq!(
+        parse_xep0082("2024-02-29T00:00:00.1239999999999999999999999Z"),
+        Some(1_709_164_800_123)
+    );
+    // Formatting never panics, whatever the clock says.
+    for ms in [0, u64::MAX / 2, u64::MAX] {
+        assert!(xep0082(ms).ends_with('Z'));
+    }
+}
+
+/// `pubsub#expire` at the far edge: a lease in year 9999 is accepted and its deadline is
+/// exact; impossible dates are `bad-request` + `invalid-options`.
+#[test]
+fn subscription_expire_at_the_edges() {
+    let mut w = World::new();
+    w.create(ALICE, "n", &[]);
+    let far = "9999-12-31T23:59:59.999Z";
+    w.subscribe_with(BOB, "n", &[("pubsub#expire", far)]);
+    assert_eq!(w.engine.next_deadline(), Some(253_402_300_799_999));
+    assert!(w.tick().is_empty());
+    for bad in [
+        "0000-00-00T00:00:00Z",
+        "99999-12-31T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+    ] {
+        let body = format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/><options>{}</options></pubsub>",
+            form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#expire", bad)])
+        );
+        assert_eq!(
+            w.err(CAROL, "set", &body),
+            ("bad-request".into(), "invalid-options".into()),
+            "{bad}"
+        );
+    }
+}
