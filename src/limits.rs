@@ -31,8 +31,10 @@
 //!
 //! Transient costs not multiplied by connections: one parsed stanza at a time on the single
 //! protocol thread (about twice `max_stanza_bytes`), bounded in shape by `max_xml_depth` and
-//! `max_xml_attrs`. Per account, the roster holds at most `max_roster_items` entries (about
-//! 200 B each typically, a few KiB with maximum-length JIDs and many groups).
+//! `max_xml_attrs`; one pub-sub reply page at a time (at most `pubsub_max_page_items`
+//! entries, its text within half of `outbox_max_bytes`). Per account, the roster holds at
+//! most `max_roster_items` entries (about 200 B each typically, a few KiB with
+//! maximum-length JIDs and many groups).
 
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +141,15 @@ pub struct Limits {
     /// the item id per item; payloads stay on disk. Accepted range
     /// 1..=`pubsub_max_items_per_node`.
     pub pep_max_items_per_node: usize,
+    /// Most entries in one XEP-0059 page of the pub-sub service: items retrieval (leaf and
+    /// collection) and disco#items (nodes, item ids). Default 1000 (a full node at the
+    /// default `pubsub_max_items_per_node`). Overflow: a larger (or absent) RSM `<max/>` is
+    /// clamped, which XEP-0059 allows; the reply's `<set/>` (`count`, `last`) lets the
+    /// client page on. Memory: transient, one request at a time: about 100 B of
+    /// bookkeeping per entry of the page (a loaded item's struct, or a listing row's
+    /// reference; about 100 KiB at the default), plus the entries' reply text, which never
+    /// exceeds half of `outbox_max_bytes` whatever this value. Accepted range 1..=1048576.
+    pub pubsub_max_page_items: usize,
 }
 
 impl Default for Limits {
@@ -162,6 +173,7 @@ impl Default for Limits {
             pubsub_max_subscriptions_per_node: 1024,
             pep_max_nodes_per_account: 64,
             pep_max_items_per_node: 1000,
+            pubsub_max_page_items: 1000,
         }
     }
 }
@@ -284,6 +296,12 @@ impl Limits {
             1,
             self.pubsub_max_items_per_node,
         )?;
+        in_range(
+            "pubsub_max_page_items",
+            self.pubsub_max_page_items,
+            1,
+            MAX_COUNT,
+        )?;
         Ok(())
     }
 
@@ -370,7 +388,7 @@ mod tests {
     #[test]
     fn zero_rejected_where_meaningless() {
         type Setter = fn(&mut Limits);
-        let cases: [(&str, Setter); 10] = [
+        let cases: [(&str, Setter); 11] = [
             ("limits.max_xml_depth", |l| l.max_xml_depth = 0),
             ("limits.max_connections", |l| l.max_connections = 0),
             ("limits.outbox_max_stanzas", |l| l.outbox_max_stanzas = 0),
@@ -386,6 +404,9 @@ mod tests {
             ("limits.pubsub_max_nodes", |l| l.pubsub_max_nodes = 0),
             ("limits.pubsub_max_item_bytes", |l| {
                 l.pubsub_max_item_bytes = 0
+            }),
+            ("limits.pubsub_max_page_items", |l| {
+                l.pubsub_max_page_items = 0
             }),
         ];
         for (key, set) in cases {

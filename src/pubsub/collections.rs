@@ -332,7 +332,7 @@ impl Engine {
         req: &Req,
         name: &str,
         max: Option<usize>,
-        rsm: Option<&Rsm>,
+        rsm: Option<&Page>,
     ) -> Result<Option<String>, PubSubError> {
         let leaves: Vec<(&str, &Node)> = self
             .dag
@@ -400,16 +400,21 @@ impl Engine {
             .map(|(i, e)| format!("{:x}-{:x}-{}", e.published_ms, e.seq, leaves[*i].0))
             .collect();
         let keys: Vec<&str> = uids.iter().map(String::as_str).collect();
-        let count = merged.len();
-        let (lo, hi, from_end) = match rsm {
-            None => (0, count, false),
-            Some(r) => r.window(&keys)?,
-        };
-        let (lo, hi) = fit(lo, hi, from_end, self.limits.outbox_max_bytes / 2, |i| {
-            merged[i].1.bytes + merged[i].1.id.len() + leaves[merged[i].0].0.len() + 224
+        // The RSM window over `merged`, cut to half an outbox by the estimated reply bytes
+        // of each item: payload, id, leaf name, publisher and markup.
+        let window = match rsm {
+            None => Window::all(keys.len()),
+            Some(p) => p.window(&keys)?,
+        }
+        .fit(&merged, self.limits.outbox_max_bytes / 2, |(leaf, e)| {
+            let leaf_name = leaves.get(*leaf).map_or(0, |(name, _)| name.len());
+            e.bytes
+                .saturating_add(e.id.len())
+                .saturating_add(leaf_name)
+                .saturating_add(224)
         });
-        let cut = rsm.is_none() && hi - lo < count;
-        let page = &merged[lo..hi];
+        let cut = rsm.is_none() && !window.is_whole();
+        let page = window.slice(&merged);
         let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'>");
         let mut run_start = 0;
         while run_start < page.len() {
@@ -436,7 +441,7 @@ impl Engine {
             let _ = write!(s, "<items node='{}'/>", attr(name));
         }
         if rsm.is_some() || cut {
-            s.push_str(&rsm_set(lo, &keys[lo..hi], count));
+            s.push_str(&window.set_xml(&keys));
         }
         s.push_str("</pubsub>");
         Ok(Some(s))

@@ -454,11 +454,13 @@ impl NodeConfig {
             if v == "max" {
                 return Ok(None);
             }
-            match v.parse::<u64>() {
-                Ok(n) if n <= max => Ok(Some(n)),
-                Ok(_) => Err(PubSubError::BadForm(format!("{var}: {v} exceeds {max}"))),
-                Err(_) => Err(PubSubError::BadForm(format!(
-                    "{var}: {v:?} is not a number"
+            // Digits only, saturated: a value beyond u64 is "too large", not "not a number";
+            // negative, empty and other text is refused (§8.2.4: not-acceptable).
+            match super::rsm::parse_count(v) {
+                Some(n) if n <= max => Ok(Some(n)),
+                Some(_) => Err(PubSubError::BadForm(format!("{var}: {v} exceeds {max}"))),
+                None => Err(PubSubError::BadForm(format!(
+                    "{var}: {v:?} is not a non-negative integer"
                 ))),
             }
         };

@@ -29,6 +29,7 @@ mod config;
 pub mod dag;
 mod error;
 mod pep;
+mod rsm;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +56,7 @@ use config::{
     find_form, form_fields, hidden_form_type,
 };
 use dag::{Dag, Depth, Kind};
+use rsm::{Page, Window, parse_len};
 use std::borrow::Cow;
 
 /// XEP-0060 main namespace.
@@ -597,98 +599,6 @@ fn text(s: &str) -> String {
     o
 }
 
-/// An XEP-0059 request: `max`, and `after` or `before` (empty `before` = the last page).
-struct Rsm {
-    max: Option<usize>,
-    after: Option<String>,
-    before: Option<String>,
-    index: Option<usize>,
-}
-
-impl Rsm {
-    fn parse(set: &Element) -> Result<Rsm, PubSubError> {
-        let num =
-            |name: &str| -> Result<Option<usize>, PubSubError> {
-                match set.child(name, NS_RSM) {
-                    None => Ok(None),
-                    Some(e) => e.text().trim().parse::<usize>().map(Some).map_err(|_| {
-                        PubSubError::BadRequest("RSM numbers are non-negative integers")
-                    }),
-                }
-            };
-        Ok(Rsm {
-            max: num("max")?,
-            after: set.child("after", NS_RSM).map(Element::text),
-            before: set.child("before", NS_RSM).map(Element::text),
-            index: num("index")?,
-        })
-    }
-
-    /// The requested window `[lo, hi)` over `entries`, and whether a size cut should keep
-    /// its end (paging backwards) rather than its start. An unknown `after`/`before` id is
-    /// `item-not-found` (XEP-0059 §2.5).
-    fn window(&self, ids: &[&str]) -> Result<(usize, usize, bool), PubSubError> {
-        let pos = |id: &str| {
-            ids.iter()
-                .position(|e| *e == id)
-                .ok_or(PubSubError::ItemNotFound)
-        };
-        let n = ids.len();
-        let max = self.max.unwrap_or(n);
-        if let Some(b) = &self.before {
-            let hi = if b.is_empty() { n } else { pos(b)? };
-            return Ok((hi.saturating_sub(max), hi, true));
-        }
-        let lo = match (&self.after, self.index) {
-            (Some(a), _) => pos(a)? + 1,
-            (None, Some(i)) => i.min(n),
-            (None, None) => 0,
-        };
-        Ok((lo, (lo + max).min(n), false))
-    }
-}
-
-/// Shrinks the window `[lo, hi)` so that the summed `cost` of its rows stays within
-/// `budget` (always keeping one row), from its start, or from its end when paging backwards.
-fn fit(
-    lo: usize,
-    hi: usize,
-    from_end: bool,
-    budget: usize,
-    cost: impl Fn(usize) -> usize,
-) -> (usize, usize) {
-    let mut used = 0;
-    let mut kept = 0;
-    while kept < hi - lo {
-        let i = if from_end { hi - kept - 1 } else { lo + kept };
-        if kept > 0 && used + cost(i) > budget {
-            break;
-        }
-        used += cost(i);
-        kept += 1;
-    }
-    if from_end {
-        (hi - kept, hi)
-    } else {
-        (lo, lo + kept)
-    }
-}
-
-/// The XEP-0059 `<set/>` of a page starting at `index` with keys `page` out of `count`.
-fn rsm_set(index: usize, page: &[&str], count: usize) -> String {
-    let mut s = format!("<set xmlns='{NS_RSM}'>");
-    if let (Some(first), Some(last)) = (page.first(), page.last()) {
-        let _ = write!(
-            s,
-            "<first index='{index}'>{}</first><last>{}</last>",
-            text(first),
-            text(last)
-        );
-    }
-    let _ = write!(s, "<count>{count}</count></set>");
-    s
-}
-
 /// `s` escaped for an attribute value.
 fn attr(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -696,7 +606,9 @@ fn attr(s: &str) -> String {
     o
 }
 
-/// XEP-0082 date-time (UTC, milliseconds) for `ms` since the epoch.
+/// XEP-0082 date-time (UTC, milliseconds) for `ms` since the epoch. Any `u64` is safe:
+/// the day count is below 2^38 and every intermediate stays far inside an `i64` (years past
+/// 9999 print with more digits; [`parse_xep0082`] never yields one).
 pub fn xep0082(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
@@ -782,8 +694,23 @@ fn deep_text(e: &Element, out: &mut String) {
     }
 }
 
+/// Days in `month` (1–12) of `year` (proleptic Gregorian).
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// Parses an XEP-0082 date-time (`YYYY-MM-DDThh:mm:ss[.fff](Z|±hh:mm)`) into ms since
-/// the epoch; `None` if malformed or before 1970.
+/// the epoch; `None` if malformed, not a real date (month 13, February 30), an offset
+/// beyond ±23:59, or before 1970.
+///
+/// Every field is range-checked before any arithmetic: the year has exactly four digits
+/// (0000–9999), so the day count stays below 4 million and the millisecond result below
+/// 2^48; nothing here can overflow an `i64`.
 pub fn parse_xep0082(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -805,7 +732,12 @@ pub fn parse_xep0082(s: &str) -> Option<u64> {
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    if !(1..=12).contains(&mo)
+        || !(1..=days_in_month(y, mo)).contains(&d)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -831,6 +763,9 @@ pub fn parse_xep0082(s: &str) -> Option<u64> {
         {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let o = (oh * 60 + om) * 60;
             if tz.starts_with('-') { -o } else { o }
         }
@@ -1867,7 +1802,10 @@ impl Engine {
         q: &Element,
     ) -> Result<Option<String>, PubSubError> {
         let svc = attr(self.service.as_str());
-        let rsm = q.child("set", NS_RSM).map(Rsm::parse).transpose()?;
+        let page = q
+            .child("set", NS_RSM)
+            .map(|set| Page::parse(set, self.limits.pubsub_max_page_items))
+            .transpose()?;
         // (key, fragment) in order.
         // XEP-0248: the service (the root collection) and every collection list their
         // children.
@@ -1928,19 +1866,17 @@ impl Engine {
             }
         };
         let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
-        let (lo, hi, from_end) = match &rsm {
-            None => (0, rows.len(), false),
-            Some(r) => r.window(&keys)?,
-        };
-        let (lo, hi) = fit(lo, hi, from_end, self.limits.outbox_max_bytes / 2, |i| {
-            rows[i].1.len()
-        });
+        let window = match &page {
+            None => Window::all(keys.len()),
+            Some(p) => p.window(&keys)?,
+        }
+        .fit(&rows, self.limits.outbox_max_bytes / 2, |(_, f)| f.len());
         let mut s = head;
-        for (_, f) in &rows[lo..hi] {
+        for (_, f) in window.slice(&rows) {
             s.push_str(f);
         }
-        if rsm.is_some() || hi - lo < rows.len() {
-            s.push_str(&rsm_set(lo, &keys[lo..hi], rows.len()));
+        if page.is_some() || !window.is_whole() {
+            s.push_str(&window.set_xml(&keys));
         }
         s.push_str("</query>");
         Ok(Some(s))
@@ -3169,17 +3105,20 @@ impl Engine {
             .filter(|e| e.is("item", NS_PUBSUB))
             .filter_map(|e| e.attr("id"))
             .collect();
-        let max = match it.attr("max_items") {
-            None => None,
-            Some(m) => Some(
-                m.trim()
-                    .parse::<usize>()
-                    .map_err(|_| PubSubError::BadRequest("max_items is not a number"))?,
-            ),
-        };
-        let rsm = rsm.map(Rsm::parse).transpose()?;
+        // Any size is the newest that many (saturated: the same on 32-bit targets).
+        let max = it
+            .attr("max_items")
+            .map(|m| {
+                parse_len(m).ok_or(PubSubError::BadRequest(
+                    "max_items is a non-negative integer",
+                ))
+            })
+            .transpose()?;
+        let page = rsm
+            .map(|set| Page::parse(set, self.limits.pubsub_max_page_items))
+            .transpose()?;
         if n.config.kind == Kind::Collection {
-            return self.collection_items(dir, store, req, &name, max, rsm.as_ref());
+            return self.collection_items(dir, store, req, &name, max, page.as_ref());
         }
         let transient;
         let mut entries: Vec<&IndexEntry> = if n.config.persist_items {
@@ -3207,25 +3146,24 @@ impl Engine {
             let skip = entries.len().saturating_sub(m);
             entries.drain(..skip);
         }
-        let count = entries.len();
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        // The RSM window [lo, hi) over `entries`, and which end a size cut keeps.
-        let (lo, hi, from_end) = match &rsm {
-            None => (0, count, false),
-            Some(r) => r.window(&ids)?,
-        };
-        // Estimated reply bytes of one item: payload, id, publisher and markup.
-        let (lo, hi) = fit(lo, hi, from_end, self.limits.outbox_max_bytes / 2, |i| {
-            entries[i].bytes + entries[i].id.len() + 192
+        // The RSM window over `entries`, cut to half an outbox by the estimated reply bytes
+        // of each item: payload, id, publisher and markup.
+        let window = match &page {
+            None => Window::all(ids.len()),
+            Some(p) => p.window(&ids)?,
+        }
+        .fit(&entries, self.limits.outbox_max_bytes / 2, |e| {
+            e.bytes.saturating_add(e.id.len()).saturating_add(192)
         });
-        let cut = rsm.is_none() && hi - lo < count;
-        let page = &entries[lo..hi];
+        let cut = page.is_none() && !window.is_whole();
+        let page_entries = window.slice(&entries);
         let found: Vec<CachedItem> = if n.config.persist_items {
-            self.load_items(store, &name, page)?
+            self.load_items(store, &name, page_entries)?
         } else {
             n.last
                 .iter()
-                .filter(|_| !page.is_empty())
+                .filter(|_| !page_entries.is_empty())
                 .map(|l| (**l).clone())
                 .collect()
         };
@@ -3240,8 +3178,8 @@ impl Engine {
             s.push_str(&item_xml(i, true, n.config.itemreply_publisher));
         }
         s.push_str("</items>");
-        if rsm.is_some() || cut {
-            s.push_str(&rsm_set(lo, &ids[lo..hi], count));
+        if page.is_some() || cut {
+            s.push_str(&window.set_xml(&ids));
         }
         s.push_str("</pubsub>");
         Ok(Some(s))

@@ -854,3 +854,63 @@ fn pep_nodes_of_anonymous_accounts_end_with_them() {
     std::thread::sleep(Duration::from_millis(300));
     ok(&publish(&mut b, "b2", "urn:one"));
 }
+
+/// Issue 10 ("one stanza kills the daemon"): an anonymous disco#items with RSM
+/// `<index>1</index>` and `<max>` = u64::MAX wrapped the paging arithmetic and the release
+/// build aborted on a slice index. The daemon must answer it and keep answering.
+#[test]
+fn rsm_u64_max_disco_items_does_not_kill_the_daemon() {
+    const SET: &str = "<set xmlns='http://jabber.org/protocol/rsm'><index>1</index><max>18446744073709551615</max></set>";
+    let mut d = Daemon::start(Options::default());
+    // The wrap needs a listing with at least one row: two nodes.
+    let mut alice = login(&d, "alice", "alice-pw", "owner");
+    for n in ["a", "b"] {
+        ok(&alice.iq(
+            n,
+            &format!("<iq type='set' id='{n}' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='{n}'/></pubsub></iq>"),
+        ));
+    }
+    let mut anon = Client::connect(d.port);
+    anon.open_stream();
+    anon.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    assert_eq!(anon.next().name, "success");
+    anon.bind(None);
+    // The stanza exactly as reported. It has no id, which RFC 6120 requires, so the router
+    // answers `bad-request` before pub-sub sees it.
+    anon.send(&format!(
+        "<iq type='get' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'>{SET}</query></iq>"
+    ));
+    let r = anon.wait_for("an answer to the id-less repro", |e| e.name == "iq");
+    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
+    // With an id, as every client library sends it, the request reaches the paging code.
+    let r = anon.iq(
+        "rsm1",
+        &format!(
+            "<iq type='get' id='rsm1' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'>{SET}</query></iq>"
+        ),
+    );
+    ok(&r);
+    let q = r.elements().next().expect("query");
+    let nodes: Vec<&str> = q.elements().filter_map(|i| i.attr("node")).collect();
+    assert_eq!(nodes, vec!["b"], "{r:?}");
+    // Still alive: a ping and a plain disco#items are answered, by the same connection and
+    // by a new one.
+    ok(&anon.iq(
+        "ping1",
+        "<iq type='get' id='ping1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ));
+    ok(&alice.iq(
+        "d1",
+        "<iq type='get' id='d1' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    ));
+    let mut again = login(&d, "bob", "bob-pw", "late");
+    ok(&again.iq(
+        "ping2",
+        "<iq type='get' id='ping2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    ));
+    assert!(
+        d.child.try_wait().expect("try_wait").is_none(),
+        "the daemon exited:\n{}",
+        d.log()
+    );
+}
