@@ -49,8 +49,10 @@ command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then
     log "apt-get install ${need[*]}"
-    apt-get update -qq </dev/null || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null
+    apt-get update -qq </dev/null ||
+        { echo "boot-test: setup: 'apt-get update' failed (needed for ${need[*]})" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null ||
+        { echo "boot-test: setup: 'apt-get install ${need[*]}' failed" >&2; exit 1; }
 fi
 
 if [ ! -x "$cache/base/lib/systemd/systemd" ]; then
@@ -59,7 +61,7 @@ if [ ! -x "$cache/base/lib/systemd/systemd" ]; then
     mkdir -p "$cache"
     debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps \
         bookworm "$cache/base.new" "$mirror" >"$cache/debootstrap.log" 2>&1 ||
-        { tail -n 20 "$cache/debootstrap.log" >&2; exit 1; }
+        { tail -n 20 "$cache/debootstrap.log" >&2; echo "boot-test: setup: debootstrap of bookworm from $mirror failed (log: $cache/debootstrap.log)" >&2; exit 1; }
     mv "$cache/base.new" "$cache/base"
 fi
 
