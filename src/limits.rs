@@ -31,7 +31,9 @@
 //!
 //! Transient costs not multiplied by connections: one parsed stanza at a time on the single
 //! protocol thread (about twice `max_stanza_bytes`), bounded in shape by `max_xml_depth` and
-//! `max_xml_attrs`. Per account, the roster holds at most `max_roster_items` entries (about
+//! `max_xml_attrs`. Pub-sub output waiting for the disk or for readers that have no room
+//! for it yet (outbox backlogs) is shared by all connections: `pubsub_backlog_bytes`
+//! (8 MiB), up to about twice that in a burst. Per account, the roster holds at most `max_roster_items` entries (about
 //! 200 B each typically, a few KiB with maximum-length JIDs and many groups).
 
 use serde::{Deserialize, Serialize};
@@ -139,6 +141,16 @@ pub struct Limits {
     /// the item id per item; payloads stay on disk. Accepted range
     /// 1..=`pubsub_max_items_per_node`.
     pub pep_max_items_per_node: usize,
+    /// Most bytes of pub-sub output (replies and notifications, text plus 64 B per entry)
+    /// waiting, all sessions together: held until their group commit is on disk, or
+    /// released but not yet taken by readers that have no room for them now (each outbox's
+    /// backlog). Default 8388608 (8 MiB). Overflow: new pub-sub requests wait, unhandled,
+    /// and the sessions that sent them are not read until the readers catch up (a reader
+    /// that keeps reading is never closed for it; one whose writes stay blocked for
+    /// `write_timeout_secs` is, and its backlog is dropped). Memory: up to about twice this
+    /// (one commit can release a full bound while the backlogs are at it), plus the
+    /// fan-out of one request. Accepted range 65536..=1073741824.
+    pub pubsub_backlog_bytes: usize,
 }
 
 impl Default for Limits {
@@ -162,6 +174,7 @@ impl Default for Limits {
             pubsub_max_subscriptions_per_node: 1024,
             pep_max_nodes_per_account: 64,
             pep_max_items_per_node: 1000,
+            pubsub_backlog_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -284,6 +297,12 @@ impl Limits {
             1,
             self.pubsub_max_items_per_node,
         )?;
+        in_range(
+            "pubsub_backlog_bytes",
+            self.pubsub_backlog_bytes,
+            65536,
+            1 << 30,
+        )?;
         Ok(())
     }
 
@@ -332,7 +351,13 @@ mod tests {
         assert_eq!(l.write_timeout_secs, 30);
         assert_eq!(l.max_resources_per_account, 16);
         assert_eq!(l.max_roster_items, 500);
+        assert_eq!(l.pubsub_backlog_bytes, crate::pubsub::MAX_HELD_BYTES);
         assert_eq!(l.validate(), Ok(()));
+        let small = Limits {
+            pubsub_backlog_bytes: 65535,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&small), "limits.pubsub_backlog_bytes");
     }
 
     #[test]

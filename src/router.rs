@@ -12,7 +12,7 @@ use std::rc::Rc;
 use crate::config::{AnonymousPolicy, Config};
 use crate::jid::Jid;
 use crate::limits::Limits;
-use crate::outbox::{Kick, Outbox, Stanza};
+use crate::outbox::{Backlog, Kick, Outbox, Stanza};
 use crate::proto::{
     self, Condition, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION, StanzaError,
     StreamCondition,
@@ -69,6 +69,20 @@ pub struct Router {
     pubsub_wake: Option<smol::channel::Sender<()>>,
     /// XEP-0115 caps of the available resources: their PEP `+notify` interests.
     caps: crate::caps::CapsTable,
+    /// What the outboxes' backlogs hold together (pub-sub back-pressure).
+    backlog: Rc<Backlog>,
+    /// Sessions not read while their pub-sub requests are deferred (back-pressure).
+    paused: Vec<Rc<Outbox>>,
+}
+
+/// How a stanza enters an outbox (see `outbox`'s module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Pushed within the outbox's bounds; overflow closes the session.
+    Direct,
+    /// Pub-sub output, released in bursts by the group commit: offered, waiting in the
+    /// outbox's backlog for the room that the reader makes.
+    PubSub,
 }
 
 /// What kind of local entity a JID names.
@@ -89,8 +103,12 @@ impl Router {
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
             tracing::warn!("no system randomness for the SCRAM secret");
         }
+        let backlog = Backlog::new();
         let pubsub = match crate::pubsub::Engine::load(&config, &store) {
-            Ok(e) => Some(e),
+            Ok(mut e) => {
+                e.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
+                Some(e)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "pub-sub service disabled");
                 None
@@ -109,7 +127,15 @@ impl Router {
             caps,
             pubsub,
             pubsub_wake: None,
+            backlog,
+            paused: Vec::new(),
         }
+    }
+
+    /// The account of the outboxes' backlogs: every session's outbox charges it
+    /// ([`Outbox::with_backlog`]).
+    pub fn backlog(&self) -> Rc<Backlog> {
+        self.backlog.clone()
     }
 
     /// The served domain.
@@ -258,6 +284,8 @@ impl Router {
             return;
         };
         let res = account.resources.remove(i);
+        // Nothing more reaches this session: its backlog no longer holds anyone back.
+        res.outbox.discard_backlog();
         let empty = account.resources.is_empty();
         let anonymous_gone = empty && account.anonymous;
         self.caps.remove(jid);
@@ -270,6 +298,8 @@ impl Router {
         if res.presence.is_some() {
             self.pubsub_unavailable(jid);
         }
+        self.paused.retain(|ob| !Rc::ptr_eq(ob, &res.outbox));
+        self.pubsub_relieve();
         if anonymous_gone {
             // An anonymous account ends with its last session: so does its PEP service
             // (else its nodes would fill `pubsub_max_nodes` over time).
@@ -304,9 +334,21 @@ impl Router {
             .map(|r| &r.outbox)
     }
 
-    fn send<S: Clone + Into<Stanza>>(outbox: &Outbox, s: &S) {
-        // A full outbox closes that (slow) session; the sender is not affected.
-        let _ = outbox.push(s.clone());
+    /// Queue a stanza for one session. A full outbox closes that (slow) session; the
+    /// sender is not affected.
+    fn send<S: Clone + Into<Stanza>>(&self, outbox: &Rc<Outbox>, s: &S) {
+        self.send_via(outbox, s.clone().into(), Lane::Direct);
+    }
+
+    fn send_via(&self, outbox: &Rc<Outbox>, s: Stanza, lane: Lane) {
+        match lane {
+            Lane::Direct => {
+                let _ = outbox.push(s);
+            }
+            Lane::PubSub => {
+                let _ = outbox.offer(s);
+            }
+        }
     }
 
     /// Reply to `stanza`'s sender with an error (never to an error).
@@ -323,7 +365,7 @@ impl Router {
             return;
         };
         if let Some(ob) = self.resource_outbox(&to) {
-            Self::send(ob, &Rc::from(reply.to_string_in_stream()));
+            self.send(ob, &Rc::from(reply.to_string_in_stream()));
         }
     }
 
@@ -397,7 +439,7 @@ impl Router {
             Target::Local(user) => {
                 if to.is_full() {
                     if let Some(ob) = self.resource_outbox(&to) {
-                        Self::send(ob, &Rc::from(iq.to_string_in_stream()));
+                        self.send(ob, &Rc::from(iq.to_string_in_stream()));
                     } else if request {
                         // RFC 6121 §8.5.3.2.3 (no such resource) and §8.5.1 (no such account).
                         self.bounce(&iq, StanzaError::new(Condition::ServiceUnavailable));
@@ -535,7 +577,19 @@ impl Router {
         let Some(mut engine) = self.pubsub.take() else {
             return;
         };
+        let deferred = engine.deferred_count();
         let out = engine.handle_iq(&*self, &self.store, from, iq, now_ms());
+        if engine.deferred_count() > deferred {
+            // Back-pressure: the request waits for the disk or for readers; its sender is
+            // not read until the deferred requests have been handled.
+            if let Some(ob) = self.resource_outbox(from) {
+                if !ob.reading_paused() {
+                    tracing::debug!(jid = %from, "pub-sub back-pressure: request deferred, session not read until it is handled");
+                    ob.pause_reading();
+                    self.paused.push(ob.clone());
+                }
+            }
+        }
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
     }
@@ -549,7 +603,6 @@ impl Router {
     ) {
         let (engine, out) = crate::pubsub::committed(
             self.pubsub.take(),
-            &*self,
             &self.config,
             &self.store,
             generation,
@@ -557,6 +610,31 @@ impl Router {
         );
         self.pubsub = engine;
         self.pubsub_deliver(out);
+        self.pubsub_relieve();
+    }
+
+    /// Backlog bytes went out to a reader (called by the connection task).
+    pub fn pubsub_backlog_released(&mut self) {
+        self.pubsub_relieve();
+    }
+
+    /// Handles the deferred pub-sub requests while the held outputs and the backlogs are
+    /// below their bound; once none is left, the paused sessions are read again.
+    fn pubsub_relieve(&mut self) {
+        if let Some(mut engine) = self.pubsub.take() {
+            if engine.deferred_count() > 0 {
+                let out = engine.resume(&*self, &self.store);
+                self.pubsub = Some(engine);
+                self.pubsub_deliver(out);
+            } else {
+                self.pubsub = Some(engine);
+            }
+        }
+        if self.pubsub.as_ref().is_none_or(|e| e.deferred_count() == 0) {
+            for ob in self.paused.drain(..) {
+                ob.resume_reading();
+            }
+        }
     }
 
     /// A resource went unavailable: temporary subscriptions and `purge_offline` (XEP-0060).
@@ -600,10 +678,10 @@ impl Router {
         for d in out {
             if d.to.is_full() {
                 if let Some(ob) = self.resource_outbox(&d.to) {
-                    Self::send(ob, &d.stanza);
+                    self.send_via(ob, d.stanza, Lane::PubSub);
                 }
             } else {
-                self.deliver_to_available(&d.to, &d.stanza);
+                self.deliver_to_available_via(&d.to, &d.stanza, Lane::PubSub);
             }
         }
     }
@@ -641,7 +719,7 @@ impl Router {
             Target::Local(user) => {
                 if to.is_full() {
                     if let Some(ob) = self.resource_outbox(&to) {
-                        Self::send(ob, &Rc::from(msg.to_string_in_stream()));
+                        self.send(ob, &Rc::from(msg.to_string_in_stream()));
                         return;
                     }
                     // RFC 6121 §8.5.3.2.1: no such resource.
@@ -694,13 +772,13 @@ impl Router {
         let s: Rc<str> = Rc::from(msg.to_string_in_stream());
         if ty == "headline" {
             for r in candidates {
-                Self::send(&r.outbox, &s);
+                self.send(&r.outbox, &s);
             }
         } else {
             // normal and chat: the highest-priority resources.
             let top = candidates.iter().map(|r| r.priority).max().unwrap_or(0);
             for r in candidates.iter().filter(|r| r.priority == top) {
-                Self::send(&r.outbox, &s);
+                self.send(&r.outbox, &s);
             }
         }
     }
@@ -778,7 +856,7 @@ impl Router {
         if let Ok(domain) = Jid::parse(&self.config.domain) {
             for q in &ev.queries {
                 if let Some(ob) = self.resource_outbox(&q.to) {
-                    Self::send(ob, &Rc::from(q.to_element(&domain).to_string_in_stream()));
+                    self.send(ob, &Rc::from(q.to_element(&domain).to_string_in_stream()));
                 }
             }
         }
@@ -842,7 +920,7 @@ impl Router {
             .iter()
             .filter(|r| &r.jid != from && r.presence.is_some())
         {
-            Self::send(&r.outbox, &s);
+            self.send(&r.outbox, &s);
         }
     }
 
@@ -874,20 +952,20 @@ impl Router {
                     attr(contact.as_str()),
                     attr(to.bare().as_str())
                 );
-                Self::send(&ob, &Rc::from(s));
+                self.send(&ob, &Rc::from(s));
             }
         }
         for r in acc.resources.iter().filter(|r| &r.jid != to) {
             if let Some(p) = &r.presence {
                 let mut copy = p.clone();
                 copy.set_attr("to", to.as_str());
-                Self::send(&ob, &Rc::from(copy.to_string_in_stream()));
+                self.send(&ob, &Rc::from(copy.to_string_in_stream()));
             }
         }
     }
 
     /// Send the current presence of every available resource of `contact` to one outbox.
-    fn send_presence_of(&self, contact: &Jid, to: &Jid, ob: &Outbox) {
+    fn send_presence_of(&self, contact: &Jid, to: &Jid, ob: &Rc<Outbox>) {
         let Some(acc) = contact.local().and_then(|l| self.accounts.get(l)) else {
             return;
         };
@@ -898,13 +976,17 @@ impl Router {
             if let Some(p) = &r.presence {
                 let mut copy = p.clone();
                 copy.set_attr("to", to.as_str());
-                Self::send(ob, &Rc::from(copy.to_string_in_stream()));
+                self.send(ob, &Rc::from(copy.to_string_in_stream()));
             }
         }
     }
 
     /// Deliver to every available resource of a local bare JID (or one full JID).
     fn deliver_to_available<S: Clone + Into<Stanza>>(&self, to: &Jid, s: &S) {
+        self.deliver_to_available_via(to, &s.clone().into(), Lane::Direct);
+    }
+
+    fn deliver_to_available_via(&self, to: &Jid, s: &Stanza, lane: Lane) {
         if to.domain() != self.config.domain {
             return;
         }
@@ -913,7 +995,7 @@ impl Router {
         };
         for r in &acc.resources {
             if r.presence.is_some() && (to.is_bare() || &r.jid == to) {
-                Self::send(&r.outbox, s);
+                self.send_via(&r.outbox, s.clone(), lane);
             }
         }
     }
@@ -1093,7 +1175,7 @@ impl Router {
                 .with_child(
                     Element::new("query", NS_ROSTER).with_child(roster_item_element(item, removed)),
                 );
-            Self::send(&r.outbox, &Rc::from(iq.to_string_in_stream()));
+            self.send(&r.outbox, &Rc::from(iq.to_string_in_stream()));
         }
     }
 
