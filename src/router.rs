@@ -1,6 +1,9 @@
 //! The router: every bound session, local addressing rules (RFC 6120 §10, RFC 6121 §8),
 //! server-answered IQs (disco, ping, version), rosters and presence (RFC 6121 §2-§4).
 //!
+//! Roster changes are durable before anyone hears of them: they go through the group
+//! commit, and their reply, pushes and presence wait for it (`Router::roster_transaction`).
+//!
 //! Single-threaded: the connection tasks call into it synchronously, never across an
 //! `.await`. It reaches sessions only through their bounded [`Outbox`]es, so a slow client
 //! can never stall routing. Stanzas are serialised once per recipient account (or once per
@@ -17,7 +20,10 @@ use crate::proto::{
     self, Condition, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION, StanzaError,
     StreamCondition,
 };
-use crate::store::{RosterItem, Store, Subscription};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::store::{RosterItem, RosterWrite, Store, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
 /// Connection identifier, unique for the life of the process.
@@ -26,6 +32,12 @@ pub type ConnId = u64;
 /// Maximum number of directed-presence targets remembered per resource (RFC 6121 §4.6);
 /// each costs one JID (~40 bytes). Beyond it the oldest is forgotten.
 const MAX_DIRECTED: usize = 16;
+
+/// Most roster requests (roster IQs, subscription presence) kept waiting while a roster
+/// change is being committed; more are refused with `resource-constraint` (wait).
+const MAX_ROSTER_DEFERRED: usize = 256;
+/// Most bytes of such waiting requests (parsed stanzas).
+const MAX_ROSTER_DEFERRED_BYTES: usize = 1024 * 1024;
 
 /// Longest roster item name or group name accepted, in bytes (RFC 6121 §2.1.2.4 leaves it to policy).
 const MAX_ROSTER_TEXT: usize = crate::store::MAX_ROSTER_NAME_BYTES;
@@ -50,8 +62,45 @@ struct Resource {
 struct Account {
     anonymous: bool,
     resources: Vec<Resource>,
-    /// The roster, loaded at first bind and written through to the store.
+    /// The roster as committed: loaded at first bind, changed when a roster change is on
+    /// disk ([`Router::roster_transaction`]).
     roster: Vec<RosterItem>,
+}
+
+/// A roster change being worked out ([`Router::roster_transaction`]): its writes, which
+/// later reads of the same request see, and every stanza it produced, sent only once the
+/// writes are on disk.
+#[derive(Default)]
+struct RosterTxn {
+    /// The writes, in order, and whether each goes to disk (not for anonymous accounts).
+    writes: Vec<(RosterWrite, bool)>,
+    out: Vec<(Rc<Outbox>, Stanza, Lane)>,
+}
+
+impl RosterTxn {
+    /// The item as this transaction left it: `Some(None)` if it removed it, `None` if it
+    /// did not touch it.
+    fn item(&self, user: &str, jid: &str) -> Option<Option<RosterItem>> {
+        self.writes
+            .iter()
+            .rev()
+            .find(|(w, _)| w.user() == user && w.jid() == jid)
+            .map(|(w, _)| match w {
+                RosterWrite::Put(_, i) => Some(i.clone()),
+                RosterWrite::Remove(..) => None,
+            })
+    }
+}
+
+/// A roster change staged for the group commit: applied to memory and its stanzas sent
+/// when the commit of `generation` is on disk; refused if it fails.
+struct RosterPending {
+    generation: u64,
+    writes: Vec<RosterWrite>,
+    out: Vec<(Rc<Outbox>, Stanza, Lane)>,
+    /// The request, to answer with an error if the commit fails.
+    from: Jid,
+    request: Element,
 }
 
 /// Router state.
@@ -73,6 +122,16 @@ pub struct Router {
     backlog: Rc<Backlog>,
     /// Sessions not read while their pub-sub requests are deferred (back-pressure).
     paused: Vec<Rc<Outbox>>,
+    /// The roster change being worked out, while a roster request is handled.
+    roster_txn: RefCell<Option<RosterTxn>>,
+    /// Roster changes waiting for their commit (at most one: see `roster_deferred`).
+    roster_pending: VecDeque<RosterPending>,
+    /// Roster requests that arrived while a change was waiting for its commit, handled in
+    /// order once it is on disk (so each is worked out against what is durable).
+    roster_deferred: VecDeque<(Jid, Element)>,
+    roster_deferred_bytes: usize,
+    /// Deferred roster requests are being handled (they are not deferred again).
+    roster_replaying: bool,
 }
 
 /// How a stanza enters an outbox (see `outbox`'s module documentation).
@@ -129,6 +188,11 @@ impl Router {
             pubsub_wake: None,
             backlog,
             paused: Vec::new(),
+            roster_txn: RefCell::new(None),
+            roster_pending: VecDeque::new(),
+            roster_deferred: VecDeque::new(),
+            roster_deferred_bytes: 0,
+            roster_replaying: false,
         }
     }
 
@@ -341,6 +405,11 @@ impl Router {
     }
 
     fn send_via(&self, outbox: &Rc<Outbox>, s: Stanza, lane: Lane) {
+        if let Some(txn) = self.roster_txn.borrow_mut().as_mut() {
+            // Part of a roster change: sent once the change is on disk.
+            txn.out.push((outbox.clone(), s, lane));
+            return;
+        }
         match lane {
             Lane::Direct => {
                 let _ = outbox.push(s);
@@ -508,7 +577,7 @@ impl Router {
         };
         if p.is("query", NS_ROSTER) {
             if own {
-                self.roster_iq(from, iq, p);
+                self.roster_transaction(from, iq, |r| r.roster_iq(from, iq, p));
             } else {
                 // RFC 6121 §2.1.5: only the user may touch its roster.
                 self.bounce(iq, StanzaError::new(Condition::Forbidden));
@@ -601,6 +670,7 @@ impl Router {
         generation: u64,
         result: Result<(), crate::store::StoreError>,
     ) {
+        let roster_failure = result.as_ref().err().map(roster_failure);
         let (engine, out) = crate::pubsub::committed(
             self.pubsub.take(),
             &self.config,
@@ -610,6 +680,7 @@ impl Router {
         );
         self.pubsub = engine;
         self.pubsub_deliver(out);
+        self.roster_committed(generation, roster_failure);
         self.pubsub_relieve();
     }
 
@@ -796,7 +867,7 @@ impl Router {
             (None, "unavailable") => self.presence_unavailable(from, p),
             (None, _) => {}
             (Some(to), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
-                self.subscription(from, &to.bare(), &ty)
+                self.roster_transaction(from, &p, |r| r.subscription(from, &to.bare(), &ty))
             }
             (Some(to), "probe") => self.probe(from, &to),
             (Some(to), "available" | "unavailable") => {
@@ -1084,7 +1155,14 @@ impl Router {
 
     // ---------------------------------------------------------------- roster storage
 
+    /// The item `contact` of `user`'s roster: as the roster change being worked out left
+    /// it, else as committed (cached while the account is online, else from the store).
     fn roster_item(&self, user: &str, contact: &Jid) -> Option<RosterItem> {
+        if let Some(t) = self.roster_txn.borrow().as_ref() {
+            if let Some(item) = t.item(user, contact.as_str()) {
+                return item;
+            }
+        }
         if let Some(acc) = self.accounts.get(user) {
             return acc
                 .roster
@@ -1101,7 +1179,8 @@ impl Router {
         }
     }
 
-    /// Save an item (cache and store) and push it to the user's interested resources.
+    /// Save an item and push it to the user's interested resources (both once the change
+    /// is on disk, see [`Router::roster_transaction`]).
     fn roster_save(&mut self, user: &str, item: RosterItem) {
         let before = Jid::parse(&item.jid)
             .ok()
@@ -1113,20 +1192,23 @@ impl Router {
         self.pep_roster_hook(user, &contact, before, after);
     }
 
+    /// Records a write in the roster change being worked out.
+    fn roster_record(&self, write: RosterWrite) {
+        let persist = !self.accounts.get(write.user()).is_some_and(|a| a.anonymous);
+        match self.roster_txn.borrow_mut().as_mut() {
+            Some(t) => t.writes.push((write, persist)),
+            // Invariant: every roster change runs inside `roster_transaction`.
+            None => tracing::error!(
+                user = write.user(),
+                "bug: roster change outside a transaction; not saved"
+            ),
+        }
+    }
+
     fn roster_save_inner(&mut self, user: &str, item: RosterItem) {
-        let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
-        if !anonymous {
-            if let Err(e) = self.store.roster_put(user, &item) {
-                tracing::error!(user, error = %e, "cannot save roster item");
-            }
-        }
-        if let Some(acc) = self.accounts.get_mut(user) {
-            match acc.roster.iter_mut().find(|i| i.jid == item.jid) {
-                Some(slot) => *slot = item.clone(),
-                None => acc.roster.push(item.clone()),
-            }
-        }
-        if item.in_roster {
+        let push = item.in_roster;
+        self.roster_record(RosterWrite::Put(user.to_owned(), item.clone()));
+        if push {
             self.roster_push(user, &item, false);
         }
     }
@@ -1141,22 +1223,159 @@ impl Router {
     }
 
     fn roster_delete_inner(&mut self, user: &str, contact: &str) {
-        let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
-        if !anonymous {
-            if let Err(e) = self.store.roster_remove(user, contact) {
-                tracing::error!(user, error = %e, "cannot remove roster item");
+        let existing = Jid::parse(contact)
+            .ok()
+            .and_then(|c| self.roster_item(user, &c));
+        let Some(item) = existing else {
+            return;
+        };
+        self.roster_record(RosterWrite::Remove(user.to_owned(), contact.to_owned()));
+        if item.in_roster {
+            self.roster_push(user, &item, true);
+        }
+    }
+
+    /// Handles a roster request (roster IQ, subscription presence) as one change: `f` works
+    /// it out against the durable rosters, its writes ([`Router::roster_record`]) are
+    /// staged for the group commit, and everything it sends (reply, roster pushes,
+    /// presence) waits in the transaction. Once the commit is on disk the rosters in
+    /// memory change and the stanzas go out ([`Router::roster_committed`]); if the commit
+    /// fails the request gets an error and nothing changes. A change that writes nothing
+    /// (a roster get, an anonymous account's roster) is answered at once. While a change
+    /// waits for its commit, later roster requests wait too, in order.
+    fn roster_transaction(&mut self, from: &Jid, request: &Element, f: impl FnOnce(&mut Self)) {
+        if !self.roster_pending.is_empty()
+            || (!self.roster_deferred.is_empty() && !self.roster_replaying)
+        {
+            self.roster_defer(from, request);
+            return;
+        }
+        *self.roster_txn.borrow_mut() = Some(RosterTxn::default());
+        f(self);
+        let Some(txn) = self.roster_txn.borrow_mut().take() else {
+            return;
+        };
+        let persist: Vec<RosterWrite> = txn
+            .writes
+            .iter()
+            .filter(|(_, p)| *p)
+            .map(|(w, _)| w.clone())
+            .collect();
+        let writes: Vec<RosterWrite> = txn.writes.into_iter().map(|(w, _)| w).collect();
+        match self.store.roster_stage(&persist) {
+            Ok(None) => {
+                // Nothing to wait for: on disk already, or nothing to save.
+                self.roster_apply(&writes);
+                self.roster_flush(txn.out);
+            }
+            Ok(Some(generation)) => self.roster_pending.push_back(RosterPending {
+                generation,
+                writes,
+                out: txn.out,
+                from: from.clone(),
+                request: request.clone(),
+            }),
+            Err(e) => {
+                let (condition, text) = roster_failure(&e);
+                tracing::error!(user = from.local().unwrap_or(""), error = %e, "roster change refused, nothing changed");
+                self.roster_refuse(from, request, condition, text);
             }
         }
-        let mut pushed = None;
-        if let Some(acc) = self.accounts.get_mut(user) {
-            if let Some(i) = acc.roster.iter().position(|i| i.jid == contact) {
-                pushed = Some(acc.roster.remove(i));
+    }
+
+    /// Keeps a roster request until the change before it is on disk.
+    fn roster_defer(&mut self, from: &Jid, request: &Element) {
+        let bytes = request.heap_size() + 64;
+        if self.roster_deferred.len() >= MAX_ROSTER_DEFERRED
+            || self.roster_deferred_bytes + bytes > MAX_ROSTER_DEFERRED_BYTES
+        {
+            tracing::warn!(from = %from, "roster request refused: too many roster requests wait for the disk");
+            self.bounce(
+                request,
+                StanzaError::new(Condition::ResourceConstraint)
+                    .with_text("too many roster changes are waiting for the disk; retry later"),
+            );
+            return;
+        }
+        self.roster_deferred_bytes += bytes;
+        self.roster_deferred
+            .push_back((from.clone(), request.clone()));
+    }
+
+    /// The commit of `generation` ended (`failure`: how it failed, for the error replies).
+    /// Roster changes it carried are applied and their stanzas sent, or refused; then the
+    /// roster requests that waited are handled.
+    fn roster_committed(&mut self, generation: u64, failure: Option<(Condition, &'static str)>) {
+        while self
+            .roster_pending
+            .front()
+            .is_some_and(|p| p.generation <= generation || failure.is_some())
+        {
+            let Some(p) = self.roster_pending.pop_front() else {
+                break;
+            };
+            match failure {
+                None => {
+                    self.roster_apply(&p.writes);
+                    self.roster_flush(p.out);
+                }
+                Some((condition, text)) => {
+                    tracing::error!(
+                        user = p.from.local().unwrap_or(""),
+                        data = %self.store.path().display(),
+                        "roster change not saved: the client got an error and nothing                          changed. Check the disk (space, read-only remount, I/O errors in the                          kernel log) and restart kinglet once it is fixed"
+                    );
+                    self.roster_refuse(&p.from, &p.request, condition, text);
+                }
             }
         }
-        if let Some(item) = pushed {
-            if item.in_roster {
-                self.roster_push(user, &item, true);
+        if !self.roster_pending.is_empty() || self.roster_replaying {
+            return;
+        }
+        self.roster_replaying = true;
+        while self.roster_pending.is_empty() {
+            let Some((from, stanza)) = self.roster_deferred.pop_front() else {
+                break;
+            };
+            self.roster_deferred_bytes -= stanza.heap_size() + 64;
+            self.route(&from, stanza);
+        }
+        self.roster_replaying = false;
+    }
+
+    /// Applies committed roster writes to the rosters in memory (accounts online).
+    fn roster_apply(&mut self, writes: &[RosterWrite]) {
+        for w in writes {
+            let Some(acc) = self.accounts.get_mut(w.user()) else {
+                continue;
+            };
+            match w {
+                RosterWrite::Put(_, item) => {
+                    match acc.roster.iter_mut().find(|i| i.jid == item.jid) {
+                        Some(slot) => *slot = item.clone(),
+                        None => acc.roster.push(item.clone()),
+                    }
+                }
+                RosterWrite::Remove(_, jid) => acc.roster.retain(|i| &i.jid != jid),
             }
+        }
+    }
+
+    /// Sends the stanzas of a committed roster change.
+    fn roster_flush(&self, out: Vec<(Rc<Outbox>, Stanza, Lane)>) {
+        for (ob, s, lane) in out {
+            self.send_via(&ob, s, lane);
+        }
+    }
+
+    /// Answers a roster request whose change was not saved.
+    fn roster_refuse(&self, from: &Jid, request: &Element, condition: Condition, text: &str) {
+        let Some(reply) = proto::error_reply(request, &StanzaError::new(condition).with_text(text))
+        else {
+            return;
+        };
+        if let Some(ob) = self.resource_outbox(from) {
+            self.send(ob, &Rc::from(reply.to_string_in_stream()));
         }
     }
 
@@ -1529,13 +1748,41 @@ impl Router {
         let Some(user) = bare.local().filter(|_| bare.domain() == self.config.domain) else {
             return Vec::new();
         };
-        if let Some(acc) = self.accounts.get(user) {
-            return acc.roster.clone();
+        let mut roster = match self.accounts.get(user) {
+            Some(acc) => acc.roster.clone(),
+            None => self.store.roster_get(user).unwrap_or_else(|e| {
+                tracing::error!(user, error = %e, "cannot read roster");
+                Vec::new()
+            }),
+        };
+        // The roster change being worked out, if it touches this roster.
+        if let Some(t) = self.roster_txn.borrow().as_ref() {
+            for (w, _) in t.writes.iter().filter(|(w, _)| w.user() == user) {
+                roster.retain(|i| i.jid != w.jid());
+                if let RosterWrite::Put(_, item) = w {
+                    roster.push(item.clone());
+                }
+            }
         }
-        self.store.roster_get(user).unwrap_or_else(|e| {
-            tracing::error!(user, error = %e, "cannot read roster");
-            Vec::new()
-        })
+        roster
+    }
+}
+
+/// The error a roster request gets when its change cannot be saved: a full disk is
+/// `resource-constraint` (wait: it may work once space is freed), anything else
+/// `internal-server-error`.
+fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
+    match e {
+        StoreError::Full => (
+            Condition::ResourceConstraint,
+            "the server's disk is full: the roster change was not saved",
+        ),
+        StoreError::LimitReached { .. } => (Condition::ResourceConstraint, "the roster is full"),
+        StoreError::Invalid(_) => (Condition::NotAcceptable, "the roster item cannot be stored"),
+        _ => (
+            Condition::InternalServerError,
+            "the roster change could not be saved; nothing was changed",
+        ),
     }
 }
 
@@ -1612,3 +1859,6 @@ fn roster_item_element(item: &RosterItem, removed: bool) -> Element {
     }
     e
 }
+
+#[cfg(test)]
+mod tests;
