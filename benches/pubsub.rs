@@ -4,8 +4,11 @@
 //!   notifications per second and server CPU (utime + stime from /proc/<pid>/stat) per
 //!   notification;
 //! * fan-in: 100 publishers, each with a window of outstanding publish IQs, durable
-//!   (group commit): publishes per second, commits (fsyncs) per second and the batching
-//!   factor (publishes per commit, from the daemon's "pub-sub committer stopped" line);
+//!   (group commit), and one subscriber on every node that reads as fast as it can, at
+//!   the default outbox limits: publishes per second, commits (fsyncs) per second, the
+//!   batching factor (publishes per commit, from the daemon's "pub-sub committer stopped"
+//!   line), and the notifications the subscriber got of those acknowledged (all of them,
+//!   and it is not closed as a slow consumer however many one commit releases; issue 10);
 //! * event-loop stall: ping round trips of an idle client during the fan-in load
 //!   (p50 / p99 / max), against the same without load;
 //! * PEP fan-out (XEP-0163): one account publishes tunes to its own PEP node; 100
@@ -534,6 +537,10 @@ struct FanIn {
     commits_per_s: f64,
     batching: f64,
     cpu_us_per_publish: f64,
+    /// Notifications the subscriber on every node received (of `publishes`).
+    notifications: u64,
+    /// The server closed the subscriber.
+    subscriber_closed: bool,
     idle: Rtt,
     loaded: Rtt,
 }
@@ -563,7 +570,62 @@ fn fan_in(publishers: usize, window: u64, secs: u64, extra: &str) -> FanIn {
         create(&mut s, &format!("in{i}"), 16);
         sockets.push(s);
     }
+    // One subscriber on every node (the dashboard of many devices), at the default
+    // outbox limits.
+    let (mut sub, sub_jid) = login(server.port);
+    for i in 0..publishers {
+        iq(
+            &mut sub,
+            &format!("s{i}"),
+            &format!(
+                "<iq type='set' id='s{i}' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='in{i}' jid='{sub_jid}'/></pubsub></iq>"
+            ),
+        );
+    }
+    let publishing = Arc::new(AtomicBool::new(true));
+    let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
+    let subscriber = {
+        let (publishing, received, done) = (publishing.clone(), received.clone(), done.clone());
+        std::thread::spawn(move || {
+            // Reads until every acknowledged publish arrived (after the load), or 30 s
+            // without progress; returns whether the server closed it.
+            sub.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 65536];
+            let mut carry: Vec<u8> = Vec::new();
+            let mut last = Instant::now();
+            loop {
+                let got = received.load(Ordering::Relaxed);
+                if !publishing.load(Ordering::Relaxed) && got >= done.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if last.elapsed() > Duration::from_secs(30) {
+                    return false;
+                }
+                match sub.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(k) => {
+                        carry.extend_from_slice(&buf[..k]);
+                        // Items, not messages: max_items 16 also sends retractions.
+                        let n = count(&carry, b"<item ") as u64;
+                        received.fetch_add(n, Ordering::Relaxed);
+                        if n > 0 {
+                            last = Instant::now();
+                        }
+                        let keep = carry.len().saturating_sub(5);
+                        carry.drain(..keep);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return true,
+                }
+            }
+        })
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let pinger = {
         let (port, stop) = (server.port, stop.clone());
@@ -622,6 +684,8 @@ fn fan_in(publishers: usize, window: u64, secs: u64, extra: &str) -> FanIn {
     };
     load.join().expect("load thread");
     let elapsed = t0.elapsed().as_secs_f64();
+    publishing.store(false, Ordering::Relaxed);
+    let subscriber_closed = subscriber.join().expect("subscriber thread");
     let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
     stop.store(true, Ordering::Relaxed);
     let loaded = pinger.join().expect("pinger");
@@ -636,6 +700,8 @@ fn fan_in(publishers: usize, window: u64, secs: u64, extra: &str) -> FanIn {
         commits_per_s: commits as f64 / elapsed,
         batching: publishes as f64 / commits.max(1) as f64,
         cpu_us_per_publish: cpu / publishes.max(1) as f64,
+        notifications: received.load(Ordering::Relaxed),
+        subscriber_closed,
         idle,
         loaded,
     }
@@ -724,16 +790,22 @@ fn main() {
     let r = fan_in(publishers, window, secs, &extra);
     println!();
     println!(
-        "Fan-in ({} publishers × window {}, {} s, own node each, max_items 16):",
+        "Fan-in ({} publishers × window {}, {} s, own node each, max_items 16; one subscriber on every node, default outbox):",
         r.publishers, r.window, secs
     );
     println!(
-        "| publishes | publishes/s | commits (fsyncs)/s | publishes per commit | server CPU µs/publish |"
+        "| publishes | publishes/s | commits (fsyncs)/s | publishes per commit | server CPU µs/publish | notifications received | subscriber closed |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---|");
     println!(
-        "| {} | {:.0} | {:.0} | {:.1} | {:.1} |",
-        r.publishes, r.publishes_per_s, r.commits_per_s, r.batching, r.cpu_us_per_publish
+        "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} |",
+        r.publishes,
+        r.publishes_per_s,
+        r.commits_per_s,
+        r.batching,
+        r.cpu_us_per_publish,
+        r.notifications,
+        if r.subscriber_closed { "YES" } else { "no" }
     );
     println!();
     println!("Ping round trip of an idle client (µs):");
@@ -747,7 +819,7 @@ fn main() {
     }
     let _ = write!(
         json,
-        ",\"fan_in\":{{\"publishers\":{},\"window\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"commits\":{},\"commits_per_s\":{:.0},\"publishes_per_commit\":{:.1},\"cpu_us_per_publish\":{:.2}}},\"ping_idle_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"ping_loaded_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
+        ",\"fan_in\":{{\"publishers\":{},\"window\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"commits\":{},\"commits_per_s\":{:.0},\"publishes_per_commit\":{:.1},\"cpu_us_per_publish\":{:.2},\"subscriber_notifications\":{},\"subscriber_closed\":{}}},\"ping_idle_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"ping_loaded_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
         r.publishers,
         r.window,
         r.publishes,
@@ -756,6 +828,8 @@ fn main() {
         r.commits_per_s,
         r.batching,
         r.cpu_us_per_publish,
+        r.notifications,
+        r.subscriber_closed,
         r.idle.p50_us,
         r.idle.p99_us,
         r.idle.max_us,

@@ -32,9 +32,11 @@
 //! Transient costs not multiplied by connections: one parsed stanza at a time on the single
 //! protocol thread (about twice `max_stanza_bytes`), bounded in shape by `max_xml_depth` and
 //! `max_xml_attrs`; one pub-sub reply page at a time (at most `pubsub_max_page_items`
-//! entries, its text within half of `outbox_max_bytes`). Per account, the roster holds at
-//! most `max_roster_items` entries (about 200 B each typically, a few KiB with
-//! maximum-length JIDs and many groups).
+//! entries, its text within half of `outbox_max_bytes`). Pub-sub output waiting for
+//! the disk or for readers that have no room for it yet (outbox backlogs) is shared by
+//! all connections: `pubsub_backlog_bytes` (8 MiB), up to about twice that in a burst.
+//! Per account, the roster holds at most `max_roster_items` entries (about 200 B each
+//! typically, a few KiB with maximum-length JIDs and many groups).
 
 use serde::{Deserialize, Serialize};
 
@@ -150,6 +152,16 @@ pub struct Limits {
     /// reference; about 100 KiB at the default), plus the entries' reply text, which never
     /// exceeds half of `outbox_max_bytes` whatever this value. Accepted range 1..=1048576.
     pub pubsub_max_page_items: usize,
+    /// Most bytes of pub-sub output (replies and notifications, text plus 64 B per entry)
+    /// waiting, all sessions together: held until their group commit is on disk, or
+    /// released but not yet taken by readers that have no room for them now (each outbox's
+    /// backlog). Default 8388608 (8 MiB). Overflow: new pub-sub requests wait, unhandled,
+    /// and the sessions that sent them are not read until the readers catch up (a reader
+    /// that keeps reading is never closed for it; one whose writes stay blocked for
+    /// `write_timeout_secs` is, and its backlog is dropped). Memory: up to about twice this
+    /// (one commit can release a full bound while the backlogs are at it), plus the
+    /// fan-out of one request. Accepted range 65536..=1073741824.
+    pub pubsub_backlog_bytes: usize,
 }
 
 impl Default for Limits {
@@ -174,6 +186,7 @@ impl Default for Limits {
             pep_max_nodes_per_account: 64,
             pep_max_items_per_node: 1000,
             pubsub_max_page_items: 1000,
+            pubsub_backlog_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -302,6 +315,12 @@ impl Limits {
             1,
             MAX_COUNT,
         )?;
+        in_range(
+            "pubsub_backlog_bytes",
+            self.pubsub_backlog_bytes,
+            65536,
+            1 << 30,
+        )?;
         Ok(())
     }
 
@@ -350,7 +369,13 @@ mod tests {
         assert_eq!(l.write_timeout_secs, 30);
         assert_eq!(l.max_resources_per_account, 16);
         assert_eq!(l.max_roster_items, 500);
+        assert_eq!(l.pubsub_backlog_bytes, crate::pubsub::MAX_HELD_BYTES);
         assert_eq!(l.validate(), Ok(()));
+        let small = Limits {
+            pubsub_backlog_bytes: 65535,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&small), "limits.pubsub_backlog_bytes");
     }
 
     #[test]

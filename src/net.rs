@@ -134,10 +134,14 @@ struct Conn {
 
 impl Conn {
     /// Read once from the socket; feed every plaintext byte to `sink`. Ok(false) on EOF.
+    /// Stops early, leaving decrypted input in the TLS session, once `paused` says so
+    /// (back-pressure): the caller reads again, without waiting for the socket, when
+    /// reading resumes.
     fn read_once(
         &mut self,
         scratch: &mut [u8],
         mut sink: impl FnMut(&[u8]) -> Action,
+        paused: impl Fn() -> bool,
     ) -> io::Result<(bool, Action)> {
         let mut action = Action::Continue;
         match &mut self.tls {
@@ -153,9 +157,11 @@ impl Conn {
                 Ok((true, sink(&scratch[..n])))
             }
             Some(tls) => {
-                let n = match tls.read_tls(&mut self.io.get_ref()) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((true, action)),
+                // WouldBlock: nothing new on the socket, but plaintext may be left from a
+                // read that stopped early.
+                let eof = match tls.read_tls(&mut self.io.get_ref()) {
+                    Ok(n) => n == 0,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
                     Err(e) => return Err(e),
                 };
                 if let Err(e) = tls.process_new_packets() {
@@ -163,6 +169,9 @@ impl Conn {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
                 loop {
+                    if paused() {
+                        return Ok((true, action));
+                    }
                     match tls.reader().read(scratch) {
                         Ok(0) => return Ok((false, action)),
                         Ok(m) => {
@@ -175,7 +184,7 @@ impl Conn {
                         Err(e) => return Err(e),
                     }
                 }
-                Ok((n != 0, action))
+                Ok((!eof, action))
             }
         }
     }
@@ -264,7 +273,8 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
         let r = shared.router.borrow();
         (r.limits().outbox_max_stanzas, r.limits().outbox_max_bytes)
     };
-    let outbox = Outbox::new(max_stanzas, max_bytes);
+    let backlog = shared.router.borrow().backlog();
+    let outbox = Outbox::with_backlog(max_stanzas, max_bytes, backlog);
     let transport = Transport {
         tls_active: direct_tls,
         tls_available: tls_cfg.is_some(),
@@ -274,6 +284,10 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
     tracing::debug!(conn = id, %peer, direct_tls, "connection opened");
     let mut out: Vec<u8> = Vec::new();
     let mut action = Action::Continue;
+    // Input is buffered (framer, TLS session) because reading was paused.
+    let mut held_input = false;
+    // Read without waiting for the socket (after reading resumed).
+    let mut read_now = false;
     loop {
         if !out.is_empty() || conn.wants_write() {
             if let Err(e) = conn.write_all(&out, write_timeout).await {
@@ -310,37 +324,61 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
             action = session.on_kick(k, &mut shared.router.borrow_mut(), &mut out);
             continue;
         }
+        if held_input && !outbox.reading_paused() {
+            // Reading resumed: the input buffered while paused first, then the socket
+            // (and any plaintext the TLS session still holds) without waiting for it.
+            action = session.resume(&mut shared.router.borrow_mut(), &mut out);
+            held_input = outbox.reading_paused();
+            read_now = true;
+            continue;
+        }
         let deadline = session.deadline(&shared.router.borrow());
-        let wake = smol::future::or(
-            async {
-                let _ = conn.io.readable().await;
-                Wake::Read
-            },
+        // Back-pressure (see `Outbox::pause_reading`): while paused, the socket is not read
+        // and only the outbox (which also signals the resumption) and the deadline count.
+        let paused = outbox.reading_paused();
+        let wake = if read_now && !paused {
+            Wake::Read
+        } else {
             smol::future::or(
                 async {
-                    outbox.ready().await;
-                    Wake::Outbox
+                    if paused {
+                        std::future::pending::<()>().await;
+                    }
+                    let _ = conn.io.readable().await;
+                    Wake::Read
                 },
-                async {
-                    Timer::at(deadline).await;
-                    Wake::Deadline
-                },
-            ),
-        )
-        .await;
+                smol::future::or(
+                    async {
+                        outbox.ready(paused).await;
+                        Wake::Outbox
+                    },
+                    async {
+                        Timer::at(deadline).await;
+                        Wake::Deadline
+                    },
+                ),
+            )
+            .await
+        };
+        read_now = false;
         match wake {
             Wake::Read => {
                 let res = {
                     let mut scratch = shared.scratch.borrow_mut();
-                    conn.read_once(&mut scratch, |bytes| {
-                        session.receive(
-                            bytes,
-                            &mut shared.router.borrow_mut(),
-                            &mut out,
-                            Instant::now(),
-                        )
-                    })
+                    conn.read_once(
+                        &mut scratch,
+                        |bytes| {
+                            session.receive(
+                                bytes,
+                                &mut shared.router.borrow_mut(),
+                                &mut out,
+                                Instant::now(),
+                            )
+                        },
+                        || outbox.reading_paused(),
+                    )
                 };
+                held_input = outbox.reading_paused();
                 match res {
                     Ok((true, a)) => action = a,
                     Ok((false, _)) => {
@@ -359,7 +397,12 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
                     }
                 }
             }
-            Wake::Outbox => outbox.drain_into(&mut out),
+            Wake::Outbox => {
+                if outbox.drain_into(&mut out) {
+                    // Backlog bytes went out: requests held back for them may go on.
+                    shared.router.borrow_mut().pubsub_backlog_released();
+                }
+            }
             Wake::Deadline => {
                 action =
                     session.on_deadline(&mut shared.router.borrow_mut(), &mut out, Instant::now());

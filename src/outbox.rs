@@ -12,6 +12,27 @@
 //! payload (the item, serialised once per publish) between every subscriber, only the
 //! envelope (`<message to=…>`) being each recipient's own. The byte bound counts the full
 //! length of every queued stanza (what the socket will be written), so it is conservative.
+//!
+//! # Pub-sub output and its backlog
+//!
+//! Pub-sub replies and notifications are released in bursts: one group commit can make
+//! thousands of them deliverable at once, far more than a reader that keeps up has room
+//! for at that instant. They are therefore *offered* ([`Outbox::offer`]) rather than
+//! pushed: an offer takes at most half of the outbox (the other half stays free for
+//! messages, presence and roster pushes, which keep the overflow policy above), and what
+//! does not fit waits in the outbox's *backlog*, in order, until the connection task has
+//! written what is queued ([`Outbox::drain_into`] refills the queue from the backlog). A
+//! backlog never closes the connection: a reader that keeps reading gets all of it. A
+//! reader that stops reading is closed when its writes stay blocked for
+//! `write_timeout_secs`, and its backlog is dropped.
+//!
+//! Backlogs are bounded together, not per connection: every outbox charges its backlog
+//! (text plus [`BACKLOG_ENTRY_BYTES`] per entry) to one process-wide [`Backlog`]. The
+//! pub-sub engine counts that total with its held outputs against
+//! `limits.pubsub_backlog_bytes` and, above it, stops taking new requests: back-pressure
+//! goes to the publishers (their requests wait, their sessions stop being read), never to
+//! the readers. So the bytes in all backlogs stay below about that bound plus one commit's
+//! release.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -103,13 +124,59 @@ impl From<String> for Stanza {
     }
 }
 
-/// A bounded queue of serialised stanzas for one connection.
+/// Bookkeeping charged per backlog entry on top of its text (the `Stanza` handle and the
+/// queue slot, rounded up).
+pub const BACKLOG_ENTRY_BYTES: usize = 64;
+
+/// The bytes waiting in the backlogs of every outbox of the process (see the module
+/// documentation). Shared (`Rc`) by the outboxes, which charge it, and the router, which
+/// reads it for back-pressure.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    bytes: Cell<usize>,
+}
+
+impl Backlog {
+    /// A new, empty account.
+    pub fn new() -> Rc<Backlog> {
+        Rc::new(Backlog::default())
+    }
+
+    /// Bytes charged by all backlogs together.
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    fn charge(&self, n: usize) {
+        self.bytes.set(self.bytes.get() + n);
+    }
+
+    fn release(&self, n: usize) {
+        // Invariant: every release matches an earlier charge.
+        debug_assert!(n <= self.bytes.get());
+        self.bytes.set(self.bytes.get().saturating_sub(n));
+    }
+}
+
+fn charge_of(s: &Stanza) -> usize {
+    s.len() + BACKLOG_ENTRY_BYTES
+}
+
+/// A bounded queue of serialised stanzas for one connection, with a backlog for pub-sub
+/// output (see the module documentation).
 pub struct Outbox {
     /// Invariant: `bytes` is the sum of the lengths of the queued stanzas.
     queue: RefCell<VecDeque<Stanza>>,
     bytes: Cell<usize>,
     max_stanzas: usize,
     max_bytes: usize,
+    /// Pub-sub output that did not fit, oldest first. Invariant: `backlog_charge` is the
+    /// sum of [`charge_of`] over it, and is charged to `pool`.
+    backlog: RefCell<VecDeque<Stanza>>,
+    backlog_charge: Cell<usize>,
+    pool: Rc<Backlog>,
+    /// The router asked the connection task not to read more input for now.
+    paused: Cell<bool>,
     kick: Cell<Option<Kick>>,
     waker: Cell<Option<Waker>>,
 }
@@ -117,21 +184,32 @@ pub struct Outbox {
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
-            .field("len", &self.len())
+            .field("len", &self.queue.borrow().len())
             .field("bytes", &self.bytes.get())
+            .field("backlog", &self.backlog.borrow().len())
+            .field("paused", &self.paused.get())
             .field("kick", &self.kick.get())
             .finish()
     }
 }
 
 impl Outbox {
-    /// An empty outbox with the given bounds.
+    /// An empty outbox with the given bounds and a backlog account of its own.
     pub fn new(max_stanzas: usize, max_bytes: usize) -> Rc<Outbox> {
+        Outbox::with_backlog(max_stanzas, max_bytes, Backlog::new())
+    }
+
+    /// An empty outbox with the given bounds whose backlog is charged to `pool`.
+    pub fn with_backlog(max_stanzas: usize, max_bytes: usize, pool: Rc<Backlog>) -> Rc<Outbox> {
         Rc::new(Outbox {
             queue: RefCell::new(VecDeque::new()),
             bytes: Cell::new(0),
             max_stanzas,
             max_bytes,
+            backlog: RefCell::new(VecDeque::new()),
+            backlog_charge: Cell::new(0),
+            pool,
+            paused: Cell::new(false),
             kick: Cell::new(None),
             waker: Cell::new(None),
         })
@@ -148,8 +226,7 @@ impl Outbox {
         let new_bytes = self.bytes.get() + stanza.len();
         if q.len() >= self.max_stanzas || new_bytes > self.max_bytes {
             drop(q);
-            self.kick.set(Some(Kick::Overflow));
-            self.wake();
+            self.kick(Kick::Overflow);
             return false;
         }
         q.push_back(stanza);
@@ -159,11 +236,42 @@ impl Outbox {
         true
     }
 
-    /// Ask the connection to close with a stream error.
+    /// Queue pub-sub output: into the queue while pub-sub output fills at most half of it
+    /// and nothing older waits in the backlog, else at the end of the backlog. Never closes
+    /// the connection; returns `false` only when it is already being closed.
+    pub fn offer(&self, stanza: impl Into<Stanza>) -> bool {
+        let stanza = stanza.into();
+        if self.kick.get().is_some() {
+            return false;
+        }
+        if self.backlog.borrow().is_empty() && self.fits_share(&stanza) {
+            self.bytes.set(self.bytes.get() + stanza.len());
+            self.queue.borrow_mut().push_back(stanza);
+        } else {
+            let c = charge_of(&stanza);
+            self.pool.charge(c);
+            self.backlog_charge.set(self.backlog_charge.get() + c);
+            self.backlog.borrow_mut().push_back(stanza);
+        }
+        self.wake();
+        true
+    }
+
+    /// Whether `s` fits in the half of the queue that pub-sub output may use (an empty
+    /// queue takes any one stanza).
+    fn fits_share(&self, s: &Stanza) -> bool {
+        let q = self.queue.borrow();
+        q.is_empty()
+            || (q.len() < (self.max_stanzas / 2).max(1)
+                && self.bytes.get() + s.len() <= self.max_bytes / 2)
+    }
+
+    /// Ask the connection to close with a stream error. Its backlog is dropped.
     pub fn kick(&self, why: Kick) {
         if self.kick.get().is_none() {
             self.kick.set(Some(why));
         }
+        self.discard_backlog();
         self.wake();
     }
 
@@ -172,8 +280,38 @@ impl Outbox {
         self.kick.get()
     }
 
-    /// Move every queued stanza into `out`, releasing the queue's allocation.
-    pub fn drain_into(&self, out: &mut Vec<u8>) {
+    /// Move every queued stanza into `out`, releasing the queue's allocation, then refill
+    /// the queue from the backlog (up to the pub-sub share; the connection task takes it on
+    /// its next round, after writing `out`). Returns whether backlog bytes were released.
+    pub fn drain_into(&self, out: &mut Vec<u8>) -> bool {
+        self.take_queue_into(out);
+        let mut moved = 0;
+        loop {
+            let mut b = self.backlog.borrow_mut();
+            let Some(next) = b.front() else { break };
+            if !self.fits_share(next) {
+                break;
+            }
+            let Some(s) = b.pop_front() else { break };
+            drop(b);
+            moved += charge_of(&s);
+            self.bytes.set(self.bytes.get() + s.len());
+            self.queue.borrow_mut().push_back(s);
+        }
+        if moved > 0 {
+            self.backlog_charge.set(self.backlog_charge.get() - moved);
+            self.pool.release(moved);
+            if self.backlog.borrow().capacity() > 64 && self.backlog.borrow().is_empty() {
+                *self.backlog.borrow_mut() = VecDeque::new();
+            }
+        }
+        moved > 0
+    }
+
+    /// Move every queued stanza into `out`, leaving the backlog where it is (the session
+    /// does this after each stanza it handles; the backlog goes out through
+    /// [`Outbox::drain_into`], one share per write).
+    pub fn take_queue_into(&self, out: &mut Vec<u8>) {
         let mut q = self.queue.borrow_mut();
         for s in q.drain(..) {
             s.write_to(out);
@@ -184,20 +322,55 @@ impl Outbox {
         self.bytes.set(0);
     }
 
-    /// Number of queued stanzas.
+    /// Drop the backlog (the connection is closing) and release its charge.
+    pub fn discard_backlog(&self) {
+        let b = std::mem::take(&mut *self.backlog.borrow_mut());
+        drop(b);
+        self.pool.release(self.backlog_charge.replace(0));
+    }
+
+    /// Number of stanzas waiting: queued and in the backlog.
     pub fn len(&self) -> usize {
-        self.queue.borrow().len()
+        self.queue.borrow().len() + self.backlog.borrow().len()
     }
 
-    /// Whether nothing is queued.
+    /// Whether nothing waits, neither queued nor in the backlog.
     pub fn is_empty(&self) -> bool {
-        self.queue.borrow().is_empty()
+        self.queue.borrow().is_empty() && self.backlog.borrow().is_empty()
     }
 
-    /// Resolves when there is something to send or the connection was kicked.
-    pub async fn ready(&self) {
+    /// Number of stanzas in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.borrow().len()
+    }
+
+    /// Stop reading the connection's input until [`Outbox::resume_reading`] (back-pressure
+    /// on a client whose pub-sub requests wait).
+    pub fn pause_reading(&self) {
+        self.paused.set(true);
+    }
+
+    /// Read the connection's input again.
+    pub fn resume_reading(&self) {
+        if self.paused.replace(false) {
+            self.wake();
+        }
+    }
+
+    /// Whether reading is paused.
+    pub fn reading_paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Resolves when there is something to send, the connection was kicked, or (if
+    /// `paused`, the state the caller saw) reading was resumed.
+    pub async fn ready(&self, paused: bool) {
         poll_fn(|cx| {
-            if self.kick.get().is_some() || !self.queue.borrow().is_empty() {
+            if self.kick.get().is_some()
+                || !self.queue.borrow().is_empty()
+                || !self.backlog.borrow().is_empty()
+                || (paused && !self.paused.get())
+            {
                 Poll::Ready(())
             } else {
                 self.waker.set(Some(cx.waker().clone()));
@@ -211,6 +384,12 @@ impl Outbox {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.discard_backlog();
     }
 }
 
@@ -229,6 +408,56 @@ mod tests {
         assert!(o.push(Rc::from("12345")));
         assert!(!o.push(Rc::from("123456")));
         assert_eq!(o.kicked(), Some(Kick::Overflow));
+    }
+
+    fn drained(o: &Outbox) -> String {
+        let mut v = Vec::new();
+        o.drain_into(&mut v);
+        String::from_utf8(v).expect("utf-8")
+    }
+
+    /// Issue 10: pub-sub output beyond the outbox's room waits in the backlog, in order,
+    /// charged to the shared account, and never closes the connection; each drain hands
+    /// out at most half an outbox of it, leaving room for direct stanzas.
+    #[test]
+    fn offers_beyond_the_room_wait_in_the_backlog_in_order() {
+        let pool = Backlog::new();
+        let o = Outbox::with_backlog(4, 1000, pool.clone());
+        for i in 0..10 {
+            assert!(o.offer(Stanza::from(format!("<m{i}/>"))));
+        }
+        assert_eq!(o.kicked(), None);
+        assert_eq!((o.len(), o.backlog_len()), (10, 8));
+        assert_eq!(pool.bytes(), 8 * (5 + BACKLOG_ENTRY_BYTES));
+        // The other half of the outbox is free for direct stanzas.
+        assert!(o.push(Stanza::from("<d1/>")));
+        assert!(o.push(Stanza::from("<d2/>")));
+        assert_eq!(drained(&o), "<m0/><m1/><d1/><d2/>");
+        let mut all = String::new();
+        for _ in 0..10 {
+            all.push_str(&drained(&o));
+        }
+        assert_eq!(all, "<m2/><m3/><m4/><m5/><m6/><m7/><m8/><m9/>");
+        assert!(o.is_empty());
+        assert_eq!(pool.bytes(), 0);
+    }
+
+    /// A kicked or dropped outbox releases its backlog's charge.
+    #[test]
+    fn backlog_charge_is_released_on_kick_and_drop() {
+        let pool = Backlog::new();
+        let a = Outbox::with_backlog(2, 1000, pool.clone());
+        let b = Outbox::with_backlog(2, 1000, pool.clone());
+        for i in 0..5 {
+            a.offer(Stanza::from(format!("<a{i}/>")));
+            b.offer(Stanza::from(format!("<b{i}/>")));
+        }
+        assert_eq!(pool.bytes(), 8 * (5 + BACKLOG_ENTRY_BYTES));
+        a.kick(Kick::Overflow);
+        assert_eq!(pool.bytes(), 4 * (5 + BACKLOG_ENTRY_BYTES));
+        assert!(!a.offer(Stanza::from("<late/>")));
+        drop(b);
+        assert_eq!(pool.bytes(), 0);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The router: every bound session, local addressing rules (RFC 6120 §10, RFC 6121 §8),
 //! server-answered IQs (disco, ping, version), rosters and presence (RFC 6121 §2-§4).
 //!
+//! Roster changes are durable before anyone hears of them: they go through the group
+//! commit, and their reply, pushes and presence wait for it (`Router::roster_transaction`).
+//!
 //! Single-threaded: the connection tasks call into it synchronously, never across an
 //! `.await`. It reaches sessions only through their bounded [`Outbox`]es, so a slow client
 //! can never stall routing. Stanzas are serialised once per recipient account (or once per
@@ -12,12 +15,15 @@ use std::rc::Rc;
 use crate::config::{AnonymousPolicy, Config};
 use crate::jid::Jid;
 use crate::limits::Limits;
-use crate::outbox::{Kick, Outbox, Stanza};
+use crate::outbox::{Backlog, Kick, Outbox, Stanza};
 use crate::proto::{
     self, Condition, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_ROSTER, NS_VERSION, StanzaError,
     StreamCondition,
 };
-use crate::store::{RosterItem, Store, Subscription};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::store::{RosterItem, RosterWrite, Store, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
 /// Connection identifier, unique for the life of the process.
@@ -26,6 +32,12 @@ pub type ConnId = u64;
 /// Maximum number of directed-presence targets remembered per resource (RFC 6121 §4.6);
 /// each costs one JID (~40 bytes). Beyond it the oldest is forgotten.
 const MAX_DIRECTED: usize = 16;
+
+/// Most roster requests (roster IQs, subscription presence) kept waiting while a roster
+/// change is being committed; more are refused with `resource-constraint` (wait).
+const MAX_ROSTER_DEFERRED: usize = 256;
+/// Most bytes of such waiting requests (parsed stanzas).
+const MAX_ROSTER_DEFERRED_BYTES: usize = 1024 * 1024;
 
 /// Longest roster item name or group name accepted, in bytes (RFC 6121 §2.1.2.4 leaves it to policy).
 const MAX_ROSTER_TEXT: usize = crate::store::MAX_ROSTER_NAME_BYTES;
@@ -50,8 +62,45 @@ struct Resource {
 struct Account {
     anonymous: bool,
     resources: Vec<Resource>,
-    /// The roster, loaded at first bind and written through to the store.
+    /// The roster as committed: loaded at first bind, changed when a roster change is on
+    /// disk ([`Router::roster_transaction`]).
     roster: Vec<RosterItem>,
+}
+
+/// A roster change being worked out ([`Router::roster_transaction`]): its writes, which
+/// later reads of the same request see, and every stanza it produced, sent only once the
+/// writes are on disk.
+#[derive(Default)]
+struct RosterTxn {
+    /// The writes, in order, and whether each goes to disk (not for anonymous accounts).
+    writes: Vec<(RosterWrite, bool)>,
+    out: Vec<(Rc<Outbox>, Stanza, Lane)>,
+}
+
+impl RosterTxn {
+    /// The item as this transaction left it: `Some(None)` if it removed it, `None` if it
+    /// did not touch it.
+    fn item(&self, user: &str, jid: &str) -> Option<Option<RosterItem>> {
+        self.writes
+            .iter()
+            .rev()
+            .find(|(w, _)| w.user() == user && w.jid() == jid)
+            .map(|(w, _)| match w {
+                RosterWrite::Put(_, i) => Some(i.clone()),
+                RosterWrite::Remove(..) => None,
+            })
+    }
+}
+
+/// A roster change staged for the group commit: applied to memory and its stanzas sent
+/// when the commit of `generation` is on disk; refused if it fails.
+struct RosterPending {
+    generation: u64,
+    writes: Vec<RosterWrite>,
+    out: Vec<(Rc<Outbox>, Stanza, Lane)>,
+    /// The request, to answer with an error if the commit fails.
+    from: Jid,
+    request: Element,
 }
 
 /// Router state.
@@ -69,6 +118,30 @@ pub struct Router {
     pubsub_wake: Option<smol::channel::Sender<()>>,
     /// XEP-0115 caps of the available resources: their PEP `+notify` interests.
     caps: crate::caps::CapsTable,
+    /// What the outboxes' backlogs hold together (pub-sub back-pressure).
+    backlog: Rc<Backlog>,
+    /// Sessions not read while their pub-sub requests are deferred (back-pressure).
+    paused: Vec<Rc<Outbox>>,
+    /// The roster change being worked out, while a roster request is handled.
+    roster_txn: RefCell<Option<RosterTxn>>,
+    /// Roster changes waiting for their commit (at most one: see `roster_deferred`).
+    roster_pending: VecDeque<RosterPending>,
+    /// Roster requests that arrived while a change was waiting for its commit, handled in
+    /// order once it is on disk (so each is worked out against what is durable).
+    roster_deferred: VecDeque<(Jid, Element)>,
+    roster_deferred_bytes: usize,
+    /// Deferred roster requests are being handled (they are not deferred again).
+    roster_replaying: bool,
+}
+
+/// How a stanza enters an outbox (see `outbox`'s module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Pushed within the outbox's bounds; overflow closes the session.
+    Direct,
+    /// Pub-sub output, released in bursts by the group commit: offered, waiting in the
+    /// outbox's backlog for the room that the reader makes.
+    PubSub,
 }
 
 /// What kind of local entity a JID names.
@@ -89,8 +162,12 @@ impl Router {
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
             tracing::warn!("no system randomness for the SCRAM secret");
         }
+        let backlog = Backlog::new();
         let pubsub = match crate::pubsub::Engine::load(&config, &store) {
-            Ok(e) => Some(e),
+            Ok(mut e) => {
+                e.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
+                Some(e)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "pub-sub service disabled");
                 None
@@ -109,7 +186,20 @@ impl Router {
             caps,
             pubsub,
             pubsub_wake: None,
+            backlog,
+            paused: Vec::new(),
+            roster_txn: RefCell::new(None),
+            roster_pending: VecDeque::new(),
+            roster_deferred: VecDeque::new(),
+            roster_deferred_bytes: 0,
+            roster_replaying: false,
         }
+    }
+
+    /// The account of the outboxes' backlogs: every session's outbox charges it
+    /// ([`Outbox::with_backlog`]).
+    pub fn backlog(&self) -> Rc<Backlog> {
+        self.backlog.clone()
     }
 
     /// The served domain.
@@ -258,6 +348,8 @@ impl Router {
             return;
         };
         let res = account.resources.remove(i);
+        // Nothing more reaches this session: its backlog no longer holds anyone back.
+        res.outbox.discard_backlog();
         let empty = account.resources.is_empty();
         let anonymous_gone = empty && account.anonymous;
         self.caps.remove(jid);
@@ -270,6 +362,8 @@ impl Router {
         if res.presence.is_some() {
             self.pubsub_unavailable(jid);
         }
+        self.paused.retain(|ob| !Rc::ptr_eq(ob, &res.outbox));
+        self.pubsub_relieve();
         if anonymous_gone {
             // An anonymous account ends with its last session: so does its PEP service
             // (else its nodes would fill `pubsub_max_nodes` over time).
@@ -304,9 +398,26 @@ impl Router {
             .map(|r| &r.outbox)
     }
 
-    fn send<S: Clone + Into<Stanza>>(outbox: &Outbox, s: &S) {
-        // A full outbox closes that (slow) session; the sender is not affected.
-        let _ = outbox.push(s.clone());
+    /// Queue a stanza for one session. A full outbox closes that (slow) session; the
+    /// sender is not affected.
+    fn send<S: Clone + Into<Stanza>>(&self, outbox: &Rc<Outbox>, s: &S) {
+        self.send_via(outbox, s.clone().into(), Lane::Direct);
+    }
+
+    fn send_via(&self, outbox: &Rc<Outbox>, s: Stanza, lane: Lane) {
+        if let Some(txn) = self.roster_txn.borrow_mut().as_mut() {
+            // Part of a roster change: sent once the change is on disk.
+            txn.out.push((outbox.clone(), s, lane));
+            return;
+        }
+        match lane {
+            Lane::Direct => {
+                let _ = outbox.push(s);
+            }
+            Lane::PubSub => {
+                let _ = outbox.offer(s);
+            }
+        }
     }
 
     /// Reply to `stanza`'s sender with an error (never to an error).
@@ -323,7 +434,7 @@ impl Router {
             return;
         };
         if let Some(ob) = self.resource_outbox(&to) {
-            Self::send(ob, &Rc::from(reply.to_string_in_stream()));
+            self.send(ob, &Rc::from(reply.to_string_in_stream()));
         }
     }
 
@@ -397,7 +508,7 @@ impl Router {
             Target::Local(user) => {
                 if to.is_full() {
                     if let Some(ob) = self.resource_outbox(&to) {
-                        Self::send(ob, &Rc::from(iq.to_string_in_stream()));
+                        self.send(ob, &Rc::from(iq.to_string_in_stream()));
                     } else if request {
                         // RFC 6121 §8.5.3.2.3 (no such resource) and §8.5.1 (no such account).
                         self.bounce(&iq, StanzaError::new(Condition::ServiceUnavailable));
@@ -466,7 +577,7 @@ impl Router {
         };
         if p.is("query", NS_ROSTER) {
             if own {
-                self.roster_iq(from, iq, p);
+                self.roster_transaction(from, iq, |r| r.roster_iq(from, iq, p));
             } else {
                 // RFC 6121 §2.1.5: only the user may touch its roster.
                 self.bounce(iq, StanzaError::new(Condition::Forbidden));
@@ -535,7 +646,19 @@ impl Router {
         let Some(mut engine) = self.pubsub.take() else {
             return;
         };
+        let deferred = engine.deferred_count();
         let out = engine.handle_iq(&*self, &self.store, from, iq, now_ms());
+        if engine.deferred_count() > deferred {
+            // Back-pressure: the request waits for the disk or for readers; its sender is
+            // not read until the deferred requests have been handled.
+            if let Some(ob) = self.resource_outbox(from) {
+                if !ob.reading_paused() {
+                    tracing::debug!(jid = %from, "pub-sub back-pressure: request deferred, session not read until it is handled");
+                    ob.pause_reading();
+                    self.paused.push(ob.clone());
+                }
+            }
+        }
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
     }
@@ -547,9 +670,9 @@ impl Router {
         generation: u64,
         result: Result<(), crate::store::StoreError>,
     ) {
+        let roster_failure = result.as_ref().err().map(roster_failure);
         let (engine, out) = crate::pubsub::committed(
             self.pubsub.take(),
-            &*self,
             &self.config,
             &self.store,
             generation,
@@ -557,6 +680,32 @@ impl Router {
         );
         self.pubsub = engine;
         self.pubsub_deliver(out);
+        self.roster_committed(generation, roster_failure);
+        self.pubsub_relieve();
+    }
+
+    /// Backlog bytes went out to a reader (called by the connection task).
+    pub fn pubsub_backlog_released(&mut self) {
+        self.pubsub_relieve();
+    }
+
+    /// Handles the deferred pub-sub requests while the held outputs and the backlogs are
+    /// below their bound; once none is left, the paused sessions are read again.
+    fn pubsub_relieve(&mut self) {
+        if let Some(mut engine) = self.pubsub.take() {
+            if engine.deferred_count() > 0 {
+                let out = engine.resume(&*self, &self.store);
+                self.pubsub = Some(engine);
+                self.pubsub_deliver(out);
+            } else {
+                self.pubsub = Some(engine);
+            }
+        }
+        if self.pubsub.as_ref().is_none_or(|e| e.deferred_count() == 0) {
+            for ob in self.paused.drain(..) {
+                ob.resume_reading();
+            }
+        }
     }
 
     /// A resource went unavailable: temporary subscriptions and `purge_offline` (XEP-0060).
@@ -600,10 +749,10 @@ impl Router {
         for d in out {
             if d.to.is_full() {
                 if let Some(ob) = self.resource_outbox(&d.to) {
-                    Self::send(ob, &d.stanza);
+                    self.send_via(ob, d.stanza, Lane::PubSub);
                 }
             } else {
-                self.deliver_to_available(&d.to, &d.stanza);
+                self.deliver_to_available_via(&d.to, &d.stanza, Lane::PubSub);
             }
         }
     }
@@ -641,7 +790,7 @@ impl Router {
             Target::Local(user) => {
                 if to.is_full() {
                     if let Some(ob) = self.resource_outbox(&to) {
-                        Self::send(ob, &Rc::from(msg.to_string_in_stream()));
+                        self.send(ob, &Rc::from(msg.to_string_in_stream()));
                         return;
                     }
                     // RFC 6121 §8.5.3.2.1: no such resource.
@@ -694,13 +843,13 @@ impl Router {
         let s: Rc<str> = Rc::from(msg.to_string_in_stream());
         if ty == "headline" {
             for r in candidates {
-                Self::send(&r.outbox, &s);
+                self.send(&r.outbox, &s);
             }
         } else {
             // normal and chat: the highest-priority resources.
             let top = candidates.iter().map(|r| r.priority).max().unwrap_or(0);
             for r in candidates.iter().filter(|r| r.priority == top) {
-                Self::send(&r.outbox, &s);
+                self.send(&r.outbox, &s);
             }
         }
     }
@@ -718,7 +867,7 @@ impl Router {
             (None, "unavailable") => self.presence_unavailable(from, p),
             (None, _) => {}
             (Some(to), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
-                self.subscription(from, &to.bare(), &ty)
+                self.roster_transaction(from, &p, |r| r.subscription(from, &to.bare(), &ty))
             }
             (Some(to), "probe") => self.probe(from, &to),
             (Some(to), "available" | "unavailable") => {
@@ -778,7 +927,7 @@ impl Router {
         if let Ok(domain) = Jid::parse(&self.config.domain) {
             for q in &ev.queries {
                 if let Some(ob) = self.resource_outbox(&q.to) {
-                    Self::send(ob, &Rc::from(q.to_element(&domain).to_string_in_stream()));
+                    self.send(ob, &Rc::from(q.to_element(&domain).to_string_in_stream()));
                 }
             }
         }
@@ -842,7 +991,7 @@ impl Router {
             .iter()
             .filter(|r| &r.jid != from && r.presence.is_some())
         {
-            Self::send(&r.outbox, &s);
+            self.send(&r.outbox, &s);
         }
     }
 
@@ -874,20 +1023,20 @@ impl Router {
                     attr(contact.as_str()),
                     attr(to.bare().as_str())
                 );
-                Self::send(&ob, &Rc::from(s));
+                self.send(&ob, &Rc::from(s));
             }
         }
         for r in acc.resources.iter().filter(|r| &r.jid != to) {
             if let Some(p) = &r.presence {
                 let mut copy = p.clone();
                 copy.set_attr("to", to.as_str());
-                Self::send(&ob, &Rc::from(copy.to_string_in_stream()));
+                self.send(&ob, &Rc::from(copy.to_string_in_stream()));
             }
         }
     }
 
     /// Send the current presence of every available resource of `contact` to one outbox.
-    fn send_presence_of(&self, contact: &Jid, to: &Jid, ob: &Outbox) {
+    fn send_presence_of(&self, contact: &Jid, to: &Jid, ob: &Rc<Outbox>) {
         let Some(acc) = contact.local().and_then(|l| self.accounts.get(l)) else {
             return;
         };
@@ -898,13 +1047,17 @@ impl Router {
             if let Some(p) = &r.presence {
                 let mut copy = p.clone();
                 copy.set_attr("to", to.as_str());
-                Self::send(ob, &Rc::from(copy.to_string_in_stream()));
+                self.send(ob, &Rc::from(copy.to_string_in_stream()));
             }
         }
     }
 
     /// Deliver to every available resource of a local bare JID (or one full JID).
     fn deliver_to_available<S: Clone + Into<Stanza>>(&self, to: &Jid, s: &S) {
+        self.deliver_to_available_via(to, &s.clone().into(), Lane::Direct);
+    }
+
+    fn deliver_to_available_via(&self, to: &Jid, s: &Stanza, lane: Lane) {
         if to.domain() != self.config.domain {
             return;
         }
@@ -913,7 +1066,7 @@ impl Router {
         };
         for r in &acc.resources {
             if r.presence.is_some() && (to.is_bare() || &r.jid == to) {
-                Self::send(&r.outbox, s);
+                self.send_via(&r.outbox, s.clone(), lane);
             }
         }
     }
@@ -1002,7 +1155,14 @@ impl Router {
 
     // ---------------------------------------------------------------- roster storage
 
+    /// The item `contact` of `user`'s roster: as the roster change being worked out left
+    /// it, else as committed (cached while the account is online, else from the store).
     fn roster_item(&self, user: &str, contact: &Jid) -> Option<RosterItem> {
+        if let Some(t) = self.roster_txn.borrow().as_ref() {
+            if let Some(item) = t.item(user, contact.as_str()) {
+                return item;
+            }
+        }
         if let Some(acc) = self.accounts.get(user) {
             return acc
                 .roster
@@ -1019,7 +1179,8 @@ impl Router {
         }
     }
 
-    /// Save an item (cache and store) and push it to the user's interested resources.
+    /// Save an item and push it to the user's interested resources (both once the change
+    /// is on disk, see [`Router::roster_transaction`]).
     fn roster_save(&mut self, user: &str, item: RosterItem) {
         let before = Jid::parse(&item.jid)
             .ok()
@@ -1031,20 +1192,23 @@ impl Router {
         self.pep_roster_hook(user, &contact, before, after);
     }
 
+    /// Records a write in the roster change being worked out.
+    fn roster_record(&self, write: RosterWrite) {
+        let persist = !self.accounts.get(write.user()).is_some_and(|a| a.anonymous);
+        match self.roster_txn.borrow_mut().as_mut() {
+            Some(t) => t.writes.push((write, persist)),
+            // Invariant: every roster change runs inside `roster_transaction`.
+            None => tracing::error!(
+                user = write.user(),
+                "bug: roster change outside a transaction; not saved"
+            ),
+        }
+    }
+
     fn roster_save_inner(&mut self, user: &str, item: RosterItem) {
-        let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
-        if !anonymous {
-            if let Err(e) = self.store.roster_put(user, &item) {
-                tracing::error!(user, error = %e, "cannot save roster item");
-            }
-        }
-        if let Some(acc) = self.accounts.get_mut(user) {
-            match acc.roster.iter_mut().find(|i| i.jid == item.jid) {
-                Some(slot) => *slot = item.clone(),
-                None => acc.roster.push(item.clone()),
-            }
-        }
-        if item.in_roster {
+        let push = item.in_roster;
+        self.roster_record(RosterWrite::Put(user.to_owned(), item.clone()));
+        if push {
             self.roster_push(user, &item, false);
         }
     }
@@ -1059,22 +1223,159 @@ impl Router {
     }
 
     fn roster_delete_inner(&mut self, user: &str, contact: &str) {
-        let anonymous = self.accounts.get(user).is_some_and(|a| a.anonymous);
-        if !anonymous {
-            if let Err(e) = self.store.roster_remove(user, contact) {
-                tracing::error!(user, error = %e, "cannot remove roster item");
+        let existing = Jid::parse(contact)
+            .ok()
+            .and_then(|c| self.roster_item(user, &c));
+        let Some(item) = existing else {
+            return;
+        };
+        self.roster_record(RosterWrite::Remove(user.to_owned(), contact.to_owned()));
+        if item.in_roster {
+            self.roster_push(user, &item, true);
+        }
+    }
+
+    /// Handles a roster request (roster IQ, subscription presence) as one change: `f` works
+    /// it out against the durable rosters, its writes ([`Router::roster_record`]) are
+    /// staged for the group commit, and everything it sends (reply, roster pushes,
+    /// presence) waits in the transaction. Once the commit is on disk the rosters in
+    /// memory change and the stanzas go out ([`Router::roster_committed`]); if the commit
+    /// fails the request gets an error and nothing changes. A change that writes nothing
+    /// (a roster get, an anonymous account's roster) is answered at once. While a change
+    /// waits for its commit, later roster requests wait too, in order.
+    fn roster_transaction(&mut self, from: &Jid, request: &Element, f: impl FnOnce(&mut Self)) {
+        if !self.roster_pending.is_empty()
+            || (!self.roster_deferred.is_empty() && !self.roster_replaying)
+        {
+            self.roster_defer(from, request);
+            return;
+        }
+        *self.roster_txn.borrow_mut() = Some(RosterTxn::default());
+        f(self);
+        let Some(txn) = self.roster_txn.borrow_mut().take() else {
+            return;
+        };
+        let persist: Vec<RosterWrite> = txn
+            .writes
+            .iter()
+            .filter(|(_, p)| *p)
+            .map(|(w, _)| w.clone())
+            .collect();
+        let writes: Vec<RosterWrite> = txn.writes.into_iter().map(|(w, _)| w).collect();
+        match self.store.roster_stage(&persist) {
+            Ok(None) => {
+                // Nothing to wait for: on disk already, or nothing to save.
+                self.roster_apply(&writes);
+                self.roster_flush(txn.out);
+            }
+            Ok(Some(generation)) => self.roster_pending.push_back(RosterPending {
+                generation,
+                writes,
+                out: txn.out,
+                from: from.clone(),
+                request: request.clone(),
+            }),
+            Err(e) => {
+                let (condition, text) = roster_failure(&e);
+                tracing::error!(user = from.local().unwrap_or(""), error = %e, "roster change refused, nothing changed");
+                self.roster_refuse(from, request, condition, text);
             }
         }
-        let mut pushed = None;
-        if let Some(acc) = self.accounts.get_mut(user) {
-            if let Some(i) = acc.roster.iter().position(|i| i.jid == contact) {
-                pushed = Some(acc.roster.remove(i));
+    }
+
+    /// Keeps a roster request until the change before it is on disk.
+    fn roster_defer(&mut self, from: &Jid, request: &Element) {
+        let bytes = request.heap_size() + 64;
+        if self.roster_deferred.len() >= MAX_ROSTER_DEFERRED
+            || self.roster_deferred_bytes + bytes > MAX_ROSTER_DEFERRED_BYTES
+        {
+            tracing::warn!(from = %from, "roster request refused: too many roster requests wait for the disk");
+            self.bounce(
+                request,
+                StanzaError::new(Condition::ResourceConstraint)
+                    .with_text("too many roster changes are waiting for the disk; retry later"),
+            );
+            return;
+        }
+        self.roster_deferred_bytes += bytes;
+        self.roster_deferred
+            .push_back((from.clone(), request.clone()));
+    }
+
+    /// The commit of `generation` ended (`failure`: how it failed, for the error replies).
+    /// Roster changes it carried are applied and their stanzas sent, or refused; then the
+    /// roster requests that waited are handled.
+    fn roster_committed(&mut self, generation: u64, failure: Option<(Condition, &'static str)>) {
+        while self
+            .roster_pending
+            .front()
+            .is_some_and(|p| p.generation <= generation || failure.is_some())
+        {
+            let Some(p) = self.roster_pending.pop_front() else {
+                break;
+            };
+            match failure {
+                None => {
+                    self.roster_apply(&p.writes);
+                    self.roster_flush(p.out);
+                }
+                Some((condition, text)) => {
+                    tracing::error!(
+                        user = p.from.local().unwrap_or(""),
+                        data = %self.store.path().display(),
+                        "roster change not saved: the client got an error and nothing                          changed. Check the disk (space, read-only remount, I/O errors in the                          kernel log) and restart kinglet once it is fixed"
+                    );
+                    self.roster_refuse(&p.from, &p.request, condition, text);
+                }
             }
         }
-        if let Some(item) = pushed {
-            if item.in_roster {
-                self.roster_push(user, &item, true);
+        if !self.roster_pending.is_empty() || self.roster_replaying {
+            return;
+        }
+        self.roster_replaying = true;
+        while self.roster_pending.is_empty() {
+            let Some((from, stanza)) = self.roster_deferred.pop_front() else {
+                break;
+            };
+            self.roster_deferred_bytes -= stanza.heap_size() + 64;
+            self.route(&from, stanza);
+        }
+        self.roster_replaying = false;
+    }
+
+    /// Applies committed roster writes to the rosters in memory (accounts online).
+    fn roster_apply(&mut self, writes: &[RosterWrite]) {
+        for w in writes {
+            let Some(acc) = self.accounts.get_mut(w.user()) else {
+                continue;
+            };
+            match w {
+                RosterWrite::Put(_, item) => {
+                    match acc.roster.iter_mut().find(|i| i.jid == item.jid) {
+                        Some(slot) => *slot = item.clone(),
+                        None => acc.roster.push(item.clone()),
+                    }
+                }
+                RosterWrite::Remove(_, jid) => acc.roster.retain(|i| &i.jid != jid),
             }
+        }
+    }
+
+    /// Sends the stanzas of a committed roster change.
+    fn roster_flush(&self, out: Vec<(Rc<Outbox>, Stanza, Lane)>) {
+        for (ob, s, lane) in out {
+            self.send_via(&ob, s, lane);
+        }
+    }
+
+    /// Answers a roster request whose change was not saved.
+    fn roster_refuse(&self, from: &Jid, request: &Element, condition: Condition, text: &str) {
+        let Some(reply) = proto::error_reply(request, &StanzaError::new(condition).with_text(text))
+        else {
+            return;
+        };
+        if let Some(ob) = self.resource_outbox(from) {
+            self.send(ob, &Rc::from(reply.to_string_in_stream()));
         }
     }
 
@@ -1093,7 +1394,7 @@ impl Router {
                 .with_child(
                     Element::new("query", NS_ROSTER).with_child(roster_item_element(item, removed)),
                 );
-            Self::send(&r.outbox, &Rc::from(iq.to_string_in_stream()));
+            self.send(&r.outbox, &Rc::from(iq.to_string_in_stream()));
         }
     }
 
@@ -1447,13 +1748,41 @@ impl Router {
         let Some(user) = bare.local().filter(|_| bare.domain() == self.config.domain) else {
             return Vec::new();
         };
-        if let Some(acc) = self.accounts.get(user) {
-            return acc.roster.clone();
+        let mut roster = match self.accounts.get(user) {
+            Some(acc) => acc.roster.clone(),
+            None => self.store.roster_get(user).unwrap_or_else(|e| {
+                tracing::error!(user, error = %e, "cannot read roster");
+                Vec::new()
+            }),
+        };
+        // The roster change being worked out, if it touches this roster.
+        if let Some(t) = self.roster_txn.borrow().as_ref() {
+            for (w, _) in t.writes.iter().filter(|(w, _)| w.user() == user) {
+                roster.retain(|i| i.jid != w.jid());
+                if let RosterWrite::Put(_, item) = w {
+                    roster.push(item.clone());
+                }
+            }
         }
-        self.store.roster_get(user).unwrap_or_else(|e| {
-            tracing::error!(user, error = %e, "cannot read roster");
-            Vec::new()
-        })
+        roster
+    }
+}
+
+/// The error a roster request gets when its change cannot be saved: a full disk is
+/// `resource-constraint` (wait: it may work once space is freed), anything else
+/// `internal-server-error`.
+fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
+    match e {
+        StoreError::Full => (
+            Condition::ResourceConstraint,
+            "the server's disk is full: the roster change was not saved",
+        ),
+        StoreError::LimitReached { .. } => (Condition::ResourceConstraint, "the roster is full"),
+        StoreError::Invalid(_) => (Condition::NotAcceptable, "the roster item cannot be stored"),
+        _ => (
+            Condition::InternalServerError,
+            "the roster change could not be saved; nothing was changed",
+        ),
     }
 }
 
@@ -1530,3 +1859,6 @@ fn roster_item_element(item: &RosterItem, removed: bool) -> Element {
     }
     e
 }
+
+#[cfg(test)]
+mod tests;

@@ -158,7 +158,25 @@ impl Session {
         if let Err(e) = self.framer.push(bytes) {
             return self.xml_error(&e, router, out);
         }
+        self.handle_frames(router, out)
+    }
+
+    /// Reading was paused (back-pressure, see [`Outbox::pause_reading`]) and resumed:
+    /// handles the input buffered meanwhile.
+    pub fn resume(&mut self, router: &mut Router, out: &mut Vec<u8>) -> Action {
+        if matches!(self.stage, Stage::Closed) {
+            return Action::Close;
+        }
+        self.handle_frames(router, out)
+    }
+
+    /// Handles the complete frames in the framer, until it needs more bytes or the router
+    /// pauses reading (the rest stays buffered for [`Session::resume`]).
+    fn handle_frames(&mut self, router: &mut Router, out: &mut Vec<u8>) -> Action {
         loop {
+            if self.outbox.reading_paused() {
+                break;
+            }
             let frame = match self.framer.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -172,7 +190,7 @@ impl Session {
                     self.close_stream(out, router)
                 }
             };
-            self.outbox.drain_into(out);
+            self.outbox.take_queue_into(out);
             match action {
                 Action::Continue => {}
                 other => return other,

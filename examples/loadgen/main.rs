@@ -8,7 +8,7 @@
 //!   kinglet-users --data-dir DIR             the same accounts written into a kinglet store
 //! options: --name LABEL --proto xmpp|mqtt --server HOST:PORT --tls-server HOST:PORT
 //!   --domain D --pubsub JID --pid PID --password PW --ca PEM --count N --items N
-//!   --window N --payload BYTES --secs S --tls --tag PREFIX
+//!   --window N --payload BYTES --secs S --tls --tag PREFIX --plain
 //! ```
 
 mod r#gen;
@@ -51,14 +51,18 @@ fn main() {
             "--secs" => o.secs = n().min(3600) as u64,
             "--tag" => o.tag = v.clone(),
             "--data-dir" => data_dir = Some(v.clone()),
-            "--tls" => flag = true,
+            "--tls" | "--plain" => flag = true,
             other => {
                 eprintln!("unknown option {other}");
                 std::process::exit(2);
             }
         }
         if flag {
-            o.tls = true;
+            if args[i] == "--plain" {
+                o.plain = true;
+            } else {
+                o.tls = true;
+            }
             i += 1;
         } else {
             i += 2;

@@ -12,25 +12,32 @@
 //! notifications are dropped, and the engine is reloaded from the file so that memory
 //! equals disk again).
 //!
-//! Bounds and back-pressure: at most about [`MAX_HELD_BYTES`] of held outputs. Beyond it
-//! (a fast publisher to many subscribers outruns the disk), new pub-sub requests are
-//! *deferred*: kept unprocessed, in arrival order, and handled when a commit releases
-//! held outputs; other traffic is not affected. At most [`MAX_DEFERRED`] requests and
-//! [`MAX_DEFERRED_BYTES`] of parsed stanzas are deferred; beyond that a request is refused
-//! with `resource-constraint` (wait).
+//! Bounds and back-pressure: at most about `limits.pubsub_backlog_bytes` (default
+//! [`MAX_HELD_BYTES`]) of held outputs and of
+//! released outputs still waiting in the outboxes' backlogs (readers that have not yet
+//! made room for them, see `outbox`), together. Beyond it (publishers outrun the disk or
+//! the readers), new pub-sub requests are *deferred*: kept unprocessed, in arrival order,
+//! and handled ([`Engine::resume`]) when a commit releases held outputs or readers take
+//! their backlog; other traffic is not affected. The router stops reading a session whose
+//! request was deferred until none is left, so a pipelining publisher waits in its socket
+//! rather than in memory. At most [`MAX_DEFERRED`] requests and [`MAX_DEFERRED_BYTES`] of
+//! parsed stanzas are deferred; beyond that a request is refused with
+//! `resource-constraint` (wait).
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use super::{Delivery, Directory, Engine};
 use crate::config::Config;
 use crate::jid::Jid;
-use crate::outbox::Stanza;
+use crate::outbox::{Backlog, Stanza};
 use crate::proto::{self, Condition, StanzaError};
 use crate::store::{CommitMode, Store, StoreError};
 use crate::xml::{Element, NS_CLIENT};
 
 /// Most bytes of outputs (stanza text plus about 64 bytes per delivery) held for pending
-/// commits before requests are deferred.
+/// commits or waiting in the outboxes' backlogs before requests are deferred: the default
+/// of `limits.pubsub_backlog_bytes`.
 pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 /// Most pub-sub requests deferred while the held outputs are at their bound.
 pub const MAX_DEFERRED: usize = 1024;
@@ -64,12 +71,30 @@ struct Deferred {
 }
 
 /// Outputs held for pending commits, oldest first, and deferred requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Held {
     queue: VecDeque<Waiting>,
     bytes: usize,
     deferred: VecDeque<Deferred>,
     deferred_bytes: usize,
+    /// What the outboxes' backlogs hold (the router's account; a private one until
+    /// [`Engine::set_backlog`]).
+    backlog: Rc<Backlog>,
+    /// The bound of held outputs and backlogs together (`limits.pubsub_backlog_bytes`).
+    max_bytes: usize,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held {
+            queue: VecDeque::new(),
+            bytes: 0,
+            deferred: VecDeque::new(),
+            deferred_bytes: 0,
+            backlog: Backlog::new(),
+            max_bytes: MAX_HELD_BYTES,
+        }
+    }
 }
 
 impl Engine {
@@ -85,7 +110,7 @@ impl Engine {
         iq: &Element,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        if self.held.bytes > MAX_HELD_BYTES || !self.held.deferred.is_empty() {
+        if self.over_bound() || !self.held.deferred.is_empty() {
             return self.defer(from, iq, now_ms);
         }
         self.handle_iq_held(dir, store, from, iq, now_ms)
@@ -167,10 +192,24 @@ impl Engine {
         Vec::new()
     }
 
-    /// Handles deferred requests while the held outputs are below their bound.
-    fn resume(&mut self, dir: &dyn Directory, store: &Store) -> Vec<Delivery> {
+    /// Counts the outboxes' backlogs (`backlog`, shared with every outbox) with the held
+    /// outputs against `max_bytes` (`limits.pubsub_backlog_bytes`; [`MAX_HELD_BYTES`]
+    /// until this is called).
+    pub fn set_backlog(&mut self, backlog: Rc<Backlog>, max_bytes: usize) {
+        self.held.backlog = backlog;
+        self.held.max_bytes = max_bytes;
+    }
+
+    /// Whether held outputs and backlogs together are above their bound.
+    fn over_bound(&self) -> bool {
+        self.held.bytes + self.held.backlog.bytes() > self.held.max_bytes
+    }
+
+    /// Handles deferred requests while the held outputs and the backlogs are below their
+    /// bound (after a commit, or when readers took some of their backlog).
+    pub fn resume(&mut self, dir: &dyn Directory, store: &Store) -> Vec<Delivery> {
         let mut out = Vec::new();
-        while self.held.bytes <= MAX_HELD_BYTES {
+        while !self.over_bound() {
             let Some(d) = self.held.deferred.pop_front() else {
                 break;
             };
@@ -247,11 +286,12 @@ impl Engine {
 }
 
 /// The commit of `generation` ended with `result`: returns the engine and the outputs to
-/// deliver, then handles deferred requests. On failure the pending changes are discarded
-/// and the engine is reloaded from `store` (`None`, service disabled, if even that fails).
+/// deliver. The caller delivers them, then calls [`Engine::resume`] for the deferred
+/// requests (so that the backlogs they may fill count). On failure the pending changes are
+/// discarded and the engine is reloaded from `store` (`None`, service disabled, if even
+/// that fails).
 pub fn committed(
     engine: Option<Engine>,
-    dir: &dyn Directory,
     config: &Config,
     store: &Store,
     generation: u64,
@@ -261,7 +301,7 @@ pub fn committed(
     let Some(mut engine) = engine else {
         return (None, Vec::new());
     };
-    let mut out = match result {
+    let out = match result {
         Ok(()) => engine.release(generation),
         Err(e) => {
             let lost = match store.pubsub_mode() {
@@ -278,11 +318,13 @@ pub fn committed(
             let out = engine.fail_all();
             let deferred = std::mem::take(&mut engine.held.deferred);
             let deferred_bytes = engine.held.deferred_bytes;
+            let (backlog, max_bytes) = (engine.held.backlog.clone(), engine.held.max_bytes);
             match Engine::load(config, store) {
                 Ok(fresh) => {
                     engine = fresh;
                     engine.held.deferred = deferred;
                     engine.held.deferred_bytes = deferred_bytes;
+                    engine.set_backlog(backlog, max_bytes);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "pub-sub state cannot be reloaded: service disabled");
@@ -292,7 +334,6 @@ pub fn committed(
             out
         }
     };
-    out.extend(engine.resume(dir, store));
     (Some(engine), out)
 }
 
@@ -397,13 +438,16 @@ mod tests {
         fn committed(&mut self, generation: u64, result: Result<(), StoreError>) -> Vec<Delivery> {
             let (engine, out) = committed(
                 self.engine.take(),
-                &NoRoster,
                 &self.config,
                 &self.store,
                 generation,
                 result,
             );
             self.engine = engine;
+            let mut out = out;
+            if let Some(e) = self.engine.as_mut() {
+                out.extend(e.resume(&NoRoster, &self.store));
+            }
             out
         }
     }
@@ -514,6 +558,84 @@ mod tests {
         assert_eq!(out[1001], "iq:r:result");
         assert_eq!(out.len(), 1002 + MAX_DEFERRED - 1);
         assert_eq!(s.engine.as_ref().map(Engine::deferred_count), Some(0));
+    }
+
+    /// Issue 10: one commit releases more outputs for a session than its outbox holds (50
+    /// publishes in one batch, outboxes of 8 stanzas). Neither the subscriber nor the
+    /// publisher is closed: what does not fit waits for the reader, and every notification
+    /// and result arrives, in order.
+    #[test]
+    fn release_after_commit_respects_each_outbox_room() {
+        let dir = Dir::new("room");
+        let config = Config {
+            data_dir: dir.0.clone(),
+            ..Config::default()
+        };
+        let store = Store::open(&dir.0, 0).expect("store");
+        store.pubsub_set_mode(CommitMode::Group);
+        let mut router = Router::new(Rc::new(config), store);
+        let (ob_a, ob_b) = (Outbox::new(8, 1 << 20), Outbox::new(8, 1 << 20));
+        let alice = router
+            .bind("alice", false, Some("a"), 1, ob_a.clone())
+            .expect("bind");
+        let bob = router
+            .bind("bob", false, Some("b"), 2, ob_b.clone())
+            .expect("bind");
+        let commit = |router: &mut Router| {
+            let batch = router.store().pubsub_take().expect("a batch");
+            let r = batch.write();
+            router.pubsub_committed(batch.generation(), r);
+        };
+        let drain_all = |ob: &Outbox| {
+            let mut all = String::new();
+            for _ in 0..1000 {
+                let mut v = Vec::new();
+                ob.drain_into(&mut v);
+                if v.is_empty() && ob.is_empty() {
+                    break;
+                }
+                all.push_str(&String::from_utf8(v).expect("utf-8"));
+            }
+            all
+        };
+        let ps = |router: &mut Router, from: &Jid, id: &str, body: &str| {
+            router.route(from, iq(from.as_str(), id, "set", "pubsub.localhost", body));
+        };
+        ps(&mut router, &alice, "c", &create("n"));
+        commit(&mut router);
+        let sub = format!("<pubsub xmlns='{PS}'><subscribe node='n' jid='{bob}'/></pubsub>");
+        ps(&mut router, &bob, "s", &sub);
+        commit(&mut router);
+        drain_all(&ob_a);
+        drain_all(&ob_b);
+        for i in 0..50 {
+            ps(
+                &mut router,
+                &alice,
+                &format!("p{i}"),
+                &publish("n", &format!("i{i}"), "x"),
+            );
+        }
+        assert!(ob_a.is_empty() && ob_b.is_empty(), "held until the commit");
+        commit(&mut router);
+        assert_eq!(ob_a.kicked(), None, "the publisher was closed");
+        assert_eq!(ob_b.kicked(), None, "the subscriber was closed");
+        let results = drain_all(&ob_a);
+        let notes = drain_all(&ob_b);
+        let order = |text: &str, pat: &str| -> Vec<usize> {
+            text.match_indices(pat)
+                .map(|(at, _)| {
+                    let rest = &text[at + pat.len()..];
+                    let end = rest.find(['"', '\'']).unwrap_or(rest.len());
+                    rest[..end].parse().expect("a number")
+                })
+                .collect()
+        };
+        let want: Vec<usize> = (0..50).collect();
+        // Notifications in publish order (the node keeps 20 items: retractions between).
+        assert_eq!(order(&notes, "<item id='i"), want);
+        assert_eq!(order(&results, "id='p"), want);
+        assert_eq!(ob_a.kicked().or(ob_b.kicked()), None);
     }
 
     /// `store.flush_interval`: replies at once, the item readable before the flush.

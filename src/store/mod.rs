@@ -3,11 +3,12 @@
 //!
 //! This module owns the file, its schema (`schema.rs`), the on-disk encodings (`codec.rs`)
 //! and [`StoreError`]. It knows nothing of XML, sessions or the network; callers pass
-//! already-normalised usernames (JID localparts) and bare JIDs. Every write is one small
-//! redb transaction committed with `Durability::Immediate`: account and roster changes are
-//! rare, and a reply to the client means the change is on disk. Pub-sub changes are
-//! frequent: in the daemon they are staged and committed in groups on a blocking thread
-//! (`writer.rs`, [`CommitMode`]), which is why the `redb::Database` is in an `Arc` (redb's
+//! already-normalised usernames (JID localparts) and bare JIDs. Every write is a redb
+//! transaction committed with `Durability::Immediate`: a reply to the client means the
+//! change is on disk. Account changes (the command line) commit at once. In the daemon,
+//! pub-sub and roster changes are staged and committed in groups on a blocking thread
+//! (`writer.rs`, [`CommitMode`], [`Store::roster_stage`]), so no fsync runs on the event
+//! loop; that is why the `redb::Database` is in an `Arc` (redb's
 //! `Database` is `Sync`); everything else runs on the one event-loop thread. redb's file
 //! lock keeps a second process (e.g. `kinglet user add` while the broker runs) out: it gets
 //! [`StoreError::Locked`].
@@ -128,6 +129,33 @@ pub struct RosterItem {
     pub in_roster: bool,
 }
 
+/// One roster change, staged for the group commit ([`Store::roster_stage`]) like pub-sub
+/// changes, or applied at once ([`Store::roster_put`], [`Store::roster_remove`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RosterWrite {
+    /// Insert or replace the item in the roster of the user (first field).
+    Put(String, RosterItem),
+    /// Remove the item with this contact JID from the roster of the user.
+    Remove(String, String),
+}
+
+impl RosterWrite {
+    /// The user whose roster changes.
+    pub fn user(&self) -> &str {
+        match self {
+            RosterWrite::Put(u, _) | RosterWrite::Remove(u, _) => u,
+        }
+    }
+
+    /// The contact JID of the item.
+    pub fn jid(&self) -> &str {
+        match self {
+            RosterWrite::Put(_, i) => &i.jid,
+            RosterWrite::Remove(_, j) => j,
+        }
+    }
+}
+
 /// The broker's database: one redb file in the data directory, locked for this process
 /// while the value lives.
 pub struct Store {
@@ -180,6 +208,33 @@ impl Store {
     /// tables under our names; [`StoreError::Io`] / [`StoreError::Full`] from the file
     /// system.
     pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        // `create_file` takes redb's exclusive, non-blocking lock (flock on unix) and
+        // initialises an empty file; an existing database is opened as it is.
+        Store::open_with(data_dir, |file| {
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .create_file(file)
+        })
+    }
+
+    /// Opens the database like [`Store::open`], through a test backend whose writes and
+    /// syncs fail with ENOSPC ([`StoreError::Full`]) while `fail` is set: a disk that
+    /// fills up under the running broker.
+    #[cfg(test)]
+    pub(crate) fn open_with_faults(
+        data_dir: &Path,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, |file| {
+            let inner = redb::backends::FileBackend::new(file)?;
+            Database::builder().create_with_backend(tests::FaultyBackend { inner, fail })
+        })
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        create: impl FnOnce(std::fs::File) -> Result<Database, redb::DatabaseError>,
+    ) -> Result<Store, StoreError> {
         let mut dir = DirBuilder::new();
         dir.recursive(true);
         #[cfg(unix)]
@@ -193,12 +248,7 @@ impl Store {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&path).map_err(|e| io_at(&path, e))?;
 
-        // `create_file` takes redb's exclusive, non-blocking lock (flock on unix) and
-        // initialises an empty file; an existing database is opened as it is.
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create_file(file)
-            .map_err(|e| error::from_open_error(e, path.clone()))?;
+        let db = create(file).map_err(|e| error::from_open_error(e, path.clone()))?;
         schema::check_and_migrate(&db)?;
         Ok(Store {
             db: Arc::new(db),
@@ -395,55 +445,26 @@ impl Store {
     /// [`StoreError::LimitReached`] when adding a new item to a roster that has
     /// [`MAX_ROSTER_ITEMS`] items.
     pub fn roster_put(&self, username: &str, item: &RosterItem) -> Result<(), StoreError> {
-        codec::check_username(username)?;
-        let value = codec::encode_roster_item(item)?;
-        let key = codec::roster_key(username, &item.jid);
+        let w = [RosterWrite::Put(username.to_owned(), item.clone())];
+        check_roster_writes(&self.db, &w)?;
         let txn = self.begin_write()?;
-        {
-            let mut rosters = txn.open_table(ROSTERS)?;
-            let existing = rosters.get(key.as_slice())?.map(|v| v.value() == value);
-            match existing {
-                Some(true) => {
-                    drop(rosters);
-                    txn.abort()?;
-                    return Ok(());
-                }
-                Some(false) => {}
-                None => {
-                    let (start, end) = codec::roster_range(username);
-                    let mut count = 0;
-                    for entry in rosters.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-                        entry?;
-                        count += 1;
-                    }
-                    if count >= MAX_ROSTER_ITEMS {
-                        drop(rosters);
-                        txn.abort()?;
-                        return Err(StoreError::LimitReached {
-                            what: "roster items",
-                            max: MAX_ROSTER_ITEMS,
-                        });
-                    }
-                }
-            }
-            rosters.insert(key.as_slice(), value.as_slice())?;
+        if apply_roster_write(&txn, &w[0])? {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
         }
-        bump_roster_version(&txn, username)?;
-        txn.commit()?;
         Ok(())
     }
 
     /// Removes the item `jid` from the roster of `username`. Returns whether it existed;
     /// only a removal bumps the roster version.
     pub fn roster_remove(&self, username: &str, jid: &str) -> Result<bool, StoreError> {
-        let key = codec::roster_key(username, jid);
         let txn = self.begin_write()?;
-        let existed = txn.open_table(ROSTERS)?.remove(key.as_slice())?.is_some();
-        if !existed {
+        let w = RosterWrite::Remove(username.to_owned(), jid.to_owned());
+        if !apply_roster_write(&txn, &w)? {
             txn.abort()?;
             return Ok(false);
         }
-        bump_roster_version(&txn, username)?;
         txn.commit()?;
         Ok(true)
     }
@@ -476,6 +497,78 @@ pub(crate) fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError>
     // creates none.
     txn.set_durability(Durability::Immediate);
     Ok(txn)
+}
+
+/// Checks roster writes before they are staged or applied, so that the commit can fail
+/// only for I/O reasons: field sizes ([`StoreError::Invalid`]) and, for new items, the
+/// [`MAX_ROSTER_ITEMS`] bound against the rows on disk ([`StoreError::LimitReached`]).
+/// Returns the size estimate of the writes in bytes.
+pub(crate) fn check_roster_writes(
+    db: &Database,
+    writes: &[RosterWrite],
+) -> Result<usize, StoreError> {
+    let mut bytes = 0;
+    let mut added: Vec<(&str, &str)> = Vec::new();
+    let txn = db.begin_read()?;
+    let rosters = txn.open_table(ROSTERS)?;
+    for w in writes {
+        bytes += 64 + w.user().len() + w.jid().len();
+        let RosterWrite::Put(user, item) = w else {
+            continue;
+        };
+        codec::check_username(user)?;
+        bytes += codec::encode_roster_item(item)?.len();
+        let key = codec::roster_key(user, &item.jid);
+        if rosters.get(key.as_slice())?.is_some() || added.contains(&(user, &item.jid)) {
+            continue;
+        }
+        let (start, end) = codec::roster_range(user);
+        let mut count = added.iter().filter(|(u, _)| u == user).count();
+        for entry in rosters.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            entry?;
+            count += 1;
+        }
+        if count >= MAX_ROSTER_ITEMS {
+            return Err(StoreError::LimitReached {
+                what: "roster items",
+                max: MAX_ROSTER_ITEMS,
+            });
+        }
+        added.push((user, &item.jid));
+    }
+    Ok(bytes)
+}
+
+/// Applies one roster write inside `txn` and bumps the user's roster version if it
+/// changed anything. Returns whether it did: writing an identical item or removing an
+/// absent one changes nothing (and keeps the version).
+pub(crate) fn apply_roster_write(
+    txn: &WriteTransaction,
+    w: &RosterWrite,
+) -> Result<bool, StoreError> {
+    let changed = match w {
+        RosterWrite::Put(user, item) => {
+            codec::check_username(user)?;
+            let value = codec::encode_roster_item(item)?;
+            let key = codec::roster_key(user, &item.jid);
+            let mut rosters = txn.open_table(ROSTERS)?;
+            let same = rosters
+                .get(key.as_slice())?
+                .is_some_and(|v| v.value() == value.as_slice());
+            if !same {
+                rosters.insert(key.as_slice(), value.as_slice())?;
+            }
+            !same
+        }
+        RosterWrite::Remove(user, jid) => {
+            let key = codec::roster_key(user, jid);
+            txn.open_table(ROSTERS)?.remove(key.as_slice())?.is_some()
+        }
+    };
+    if changed {
+        bump_roster_version(txn, w.user())?;
+    }
+    Ok(changed)
 }
 
 /// Takes the next value of the store-wide roster sequence and makes it the roster version

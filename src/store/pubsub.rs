@@ -553,66 +553,72 @@ impl DbHandle {
             return Ok(());
         }
         let txn = self.begin_write()?;
-        for op in ops {
-            match op {
-                PubsubOp::PutNode(node, rec) => {
-                    check_key_part("node id", node)?;
-                    let v = encode_node(rec)?;
-                    txn.open_table(PUBSUB_NODES)?
-                        .insert(node.as_bytes(), v.as_slice())?;
-                }
-                PubsubOp::DeleteNode(node) => {
-                    txn.open_table(PUBSUB_NODES)?.remove(node.as_bytes())?;
-                    clear_range(&txn, PUBSUB_ITEMS, node)?;
-                    clear_range(&txn, PUBSUB_SUBSCRIPTIONS, node)?;
-                    clear_range(&txn, PUBSUB_AFFILIATIONS, node)?;
-                }
-                PubsubOp::PutItem(node, seq, item) => {
-                    check_key_part("node id", node)?;
-                    let v = encode_item(item)?;
-                    let k = key2(node, &seq.to_be_bytes());
-                    txn.open_table(PUBSUB_ITEMS)?
-                        .insert(k.as_slice(), v.as_slice())?;
-                }
-                PubsubOp::DeleteItem(node, seq) => {
-                    let k = key2(node, &seq.to_be_bytes());
-                    txn.open_table(PUBSUB_ITEMS)?.remove(k.as_slice())?;
-                }
-                PubsubOp::PurgeItems(node) => clear_range(&txn, PUBSUB_ITEMS, node)?,
-                PubsubOp::PutSubscription(node, jid, rec) => {
-                    check_sub_node(node)?;
-                    check_key_part("JID", jid)?;
-                    if rec.subid.len() > MAX_PUBSUB_SUBID_BYTES || rec.subid.contains('\0') {
-                        return Err(StoreError::Invalid("bad SubID".into()));
-                    }
-                    let k = sub_key(node, jid, &rec.subid);
-                    txn.open_table(PUBSUB_SUBSCRIPTIONS)?
-                        .insert(k.as_slice(), encode_sub(rec).as_slice())?;
-                }
-                PubsubOp::DeleteSubscriptionId(node, jid, subid) => {
-                    let k = sub_key(node, jid, subid);
-                    txn.open_table(PUBSUB_SUBSCRIPTIONS)?.remove(k.as_slice())?;
-                }
-                PubsubOp::DeleteSubscription(node, jid) => {
-                    let k = key2(node, jid.as_bytes());
-                    txn.open_table(PUBSUB_SUBSCRIPTIONS)?.remove(k.as_slice())?;
-                }
-                PubsubOp::PutAffiliation(node, jid, code) => {
-                    check_key_part("node id", node)?;
-                    check_key_part("JID", jid)?;
-                    let k = key2(node, jid.as_bytes());
-                    txn.open_table(PUBSUB_AFFILIATIONS)?
-                        .insert(k.as_slice(), &[V1, *code][..])?;
-                }
-                PubsubOp::DeleteAffiliation(node, jid) => {
-                    let k = key2(node, jid.as_bytes());
-                    txn.open_table(PUBSUB_AFFILIATIONS)?.remove(k.as_slice())?;
-                }
-            }
-        }
+        apply_ops(&txn, ops)?;
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Applies `ops` inside `txn` (see [`Store::pubsub_apply`]); the caller commits.
+pub(super) fn apply_ops(txn: &WriteTransaction, ops: &[PubsubOp]) -> Result<(), StoreError> {
+    for op in ops {
+        match op {
+            PubsubOp::PutNode(node, rec) => {
+                check_key_part("node id", node)?;
+                let v = encode_node(rec)?;
+                txn.open_table(PUBSUB_NODES)?
+                    .insert(node.as_bytes(), v.as_slice())?;
+            }
+            PubsubOp::DeleteNode(node) => {
+                txn.open_table(PUBSUB_NODES)?.remove(node.as_bytes())?;
+                clear_range(txn, PUBSUB_ITEMS, node)?;
+                clear_range(txn, PUBSUB_SUBSCRIPTIONS, node)?;
+                clear_range(txn, PUBSUB_AFFILIATIONS, node)?;
+            }
+            PubsubOp::PutItem(node, seq, item) => {
+                check_key_part("node id", node)?;
+                let v = encode_item(item)?;
+                let k = key2(node, &seq.to_be_bytes());
+                txn.open_table(PUBSUB_ITEMS)?
+                    .insert(k.as_slice(), v.as_slice())?;
+            }
+            PubsubOp::DeleteItem(node, seq) => {
+                let k = key2(node, &seq.to_be_bytes());
+                txn.open_table(PUBSUB_ITEMS)?.remove(k.as_slice())?;
+            }
+            PubsubOp::PurgeItems(node) => clear_range(txn, PUBSUB_ITEMS, node)?,
+            PubsubOp::PutSubscription(node, jid, rec) => {
+                check_sub_node(node)?;
+                check_key_part("JID", jid)?;
+                if rec.subid.len() > MAX_PUBSUB_SUBID_BYTES || rec.subid.contains('\0') {
+                    return Err(StoreError::Invalid("bad SubID".into()));
+                }
+                let k = sub_key(node, jid, &rec.subid);
+                txn.open_table(PUBSUB_SUBSCRIPTIONS)?
+                    .insert(k.as_slice(), encode_sub(rec).as_slice())?;
+            }
+            PubsubOp::DeleteSubscriptionId(node, jid, subid) => {
+                let k = sub_key(node, jid, subid);
+                txn.open_table(PUBSUB_SUBSCRIPTIONS)?.remove(k.as_slice())?;
+            }
+            PubsubOp::DeleteSubscription(node, jid) => {
+                let k = key2(node, jid.as_bytes());
+                txn.open_table(PUBSUB_SUBSCRIPTIONS)?.remove(k.as_slice())?;
+            }
+            PubsubOp::PutAffiliation(node, jid, code) => {
+                check_key_part("node id", node)?;
+                check_key_part("JID", jid)?;
+                let k = key2(node, jid.as_bytes());
+                txn.open_table(PUBSUB_AFFILIATIONS)?
+                    .insert(k.as_slice(), &[V1, *code][..])?;
+            }
+            PubsubOp::DeleteAffiliation(node, jid) => {
+                let k = key2(node, jid.as_bytes());
+                txn.open_table(PUBSUB_AFFILIATIONS)?.remove(k.as_slice())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Store {

@@ -788,3 +788,61 @@ fn user_del_removes_the_users_pep_nodes_only() {
     assert_eq!(names, [anna, "ann"], "only ann's PEP rows go");
     assert_eq!(snap.items.len(), 2);
 }
+
+/// A redb backend over a real file whose writes, length changes and syncs fail with
+/// ENOSPC while `fail` is set (see `Store::open_with_faults`).
+#[derive(Debug)]
+pub(crate) struct FaultyBackend {
+    pub(crate) inner: redb::backends::FileBackend,
+    pub(crate) fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultyBackend {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            // ENOSPC: `ErrorKind::StorageFull`, which the store reports as `Full`.
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FaultyBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+        self.inner.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self, eventual: bool) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.sync_data(eventual)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+/// The fault-injecting backend: a write while it fails reports `Full`, nothing of it is
+/// on disk after reopening, and the rows written before are intact.
+#[test]
+fn failing_backend_reports_full_and_keeps_earlier_rows() {
+    let dir = TempDir::new("faulty");
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Store::open_with_faults(&dir.data(), fail.clone()).unwrap();
+    store.user_add("ann", b"c").unwrap();
+    fail.store(true, Ordering::SeqCst);
+    assert!(matches!(store.user_add("bob", b"c"), Err(StoreError::Full)));
+    drop(store);
+    let store = Store::open(&dir.data(), CACHE).unwrap();
+    assert_eq!(store.user_list().unwrap(), ["ann"]);
+}

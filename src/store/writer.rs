@@ -13,6 +13,12 @@
 //! in the pending batch, then the one in flight, then the file), so readers always see
 //! what the engine's memory says.
 //!
+//! Roster changes take the same path ([`Store::roster_stage`]): the router holds its
+//! reply, roster pushes and presence until their batch is on disk, so a roster result
+//! means durable too, and no roster write (no fsync) runs on the event loop. They are
+//! written in the same transaction as the batch's pub-sub ops, and ask for a commit at
+//! once even in [`CommitMode::Interval`] (they are rare, and a client is waiting).
+//!
 //! Bounds: the pending batch holds at most [`MAX_BATCH_OPS`] ops and about
 //! [`MAX_BATCH_BYTES`] bytes (one request's ops are always accepted into an empty batch);
 //! with one batch in flight and one pending, at most twice that is staged. A change that
@@ -26,8 +32,8 @@ use std::time::Duration;
 
 use redb::{Database, WriteTransaction};
 
-use super::pubsub::check_ops;
-use super::{ItemRecord, PubsubOp, Store, StoreError};
+use super::pubsub::{apply_ops, check_ops};
+use super::{ItemRecord, PubsubOp, RosterWrite, Store, StoreError};
 
 /// Most ops in one pending batch.
 pub const MAX_BATCH_OPS: usize = 16_384;
@@ -63,12 +69,18 @@ impl DbHandle {
 #[derive(Default)]
 struct Staged {
     ops: Vec<PubsubOp>,
+    /// Roster changes, written after `ops` in the same transaction.
+    roster: Vec<RosterWrite>,
     bytes: usize,
     /// `(node, seq)` → index in `ops` of the last `PutItem` of that item.
     items: HashMap<(String, u64), usize>,
 }
 
 impl Staged {
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.roster.is_empty()
+    }
+
     fn item(&self, node: &str, seq: u64) -> Option<&ItemRecord> {
         // The key is owned; building it for a lookup costs one small allocation.
         let i = *self.items.get(&(node.to_owned(), seq))?;
@@ -88,6 +100,8 @@ pub(crate) struct Staging {
     in_flight: Option<Arc<Staged>>,
     /// Replies wait for `generation`: commit it even if it holds no op.
     barrier: bool,
+    /// Roster changes wait in `pending`: commit it now, whatever the mode.
+    urgent: bool,
     /// Shutting down: the committer takes what is pending and stops.
     closing: bool,
     waker: Option<Waker>,
@@ -104,6 +118,7 @@ impl Default for Staging {
             pending: Staged::default(),
             in_flight: None,
             barrier: false,
+            urgent: false,
             closing: false,
             waker: None,
             #[cfg(test)]
@@ -138,14 +153,15 @@ impl Batch {
         self.generation
     }
 
-    /// Number of ops (0 for a batch taken only to release waiting replies).
+    /// Number of ops, pub-sub and roster (0 for a batch taken only to release waiting
+    /// replies).
     pub fn len(&self) -> usize {
-        self.staged.ops.len()
+        self.staged.ops.len() + self.staged.roster.len()
     }
 
     /// Whether the batch holds no op.
     pub fn is_empty(&self) -> bool {
-        self.staged.ops.is_empty()
+        self.staged.is_empty()
     }
 
     /// Writes the batch in one durable transaction (blocks for the fsync).
@@ -156,7 +172,16 @@ impl Batch {
     pub fn write(&self) -> Result<(), StoreError> {
         #[cfg(test)]
         std::thread::sleep(self.delay);
-        self.db.pubsub_apply(&self.staged.ops)
+        if self.staged.roster.is_empty() {
+            return self.db.pubsub_apply(&self.staged.ops);
+        }
+        let txn = self.db.begin_write()?;
+        apply_ops(&txn, &self.staged.ops)?;
+        for w in &self.staged.roster {
+            super::apply_roster_write(&txn, w)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 }
 
@@ -222,12 +247,48 @@ impl Store {
         Ok(())
     }
 
+    /// Stages roster changes (one request's) for the next commit, or writes them at once
+    /// in [`CommitMode::Inline`]. They are checked now ([`StoreError::Invalid`],
+    /// [`StoreError::LimitReached`] for a full roster), so the commit can fail only for
+    /// I/O reasons. Returns the generation whose commit makes them durable (`None`: they
+    /// are on disk already). The caller stages one request's roster changes at a time and
+    /// the next only once they are committed, so the check against the rows on disk holds.
+    ///
+    /// # Errors
+    ///
+    /// As above; in inline mode, I/O and redb errors.
+    pub fn roster_stage(&self, writes: &[RosterWrite]) -> Result<Option<u64>, StoreError> {
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let bytes = super::check_roster_writes(&self.db, writes)?;
+        if self.pubsub_mode() == CommitMode::Inline {
+            let txn = self.begin_write()?;
+            let mut changed = false;
+            for w in writes {
+                changed |= super::apply_roster_write(&txn, w)?;
+            }
+            if changed {
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            return Ok(None);
+        }
+        let mut st = self.staging.borrow_mut();
+        st.pending.roster.extend_from_slice(writes);
+        st.pending.bytes += bytes;
+        st.urgent = true;
+        st.wake();
+        Ok(Some(st.generation))
+    }
+
     /// In [`CommitMode::Group`], while changes are staged or being committed: the
     /// generation that replies produced now must wait for (and the committer will commit
     /// it even if it stays empty). `None` when replies may go out at once.
     pub fn pubsub_hold_generation(&self) -> Option<u64> {
         let mut st = self.staging.borrow_mut();
-        if st.mode != CommitMode::Group || (st.pending.ops.is_empty() && st.in_flight.is_none()) {
+        if st.mode != CommitMode::Group || (st.pending.is_empty() && st.in_flight.is_none()) {
             return None;
         }
         if !st.barrier {
@@ -242,8 +303,8 @@ impl Store {
     pub fn pubsub_poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = self.staging.borrow_mut();
         let work = match st.mode {
-            CommitMode::Group => !st.pending.ops.is_empty() || st.barrier,
-            CommitMode::Interval(_) => st.full(),
+            CommitMode::Group => !st.pending.is_empty() || st.barrier,
+            CommitMode::Interval(_) => st.full() || st.urgent,
             CommitMode::Inline => false,
         };
         if st.in_flight.is_none() && (work || st.closing) {
@@ -269,13 +330,14 @@ impl Store {
     /// nothing to commit (no op, no waiting reply).
     pub fn pubsub_take(&self) -> Option<Batch> {
         let mut st = self.staging.borrow_mut();
-        if st.in_flight.is_some() || (st.pending.ops.is_empty() && !st.barrier) {
+        if st.in_flight.is_some() || (st.pending.is_empty() && !st.barrier) {
             return None;
         }
         let staged = Arc::new(std::mem::take(&mut st.pending));
         let generation = st.generation;
         st.generation += 1;
         st.barrier = false;
+        st.urgent = false;
         st.in_flight = Some(staged.clone());
         Some(Batch {
             generation,
@@ -295,6 +357,7 @@ impl Store {
         if !ok {
             st.pending = Staged::default();
             st.barrier = false;
+            st.urgent = false;
         }
     }
 

@@ -33,6 +33,7 @@ fn options(extra: &'static str) -> Options {
         anonymous: "never",
         extra,
         users: USERS,
+        accounts: Vec::new(),
     }
 }
 

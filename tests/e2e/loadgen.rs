@@ -5,7 +5,7 @@
 use super::{Daemon, Options};
 
 #[path = "../../examples/loadgen/gen.rs"]
-mod r#gen;
+pub(super) mod r#gen;
 
 const USERS: &[(&str, &str)] = &[
     ("u0", "pw"),

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `kinglet` binary on loopback, a temp data dir, a generated cert.
 
+mod backpressure;
 #[cfg(feature = "client")]
 mod cli;
 pub mod client;
@@ -75,6 +76,10 @@ pub struct Options {
     pub anonymous: &'static str,
     pub extra: &'static str,
     pub users: &'static [(&'static str, &'static str)],
+    /// More accounts, all with the password `pw`, written straight into the store before
+    /// the daemon starts (one SCRAM derivation for all: hundreds take a moment, not a
+    /// process each).
+    pub accounts: Vec<String>,
 }
 
 impl Default for Options {
@@ -85,6 +90,7 @@ impl Default for Options {
             anonymous: "loopback",
             extra: "",
             users: &[("alice", "alice-pw"), ("bob", "bob-pw")],
+            accounts: Vec::new(),
         }
     }
 }
@@ -136,6 +142,13 @@ impl Daemon {
                 "user add failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        if !opts.accounts.is_empty() {
+            let store = kinglet::store::Store::open(&dir.0.join("data"), 1 << 20).expect("store");
+            let creds = kinglet::sasl::StoredCredentials::derive("pw", 4096).to_bytes();
+            for u in &opts.accounts {
+                store.user_add(u, &creds).expect("add account");
+            }
         }
         let mut child = Command::new(bin())
             .arg("run")

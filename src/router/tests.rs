@@ -1,0 +1,295 @@
+//! Issue 10, "an acknowledged roster change is lost when a store write fails": roster
+//! changes go through the group commit like pub-sub changes. A roster result (and every
+//! roster push and presence the change causes) goes out only once the change is on disk;
+//! if the commit fails the request gets an error and nothing changes, in memory or on disk.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::Router;
+use crate::config::Config;
+use crate::jid::Jid;
+use crate::outbox::Outbox;
+use crate::store::{CommitMode, Store};
+use crate::xml::Element;
+
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("kinglet-router-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
+/// when `fail` is set; `alice`, `bob` and `dave` have accounts.
+fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> Router {
+    {
+        let store = Store::open(&dir.0, 0).expect("store");
+        for u in ["alice", "bob", "dave"] {
+            if !store.user_exists(u).expect("read") {
+                store.user_add(u, b"creds").expect("add");
+            }
+        }
+    }
+    let store = Store::open_with_faults(&dir.0, fail.clone()).expect("store");
+    store.pubsub_set_mode(CommitMode::Group);
+    let config = Config {
+        data_dir: dir.0.clone(),
+        ..Config::default()
+    };
+    Router::new(Rc::new(config), store)
+}
+
+/// What the committer task does: take the pending batch, write it, report.
+fn commit(r: &mut Router) {
+    if let Some(batch) = r.store().pubsub_take() {
+        let res = batch.write();
+        r.pubsub_committed(batch.generation(), res);
+    }
+}
+
+fn drained(ob: &Outbox) -> Vec<Element> {
+    let mut v = Vec::new();
+    ob.drain_into(&mut v);
+    let text = String::from_utf8(v).expect("utf-8");
+    let mut framer = crate::xml::Framer::new(crate::xml::XmlLimits::default());
+    framer
+        .push(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+        .expect("header");
+    framer.push(text.as_bytes()).expect("well-formed output");
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = framer.next_frame() {
+        if let crate::xml::Frame::Stanza(e) = f {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn stanza(from: &Jid, xml: &str) -> Element {
+    let mut e = Element::parse(xml).expect("test stanza parses");
+    e.set_attr("from", from.as_str());
+    e
+}
+
+fn roster_get(r: &mut Router, who: &Jid, ob: &Outbox, id: &str) -> Vec<Element> {
+    r.route(
+        who,
+        stanza(
+            who,
+            &format!("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"),
+        ),
+    );
+    let reply = drained(ob)
+        .into_iter()
+        .find(|e| e.attr("id") == Some(id))
+        .expect("roster result");
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    reply
+        .child("query", "jabber:iq:roster")
+        .map(|q| q.elements().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn roster_set(r: &mut Router, who: &Jid, id: &str, contact: &str) {
+    r.route(
+        who,
+        stanza(
+            who,
+            &format!(
+                "<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'><item jid='{contact}' name='C'/></query></iq>"
+            ),
+        ),
+    );
+}
+
+/// The defined condition of a stanza error.
+fn condition(e: &Element) -> String {
+    e.elements()
+        .find(|c| c.name == "error")
+        .and_then(|err| err.elements().find(|c| c.name != "text"))
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
+fn is_push_of(e: &Element, contact: &str) -> bool {
+    e.name == "iq"
+        && e.attr("type") == Some("set")
+        && e.child("query", "jabber:iq:roster")
+            .and_then(|q| q.elements().next())
+            .is_some_and(|i| i.attr("jid") == Some(contact))
+}
+
+/// Disk full: the roster set gets an error (not `result`), no resource gets a push, the
+/// roster in memory is unchanged, and after a restart the roster on disk is too.
+#[test]
+fn roster_set_not_acked_when_commit_fails() {
+    let dir = Dir::new("set-fails");
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut r = router(&dir, &fail);
+    let (oa, ob) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
+    let a = r
+        .bind("alice", false, Some("a"), 1, oa.clone())
+        .expect("bind");
+    let b = r
+        .bind("alice", false, Some("b"), 2, ob.clone())
+        .expect("bind");
+    assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
+    assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
+    fail.store(true, Ordering::SeqCst);
+    roster_set(&mut r, &a, "s1", "carol@localhost");
+    commit(&mut r);
+    let out_a = drained(&oa);
+    let reply = out_a
+        .iter()
+        .find(|e| e.attr("id") == Some("s1"))
+        .expect("a reply to the roster set");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    assert_eq!(condition(reply), "resource-constraint", "{reply:?}");
+    let out_b = drained(&ob);
+    assert!(
+        !out_a
+            .iter()
+            .chain(&out_b)
+            .any(|e| is_push_of(e, "carol@localhost")),
+        "a roster push for a change that was not saved: {out_a:?} {out_b:?}"
+    );
+    assert!(
+        roster_get(&mut r, &b, &ob, "g3").is_empty(),
+        "the roster in memory changed"
+    );
+    drop(r);
+    let store = Store::open(&dir.0, 0).expect("reopen");
+    assert!(store.roster_get("alice").expect("read").is_empty());
+}
+
+/// The happy path: the roster result and the push go out only once the change is on disk,
+/// and a roster get sent right after the set is answered after it, with the new item.
+#[test]
+fn roster_result_only_after_commit() {
+    let dir = Dir::new("set-ok");
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut r = router(&dir, &fail);
+    let oa = Outbox::new(64, 1 << 20);
+    let a = r
+        .bind("alice", false, Some("a"), 1, oa.clone())
+        .expect("bind");
+    assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
+    roster_set(&mut r, &a, "s1", "carol@localhost");
+    r.route(
+        &a,
+        stanza(
+            &a,
+            "<iq type='get' id='g2'><query xmlns='jabber:iq:roster'/></iq>",
+        ),
+    );
+    assert!(oa.is_empty(), "nothing before the commit");
+    assert!(
+        Store::open(&dir.0, 0).is_err(),
+        "the store is still open (locked), nothing read behind its back"
+    );
+    commit(&mut r);
+    let out = drained(&oa);
+    let ids: Vec<(&str, &str)> = out
+        .iter()
+        .map(|e| (e.attr("id").unwrap_or(""), e.attr("type").unwrap_or("")))
+        .collect();
+    assert!(
+        out.iter().any(|e| is_push_of(e, "carol@localhost")),
+        "{out:?}"
+    );
+    let pos = |id: &str| ids.iter().position(|(i, _)| *i == id).expect("reply");
+    assert_eq!(ids[pos("s1")].1, "result");
+    assert!(pos("s1") < pos("g2"), "{ids:?}");
+    let get = &out[pos("g2")];
+    let items: Vec<&Element> = get
+        .child("query", "jabber:iq:roster")
+        .map(|q| q.elements().collect())
+        .unwrap_or_default();
+    assert_eq!(items.len(), 1, "{get:?}");
+    assert_eq!(items[0].attr("jid"), Some("carol@localhost"));
+    drop(r);
+    let store = Store::open(&dir.0, 0).expect("reopen");
+    let roster = store.roster_get("alice").expect("read");
+    assert_eq!(roster.len(), 1);
+    assert_eq!(roster[0].name.as_deref(), Some("C"));
+}
+
+/// The `ask='subscribe'` state a client was shown is the state that survives a restart: a
+/// subscription request saved before the disk filled up is still pending after it, and one
+/// that could not be saved was never shown (error, no push) and is gone.
+#[test]
+fn subscription_ask_state_survives_restart() {
+    let dir = Dir::new("ask");
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut r = router(&dir, &fail);
+    let oa = Outbox::new(64, 1 << 20);
+    let a = r
+        .bind("alice", false, Some("a"), 1, oa.clone())
+        .expect("bind");
+    roster_get(&mut r, &a, &oa, "g1");
+    r.route(
+        &a,
+        stanza(&a, "<presence type='subscribe' to='bob@localhost'/>"),
+    );
+    assert!(oa.is_empty(), "the push waits for the commit");
+    commit(&mut r);
+    let out = drained(&oa);
+    let push = out
+        .iter()
+        .find(|e| is_push_of(e, "bob@localhost"))
+        .expect("a push for bob");
+    let item = push
+        .child("query", "jabber:iq:roster")
+        .and_then(|q| q.elements().next())
+        .expect("item");
+    assert_eq!(item.attr("ask"), Some("subscribe"), "{push:?}");
+    // The disk fills up: the next subscription request is not saved.
+    fail.store(true, Ordering::SeqCst);
+    r.route(
+        &a,
+        stanza(&a, "<presence type='subscribe' to='dave@localhost'/>"),
+    );
+    commit(&mut r);
+    let out = drained(&oa);
+    assert!(
+        !out.iter().any(|e| is_push_of(e, "dave@localhost")),
+        "shown ask='subscribe' for a change that was not saved: {out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|e| e.name == "presence" && e.attr("type") == Some("error")),
+        "the sender is told: {out:?}"
+    );
+    let items = roster_get(&mut r, &a, &oa, "g2");
+    let jids: Vec<Option<&str>> = items.iter().map(|i| i.attr("jid")).collect();
+    assert_eq!(jids, [Some("bob@localhost")]);
+    drop(r);
+    fail.store(false, Ordering::SeqCst);
+    let mut r = router(&dir, &fail);
+    let oa = Outbox::new(64, 1 << 20);
+    let a = r
+        .bind("alice", false, Some("a"), 1, oa.clone())
+        .expect("bind");
+    let items = roster_get(&mut r, &a, &oa, "g3");
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].attr("jid"), Some("bob@localhost"));
+    assert_eq!(items[0].attr("ask"), Some("subscribe"));
+    // bob sees the pending request in his roster row (pending_in) as before.
+    let bob = r.store().roster_get("bob").expect("read");
+    assert!(
+        bob.iter()
+            .any(|i| i.jid == "alice@localhost" && i.pending_in)
+    );
+    assert!(r.store().roster_get("dave").expect("read").is_empty());
+}
