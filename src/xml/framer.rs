@@ -192,6 +192,10 @@ pub struct Framer {
     phase: Phase,
     /// Element depth inside the current top-level element.
     depth: usize,
+    /// Names of the open elements of the current top-level element, outermost first, as
+    /// `(offset from frame_start, length)` into `buf` (the stanza's bytes stay buffered until
+    /// it completes). At most `max_depth` entries; end tags are compared byte for byte.
+    open: Vec<(u32, u32)>,
     /// `=` signs seen outside quotes in the current start tag (attribute count).
     attrs: usize,
     /// A complete frame waiting to be returned.
@@ -222,6 +226,7 @@ impl Framer {
             state: State::Top,
             phase: Phase::Start,
             depth: 0,
+            open: Vec::new(),
             attrs: 0,
             ready: None,
             ns_base: Vec::new(),
@@ -285,6 +290,7 @@ impl Framer {
         if let Err(e) = &res {
             self.error = Some(e.clone());
             self.buf = Vec::new();
+            self.open = Vec::new();
             self.frame_start = 0;
             self.pos = 0;
             self.ready = None;
@@ -649,6 +655,7 @@ impl Framer {
                         self.state = State::Content;
                     }
                 } else {
+                    self.push_open_name()?;
                     self.depth += 1;
                     self.state = State::Content;
                 }
@@ -690,8 +697,12 @@ impl Framer {
                 Ok(())
             }
             Phase::Stream => {
+                self.pop_open_name(name_end)?;
                 self.depth -= 1;
                 if self.depth == 0 {
+                    if self.open.capacity() > 16 {
+                        self.open = Vec::new();
+                    }
                     self.ready = Some(Ready::Stanza);
                 } else {
                     self.state = State::Content;
@@ -699,6 +710,44 @@ impl Framer {
                 Ok(())
             }
         }
+    }
+
+    /// Record the name of the start tag that just ended (`tag_start..pos` is `<name …>`).
+    fn push_open_name(&mut self) -> Result<(), XmlError> {
+        let tag = &self.buf[self.tag_start + 1..self.pos];
+        let len = tag
+            .iter()
+            .position(|&b| is_ws(b) || b == b'/' || b == b'>')
+            .unwrap_or(tag.len());
+        let too_big = || {
+            XmlError::PolicyViolation(format!(
+                "stanza larger than {} bytes",
+                self.limits.max_stanza_bytes
+            ))
+        };
+        let off = u32::try_from(self.tag_start + 1 - self.frame_start).map_err(|_| too_big())?;
+        let len = u32::try_from(len).map_err(|_| too_big())?;
+        self.open.push((off, len));
+        Ok(())
+    }
+
+    /// Check the end tag `tag_start..=name_end` against the innermost open element and pop
+    /// it: a mismatch is `not-well-formed` at once, before the stanza completes.
+    fn pop_open_name(&mut self, name_end: usize) -> Result<(), XmlError> {
+        let name = trim_ws_end(&self.buf[self.tag_start + 2..name_end]);
+        let Some((off, len)) = self.open.pop() else {
+            return Err(XmlError::NotWellFormed("unbalanced close tag".to_owned()));
+        };
+        let start = self.frame_start + off as usize;
+        let open = &self.buf[start..start + len as usize];
+        if name != open {
+            return Err(XmlError::NotWellFormed(format!(
+                "close tag </{}> does not match the open element <{}>",
+                shown_name(name),
+                shown_name(open)
+            )));
+        }
+        Ok(())
     }
 
     fn scan_cdata(&mut self, mut brackets: u8) {
@@ -755,6 +804,16 @@ pub(crate) fn check_chars(s: &str) -> Result<(), XmlError> {
         }
     }
     Ok(())
+}
+
+/// A name for an error message: at most 64 bytes of it.
+fn shown_name(name: &[u8]) -> String {
+    let cut = &name[..name.len().min(64)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if cut.len() < name.len() {
+        s.push('…');
+    }
+    s
 }
 
 /// Trailing XML whitespace removed.

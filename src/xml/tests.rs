@@ -597,6 +597,147 @@ fn mismatched_tags() {
     }
 }
 
+/// Push `chunks` one after another after the header; the first error, if any, with the
+/// number of stanzas that came out before it.
+fn push_chunks(chunks: &[&[u8]]) -> (usize, Option<XmlError>) {
+    let mut f = Framer::new(XmlLimits::default());
+    let mut n = 0;
+    for chunk in std::iter::once(HDR.as_bytes()).chain(chunks.iter().copied()) {
+        if let Err(e) = f.push(chunk) {
+            return (n, Some(e));
+        }
+        loop {
+            match f.next_frame() {
+                Ok(Some(Frame::Stanza(_))) => n += 1,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return (n, Some(e)),
+            }
+        }
+    }
+    (n, None)
+}
+
+#[test]
+fn mismatched_end_tag_is_an_error_at_once() {
+    // Nothing after the mismatch: the error must not wait for the stanza to "complete".
+    let (n, e) = push_chunks(&[b"<message><body></message>"]);
+    assert_eq!(n, 0);
+    let e = e.expect("mismatch reported at once");
+    assert_eq!(e.condition(), "not-well-formed", "{e}");
+    assert!(e.to_string().contains("</message>"), "{e}");
+    // Later stanzas are not swallowed into the broken one: the stream is dead at once.
+    let (n, e) = push_chunks(&[b"<message><body></message>", b"<presence/>", b"<iq/>"]);
+    assert_eq!((n, e.map(|e| e.condition())), (0, Some("not-well-formed")));
+    // A stanza before the broken one is delivered.
+    let (n, e) = push_chunks(&[b"<presence/><a><b><c></c></a>"]);
+    assert_eq!((n, e.map(|e| e.condition())), (1, Some("not-well-formed")));
+}
+
+#[test]
+fn mismatched_prefixed_end_tag_is_an_error_at_once() {
+    for body in [
+        &b"<a:b xmlns:a='u'></a:c>"[..],
+        b"<a:b xmlns:a='u' xmlns:c='u'></c:b>",
+        b"<x><a:b xmlns:a='u'></b></x>",
+        b"<x><b></a:b>",
+        // Same hash-unfriendly near misses: prefix, length, case, trailing bytes.
+        b"<x><body></bodyx>",
+        b"<x><body></bod>",
+        b"<x><Body></body>",
+    ] {
+        let (_, e) = push_chunks(&[body]);
+        let e = e.unwrap_or_else(|| panic!("no error for {}", String::from_utf8_lossy(body)));
+        assert_eq!(e.condition(), "not-well-formed", "{e}");
+    }
+    // Whitespace before `>` in the end tag and attributes on the start tag are fine.
+    let (n, e) = push_chunks(&[b"<a:b xmlns:a='u'><c x='1'\n/><d\ty='2'></d\n></a:b >"]);
+    assert_eq!((n, e), (1, None));
+}
+
+#[test]
+fn mismatched_end_tag_split_across_reads_is_an_error() {
+    let input = b"<message><body>hi</message>";
+    for cut in 1..input.len() {
+        let (head, tail) = input.split_at(cut);
+        let (n, e) = push_chunks(&[head, tail]);
+        assert_eq!(
+            (n, e.map(|e| e.condition())),
+            (0, Some("not-well-formed")),
+            "cut at {cut}"
+        );
+    }
+    // Byte by byte.
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    let (n, e) = push_chunks(&bytes);
+    assert_eq!((n, e.map(|e| e.condition())), (0, Some("not-well-formed")));
+    // The compaction between pushes keeps the recorded names valid: a stanza before the
+    // broken one is drained (and its bytes dropped) before the mismatch arrives.
+    let (n, e) = push_chunks(&[b"<presence/><message><bo", b"dy>x</body><su", b"bject></body>"]);
+    assert_eq!((n, e.map(|e| e.condition())), (1, Some("not-well-formed")));
+}
+
+#[test]
+fn stream_close_tag_mismatch_at_depth_zero() {
+    for close in ["</stream>", "</stream:streamx>", "</x:stream>", "</message>"] {
+        let (n, e) = push_chunks(&[b"<presence/>", close.as_bytes()]);
+        assert_eq!(
+            (n, e.map(|e| e.condition())),
+            (1, Some("not-well-formed")),
+            "{close}"
+        );
+    }
+    let frames = ok(&format!("{HDR}<presence/></stream:stream >"));
+    assert_eq!(frames.last(), Some(&Frame::Close));
+}
+
+#[test]
+fn deep_correct_nesting_still_works() {
+    let limits = XmlLimits {
+        max_depth: MAX_DEPTH_CAP,
+        ..XmlLimits::default()
+    };
+    let mut body = String::new();
+    for i in 0..MAX_DEPTH_CAP {
+        body.push_str(&format!("<p{}:e{i} xmlns:p{}='urn:{i}' a='{i}'>", i % 3, i % 3));
+    }
+    body.push_str("text");
+    for i in (0..MAX_DEPTH_CAP).rev() {
+        body.push_str(&format!("</p{}:e{i}>", i % 3));
+    }
+    let t = format!("{HDR}{body}{body}<presence/></stream:stream>");
+    let frames = feed_all(&limits, t.as_bytes()).expect("deep nesting is well-formed");
+    assert_eq!(stanzas(&frames).len(), 3);
+    // One level too deep is still refused for depth, not for the names.
+    let too_deep = format!("{HDR}{}", "<a>".repeat(MAX_DEPTH_CAP + 1));
+    assert_eq!(
+        err_with(&limits, too_deep.as_bytes()).condition(),
+        "policy-violation"
+    );
+}
+
+#[test]
+fn random_splits_of_a_valid_stream_give_the_same_stanzas() {
+    let mut t = HDR.to_owned();
+    for i in 0..40 {
+        t.push_str(&format!(
+            "<message id='m{i}' to='a@b'><body>n{i} &amp; \u{263A}</body>\
+             <x:y xmlns:x='urn:x'><x:z a='/>'/><![CDATA[</x:y>]]></x:y></message>\n\
+             <iq id='q{i}'><query xmlns='jabber:iq:roster'><item jid='j{i}@b'><group>g</group>\
+             </item></query></iq><presence/>"
+        ));
+    }
+    t.push_str("</stream:stream>");
+    let want = feed_sizes(XmlLimits::default(), t.as_bytes(), || usize::MAX).expect("valid");
+    assert_eq!(stanzas(&want).len(), 120);
+    for seed in 0..200u64 {
+        let max = [2, 7, 31, 257, 4096][usize::try_from(seed % 5).unwrap_or(0)];
+        let got = feed_sizes(XmlLimits::default(), t.as_bytes(), lcg(seed, max))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(got, want, "seed {seed}");
+    }
+}
+
 #[test]
 fn unbound_prefix_and_illegal_declarations() {
     for body in [

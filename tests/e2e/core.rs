@@ -464,6 +464,49 @@ fn bad_xml_gets_the_right_stream_error() {
     );
 }
 
+/// `<message><body></message>` (issue 10): the mismatched end tag is a `not-well-formed`
+/// stream error at once, not a wedged stream that swallows the next stanzas; other sessions
+/// carry on.
+#[test]
+fn mismatched_end_tag_closes_the_stream_at_once() {
+    let d = Daemon::start(Options::default());
+    let ca = ca(&d);
+    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "bad");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "good");
+    let sent = std::time::Instant::now();
+    alice.send("<message to='bob@localhost/good'><body>x</message>");
+    // Nothing else is sent: the error must not wait for a later close tag.
+    let e = alice.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "not-well-formed");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "stream error took {:?}",
+        sent.elapsed()
+    );
+    assert!(alice.wait_closed(Duration::from_secs(5)));
+    // The same from an anonymous session, before any stanza was routed.
+    let mut anon = Client::connect(d.port);
+    anon.open_stream();
+    anon.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    assert_eq!(anon.next().name, "success");
+    anon.bind(None);
+    anon.send("<message><body></message>");
+    let e = anon.wait_for("stream error", |e| e.name == "error");
+    assert_eq!(condition(&e), "not-well-formed");
+    assert!(anon.wait_closed(Duration::from_secs(5)));
+    // Bob got nothing from the broken stanza and was not affected.
+    assert!(
+        bob.try_next(Duration::from_millis(300))
+            .is_none_or(|e| e.name != "message")
+    );
+    let r = bob.iq(
+        "alive",
+        "<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    assert_eq!(r.attr("type"), Some("result"));
+    assert!(d.log().contains("XML error from peer"));
+}
+
 #[test]
 fn slow_consumer_is_closed_and_others_keep_going() {
     let d = Daemon::start(Options {
