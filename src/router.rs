@@ -236,23 +236,19 @@ impl Router {
         }
     }
 
-    /// A fresh, unused anonymous username.
-    pub fn new_anonymous_user(&mut self) -> String {
-        loop {
-            let n = crate::sasl::random_nonce();
-            let user: String = format!(
-                "anon-{}",
-                n.chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .take(10)
-                    .collect::<String>()
-            )
-            .to_lowercase();
-            if !self.accounts.contains_key(&user) && !self.store.user_exists(&user).unwrap_or(true)
-            {
-                return user;
-            }
-        }
+    /// A fresh, unused anonymous username: at most [`ANON_USER_ATTEMPTS`] random names are
+    /// tried. A store error ends the attempt at once (the caller answers SASL
+    /// `temporary-auth-failure`); it is never retried in a loop.
+    ///
+    /// # Errors
+    ///
+    /// [`AnonUserError::Store`] if the account table cannot be read,
+    /// [`AnonUserError::Collisions`] if every name tried was taken.
+    pub fn new_anonymous_user(&mut self) -> Result<String, AnonUserError> {
+        let (accounts, store) = (&self.accounts, &self.store);
+        pick_anonymous_user(ANON_USER_ATTEMPTS, crate::sasl::random_nonce, |user| {
+            Ok(accounts.contains_key(user) || store.user_exists(user)?)
+        })
     }
 
     /// Number of bound resources (for metrics and tests).
@@ -1766,6 +1762,52 @@ impl Router {
         }
         roster
     }
+}
+
+/// Random anonymous usernames tried before an anonymous login fails (10 random
+/// alphanumerics: a single collision is already unlikely, several mean something is wrong).
+pub const ANON_USER_ATTEMPTS: usize = 4;
+
+/// Why no anonymous username could be chosen.
+#[derive(Debug)]
+pub enum AnonUserError {
+    /// Reading the account table failed.
+    Store(StoreError),
+    /// Every name tried was already taken.
+    Collisions(usize),
+}
+
+impl std::fmt::Display for AnonUserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnonUserError::Store(e) => write!(f, "account lookup failed: {e}"),
+            AnonUserError::Collisions(n) => write!(f, "{n} random usernames were all taken"),
+        }
+    }
+}
+
+/// `anon-` and ten lower-case alphanumerics of `nonce()`, retried up to `attempts` times
+/// while `taken` says the name exists; a `taken` error ends the search.
+fn pick_anonymous_user(
+    attempts: usize,
+    mut nonce: impl FnMut() -> String,
+    mut taken: impl FnMut(&str) -> Result<bool, StoreError>,
+) -> Result<String, AnonUserError> {
+    for _ in 0..attempts {
+        let n = nonce();
+        let user: String = format!(
+            "anon-{}",
+            n.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(10)
+                .collect::<String>()
+        )
+        .to_lowercase();
+        if !taken(&user).map_err(AnonUserError::Store)? {
+            return Ok(user);
+        }
+    }
+    Err(AnonUserError::Collisions(attempts))
 }
 
 /// The error a roster request gets when its change cannot be saved: a full disk is

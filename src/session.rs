@@ -605,7 +605,18 @@ impl Session {
                     }
                     "PLAIN" => self.plain(&data, router, out),
                     _ => {
-                        let user = router.new_anonymous_user();
+                        let user = match router.new_anonymous_user() {
+                            Ok(user) => user,
+                            Err(e) => {
+                                tracing::error!(conn = self.conn, error = %e, "anonymous login failed");
+                                return self.sasl_failure(
+                                    SaslFailure::TemporaryAuthFailure,
+                                    None,
+                                    router,
+                                    out,
+                                );
+                            }
+                        };
                         tracing::info!(conn = self.conn, user, "anonymous login");
                         self.authenticated(user, true, None, out)
                     }

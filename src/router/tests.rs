@@ -293,3 +293,51 @@ fn subscription_ask_state_survives_restart() {
     );
     assert!(r.store().roster_get("dave").expect("read").is_empty());
 }
+
+/// Issue 10, "`new_anonymous_user` loops forever on a store error": a store error ends the
+/// search at once (one lookup), and collisions are retried a bounded number of times.
+#[test]
+fn anonymous_user_search_is_bounded() {
+    use super::{ANON_USER_ATTEMPTS, AnonUserError, pick_anonymous_user};
+    let mut lookups = 0;
+    let r = pick_anonymous_user(
+        ANON_USER_ATTEMPTS,
+        || "AbC+/dEf012345678".to_owned(),
+        |_| {
+            lookups += 1;
+            Err(crate::store::StoreError::Full)
+        },
+    );
+    assert!(matches!(r, Err(AnonUserError::Store(_))), "{r:?}");
+    assert_eq!(lookups, 1, "a store error is not retried");
+
+    let mut lookups = 0;
+    let r = pick_anonymous_user(ANON_USER_ATTEMPTS, crate::sasl::random_nonce, |_| {
+        lookups += 1;
+        Ok(true)
+    });
+    assert!(matches!(r, Err(AnonUserError::Collisions(n)) if n == ANON_USER_ATTEMPTS));
+    assert_eq!(lookups, ANON_USER_ATTEMPTS);
+
+    // A collision, then a free name: the second one is used.
+    let mut names = Vec::new();
+    let r = pick_anonymous_user(ANON_USER_ATTEMPTS, crate::sasl::random_nonce, |u| {
+        names.push(u.to_owned());
+        Ok(names.len() == 1)
+    });
+    let user = r.expect("second name is free");
+    assert_eq!(names.len(), 2);
+    assert_eq!(user, names[1]);
+    assert!(user.starts_with("anon-") && user.len() == 15, "{user}");
+    assert_eq!(
+        pick_anonymous_user(1, || "AbC+/dEf012345678".to_owned(), |_| Ok(false)).ok(),
+        Some("anon-abcdef0123".to_owned())
+    );
+
+    // Through the router: a fresh name that no account has.
+    let dir = Dir::new("anon");
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut r = router(&dir, &fail);
+    let user = r.new_anonymous_user().expect("a fresh name");
+    assert!(!r.store().user_exists(&user).expect("read"));
+}
