@@ -36,7 +36,9 @@
 //! the disk or for readers that have no room for it yet (outbox backlogs) is shared by
 //! all connections: `pubsub_backlog_bytes` (8 MiB), up to about twice that in a burst.
 //! Per account, the roster holds at most `max_roster_items` entries (about 200 B each
-//! typically, a few KiB with maximum-length JIDs and many groups).
+//! typically, up to about 6.4 KiB with maximum-length JIDs and many groups), in memory
+//! while the account is online: 100 KiB to 3.2 MiB per full roster at the default 500,
+//! 20 MiB to 640 MiB at the maximum 100000.
 
 use serde::{Deserialize, Serialize};
 
@@ -109,10 +111,15 @@ pub struct Limits {
     /// the bind is refused with stanza error `resource-constraint`. Memory: each session is a
     /// connection and counted there. Accepted range 1..=65536.
     pub max_resources_per_account: usize,
-    /// Most roster items one account may store (RFC 6121). Default 500. Overflow: roster set
-    /// and subscription requests fail with `resource-constraint`. Memory and disk: about
-    /// 200 B per item typically, a few KiB with maximum-length JIDs (about 100 KiB per full
-    /// roster at the default). Accepted range 1..=100000.
+    /// Most roster items one account may store (RFC 6121); the store enforces it. Default
+    /// 500. Overflow: a roster set that adds an item, and a subscription request that would
+    /// add a row to a full roster, fail with `not-allowed` and a text naming the limit.
+    /// Memory and disk: about 200 B per item typically, up to about 6.4 KiB with
+    /// maximum-length JIDs, names and groups; the whole roster is held in memory while its
+    /// user is online (and once while it is read at login), so a full roster costs about
+    /// 100 KiB typical / 3.2 MiB worst case at the default, and 20 MiB typical / 640 MiB
+    /// worst case at the maximum. Adding an item counts the rows on disk (a scan of the
+    /// roster). Accepted range 1..=100000 (`store::MAX_ROSTER_ITEMS`).
     pub max_roster_items: usize,
     /// Most pub-sub nodes on the service. Default 1024. Overflow: create fails with
     /// `not-allowed` + `max-nodes-exceeded`. Memory: a node costs about 1 KiB plus its
@@ -277,7 +284,12 @@ impl Limits {
             1,
             65536,
         )?;
-        in_range("max_roster_items", self.max_roster_items, 1, 100_000)?;
+        in_range(
+            "max_roster_items",
+            self.max_roster_items,
+            1,
+            crate::store::MAX_ROSTER_ITEMS,
+        )?;
         in_range("pubsub_max_nodes", self.pubsub_max_nodes, 1, 1_000_000)?;
         in_range(
             "pubsub_max_items_per_node",

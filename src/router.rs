@@ -162,6 +162,7 @@ impl Router {
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
             tracing::warn!("no system randomness for the SCRAM secret");
         }
+        store.set_max_roster_items(config.limits.max_roster_items);
         let backlog = Backlog::new();
         let pubsub = match crate::pubsub::Engine::load(&config, &store) {
             Ok(mut e) => {
@@ -1271,6 +1272,12 @@ impl Router {
                 from: from.clone(),
                 request: request.clone(),
             }),
+            Err(StoreError::LimitReached { max, .. }) => {
+                // A full roster (the contact's, for a subscription request): the client's
+                // doing, not the server's trouble.
+                tracing::info!(user = from.local().unwrap_or(""), max, "roster change refused: the roster is full");
+                self.roster_refuse(from, request, Condition::NotAllowed, &roster_full_text(max));
+            }
             Err(e) => {
                 let (condition, text) = roster_failure(&e);
                 tracing::error!(user = from.local().unwrap_or(""), error = %e, "roster change refused, nothing changed");
@@ -1490,7 +1497,8 @@ impl Router {
         {
             self.bounce(
                 iq,
-                StanzaError::new(Condition::NotAllowed).with_text("roster is full"),
+                StanzaError::new(Condition::NotAllowed)
+                    .with_text(roster_full_text(self.config.limits.max_roster_items)),
             );
             return;
         }
@@ -1810,6 +1818,11 @@ fn pick_anonymous_user(
     Err(AnonUserError::Collisions(attempts))
 }
 
+/// The text of the `not-allowed` error for a roster at its limit.
+fn roster_full_text(max: usize) -> String {
+    format!("the roster is full: at most {max} items (limits.max_roster_items)")
+}
+
 /// The error a roster request gets when its change cannot be saved: a full disk is
 /// `resource-constraint` (wait: it may work once space is freed), anything else
 /// `internal-server-error`.
@@ -1819,7 +1832,7 @@ fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
             Condition::ResourceConstraint,
             "the server's disk is full: the roster change was not saved",
         ),
-        StoreError::LimitReached { .. } => (Condition::ResourceConstraint, "the roster is full"),
+        StoreError::LimitReached { .. } => (Condition::NotAllowed, "the roster is full"),
         StoreError::Invalid(_) => (Condition::NotAcceptable, "the roster item cannot be stored"),
         _ => (
             Condition::InternalServerError,

@@ -11,7 +11,7 @@ use super::Router;
 use crate::config::Config;
 use crate::jid::Jid;
 use crate::outbox::Outbox;
-use crate::store::{CommitMode, Store};
+use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
 use crate::xml::Element;
 
 struct Dir(std::path::PathBuf);
@@ -340,4 +340,88 @@ fn anonymous_user_search_is_bounded() {
     let mut r = router(&dir, &fail);
     let user = r.new_anonymous_user().expect("a fresh name");
     assert!(!r.store().user_exists(&user).expect("read"));
+}
+
+/// Issue 10: the store capped a roster at 512 rows whatever `limits.max_roster_items` said,
+/// and a roster at the limit got no useful error. Now the store enforces the configured
+/// limit, and a roster set beyond it gets `not-allowed` with a text naming the limit, both
+/// when the router sees it (items in the roster) and when only the store does (rows of
+/// pending inbound requests count too).
+#[test]
+fn roster_limit_is_the_configured_one_and_refusals_name_it() {
+    const MAX: usize = 521;
+    let dir = Dir::new("roster-limit");
+    {
+        let store = Store::open(&dir.0, 0).expect("store");
+        for u in ["alice", "bob"] {
+            store.user_add(u, b"creds").expect("add");
+        }
+        // One inline transaction each: alice has 520 contacts, bob 521 pending requests.
+        let rows = |user: &str, n: usize, in_roster: bool| -> Vec<RosterWrite> {
+            (0..n)
+                .map(|i| {
+                    RosterWrite::Put(
+                        user.to_owned(),
+                        RosterItem {
+                            jid: format!("c{i:04}@example.org"),
+                            name: None,
+                            subscription: Subscription::None,
+                            ask_out: false,
+                            pending_in: !in_roster,
+                            groups: Vec::new(),
+                            in_roster,
+                        },
+                    )
+                })
+                .collect()
+        };
+        store.roster_stage(&rows("alice", MAX - 1, true)).expect("fill");
+        store.roster_stage(&rows("bob", MAX, false)).expect("fill");
+    }
+    let store = Store::open(&dir.0, 0).expect("store");
+    store.pubsub_set_mode(CommitMode::Group);
+    let mut config = Config {
+        data_dir: dir.0.clone(),
+        ..Config::default()
+    };
+    config.limits.max_roster_items = MAX;
+    let mut r = Router::new(Rc::new(config), store);
+    assert_eq!(r.store().max_roster_items(), MAX);
+    let oa = Outbox::new(64, 1 << 20);
+    let a = r
+        .bind("alice", false, Some("a"), 1, oa.clone())
+        .expect("bind");
+    assert_eq!(roster_get(&mut r, &a, &oa, "g1").len(), MAX - 1);
+    // Item 521 fits (the store used to refuse item 513).
+    roster_set(&mut r, &a, "s1", "new1@example.org");
+    commit(&mut r);
+    let reply = drained(&oa)
+        .into_iter()
+        .find(|e| e.attr("id") == Some("s1"))
+        .expect("reply");
+    assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+    // Item 522 does not: not-allowed, and the text says the limit.
+    roster_set(&mut r, &a, "s2", "new2@example.org");
+    commit(&mut r);
+    let reply = drained(&oa)
+        .into_iter()
+        .find(|e| e.attr("id") == Some("s2"))
+        .expect("reply");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
+    assert!(reply.to_string_in_stream().contains("at most 521 items"), "{reply:?}");
+
+    // Bob's roster shows nothing, but the store holds 521 rows: the store refuses.
+    let ob = Outbox::new(64, 1 << 20);
+    let b = r.bind("bob", false, Some("b"), 2, ob.clone()).expect("bind");
+    assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
+    roster_set(&mut r, &b, "s3", "new3@example.org");
+    commit(&mut r);
+    let reply = drained(&ob)
+        .into_iter()
+        .find(|e| e.attr("id") == Some("s3"))
+        .expect("an error reply, not just a log line");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
+    assert!(reply.to_string_in_stream().contains("at most 521 items"), "{reply:?}");
 }

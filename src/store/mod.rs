@@ -24,7 +24,7 @@ mod schema;
 mod tests;
 mod writer;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -55,12 +55,13 @@ pub const MAX_ROSTER_NAME_BYTES: usize = 255;
 pub const MAX_ROSTER_GROUPS: usize = 16;
 /// Longest roster group name, in bytes.
 pub const MAX_GROUP_BYTES: usize = 255;
-/// Most items in one user's roster. A full item is at most about 6.4 KiB in memory (JID
-/// 2047 + name 255 + 16 groups × 255 bytes plus `String` headers), so the largest roster
-/// [`Store::roster_get`] can return is about 3.2 MiB; real rosters of this broker's
-/// devices hold a handful of items. Lowering this bound needs a migration, because
-/// reading a roster with more rows reports corruption.
-pub const MAX_ROSTER_ITEMS: usize = 512;
+/// Ceiling on the rows of one user's roster: the largest accepted
+/// `limits.max_roster_items`. New items are refused at the configured limit
+/// ([`Store::set_max_roster_items`]); only this ceiling makes [`Store::roster_get`] report
+/// corruption, so lowering the configured limit never makes a stored roster unreadable.
+/// A full item is at most about 6.4 KiB in memory (JID 2047 + name 255 + 16 groups × 255
+/// bytes plus `String` headers); see `limits.max_roster_items` for what a roster costs.
+pub const MAX_ROSTER_ITEMS: usize = 100_000;
 
 /// A subscription state of a roster item (RFC 6121 §2.1.2.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +168,8 @@ pub struct Store {
     path: PathBuf,
     /// Pub-sub changes staged for the next group commit, and the one being committed.
     staging: RefCell<writer::Staging>,
+    /// Most rows a roster may grow to ([`Store::set_max_roster_items`]).
+    max_roster_items: Cell<usize>,
 }
 
 impl fmt::Debug for Store {
@@ -254,6 +257,7 @@ impl Store {
             db: Arc::new(db),
             path,
             staging: RefCell::new(writer::Staging::default()),
+            max_roster_items: Cell::new(MAX_ROSTER_ITEMS),
         })
     }
 
@@ -443,10 +447,10 @@ impl Store {
     ///
     /// [`StoreError::Invalid`] if a field is empty or too long;
     /// [`StoreError::LimitReached`] when adding a new item to a roster that has
-    /// [`MAX_ROSTER_ITEMS`] items.
+    /// [`Store::max_roster_items`] items.
     pub fn roster_put(&self, username: &str, item: &RosterItem) -> Result<(), StoreError> {
         let w = [RosterWrite::Put(username.to_owned(), item.clone())];
-        check_roster_writes(&self.db, &w)?;
+        check_roster_writes(&self.db, &w, self.max_roster_items())?;
         let txn = self.begin_write()?;
         if apply_roster_write(&txn, &w[0])? {
             txn.commit()?;
@@ -467,6 +471,19 @@ impl Store {
         }
         txn.commit()?;
         Ok(true)
+    }
+
+    /// Most rows one roster may grow to: `limits.max_roster_items` once the router set it,
+    /// [`MAX_ROSTER_ITEMS`] until then.
+    pub fn max_roster_items(&self) -> usize {
+        self.max_roster_items.get()
+    }
+
+    /// Sets the bound on new roster rows (the broker passes `limits.max_roster_items`),
+    /// clamped to 1..=[`MAX_ROSTER_ITEMS`]. Existing rows over it stay readable; only
+    /// adding an item to a roster at or over it is refused ([`StoreError::LimitReached`]).
+    pub fn set_max_roster_items(&self, max: usize) {
+        self.max_roster_items.set(max.clamp(1, MAX_ROSTER_ITEMS));
     }
 
     /// The roster version of `username` (for XEP-0237 `ver`): 0 until the first change,
@@ -501,11 +518,12 @@ pub(crate) fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError>
 
 /// Checks roster writes before they are staged or applied, so that the commit can fail
 /// only for I/O reasons: field sizes ([`StoreError::Invalid`]) and, for new items, the
-/// [`MAX_ROSTER_ITEMS`] bound against the rows on disk ([`StoreError::LimitReached`]).
+/// `max_items` bound against the rows on disk ([`StoreError::LimitReached`]).
 /// Returns the size estimate of the writes in bytes.
 pub(crate) fn check_roster_writes(
     db: &Database,
     writes: &[RosterWrite],
+    max_items: usize,
 ) -> Result<usize, StoreError> {
     let mut bytes = 0;
     let mut added: Vec<(&str, &str)> = Vec::new();
@@ -528,10 +546,10 @@ pub(crate) fn check_roster_writes(
             entry?;
             count += 1;
         }
-        if count >= MAX_ROSTER_ITEMS {
+        if count >= max_items {
             return Err(StoreError::LimitReached {
                 what: "roster items",
-                max: MAX_ROSTER_ITEMS,
+                max: max_items,
             });
         }
         added.push((user, &item.jid));

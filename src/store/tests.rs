@@ -370,49 +370,76 @@ fn roster_version_bumps_on_every_change_only() {
     expect_bump(&store, true);
 }
 
+/// Fill `user`'s roster with `n` rows `c00000@x`… through one transaction (fsync per item
+/// would make the tests slow).
+fn fill_roster(store: &Store, user: &str, n: usize) {
+    let txn = store.db.begin_write().unwrap();
+    let mut table = txn.open_table(ROSTERS).unwrap();
+    let value = codec::encode_roster_item(&item("x", Subscription::None)).unwrap();
+    for i in 0..n {
+        let key = codec::roster_key(user, &format!("c{i:06}@x"));
+        table.insert(key.as_slice(), value.as_slice()).unwrap();
+    }
+    drop(table);
+    txn.commit().unwrap();
+}
+
 #[test]
 fn roster_size_is_bounded() {
     let tmp = TempDir::new("bounded");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
-    // Fill through one transaction (fsync per item would make this test slow).
-    {
-        let txn = store.db.begin_write().unwrap();
-        let mut table = txn.open_table(ROSTERS).unwrap();
-        let value = codec::encode_roster_item(&item("x", Subscription::None)).unwrap();
-        for i in 0..MAX_ROSTER_ITEMS {
-            let key = codec::roster_key("ann", &format!("c{i:04}@x"));
-            table.insert(key.as_slice(), value.as_slice()).unwrap();
-        }
-        drop(table);
-        txn.commit().unwrap();
-    }
-    assert_eq!(store.roster_get("ann").unwrap().len(), MAX_ROSTER_ITEMS);
+    store.set_max_roster_items(40);
+    assert_eq!(store.max_roster_items(), 40);
+    fill_roster(&store, "ann", 40);
+    assert_eq!(store.roster_get("ann").unwrap().len(), 40);
     let err = store
         .roster_put("ann", &item("new@x", Subscription::None))
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            StoreError::LimitReached {
-                max: MAX_ROSTER_ITEMS,
-                ..
-            }
-        ),
+        matches!(err, StoreError::LimitReached { max: 40, .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("roster items"));
     // Replacing an existing item is still allowed, and other users are unaffected.
-    store.roster_put("ann", &full_item("c0001@x")).unwrap();
+    store.roster_put("ann", &full_item("c000001@x")).unwrap();
     store
         .roster_put("anna", &item("new@x", Subscription::None))
         .unwrap();
-    // One row too many (only possible by damage) is reported, not returned.
-    write_raw(
-        &store,
-        ROSTERS,
-        &codec::roster_key("ann", "zzz@x"),
-        &codec::encode_roster_item(&item("x", Subscription::None)).unwrap(),
-    );
+    // A lower limit keeps the rows readable; a higher one lets the roster grow.
+    store.set_max_roster_items(10);
+    assert_eq!(store.roster_get("ann").unwrap().len(), 40);
+    assert!(store.roster_put("ann", &item("new@x", Subscription::None)).is_err());
+    store.set_max_roster_items(41);
+    store
+        .roster_put("ann", &item("new@x", Subscription::None))
+        .unwrap();
+    // The setting is clamped to 1..=MAX_ROSTER_ITEMS.
+    store.set_max_roster_items(0);
+    assert_eq!(store.max_roster_items(), 1);
+    store.set_max_roster_items(usize::MAX);
+    assert_eq!(store.max_roster_items(), MAX_ROSTER_ITEMS);
+}
+
+/// Issue 10: the store capped a roster at 512 rows whatever `limits.max_roster_items`
+/// said (the configuration accepts up to 100000).
+#[test]
+fn roster_limit_follows_the_configured_max_roster_items() {
+    let tmp = TempDir::new("configured");
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    store.set_max_roster_items(1000);
+    fill_roster(&store, "ann", 600);
+    store
+        .roster_put("ann", &item("new@x", Subscription::None))
+        .expect("601st item within a limit of 1000");
+    assert_eq!(store.roster_get("ann").unwrap().len(), 601);
+}
+
+/// More rows than the ceiling (only possible by damage) are reported, not returned.
+#[test]
+fn roster_over_the_ceiling_reads_as_corrupt() {
+    let tmp = TempDir::new("ceiling");
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    fill_roster(&store, "ann", MAX_ROSTER_ITEMS + 1);
     is_corrupt_with(
         store.roster_get("ann").unwrap_err(),
         &["rosters", "MAX_ROSTER_ITEMS"],

@@ -261,7 +261,7 @@ impl Store {
         if writes.is_empty() {
             return Ok(None);
         }
-        let bytes = super::check_roster_writes(&self.db, writes)?;
+        let bytes = super::check_roster_writes(&self.db, writes, self.max_roster_items())?;
         if self.pubsub_mode() == CommitMode::Inline {
             let txn = self.begin_write()?;
             let mut changed = false;
