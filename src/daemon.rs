@@ -38,6 +38,14 @@ pub enum StartupError {
     Bind(String),
     /// Another operating-system resource (signal handlers) could not be set up: exit 71.
     Os(String),
+    /// The pub-sub state in the database (`path`) cannot be loaded: the store's code, 65
+    /// for a stored node this build cannot read.
+    PubSub {
+        /// What failed.
+        error: crate::pubsub::EngineError,
+        /// The database file.
+        path: PathBuf,
+    },
 }
 
 impl std::fmt::Display for StartupError {
@@ -47,6 +55,26 @@ impl std::fmt::Display for StartupError {
             Self::Store(e) => write!(f, "store: {e}"),
             Self::Bind(m) => write!(f, "{m}"),
             Self::Os(m) => write!(f, "{m}"),
+            Self::PubSub { error, path } => {
+                write!(
+                    f,
+                    "the pub-sub state cannot be loaded, so kinglet does not start: {error}. "
+                )?;
+                match self.exit_code() {
+                    65 => write!(
+                        f,
+                        "{} is damaged or was written by a newer kinglet: restore it from a \
+                         backup, or run the newer version (docs/operations.md, exit codes)",
+                        path.display()
+                    ),
+                    74 => write!(
+                        f,
+                        "check the permissions of and free space for {}",
+                        path.display()
+                    ),
+                    _ => write!(f, "report a bug with this message and the log"),
+                }
+            }
         }
     }
 }
@@ -58,6 +86,10 @@ impl StartupError {
             Self::Config(_) => 78,
             Self::Store(e) => e.exit_code(),
             Self::Bind(_) | Self::Os(_) => 71,
+            Self::PubSub { error, .. } => match error {
+                crate::pubsub::EngineError::Store(e) => e.exit_code(),
+                crate::pubsub::EngineError::BadNode(..) => 65,
+            },
         }
     }
 }
@@ -160,7 +192,10 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     } else {
         CommitMode::Interval(every)
     });
-    let shared = Shared::new(Router::new(config.clone(), store), tls);
+    let path = store.path().to_owned();
+    let router =
+        Router::new(config.clone(), store).map_err(|error| StartupError::PubSub { error, path })?;
+    let shared = Shared::new(router, tls);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
     // Invariant: the listener tasks are the only holders of `ex` besides this function; they
     // are cancelled at shutdown so that the executor, and with it every connection task and

@@ -155,8 +155,14 @@ enum Target {
 }
 
 impl Router {
-    /// A router over `store`.
-    pub fn new(config: Rc<Config>, store: Store) -> Router {
+    /// A router over `store`, with the pub-sub service loaded from it.
+    ///
+    /// # Errors
+    ///
+    /// The pub-sub state cannot be loaded (a store failure, or a stored node this build
+    /// cannot read). The broker does not start then: running without pub-sub would look
+    /// healthy while refusing its main service.
+    pub fn new(config: Rc<Config>, store: Store) -> Result<Router, crate::pubsub::EngineError> {
         let mut secret = [0u8; 32];
         // With no randomness the fake-credential defence degrades to a fixed salt per user; log it.
         if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
@@ -164,21 +170,14 @@ impl Router {
         }
         store.set_max_roster_items(config.limits.max_roster_items);
         let backlog = Backlog::new();
-        let pubsub = match crate::pubsub::Engine::load(&config, &store) {
-            Ok(mut e) => {
-                e.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
-                Some(e)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "pub-sub service disabled");
-                None
-            }
-        };
+        let mut pubsub = crate::pubsub::Engine::load(&config, &store)?;
+        pubsub.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
+        let pubsub = Some(pubsub);
         let caps = crate::caps::CapsTable::new(crate::caps::CapsLimits {
             max_jids: config.limits.max_connections,
             ..crate::caps::CapsLimits::default()
         });
-        Router {
+        Ok(Router {
             config,
             store,
             secret,
@@ -194,7 +193,7 @@ impl Router {
             roster_deferred: VecDeque::new(),
             roster_deferred_bytes: 0,
             roster_replaying: false,
-        }
+        })
     }
 
     /// The account of the outboxes' backlogs: every session's outbox charges it
@@ -1275,7 +1274,11 @@ impl Router {
             Err(StoreError::LimitReached { max, .. }) => {
                 // A full roster (the contact's, for a subscription request): the client's
                 // doing, not the server's trouble.
-                tracing::info!(user = from.local().unwrap_or(""), max, "roster change refused: the roster is full");
+                tracing::info!(
+                    user = from.local().unwrap_or(""),
+                    max,
+                    "roster change refused: the roster is full"
+                );
                 self.roster_refuse(from, request, Condition::NotAllowed, &roster_full_text(max));
             }
             Err(e) => {

@@ -214,7 +214,10 @@ mod tests {
             .tls
             .as_ref()
             .map(|t| net::load_tls(&t.cert, &t.key).unwrap());
-        Shared::new(Router::new(Rc::new(config.clone()), store), tls)
+        Shared::new(
+            Router::new(Rc::new(config.clone()), store).expect("router"),
+            tls,
+        )
     }
 
     #[test]

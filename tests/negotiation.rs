@@ -52,7 +52,7 @@ impl Harness {
         let creds = StoredCredentials::derive("secret", 4096);
         store.user_add("alice", &creds.to_bytes()).unwrap();
         let now = Instant::now();
-        let router = Router::new(Rc::new(cfg), store);
+        let router = Router::new(Rc::new(cfg), store).expect("router");
         let session = Session::new(
             1,
             transport,

@@ -573,7 +573,7 @@ mod tests {
         };
         let store = Store::open(&dir.0, 0).expect("store");
         store.pubsub_set_mode(CommitMode::Group);
-        let mut router = Router::new(Rc::new(config), store);
+        let mut router = Router::new(Rc::new(config), store).expect("router");
         let (ob_a, ob_b) = (Outbox::new(8, 1 << 20), Outbox::new(8, 1 << 20));
         let alice = router
             .bind("alice", false, Some("a"), 1, ob_a.clone())
@@ -680,7 +680,7 @@ mod tests {
         let store = Store::open(&dir.0, 0).expect("store");
         store.pubsub_set_mode(CommitMode::Group);
         store.pubsub_test_delay(Duration::from_millis(600));
-        let mut router = Router::new(Rc::new(config), store);
+        let mut router = Router::new(Rc::new(config), store).expect("router");
         let (ob_a, ob_b) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
         let alice = router
             .bind("alice", false, Some("a"), 1, ob_a.clone())

@@ -47,7 +47,7 @@ fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> Router {
         data_dir: dir.0.clone(),
         ..Config::default()
     };
-    Router::new(Rc::new(config), store)
+    Router::new(Rc::new(config), store).expect("router")
 }
 
 /// What the committer task does: take the pending batch, write it, report.
@@ -375,7 +375,9 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
                 })
                 .collect()
         };
-        store.roster_stage(&rows("alice", MAX - 1, true)).expect("fill");
+        store
+            .roster_stage(&rows("alice", MAX - 1, true))
+            .expect("fill");
         store.roster_stage(&rows("bob", MAX, false)).expect("fill");
     }
     let store = Store::open(&dir.0, 0).expect("store");
@@ -385,7 +387,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         ..Config::default()
     };
     config.limits.max_roster_items = MAX;
-    let mut r = Router::new(Rc::new(config), store);
+    let mut r = Router::new(Rc::new(config), store).expect("router");
     assert_eq!(r.store().max_roster_items(), MAX);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
@@ -409,11 +411,16 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         .expect("reply");
     assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
     assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
-    assert!(reply.to_string_in_stream().contains("at most 521 items"), "{reply:?}");
+    assert!(
+        reply.to_string_in_stream().contains("at most 521 items"),
+        "{reply:?}"
+    );
 
     // Bob's roster shows nothing, but the store holds 521 rows: the store refuses.
     let ob = Outbox::new(64, 1 << 20);
-    let b = r.bind("bob", false, Some("b"), 2, ob.clone()).expect("bind");
+    let b = r
+        .bind("bob", false, Some("b"), 2, ob.clone())
+        .expect("bind");
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     roster_set(&mut r, &b, "s3", "new3@example.org");
     commit(&mut r);
@@ -423,5 +430,8 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         .expect("an error reply, not just a log line");
     assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
     assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
-    assert!(reply.to_string_in_stream().contains("at most 521 items"), "{reply:?}");
+    assert!(
+        reply.to_string_in_stream().contains("at most 521 items"),
+        "{reply:?}"
+    );
 }

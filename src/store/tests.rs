@@ -408,7 +408,11 @@ fn roster_size_is_bounded() {
     // A lower limit keeps the rows readable; a higher one lets the roster grow.
     store.set_max_roster_items(10);
     assert_eq!(store.roster_get("ann").unwrap().len(), 40);
-    assert!(store.roster_put("ann", &item("new@x", Subscription::None)).is_err());
+    assert!(
+        store
+            .roster_put("ann", &item("new@x", Subscription::None))
+            .is_err()
+    );
     store.set_max_roster_items(41);
     store
         .roster_put("ann", &item("new@x", Subscription::None))

@@ -673,13 +673,22 @@ fn mismatched_end_tag_split_across_reads_is_an_error() {
     assert_eq!((n, e.map(|e| e.condition())), (0, Some("not-well-formed")));
     // The compaction between pushes keeps the recorded names valid: a stanza before the
     // broken one is drained (and its bytes dropped) before the mismatch arrives.
-    let (n, e) = push_chunks(&[b"<presence/><message><bo", b"dy>x</body><su", b"bject></body>"]);
+    let (n, e) = push_chunks(&[
+        b"<presence/><message><bo",
+        b"dy>x</body><su",
+        b"bject></body>",
+    ]);
     assert_eq!((n, e.map(|e| e.condition())), (1, Some("not-well-formed")));
 }
 
 #[test]
 fn stream_close_tag_mismatch_at_depth_zero() {
-    for close in ["</stream>", "</stream:streamx>", "</x:stream>", "</message>"] {
+    for close in [
+        "</stream>",
+        "</stream:streamx>",
+        "</x:stream>",
+        "</message>",
+    ] {
         let (n, e) = push_chunks(&[b"<presence/>", close.as_bytes()]);
         assert_eq!(
             (n, e.map(|e| e.condition())),
@@ -699,7 +708,11 @@ fn deep_correct_nesting_still_works() {
     };
     let mut body = String::new();
     for i in 0..MAX_DEPTH_CAP {
-        body.push_str(&format!("<p{}:e{i} xmlns:p{}='urn:{i}' a='{i}'>", i % 3, i % 3));
+        body.push_str(&format!(
+            "<p{}:e{i} xmlns:p{}='urn:{i}' a='{i}'>",
+            i % 3,
+            i % 3
+        ));
     }
     body.push_str("text");
     for i in (0..MAX_DEPTH_CAP).rev() {

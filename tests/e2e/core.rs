@@ -619,6 +619,66 @@ fn cli_user_management_and_check_config() {
     assert_eq!(out.status.code(), Some(78));
 }
 
+/// Issue 10: pub-sub state that cannot be loaded stops the start with exit 65 and says what
+/// to do, instead of a broker that runs without its pub-sub service.
+#[test]
+fn unloadable_pubsub_state_is_fatal_at_start() {
+    use kinglet::store::{NodeRecord, PubsubOp, Store};
+    let dir = super::TempDir::new("bad-pubsub");
+    let data = dir.0.join("data");
+    {
+        let store = Store::open(&data, 1 << 20).expect("store");
+        let node = NodeRecord {
+            created_ms: 0,
+            creator: "alice@localhost".to_owned(),
+            config: vec![("pubsub#max_items".to_owned(), "lots".to_owned())],
+        };
+        store
+            .pubsub_apply(&[PubsubOp::PutNode("bad".to_owned(), node)])
+            .expect("write the node");
+    }
+    let cfg = dir.0.join("kinglet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "domain = \"localhost\"\ndata_dir = \"{}\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(super::bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kinglet");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kinglet kept running without its pub-sub state");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("pub-sub state cannot be loaded") && stderr.contains("\"bad\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("restore it from a backup"), "{stderr}");
+}
+
 /// RFC 6121 §4.6: directed presence reaches a non-contact, and so does the unavailable
 /// presence when the sender goes away.
 #[test]
