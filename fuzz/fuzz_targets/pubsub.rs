@@ -5,12 +5,10 @@
 //! expiry) and engine reloads from the store (a daemon restart). Numbers are drawn from
 //! edge values (0, 1, -1, u32/u64/i64 edges, u64::MAX + 1, huge and empty strings).
 //!
-//! Each iteration gets a fresh store on tmpfs (/dev/shm when present), so that a crash
+//! Each iteration gets a fresh in-memory store (`Store::open_in_memory`), so that a crash
 //! reproduces from its input alone.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kinglet::config::Config;
 use kinglet::jid::Jid;
@@ -239,37 +237,10 @@ fn request(b: &mut Bytes) -> (&'static str, String) {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let p = base.join(format!(
-            "kinglet-fuzz-pubsub-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
-    let dir = TempDir::new();
     let config = Config::default();
-    let store = Store::open(&dir.0, 0).expect("store");
+    let store = Store::open_in_memory().expect("store");
     let mut engine = Engine::load(&config, &store).expect("engine");
     let mut now: u64 = 1_700_000_000_000;
     let mut n = 0u32;

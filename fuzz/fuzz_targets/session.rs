@@ -5,13 +5,11 @@
 //! Input: byte 0: bit 0 = authenticate and bind first; bit 1 = loopback peer; bits 2..8 =
 //! chunk length (0 = whole input at once). The rest is the peer's bytes.
 //!
-//! Each iteration gets a fresh store on tmpfs (/dev/shm when present), so that a crash
+//! Each iteration gets a fresh in-memory store (`Store::open_in_memory`), so that a crash
 //! reproduces from its input alone.
 #![no_main]
 
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kinglet::config::Config;
@@ -26,32 +24,6 @@ const HEADER: &[u8] = b"<?xml version='1.0'?><stream:stream to='localhost' versi
 const LOGIN: &[u8] = b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>";
 const RESTART: &[u8] = b"<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 const BIND: &[u8] = b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let p = base.join(format!(
-            "kinglet-fuzz-session-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Feeds `bytes` in `chunk`-sized pieces (0: at once); false once the session closed.
 fn feed(
@@ -91,12 +63,8 @@ fuzz_target!(|data: &[u8]| {
     let loopback = mode & 2 != 0 || login;
     let chunk = usize::from(mode >> 2);
 
-    let dir = TempDir::new();
-    let cfg = Config {
-        data_dir: dir.0.join("data"),
-        ..Config::default()
-    };
-    let store = Store::open(&cfg.data_dir, 1 << 20).expect("store");
+    let cfg = Config::default();
+    let store = Store::open_in_memory().expect("store");
     let mut router = Router::new(Rc::new(cfg), store).expect("router");
     let now = Instant::now();
     let transport = Transport {
