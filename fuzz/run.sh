@@ -9,7 +9,8 @@
 # Needs the nightly toolchain (`rustup toolchain install nightly`) and cargo-fuzz, which it
 # installs if missing (`cargo install --locked cargo-fuzz`, about 2-3 min on 2 cores).
 # Cold build of the four targets (ASan, release, debug-assertions): about 7 min on 2
-# shared cores; warm: seconds.
+# shared cores; warm: seconds. On top of SECONDS, each target first replays its corpus
+# (a few seconds from the seeds; up to ~20 s once a local scratch corpus has grown).
 #
 # Environment: NICE=0 to run at normal priority (default: nice -n 19);
 #              FUZZ_TARGETS="framer element" to run a subset.
