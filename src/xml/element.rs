@@ -302,7 +302,8 @@ fn push_prefix(out: &mut String, head: &str, n: usize) {
 /// Split a Clark-notation name `{uri}local` into `(uri, local)`.
 fn split_clark(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix('{')?;
-    let close = rest.find('}')?;
+    // A namespace URI may contain `}`; a local name (an XML NCName) cannot.
+    let close = rest.rfind('}')?;
     Some((&rest[..close], &rest[close + 1..]))
 }
 

@@ -1159,3 +1159,12 @@ fn serialise_element_in_xml_namespace_keeps_xml_prefix() {
     assert!(out.contains("</xml:b>"), "{out}");
     assert!(!out.contains(NS_XML), "{out}");
 }
+
+/// Found by the `element` fuzz target: an attribute whose namespace URI contains `}` was
+/// split at the first `}` of its `{uri}local` name, and written under an invalid name.
+#[test]
+fn serialise_attribute_namespace_with_brace_keeps_name() {
+    let e = round_trip("<a><x xmlns:p='urn:p}}' p:k='v'/></a>");
+    let x = e.child("x", NS_CLIENT).expect("x");
+    assert_eq!(x.attr("{urn:p}}}k"), Some("v"));
+}
