@@ -234,6 +234,36 @@ impl Store {
         })
     }
 
+    /// A store in memory, for the fuzz targets in `fuzz/`: a fresh one per iteration costs
+    /// well under a millisecond, a file-backed one several. Not for the daemon: nothing is
+    /// persisted.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`], minus the file system.
+    #[doc(hidden)]
+    #[allow(unexpected_cfgs)]
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let mut builder = Database::builder();
+        builder.set_cache_size(0);
+        // redb's default 16 MiB region has allocator bitmaps that dominate the cost of a
+        // small database; redb lets fuzz builds (`--cfg fuzzing`, set by cargo-fuzz for
+        // every crate) choose a smaller one.
+        #[cfg(fuzzing)]
+        builder.set_region_size(1 << 16);
+        let db = builder
+            .create_with_backend(MemoryBackend::default())
+            .map_err(|e| error::from_open_error(e, path.clone()))?;
+        schema::check_and_migrate(&db)?;
+        Ok(Store {
+            db: Arc::new(db),
+            path,
+            staging: RefCell::new(writer::Staging::default()),
+            max_roster_items: Cell::new(MAX_ROSTER_ITEMS),
+        })
+    }
+
     fn open_with(
         data_dir: &Path,
         create: impl FnOnce(std::fs::File) -> Result<Database, redb::DatabaseError>,
@@ -612,4 +642,59 @@ fn bump_roster_version(txn: &WriteTransaction, username: &str) -> Result<u64, St
         codec::encode_roster_version(next).as_slice(),
     )?;
     Ok(next)
+}
+
+/// redb storage in a `Vec` for [`Store::open_in_memory`]. Unlike `redb::backends::
+/// InMemoryBackend`, which grows by pushing one byte at a time (seconds per database
+/// under fuzzer instrumentation), it grows by one zeroed allocation and a copy.
+#[derive(Debug, Default)]
+struct MemoryBackend(std::sync::RwLock<Vec<u8>>);
+
+fn poisoned() -> std::io::Error {
+    std::io::Error::other("memory store lock poisoned")
+}
+
+impl MemoryBackend {
+    fn range(offset: u64, len: usize, have: usize) -> std::io::Result<std::ops::Range<usize>> {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| Some(o..o.checked_add(len)?))
+            .filter(|r| r.end <= have)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "out of range"))
+    }
+}
+
+impl redb::StorageBackend for MemoryBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.read().map_err(|_| poisoned())?.len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let v = self.0.read().map_err(|_| poisoned())?;
+        Ok(v[Self::range(offset, len, v.len())?].to_vec())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut v = self.0.write().map_err(|_| poisoned())?;
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        if len > v.len() {
+            let mut grown = vec![0u8; len];
+            grown[..v.len()].copy_from_slice(&v);
+            *v = grown;
+        } else {
+            v.truncate(len);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut v = self.0.write().map_err(|_| poisoned())?;
+        let r = Self::range(offset, data.len(), v.len())?;
+        v[r].copy_from_slice(data);
+        Ok(())
+    }
 }

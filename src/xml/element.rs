@@ -214,6 +214,13 @@ impl Element {
     /// name is written prefixed (the prefix must be bound to `self.ns` by the context) and
     /// the default namespace for the children stays `parent_ns`.
     fn write_impl(&self, out: &mut String, parent_ns: &str, prefix: Option<&str>) {
+        // An element in the XML namespace (`<xml:x/>`) keeps its permanently bound prefix:
+        // that namespace can never be the default one (`xmlns="…XML/1998/namespace"` is
+        // not well-formed), so the receiver would drop the stream.
+        let prefix = match prefix {
+            None if self.ns == NS_XML => Some("xml"),
+            p => p,
+        };
         out.push('<');
         if let Some(p) = prefix {
             out.push_str(p);
@@ -295,7 +302,8 @@ fn push_prefix(out: &mut String, head: &str, n: usize) {
 /// Split a Clark-notation name `{uri}local` into `(uri, local)`.
 fn split_clark(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix('{')?;
-    let close = rest.find('}')?;
+    // A namespace URI may contain `}`; a local name (an XML NCName) cannot.
+    let close = rest.rfind('}')?;
     Some((&rest[..close], &rest[close + 1..]))
 }
 

@@ -1144,3 +1144,27 @@ fn accepted_stanzas_are_well_formed_for_quick_xml() {
         assert!(e.is("r", NS_CLIENT));
     }
 }
+
+/// Found by the `element` fuzz target: `<xml:b/>` (an element in the permanently bound XML
+/// namespace) was written as `<b xmlns="http://www.w3.org/XML/1998/namespace"/>`, which is
+/// not well-formed, so relaying such a payload would have broken the recipients' streams.
+#[test]
+fn serialise_element_in_xml_namespace_keeps_xml_prefix() {
+    let e = round_trip("<a><xml:b xml:lang='en'><c/>t</xml:b><d/></a>");
+    let b = e.child("b", NS_XML).expect("xml:b");
+    assert!(b.child("c", NS_CLIENT).is_some(), "children keep the default namespace");
+    let mut out = String::new();
+    e.write_to(&mut out, NS_CLIENT);
+    assert!(out.contains("<xml:b"), "{out}");
+    assert!(out.contains("</xml:b>"), "{out}");
+    assert!(!out.contains(NS_XML), "{out}");
+}
+
+/// Found by the `element` fuzz target: an attribute whose namespace URI contains `}` was
+/// split at the first `}` of its `{uri}local` name, and written under an invalid name.
+#[test]
+fn serialise_attribute_namespace_with_brace_keeps_name() {
+    let e = round_trip("<a><x xmlns:p='urn:p}}' p:k='v'/></a>");
+    let x = e.child("x", NS_CLIENT).expect("x");
+    assert_eq!(x.attr("{urn:p}}}k"), Some("v"));
+}
