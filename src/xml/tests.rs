@@ -1152,7 +1152,10 @@ fn accepted_stanzas_are_well_formed_for_quick_xml() {
 fn serialise_element_in_xml_namespace_keeps_xml_prefix() {
     let e = round_trip("<a><xml:b xml:lang='en'><c/>t</xml:b><d/></a>");
     let b = e.child("b", NS_XML).expect("xml:b");
-    assert!(b.child("c", NS_CLIENT).is_some(), "children keep the default namespace");
+    assert!(
+        b.child("c", NS_CLIENT).is_some(),
+        "children keep the default namespace"
+    );
     let mut out = String::new();
     e.write_to(&mut out, NS_CLIENT);
     assert!(out.contains("<xml:b"), "{out}");
