@@ -37,7 +37,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-pub use commit::{MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed};
+pub use commit::{
+    MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed, restore, save_failed_error,
+    unavailable_error,
+};
 pub use config::{AccessModel, NodeConfig, NodeFull, PublishModel, SendLast};
 pub use error::PubSubError;
 pub use pep::PEP_FEATURES;
