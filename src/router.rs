@@ -192,6 +192,7 @@ impl Router {
         let backlog = Backlog::new();
         let mut pubsub = crate::pubsub::Engine::load(&config, &store)?;
         pubsub.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
+        pubsub.seed_ids(random_u64());
         let pubsub_service = pubsub.service().clone();
         let pubsub = Some(pubsub);
         let caps = crate::caps::CapsTable::new(crate::caps::CapsLimits {
@@ -738,6 +739,7 @@ impl Router {
                     self.backlog.clone(),
                     self.config.limits.pubsub_backlog_bytes,
                 );
+                engine.seed_ids(random_u64());
                 self.pubsub = Some(engine);
                 tracing::info!(
                     data = %self.store.path().display(),
@@ -1997,6 +1999,17 @@ fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
             "the roster change could not be saved; nothing was changed",
         ),
     }
+}
+
+/// A random value (the seed of generated pub-sub ids); 0 without system randomness, when
+/// item ids are still unique within their node (checked against its items).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        tracing::warn!("no system randomness for the seed of generated pub-sub ids");
+    }
+    // 48 bits: ids stay short (at most 12 hex digits after the time) and runs still differ.
+    u64::from_le_bytes(b) >> 16
 }
 
 /// Milliseconds since the Unix epoch (the pub-sub engine's clock).

@@ -386,10 +386,12 @@ pub fn committed(
     let (mut out, mut again) = engine.fail_all(&e);
     again.extend(std::mem::take(&mut engine.held.deferred));
     let (backlog, max_bytes) = (engine.held.backlog.clone(), engine.held.max_bytes);
+    let ids = engine.id_counter();
     drop(engine);
     match restore(config, store) {
         Ok(mut fresh) => {
             fresh.set_backlog(backlog, max_bytes);
+            fresh.seed_ids(ids);
             fresh.held.deferred_bytes = again.iter().map(|d| d.bytes).sum();
             fresh.held.deferred = again;
             (Some(fresh), out)

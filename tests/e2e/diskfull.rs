@@ -200,3 +200,55 @@ fn disk_full_keeps_reads_and_recovers_when_space_returns() {
     let _ = d.child.kill();
     let _ = d.child.wait();
 }
+
+/// Issue 10, item 8: a truncated database stops the daemon at start with exit code 65
+/// and a message that names the file and says what to do; no panic (an abort, with
+/// nothing an operator can act on, in release builds).
+#[test]
+fn truncated_database_stops_the_daemon_with_exit_65_and_advice() {
+    let mut d = Daemon::start(options(""));
+    let mut c = login(d.port, "p0");
+    create(&mut c, "n");
+    drop(c);
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let db = d.dir.0.join("data").join("kinglet.redb");
+    let bytes = std::fs::read(&db).expect("read db");
+    std::fs::write(&db, &bytes[..bytes.len() / 2]).expect("truncate");
+    let mut child = Command::new(super::bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&d.config)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kinglet");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kinglet did not exit on a truncated database");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains("kinglet.redb"),
+        "{err}"
+    );
+    assert!(err.contains("restore the file from a backup"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).expect("db").len(),
+        bytes.len() / 2,
+        "file changed"
+    );
+}
