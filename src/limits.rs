@@ -24,6 +24,15 @@
 //! outboxes, but each outbox counts the full size of every stanza it holds, so the real memory
 //! is at most the accounted bytes.
 //!
+//! Before authentication (anyone can open such connections) the framer buffer is bounded by
+//! `preauth_max_stanza_bytes` (8 KiB) per connection and by `preauth_buffer_bytes` (1 MiB)
+//! for all of them together; at most `preauth_per_address` (16) of them per source address
+//! and `max_connections` minus `authenticated_reserve_percent` (10 %) in all. So the
+//! unauthenticated worst case is about 1 MiB plus 44 KiB (TLS, session) per such
+//! connection. Password checks (PBKDF2) run on the blocking pool, at most `auth_queue` (4)
+//! at once; failed logins are remembered for at most `auth_throttle_entries` (1024)
+//! addresses, about 128 B each.
+//!
 //! Sizing for small devices: the worst case is roughly
 //! `max_connections * (max_stanza_bytes + outbox_max_bytes + 52 KiB)`. On a router with 64 MiB
 //! of RAM, `max_connections = 64` keeps the worst case near 23 MiB; on 128 MiB, 128 connections
@@ -77,7 +86,9 @@ pub struct Limits {
     /// Accepted range 8..=256.
     pub max_xml_attrs: usize,
     /// Most simultaneous client connections. Default 1024. Overflow: a new connection is
-    /// accepted and closed at once. Memory: multiplies the per-connection worst case (about
+    /// accepted and closed at once (it is counted when accepted, before its task runs, so a
+    /// burst cannot overshoot; unauthenticated connections get at most this minus the
+    /// `authenticated_reserve_percent` reserve). Memory: multiplies the per-connection worst case (about
     /// 372 KiB with the defaults, see the module documentation). Accepted range 1..=1048576.
     pub max_connections: usize,
     /// Most stanzas queued for one connection that the client has not read yet. Default 256.
