@@ -15,7 +15,8 @@
 //! Layers, bottom up: `jid`, `xml` and `sasl` are pure and know nothing of the rest;
 //! `proto` holds the wire vocabulary; `session` negotiates one stream; `router` owns every
 //! bound session and the rosters; `store` persists accounts and rosters in redb; `net` and
-//! `daemon` are the only modules that touch sockets, clocks and the executor. All protocol
+//! `daemon` are the only modules that touch sockets, clocks and the executor (`guard` holds the
+//! sans-IO counters they consult against login abuse and connection floods). All protocol
 //! state lives on one thread (a `LocalExecutor`).
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod guard;
 pub mod jid;
 pub mod limits;
 pub mod logging;

@@ -24,6 +24,15 @@
 //! outboxes, but each outbox counts the full size of every stanza it holds, so the real memory
 //! is at most the accounted bytes.
 //!
+//! Before authentication (anyone can open such connections) the framer buffer is bounded by
+//! `preauth_max_stanza_bytes` (8 KiB) per connection and by `preauth_buffer_bytes` (1 MiB)
+//! for all of them together; at most `preauth_per_address` (16) of them per source address
+//! and `max_connections` minus `authenticated_reserve_percent` (10 %) in all. So the
+//! unauthenticated worst case is about 1 MiB plus 44 KiB (TLS, session) per such
+//! connection. Password checks (PBKDF2) run on the blocking pool, at most `auth_queue` (4)
+//! at once; failed logins are remembered for at most `auth_throttle_entries` (1024)
+//! addresses, about 128 B each.
+//!
 //! Sizing for small devices: the worst case is roughly
 //! `max_connections * (max_stanza_bytes + outbox_max_bytes + 52 KiB)`. On a router with 64 MiB
 //! of RAM, `max_connections = 64` keeps the worst case near 23 MiB; on 128 MiB, 128 connections
@@ -77,7 +86,9 @@ pub struct Limits {
     /// Accepted range 8..=256.
     pub max_xml_attrs: usize,
     /// Most simultaneous client connections. Default 1024. Overflow: a new connection is
-    /// accepted and closed at once. Memory: multiplies the per-connection worst case (about
+    /// accepted and closed at once (it is counted when accepted, before its task runs, so a
+    /// burst cannot overshoot; unauthenticated connections get at most this minus the
+    /// `authenticated_reserve_percent` reserve). Memory: multiplies the per-connection worst case (about
     /// 372 KiB with the defaults, see the module documentation). Accepted range 1..=1048576.
     pub max_connections: usize,
     /// Most stanzas queued for one connection that the client has not read yet. Default 256.
@@ -169,6 +180,54 @@ pub struct Limits {
     /// (one commit can release a full bound while the backlogs are at it), plus the
     /// fan-out of one request. Accepted range 65536..=1073741824.
     pub pubsub_backlog_bytes: usize,
+    /// Most SASL PLAIN password checks (one PBKDF2 run each, on the blocking thread pool, never
+    /// on the event loop) running or waiting at once, all connections together. Default 4
+    /// (about twice the cores of a small router). Overflow: the attempt fails at once with
+    /// SASL `temporary-auth-failure` (the client may retry) and a rate-limited log line.
+    /// Memory: one password (at most 1 KiB) and one credential record (about 100 B) per
+    /// check, plus a blocking-pool thread each (a small resident stack). Accepted range
+    /// 1..=1024.
+    pub auth_queue: usize,
+    /// Most source addresses (IPv4 address, or IPv6 /64) whose failed logins are remembered
+    /// for throttling. Default 1024. Overflow: the address whose last failure is oldest is
+    /// forgotten. Memory: about 128 B per entry (128 KiB at the default). Accepted range
+    /// 1..=1048576.
+    pub auth_throttle_entries: usize,
+    /// Delay after the first failed login (wrong password or unknown account, PLAIN or
+    /// SCRAM) from a source address, in milliseconds; each further failure doubles it, up to
+    /// `auth_throttle_max_ms`, and the delays of one address add up (at most 60 s ahead).
+    /// Until it has passed, no unauthenticated input from that address is read. The failure
+    /// count halves for every 60 s without a failure; a successful (non-anonymous) login
+    /// clears it. Default 250; 0 disables throttling. No memory cost beyond
+    /// `auth_throttle_entries`. Accepted range 0..=60000.
+    pub auth_throttle_base_ms: u64,
+    /// Longest delay one failed login adds for its source address, in milliseconds.
+    /// Default 4000. Accepted range `auth_throttle_base_ms`..=60000.
+    pub auth_throttle_max_ms: u64,
+    /// Most unauthenticated connections from one source address (IPv4 address, or IPv6
+    /// /64) at once. Default 16. Overflow: the new connection is closed at once (one
+    /// summary log line per minute). Memory: bounds what one host can pin before
+    /// authenticating: `preauth_per_address * preauth_max_stanza_bytes` of buffers (128 KiB
+    /// at the defaults). Accepted range 1..=1048576.
+    pub preauth_per_address: usize,
+    /// Largest top-level element accepted before authentication (SASL success), in bytes;
+    /// the stream switches to `max_stanza_bytes` after it (and advertises each in XEP-0478
+    /// `max-bytes`). Default 8192: the longest SASL PLAIN or SCRAM message fits. The
+    /// effective value is at most `max_stanza_bytes`. Overflow: stream error
+    /// `policy-violation`. Memory: the framer of an unauthenticated connection holds at
+    /// most this plus one read (16 KiB). Accepted range 4096..=16777216.
+    pub preauth_max_stanza_bytes: usize,
+    /// Most bytes buffered by all unauthenticated connections together (their incomplete
+    /// elements). Default 1048576 (1 MiB). Overflow: the connection whose input went over
+    /// the budget is closed with stream error `resource-constraint` (one summary log line
+    /// per minute). Memory: this, plus one read (16 KiB) in passing. Accepted range
+    /// 65536..=1073741824.
+    pub preauth_buffer_bytes: usize,
+    /// Share of `max_connections`, in percent, that only authenticated sessions may use:
+    /// unauthenticated connections count against `max_connections` minus this reserve (at
+    /// least one slot stays open to them). Default 10. Overflow: a new connection is closed
+    /// at once (one summary log line per minute). No memory cost. Accepted range 0..=90.
+    pub authenticated_reserve_percent: usize,
 }
 
 impl Default for Limits {
@@ -194,6 +253,14 @@ impl Default for Limits {
             pep_max_items_per_node: 1000,
             pubsub_max_page_items: 1000,
             pubsub_backlog_bytes: 8 * 1024 * 1024,
+            auth_queue: 4,
+            auth_throttle_entries: 1024,
+            auth_throttle_base_ms: 250,
+            auth_throttle_max_ms: 4000,
+            preauth_per_address: 16,
+            preauth_max_stanza_bytes: 8192,
+            preauth_buffer_bytes: 1024 * 1024,
+            authenticated_reserve_percent: 10,
         }
     }
 }
@@ -333,7 +400,64 @@ impl Limits {
             65536,
             1 << 30,
         )?;
+        in_range("auth_queue", self.auth_queue, 1, 1024)?;
+        in_range(
+            "auth_throttle_entries",
+            self.auth_throttle_entries,
+            1,
+            MAX_COUNT,
+        )?;
+        in_range(
+            "auth_throttle_base_ms",
+            self.auth_throttle_base_ms,
+            0,
+            60_000,
+        )?;
+        in_range(
+            "auth_throttle_max_ms",
+            self.auth_throttle_max_ms,
+            self.auth_throttle_base_ms,
+            60_000,
+        )?;
+        in_range(
+            "preauth_per_address",
+            self.preauth_per_address,
+            1,
+            MAX_COUNT,
+        )?;
+        in_range(
+            "preauth_max_stanza_bytes",
+            self.preauth_max_stanza_bytes,
+            MIN_STANZA_BYTES,
+            MAX_STANZA_BYTES,
+        )?;
+        in_range(
+            "preauth_buffer_bytes",
+            self.preauth_buffer_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range(
+            "authenticated_reserve_percent",
+            self.authenticated_reserve_percent,
+            0,
+            90,
+        )?;
         Ok(())
+    }
+
+    /// The stanza size limit before authentication: `preauth_max_stanza_bytes`, at most
+    /// `max_stanza_bytes`.
+    pub fn preauth_stanza_bytes(&self) -> usize {
+        self.preauth_max_stanza_bytes.min(self.max_stanza_bytes)
+    }
+
+    /// How many connections may be unauthenticated at once: `max_connections` minus the
+    /// `authenticated_reserve_percent` reserve, and at least 1.
+    pub fn preauth_max_connections(&self) -> usize {
+        let reserve = self.max_connections / 100 * self.authenticated_reserve_percent
+            + self.max_connections % 100 * self.authenticated_reserve_percent / 100;
+        self.max_connections.saturating_sub(reserve).max(1)
     }
 
     /// Worst-case bytes one connection may pin (framer buffer, outbox, bookkeeping and the
@@ -388,6 +512,46 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(key_of(&small), "limits.pubsub_backlog_bytes");
+        assert_eq!(l.auth_queue, 4);
+        assert_eq!(l.preauth_stanza_bytes(), 8192);
+        assert_eq!(l.preauth_max_connections(), 1024 - 102);
+    }
+
+    #[test]
+    fn preauth_bounds_stay_usable_with_any_max_connections() {
+        for (max, pct, expected) in [(1, 90, 1), (10, 10, 9), (64, 10, 58), (100, 0, 100)] {
+            let l = Limits {
+                max_connections: max,
+                authenticated_reserve_percent: pct,
+                ..Limits::default()
+            };
+            assert_eq!(l.validate(), Ok(()));
+            assert_eq!(l.preauth_max_connections(), expected, "{max} at {pct}%");
+        }
+        let l = Limits {
+            max_connections: usize::MAX,
+            ..Limits::default()
+        };
+        assert!(l.preauth_max_connections() < usize::MAX, "no overflow");
+        // A small max_stanza_bytes caps the pre-auth one instead of failing validation.
+        let l = Limits {
+            max_stanza_bytes: 4096,
+            outbox_max_bytes: 262_144,
+            ..Limits::default()
+        };
+        assert_eq!(l.validate(), Ok(()));
+        assert_eq!(l.preauth_stanza_bytes(), 4096);
+        let l = Limits {
+            auth_throttle_base_ms: 5000,
+            auth_throttle_max_ms: 4000,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&l), "limits.auth_throttle_max_ms");
+        let l = Limits {
+            authenticated_reserve_percent: 91,
+            ..Limits::default()
+        };
+        assert_eq!(key_of(&l), "limits.authenticated_reserve_percent");
     }
 
     #[test]

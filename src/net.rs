@@ -8,21 +8,33 @@
 //!
 //! [`committer`] is the one task that is not a connection: it commits staged pub-sub
 //! changes on a blocking thread, so the fsync never runs on this event loop.
+//!
+//! Login abuse and connection floods (see [`crate::guard`]): a connection is admitted, and
+//! counted, before its task is spawned: within `max_connections`, within the slots open to
+//! unauthenticated connections, and within `preauth_per_address`. Until SASL succeeds its
+//! elements are limited to `preauth_max_stanza_bytes` and its buffered bytes count against
+//! `preauth_buffer_bytes`. SASL PLAIN passwords are checked on the blocking pool, at most
+//! `auth_queue` at once; while a check runs its connection is not read. After a failed login
+//! no unauthenticated input from that source address is read until its throttle delay has
+//! passed. Refusals are logged once per minute with a count.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use rustls::ServerConnection;
 use smol::LocalExecutor;
 
+use crate::guard::{self, AddrKey, Admission, RateLog, Refusal, Throttle, Ticket};
 use crate::outbox::Outbox;
+use crate::proto::StreamCondition;
 use crate::router::{ConnId, Router};
-use crate::session::{Action, Session, Transport};
+use crate::session::{Action, AuthEvent, PasswordVerdict, Session, Transport};
 use crate::xml::XmlLimits;
 
 /// Size of the thread-wide read buffer: one read never takes more than this from a socket,
@@ -36,25 +48,146 @@ pub struct Shared {
     /// TLS configuration, if `[tls]` is set. Replaced on reload; new connections use the new one.
     pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     next_id: Cell<ConnId>,
-    open: Cell<usize>,
     scratch: RefCell<Box<[u8]>>,
+    /// Connection slots and the bytes of unauthenticated connections.
+    admission: RefCell<Admission>,
+    /// Failed logins per source address.
+    throttle: RefCell<Throttle>,
+    /// Password checks running or waiting on the blocking pool (`limits.auth_queue`).
+    auth_inflight: Arc<AtomicUsize>,
+    /// Rate limits of the log lines an attacker can trigger.
+    logs: RefCell<Logs>,
+}
+
+/// One [`RateLog`] per kind of refusal.
+struct Logs {
+    full: RateLog,
+    preauth_full: RateLog,
+    per_address: RateLog,
+    budget: RateLog,
+    auth_queue: RateLog,
+}
+
+/// Decrements the password-check count when the check ends (or is dropped unrun).
+struct Inflight(Arc<AtomicUsize>);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
     /// Shared state around a router.
     pub fn new(router: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Rc<Shared> {
+        let limits = router.limits().clone();
         Rc::new(Shared {
             router: RefCell::new(router),
             tls: RefCell::new(tls),
             next_id: Cell::new(1),
-            open: Cell::new(0),
             scratch: RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice()),
+            admission: RefCell::new(Admission::new(&limits)),
+            throttle: RefCell::new(Throttle::new(&limits)),
+            auth_inflight: Arc::new(AtomicUsize::new(0)),
+            logs: RefCell::new(Logs {
+                full: RateLog::new(guard::WINDOW),
+                preauth_full: RateLog::new(guard::WINDOW),
+                per_address: RateLog::new(guard::WINDOW),
+                budget: RateLog::new(guard::WINDOW),
+                auth_queue: RateLog::new(guard::WINDOW),
+            }),
         })
     }
 
     /// Number of open connections.
     pub fn open_connections(&self) -> usize {
-        self.open.get()
+        self.admission.borrow().open()
+    }
+
+    /// Logs a refused connection, at most once per minute per reason.
+    fn log_refusal(&self, r: Refusal, peer: SocketAddr, now: Instant) {
+        let mut logs = self.logs.borrow_mut();
+        let log = match r {
+            Refusal::Full => &mut logs.full,
+            Refusal::PreAuthFull => &mut logs.preauth_full,
+            Refusal::PerAddress => &mut logs.per_address,
+        };
+        if let Some(refused) = log.hit(now) {
+            let admission = self.admission.borrow();
+            tracing::warn!(
+                refused,
+                last_peer = %peer,
+                open = admission.open(),
+                unauthenticated = admission.preauth(),
+                "refusing new connections: {}; {refused} refused since the last such line \
+                 (one per minute)",
+                r.reason()
+            );
+        }
+    }
+
+    /// Bookkeeping after each call into a session: authentication outcomes go to the
+    /// throttle and the admission counters, and an unauthenticated connection's buffered
+    /// bytes to the pre-auth budget; over budget, the stream is closed
+    /// (`resource-constraint`).
+    fn account(
+        &self,
+        ticket: &mut Ticket,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        action: Action,
+    ) -> Action {
+        let now = Instant::now();
+        match session.take_auth_event() {
+            Some(AuthEvent::Failed) => {
+                let f = self.throttle.borrow_mut().failed(ticket.key(), now);
+                if f.log {
+                    tracing::warn!(
+                        addr = %ticket.key(),
+                        failures = f.failures,
+                        wait_ms = f.wait.as_millis() as u64,
+                        "throttling {}: repeated failed logins; its unauthenticated input waits \
+                         before it is read (limits.auth_throttle_base_ms, auth_throttle_max_ms; \
+                         logged once per address and minute)",
+                        ticket.key()
+                    );
+                }
+            }
+            // An anonymous login proves nothing about the address.
+            Some(AuthEvent::Succeeded { anonymous: false }) => {
+                self.throttle.borrow_mut().succeeded(ticket.key());
+            }
+            Some(AuthEvent::Succeeded { anonymous: true }) | None => {}
+        }
+        if !ticket.preauth() {
+            return action;
+        }
+        if session.is_authenticated() {
+            self.admission.borrow_mut().authenticated(ticket);
+            return action;
+        }
+        if action == Action::Close {
+            return action;
+        }
+        let held = session.held_bytes();
+        if self.admission.borrow_mut().buffered(ticket, held) {
+            return action;
+        }
+        if let Some(closed) = self.logs.borrow_mut().budget.hit(now) {
+            tracing::warn!(
+                closed,
+                budget = self.router.borrow().limits().preauth_buffer_bytes,
+                "unauthenticated connections buffer too much: closing the one that went over \
+                 limits.preauth_buffer_bytes; {closed} closed since the last such line (one per \
+                 minute)"
+            );
+        }
+        session.refuse(
+            StreamCondition::ResourceConstraint,
+            "server busy: too much unauthenticated data buffered; try again later",
+            &mut self.router.borrow_mut(),
+            out,
+        )
     }
 }
 
@@ -103,18 +236,21 @@ pub async fn listen(
                 continue;
             }
         };
-        let max = shared.router.borrow().limits().max_connections;
-        if shared.open.get() >= max {
-            tracing::warn!(%peer, max, "connection limit reached (limits.max_connections): refusing");
-            drop(stream);
-            continue;
-        }
+        // Counted here, before the task runs: a burst of accepts cannot overshoot.
+        let admitted = shared.admission.borrow_mut().admit(AddrKey::of(peer.ip()));
+        let mut ticket = match admitted {
+            Ok(t) => t,
+            Err(r) => {
+                shared.log_refusal(r, peer, Instant::now());
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.get_ref().set_nodelay(true);
         let sh = shared.clone();
         ex.spawn(async move {
-            sh.open.set(sh.open.get() + 1);
-            serve(&sh, stream, peer, direct_tls).await;
-            sh.open.set(sh.open.get() - 1);
+            serve(&sh, stream, peer, direct_tls, &mut ticket).await;
+            sh.admission.borrow_mut().release(ticket);
         })
         .detach();
     }
@@ -124,6 +260,10 @@ enum Wake {
     Read,
     Outbox,
     Deadline,
+    /// The source address's throttle delay passed.
+    Gate,
+    /// The password check finished.
+    Verified(bool),
 }
 
 /// The byte transport under a session: plain TCP, or TLS over it.
@@ -241,9 +381,16 @@ impl Conn {
     }
 }
 
-/// Serve one connection until it closes.
-pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, direct_tls: bool) {
-    let (limits, write_timeout) = {
+/// Serve one connection until it closes. `ticket` is its share of the admission counters
+/// (kept up to date here; the caller releases it).
+async fn serve(
+    shared: &Shared,
+    io: Async<TcpStream>,
+    peer: SocketAddr,
+    direct_tls: bool,
+    ticket: &mut Ticket,
+) {
+    let (limits, write_timeout, preauth_stanza_bytes, auth_queue) = {
         let r = shared.router.borrow();
         let l = r.limits();
         (
@@ -253,6 +400,8 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
                 max_attrs: l.max_xml_attrs,
             },
             Duration::from_secs(l.write_timeout_secs),
+            l.preauth_stanza_bytes(),
+            l.auth_queue,
         )
     };
     let id = shared.next_id.get();
@@ -280,7 +429,8 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
         tls_available: tls_cfg.is_some(),
         loopback: peer.ip().is_loopback(),
     };
-    let mut session = Session::new(id, transport, limits, outbox.clone(), Instant::now());
+    let mut session = Session::new(id, transport, limits, outbox.clone(), Instant::now())
+        .with_preauth_stanza_bytes(preauth_stanza_bytes);
     tracing::debug!(conn = id, %peer, direct_tls, "connection opened");
     let mut out: Vec<u8> = Vec::new();
     let mut action = Action::Continue;
@@ -288,7 +438,12 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
     let mut held_input = false;
     // Read without waiting for the socket (after reading resumed).
     let mut read_now = false;
+    // The password check on the blocking pool, while one runs (the socket is not read).
+    let mut verifying: Option<smol::Task<bool>> = None;
+    // Elements may be buffered in the framer that arrived while a password check ran.
+    let mut resume_pending = false;
     loop {
+        action = shared.account(ticket, &mut session, &mut out, action);
         if !out.is_empty() || conn.wants_write() {
             if let Err(e) = conn.write_all(&out, write_timeout).await {
                 if e.kind() == io::ErrorKind::TimedOut {
@@ -318,15 +473,56 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
                 session.tls_established();
                 action = Action::Continue;
             }
+            Action::VerifyPassword => {
+                action = Action::Continue;
+                let Some(check) = session.take_password_check() else {
+                    continue;
+                };
+                if shared.auth_inflight.load(Ordering::Relaxed) >= auth_queue {
+                    if let Some(n) = shared.logs.borrow_mut().auth_queue.hit(Instant::now()) {
+                        tracing::warn!(
+                            refused = n,
+                            auth_queue,
+                            "password checks queue full (limits.auth_queue): answering \
+                             temporary-auth-failure; {n} refused since the last such line (one \
+                             per minute)"
+                        );
+                    }
+                    action = session.on_password_verdict(
+                        PasswordVerdict::Unavailable,
+                        &mut shared.router.borrow_mut(),
+                        &mut out,
+                    );
+                    resume_pending = true;
+                    continue;
+                }
+                shared.auth_inflight.fetch_add(1, Ordering::Relaxed);
+                let guard = Inflight(shared.auth_inflight.clone());
+                verifying = Some(smol::unblock(move || {
+                    let _guard = guard;
+                    check.run()
+                }));
+            }
             Action::Continue => {}
         }
         if let Some(k) = outbox.kicked() {
             action = session.on_kick(k, &mut shared.router.borrow_mut(), &mut out);
             continue;
         }
-        if held_input && !outbox.reading_paused() {
+        // After a failed login from this address, its unauthenticated input waits.
+        let gate = if ticket.preauth() && verifying.is_none() {
+            shared.throttle.borrow().gate(ticket.key(), Instant::now())
+        } else {
+            None
+        };
+        if gate.is_none()
+            && !outbox.reading_paused()
+            && verifying.is_none()
+            && (held_input || resume_pending)
+        {
             // Reading resumed: the input buffered while paused first, then the socket
             // (and any plaintext the TLS session still holds) without waiting for it.
+            resume_pending = false;
             action = session.resume(&mut shared.router.borrow_mut(), &mut out);
             held_input = outbox.reading_paused();
             read_now = true;
@@ -335,17 +531,24 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
         let deadline = session.deadline(&shared.router.borrow());
         // Back-pressure (see `Outbox::pause_reading`): while paused, the socket is not read
         // and only the outbox (which also signals the resumption) and the deadline count.
+        // The same while a password check runs (its end counts too) or the address waits.
         let paused = outbox.reading_paused();
-        let wake = if read_now && !paused {
+        let no_read = paused || verifying.is_some() || gate.is_some();
+        let wake = if read_now && !no_read {
             Wake::Read
         } else {
             smol::future::or(
                 async {
-                    if paused {
-                        std::future::pending::<()>().await;
+                    match verifying.as_mut() {
+                        Some(task) => Wake::Verified(task.await),
+                        None => {
+                            if no_read {
+                                std::future::pending::<()>().await;
+                            }
+                            let _ = conn.io.readable().await;
+                            Wake::Read
+                        }
                     }
-                    let _ = conn.io.readable().await;
-                    Wake::Read
                 },
                 smol::future::or(
                     async {
@@ -353,8 +556,16 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
                         Wake::Outbox
                     },
                     async {
-                        Timer::at(deadline).await;
-                        Wake::Deadline
+                        match gate {
+                            Some(g) if g < deadline => {
+                                Timer::at(g).await;
+                                Wake::Gate
+                            }
+                            _ => {
+                                Timer::at(deadline).await;
+                                Wake::Deadline
+                            }
+                        }
                     },
                 ),
             )
@@ -362,18 +573,34 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
         };
         read_now = false;
         match wake {
+            Wake::Verified(ok) => {
+                verifying = None;
+                let verdict = if ok {
+                    PasswordVerdict::Valid
+                } else {
+                    PasswordVerdict::Invalid
+                };
+                action =
+                    session.on_password_verdict(verdict, &mut shared.router.borrow_mut(), &mut out);
+                resume_pending = true;
+            }
+            Wake::Gate => {
+                // Plaintext may wait in the TLS session; the socket may not signal again.
+                read_now = true;
+            }
             Wake::Read => {
                 let res = {
                     let mut scratch = shared.scratch.borrow_mut();
                     conn.read_once(
                         &mut scratch,
                         |bytes| {
-                            session.receive(
+                            let a = session.receive(
                                 bytes,
                                 &mut shared.router.borrow_mut(),
                                 &mut out,
                                 Instant::now(),
-                            )
+                            );
+                            shared.account(ticket, &mut session, &mut out, a)
                         },
                         || outbox.reading_paused(),
                     )

@@ -54,6 +54,9 @@ pub enum StreamCondition {
     NotWellFormed,
     /// §4.9.3.15 a limit was exceeded (size, rate, slow consumer)
     PolicyViolation,
+    /// §4.9.3.17 the server lacks the resources to serve the stream (for example: too much
+    /// buffered by unauthenticated connections)
+    ResourceConstraint,
     /// §4.9.3.18 DTD, comment, PI, entity reference
     RestrictedXml,
     /// §4.9.3.19 the server is shutting down
@@ -81,6 +84,7 @@ impl StreamCondition {
             Self::NotAuthorized => "not-authorized",
             Self::NotWellFormed => "not-well-formed",
             Self::PolicyViolation => "policy-violation",
+            Self::ResourceConstraint => "resource-constraint",
             Self::RestrictedXml => "restricted-xml",
             Self::SystemShutdown => "system-shutdown",
             Self::UnsupportedEncoding => "unsupported-encoding",

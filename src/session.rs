@@ -28,6 +28,36 @@ pub enum Action {
     StartTls,
     /// Flush the output, then close the connection.
     Close,
+    /// A SASL PLAIN password must be checked (one PBKDF2 run, blocking): take it with
+    /// [`Session::take_password_check`], run it off the event loop, and hand the outcome to
+    /// [`Session::on_password_verdict`]. Until then the session handles no input (the shell
+    /// stops reading); its deadline still applies.
+    VerifyPassword,
+}
+
+/// The outcome of a [`sasl::PasswordCheck`] run by the shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordVerdict {
+    /// The password is right.
+    Valid,
+    /// The password is wrong or the account does not exist.
+    Invalid,
+    /// The check could not run (the verification queue is full): SASL
+    /// `temporary-auth-failure`, the client may retry.
+    Unavailable,
+}
+
+/// An authentication outcome for the shell's per-address bookkeeping, taken with
+/// [`Session::take_auth_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthEvent {
+    /// Wrong credentials or unknown account (SASL `not-authorized`, PLAIN or SCRAM).
+    Failed,
+    /// SASL success; `anonymous` for SASL ANONYMOUS.
+    Succeeded {
+        /// Whether the login was anonymous (it proves nothing about the address).
+        anonymous: bool,
+    },
 }
 
 /// Facts about the transport that negotiation depends on.
@@ -49,6 +79,8 @@ enum Stage {
     ExpectScramFirst(ScramHash),
     /// SCRAM: server-first sent; waiting for client-final.
     ExpectScramFinal(Box<ScramServer>),
+    /// PLAIN: the password check runs in the shell; no input is handled until its verdict.
+    VerifyingPlain { user: String },
     /// Authenticated (stream restarted): expecting the bind IQ.
     ExpectBind { user: String, anonymous: bool },
     /// Resource bound: stanzas are routed.
@@ -79,6 +111,13 @@ pub struct Session {
     /// Invariant: `Some` exactly while this session holds a resource in the router, whatever
     /// the stage; [`Session::on_disconnect`] takes it, so every exit path unbinds once.
     bound: Option<Jid>,
+    /// The element size limit after authentication (the framer holds the current one).
+    max_stanza_bytes: usize,
+    /// The PLAIN check for the shell, between [`Action::VerifyPassword`] and
+    /// [`Session::take_password_check`].
+    password_check: Option<sasl::PasswordCheck>,
+    /// The last authentication outcome, until [`Session::take_auth_event`].
+    auth_event: Option<AuthEvent>,
 }
 
 impl Session {
@@ -90,6 +129,7 @@ impl Session {
         outbox: Rc<Outbox>,
         now: Instant,
     ) -> Session {
+        let max_stanza_bytes = limits.max_stanza_bytes;
         Session {
             conn,
             framer: Framer::new(limits),
@@ -103,7 +143,87 @@ impl Session {
             ping_outstanding: false,
             outbox,
             bound: None,
+            max_stanza_bytes,
+            password_check: None,
+            auth_event: None,
         }
+    }
+
+    /// Limits top-level elements to `max` bytes (at most the `limits` given to
+    /// [`Session::new`]) until SASL success; advertised in the pre-authentication features.
+    pub fn with_preauth_stanza_bytes(mut self, max: usize) -> Session {
+        if !self.is_authenticated() {
+            self.framer
+                .set_max_stanza_bytes(max.min(self.max_stanza_bytes));
+        }
+        self
+    }
+
+    /// Whether SASL succeeded on this stream (resource bound or not).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.stage, Stage::ExpectBind { .. } | Stage::Bound { .. })
+    }
+
+    /// The password check asked for by [`Action::VerifyPassword`] (once).
+    pub fn take_password_check(&mut self) -> Option<sasl::PasswordCheck> {
+        self.password_check.take()
+    }
+
+    /// The last authentication outcome, if one happened since the previous call.
+    pub fn take_auth_event(&mut self) -> Option<AuthEvent> {
+        self.auth_event.take()
+    }
+
+    /// The outcome of the password check of [`Action::VerifyPassword`]: SASL success or
+    /// failure. Input buffered meanwhile is handled by the next [`Session::resume`].
+    pub fn on_password_verdict(
+        &mut self,
+        verdict: PasswordVerdict,
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.password_check = None;
+        match self.stage {
+            Stage::VerifyingPlain { .. } => {}
+            // Closed meanwhile (deadline, kick): nothing to say.
+            Stage::Closed => return Action::Close,
+            _ => return Action::Continue,
+        }
+        let Stage::VerifyingPlain { user } = std::mem::replace(&mut self.stage, Stage::ExpectAuth)
+        else {
+            return Action::Continue;
+        };
+        match verdict {
+            PasswordVerdict::Valid => {
+                tracing::info!(conn = self.conn, user, "PLAIN login");
+                self.authenticated(user, false, None, out)
+            }
+            PasswordVerdict::Invalid => {
+                tracing::info!(conn = self.conn, "PLAIN authentication failed");
+                self.sasl_failure(SaslFailure::NotAuthorized, None, router, out)
+            }
+            PasswordVerdict::Unavailable => self.sasl_failure(
+                SaslFailure::TemporaryAuthFailure,
+                Some("server busy: try again"),
+                router,
+                out,
+            ),
+        }
+    }
+
+    /// The shell closes the stream for a reason of its own (for example a memory budget):
+    /// stream error `cond` with `text`, then close.
+    pub fn refuse(
+        &mut self,
+        cond: StreamCondition,
+        text: &str,
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if matches!(self.stage, Stage::Closed) {
+            return Action::Close;
+        }
+        self.stream_error(cond, Some(text), out, router)
     }
 
     /// The bound full JID, once resource binding succeeded.
@@ -129,6 +249,17 @@ impl Session {
     /// Bytes held by the framer (for memory accounting).
     pub fn buffered(&self) -> usize {
         self.framer.buffered()
+    }
+
+    /// Bytes the framer holds for incomplete input, for memory budgets: its buffer's
+    /// allocation while it holds any byte, else 0 (an empty buffer keeps at most 512 B, part
+    /// of the fixed cost of a connection).
+    pub fn held_bytes(&self) -> usize {
+        if self.framer.buffered() == 0 {
+            0
+        } else {
+            self.framer.buffer_capacity()
+        }
     }
 
     /// TLS is up (after STARTTLS): the stream restarts.
@@ -174,7 +305,7 @@ impl Session {
     /// pauses reading (the rest stays buffered for [`Session::resume`]).
     fn handle_frames(&mut self, router: &mut Router, out: &mut Vec<u8>) -> Action {
         loop {
-            if self.outbox.reading_paused() {
+            if self.outbox.reading_paused() || matches!(self.stage, Stage::VerifyingPlain { .. }) {
                 break;
             }
             let frame = match self.framer.next_frame() {
@@ -431,7 +562,7 @@ impl Session {
         }
         let l = router.limits();
         s.push_str("<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>");
-        s.push_str(&l.max_stanza_bytes.to_string());
+        s.push_str(&self.framer.max_stanza_bytes().to_string());
         s.push_str("</max-bytes>");
         if l.idle_timeout_secs > 0 {
             s.push_str("<idle-seconds>");
@@ -540,11 +671,16 @@ impl Session {
         }
         s.push_str("</failure>");
         out.extend_from_slice(s.as_bytes());
+        if f == SaslFailure::NotAuthorized {
+            self.auth_event = Some(AuthEvent::Failed);
+        }
         if f != SaslFailure::Aborted {
             self.auth_failures += 1;
         }
         if self.auth_failures >= MAX_AUTH_FAILURES {
-            tracing::warn!(conn = self.conn, "too many failed authentication attempts");
+            // Per connection, so an attacker can repeat it: debug only; the shell logs
+            // throttled addresses once per window.
+            tracing::debug!(conn = self.conn, "too many failed authentication attempts");
             return self.stream_error(
                 StreamCondition::PolicyViolation,
                 Some("too many failed authentication attempts"),
@@ -701,21 +837,28 @@ impl Session {
         if authzid.is_some_and(|z| !sasl::authzid_matches(&z, &user, router.domain())) {
             return self.sasl_failure(SaslFailure::InvalidAuthzid, None, router, out);
         }
-        let ok = match router.store().user_get(&user) {
-            Ok(Some(blob)) => sasl::StoredCredentials::from_bytes(&blob)
-                .is_some_and(|c| c.verify_plain(&password)),
-            Ok(None) => false,
+        let stored = match router.store().user_get(&user) {
+            // Unreadable credentials check like an unknown account: same cost, failure.
+            Ok(Some(blob)) => sasl::StoredCredentials::from_bytes(&blob),
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "credential lookup failed");
                 return self.sasl_failure(SaslFailure::TemporaryAuthFailure, None, router, out);
             }
         };
-        if !ok {
-            tracing::info!(conn = self.conn, "PLAIN authentication failed");
-            return self.sasl_failure(SaslFailure::NotAuthorized, None, router, out);
-        }
-        tracing::info!(conn = self.conn, user, "PLAIN login");
-        self.authenticated(user, false, None, out)
+        // The PBKDF2 run is blocking work: the shell runs it off the event loop. An unknown
+        // account costs the same (fake credentials at the server's iteration count).
+        let iterations = router.config().auth.scram_iterations;
+        let (secret, _) = router.auth_lookup();
+        self.password_check = Some(sasl::PasswordCheck::new(
+            stored.as_ref(),
+            &user,
+            password,
+            secret,
+            iterations,
+        ));
+        self.stage = Stage::VerifyingPlain { user };
+        Action::VerifyPassword
     }
 
     fn authenticated(
@@ -735,7 +878,9 @@ impl Session {
             None => out.extend_from_slice(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
         }
         self.stage = Stage::ExpectBind { user, anonymous };
+        self.auth_event = Some(AuthEvent::Succeeded { anonymous });
         self.restart_stream();
+        self.framer.set_max_stanza_bytes(self.max_stanza_bytes);
         Action::Continue
     }
 

@@ -8,7 +8,7 @@ use kinglet::config::Config;
 use kinglet::outbox::Outbox;
 use kinglet::router::Router;
 use kinglet::sasl::{ScramClient, ScramHash, StoredCredentials, base64_decode, base64_encode};
-use kinglet::session::{Action, Session, Transport};
+use kinglet::session::{Action, AuthEvent, PasswordVerdict, Session, Transport};
 use kinglet::store::Store;
 use kinglet::xml::{Element, Frame, Framer, XmlLimits};
 
@@ -93,16 +93,32 @@ impl Harness {
                 }
             }
             .min(input.len() - pos);
-            let a =
+            let mut a =
                 self.session
                     .receive(&input[pos..pos + n], &mut self.router, &mut out, self.now);
             pos += n;
+            // What the connection task does: the password check (on a blocking thread
+            // there), its verdict, then the input that waited for it.
+            while a == Action::VerifyPassword {
+                let check = self.session.take_password_check().expect("check");
+                let verdict = if check.run() {
+                    PasswordVerdict::Valid
+                } else {
+                    PasswordVerdict::Invalid
+                };
+                a = self
+                    .session
+                    .on_password_verdict(verdict, &mut self.router, &mut out);
+                if a == Action::Continue {
+                    a = self.session.resume(&mut self.router, &mut out);
+                }
+            }
             match a {
                 Action::Close => self.closed = true,
                 Action::StartTls => {
                     self.session.tls_established();
                 }
-                Action::Continue => {}
+                Action::Continue | Action::VerifyPassword => {}
             }
         }
         self.parse(&out)
@@ -544,4 +560,169 @@ fn mutated_sessions_never_panic_and_output_stays_well_formed() {
             String::from_utf8_lossy(&input)
         );
     }
+}
+
+/// Issue 10 item 5: PLAIN's PBKDF2 does not run inside the session (so never on the event
+/// loop): the session hands the check to the shell, handles no input until the verdict, and
+/// reports the outcome for the per-address throttle.
+#[test]
+fn plain_check_is_handed_to_the_shell_and_input_waits_for_its_verdict() {
+    let mut h = Harness::new(loopback(), |_| {});
+    h.elements(HEADER, Chunking::Whole);
+    let mut out = Vec::new();
+    // Wrong password ("alice", "wrong"), then a pipelined <abort/>.
+    let a = h.session.receive(
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth><abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+        &mut h.router,
+        &mut out,
+        h.now,
+    );
+    assert_eq!(a, Action::VerifyPassword);
+    assert!(out.is_empty(), "no answer before the verdict");
+    // More input meanwhile is buffered, not handled.
+    let a = h.session.receive(b" ", &mut h.router, &mut out, h.now);
+    assert_eq!(a, Action::Continue);
+    assert!(out.is_empty());
+    let check = h.session.take_password_check().expect("a check");
+    assert!(check.known());
+    assert!(h.session.take_password_check().is_none(), "taken once");
+    assert!(!check.run());
+    let a = h
+        .session
+        .on_password_verdict(PasswordVerdict::Invalid, &mut h.router, &mut out);
+    assert_eq!(a, Action::Continue);
+    assert_eq!(h.session.take_auth_event(), Some(AuthEvent::Failed));
+    let els = h.parse(&out);
+    assert_eq!(els.len(), 1);
+    assert!(matches!(&els[0], Frame::Stanza(e) if cond(e) == "not-authorized"));
+    // The buffered <abort/> is handled on resume.
+    let mut out = Vec::new();
+    assert_eq!(h.session.resume(&mut h.router, &mut out), Action::Continue);
+    assert!(String::from_utf8_lossy(&out).contains("<aborted/>"));
+    // An unknown account is checked all the same (equal cost) and fails.
+    let mut out = Vec::new();
+    let a = h.session.receive(
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AG5vYm9keQBzZWNyZXQ=</auth>",
+        &mut h.router,
+        &mut out,
+        h.now,
+    );
+    assert_eq!(a, Action::VerifyPassword);
+    let check = h.session.take_password_check().expect("a check");
+    assert!(!check.known());
+    assert_eq!(
+        check.iterations(),
+        h.router.config().auth.scram_iterations,
+        "the server's iteration count"
+    );
+    assert!(!check.run());
+    // A full verification queue: temporary-auth-failure, not a throttled failure.
+    let a = h
+        .session
+        .on_password_verdict(PasswordVerdict::Unavailable, &mut h.router, &mut out);
+    assert_eq!(a, Action::Continue);
+    assert!(String::from_utf8_lossy(&out).contains("<temporary-auth-failure/>"));
+    assert_eq!(h.session.take_auth_event(), None);
+    // The right password logs in.
+    let mut out = Vec::new();
+    let a = h.session.receive(
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
+        &mut h.router,
+        &mut out,
+        h.now,
+    );
+    assert_eq!(a, Action::VerifyPassword);
+    let ok = h.session.take_password_check().unwrap().run();
+    assert!(ok);
+    h.session
+        .on_password_verdict(PasswordVerdict::Valid, &mut h.router, &mut out);
+    assert!(String::from_utf8_lossy(&out).contains("<success"));
+    assert_eq!(
+        h.session.take_auth_event(),
+        Some(AuthEvent::Succeeded { anonymous: false })
+    );
+    assert!(h.session.is_authenticated());
+}
+
+/// Issue 10 item 5: the negotiation deadline still applies while a password check runs.
+#[test]
+fn negotiation_deadline_applies_while_a_password_check_runs() {
+    let mut h = Harness::new(loopback(), |_| {});
+    h.elements(HEADER, Chunking::Whole);
+    let mut out = Vec::new();
+    let a = h.session.receive(
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
+        &mut h.router,
+        &mut out,
+        h.now,
+    );
+    assert_eq!(a, Action::VerifyPassword);
+    let late = h.session.deadline(&h.router);
+    assert!(late <= h.now + Duration::from_secs(30));
+    let a = h.session.on_deadline(&mut h.router, &mut out, late);
+    assert_eq!(a, Action::Close);
+    assert!(String::from_utf8_lossy(&out).contains("connection-timeout"));
+    // A verdict arriving after the close changes nothing.
+    let mut out = Vec::new();
+    let a = h
+        .session
+        .on_password_verdict(PasswordVerdict::Valid, &mut h.router, &mut out);
+    assert_eq!(a, Action::Close);
+    assert!(out.is_empty());
+    assert!(!h.session.is_authenticated());
+}
+
+/// Issue 10 item 6: before authentication elements are limited to the (small) pre-auth
+/// size, advertised as such; after SASL success the full limit applies and is advertised.
+#[test]
+fn preauth_stanza_limit_is_small_and_lifted_after_authentication() {
+    let mut h = Harness::new(loopback(), |_| {});
+    h.session = Session::new(
+        1,
+        loopback(),
+        XmlLimits::default(),
+        Outbox::new(64, 1 << 20),
+        h.now,
+    )
+    .with_preauth_stanza_bytes(4096);
+    let els = h.elements(HEADER, Chunking::Whole);
+    let max_bytes = |f: &Element| {
+        f.child("limits", "urn:xmpp:stream-limits:0")
+            .and_then(|l| l.child("max-bytes", "urn:xmpp:stream-limits:0"))
+            .map(|m| m.text())
+    };
+    assert_eq!(max_bytes(&els[0]).as_deref(), Some("4096"));
+    let els = h.elements(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
+        Chunking::Whole,
+    );
+    assert_eq!(els[0].name, "success");
+    let els = h.elements(HEADER, Chunking::Whole);
+    assert_eq!(max_bytes(&els[0]).as_deref(), Some("65536"));
+    // A 10 KB stanza is fine now.
+    let big = format!(
+        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{}</resource></bind></iq>",
+        "r".repeat(10_000)
+    );
+    let els = h.elements(&big, Chunking::Whole);
+    assert!(!h.closed, "{els:?}");
+    // Before authentication, the same size is a policy violation.
+    let mut h = Harness::new(loopback(), |_| {});
+    h.session = Session::new(
+        1,
+        loopback(),
+        XmlLimits::default(),
+        Outbox::new(64, 1 << 20),
+        h.now,
+    )
+    .with_preauth_stanza_bytes(4096);
+    h.elements(HEADER, Chunking::Whole);
+    let half = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}",
+        "A".repeat(5000)
+    );
+    let els = h.elements(&half, Chunking::Whole);
+    assert!(h.closed, "half-sent 5 KB element refused before auth");
+    assert_eq!(cond(&els[0]), "policy-violation");
+    assert!(h.session.buffered() <= 4096 + 5100);
 }

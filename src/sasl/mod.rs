@@ -37,8 +37,8 @@ use crate::jid::{self, Jid};
 
 pub use base64::{BASE64_MAX_INPUT, base64_decode, base64_encode};
 pub use scram::{
-    DEFAULT_ITERATIONS, MAX_ITERATIONS, MAX_SCRAM_MESSAGE, MIN_ITERATIONS, SALT_LEN, ScramClient,
-    ScramCredentials, ScramHash, ScramServer, StoredCredentials, random_nonce,
+    DEFAULT_ITERATIONS, MAX_ITERATIONS, MAX_SCRAM_MESSAGE, MIN_ITERATIONS, PasswordCheck, SALT_LEN,
+    ScramClient, ScramCredentials, ScramHash, ScramServer, StoredCredentials, random_nonce,
 };
 
 /// Upper bound on the size of a SASL PLAIN message: authzid (a full JID, at most 3071 bytes),

@@ -321,6 +321,73 @@ impl StoredCredentials {
     }
 }
 
+/// One SASL PLAIN password check, prepared on the event loop and run on a blocking thread
+/// ([`PasswordCheck::run`] costs one PBKDF2 derivation).
+///
+/// An unknown account is checked against deterministic fake credentials (the same as SCRAM
+/// shows for it) with the server's iteration count for new accounts, so the check costs the
+/// same whether or not the account exists, and always fails.
+pub struct PasswordCheck {
+    creds: ScramCredentials,
+    password: String,
+    known: bool,
+}
+
+impl std::fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCheck")
+            .field("iterations", &self.creds.iterations)
+            .field("known", &self.known)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordCheck {
+    /// A check of `password` for `username`: against `stored` (the account's credentials),
+    /// or, for `None` (no such account, or unreadable credentials), against fake ones
+    /// derived from `secret` with `fake_iterations` (clamped to
+    /// [`MIN_ITERATIONS`]`..=`[`MAX_ITERATIONS`]).
+    pub fn new(
+        stored: Option<&StoredCredentials>,
+        username: &str,
+        password: String,
+        secret: &[u8],
+        fake_iterations: u32,
+    ) -> PasswordCheck {
+        match stored {
+            Some(c) => PasswordCheck {
+                creds: c.sha256.clone(),
+                password,
+                known: true,
+            },
+            None => PasswordCheck {
+                creds: fake_credentials(ScramHash::Sha256, secret, username, fake_iterations),
+                password,
+                known: false,
+            },
+        }
+    }
+
+    /// Whether the account exists (false: the check runs, and fails, all the same).
+    pub fn known(&self) -> bool {
+        self.known
+    }
+
+    /// The PBKDF2 iteration count this check costs.
+    pub fn iterations(&self) -> u32 {
+        self.creds.iterations
+    }
+
+    /// Runs the check: one PBKDF2 derivation, then a constant-time comparison. Blocking:
+    /// call it off the event loop.
+    pub fn run(self) -> bool {
+        let ok = self
+            .creds
+            .verify_password(ScramHash::Sha256, &self.password);
+        ok && self.known
+    }
+}
+
 /// Splits one SCRAM attribute `x=value` into its name and value. Names are one ASCII letter.
 fn attr(s: &str) -> Result<(u8, &str), SaslFailure> {
     match s.as_bytes() {

@@ -818,3 +818,30 @@ fn fuzz_scram_and_plain_never_panic() {
         }
     }
 }
+
+/// Issue 10 item 5: PLAIN for an unknown account costs one PBKDF2 run at the server's
+/// iteration count, like a known one, and never succeeds.
+#[test]
+fn password_check_for_unknown_user_costs_the_same_and_fails() {
+    let stored = StoredCredentials::derive("right", 4096);
+    let ok = PasswordCheck::new(Some(&stored), "alice", "right".into(), SECRET, 4096);
+    assert!(ok.known());
+    assert_eq!(ok.iterations(), 4096);
+    assert!(ok.run());
+    let wrong = PasswordCheck::new(Some(&stored), "alice", "wrong".into(), SECRET, 4096);
+    assert!(!wrong.run());
+    let unknown = PasswordCheck::new(None, "nobody", "right".into(), SECRET, 8192);
+    assert!(!unknown.known());
+    assert_eq!(
+        unknown.iterations(),
+        8192,
+        "server's iteration count, so equal cost"
+    );
+    assert!(
+        !format!("{unknown:?}").contains("right"),
+        "no password in Debug"
+    );
+    assert!(!unknown.run());
+    let clamped = PasswordCheck::new(None, "nobody", "x".into(), SECRET, 1);
+    assert_eq!(clamped.iterations(), MIN_ITERATIONS);
+}

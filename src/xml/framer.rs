@@ -269,6 +269,17 @@ impl Framer {
         *self = Framer::new(limits);
     }
 
+    /// The largest top-level element accepted now.
+    pub fn max_stanza_bytes(&self) -> usize {
+        self.limits.max_stanza_bytes
+    }
+
+    /// Changes the largest top-level element accepted (the pre-authentication limit is
+    /// lifted after SASL success). Applies to the element being received too.
+    pub fn set_max_stanza_bytes(&mut self, max: usize) {
+        self.limits.max_stanza_bytes = max;
+    }
+
     /// Bytes currently buffered and not yet consumed by a returned frame.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.frame_start

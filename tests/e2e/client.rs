@@ -42,6 +42,16 @@ pub fn tls_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// A TCP connection to 127.0.0.1:`port` bound to the source address `src`.
+pub fn tcp_from(src: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    rustix::net::bind(&fd, &SocketAddrV4::new(Ipv4Addr::from(src), 0))?;
+    rustix::net::connect(&fd, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))?;
+    Ok(TcpStream::from(fd))
+}
+
 fn tls_wrap(tcp: TcpStream, ca: &Path) -> Io {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(tls_config(ca), name).unwrap();
@@ -64,6 +74,15 @@ impl Client {
 
     pub fn connect(port: u16) -> Client {
         let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Client::raw(Io::Plain(tcp))
+    }
+
+    /// Plain TCP to 127.0.0.1:`port` from the loopback source address `src` (127.0.0.x), so
+    /// a test can play several hosts.
+    pub fn connect_from(src: [u8; 4], port: u16) -> Client {
+        let tcp = tcp_from(src, port).expect("connect from a loopback source address");
         tcp.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         Client::raw(Io::Plain(tcp))

@@ -34,6 +34,7 @@ pub(super) fn options(extra: &'static str) -> Options {
         extra,
         users: USERS,
         accounts: Vec::new(),
+        account_iterations: 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `kinglet` binary on loopback, a temp data dir, a generated cert.
 
+mod auth;
 mod backpressure;
 #[cfg(feature = "client")]
 mod cli;
@@ -81,6 +82,8 @@ pub struct Options {
     /// the daemon starts (one SCRAM derivation for all: hundreds take a moment, not a
     /// process each).
     pub accounts: Vec<String>,
+    /// PBKDF2 iterations of `accounts` (4096 if 0).
+    pub account_iterations: u32,
 }
 
 impl Default for Options {
@@ -92,6 +95,7 @@ impl Default for Options {
             extra: "",
             users: &[("alice", "alice-pw"), ("bob", "bob-pw")],
             accounts: Vec::new(),
+            account_iterations: 0,
         }
     }
 }
@@ -146,7 +150,11 @@ impl Daemon {
         }
         if !opts.accounts.is_empty() {
             let store = kinglet::store::Store::open(&dir.0.join("data"), 1 << 20).expect("store");
-            let creds = kinglet::sasl::StoredCredentials::derive("pw", 4096).to_bytes();
+            let iterations = match opts.account_iterations {
+                0 => 4096,
+                n => n,
+            };
+            let creds = kinglet::sasl::StoredCredentials::derive("pw", iterations).to_bytes();
             for u in &opts.accounts {
                 store.user_add(u, &creds).expect("add account");
             }
