@@ -6,8 +6,10 @@
 # CI:   bash fuzz/run.sh 60        (from the repository root or anywhere; exits non-zero
 #                                    and prints the reproducer path if a target crashes)
 #
-# Needs the nightly toolchain (`rustup toolchain install nightly`) and cargo-fuzz, which it
-# installs if missing (`cargo install --locked cargo-fuzz`, about 2-3 min on 2 cores).
+# Toolchain: the machine's default (stable) one with RUSTC_BOOTSTRAP=1, which lets it accept
+# the -Z flags cargo-fuzz passes (AddressSanitizer, sancov): a CI machine is only sure to
+# have one toolchain. FUZZ_TOOLCHAIN=nightly uses a nightly toolchain instead.
+# cargo-fuzz is installed if missing (`cargo install --locked cargo-fuzz`, about 2 min).
 # Cold build of the four targets (ASan, release, debug-assertions): about 7 min on 2
 # shared cores; warm: seconds. On top of SECONDS, each target first replays its corpus
 # (a few seconds from the seeds; up to ~20 s once a local scratch corpus has grown).
@@ -28,10 +30,15 @@ nice_cmd=(nice -n "${NICE:-19}")
 read -r -a targets <<< "${FUZZ_TARGETS:-framer element session pubsub}"
 per=$((total / ${#targets[@]}))
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "fuzz/run.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
+toolchain=${FUZZ_TOOLCHAIN:-stable}
+if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
+    echo "fuzz/run.sh: the $toolchain toolchain is missing (rustup toolchain install $toolchain, or set FUZZ_TOOLCHAIN)" >&2
     exit 1
 fi
+if [[ $toolchain != nightly* ]]; then
+    export RUSTC_BOOTSTRAP=1
+fi
+fuzz=(cargo "+$toolchain" fuzz)
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz/run.sh: installing cargo-fuzz" >&2
     if ! "${nice_cmd[@]}" cargo install --locked cargo-fuzz; then
@@ -41,7 +48,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 start=$(date +%s)
-"${nice_cmd[@]}" cargo +nightly fuzz build
+"${nice_cmd[@]}" "${fuzz[@]}" build
 echo "fuzz/run.sh: built all targets in $(($(date +%s) - start)) s"
 
 failed=()
@@ -52,7 +59,7 @@ for t in "${targets[@]}"; do
     log="$here/artifacts/$t/last-run.log"
     echo "fuzz/run.sh: $t for ${per} s (log: $log)"
     set +e
-    "${nice_cmd[@]}" cargo +nightly fuzz run "$t" "$scratch" "$here/corpus/$t" -- \
+    "${nice_cmd[@]}" "${fuzz[@]}" run "$t" "$scratch" "$here/corpus/$t" -- \
         -max_total_time="$per" -rss_limit_mb=2048 -timeout=10 \
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
@@ -63,7 +70,7 @@ for t in "${targets[@]}"; do
         reproducer=$(grep -oE 'Test unit written to [^ ]+' "$log" | tail -n 1 | sed 's/^Test unit written to //')
         echo "fuzz/run.sh: target $t FAILED (exit $rc); reproducer: ${reproducer:-see $log}" >&2
         if [[ -n $reproducer ]]; then
-            echo "fuzz/run.sh: reproduce with: cd fuzz && cargo +nightly fuzz run $t ${reproducer#"$here"/}" >&2
+            echo "fuzz/run.sh: reproduce with: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t ${reproducer#"$here"/}" >&2
         fi
         failed+=("$t")
     fi

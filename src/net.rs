@@ -417,12 +417,42 @@ pub async fn serve(shared: &Shared, io: Async<TcpStream>, peer: SocketAddr, dire
     tracing::debug!(conn = id, "connection closed");
 }
 
+/// First pause before the committer tries again to reopen the database after a failed
+/// write and a failed reopening; it doubles up to [`RECOVERY_RETRY_MAX`].
+const RECOVERY_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest pause between two attempts to reopen the database.
+const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Reopens the database after a failed write, on a blocking thread (redb repairs the
+/// file from its last durable commit: it reads the whole file and syncs twice), and hands
+/// the outcome to the router. Returns whether the store and the pub-sub service work.
+async fn recover_storage(shared: &Rc<Shared>) -> bool {
+    let job = match shared.router.borrow().store().reopen_begin() {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::debug!(error = %e, "database not reopened yet");
+            return false;
+        }
+    };
+    let started = Instant::now();
+    let reopened = smol::unblock(move || job.run()).await;
+    tracing::debug!(
+        millis = started.elapsed().as_millis() as u64,
+        "database reopened after a failed write"
+    );
+    shared.router.borrow_mut().storage_reopened(reopened)
+}
+
 /// The pub-sub group committer (see `store::writer`): waits for staged changes, commits
 /// them in one redb transaction on a blocking thread (so the fsync never stalls the event
 /// loop: other clients are served meanwhile), and hands the outcome to the router, which
 /// releases the held replies and notifications. In interval mode it commits every
 /// interval, or sooner when a batch is full. After [`Store::pubsub_close`] it commits what
 /// is pending once more and returns.
+///
+/// After a failed commit it reopens the database (see [`recover_storage`]) before it hands
+/// the failure to the router; if that fails it tries again every 1 s, then 2, 4... up to
+/// 30 s, until the disk works again (a storage fault never needs a restart).
 ///
 /// [`Store::pubsub_close`]: crate::store::Store::pubsub_close
 pub async fn committer(shared: Rc<Shared>) {
@@ -434,7 +464,23 @@ pub async fn committer(shared: Rc<Shared>) {
     let work = || std::future::poll_fn(|cx| shared.router.borrow().store().pubsub_poll_work(cx));
     // Totals for the log line at stop: transactions (fsyncs), ops, and time spent in them.
     let (mut commits, mut total_ops, mut busy) = (0u64, 0u64, Duration::ZERO);
+    let mut retry = RECOVERY_RETRY_MIN;
     loop {
+        if shared.router.borrow().storage_needs_recovery()
+            && !shared.router.borrow().store().pubsub_closing()
+        {
+            // The last write failed and reopening (or reloading) failed too: try again
+            // after a pause that grows to RECOVERY_RETRY_MAX, watching for shutdown.
+            let until = Instant::now() + retry;
+            while Instant::now() < until && !shared.router.borrow().store().pubsub_closing() {
+                Timer::after(Duration::from_millis(250)).await;
+            }
+            retry = (retry * 2).min(RECOVERY_RETRY_MAX);
+            if recover_storage(&shared).await {
+                retry = RECOVERY_RETRY_MIN;
+            }
+            continue;
+        }
         match mode {
             CommitMode::Interval(every) => {
                 smol::future::or(
@@ -460,6 +506,13 @@ pub async fn committer(shared: Rc<Shared>) {
                 total_ops += ops as u64;
                 smol::unblock(move || batch.write()).await
             };
+            if let Err(e) = &result {
+                // redb refuses all I/O after a failed write: reopen the file first (off
+                // this thread), so that the failed requests' replies go out with the
+                // state reloaded from the disk, and reads held behind them are answered.
+                shared.router.borrow_mut().storage_write_failed(e);
+                recover_storage(&shared).await;
+            }
             busy += started.elapsed();
             tracing::trace!(
                 generation,

@@ -111,9 +111,15 @@ pub struct Router {
     secret: [u8; 32],
     accounts: HashMap<String, Account>,
     push_counter: u64,
-    /// The XEP-0060 service (`None` if its state could not be loaded: logged, and the
-    /// service then answers nothing rather than risk overwriting stored nodes).
+    /// The XEP-0060 service. `None` while its state cannot be reloaded after a failed
+    /// write (the database could not be reopened yet, see [`Router::storage_reopened`]):
+    /// the service stays listed and answers every request with
+    /// [`crate::pubsub::unavailable_error`], rather than risk serving what the disk lost.
     pubsub: Option<crate::pubsub::Engine>,
+    /// The service's JID (kept while `pubsub` is `None`).
+    pubsub_service: Jid,
+    /// The current storage fault, for rate-limited logging; `None` while writes work.
+    outage: Option<Outage>,
     /// Wakes the pub-sub timer task when the engine's next deadline moved earlier.
     pubsub_wake: Option<smol::channel::Sender<()>>,
     /// XEP-0115 caps of the available resources: their PEP `+notify` interests.
@@ -133,6 +139,20 @@ pub struct Router {
     /// Deferred roster requests are being handled (they are not deferred again).
     roster_replaying: bool,
 }
+
+/// A storage fault in progress (writes fail), for the log: one ERROR line when it starts,
+/// then at most one WARN line per [`OUTAGE_LOG_EVERY`], and one INFO line when it ends.
+struct Outage {
+    since: std::time::Instant,
+    /// Failed commits and reopenings since the fault started.
+    failures: u64,
+    /// Failures since the last line.
+    unlogged: u64,
+    last_log: std::time::Instant,
+}
+
+/// At most one log line per this interval while a storage fault lasts.
+const OUTAGE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How a stanza enters an outbox (see `outbox`'s module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +192,8 @@ impl Router {
         let backlog = Backlog::new();
         let mut pubsub = crate::pubsub::Engine::load(&config, &store)?;
         pubsub.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
+        pubsub.seed_ids(random_u64());
+        let pubsub_service = pubsub.service().clone();
         let pubsub = Some(pubsub);
         let caps = crate::caps::CapsTable::new(crate::caps::CapsLimits {
             max_jids: config.limits.max_connections,
@@ -185,6 +207,8 @@ impl Router {
             push_counter: 0,
             caps,
             pubsub,
+            pubsub_service,
+            outage: None,
             pubsub_wake: None,
             backlog,
             paused: Vec::new(),
@@ -534,14 +558,12 @@ impl Router {
             }
             Some(q)
         } else if get && p.is("query", NS_DISCO_ITEMS) && p.attr("node").is_none() {
-            let mut q = Element::new("query", NS_DISCO_ITEMS);
-            if let Some(ps) = &self.pubsub {
-                q.push_child(
-                    Element::new("item", NS_DISCO_ITEMS)
-                        .with_attr("jid", ps.service().as_str())
-                        .with_attr("name", "Publish-subscribe service"),
-                );
-            }
+            // Listed even while a storage fault keeps it from answering normally.
+            let q = Element::new("query", NS_DISCO_ITEMS).with_child(
+                Element::new("item", NS_DISCO_ITEMS)
+                    .with_attr("jid", self.pubsub_service.as_str())
+                    .with_attr("name", "Publish-subscribe service"),
+            );
             Some(q)
         } else if get && p.is("ping", NS_PING) {
             None
@@ -586,7 +608,7 @@ impl Router {
             || p.is("pubsub", crate::pubsub::NS_PUBSUB_OWNER)
             || (p.is("query", NS_DISCO_INFO) && p.attr("node").is_some())
             || p.is("query", NS_DISCO_ITEMS);
-        if pep && self.pubsub.is_some() {
+        if pep {
             self.pubsub_iq(from, iq);
             return;
         }
@@ -601,7 +623,7 @@ impl Router {
                 .with_child(
                     Element::new("feature", NS_DISCO_INFO).with_attr("var", NS_DISCO_ITEMS),
                 );
-            if self.pubsub.is_some() {
+            {
                 // XEP-0163 §6: the account is a virtual pub-sub service.
                 q.push_child(
                     Element::new("identity", NS_DISCO_INFO)
@@ -632,14 +654,16 @@ impl Router {
 
     /// Whether `jid` is the pub-sub service (or one of its full JIDs).
     fn is_pubsub(&self, jid: &Jid) -> bool {
-        self.pubsub
-            .as_ref()
-            .is_some_and(|p| jid.local().is_none() && jid.domain() == p.service().domain())
+        jid.local().is_none() && jid.domain() == self.pubsub_service.domain()
     }
 
-    /// Hands an IQ to the pub-sub engine and delivers what it returns.
+    /// Hands an IQ to the pub-sub engine and delivers what it returns (while the engine
+    /// is down after a storage fault: an error, see [`crate::pubsub::unavailable_error`]).
     fn pubsub_iq(&mut self, from: &Jid, iq: &Element) {
         let Some(mut engine) = self.pubsub.take() else {
+            if matches!(iq.attr("type"), Some("get" | "set")) {
+                self.bounce(iq, crate::pubsub::unavailable_error(&self.store));
+            }
             return;
         };
         let deferred = engine.deferred_count();
@@ -667,6 +691,12 @@ impl Router {
         result: Result<(), crate::store::StoreError>,
     ) {
         let roster_failure = result.as_ref().err().map(roster_failure);
+        match &result {
+            Ok(()) => self.storage_ok(),
+            // Logged already if the committer reported it ([`Router::storage_write_failed`]).
+            Err(e) if self.outage.is_none() => self.storage_failed(e),
+            Err(_) => {}
+        }
         let (engine, out) = crate::pubsub::committed(
             self.pubsub.take(),
             &self.config,
@@ -678,6 +708,126 @@ impl Router {
         self.pubsub_deliver(out);
         self.roster_committed(generation, roster_failure);
         self.pubsub_relieve();
+    }
+
+    /// Whether the store or the pub-sub service needs recovery after a failed write: the
+    /// committer (`net::committer`) reopens the database ([`Store::reopen_begin`]) and
+    /// hands the outcome to [`Router::storage_reopened`], with a growing pause between
+    /// attempts.
+    pub fn storage_needs_recovery(&self) -> bool {
+        self.store.faulted() || self.pubsub.is_none()
+    }
+
+    /// The database was reopened (or not) after a failed write: on success the pub-sub
+    /// service is reloaded from it if it was down. Returns whether everything works again.
+    pub fn storage_reopened(&mut self, reopened: crate::store::Reopened) -> bool {
+        if let Err(e) = self.store.reopen_end(reopened) {
+            self.storage_failed_to(&e.to_string(), "reopen the database");
+            return false;
+        }
+        self.pubsub_restore()
+    }
+
+    /// Reloads the pub-sub service after a storage fault took it down; true if it is up.
+    pub fn pubsub_restore(&mut self) -> bool {
+        if self.pubsub.is_some() {
+            return true;
+        }
+        match crate::pubsub::restore(&self.config, &self.store) {
+            Ok(mut engine) => {
+                engine.set_backlog(
+                    self.backlog.clone(),
+                    self.config.limits.pubsub_backlog_bytes,
+                );
+                engine.seed_ids(random_u64());
+                self.pubsub = Some(engine);
+                tracing::info!(
+                    data = %self.store.path().display(),
+                    "publish-subscribe service available again: the database was reopened \
+                     and the service's state reloaded from it"
+                );
+                if let Some(w) = &self.pubsub_wake {
+                    let _ = w.try_send(());
+                }
+                true
+            }
+            Err(e) => {
+                self.storage_failed_to(&e.to_string(), "reload the publish-subscribe state");
+                false
+            }
+        }
+    }
+
+    /// A group commit failed (called by the committer before it reopens the database and
+    /// calls [`Router::pubsub_committed`]): the store is marked faulted, and the fault
+    /// logged (rate-limited).
+    pub fn storage_write_failed(&mut self, e: &StoreError) {
+        self.store.set_faulted();
+        self.storage_failed(e);
+    }
+
+    /// A write succeeded: a storage fault in progress is over.
+    fn storage_ok(&mut self) {
+        if let Some(o) = self.outage.take() {
+            tracing::info!(
+                failures = o.failures,
+                secs = o.since.elapsed().as_secs(),
+                data = %self.store.path().display(),
+                "storage recovered: writes succeed again"
+            );
+        }
+    }
+
+    /// A commit failed (or the database could not be reopened): logged once when the
+    /// fault starts, then at most once per [`OUTAGE_LOG_EVERY`].
+    fn storage_failed(&mut self, e: &StoreError) {
+        self.storage_failed_to(&e.to_string(), "write to the database");
+    }
+
+    fn storage_failed_to(&mut self, e: &str, what: &str) {
+        let now = std::time::Instant::now();
+        let data = self.store.path().display().to_string();
+        let Some(o) = self.outage.as_mut() else {
+            self.outage = Some(Outage {
+                since: now,
+                failures: 1,
+                unlogged: 0,
+                last_log: now,
+            });
+            let lost = match self.store.pubsub_mode() {
+                crate::store::CommitMode::Interval(_) => {
+                    "pub-sub changes acknowledged since the previous flush are lost (store.flush_interval)"
+                }
+                _ => "the requests waiting for it got an error and nothing they asked for changed",
+            };
+            tracing::error!(
+                error = e,
+                data,
+                "storage fault: could not {what}; {lost}. Kinglet reopens the database and \
+                 goes on: reads keep working, writes get an error (resource-constraint if \
+                 the disk is full) until the fault is fixed. Free space on the disk of the \
+                 data directory, or check for a read-only remount or I/O errors in the \
+                 kernel log; no restart is needed"
+            );
+            return;
+        };
+        o.failures += 1;
+        o.unlogged += 1;
+        if now.duration_since(o.last_log) >= OUTAGE_LOG_EVERY {
+            tracing::warn!(
+                error = e,
+                data,
+                failures = o.unlogged,
+                since_secs = o.since.elapsed().as_secs(),
+                "storage fault continues: could not {what} ({} more failures since the last \
+                 line); writes get an error until space is freed or the disk is fixed",
+                o.unlogged
+            );
+            o.unlogged = 0;
+            o.last_log = now;
+        } else {
+            tracing::debug!(error = e, "storage fault continues: could not {what}");
+        }
     }
 
     /// Backlog bytes went out to a reader (called by the connection task).
@@ -766,6 +916,8 @@ impl Router {
                     let out = engine.handle_message(&self.store, from, &msg, now_ms());
                     self.pubsub = Some(engine);
                     self.pubsub_deliver(out);
+                } else {
+                    self.bounce(&msg, crate::pubsub::unavailable_error(&self.store));
                 }
             } else if ty != "error" && ty != "headline" {
                 self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
@@ -1283,7 +1435,12 @@ impl Router {
             }
             Err(e) => {
                 let (condition, text) = roster_failure(&e);
-                tracing::error!(user = from.local().unwrap_or(""), error = %e, "roster change refused, nothing changed");
+                if matches!(e, StoreError::Invalid(_)) {
+                    tracing::info!(user = from.local().unwrap_or(""), error = %e, "roster change refused, nothing changed");
+                } else {
+                    // A storage fault: logged once, then rate-limited.
+                    self.storage_failed(&e);
+                }
                 self.roster_refuse(from, request, condition, text);
             }
         }
@@ -1326,10 +1483,10 @@ impl Router {
                     self.roster_flush(p.out);
                 }
                 Some((condition, text)) => {
-                    tracing::error!(
+                    // The storage fault itself is logged (rate-limited) by `storage_failed`.
+                    tracing::debug!(
                         user = p.from.local().unwrap_or(""),
-                        data = %self.store.path().display(),
-                        "roster change not saved: the client got an error and nothing                          changed. Check the disk (space, read-only remount, I/O errors in the                          kernel log) and restart kinglet once it is fixed"
+                        "roster change not saved: the client got an error and nothing changed"
                     );
                     self.roster_refuse(&p.from, &p.request, condition, text);
                 }
@@ -1833,7 +1990,7 @@ fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
     match e {
         StoreError::Full => (
             Condition::ResourceConstraint,
-            "the server's disk is full: the roster change was not saved",
+            "the server's disk is full: the roster change was not saved; retry later",
         ),
         StoreError::LimitReached { .. } => (Condition::NotAllowed, "the roster is full"),
         StoreError::Invalid(_) => (Condition::NotAcceptable, "the roster item cannot be stored"),
@@ -1842,6 +1999,17 @@ fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
             "the roster change could not be saved; nothing was changed",
         ),
     }
+}
+
+/// A random value (the seed of generated pub-sub ids); 0 without system randomness, when
+/// item ids are still unique within their node (checked against its items).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        tracing::warn!("no system randomness for the seed of generated pub-sub ids");
+    }
+    // 48 bits: ids stay short (at most 12 hex digits after the time) and runs still differ.
+    u64::from_le_bytes(b) >> 16
 }
 
 /// Milliseconds since the Unix epoch (the pub-sub engine's clock).

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::jid::Jid;
 use crate::outbox::{Backlog, Stanza};
 use crate::proto::{self, Condition, StanzaError};
-use crate::store::{CommitMode, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::xml::{Element, NS_CLIENT};
 
 /// Most bytes of outputs (stanza text plus about 64 bytes per delivery) held for pending
@@ -50,6 +50,10 @@ struct Request {
     from: Jid,
     id: String,
     to: String,
+    /// The request and its time, if handling it staged nothing (a read, or a request
+    /// refused): after a failed commit it is handled again, against the state reloaded
+    /// from the disk, rather than refused (its reply may show changes that were lost).
+    retry: Option<(Element, u64)>,
 }
 
 /// Outputs waiting for the commit of `generation`.
@@ -125,6 +129,7 @@ impl Engine {
         iq: &Element,
         now_ms: u64,
     ) -> Vec<Delivery> {
+        let staged = store.pubsub_staged_ops();
         let out = self.handle_iq_now(dir, store, from, iq, now_ms);
         if out.is_empty() {
             // An IQ result or error to the service: nothing to answer, nothing staged.
@@ -140,6 +145,7 @@ impl Engine {
             to: iq
                 .attr("to")
                 .map_or_else(|| from.bare().as_str().to_owned(), str::to_owned),
+            retry: (store.pubsub_staged_ops() == staged).then(|| (iq.clone(), now_ms)),
         };
         self.hold(generation, Some(request), out);
         Vec::new()
@@ -220,10 +226,15 @@ impl Engine {
     }
 
     fn hold(&mut self, generation: u64, request: Option<Request>, out: Vec<Delivery>) {
-        let bytes = out
-            .iter()
-            .map(|d| d.stanza.len() + d.to.as_str().len() + 64)
-            .sum();
+        let kept = request
+            .as_ref()
+            .and_then(|r| r.retry.as_ref())
+            .map_or(0, |(iq, _)| iq.heap_size() + 64);
+        let bytes = kept
+            + out
+                .iter()
+                .map(|d| d.stanza.len() + d.to.as_str().len() + 64)
+                .sum::<usize>();
         self.held.bytes += bytes;
         self.held.queue.push_back(Waiting {
             generation,
@@ -261,13 +272,25 @@ impl Engine {
         out
     }
 
-    /// Every held request gets `internal-server-error`; notifications are dropped.
-    fn fail_all(&mut self) -> Vec<Delivery> {
-        let err = StanzaError::new(Condition::InternalServerError)
-            .with_text("the change could not be saved; nothing was changed");
+    /// After a failed commit: every held request that staged changes gets the error of
+    /// `e` ([`save_failed_error`]); the others (reads) are returned, in order, to be
+    /// handled again once the state is reloaded; notifications are dropped.
+    fn fail_all(&mut self, e: &StoreError) -> (Vec<Delivery>, VecDeque<Deferred>) {
+        let err = save_failed_error(e);
         let mut out = Vec::new();
+        let mut again = VecDeque::new();
         for w in self.held.queue.drain(..) {
             let Some(r) = w.request else { continue };
+            if let Some((iq, now_ms)) = r.retry {
+                let bytes = iq.heap_size() + 64;
+                again.push_back(Deferred {
+                    from: r.from,
+                    iq,
+                    now_ms,
+                    bytes,
+                });
+                continue;
+            }
             let iq = Element::new("iq", NS_CLIENT)
                 .with_attr("type", "set")
                 .with_attr("id", r.id.as_str())
@@ -281,15 +304,67 @@ impl Engine {
             }
         }
         self.held.bytes = 0;
-        out
+        (out, again)
     }
+}
+
+/// The error a request gets when its change could not be saved: `resource-constraint`
+/// for a full disk, `internal-server-error` otherwise; both of type `wait` (retrying
+/// later may work: the service recovers by itself) and with a text saying nothing changed.
+pub fn save_failed_error(e: &StoreError) -> StanzaError {
+    let mut err = match e {
+        StoreError::Full => StanzaError::new(Condition::ResourceConstraint)
+            .with_text("the server's disk is full: the change was not saved; retry later"),
+        _ => StanzaError::new(Condition::InternalServerError).with_text(
+            "the server could not save the change (storage error): nothing was changed; \
+             retry later",
+        ),
+    };
+    err.kind = proto::ErrorType::Wait;
+    err
+}
+
+/// The error every pub-sub request gets while the service's state cannot be loaded
+/// (the database could not be reopened after a failed write): `resource-constraint` if
+/// the disk is full, else `internal-server-error`; type `wait`.
+pub fn unavailable_error(store: &Store) -> StanzaError {
+    let mut err = match store.closed_error() {
+        StoreError::Full => StanzaError::new(Condition::ResourceConstraint).with_text(
+            "the server's disk is full: the publish-subscribe service is unavailable until \
+             space is freed; retry later",
+        ),
+        _ => StanzaError::new(Condition::InternalServerError).with_text(
+            "the publish-subscribe service is recovering from a storage error; retry later",
+        ),
+    };
+    err.kind = proto::ErrorType::Wait;
+    err
+}
+
+/// Error replies with `err` to the requests in `requests`.
+fn refuse(requests: VecDeque<Deferred>, err: &StanzaError) -> Vec<Delivery> {
+    requests
+        .into_iter()
+        .filter_map(|d| {
+            proto::error_reply(&d.iq, err).map(|r| Delivery {
+                to: d.from,
+                stanza: Stanza::from(r.to_string_in_stream()),
+            })
+        })
+        .collect()
 }
 
 /// The commit of `generation` ended with `result`: returns the engine and the outputs to
 /// deliver. The caller delivers them, then calls [`Engine::resume`] for the deferred
-/// requests (so that the backlogs they may fill count). On failure the pending changes are
-/// discarded and the engine is reloaded from `store` (`None`, service disabled, if even
-/// that fails).
+/// requests (so that the backlogs they may fill count).
+///
+/// On failure the pending changes are discarded; held requests that changed something get
+/// [`save_failed_error`], and the engine is reloaded from `store`, so that memory equals
+/// disk again; the other held requests (reads) and the deferred ones are handled again
+/// against it. If the store is still [`Store::faulted`] (not reopened: see
+/// `net::committer`), or the reload fails, the engine is `None` and those requests get
+/// [`unavailable_error`]: the service stays listed and answers, with errors, until
+/// [`restore`] brings it back.
 pub fn committed(
     engine: Option<Engine>,
     config: &Config,
@@ -301,40 +376,44 @@ pub fn committed(
     let Some(mut engine) = engine else {
         return (None, Vec::new());
     };
-    let out = match result {
-        Ok(()) => engine.release(generation),
-        Err(e) => {
-            let lost = match store.pubsub_mode() {
-                CommitMode::Interval(_) => "changes acknowledged since the previous flush are lost",
-                _ => "the waiting requests were refused with internal-server-error",
-            };
-            tracing::error!(
-                error = %e,
-                data = %store.path().display(),
-                "pub-sub commit failed: {lost}; the service reloads its state from the \
-                 database. Check the disk (space, read-only remount, I/O errors in the kernel \
-                 log) and restart kinglet once it is fixed"
-            );
-            let out = engine.fail_all();
-            let deferred = std::mem::take(&mut engine.held.deferred);
-            let deferred_bytes = engine.held.deferred_bytes;
-            let (backlog, max_bytes) = (engine.held.backlog.clone(), engine.held.max_bytes);
-            match Engine::load(config, store) {
-                Ok(fresh) => {
-                    engine = fresh;
-                    engine.held.deferred = deferred;
-                    engine.held.deferred_bytes = deferred_bytes;
-                    engine.set_backlog(backlog, max_bytes);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "pub-sub state cannot be reloaded: service disabled");
-                    return (None, out);
-                }
-            }
-            out
+    let e = match result {
+        Ok(()) => {
+            let out = engine.release(generation);
+            return (Some(engine), out);
         }
+        Err(e) => e,
     };
-    (Some(engine), out)
+    let (mut out, mut again) = engine.fail_all(&e);
+    again.extend(std::mem::take(&mut engine.held.deferred));
+    let (backlog, max_bytes) = (engine.held.backlog.clone(), engine.held.max_bytes);
+    let ids = engine.id_counter();
+    drop(engine);
+    match restore(config, store) {
+        Ok(mut fresh) => {
+            fresh.set_backlog(backlog, max_bytes);
+            fresh.seed_ids(ids);
+            fresh.held.deferred_bytes = again.iter().map(|d| d.bytes).sum();
+            fresh.held.deferred = again;
+            (Some(fresh), out)
+        }
+        Err(_) => {
+            out.extend(refuse(again, &unavailable_error(store)));
+            (None, out)
+        }
+    }
+}
+
+/// The engine loaded from `store`, unless the store is [`Store::faulted`] (then its
+/// reads fail: redb refuses I/O after a failed write until reopened).
+///
+/// # Errors
+///
+/// The store is faulted, or [`Engine::load`] failed.
+pub fn restore(config: &Config, store: &Store) -> Result<Engine, super::EngineError> {
+    if store.faulted() {
+        return Err(super::EngineError::Store(store.closed_error()));
+    }
+    Engine::load(config, store)
 }
 
 #[cfg(test)]
@@ -345,6 +424,7 @@ mod tests {
     use super::*;
     use crate::outbox::Outbox;
     use crate::router::Router;
+    use crate::store::CommitMode;
 
     const PS: &str = "http://jabber.org/protocol/pubsub";
     const ALICE: &str = "alice@localhost/a";
@@ -636,6 +716,179 @@ mod tests {
         assert_eq!(order(&notes, "<item id='i"), want);
         assert_eq!(order(&results, "id='p"), want);
         assert_eq!(ob_a.kicked().or(ob_b.kicked()), None);
+    }
+
+    /// A router over a store whose writes fail with ENOSPC while `fail` is set, with
+    /// alice bound, node `n` created and item `i1` published (committed).
+    fn faulty_router(
+        dir: &Dir,
+        fail: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> (Router, Jid, Rc<Outbox>) {
+        let config = Config {
+            data_dir: dir.0.clone(),
+            ..Config::default()
+        };
+        let store = Store::open_with_faults(&dir.0, fail.clone()).expect("store");
+        store.pubsub_set_mode(CommitMode::Group);
+        let mut router = Router::new(Rc::new(config), store).expect("router");
+        let ob = Outbox::new(64, 1 << 20);
+        let alice = router
+            .bind("alice", false, Some("a"), 1, ob.clone())
+            .expect("bind");
+        send(&mut router, &alice, "c", "set", &create("n"));
+        assert!(commit(&mut router).is_ok());
+        send(&mut router, &alice, "p1", "set", &publish("n", "i1", "one"));
+        assert!(commit(&mut router).is_ok());
+        drain(&ob);
+        (router, alice, ob)
+    }
+
+    fn send(router: &mut Router, from: &Jid, id: &str, ty: &str, body: &str) {
+        router.route(from, iq(from.as_str(), id, ty, "pubsub.localhost", body));
+    }
+
+    /// One group commit as `net::committer` runs it, reopening the store first if the
+    /// write failed. Returns the write's outcome (as text).
+    fn commit(router: &mut Router) -> Result<(), String> {
+        let batch = router.store().pubsub_take().expect("a batch");
+        let generation = batch.generation();
+        let result = batch.write();
+        drop(batch);
+        let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+        if let Err(e) = &result {
+            router.storage_write_failed(e);
+            let job = router.store().reopen_begin().expect("no other handle");
+            router.storage_reopened(job.run());
+        }
+        router.pubsub_committed(generation, result);
+        outcome
+    }
+
+    fn drain(ob: &Outbox) -> String {
+        let mut v = Vec::new();
+        ob.drain_into(&mut v);
+        String::from_utf8(v).expect("utf-8")
+    }
+
+    /// The reply to request `id` in `text`, up to the end of its `</iq>`.
+    fn reply<'a>(text: &'a str, id: &str) -> &'a str {
+        let at = text
+            .find(&format!("id='{id}'"))
+            .or_else(|| text.find(&format!("id=\"{id}\"")))
+            .unwrap_or_else(|| panic!("no reply to {id} in {text}"));
+        let start = text[..at].rfind("<iq").expect("iq start");
+        let end = text[at..].find("</iq>").map_or(text.len(), |e| at + e + 5);
+        &text[start..end]
+    }
+
+    /// Issue 10, item 4: a failed commit whose reopening fails too (the disk still
+    /// refuses writes) leaves the service listed and answering, with errors, never
+    /// `remote-server-not-found`; once the disk works again the committer's retry
+    /// reopens the store, reads and writes work without a restart, and nothing
+    /// acknowledged is lost.
+    #[test]
+    fn failed_commit_then_recovery_keeps_the_service_and_loses_nothing_acknowledged() {
+        use std::sync::atomic::Ordering;
+        let dir = Dir::new("recover");
+        let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mut router, alice, ob) = faulty_router(&dir, &fail);
+        fail.store(true, Ordering::SeqCst);
+        // Nothing staged: a read is answered at once, from the file.
+        send(&mut router, &alice, "r0", "get", &items("n"));
+        let out = drain(&ob);
+        assert!(
+            reply(&out, "r0").contains("result") && out.contains("i1"),
+            "{out}"
+        );
+        // A write fails; so does reopening (redb's repair must write).
+        send(&mut router, &alice, "p2", "set", &publish("n", "i2", "two"));
+        assert!(commit(&mut router).is_err());
+        assert!(router.storage_needs_recovery());
+        let out = drain(&ob);
+        let p2 = reply(&out, "p2");
+        assert!(
+            p2.contains("type='error'") || p2.contains("type=\"error\""),
+            "{p2}"
+        );
+        assert!(
+            p2.contains("resource-constraint") && p2.contains("wait"),
+            "{p2}"
+        );
+        // The service is down but listed, and answers with an error that says why.
+        send(&mut router, &alice, "r1", "get", &items("n"));
+        let out = drain(&ob);
+        let r1 = reply(&out, "r1");
+        assert!(r1.contains("resource-constraint"), "{r1}");
+        assert!(!r1.contains("remote-server-not-found"), "{r1}");
+        let disco = "<query xmlns='http://jabber.org/protocol/disco#items'/>";
+        router.route(&alice, iq(alice.as_str(), "d", "get", "localhost", disco));
+        let out = drain(&ob);
+        assert!(out.contains("pubsub.localhost"), "{out}");
+        // Still failing: a retry changes nothing.
+        let job = router.store().reopen_begin().expect("closed store");
+        assert!(!router.storage_reopened(job.run()));
+        // Space returns: the next retry brings everything back.
+        fail.store(false, Ordering::SeqCst);
+        let job = router.store().reopen_begin().expect("closed store");
+        assert!(router.storage_reopened(job.run()));
+        assert!(!router.storage_needs_recovery());
+        send(&mut router, &alice, "r2", "get", &items("n"));
+        let out = drain(&ob);
+        let r2 = reply(&out, "r2");
+        assert!(r2.contains("i1") && !r2.contains("i2"), "{r2}");
+        send(
+            &mut router,
+            &alice,
+            "p3",
+            "set",
+            &publish("n", "i3", "three"),
+        );
+        assert!(commit(&mut router).is_ok());
+        let out = drain(&ob);
+        assert!(reply(&out, "p3").contains("result"), "{out}");
+        drop(router);
+        let store = Store::open(&dir.0, 0).expect("reopen");
+        let ids: Vec<String> = store
+            .pubsub_load()
+            .expect("load")
+            .items
+            .into_iter()
+            .map(|(_, _, i, _)| i.id)
+            .collect();
+        assert_eq!(ids, ["i1", "i3"]);
+    }
+
+    /// A read held behind a write whose commit fails is not refused: it is handled again
+    /// against the state reloaded from the disk (without the lost write).
+    #[test]
+    fn failed_commit_then_recovery_answers_held_reads_from_the_reloaded_state() {
+        use std::sync::atomic::Ordering;
+        let dir = Dir::new("reread");
+        let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mut router, alice, ob) = faulty_router(&dir, &fail);
+        send(&mut router, &alice, "p2", "set", &publish("n", "i2", "two"));
+        send(&mut router, &alice, "r", "get", &items("n"));
+        assert!(drain(&ob).is_empty(), "held behind the commit");
+        fail.store(true, Ordering::SeqCst);
+        let batch = router.store().pubsub_take().expect("a batch");
+        let generation = batch.generation();
+        let result = batch.write();
+        drop(batch);
+        assert!(matches!(result, Err(StoreError::Full)), "{result:?}");
+        router.storage_write_failed(result.as_ref().unwrap_err());
+        // The space came back before the committer reopened the file.
+        fail.store(false, Ordering::SeqCst);
+        let job = router.store().reopen_begin().expect("no other handle");
+        assert!(router.storage_reopened(job.run()));
+        router.pubsub_committed(generation, result);
+        let out = drain(&ob);
+        assert!(reply(&out, "p2").contains("resource-constraint"), "{out}");
+        let r = reply(&out, "r");
+        assert!(
+            r.contains("result") && r.contains("i1") && !r.contains("i2"),
+            "{r}"
+        );
+        assert!(!router.storage_needs_recovery());
     }
 
     /// `store.flush_interval`: replies at once, the item readable before the flush.

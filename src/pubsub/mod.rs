@@ -37,7 +37,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-pub use commit::{MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed};
+pub use commit::{
+    MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed, restore, save_failed_error,
+    unavailable_error,
+};
 pub use config::{AccessModel, NodeConfig, NodeFull, PublishModel, SendLast};
 pub use error::PubSubError;
 pub use pep::PEP_FEATURES;
@@ -576,6 +579,10 @@ pub struct Engine {
     other_stored: u64,
     /// PEP settings (`[pubsub] pep_force`, `limits.pep_*`).
     pep_cfg: pep::PepConfig,
+    /// The counter part of generated ids (items, SubIDs, instant nodes). It starts from a
+    /// random value per process ([`Engine::seed_ids`]), so ids of another run differ even
+    /// when the clock (the other part) stepped back, as on boards without an RTC; item
+    /// ids are also checked against the node's items ([`Engine::new_item_id`]).
     counter: u64,
     /// The sequence of the next published item, service-wide (item keys keep per-node
     /// order; one counter also orders items of different nodes).
@@ -1614,6 +1621,37 @@ impl Engine {
         format!("{now_ms:x}-{:x}", self.counter)
     }
 
+    /// A generated id for a new item of `node` that no item of the node has: a publish
+    /// must never overwrite an item by an id the client did not choose.
+    fn new_item_id(&mut self, node: &str, now_ms: u64) -> String {
+        let taken = |e: &Self, id: &str| {
+            e.nodes
+                .get(node)
+                .is_some_and(|n| n.items.iter().any(|i| i.id == id))
+        };
+        // Each try has a new counter value; at most one try per item can fail.
+        let tries = self.nodes.get(node).map_or(0, |n| n.items.len()) + 1;
+        let mut id = self.new_id(now_ms);
+        for _ in 1..tries {
+            if !taken(self, &id) {
+                break;
+            }
+            id = self.new_id(now_ms);
+        }
+        id
+    }
+
+    /// Starts the counter of generated ids at `seed`: the router gives a random value per
+    /// process (and per reload), so that ids from different runs differ.
+    pub fn seed_ids(&mut self, seed: u64) {
+        self.counter = seed;
+    }
+
+    /// The counter of generated ids, to carry over to an engine reloaded in this process.
+    pub(crate) fn id_counter(&self) -> u64 {
+        self.counter
+    }
+
     fn node_attr(e: &Element) -> Result<&str, PubSubError> {
         match e.attr("node") {
             Some(n) if !n.is_empty() => Ok(n),
@@ -2178,7 +2216,7 @@ impl Engine {
                 return Err(PubSubError::BadRequest("item id too long"));
             }
             Some(id) => id.to_owned(),
-            None => self.new_id(req.now_ms),
+            None => self.new_item_id(&name, req.now_ms),
         };
         let cached = Rc::new(CachedItem {
             id: id.clone(),

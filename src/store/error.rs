@@ -82,8 +82,9 @@ impl fmt::Display for StoreError {
             ),
             Self::Io(e) => write!(
                 f,
-                "I/O error on the database: {e} (check the disk and the ownership and \
-                 permissions of the data directory; after a failed write, restart kinglet)"
+                "I/O error on the database: {e} (check the disk, the kernel log, and the \
+                 ownership and permissions of the data directory; a running broker reopens \
+                 the database by itself once the disk works again)"
             ),
             Self::Corrupt(what) => write!(
                 f,
@@ -101,7 +102,8 @@ impl fmt::Display for StoreError {
             ),
             Self::NotFound => f.write_str("no such user (see `kinglet user list`)"),
             Self::Full => f.write_str(
-                "the disk holding the database is full (free some space, then restart kinglet)",
+                "the disk holding the database is full (free some space; a running broker \
+                 recovers by itself, a command or a failed start can then be run again)",
             ),
             Self::Db(what) => write!(
                 f,
@@ -141,7 +143,8 @@ impl From<redb::StorageError> for StoreError {
         match e {
             redb::StorageError::Io(e) => e.into(),
             redb::StorageError::Corrupted(what) => Self::Corrupt(what),
-            // redb refuses all further I/O after one failed: only reopening recovers.
+            // redb refuses all further I/O after one failed: only reopening recovers
+            // (`Store::reopen`, which the daemon's committer runs by itself).
             redb::StorageError::PreviousIo => Self::Io(io::Error::other(
                 "an earlier write failed and the database refuses further I/O",
             )),

@@ -164,10 +164,20 @@ impl RosterWrite {
 pub struct Store {
     /// The open database. Invariant: the schema is [`SCHEMA_VERSION`] (checked or migrated
     /// by [`Store::open`]), so every table of `schema` exists. Shared (`Arc`) with the
-    /// blocking thread that commits pub-sub batches ([`Batch::write`]).
-    db: Arc<Database>,
-    /// The database file, for messages.
+    /// blocking thread that commits pub-sub batches ([`Batch::write`]). `None` while it is
+    /// closed for reopening after a failed write ([`Store::reopen_begin`]) and when that
+    /// reopening failed: every operation then fails with [`Store::closed_error`].
+    db: RefCell<Option<Arc<Database>>>,
+    /// The database file, for messages and for reopening.
     path: PathBuf,
+    /// How the file is opened (cache size, test backend); `None` for a store in memory,
+    /// which cannot be reopened.
+    opener: Option<Opener>,
+    /// A write failed: redb refuses all further I/O on this `Database` (even reads of
+    /// pages not in its cache) until the file is opened again ([`Store::reopen`]).
+    faulted: Cell<bool>,
+    /// The last reopening failed because the disk is full (the error while closed).
+    closed_full: Cell<bool>,
     /// Pub-sub changes staged for the next group commit, and the one being committed.
     staging: RefCell<writer::Staging>,
     /// Most rows a roster may grow to ([`Store::set_max_roster_items`]).
@@ -188,6 +198,131 @@ fn corrupt(table: &impl TableHandle, key: &[u8], e: codec::DecodeError) -> Store
         codec::key_context(key),
         e.0
     ))
+}
+
+/// Opens a `Database` on the file (redb's builder with the store's settings); called again
+/// to reopen the file after a failed write, possibly on another thread.
+type FileOpener = Arc<dyn Fn(std::fs::File) -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// Opens the store's database (the file at its path through a [`FileOpener`]; a test
+/// backend in the model test), checked and migrated; called again to reopen it.
+type Opener = Arc<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
+
+/// Length of redb 2's file header (magic number, layout, two commit slots), in bytes.
+const REDB_HEADER_BYTES: usize = 320;
+/// redb's magic number, the first bytes of every database file.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+/// redb's page size (kinglet keeps redb's default).
+const REDB_PAGE_SIZE: u64 = 4096;
+
+/// Checks that a redb file is as long as its header says, before redb opens it: redb 2.6
+/// asserts this (a panic, so an abort in release builds) rather than returning an error,
+/// so a truncated file (a failed copy or restore, a full disk while copying it) would
+/// abort the daemon without a word. An empty file is a new database.
+fn check_file_length(file: &std::fs::File, path: &Path) -> Result<(), StoreError> {
+    use std::io::{Read, Seek};
+    let len = file.metadata().map_err(|e| io_at(path, e))?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let truncated = |what: String| {
+        StoreError::Corrupt(format!(
+            "{} is truncated ({what}): it was probably cut short while being copied or \
+             restored",
+            path.display()
+        ))
+    };
+    let mut head = Vec::with_capacity(REDB_HEADER_BYTES);
+    let mut reader = file;
+    reader
+        .take(REDB_HEADER_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| io_at(path, e))?;
+    reader
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| io_at(path, e))?;
+    if !head.starts_with(&REDB_MAGIC) {
+        return Err(StoreError::Corrupt(format!(
+            "{} is not a redb database file",
+            path.display()
+        )));
+    }
+    if head.len() < REDB_HEADER_BYTES {
+        return Err(truncated(format!(
+            "{len} bytes, shorter than the {REDB_HEADER_BYTES}-byte header"
+        )));
+    }
+    let u32_at = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&head[at..at + 4]);
+        u64::from(u32::from_le_bytes(b))
+    };
+    let damaged = |what: &str| {
+        StoreError::Corrupt(format!(
+            "{}: the file header is damaged ({what})",
+            path.display()
+        ))
+    };
+    // redb's header: magic (9), god byte, 2 padding, then u32 LE page size, region header
+    // pages, region data pages, full regions, data pages of the trailing region.
+    let (page, region_header, region_data, full, trailing) =
+        (u32_at(12), u32_at(16), u32_at(20), u32_at(24), u32_at(28));
+    if page != REDB_PAGE_SIZE {
+        return Err(damaged(&format!("page size {page}")));
+    }
+    if full == 0 && trailing == 0 {
+        return Err(damaged("no regions"));
+    }
+    // The layout's length: one header page, the full regions, the trailing region.
+    let expected = (region_header + region_data)
+        .checked_mul(page)
+        .and_then(|r| r.checked_mul(full))
+        .and_then(|f| {
+            let t = if trailing > 0 {
+                (region_header + trailing).checked_mul(page)?
+            } else {
+                0
+            };
+            f.checked_add(t)?.checked_add(page)
+        })
+        .ok_or_else(|| damaged("impossible layout"))?;
+    if len < expected {
+        return Err(truncated(format!(
+            "{len} bytes, but its header describes {expected}"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the file `path` (creating it, mode 0600, if missing), checks its length and
+/// schema (migrating an older one) and returns the database.
+fn open_db(path: &Path, opener: &FileOpener) -> Result<Database, StoreError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| io_at(path, e))?;
+    check_file_length(&file, path)?;
+    let db = opener(file).map_err(|e| error::from_open_error(e, path.to_path_buf()))?;
+    schema::check_and_migrate(&db)?;
+    Ok(db)
+}
+
+/// Reopening the database file after a failed write, taken by [`Store::reopen_begin`]:
+/// [`Reopen::run`] opens the file (redb repairs it from its last durable commit: a read of
+/// the whole file and two fsyncs), so it runs on a blocking thread.
+pub struct Reopen {
+    opener: Opener,
+}
+
+/// The outcome of [`Reopen::run`], for [`Store::reopen_end`].
+pub struct Reopened(Result<Database, StoreError>);
+
+impl Reopen {
+    /// Opens the file again (blocking).
+    pub fn run(self) -> Reopened {
+        Reopened((self.opener)())
+    }
 }
 
 /// Adds the path to an I/O error from opening, keeping its kind (so ENOSPC is still `Full`).
@@ -215,7 +350,7 @@ impl Store {
     pub fn open(data_dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         // `create_file` takes redb's exclusive, non-blocking lock (flock on unix) and
         // initialises an empty file; an existing database is opened as it is.
-        Store::open_with(data_dir, |file| {
+        Store::open_with(data_dir, move |file| {
             Database::builder()
                 .set_cache_size(cache_bytes)
                 .create_file(file)
@@ -230,9 +365,12 @@ impl Store {
         data_dir: &Path,
         fail: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Store, StoreError> {
-        Store::open_with(data_dir, |file| {
+        Store::open_with(data_dir, move |file| {
             let inner = redb::backends::FileBackend::new(file)?;
-            Database::builder().create_with_backend(tests::FaultyBackend { inner, fail })
+            Database::builder().create_with_backend(tests::FaultyBackend {
+                inner,
+                fail: fail.clone(),
+            })
         })
     }
 
@@ -258,17 +396,12 @@ impl Store {
             .create_with_backend(MemoryBackend::default())
             .map_err(|e| error::from_open_error(e, path.clone()))?;
         schema::check_and_migrate(&db)?;
-        Ok(Store {
-            db: Arc::new(db),
-            path,
-            staging: RefCell::new(writer::Staging::default()),
-            max_roster_items: Cell::new(MAX_ROSTER_ITEMS),
-        })
+        Ok(Store::from_db(db, path, None))
     }
 
     fn open_with(
         data_dir: &Path,
-        create: impl FnOnce(std::fs::File) -> Result<Database, redb::DatabaseError>,
+        create: impl Fn(std::fs::File) -> Result<Database, redb::DatabaseError> + Send + Sync + 'static,
     ) -> Result<Store, StoreError> {
         let mut dir = DirBuilder::new();
         dir.recursive(true);
@@ -277,20 +410,112 @@ impl Store {
         dir.create(data_dir).map_err(|e| io_at(data_dir, e))?;
 
         let path = data_dir.join(DB_FILE_NAME);
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&path).map_err(|e| io_at(&path, e))?;
+        let create: FileOpener = Arc::new(create);
+        let db = open_db(&path, &create)?;
+        let at = path.clone();
+        let opener: Opener = Arc::new(move || open_db(&at, &create));
+        Ok(Store::from_db(db, path, Some(opener)))
+    }
 
-        let db = create(file).map_err(|e| error::from_open_error(e, path.clone()))?;
-        schema::check_and_migrate(&db)?;
-        Ok(Store {
-            db: Arc::new(db),
+    fn from_db(db: Database, path: PathBuf, opener: Option<Opener>) -> Store {
+        Store {
+            db: RefCell::new(Some(Arc::new(db))),
             path,
+            opener,
+            faulted: Cell::new(false),
+            closed_full: Cell::new(false),
             staging: RefCell::new(writer::Staging::default()),
             max_roster_items: Cell::new(MAX_ROSTER_ITEMS),
-        })
+        }
+    }
+
+    /// The open database, or the error every operation gets while it is closed.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.borrow().clone().ok_or_else(|| self.closed_error())
+    }
+
+    /// The error of an operation while the database is closed after a failed write:
+    /// [`StoreError::Full`] if reopening failed for lack of space, else an I/O error.
+    pub fn closed_error(&self) -> StoreError {
+        if self.closed_full.get() {
+            StoreError::Full
+        } else {
+            StoreError::Io(std::io::Error::other(
+                "the database is closed after a failed write; kinglet reopens it by itself \
+                 once the disk works again",
+            ))
+        }
+    }
+
+    /// Whether a write failed and the database has not been reopened since: redb refuses
+    /// all further I/O on it, so the next step is [`Store::reopen`] (the committer does
+    /// it, see `net::committer`).
+    pub fn faulted(&self) -> bool {
+        self.faulted.get()
+    }
+
+    /// Records that a write failed (a group commit, see [`Store::pubsub_done`]).
+    pub(crate) fn set_faulted(&self) {
+        self.faulted.set(true);
+    }
+
+    /// Closes the database for reopening after a failed write, so that [`Reopen::run`]
+    /// can open the file again (redb locks it: the old handle must be gone first). Until
+    /// [`Store::reopen_end`] every operation fails.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] if the store is in memory (nothing to reopen), or a commit is
+    /// in flight (its batch still uses the database); retry once it ended.
+    pub fn reopen_begin(&self) -> Result<Reopen, StoreError> {
+        let Some(opener) = self.opener.clone() else {
+            return Err(StoreError::Db(
+                "a store in memory cannot be reopened".into(),
+            ));
+        };
+        let mut slot = self.db.borrow_mut();
+        if slot.as_ref().is_some_and(|db| Arc::strong_count(db) > 1) {
+            return Err(StoreError::Db(
+                "the database cannot be reopened while a commit uses it".into(),
+            ));
+        }
+        // Dropping the last handle closes the file and releases redb's lock on it.
+        *slot = None;
+        Ok(Reopen { opener })
+    }
+
+    /// Installs the database [`Reopen::run`] opened: the store works again (and is no
+    /// longer [`Store::faulted`]).
+    ///
+    /// # Errors
+    ///
+    /// Why the file could not be opened (then the store stays closed; reopen again
+    /// later): [`StoreError::Full`] if the disk is still too full even for redb's repair,
+    /// as [`Store::open`] otherwise.
+    pub fn reopen_end(&self, reopened: Reopened) -> Result<(), StoreError> {
+        match reopened.0 {
+            Ok(db) => {
+                *self.db.borrow_mut() = Some(Arc::new(db));
+                self.faulted.set(false);
+                self.closed_full.set(false);
+                Ok(())
+            }
+            Err(e) => {
+                self.closed_full.set(matches!(e, StoreError::Full));
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Store::reopen_begin`], [`Reopen::run`] and [`Store::reopen_end`] on this thread
+    /// (tests, and callers without an event loop).
+    ///
+    /// # Errors
+    ///
+    /// As those.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let job = self.reopen_begin()?;
+        self.reopen_end(job.run())
     }
 
     /// The database file's path.
@@ -301,7 +526,7 @@ impl Store {
     /// Starts a write transaction that commits durably: when `commit` returns, the data is
     /// on disk (fsync).
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        begin_write(&self.db)
+        begin_write(&*self.db()?)
     }
 
     /// Adds an account with its opaque credentials blob.
@@ -358,7 +583,7 @@ impl Store {
     ///
     /// [`StoreError::Corrupt`] if the stored value cannot be decoded.
     pub fn user_get(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ACCOUNTS)?;
         let Some(value) = table.get(username.as_bytes())? else {
             return Ok(None);
@@ -370,7 +595,7 @@ impl Store {
 
     /// True if the account exists (its value is not decoded).
     pub fn user_exists(&self, username: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ACCOUNTS)?;
         Ok(table.get(username.as_bytes())?.is_some())
     }
@@ -421,7 +646,7 @@ impl Store {
     ///
     /// [`StoreError::Corrupt`] if a stored username is not UTF-8.
     pub fn user_list(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ACCOUNTS)?;
         let mut users = Vec::new();
         for entry in table.iter()? {
@@ -441,7 +666,7 @@ impl Store {
     /// [`StoreError::Corrupt`] if a row cannot be decoded or there are more than
     /// [`MAX_ROSTER_ITEMS`] rows.
     pub fn roster_get(&self, username: &str) -> Result<Vec<RosterItem>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ROSTERS)?;
         let (start, end) = codec::roster_range(username);
         let mut items = Vec::new();
@@ -482,7 +707,7 @@ impl Store {
     /// [`Store::max_roster_items`] items.
     pub fn roster_put(&self, username: &str, item: &RosterItem) -> Result<(), StoreError> {
         let w = [RosterWrite::Put(username.to_owned(), item.clone())];
-        check_roster_writes(&self.db, &w, self.max_roster_items())?;
+        check_roster_writes(&*self.db()?, &w, self.max_roster_items())?;
         let txn = self.begin_write()?;
         if apply_roster_write(&txn, &w[0])? {
             txn.commit()?;
@@ -527,7 +752,7 @@ impl Store {
     ///
     /// [`StoreError::Corrupt`] if the stored value cannot be decoded.
     pub fn roster_version(&self, username: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ROSTER_VERSIONS)?;
         let Some(value) = table.get(username.as_bytes())? else {
             return Ok(0);

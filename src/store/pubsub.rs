@@ -496,7 +496,7 @@ impl Store {
     ///
     /// [`StoreError::Invalid`] for a field that does not fit its layout; I/O and redb errors.
     pub fn pubsub_apply(&self, ops: &[PubsubOp]) -> Result<(), StoreError> {
-        self.db_handle().pubsub_apply(ops)
+        self.db_handle()?.pubsub_apply(ops)
     }
 }
 
@@ -628,7 +628,7 @@ impl Store {
     ///
     /// [`StoreError::Corrupt`] for a row that cannot be decoded.
     pub fn pubsub_load(&self) -> Result<PubsubSnapshot, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let mut snap = PubsubSnapshot::default();
         let t = txn.open_table(PUBSUB_NODES)?;
         for e in t.iter()? {
@@ -683,7 +683,7 @@ impl Store {
         node: &str,
         seqs: &[u64],
     ) -> Result<Vec<Option<ItemRecord>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(PUBSUB_ITEMS)?;
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {

@@ -16,14 +16,15 @@
 //!
 //! Faults: [`CrashDisk::fail_from`] makes the `n`th next write, sync or resize fail, and
 //! every one after it, until [`CrashDisk::crash`] or [`CrashDisk::heal`]: with ENOSPC (a
-//! disk that fills up) or EIO (the power is going; the test then calls `crash`).
+//! disk that fills up; or only the syncs) or EIO (the power is going; the test then calls
+//! `crash`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::Database;
 
-use super::{Store, StoreError, error, schema, writer};
+use super::{Store, StoreError, error, schema};
 
 /// Granularity of torn writes: the page size of the page cache.
 const CHUNK: usize = 4096;
@@ -35,6 +36,9 @@ pub(crate) enum Fault {
     Full,
     /// `EIO`: the device is gone (the power is cut or the process killed next).
     Dead,
+    /// `ENOSPC` from `sync_data` only (writes succeed and are not counted): the data may
+    /// well have reached the disk, but the commit is reported as failed.
+    FullOnSync,
 }
 
 #[derive(Default)]
@@ -51,18 +55,21 @@ struct State {
 
 impl State {
     /// Counts one operation: `Err` if the armed fault is due.
-    fn op(&mut self) -> std::io::Result<()> {
+    fn op(&mut self, sync: bool) -> std::io::Result<()> {
         let Some((left, kind)) = self.fault.as_mut() else {
             return Ok(());
         };
+        if *kind == Fault::FullOnSync && !sync {
+            return Ok(());
+        }
         if *left > 0 {
             *left -= 1;
             return Ok(());
         }
         self.failed += 1;
         Err(match kind {
-            Fault::Full => std::io::Error::from_raw_os_error(28), // ENOSPC
-            Fault::Dead => std::io::Error::from_raw_os_error(5),  // EIO
+            Fault::Full | Fault::FullOnSync => std::io::Error::from_raw_os_error(28), // ENOSPC
+            Fault::Dead => std::io::Error::from_raw_os_error(5),                      // EIO
         })
     }
 }
@@ -162,7 +169,7 @@ impl redb::StorageBackend for Backend {
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         let mut s = self.0.state();
-        s.op()?;
+        s.op(false)?;
         let len = usize::try_from(len).map_err(|_| out_of_range())?;
         s.current.resize(len, 0);
         s.durable.resize(len, 0);
@@ -171,7 +178,7 @@ impl redb::StorageBackend for Backend {
 
     fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
         let mut s = self.0.state();
-        s.op()?;
+        s.op(true)?;
         let s = &mut *s;
         s.durable.clone_from(&s.current);
         s.unsynced.clear();
@@ -180,7 +187,7 @@ impl redb::StorageBackend for Backend {
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         let mut s = self.0.state();
-        s.op()?;
+        s.op(false)?;
         let start = usize::try_from(offset).map_err(|_| out_of_range())?;
         let end = start.checked_add(data.len()).ok_or_else(out_of_range)?;
         s.current
@@ -194,19 +201,20 @@ impl redb::StorageBackend for Backend {
 
 impl Store {
     /// Opens (creating or repairing) the database on `disk`, with a redb page cache of
-    /// `cache_bytes`, like [`Store::open`] does with a file.
+    /// `cache_bytes`, like [`Store::open`] does with a file; [`Store::reopen_begin`]
+    /// opens it again on the same disk (what the process sees: its page cache).
     pub(crate) fn open_on(disk: &CrashDisk, cache_bytes: usize) -> Result<Store, StoreError> {
         let path = PathBuf::from(":crash-disk:");
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create_with_backend(Backend(disk.clone()))
-            .map_err(|e| error::from_open_error(e, path.clone()))?;
-        schema::check_and_migrate(&db)?;
-        Ok(Store {
-            db: Arc::new(db),
-            path,
-            staging: std::cell::RefCell::new(writer::Staging::default()),
-            max_roster_items: std::cell::Cell::new(super::MAX_ROSTER_ITEMS),
-        })
+        let (d, p) = (disk.clone(), path.clone());
+        let opener: super::Opener = Arc::new(move || {
+            let db = Database::builder()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(Backend(d.clone()))
+                .map_err(|e| error::from_open_error(e, p.clone()))?;
+            schema::check_and_migrate(&db)?;
+            Ok(db)
+        });
+        let db = opener()?;
+        Ok(Store::from_db(db, path, Some(opener)))
     }
 }

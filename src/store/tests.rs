@@ -64,7 +64,7 @@ fn full_item(jid: &str) -> RosterItem {
 
 /// Writes raw bytes into a table, bypassing the codec, as damage on disk would.
 fn write_raw(store: &Store, table: TableDefinition<&[u8], &[u8]>, key: &[u8], value: &[u8]) {
-    let txn = store.db.begin_write().unwrap();
+    let txn = store.db().unwrap().begin_write().unwrap();
     txn.open_table(table).unwrap().insert(key, value).unwrap();
     txn.commit().unwrap();
 }
@@ -373,7 +373,7 @@ fn roster_version_bumps_on_every_change_only() {
 /// Fill `user`'s roster with `n` rows `c00000@x`… through one transaction (fsync per item
 /// would make the tests slow).
 fn fill_roster(store: &Store, user: &str, n: usize) {
-    let txn = store.db.begin_write().unwrap();
+    let txn = store.db().unwrap().begin_write().unwrap();
     let mut table = txn.open_table(ROSTERS).unwrap();
     let value = codec::encode_roster_item(&item("x", Subscription::None)).unwrap();
     for i in 0..n {
@@ -627,7 +627,7 @@ fn file_without_meta_is_migrated() {
         }
         {
             let store = Store::open(&tmp.data(), CACHE).unwrap();
-            let txn = store.db.begin_read().unwrap();
+            let txn = store.db().unwrap().begin_read().unwrap();
             let meta = txn.open_table(META).unwrap();
             let v = meta.get(META_SCHEMA_VERSION).unwrap().unwrap();
             assert_eq!(v.value(), SCHEMA_VERSION.to_be_bytes());
@@ -755,12 +755,12 @@ fn subscription_helpers() {
     assert_eq!(Subscription::parse("Both"), Option::None);
 }
 
-/// Known gap, kept visible: redb 2.6 asserts (a panic, an abort in release builds) when
-/// the file is shorter than its header says, e.g. a truncated copy. When a redb upgrade
-/// turns this into an error, this test fails: then expect `Corrupt` here instead.
+/// Issue 10, item 8: redb 2.6 asserts (a panic, an abort in release builds) when the file
+/// is shorter than its header says, e.g. a truncated copy. The store checks the length
+/// first: every truncation is `Corrupt` (exit code 65) with a message that says what to
+/// do, and the file is left as it was.
 #[test]
-#[should_panic(expected = "raw_file_len")]
-fn truncated_file_panics_inside_redb() {
+fn truncated_database_is_reported_not_panicked() {
     let tmp = TempDir::new("truncated");
     let path = {
         let store = Store::open(&tmp.data(), CACHE).unwrap();
@@ -768,8 +768,77 @@ fn truncated_file_panics_inside_redb() {
         store.path().to_path_buf()
     };
     let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let _ = Store::open(&tmp.data(), CACHE);
+    let len = bytes.len();
+    assert!(len > 3 * 4096, "{len}");
+    for cut in [5, 9, 64, 319, 320, 4096, len / 2, len - 4096, len - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = Store::open(&tmp.data(), CACHE).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.exit_code(), 65, "cut {cut}: {text}");
+        assert!(text.contains(DB_FILE_NAME), "cut {cut}: {text}");
+        assert!(
+            text.contains("restore the file from a backup"),
+            "cut {cut}: {text}"
+        );
+        if cut >= 9 {
+            assert!(text.contains("truncated"), "cut {cut}: {text}");
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap().len(),
+            cut,
+            "the file was changed"
+        );
+    }
+    // An empty file is a new database (what a first start leaves before redb writes).
+    std::fs::write(&path, b"").unwrap();
+    assert_eq!(
+        Store::open(&tmp.data(), CACHE)
+            .unwrap()
+            .user_list()
+            .unwrap()
+            .len(),
+        0
+    );
+    // The whole file opens as it was.
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        Store::open(&tmp.data(), CACHE)
+            .unwrap()
+            .user_list()
+            .unwrap(),
+        ["ann"]
+    );
+}
+
+/// Issue 10, item 4: after a failed write redb refuses all I/O (reads too) until the file
+/// is reopened; `Store::reopen` does it, failing while the disk still refuses writes, and
+/// afterwards reads and writes work and every row written before is there.
+#[test]
+fn failed_commit_then_recovery_reopens_the_store() {
+    let dir = TempDir::new("reopen");
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Store::open_with_faults(&dir.data(), fail.clone()).unwrap();
+    store.user_add("ann", b"c").unwrap();
+    fail.store(true, Ordering::SeqCst);
+    assert!(matches!(store.user_add("bob", b"c"), Err(StoreError::Full)));
+    assert!(
+        store.user_add("cy", b"c").is_err(),
+        "redb refuses I/O after a failure"
+    );
+    store.set_faulted();
+    // The disk is still full: redb's repair on open must write, so reopening fails, and
+    // the closed store answers Full.
+    assert!(matches!(store.reopen(), Err(StoreError::Full)));
+    assert!(store.faulted());
+    assert!(matches!(store.user_list(), Err(StoreError::Full)));
+    fail.store(false, Ordering::SeqCst);
+    store.reopen().unwrap();
+    assert!(!store.faulted());
+    assert_eq!(store.user_list().unwrap(), ["ann"]);
+    store.user_add("dee", b"c").unwrap();
+    drop(store);
+    let store = Store::open(&dir.data(), CACHE).unwrap();
+    assert_eq!(store.user_list().unwrap(), ["ann", "dee"]);
 }
 
 #[test]

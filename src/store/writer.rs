@@ -104,6 +104,8 @@ pub(crate) struct Staging {
     urgent: bool,
     /// Shutting down: the committer takes what is pending and stops.
     closing: bool,
+    /// Ops staged since the store was opened ([`Store::pubsub_staged_ops`]).
+    staged_ops: u64,
     waker: Option<Waker>,
     /// Test hook: every batch write first sleeps this long.
     #[cfg(test)]
@@ -120,6 +122,7 @@ impl Default for Staging {
             barrier: false,
             urgent: false,
             closing: false,
+            staged_ops: 0,
             waker: None,
             #[cfg(test)]
             delay: Duration::ZERO,
@@ -142,7 +145,8 @@ impl Staging {
 pub struct Batch {
     generation: u64,
     staged: Arc<Staged>,
-    db: DbHandle,
+    /// `None` while the database is closed (after a failed write): the write fails.
+    db: Result<DbHandle, String>,
     #[cfg(test)]
     delay: Duration,
 }
@@ -172,10 +176,14 @@ impl Batch {
     pub fn write(&self) -> Result<(), StoreError> {
         #[cfg(test)]
         std::thread::sleep(self.delay);
+        let db = self
+            .db
+            .as_ref()
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.clone())))?;
         if self.staged.roster.is_empty() {
-            return self.db.pubsub_apply(&self.staged.ops);
+            return db.pubsub_apply(&self.staged.ops);
         }
-        let txn = self.db.begin_write()?;
+        let txn = db.begin_write()?;
         apply_ops(&txn, &self.staged.ops)?;
         for w in &self.staged.roster {
             super::apply_roster_write(&txn, w)?;
@@ -187,10 +195,8 @@ impl Batch {
 
 impl Store {
     /// The database handle the commit thread writes through.
-    pub(crate) fn db_handle(&self) -> DbHandle {
-        DbHandle {
-            db: self.db.clone(),
-        }
+    pub(crate) fn db_handle(&self) -> Result<DbHandle, StoreError> {
+        Ok(DbHandle { db: self.db()? })
     }
 
     /// Chooses when staged pub-sub changes are committed. Set once, before any change is
@@ -241,6 +247,7 @@ impl Store {
             st.pending.ops.push(op.clone());
         }
         st.pending.bytes += bytes;
+        st.staged_ops += ops.len() as u64;
         if st.mode == CommitMode::Group || st.full() {
             st.wake();
         }
@@ -261,7 +268,7 @@ impl Store {
         if writes.is_empty() {
             return Ok(None);
         }
-        let bytes = super::check_roster_writes(&self.db, writes, self.max_roster_items())?;
+        let bytes = super::check_roster_writes(&*self.db()?, writes, self.max_roster_items())?;
         if self.pubsub_mode() == CommitMode::Inline {
             let txn = self.begin_write()?;
             let mut changed = false;
@@ -281,6 +288,12 @@ impl Store {
         st.urgent = true;
         st.wake();
         Ok(Some(st.generation))
+    }
+
+    /// How many pub-sub ops were staged since the store was opened: a request that did not
+    /// change it wrote nothing, so after a failed commit it can be handled again.
+    pub fn pubsub_staged_ops(&self) -> u64 {
+        self.staging.borrow().staged_ops
     }
 
     /// In [`CommitMode::Group`], while changes are staged or being committed: the
@@ -342,14 +355,16 @@ impl Store {
         Some(Batch {
             generation,
             staged,
-            db: self.db_handle(),
+            db: self.db_handle().map_err(|e| e.to_string()),
             #[cfg(test)]
             delay: st.delay,
         })
     }
 
     /// The commit of `generation` ended. On failure the pending batch is discarded too
-    /// (it was built on the failed one): the caller reloads its state from the file.
+    /// (it was built on the failed one): the caller reloads its state from the file, once
+    /// the file is reopened (the committer marks the store [`Store::faulted`] and reopens
+    /// it before it reports the failure).
     pub fn pubsub_done(&self, generation: u64, ok: bool) {
         let mut st = self.staging.borrow_mut();
         debug_assert_eq!(generation + 1, st.generation);

@@ -26,7 +26,7 @@ const MAX_PER_CLIENT: usize = 20_000;
 /// Rounds of load and SIGKILL.
 const ROUNDS: usize = 3;
 
-fn options(extra: &'static str) -> Options {
+pub(super) fn options(extra: &'static str) -> Options {
     Options {
         tls: false,
         direct_tls: false,
@@ -37,7 +37,7 @@ fn options(extra: &'static str) -> Options {
     }
 }
 
-fn login(port: u16, user: &str) -> Client {
+pub(super) fn login(port: u16, user: &str) -> Client {
     let mut c = Client::connect(port);
     c.open_stream();
     let r = c.plain(user, "pw");
@@ -51,7 +51,7 @@ fn payload(node: &str, n: usize) -> String {
     format!("{node}/{n}/{}", "x".repeat(n % 97))
 }
 
-fn create(c: &mut Client, node: &str) {
+pub(super) fn create(c: &mut Client, node: &str) {
     let r = c.iq(
         "c",
         &format!(
@@ -106,7 +106,7 @@ fn publish_load(mut c: Client, node: &str, stop: Instant, acks: &AtomicUsize) ->
 }
 
 /// Every item of `node` as id → payload text, paged with RSM.
-fn all_items(c: &mut Client, node: &str) -> HashMap<String, String> {
+pub(super) fn all_items(c: &mut Client, node: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut after = String::new();
     for page in 0..1000 {
@@ -141,7 +141,7 @@ fn all_items(c: &mut Client, node: &str) -> HashMap<String, String> {
 }
 
 /// Starts the daemon again on the same configuration and data; asserts it comes up.
-fn restart(d: &mut Daemon, log: &str) {
+pub(super) fn restart(d: &mut Daemon, log: &str) {
     let _ = d.child.kill();
     let _ = d.child.wait();
     let mut child = Command::new(bin())

@@ -6,6 +6,7 @@ mod cli;
 pub mod client;
 mod core;
 mod crash;
+mod diskfull;
 mod interop;
 mod loadgen;
 mod pubsub;

@@ -22,11 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import logging
-import os
 import re
-import signal
-import ssl
 import sys
 import time
 import uuid
@@ -37,6 +33,8 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
+from harness import StepFailure, Steps, argument_parser, check_args, make_ssl_context, run_main, wait
+
 ROSTER_NS = "jabber:iq:roster"
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 #: Most seconds reserved at the end of the overall budget for the clean disconnect.
@@ -45,10 +43,6 @@ DISCONNECT_BUDGET = 4.0
 TRACE_CHUNKS = 60
 #: Longest wire chunk kept (characters).
 TRACE_CHUNK_CHARS = 3000
-
-
-class StepFailure(Exception):
-    """A test step failed; the message is the reason printed after `FAIL <step>:`."""
 
 
 # --------------------------------------------------------------------------------------
@@ -274,24 +268,6 @@ class Peer:
 # --------------------------------------------------------------------------------------
 
 
-def make_ssl_context(cafile: str | None) -> ssl.SSLContext:
-    """A verifying client context: CERT_REQUIRED and host name check, never insecure."""
-    if cafile:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-    else:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-async def wait(awaitable: Any, timeout: float, what: str) -> Any:
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise StepFailure("timed out after %.0f s waiting for %s" % (timeout, what)) from None
-
-
 async def expect(queue: asyncio.Queue, pred: Callable[[Any], bool], timeout: float, what: str) -> Any:
     """Take stanzas from `queue` until one satisfies `pred`; fail after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -366,22 +342,13 @@ def push_for(bare: str, subscription: str) -> Callable[[Any], bool]:
 # --------------------------------------------------------------------------------------
 
 
-class Run:
+class Run(Steps):
     def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.passed = 0
-        self.step = "setup"
+        super().__init__(args, "setup")
         self.step_timeout = args.step_timeout
         tag = uuid.uuid4().hex[:8]
         self.c1 = Peer("c1", "%s@%s/slix1-%s" % (args.user1, args.domain, tag), args.pass1, args)
         self.c2 = Peer("c2", "%s@%s/slix2-%s" % (args.user2, args.domain, tag), args.pass2, args)
-
-    def ok(self, step: str, detail: str = "") -> None:
-        self.passed += 1
-        print("ok %s%s" % (step, " (%s)" % detail if detail else ""), flush=True)
-
-    def begin(self, step: str) -> None:
-        self.step = step
 
     async def steps(self) -> None:
         a = self.args
@@ -391,7 +358,7 @@ class Run:
         for step, peer in (("login-client1", c1), ("login-client2", c2)):
             self.begin(step)
             await peer.login(a.host, a.port, t)
-            self.ok(step, "%s, %s %s, SASL %s" % (peer.jid, mode, peer.tls_version, peer.mech_used))
+            self.ok(step=step, detail="%s, %s %s, SASL %s" % (peer.jid, mode, peer.tls_version, peer.mech_used))
 
         # Start from a known roster state: earlier runs may have left the accounts
         # subscribed to each other.  Only touches the server's roster-remove path when
@@ -410,7 +377,7 @@ class Run:
         for peer in (c1, c2):
             drain(peer.roster_pushes)
             drain(peer.presences)
-        self.ok("roster-initial", "roster get for both accounts")
+        self.ok(step="roster-initial", detail="roster get for both accounts")
 
         # Initial presence: needed for delivery to the bare JID below.  An iq round trip
         # after it on the same stream guarantees the server has processed the presence.
@@ -418,7 +385,7 @@ class Run:
         for peer in (c1, c2):
             peer.xmpp.send_presence()
             await peer.ping(JID(a.domain), t)
-        self.ok("initial-presence")
+        self.ok(step="initial-presence")
 
         self.begin("message")
         body = "kinglet interop %s" % uuid.uuid4()
@@ -438,24 +405,24 @@ class Run:
         for m in drain(c1.messages):
             if m["type"] == "error":
                 raise StepFailure("client1 got a message error: %s" % short(m))
-        self.ok("message", "chat to bare JID delivered to %s with from=%s" % (c2.jid, msg["from"]))
+        self.ok(step="message", detail="chat to bare JID delivered to %s with from=%s" % (c2.jid, msg["from"]))
 
         self.begin("ping-server")
         rtt = await c1.ping(JID(a.domain), t)
-        self.ok("ping-server", "%.1f ms" % (rtt * 1000))
+        self.ok(step="ping-server", detail="%.1f ms" % (rtt * 1000))
 
         self.begin("ping-client")
         rtt = await c1.ping(c2.jid, t)
-        self.ok("ping-client", "to %s, %.1f ms" % (c2.jid, rtt * 1000))
+        self.ok(step="ping-client", detail="to %s, %.1f ms" % (c2.jid, rtt * 1000))
 
         name, group = "Bob Interop", "Kinglet Interop"
         self.begin("roster-set")
         await c1.set_roster_item(c2.jid, name, [group], False, t)
-        self.ok("roster-set", "%s name=%r group=%r" % (c2.jid.bare, name, group))
+        self.ok(step="roster-set", detail="%s name=%r group=%r" % (c2.jid.bare, name, group))
 
         self.begin("roster-push")
         await expect(c1.roster_pushes, push_for(c2.jid.bare, "none"), t, "the roster push for the new item")
-        self.ok("roster-push")
+        self.ok(step="roster-push")
 
         self.begin("roster-get")
         items = await c1.roster(t)
@@ -463,16 +430,16 @@ class Run:
         if item is None:
             raise StepFailure("%s missing from roster: %s" % (c2.jid.bare, items))
         check_item(item, name, group, "none")
-        self.ok("roster-get", "%s: %s" % (c2.jid.bare, fmt_item(item)))
+        self.ok(step="roster-get", detail="%s: %s" % (c2.jid.bare, fmt_item(item)))
 
         self.begin("subscribe-to")
         await self.subscribe(c1, c2)
-        self.ok("subscribe-to", "client1 subscribed to client2, roster push subscription=to, got %s's presence" % c2.jid)
+        self.ok(step="subscribe-to", detail="client1 subscribed to client2, roster push subscription=to, got %s's presence" % c2.jid)
 
         self.begin("subscribe-both")
         await self.subscribe(c2, c1)
         await expect(c1.roster_pushes, push_for(c2.jid.bare, "both"), t, "client1's roster push with subscription='both'")
-        self.ok("subscribe-both", "client2 subscribed back, client1's roster push subscription=both")
+        self.ok(step="subscribe-both", detail="client2 subscribed back, client1's roster push subscription=both")
 
         self.begin("roster-final")
         items = await c1.roster(t)
@@ -480,7 +447,7 @@ class Run:
         if item is None:
             raise StepFailure("%s missing from roster: %s" % (c2.jid.bare, items))
         check_item(item, name, group, "both")
-        self.ok("roster-final", "%s: %s" % (c2.jid.bare, fmt_item(item)))
+        self.ok(step="roster-final", detail="%s: %s" % (c2.jid.bare, fmt_item(item)))
 
         self.begin("iq-nonexistent")
         nobody = JID("nobody@%s" % a.domain)
@@ -502,7 +469,7 @@ class Run:
                 raise StepFailure("service-unavailable with error type=%r, expected 'cancel'" % err["error"]["type"])
             if str(err["from"]) != nobody.bare:
                 raise StepFailure("error from=%r, expected %r" % (str(err["from"]), nobody.bare))
-        self.ok("iq-nonexistent", "service-unavailable (cancel) from %s" % nobody)
+        self.ok(step="iq-nonexistent", detail="service-unavailable (cancel) from %s" % nobody)
 
     async def subscribe(self, sub: Peer, contact: Peer) -> None:
         """`sub` subscribes to `contact`'s presence, `contact` approves."""
@@ -577,7 +544,7 @@ async def amain(args: argparse.Namespace) -> int:
     if failure is None:
         run.begin("disconnect")
         if await run.finish(disconnect_budget):
-            run.ok("disconnect", "server closed both streams")
+            run.ok(step="disconnect", detail="server closed both streams")
         else:
             failure = "server did not close the stream within %.1f s after </stream:stream>" % disconnect_budget
     else:
@@ -593,46 +560,14 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1", help="address to connect to (default 127.0.0.1)")
-    p.add_argument("--port", type=int, required=True, help="c2s port (STARTTLS, or direct TLS with --direct-tls)")
-    p.add_argument("--domain", default="localhost", help="XMPP domain; also the name the certificate must carry")
-    p.add_argument("--user1", required=True)
-    p.add_argument("--pass1", required=True)
-    p.add_argument("--user2", required=True)
-    p.add_argument("--pass2", required=True)
-    p.add_argument("--cafile", help="PEM file of trusted CA/self-signed certificates (default: system store)")
+    p = argument_parser(__doc__.split("\n\n")[0])
     p.add_argument("--mech", default="SCRAM-SHA-256", help="the only SASL mechanism allowed (default SCRAM-SHA-256)")
     p.add_argument("--direct-tls", action="store_true", help="TLS from the first byte (XEP-0368) instead of STARTTLS")
-    p.add_argument("--timeout", type=float, default=40.0, help="overall time limit in seconds (default 40)")
-    p.add_argument("--step-timeout", type=float, default=10.0, help="time limit per wait in seconds (default 10)")
-    p.add_argument("-v", "--verbose", action="store_true", help="print all wire traffic to stderr")
-    args = p.parse_args(argv)
-    if args.user1 == args.user2:
-        p.error("--user1 and --user2 must be different accounts")
-    if args.timeout < 2:
-        p.error("--timeout must be at least 2 seconds")
-    if args.cafile and not os.path.isfile(args.cafile):
-        p.error("--cafile %s: no such file" % args.cafile)
-    return args
+    return check_args(p, p.parse_args(argv))
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL,
-                        format="%(levelname)-7s %(name)s: %(message)s")
-
-    # Last-resort bound in case the event loop itself gets stuck.
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        print("FAIL watchdog: process still running 5 s after the overall timeout", flush=True)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 5)
-    try:
-        return asyncio.run(amain(args))
-    finally:
-        signal.alarm(0)
+    return run_main(parse_args(argv), amain)
 
 
 if __name__ == "__main__":

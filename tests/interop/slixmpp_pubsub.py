@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
-import signal
-import ssl
 import sys
 from typing import Any
 
-import slixmpp
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
+
+from harness import EventPeer, StepFailure, Steps, argument_parser, check_args, run_main, run_two
 
 PS = "http://jabber.org/protocol/pubsub"
 SHIM = "http://jabber.org/protocol/shim"
@@ -42,85 +39,31 @@ DATA = "jabber:x:data"
 PAYLOAD_NS = "urn:example:sensor"
 
 
-class StepFailure(Exception):
-    """A step failed; the message is printed after `FAIL <step>:`."""
-
-
-class Peer:
+class Peer(EventPeer):
     """One slixmpp client and the pub-sub events it received."""
 
     def __init__(self, jid: str, password: str, args: argparse.Namespace):
-        xmpp = slixmpp.ClientXMPP(jid, password, sasl_mech="SCRAM-SHA-256")
-        xmpp.enable_plaintext = False
-        xmpp.enable_direct_tls = False
-        xmpp.enable_starttls = True
-        ctx = ssl.create_default_context(cafile=args.cafile)
-        xmpp.ssl_context = ctx
-        xmpp.register_plugin("xep_0030")
-        xmpp.register_plugin("xep_0004")
-        xmpp.register_plugin("xep_0060")
-        self.xmpp = xmpp
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.started: asyncio.Future = asyncio.get_event_loop().create_future()
-        for name in ("pubsub_publish", "pubsub_retract", "pubsub_purge", "pubsub_delete",
-                     "pubsub_subscription"):
-            xmpp.add_event_handler(name, self._handler(name))
+        super().__init__(jid, password, args, ("xep_0030", "xep_0004", "xep_0060"),
+                         ("pubsub_publish", "pubsub_retract", "pubsub_purge", "pubsub_delete",
+                          "pubsub_subscription"))
         # slixmpp's "message" event needs a <body/>: match data-form messages directly.
-        xmpp.register_handler(Callback(
+        self.xmpp.register_handler(Callback(
             "pubsub approval form",
             MatchXPath("{jabber:client}message/{%s}x" % DATA),
             self._on_message,
         ))
-        xmpp.add_event_handler("session_start", self._on_start)
-        xmpp.add_event_handler("failed_all_auth", lambda _e: self._fail("authentication failed"))
-
-    def _handler(self, name: str):
-        def on_event(msg: Any) -> None:
-            self.events.put_nowait((name, msg))
-        return on_event
 
     def _on_message(self, msg: Any) -> None:
         # Approval forms (XEP-0060 §8.6) arrive as plain messages carrying a data form.
         if msg.xml.find("{%s}x" % DATA) is not None:
             self.events.put_nowait(("form", msg))
 
-    def _on_start(self, _event: Any) -> None:
-        self.xmpp.send_presence()
-        if not self.started.done():
-            self.started.set_result(True)
-
-    def _fail(self, why: str) -> None:
-        if not self.started.done():
-            self.started.set_exception(StepFailure(why))
-
-    async def start(self, args: argparse.Namespace) -> None:
-        self.xmpp.connect(host=args.host, port=args.port)
-        await asyncio.wait_for(self.started, args.step_timeout)
-
     @property
     def ps(self) -> Any:
         return self.xmpp.plugin["xep_0060"]
 
-    async def expect(self, name: str, timeout: float) -> Any:
-        while True:
-            got, msg = await asyncio.wait_for(self.events.get(), timeout)
-            if got == name:
-                return msg
 
-
-class Run:
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.passed = 0
-        self.step = "start"
-
-    def begin(self, step: str) -> None:
-        self.step = step
-
-    def ok(self, detail: str = "") -> None:
-        self.passed += 1
-        print("ok %s%s" % (self.step, (" (%s)" % detail) if detail else ""), flush=True)
-
+class Run(Steps):
     async def steps(self, owner: Peer, sub: Peer) -> None:
         a = self.args
         service = "pubsub." + a.domain
@@ -380,61 +323,12 @@ async def amain(args: argparse.Namespace) -> int:
     run = Run(args)
     owner = Peer("%s@%s/owner" % (args.user1, args.domain), args.pass1, args)
     sub = Peer("%s@%s/sub" % (args.user2, args.domain), args.pass2, args)
-    failure = None
-    try:
-        await asyncio.wait_for(run.steps(owner, sub), args.timeout - 4)
-    except asyncio.TimeoutError:
-        failure = "timeout"
-    except StepFailure as exc:
-        failure = str(exc)
-    except IqError as exc:
-        failure = "iq error %s: %s" % (exc.condition, exc.text)
-    except Exception as exc:  # noqa: BLE001 - any crash is a failed step
-        failure = "unexpected %s: %s" % (type(exc).__name__, exc)
-    for p in (owner, sub):
-        p.xmpp.disconnect()
-    await asyncio.sleep(0.2)
-    if failure is not None:
-        print("FAIL %s: %s" % (run.step, failure), flush=True)
-        print("slixmpp pubsub: %d passed, 1 failed" % run.passed, flush=True)
-        return 1
-    print("slixmpp pubsub: %d passed, 0 failed" % run.passed, flush=True)
-    return 0
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--domain", default="localhost")
-    p.add_argument("--user1", required=True)
-    p.add_argument("--pass1", required=True)
-    p.add_argument("--user2", required=True)
-    p.add_argument("--pass2", required=True)
-    p.add_argument("--cafile")
-    p.add_argument("--timeout", type=float, default=40.0)
-    p.add_argument("--step-timeout", type=float, default=10.0)
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    if args.cafile and not os.path.isfile(args.cafile):
-        p.error("--cafile %s: no such file" % args.cafile)
-    return args
+    return await run_two("pubsub", run, (owner, sub), lambda: run.steps(owner, sub))
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
-
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        print("FAIL watchdog: still running after the overall timeout", flush=True)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 5)
-    try:
-        return asyncio.run(amain(args))
-    finally:
-        signal.alarm(0)
+    p = argument_parser(__doc__.split("\n\n")[0])
+    return run_main(check_args(p, p.parse_args(argv)), amain)
 
 
 if __name__ == "__main__":

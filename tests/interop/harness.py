@@ -1,0 +1,191 @@
+"""What the slixmpp interoperability scripts share: the step runner, the command line, a
+verifying TLS context, the watchdog, and an event-queue client for the plugin-driven tests.
+
+Each script (`slixmpp_core.py`, `slixmpp_pubsub.py`, `slixmpp_pep.py`) is run as a program
+from this directory, so `import harness` finds this file. Their common output contract:
+one `ok <step>` line per passed step, then `slixmpp <name>: N passed, 0 failed` (exit 0);
+on failure `FAIL <step>: <reason>`, the summary with `1 failed`, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+from typing import Any, Awaitable, Callable, Iterable
+
+import slixmpp
+from slixmpp.exceptions import IqError
+
+
+class StepFailure(Exception):
+    """A step failed; the message is the reason printed after `FAIL <step>:`."""
+
+
+class Steps:
+    """The current step's name and the count of passed steps."""
+
+    def __init__(self, args: argparse.Namespace, first: str = "start"):
+        self.args = args
+        self.passed = 0
+        self.step = first
+
+    def begin(self, step: str) -> None:
+        self.step = step
+
+    def ok(self, detail: str = "", step: str | None = None) -> None:
+        self.passed += 1
+        name = step if step is not None else self.step
+        print("ok %s%s" % (name, (" (%s)" % detail) if detail else ""), flush=True)
+
+
+def make_ssl_context(cafile: str | None) -> ssl.SSLContext:
+    """A verifying client context: CERT_REQUIRED and host name check, never insecure."""
+    if cafile:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    else:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def wait(awaitable: Any, timeout: float, what: str) -> Any:
+    """Await with a time limit; a timeout is a failed step naming `what`."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise StepFailure("timed out after %.0f s waiting for %s" % (timeout, what)) from None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The reason printed for an exception that ended the steps."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, StepFailure):
+        return str(exc)
+    if isinstance(exc, IqError):
+        return "iq error %s: %s" % (exc.condition, exc.text)
+    return "unexpected %s: %s" % (type(exc).__name__, exc)
+
+
+def report(name: str, steps: Steps, failure: str | None) -> int:
+    """Prints the final lines; returns the exit status."""
+    if failure is not None:
+        print("FAIL %s: %s" % (steps.step, failure), flush=True)
+        print("slixmpp %s: %d passed, 1 failed" % (name, steps.passed), flush=True)
+        return 1
+    print("slixmpp %s: %d passed, 0 failed" % (name, steps.passed), flush=True)
+    return 0
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The options every script takes: where the server is, two accounts, TLS trust, time."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--host", default="127.0.0.1", help="address to connect to (default 127.0.0.1)")
+    p.add_argument("--port", type=int, required=True, help="c2s port")
+    p.add_argument("--domain", default="localhost", help="XMPP domain; also the name the certificate must carry")
+    p.add_argument("--user1", required=True)
+    p.add_argument("--pass1", required=True)
+    p.add_argument("--user2", required=True)
+    p.add_argument("--pass2", required=True)
+    p.add_argument("--cafile", help="PEM file of trusted CA/self-signed certificates (default: system store)")
+    p.add_argument("--timeout", type=float, default=40.0, help="overall time limit in seconds (default 40)")
+    p.add_argument("--step-timeout", type=float, default=10.0, help="time limit per wait in seconds (default 10)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print all wire traffic to stderr")
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The checks every script makes on its options."""
+    if args.user1 == args.user2:
+        p.error("--user1 and --user2 must be different accounts")
+    if args.timeout < 2:
+        p.error("--timeout must be at least 2 seconds")
+    if args.cafile and not os.path.isfile(args.cafile):
+        p.error("--cafile %s: no such file" % args.cafile)
+    return args
+
+
+def run_main(args: argparse.Namespace, amain: Callable[[argparse.Namespace], Awaitable[int]]) -> int:
+    """Runs `amain(args)` with logging set from --verbose and a last-resort watchdog that
+    exits 5 s after the overall timeout, in case the event loop itself gets stuck."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL,
+                        format="%(levelname)-7s %(name)s: %(message)s")
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        print("FAIL watchdog: process still running 5 s after the overall timeout", flush=True)
+        os._exit(1)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(args.timeout) + 5)
+    try:
+        return asyncio.run(amain(args))
+    finally:
+        signal.alarm(0)
+
+
+class EventPeer:
+    """One slixmpp client (SCRAM-SHA-256 over verified STARTTLS) with `plugins`, which puts
+    every event named in `events` on one queue as `(name, stanza)`."""
+
+    def __init__(self, jid: str, password: str, args: argparse.Namespace,
+                 plugins: Iterable[str], events: Iterable[str]):
+        xmpp = slixmpp.ClientXMPP(jid, password, sasl_mech="SCRAM-SHA-256")
+        xmpp.enable_plaintext = False
+        xmpp.enable_direct_tls = False
+        xmpp.enable_starttls = True
+        xmpp.ssl_context = make_ssl_context(args.cafile)
+        for plugin in plugins:
+            xmpp.register_plugin(plugin)
+        self.xmpp = xmpp
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.started: asyncio.Future = asyncio.get_event_loop().create_future()
+        for name in events:
+            xmpp.add_event_handler(name, self.queue_as(name))
+        xmpp.add_event_handler("session_start", self._on_start)
+        xmpp.add_event_handler("failed_all_auth", lambda _e: self._fail("authentication failed"))
+
+    def queue_as(self, name: str) -> Callable[[Any], None]:
+        """A handler that queues its stanza under `name`."""
+        def on_event(msg: Any) -> None:
+            self.events.put_nowait((name, msg))
+        return on_event
+
+    def _on_start(self, _event: Any) -> None:
+        self.xmpp.send_presence()
+        if not self.started.done():
+            self.started.set_result(True)
+
+    def _fail(self, why: str) -> None:
+        if not self.started.done():
+            self.started.set_exception(StepFailure(why))
+
+    async def start(self, args: argparse.Namespace) -> None:
+        self.xmpp.connect(host=args.host, port=args.port)
+        await asyncio.wait_for(self.started, args.step_timeout)
+
+    async def expect(self, name: str, timeout: float) -> Any:
+        """The next queued event called `name` (others are dropped)."""
+        while True:
+            got, msg = await asyncio.wait_for(self.events.get(), timeout)
+            if got == name:
+                return msg
+
+
+async def run_two(name: str, steps: Steps, peers: tuple[EventPeer, EventPeer],
+                  body: Callable[[], Awaitable[None]]) -> int:
+    """Runs `body` within the overall timeout (less 4 s for the disconnect), disconnects
+    both peers, and reports."""
+    failure = None
+    try:
+        await asyncio.wait_for(body(), steps.args.timeout - 4)
+    except Exception as exc:  # noqa: BLE001 - any crash is a failed step
+        failure = describe_failure(exc)
+    for p in peers:
+        p.xmpp.disconnect()
+    await asyncio.sleep(0.2)
+    return report(name, steps, failure)
