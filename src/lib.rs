@@ -41,3 +41,6 @@ pub mod session;
 pub mod signals;
 pub mod store;
 pub mod xml;
+
+#[cfg(test)]
+mod model_tests;

@@ -725,7 +725,24 @@ impl Router {
             self.storage_failed_to(&e.to_string(), "reopen the database");
             return false;
         }
+        self.rosters_reload();
         self.pubsub_restore()
+    }
+
+    /// After the database was reopened, the rosters in memory are read from it again, as
+    /// the pub-sub state is: a commit whose fsync failed may still have reached the disk
+    /// (redb keeps it if its commit record did), although its requests were refused, and
+    /// memory must equal the disk, or a restart would bring back a change that the
+    /// running broker does not show.
+    fn rosters_reload(&mut self) {
+        for (user, account) in self.accounts.iter_mut().filter(|(_, a)| !a.anonymous) {
+            match self.store.roster_get(user) {
+                Ok(roster) => account.roster = roster,
+                Err(e) => {
+                    tracing::error!(user = %user, error = %e, "roster not reloaded after reopening the database")
+                }
+            }
+        }
     }
 
     /// Reloads the pub-sub service after a storage fault took it down; true if it is up.

@@ -435,3 +435,55 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         "{reply:?}"
     );
 }
+
+/// Found by the model test (`src/model_tests.rs`): a commit whose fsync fails may still
+/// have reached the disk (redb keeps a commit whose record was written). The roster set is
+/// refused, the database is reopened and holds the change: the roster in memory must be
+/// read again so that it equals the disk, as the pub-sub state is, instead of showing the
+/// old roster until a restart brings the change back.
+#[test]
+fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change() {
+    use crate::store::testing::{CrashDisk, Fault};
+    let disk = CrashDisk::default();
+    let store = Store::open_on(&disk, 0).expect("store");
+    store.pubsub_set_mode(CommitMode::Group);
+    let mut r = Router::new(Rc::new(Config::default()), store).expect("router");
+    let oa = Outbox::new(64, 1 << 20);
+    let a = r
+        .bind("alice", false, Some("a"), 1, oa.clone())
+        .expect("bind");
+    roster_set(&mut r, &a, "s1", "carol@localhost");
+    // What the committer does; the disk fills up just for the fsync of this commit.
+    let batch = r.store().pubsub_take().expect("a batch");
+    disk.fail_from(0, Fault::FullOnSync);
+    let result = batch.write();
+    assert!(disk.heal() > 0, "the fsync was refused");
+    let generation = batch.generation();
+    drop(batch);
+    let e = result.as_ref().expect_err("the commit fails");
+    r.storage_write_failed(e);
+    let job = r.store().reopen_begin().expect("reopen");
+    assert!(r.storage_reopened(job.run()), "the store recovered");
+    r.pubsub_committed(generation, result);
+    let reply = drained(&oa)
+        .into_iter()
+        .find(|e| e.attr("id") == Some("s1"))
+        .expect("a reply to the roster set");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    let on_disk: Vec<String> = r
+        .store()
+        .roster_get("alice")
+        .expect("read")
+        .into_iter()
+        .map(|i| i.jid)
+        .collect();
+    assert_eq!(on_disk, ["carol@localhost"], "redb kept the commit");
+    let served: Vec<String> = roster_get(&mut r, &a, &oa, "g1")
+        .iter()
+        .filter_map(|i| i.attr("jid").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        served, on_disk,
+        "the roster in memory differs from the disk"
+    );
+}

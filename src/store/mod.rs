@@ -21,6 +21,8 @@ mod error;
 mod pubsub;
 mod schema;
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
 mod writer;
 
@@ -200,7 +202,11 @@ fn corrupt(table: &impl TableHandle, key: &[u8], e: codec::DecodeError) -> Store
 
 /// Opens a `Database` on the file (redb's builder with the store's settings); called again
 /// to reopen the file after a failed write, possibly on another thread.
-type Opener = Arc<dyn Fn(std::fs::File) -> Result<Database, redb::DatabaseError> + Send + Sync>;
+type FileOpener = Arc<dyn Fn(std::fs::File) -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// Opens the store's database (the file at its path through a [`FileOpener`]; a test
+/// backend in the model test), checked and migrated; called again to reopen it.
+type Opener = Arc<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
 
 /// Length of redb 2's file header (magic number, layout, two commit slots), in bytes.
 const REDB_HEADER_BYTES: usize = 320;
@@ -290,7 +296,7 @@ fn check_file_length(file: &std::fs::File, path: &Path) -> Result<(), StoreError
 
 /// Opens the file `path` (creating it, mode 0600, if missing), checks its length and
 /// schema (migrating an older one) and returns the database.
-fn open_db(path: &Path, opener: &Opener) -> Result<Database, StoreError> {
+fn open_db(path: &Path, opener: &FileOpener) -> Result<Database, StoreError> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -306,7 +312,6 @@ fn open_db(path: &Path, opener: &Opener) -> Result<Database, StoreError> {
 /// [`Reopen::run`] opens the file (redb repairs it from its last durable commit: a read of
 /// the whole file and two fsyncs), so it runs on a blocking thread.
 pub struct Reopen {
-    path: PathBuf,
     opener: Opener,
 }
 
@@ -316,7 +321,7 @@ pub struct Reopened(Result<Database, StoreError>);
 impl Reopen {
     /// Opens the file again (blocking).
     pub fn run(self) -> Reopened {
-        Reopened(open_db(&self.path, &self.opener))
+        Reopened((self.opener)())
     }
 }
 
@@ -405,8 +410,10 @@ impl Store {
         dir.create(data_dir).map_err(|e| io_at(data_dir, e))?;
 
         let path = data_dir.join(DB_FILE_NAME);
-        let opener: Opener = Arc::new(create);
-        let db = open_db(&path, &opener)?;
+        let create: FileOpener = Arc::new(create);
+        let db = open_db(&path, &create)?;
+        let at = path.clone();
+        let opener: Opener = Arc::new(move || open_db(&at, &create));
         Ok(Store::from_db(db, path, Some(opener)))
     }
 
@@ -474,10 +481,7 @@ impl Store {
         }
         // Dropping the last handle closes the file and releases redb's lock on it.
         *slot = None;
-        Ok(Reopen {
-            path: self.path.clone(),
-            opener,
-        })
+        Ok(Reopen { opener })
     }
 
     /// Installs the database [`Reopen::run`] opened: the store works again (and is no
