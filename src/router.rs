@@ -815,7 +815,9 @@ impl Router {
                 crate::store::CommitMode::Interval(_) => {
                     "pub-sub changes acknowledged since the previous flush are lost (store.flush_interval)"
                 }
-                _ => "the requests waiting for it got an error and nothing they asked for changed",
+                _ => {
+                    "the requests waiting for it got an error: their changes were not confirmed (a write that failed at its final sync may still be on disk; what clients read afterwards is what the disk holds)"
+                }
             };
             tracing::error!(
                 error = e,
@@ -2007,13 +2009,13 @@ fn roster_failure(e: &StoreError) -> (Condition, &'static str) {
     match e {
         StoreError::Full => (
             Condition::ResourceConstraint,
-            "the server's disk is full: the roster change was not saved; retry later",
+            "the server's disk is full: the roster change could not be confirmed as saved; get the roster before retrying",
         ),
         StoreError::LimitReached { .. } => (Condition::NotAllowed, "the roster is full"),
         StoreError::Invalid(_) => (Condition::NotAcceptable, "the roster item cannot be stored"),
         _ => (
             Condition::InternalServerError,
-            "the roster change could not be saved; nothing was changed",
+            "the roster change could not be confirmed as saved (storage error); get the roster before retrying",
         ),
     }
 }

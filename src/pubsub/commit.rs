@@ -310,14 +310,18 @@ impl Engine {
 
 /// The error a request gets when its change could not be saved: `resource-constraint`
 /// for a full disk, `internal-server-error` otherwise; both of type `wait` (retrying
-/// later may work: the service recovers by itself) and with a text saying nothing changed.
+/// later may work: the service recovers by itself). The text does not claim that nothing
+/// changed: a write that failed at its final fsync may still be on disk, and what the
+/// service serves after it reloads is what the disk holds.
 pub fn save_failed_error(e: &StoreError) -> StanzaError {
     let mut err = match e {
         StoreError::Full => StanzaError::new(Condition::ResourceConstraint)
-            .with_text("the server's disk is full: the change was not saved; retry later"),
+            .with_text(
+                "the server's disk is full: the change could not be confirmed as saved; read it back before retrying",
+            ),
         _ => StanzaError::new(Condition::InternalServerError).with_text(
-            "the server could not save the change (storage error): nothing was changed; \
-             retry later",
+            "the server could not confirm the change as saved (storage error); read it back \
+             before retrying",
         ),
     };
     err.kind = proto::ErrorType::Wait;
