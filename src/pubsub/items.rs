@@ -1,0 +1,181 @@
+//! Retrieving items (XEP-0060 §6.5) and the requester's own subscriptions and
+//! affiliations (§5.6, §5.7).
+
+use super::*;
+
+impl Engine {
+    /// Reads items of `node` by index entries (payloads from the store).
+    pub(super) fn load_items(
+        &self,
+        store: &Store,
+        name: &str,
+        entries: &[&IndexEntry],
+    ) -> Result<Vec<CachedItem>, PubSubError> {
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        let key = self.store_key(name);
+        let got = store.pubsub_items(&key, &seqs).map_err(|e| {
+            tracing::error!(node = name, error = %e, "cannot read pub-sub items");
+            PubSubError::Internal
+        })?;
+        let mut out = Vec::with_capacity(got.len());
+        for r in got.into_iter().flatten() {
+            out.push(CachedItem {
+                id: r.id,
+                publisher: r.publisher,
+                published_ms: r.published_ms,
+                payload: r.payload,
+            });
+        }
+        Ok(out)
+    }
+
+    /// §6.5 retrieve items (all, by id, newest `max_items`), paged with XEP-0059 RSM
+    /// (§6.5.4). The reply never exceeds half an outbox: a larger result is cut and says so
+    /// with an RSM `<set/>` (count, first, last), so nothing is truncated silently.
+    pub(super) fn items(
+        &mut self,
+        dir: &dyn Directory,
+        store: &Store,
+        req: &Req,
+        it: &Element,
+        rsm: Option<&Element>,
+    ) -> Result<Option<String>, PubSubError> {
+        let name = Self::node_attr(it)?.to_owned();
+        let n = self.node(&name)?;
+        // §6.5.9.3: a pending subscription is no subscription for retrieval.
+        self.check_access(dir, n, &req.bare).map_err(|e| match e {
+            PubSubError::PendingSubscription => PubSubError::AuthorizationRequired,
+            e => e,
+        })?;
+        // §6.5.9.1 and §6.5.9.2: with several subscriptions, the request names one.
+        let mine: Vec<&Sub> = n.subs.iter().filter(|s| s.jid.bare() == req.bare).collect();
+        match it.attr("subid").filter(|s| !s.is_empty()) {
+            None if mine.len() > 1 => return Err(PubSubError::SubIdRequired),
+            Some(id) if !mine.is_empty() && !mine.iter().any(|s| s.subid == id) => {
+                return Err(PubSubError::InvalidSubId);
+            }
+            _ => {}
+        }
+        let wanted: Vec<&str> = it
+            .elements()
+            .filter(|e| e.is("item", NS_PUBSUB))
+            .filter_map(|e| e.attr("id"))
+            .collect();
+        // Any size is the newest that many (saturated: the same on 32-bit targets).
+        let max = it
+            .attr("max_items")
+            .map(|m| {
+                parse_len(m).ok_or(PubSubError::BadRequest(
+                    "max_items is a non-negative integer",
+                ))
+            })
+            .transpose()?;
+        let page = rsm
+            .map(|set| Page::parse(set, self.limits.pubsub_max_page_items))
+            .transpose()?;
+        if n.config.kind == Kind::Collection {
+            return self.collection_items(dir, store, req, &name, max, page.as_ref());
+        }
+        let transient;
+        let mut entries: Vec<&IndexEntry> = if n.config.persist_items {
+            n.items
+                .iter()
+                .filter(|e| !n.expired(e.published_ms, req.now_ms))
+                .filter(|e| wanted.is_empty() || wanted.contains(&e.id.as_str()))
+                .collect()
+        } else {
+            transient = n.last.as_ref().map(|l| IndexEntry {
+                seq: 0,
+                id: l.id.clone(),
+                published_ms: l.published_ms,
+                bytes: l.payload.len(),
+                stored: 0,
+                publisher: Rc::from(l.publisher.as_str()),
+            });
+            transient
+                .iter()
+                .filter(|e| !n.expired(e.published_ms, req.now_ms))
+                .filter(|e| wanted.is_empty() || wanted.contains(&e.id.as_str()))
+                .collect()
+        };
+        if let Some(m) = max {
+            let skip = entries.len().saturating_sub(m);
+            entries.drain(..skip);
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        // The RSM window over `entries`, cut to half an outbox by the estimated reply bytes
+        // of each item: payload, id, publisher and markup.
+        let window = match &page {
+            None => Window::all(ids.len()),
+            Some(p) => p.window(&ids)?,
+        }
+        .fit(&entries, self.limits.outbox_max_bytes / 2, |e| {
+            e.bytes.saturating_add(e.id.len()).saturating_add(192)
+        });
+        let cut = page.is_none() && !window.is_whole();
+        let page_entries = window.slice(&entries);
+        let found: Vec<CachedItem> = if n.config.persist_items {
+            self.load_items(store, &name, page_entries)?
+        } else {
+            n.last
+                .iter()
+                .filter(|_| !page_entries.is_empty())
+                .map(|l| (**l).clone())
+                .collect()
+        };
+        let mut s =
+            String::with_capacity(160 + found.iter().map(|i| i.payload.len() + 64).sum::<usize>());
+        let _ = write!(
+            s,
+            "<pubsub xmlns='{NS_PUBSUB}'><items node='{}'>",
+            attr(&name)
+        );
+        for i in &found {
+            s.push_str(&item_xml(i, true, n.config.itemreply_publisher));
+        }
+        s.push_str("</items>");
+        if page.is_some() || cut {
+            s.push_str(&window.set_xml(&ids));
+        }
+        s.push_str("</pubsub>");
+        Ok(Some(s))
+    }
+
+    /// §5.6 the requester's subscriptions.
+    pub(super) fn own_subscriptions(&self, req: &Req, e: &Element) -> String {
+        let only = e.attr("node");
+        let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions>");
+        for (name, n) in &self.nodes {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            for sub in n.subs.iter().filter(|x| x.jid.bare() == req.bare) {
+                s.push_str(&Self::subscription_xml(name, sub));
+            }
+        }
+        s.push_str("</subscriptions></pubsub>");
+        s
+    }
+
+    /// §5.7 the requester's affiliations.
+    pub(super) fn own_affiliations(&self, req: &Req, e: &Element) -> String {
+        let only = e.attr("node");
+        let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'><affiliations>");
+        for (name, n) in &self.nodes {
+            if only.is_some_and(|o| o != name) || name.is_empty() {
+                continue;
+            }
+            let a = self.affiliation(n, &req.bare);
+            if a != Affiliation::None {
+                let _ = write!(
+                    s,
+                    "<affiliation node='{}' affiliation='{}'/>",
+                    attr(name),
+                    a.as_str()
+                );
+            }
+        }
+        s.push_str("</affiliations></pubsub>");
+        s
+    }
+}
