@@ -1,0 +1,530 @@
+//! Transcript tests of the engine: stanzas in, stanzas out, no sockets. Each test is named
+//! after the XEP-0060 (1.30) section it checks.
+//!
+//! This file holds the shared harness (`World`, `Rosters`, `TempDir`, stanza helpers); the
+//! tests are split by use case, like the engine (`src/pubsub/*.rs`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::*;
+use crate::store::Store;
+
+mod access;
+mod approval;
+mod collections;
+mod create;
+mod date;
+mod disco;
+mod errors;
+mod expiry;
+mod items;
+mod notify;
+mod numbers;
+mod owner;
+mod pep;
+mod publish;
+mod retract;
+mod subscribe;
+
+/// A temporary data directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "kinglet-pubsub-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rosters for the access models: owner → contact → (from subscription, groups); the
+/// available resources of each bare JID with their `<show/>`; and the `+notify` interests
+/// of each full JID (XEP-0115 caps, for PEP).
+#[derive(Default)]
+struct Rosters(
+    HashMap<(String, String), (bool, Vec<String>)>,
+    HashMap<String, Vec<(String, String)>>,
+    HashMap<String, Vec<String>>,
+);
+
+impl Directory for Rosters {
+    fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)> {
+        self.0
+            .get(&(
+                owner.as_str().to_owned(),
+                contact.bare().as_str().to_owned(),
+            ))
+            .cloned()
+    }
+
+    fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
+        self.1
+            .get(bare.as_str())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|(j, s)| Some((Jid::parse(j).ok()?, s.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn wants(&self, full: &Jid, node: &str) -> bool {
+        self.2
+            .get(full.as_str())
+            .is_some_and(|v| v.iter().any(|n| n == node))
+    }
+
+    fn presence_subscribers(&self, owner: &Jid) -> Vec<Jid> {
+        let mut v: Vec<Jid> = self
+            .0
+            .iter()
+            .filter(|((o, _), (from, _))| o == owner.as_str() && *from)
+            .filter_map(|((_, c), _)| Jid::parse(c).ok())
+            .collect();
+        v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        v
+    }
+
+    fn presence_subscriptions(&self, contact: &Jid) -> Vec<Jid> {
+        let mut v: Vec<Jid> = self
+            .0
+            .iter()
+            .filter(|((_, c), (from, _))| c == contact.as_str() && *from)
+            .filter_map(|((o, _), _)| Jid::parse(o).ok())
+            .collect();
+        v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        v
+    }
+}
+
+struct World {
+    _dir: TempDir,
+    store: Store,
+    config: Config,
+    engine: Engine,
+    rosters: Rosters,
+    now: u64,
+    n: u64,
+}
+
+const ALICE: &str = "alice@localhost/a";
+
+const BOB: &str = "bob@localhost/b";
+
+const CAROL: &str = "carol@localhost/c";
+
+const EVE: &str = "eve@elsewhere/e";
+
+impl World {
+    fn new() -> World {
+        Self::with_config(Config::default())
+    }
+
+    fn with_config(config: Config) -> World {
+        let dir = TempDir::new("w");
+        let store = Store::open(&dir.0, 0).expect("store");
+        let engine = Engine::load(&config, &store).expect("engine");
+        World {
+            _dir: dir,
+            store,
+            config,
+            engine,
+            rosters: Rosters::default(),
+            now: 1_700_000_000_000,
+            n: 0,
+        }
+    }
+
+    /// Reload the engine from the store, as a daemon restart does.
+    fn restart(&mut self) {
+        self.engine = Engine::load(&self.config, &self.store).expect("reload");
+    }
+
+    /// Send `<iq type=ty>` with `body` from `from`; returns every delivery, parsed.
+    fn iq(&mut self, from: &str, ty: &str, body: &str) -> Vec<(String, Element)> {
+        self.n += 1;
+        self.now += 1000;
+        let xml = format!(
+            "<iq type='{ty}' id='q{}' from='{from}' to='pubsub.localhost'>{body}</iq>",
+            self.n
+        );
+        let iq = Element::parse(&xml).expect("test stanza parses");
+        let from = Jid::parse(from).expect("jid");
+        let out = self
+            .engine
+            .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
+        out.into_iter()
+            .map(|d| {
+                let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
+                    panic!("engine output does not parse: {e}: {}", d.stanza.to_text())
+                });
+                (d.to.as_str().to_owned(), e)
+            })
+            .collect()
+    }
+
+    /// The reply (first delivery), asserting it is a result.
+    fn ok(&mut self, from: &str, ty: &str, body: &str) -> (Element, Vec<(String, Element)>) {
+        let mut out = self.iq(from, ty, body);
+        assert!(!out.is_empty(), "no reply");
+        let (_, reply) = out.remove(0);
+        assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
+        (reply, out)
+    }
+
+    /// The reply's (condition, pubsub#errors condition), asserting it is an error.
+    fn err(&mut self, from: &str, ty: &str, body: &str) -> (String, String) {
+        let out = self.iq(from, ty, body);
+        let reply = &out[0].1;
+        assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+        assert_eq!(out.len(), 1, "no notifications on error");
+        let e = reply.child("error", NS_CLIENT).expect("error child");
+        let cond = e
+            .elements()
+            .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let app = e
+            .elements()
+            .find(|c| c.ns == NS_PUBSUB_ERRORS)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        (cond, app)
+    }
+
+    fn create(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) {
+        let body = if fields.is_empty() {
+            format!("<pubsub xmlns='{NS_PUBSUB}'><create node='{node}'/></pubsub>")
+        } else {
+            format!(
+                "<pubsub xmlns='{NS_PUBSUB}'><create node='{node}'/><configure>{}</configure></pubsub>",
+                form(FORM_NODE_CONFIG, fields)
+            )
+        };
+        self.ok(from, "set", &body);
+    }
+
+    fn publish(
+        &mut self,
+        from: &str,
+        node: &str,
+        id: Option<&str>,
+        payload: &str,
+    ) -> (Element, Vec<(String, Element)>) {
+        let id = id.map(|i| format!(" id='{i}'")).unwrap_or_default();
+        self.ok(
+            from,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'><item{id}>{payload}</item></publish></pubsub>"),
+        )
+    }
+
+    fn subscribe(&mut self, from: &str, node: &str, jid: &str) -> Vec<(String, Element)> {
+        self.ok(
+            from,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub>"),
+        )
+        .1
+    }
+
+    fn item_ids(&mut self, from: &str, node: &str, extra: &str) -> Vec<String> {
+        let (r, _) = self.ok(
+            from,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'{extra}/></pubsub>"),
+        );
+        items_of(&r)
+    }
+}
+
+fn form(form_type: &str, fields: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{form_type}</value></field>"
+    );
+    for (k, v) in fields {
+        s.push_str(&format!("<field var='{k}'><value>{v}</value></field>"));
+    }
+    s.push_str("</x>");
+    s
+}
+
+fn items_of(r: &Element) -> Vec<String> {
+    r.child("pubsub", NS_PUBSUB)
+        .and_then(|p| p.child("items", NS_PUBSUB))
+        .map(|i| {
+            i.elements()
+                .filter_map(|e| e.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn event(m: &Element) -> &Element {
+    assert_eq!(m.name, "message", "{m:?}");
+    m.child("event", NS_PUBSUB_EVENT).expect("event")
+}
+
+const P: &str = "<t xmlns='urn:t'>1</t>";
+
+/// An RSM `<set/>` as (first, first's index, last, count).
+type RsmSummary = (Option<String>, Option<String>, Option<String>, String);
+
+fn rsm_of(r: &Element) -> Option<RsmSummary> {
+    let set = r.child("pubsub", NS_PUBSUB)?.child("set", NS_RSM)?;
+    let first = set.child("first", NS_RSM);
+    Some((
+        first.map(Element::text),
+        first.and_then(|f| f.attr("index").map(str::to_owned)),
+        set.child("last", NS_RSM).map(Element::text),
+        set.child("count", NS_RSM)
+            .map(Element::text)
+            .unwrap_or_default(),
+    ))
+}
+
+impl World {
+    /// A message from `from` to the service (an approval form); returns the deliveries.
+    fn message(&mut self, from: &str, body: &str) -> Vec<(String, Element)> {
+        self.now += 1000;
+        let xml = format!("<message from='{from}' to='pubsub.localhost'>{body}</message>");
+        let m = Element::parse(&xml).expect("test stanza parses");
+        let from = Jid::parse(from).expect("jid");
+        let out = self.engine.handle_message(&self.store, &from, &m, self.now);
+        parse_out(out)
+    }
+
+    /// Runs the timer at `self.now`.
+    fn tick(&mut self) -> Vec<(String, Element)> {
+        let out = self.engine.on_tick(&self.rosters, &self.store, self.now);
+        parse_out(out)
+    }
+
+    /// `full` goes unavailable (the last resource of its account when `offline`).
+    fn unavailable(&mut self, full: &str, offline: bool) -> Vec<(String, Element)> {
+        let j = Jid::parse(full).expect("jid");
+        if offline {
+            self.rosters.1.remove(j.bare().as_str());
+        }
+        let out = self
+            .engine
+            .on_unavailable(&self.rosters, &self.store, &j, offline, self.now);
+        parse_out(out)
+    }
+
+    fn online(&mut self, full: &str, show: &str) {
+        let j = Jid::parse(full).expect("jid");
+        self.rosters
+            .1
+            .entry(j.bare().as_str().to_owned())
+            .or_default()
+            .push((full.to_owned(), show.to_owned()));
+    }
+
+    /// Subscribes with options; returns the `<subscription/>` of the reply.
+    fn subscribe_with(&mut self, from: &str, node: &str, opts: &[(&str, &str)]) -> Element {
+        let body = format!(
+            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{from}'/><options>{}</options></pubsub>",
+            form(FORM_SUBSCRIBE_OPTIONS, opts)
+        );
+        let (r, _) = self.ok(from, "set", &body);
+        r.child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.child("subscription", NS_PUBSUB))
+            .expect("subscription")
+            .clone()
+    }
+}
+
+fn parse_out(out: Vec<Delivery>) -> Vec<(String, Element)> {
+    out.into_iter()
+        .map(|d| {
+            let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
+                panic!("engine output does not parse: {e}: {}", d.stanza.to_text())
+            });
+            (d.to.as_str().to_owned(), e)
+        })
+        .collect()
+}
+
+/// The node attribute of the `<items/>` of an event notification.
+fn items_node(m: &Element) -> Option<String> {
+    event(m)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.attr("node").map(str::to_owned))
+}
+
+impl World {
+    fn collection(&mut self, from: &str, node: &str, extra: &[(&str, &str)]) {
+        let mut f = vec![("pubsub#node_type", "collection")];
+        f.extend_from_slice(extra);
+        self.create(from, node, &f);
+    }
+
+    /// The configuration form of `node` as a map.
+    fn config_of(&mut self, from: &str, node: &str) -> HashMap<String, Vec<String>> {
+        let (r, _) = self.ok(
+            from,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='{node}'/></pubsub>"),
+        );
+        let x = r
+            .child("pubsub", NS_PUBSUB_OWNER)
+            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
+            .and_then(find_form)
+            .expect("form");
+        form_fields(x).into_iter().collect()
+    }
+
+    fn configure(&mut self, from: &str, node: &str, body: &str) -> Vec<(String, Element)> {
+        self.iq(
+            from,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='{node}'>{body}</configure></pubsub>"
+            ),
+        )
+    }
+
+    fn assoc(
+        &mut self,
+        from: &str,
+        verb: &str,
+        parent: &str,
+        child: &str,
+    ) -> Vec<(String, Element)> {
+        self.iq(
+            from,
+            "set",
+            &format!(
+                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><collection node='{parent}'><{verb} node='{child}'/></collection></pubsub>"
+            ),
+        )
+    }
+
+    fn disco_children(&mut self, node: Option<&str>) -> Vec<String> {
+        let n = node.map(|n| format!(" node='{n}'")).unwrap_or_default();
+        let (r, _) = self.ok(
+            ALICE,
+            "get",
+            &format!("<query xmlns='{NS_DISCO_ITEMS}'{n}/>"),
+        );
+        r.child("query", NS_DISCO_ITEMS)
+            .map(|q| {
+                q.elements()
+                    .filter_map(|i| i.attr("node").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A `text-multi` field with several values.
+fn multi(var: &str, values: &[&str]) -> String {
+    let mut s = format!("<field var='{var}'>");
+    for v in values {
+        s.push_str(&format!("<value>{v}</value>"));
+    }
+    s.push_str("</field>");
+    s
+}
+
+impl World {
+    /// An IQ to `to` (an account's bare JID; `None`: no `to`, the sender's own account).
+    fn pep_iq(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        ty: &str,
+        body: &str,
+    ) -> Vec<(String, Element)> {
+        self.n += 1;
+        self.now += 1000;
+        let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
+        let xml = format!(
+            "<iq type='{ty}' id='p{}' from='{from}'{to}>{body}</iq>",
+            self.n
+        );
+        let iq = Element::parse(&xml).expect("test stanza parses");
+        let from = Jid::parse(from).expect("jid");
+        let out = self
+            .engine
+            .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
+        parse_out(out)
+    }
+
+    /// The owner publishes to its own PEP node (no `to`), with optional publish-options.
+    fn pep_publish(
+        &mut self,
+        from: &str,
+        node: &str,
+        id: &str,
+        payload: &str,
+        options: &[(&str, &str)],
+    ) -> Vec<(String, Element)> {
+        let opts = if options.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<publish-options>{}</publish-options>",
+                form(FORM_PUBLISH_OPTIONS, options)
+            )
+        };
+        self.pep_iq(
+            from,
+            None,
+            "set",
+            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'><item id='{id}'>{payload}</item></publish>{opts}</pubsub>"),
+        )
+    }
+
+    /// `contact` has a presence subscription (`from`) to `owner`.
+    fn presence_sub(&mut self, owner: &str, contact: &str, on: bool) {
+        self.rosters
+            .0
+            .insert((owner.to_owned(), contact.to_owned()), (on, Vec::new()));
+    }
+
+    /// `full` is available and advertises `+notify` for `nodes`.
+    fn interested(&mut self, full: &str, nodes: &[&str]) {
+        self.online(full, "online");
+        self.rosters.2.insert(
+            full.to_owned(),
+            nodes.iter().map(|n| (*n).to_owned()).collect(),
+        );
+    }
+
+    fn pep_config(&mut self, owner_full: &str, node: &str) -> HashMap<String, Vec<String>> {
+        let out = self.pep_iq(
+            owner_full,
+            None,
+            "get",
+            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='{node}'/></pubsub>"),
+        );
+        let x = out[0]
+            .1
+            .child("pubsub", NS_PUBSUB_OWNER)
+            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
+            .and_then(find_form)
+            .expect("form");
+        form_fields(x).into_iter().collect()
+    }
+}
+
+fn result(out: &[(String, Element)]) -> &Element {
+    let r = &out[0].1;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    r
+}
