@@ -1,0 +1,143 @@
+//! Storage faults: rate-limited logging while writes fail, and recovery once the
+//! database is reopened (the pub-sub service and the rosters reloaded from it).
+
+use super::*;
+
+/// A storage fault in progress (writes fail), for the log: one ERROR line when it starts,
+/// then at most one WARN line per [`OUTAGE_LOG_EVERY`], and one INFO line when it ends.
+pub(super) struct Outage {
+    since: std::time::Instant,
+    /// Failed commits and reopenings since the fault started.
+    failures: u64,
+    /// Failures since the last line.
+    unlogged: u64,
+    last_log: std::time::Instant,
+}
+
+/// At most one log line per this interval while a storage fault lasts.
+const OUTAGE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Router {
+    /// Whether the store or the pub-sub service needs recovery after a failed write: the
+    /// committer (`net::committer`) reopens the database ([`Store::reopen_begin`]) and
+    /// hands the outcome to [`Router::storage_reopened`], with a growing pause between
+    /// attempts.
+    pub fn storage_needs_recovery(&self) -> bool {
+        self.store.faulted() || self.pubsub.is_none()
+    }
+
+    /// The database was reopened (or not) after a failed write: on success the pub-sub
+    /// service is reloaded from it if it was down. Returns whether everything works again.
+    pub fn storage_reopened(&mut self, reopened: crate::store::Reopened) -> bool {
+        if let Err(e) = self.store.reopen_end(reopened) {
+            self.storage_failed_to(&e.to_string(), "reopen the database");
+            return false;
+        }
+        self.rosters_reload();
+        self.pubsub_restore()
+    }
+
+    /// Reloads the pub-sub service after a storage fault took it down; true if it is up.
+    pub fn pubsub_restore(&mut self) -> bool {
+        if self.pubsub.is_some() {
+            return true;
+        }
+        match crate::pubsub::restore(&self.config, &self.store) {
+            Ok(mut engine) => {
+                engine.set_backlog(
+                    self.backlog.clone(),
+                    self.config.limits.pubsub_backlog_bytes,
+                );
+                engine.seed_ids(random_u64());
+                self.pubsub = Some(engine);
+                tracing::info!(
+                    data = %self.store.path().display(),
+                    "publish-subscribe service available again: the database was reopened \
+                     and the service's state reloaded from it"
+                );
+                if let Some(w) = &self.pubsub_wake {
+                    let _ = w.try_send(());
+                }
+                true
+            }
+            Err(e) => {
+                self.storage_failed_to(&e.to_string(), "reload the publish-subscribe state");
+                false
+            }
+        }
+    }
+
+    /// A group commit failed (called by the committer before it reopens the database and
+    /// calls [`Router::pubsub_committed`]): the store is marked faulted, and the fault
+    /// logged (rate-limited).
+    pub fn storage_write_failed(&mut self, e: &StoreError) {
+        self.store.set_faulted();
+        self.storage_failed(e);
+    }
+
+    /// A write succeeded: a storage fault in progress is over.
+    pub(super) fn storage_ok(&mut self) {
+        if let Some(o) = self.outage.take() {
+            tracing::info!(
+                failures = o.failures,
+                secs = o.since.elapsed().as_secs(),
+                data = %self.store.path().display(),
+                "storage recovered: writes succeed again"
+            );
+        }
+    }
+
+    /// A commit failed (or the database could not be reopened): logged once when the
+    /// fault starts, then at most once per [`OUTAGE_LOG_EVERY`].
+    pub(super) fn storage_failed(&mut self, e: &StoreError) {
+        self.storage_failed_to(&e.to_string(), "write to the database");
+    }
+
+    fn storage_failed_to(&mut self, e: &str, what: &str) {
+        let now = std::time::Instant::now();
+        let data = self.store.path().display().to_string();
+        let Some(o) = self.outage.as_mut() else {
+            self.outage = Some(Outage {
+                since: now,
+                failures: 1,
+                unlogged: 0,
+                last_log: now,
+            });
+            let lost = match self.store.pubsub_mode() {
+                crate::store::CommitMode::Interval(_) => {
+                    "pub-sub changes acknowledged since the previous flush are lost (store.flush_interval)"
+                }
+                _ => {
+                    "the requests waiting for it got an error: their changes were not confirmed (a write that failed at its final sync may still be on disk; what clients read afterwards is what the disk holds)"
+                }
+            };
+            tracing::error!(
+                error = e,
+                data,
+                "storage fault: could not {what}; {lost}. Kinglet reopens the database and \
+                 goes on: reads keep working, writes get an error (resource-constraint if \
+                 the disk is full) until the fault is fixed. Free space on the disk of the \
+                 data directory, or check for a read-only remount or I/O errors in the \
+                 kernel log; no restart is needed"
+            );
+            return;
+        };
+        o.failures += 1;
+        o.unlogged += 1;
+        if now.duration_since(o.last_log) >= OUTAGE_LOG_EVERY {
+            tracing::warn!(
+                error = e,
+                data,
+                failures = o.unlogged,
+                since_secs = o.since.elapsed().as_secs(),
+                "storage fault continues: could not {what} ({} more failures since the last \
+                 line); writes get an error until space is freed or the disk is fixed",
+                o.unlogged
+            );
+            o.unlogged = 0;
+            o.last_log = now;
+        } else {
+            tracing::debug!(error = e, "storage fault continues: could not {what}");
+        }
+    }
+}
