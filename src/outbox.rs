@@ -1,9 +1,9 @@
 //! The per-connection outbox: the only way the router hands bytes to a connection.
 //!
-//! The router never awaits a connection (DESIGN.md, "Slow consumers"). It calls
-//! [`Outbox::push`], which either queues a shared, already-serialised stanza or, when the
-//! queue would exceed its bounds, marks the connection as overflowed so that its task closes
-//! the stream with `<policy-violation/>`. The connection task waits on [`Outbox::ready`].
+//! The router never awaits a connection (docs/architecture.md, "Slow readers never block
+//! anyone"). It calls [`Outbox::push`], which either queues a shared, already-serialised
+//! stanza or, when the queue would exceed its bounds, marks the connection as overflowed
+//! so that its task closes the stream with `<policy-violation/>`. The connection task waits on [`Outbox::ready`].
 //!
 //! Memory: an empty outbox is one `VecDeque` header with no allocation (about 80 bytes in
 //! all). A full one holds at most `outbox_max_stanzas` [`Stanza`] handles (48 bytes each)

@@ -315,10 +315,10 @@ impl Engine {
 /// service serves after it reloads is what the disk holds.
 pub fn save_failed_error(e: &StoreError) -> StanzaError {
     let mut err = match e {
-        StoreError::Full => StanzaError::new(Condition::ResourceConstraint)
-            .with_text(
-                "the server's disk is full: the change could not be confirmed as saved; read it back before retrying",
-            ),
+        StoreError::Full => StanzaError::new(Condition::ResourceConstraint).with_text(
+            "the server's disk is full: the change could not be confirmed as saved; \
+                 read it back before retrying",
+        ),
         _ => StanzaError::new(Condition::InternalServerError).with_text(
             "the server could not confirm the change as saved (storage error); read it back \
              before retrying",
@@ -555,8 +555,9 @@ mod tests {
             .collect()
     }
 
-    /// DESIGN.md "Durability": a publish result and its notifications go out only once the
-    /// item is on disk; a read in between sees the staged item; outputs keep their order.
+    /// docs/architecture.md, "An IQ result means durable": a publish result and its
+    /// notifications go out only once the item is on disk; a read in between sees the
+    /// staged item; outputs keep their order.
     #[test]
     fn group_commit_holds_outputs_until_their_batch_is_on_disk() {
         let dir = Dir::new("hold");
@@ -924,9 +925,10 @@ mod tests {
         assert_eq!(s.store.pubsub_load().expect("load").items.len(), 1);
     }
 
-    /// DESIGN.md: "The fsync must not stall other clients". The commit is made slow (the
-    /// writer sleeps 600 ms); meanwhile another client's ping is answered at once, and the
-    /// publisher's result arrives only after the commit.
+    /// docs/architecture.md: the fsync runs off the protocol thread and must not stall
+    /// other clients. The commit is made slow (the writer sleeps 600 ms); meanwhile
+    /// another client's ping is answered at once, and the publisher's result arrives only
+    /// after the commit.
     #[test]
     fn slow_commit_does_not_stall_other_clients() {
         let dir = Dir::new("stall");
