@@ -3,21 +3,26 @@
 //! # Architecture
 //!
 //! ```text
-//!  socket ──bytes──► net (IO shell) ──► session (sans-IO stream state machine)
-//!                                          │ xml::Framer → Element, SASL, bind
-//!                                          ▼
-//!                                       router (addressing, roster, presence, disco)
-//!                                          │ serialise once, Rc<str>
-//!                                          ▼
+//!  socket ──bytes──► net (IO shell: TCP, TLS, timers; guard: admission, login throttle)
+//!                      ▼
+//!                    session (sans-IO c2s stream: xml::Framer → Element, STARTTLS, SASL, bind)
+//!                      ▼
+//!                    router (IM: sessions, roster, presence, messages, server IQs)
+//!                      ▼
+//!                    pubsub::Engine (XEP-0060/0163/0248, one file per use case)
+//!                      ▼ staged writes            ▲ commit result
+//!                    store (redb; group commit on a blocking thread: net::committer)
+//!                      ▼ outputs released once durable
 //!                    outbox (bounded, per connection) ──► net ──► socket
 //! ```
 //!
-//! Layers, bottom up: `jid`, `xml` and `sasl` are pure and know nothing of the rest;
-//! `proto` holds the wire vocabulary; `session` negotiates one stream; `router` owns every
-//! bound session and the rosters; `store` persists accounts and rosters in redb; `net` and
-//! `daemon` are the only modules that touch sockets, clocks and the executor (`guard` holds the
-//! sans-IO counters they consult against login abuse and connection floods). All protocol
-//! state lives on one thread (a `LocalExecutor`).
+//! Layers, bottom up: `jid`, `xml`, `sasl`, `caps` and `guard` are pure and know nothing
+//! of the rest; `proto` holds the wire vocabulary; `session` negotiates one stream;
+//! `router` owns every bound session and the rosters and hands pub-sub to `pubsub`;
+//! `store` persists accounts, rosters and pub-sub in redb; `net` and `daemon` are the only
+//! modules that touch sockets and the executor. All protocol state lives on one thread (a
+//! `LocalExecutor`); fsync and password hashing run on the blocking pool. The full map,
+//! with where to change what: `docs/architecture.md`.
 
 pub mod admin;
 pub mod caps;
