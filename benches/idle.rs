@@ -19,7 +19,12 @@ fn start(users: usize, tls: bool) -> Server {
     {
         // Accounts straight into the store (one derivation, no CLI start-up per user).
         let store = kinglet::store::Store::open(&daemon::data_dir(&dir), 1 << 20).expect("store");
-        let creds = kinglet::sasl::StoredCredentials::derive("pw", 4096).to_bytes();
+        let creds = kinglet::sasl::StoredCredentials::derive(
+            &kinglet::system::SystemEnv::new(),
+            "pw",
+            4096,
+        )
+        .to_bytes();
         for i in 0..users {
             store.user_add(&format!("u{i}"), &creds).expect("user add");
         }

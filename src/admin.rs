@@ -133,7 +133,8 @@ fn run(
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
             let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
             let store = open(config)?;
-            let creds = StoredCredentials::derive(&pw, iterations);
+            let creds =
+                StoredCredentials::derive(&crate::system::SystemEnv::new(), &pw, iterations);
             match store.user_add(&user, &creds.to_bytes()) {
                 Ok(()) => Ok(format!("added {user}@{}", config.domain)),
                 Err(StoreError::AlreadyExists) => Err(Failure::Usage(format!(
@@ -148,7 +149,8 @@ fn run(
             require_database(config, config_path)?;
             let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
             let store = open(config)?;
-            let creds = StoredCredentials::derive(&pw, iterations);
+            let creds =
+                StoredCredentials::derive(&crate::system::SystemEnv::new(), &pw, iterations);
             match store.user_set_credentials(&user, &creds.to_bytes()) {
                 Ok(()) => Ok(format!("password changed for {user}@{}", config.domain)),
                 Err(StoreError::NotFound) => Err(Failure::Usage(format!(

@@ -26,6 +26,7 @@ use crate::notify::{self, Notifier};
 use crate::router::Router;
 use crate::signals;
 use crate::store::{CommitMode, Store};
+use crate::system::SystemEnv;
 
 /// Start-up failures, each with the sysexits code the process exits with.
 #[derive(Debug)]
@@ -193,8 +194,8 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
         CommitMode::Interval(every)
     });
     let path = store.path().to_owned();
-    let router =
-        Router::new(config.clone(), store).map_err(|error| StartupError::PubSub { error, path })?;
+    let router = Router::new(config.clone(), store, Rc::new(SystemEnv::new()))
+        .map_err(|error| StartupError::PubSub { error, path })?;
     let shared = Shared::new(router, tls);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
     // Invariant: the listener tasks are the only holders of `ex` besides this function; they

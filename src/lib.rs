@@ -20,7 +20,8 @@
 //! of the rest; `proto` holds the wire vocabulary; `session` negotiates one stream;
 //! `router` owns every bound session and the rosters and hands pub-sub to `pubsub`;
 //! `store` persists accounts, rosters and pub-sub in redb; `net` and `daemon` are the only
-//! modules that touch sockets and the executor. All protocol state lives on one thread (a
+//! modules that touch sockets and the executor. Time and randomness reach the core through
+//! `env::Env`, implemented for the OS by `system::SystemEnv`. All protocol state lives on one thread (a
 //! `LocalExecutor`); fsync and password hashing run on the blocking pool. The full map,
 //! with where to change what: `docs/architecture.md`.
 
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod env;
 pub mod guard;
 pub mod jid;
 pub mod limits;
@@ -45,6 +47,7 @@ pub mod sasl;
 pub mod session;
 pub mod signals;
 pub mod store;
+pub mod system;
 pub mod xml;
 
 #[cfg(test)]

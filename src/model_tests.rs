@@ -562,7 +562,12 @@ impl World {
     fn open(config: &Rc<Config>, disk: &CrashDisk, cache: usize) -> Result<Router, String> {
         let store = Store::open_on(disk, cache).map_err(|e| format!("store: {e}"))?;
         store.pubsub_set_mode(CommitMode::Group);
-        Router::new(config.clone(), store).map_err(|e| format!("router: {e}"))
+        Router::new(
+            config.clone(),
+            store,
+            Rc::new(crate::system::SystemEnv::new()),
+        )
+        .map_err(|e| format!("router: {e}"))
     }
 
     fn bind_all(&mut self) {

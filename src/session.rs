@@ -433,13 +433,19 @@ impl Session {
         router: &mut Router,
     ) -> Action {
         self.on_disconnect(router);
-        self.write_stream_error(cond, text, out);
+        self.write_stream_error(cond, text, out, router);
         Action::Close
     }
 
-    fn write_stream_error(&mut self, cond: StreamCondition, text: Option<&str>, out: &mut Vec<u8>) {
+    fn write_stream_error(
+        &mut self,
+        cond: StreamCondition,
+        text: Option<&str>,
+        out: &mut Vec<u8>,
+        router: &Router,
+    ) {
         if !self.header_sent {
-            self.write_header(out, None, "");
+            self.write_header(out, None, "", router);
         }
         out.extend_from_slice(proto::stream_error_bytes(cond, text).as_bytes());
         self.stage = Stage::Closed;
@@ -448,16 +454,16 @@ impl Session {
     fn close_stream(&mut self, out: &mut Vec<u8>, router: &mut Router) -> Action {
         self.on_disconnect(router);
         if !self.header_sent {
-            self.write_header(out, None, "");
+            self.write_header(out, None, "", router);
         }
         out.extend_from_slice(b"</stream:stream>");
         Action::Close
     }
 
-    fn write_header(&mut self, out: &mut Vec<u8>, to: Option<&str>, domain: &str) {
+    fn write_header(&mut self, out: &mut Vec<u8>, to: Option<&str>, domain: &str, router: &Router) {
         let mut s = String::with_capacity(256);
         s.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en' id='");
-        s.push_str(&sasl::random_nonce());
+        s.push_str(&router.random_nonce());
         s.push('\'');
         if !domain.is_empty() {
             s.push_str(" from='");
@@ -496,7 +502,7 @@ impl Session {
             .as_deref()
             .and_then(|f| Jid::parse(f).ok())
             .map(|j| j.as_str().to_owned());
-        self.write_header(out, to_echo.as_deref(), &domain);
+        self.write_header(out, to_echo.as_deref(), &domain, router);
         match h.to.as_deref() {
             Some(to)
                 if !to.eq_ignore_ascii_case(&domain)
@@ -791,7 +797,7 @@ impl Session {
         router: &mut Router,
         out: &mut Vec<u8>,
     ) -> Action {
-        let nonce = sasl::random_nonce();
+        let nonce = router.random_nonce();
         let started = {
             let iterations = router.config().auth.scram_iterations;
             let domain = router.domain().to_owned();

@@ -215,7 +215,12 @@ mod tests {
             .as_ref()
             .map(|t| net::load_tls(&t.cert, &t.key).unwrap());
         Shared::new(
-            Router::new(Rc::new(config.clone()), store).expect("router"),
+            Router::new(
+                Rc::new(config.clone()),
+                store,
+                Rc::new(crate::system::SystemEnv::new()),
+            )
+            .expect("router"),
             tls,
         )
     }

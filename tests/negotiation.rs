@@ -10,6 +10,7 @@ use kinglet::router::Router;
 use kinglet::sasl::{ScramClient, ScramHash, StoredCredentials, base64_decode, base64_encode};
 use kinglet::session::{Action, AuthEvent, PasswordVerdict, Session, Transport};
 use kinglet::store::Store;
+use kinglet::system::SystemEnv;
 use kinglet::xml::{Element, Frame, Framer, XmlLimits};
 
 use crate::e2e::TempDir;
@@ -49,10 +50,10 @@ impl Harness {
         };
         tweak(&mut cfg);
         let store = Store::open(&cfg.data_dir, 1 << 20).unwrap();
-        let creds = StoredCredentials::derive("secret", 4096);
+        let creds = StoredCredentials::derive(&kinglet::system::SystemEnv::new(), "secret", 4096);
         store.user_add("alice", &creds.to_bytes()).unwrap();
         let now = Instant::now();
-        let router = Router::new(Rc::new(cfg), store).expect("router");
+        let router = Router::new(Rc::new(cfg), store, Rc::new(SystemEnv::new())).expect("router");
         let session = Session::new(
             1,
             transport,

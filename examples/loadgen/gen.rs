@@ -321,7 +321,7 @@ impl Xc {
             ScramHash::Sha1,
             user,
             &o.password,
-            &kinglet::sasl::random_nonce(),
+            &kinglet::sasl::random_nonce(&kinglet::system::SystemEnv::new()),
         );
         c.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>{}</auth>",

@@ -108,7 +108,12 @@ fn kinglet_users(o: &Opts, dir: Option<String>) -> Result<(), String> {
     let dir = dir.ok_or("--data-dir is required")?;
     let store = kinglet::store::Store::open(std::path::Path::new(&dir), 1 << 20)
         .map_err(|e| e.to_string())?;
-    let creds = kinglet::sasl::StoredCredentials::derive(&o.password, 4096).to_bytes();
+    let creds = kinglet::sasl::StoredCredentials::derive(
+        &kinglet::system::SystemEnv::new(),
+        &o.password,
+        4096,
+    )
+    .to_bytes();
     for u in names(o) {
         store.user_add(&u, &creds).map_err(|e| e.to_string())?;
     }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kinglet::config::Config;
+use kinglet::env::FakeEnv;
 use kinglet::outbox::Outbox;
 use kinglet::router::Router;
 use kinglet::session::{Action, PasswordVerdict, Session, Transport};
@@ -76,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
 
     let cfg = Config::default();
     let store = Store::open_in_memory().expect("store");
-    let mut router = Router::new(Rc::new(cfg), store).expect("router");
+    let mut router = Router::new(Rc::new(cfg), store, Rc::new(FakeEnv::default())).expect("router");
     let now = Instant::now();
     let transport = Transport {
         tls_active: false,

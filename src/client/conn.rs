@@ -289,7 +289,12 @@ impl Conn {
                     None
                 };
                 if let Some(hash) = hash {
-                    let mut scram = ScramClient::new(hash, user, password, &random_nonce());
+                    let mut scram = ScramClient::new(
+                        hash,
+                        user,
+                        password,
+                        &random_nonce(&crate::system::SystemEnv::new()),
+                    );
                     self.send(&format!(
                         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
                         hash.mechanism(),

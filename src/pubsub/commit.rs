@@ -658,7 +658,12 @@ mod tests {
         };
         let store = Store::open(&dir.0, 0).expect("store");
         store.pubsub_set_mode(CommitMode::Group);
-        let mut router = Router::new(Rc::new(config), store).expect("router");
+        let mut router = Router::new(
+            Rc::new(config),
+            store,
+            Rc::new(crate::system::SystemEnv::new()),
+        )
+        .expect("router");
         let (ob_a, ob_b) = (Outbox::new(8, 1 << 20), Outbox::new(8, 1 << 20));
         let alice = router
             .bind("alice", false, Some("a"), 1, ob_a.clone())
@@ -735,7 +740,12 @@ mod tests {
         };
         let store = Store::open_with_faults(&dir.0, fail.clone()).expect("store");
         store.pubsub_set_mode(CommitMode::Group);
-        let mut router = Router::new(Rc::new(config), store).expect("router");
+        let mut router = Router::new(
+            Rc::new(config),
+            store,
+            Rc::new(crate::system::SystemEnv::new()),
+        )
+        .expect("router");
         let ob = Outbox::new(64, 1 << 20);
         let alice = router
             .bind("alice", false, Some("a"), 1, ob.clone())
@@ -939,7 +949,12 @@ mod tests {
         let store = Store::open(&dir.0, 0).expect("store");
         store.pubsub_set_mode(CommitMode::Group);
         store.pubsub_test_delay(Duration::from_millis(600));
-        let mut router = Router::new(Rc::new(config), store).expect("router");
+        let mut router = Router::new(
+            Rc::new(config),
+            store,
+            Rc::new(crate::system::SystemEnv::new()),
+        )
+        .expect("router");
         let (ob_a, ob_b) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
         let alice = router
             .bind("alice", false, Some("a"), 1, ob_a.clone())

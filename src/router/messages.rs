@@ -12,7 +12,7 @@ impl Router {
             // notifications) are dropped; anything else bounces.
             if msg.child("x", "jabber:x:data").is_some() && ty != "error" {
                 if let Some(mut engine) = self.pubsub.take() {
-                    let out = engine.handle_message(&self.store, from, &msg, now_ms());
+                    let out = engine.handle_message(&self.store, from, &msg, self.now_ms());
                     self.pubsub = Some(engine);
                     self.pubsub_deliver(out);
                 } else {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::config::{AnonymousPolicy, Config};
+use crate::env::Env;
 use crate::jid::Jid;
 use crate::limits::Limits;
 use crate::outbox::{Backlog, Kick, Outbox, Stanza};
@@ -72,6 +73,8 @@ struct Account {
 pub struct Router {
     config: Rc<Config>,
     store: Store,
+    /// The clocks and the random number generator (passed in by the shell).
+    env: Rc<dyn Env>,
     /// Secret for SCRAM's fake credentials of unknown users (account enumeration defence).
     secret: [u8; 32],
     accounts: HashMap<String, Account>,
@@ -126,24 +129,30 @@ enum Target {
 }
 
 impl Router {
-    /// A router over `store`, with the pub-sub service loaded from it.
+    /// A router over `store`, with the pub-sub service loaded from it; `env` gives it the
+    /// time and randomness (`system::SystemEnv` in the daemon).
     ///
     /// # Errors
     ///
     /// The pub-sub state cannot be loaded (a store failure, or a stored node this build
     /// cannot read). The broker does not start then: running without pub-sub would look
     /// healthy while refusing its main service.
-    pub fn new(config: Rc<Config>, store: Store) -> Result<Router, crate::pubsub::EngineError> {
+    pub fn new(
+        config: Rc<Config>,
+        store: Store,
+        env: Rc<dyn Env>,
+    ) -> Result<Router, crate::pubsub::EngineError> {
         let mut secret = [0u8; 32];
         // With no randomness the fake-credential defence degrades to a fixed salt per user; log it.
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).is_err() {
+        if !env.fill_random(&mut secret) {
+            secret = [0u8; 32];
             tracing::warn!("no system randomness for the SCRAM secret");
         }
         store.set_max_roster_items(config.limits.max_roster_items);
         let backlog = Backlog::new();
         let mut pubsub = crate::pubsub::Engine::load(&config, &store)?;
         pubsub.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
-        pubsub.seed_ids(random_u64());
+        pubsub.seed_ids(random_u64(&*env));
         let pubsub_service = pubsub.service().clone();
         let pubsub = Some(pubsub);
         let caps = crate::caps::CapsTable::new(crate::caps::CapsLimits {
@@ -153,6 +162,7 @@ impl Router {
         Ok(Router {
             config,
             store,
+            env,
             secret,
             accounts: HashMap::new(),
             push_counter: 0,
@@ -190,6 +200,27 @@ impl Router {
     /// Effective limits.
     pub fn limits(&self) -> &Limits {
         &self.config.limits
+    }
+
+    /// The clocks and the random number generator the router was given.
+    pub fn env(&self) -> &dyn Env {
+        &*self.env
+    }
+
+    /// A fresh random nonce from the router's [`Env`] (SCRAM server nonces, stream ids,
+    /// generated resources and anonymous usernames): see [`crate::sasl::random_nonce`].
+    ///
+    /// # Panics
+    ///
+    /// If the `Env` has no randomness, as [`crate::sasl::random_nonce`].
+    pub fn random_nonce(&self) -> String {
+        crate::sasl::random_nonce(&*self.env)
+    }
+
+    /// Milliseconds since the Unix epoch, from the router's [`Env`] (the pub-sub engine's
+    /// clock).
+    fn now_ms(&self) -> u64 {
+        self.env.now_ms()
     }
 
     /// The store (accounts, rosters).
@@ -311,7 +342,7 @@ impl Router {
                 } else {
                     // XEP-0115: the answer to a caps disco#info query of ours.
                     let id = iq.attr("id").unwrap_or("").to_owned();
-                    if let Some(ev) = self.caps.on_disco_result(from, &id, &iq, now_ms()) {
+                    if let Some(ev) = self.caps.on_disco_result(from, &id, &iq, self.now_ms()) {
                         self.caps_events(ev);
                     }
                 }
@@ -351,23 +382,16 @@ impl Router {
     }
 }
 
-/// A random value (the seed of generated pub-sub ids); 0 without system randomness, when
-/// item ids are still unique within their node (checked against its items).
-fn random_u64() -> u64 {
+/// A random value (the seed of generated pub-sub ids); 0 without randomness, when item
+/// ids are still unique within their node (checked against its items).
+fn random_u64(env: &dyn Env) -> u64 {
     let mut b = [0u8; 8];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+    if !env.fill_random(&mut b) {
+        b = [0u8; 8];
         tracing::warn!("no system randomness for the seed of generated pub-sub ids");
     }
     // 48 bits: ids stay short (at most 12 hex digits after the time) and runs still differ.
     u64::from_le_bytes(b) >> 16
-}
-
-/// Milliseconds since the Unix epoch (the pub-sub engine's clock).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn attr(s: &str) -> String {

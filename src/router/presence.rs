@@ -51,14 +51,15 @@ impl Router {
         self.broadcast_presence(&user, from, &p);
         if initial {
             self.initial_presence_probe(&user, from);
+            let now = self.now_ms();
             if let Some(ps) = self.pubsub.as_mut() {
-                let out = ps.on_available(from, now_ms());
+                let out = ps.on_available(from, now);
                 self.pubsub_deliver(out);
             }
         }
         // XEP-0115/0163: interests from caps; only newly interesting nodes get their
         // last item (an unchanged presence update changes nothing).
-        let now = now_ms();
+        let now = self.now_ms();
         let mut ev = self.caps.expire(now);
         let more = self.caps.on_presence(from, &p, true, now);
         ev.queries.extend(more.queries);
@@ -83,7 +84,8 @@ impl Router {
             let Some(mut engine) = self.pubsub.take() else {
                 return;
             };
-            let out = engine.pep_interest_added(&*self, &self.store, &u.jid, &u.added, now_ms());
+            let out =
+                engine.pep_interest_added(&*self, &self.store, &u.jid, &u.added, self.now_ms());
             self.pubsub = Some(engine);
             self.pubsub_deliver(out);
         }
@@ -112,7 +114,7 @@ impl Router {
             return;
         };
         let out =
-            engine.pep_roster_changed(&*self, &self.store, &owner, &contact, gained, now_ms());
+            engine.pep_roster_changed(&*self, &self.store, &owner, &contact, gained, self.now_ms());
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
     }

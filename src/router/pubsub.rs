@@ -20,7 +20,7 @@ impl Router {
             return;
         };
         let deferred = engine.deferred_count();
-        let out = engine.handle_iq(&*self, &self.store, from, iq, now_ms());
+        let out = engine.handle_iq(&*self, &self.store, from, iq, self.now_ms());
         if engine.deferred_count() > deferred {
             // Back-pressure: the request waits for the disk or for readers; its sender is
             // not read until the deferred requests have been handled.
@@ -93,7 +93,7 @@ impl Router {
             return;
         };
         let offline = crate::pubsub::Directory::presences(&*self, &full.bare()).is_empty();
-        let out = engine.on_unavailable(&*self, &self.store, full, offline, now_ms());
+        let out = engine.on_unavailable(&*self, &self.store, full, offline, self.now_ms());
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
     }
@@ -110,7 +110,7 @@ impl Router {
     /// epoch) the timer task sleeps until.
     pub fn pubsub_tick(&mut self) -> Option<u64> {
         let mut engine = self.pubsub.take()?;
-        let out = engine.on_tick(&*self, &self.store, now_ms());
+        let out = engine.on_tick(&*self, &self.store, self.now_ms());
         let next = engine.arm();
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);

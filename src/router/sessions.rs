@@ -13,10 +13,12 @@ impl Router {
     /// [`AnonUserError::Store`] if the account table cannot be read,
     /// [`AnonUserError::Collisions`] if every name tried was taken.
     pub fn new_anonymous_user(&mut self) -> Result<String, AnonUserError> {
-        let (accounts, store) = (&self.accounts, &self.store);
-        pick_anonymous_user(ANON_USER_ATTEMPTS, crate::sasl::random_nonce, |user| {
-            Ok(accounts.contains_key(user) || store.user_exists(user)?)
-        })
+        let (accounts, store, env) = (&self.accounts, &self.store, &*self.env);
+        pick_anonymous_user(
+            ANON_USER_ATTEMPTS,
+            || crate::sasl::random_nonce(env),
+            |user| Ok(accounts.contains_key(user) || store.user_exists(user)?),
+        )
     }
 
     /// Number of bound resources (for metrics and tests).
@@ -38,7 +40,7 @@ impl Router {
         let resource = match requested.map(str::trim) {
             Some(r) if !r.is_empty() => r.to_owned(),
             _ => {
-                let n = crate::sasl::random_nonce();
+                let n = self.random_nonce();
                 format!(
                     "kinglet-{}",
                     n.chars()

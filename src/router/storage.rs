@@ -5,13 +5,15 @@ use super::*;
 
 /// A storage fault in progress (writes fail), for the log: one ERROR line when it starts,
 /// then at most one WARN line per [`OUTAGE_LOG_EVERY`], and one INFO line when it ends.
+///
+/// Its times are the router's monotonic clock ([`Env::monotonic`]).
 pub(super) struct Outage {
-    since: std::time::Instant,
+    since: std::time::Duration,
     /// Failed commits and reopenings since the fault started.
     failures: u64,
     /// Failures since the last line.
     unlogged: u64,
-    last_log: std::time::Instant,
+    last_log: std::time::Duration,
 }
 
 /// At most one log line per this interval while a storage fault lasts.
@@ -48,7 +50,7 @@ impl Router {
                     self.backlog.clone(),
                     self.config.limits.pubsub_backlog_bytes,
                 );
-                engine.seed_ids(random_u64());
+                engine.seed_ids(random_u64(&*self.env));
                 self.pubsub = Some(engine);
                 tracing::info!(
                     data = %self.store.path().display(),
@@ -78,9 +80,10 @@ impl Router {
     /// A write succeeded: a storage fault in progress is over.
     pub(super) fn storage_ok(&mut self) {
         if let Some(o) = self.outage.take() {
+            let now = self.env.monotonic();
             tracing::info!(
                 failures = o.failures,
-                secs = o.since.elapsed().as_secs(),
+                secs = now.saturating_sub(o.since).as_secs(),
                 data = %self.store.path().display(),
                 "storage recovered: writes succeed again"
             );
@@ -94,7 +97,7 @@ impl Router {
     }
 
     fn storage_failed_to(&mut self, e: &str, what: &str) {
-        let now = std::time::Instant::now();
+        let now = self.env.monotonic();
         let data = self.store.path().display().to_string();
         let Some(o) = self.outage.as_mut() else {
             self.outage = Some(Outage {
@@ -124,12 +127,12 @@ impl Router {
         };
         o.failures += 1;
         o.unlogged += 1;
-        if now.duration_since(o.last_log) >= OUTAGE_LOG_EVERY {
+        if now.saturating_sub(o.last_log) >= OUTAGE_LOG_EVERY {
             tracing::warn!(
                 error = e,
                 data,
                 failures = o.unlogged,
-                since_secs = o.since.elapsed().as_secs(),
+                since_secs = now.saturating_sub(o.since).as_secs(),
                 "storage fault continues: could not {what} ({} more failures since the last \
                  line); writes get an error until space is freed or the disk is fixed",
                 o.unlogged

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
+use crate::system::SystemEnv;
 use crate::xml::Element;
 
 struct Dir(std::path::PathBuf);
@@ -47,7 +48,7 @@ fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> Router {
         data_dir: dir.0.clone(),
         ..Config::default()
     };
-    Router::new(Rc::new(config), store).expect("router")
+    Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router")
 }
 
 /// What the committer task does: take the pending batch, write it, report.
@@ -312,19 +313,27 @@ fn anonymous_user_search_is_bounded() {
     assert_eq!(lookups, 1, "a store error is not retried");
 
     let mut lookups = 0;
-    let r = pick_anonymous_user(ANON_USER_ATTEMPTS, crate::sasl::random_nonce, |_| {
-        lookups += 1;
-        Ok(true)
-    });
+    let r = pick_anonymous_user(
+        ANON_USER_ATTEMPTS,
+        || crate::sasl::random_nonce(&SystemEnv::new()),
+        |_| {
+            lookups += 1;
+            Ok(true)
+        },
+    );
     assert!(matches!(r, Err(AnonUserError::Collisions(n)) if n == ANON_USER_ATTEMPTS));
     assert_eq!(lookups, ANON_USER_ATTEMPTS);
 
     // A collision, then a free name: the second one is used.
     let mut names = Vec::new();
-    let r = pick_anonymous_user(ANON_USER_ATTEMPTS, crate::sasl::random_nonce, |u| {
-        names.push(u.to_owned());
-        Ok(names.len() == 1)
-    });
+    let r = pick_anonymous_user(
+        ANON_USER_ATTEMPTS,
+        || crate::sasl::random_nonce(&SystemEnv::new()),
+        |u| {
+            names.push(u.to_owned());
+            Ok(names.len() == 1)
+        },
+    );
     let user = r.expect("second name is free");
     assert_eq!(names.len(), 2);
     assert_eq!(user, names[1]);
@@ -387,7 +396,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         ..Config::default()
     };
     config.limits.max_roster_items = MAX;
-    let mut r = Router::new(Rc::new(config), store).expect("router");
+    let mut r = Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router");
     assert_eq!(r.store().max_roster_items(), MAX);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
@@ -447,7 +456,8 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
     let disk = CrashDisk::default();
     let store = Store::open_on(&disk, 0).expect("store");
     store.pubsub_set_mode(CommitMode::Group);
-    let mut r = Router::new(Rc::new(Config::default()), store).expect("router");
+    let mut r =
+        Router::new(Rc::new(Config::default()), store, Rc::new(SystemEnv::new())).expect("router");
     let oa = Outbox::new(64, 1 << 20);
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
@@ -486,4 +496,35 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
         served, on_disk,
         "the roster in memory differs from the disk"
     );
+}
+
+/// Issue 11 (sans-IO core): the router's randomness comes from the `Env` it is given, not
+/// from the operating system: two routers over the same deterministic `FakeEnv` seed pick
+/// the same anonymous usernames and generated resources, another seed picks others.
+#[test]
+fn router_draws_anonymous_names_and_resources_from_its_env() {
+    use crate::env::FakeEnv;
+    let names = |seed: u64| {
+        let store = Store::open_in_memory().expect("store");
+        let mut r = Router::new(
+            Rc::new(Config::default()),
+            store,
+            Rc::new(FakeEnv::new(0, seed)),
+        )
+        .expect("router");
+        let user = r.new_anonymous_user().expect("anonymous user");
+        let jid = r
+            .bind(&user, true, None, 1, Outbox::new(8, 1 << 16))
+            .expect("bind");
+        (user, jid.to_string())
+    };
+    let a = names(1);
+    assert!(
+        a.0.starts_with("anon-") && a.1.contains("/kinglet-"),
+        "{a:?}"
+    );
+    assert_eq!(a, names(1));
+    let b = names(2);
+    assert_ne!(a.0, b.0);
+    assert_ne!(a.1, b.1);
 }

@@ -12,7 +12,9 @@
 
 use std::num::NonZeroU32;
 
-use ring::{digest, hmac, pbkdf2, rand};
+use ring::{digest, hmac, pbkdf2};
+
+use crate::env::Env;
 
 use super::{SaslFailure, base64_decode, base64_encode, normalize_username};
 
@@ -137,22 +139,19 @@ fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
     a.iter().zip(b).map(|(x, y)| x ^ y).collect()
 }
 
-fn fill_random(buf: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    rand::SystemRandom::new()
-        .fill(buf)
-        .expect("invariant: the operating system's random number generator works");
-}
-
-/// A fresh server nonce: 18 random bytes in base64 (24 printable characters, no `,`).
+/// A fresh server nonce: 18 random bytes from `env` in base64 (24 printable characters,
+/// no `,`).
 ///
 /// # Panics
 ///
-/// If the operating system's random number generator fails; continuing with predictable
-/// nonces would be worse.
-pub fn random_nonce() -> String {
+/// If `env` has no randomness (the operating system's random number generator fails);
+/// continuing with predictable nonces would be worse.
+pub fn random_nonce(env: &dyn Env) -> String {
     let mut buf = [0u8; 18];
-    fill_random(&mut buf);
+    assert!(
+        env.fill_random(&mut buf),
+        "invariant: the operating system's random number generator works"
+    );
     base64_encode(&buf)
 }
 
@@ -264,17 +263,19 @@ pub struct StoredCredentials {
 }
 
 impl StoredCredentials {
-    /// Derives credentials for both hashes, each with its own random [`SALT_LEN`]-byte salt.
-    /// `iterations` is clamped to [`MIN_ITERATIONS`]`..=`[`MAX_ITERATIONS`].
+    /// Derives credentials for both hashes, each with its own random [`SALT_LEN`]-byte salt
+    /// from `env`. `iterations` is clamped to [`MIN_ITERATIONS`]`..=`[`MAX_ITERATIONS`].
     ///
     /// # Panics
     ///
-    /// If the operating system's random number generator fails.
-    pub fn derive(password: &str, iterations: u32) -> StoredCredentials {
+    /// If `env` has no randomness (the operating system's random number generator fails).
+    pub fn derive(env: &dyn Env, password: &str, iterations: u32) -> StoredCredentials {
         let mut salt1 = [0u8; SALT_LEN];
         let mut salt256 = [0u8; SALT_LEN];
-        fill_random(&mut salt1);
-        fill_random(&mut salt256);
+        assert!(
+            env.fill_random(&mut salt1) && env.fill_random(&mut salt256),
+            "invariant: the operating system's random number generator works"
+        );
         StoredCredentials {
             sha1: ScramCredentials::derive(ScramHash::Sha1, password, &salt1, iterations),
             sha256: ScramCredentials::derive(ScramHash::Sha256, password, &salt256, iterations),

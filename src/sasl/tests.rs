@@ -1,6 +1,7 @@
 //! Tests for the SASL module: RFC vectors, round trips, failure mapping, no-panic loops.
 
 use super::*;
+use crate::system::SystemEnv;
 
 const SECRET: &[u8] = b"test server secret";
 
@@ -121,12 +122,15 @@ fn round_trip(
     password: &str,
     attempt: &str,
 ) -> Result<String, SaslFailure> {
-    let stored = StoredCredentials::derive(password, DEFAULT_ITERATIONS);
-    let mut client = ScramClient::new(hash, user, attempt, &random_nonce());
-    let (server, server_first) =
-        ScramServer::start(hash, &client.client_first(), &random_nonce(), SECRET, |u| {
-            (u == "alice").then(|| stored.get(hash).clone())
-        })?;
+    let stored = StoredCredentials::derive(&SystemEnv::new(), password, DEFAULT_ITERATIONS);
+    let mut client = ScramClient::new(hash, user, attempt, &random_nonce(&SystemEnv::new()));
+    let (server, server_first) = ScramServer::start(
+        hash,
+        &client.client_first(),
+        &random_nonce(&SystemEnv::new()),
+        SECRET,
+        |u| (u == "alice").then(|| stored.get(hash).clone()),
+    )?;
     let client_final = client.handle_server_first(&server_first)?;
     let (name, server_final) = server.finish(&client_final)?;
     client.verify_server_final(&server_final)?;
@@ -169,7 +173,7 @@ fn wrong_password_is_not_authorized() {
 #[test]
 fn unknown_user_is_indistinguishable_at_server_first() {
     for hash in [ScramHash::Sha1, ScramHash::Sha256] {
-        let stored = StoredCredentials::derive("pw", DEFAULT_ITERATIONS);
+        let stored = StoredCredentials::derive(&SystemEnv::new(), "pw", DEFAULT_ITERATIONS);
         let first = |user: &str, secret: &[u8]| {
             let client = ScramClient::new(hash, user, "pw", "cnonce");
             let (server, sf) =
@@ -486,7 +490,7 @@ fn malformed_server_first_at_client() {
 
 #[test]
 fn credentials_bytes_round_trip() {
-    let stored = StoredCredentials::derive("correct horse", DEFAULT_ITERATIONS);
+    let stored = StoredCredentials::derive(&SystemEnv::new(), "correct horse", DEFAULT_ITERATIONS);
     assert_eq!(stored.sha1.salt.len(), SALT_LEN);
     assert_eq!(stored.sha256.salt.len(), SALT_LEN);
     assert_ne!(stored.sha1.salt, stored.sha256.salt);
@@ -550,20 +554,20 @@ fn credentials_bytes_round_trip() {
 
 #[test]
 fn derive_clamps_iterations() {
-    let low = StoredCredentials::derive("pw", 1);
+    let low = StoredCredentials::derive(&SystemEnv::new(), "pw", 1);
     assert_eq!(low.sha1.iterations, MIN_ITERATIONS);
     assert_eq!(low.sha256.iterations, MIN_ITERATIONS);
     let c = ScramCredentials::derive(ScramHash::Sha256, "pw", b"salt", u32::MAX);
     assert_eq!(c.iterations, MAX_ITERATIONS);
     // Two derivations of the same password use different salts.
-    let again = StoredCredentials::derive("pw", 1);
+    let again = StoredCredentials::derive(&SystemEnv::new(), "pw", 1);
     assert_ne!(low.sha256.salt, again.sha256.salt);
     assert_ne!(low.sha256.stored_key, again.sha256.stored_key);
 }
 
 #[test]
 fn verify_plain_checks_password() {
-    let stored = StoredCredentials::derive("hunter2", DEFAULT_ITERATIONS);
+    let stored = StoredCredentials::derive(&SystemEnv::new(), "hunter2", DEFAULT_ITERATIONS);
     assert!(stored.verify_plain("hunter2"));
     assert!(!stored.verify_plain("hunter3"));
     assert!(!stored.verify_plain(""));
@@ -823,7 +827,7 @@ fn fuzz_scram_and_plain_never_panic() {
 /// iteration count, like a known one, and never succeeds.
 #[test]
 fn password_check_for_unknown_user_costs_the_same_and_fails() {
-    let stored = StoredCredentials::derive("right", 4096);
+    let stored = StoredCredentials::derive(&SystemEnv::new(), "right", 4096);
     let ok = PasswordCheck::new(Some(&stored), "alice", "right".into(), SECRET, 4096);
     assert!(ok.known());
     assert_eq!(ok.iterations(), 4096);

@@ -248,7 +248,12 @@ impl Client {
             ScramHash::Sha1 => "SCRAM-SHA-1",
             ScramHash::Sha256 => "SCRAM-SHA-256",
         };
-        let mut c = ScramClient::new(hash, user, pass, &kinglet::sasl::random_nonce());
+        let mut c = ScramClient::new(
+            hash,
+            user,
+            pass,
+            &kinglet::sasl::random_nonce(&kinglet::system::SystemEnv::new()),
+        );
         self.send(&format!(
             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{}</auth>",
             base64_encode(&c.client_first())

@@ -154,7 +154,12 @@ impl Daemon {
                 0 => 4096,
                 n => n,
             };
-            let creds = kinglet::sasl::StoredCredentials::derive("pw", iterations).to_bytes();
+            let creds = kinglet::sasl::StoredCredentials::derive(
+                &kinglet::system::SystemEnv::new(),
+                "pw",
+                iterations,
+            )
+            .to_bytes();
             for u in &opts.accounts {
                 store.user_add(u, &creds).expect("add account");
             }
