@@ -72,17 +72,20 @@ impl fmt::Display for AddrKey {
 /// Rate limit for a log line an attacker can trigger: at most one line per window, which
 /// carries how many events it stands for.
 #[derive(Debug)]
-pub struct RateLog {
+///
+/// `T` is the clock's type: the shell's `Instant`, or the router's monotonic `Duration`
+/// (`Env::monotonic`).
+pub struct RateLog<T = Instant> {
     window: Duration,
     /// When the next line may be written (`None`: at once).
-    next: Option<Instant>,
+    next: Option<T>,
     /// Events since the last line.
     count: u64,
 }
 
-impl RateLog {
+impl<T: Copy + Ord + std::ops::Add<Duration, Output = T>> RateLog<T> {
     /// A limiter writing at most one line per `window`.
-    pub fn new(window: Duration) -> RateLog {
+    pub fn new(window: Duration) -> RateLog<T> {
         RateLog {
             window,
             next: None,
@@ -92,7 +95,7 @@ impl RateLog {
 
     /// Records one event. Returns `Some(n)` when a line is due now, `n` being the number of
     /// events it stands for (this one included); `None` when the line is suppressed.
-    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+    pub fn hit(&mut self, now: T) -> Option<u64> {
         self.count = self.count.saturating_add(1);
         if self.next.is_some_and(|t| now < t) {
             return None;

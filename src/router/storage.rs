@@ -11,9 +11,8 @@ pub(super) struct Outage {
     since: std::time::Duration,
     /// Failed commits and reopenings since the fault started.
     failures: u64,
-    /// Failures since the last line.
-    unlogged: u64,
-    last_log: std::time::Duration,
+    /// The lines after the first one (armed by the first failure).
+    log: crate::guard::RateLog<std::time::Duration>,
 }
 
 /// At most one log line per this interval while a storage fault lasts.
@@ -100,11 +99,13 @@ impl Router {
         let now = self.env.monotonic();
         let data = self.store.path().display().to_string();
         let Some(o) = self.outage.as_mut() else {
+            let mut log = crate::guard::RateLog::new(OUTAGE_LOG_EVERY);
+            // The ERROR line below stands for this first failure.
+            let _ = log.hit(now);
             self.outage = Some(Outage {
                 since: now,
                 failures: 1,
-                unlogged: 0,
-                last_log: now,
+                log,
             });
             let lost = match self.store.pubsub_mode() {
                 crate::store::CommitMode::Interval(_) => {
@@ -126,19 +127,15 @@ impl Router {
             return;
         };
         o.failures += 1;
-        o.unlogged += 1;
-        if now.saturating_sub(o.last_log) >= OUTAGE_LOG_EVERY {
+        if let Some(unlogged) = o.log.hit(now) {
             tracing::warn!(
                 error = e,
                 data,
-                failures = o.unlogged,
+                failures = unlogged,
                 since_secs = now.saturating_sub(o.since).as_secs(),
-                "storage fault continues: could not {what} ({} more failures since the last \
-                 line); writes get an error until space is freed or the disk is fixed",
-                o.unlogged
+                "storage fault continues: could not {what} ({unlogged} more failures since the \
+                 last line); writes get an error until space is freed or the disk is fixed"
             );
-            o.unlogged = 0;
-            o.last_log = now;
         } else {
             tracing::debug!(error = e, "storage fault continues: could not {what}");
         }
