@@ -194,9 +194,10 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
         CommitMode::Interval(every)
     });
     let path = store.path().to_owned();
-    let router = Router::new(config.clone(), store, Rc::new(SystemEnv::new()))
+    let store = Rc::new(store);
+    let router = Router::new(config.clone(), store.clone(), Rc::new(SystemEnv::new()))
         .map_err(|error| StartupError::PubSub { error, path })?;
-    let shared = Shared::new(router, tls);
+    let shared = Shared::new(router, store, tls);
     let ex: Rc<LocalExecutor<'static>> = Rc::new(LocalExecutor::new());
     // Invariant: the listener tasks are the only holders of `ex` besides this function; they
     // are cancelled at shutdown so that the executor, and with it every connection task and
@@ -206,7 +207,13 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
         tasks.push(ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct)));
     }
     let committer = ex.spawn(net::committer(shared.clone()));
-    let wake = shared.router.borrow_mut().pubsub_timer();
+    let (wake_tx, wake) = smol::channel::bounded(1);
+    shared
+        .router
+        .borrow_mut()
+        .set_pubsub_waker(Box::new(move || {
+            let _ = wake_tx.try_send(());
+        }));
     tasks.push(ex.spawn(pubsub_timer(shared.clone(), wake)));
     let notifier = notifier.map(Rc::new);
     if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
@@ -244,14 +251,14 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
             t.cancel().await;
         }
         // The committer finishes the commit in flight, commits what is pending and stops.
-        shared.router.borrow().store().pubsub_close();
+        shared.store.pubsub_close();
         committer.await;
     }));
     // Dropping the executor drops every remaining (connection) task: their sockets close and
     // their handles on `shared` go away, so the router and the store are dropped below.
     drop(ex);
     // Changes staged while the committer stopped (connections were still served).
-    match shared.router.borrow().store().pubsub_flush() {
+    match shared.store.pubsub_flush() {
         Ok(0) => {}
         Ok(ops) => tracing::info!(ops, "flushed the last pub-sub changes"),
         Err(e) => tracing::error!(error = %e, "the last pub-sub changes could not be saved"),

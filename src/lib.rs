@@ -11,7 +11,8 @@
 //!                      ▼
 //!                    pubsub::Engine (XEP-0060/0163/0248, one file per use case)
 //!                      ▼ staged writes            ▲ commit result
-//!                    store (redb; group commit on a blocking thread: net::committer)
+//!                    storage::Storage (the core's contract), implemented by
+//!                    store (redb, shell; group commit on a blocking thread: net::committer)
 //!                      ▼ outputs released once durable
 //!                    outbox (bounded, per connection) ──► net ──► socket
 //! ```
@@ -19,8 +20,9 @@
 //! Layers, bottom up: `jid`, `xml`, `sasl`, `caps` and `guard` are pure and know nothing
 //! of the rest; `proto` holds the wire vocabulary; `session` negotiates one stream;
 //! `router` owns every bound session and the rosters and hands pub-sub to `pubsub`;
-//! `store` persists accounts, rosters and pub-sub in redb; `net` and `daemon` are the only
-//! modules that touch sockets and the executor. Time and randomness reach the core through
+//! the core reaches the database only through the `storage::Storage` trait, which
+//! `store` implements on redb; `net` and `daemon` are the only modules that touch sockets
+//! and the executor (`tests/purity.rs` checks the core's imports). Time and randomness reach the core through
 //! `env::Env`, implemented for the OS by `system::SystemEnv`. All protocol state lives on one thread (a
 //! `LocalExecutor`); fsync and password hashing run on the blocking pool. The full map,
 //! with where to change what: `docs/architecture.md`.
@@ -46,6 +48,7 @@ pub mod router;
 pub mod sasl;
 pub mod session;
 pub mod signals;
+pub mod storage;
 pub mod store;
 pub mod system;
 pub mod xml;

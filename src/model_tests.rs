@@ -517,6 +517,8 @@ struct World {
     cache: usize,
     disk: CrashDisk,
     router: Router,
+    /// The store under `router` (the shell's side: group commits, reopening).
+    store: Rc<Store>,
     outboxes: Vec<(Jid, Rc<Outbox>)>,
     model: Model,
     /// Sent, not yet answered, in send order.
@@ -539,7 +541,7 @@ impl World {
         // or a small one (writes batched at commit, as in the daemon).
         let cache = if rng.bool() { 0 } else { 256 * 1024 };
         let disk = CrashDisk::default();
-        let router = Self::open(&config, &disk, cache).expect("a fresh store opens");
+        let (router, store) = Self::open(&config, &disk, cache).expect("a fresh store opens");
         let mut w = World {
             seed,
             rng,
@@ -547,6 +549,7 @@ impl World {
             cache,
             disk,
             router,
+            store,
             outboxes: Vec::new(),
             model: Model::default(),
             outstanding: Vec::new(),
@@ -559,15 +562,20 @@ impl World {
         w
     }
 
-    fn open(config: &Rc<Config>, disk: &CrashDisk, cache: usize) -> Result<Router, String> {
-        let store = Store::open_on(disk, cache).map_err(|e| format!("store: {e}"))?;
+    fn open(
+        config: &Rc<Config>,
+        disk: &CrashDisk,
+        cache: usize,
+    ) -> Result<(Router, Rc<Store>), String> {
+        let store = Rc::new(Store::open_on(disk, cache).map_err(|e| format!("store: {e}"))?);
         store.pubsub_set_mode(CommitMode::Group);
-        Router::new(
+        let router = Router::new(
             config.clone(),
-            store,
+            store.clone(),
             Rc::new(crate::system::SystemEnv::new()),
         )
-        .map_err(|e| format!("router: {e}"))
+        .map_err(|e| format!("router: {e}"))?;
+        Ok((router, store))
     }
 
     fn bind_all(&mut self) {
@@ -774,7 +782,7 @@ impl World {
     /// What the committer task does, with an optional ENOSPC `fault` some operations in.
     /// Returns whether a commit failed.
     fn commit(&mut self, fault: Option<u64>) -> bool {
-        let Some(batch) = self.router.store().pubsub_take() else {
+        let Some(batch) = self.store.pubsub_take() else {
             self.log.push("commit: nothing to take".into());
             return false;
         };
@@ -804,11 +812,14 @@ impl World {
             // (the fault is healed), the store reopens the file, then the failure is
             // reported.
             self.router.storage_write_failed(e);
-            let job = match self.router.store().reopen_begin() {
+            let job = match self.store.reopen_begin() {
                 Ok(job) => job,
                 Err(e) => self.fail(&format!("the store cannot start reopening: {e}")),
             };
-            if !self.router.storage_reopened(job.run()) {
+            if !self
+                .router
+                .storage_reopened(self.store.reopen_end(job.run()))
+            {
                 self.fail("the store did not recover after a failed commit");
             }
         }
@@ -995,7 +1006,7 @@ impl World {
     fn restart(&mut self, mid_commit: Option<u64>, torn: bool) {
         let mut wrote = String::new();
         if let Some(k) = mid_commit {
-            if let Some(batch) = self.router.store().pubsub_take() {
+            if let Some(batch) = self.store.pubsub_take() {
                 self.disk.fail_from(k, Fault::Dead);
                 let r = batch.write();
                 self.stats.crashes_mid_commit += u64::from(r.is_err());
@@ -1030,7 +1041,7 @@ impl World {
         let t0 = std::time::Instant::now();
         let opened = Self::open(&self.config, &self.disk, self.cache);
         self.stats.open_time += t0.elapsed();
-        self.router = match opened {
+        (self.router, self.store) = match opened {
             Ok(r) => r,
             Err(e) => self.fail(&format!("the database does not open after the crash: {e}")),
         };
@@ -1048,7 +1059,7 @@ impl World {
     /// (applied in order): exactly one must match (all or nothing per request); the model
     /// becomes that state, since it is durable now.
     fn resolve(&mut self, undecided: Vec<Sent>, when: &str) {
-        let actual = match read_store(self.router.store()) {
+        let actual = match read_store(&self.store) {
             Ok(m) => m,
             Err(e) => self.fail(&format!("{when}: the database does not read: {e}")),
         };

@@ -35,6 +35,7 @@ use crate::outbox::Outbox;
 use crate::proto::StreamCondition;
 use crate::router::{ConnId, Router};
 use crate::session::{Action, AuthEvent, PasswordVerdict, Session, Transport};
+use crate::store::Store;
 use crate::xml::XmlLimits;
 
 /// Size of the thread-wide read buffer: one read never takes more than this from a socket,
@@ -45,6 +46,9 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct Shared {
     /// The router; borrowed only synchronously, never across an `.await`.
     pub router: RefCell<Router>,
+    /// The redb store the router reaches through [`crate::storage::Storage`]; the shell
+    /// drives its group commit, reopening and shutdown.
+    pub store: Rc<Store>,
     /// TLS configuration, if `[tls]` is set. Replaced on reload; new connections use the new one.
     pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     next_id: Cell<ConnId>,
@@ -79,10 +83,15 @@ impl Drop for Inflight {
 
 impl Shared {
     /// Shared state around a router.
-    pub fn new(router: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Rc<Shared> {
+    pub fn new(
+        router: Router,
+        store: Rc<Store>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Rc<Shared> {
         let limits = router.limits().clone();
         Rc::new(Shared {
             router: RefCell::new(router),
+            store,
             tls: RefCell::new(tls),
             next_id: Cell::new(1),
             scratch: RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice()),
@@ -654,7 +663,7 @@ const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(30);
 /// file from its last durable commit: it reads the whole file and syncs twice), and hands
 /// the outcome to the router. Returns whether the store and the pub-sub service work.
 async fn recover_storage(shared: &Rc<Shared>) -> bool {
-    let job = match shared.router.borrow().store().reopen_begin() {
+    let job = match shared.store.reopen_begin() {
         Ok(job) => job,
         Err(e) => {
             tracing::debug!(error = %e, "database not reopened yet");
@@ -667,6 +676,7 @@ async fn recover_storage(shared: &Rc<Shared>) -> bool {
         millis = started.elapsed().as_millis() as u64,
         "database reopened after a failed write"
     );
+    let reopened = shared.store.reopen_end(reopened);
     shared.router.borrow_mut().storage_reopened(reopened)
 }
 
@@ -684,22 +694,20 @@ async fn recover_storage(shared: &Rc<Shared>) -> bool {
 /// [`Store::pubsub_close`]: crate::store::Store::pubsub_close
 pub async fn committer(shared: Rc<Shared>) {
     use crate::store::CommitMode;
-    let mode = shared.router.borrow().store().pubsub_mode();
+    let mode = shared.store.pubsub_mode();
     if mode == CommitMode::Inline {
         return;
     }
-    let work = || std::future::poll_fn(|cx| shared.router.borrow().store().pubsub_poll_work(cx));
+    let work = || std::future::poll_fn(|cx| shared.store.pubsub_poll_work(cx));
     // Totals for the log line at stop: transactions (fsyncs), ops, and time spent in them.
     let (mut commits, mut total_ops, mut busy) = (0u64, 0u64, Duration::ZERO);
     let mut retry = RECOVERY_RETRY_MIN;
     loop {
-        if shared.router.borrow().storage_needs_recovery()
-            && !shared.router.borrow().store().pubsub_closing()
-        {
+        if shared.router.borrow().storage_needs_recovery() && !shared.store.pubsub_closing() {
             // The last write failed and reopening (or reloading) failed too: try again
             // after a pause that grows to RECOVERY_RETRY_MAX, watching for shutdown.
             let until = Instant::now() + retry;
-            while Instant::now() < until && !shared.router.borrow().store().pubsub_closing() {
+            while Instant::now() < until && !shared.store.pubsub_closing() {
                 Timer::after(Duration::from_millis(250)).await;
             }
             retry = (retry * 2).min(RECOVERY_RETRY_MAX);
@@ -720,8 +728,8 @@ pub async fn committer(shared: Rc<Shared>) {
             }
             _ => work().await,
         }
-        let closing = shared.router.borrow().store().pubsub_closing();
-        let batch = shared.router.borrow().store().pubsub_take();
+        let closing = shared.store.pubsub_closing();
+        let batch = shared.store.pubsub_take();
         if let Some(batch) = batch {
             let generation = batch.generation();
             let ops = batch.len();

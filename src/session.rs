@@ -843,7 +843,7 @@ impl Session {
         if authzid.is_some_and(|z| !sasl::authzid_matches(&z, &user, router.domain())) {
             return self.sasl_failure(SaslFailure::InvalidAuthzid, None, router, out);
         }
-        let stored = match router.store().user_get(&user) {
+        let stored = match router.storage().user_get(&user) {
             // Unreadable credentials check like an unknown account: same cost, failure.
             Ok(Some(blob)) => sasl::StoredCredentials::from_bytes(&blob),
             Ok(None) => None,

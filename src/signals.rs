@@ -209,7 +209,7 @@ mod tests {
     }
 
     fn shared(d: &Path, config: &Config) -> Rc<Shared> {
-        let store = Store::open(&d.join("data"), 1 << 20).unwrap();
+        let store = Rc::new(Store::open(&d.join("data"), 1 << 20).unwrap());
         let tls = config
             .tls
             .as_ref()
@@ -217,10 +217,11 @@ mod tests {
         Shared::new(
             Router::new(
                 Rc::new(config.clone()),
-                store,
+                store.clone(),
                 Rc::new(crate::system::SystemEnv::new()),
             )
             .expect("router"),
+            store,
             tls,
         )
     }

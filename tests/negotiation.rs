@@ -53,7 +53,8 @@ impl Harness {
         let creds = StoredCredentials::derive(&kinglet::system::SystemEnv::new(), "secret", 4096);
         store.user_add("alice", &creds.to_bytes()).unwrap();
         let now = Instant::now();
-        let router = Router::new(Rc::new(cfg), store, Rc::new(SystemEnv::new())).expect("router");
+        let router =
+            Router::new(Rc::new(cfg), Rc::new(store), Rc::new(SystemEnv::new())).expect("router");
         let session = Session::new(
             1,
             transport,

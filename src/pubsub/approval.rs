@@ -62,7 +62,7 @@ impl Engine {
     /// removed); the subscriber is told either way. Anything else is ignored (logged).
     pub fn handle_message(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         from: &Jid,
         msg: &Element,
         now_ms: u64,
@@ -81,7 +81,7 @@ impl Engine {
 
     pub(super) fn approval(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         owner: &Jid,
         x: &Element,
     ) -> Result<(), PubSubError> {

@@ -277,7 +277,7 @@ impl Engine {
     pub(super) fn owner_collection(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         c: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -328,7 +328,7 @@ impl Engine {
     pub(super) fn collection_items(
         &self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         name: &str,
         max: Option<usize>,

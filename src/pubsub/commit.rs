@@ -2,10 +2,10 @@
 //! changes they announce are on disk, released (or failed) when the commit ends.
 //!
 //! The engine validates a request and applies it to memory at once; its changes are
-//! staged in the store ([`Store::pubsub_stage`]). In [`CommitMode::Group`] every output
+//! staged in the store ([`Storage::pubsub_stage`]). In [`CommitMode::Group`] every output
 //! produced while changes are staged or being committed (the IQ reply, notifications,
 //! last-item deliveries) is held here with the generation of the batch it waits for
-//! ([`Store::pubsub_hold_generation`]); so a client never sees an item that a crash could
+//! ([`Storage::pubsub_hold_generation`]); so a client never sees an item that a crash could
 //! still lose, and one client's outputs keep their order. The committer
 //! (`net::committer`) calls [`committed`] when a batch is on disk (release every output
 //! up to that generation) or failed (every held request gets `internal-server-error`,
@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::jid::Jid;
 use crate::outbox::{Backlog, Stanza};
 use crate::proto::{self, Condition, StanzaError};
-use crate::store::{Store, StoreError};
+use crate::storage::{Storage, StoreError};
 use crate::xml::{Element, NS_CLIENT};
 
 /// Most bytes of outputs (stanza text plus about 64 bytes per delivery) held for pending
@@ -109,7 +109,7 @@ impl Engine {
     pub fn handle_iq(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         from: &Jid,
         iq: &Element,
         now_ms: u64,
@@ -124,7 +124,7 @@ impl Engine {
     fn handle_iq_held(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         from: &Jid,
         iq: &Element,
         now_ms: u64,
@@ -213,7 +213,7 @@ impl Engine {
 
     /// Handles deferred requests while the held outputs and the backlogs are below their
     /// bound (after a commit, or when readers took some of their backlog).
-    pub fn resume(&mut self, dir: &dyn Directory, store: &Store) -> Vec<Delivery> {
+    pub fn resume(&mut self, dir: &dyn Directory, store: &dyn Storage) -> Vec<Delivery> {
         let mut out = Vec::new();
         while !self.over_bound() {
             let Some(d) = self.held.deferred.pop_front() else {
@@ -331,7 +331,7 @@ pub fn save_failed_error(e: &StoreError) -> StanzaError {
 /// The error every pub-sub request gets while the service's state cannot be loaded
 /// (the database could not be reopened after a failed write): `resource-constraint` if
 /// the disk is full, else `internal-server-error`; type `wait`.
-pub fn unavailable_error(store: &Store) -> StanzaError {
+pub fn unavailable_error(store: &dyn Storage) -> StanzaError {
     let mut err = match store.closed_error() {
         StoreError::Full => StanzaError::new(Condition::ResourceConstraint).with_text(
             "the server's disk is full: the publish-subscribe service is unavailable until \
@@ -365,14 +365,14 @@ fn refuse(requests: VecDeque<Deferred>, err: &StanzaError) -> Vec<Delivery> {
 /// On failure the pending changes are discarded; held requests that changed something get
 /// [`save_failed_error`], and the engine is reloaded from `store`, so that memory equals
 /// disk again; the other held requests (reads) and the deferred ones are handled again
-/// against it. If the store is still [`Store::faulted`] (not reopened: see
+/// against it. If the store is still [`Storage::faulted`] (not reopened: see
 /// `net::committer`), or the reload fails, the engine is `None` and those requests get
 /// [`unavailable_error`]: the service stays listed and answers, with errors, until
 /// [`restore`] brings it back.
 pub fn committed(
     engine: Option<Engine>,
     config: &Config,
-    store: &Store,
+    store: &dyn Storage,
     generation: u64,
     result: Result<(), StoreError>,
 ) -> (Option<Engine>, Vec<Delivery>) {
@@ -407,13 +407,13 @@ pub fn committed(
     }
 }
 
-/// The engine loaded from `store`, unless the store is [`Store::faulted`] (then its
+/// The engine loaded from `store`, unless the store is [`Storage::faulted`] (then its
 /// reads fail: redb refuses I/O after a failed write until reopened).
 ///
 /// # Errors
 ///
 /// The store is faulted, or [`Engine::load`] failed.
-pub fn restore(config: &Config, store: &Store) -> Result<Engine, super::EngineError> {
+pub fn restore(config: &Config, store: &dyn Storage) -> Result<Engine, super::EngineError> {
     if store.faulted() {
         return Err(super::EngineError::Store(store.closed_error()));
     }
@@ -428,7 +428,7 @@ mod tests {
     use super::*;
     use crate::outbox::Outbox;
     use crate::router::Router;
-    use crate::store::CommitMode;
+    use crate::store::{CommitMode, Store};
 
     const PS: &str = "http://jabber.org/protocol/pubsub";
     const ALICE: &str = "alice@localhost/a";
@@ -656,11 +656,11 @@ mod tests {
             data_dir: dir.0.clone(),
             ..Config::default()
         };
-        let store = Store::open(&dir.0, 0).expect("store");
+        let store = Rc::new(Store::open(&dir.0, 0).expect("store"));
         store.pubsub_set_mode(CommitMode::Group);
         let mut router = Router::new(
             Rc::new(config),
-            store,
+            store.clone(),
             Rc::new(crate::system::SystemEnv::new()),
         )
         .expect("router");
@@ -672,7 +672,7 @@ mod tests {
             .bind("bob", false, Some("b"), 2, ob_b.clone())
             .expect("bind");
         let commit = |router: &mut Router| {
-            let batch = router.store().pubsub_take().expect("a batch");
+            let batch = store.pubsub_take().expect("a batch");
             let r = batch.write();
             router.pubsub_committed(batch.generation(), r);
         };
@@ -733,16 +733,16 @@ mod tests {
     fn faulty_router(
         dir: &Dir,
         fail: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> (Router, Jid, Rc<Outbox>) {
+    ) -> (Router, Rc<Store>, Jid, Rc<Outbox>) {
         let config = Config {
             data_dir: dir.0.clone(),
             ..Config::default()
         };
-        let store = Store::open_with_faults(&dir.0, fail.clone()).expect("store");
+        let store = Rc::new(Store::open_with_faults(&dir.0, fail.clone()).expect("store"));
         store.pubsub_set_mode(CommitMode::Group);
         let mut router = Router::new(
             Rc::new(config),
-            store,
+            store.clone(),
             Rc::new(crate::system::SystemEnv::new()),
         )
         .expect("router");
@@ -751,11 +751,11 @@ mod tests {
             .bind("alice", false, Some("a"), 1, ob.clone())
             .expect("bind");
         send(&mut router, &alice, "c", "set", &create("n"));
-        assert!(commit(&mut router).is_ok());
+        assert!(commit(&mut router, &store).is_ok());
         send(&mut router, &alice, "p1", "set", &publish("n", "i1", "one"));
-        assert!(commit(&mut router).is_ok());
+        assert!(commit(&mut router, &store).is_ok());
         drain(&ob);
-        (router, alice, ob)
+        (router, store, alice, ob)
     }
 
     fn send(router: &mut Router, from: &Jid, id: &str, ty: &str, body: &str) {
@@ -764,16 +764,16 @@ mod tests {
 
     /// One group commit as `net::committer` runs it, reopening the store first if the
     /// write failed. Returns the write's outcome (as text).
-    fn commit(router: &mut Router) -> Result<(), String> {
-        let batch = router.store().pubsub_take().expect("a batch");
+    fn commit(router: &mut Router, store: &Store) -> Result<(), String> {
+        let batch = store.pubsub_take().expect("a batch");
         let generation = batch.generation();
         let result = batch.write();
         drop(batch);
         let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
         if let Err(e) = &result {
             router.storage_write_failed(e);
-            let job = router.store().reopen_begin().expect("no other handle");
-            router.storage_reopened(job.run());
+            let job = store.reopen_begin().expect("no other handle");
+            router.storage_reopened(store.reopen_end(job.run()));
         }
         router.pubsub_committed(generation, result);
         outcome
@@ -806,7 +806,7 @@ mod tests {
         use std::sync::atomic::Ordering;
         let dir = Dir::new("recover");
         let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (mut router, alice, ob) = faulty_router(&dir, &fail);
+        let (mut router, store, alice, ob) = faulty_router(&dir, &fail);
         fail.store(true, Ordering::SeqCst);
         // Nothing staged: a read is answered at once, from the file.
         send(&mut router, &alice, "r0", "get", &items("n"));
@@ -817,7 +817,7 @@ mod tests {
         );
         // A write fails; so does reopening (redb's repair must write).
         send(&mut router, &alice, "p2", "set", &publish("n", "i2", "two"));
-        assert!(commit(&mut router).is_err());
+        assert!(commit(&mut router, &store).is_err());
         assert!(router.storage_needs_recovery());
         let out = drain(&ob);
         let p2 = reply(&out, "p2");
@@ -840,12 +840,12 @@ mod tests {
         let out = drain(&ob);
         assert!(out.contains("pubsub.localhost"), "{out}");
         // Still failing: a retry changes nothing.
-        let job = router.store().reopen_begin().expect("closed store");
-        assert!(!router.storage_reopened(job.run()));
+        let job = store.reopen_begin().expect("closed store");
+        assert!(!router.storage_reopened(store.reopen_end(job.run())));
         // Space returns: the next retry brings everything back.
         fail.store(false, Ordering::SeqCst);
-        let job = router.store().reopen_begin().expect("closed store");
-        assert!(router.storage_reopened(job.run()));
+        let job = store.reopen_begin().expect("closed store");
+        assert!(router.storage_reopened(store.reopen_end(job.run())));
         assert!(!router.storage_needs_recovery());
         send(&mut router, &alice, "r2", "get", &items("n"));
         let out = drain(&ob);
@@ -858,10 +858,10 @@ mod tests {
             "set",
             &publish("n", "i3", "three"),
         );
-        assert!(commit(&mut router).is_ok());
+        assert!(commit(&mut router, &store).is_ok());
         let out = drain(&ob);
         assert!(reply(&out, "p3").contains("result"), "{out}");
-        drop(router);
+        drop((router, store));
         let store = Store::open(&dir.0, 0).expect("reopen");
         let ids: Vec<String> = store
             .pubsub_load()
@@ -880,12 +880,12 @@ mod tests {
         use std::sync::atomic::Ordering;
         let dir = Dir::new("reread");
         let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (mut router, alice, ob) = faulty_router(&dir, &fail);
+        let (mut router, store, alice, ob) = faulty_router(&dir, &fail);
         send(&mut router, &alice, "p2", "set", &publish("n", "i2", "two"));
         send(&mut router, &alice, "r", "get", &items("n"));
         assert!(drain(&ob).is_empty(), "held behind the commit");
         fail.store(true, Ordering::SeqCst);
-        let batch = router.store().pubsub_take().expect("a batch");
+        let batch = store.pubsub_take().expect("a batch");
         let generation = batch.generation();
         let result = batch.write();
         drop(batch);
@@ -893,8 +893,8 @@ mod tests {
         router.storage_write_failed(result.as_ref().unwrap_err());
         // The space came back before the committer reopened the file.
         fail.store(false, Ordering::SeqCst);
-        let job = router.store().reopen_begin().expect("no other handle");
-        assert!(router.storage_reopened(job.run()));
+        let job = store.reopen_begin().expect("no other handle");
+        assert!(router.storage_reopened(store.reopen_end(job.run())));
         router.pubsub_committed(generation, result);
         let out = drain(&ob);
         assert!(reply(&out, "p2").contains("resource-constraint"), "{out}");
@@ -946,12 +946,12 @@ mod tests {
             data_dir: dir.0.clone(),
             ..Config::default()
         };
-        let store = Store::open(&dir.0, 0).expect("store");
+        let store = Rc::new(Store::open(&dir.0, 0).expect("store"));
         store.pubsub_set_mode(CommitMode::Group);
         store.pubsub_test_delay(Duration::from_millis(600));
         let mut router = Router::new(
             Rc::new(config),
-            store,
+            store.clone(),
             Rc::new(crate::system::SystemEnv::new()),
         )
         .expect("router");
@@ -962,7 +962,7 @@ mod tests {
         let bob = router
             .bind("bob", true, Some("b"), 2, ob_b.clone())
             .expect("bind");
-        let shared = crate::net::Shared::new(router, None);
+        let shared = crate::net::Shared::new(router, store, None);
         let ex = smol::LocalExecutor::new();
         let committer = ex.spawn(crate::net::committer(shared.clone()));
         let drained = |ob: &Outbox| {
@@ -1010,7 +1010,7 @@ mod tests {
                 "{:?}",
                 t0.elapsed()
             );
-            shared.router.borrow().store().pubsub_close();
+            shared.store.pubsub_close();
             committer.await;
         }));
     }

@@ -23,7 +23,7 @@ impl Engine {
     pub(super) fn create(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         c: &Element,
         configure: Option<&Element>,
@@ -67,7 +67,7 @@ impl Engine {
     pub(super) fn create_node(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         name: &str,
         mut cfg: NodeConfig,

@@ -34,7 +34,12 @@ impl Engine {
     /// notifications if `notify_retract`) and subscriptions past their lease (the
     /// subscriber is told its subscription is `none`, owners if `notify_sub`). A failed
     /// commit is logged and retried 5 s later.
-    pub fn on_tick(&mut self, dir: &dyn Directory, store: &Store, now_ms: u64) -> Vec<Delivery> {
+    pub fn on_tick(
+        &mut self,
+        dir: &dyn Directory,
+        store: &dyn Storage,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
         self.out.clear();
         self.now_ms = now_ms;
         if now_ms < self.retry_at {

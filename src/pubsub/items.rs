@@ -7,7 +7,7 @@ impl Engine {
     /// Reads items of `node` by index entries (payloads from the store).
     pub(super) fn load_items(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &str,
         entries: &[&IndexEntry],
     ) -> Result<Vec<CachedItem>, PubSubError> {
@@ -35,7 +35,7 @@ impl Engine {
     pub(super) fn items(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         it: &Element,
         rsm: Option<&Element>,

@@ -9,7 +9,7 @@ impl Engine {
     /// # Errors
     ///
     /// A store failure or a stored node this build cannot read.
-    pub fn load(config: &Config, store: &Store) -> Result<Engine, EngineError> {
+    pub fn load(config: &Config, store: &dyn Storage) -> Result<Engine, EngineError> {
         let service = Jid::parse(&config.pubsub_service()).map_err(|e| {
             EngineError::BadNode(
                 String::new(),

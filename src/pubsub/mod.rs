@@ -2,7 +2,7 @@
 //!
 //! The router hands it every IQ addressed to the service JID ([`Engine::handle_iq`]) and
 //! every initial presence ([`Engine::on_available`]), together with a [`Directory`] (roster
-//! and account lookups), the [`Store`] and the current time. It answers with a list of
+//! and account lookups), the store ([`Storage`]) and the current time. It answers with a list of
 //! [`Delivery`]s: already-serialised stanzas and their recipients. It never touches a
 //! socket or a clock.
 //!
@@ -11,7 +11,7 @@
 //! Nodes, their configuration, subscriptions, affiliations and an index of their items
 //! (sequence, id, time) live in memory, loaded at start; item payloads live in redb, except
 //! the last item of every node, which is cached. Every change is one store batch
-//! ([`crate::store::PubsubOp`]) staged ([`Store::pubsub_stage`], which checks it) *before*
+//! ([`crate::storage::PubsubOp`]) staged ([`Storage::pubsub_stage`], which checks it) *before*
 //! memory changes; a refused batch changes nothing. The daemon commits staged batches in
 //! groups off the event loop, and `commit.rs` holds the replies and notifications until
 //! their batch is on disk: a publish result means the item is on disk (unless the
@@ -67,8 +67,8 @@ use crate::jid::Jid;
 use crate::limits::Limits;
 use crate::outbox::Stanza;
 use crate::proto::{self, NS_DISCO_INFO, NS_DISCO_ITEMS};
-use crate::store::{
-    DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Store, StoreError, SubscriptionRecord,
+use crate::storage::{
+    DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Storage, StoreError, SubscriptionRecord,
 };
 use crate::xml::{Element, NS_CLIENT, escape_attr, escape_text};
 use config::{
@@ -292,7 +292,7 @@ impl Engine {
     fn handle_iq_now(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         from: &Jid,
         iq: &Element,
         now_ms: u64,
@@ -381,7 +381,7 @@ impl Engine {
 
     /// Stages `ops` (one request's changes) for the next commit, or commits them at once
     /// in [`crate::store::CommitMode::Inline`]; call before changing memory.
-    fn commit(&self, store: &Store, ops: &[PubsubOp]) -> Result<(), PubSubError> {
+    fn commit(&self, store: &dyn Storage, ops: &[PubsubOp]) -> Result<(), PubSubError> {
         let mapped;
         let ops = match &self.pep_owner {
             None => ops,
@@ -409,7 +409,7 @@ impl Engine {
     fn pubsub(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         p: &Element,
         set: bool,
@@ -444,7 +444,7 @@ impl Engine {
     fn owner(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         p: &Element,
         set: bool,

@@ -43,7 +43,7 @@ impl Engine {
     pub fn on_unavailable(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         full: &Jid,
         account_offline: bool,
         now_ms: u64,

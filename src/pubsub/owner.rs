@@ -12,7 +12,7 @@ impl Engine {
     pub(super) fn owner_configure(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         c: &Element,
         set: bool,
@@ -161,7 +161,7 @@ impl Engine {
     pub(super) fn owner_delete(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         d: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -210,7 +210,7 @@ impl Engine {
     pub(super) fn owner_purge(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         p: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -241,7 +241,7 @@ impl Engine {
     /// SubID, or every subscription of the JID).
     pub(super) fn owner_subscriptions(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         e: &Element,
         set: bool,
@@ -351,7 +351,7 @@ impl Engine {
     /// §8.9 manage affiliations (all six).
     pub(super) fn owner_affiliations(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         e: &Element,
         set: bool,

@@ -371,7 +371,7 @@ impl Engine {
     fn pep_last_item(
         &self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         name: &str,
         full: &Jid,
     ) -> Option<Delivery> {
@@ -413,7 +413,7 @@ impl Engine {
     pub fn pep_interest_added(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         full: &Jid,
         added: &[Rc<str>],
         now_ms: u64,
@@ -444,7 +444,7 @@ impl Engine {
     fn cancel_lost_access(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         owned_by: Option<&Jid>,
         contact: &Jid,
     ) {
@@ -500,7 +500,7 @@ impl Engine {
     pub fn pep_roster_changed(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         owner: &Jid,
         contact: &Jid,
         gained: bool,
@@ -545,7 +545,11 @@ impl Engine {
     /// # Errors
     ///
     /// The store refused the batch.
-    pub fn pep_delete_account(&mut self, store: &Store, owner: &Jid) -> Result<(), PubSubError> {
+    pub fn pep_delete_account(
+        &mut self,
+        store: &dyn Storage,
+        owner: &Jid,
+    ) -> Result<(), PubSubError> {
         let Some(svc) = self.pep.get(owner.as_str()) else {
             return Ok(());
         };

@@ -28,7 +28,7 @@ impl Engine {
     pub(super) fn publish(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         p: &Element,
         options: Option<&Element>,

@@ -7,7 +7,7 @@ impl Engine {
     pub(super) fn retract(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         r: &Element,
     ) -> Result<Option<String>, PubSubError> {

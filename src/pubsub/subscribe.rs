@@ -59,7 +59,7 @@ impl Engine {
     pub(super) fn subscribe(
         &mut self,
         dir: &dyn Directory,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         s: &Element,
         options: Option<&Element>,
@@ -153,7 +153,7 @@ impl Engine {
     /// §6.2 unsubscribe (one subscription: by SubID when the JID has several).
     pub(super) fn unsubscribe(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         u: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -358,7 +358,7 @@ impl Engine {
     /// JID has several).
     pub(super) fn options(
         &mut self,
-        store: &Store,
+        store: &dyn Storage,
         req: &Req,
         o: &Element,
         set: bool,

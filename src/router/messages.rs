@@ -12,11 +12,11 @@ impl Router {
             // notifications) are dropped; anything else bounces.
             if msg.child("x", "jabber:x:data").is_some() && ty != "error" {
                 if let Some(mut engine) = self.pubsub.take() {
-                    let out = engine.handle_message(&self.store, from, &msg, self.now_ms());
+                    let out = engine.handle_message(&*self.store, from, &msg, self.now_ms());
                     self.pubsub = Some(engine);
                     self.pubsub_deliver(out);
                 } else {
-                    self.bounce(&msg, crate::pubsub::unavailable_error(&self.store));
+                    self.bounce(&msg, crate::pubsub::unavailable_error(&*self.store));
                 }
             } else if ty != "error" && ty != "headline" {
                 self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));

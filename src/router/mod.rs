@@ -24,7 +24,7 @@ use crate::proto::{
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use crate::store::{RosterItem, RosterWrite, Store, StoreError, Subscription};
+use crate::storage::{RosterItem, RosterWrite, Storage, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
 mod messages;
@@ -72,7 +72,8 @@ struct Account {
 /// Router state.
 pub struct Router {
     config: Rc<Config>,
-    store: Store,
+    /// The database, through the core's storage contract (the shell's redb store).
+    store: Rc<dyn Storage>,
     /// The clocks and the random number generator (passed in by the shell).
     env: Rc<dyn Env>,
     /// Secret for SCRAM's fake credentials of unknown users (account enumeration defence).
@@ -89,7 +90,7 @@ pub struct Router {
     /// The current storage fault, for rate-limited logging; `None` while writes work.
     outage: Option<Outage>,
     /// Wakes the pub-sub timer task when the engine's next deadline moved earlier.
-    pubsub_wake: Option<smol::channel::Sender<()>>,
+    pubsub_wake: Option<Box<dyn Fn()>>,
     /// XEP-0115 caps of the available resources: their PEP `+notify` interests.
     caps: crate::caps::CapsTable,
     /// What the outboxes' backlogs hold together (pub-sub back-pressure).
@@ -139,7 +140,7 @@ impl Router {
     /// healthy while refusing its main service.
     pub fn new(
         config: Rc<Config>,
-        store: Store,
+        store: Rc<dyn Storage>,
         env: Rc<dyn Env>,
     ) -> Result<Router, crate::pubsub::EngineError> {
         let mut secret = [0u8; 32];
@@ -150,7 +151,7 @@ impl Router {
         }
         store.set_max_roster_items(config.limits.max_roster_items);
         let backlog = Backlog::new();
-        let mut pubsub = crate::pubsub::Engine::load(&config, &store)?;
+        let mut pubsub = crate::pubsub::Engine::load(&config, &*store)?;
         pubsub.set_backlog(backlog.clone(), config.limits.pubsub_backlog_bytes);
         pubsub.seed_ids(random_u64(&*env));
         let pubsub_service = pubsub.service().clone();
@@ -223,14 +224,14 @@ impl Router {
         self.env.now_ms()
     }
 
-    /// The store (accounts, rosters).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The store (accounts, rosters, pub-sub), as the core sees it.
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.store
     }
 
     /// What SCRAM needs to look credentials up.
-    pub fn auth_lookup(&self) -> (&[u8], &Store) {
-        (&self.secret, &self.store)
+    pub fn auth_lookup(&self) -> (&[u8], &dyn Storage) {
+        (&self.secret, &*self.store)
     }
 
     /// Whether SASL ANONYMOUS may be offered to a peer.

@@ -85,7 +85,7 @@ impl Router {
                 return;
             };
             let out =
-                engine.pep_interest_added(&*self, &self.store, &u.jid, &u.added, self.now_ms());
+                engine.pep_interest_added(&*self, &*self.store, &u.jid, &u.added, self.now_ms());
             self.pubsub = Some(engine);
             self.pubsub_deliver(out);
         }
@@ -113,8 +113,14 @@ impl Router {
         let Some(mut engine) = self.pubsub.take() else {
             return;
         };
-        let out =
-            engine.pep_roster_changed(&*self, &self.store, &owner, &contact, gained, self.now_ms());
+        let out = engine.pep_roster_changed(
+            &*self,
+            &*self.store,
+            &owner,
+            &contact,
+            gained,
+            self.now_ms(),
+        );
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
     }

@@ -15,12 +15,12 @@ impl Router {
     pub(super) fn pubsub_iq(&mut self, from: &Jid, iq: &Element) {
         let Some(mut engine) = self.pubsub.take() else {
             if matches!(iq.attr("type"), Some("get" | "set")) {
-                self.bounce(iq, crate::pubsub::unavailable_error(&self.store));
+                self.bounce(iq, crate::pubsub::unavailable_error(&*self.store));
             }
             return;
         };
         let deferred = engine.deferred_count();
-        let out = engine.handle_iq(&*self, &self.store, from, iq, self.now_ms());
+        let out = engine.handle_iq(&*self, &*self.store, from, iq, self.now_ms());
         if engine.deferred_count() > deferred {
             // Back-pressure: the request waits for the disk or for readers; its sender is
             // not read until the deferred requests have been handled.
@@ -41,7 +41,7 @@ impl Router {
     pub fn pubsub_committed(
         &mut self,
         generation: u64,
-        result: Result<(), crate::store::StoreError>,
+        result: Result<(), crate::storage::StoreError>,
     ) {
         let roster_failure = result.as_ref().err().map(roster_failure);
         match &result {
@@ -53,7 +53,7 @@ impl Router {
         let (engine, out) = crate::pubsub::committed(
             self.pubsub.take(),
             &self.config,
-            &self.store,
+            &*self.store,
             generation,
             result,
         );
@@ -73,7 +73,7 @@ impl Router {
     pub(super) fn pubsub_relieve(&mut self) {
         if let Some(mut engine) = self.pubsub.take() {
             if engine.deferred_count() > 0 {
-                let out = engine.resume(&*self, &self.store);
+                let out = engine.resume(&*self, &*self.store);
                 self.pubsub = Some(engine);
                 self.pubsub_deliver(out);
             } else {
@@ -93,24 +93,22 @@ impl Router {
             return;
         };
         let offline = crate::pubsub::Directory::presences(&*self, &full.bare()).is_empty();
-        let out = engine.on_unavailable(&*self, &self.store, full, offline, self.now_ms());
+        let out = engine.on_unavailable(&*self, &*self.store, full, offline, self.now_ms());
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
     }
 
-    /// The pub-sub timer's channel: the router sends on it when the engine's next
-    /// deadline moved earlier (see [`Router::pubsub_tick`]).
-    pub fn pubsub_timer(&mut self) -> smol::channel::Receiver<()> {
-        let (tx, rx) = smol::channel::bounded(1);
-        self.pubsub_wake = Some(tx);
-        rx
+    /// Sets how the router wakes the shell's pub-sub timer: called when the engine's next
+    /// deadline moved earlier, so that the timer calls [`Router::pubsub_tick`] sooner.
+    pub fn set_pubsub_waker(&mut self, wake: Box<dyn Fn()>) {
+        self.pubsub_wake = Some(wake);
     }
 
     /// Runs the pub-sub expiry that is due and returns the next deadline (ms since the
     /// epoch) the timer task sleeps until.
     pub fn pubsub_tick(&mut self) -> Option<u64> {
         let mut engine = self.pubsub.take()?;
-        let out = engine.on_tick(&*self, &self.store, self.now_ms());
+        let out = engine.on_tick(&*self, &*self.store, self.now_ms());
         let next = engine.arm();
         self.pubsub = Some(engine);
         self.pubsub_deliver(out);
@@ -120,9 +118,9 @@ impl Router {
     /// Delivers engine output: to one resource (full JID) or to every available resource
     /// of a local account (bare JID).
     pub(super) fn pubsub_deliver(&self, out: Vec<crate::pubsub::Delivery>) {
-        if let (Some(e), Some(w)) = (&self.pubsub, &self.pubsub_wake) {
+        if let (Some(e), Some(wake)) = (&self.pubsub, &self.pubsub_wake) {
             if e.needs_rearm() {
-                let _ = w.try_send(());
+                wake();
             }
         }
         for d in out {

@@ -10,9 +10,9 @@ const MAX_ROSTER_DEFERRED: usize = 256;
 const MAX_ROSTER_DEFERRED_BYTES: usize = 1024 * 1024;
 
 /// Longest roster item name or group name accepted, in bytes (RFC 6121 §2.1.2.4 leaves it to policy).
-const MAX_ROSTER_TEXT: usize = crate::store::MAX_ROSTER_NAME_BYTES;
+const MAX_ROSTER_TEXT: usize = crate::storage::MAX_ROSTER_NAME_BYTES;
 /// Most groups on one roster item.
-const MAX_ROSTER_GROUPS: usize = crate::store::MAX_ROSTER_GROUPS;
+const MAX_ROSTER_GROUPS: usize = crate::storage::MAX_ROSTER_GROUPS;
 
 /// A roster change being worked out ([`Router::roster_transaction`]): its writes, which
 /// later reads of the same request see, and every stanza it produced, sent only once the

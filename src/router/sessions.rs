@@ -13,7 +13,7 @@ impl Router {
     /// [`AnonUserError::Store`] if the account table cannot be read,
     /// [`AnonUserError::Collisions`] if every name tried was taken.
     pub fn new_anonymous_user(&mut self) -> Result<String, AnonUserError> {
-        let (accounts, store, env) = (&self.accounts, &self.store, &*self.env);
+        let (accounts, store, env) = (&self.accounts, &*self.store, &*self.env);
         pick_anonymous_user(
             ANON_USER_ATTEMPTS,
             || crate::sasl::random_nonce(env),
@@ -134,7 +134,7 @@ impl Router {
             // An anonymous account ends with its last session: so does its PEP service
             // (else its nodes would fill `pubsub_max_nodes` over time).
             if let Some(engine) = self.pubsub.as_mut() {
-                if let Err(e) = engine.pep_delete_account(&self.store, &jid.bare()) {
+                if let Err(e) = engine.pep_delete_account(&*self.store, &jid.bare()) {
                     tracing::warn!(jid = %jid, error = %e, "PEP nodes of an anonymous account not deleted");
                 }
             }

@@ -20,17 +20,18 @@ const OUTAGE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60)
 
 impl Router {
     /// Whether the store or the pub-sub service needs recovery after a failed write: the
-    /// committer (`net::committer`) reopens the database ([`Store::reopen_begin`]) and
+    /// committer (`net::committer`) reopens the database (`Store::reopen_begin`) and
     /// hands the outcome to [`Router::storage_reopened`], with a growing pause between
     /// attempts.
     pub fn storage_needs_recovery(&self) -> bool {
         self.store.faulted() || self.pubsub.is_none()
     }
 
-    /// The database was reopened (or not) after a failed write: on success the pub-sub
-    /// service is reloaded from it if it was down. Returns whether everything works again.
-    pub fn storage_reopened(&mut self, reopened: crate::store::Reopened) -> bool {
-        if let Err(e) = self.store.reopen_end(reopened) {
+    /// The shell reopened the database (or failed to) after a failed write: on success the
+    /// rosters are reloaded, and the pub-sub service too if it was down. Returns whether
+    /// everything works again.
+    pub fn storage_reopened(&mut self, reopened: Result<(), StoreError>) -> bool {
+        if let Err(e) = reopened {
             self.storage_failed_to(&e.to_string(), "reopen the database");
             return false;
         }
@@ -43,7 +44,7 @@ impl Router {
         if self.pubsub.is_some() {
             return true;
         }
-        match crate::pubsub::restore(&self.config, &self.store) {
+        match crate::pubsub::restore(&self.config, &*self.store) {
             Ok(mut engine) => {
                 engine.set_backlog(
                     self.backlog.clone(),
@@ -52,12 +53,12 @@ impl Router {
                 engine.seed_ids(random_u64(&*self.env));
                 self.pubsub = Some(engine);
                 tracing::info!(
-                    data = %self.store.path().display(),
+                    data = %self.store.location(),
                     "publish-subscribe service available again: the database was reopened \
                      and the service's state reloaded from it"
                 );
-                if let Some(w) = &self.pubsub_wake {
-                    let _ = w.try_send(());
+                if let Some(wake) = &self.pubsub_wake {
+                    wake();
                 }
                 true
             }
@@ -83,7 +84,7 @@ impl Router {
             tracing::info!(
                 failures = o.failures,
                 secs = now.saturating_sub(o.since).as_secs(),
-                data = %self.store.path().display(),
+                data = %self.store.location(),
                 "storage recovered: writes succeed again"
             );
         }
@@ -97,7 +98,7 @@ impl Router {
 
     fn storage_failed_to(&mut self, e: &str, what: &str) {
         let now = self.env.monotonic();
-        let data = self.store.path().display().to_string();
+        let data = self.store.location();
         let Some(o) = self.outage.as_mut() else {
             let mut log = crate::guard::RateLog::new(OUTAGE_LOG_EVERY);
             // The ERROR line below stands for this first failure.
@@ -108,7 +109,7 @@ impl Router {
                 log,
             });
             let lost = match self.store.pubsub_mode() {
-                crate::store::CommitMode::Interval(_) => {
+                crate::storage::CommitMode::Interval(_) => {
                     "pub-sub changes acknowledged since the previous flush are lost (store.flush_interval)"
                 }
                 _ => {

@@ -33,7 +33,7 @@ impl Drop for Dir {
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
 /// when `fail` is set; `alice`, `bob` and `dave` have accounts.
-fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> Router {
+fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     {
         let store = Store::open(&dir.0, 0).expect("store");
         for u in ["alice", "bob", "dave"] {
@@ -42,18 +42,19 @@ fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> Router {
             }
         }
     }
-    let store = Store::open_with_faults(&dir.0, fail.clone()).expect("store");
+    let store = Rc::new(Store::open_with_faults(&dir.0, fail.clone()).expect("store"));
     store.pubsub_set_mode(CommitMode::Group);
     let config = Config {
         data_dir: dir.0.clone(),
         ..Config::default()
     };
-    Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router")
+    let r = Router::new(Rc::new(config), store.clone(), Rc::new(SystemEnv::new()));
+    (r.expect("router"), store)
 }
 
 /// What the committer task does: take the pending batch, write it, report.
-fn commit(r: &mut Router) {
-    if let Some(batch) = r.store().pubsub_take() {
+fn commit(r: &mut Router, store: &Store) {
+    if let Some(batch) = store.pubsub_take() {
         let res = batch.write();
         r.pubsub_committed(batch.generation(), res);
     }
@@ -137,7 +138,7 @@ fn is_push_of(e: &Element, contact: &str) -> bool {
 fn roster_set_not_acked_when_commit_fails() {
     let dir = Dir::new("set-fails");
     let fail = Arc::new(AtomicBool::new(false));
-    let mut r = router(&dir, &fail);
+    let (mut r, store) = router(&dir, &fail);
     let (oa, ob) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
@@ -149,7 +150,7 @@ fn roster_set_not_acked_when_commit_fails() {
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     fail.store(true, Ordering::SeqCst);
     roster_set(&mut r, &a, "s1", "carol@localhost");
-    commit(&mut r);
+    commit(&mut r, &store);
     let out_a = drained(&oa);
     let reply = out_a
         .iter()
@@ -169,7 +170,7 @@ fn roster_set_not_acked_when_commit_fails() {
         roster_get(&mut r, &b, &ob, "g3").is_empty(),
         "the roster in memory changed"
     );
-    drop(r);
+    drop((r, store));
     let store = Store::open(&dir.0, 0).expect("reopen");
     assert!(store.roster_get("alice").expect("read").is_empty());
 }
@@ -180,7 +181,7 @@ fn roster_set_not_acked_when_commit_fails() {
 fn roster_result_only_after_commit() {
     let dir = Dir::new("set-ok");
     let fail = Arc::new(AtomicBool::new(false));
-    let mut r = router(&dir, &fail);
+    let (mut r, store) = router(&dir, &fail);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
@@ -199,7 +200,7 @@ fn roster_result_only_after_commit() {
         Store::open(&dir.0, 0).is_err(),
         "the store is still open (locked), nothing read behind its back"
     );
-    commit(&mut r);
+    commit(&mut r, &store);
     let out = drained(&oa);
     let ids: Vec<(&str, &str)> = out
         .iter()
@@ -219,7 +220,7 @@ fn roster_result_only_after_commit() {
         .unwrap_or_default();
     assert_eq!(items.len(), 1, "{get:?}");
     assert_eq!(items[0].attr("jid"), Some("carol@localhost"));
-    drop(r);
+    drop((r, store));
     let store = Store::open(&dir.0, 0).expect("reopen");
     let roster = store.roster_get("alice").expect("read");
     assert_eq!(roster.len(), 1);
@@ -233,7 +234,7 @@ fn roster_result_only_after_commit() {
 fn subscription_ask_state_survives_restart() {
     let dir = Dir::new("ask");
     let fail = Arc::new(AtomicBool::new(false));
-    let mut r = router(&dir, &fail);
+    let (mut r, store) = router(&dir, &fail);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
@@ -244,7 +245,7 @@ fn subscription_ask_state_survives_restart() {
         stanza(&a, "<presence type='subscribe' to='bob@localhost'/>"),
     );
     assert!(oa.is_empty(), "the push waits for the commit");
-    commit(&mut r);
+    commit(&mut r, &store);
     let out = drained(&oa);
     let push = out
         .iter()
@@ -261,7 +262,7 @@ fn subscription_ask_state_survives_restart() {
         &a,
         stanza(&a, "<presence type='subscribe' to='dave@localhost'/>"),
     );
-    commit(&mut r);
+    commit(&mut r, &store);
     let out = drained(&oa);
     assert!(
         !out.iter().any(|e| is_push_of(e, "dave@localhost")),
@@ -275,9 +276,9 @@ fn subscription_ask_state_survives_restart() {
     let items = roster_get(&mut r, &a, &oa, "g2");
     let jids: Vec<Option<&str>> = items.iter().map(|i| i.attr("jid")).collect();
     assert_eq!(jids, [Some("bob@localhost")]);
-    drop(r);
+    drop((r, store));
     fail.store(false, Ordering::SeqCst);
-    let mut r = router(&dir, &fail);
+    let (mut r, store) = router(&dir, &fail);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
@@ -287,12 +288,12 @@ fn subscription_ask_state_survives_restart() {
     assert_eq!(items[0].attr("jid"), Some("bob@localhost"));
     assert_eq!(items[0].attr("ask"), Some("subscribe"));
     // bob sees the pending request in his roster row (pending_in) as before.
-    let bob = r.store().roster_get("bob").expect("read");
+    let bob = store.roster_get("bob").expect("read");
     assert!(
         bob.iter()
             .any(|i| i.jid == "alice@localhost" && i.pending_in)
     );
-    assert!(r.store().roster_get("dave").expect("read").is_empty());
+    assert!(store.roster_get("dave").expect("read").is_empty());
 }
 
 /// Issue 10, "`new_anonymous_user` loops forever on a store error": a store error ends the
@@ -346,9 +347,9 @@ fn anonymous_user_search_is_bounded() {
     // Through the router: a fresh name that no account has.
     let dir = Dir::new("anon");
     let fail = Arc::new(AtomicBool::new(false));
-    let mut r = router(&dir, &fail);
+    let (mut r, store) = router(&dir, &fail);
     let user = r.new_anonymous_user().expect("a fresh name");
-    assert!(!r.store().user_exists(&user).expect("read"));
+    assert!(!store.user_exists(&user).expect("read"));
 }
 
 /// Issue 10: the store capped a roster at 512 rows whatever `limits.max_roster_items` said,
@@ -389,15 +390,16 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
             .expect("fill");
         store.roster_stage(&rows("bob", MAX, false)).expect("fill");
     }
-    let store = Store::open(&dir.0, 0).expect("store");
+    let store = Rc::new(Store::open(&dir.0, 0).expect("store"));
     store.pubsub_set_mode(CommitMode::Group);
     let mut config = Config {
         data_dir: dir.0.clone(),
         ..Config::default()
     };
     config.limits.max_roster_items = MAX;
-    let mut r = Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router");
-    assert_eq!(r.store().max_roster_items(), MAX);
+    let mut r =
+        Router::new(Rc::new(config), store.clone(), Rc::new(SystemEnv::new())).expect("router");
+    assert_eq!(store.max_roster_items(), MAX);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
@@ -405,7 +407,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     assert_eq!(roster_get(&mut r, &a, &oa, "g1").len(), MAX - 1);
     // Item 521 fits (the store used to refuse item 513).
     roster_set(&mut r, &a, "s1", "new1@example.org");
-    commit(&mut r);
+    commit(&mut r, &store);
     let reply = drained(&oa)
         .into_iter()
         .find(|e| e.attr("id") == Some("s1"))
@@ -413,7 +415,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     assert_eq!(reply.attr("type"), Some("result"), "{reply:?}");
     // Item 522 does not: not-allowed, and the text says the limit.
     roster_set(&mut r, &a, "s2", "new2@example.org");
-    commit(&mut r);
+    commit(&mut r, &store);
     let reply = drained(&oa)
         .into_iter()
         .find(|e| e.attr("id") == Some("s2"))
@@ -432,7 +434,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         .expect("bind");
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     roster_set(&mut r, &b, "s3", "new3@example.org");
-    commit(&mut r);
+    commit(&mut r, &store);
     let reply = drained(&ob)
         .into_iter()
         .find(|e| e.attr("id") == Some("s3"))
@@ -454,17 +456,21 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
 fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change() {
     use crate::store::testing::{CrashDisk, Fault};
     let disk = CrashDisk::default();
-    let store = Store::open_on(&disk, 0).expect("store");
+    let store = Rc::new(Store::open_on(&disk, 0).expect("store"));
     store.pubsub_set_mode(CommitMode::Group);
-    let mut r =
-        Router::new(Rc::new(Config::default()), store, Rc::new(SystemEnv::new())).expect("router");
+    let mut r = Router::new(
+        Rc::new(Config::default()),
+        store.clone(),
+        Rc::new(SystemEnv::new()),
+    )
+    .expect("router");
     let oa = Outbox::new(64, 1 << 20);
     let a = r
         .bind("alice", false, Some("a"), 1, oa.clone())
         .expect("bind");
     roster_set(&mut r, &a, "s1", "carol@localhost");
     // What the committer does; the disk fills up just for the fsync of this commit.
-    let batch = r.store().pubsub_take().expect("a batch");
+    let batch = store.pubsub_take().expect("a batch");
     disk.fail_from(0, Fault::FullOnSync);
     let result = batch.write();
     assert!(disk.heal() > 0, "the fsync was refused");
@@ -472,16 +478,18 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
     drop(batch);
     let e = result.as_ref().expect_err("the commit fails");
     r.storage_write_failed(e);
-    let job = r.store().reopen_begin().expect("reopen");
-    assert!(r.storage_reopened(job.run()), "the store recovered");
+    let job = store.reopen_begin().expect("reopen");
+    assert!(
+        r.storage_reopened(store.reopen_end(job.run())),
+        "the store recovered"
+    );
     r.pubsub_committed(generation, result);
     let reply = drained(&oa)
         .into_iter()
         .find(|e| e.attr("id") == Some("s1"))
         .expect("a reply to the roster set");
     assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    let on_disk: Vec<String> = r
-        .store()
+    let on_disk: Vec<String> = store
         .roster_get("alice")
         .expect("read")
         .into_iter()
@@ -505,7 +513,7 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
 fn router_draws_anonymous_names_and_resources_from_its_env() {
     use crate::env::FakeEnv;
     let names = |seed: u64| {
-        let store = Store::open_in_memory().expect("store");
+        let store = Rc::new(Store::open_in_memory().expect("store"));
         let mut r = Router::new(
             Rc::new(Config::default()),
             store,

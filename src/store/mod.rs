@@ -17,8 +17,8 @@
 //! `docs/storage.md`.
 
 mod codec;
-mod error;
 mod pubsub;
+mod redb_error;
 mod schema;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -34,11 +34,14 @@ use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, TableHandle, WriteTransaction};
 
-pub use error::StoreError;
-pub use pubsub::{DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
+pub use crate::storage::{
+    CommitMode, DEPTH_ALL, ItemRecord, MAX_GROUP_BYTES, MAX_ROSTER_GROUPS, MAX_ROSTER_ITEMS,
+    MAX_ROSTER_NAME_BYTES, NodeRecord, PubsubOp, PubsubSnapshot, RosterItem, RosterWrite, Storage,
+    StoreError, Subscription, SubscriptionRecord,
+};
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
-pub use writer::{Batch, CommitMode, MAX_BATCH_BYTES, MAX_BATCH_OPS};
+pub use writer::{Batch, MAX_BATCH_BYTES, MAX_BATCH_OPS};
 
 /// The database's file name inside the data directory.
 pub const DB_FILE_NAME: &str = "kinglet.redb";
@@ -51,114 +54,6 @@ pub const MAX_JID_BYTES: usize = 2047;
 /// Largest credentials blob, in bytes. SCRAM-SHA-1 and SCRAM-SHA-256 data together need
 /// about 200; the rest is headroom for future mechanisms.
 pub const MAX_CREDENTIALS_BYTES: usize = 4096;
-/// Longest roster item name (handle), in bytes.
-pub const MAX_ROSTER_NAME_BYTES: usize = 255;
-/// Most groups one roster item may be in.
-pub const MAX_ROSTER_GROUPS: usize = 16;
-/// Longest roster group name, in bytes.
-pub const MAX_GROUP_BYTES: usize = 255;
-/// Ceiling on the rows of one user's roster: the largest accepted
-/// `limits.max_roster_items`. New items are refused at the configured limit
-/// ([`Store::set_max_roster_items`]); only this ceiling makes [`Store::roster_get`] report
-/// corruption, so lowering the configured limit never makes a stored roster unreadable.
-/// A full item is at most about 6.4 KiB in memory (JID 2047 + name 255 + 16 groups × 255
-/// bytes plus `String` headers); see `limits.max_roster_items` for what a roster costs.
-pub const MAX_ROSTER_ITEMS: usize = 100_000;
-
-/// A subscription state of a roster item (RFC 6121 §2.1.2.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Subscription {
-    /// Neither side receives the other's presence.
-    None,
-    /// The user receives the contact's presence.
-    To,
-    /// The contact receives the user's presence.
-    From,
-    /// Both directions.
-    Both,
-}
-
-impl Subscription {
-    /// The value of the `subscription` attribute.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::To => "to",
-            Self::From => "from",
-            Self::Both => "both",
-        }
-    }
-
-    /// Parses the `subscription` attribute; `None` for anything else (including
-    /// `"remove"`, which is a request, not a state).
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "none" => Some(Self::None),
-            "to" => Some(Self::To),
-            "from" => Some(Self::From),
-            "both" => Some(Self::Both),
-            _ => None,
-        }
-    }
-
-    /// True if the user receives the contact's presence (`to` or `both`).
-    pub fn has_to(&self) -> bool {
-        matches!(self, Self::To | Self::Both)
-    }
-
-    /// True if the contact receives the user's presence (`from` or `both`).
-    pub fn has_from(&self) -> bool {
-        matches!(self, Self::From | Self::Both)
-    }
-}
-
-/// One contact in a user's roster (RFC 6121 §2.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RosterItem {
-    /// The contact's bare JID, as normalised by the caller; the item's identity.
-    pub jid: String,
-    /// The user-assigned name (handle), if any.
-    pub name: Option<String>,
-    /// The subscription state.
-    pub subscription: Subscription,
-    /// We sent a subscription request that is still pending (`ask="subscribe"`).
-    pub ask_out: bool,
-    /// The contact asked to subscribe to our presence and awaits approval.
-    pub pending_in: bool,
-    /// The groups the item is in, in the order given.
-    pub groups: Vec<String>,
-    /// Whether the user has this contact in its roster. `false` for a row that only records
-    /// a pending inbound subscription request (hidden from roster results and pushes).
-    pub in_roster: bool,
-}
-
-/// One roster change, staged for the group commit ([`Store::roster_stage`]) like pub-sub
-/// changes, or applied at once ([`Store::roster_put`], [`Store::roster_remove`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RosterWrite {
-    /// Insert or replace the item in the roster of the user (first field).
-    Put(String, RosterItem),
-    /// Remove the item with this contact JID from the roster of the user.
-    Remove(String, String),
-}
-
-impl RosterWrite {
-    /// The user whose roster changes.
-    pub fn user(&self) -> &str {
-        match self {
-            RosterWrite::Put(u, _) | RosterWrite::Remove(u, _) => u,
-        }
-    }
-
-    /// The contact JID of the item.
-    pub fn jid(&self) -> &str {
-        match self {
-            RosterWrite::Put(_, i) => &i.jid,
-            RosterWrite::Remove(_, j) => j,
-        }
-    }
-}
-
 /// The broker's database: one redb file in the data directory, locked for this process
 /// while the value lives.
 pub struct Store {
@@ -303,7 +198,7 @@ fn open_db(path: &Path, opener: &FileOpener) -> Result<Database, StoreError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(path).map_err(|e| io_at(path, e))?;
     check_file_length(&file, path)?;
-    let db = opener(file).map_err(|e| error::from_open_error(e, path.to_path_buf()))?;
+    let db = opener(file).map_err(|e| redb_error::from_open_error(e, path.to_path_buf()))?;
     schema::check_and_migrate(&db)?;
     Ok(db)
 }
@@ -394,7 +289,7 @@ impl Store {
         builder.set_region_size(1 << 16);
         let db = builder
             .create_with_backend(MemoryBackend::default())
-            .map_err(|e| error::from_open_error(e, path.clone()))?;
+            .map_err(|e| redb_error::from_open_error(e, path.clone()))?;
         schema::check_and_migrate(&db)?;
         Ok(Store::from_db(db, path, None))
     }
@@ -923,5 +818,80 @@ impl redb::StorageBackend for MemoryBackend {
         let r = Self::range(offset, data.len(), v.len())?;
         v[r].copy_from_slice(data);
         Ok(())
+    }
+}
+
+/// The core's view of the store: each method is the inherent one of the same name.
+impl Storage for Store {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn user_exists(&self, username: &str) -> Result<bool, StoreError> {
+        Store::user_exists(self, username)
+    }
+
+    fn user_get(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::user_get(self, username)
+    }
+
+    fn roster_get(&self, username: &str) -> Result<Vec<RosterItem>, StoreError> {
+        Store::roster_get(self, username)
+    }
+
+    fn roster_stage(&self, writes: &[RosterWrite]) -> Result<Option<u64>, StoreError> {
+        Store::roster_stage(self, writes)
+    }
+
+    fn set_max_roster_items(&self, max: usize) {
+        Store::set_max_roster_items(self, max)
+    }
+
+    fn pubsub_load(&self) -> Result<PubsubSnapshot, StoreError> {
+        Store::pubsub_load(self)
+    }
+
+    fn pubsub_apply(&self, ops: &[PubsubOp]) -> Result<(), StoreError> {
+        Store::pubsub_apply(self, ops)
+    }
+
+    fn pubsub_items(
+        &self,
+        node: &str,
+        seqs: &[u64],
+    ) -> Result<Vec<Option<ItemRecord>>, StoreError> {
+        Store::pubsub_items(self, node, seqs)
+    }
+
+    fn pubsub_stage(&self, ops: &[PubsubOp]) -> Result<(), StoreError> {
+        Store::pubsub_stage(self, ops)
+    }
+
+    fn pubsub_mode(&self) -> CommitMode {
+        Store::pubsub_mode(self)
+    }
+
+    fn pubsub_staged_ops(&self) -> u64 {
+        Store::pubsub_staged_ops(self)
+    }
+
+    fn pubsub_hold_generation(&self) -> Option<u64> {
+        Store::pubsub_hold_generation(self)
+    }
+
+    fn pubsub_done(&self, generation: u64, ok: bool) {
+        Store::pubsub_done(self, generation, ok)
+    }
+
+    fn faulted(&self) -> bool {
+        Store::faulted(self)
+    }
+
+    fn set_faulted(&self) {
+        Store::set_faulted(self)
+    }
+
+    fn closed_error(&self) -> StoreError {
+        Store::closed_error(self)
     }
 }

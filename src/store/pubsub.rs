@@ -29,7 +29,10 @@ use redb::{ReadableTable, WriteTransaction};
 use super::codec::DecodeError;
 use super::schema::{PUBSUB_AFFILIATIONS, PUBSUB_ITEMS, PUBSUB_NODES, PUBSUB_SUBSCRIPTIONS};
 use super::writer::DbHandle;
-use super::{Store, StoreError, corrupt};
+use super::{
+    ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, Store, StoreError, SubscriptionRecord,
+    corrupt,
+};
 
 /// Format byte of every pub-sub record of this version.
 const V1: u8 = 1;
@@ -58,115 +61,6 @@ const SUB_FLAG_TEMP: u8 = 0b100;
 const SUB_FLAGS: u8 = SUB_FLAG_DELIVER | SUB_FLAG_BODY | SUB_FLAG_TEMP;
 /// Longest SubID stored, in bytes.
 pub const MAX_PUBSUB_SUBID_BYTES: usize = 64;
-
-/// A stored node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeRecord {
-    /// Creation time, milliseconds since the Unix epoch.
-    pub created_ms: u64,
-    /// Bare JID of the creator.
-    pub creator: String,
-    /// The configuration as `(var, value)` pairs; a multi-valued field repeats its var.
-    pub config: Vec<(String, String)>,
-}
-
-/// A stored item.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ItemRecord {
-    /// Item id (unique within the node).
-    pub id: String,
-    /// Full JID of the publisher.
-    pub publisher: String,
-    /// Publication time, milliseconds since the Unix epoch.
-    pub published_ms: u64,
-    /// The payload element as XML text (empty for a notification-only item).
-    pub payload: String,
-}
-
-/// A stored subscription (one per node, JID and SubID).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubscriptionRecord {
-    /// 0 none, 1 pending, 2 unconfigured, 3 subscribed.
-    pub state: u8,
-    /// `pubsub#deliver`.
-    pub deliver: bool,
-    /// The SubID (part of the key; empty only for rows of the first format).
-    pub subid: String,
-    /// `pubsub#include_body`.
-    pub include_body: bool,
-    /// `pubsub#expire` = `presence`: the subscription ends when the subscriber goes
-    /// unavailable (§12.4).
-    pub temporary: bool,
-    /// `pubsub#show-values`: bit 7 set when the option is given, bits 0..=4 the accepted
-    /// values (away, chat, dnd, online, xa).
-    pub show: u8,
-    /// `pubsub#expire` as milliseconds since the Unix epoch; 0 = no lease.
-    pub expire_ms: u64,
-    /// XEP-0248 `pubsub#subscription_type`: 0 `nodes` (the default), 1 `items`, 2 `all`.
-    pub sub_type: u8,
-    /// XEP-0248 `pubsub#subscription_depth`: levels below the collection, or
-    /// [`DEPTH_ALL`]; the default is 1.
-    pub depth: u32,
-}
-
-/// [`SubscriptionRecord::depth`] value meaning `all`.
-pub const DEPTH_ALL: u32 = u32::MAX;
-
-impl Default for SubscriptionRecord {
-    fn default() -> Self {
-        SubscriptionRecord {
-            state: 0,
-            deliver: false,
-            subid: String::new(),
-            include_body: false,
-            temporary: false,
-            show: 0,
-            expire_ms: 0,
-            sub_type: 0,
-            depth: 1,
-        }
-    }
-}
-
-/// One change of a [`Store::pubsub_apply`] batch.
-#[derive(Clone, Debug)]
-pub enum PubsubOp {
-    /// Create or replace a node row.
-    PutNode(String, NodeRecord),
-    /// Remove a node and every item, subscription and affiliation row of it.
-    DeleteNode(String),
-    /// Insert or replace an item at `seq`.
-    PutItem(String, u64, ItemRecord),
-    /// Remove the item at `seq`.
-    DeleteItem(String, u64),
-    /// Remove every item of the node.
-    PurgeItems(String),
-    /// Create or replace a subscription.
-    PutSubscription(String, String, SubscriptionRecord),
-    /// Remove a subscription row of the first format (key `node 00 jid`, no SubID).
-    DeleteSubscription(String, String),
-    /// Remove the subscription `(node, jid, subid)`.
-    DeleteSubscriptionId(String, String, String),
-    /// Create or replace an affiliation (code: see `pubsub::Affiliation`).
-    PutAffiliation(String, String, u8),
-    /// Remove an affiliation.
-    DeleteAffiliation(String, String),
-}
-
-/// Everything but the item payloads: what the engine loads at start.
-#[derive(Clone, Debug, Default)]
-pub struct PubsubSnapshot {
-    /// Every node, sorted by id.
-    pub nodes: Vec<(String, NodeRecord)>,
-    /// Every item without its payload (`payload` empty), as `(node, seq, item, payload
-    /// length in bytes)`, sorted by node and sequence.
-    pub items: Vec<(String, u64, ItemRecord, usize)>,
-    /// Every subscription as `(node, jid, record)` (the record's SubID filled in from the
-    /// key).
-    pub subscriptions: Vec<(String, String, SubscriptionRecord)>,
-    /// Every affiliation as `(node, bare jid, code)`.
-    pub affiliations: Vec<(String, String, u8)>,
-}
 
 /// A bounds-checked cursor over untrusted bytes.
 struct Reader<'a>(&'a [u8]);
@@ -708,6 +602,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DEPTH_ALL;
 
     #[test]
     fn schema_1_file_migrates_to_2_with_empty_pubsub_tables() {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::Database;
 
-use super::{Store, StoreError, error, schema};
+use super::{Store, StoreError, redb_error, schema};
 
 /// Granularity of torn writes: the page size of the page cache.
 const CHUNK: usize = 4096;
@@ -210,7 +210,7 @@ impl Store {
             let db = Database::builder()
                 .set_cache_size(cache_bytes)
                 .create_with_backend(Backend(d.clone()))
-                .map_err(|e| error::from_open_error(e, p.clone()))?;
+                .map_err(|e| redb_error::from_open_error(e, p.clone()))?;
             schema::check_and_migrate(&db)?;
             Ok(db)
         });

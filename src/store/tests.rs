@@ -730,7 +730,7 @@ fn redb_errors_map_to_store_errors() {
     assert!(matches!(previous, StoreError::Io(_)), "{previous:?}");
     let corrupted = StoreError::from(redb::StorageError::Corrupted("bad page".to_owned()));
     is_corrupt_with(corrupted, &["bad page"]);
-    let locked = error::from_open_error(
+    let locked = redb_error::from_open_error(
         redb::DatabaseError::DatabaseAlreadyOpen,
         Path::new("/x/kinglet.redb").to_path_buf(),
     );

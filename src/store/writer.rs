@@ -28,29 +28,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use redb::{Database, WriteTransaction};
 
 use super::pubsub::{apply_ops, check_ops};
-use super::{ItemRecord, PubsubOp, RosterWrite, Store, StoreError};
+use super::{CommitMode, ItemRecord, PubsubOp, RosterWrite, Store, StoreError};
 
 /// Most ops in one pending batch.
 pub const MAX_BATCH_OPS: usize = 16_384;
 /// Most bytes (encoded records plus 64 bytes per op) in one pending batch.
 pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// When staged pub-sub changes reach the disk (`store.flush_interval`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitMode {
-    /// Each [`Store::pubsub_stage`] commits at once on the calling thread.
-    Inline,
-    /// Durable group commit: the engine holds replies until their batch is on disk.
-    Group,
-    /// Replies go out at once; a batch is committed every interval (and when full, and at
-    /// a clean shutdown). A power loss loses at most the last interval.
-    Interval(Duration),
-}
 
 /// A `Send + Sync` handle on the database, for the blocking thread that commits.
 #[derive(Clone)]
@@ -109,7 +96,7 @@ pub(crate) struct Staging {
     waker: Option<Waker>,
     /// Test hook: every batch write first sleeps this long.
     #[cfg(test)]
-    delay: Duration,
+    delay: std::time::Duration,
 }
 
 impl Default for Staging {
@@ -125,7 +112,7 @@ impl Default for Staging {
             staged_ops: 0,
             waker: None,
             #[cfg(test)]
-            delay: Duration::ZERO,
+            delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -148,7 +135,7 @@ pub struct Batch {
     /// `None` while the database is closed (after a failed write): the write fails.
     db: Result<DbHandle, String>,
     #[cfg(test)]
-    delay: Duration,
+    delay: std::time::Duration,
 }
 
 impl Batch {
@@ -405,7 +392,7 @@ impl Store {
 
     /// Test hook: every batch write sleeps `d` first.
     #[cfg(test)]
-    pub(crate) fn pubsub_test_delay(&self, d: Duration) {
+    pub(crate) fn pubsub_test_delay(&self, d: std::time::Duration) {
         self.staging.borrow_mut().delay = d;
     }
 }

@@ -111,7 +111,6 @@ impl Directory for Rosters {
 }
 
 struct World {
-    _dir: TempDir,
     store: Store,
     config: Config,
     engine: Engine,
@@ -133,12 +132,14 @@ impl World {
         Self::with_config(Config::default())
     }
 
+    /// A world over a store in memory (redb's in-memory backend): no file, no fsync.
     fn with_config(config: Config) -> World {
-        let dir = TempDir::new("w");
-        let store = Store::open(&dir.0, 0).expect("store");
+        Self::with_store(config, Store::open_in_memory().expect("store"))
+    }
+
+    fn with_store(config: Config, store: Store) -> World {
         let engine = Engine::load(&config, &store).expect("engine");
         World {
-            _dir: dir,
             store,
             config,
             engine,

@@ -403,11 +403,12 @@ fn store_budget_reject_policy() {
 fn store_budget_keeps_the_file_from_growing() {
     let mut cfg = Config::default();
     cfg.store.max_bytes = 256 * 1024;
-    let mut w = World::with_config(cfg);
+    // A disk in memory whose length is the database file's.
+    let disk = crate::store::testing::CrashDisk::default();
+    let mut w = World::with_store(cfg, Store::open_on(&disk, 0).expect("store"));
     w.create(ALICE, "a", &[("pubsub#max_items", "max")]);
     let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(8_000));
-    let path = w.store.path().to_path_buf();
-    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let size = || disk.len() as u64;
     let mut sizes = Vec::new();
     for round in 0..6 {
         for i in 0..100 {
@@ -464,7 +465,9 @@ fn pubsub_figures() {
             el.as_secs_f64() * 1e6 / n as f64
         );
     }
-    let mut w = World::new();
+    // Durable publishes need a real file (fsync), unlike the other tests.
+    let dir = TempDir::new("figures");
+    let mut w = World::with_store(Config::default(), Store::open(&dir.0, 0).expect("store"));
     w.create(ALICE, "p", &[("pubsub#max_items", "max")]);
     let from = Jid::parse(ALICE).expect("jid");
     let start = Instant::now();
