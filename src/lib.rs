@@ -48,6 +48,7 @@ pub mod router;
 pub mod sasl;
 pub mod session;
 pub mod signals;
+pub mod stanza;
 pub mod storage;
 pub mod store;
 pub mod system;

@@ -17,6 +17,7 @@ const CORE: &[&str] = &[
     "src/jid.rs",
     "src/env.rs",
     "src/storage",
+    "src/stanza.rs",
     "src/sasl",
     "src/proto.rs",
     "src/caps.rs",

@@ -4,13 +4,13 @@
 use super::*;
 
 impl Router {
-    pub(super) fn route_message(&mut self, from: &Jid, to: Option<Jid>, msg: Element) {
-        let to = to.unwrap_or_else(|| from.bare());
-        let ty = msg.attr("type").unwrap_or("normal").to_owned();
+    pub(super) fn route_message(&mut self, from: &Jid, msg: Message) {
+        let to = msg.to().cloned().unwrap_or_else(|| from.bare());
+        let ty = msg.ty();
         if self.is_pubsub(&to) {
             // The service takes approval forms (XEP-0060 §8.6); errors (bounced
             // notifications) are dropped; anything else bounces.
-            if msg.child("x", "jabber:x:data").is_some() && ty != "error" {
+            if msg.child("x", "jabber:x:data").is_some() && ty != MessageType::Error {
                 if let Some(mut engine) = self.pubsub.take() {
                     let out = engine.handle_message(&*self.store, from, &msg, self.now_ms());
                     self.pubsub = Some(engine);
@@ -18,7 +18,7 @@ impl Router {
                 } else {
                     self.bounce(&msg, crate::pubsub::unavailable_error(&*self.store));
                 }
-            } else if ty != "error" && ty != "headline" {
+            } else if !matches!(ty, MessageType::Error | MessageType::Headline) {
                 self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
             }
             return;
@@ -30,7 +30,7 @@ impl Router {
                     .with_text("no server-to-server support"),
             ),
             Target::Domain => {
-                if ty != "error" && ty != "headline" {
+                if !matches!(ty, MessageType::Error | MessageType::Headline) {
                     self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
                 }
             }
@@ -41,27 +41,27 @@ impl Router {
                         return;
                     }
                     // RFC 6121 §8.5.3.2.1: no such resource.
-                    match ty.as_str() {
-                        "normal" | "chat" | "headline" => {}
-                        "error" => return,
-                        _ => {
+                    match ty {
+                        MessageType::Normal | MessageType::Chat | MessageType::Headline => {}
+                        MessageType::Error => return,
+                        MessageType::Groupchat | MessageType::Unknown => {
                             self.bounce(&msg, StanzaError::new(Condition::ServiceUnavailable));
                             return;
                         }
                     }
                 }
-                self.message_to_bare(&user, &ty, &msg);
+                self.message_to_bare(&user, ty, &msg);
             }
         }
     }
 
     /// RFC 6121 §8.5.2: a message to a bare JID of ours.
-    fn message_to_bare(&self, user: &str, ty: &str, msg: &Element) {
-        if ty == "error" {
+    fn message_to_bare(&self, user: &str, ty: MessageType, msg: &Element) {
+        if ty == MessageType::Error {
             return;
         }
-        if ty == "groupchat" || !self.account_exists(user) {
-            if ty != "headline" {
+        if ty == MessageType::Groupchat || !self.account_exists(user) {
+            if ty != MessageType::Headline {
                 self.bounce(msg, StanzaError::new(Condition::ServiceUnavailable));
             }
             return;
@@ -78,7 +78,7 @@ impl Router {
             .unwrap_or_default();
         if candidates.is_empty() {
             // §8.5.2.2: no offline storage here; tell the sender instead of losing it silently.
-            if ty != "headline" {
+            if ty != MessageType::Headline {
                 self.bounce(
                     msg,
                     StanzaError::new(Condition::ServiceUnavailable)
@@ -88,7 +88,7 @@ impl Router {
             return;
         }
         let s: Rc<str> = Rc::from(msg.to_string_in_stream());
-        if ty == "headline" {
+        if ty == MessageType::Headline {
             for r in candidates {
                 self.send(&r.outbox, &s);
             }

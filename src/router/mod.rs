@@ -24,6 +24,7 @@ use crate::proto::{
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+use crate::stanza::{Iq, IqType, Message, MessageType, Presence, PresenceType};
 use crate::storage::{RosterItem, RosterWrite, Storage, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
@@ -283,46 +284,20 @@ impl Router {
         }
     }
 
-    /// Route a stanza from a bound session (its `from` is already stamped).
+    /// Route a stanza from a bound session (its `from` is already stamped): typed and
+    /// checked once ([`crate::stanza::Stanza::parse`]), then handed to its kind's handler.
     pub fn route(&mut self, from: &Jid, stanza: Element) {
-        let to = match stanza.attr("to") {
-            None => None,
-            Some(t) => match Jid::parse(t) {
-                Ok(j) => Some(j),
-                Err(_) => {
-                    self.bounce(&stanza, StanzaError::new(Condition::JidMalformed));
-                    return;
-                }
-            },
-        };
-        match stanza.name.as_str() {
-            "iq" => self.route_iq(from, to, stanza),
-            "message" => self.route_message(from, to, stanza),
-            _ => self.route_presence(from, to, stanza),
+        match crate::stanza::Stanza::parse(stanza) {
+            Err(rejected) => self.bounce(&rejected.stanza, rejected.error),
+            Ok(crate::stanza::Stanza::Iq(iq)) => self.route_iq(from, iq),
+            Ok(crate::stanza::Stanza::Message(msg)) => self.route_message(from, msg),
+            Ok(crate::stanza::Stanza::Presence(p)) => self.route_presence(from, p),
         }
     }
 
-    fn route_iq(&mut self, from: &Jid, to: Option<Jid>, iq: Element) {
-        let ty = iq.attr("type").unwrap_or("");
-        if !matches!(ty, "get" | "set" | "result" | "error") || iq.attr("id").is_none() {
-            self.bounce(
-                &iq,
-                StanzaError::new(Condition::BadRequest)
-                    .with_text("iq needs an id and a valid type"),
-            );
-            return;
-        }
-        let request = matches!(ty, "get" | "set");
-        if request && iq.elements().count() != 1 {
-            // RFC 6120 §8.2.3: exactly one payload.
-            self.bounce(
-                &iq,
-                StanzaError::new(Condition::BadRequest)
-                    .with_text("an iq get/set carries exactly one child"),
-            );
-            return;
-        }
-        let to = to.unwrap_or_else(|| from.bare());
+    fn route_iq(&mut self, from: &Jid, iq: Iq) {
+        let request = iq.ty().is_request();
+        let to = iq.to().cloned().unwrap_or_else(|| from.bare());
         if self.is_pubsub(&to) {
             self.pubsub_iq(from, &iq);
             return;
@@ -342,8 +317,7 @@ impl Router {
                     self.server_iq(from, &iq);
                 } else {
                     // XEP-0115: the answer to a caps disco#info query of ours.
-                    let id = iq.attr("id").unwrap_or("").to_owned();
-                    if let Some(ev) = self.caps.on_disco_result(from, &id, &iq, self.now_ms()) {
+                    if let Some(ev) = self.caps.on_disco_result(from, iq.id(), &iq, self.now_ms()) {
                         self.caps_events(ev);
                     }
                 }

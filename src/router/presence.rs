@@ -9,24 +9,25 @@ use super::*;
 const MAX_DIRECTED: usize = 16;
 
 impl Router {
-    pub(super) fn route_presence(&mut self, from: &Jid, to: Option<Jid>, p: Element) {
-        if to.as_ref().is_some_and(|t| self.is_pubsub(t)) {
+    pub(super) fn route_presence(&mut self, from: &Jid, p: Presence) {
+        if p.to().is_some_and(|t| self.is_pubsub(t)) {
             // Directed presence to the service carries no meaning here.
             return;
         }
-        let ty = p.attr("type").unwrap_or("available").to_owned();
-        match (to, ty.as_str()) {
-            (None, "available") => self.presence_available(from, p),
-            (None, "unavailable") => self.presence_unavailable(from, p),
+        let ty = p.ty();
+        match (p.to().cloned(), ty) {
+            (None, PresenceType::Available) => self.presence_available(from, p.into_element()),
+            (None, PresenceType::Unavailable) => self.presence_unavailable(from, p.into_element()),
             (None, _) => {}
-            (Some(to), "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed") => {
-                self.roster_transaction(from, &p, |r| r.subscription(from, &to.bare(), &ty))
+            (Some(to), t) if t.subscription().is_some() => {
+                let kind = t.subscription().unwrap_or_default();
+                self.roster_transaction(from, &p, |r| r.subscription(from, &to.bare(), kind))
             }
-            (Some(to), "probe") => self.probe(from, &to),
-            (Some(to), "available" | "unavailable") => {
-                self.directed_presence(from, &to, p, ty == "available")
+            (Some(to), PresenceType::Probe) => self.probe(from, &to),
+            (Some(to), PresenceType::Available | PresenceType::Unavailable) => {
+                self.directed_presence(from, &to, p.into_element(), ty == PresenceType::Available)
             }
-            (Some(_), "error") => {}
+            (Some(_), PresenceType::Error) => {}
             (Some(_), _) => self.bounce(
                 &p,
                 StanzaError::new(Condition::BadRequest).with_text("unknown presence type"),

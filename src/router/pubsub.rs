@@ -12,9 +12,9 @@ impl Router {
 
     /// Hands an IQ to the pub-sub engine and delivers what it returns (while the engine
     /// is down after a storage fault: an error, see [`crate::pubsub::unavailable_error`]).
-    pub(super) fn pubsub_iq(&mut self, from: &Jid, iq: &Element) {
+    pub(super) fn pubsub_iq(&mut self, from: &Jid, iq: &Iq) {
         let Some(mut engine) = self.pubsub.take() else {
-            if matches!(iq.attr("type"), Some("get" | "set")) {
+            if iq.ty().is_request() {
                 self.bounce(iq, crate::pubsub::unavailable_error(&*self.store));
             }
             return;

@@ -334,9 +334,9 @@ impl Router {
         }
     }
 
-    pub(super) fn roster_iq(&mut self, from: &Jid, iq: &Element, q: &Element) {
+    pub(super) fn roster_iq(&mut self, from: &Jid, iq: &Iq, q: &Element) {
         let user = from.local().unwrap_or("").to_owned();
-        if iq.attr("type") == Some("get") {
+        if iq.ty() == IqType::Get {
             if let Some(r) = self.resource_mut(from) {
                 r.interested = true;
             }

@@ -5,11 +5,11 @@ use super::*;
 
 impl Router {
     /// IQs to the server's own JID.
-    pub(super) fn server_iq(&self, from: &Jid, iq: &Element) {
-        let Some(p) = proto::iq_payload(iq) else {
+    pub(super) fn server_iq(&self, from: &Jid, iq: &Iq) {
+        let Some(p) = iq.payload() else {
             return;
         };
-        let get = iq.attr("type") == Some("get");
+        let get = iq.ty() == IqType::Get;
         let reply = if get && p.is("query", NS_DISCO_INFO) && p.attr("node").is_none() {
             let mut q = Element::new("query", NS_DISCO_INFO).with_child(
                 Element::new("identity", NS_DISCO_INFO)
@@ -48,13 +48,13 @@ impl Router {
     }
 
     /// IQs to a bare account JID, answered by the server on the account's behalf (RFC 6121 §8.5.2.1.3).
-    pub(super) fn account_iq(&mut self, from: &Jid, user: &str, iq: &Element) {
+    pub(super) fn account_iq(&mut self, from: &Jid, user: &str, iq: &Iq) {
         if !self.account_exists(user) {
             self.bounce(iq, StanzaError::new(Condition::ServiceUnavailable));
             return;
         }
         let own = from.local() == Some(user);
-        let Some(p) = proto::iq_payload(iq) else {
+        let Some(p) = iq.payload() else {
             return;
         };
         if p.is("query", NS_ROSTER) {
@@ -66,7 +66,7 @@ impl Router {
             }
             return;
         }
-        let get = iq.attr("type") == Some("get");
+        let get = iq.ty() == IqType::Get;
         // XEP-0163: the account's PEP service (pub-sub requests, its nodes' disco).
         let pep = p.is("pubsub", crate::pubsub::NS_PUBSUB)
             || p.is("pubsub", crate::pubsub::NS_PUBSUB_OWNER)
