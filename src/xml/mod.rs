@@ -8,17 +8,21 @@
 //! * [`element`] is the small owned tree ([`Element`], [`Node`]) each complete top-level element
 //!   is parsed into (with quick-xml, on a complete slice only), and its namespace-correct
 //!   serialiser.
+//! * [`writer`] is the one streaming [`Writer`] for replies and notifications built without a
+//!   tree: it always escapes, and takes already-serialised XML only as [`Raw`].
 //!
 //! See `docs/style.md` §3.1 for why quick-xml is never fed from a socket directly.
 
 pub mod element;
 pub mod framer;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use element::{Element, Node};
 pub use framer::{Frame, Framer, StreamHeader, XmlError, XmlLimits};
+pub use writer::{Raw, STREAM_CLOSE, Writer, stream_header};
 
 /// Namespace of the stream wrapper (`<stream:stream>`, `<stream:features>`, `<stream:error>`).
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
