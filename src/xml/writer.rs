@@ -86,7 +86,10 @@ impl<'o, 'n> Writer<'o, 'n> {
     /// If more than [`MAX_DEPTH`] elements are open: a bug in the caller's fixed structure.
     pub fn start(&mut self, name: &'n str) -> &mut Self {
         self.close_tag();
-        assert!(self.depth < MAX_DEPTH, "xml::Writer: nesting deeper than {MAX_DEPTH}");
+        assert!(
+            self.depth < MAX_DEPTH,
+            "xml::Writer: nesting deeper than {MAX_DEPTH}"
+        );
         self.out.push('<');
         self.out.push_str(name);
         self.stack[self.depth] = name;
@@ -227,3 +230,14 @@ pub fn stream_header(out: &mut String) -> Writer<'_, 'static> {
         .attr("version", "1.0");
     w
 }
+
+/// A fresh `String` holding what `f` writes: for replies and fragments built in one go.
+pub fn build<'n>(f: impl for<'o> FnOnce(&mut Writer<'o, 'n>)) -> String {
+    let mut s = String::with_capacity(128);
+    f(&mut Writer::new(&mut s));
+    s
+}
+
+/// The end of a pub-sub notification after its shared `<event/>` content (a constant, so
+/// that the per-recipient tail allocates nothing).
+pub const EVENT_MESSAGE_CLOSE: &str = "</event></message>";
