@@ -33,6 +33,17 @@ pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 /// Namespace permanently bound to the `xmlns` prefix; it can never be declared.
 pub const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 
+/// Parses `text` (one or more elements, maybe with text around them) inside a wrapper
+/// element that undeclares the default namespace, and returns the wrapper: an element in
+/// `text` without `xmlns` gets no namespace instead of the stream's.
+pub fn parse_unqualified(text: &str) -> Result<Element, XmlError> {
+    let mut wrapped = String::with_capacity(text.len() + 16);
+    wrapped.push_str("<w xmlns=''>");
+    wrapped.push_str(text);
+    wrapped.push_str("</w>");
+    Element::parse(&wrapped)
+}
+
 /// Append `s` to `out` escaped for character data.
 ///
 /// Escapes `&`, `<` and `>`; additionally writes `\r` as `&#13;` so that a carriage return

@@ -171,6 +171,14 @@ impl<'o, 'n> Writer<'o, 'n> {
         self
     }
 
+    /// An [`Element`](super::Element) tree, serialised (and escaped) by its own writer;
+    /// `parent_ns` is the namespace in scope, as for `Element::write_to`.
+    pub fn element(&mut self, e: &super::Element, parent_ns: &str) -> &mut Self {
+        self.close_tag();
+        e.write_to(self.out, parent_ns);
+        self
+    }
+
     /// Close the innermost open element: `/>` if it has no content, else `</name>`.
     ///
     /// # Panics
