@@ -187,17 +187,13 @@ impl Engine {
             let mut inner = String::with_capacity(64);
             let mut w = Writer::new(&mut inner);
             w.start("delete").attr("node", &name);
-            match d
+            if let Some(uri) = d
                 .child("redirect", NS_PUBSUB_OWNER)
                 .and_then(|r| r.attr("uri"))
             {
-                Some(uri) => {
-                    w.start("redirect").attr("uri", uri).end_all();
-                }
-                None => {
-                    w.end();
-                }
+                w.start("redirect").attr("uri", uri).end();
             }
+            w.end();
             self.notify(dir, &name, &inner);
         }
         if let Err(e) = self.dag.remove(&name) {
