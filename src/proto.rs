@@ -110,15 +110,13 @@ impl StreamCondition {
 /// `<stream:error>` followed by the closing tag, ready to send.
 pub fn stream_error_bytes(cond: StreamCondition, text: Option<&str>) -> String {
     let mut s = String::with_capacity(160);
-    s.push_str("<stream:error><");
-    s.push_str(cond.as_str());
-    s.push_str(" xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>");
+    let mut w = crate::xml::Writer::new(&mut s);
+    w.start("stream:error");
+    w.start(cond.as_str()).ns(NS_STREAMS).end();
     if let Some(t) = text {
-        s.push_str("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>");
-        crate::xml::escape_text(t, &mut s);
-        s.push_str("</text>");
+        w.start("text").ns(NS_STREAMS).text(t).end();
     }
-    s.push_str("</stream:error></stream:stream>");
+    w.end().close("stream:stream");
     s
 }
 

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use crate::jid::Jid;
 use crate::outbox::{Kick, Outbox};
 use crate::proto::{
-    self, Condition, NS_BIND, NS_SASL, NS_SESSION, NS_TLS, StanzaError, StreamCondition,
+    self, Condition, NS_BIND, NS_PING, NS_SASL, NS_SESSION, NS_STREAM_LIMITS, NS_TLS, StanzaError,
+    StreamCondition,
 };
 use crate::router::{ConnId, Router};
 use crate::sasl::{self, SaslFailure, ScramHash, ScramServer};
-use crate::xml::{Element, Frame, Framer, NS_CLIENT, NS_STREAM, XmlLimits};
+use crate::xml::{Element, Frame, Framer, NS_CLIENT, NS_STREAM, STREAM_CLOSE, Writer, XmlLimits};
 
 /// What the connection task must do after a call into the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,11 +357,13 @@ impl Session {
                 // XEP-0199 §4.2: server-to-client ping. Any traffic from the client counts as life.
                 self.ping_outstanding = true;
                 let mut s = String::with_capacity(128);
-                s.push_str("<iq type='get' id='keepalive' from='");
-                crate::xml::escape_attr(router.domain(), &mut s);
-                s.push_str("' to='");
-                crate::xml::escape_attr(jid.as_str(), &mut s);
-                s.push_str("'><ping xmlns='urn:xmpp:ping'/></iq>");
+                let mut w = Writer::new(&mut s);
+                w.start("iq")
+                    .attr("type", "get")
+                    .attr("id", "keepalive")
+                    .attr("from", router.domain())
+                    .attr("to", jid.as_str());
+                w.start("ping").ns(NS_PING).end_all();
                 out.extend_from_slice(s.as_bytes());
                 Action::Continue
             }
@@ -456,26 +459,18 @@ impl Session {
         if !self.header_sent {
             self.write_header(out, None, "", router);
         }
-        out.extend_from_slice(b"</stream:stream>");
+        out.extend_from_slice(STREAM_CLOSE.as_bytes());
         Action::Close
     }
 
     fn write_header(&mut self, out: &mut Vec<u8>, to: Option<&str>, domain: &str, router: &Router) {
         let mut s = String::with_capacity(256);
-        s.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en' id='");
-        s.push_str(&router.random_nonce());
-        s.push('\'');
-        if !domain.is_empty() {
-            s.push_str(" from='");
-            crate::xml::escape_attr(domain, &mut s);
-            s.push('\'');
-        }
-        if let Some(to) = to {
-            s.push_str(" to='");
-            crate::xml::escape_attr(to, &mut s);
-            s.push('\'');
-        }
-        s.push('>');
+        let mut w = crate::xml::stream_header(&mut s);
+        w.attr("xml:lang", "en")
+            .attr("id", &router.random_nonce())
+            .attr_opt("from", Some(domain).filter(|d| !d.is_empty()))
+            .attr_opt("to", to);
+        w.leave_open();
         out.extend_from_slice(s.as_bytes());
         self.header_sent = true;
     }
@@ -539,43 +534,40 @@ impl Session {
 
     fn write_features(&self, router: &Router, out: &mut Vec<u8>) {
         let mut s = String::with_capacity(512);
-        s.push_str("<stream:features>");
+        let mut w = Writer::new(&mut s);
+        w.start("stream:features");
         match self.stage {
             Stage::ExpectBind { .. } => {
-                s.push_str("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>");
-                s.push_str(
-                    "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
-                );
+                w.start("bind").ns(NS_BIND).end();
+                w.start("session").ns(NS_SESSION);
+                w.start("optional").end().end();
             }
             _ => {
                 if self.transport.tls_available && !self.transport.tls_active {
-                    s.push_str("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>");
+                    w.start("starttls").ns(NS_TLS);
                     if self.starttls_required() {
-                        s.push_str("<required/>");
+                        w.start("required").end();
                     }
-                    s.push_str("</starttls>");
+                    w.text("").end();
                 }
                 if !self.starttls_required() {
-                    s.push_str("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
+                    w.start("mechanisms").ns(NS_SASL);
                     for m in self.mechanisms(router) {
-                        s.push_str("<mechanism>");
-                        s.push_str(m);
-                        s.push_str("</mechanism>");
+                        w.text_elem("mechanism", m);
                     }
-                    s.push_str("</mechanisms>");
+                    w.text("").end();
                 }
             }
         }
         let l = router.limits();
-        s.push_str("<limits xmlns='urn:xmpp:stream-limits:0'><max-bytes>");
-        s.push_str(&self.framer.max_stanza_bytes().to_string());
-        s.push_str("</max-bytes>");
+        w.start("limits").ns(NS_STREAM_LIMITS);
+        w.start("max-bytes")
+            .text_fmt(self.framer.max_stanza_bytes())
+            .end();
         if l.idle_timeout_secs > 0 {
-            s.push_str("<idle-seconds>");
-            s.push_str(&l.idle_timeout_secs.to_string());
-            s.push_str("</idle-seconds>");
+            w.start("idle-seconds").text_fmt(l.idle_timeout_secs).end();
         }
-        s.push_str("</limits></stream:features>");
+        w.end_all();
         out.extend_from_slice(s.as_bytes());
     }
 
@@ -626,13 +618,17 @@ impl Session {
                 || !matches!(self.stage, Stage::ExpectAuth)
             {
                 // RFC 6120 §5.4.2.2: failure, then close.
-                out.extend_from_slice(
-                    b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
-                );
+                let mut s = String::with_capacity(80);
+                Writer::new(&mut s)
+                    .start("failure")
+                    .ns(NS_TLS)
+                    .end()
+                    .close("stream:stream");
+                out.extend_from_slice(s.as_bytes());
                 self.stage = Stage::Closed;
                 return Action::Close;
             }
-            out.extend_from_slice(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+            out.extend_from_slice(sasl_element("proceed", NS_TLS, None).as_bytes());
             return Action::StartTls;
         }
         if el.ns == NS_SASL {
@@ -667,15 +663,14 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Action {
         self.stage = Stage::ExpectAuth;
-        let mut s = String::from("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><");
-        s.push_str(f.condition());
-        s.push_str("/>");
+        let mut s = String::with_capacity(128);
+        let mut w = Writer::new(&mut s);
+        w.start("failure").ns(NS_SASL);
+        w.start(f.condition()).end();
         if let Some(t) = text {
-            s.push_str("<text xml:lang='en'>");
-            crate::xml::escape_text(t, &mut s);
-            s.push_str("</text>");
+            w.start("text").attr("xml:lang", "en").text(t).end();
         }
-        s.push_str("</failure>");
+        w.end();
         out.extend_from_slice(s.as_bytes());
         if f == SaslFailure::NotAuthorized {
             self.auth_event = Some(AuthEvent::Failed);
@@ -740,7 +735,9 @@ impl Session {
                         if data.is_empty() {
                             // RFC 6120 §6.4.2: no initial response; send an empty challenge.
                             self.stage = Stage::ExpectScramFirst(hash);
-                            out.extend_from_slice(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>=</challenge>");
+                            out.extend_from_slice(
+                                sasl_element("challenge", NS_SASL, Some("=")).as_bytes(),
+                            );
                             return Action::Continue;
                         }
                         self.scram_first(hash, &data, router, out)
@@ -824,10 +821,8 @@ impl Session {
         match started {
             Ok((server, server_first)) => {
                 self.stage = Stage::ExpectScramFinal(Box::new(server));
-                let mut s = String::from("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
-                s.push_str(&sasl::base64_encode(&server_first));
-                s.push_str("</challenge>");
-                out.extend_from_slice(s.as_bytes());
+                let data = sasl::base64_encode(&server_first);
+                out.extend_from_slice(sasl_element("challenge", NS_SASL, Some(&data)).as_bytes());
                 Action::Continue
             }
             Err(f) => self.sasl_failure(f, None, router, out),
@@ -876,12 +871,10 @@ impl Session {
     ) -> Action {
         match additional {
             Some(d) => {
-                let mut s = String::from("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>");
-                s.push_str(&sasl::base64_encode(d));
-                s.push_str("</success>");
-                out.extend_from_slice(s.as_bytes());
+                let data = sasl::base64_encode(d);
+                out.extend_from_slice(sasl_element("success", NS_SASL, Some(&data)).as_bytes());
             }
-            None => out.extend_from_slice(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+            None => out.extend_from_slice(sasl_element("success", NS_SASL, None).as_bytes()),
         }
         self.stage = Stage::ExpectBind { user, anonymous };
         self.auth_event = Some(AuthEvent::Succeeded { anonymous });
@@ -989,4 +982,17 @@ impl Session {
         router.route(&jid, el);
         Action::Continue
     }
+}
+
+/// `<name xmlns='ns'>text</name>` (or `<name xmlns='ns'/>` without text): the one-element
+/// STARTTLS and SASL replies.
+fn sasl_element(name: &str, ns: &str, text: Option<&str>) -> String {
+    let mut s = String::with_capacity(64 + text.map_or(0, str::len));
+    let mut w = Writer::new(&mut s);
+    w.start(name).ns(ns);
+    if let Some(t) = text {
+        w.text(t);
+    }
+    w.end();
+    s
 }

@@ -8,6 +8,10 @@
 //! fails on any forbidden name. What the core still uses today is listed in [`KNOWN_GAPS`],
 //! each entry with the step of the restructure that removes it; an entry that no longer
 //! matches fails too, so the list can only shrink.
+//!
+//! The same reader enforces the one XML writer (docs/architecture.md, "Rules"): outside
+//! `src/xml/`, non-test code writes no XML by hand (`format!("<…")`, `write!(s, "<…")`,
+//! `push_str("<…")`, any string literal that starts like a tag); it uses `xml::Writer`.
 
 use std::path::{Path, PathBuf};
 
@@ -63,24 +67,26 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The core's non-test source files, relative to the crate root.
-fn core_files() -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("dir entry").path())
-            .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "tests") {
-                    walk(&p, out);
-                }
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                out.push(p);
+/// The `.rs` files under `dir`, sorted, skipping directories named `tests`.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "tests") {
+                walk(&p, out);
             }
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
         }
     }
+}
+
+/// The core's non-test source files, relative to the crate root.
+fn core_files() -> Vec<String> {
     let root = root();
     let mut files = Vec::new();
     for c in CORE {
@@ -153,11 +159,11 @@ fn brace_delta(line: &str) -> i64 {
     delta
 }
 
-/// The forbidden names `source` uses outside comments and `#[cfg(test)] mod … { … }`
-/// blocks: (line number, name).
-fn violations(source: &str) -> Vec<(usize, &'static str)> {
+/// The code of `source` outside comments and `#[cfg(test)] mod … { … }` blocks:
+/// (line number, the line up to a `//` comment).
+fn code_lines(source: &str) -> Vec<(usize, &str)> {
     let lines: Vec<&str> = source.lines().collect();
-    let mut found = Vec::new();
+    let mut code = Vec::new();
     let mut skip_depth: Option<i64> = None;
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim_start();
@@ -179,10 +185,19 @@ fn violations(source: &str) -> Vec<(usize, &'static str)> {
         if t.starts_with("//") {
             continue;
         }
-        let code = line.split("//").next().unwrap_or("");
+        code.push((i + 1, line.split("//").next().unwrap_or("")));
+    }
+    code
+}
+
+/// The forbidden names `source` uses outside comments and `#[cfg(test)] mod … { … }`
+/// blocks: (line number, name).
+fn violations(source: &str) -> Vec<(usize, &'static str)> {
+    let mut found = Vec::new();
+    for (line, code) in code_lines(source) {
         for (name, _) in FORBIDDEN {
             if uses(code, name) {
-                found.push((i + 1, *name));
+                found.push((line, *name));
             }
         }
     }
@@ -244,4 +259,157 @@ fn purity_check_flags_a_forbidden_import() {
         violations(source),
         [(3, "redb"), (4, "SystemTime::now"), (12, "std::fs")]
     );
+}
+
+/// Every non-test source file under `src/` except `src/xml/` (the writer itself),
+/// relative to the crate root. Test code is `tests/` directories and the files of
+/// `#[cfg(test)] mod name;` declarations (`name.rs` or `name/`), found from the sources.
+fn non_xml_files() -> Vec<String> {
+    let root = root();
+    let mut files = Vec::new();
+    walk(&root.join("src"), &mut files);
+    let mut test_paths: Vec<PathBuf> = Vec::new();
+    for f in &files {
+        let source = std::fs::read_to_string(f).expect("read source");
+        let lines: Vec<&str> = source.lines().map(str::trim).collect();
+        // The directory a `mod name;` in `f` resolves in.
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let parent = f.parent().expect("parent");
+        let dir = if ["mod", "lib", "main"].contains(&stem) {
+            parent.to_path_buf()
+        } else {
+            parent.join(stem)
+        };
+        for (i, l) in lines.iter().enumerate() {
+            if *l != "#[cfg(test)]" {
+                continue;
+            }
+            let mut path_attr = None;
+            for next in &lines[i + 1..] {
+                if let Some(p) = next.strip_prefix("#[path = \"") {
+                    path_attr = p.split('"').next();
+                } else if next.starts_with("#[") {
+                } else {
+                    let decl = next
+                        .trim_start_matches("pub(crate) ")
+                        .trim_start_matches("pub(super) ")
+                        .trim_start_matches("pub ");
+                    if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(';'))
+                    {
+                        match path_attr {
+                            Some(p) => test_paths.push(parent.join(p)),
+                            None => {
+                                test_paths.push(dir.join(format!("{name}.rs")));
+                                test_paths.push(dir.join(name));
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let xml = root.join("src/xml");
+    files
+        .into_iter()
+        .filter(|p| !p.starts_with(&xml))
+        .filter(|p| !test_paths.iter().any(|t| p.starts_with(t)))
+        .map(|p| {
+            p.strip_prefix(&root)
+                .expect("under the root")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Hand-written XML in `source`'s non-test code: (line number, the offending line). A
+/// string literal (`"…"`, `b"…"`, `r"…"`, `r#"…"`) whose text starts like a tag or a
+/// declaration (`<` then a letter, `/`, `?` or `!`) is XML written by hand; that covers
+/// `format!("<…")`, `write!(s, "<…")`, `writeln!`, `push_str("<…")` and
+/// `push_str(&format!("<…"))`, and multi-line calls whose string starts on the next line.
+fn hand_written_xml(source: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (line, code) in code_lines(source) {
+        let b = code.as_bytes();
+        let hit = (0..b.len()).any(|i| {
+            // `"` opening a literal: at the start, or after a non-identifier character
+            // other than `\` (an escaped quote inside a literal) or a raw-string prefix.
+            let prev = if i == 0 { b' ' } else { b[i - 1] };
+            let open = b[i] == b'"'
+                && (matches!(prev, b'b' | b'r' | b'#')
+                    || !(prev.is_ascii_alphanumeric() || prev == b'\\'));
+            open && b.get(i + 1) == Some(&b'<')
+                && b.get(i + 2)
+                    .is_some_and(|&c| c.is_ascii_alphabetic() || b"/?!".contains(&c))
+        });
+        if hit {
+            found.push((line, code.trim().to_owned()));
+        }
+    }
+    found
+}
+
+#[test]
+fn xml_is_written_only_by_the_writer() {
+    let mut errors = Vec::new();
+    let files = non_xml_files();
+    for must in [
+        "src/session.rs",
+        "src/pubsub/notify.rs",
+        "src/client/conn.rs",
+    ] {
+        assert!(files.iter().any(|f| f == must), "{must} is not scanned");
+    }
+    for not in [
+        "src/xml/writer.rs",
+        "src/model_tests.rs",
+        "src/pubsub/tests/mod.rs",
+    ] {
+        assert!(!files.iter().any(|f| f == not), "{not} is scanned");
+    }
+    for file in files {
+        let source = std::fs::read_to_string(root().join(&file)).expect("read source");
+        for (line, code) in hand_written_xml(&source) {
+            errors.push(format!("{file}:{line}: {code}"));
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "XML outside src/xml/ is written with xml::Writer (docs/architecture.md), not by hand:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn xml_check_flags_hand_written_xml() {
+    let source = r##"fn reply(id: &str) -> String {
+    let a = format!("<iq id='{id}'/>");
+    let _ = write!(s, "<items node='{}'>", n);
+    let _ = writeln!(s, "<x/>");
+    s.push_str("</iq>");
+    s.push_str(&format!("<pubsub xmlns='{NS}'>"));
+    let c = format!(
+        "<message to='{}'>",
+        to
+    );
+    out.extend_from_slice(b"<proceed/>");
+    let d = r#"<?xml version='1.0'?>"#;
+    // format!("<in-a-comment/>") is fine
+    let fine = format!("a < b, {x}<y");
+    let lt = "<";
+    let caps = s.push('<');
+    let quoted = "say \"<hi>\"";
+    w.start("iq").attr("id", id);
+}
+#[cfg(test)]
+mod tests {
+    const INPUT: &str = "<iq type='get'/>";
+}
+"##;
+    let lines: Vec<usize> = hand_written_xml(source)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(lines, [2, 3, 4, 5, 6, 8, 11, 12]);
 }

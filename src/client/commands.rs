@@ -23,8 +23,6 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Idle time after which `sub` pings the server (XEP-0199) to check the connection.
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
-/// The XEP-0199 ping request body.
-const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
 /// Largest `--last` / `--max`.
 pub const MAX_ITEMS_REQUEST: u32 = 10_000;
 
@@ -386,7 +384,7 @@ fn subscribe(a: &SubArgs) -> Result<(), ClientError> {
                     // would sit in a socket buffer towards a dead peer). Any reply, even
                     // an error from a server without ping, is a sign of life.
                     let domain = settings.domain.clone();
-                    match conn.iq("get", Some(&domain), PING, "ping the server") {
+                    match conn.iq("get", Some(&domain), &ping_body(), "ping the server") {
                         Ok(_) | Err(ClientError::Xmpp(_)) => {}
                         Err(e) if e.is_transient() => match reconnect(&mut settings, node, &e)? {
                             Some(c) => conn = c,
@@ -546,4 +544,11 @@ fn node(a: &NodeArgs) -> Result<(), ClientError> {
     };
     conn.close();
     result
+}
+
+/// The XEP-0199 ping request body.
+fn ping_body() -> String {
+    crate::xml::build(|w| {
+        w.start("ping").ns(crate::proto::NS_PING).end();
+    })
 }

@@ -19,7 +19,9 @@ use rustls::pki_types::ServerName;
 use crate::proto::{NS_BIND, NS_PING, NS_SASL, NS_SESSION, NS_STANZAS, NS_TLS};
 use crate::pubsub::NS_PUBSUB_ERRORS;
 use crate::sasl::{ScramClient, ScramHash, base64_decode, base64_encode, random_nonce};
-use crate::xml::{Element, Frame, Framer, NS_CLIENT, NS_STREAM, XmlLimits, escape_attr};
+use crate::xml::{
+    Element, Frame, Framer, NS_CLIENT, NS_STREAM, Raw, STREAM_CLOSE, Writer, XmlLimits,
+};
 
 use super::settings::{Auth, Settings, TlsMode};
 use super::{ClientError, StanzaError};
@@ -150,7 +152,7 @@ impl Conn {
                 }
                 (TlsMode::Off, _) => {}
                 (_, true) => {
-                    conn.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")?;
+                    conn.send(&one_element("starttls", NS_TLS, &[], None))?;
                     let reply = conn.next_nonza()?;
                     if !reply.is("proceed", NS_TLS) {
                         return Err(ClientError::Protocol("the server refused STARTTLS".into()));
@@ -231,12 +233,9 @@ impl Conn {
 
     /// Sends a stream header and returns the `<stream:features/>` that follow.
     fn open_stream(&mut self, domain: &str) -> Result<Element, ClientError> {
-        let mut header = String::from(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-             xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='",
-        );
-        escape_attr(domain, &mut header);
-        header.push_str("'>");
+        let mut header = String::with_capacity(160);
+        let mut w = crate::xml::stream_header(&mut header);
+        w.attr("to", domain).leave_open();
         self.framer.reset();
         self.send(&header)?;
         let deadline = Instant::now() + self.timeout;
@@ -275,9 +274,12 @@ impl Conn {
                         offered.join(" ")
                     )));
                 }
-                self.send(
-                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'>=</auth>",
-                )?;
+                self.send(&one_element(
+                    "auth",
+                    NS_SASL,
+                    &[("mechanism", "ANONYMOUS")],
+                    Some("="),
+                ))?;
                 self.sasl_outcome(None)
             }
             Auth::Password { user, password } => {
@@ -295,10 +297,11 @@ impl Conn {
                         password,
                         &random_nonce(&crate::system::SystemEnv::new()),
                     );
-                    self.send(&format!(
-                        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
-                        hash.mechanism(),
-                        base64_encode(&scram.client_first())
+                    self.send(&one_element(
+                        "auth",
+                        NS_SASL,
+                        &[("mechanism", hash.mechanism())],
+                        Some(&base64_encode(&scram.client_first())),
                     ))?;
                     let challenge = self.next_nonza()?;
                     if !challenge.is("challenge", NS_SASL) {
@@ -310,9 +313,11 @@ impl Conn {
                     let client_final = scram.handle_server_first(&server_first).map_err(|e| {
                         ClientError::Protocol(format!("SCRAM server-first: {}", e.condition()))
                     })?;
-                    self.send(&format!(
-                        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-                        base64_encode(&client_final)
+                    self.send(&one_element(
+                        "response",
+                        NS_SASL,
+                        &[],
+                        Some(&base64_encode(&client_final)),
                     ))?;
                     self.sasl_outcome(Some(&scram))
                 } else if has("PLAIN") {
@@ -324,9 +329,11 @@ impl Conn {
                         ));
                     }
                     let msg = format!("\0{user}\0{password}");
-                    self.send(&format!(
-                        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
-                        base64_encode(msg.as_bytes())
+                    self.send(&one_element(
+                        "auth",
+                        NS_SASL,
+                        &[("mechanism", "PLAIN")],
+                        Some(&base64_encode(msg.as_bytes())),
                     ))?;
                     self.sasl_outcome(None)
                 } else {
@@ -386,9 +393,12 @@ impl Conn {
                 "the server offers no resource binding".into(),
             ));
         }
-        let mut body = String::from("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>");
-        crate::xml::escape_text(resource, &mut body);
-        body.push_str("</resource></bind>");
+        let body = crate::xml::build(|w| {
+            w.start("bind")
+                .ns(NS_BIND)
+                .text_elem("resource", resource)
+                .end();
+        });
         let reply = self.iq("set", None, &body, "bind a resource")?;
         self.jid = reply
             .child("bind", NS_BIND)
@@ -401,7 +411,7 @@ impl Conn {
                 self.iq(
                     "set",
                     None,
-                    "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>",
+                    &one_element("session", NS_SESSION, &[], None),
                     "establish a session",
                 )?;
             }
@@ -514,25 +524,18 @@ impl Conn {
     /// Answers an IQ request from the server: a result to a ping, `service-unavailable`
     /// to anything else (RFC 6120 §8.2.3).
     fn answer_iq(&mut self, iq: &Element) -> Result<(), ClientError> {
-        let mut s = String::from("<iq type='");
+        let mut s = String::with_capacity(160);
+        let mut w = Writer::new(&mut s);
         let ping = iq.attr("type") == Some("get") && iq.child("ping", NS_PING).is_some();
-        s.push_str(if ping { "result" } else { "error" });
-        s.push('\'');
-        if let Some(from) = iq.attr("from") {
-            s.push_str(" to='");
-            escape_attr(from, &mut s);
-            s.push('\'');
+        w.start("iq")
+            .attr("type", if ping { "result" } else { "error" })
+            .attr_opt("to", iq.attr("from"))
+            .attr("id", iq.attr("id").unwrap_or_default());
+        if !ping {
+            w.start("error").attr("type", "cancel");
+            w.start("service-unavailable").ns(NS_STANZAS).end().end();
         }
-        s.push_str(" id='");
-        escape_attr(iq.attr("id").unwrap_or_default(), &mut s);
-        if ping {
-            s.push_str("'/>");
-        } else {
-            s.push_str(
-                "'><error type='cancel'><service-unavailable \
-                 xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
-            );
-        }
+        w.end();
         self.send(&s)
     }
 
@@ -552,15 +555,16 @@ impl Conn {
     ) -> Result<Element, ClientError> {
         self.next_id += 1;
         let id = format!("k{}", self.next_id);
-        let mut s = format!("<iq type='{kind}' id='{id}'");
-        if let Some(to) = to {
-            s.push_str(" to='");
-            escape_attr(to, &mut s);
-            s.push('\'');
-        }
-        s.push('>');
-        s.push_str(body);
-        s.push_str("</iq>");
+        let mut s = String::with_capacity(64 + body.len());
+        let mut w = Writer::new(&mut s);
+        // `body` was written by the client's own request builders (`client::pubsub`).
+        w.start("iq")
+            .attr("type", kind)
+            .attr("id", &id)
+            .attr_opt("to", to)
+            .text("")
+            .raw(Raw(body))
+            .end();
         self.send(&s)?;
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -617,7 +621,7 @@ impl Conn {
     /// Closes the stream politely: sends `</stream:stream>` and waits briefly for the
     /// server's close. Errors are ignored (the process is about to exit).
     pub fn close(mut self) {
-        if self.send("</stream:stream>").is_err() {
+        if self.send(STREAM_CLOSE).is_err() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(1).min(self.timeout);
@@ -685,4 +689,20 @@ fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Cl
     Err(ClientError::Unavailable(
         last.unwrap_or_else(|| format!("{host}: no address")),
     ))
+}
+
+/// `<name xmlns='ns' attrs…>text</name>` (or empty without text): the one-element
+/// negotiation requests (STARTTLS, SASL, session).
+fn one_element(name: &str, ns: &str, attrs: &[(&str, &str)], text: Option<&str>) -> String {
+    let mut s = String::with_capacity(96 + text.map_or(0, str::len));
+    let mut w = Writer::new(&mut s);
+    w.start(name).ns(ns);
+    for (k, v) in attrs {
+        w.attr(k, v);
+    }
+    if let Some(t) = text {
+        w.text(t);
+    }
+    w.end();
+    s
 }

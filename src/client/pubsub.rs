@@ -4,7 +4,7 @@
 
 use crate::proto::{NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::pubsub::{NS_DELAY, NS_PUBSUB, NS_PUBSUB_EVENT, NS_PUBSUB_OWNER};
-use crate::xml::{Element, NS_CLIENT, escape_attr, escape_text};
+use crate::xml::{Element, NS_CLIENT, Raw, Writer, build};
 
 use super::{ClientError, json};
 
@@ -80,8 +80,7 @@ pub fn payload_from_xml(text: &str) -> Result<Element, ClientError> {
     }
     // Parse inside a wrapper that undeclares the default namespace, so an element without
     // xmlns gets no namespace (and is refused below) instead of jabber:client.
-    let wrapped = format!("<w xmlns=''>{text}</w>");
-    let w = Element::parse(&wrapped)
+    let w = crate::xml::parse_unqualified(text)
         .map_err(|e| ClientError::Data(format!("payload is not well-formed XML: {e}")))?;
     if !w.text().trim().is_empty() {
         return Err(ClientError::Data(
@@ -147,115 +146,94 @@ pub fn parse_config(options: &[String]) -> Result<Vec<(String, String)>, ClientE
         .collect()
 }
 
-/// Pushes ` name='value'` (escaped).
-fn attr(out: &mut String, name: &str, value: &str) {
-    out.push(' ');
-    out.push_str(name);
-    out.push_str("='");
-    escape_attr(value, out);
-    out.push('\'');
-}
-
 /// A submitted node configuration form (XEP-0004) with `pairs`.
 pub fn config_form(pairs: &[(String, String)]) -> String {
-    let mut s = String::from(
-        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>",
-    );
-    s.push_str(NODE_CONFIG);
-    s.push_str("</value></field>");
-    for (k, v) in pairs {
-        s.push_str("<field");
-        attr(&mut s, "var", k);
-        s.push_str("><value>");
-        escape_text(v, &mut s);
-        s.push_str("</value></field>");
-    }
-    s.push_str("</x>");
-    s
+    build(|w| {
+        w.start("x").ns(NS_DATA).attr("type", "submit");
+        w.start("field")
+            .attr("var", "FORM_TYPE")
+            .attr("type", "hidden");
+        w.text_elem("value", NODE_CONFIG).end();
+        for (k, v) in pairs {
+            w.start("field").attr("var", k).text_elem("value", v).end();
+        }
+        w.end();
+    })
 }
 
 /// `<pubsub><publish node><item id?>payload</item></publish></pubsub>` (§7.1.1).
 pub fn publish_body(node: &str, id: Option<&str>, payload: &Element) -> String {
-    let mut s = String::from("<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish");
-    attr(&mut s, "node", node);
-    s.push_str("><item");
-    if let Some(id) = id {
-        attr(&mut s, "id", id);
-    }
-    s.push('>');
-    payload.write_to(&mut s, NS_PUBSUB);
-    s.push_str("</item></publish></pubsub>");
-    s
+    build(|w| {
+        w.start("pubsub").ns(NS_PUBSUB);
+        w.start("publish").attr("node", node);
+        w.start("item")
+            .attr_opt("id", id)
+            .element(payload, NS_PUBSUB);
+        w.end_all();
+    })
 }
 
 /// `<pubsub><create node/><configure>form?</configure></pubsub>` (§8.1.1, §8.1.3).
 pub fn create_body(node: &str, config: &[(String, String)]) -> String {
-    let mut s = String::from("<pubsub xmlns='http://jabber.org/protocol/pubsub'><create");
-    attr(&mut s, "node", node);
-    s.push_str("/>");
-    if !config.is_empty() {
-        s.push_str("<configure>");
-        s.push_str(&config_form(config));
-        s.push_str("</configure>");
-    }
-    s.push_str("</pubsub>");
-    s
+    build(|w| {
+        w.start("pubsub").ns(NS_PUBSUB);
+        w.start("create").attr("node", node).end();
+        if !config.is_empty() {
+            w.start("configure").raw(Raw(&config_form(config))).end();
+        }
+        w.text("").end();
+    })
 }
 
 /// An owner request `<pubsub xmlns='…#owner'><{verb} node/></pubsub>` with optional inner
-/// XML (`delete` §8.4, `configure` §8.2).
+/// XML (`delete` §8.4, `configure` §8.2): a form written by [`config_form`].
 pub fn owner_body(verb: &str, node: &str, inner: Option<&str>) -> String {
-    let mut s = String::from("<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><");
-    s.push_str(verb);
-    attr(&mut s, "node", node);
-    match inner {
-        Some(x) => {
-            s.push('>');
-            s.push_str(x);
-            s.push_str("</");
-            s.push_str(verb);
-            s.push('>');
+    build(|w| {
+        w.start("pubsub").ns(NS_PUBSUB_OWNER);
+        w.start(verb).attr("node", node);
+        if let Some(x) = inner {
+            w.raw(Raw(x));
         }
-        None => s.push_str("/>"),
-    }
-    s.push_str("</pubsub>");
-    s
+        w.end_all();
+    })
 }
 
 /// `<pubsub><subscribe|unsubscribe node jid/></pubsub>` (§6.1, §6.2).
 pub fn subscription_body(verb: &str, node: &str, jid: &str) -> String {
-    let mut s = String::from("<pubsub xmlns='http://jabber.org/protocol/pubsub'><");
-    s.push_str(verb);
-    attr(&mut s, "node", node);
-    attr(&mut s, "jid", jid);
-    s.push_str("/></pubsub>");
-    s
+    build(|w| {
+        w.start("pubsub").ns(NS_PUBSUB);
+        w.start(verb).attr("node", node).attr("jid", jid).end_all();
+    })
 }
 
 /// `<pubsub><items node max_items?/></pubsub>` (§6.5.2, §6.5.7).
 pub fn items_body(node: &str, max: Option<u32>) -> String {
-    let mut s = String::from("<pubsub xmlns='http://jabber.org/protocol/pubsub'><items");
-    attr(&mut s, "node", node);
+    let mut s = String::with_capacity(128);
+    let mut w = Writer::new(&mut s);
+    w.start("pubsub").ns(NS_PUBSUB);
+    w.start("items").attr("node", node);
     if let Some(m) = max {
-        attr(&mut s, "max_items", &m.to_string());
+        w.attr_fmt("max_items", m);
     }
-    s.push_str("/></pubsub>");
+    w.end_all();
     s
 }
 
 /// A disco#info query, on a node or on the service itself (XEP-0030 §3, XEP-0060 §5.4).
 pub fn disco_info_body(node: Option<&str>) -> String {
-    let mut s = format!("<query xmlns='{NS_DISCO_INFO}'");
-    if let Some(n) = node {
-        attr(&mut s, "node", n);
-    }
-    s.push_str("/>");
-    s
+    build(|w| {
+        w.start("query")
+            .ns(NS_DISCO_INFO)
+            .attr_opt("node", node)
+            .end();
+    })
 }
 
 /// A disco#items query of the service (XEP-0060 §5.2).
 pub fn disco_items_body() -> String {
-    format!("<query xmlns='{NS_DISCO_ITEMS}'/>")
+    build(|w| {
+        w.start("query").ns(NS_DISCO_ITEMS).end();
+    })
 }
 
 /// The node names in a disco#items result, in document order.

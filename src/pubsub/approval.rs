@@ -158,10 +158,7 @@ impl Engine {
             .attr("sessionid")
             .map_or_else(|| format!("pending-{:x}", req.now_ms), str::to_owned);
         if c.attr("action") == Some("cancel") {
-            return Ok(Some(format!(
-                "<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' sessionid='{}' status='canceled'/>",
-                attr(&session)
-            )));
+            return Ok(Some(Self::command_xml(&session, "canceled")));
         }
         let chosen = find_form(c).and_then(|x| {
             form_fields(x)
@@ -214,24 +211,34 @@ impl Engine {
                 for sub in &pending {
                     self.send_approval_forms_to(&name, sub, &req.bare);
                 }
-                Ok(Some(format!(
-                    "<command xmlns='{NS_COMMANDS}' node='{CMD_GET_PENDING}' sessionid='{}' status='completed'/>",
-                    attr(&session)
-                )))
+                Ok(Some(Self::command_xml(&session, "completed")))
             }
         }
+    }
+
+    /// The XEP-0050 `<command/>` of get-pending `session`, finished with `status`.
+    fn command_xml(session: &str, status: &str) -> String {
+        crate::xml::build(|w| {
+            w.start("command")
+                .ns(NS_COMMANDS)
+                .attr("node", CMD_GET_PENDING)
+                .attr("sessionid", session)
+                .attr("status", status)
+                .end();
+        })
     }
 
     /// The approval form of `sub` to the owner `to` (§8.6; again for §8.7). The message
     /// id names the SubID (the owner's answer reflects it, §8.6).
     pub(super) fn send_approval_forms_to(&mut self, node: &str, sub: &Sub, to: &Jid) {
-        let s = format!(
-            "<message from='{}' to='{}' id='approve-{}'>{}</message>",
-            self.service_attr,
-            attr(to.as_str()),
-            attr(&sub.subid),
-            Self::approval_form(node, sub)
-        );
+        let s = crate::xml::build(|w| {
+            w.start("message")
+                .attr("from", self.service.as_str())
+                .attr("to", to.as_str())
+                .attr_fmt("id", format_args!("approve-{}", sub.subid))
+                .raw(Raw(&Self::approval_form(node, sub)))
+                .end();
+        });
         self.out.push(Delivery {
             to: to.clone(),
             stanza: Stanza::from(s),

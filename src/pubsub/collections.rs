@@ -239,11 +239,10 @@ impl Engine {
             if routes.is_empty() {
                 continue;
             }
-            let inner: Rc<str> = Rc::from(format!(
-                "<collection node='{}'><{verb} node='{}'/></collection>",
-                attr(parent),
-                attr(child)
-            ));
+            let inner: Rc<str> = Rc::from(crate::xml::build(|w| {
+                w.start("collection").attr("node", parent);
+                w.start(verb).attr("node", child).end_all();
+            }));
             let headline = self.nodes.get(&**parent).is_none_or(|n| n.config.headline);
             for r in routes {
                 let via: &[(&str, &str)] = if r.collection == *parent {
@@ -415,7 +414,9 @@ impl Engine {
         });
         let cut = rsm.is_none() && !window.is_whole();
         let page = window.slice(&merged);
-        let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'>");
+        let mut s = String::with_capacity(256);
+        let mut w = Writer::new(&mut s);
+        w.start("pubsub").ns(NS_PUBSUB);
         let mut run_start = 0;
         while run_start < page.len() {
             let leaf = page[run_start].0;
@@ -430,20 +431,20 @@ impl Engine {
             } else {
                 n.last.iter().map(|l| (**l).clone()).collect()
             };
-            let _ = write!(s, "<items node='{}'>", attr(leaf_name));
+            w.start("items").attr("node", leaf_name);
             for i in &found {
-                s.push_str(&item_xml(i, true, n.config.itemreply_publisher));
+                write_item(&mut w, i, true, n.config.itemreply_publisher);
             }
-            s.push_str("</items>");
+            w.end();
             run_start = run_end;
         }
         if page.is_empty() {
-            let _ = write!(s, "<items node='{}'/>", attr(name));
+            w.start("items").attr("node", name).end();
         }
         if rsm.is_some() || cut {
-            s.push_str(&window.set_xml(&keys));
+            window.write_set(&mut w, &keys);
         }
-        s.push_str("</pubsub>");
+        w.end();
         Ok(Some(s))
     }
 }

@@ -51,10 +51,10 @@ impl Engine {
         self.apply_forced(&name, &mut cfg)?;
         self.create_node(dir, store, req, &name, cfg, Vec::new())?;
         if instant {
-            Ok(Some(format!(
-                "<pubsub xmlns='{NS_PUBSUB}'><create node='{}'/></pubsub>",
-                attr(&name)
-            )))
+            Ok(Some(crate::xml::build(|w| {
+                w.start("pubsub").ns(NS_PUBSUB);
+                w.start("create").attr("node", &name).end_all();
+            })))
         } else {
             Ok(None)
         }

@@ -157,7 +157,17 @@ impl Engine {
         req: &Req,
         q: &Element,
     ) -> Result<Option<String>, PubSubError> {
-        let svc = attr(self.service.as_str());
+        let svc = self.service.as_str();
+        // One `<item jid='svc' node? name?/>` row, written once and measured for the page.
+        let row = |node: Option<&str>, name: Option<&str>| {
+            crate::xml::build(|w| {
+                w.start("item")
+                    .attr("jid", svc)
+                    .attr_opt("node", node)
+                    .attr_opt("name", name)
+                    .end();
+            })
+        };
         let page = q
             .child("set", NS_RSM)
             .map(|set| Page::parse(set, self.limits.pubsub_max_page_items))
@@ -175,28 +185,21 @@ impl Engine {
                     self.pep_owner.is_none() || self.check_access(dir, n, &req.bare).is_ok()
                 })
                 .map(|(name, n)| {
-                    let mut f = format!("<item jid='{svc}' node='{}'", attr(name));
-                    if !n.config.title.is_empty() {
-                        let _ = write!(f, " name='{}'", attr(&n.config.title));
-                    }
-                    f.push_str("/>");
-                    (name.as_str(), f)
+                    let title = Some(n.config.title.as_str()).filter(|t| !t.is_empty());
+                    (name.as_str(), row(Some(name), title))
                 })
                 .collect()
         };
-        let (head, rows): (String, Vec<(&str, String)>) = match q.attr("node") {
-            None | Some("") => (format!("<query xmlns='{NS_DISCO_ITEMS}'>"), children("")),
-            Some(name) if self.dag.kind(name) == Some(Kind::Collection) => (
-                format!("<query xmlns='{NS_DISCO_ITEMS}' node='{}'>", attr(name)),
-                children(name),
-            ),
+        let (head, rows): (Option<&str>, Vec<(&str, String)>) = match q.attr("node") {
+            None | Some("") => (None, children("")),
+            Some(name) if self.dag.kind(name) == Some(Kind::Collection) => {
+                (Some(name), children(name))
+            }
             Some(NS_COMMANDS) => (
-                format!("<query xmlns='{NS_DISCO_ITEMS}' node='{NS_COMMANDS}'>"),
+                Some(NS_COMMANDS),
                 vec![(
                     CMD_GET_PENDING,
-                    format!(
-                        "<item jid='{svc}' node='{CMD_GET_PENDING}' name='Get pending subscriptions'/>"
-                    ),
+                    row(Some(CMD_GET_PENDING), Some("Get pending subscriptions")),
                 )],
             ),
             Some(name) => {
@@ -214,9 +217,9 @@ impl Engine {
                     n.last.iter().map(|l| l.id.as_str()).collect()
                 };
                 (
-                    format!("<query xmlns='{NS_DISCO_ITEMS}' node='{}'>", attr(name)),
+                    Some(name),
                     ids.into_iter()
-                        .map(|id| (id, format!("<item jid='{svc}' name='{}'/>", attr(id))))
+                        .map(|id| (id, row(None, Some(id))))
                         .collect(),
                 )
             }
@@ -227,14 +230,17 @@ impl Engine {
             Some(p) => p.window(&keys)?,
         }
         .fit(&rows, self.limits.outbox_max_bytes / 2, |(_, f)| f.len());
-        let mut s = head;
+        let mut s = String::with_capacity(128);
+        let mut w = Writer::new(&mut s);
+        w.start("query").ns(NS_DISCO_ITEMS).attr_opt("node", head);
         for (_, f) in window.slice(&rows) {
-            s.push_str(f);
+            w.raw(Raw(f));
         }
         if page.is_some() || !window.is_whole() {
-            s.push_str(&window.set_xml(&keys));
+            window.write_set(&mut w, &keys);
         }
-        s.push_str("</query>");
+        // An empty list is `<query …></query>`, as before.
+        w.text("").end();
         Ok(Some(s))
     }
 }

@@ -91,7 +91,7 @@ impl Engine {
             n.remove_seqs(&seqs);
             if n.config.notify_retract {
                 for (_, id) in gone {
-                    let inner = self.items_event(name, &format!("<retract id='{}'/>", attr(id)));
+                    let inner = self.items_event(name, &Self::retract_xml(id));
                     self.notify_items(dir, name, &inner, None);
                 }
             }

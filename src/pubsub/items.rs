@@ -125,57 +125,60 @@ impl Engine {
         };
         let mut s =
             String::with_capacity(160 + found.iter().map(|i| i.payload.len() + 64).sum::<usize>());
-        let _ = write!(
-            s,
-            "<pubsub xmlns='{NS_PUBSUB}'><items node='{}'>",
-            attr(&name)
-        );
+        let mut w = Writer::new(&mut s);
+        w.start("pubsub").ns(NS_PUBSUB);
+        w.start("items").attr("node", &name);
         for i in &found {
-            s.push_str(&item_xml(i, true, n.config.itemreply_publisher));
+            write_item(&mut w, i, true, n.config.itemreply_publisher);
         }
-        s.push_str("</items>");
+        w.end();
         if page.is_some() || cut {
-            s.push_str(&window.set_xml(&ids));
+            window.write_set(&mut w, &ids);
         }
-        s.push_str("</pubsub>");
+        w.end();
         Ok(Some(s))
     }
 
     /// §5.6 the requester's subscriptions.
     pub(super) fn own_subscriptions(&self, req: &Req, e: &Element) -> String {
         let only = e.attr("node");
-        let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions>");
+        let mut s = String::with_capacity(128);
+        let mut w = Writer::new(&mut s);
+        w.start("pubsub").ns(NS_PUBSUB);
+        w.start("subscriptions");
         for (name, n) in &self.nodes {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
             for sub in n.subs.iter().filter(|x| x.jid.bare() == req.bare) {
-                s.push_str(&Self::subscription_xml(name, sub));
+                Self::write_subscription(&mut w, name, sub);
+                w.end();
             }
         }
-        s.push_str("</subscriptions></pubsub>");
+        w.end_all();
         s
     }
 
     /// §5.7 the requester's affiliations.
     pub(super) fn own_affiliations(&self, req: &Req, e: &Element) -> String {
         let only = e.attr("node");
-        let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'><affiliations>");
+        let mut s = String::with_capacity(128);
+        let mut w = Writer::new(&mut s);
+        w.start("pubsub").ns(NS_PUBSUB);
+        w.start("affiliations");
         for (name, n) in &self.nodes {
             if only.is_some_and(|o| o != name) || name.is_empty() {
                 continue;
             }
             let a = self.affiliation(n, &req.bare);
             if a != Affiliation::None {
-                let _ = write!(
-                    s,
-                    "<affiliation node='{}' affiliation='{}'/>",
-                    attr(name),
-                    a.as_str()
-                );
+                w.start("affiliation")
+                    .attr("node", name)
+                    .attr("affiliation", a.as_str())
+                    .end();
             }
         }
-        s.push_str("</affiliations></pubsub>");
+        w.end_all();
         s
     }
 }

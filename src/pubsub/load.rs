@@ -17,7 +17,6 @@ impl Engine {
             )
         })?;
         let mut engine = Engine {
-            service_attr: attr(service.as_str()),
             service,
             domain: config.domain.clone(),
             limits: config.limits.clone(),

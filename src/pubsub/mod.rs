@@ -49,7 +49,6 @@ mod tests;
 mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::rc::Rc;
 
 pub use commit::{
@@ -70,7 +69,7 @@ use crate::proto::{self, NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::storage::{
     DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Storage, StoreError, SubscriptionRecord,
 };
-use crate::xml::{Element, NS_CLIENT, escape_attr, escape_text};
+use crate::xml::{Element, NS_CLIENT, Raw, Writer};
 use config::{
     FORM_META_DATA, FORM_NODE_CONFIG, FORM_PUBLISH_OPTIONS, FORM_SUBSCRIBE_OPTIONS, NS_DATA,
     find_form, form_fields, hidden_form_type,
@@ -81,7 +80,7 @@ use model::{
 };
 use rsm::{Page, Window, parse_len};
 use std::borrow::Cow;
-use wire::{attr, body_text, flag, item_xml, serialise_payload, text};
+use wire::{body_text, flag, item_xml, serialise_payload, write_item};
 
 /// XEP-0060 main namespace.
 pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -233,8 +232,6 @@ struct Req {
 #[derive(Debug)]
 pub struct Engine {
     service: Jid,
-    /// `service`, escaped for attributes (written into every notification).
-    service_attr: String,
     domain: String,
     limits: Limits,
     create_policy: CreatePolicy,
@@ -345,21 +342,16 @@ impl Engine {
         match result {
             Ok(payload) => {
                 let mut s = String::with_capacity(96 + payload.as_ref().map_or(0, String::len));
-                let _ = write!(
-                    s,
-                    "<iq type='result' id='{}' to='{}' from='{}'",
-                    attr(iq.attr("id").unwrap_or("")),
-                    attr(from.as_str()),
-                    attr(iq.attr("to").unwrap_or(self.service.as_str()))
-                );
-                match payload {
-                    Some(p) => {
-                        s.push('>');
-                        s.push_str(&p);
-                        s.push_str("</iq>");
-                    }
-                    None => s.push_str("/>"),
+                let mut w = Writer::new(&mut s);
+                w.start("iq")
+                    .attr("type", "result")
+                    .attr("id", iq.attr("id").unwrap_or(""))
+                    .attr("to", from.as_str())
+                    .attr("from", iq.attr("to").unwrap_or(self.service.as_str()));
+                if let Some(p) = &payload {
+                    w.raw(Raw(p));
                 }
+                w.end();
                 v.push(Delivery {
                     to: from.clone(),
                     stanza: Stanza::from(s),

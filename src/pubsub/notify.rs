@@ -103,7 +103,7 @@ impl Engine {
                 n.clear_items();
                 n.last = None;
             }
-            let inner = format!("<purge node='{}'/>", attr(name));
+            let inner = Self::node_event_xml("purge", name);
             self.notify(dir, name, &inner);
         }
         std::mem::take(&mut self.out)
@@ -133,52 +133,45 @@ impl Engine {
     ) -> Delivery {
         // The envelope is the recipient's own; `inner` (the event payload, with the item)
         // is shared by every recipient of one notification, never copied per subscriber.
-        let mut head = String::with_capacity(96 + self.service_attr.len());
-        head.push_str("<message from='");
-        head.push_str(&self.service_attr);
-        head.push_str("' to='");
-        escape_attr(to.as_str(), &mut head);
-        head.push_str(if headline {
-            "' type='headline'>"
-        } else {
-            "' type='normal'>"
-        });
-        head.push_str("<event xmlns='");
-        head.push_str(NS_PUBSUB_EVENT);
-        head.push_str("'>");
+        let mut head = String::with_capacity(96 + self.service.as_str().len());
+        let mut w = Writer::new(&mut head);
+        w.start("message")
+            .attr("from", self.service.as_str())
+            .attr("to", to.as_str())
+            .attr("type", if headline { "headline" } else { "normal" });
+        w.start("event").ns(NS_PUBSUB_EVENT);
+        w.leave_open();
         if body.is_none() && headers.is_empty() && delay_ms.is_none() {
             return Delivery {
                 to: to.clone(),
-                stanza: Stanza::wrapped(&head, inner, Cow::Borrowed("</event></message>")),
+                stanza: Stanza::wrapped(
+                    &head,
+                    inner,
+                    Cow::Borrowed(crate::xml::writer::EVENT_MESSAGE_CLOSE),
+                ),
             };
         }
         let mut tail = String::with_capacity(64);
-        tail.push_str("</event>");
+        let mut w = Writer::new(&mut tail);
+        w.close("event");
         if let Some(b) = body {
-            tail.push_str("<body>");
-            escape_text(b, &mut tail);
-            tail.push_str("</body>");
+            w.text_elem("body", b);
         }
         if !headers.is_empty() {
-            let _ = write!(tail, "<headers xmlns='{NS_SHIM}'>");
+            w.start("headers").ns(NS_SHIM);
             for (name, value) in headers {
-                tail.push_str("<header name='");
-                escape_attr(name, &mut tail);
-                tail.push_str("'>");
-                escape_text(value, &mut tail);
-                tail.push_str("</header>");
+                w.start("header").attr("name", name).text(value).end();
             }
-            tail.push_str("</headers>");
+            w.end();
         }
         if let Some(ms) = delay_ms {
-            let _ = write!(
-                tail,
-                "<delay xmlns='{NS_DELAY}' from='{}' stamp='{}'/>",
-                attr(self.service.as_str()),
-                xep0082(ms)
-            );
+            w.start("delay")
+                .ns(NS_DELAY)
+                .attr("from", self.service.as_str())
+                .attr_fmt("stamp", xep0082(ms))
+                .end();
         }
-        tail.push_str("</message>");
+        w.close("message");
         Delivery {
             to: to.clone(),
             stanza: Stanza::wrapped(&head, inner, Cow::Owned(tail)),
@@ -187,10 +180,23 @@ impl Engine {
 
     pub(super) fn items_event(&self, node: &str, body: &str) -> String {
         let mut s = String::with_capacity(32 + node.len() + body.len());
-        let _ = write!(s, "<items node='{}'>", attr(node));
-        s.push_str(body);
-        s.push_str("</items>");
+        let mut w = Writer::new(&mut s);
+        w.start("items").attr("node", node).raw(Raw(body)).end();
         s
+    }
+
+    /// `<retract id='…'/>`, the body of an [`Engine::items_event`] for a retraction.
+    pub(super) fn retract_xml(id: &str) -> String {
+        crate::xml::build(|w| {
+            w.start("retract").attr("id", id).end();
+        })
+    }
+
+    /// `<verb node='…'/>`: a node event (`purge`, `configuration`) inside `<event/>`.
+    pub(super) fn node_event_xml(verb: &str, node: &str) -> String {
+        crate::xml::build(|w| {
+            w.start(verb).attr("node", node).end();
+        })
     }
 
     /// Queues `inner` (inside `<event/>`) for every subscriber of `node` that takes
@@ -301,14 +307,18 @@ impl Engine {
     /// §12.13 (impl-subchange): tells `jid` that its subscription `subid` changed to
     /// `state`, with an `<event/>` holding one `<subscription/>`.
     pub(super) fn subscription_changed(&mut self, node: &str, jid: &Jid, subid: &str, state: &str) {
-        let s = format!(
-            "<message from='{}' to='{}'><event xmlns='{NS_PUBSUB_EVENT}'><subscription node='{}' jid='{}' subid='{}' subscription='{state}'/></event></message>",
-            attr(self.service.as_str()),
-            attr(jid.as_str()),
-            attr(node),
-            attr(jid.as_str()),
-            attr(subid)
-        );
+        let s = crate::xml::build(|w| {
+            w.start("message")
+                .attr("from", self.service.as_str())
+                .attr("to", jid.as_str());
+            w.start("event").ns(NS_PUBSUB_EVENT);
+            w.start("subscription")
+                .attr("node", node)
+                .attr("jid", jid.as_str())
+                .attr("subid", subid)
+                .attr("subscription", state)
+                .end_all();
+        });
         self.out.push(Delivery {
             to: jid.clone(),
             stanza: Stanza::from(s),
@@ -324,12 +334,14 @@ impl Engine {
         if !n.config.notify_sub {
             return;
         }
-        let inner = format!(
-            "<subscription node='{}' jid='{}' subid='{}' subscription='{state}'/>",
-            attr(node),
-            attr(jid.as_str()),
-            attr(subid)
-        );
+        let inner = crate::xml::build(|w| {
+            w.start("subscription")
+                .attr("node", node)
+                .attr("jid", jid.as_str())
+                .attr("subid", subid)
+                .attr("subscription", state)
+                .end();
+        });
         let msgs: Vec<Delivery> = n
             .affs
             .iter()

@@ -148,7 +148,7 @@ impl Engine {
             .get(&name)
             .is_some_and(|n| n.config.notify_config)
         {
-            let inner = format!("<configuration node='{}'/>", attr(&name));
+            let inner = Self::node_event_xml("configuration", &name);
             self.notify(dir, &name, &inner);
         }
         self.notify_edges(dir, &events);
@@ -184,16 +184,16 @@ impl Engine {
         }
         self.commit(store, &ops)?;
         if notify {
-            let mut inner = format!("<delete node='{}'", attr(&name));
-            match d
+            let mut inner = String::with_capacity(64);
+            let mut w = Writer::new(&mut inner);
+            w.start("delete").attr("node", &name);
+            if let Some(uri) = d
                 .child("redirect", NS_PUBSUB_OWNER)
                 .and_then(|r| r.attr("uri"))
             {
-                Some(uri) => {
-                    let _ = write!(inner, "><redirect uri='{}'/></delete>", attr(uri));
-                }
-                None => inner.push_str("/>"),
+                w.start("redirect").attr("uri", uri).end();
             }
+            w.end();
             self.notify(dir, &name, &inner);
         }
         if let Err(e) = self.dag.remove(&name) {
@@ -230,7 +230,7 @@ impl Engine {
             n.clear_items();
             n.last = None;
         }
-        let inner = format!("<purge node='{}'/>", attr(&name));
+        let inner = Self::node_event_xml("purge", &name);
         self.notify(dir, &name, &inner);
         self.notify_collections(dir, &name, &inner);
         Ok(None)
@@ -249,20 +249,18 @@ impl Engine {
         let name = Self::node_attr(e)?.to_owned();
         let n = self.require_owner(&name, &req.bare)?;
         if !set {
-            let mut s = format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><subscriptions node='{}'>",
-                attr(&name)
-            );
+            let mut s = String::with_capacity(128);
+            let mut w = Writer::new(&mut s);
+            w.start("pubsub").ns(NS_PUBSUB_OWNER);
+            w.start("subscriptions").attr("node", &name);
             for sub in &n.subs {
-                let _ = write!(
-                    s,
-                    "<subscription jid='{}' subid='{}' subscription='{}'/>",
-                    attr(sub.jid.as_str()),
-                    attr(&sub.subid),
-                    sub.state.as_str()
-                );
+                w.start("subscription")
+                    .attr("jid", sub.jid.as_str())
+                    .attr("subid", &sub.subid)
+                    .attr("subscription", sub.state.as_str())
+                    .end();
             }
-            s.push_str("</subscriptions></pubsub>");
+            w.end_all();
             return Ok(Some(s));
         }
         let mut subs = n.subs.clone();
@@ -359,19 +357,17 @@ impl Engine {
         let name = Self::node_attr(e)?.to_owned();
         let n = self.require_owner(&name, &req.bare)?;
         if !set {
-            let mut s = format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='{}'>",
-                attr(&name)
-            );
+            let mut s = String::with_capacity(128);
+            let mut w = Writer::new(&mut s);
+            w.start("pubsub").ns(NS_PUBSUB_OWNER);
+            w.start("affiliations").attr("node", &name);
             for (j, a) in &n.affs {
-                let _ = write!(
-                    s,
-                    "<affiliation jid='{}' affiliation='{}'/>",
-                    attr(j),
-                    a.as_str()
-                );
+                w.start("affiliation")
+                    .attr("jid", j)
+                    .attr("affiliation", a.as_str())
+                    .end();
             }
-            s.push_str("</affiliations></pubsub>");
+            w.end_all();
             return Ok(Some(s));
         }
         let mut affs = n.affs.clone();

@@ -297,7 +297,6 @@ impl Engine {
         let nodes = std::mem::replace(&mut self.nodes, svc.nodes);
         let dag = std::mem::replace(&mut self.dag, svc.dag);
         let service = std::mem::replace(&mut self.service, owner.clone());
-        let service_attr = std::mem::replace(&mut self.service_attr, attr(owner.as_str()));
         let path = std::mem::replace(&mut self.path_collections, false);
         let items = std::mem::replace(
             &mut self.limits.pubsub_max_items_per_node,
@@ -310,7 +309,6 @@ impl Engine {
         self.limits.pubsub_max_nodes = node_max;
         self.limits.pubsub_max_items_per_node = items;
         self.path_collections = path;
-        self.service_attr = service_attr;
         self.service = service;
         let svc = PepService {
             nodes: std::mem::replace(&mut self.nodes, nodes),

@@ -229,16 +229,16 @@ impl Engine {
         self.notify_collections(dir, &name, &shared);
         if cfg.persist_items && cfg.node_full == NodeFull::RetractOldest && cfg.notify_retract {
             for (_, old) in &full {
-                let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(old)));
+                let inner = self.items_event(&name, &Self::retract_xml(old));
                 self.notify_items(dir, &name, &inner, None);
                 self.notify_collections(dir, &name, &inner);
             }
         }
-        Ok(Some(format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><publish node='{}'><item id='{}'/></publish></pubsub>",
-            attr(&name),
-            attr(&id)
-        )))
+        Ok(Some(crate::xml::build(|w| {
+            w.start("pubsub").ns(NS_PUBSUB);
+            w.start("publish").attr("node", &name);
+            w.start("item").attr("id", &id).end_all();
+        })))
     }
 
     /// Items to delete before inserting item `id`: first those replaced or expired (an

@@ -87,7 +87,7 @@ impl Engine {
             }
         }
         if notify {
-            let inner = self.items_event(&name, &format!("<retract id='{}'/>", attr(&id)));
+            let inner = self.items_event(&name, &Self::retract_xml(&id));
             self.notify_items(dir, &name, &inner, None);
             self.notify_collections(dir, &name, &inner);
         }

@@ -19,10 +19,9 @@
 //! Precedence when a request combines them (XEP-0059 leaves it open): `<before/>` wins over
 //! `<after/>`, which wins over `<index/>`.
 
-use std::fmt::Write as _;
-
-use super::{NS_RSM, PubSubError, text};
+use super::{NS_RSM, PubSubError};
 use crate::xml::Element;
+use crate::xml::Writer;
 
 /// A count or index sent by a peer, as text: optional surrounding whitespace, an optional
 /// `+` (an `xs:int` may carry one), then at least one ASCII digit and nothing else.
@@ -212,20 +211,24 @@ impl Window {
 
     /// The XEP-0059 `<set/>` describing this page of `keys` (the result's unique ids): the
     /// first id with its index and the last id when the page is not empty, and the count.
+    #[cfg(test)]
     pub(super) fn set_xml(&self, keys: &[&str]) -> String {
-        let mut s = format!("<set xmlns='{NS_RSM}'>");
+        crate::xml::build(|w| self.write_set(w, keys))
+    }
+
+    /// [`Window::set_xml`] into a writer.
+    pub(super) fn write_set(&self, w: &mut Writer, keys: &[&str]) {
+        w.start("set").ns(NS_RSM);
         let page = self.slice(keys);
         if let (Some(first), Some(last)) = (page.first(), page.last()) {
-            let _ = write!(
-                s,
-                "<first index='{}'>{}</first><last>{}</last>",
-                self.lo,
-                text(first),
-                text(last)
-            );
+            w.start("first")
+                .attr_fmt("index", self.lo)
+                .text(first)
+                .end();
+            w.text_elem("last", last);
         }
-        let _ = write!(s, "<count>{}</count></set>", self.count);
-        s
+        w.start("count").text_fmt(self.count).end();
+        w.end();
     }
 }
 

@@ -41,14 +41,13 @@ impl Engine {
     }
 
     /// `<subscription node jid subid subscription/>` of the pubsub namespace.
-    pub(super) fn subscription_xml(node: &str, sub: &Sub) -> String {
-        format!(
-            "<subscription node='{}' jid='{}' subid='{}' subscription='{}'/>",
-            attr(node),
-            attr(sub.jid.as_str()),
-            attr(&sub.subid),
-            sub.state.as_str()
-        )
+    /// Opens it in `w` (attributes written; the caller adds children and ends it).
+    pub(super) fn write_subscription(w: &mut Writer, node: &str, sub: &Sub) {
+        w.start("subscription")
+            .attr("node", node)
+            .attr("jid", sub.jid.as_str())
+            .attr("subid", &sub.subid)
+            .attr("subscription", sub.state.as_str());
     }
 
     /// §6.1 subscribe. Several subscriptions per JID (`multi-subscribe`, §6.1.6): a
@@ -144,10 +143,11 @@ impl Engine {
             }
         }
         // §6.1.5: options are supported (never required, so never `unconfigured`).
-        let mut xml = Self::subscription_xml(&name, &sub);
-        xml.truncate(xml.len() - 2);
-        xml.push_str("><subscribe-options/></subscription>");
-        Ok(Some(format!("<pubsub xmlns='{NS_PUBSUB}'>{xml}</pubsub>")))
+        Ok(Some(crate::xml::build(|w| {
+            w.start("pubsub").ns(NS_PUBSUB);
+            Self::write_subscription(w, &name, &sub);
+            w.start("subscribe-options").end_all();
+        })))
     }
 
     /// §6.2 unsubscribe (one subscription: by SubID when the JID has several).

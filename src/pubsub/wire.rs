@@ -1,21 +1,7 @@
-//! Small serialisation helpers: text/attribute escaping, payloads, `<item/>` elements,
+//! Small serialisation helpers: payloads, `<item/>` elements,
 //! notification bodies and boolean attributes.
 
 use super::*;
-
-/// `s` escaped for text content.
-pub(super) fn text(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    escape_text(s, &mut o);
-    o
-}
-
-/// `s` escaped for an attribute value.
-pub(super) fn attr(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    escape_attr(s, &mut o);
-    o
-}
 
 /// Serialises a payload so that it carries its own namespace declaration wherever it is
 /// embedded (the sentinel parent namespace forces `xmlns` on the top element).
@@ -29,18 +15,25 @@ pub(super) fn serialise_payload(p: &Element) -> String {
 /// publisher when `itemreply` is `none`).
 pub(super) fn item_xml(it: &CachedItem, with_payload: bool, with_publisher: bool) -> String {
     let mut s = String::with_capacity(48 + it.id.len() + it.payload.len());
-    let _ = write!(s, "<item id='{}'", attr(&it.id));
+    write_item(&mut Writer::new(&mut s), it, with_payload, with_publisher);
+    s
+}
+
+/// [`item_xml`] into a writer. The payload was serialised once, at publish time.
+pub(super) fn write_item(
+    w: &mut Writer,
+    it: &CachedItem,
+    with_payload: bool,
+    with_publisher: bool,
+) {
+    w.start("item").attr("id", &it.id);
     if with_publisher {
-        let _ = write!(s, " publisher='{}'", attr(&it.publisher));
+        w.attr("publisher", &it.publisher);
     }
     if with_payload && !it.payload.is_empty() {
-        s.push('>');
-        s.push_str(&it.payload);
-        s.push_str("</item>");
-    } else {
-        s.push_str("/>");
+        w.raw(Raw(&it.payload));
     }
-    s
+    w.end();
 }
 
 /// The `<body/>` text of an item notification (`pubsub#include_body`): node, item id,

@@ -368,9 +368,3 @@ fn random_u64(env: &dyn Env) -> u64 {
     // 48 bits: ids stay short (at most 12 hex digits after the time) and runs still differ.
     u64::from_le_bytes(b) >> 16
 }
-
-fn attr(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    crate::xml::escape_attr(s, &mut o);
-    o
-}

@@ -175,11 +175,7 @@ impl Router {
                 self.send_presence_of(&contact, to, &ob);
             }
             if item.pending_in {
-                let s = format!(
-                    "<presence type='subscribe' from='{}' to='{}'/>",
-                    attr(contact.as_str()),
-                    attr(to.bare().as_str())
-                );
+                let s = presence_xml("subscribe", contact.as_str(), to.bare().as_str());
                 self.send(&ob, &Rc::from(s));
             }
         }
@@ -419,12 +415,7 @@ impl Router {
             }
         }
         if deliver {
-            let s = format!(
-                "<presence type='{}' from='{}' to='{}'/>",
-                ty,
-                attr(from.as_str()),
-                attr(contact.as_str())
-            );
+            let s = presence_xml(ty, from.as_str(), contact.as_str());
             self.deliver_to_available(contact, &Rc::from(s));
         }
     }
@@ -448,11 +439,7 @@ impl Router {
             return;
         };
         for r in acc.resources.iter().filter(|r| r.presence.is_some()) {
-            let s = format!(
-                "<presence type='unavailable' from='{}' to='{}'/>",
-                attr(r.jid.as_str()),
-                attr(contact.as_str())
-            );
+            let s = presence_xml("unavailable", r.jid.as_str(), contact.as_str());
             self.deliver_to_available(contact, &Rc::from(s));
         }
     }
@@ -481,4 +468,15 @@ fn drop_to(s: Subscription) -> Subscription {
         Subscription::None | Subscription::To => Subscription::None,
         Subscription::From | Subscription::Both => Subscription::From,
     }
+}
+
+/// `<presence type='…' from='…' to='…'/>`: a presence the server writes itself.
+fn presence_xml(ty: &str, from: &str, to: &str) -> String {
+    crate::xml::build(|w| {
+        w.start("presence")
+            .attr("type", ty)
+            .attr("from", from)
+            .attr("to", to)
+            .end();
+    })
 }

@@ -8,17 +8,21 @@
 //! * [`element`] is the small owned tree ([`Element`], [`Node`]) each complete top-level element
 //!   is parsed into (with quick-xml, on a complete slice only), and its namespace-correct
 //!   serialiser.
+//! * [`writer`] is the one streaming [`Writer`] for replies and notifications built without a
+//!   tree: it always escapes, and takes already-serialised XML only as [`Raw`].
 //!
 //! See `docs/style.md` §3.1 for why quick-xml is never fed from a socket directly.
 
 pub mod element;
 pub mod framer;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use element::{Element, Node};
 pub use framer::{Frame, Framer, StreamHeader, XmlError, XmlLimits};
+pub use writer::{Raw, STREAM_CLOSE, Writer, build, stream_header};
 
 /// Namespace of the stream wrapper (`<stream:stream>`, `<stream:features>`, `<stream:error>`).
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
@@ -28,6 +32,17 @@ pub const NS_CLIENT: &str = "jabber:client";
 pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 /// Namespace permanently bound to the `xmlns` prefix; it can never be declared.
 pub const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
+
+/// Parses `text` (one or more elements, maybe with text around them) inside a wrapper
+/// element that undeclares the default namespace, and returns the wrapper: an element in
+/// `text` without `xmlns` gets no namespace instead of the stream's.
+pub fn parse_unqualified(text: &str) -> Result<Element, XmlError> {
+    let mut wrapped = String::with_capacity(text.len() + 16);
+    wrapped.push_str("<w xmlns=''>");
+    wrapped.push_str(text);
+    wrapped.push_str("</w>");
+    Element::parse(&wrapped)
+}
 
 /// Append `s` to `out` escaped for character data.
 ///

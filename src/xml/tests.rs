@@ -1171,3 +1171,111 @@ fn serialise_attribute_namespace_with_brace_keeps_name() {
     let x = e.child("x", NS_CLIENT).expect("x");
     assert_eq!(x.attr("{urn:p}}}k"), Some("v"));
 }
+
+// ---- the writer ----
+
+#[test]
+fn writer_escapes_attributes_and_text() {
+    let mut s = String::new();
+    let mut w = Writer::new(&mut s);
+    w.start("m")
+        .attr("a", "x'\"<>&\t\n\r")
+        .attr_fmt("n", 42)
+        .attr_fmt("d", format_args!("{}<{}", 1, 2))
+        .text("a<b & c>d\r")
+        .text_fmt(format_args!("'{}'", "<"))
+        .end();
+    assert_eq!(
+        s,
+        "<m a='x&apos;&quot;&lt;&gt;&amp;&#9;&#10;&#13;' n='42' d='1&lt;2'>\
+         a&lt;b &amp; c&gt;d&#13;'&lt;'</m>"
+    );
+}
+
+#[test]
+fn writer_nests_and_writes_empty_elements() {
+    let mut s = String::from("x");
+    let mut w = Writer::new(&mut s);
+    w.start("iq")
+        .attr("type", "result")
+        .attr_opt("to", None)
+        .attr_opt("from", Some("s"));
+    w.start("pubsub").ns(NS_PUBSUB);
+    w.start("items").attr("node", "n");
+    w.start("item").attr("id", "1").end();
+    w.text_elem("t", "");
+    w.end_all();
+    assert_eq!(
+        s,
+        "x<iq type='result' from='s'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <items node='n'><item id='1'/><t></t></items></pubsub></iq>"
+    );
+    // What it writes parses back to the same text and attributes.
+    let e = Element::parse(&s[1..]).expect("parse");
+    assert_eq!(e.attr("from"), Some("s"));
+    assert_eq!(
+        e.child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.child("items", NS_PUBSUB))
+            .and_then(|i| i.attr("node")),
+        Some("n")
+    );
+}
+
+#[test]
+fn writer_round_trips_escaped_values() {
+    let nasty = "a'b\"c<d>e&f\tg\nh\ri";
+    let mut s = String::new();
+    Writer::new(&mut s)
+        .start("m")
+        .attr("v", nasty)
+        .text(nasty)
+        .end();
+    let e = Element::parse(&s).expect("parse");
+    assert_eq!(e.attr("v"), Some(nasty));
+    assert_eq!(e.text(), nasty);
+}
+
+#[test]
+fn writer_inserts_raw_xml_unescaped() {
+    let payload = "<p xmlns=\"u\">1 &lt; 2</p>";
+    let mut s = String::new();
+    let mut w = Writer::new(&mut s);
+    w.start("item").attr("id", "i").raw(Raw(payload)).end();
+    assert_eq!(s, "<item id='i'><p xmlns=\"u\">1 &lt; 2</p></item>");
+    // Raw as the only content of an element still closes its start tag.
+    let mut s = String::new();
+    Writer::new(&mut s).start("a").raw(Raw("")).end();
+    assert_eq!(s, "<a></a>");
+}
+
+#[test]
+fn writer_leaves_open_and_closes_separately() {
+    let mut head = String::new();
+    let mut w = Writer::new(&mut head);
+    w.start("message").attr("to", "a&b");
+    w.start("event").ns("urn:e");
+    w.leave_open();
+    let mut tail = String::new();
+    Writer::new(&mut tail).close("event").close("message");
+    assert_eq!(head, "<message to='a&amp;b'><event xmlns='urn:e'>");
+    assert_eq!(tail, "</event></message>");
+
+    let mut s = String::new();
+    let mut w = stream_header(&mut s);
+    w.attr("to", "example.com");
+    w.leave_open();
+    s.push_str(STREAM_CLOSE);
+    assert_eq!(
+        s,
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='example.com'>\
+         </stream:stream>"
+    );
+}
+
+#[test]
+#[should_panic(expected = "without an open element")]
+fn writer_end_without_start_panics() {
+    let mut s = String::new();
+    Writer::new(&mut s).end();
+}
