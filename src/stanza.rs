@@ -265,15 +265,15 @@ impl Stanza {
     ///
     /// A malformed `to` (`jid-malformed`); an IQ without an `id` or a known `type`, or a
     /// request without exactly one payload (`bad-request`).
-    pub fn parse(el: Element) -> Result<Stanza, Rejected> {
+    pub fn parse(el: Element) -> Result<Stanza, Box<Rejected>> {
         let to = match el.attr("to").map(Jid::parse) {
             None => None,
             Some(Ok(j)) => Some(j),
             Some(Err(_)) => {
-                return Err(Rejected {
+                return Err(Box::new(Rejected {
                     stanza: el,
                     error: StanzaError::new(Condition::JidMalformed),
-                });
+                }));
             }
         };
         match el.name.as_str() {
@@ -283,19 +283,19 @@ impl Stanza {
                     .and_then(IqType::parse)
                     .filter(|_| el.attr("id").is_some())
                 else {
-                    return Err(Rejected {
+                    return Err(Box::new(Rejected {
                         stanza: el,
                         error: StanzaError::new(Condition::BadRequest)
                             .with_text("iq needs an id and a valid type"),
-                    });
+                    }));
                 };
                 if ty.is_request() && el.elements().count() != 1 {
                     // RFC 6120 §8.2.3: exactly one payload.
-                    return Err(Rejected {
+                    return Err(Box::new(Rejected {
                         stanza: el,
                         error: StanzaError::new(Condition::BadRequest)
                             .with_text("an iq get/set carries exactly one child"),
-                    });
+                    }));
                 }
                 Ok(Stanza::Iq(Iq { el, ty, to }))
             }
@@ -315,7 +315,7 @@ impl Stanza {
 mod tests {
     use super::*;
 
-    fn parse(xml: &str) -> Result<Stanza, Rejected> {
+    fn parse(xml: &str) -> Result<Stanza, Box<Rejected>> {
         Stanza::parse(Element::parse(xml).expect("test xml"))
     }
 
