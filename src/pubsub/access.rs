@@ -3,14 +3,14 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     pub(super) fn affiliation(&self, node: &Node, bare: &Jid) -> Affiliation {
         // XEP-0163: the account is the one owner of its PEP nodes (`pubsub.admins` are
         // not); on the generic service, admins own every node.
-        match &self.pep_owner {
+        match &self.svc.owner {
             Some(o) if o == bare => return Affiliation::Owner,
             Some(_) => {}
-            None if self.admins.iter().any(|a| a == bare.as_str()) => {
+            None if self.eng.admins.iter().any(|a| a == bare.as_str()) => {
                 return Affiliation::Owner;
             }
             None => {}
@@ -22,7 +22,7 @@ impl Engine {
     }
 
     pub(super) fn node(&self, name: &str) -> Result<&Node, PubSubError> {
-        self.nodes.get(name).ok_or(PubSubError::NodeNotFound)
+        self.svc.nodes.get(name).ok_or(PubSubError::NodeNotFound)
     }
 
     pub(super) fn require_owner(&self, name: &str, bare: &Jid) -> Result<&Node, PubSubError> {
@@ -34,13 +34,13 @@ impl Engine {
     }
 
     pub(super) fn may_create(&self, bare: &Jid) -> bool {
-        if let Some(o) = &self.pep_owner {
+        if let Some(o) = &self.svc.owner {
             return o == bare;
         }
-        self.admins.iter().any(|a| a == bare.as_str())
-            || match self.create_policy {
+        self.eng.admins.iter().any(|a| a == bare.as_str())
+            || match self.eng.create_policy {
                 CreatePolicy::Anyone => true,
-                CreatePolicy::Local => bare.domain() == self.domain && bare.local().is_some(),
+                CreatePolicy::Local => bare.domain() == self.eng.domain && bare.local().is_some(),
                 CreatePolicy::Admins => false,
             }
     }

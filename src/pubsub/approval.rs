@@ -4,9 +4,33 @@
 use super::*;
 
 impl Engine {
+    /// A message to the service: an owner's answer to an approval form (§8.6.2), with
+    /// `pubsub#allow` true (the subscription becomes `subscribed`) or false (it is
+    /// removed); the subscriber is told either way. Anything else is ignored (logged).
+    pub fn handle_message(
+        &mut self,
+        store: &dyn Storage,
+        from: &Jid,
+        msg: &Element,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        let Some(x) = find_form(msg) else {
+            return Vec::new();
+        };
+        self.host(None, now_ms, |h| {
+            if let Err(e) = h.approval(store, &from.bare(), x) {
+                tracing::info!(from = %from, error = %e, "pub-sub approval form refused");
+                h.out.clear();
+            }
+            std::mem::take(&mut h.out)
+        })
+    }
+}
+
+impl Host<'_> {
     /// §8.6: the approval form for `sub`, to every owner of `node`.
     pub(super) fn send_approval_forms(&mut self, node: &str, sub: &Sub) {
-        let Some(n) = self.nodes.get(node) else {
+        let Some(n) = self.svc.nodes.get(node) else {
             return;
         };
         let owners: Vec<Jid> = n
@@ -55,28 +79,6 @@ impl Engine {
         let mut s = String::new();
         x.write_to(&mut s, NS_CLIENT);
         s
-    }
-
-    /// A message to the service: an owner's answer to an approval form (§8.6.2), with
-    /// `pubsub#allow` true (the subscription becomes `subscribed`) or false (it is
-    /// removed); the subscriber is told either way. Anything else is ignored (logged).
-    pub fn handle_message(
-        &mut self,
-        store: &dyn Storage,
-        from: &Jid,
-        msg: &Element,
-        now_ms: u64,
-    ) -> Vec<Delivery> {
-        self.out.clear();
-        self.now_ms = now_ms;
-        let Some(x) = find_form(msg) else {
-            return Vec::new();
-        };
-        if let Err(e) = self.approval(store, &from.bare(), x) {
-            tracing::info!(from = %from, error = %e, "pub-sub approval form refused");
-            self.out.clear();
-        }
-        std::mem::take(&mut self.out)
     }
 
     pub(super) fn approval(
@@ -129,7 +131,11 @@ impl Engine {
         } else {
             self.commit(store, &[sub.delete(&name)])?;
         }
-        let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
+        let n = self
+            .svc
+            .nodes
+            .get_mut(&name)
+            .ok_or(PubSubError::NodeNotFound)?;
         if allow {
             n.subs[i].state = SubState::Subscribed;
         } else {
@@ -172,7 +178,7 @@ impl Engine {
                     .with_attr("var", "pubsub#node")
                     .with_attr("type", "list-single")
                     .with_attr("label", "Node ID");
-                for (name, n) in &self.nodes {
+                for (name, n) in &self.svc.nodes {
                     let owner = self.affiliation(n, &req.bare) == Affiliation::Owner;
                     if owner && n.subs.iter().any(|s| s.state == SubState::Pending) {
                         f.push_child(
@@ -233,7 +239,7 @@ impl Engine {
     pub(super) fn send_approval_forms_to(&mut self, node: &str, sub: &Sub, to: &Jid) {
         let s = crate::xml::build(|w| {
             w.start("message")
-                .attr("from", self.service.as_str())
+                .attr("from", self.svc.jid.as_str())
                 .attr("to", to.as_str())
                 .attr_fmt("id", format_args!("approve-{}", sub.subid))
                 .raw(Raw(&Self::approval_form(node, sub)))

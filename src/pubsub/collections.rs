@@ -56,16 +56,17 @@ pub(super) fn may_associate(
     parent_ok && child_ok
 }
 
-impl Engine {
+impl Host<'_> {
     /// Builds the graph from the loaded nodes (the root, added before by
     /// [`Engine::insert_root`], is implicit in it). Edges the graph cannot keep are logged;
     /// the returned ops rewrite the affected records.
     pub(super) fn load_graph(&mut self) -> Vec<PubsubOp> {
-        let max = self.limits.pubsub_max_nodes.max(self.nodes.len());
+        let max = self.svc.limits.pubsub_max_nodes.max(self.svc.nodes.len());
         let (dag, dropped) = Dag::load(
             max,
             dag::DEFAULT_MAX_PARENTS,
-            self.nodes
+            self.svc
+                .nodes
                 .iter()
                 .filter(|(id, _)| !id.is_empty())
                 .map(|(id, n)| {
@@ -77,7 +78,7 @@ impl Engine {
                     )
                 }),
         );
-        self.dag = dag;
+        self.svc.dag = dag;
         let mut ops = Vec::new();
         let mut fixed: Vec<String> = Vec::new();
         for (parent, child, why) in dropped {
@@ -88,7 +89,7 @@ impl Engine {
         }
         for child in fixed {
             let parents = self.explicit_parents(&child);
-            if let Some(n) = self.nodes.get_mut(&child) {
+            if let Some(n) = self.svc.nodes.get_mut(&child) {
                 n.config.parents = parents;
                 ops.push(PubsubOp::PutNode(child.clone(), n.record()));
             }
@@ -101,7 +102,7 @@ impl Engine {
         let root = Node {
             created_ms: 0,
             creator: String::new(),
-            config: NodeConfig::collection_default(&self.limits),
+            config: NodeConfig::collection_default(&self.svc.limits),
             items: VecDeque::new(),
             next_seq: 1,
             last: None,
@@ -110,12 +111,13 @@ impl Engine {
             affs: Vec::new(),
             stored: 0,
         };
-        self.nodes.insert(ROOT.to_owned(), root);
+        self.svc.nodes.insert(ROOT.to_owned(), root);
     }
 
     /// The parents of `id` as its `pubsub#collection` stores them (the root left out).
     pub(super) fn explicit_parents(&self, id: &str) -> Vec<String> {
-        self.dag
+        self.svc
+            .dag
             .parents(id)
             .iter()
             .filter(|p| &***p != ROOT)
@@ -135,7 +137,7 @@ impl Engine {
                 continue;
             }
             done.push(child);
-            if let Some(n) = self.nodes.get(child) {
+            if let Some(n) = self.svc.nodes.get(child) {
                 let mut rec = n.record();
                 let mut cfg = n.config.clone();
                 cfg.parents = self.explicit_parents(child);
@@ -151,7 +153,7 @@ impl Engine {
         for e in events {
             let (Event::Associated { child, .. } | Event::Dissociated { child, .. }) = e;
             let parents = self.explicit_parents(child);
-            if let Some(n) = self.nodes.get_mut(&**child) {
+            if let Some(n) = self.svc.nodes.get_mut(&**child) {
                 n.config.parents = parents;
             }
         }
@@ -167,7 +169,7 @@ impl Engine {
         items: bool,
         leaf: Option<&Node>,
     ) -> Vec<(Jid, Depth)> {
-        let Some(n) = self.nodes.get(c) else {
+        let Some(n) = self.svc.nodes.get(c) else {
             return Vec::new();
         };
         let now = self.now_ms;
@@ -194,7 +196,7 @@ impl Engine {
     /// subscribers got) to the subscribers of the collections above it whose depth reaches
     /// it: one message per subscriber JID, none to a JID the leaf itself notified.
     pub(super) fn notify_collections(&mut self, dir: &dyn Directory, leaf: &str, inner: &str) {
-        let Some(n) = self.nodes.get(leaf) else {
+        let Some(n) = self.svc.nodes.get(leaf) else {
             return;
         };
         if !n.config.deliver_notifications {
@@ -207,7 +209,7 @@ impl Engine {
             .filter(|s| s.active(now))
             .map(|s| s.jid.clone())
             .collect();
-        let routes = self.dag.fan_out(leaf, &mut seen, &mut |c| {
+        let routes = self.svc.dag.fan_out(leaf, &mut seen, &mut |c| {
             self.collection_subs(dir, c, true, Some(n))
         });
         let headline = n.config.headline;
@@ -233,9 +235,12 @@ impl Engine {
                 Event::Dissociated { parent, child } => ("dissociate", parent, child),
             };
             let mut seen: HashSet<Jid> = HashSet::new();
-            let routes = self.dag.fan_out_node_event(parent, &mut seen, &mut |c| {
-                self.collection_subs(dir, c, false, None)
-            });
+            let routes = self
+                .svc
+                .dag
+                .fan_out_node_event(parent, &mut seen, &mut |c| {
+                    self.collection_subs(dir, c, false, None)
+                });
             if routes.is_empty() {
                 continue;
             }
@@ -243,7 +248,11 @@ impl Engine {
                 w.start("collection").attr("node", parent);
                 w.start(verb).attr("node", child).end_all();
             }));
-            let headline = self.nodes.get(&**parent).is_none_or(|n| n.config.headline);
+            let headline = self
+                .svc
+                .nodes
+                .get(&**parent)
+                .is_none_or(|n| n.config.headline);
             for r in routes {
                 let via: &[(&str, &str)] = if r.collection == *parent {
                     &[]
@@ -262,9 +271,7 @@ impl Engine {
         bare: &Jid,
         f: impl FnOnce(&mut Dag, &mut dyn FnMut(&str, &str) -> bool) -> Result<T, DagError>,
     ) -> Result<T, PubSubError> {
-        let Engine {
-            dag, nodes, admins, ..
-        } = self;
+        let (Service { dag, nodes, .. }, admins) = (&mut *self.svc, &self.eng.admins);
         let mut may = |p: &str, c: &str| may_associate(nodes, admins, bare, p, c);
         f(dag, &mut may).map_err(PubSubError::Dag)
     }
@@ -295,7 +302,8 @@ impl Engine {
             // `disassociate` is the spelling of XEP-0060 1.x.
             "dissociate" | "disassociate" => {
                 let owns = |name: &str| {
-                    self.nodes
+                    self.svc
+                        .nodes
                         .get(name)
                         .is_some_and(|n| self.affiliation(n, &req.bare) == Affiliation::Owner)
                 };
@@ -304,7 +312,8 @@ impl Engine {
                         "only owners of the collection or the node may dissociate",
                     ));
                 }
-                self.dag
+                self.svc
+                    .dag
                     .dissociate(&parent, &child)
                     .map_err(PubSubError::Dag)?
             }
@@ -312,7 +321,7 @@ impl Engine {
         };
         let ops = self.edge_ops(&events, &[]);
         if let Err(e) = self.commit(store, &ops) {
-            self.dag.revert(&events);
+            self.svc.dag.revert(&events);
             return Err(e);
         }
         self.sync_parents(&events);
@@ -334,10 +343,11 @@ impl Engine {
         rsm: Option<&Page>,
     ) -> Result<Option<String>, PubSubError> {
         let leaves: Vec<(&str, &Node)> = self
+            .svc
             .dag
             .leaves_under(name, Depth::All)
             .iter()
-            .filter_map(|(id, _)| self.nodes.get_key_value(&**id))
+            .filter_map(|(id, _)| self.svc.nodes.get_key_value(&**id))
             .filter(|(_, n)| self.check_access(dir, n, &req.bare).is_ok())
             .map(|(k, n)| (k.as_str(), n))
             .collect();
@@ -405,13 +415,17 @@ impl Engine {
             None => Window::all(keys.len()),
             Some(p) => p.window(&keys)?,
         }
-        .fit(&merged, self.limits.outbox_max_bytes / 2, |(leaf, e)| {
-            let leaf_name = leaves.get(*leaf).map_or(0, |(name, _)| name.len());
-            e.bytes
-                .saturating_add(e.id.len())
-                .saturating_add(leaf_name)
-                .saturating_add(224)
-        });
+        .fit(
+            &merged,
+            self.svc.limits.outbox_max_bytes / 2,
+            |(leaf, e)| {
+                let leaf_name = leaves.get(*leaf).map_or(0, |(name, _)| name.len());
+                e.bytes
+                    .saturating_add(e.id.len())
+                    .saturating_add(leaf_name)
+                    .saturating_add(224)
+            },
+        );
         let cut = rsm.is_none() && !window.is_whole();
         let page = window.slice(&merged);
         let mut s = String::with_capacity(256);

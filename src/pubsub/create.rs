@@ -3,20 +3,22 @@
 use super::*;
 
 impl Engine {
-    pub(super) fn new_id(&mut self, now_ms: u64) -> String {
-        self.counter = self.counter.wrapping_add(1);
-        format!("{now_ms:x}-{:x}", self.counter)
-    }
-
     /// Starts the counter of generated ids at `seed`: the router gives a random value per
     /// process (and per reload), so that ids from different runs differ.
     pub fn seed_ids(&mut self, seed: u64) {
-        self.counter = seed;
+        self.common.counter = seed;
     }
 
     /// The counter of generated ids, to carry over to an engine reloaded in this process.
     pub(crate) fn id_counter(&self) -> u64 {
-        self.counter
+        self.common.counter
+    }
+}
+
+impl Host<'_> {
+    pub(super) fn new_id(&mut self, now_ms: u64) -> String {
+        self.eng.counter = self.eng.counter.wrapping_add(1);
+        format!("{now_ms:x}-{:x}", self.eng.counter)
     }
 
     /// §8.1 create (named, instant, create-and-configure).
@@ -36,14 +38,14 @@ impl Engine {
             Some(n) if !n.is_empty() => n.to_owned(),
             _ => loop {
                 let id = format!("instant-{}", self.new_id(req.now_ms));
-                if !self.nodes.contains_key(&id) {
+                if !self.svc.nodes.contains_key(&id) {
                     break id;
                 }
             },
         };
         let mut cfg = self.default_config();
         if let Some(x) = configure.and_then(find_form) {
-            cfg.apply_form(x, FORM_NODE_CONFIG, &self.limits)?;
+            cfg.apply_form(x, FORM_NODE_CONFIG, &self.svc.limits)?;
         }
         // PEP: the operator's forced fields win at creation; one the form contradicts
         // is refused rather than overridden.
@@ -76,25 +78,25 @@ impl Engine {
         if name.len() > MAX_NODE_ID_BYTES {
             return Err(PubSubError::BadRequest("node id too long"));
         }
-        if self.nodes.contains_key(name) {
+        if self.svc.nodes.contains_key(name) {
             return Err(PubSubError::NodeExists);
         }
-        if self.node_count() >= self.limits.pubsub_max_nodes {
+        if self.svc.node_count() >= self.node_cap() {
             return Err(PubSubError::MaxNodes);
         }
         let parents = std::mem::take(&mut cfg.parents);
         let children = cfg.children.take();
         let kind = cfg.kind;
-        if self.pep_owner.is_some() && (kind == Kind::Collection || !parents.is_empty()) {
+        if self.svc.owner.is_some() && (kind == Kind::Collection || !parents.is_empty()) {
             // PEP services are flat (XEP-0163 leaves collections out).
             return Err(PubSubError::Unsupported("collections"));
         }
         // A clean `/` path whose existing ancestors are collections; anything else
         // (URIs with `//`, a leaf on the way) is created flat, as XEP-0060 nodes always were.
-        let path = self.path_collections
+        let path = self.svc.path_collections
             && parents.is_empty()
             && dag::implicit_parents(name).is_some_and(|a| {
-                !a.is_empty() && a.iter().all(|p| self.dag.kind(p) != Some(Kind::Leaf))
+                !a.is_empty() && a.iter().all(|p| self.svc.dag.kind(p) != Some(Kind::Leaf))
             });
         let (created, mut events) = self.with_dag(&req.bare, |d, may| {
             if path {
@@ -105,14 +107,15 @@ impl Engine {
                     .map(|ev| (vec![Rc::from(name)], ev))
             }
         })?;
-        let undo = |e: &mut Engine, events: &[dag::Event]| {
-            e.dag.revert(events);
+        let undo = |h: &mut Host<'_>, events: &[dag::Event]| {
+            h.svc.dag.revert(events);
             for c in created.iter().rev() {
-                let _ = e.dag.remove(c);
+                let _ = h.svc.dag.remove(c);
             }
         };
         if kind == Kind::Collection {
             let r = self
+                .svc
                 .dag
                 .set_children_max(name, cfg.children_max)
                 .map_err(PubSubError::Dag)
@@ -137,7 +140,7 @@ impl Engine {
             let mut c = if &**id == name {
                 cfg.clone()
             } else {
-                NodeConfig::collection_default(&self.limits)
+                NodeConfig::collection_default(&self.svc.limits)
             };
             c.parents = self.explicit_parents(id);
             let node = Node {
@@ -167,7 +170,7 @@ impl Engine {
             undo(self, &events);
             return Err(e);
         }
-        self.nodes.extend(nodes);
+        self.svc.nodes.extend(nodes);
         self.sync_parents(&events);
         self.notify_edges(dir, &events);
         Ok(())

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     pub(super) fn disco_info(
         &self,
         dir: &dyn Directory,
@@ -52,7 +52,7 @@ impl Engine {
             Some(name) => {
                 let n = self.node(name)?;
                 // PEP: a node the requester may not read does not exist for it.
-                if self.pep_owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
+                if self.svc.owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
                     return Err(PubSubError::NodeNotFound);
                 }
                 out.set_attr("node", name);
@@ -144,7 +144,7 @@ impl Engine {
         field(
             "pubsub#max_items",
             "text-single",
-            vec![n.config.effective_max_items(&self.limits).to_string()],
+            vec![n.config.effective_max_items(&self.svc.limits).to_string()],
         );
         x
     }
@@ -157,7 +157,7 @@ impl Engine {
         req: &Req,
         q: &Element,
     ) -> Result<Option<String>, PubSubError> {
-        let svc = self.service.as_str();
+        let svc = self.svc.jid.as_str();
         // One `<item jid='svc' node? name?/>` row, written once and measured for the page.
         let row = |node: Option<&str>, name: Option<&str>| {
             crate::xml::build(|w| {
@@ -170,19 +170,20 @@ impl Engine {
         };
         let page = q
             .child("set", NS_RSM)
-            .map(|set| Page::parse(set, self.limits.pubsub_max_page_items))
+            .map(|set| Page::parse(set, self.svc.limits.pubsub_max_page_items))
             .transpose()?;
         // (key, fragment) in order.
         // XEP-0248: the service (the root collection) and every collection list their
         // children.
         let children = |c: &str| -> Vec<(&str, String)> {
-            self.dag
+            self.svc
+                .dag
                 .children(c)
                 .iter()
-                .filter_map(|id| self.nodes.get_key_value(&**id))
+                .filter_map(|id| self.svc.nodes.get_key_value(&**id))
                 // PEP: only the nodes the requester may read (XEP-0163 §6).
                 .filter(|(_, n)| {
-                    self.pep_owner.is_none() || self.check_access(dir, n, &req.bare).is_ok()
+                    self.svc.owner.is_none() || self.check_access(dir, n, &req.bare).is_ok()
                 })
                 .map(|(name, n)| {
                     let title = Some(n.config.title.as_str()).filter(|t| !t.is_empty());
@@ -192,7 +193,7 @@ impl Engine {
         };
         let (head, rows): (Option<&str>, Vec<(&str, String)>) = match q.attr("node") {
             None | Some("") => (None, children("")),
-            Some(name) if self.dag.kind(name) == Some(Kind::Collection) => {
+            Some(name) if self.svc.dag.kind(name) == Some(Kind::Collection) => {
                 (Some(name), children(name))
             }
             Some(NS_COMMANDS) => (
@@ -204,7 +205,7 @@ impl Engine {
             ),
             Some(name) => {
                 let n = self.node(name)?;
-                if self.pep_owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
+                if self.svc.owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
                     return Err(PubSubError::NodeNotFound);
                 }
                 let ids: Vec<&str> = if n.config.persist_items {
@@ -229,7 +230,9 @@ impl Engine {
             None => Window::all(keys.len()),
             Some(p) => p.window(&keys)?,
         }
-        .fit(&rows, self.limits.outbox_max_bytes / 2, |(_, f)| f.len());
+        .fit(&rows, self.svc.limits.outbox_max_bytes / 2, |(_, f)| {
+            f.len()
+        });
         let mut s = String::with_capacity(128);
         let mut w = Writer::new(&mut s);
         w.start("query").ns(NS_DISCO_ITEMS).attr_opt("node", head);

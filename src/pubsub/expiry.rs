@@ -7,7 +7,8 @@ impl Engine {
     /// in ms since the epoch; `None` when nothing is due. The router sleeps until then and
     /// calls [`Engine::on_tick`].
     pub fn next_deadline(&self) -> Option<u64> {
-        self.nodes
+        self.generic
+            .nodes
             .values()
             .filter_map(Node::next_deadline)
             .min()
@@ -40,15 +41,30 @@ impl Engine {
         store: &dyn Storage,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        self.out.clear();
-        self.now_ms = now_ms;
         if now_ms < self.retry_at {
             return Vec::new();
         }
+        match self.host(None, now_ms, |h| h.expire(dir, store)) {
+            Ok(out) => {
+                self.retry_at = 0;
+                out
+            }
+            Err(()) => {
+                self.retry_at = now_ms.saturating_add(5000);
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Host<'_> {
+    /// [`Engine::on_tick`] on the generic service; `Err` when the commit failed.
+    fn expire(&mut self, dir: &dyn Directory, store: &dyn Storage) -> Result<Vec<Delivery>, ()> {
+        let now_ms = self.now_ms;
         let mut ops = Vec::new();
         let mut items: Vec<(String, Vec<(u64, String)>)> = Vec::new();
         let mut leases: Vec<(String, Sub)> = Vec::new();
-        for (name, n) in &self.nodes {
+        for (name, n) in &self.svc.nodes {
             if n.next_deadline().is_none_or(|d| d > now_ms) {
                 continue;
             }
@@ -76,15 +92,13 @@ impl Engine {
             }
         }
         if ops.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         if self.commit(store, &ops).is_err() {
-            self.retry_at = now_ms.saturating_add(5000);
-            return Vec::new();
+            return Err(());
         }
-        self.retry_at = 0;
         for (name, gone) in &items {
-            let Some(n) = self.nodes.get_mut(name) else {
+            let Some(n) = self.svc.nodes.get_mut(name) else {
                 continue;
             };
             let seqs: Vec<u64> = gone.iter().map(|(s, _)| *s).collect();
@@ -97,7 +111,7 @@ impl Engine {
             }
         }
         for (name, sub) in &leases {
-            if let Some(n) = self.nodes.get_mut(name) {
+            if let Some(n) = self.svc.nodes.get_mut(name) {
                 n.subs
                     .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
                 n.subs_changed();
@@ -110,6 +124,6 @@ impl Engine {
             leases = leases.len(),
             "pub-sub expiry"
         );
-        std::mem::take(&mut self.out)
+        Ok(std::mem::take(&mut self.out))
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     /// Reads items of `node` by index entries (payloads from the store).
     pub(super) fn load_items(
         &self,
@@ -71,7 +71,7 @@ impl Engine {
             })
             .transpose()?;
         let page = rsm
-            .map(|set| Page::parse(set, self.limits.pubsub_max_page_items))
+            .map(|set| Page::parse(set, self.svc.limits.pubsub_max_page_items))
             .transpose()?;
         if n.config.kind == Kind::Collection {
             return self.collection_items(dir, store, req, &name, max, page.as_ref());
@@ -109,7 +109,7 @@ impl Engine {
             None => Window::all(ids.len()),
             Some(p) => p.window(&ids)?,
         }
-        .fit(&entries, self.limits.outbox_max_bytes / 2, |e| {
+        .fit(&entries, self.svc.limits.outbox_max_bytes / 2, |e| {
             e.bytes.saturating_add(e.id.len()).saturating_add(192)
         });
         let cut = page.is_none() && !window.is_whole();
@@ -146,7 +146,7 @@ impl Engine {
         let mut w = Writer::new(&mut s);
         w.start("pubsub").ns(NS_PUBSUB);
         w.start("subscriptions");
-        for (name, n) in &self.nodes {
+        for (name, n) in &self.svc.nodes {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
@@ -166,7 +166,7 @@ impl Engine {
         let mut w = Writer::new(&mut s);
         w.start("pubsub").ns(NS_PUBSUB);
         w.start("affiliations");
-        for (name, n) in &self.nodes {
+        for (name, n) in &self.svc.nodes {
             if only.is_some_and(|o| o != name) || name.is_empty() {
                 continue;
             }

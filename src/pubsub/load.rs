@@ -16,34 +16,47 @@ impl Engine {
                 PubSubError::BadForm(format!("service JID: {e}")),
             )
         })?;
+        let limits = Rc::new(config.limits.clone());
+        let pep_cfg = pep::PepConfig::from_config(config);
+        // The PEP services' bounds: what `max` means on a PEP node, and nodes per account.
+        let pep_limits = Rc::new(Limits {
+            pubsub_max_items_per_node: pep_cfg.max_items,
+            pubsub_max_nodes: pep_cfg.max_nodes,
+            ..config.limits.clone()
+        });
         let mut engine = Engine {
-            service,
-            domain: config.domain.clone(),
-            limits: config.limits.clone(),
-            create_policy: config.pubsub.create_nodes,
-            admins: config.pubsub.admins.clone(),
-            budget: config.store.max_bytes,
-            full_policy: config.store.full_policy,
-            nodes: BTreeMap::new(),
-            dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
-            path_collections: config.pubsub.path_collections,
+            common: Common {
+                domain: config.domain.clone(),
+                limits: limits.clone(),
+                pep_limits,
+                create_policy: config.pubsub.create_nodes,
+                admins: config.pubsub.admins.clone(),
+                budget: config.store.max_bytes,
+                full_policy: config.store.full_policy,
+                pep_cfg,
+                counter: 0,
+                next_item_seq: 1,
+                nodes_total: 0,
+                stored_total: 0,
+            },
+            generic: Service {
+                jid: service,
+                limits,
+                nodes: BTreeMap::new(),
+                dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
+                path_collections: config.pubsub.path_collections,
+                owner: None,
+            },
             pep: std::collections::HashMap::new(),
-            pep_owner: None,
-            other_stored: 0,
-            pep_cfg: pep::PepConfig::from_config(config),
-            counter: 0,
-            next_item_seq: 1,
             armed: None,
             retry_at: 0,
-            now_ms: 0,
-            out: Vec::new(),
             held: commit::Held::default(),
         };
         let snap = store.pubsub_load().map_err(EngineError::Store)?;
         for (name, rec) in snap.nodes {
-            let cfg = NodeConfig::from_pairs(&rec.config, &engine.limits)
+            let cfg = NodeConfig::from_pairs(&rec.config, &engine.common.limits)
                 .map_err(|e| EngineError::BadNode(name.clone(), e))?;
-            engine.nodes.insert(
+            engine.generic.nodes.insert(
                 name,
                 Node {
                     created_ms: rec.created_ms,
@@ -59,12 +72,12 @@ impl Engine {
                 },
             );
         }
-        engine.insert_root();
+        engine.host(None, 0, |h| h.insert_root());
         let mut migrate = Vec::new();
         for (name, seq, item, bytes) in snap.items {
-            if let Some(n) = engine.nodes.get_mut(&name) {
+            if let Some(n) = engine.generic.nodes.get_mut(&name) {
                 n.next_seq = n.next_seq.max(seq + 1);
-                engine.next_item_seq = engine.next_item_seq.max(seq + 1);
+                engine.common.next_item_seq = engine.common.next_item_seq.max(seq + 1);
                 let stored = item_cost(bytes, &item.id, &item.publisher);
                 let publisher = Jid::parse(&item.publisher).map_or_else(
                     |_| Rc::from(item.publisher.as_str()),
@@ -82,7 +95,7 @@ impl Engine {
         }
         // Rows of the first format (no SubID) get one now, rewritten in one commit.
         for (name, jid, rec) in snap.subscriptions {
-            let (Some(n), Ok(j)) = (engine.nodes.get_mut(&name), Jid::parse(&jid)) else {
+            let (Some(n), Ok(j)) = (engine.generic.nodes.get_mut(&name), Jid::parse(&jid)) else {
                 continue;
             };
             let state = match rec.state {
@@ -119,8 +132,8 @@ impl Engine {
                 continue;
             }
             if sub.subid.is_empty() {
-                engine.counter = engine.counter.wrapping_add(1);
-                sub.subid = format!("{:x}-{:x}", rec.expire_ms, engine.counter);
+                engine.common.counter = engine.common.counter.wrapping_add(1);
+                sub.subid = format!("{:x}-{:x}", rec.expire_ms, engine.common.counter);
                 migrate.push(PubsubOp::DeleteSubscription(name.clone(), jid.clone()));
                 migrate.push(sub.put(&name));
             }
@@ -128,7 +141,7 @@ impl Engine {
             // once per node below.
             n.subs.push(sub);
         }
-        for n in engine.nodes.values_mut() {
+        for n in engine.generic.nodes.values_mut() {
             n.subs.sort_by(|a, b| {
                 (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
             });
@@ -142,14 +155,14 @@ impl Engine {
             );
         }
         for (name, jid, code) in snap.affiliations {
-            if let Some(n) = engine.nodes.get_mut(&name) {
+            if let Some(n) = engine.generic.nodes.get_mut(&name) {
                 let a = Affiliation::from_code(code);
                 if a != Affiliation::None {
                     n.affs.push((jid, a));
                 }
             }
         }
-        for (name, n) in &mut engine.nodes {
+        for (name, n) in &mut engine.generic.nodes {
             if let Some(e) = n.items.back() {
                 let got = store
                     .pubsub_items(name, &[e.seq])
@@ -167,7 +180,11 @@ impl Engine {
         // PEP nodes (store keys `01 owner 01 node`) go to their accounts' services; the
         // rest form the generic service's collection graph.
         engine.split_pep();
-        let repaired = engine.load_graph();
+        let repaired = engine.host(None, 0, |h| h.load_graph());
+        engine.common.nodes_total = engine.generic.node_count()
+            + engine.pep.values().map(Service::node_count).sum::<usize>();
+        engine.common.stored_total =
+            engine.generic.stored() + engine.pep.values().map(Service::stored).sum::<u64>();
         if !repaired.is_empty() {
             store.pubsub_apply(&repaired).map_err(EngineError::Store)?;
         }

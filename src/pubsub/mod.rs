@@ -43,6 +43,7 @@ mod pep;
 mod publish;
 mod retract;
 mod rsm;
+mod service;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,7 @@ pub use date::{parse_xep0082, xep0082};
 pub use error::PubSubError;
 pub use model::Affiliation;
 pub use pep::PEP_FEATURES;
+use service::{Common, Host, Req, Service};
 
 use crate::config::{Config, CreatePolicy, FullPolicy};
 use crate::jid::Jid;
@@ -222,54 +224,19 @@ impl std::fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
-/// The request being handled.
-struct Req {
-    bare: Jid,
-    now_ms: u64,
-}
-
-/// The pub-sub service.
+/// The pub-sub engine: the generic service, every account's PEP service, and what they
+/// share (see `service.rs`); plus the timer state and the outputs held for the disk.
 #[derive(Debug)]
 pub struct Engine {
-    service: Jid,
-    domain: String,
-    limits: Limits,
-    create_policy: CreatePolicy,
-    admins: Vec<String>,
-    /// `store.max_bytes` (0: none) and `store.full_policy`.
-    budget: u64,
-    full_policy: FullPolicy,
-    /// Every node, the root collection (`""`, never stored) included.
-    nodes: BTreeMap<String, Node>,
-    /// The XEP-0248 graph: kinds and parent/child edges of `nodes`.
-    dag: Dag,
-    /// `pubsub.path_collections`: `a/b/c` ids create their parent collections.
-    path_collections: bool,
-    /// XEP-0163: the PEP service of every account that has PEP nodes, by bare JID. While
-    /// a PEP request is handled, its nodes are swapped into `nodes` (see `pep.rs`).
-    pep: std::collections::HashMap<String, pep::PepService>,
-    /// The account whose PEP service is swapped in (None: the generic service).
-    pep_owner: Option<Jid>,
-    /// Bytes stored by the services not swapped in (for `store.max_bytes`).
-    other_stored: u64,
-    /// PEP settings (`[pubsub] pep_force`, `limits.pep_*`).
-    pep_cfg: pep::PepConfig,
-    /// The counter part of generated ids (items, SubIDs, instant nodes). It starts from a
-    /// random value per process ([`Engine::seed_ids`]), so ids of another run differ even
-    /// when the clock (the other part) stepped back, as on boards without an RTC; item
-    /// ids are also checked against the node's items ([`Engine::new_item_id`]).
-    counter: u64,
-    /// The sequence of the next published item, service-wide (item keys keep per-node
-    /// order; one counter also orders items of different nodes).
-    next_item_seq: u64,
+    common: Common,
+    /// The XEP-0060 service at `pubsub.<domain>`.
+    generic: Service,
+    /// XEP-0163: the PEP service of every account that has PEP nodes, by bare JID.
+    pep: std::collections::HashMap<String, Service>,
     /// The deadline last handed to the timer ([`Engine::arm`]).
     armed: Option<u64>,
     /// After a failed timer commit: no retry before this time (ms).
     retry_at: u64,
-    /// Time of the request being handled (ms since the epoch).
-    now_ms: u64,
-    /// Notifications produced by the current request; sent after its reply.
-    out: Vec<Delivery>,
     /// Outputs waiting for a group commit.
     held: commit::Held,
 }
@@ -277,12 +244,12 @@ pub struct Engine {
 impl Engine {
     /// The service JID.
     pub fn service(&self) -> &Jid {
-        &self.service
+        &self.generic.jid
     }
 
-    /// Number of nodes (the root collection is not counted).
+    /// Number of nodes of the generic service (the root collection is not counted).
     pub fn node_count(&self) -> usize {
-        self.nodes.len() - usize::from(self.nodes.contains_key(dag::ROOT))
+        self.generic.node_count()
     }
 
     /// [`Engine::handle_iq`], without holding the outputs.
@@ -294,23 +261,35 @@ impl Engine {
         iq: &Element,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        self.out.clear();
-        self.now_ms = now_ms;
         let ty = iq.attr("type").unwrap_or("");
         if !matches!(ty, "get" | "set") {
             return Vec::new();
         }
         // XEP-0163: an IQ to an account's bare JID (or without `to`: the sender's own)
         // is for that account's PEP service (the router sends only those here).
-        if self.pep_owner.is_none() {
-            let target = match iq.attr("to") {
-                None => Some(from.bare()),
-                Some(t) => Jid::parse(t).ok().map(|j| j.bare()),
-            };
-            if let Some(owner) = target.filter(|t| *t != self.service) {
-                return self.with_pep(&owner, |e| e.handle_iq_now(dir, store, from, iq, now_ms));
-            }
-        }
+        let target = match iq.attr("to") {
+            None => Some(from.bare()),
+            Some(t) => Jid::parse(t).ok().map(|j| j.bare()),
+        };
+        let owner = target.filter(|t| *t != self.generic.jid);
+        self.host(owner.as_ref(), now_ms, |h| {
+            h.handle_iq(dir, store, from, iq, ty == "set")
+        })
+    }
+}
+
+impl Host<'_> {
+    /// A request to this host: the reply first, then the notifications it caused.
+    fn handle_iq(
+        &mut self,
+        dir: &dyn Directory,
+        store: &dyn Storage,
+        from: &Jid,
+        iq: &Element,
+        set: bool,
+    ) -> Vec<Delivery> {
+        let now_ms = self.now_ms;
+        let ty = if set { "set" } else { "get" };
         let req = Req {
             bare: from.bare(),
             now_ms,
@@ -347,7 +326,7 @@ impl Engine {
                     .attr("type", "result")
                     .attr("id", iq.attr("id").unwrap_or(""))
                     .attr("to", from.as_str())
-                    .attr("from", iq.attr("to").unwrap_or(self.service.as_str()));
+                    .attr("from", iq.attr("to").unwrap_or(self.svc.jid.as_str()));
                 if let Some(p) = &payload {
                     w.raw(Raw(p));
                 }
@@ -375,7 +354,7 @@ impl Engine {
     /// in [`crate::store::CommitMode::Inline`]; call before changing memory.
     fn commit(&self, store: &dyn Storage, ops: &[PubsubOp]) -> Result<(), PubSubError> {
         let mapped;
-        let ops = match &self.pep_owner {
+        let ops = match &self.svc.owner {
             None => ops,
             Some(o) => {
                 mapped = pep::store_ops(o, ops);
@@ -452,7 +431,7 @@ impl Engine {
             ("default", false) => {
                 // XEP-0248: `<default type='collection'/>` gives the collection defaults.
                 let cfg = if first.attr("type") == Some("collection") {
-                    NodeConfig::collection_default(&self.limits)
+                    NodeConfig::collection_default(&self.svc.limits)
                 } else {
                     self.default_config()
                 };

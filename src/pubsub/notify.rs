@@ -7,9 +7,33 @@ use super::*;
 impl Engine {
     /// [`Engine::on_available`], without holding the outputs.
     pub(super) fn on_available_now(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
+        self.host(None, now_ms, |h| h.on_available(full, now_ms))
+    }
+
+    /// `full` went unavailable (`account_offline`: it was the account's last available
+    /// resource). Temporary subscriptions (§12.4, `tempsub`) of that resource, or of the
+    /// bare JID when the account is now offline, end; nodes with `purge_offline` whose
+    /// stored items were all published by entities now offline are purged.
+    pub fn on_unavailable(
+        &mut self,
+        dir: &dyn Directory,
+        store: &dyn Storage,
+        full: &Jid,
+        account_offline: bool,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        self.host(None, now_ms, |h| {
+            h.on_unavailable(dir, store, full, account_offline)
+        })
+    }
+}
+
+impl Host<'_> {
+    /// [`Engine::on_available`] on the generic service.
+    fn on_available(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
         let bare = full.bare();
         let mut out = Vec::new();
-        for (name, n) in &self.nodes {
+        for (name, n) in &self.svc.nodes {
             if n.config.send_last != SendLast::OnSubAndPresence {
                 continue;
             }
@@ -40,21 +64,18 @@ impl Engine {
     /// resource). Temporary subscriptions (§12.4, `tempsub`) of that resource, or of the
     /// bare JID when the account is now offline, end; nodes with `purge_offline` whose
     /// stored items were all published by entities now offline are purged.
-    pub fn on_unavailable(
+    pub(super) fn on_unavailable(
         &mut self,
         dir: &dyn Directory,
         store: &dyn Storage,
         full: &Jid,
         account_offline: bool,
-        now_ms: u64,
     ) -> Vec<Delivery> {
-        self.out.clear();
-        self.now_ms = now_ms;
         let bare = full.bare();
         let mut ops = Vec::new();
         let mut ended: Vec<(String, Sub)> = Vec::new();
         let mut purged: Vec<String> = Vec::new();
-        for (name, n) in &self.nodes {
+        for (name, n) in &self.svc.nodes {
             let temp = |s: &Sub| s.opts.temporary || n.config.tempsub;
             for s in n
                 .subs
@@ -91,7 +112,7 @@ impl Engine {
             return Vec::new();
         }
         for (name, sub) in &ended {
-            if let Some(n) = self.nodes.get_mut(name) {
+            if let Some(n) = self.svc.nodes.get_mut(name) {
                 n.subs
                     .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
                 n.subs_changed();
@@ -99,7 +120,7 @@ impl Engine {
             self.notify_owners_sub(name, &sub.jid, &sub.subid, "none");
         }
         for name in &purged {
-            if let Some(n) = self.nodes.get_mut(name) {
+            if let Some(n) = self.svc.nodes.get_mut(name) {
                 n.clear_items();
                 n.last = None;
             }
@@ -133,10 +154,10 @@ impl Engine {
     ) -> Delivery {
         // The envelope is the recipient's own; `inner` (the event payload, with the item)
         // is shared by every recipient of one notification, never copied per subscriber.
-        let mut head = String::with_capacity(96 + self.service.as_str().len());
+        let mut head = String::with_capacity(96 + self.svc.jid.as_str().len());
         let mut w = Writer::new(&mut head);
         w.start("message")
-            .attr("from", self.service.as_str())
+            .attr("from", self.svc.jid.as_str())
             .attr("to", to.as_str())
             .attr("type", if headline { "headline" } else { "normal" });
         w.start("event").ns(NS_PUBSUB_EVENT);
@@ -167,7 +188,7 @@ impl Engine {
         if let Some(ms) = delay_ms {
             w.start("delay")
                 .ns(NS_DELAY)
-                .attr("from", self.service.as_str())
+                .attr("from", self.svc.jid.as_str())
                 .attr_fmt("stamp", xep0082(ms))
                 .end();
         }
@@ -229,7 +250,7 @@ impl Engine {
         body: Option<&str>,
         shim: bool,
     ) {
-        let Some(n) = self.nodes.get(node) else {
+        let Some(n) = self.svc.nodes.get(node) else {
             return;
         };
         if !n.config.deliver_notifications {
@@ -309,7 +330,7 @@ impl Engine {
     pub(super) fn subscription_changed(&mut self, node: &str, jid: &Jid, subid: &str, state: &str) {
         let s = crate::xml::build(|w| {
             w.start("message")
-                .attr("from", self.service.as_str())
+                .attr("from", self.svc.jid.as_str())
                 .attr("to", jid.as_str());
             w.start("event").ns(NS_PUBSUB_EVENT);
             w.start("subscription")
@@ -328,7 +349,7 @@ impl Engine {
     /// `notify_sub`: tells every owner of `node` that `jid`'s subscription `subid` is now
     /// `state` (an event notification carrying the `<subscription/>`).
     pub(super) fn notify_owners_sub(&mut self, node: &str, jid: &Jid, subid: &str, state: &str) {
-        let Some(n) = self.nodes.get(node) else {
+        let Some(n) = self.svc.nodes.get(node) else {
             return;
         };
         if !n.config.notify_sub {

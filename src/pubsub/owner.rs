@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     /// §8.2 configure a node (get the form, or submit it). XEP-0248: `pubsub#node_type`
     /// (leaf → collection purges the items; collection → leaf is refused),
     /// `pubsub#collection` (the parents), `pubsub#children` (the children) and
@@ -26,7 +26,8 @@ impl Engine {
             let mut cfg = n.config.clone();
             if cfg.kind == Kind::Collection {
                 cfg.children = Some(
-                    self.dag
+                    self.svc
+                        .dag
                         .children(&name)
                         .iter()
                         .map(|c| c.to_string())
@@ -48,9 +49,9 @@ impl Engine {
             return Ok(None);
         }
         let mut cfg = n.config.clone();
-        cfg.apply_form(x, FORM_NODE_CONFIG, &self.limits)?;
+        cfg.apply_form(x, FORM_NODE_CONFIG, &self.svc.limits)?;
         self.check_forced(&name, &cfg)?;
-        if self.pep_owner.is_some() && cfg.kind == Kind::Collection {
+        if self.svc.owner.is_some() && cfg.kind == Kind::Collection {
             // PEP services are flat.
             return Err(PubSubError::Unsupported("collections"));
         }
@@ -61,7 +62,7 @@ impl Engine {
             || cfg.children_max != n.config.children_max;
         // The graph changes first (on a copy to restore if anything fails: configuring is
         // rare, and the copy is bounded by the node count).
-        let backup = graph_changed.then(|| self.dag.clone());
+        let backup = graph_changed.then(|| self.svc.dag.clone());
         let mut events = Vec::new();
         if graph_changed {
             let parents = cfg.parents.clone();
@@ -93,7 +94,7 @@ impl Engine {
                 Ok(ev) => events = ev,
                 Err(e) => {
                     if let Some(b) = backup {
-                        self.dag = b;
+                        self.svc.dag = b;
                     }
                     return Err(e);
                 }
@@ -101,7 +102,7 @@ impl Engine {
         }
         cfg.children = None;
         cfg.parents = self.explicit_parents(&name);
-        let Some(n) = self.nodes.get(&name) else {
+        let Some(n) = self.svc.nodes.get(&name) else {
             return Err(PubSubError::NodeNotFound);
         };
         let mut ops = Vec::new();
@@ -112,7 +113,7 @@ impl Engine {
         if now_transient || to_collection {
             ops.push(PubsubOp::PurgeItems(name.clone()));
         } else if cfg.persist_items {
-            let max = cfg.effective_max_items(&self.limits);
+            let max = cfg.effective_max_items(&self.svc.limits);
             let excess = n.items.len().saturating_sub(max);
             drop_seqs = n.items.iter().take(excess).map(|e| e.seq).collect();
             for s in &drop_seqs {
@@ -128,12 +129,16 @@ impl Engine {
         ops.extend(self.edge_ops(&events, &[name.as_str()]));
         if let Err(e) = self.commit(store, &ops) {
             if let Some(b) = backup {
-                self.dag = b;
+                self.svc.dag = b;
             }
             return Err(e);
         }
         let was_transient = !n.config.persist_items;
-        let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
+        let n = self
+            .svc
+            .nodes
+            .get_mut(&name)
+            .ok_or(PubSubError::NodeNotFound)?;
         n.config = cfg;
         if now_transient || to_collection {
             n.clear_items();
@@ -144,6 +149,7 @@ impl Engine {
         n.remove_seqs(&drop_seqs);
         self.sync_parents(&events);
         if self
+            .svc
             .nodes
             .get(&name)
             .is_some_and(|n| n.config.notify_config)
@@ -171,10 +177,10 @@ impl Engine {
         let name = Self::node_attr(d)?.to_owned();
         let n = self.require_owner(&name, &req.bare)?;
         let notify = n.config.notify_delete;
-        let events = self.dag.plan_remove(&name).map_err(PubSubError::Dag)?;
+        let events = self.svc.dag.plan_remove(&name).map_err(PubSubError::Dag)?;
         let mut ops = vec![PubsubOp::DeleteNode(name.clone())];
-        for c in self.dag.children(&name) {
-            if let Some(cn) = self.nodes.get(&**c) {
+        for c in self.svc.dag.children(&name) {
+            if let Some(cn) = self.svc.nodes.get(&**c) {
                 let mut cfg = cn.config.clone();
                 cfg.parents.retain(|p| p != &name);
                 let mut rec = cn.record();
@@ -196,10 +202,10 @@ impl Engine {
             w.end();
             self.notify(dir, &name, &inner);
         }
-        if let Err(e) = self.dag.remove(&name) {
+        if let Err(e) = self.svc.dag.remove(&name) {
             tracing::error!(node = name, error = %e, "collection graph out of step on delete");
         }
-        self.nodes.remove(&name);
+        self.svc.nodes.remove(&name);
         self.sync_parents(&events);
         self.notify_edges(dir, &events);
         Ok(None)
@@ -226,7 +232,7 @@ impl Engine {
             ));
         }
         self.commit(store, &[PubsubOp::PurgeItems(name.clone())])?;
-        if let Some(n) = self.nodes.get_mut(&name) {
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.clear_items();
             n.last = None;
         }
@@ -285,10 +291,10 @@ impl Engine {
                             x.state = SubState::Subscribed;
                         }
                     } else {
-                        self.counter = self.counter.wrapping_add(1);
+                        self.eng.counter = self.eng.counter.wrapping_add(1);
                         subs.push(Sub {
                             jid: jid.clone(),
-                            subid: format!("{:x}-{:x}", req.now_ms, self.counter),
+                            subid: format!("{:x}-{:x}", req.now_ms, self.eng.counter),
                             state: SubState::Subscribed,
                             opts: SubOptions {
                                 temporary: tempsub,
@@ -306,7 +312,7 @@ impl Engine {
                 _ => return Err(PubSubError::BadRequest("unknown subscription state")),
             }
         }
-        if subs.len() > self.limits.pubsub_max_subscriptions_per_node {
+        if subs.len() > self.svc.limits.pubsub_max_subscriptions_per_node {
             return Err(PubSubError::TooManySubscriptions);
         }
         let n = self.node(&name)?;
@@ -332,7 +338,7 @@ impl Engine {
             }
         }
         self.commit(store, &ops)?;
-        if let Some(n) = self.nodes.get_mut(&name) {
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             subs.sort_by(|a, b| {
                 (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
             });
@@ -395,7 +401,7 @@ impl Engine {
         if !affs.iter().any(|(_, a)| *a == Affiliation::Owner) {
             return Err(PubSubError::BadRequest("a node keeps at least one owner"));
         }
-        if affs.len() > self.limits.pubsub_max_subscriptions_per_node {
+        if affs.len() > self.svc.limits.pubsub_max_subscriptions_per_node {
             return Err(PubSubError::BadRequest("too many affiliations"));
         }
         let mut ops = Vec::new();
@@ -433,7 +439,7 @@ impl Engine {
             }
         }
         self.commit(store, &ops)?;
-        if let Some(n) = self.nodes.get_mut(&name) {
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.affs = affs;
             n.subs.retain(|s| {
                 !dropped_subs

@@ -13,7 +13,7 @@
 //! so generic nodes keep their keys: nothing to migrate, and every row of an account is
 //! the key range of the prefix `01 owner 01`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use super::*;
 
@@ -53,13 +53,6 @@ pub const PEP_FEATURES: &[&str] = &[
 /// 10–60 KiB) are read from the store when sent, so the cache of every account's last
 /// items stays at most `pubsub_max_nodes` × 4 KiB.
 pub const PEP_CACHE_PAYLOAD_MAX: usize = 4096;
-
-/// One account's PEP service: its nodes (flat, under an implicit root).
-#[derive(Debug)]
-pub(super) struct PepService {
-    pub(super) nodes: BTreeMap<String, Node>,
-    pub(super) dag: Dag,
-}
 
 /// The forced `(field, values)` of one node.
 pub(super) type Forced = Vec<(String, Vec<String>)>;
@@ -149,51 +142,32 @@ impl NodeConfig {
 }
 
 impl Engine {
-    /// The store node id of `name` in the service swapped in.
-    pub(super) fn store_key(&self, name: &str) -> String {
-        match &self.pep_owner {
-            None => name.to_owned(),
-            Some(o) => store_key(o.as_str(), name),
-        }
-    }
-
-    /// Bytes stored by the services not swapped in.
-    pub(super) fn stored_elsewhere(&self) -> u64 {
-        match &self.pep_owner {
-            Some(_) => self.other_stored,
-            None => self
-                .pep
-                .values()
-                .flat_map(|s| s.nodes.values())
-                .map(|n| n.stored)
-                .sum(),
-        }
-    }
-
     /// Moves the loaded PEP nodes (store keys `01 owner 01 node`) to their services.
     pub(super) fn split_pep(&mut self) {
         let keys: Vec<String> = self
+            .generic
             .nodes
             .keys()
             .filter(|k| k.starts_with(SEP))
             .cloned()
             .collect();
         for k in keys {
-            let Some(n) = self.nodes.remove(&k) else {
+            let Some(n) = self.generic.nodes.remove(&k) else {
                 continue;
             };
             let Some((owner, node)) = parse_store_key(&k) else {
                 tracing::warn!(key = k, "unreadable PEP node key ignored");
                 continue;
             };
-            let max = self.pep_cfg.max_nodes;
+            let Ok(owner_jid) = Jid::parse(owner) else {
+                tracing::warn!(key = k, "PEP node of an unreadable account JID ignored");
+                continue;
+            };
+            let common = &self.common;
             let svc = self
                 .pep
                 .entry(owner.to_owned())
-                .or_insert_with(|| PepService {
-                    nodes: BTreeMap::new(),
-                    dag: Dag::new(max, 1),
-                });
+                .or_insert_with(|| Service::pep(&owner_jid, common));
             let mut may = |_: &str, _: &str| true;
             if svc.dag.create(node, Kind::Leaf, &[], &mut may).is_err() {
                 tracing::warn!(owner, node, "PEP node beyond the per-account bound ignored");
@@ -202,22 +176,25 @@ impl Engine {
             svc.nodes.insert(node.to_owned(), n);
         }
     }
+}
 
+impl Host<'_> {
     /// The default configuration of a new node in the service swapped in.
     pub(super) fn default_config(&self) -> NodeConfig {
-        if self.pep_owner.is_some() {
-            NodeConfig::pep_default(&self.limits)
+        if self.svc.owner.is_some() {
+            NodeConfig::pep_default(&self.svc.limits)
         } else {
-            NodeConfig::default_for(&self.limits)
+            NodeConfig::default_for(&self.svc.limits)
         }
     }
 
     /// The operator-forced fields of PEP node `name` (none on the generic service).
     fn forced(&self, name: &str) -> &[(String, Vec<String>)] {
-        if self.pep_owner.is_none() {
+        if self.svc.owner.is_none() {
             return &[];
         }
-        self.pep_cfg
+        self.eng
+            .pep_cfg
             .force
             .iter()
             .find(|(n, _)| n == name)
@@ -227,7 +204,7 @@ impl Engine {
     /// Applies the forced fields of `name` to a new node's configuration.
     pub(super) fn apply_forced(&self, name: &str, cfg: &mut NodeConfig) -> Result<(), PubSubError> {
         for (var, values) in self.forced(name) {
-            cfg.set(var, values, &self.limits)?;
+            cfg.set(var, values, &self.svc.limits)?;
         }
         Ok(())
     }
@@ -242,7 +219,7 @@ impl Engine {
         let base = self.default_config();
         for (var, values) in self.forced(name) {
             let mut forced = base.clone();
-            forced.set(var, values, &self.limits)?;
+            forced.set(var, values, &self.svc.limits)?;
             let asked = cfg.values(var);
             if asked != base.values(var) && asked != forced.values(var) {
                 return Err(PubSubError::BadForm(format!(
@@ -258,7 +235,7 @@ impl Engine {
     pub(super) fn check_forced(&self, name: &str, cfg: &NodeConfig) -> Result<(), PubSubError> {
         for (var, values) in self.forced(name) {
             let mut want = cfg.clone();
-            want.set(var, values, &self.limits)?;
+            want.set(var, values, &self.svc.limits)?;
             if want != *cfg {
                 return Err(PubSubError::BadForm(format!(
                     "{var} of this node is set by the server operator"
@@ -268,67 +245,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs `f` with `owner`'s PEP service swapped in as the engine's service: its nodes,
-    /// its JID as the service JID (notifications come from the owner's bare JID), the PEP
-    /// `max_items` cap as what `max` means, and the node bound left for it.
-    pub(super) fn with_pep<T>(&mut self, owner: &Jid, f: impl FnOnce(&mut Engine) -> T) -> T {
-        let max = self.pep_cfg.max_nodes;
-        let svc = self
-            .pep
-            .remove(owner.as_str())
-            .unwrap_or_else(|| PepService {
-                nodes: BTreeMap::new(),
-                dag: Dag::new(max, 1),
-            });
-        let generic_count = self.node_count();
-        let pep_count: usize = self.pep.values().map(|s| s.nodes.len()).sum();
-        self.other_stored = self.nodes.values().map(|n| n.stored).sum::<u64>()
-            + self
-                .pep
-                .values()
-                .flat_map(|s| s.nodes.values())
-                .map(|n| n.stored)
-                .sum::<u64>();
-        // PEP nodes count against pubsub_max_nodes too.
-        let room = self
-            .limits
-            .pubsub_max_nodes
-            .saturating_sub(generic_count + pep_count);
-        let nodes = std::mem::replace(&mut self.nodes, svc.nodes);
-        let dag = std::mem::replace(&mut self.dag, svc.dag);
-        let service = std::mem::replace(&mut self.service, owner.clone());
-        let path = std::mem::replace(&mut self.path_collections, false);
-        let items = std::mem::replace(
-            &mut self.limits.pubsub_max_items_per_node,
-            self.pep_cfg.max_items,
-        );
-        let node_max = std::mem::replace(&mut self.limits.pubsub_max_nodes, max.min(room));
-        self.pep_owner = Some(owner.clone());
-        let r = f(self);
-        self.pep_owner = None;
-        self.limits.pubsub_max_nodes = node_max;
-        self.limits.pubsub_max_items_per_node = items;
-        self.path_collections = path;
-        self.service = service;
-        let svc = PepService {
-            nodes: std::mem::replace(&mut self.nodes, nodes),
-            dag: std::mem::replace(&mut self.dag, dag),
-        };
-        if !svc.nodes.is_empty() {
-            self.pep.insert(owner.as_str().to_owned(), svc);
-        }
-        r
-    }
-
     /// The implicit recipients of a PEP event on `node` (XEP-0163 §4.1, §4.2, §4.3.1):
     /// every available resource of the owner and of each contact with a presence
     /// subscription (that passes the node's access model) which advertised
     /// `node+notify`, except those an explicit subscription already reached.
     pub(super) fn notify_pep(&mut self, dir: &dyn Directory, node: &str, inner: &str) {
-        let Some(owner) = self.pep_owner.clone() else {
+        let Some(owner) = self.svc.owner.clone() else {
             return;
         };
-        let Some(n) = self.nodes.get(node) else {
+        let Some(n) = self.svc.nodes.get(node) else {
             return;
         };
         if !n.config.deliver_notifications {
@@ -373,7 +298,7 @@ impl Engine {
         name: &str,
         full: &Jid,
     ) -> Option<Delivery> {
-        let n = self.nodes.get(name)?;
+        let n = self.svc.nodes.get(name)?;
         if n.config.send_last == SendLast::Never {
             return None;
         }
@@ -403,7 +328,9 @@ impl Engine {
         );
         Some(self.message(full, n.config.headline, &inner, Some(last.published_ms)))
     }
+}
 
+impl Engine {
     /// XEP-0163 §4.3.4: `full` newly advertised interest in `added` (its initial presence,
     /// or a caps change): the last item of each such node of its own account and of every
     /// account it has a presence subscription to. Never called for a presence update
@@ -416,7 +343,6 @@ impl Engine {
         added: &[Rc<str>],
         now_ms: u64,
     ) -> Vec<Delivery> {
-        self.now_ms = now_ms;
         let bare = full.bare();
         let mut owners = vec![bare.clone()];
         owners.extend(dir.presence_subscriptions(&bare));
@@ -425,68 +351,14 @@ impl Engine {
             if !self.pep.contains_key(o.as_str()) {
                 continue;
             }
-            out.extend(self.with_pep(&o, |e| {
+            out.extend(self.host(Some(&o), now_ms, |h| {
                 added
                     .iter()
-                    .filter_map(|name| e.pep_last_item(dir, store, name, full))
+                    .filter_map(|name| h.pep_last_item(dir, store, name, full))
                     .collect::<Vec<_>>()
             }));
         }
         self.hold_if_waiting(out)
-    }
-
-    /// Cancels the explicit subscriptions of `contact` (bare) to the nodes of the service
-    /// swapped in that it may no longer read; with `owned_by`, only nodes that account owns
-    /// with the presence or roster access model (the generic service). The contact gets a
-    /// `subscription='none'` notice for each. Outputs go to `self.out`.
-    fn cancel_lost_access(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        owned_by: Option<&Jid>,
-        contact: &Jid,
-    ) {
-        let mut ops = Vec::new();
-        let mut lost: Vec<(String, Sub)> = Vec::new();
-        for (name, n) in &self.nodes {
-            if let Some(o) = owned_by {
-                let owns = n
-                    .affs
-                    .iter()
-                    .any(|(j, a)| j == o.as_str() && *a == Affiliation::Owner);
-                let roster_based = matches!(
-                    n.config.access_model,
-                    AccessModel::Presence | AccessModel::Roster
-                );
-                if !owns || !roster_based {
-                    continue;
-                }
-            }
-            if !n.subs.iter().any(|s| s.jid.bare() == *contact)
-                || self.check_access(dir, n, contact).is_ok()
-            {
-                continue;
-            }
-            for s in n.subs.iter().filter(|s| s.jid.bare() == *contact) {
-                ops.push(s.delete(name));
-                lost.push((name.clone(), s.clone()));
-            }
-        }
-        if ops.is_empty() {
-            return;
-        }
-        if let Err(err) = self.commit(store, &ops) {
-            tracing::warn!(contact = %contact, error = %err, "subscriptions that lost access not cancelled");
-            return;
-        }
-        for (name, sub) in &lost {
-            if let Some(n) = self.nodes.get_mut(name) {
-                n.subs
-                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
-                n.subs_changed();
-            }
-            self.subscription_changed(name, &sub.jid, &sub.subid, "none");
-        }
     }
 
     /// XEP-0163 §7.1 and §4.3.4: the roster of `owner` changed for `contact` (a presence
@@ -505,18 +377,16 @@ impl Engine {
         now_ms: u64,
     ) -> Vec<Delivery> {
         let contact = contact.bare();
-        self.out.clear();
-        self.now_ms = now_ms;
-        self.cancel_lost_access(dir, store, Some(owner), &contact);
-        let mut out = std::mem::take(&mut self.out);
+        let mut out = self.host(None, now_ms, |h| {
+            h.cancel_lost_access(dir, store, Some(owner), &contact);
+            std::mem::take(&mut h.out)
+        });
         if self.pep.contains_key(owner.as_str()) {
-            out.extend(self.with_pep(owner, |e| {
-                e.out.clear();
-                e.now_ms = now_ms;
-                e.cancel_lost_access(dir, store, None, &contact);
-                let mut out = std::mem::take(&mut e.out);
+            out.extend(self.host(Some(owner), now_ms, |h| {
+                h.cancel_lost_access(dir, store, None, &contact);
+                let mut out = std::mem::take(&mut h.out);
                 if gained {
-                    let names: Vec<String> = e.nodes.keys().cloned().collect();
+                    let names: Vec<String> = h.svc.nodes.keys().cloned().collect();
                     let mut fulls: Vec<Jid> = dir
                         .presences(&contact)
                         .into_iter()
@@ -527,7 +397,7 @@ impl Engine {
                     for full in fulls {
                         for name in &names {
                             if dir.wants(&full, name) {
-                                out.extend(e.pep_last_item(dir, store, name, &full));
+                                out.extend(h.pep_last_item(dir, store, name, &full));
                             }
                         }
                     }
@@ -559,12 +429,73 @@ impl Engine {
         store
             .pubsub_stage(&ops)
             .map_err(|_| PubSubError::Internal)?;
-        self.pep.remove(owner.as_str());
+        if let Some(svc) = self.pep.remove(owner.as_str()) {
+            self.common.nodes_total = self.common.nodes_total.saturating_sub(svc.node_count());
+            if self.common.budget != 0 {
+                self.common.stored_total = self.common.stored_total.saturating_sub(svc.stored());
+            }
+        }
         Ok(())
     }
 
     /// Number of PEP nodes of `owner` (for tests and metrics).
     pub fn pep_node_count(&self, owner: &Jid) -> usize {
         self.pep.get(owner.as_str()).map_or(0, |s| s.nodes.len())
+    }
+}
+
+impl Host<'_> {
+    /// Cancels the explicit subscriptions of `contact` (bare) to the nodes of the service
+    /// swapped in that it may no longer read; with `owned_by`, only nodes that account owns
+    /// with the presence or roster access model (the generic service). The contact gets a
+    /// `subscription='none'` notice for each. Outputs go to `self.out`.
+    fn cancel_lost_access(
+        &mut self,
+        dir: &dyn Directory,
+        store: &dyn Storage,
+        owned_by: Option<&Jid>,
+        contact: &Jid,
+    ) {
+        let mut ops = Vec::new();
+        let mut lost: Vec<(String, Sub)> = Vec::new();
+        for (name, n) in &self.svc.nodes {
+            if let Some(o) = owned_by {
+                let owns = n
+                    .affs
+                    .iter()
+                    .any(|(j, a)| j == o.as_str() && *a == Affiliation::Owner);
+                let roster_based = matches!(
+                    n.config.access_model,
+                    AccessModel::Presence | AccessModel::Roster
+                );
+                if !owns || !roster_based {
+                    continue;
+                }
+            }
+            if !n.subs.iter().any(|s| s.jid.bare() == *contact)
+                || self.check_access(dir, n, contact).is_ok()
+            {
+                continue;
+            }
+            for s in n.subs.iter().filter(|s| s.jid.bare() == *contact) {
+                ops.push(s.delete(name));
+                lost.push((name.clone(), s.clone()));
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(err) = self.commit(store, &ops) {
+            tracing::warn!(contact = %contact, error = %err, "subscriptions that lost access not cancelled");
+            return;
+        }
+        for (name, sub) in &lost {
+            if let Some(n) = self.svc.nodes.get_mut(name) {
+                n.subs
+                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
+                n.subs_changed();
+            }
+            self.subscription_changed(name, &sub.jid, &sub.subid, "none");
+        }
     }
 }

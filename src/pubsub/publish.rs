@@ -3,17 +3,18 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     /// A generated id for a new item of `node` that no item of the node has: a publish
     /// must never overwrite an item by an id the client did not choose.
     pub(super) fn new_item_id(&mut self, node: &str, now_ms: u64) -> String {
         let taken = |e: &Self, id: &str| {
-            e.nodes
+            e.svc
+                .nodes
                 .get(node)
                 .is_some_and(|n| n.items.iter().any(|i| i.id == id))
         };
         // Each try has a new counter value; at most one try per item can fail.
-        let tries = self.nodes.get(node).map_or(0, |n| n.items.len()) + 1;
+        let tries = self.svc.nodes.get(node).map_or(0, |n| n.items.len()) + 1;
         let mut id = self.new_id(now_ms);
         for _ in 1..tries {
             if !taken(self, &id) {
@@ -51,7 +52,7 @@ impl Engine {
             }
         };
         let options_form = options.and_then(find_form);
-        let exists = self.nodes.contains_key(&name);
+        let exists = self.svc.nodes.contains_key(&name);
         let cfg = if exists {
             let n = self.node(&name)?;
             if n.config.kind == Kind::Collection {
@@ -76,12 +77,12 @@ impl Engine {
             if let Some(x) = options_form {
                 let mut wanted = n.config.clone();
                 wanted
-                    .apply_form(x, FORM_PUBLISH_OPTIONS, &self.limits)
+                    .apply_form(x, FORM_PUBLISH_OPTIONS, &self.svc.limits)
                     .map_err(|e| PubSubError::PreconditionNotMet(e.to_string()))?;
                 // `max` equals the cap it stands for (XEP-0402 asks for `max`).
                 let mut have = n.config.clone();
                 for c in [&mut wanted, &mut have] {
-                    c.max_items = Some(c.effective_max_items(&self.limits));
+                    c.max_items = Some(c.effective_max_items(&self.svc.limits));
                 }
                 if wanted != have {
                     return Err(PubSubError::PreconditionNotMet(
@@ -99,7 +100,7 @@ impl Engine {
             // options contradict is `precondition-not-met` and nothing is created.
             let mut cfg = self.default_config();
             if let Some(x) = options_form {
-                cfg.apply_form(x, FORM_PUBLISH_OPTIONS, &self.limits)
+                cfg.apply_form(x, FORM_PUBLISH_OPTIONS, &self.svc.limits)
                     .map_err(|e| PubSubError::PreconditionNotMet(e.to_string()))?;
             }
             self.check_forced_form(&name, &cfg)
@@ -121,7 +122,11 @@ impl Engine {
             return Err(PubSubError::ItemForbidden);
         }
         let payload_xml = payload.map(serialise_payload).unwrap_or_default();
-        if payload_xml.len() > cfg.max_payload_size.min(self.limits.pubsub_max_item_bytes) {
+        if payload_xml.len()
+            > cfg
+                .max_payload_size
+                .min(self.svc.limits.pubsub_max_item_bytes)
+        {
             return Err(PubSubError::PayloadTooBig);
         }
         let id = match item.and_then(|i| i.attr("id")).filter(|i| !i.is_empty()) {
@@ -140,17 +145,21 @@ impl Engine {
         });
         // The store batch: item insert, overwrite and eviction (and the node, if new).
         let mut ops = Vec::new();
-        let (seq, mut evicted, full) = match self.nodes.get(&name) {
+        let (seq, mut evicted, full) = match self.svc.nodes.get(&name) {
             Some(n) => {
-                let (gone, full) =
-                    Self::evictions(n, &id, cfg.effective_max_items(&self.limits), req.now_ms);
-                (self.next_item_seq.max(n.next_seq), gone, full)
+                let (gone, full) = Self::evictions(
+                    n,
+                    &id,
+                    cfg.effective_max_items(&self.svc.limits),
+                    req.now_ms,
+                );
+                (self.eng.next_item_seq.max(n.next_seq), gone, full)
             }
-            None => (self.next_item_seq, Vec::new(), Vec::new()),
+            None => (self.eng.next_item_seq, Vec::new(), Vec::new()),
         };
         // Sequences are service-wide, so that items of different nodes published in the
         // same millisecond still have one order (collection items, newest first).
-        self.next_item_seq = seq + 1;
+        self.eng.next_item_seq = seq + 1;
         if cfg.persist_items && !full.is_empty() && cfg.node_full == NodeFull::Reject {
             return Err(PubSubError::NodeFull);
         }
@@ -189,11 +198,11 @@ impl Engine {
             self.create_node(dir, store, req, &name, cfg.clone(), ops)?;
         }
         for (node, seq) in elsewhere.iter().filter(|(n, _)| n != &name) {
-            if let Some(n) = self.nodes.get_mut(node) {
+            if let Some(n) = self.svc.nodes.get_mut(node) {
                 n.remove_seqs(&[*seq]);
             }
         }
-        let Some(n) = self.nodes.get_mut(&name) else {
+        let Some(n) = self.svc.nodes.get_mut(&name) else {
             return Err(PubSubError::Internal);
         };
         if cfg.persist_items {
@@ -210,7 +219,7 @@ impl Engine {
         }
         // PEP: a large last item (an avatar) is read from the store when needed instead
         // of being cached for every account (`pep::PEP_CACHE_PAYLOAD_MAX`).
-        let pep_big = self.pep_owner.is_some()
+        let pep_big = self.svc.owner.is_some()
             && cfg.persist_items
             && cached.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX;
         n.last = (!pep_big).then(|| cached.clone());
@@ -221,6 +230,7 @@ impl Engine {
         );
         // The text rendering costs a parse of the payload: only when someone wants it.
         let body = self
+            .svc
             .nodes
             .get(&name)
             .is_some_and(|n| n.subs.iter().any(|s| s.opts.include_body))
@@ -277,12 +287,13 @@ impl Engine {
         skip: &[u64],
         cost: u64,
     ) -> Result<Vec<(String, u64)>, PubSubError> {
-        if self.budget == 0 {
+        if self.eng.budget == 0 {
             return Ok(Vec::new());
         }
         let total: u64 =
-            self.nodes.values().map(|n| n.stored).sum::<u64>() + self.stored_elsewhere();
+            self.svc.nodes.values().map(|n| n.stored).sum::<u64>() + self.stored_elsewhere();
         let freed: u64 = self
+            .svc
             .nodes
             .get(node)
             .map(|n| {
@@ -293,16 +304,16 @@ impl Engine {
                     .sum()
             })
             .unwrap_or(0);
-        let mut over = (total - freed + cost).saturating_sub(self.budget);
+        let mut over = (total - freed + cost).saturating_sub(self.eng.budget);
         if over == 0 {
             return Ok(Vec::new());
         }
-        if cost > self.budget || self.full_policy == FullPolicy::Reject {
+        if cost > self.eng.budget || self.eng.full_policy == FullPolicy::Reject {
             return Err(PubSubError::StoreFull);
         }
         // Merge the per-node queues (each oldest first) by publication time.
         let mut cursors: Vec<(&String, &Node, usize)> =
-            self.nodes.iter().map(|(k, n)| (k, n, 0)).collect();
+            self.svc.nodes.iter().map(|(k, n)| (k, n, 0)).collect();
         let mut out = Vec::new();
         while over > 0 {
             let mut best: Option<(usize, &IndexEntry)> = None;

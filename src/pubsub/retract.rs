@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     /// §7.2 retract.
     pub(super) fn retract(
         &mut self,
@@ -70,14 +70,14 @@ impl Engine {
                 _ => n.last.clone(),
             }
         };
-        if let Some(n) = self.nodes.get_mut(&name) {
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             if let Some(seq) = seq {
                 n.remove_seqs(&[seq]);
             }
             n.last = new_last;
         }
-        let pep = self.pep_owner.is_some();
-        if let Some(n) = self.nodes.get_mut(&name) {
+        let pep = self.svc.owner.is_some();
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             if pep
                 && n.last
                     .as_ref()

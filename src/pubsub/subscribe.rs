@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Engine {
+impl Host<'_> {
     /// The `jid` attribute of a subscribe/unsubscribe/options request, which must be the
     /// requester's bare or full JID (§6.1.3.1).
     pub(super) fn sub_jid(req: &Req, e: &Element) -> Result<Jid, PubSubError> {
@@ -96,7 +96,7 @@ impl Engine {
         let sub = match existing {
             Some(i) => n.subs[i].clone(),
             None => {
-                if n.subs.len() >= self.limits.pubsub_max_subscriptions_per_node
+                if n.subs.len() >= self.svc.limits.pubsub_max_subscriptions_per_node
                     || n.subs.iter().filter(|x| x.jid == jid).count() >= MAX_SUBSCRIPTIONS_PER_JID
                 {
                     return Err(PubSubError::TooManySubscriptions);
@@ -108,7 +108,11 @@ impl Engine {
                     opts,
                 };
                 self.commit(store, &[sub.put(&name)])?;
-                let n = self.nodes.get_mut(&name).ok_or(PubSubError::NodeNotFound)?;
+                let n = self
+                    .svc
+                    .nodes
+                    .get_mut(&name)
+                    .ok_or(PubSubError::NodeNotFound)?;
                 n.insert_sub(sub.clone());
                 if state == SubState::Pending {
                     self.send_approval_forms(&name, &sub);
@@ -163,7 +167,7 @@ impl Engine {
         let i = Self::find_sub(n, &jid, u)?;
         let sub = n.subs[i].clone();
         self.commit(store, &[sub.delete(&name)])?;
-        if let Some(n) = self.nodes.get_mut(&name) {
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.subs.remove(i);
             n.subs_changed();
         }
@@ -384,7 +388,7 @@ impl Engine {
         Self::parse_sub_options(x, &mut sub.opts, req.now_ms)?;
         sub.opts.temporary |= n.config.tempsub;
         self.commit(store, &[sub.put(&name)])?;
-        if let Some(n) = self.nodes.get_mut(&name) {
+        if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.subs[i] = sub;
             n.subs_changed();
         }

@@ -16,7 +16,7 @@ fn xep0060_8_1_create_named_instant_and_policy() {
         .and_then(|c| c.attr("node"))
         .expect("instant node id")
         .to_owned();
-    assert!(w.engine.nodes.contains_key(&node));
+    assert!(w.engine.generic.nodes.contains_key(&node));
     let (r, _) = w.ok(
         ALICE,
         "set",

@@ -11,7 +11,11 @@ fn xep0060_item_expire_hides_and_evicts_old_items() {
     w.publish(ALICE, "n", Some("new"), P);
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["new"]);
     w.restart();
-    assert_eq!(w.engine.nodes["n"].items.len(), 1, "evicted from the store");
+    assert_eq!(
+        w.engine.generic.nodes["n"].items.len(),
+        1,
+        "evicted from the store"
+    );
 }
 
 #[test]

@@ -167,6 +167,7 @@ impl World {
         let out = self
             .engine
             .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
+        self.engine.check_totals();
         out.into_iter()
             .map(|d| {
                 let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
@@ -463,6 +464,7 @@ impl World {
         let out = self
             .engine
             .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
+        self.engine.check_totals();
         parse_out(out)
     }
 

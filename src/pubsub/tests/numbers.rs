@@ -337,7 +337,7 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         w.config_of(ALICE, "n")["pubsub#max_items"],
         vec!["5".to_owned()]
     );
-    assert!(!w.engine.nodes.contains_key("new"));
+    assert!(!w.engine.generic.nodes.contains_key("new"));
     // `max` stays the word for the cap.
     w.configure(
         ALICE,

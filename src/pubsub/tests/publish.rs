@@ -331,7 +331,7 @@ fn xep0060_7_1_publish_node_full_three_behaviours() {
 }
 
 fn total_stored(w: &World) -> u64 {
-    w.engine.nodes.values().map(|n| n.stored).sum()
+    w.engine.generic.nodes.values().map(|n| n.stored).sum()
 }
 
 #[test]
