@@ -19,7 +19,7 @@ use crate::sasl::StoredCredentials;
 use crate::store::{DB_FILE_NAME, Store, StoreError};
 
 /// Exit status when a read-only `user` command finds no database (`EX_NOINPUT`).
-pub const EX_NOINPUT: i32 = 66;
+pub use crate::exit::EX_NOINPUT;
 
 /// Turn `alice` or `alice@domain` into the username, checking the domain.
 fn username(jid: &str, config: &Config) -> Result<String, String> {

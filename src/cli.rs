@@ -16,10 +16,9 @@ use argh::FromArgs;
 
 use crate::config::{Config, ConfigError, Tls};
 
-/// Exit status for an unusable configuration (`EX_CONFIG` of sysexits.h).
-pub const EX_CONFIG: i32 = 78;
-/// Exit status when writing the output failed, other than a closed pipe (`EX_IOERR`).
-pub const EX_IOERR: i32 = 74;
+/// Exit status for an unusable configuration (`EX_CONFIG`), and when writing the output
+/// failed, other than a closed pipe (`EX_IOERR`).
+pub use crate::exit::{EX_CONFIG, EX_IOERR};
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Largest certificate or key file `check-config` reads, in bytes.

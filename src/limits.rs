@@ -56,9 +56,9 @@ use serde::{Deserialize, Serialize};
 pub const MIN_STANZA_BYTES: usize = 4096;
 /// Largest accepted `max_stanza_bytes` (16 MiB): anything larger is not a pubsub item.
 pub const MAX_STANZA_BYTES: usize = 16 * 1024 * 1024;
-/// Largest accepted `max_xml_depth`; equals the XML framer's compile-time depth cap
-/// (`xml::framer::MAX_DEPTH_CAP`), so the configured value is never silently clamped.
-pub const MAX_XML_DEPTH: usize = 128;
+/// Largest accepted `max_xml_depth`: the XML framer's compile-time depth cap (it bounds
+/// the recursion of tree walks), so the configured value is never silently clamped.
+pub const MAX_XML_DEPTH: usize = crate::xml::framer::MAX_DEPTH_CAP;
 /// Largest accepted timeout or interval, in seconds (7 days). Keeps `Instant + Duration`
 /// far away from overflow on every platform.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
@@ -228,6 +228,86 @@ pub struct Limits {
     /// least one slot stays open to them). Default 10. Overflow: a new connection is closed
     /// at once (one summary log line per minute). No memory cost. Accepted range 0..=90.
     pub authenticated_reserve_percent: usize,
+    /// Most pub-sub requests kept unhandled while the pub-sub output is at
+    /// `pubsub_backlog_bytes` (back-pressure, see `pubsub::commit`). Default 1024. Overflow:
+    /// the request is refused with `resource-constraint` (type `wait`). Memory: counted in
+    /// `pubsub_deferred_bytes`. Accepted range 1..=1048576.
+    pub pubsub_deferred_requests: usize,
+    /// Most bytes of deferred pub-sub requests (parsed stanzas plus 64 B each), all sessions
+    /// together. Default 4194304 (4 MiB). Overflow: as `pubsub_deferred_requests`. Memory:
+    /// up to this many bytes. Accepted range 65536..=1073741824.
+    pub pubsub_deferred_bytes: usize,
+    /// Most ops (pub-sub and roster changes) in one pending group-commit batch. Default
+    /// 16384. Overflow: the change is refused with `resource-constraint` (type `wait`), unless
+    /// the batch is empty (one request's changes are always accepted). Memory: counted in
+    /// `commit_batch_bytes`. Accepted range 64..=1048576.
+    pub commit_batch_ops: usize,
+    /// Most bytes (encoded records plus 64 B per op) in one pending group-commit batch.
+    /// Default 8388608 (8 MiB). Overflow: as `commit_batch_ops`. Memory: one batch pending
+    /// and one being written, so up to twice this (16 MiB at the default). Accepted range
+    /// 65536..=1073741824.
+    pub commit_batch_bytes: usize,
+    /// Most roster requests kept unhandled while an earlier roster change waits for its
+    /// commit, all sessions together. Default 256. Overflow: the request is refused with
+    /// `resource-constraint` (type `wait`). Memory: counted in `roster_deferred_bytes`.
+    /// Accepted range 1..=1048576.
+    pub roster_deferred_requests: usize,
+    /// Most bytes of deferred roster requests (parsed stanzas). Default 1048576 (1 MiB).
+    /// Overflow: as `roster_deferred_requests`. Memory: up to this many bytes. Accepted range
+    /// 65536..=1073741824.
+    pub roster_deferred_bytes: usize,
+    /// Most JIDs one resource may have sent directed presence to (RFC 6121 §4.6), which
+    /// get its unavailable presence when it goes offline. Default 16. Overflow: the oldest
+    /// target is forgotten. Memory: one JID (about 40 B, at most 3 KiB) per entry per
+    /// session (under 1 KiB typically at the default), counted in the per-connection fixed
+    /// estimate.
+    /// Accepted range 1..=1024.
+    pub directed_presence_max: usize,
+    /// Largest payload of a PEP (XEP-0163) last item kept in memory, in bytes; larger ones
+    /// (avatars) are read from the store when sent. Default 4096. Overflow: not cached (a
+    /// disk read per delivery). Memory: at most `pubsub_max_nodes` times this for the cached
+    /// PEP last items (4 MiB at the defaults). Accepted range 0..=16777216.
+    pub pep_cache_payload_bytes: usize,
+    /// Most items an items request on a XEP-0248 collection merges (newest first) before
+    /// RSM paging. Default 10000. Overflow: older items are left out of the aggregate.
+    /// Memory: transient, one request at a time, about 48 B per item (480 KiB at the
+    /// default). Accepted range 1..=1000000.
+    pub collection_max_items: usize,
+    /// Most subscriptions one JID may hold on one node (`multi-subscribe`). Default 8.
+    /// Overflow: subscribe fails with `policy-violation` + `too-many-subscriptions`.
+    /// Memory: counted in `pubsub_max_subscriptions_per_node`. Accepted range 1..=1024.
+    pub subscriptions_per_jid: usize,
+    /// Most cached XEP-0115 `(hash, ver)` entries; least recently used evicted. Default 256.
+    /// Memory: about 100 B plus 16 B per interest and the interned node names per entry
+    /// (about 1.2 KiB each in the worst case of `caps_max_interests` names; 300 KiB at the
+    /// default). Accepted range 1..=1048576.
+    pub caps_cache_entries: usize,
+    /// Most XEP-0115 disco#info queries under way. Default 64. Overflow: no query is sent;
+    /// the resource waits for its next presence. Memory: about 150 B each. Accepted range
+    /// 1..=65536.
+    pub caps_max_pending: usize,
+    /// Most `+notify` interests kept per caps `ver`; a real client advertises 5 to 25.
+    /// Default 64. Overflow: extra interests are dropped (sorted order kept). Memory: 16 B
+    /// per interest plus its interned name, per cache entry and per tracked resource.
+    /// Accepted range 1..=1024.
+    pub caps_max_interests: usize,
+    /// Longest caps `hash`, `node` or `ver` attribute accepted, in bytes (a SHA-1 `ver` is
+    /// 28). Default 256. Overflow: the presence counts as carrying no caps. Memory: bounds
+    /// the key of each cache entry. Accepted range 64..=4096.
+    pub caps_max_attr_bytes: usize,
+    /// Failed SASL attempts on one stream before it is closed with `policy-violation`
+    /// (RFC 6120 §6.4.5 asks for at least 2). Default 3. No memory cost. Accepted range
+    /// 2..=255.
+    pub max_auth_failures: u32,
+    /// Size of the one read buffer shared by all connections (a socket read never takes
+    /// more at once), in bytes. Default 16384. Overflow: none, a longer input takes several
+    /// reads. Memory: this many bytes once per process (a framer may hold one read beyond
+    /// its limit in passing). Accepted range 1024..=1048576.
+    pub read_chunk_bytes: usize,
+    /// Largest stream header (and XML declaration) accepted, in bytes. Default 4096.
+    /// Overflow: stream error `policy-violation`. Memory: bounds the framer buffer before
+    /// the header is complete (below the stanza limits). Accepted range 512..=65536.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -261,6 +341,23 @@ impl Default for Limits {
             preauth_max_stanza_bytes: 8192,
             preauth_buffer_bytes: 1024 * 1024,
             authenticated_reserve_percent: 10,
+            pubsub_deferred_requests: 1024,
+            pubsub_deferred_bytes: 4 * 1024 * 1024,
+            commit_batch_ops: 16_384,
+            commit_batch_bytes: 8 * 1024 * 1024,
+            roster_deferred_requests: 256,
+            roster_deferred_bytes: 1024 * 1024,
+            directed_presence_max: 16,
+            pep_cache_payload_bytes: 4096,
+            collection_max_items: 10_000,
+            subscriptions_per_jid: 8,
+            caps_cache_entries: 256,
+            caps_max_pending: 64,
+            caps_max_interests: 64,
+            caps_max_attr_bytes: 256,
+            max_auth_failures: 3,
+            read_chunk_bytes: 16 * 1024,
+            max_header_bytes: 4096,
         }
     }
 }
@@ -443,7 +540,69 @@ impl Limits {
             0,
             90,
         )?;
+        in_range(
+            "pubsub_deferred_requests",
+            self.pubsub_deferred_requests,
+            1,
+            MAX_COUNT,
+        )?;
+        in_range(
+            "pubsub_deferred_bytes",
+            self.pubsub_deferred_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range("commit_batch_ops", self.commit_batch_ops, 64, MAX_COUNT)?;
+        in_range(
+            "commit_batch_bytes",
+            self.commit_batch_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range(
+            "roster_deferred_requests",
+            self.roster_deferred_requests,
+            1,
+            MAX_COUNT,
+        )?;
+        in_range(
+            "roster_deferred_bytes",
+            self.roster_deferred_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range("directed_presence_max", self.directed_presence_max, 1, 1024)?;
+        in_range(
+            "pep_cache_payload_bytes",
+            self.pep_cache_payload_bytes,
+            0,
+            MAX_STANZA_BYTES,
+        )?;
+        in_range(
+            "collection_max_items",
+            self.collection_max_items,
+            1,
+            1_000_000,
+        )?;
+        in_range("subscriptions_per_jid", self.subscriptions_per_jid, 1, 1024)?;
+        in_range("caps_cache_entries", self.caps_cache_entries, 1, MAX_COUNT)?;
+        in_range("caps_max_pending", self.caps_max_pending, 1, 65536)?;
+        in_range("caps_max_interests", self.caps_max_interests, 1, 1024)?;
+        in_range("caps_max_attr_bytes", self.caps_max_attr_bytes, 64, 4096)?;
+        in_range("max_auth_failures", self.max_auth_failures, 2, 255)?;
+        in_range("read_chunk_bytes", self.read_chunk_bytes, 1024, 1 << 20)?;
+        in_range("max_header_bytes", self.max_header_bytes, 512, 65536)?;
         Ok(())
+    }
+
+    /// The bounds the XML framer enforces on client input.
+    pub fn xml_limits(&self) -> crate::xml::XmlLimits {
+        crate::xml::XmlLimits {
+            max_stanza_bytes: self.max_stanza_bytes,
+            max_depth: self.max_xml_depth,
+            max_attrs: self.max_xml_attrs,
+            max_header_bytes: self.max_header_bytes,
+        }
     }
 
     /// The stanza size limit before authentication: `preauth_max_stanza_bytes`, at most
@@ -505,7 +664,7 @@ mod tests {
         assert_eq!(l.write_timeout_secs, 30);
         assert_eq!(l.max_resources_per_account, 16);
         assert_eq!(l.max_roster_items, 500);
-        assert_eq!(l.pubsub_backlog_bytes, crate::pubsub::MAX_HELD_BYTES);
+        assert_eq!(l.pubsub_backlog_bytes, 8 * 1024 * 1024);
         assert_eq!(l.validate(), Ok(()));
         let small = Limits {
             pubsub_backlog_bytes: 65535,

@@ -1,9 +1,7 @@
 //! The `kinglet` binary: parse the command line, then run the broker or a tool command.
 
 use kinglet::cli::{Args, Command, print_stdout};
-
-/// Exit status for a bad command line (`EX_USAGE` of sysexits.h).
-const EX_USAGE: i32 = 64;
+use kinglet::exit::EX_USAGE;
 
 fn main() {
     let args = parse_args();

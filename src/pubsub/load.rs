@@ -38,7 +38,7 @@ impl Engine {
             retry_at: 0,
             now_ms: 0,
             out: Vec::new(),
-            held: commit::Held::default(),
+            held: commit::Held::new(config.limits.pubsub_backlog_bytes),
         };
         let snap = store.pubsub_load().map_err(EngineError::Store)?;
         for (name, rec) in snap.nodes {

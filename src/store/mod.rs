@@ -38,7 +38,7 @@ pub use error::StoreError;
 pub use pubsub::{DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, PubsubSnapshot, SubscriptionRecord};
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
-pub use writer::{Batch, CommitMode, MAX_BATCH_BYTES, MAX_BATCH_OPS};
+pub use writer::{Batch, CommitMode};
 
 /// The database's file name inside the data directory.
 pub const DB_FILE_NAME: &str = "kinglet.redb";
