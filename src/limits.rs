@@ -33,7 +33,39 @@
 //! at once; failed logins are remembered for at most `auth_throttle_entries` (1024)
 //! addresses, about 128 B each.
 //!
-//! Sizing for small devices: the worst case is roughly
+//! Global bounds, not multiplied by connections (the defaults in parentheses):
+//!
+//! | what | bound | worst case |
+//! |---|---|---|
+//! | pre-auth framer buffers, all together (also inside the per-connection framer row) | `preauth_buffer_bytes` | 1 MiB |
+//! | the one read buffer | `read_chunk_bytes` | 16 KiB |
+//! | one stanza being parsed | 2 × `max_stanza_bytes` | 128 KiB |
+//! | held pub-sub output and outbox backlogs | 2 × `pubsub_backlog_bytes` | 16 MiB |
+//! | deferred pub-sub requests | `pubsub_deferred_bytes` (and `pubsub_deferred_requests`) | 4 MiB |
+//! | group-commit batches, one pending and one being written | 2 × `commit_batch_bytes` (and `commit_batch_ops`) | 16 MiB |
+//! | deferred roster requests | `roster_deferred_bytes` (and `roster_deferred_requests`) | 1 MiB |
+//! | failed-login throttle table | `auth_throttle_entries` × 128 B | 128 KiB |
+//! | password checks under way | `auth_queue` × 1.1 KiB | 4.4 KiB |
+//! | caps cache | `caps_cache_entries` × (100 B + `caps_max_interests` × 120 B) | 1.9 MiB |
+//! | caps queries under way; tracked resources | `caps_max_pending` × 150 B; `max_connections` × 200 B | 9.4 KiB; 200 KiB |
+//! | pub-sub nodes and their cached last items | `pubsub_max_nodes` × (1 KiB + `pubsub_max_item_bytes`) | 65 MiB |
+//! | item indexes | `pubsub_max_nodes` × `pubsub_max_items_per_node` × 64 B | 62.5 MiB |
+//! | subscriptions | `pubsub_max_nodes` × `pubsub_max_subscriptions_per_node` × 100 B | 100 MiB |
+//! | one reply page being built | `pubsub_max_page_items` × 100 B + `outbox_max_bytes` / 2 | 226 KiB |
+//! | one collection items merge | `collection_max_items` × 48 B | 469 KiB |
+//! | database page cache | `store.cache_bytes` | 4 MiB |
+//!
+//! [`Limits::memory_budget`] computes these rows and the per-connection ones times
+//! `max_connections`; `kinglet check-config` prints them with their total (about 645 MiB
+//! with the defaults) next to the memory limit of the service. Not counted there: the
+//! rosters of online accounts (below) and the code and fixed state of the process.
+//! `directed_presence_max` (JIDs per session), `subscriptions_per_jid`,
+//! `pep_cache_payload_bytes` (at most `pubsub_max_item_bytes`), `caps_max_attr_bytes`,
+//! `max_header_bytes` and `max_auth_failures` bound shapes within the rows above.
+//! Lengths fixed by a protocol or the on-disk format (JID parts, node and item ids, SCRAM
+//! messages, roster names) stay constants where they are checked.
+//!
+//! Sizing for small devices: the per-connection worst case is roughly
 //! `max_connections * (max_stanza_bytes + outbox_max_bytes + 52 KiB)`. On a router with 64 MiB
 //! of RAM, `max_connections = 64` keeps the worst case near 23 MiB; on 128 MiB, 128 connections
 //! stay near 47 MiB.
@@ -622,12 +654,13 @@ impl Limits {
     /// Worst-case bytes one connection may pin (framer buffer, outbox, bookkeeping and the
     /// fixed TLS/session estimate of the module documentation).
     pub fn per_connection_worst_case_bytes(&self) -> usize {
-        const FIXED: usize = 44 * 1024;
-        const OUTBOX_ENTRY: usize = 32;
         self.max_stanza_bytes
             .saturating_add(self.outbox_max_bytes)
-            .saturating_add(self.outbox_max_stanzas.saturating_mul(OUTBOX_ENTRY))
-            .saturating_add(FIXED)
+            .saturating_add(
+                self.outbox_max_stanzas
+                    .saturating_mul(OUTBOX_ENTRY_BYTES as usize),
+            )
+            .saturating_add(CONNECTION_FIXED_BYTES as usize)
     }
 
     /// Worst-case bytes all connections together may pin:
@@ -636,7 +669,226 @@ impl Limits {
         self.max_connections
             .saturating_mul(self.per_connection_worst_case_bytes())
     }
+
+    /// Every global memory bound with its worst case, for `kinglet check-config`: one row
+    /// per bound (its configuration key, the bytes, and what they are), so that the total
+    /// is [`memory_budget_total`] of the rows. `store_cache_bytes` is `store.cache_bytes`.
+    ///
+    /// The figures are the estimates of the module documentation ("Memory math"): they
+    /// assume every bound full at once, which real traffic does not reach. Not counted:
+    /// the rosters of online accounts (see `max_roster_items`) and the code and fixed
+    /// state of the process (a few MiB).
+    pub fn memory_budget(&self, store_cache_bytes: usize) -> Vec<BudgetRow> {
+        let n = |v: usize| v as u64;
+        let mul = |a: u64, b: u64| a.saturating_mul(b);
+        let conns = n(self.max_connections);
+        let row = |key: &'static str, bytes: u64, what: String| BudgetRow { key, bytes, what };
+        vec![
+            row(
+                "limits.max_stanza_bytes",
+                mul(conns, n(self.max_stanza_bytes)),
+                format!(
+                    "framer buffers: one incomplete stanza per connection \
+                     ({} x {conns} connections)",
+                    self.max_stanza_bytes
+                ),
+            ),
+            row(
+                "limits.outbox_max_bytes",
+                mul(conns, n(self.outbox_max_bytes)),
+                format!("outboxes ({} x {conns} connections)", self.outbox_max_bytes),
+            ),
+            row(
+                "limits.outbox_max_stanzas",
+                mul(conns, mul(n(self.outbox_max_stanzas), OUTBOX_ENTRY_BYTES)),
+                format!(
+                    "outbox bookkeeping ({} x {OUTBOX_ENTRY_BYTES} B x {conns} connections)",
+                    self.outbox_max_stanzas
+                ),
+            ),
+            row(
+                "limits.max_connections",
+                mul(conns, CONNECTION_FIXED_BYTES + CAPS_JID_BYTES),
+                format!(
+                    "TLS buffers, session state, caps entry ({} B x {conns} connections)",
+                    CONNECTION_FIXED_BYTES + CAPS_JID_BYTES
+                ),
+            ),
+            row(
+                "limits.preauth_buffer_bytes",
+                n(self.preauth_buffer_bytes),
+                "pre-auth buffers, all unauthenticated connections (conservative: also \
+                 inside the framer row)"
+                    .to_owned(),
+            ),
+            row(
+                "limits.read_chunk_bytes",
+                n(self.read_chunk_bytes),
+                "the one read buffer".to_owned(),
+            ),
+            row(
+                "limits.max_stanza_bytes",
+                mul(2, n(self.max_stanza_bytes)),
+                "one stanza being parsed (2 x max_stanza_bytes)".to_owned(),
+            ),
+            row(
+                "limits.pubsub_backlog_bytes",
+                mul(2, n(self.pubsub_backlog_bytes)),
+                "held pub-sub output and outbox backlogs (2 x, a commit's burst)".to_owned(),
+            ),
+            row(
+                "limits.pubsub_deferred_bytes",
+                n(self.pubsub_deferred_bytes),
+                "deferred pub-sub requests".to_owned(),
+            ),
+            row(
+                "limits.commit_batch_bytes",
+                mul(2, n(self.commit_batch_bytes)),
+                "group-commit batches (one pending, one being written)".to_owned(),
+            ),
+            row(
+                "limits.roster_deferred_bytes",
+                n(self.roster_deferred_bytes),
+                "deferred roster requests".to_owned(),
+            ),
+            row(
+                "limits.auth_throttle_entries",
+                mul(n(self.auth_throttle_entries), THROTTLE_ENTRY_BYTES),
+                format!(
+                    "failed-login throttle table ({} x {THROTTLE_ENTRY_BYTES} B)",
+                    self.auth_throttle_entries
+                ),
+            ),
+            row(
+                "limits.auth_queue",
+                mul(n(self.auth_queue), PASSWORD_CHECK_BYTES),
+                format!(
+                    "password checks under way ({} x {PASSWORD_CHECK_BYTES} B)",
+                    self.auth_queue
+                ),
+            ),
+            row(
+                "limits.caps_cache_entries",
+                mul(
+                    n(self.caps_cache_entries),
+                    CAPS_ENTRY_BYTES + mul(n(self.caps_max_interests), CAPS_INTEREST_BYTES),
+                ),
+                format!(
+                    "caps cache ({} x ({CAPS_ENTRY_BYTES} B + {} interests x \
+                     {CAPS_INTEREST_BYTES} B))",
+                    self.caps_cache_entries, self.caps_max_interests
+                ),
+            ),
+            row(
+                "limits.caps_max_pending",
+                mul(n(self.caps_max_pending), CAPS_QUERY_BYTES),
+                format!(
+                    "caps queries under way ({} x {CAPS_QUERY_BYTES} B)",
+                    self.caps_max_pending
+                ),
+            ),
+            row(
+                "limits.pubsub_max_nodes",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    NODE_BYTES + n(self.pubsub_max_item_bytes),
+                ),
+                format!(
+                    "pub-sub nodes and their cached last items ({} x ({NODE_BYTES} B + {}))",
+                    self.pubsub_max_nodes, self.pubsub_max_item_bytes
+                ),
+            ),
+            row(
+                "limits.pubsub_max_items_per_node",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(n(self.pubsub_max_items_per_node), ITEM_INDEX_BYTES),
+                ),
+                format!(
+                    "item indexes ({} nodes x {} items x {ITEM_INDEX_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_items_per_node
+                ),
+            ),
+            row(
+                "limits.pubsub_max_subscriptions_per_node",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(
+                        n(self.pubsub_max_subscriptions_per_node),
+                        SUBSCRIPTION_BYTES,
+                    ),
+                ),
+                format!(
+                    "subscriptions ({} nodes x {} x {SUBSCRIPTION_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_subscriptions_per_node
+                ),
+            ),
+            row(
+                "limits.pubsub_max_page_items",
+                mul(n(self.pubsub_max_page_items), PAGE_ENTRY_BYTES)
+                    .saturating_add(n(self.outbox_max_bytes / 2)),
+                "one pub-sub reply page being built (entries + half an outbox of text)".to_owned(),
+            ),
+            row(
+                "limits.collection_max_items",
+                mul(n(self.collection_max_items), COLLECTION_ENTRY_BYTES),
+                format!(
+                    "one collection items merge ({} x {COLLECTION_ENTRY_BYTES} B)",
+                    self.collection_max_items
+                ),
+            ),
+            row(
+                "store.cache_bytes",
+                n(store_cache_bytes),
+                "database page cache".to_owned(),
+            ),
+        ]
+    }
 }
+
+/// One row of [`Limits::memory_budget`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetRow {
+    /// The configuration key that bounds it (`limits.outbox_max_bytes`, `store.cache_bytes`).
+    pub key: &'static str,
+    /// Worst-case bytes (saturating: never wraps, even on a 32-bit target).
+    pub bytes: u64,
+    /// What the bytes are, and how they are computed.
+    pub what: String,
+}
+
+/// The sum of `rows` (saturating).
+pub fn memory_budget_total(rows: &[BudgetRow]) -> u64 {
+    rows.iter().fold(0u64, |t, r| t.saturating_add(r.bytes))
+}
+
+/// Per-connection bytes not bounded by a key: TLS record buffers (rustls, about 40 KiB)
+/// and session state (JIDs, stream ids, counters, directed presences; about 4 KiB).
+pub const CONNECTION_FIXED_BYTES: u64 = 44 * 1024;
+/// Bookkeeping per queued outbox stanza.
+const OUTBOX_ENTRY_BYTES: u64 = 32;
+/// A tracked full JID in the caps table (one per connection).
+const CAPS_JID_BYTES: u64 = 200;
+/// A caps cache entry without its interests.
+const CAPS_ENTRY_BYTES: u64 = 100;
+/// One interest of a caps cache entry, with an unshared interned name (worst case).
+const CAPS_INTEREST_BYTES: u64 = 120;
+/// A caps disco#info query under way.
+const CAPS_QUERY_BYTES: u64 = 150;
+/// A failed-login throttle entry.
+const THROTTLE_ENTRY_BYTES: u64 = 128;
+/// A password check: the password (at most 1 KiB) and the credential record.
+const PASSWORD_CHECK_BYTES: u64 = 1024 + 100;
+/// A pub-sub node's state without its items and subscriptions.
+const NODE_BYTES: u64 = 1024;
+/// An item index entry (about 48 B plus a short item id).
+const ITEM_INDEX_BYTES: u64 = 64;
+/// A subscription.
+const SUBSCRIPTION_BYTES: u64 = 100;
+/// One entry of a pub-sub reply page being built.
+const PAGE_ENTRY_BYTES: u64 = 100;
+/// One entry of a collection items merge.
+const COLLECTION_ENTRY_BYTES: u64 = 48;
 
 #[cfg(test)]
 mod tests {
@@ -724,6 +976,97 @@ mod tests {
             ..Limits::default()
         };
         assert!(small.total_worst_case_bytes() < 24 * 1024 * 1024);
+    }
+
+    #[test]
+    fn memory_budget_rows_sum_to_the_total_and_follow_their_keys() {
+        let l = Limits::default();
+        let cache = 4 * 1024 * 1024;
+        let rows = l.memory_budget(cache);
+        let sum: u64 = rows.iter().map(|r| r.bytes).sum();
+        assert_eq!(memory_budget_total(&rows), sum);
+        // The connection rows are the per-connection worst case (plus the caps entry).
+        let per_conn: u64 = rows
+            .iter()
+            .filter(|r| r.what.contains("1024 connections"))
+            .map(|r| r.bytes)
+            .sum();
+        assert_eq!(
+            per_conn,
+            l.total_worst_case_bytes() as u64 + 1024 * CAPS_JID_BYTES
+        );
+        // Every row names a real key, and doubling that key changes its row and the total.
+        let table: toml::Table = toml::from_str(&toml::to_string(&l).unwrap()).unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            let changed = if let Some(field) = r.key.strip_prefix("limits.") {
+                let mut t = table.clone();
+                let v = t[field].as_integer().unwrap_or_else(|| panic!("{field}"));
+                t.insert(field.to_owned(), toml::Value::Integer(v * 2));
+                let l2: Limits = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
+                l2.memory_budget(cache)
+            } else {
+                assert_eq!(r.key, "store.cache_bytes");
+                l.memory_budget(cache * 2)
+            };
+            assert_eq!(changed.len(), rows.len());
+            assert!(changed[i].bytes > r.bytes, "{}: {}", r.key, r.what);
+            assert_eq!(changed[i].key, r.key);
+            assert!(memory_budget_total(&changed) > sum, "{}", r.key);
+        }
+        // No wrap-around with the largest accepted values, even on 32-bit targets.
+        let huge = Limits {
+            max_connections: 1 << 20,
+            outbox_max_bytes: 1 << 30,
+            ..Limits::default()
+        };
+        assert!(memory_budget_total(&huge.memory_budget(1 << 30)) > 1 << 50);
+    }
+
+    #[test]
+    fn new_bounds_are_range_checked() {
+        type Setter = fn(&mut Limits);
+        let cases: [(&str, Setter); 17] = [
+            ("limits.pubsub_deferred_requests", |l| {
+                l.pubsub_deferred_requests = 0
+            }),
+            ("limits.pubsub_deferred_bytes", |l| {
+                l.pubsub_deferred_bytes = 1000
+            }),
+            ("limits.commit_batch_ops", |l| l.commit_batch_ops = 63),
+            ("limits.commit_batch_bytes", |l| {
+                l.commit_batch_bytes = 1 << 31
+            }),
+            ("limits.roster_deferred_requests", |l| {
+                l.roster_deferred_requests = 0
+            }),
+            ("limits.roster_deferred_bytes", |l| {
+                l.roster_deferred_bytes = 0
+            }),
+            ("limits.directed_presence_max", |l| {
+                l.directed_presence_max = 1025
+            }),
+            ("limits.pep_cache_payload_bytes", |l| {
+                l.pep_cache_payload_bytes = MAX_STANZA_BYTES + 1
+            }),
+            ("limits.collection_max_items", |l| {
+                l.collection_max_items = 0
+            }),
+            ("limits.subscriptions_per_jid", |l| {
+                l.subscriptions_per_jid = 0
+            }),
+            ("limits.caps_cache_entries", |l| l.caps_cache_entries = 0),
+            ("limits.caps_max_pending", |l| l.caps_max_pending = 0),
+            ("limits.caps_max_interests", |l| l.caps_max_interests = 1025),
+            ("limits.caps_max_attr_bytes", |l| l.caps_max_attr_bytes = 28),
+            ("limits.max_auth_failures", |l| l.max_auth_failures = 1),
+            ("limits.read_chunk_bytes", |l| l.read_chunk_bytes = 100),
+            ("limits.max_header_bytes", |l| l.max_header_bytes = 1 << 20),
+        ];
+        for (key, set) in cases {
+            let mut l = Limits::default();
+            set(&mut l);
+            assert_eq!(key_of(&l), key);
+        }
     }
 
     #[test]
