@@ -51,12 +51,14 @@
 //! | pub-sub nodes and their cached last items | `pubsub_max_nodes` × (1 KiB + `pubsub_max_item_bytes`) | 65 MiB |
 //! | item indexes | `pubsub_max_nodes` × `pubsub_max_items_per_node` × 64 B | 62.5 MiB |
 //! | subscriptions | `pubsub_max_nodes` × `pubsub_max_subscriptions_per_node` × 100 B | 100 MiB |
+//! | collection graph | `pubsub_max_nodes` × `pubsub_max_parents` × 32 B | 256 KiB |
+//! | association whitelists | `pubsub_max_nodes` × `pubsub_max_whitelist` × 64 B | 16 MiB |
 //! | one reply page being built | `pubsub_max_page_items` × 100 B + `outbox_max_bytes` / 2 | 226 KiB |
 //! | one collection items merge | `collection_max_items` × 48 B | 469 KiB |
 //! | database page cache | `store.cache_bytes` | 4 MiB |
 //!
 //! [`Limits::memory_budget`] computes these rows and the per-connection ones times
-//! `max_connections`; `kinglet check-config` prints them with their total (about 645 MiB
+//! `max_connections`; `kinglet check-config` prints them with their total (about 661 MiB
 //! with the defaults) next to the memory limit of the service. Not counted there: the
 //! rosters of online accounts (below) and the code and fixed state of the process.
 //! `directed_presence_max` (JIDs per session), `subscriptions_per_jid`,
@@ -305,6 +307,17 @@ pub struct Limits {
     /// Memory: transient, one request at a time, about 48 B per item (480 KiB at the
     /// default). Accepted range 1..=1000000.
     pub collection_max_items: usize,
+    /// Most parents (collections) one pub-sub node may have (XEP-0248). Default 8.
+    /// Overflow: an association beyond it fails with `not-acceptable`. Memory: about 32 B
+    /// per edge of the collection graph, so at most `pubsub_max_nodes` times 8 edges
+    /// (256 KiB at the defaults). Accepted range 1..=64.
+    pub pubsub_max_parents: usize,
+    /// Most JIDs in a collection's `pubsub#children_association_whitelist`. Default 256.
+    /// Overflow: the configuration is refused with `not-acceptable` (a bad form). Memory:
+    /// one bare JID (about 64 B with a typical JID, at most 2 KiB) per entry, per
+    /// collection (16 KiB per full whitelist at the default). Accepted range
+    /// 1..=65536.
+    pub pubsub_max_whitelist: usize,
     /// Most subscriptions one JID may hold on one node (`multi-subscribe`). Default 8.
     /// Overflow: subscribe fails with `policy-violation` + `too-many-subscriptions`.
     /// Memory: counted in `pubsub_max_subscriptions_per_node`. Accepted range 1..=1024.
@@ -382,6 +395,8 @@ impl Default for Limits {
             directed_presence_max: 16,
             pep_cache_payload_bytes: 4096,
             collection_max_items: 10_000,
+            pubsub_max_parents: 8,
+            pubsub_max_whitelist: 256,
             subscriptions_per_jid: 8,
             caps_cache_entries: 256,
             caps_max_pending: 64,
@@ -616,6 +631,8 @@ impl Limits {
             1,
             1_000_000,
         )?;
+        in_range("pubsub_max_parents", self.pubsub_max_parents, 1, 64)?;
+        in_range("pubsub_max_whitelist", self.pubsub_max_whitelist, 1, 65536)?;
         in_range("subscriptions_per_jid", self.subscriptions_per_jid, 1, 1024)?;
         in_range("caps_cache_entries", self.caps_cache_entries, 1, MAX_COUNT)?;
         in_range("caps_max_pending", self.caps_max_pending, 1, 65536)?;
@@ -824,6 +841,28 @@ impl Limits {
                 ),
             ),
             row(
+                "limits.pubsub_max_parents",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(n(self.pubsub_max_parents), GRAPH_EDGE_BYTES),
+                ),
+                format!(
+                    "collection graph ({} nodes x {} parents x {GRAPH_EDGE_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_parents
+                ),
+            ),
+            row(
+                "limits.pubsub_max_whitelist",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(n(self.pubsub_max_whitelist), WHITELIST_ENTRY_BYTES),
+                ),
+                format!(
+                    "association whitelists ({} nodes x {} JIDs x {WHITELIST_ENTRY_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_whitelist
+                ),
+            ),
+            row(
                 "limits.pubsub_max_page_items",
                 mul(n(self.pubsub_max_page_items), PAGE_ENTRY_BYTES)
                     .saturating_add(n(self.outbox_max_bytes / 2)),
@@ -883,8 +922,12 @@ const PASSWORD_CHECK_BYTES: u64 = 1024 + 100;
 const NODE_BYTES: u64 = 1024;
 /// An item index entry (about 48 B plus a short item id).
 const ITEM_INDEX_BYTES: u64 = 64;
-/// A subscription.
+/// A subscription (a typical JID).
 const SUBSCRIPTION_BYTES: u64 = 100;
+/// An edge of the collection graph (both directions).
+const GRAPH_EDGE_BYTES: u64 = 32;
+/// A bare JID in an association whitelist (a typical JID).
+const WHITELIST_ENTRY_BYTES: u64 = 64;
 /// One entry of a pub-sub reply page being built.
 const PAGE_ENTRY_BYTES: u64 = 100;
 /// One entry of a collection items merge.
@@ -1025,7 +1068,11 @@ mod tests {
     #[test]
     fn new_bounds_are_range_checked() {
         type Setter = fn(&mut Limits);
-        let cases: [(&str, Setter); 17] = [
+        let cases: [(&str, Setter); 19] = [
+            ("limits.pubsub_max_parents", |l| l.pubsub_max_parents = 65),
+            ("limits.pubsub_max_whitelist", |l| {
+                l.pubsub_max_whitelist = 0
+            }),
             ("limits.pubsub_deferred_requests", |l| {
                 l.pubsub_deferred_requests = 0
             }),

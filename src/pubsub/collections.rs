@@ -60,7 +60,7 @@ impl Engine {
         let max = self.limits.pubsub_max_nodes.max(self.nodes.len());
         let (dag, dropped) = Dag::load(
             max,
-            dag::DEFAULT_MAX_PARENTS,
+            self.limits.pubsub_max_parents,
             self.nodes
                 .iter()
                 .filter(|(id, _)| !id.is_empty())

@@ -26,7 +26,10 @@ impl Engine {
             budget: config.store.max_bytes,
             full_policy: config.store.full_policy,
             nodes: BTreeMap::new(),
-            dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
+            dag: Dag::new(
+                config.limits.pubsub_max_nodes,
+                config.limits.pubsub_max_parents,
+            ),
             path_collections: config.pubsub.path_collections,
             pep: std::collections::HashMap::new(),
             pep_owner: None,
