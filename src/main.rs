@@ -26,7 +26,7 @@ fn run(path: Option<&std::path::Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kinglet: invalid configuration: {e}");
-            return 78;
+            return kinglet::exit::EX_CONFIG;
         }
     };
     let level = kinglet::logging::init(&config.log_level);
@@ -95,5 +95,5 @@ fn client(cmd: &Command) -> i32 {
 #[cfg(not(feature = "client"))]
 fn client(_cmd: &Command) -> i32 {
     eprintln!("kinglet: this build has no client commands (built without the `client` feature)");
-    69
+    kinglet::exit::EX_UNAVAILABLE
 }
