@@ -21,8 +21,8 @@
 //! their backlog; other traffic is not affected. The router stops reading a session whose
 //! request was deferred until none is left, so a pipelining publisher waits in its socket
 //! rather than in memory. At most `limits.pubsub_deferred_requests` requests and
-//! `limits.pubsub_deferred_bytes` of parsed stanzas are deferred; beyond that a request is refused with
-//! `resource-constraint` (wait).
+//! `limits.pubsub_deferred_bytes` of parsed stanzas are deferred; beyond that a request is
+//! refused with `resource-constraint` (wait).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -601,8 +601,8 @@ mod tests {
         assert_eq!(s.store.pubsub_load().expect("load").nodes.len(), 1);
     }
 
-    /// Back-pressure: once the held outputs pass `pubsub_backlog_bytes`, requests wait unhandled
-    /// (in order) until a commit releases outputs; a full deferred queue refuses with
+    /// Back-pressure: once the held outputs pass `pubsub_backlog_bytes`, requests wait
+    /// unhandled (in order) until a commit releases outputs; a full deferred queue refuses with
     /// resource-constraint.
     #[test]
     fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
