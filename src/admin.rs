@@ -19,7 +19,7 @@ use crate::sasl::StoredCredentials;
 use crate::store::{DB_FILE_NAME, Store, StoreError};
 
 /// Exit status when a read-only `user` command finds no database (`EX_NOINPUT`).
-pub const EX_NOINPUT: i32 = 66;
+pub use crate::exit::EX_NOINPUT;
 
 /// Turn `alice` or `alice@domain` into the username, checking the domain.
 fn username(jid: &str, config: &Config) -> Result<String, String> {
@@ -83,7 +83,7 @@ pub fn user_main(action: &UserAction) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kinglet: invalid configuration: {e}");
-            return 78;
+            return crate::exit::EX_CONFIG;
         }
     };
     match run(action, &config, config_path) {
@@ -92,7 +92,7 @@ pub fn user_main(action: &UserAction) -> i32 {
         Ok(msg) => crate::cli::print_stdout(&format!("{msg}\n"), 0),
         Err(Failure::Usage(m)) => {
             eprintln!("kinglet: {m}");
-            64
+            crate::exit::EX_USAGE
         }
         Err(Failure::NoDatabase(m)) => {
             eprintln!("kinglet: {m}");

@@ -26,11 +26,16 @@
 //!
 //! | what | bound | cost |
 //! |---|---|---|
-//! | cache entries | [`CapsLimits::cache_entries`] (default 256), least recently used evicted | ≈ 100 B + 16 B per interest each, node names interned and shared |
-//! | interests per `ver` | [`MAX_INTERESTS`] (64) | extra `+notify` features are dropped, sorted order kept |
-//! | interned names | ≤ (`cache_entries` + `max_jids`) × [`MAX_INTERESTS`]; a name is dropped when nothing holds it | ≈ 40 B + the name |
-//! | tracked full JIDs | [`CapsLimits::max_jids`] (default 4096) | ≈ 200 B each (JID, caps, a share of the interests); beyond it a resource gets no interests (the caller logs it) |
-//! | queries under way | [`CapsLimits::max_pending`] (default 64) | ≈ 150 B each; beyond it no query is sent and the resource waits for its next presence |
+//! All bounds come from `[limits]` through [`CapsLimits::from_limits`]:
+//!
+//! | what | bound | cost |
+//! |---|---|---|
+//! | cache entries | [`CapsLimits::cache_entries`] (`limits.caps_cache_entries`, default 256), least recently used evicted | ≈ 100 B + 16 B per interest each, node names interned and shared |
+//! | interests per `ver` | [`CapsLimits::max_interests`] (`limits.caps_max_interests`, default 64) | extra `+notify` features are dropped, sorted order kept |
+//! | caps attributes | [`CapsLimits::max_attr_bytes`] (`limits.caps_max_attr_bytes`, default 256) | longer `hash`/`node`/`ver` count as no caps, so keys stay small |
+//! | interned names | ≤ (`cache_entries` + `max_jids`) × `max_interests`; a name is dropped when nothing holds it | ≈ 40 B + the name |
+//! | tracked full JIDs | [`CapsLimits::max_jids`] (`limits.max_connections`; default of the struct 4096) | ≈ 200 B each (JID, caps, a share of the interests); beyond it a resource gets no interests (the caller logs it) |
+//! | queries under way | [`CapsLimits::max_pending`] (`limits.caps_max_pending`, default 64) | ≈ 150 B each; beyond it no query is sent and the resource waits for its next presence |
 //! | waiters | each tracked JID waits for at most one query, so ≤ `max_jids` in total | one JID each |
 //!
 //! Measured by [`CapsTable::heap_estimate`] (test `memory_figure`): 256 cached `ver`s of 12
@@ -46,6 +51,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use crate::jid::Jid;
+use crate::limits::Limits;
 use crate::proto::NS_DISCO_INFO;
 use crate::sasl::base64_encode;
 use crate::xml::{Element, NS_CLIENT};
@@ -58,13 +64,9 @@ const NS_DATA: &str = "jabber:x:data";
 pub const HASH_SHA1: &str = "sha-1";
 /// Suffix of a disco feature that asks for PEP notifications of a node (XEP-0163 §4.2).
 pub const NOTIFY_SUFFIX: &str = "+notify";
-/// Most interests kept per `ver`; a real client advertises 5 to 25.
-pub const MAX_INTERESTS: usize = 64;
 /// How long a disco#info query may stay unanswered before [`CapsTable::expire`] gives up
 /// on it, in milliseconds.
 pub const QUERY_TIMEOUT_MS: u64 = 30_000;
-/// Longest `hash`, `node` or `ver` attribute accepted, in bytes (a SHA-1 `ver` is 28).
-pub const MAX_CAPS_ATTR_BYTES: usize = 256;
 
 /// Node names a resource wants notifications for, sorted, without duplicates.
 pub type Interests = Rc<[Rc<str>]>;
@@ -127,9 +129,10 @@ impl fmt::Display for CapsError {
 
 impl std::error::Error for CapsError {}
 
-/// The caps element of `presence`, if any (XEP-0115 §4). Over-long attributes count as
-/// absent caps, so a hostile client cannot make the table store large keys.
-pub fn parse_caps(presence: &Element) -> PresenceCaps {
+/// The caps element of `presence`, if any (XEP-0115 §4). Attributes longer than
+/// `max_attr_bytes` (`limits.caps_max_attr_bytes`) count as absent caps, so a hostile
+/// client cannot make the table store large keys.
+pub fn parse_caps(presence: &Element, max_attr_bytes: usize) -> PresenceCaps {
     let Some(c) = presence.child("c", NS_CAPS) else {
         return PresenceCaps::Absent;
     };
@@ -141,7 +144,7 @@ pub fn parse_caps(presence: &Element) -> PresenceCaps {
     };
     if [hash, node, ver]
         .iter()
-        .any(|s| s.is_empty() || s.len() > MAX_CAPS_ATTR_BYTES)
+        .any(|s| s.is_empty() || s.len() > max_attr_bytes)
     {
         return PresenceCaps::Absent;
     }
@@ -283,8 +286,9 @@ pub fn ver_sha1(disco: &Element) -> Result<String, CapsError> {
 }
 
 /// The node names of the `+notify` features of a disco#info result, sorted and
-/// de-duplicated, at most [`MAX_INTERESTS`]. A bare `+notify` (empty node) is skipped.
-pub fn notify_nodes(disco: &Element) -> Vec<&str> {
+/// de-duplicated, at most `max` (`limits.caps_max_interests`). A bare `+notify` (empty
+/// node) is skipped.
+pub fn notify_nodes(disco: &Element, max: usize) -> Vec<&str> {
     let Some(q) = disco_query(disco) else {
         return Vec::new();
     };
@@ -296,7 +300,7 @@ pub fn notify_nodes(disco: &Element) -> Vec<&str> {
         .collect();
     nodes.sort_unstable();
     nodes.dedup();
-    nodes.truncate(MAX_INTERESTS);
+    nodes.truncate(max);
     nodes
 }
 
@@ -309,14 +313,31 @@ pub struct CapsLimits {
     pub max_jids: usize,
     /// Most disco#info queries under way.
     pub max_pending: usize,
+    /// Most interests kept per `ver`.
+    pub max_interests: usize,
+    /// Longest `hash`, `node` or `ver` attribute accepted, in bytes.
+    pub max_attr_bytes: usize,
+}
+
+impl CapsLimits {
+    /// The bounds of `[limits]`: `caps_*`, and one tracked JID per connection.
+    pub fn from_limits(l: &Limits) -> CapsLimits {
+        CapsLimits {
+            cache_entries: l.caps_cache_entries,
+            max_jids: l.max_connections,
+            max_pending: l.caps_max_pending,
+            max_interests: l.caps_max_interests,
+            max_attr_bytes: l.caps_max_attr_bytes,
+        }
+    }
 }
 
 impl Default for CapsLimits {
+    /// [`CapsLimits::from_limits`] of the default `[limits]`, with room for 4096 JIDs.
     fn default() -> Self {
         CapsLimits {
-            cache_entries: 256,
             max_jids: 4096,
-            max_pending: 64,
+            ..CapsLimits::from_limits(&Limits::default())
         }
     }
 }
@@ -604,7 +625,7 @@ impl CapsTable {
                 },
             );
         }
-        let caps = match parse_caps(presence) {
+        let caps = match parse_caps(presence, self.limits.max_attr_bytes) {
             PresenceCaps::Hashed(c) => c,
             PresenceCaps::Absent | PresenceCaps::Legacy => return out,
         };
@@ -752,7 +773,7 @@ impl CapsTable {
             self.requery(p, from, now_ms, &mut out);
             return Some(out);
         };
-        let nodes = notify_nodes(query);
+        let nodes = notify_nodes(query, self.limits.max_interests);
         let interests = self.intern(&nodes);
         let valid = p.cacheable && ver_sha1(query).is_ok_and(|v| *v == *p.caps.ver);
         if valid {
@@ -819,6 +840,16 @@ impl CapsTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::parse_caps`] with the default `limits.caps_max_attr_bytes`.
+    fn parse_caps(presence: &Element) -> PresenceCaps {
+        super::parse_caps(presence, Limits::default().caps_max_attr_bytes)
+    }
+
+    /// [`super::notify_nodes`] with the default `limits.caps_max_interests`.
+    fn notify_nodes(disco: &Element) -> Vec<&str> {
+        super::notify_nodes(disco, Limits::default().caps_max_interests)
+    }
 
     fn jid(s: &str) -> Jid {
         Jid::parse(s).expect("test jid")
@@ -996,17 +1027,18 @@ mod tests {
 
     #[test]
     fn interests_are_bounded() {
-        let many: Vec<String> = (0..MAX_INTERESTS + 10)
+        let max_interests = Limits::default().caps_max_interests;
+        let many: Vec<String> = (0..max_interests + 10)
             .map(|i| format!("n{i:03}"))
             .collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let (q, _) = client("Big", &many);
         let nodes = notify_nodes(&q);
-        assert_eq!(nodes.len(), MAX_INTERESTS);
+        assert_eq!(nodes.len(), max_interests);
         assert_eq!(nodes[0], "n000");
         assert_eq!(
-            nodes[MAX_INTERESTS - 1],
-            format!("n{:03}", MAX_INTERESTS - 1)
+            nodes[max_interests - 1],
+            format!("n{:03}", max_interests - 1)
         );
     }
 
@@ -1024,7 +1056,7 @@ mod tests {
             parse_caps(&p(&format!("<c xmlns='{NS_CAPS}' hash='sha-1' node='n'/>"))),
             PresenceCaps::Absent
         );
-        let long = "v".repeat(MAX_CAPS_ATTR_BYTES + 1);
+        let long = "v".repeat(Limits::default().caps_max_attr_bytes + 1);
         assert_eq!(
             parse_caps(&p(&format!(
                 "<c xmlns='{NS_CAPS}' hash='sha-1' node='n' ver='{long}'/>"
@@ -1262,6 +1294,7 @@ mod tests {
             cache_entries: 2,
             max_jids: 3,
             max_pending: 2,
+            ..CapsLimits::default()
         };
         let mut t = CapsTable::new(limits);
         let clients: Vec<(Element, String)> = (0..3)

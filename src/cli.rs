@@ -16,10 +16,9 @@ use argh::FromArgs;
 
 use crate::config::{Config, ConfigError, Tls};
 
-/// Exit status for an unusable configuration (`EX_CONFIG` of sysexits.h).
-pub const EX_CONFIG: i32 = 78;
-/// Exit status when writing the output failed, other than a closed pipe (`EX_IOERR`).
-pub const EX_IOERR: i32 = 74;
+/// Exit status for an unusable configuration (`EX_CONFIG`), and when writing the output
+/// failed, other than a closed pipe (`EX_IOERR`).
+pub use crate::exit::{EX_CONFIG, EX_IOERR};
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Largest certificate or key file `check-config` reads, in bytes.
@@ -549,13 +548,23 @@ fn first_line(reader: impl BufRead) -> Result<String, String> {
 
 /// Loads and validates the configuration at `path` (defaults when `None`) and, when `[tls]`
 /// is set, checks that the certificate and key files are readable PEM. Returns the effective
-/// configuration as TOML.
+/// configuration as TOML, followed by the worst-case memory table ([`memory_report`]) as
+/// TOML comments, compared with the memory limit of the process ([`memory_reference`]).
 ///
 /// # Errors
 ///
 /// Any [`Config::load`] error, or a missing/unreadable/non-PEM certificate or key file
 /// (key `tls.cert` or `tls.key`).
 pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
+    check_config_against(path, &memory_reference()).map(|(text, _)| text)
+}
+
+/// [`check_config`] against a given memory limit; also returns the warning to print when
+/// the worst case exceeds it.
+fn check_config_against(
+    path: Option<&Path>,
+    reference: &MemoryReference,
+) -> Result<(String, Option<String>), ConfigError> {
     let config = Config::load(path)?;
     if let Some(tls) = &config.tls {
         check_tls_files(tls).map_err(|e| match path {
@@ -563,24 +572,126 @@ pub fn check_config(path: Option<&Path>) -> Result<String, ConfigError> {
             None => e,
         })?;
     }
-    Ok(config.to_toml())
+    let (table, warning) = memory_report(&config, reference);
+    Ok((format!("{}\n{table}", config.to_toml()), warning))
 }
 
-/// `kinglet check-config`: prints the effective configuration to stdout and returns 0, or
-/// prints `kinglet: invalid configuration: <error>` to stderr and returns [`EX_CONFIG`].
+/// `kinglet check-config`: prints the effective configuration and the worst-case memory
+/// table to stdout and returns 0 (a worst case above the memory limit is a warning on
+/// stderr after the output, not a failure; none when the reader went away), or prints `kinglet: invalid configuration: <error>` to stderr and
+/// returns [`EX_CONFIG`].
 pub fn check_config_main(path: Option<&Path>) -> i32 {
     check_config_main_to(path, &mut std::io::stdout().lock())
 }
 
 /// [`check_config_main`] printing to `out` (testable).
 fn check_config_main_to(path: Option<&Path>, out: &mut impl Write) -> i32 {
-    match check_config(path) {
-        Ok(text) => print_to(out, &text, 0),
+    match check_config_against(path, &memory_reference()) {
+        // The warning comes after the output, and only if it was written (a closed pipe
+        // ends quietly).
+        Ok((text, warning)) => match write_out(out, format_args!("{text}")) {
+            Ok(written) => {
+                if let (Some(w), true) = (warning, written) {
+                    eprintln!("kinglet: warning: {w}");
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("kinglet: cannot write output: {e}");
+                EX_IOERR
+            }
+        },
         Err(e) => {
             eprintln!("kinglet: invalid configuration: {e}");
             EX_CONFIG
         }
     }
+}
+
+/// `MemoryMax=` of the shipped unit, `systemd/kinglet.service` (128 MiB).
+pub const SHIPPED_MEMORY_MAX: u64 = 128 * 1024 * 1024;
+
+/// The memory limit the worst case is compared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryReference {
+    /// The limit in bytes.
+    pub bytes: u64,
+    /// Where it comes from, as printed: `MemoryMax=128M (systemd/kinglet.service)`.
+    pub source: String,
+}
+
+/// The memory limit of this process's cgroup (cgroup v2 `memory.max`, which systemd's
+/// `MemoryMax=` sets), or else the shipped unit's `MemoryMax=128M` as the reference.
+pub fn memory_reference() -> MemoryReference {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| cgroup_memory_max(&c, |p| std::fs::read_to_string(p).ok()))
+        .unwrap_or_else(|| MemoryReference {
+            bytes: SHIPPED_MEMORY_MAX,
+            source: "MemoryMax=128M (systemd/kinglet.service)".to_owned(),
+        })
+}
+
+/// The `memory.max` of the cgroup v2 named in `proc_self_cgroup` (the text of
+/// `/proc/self/cgroup`, line `0::/path`), read through `read`; `None` without cgroup v2
+/// or without a limit (`max`).
+fn cgroup_memory_max(
+    proc_self_cgroup: &str,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<MemoryReference> {
+    let rel = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim();
+    if rel.contains("..") {
+        return None;
+    }
+    let file = Path::new("/sys/fs/cgroup")
+        .join(rel.trim_start_matches('/'))
+        .join("memory.max");
+    let bytes = read(&file)?.trim().parse::<u64>().ok()?;
+    Some(MemoryReference {
+        bytes,
+        source: format!("MemoryMax={bytes} ({})", file.display()),
+    })
+}
+
+/// The worst-case memory table of `config` ([`crate::limits::Limits::memory_budget`]) as
+/// TOML comment lines: one row per bound (bytes, key, what), the total, and the total
+/// compared with `reference`. Also returns a warning when the total exceeds it.
+pub fn memory_report(config: &Config, reference: &MemoryReference) -> (String, Option<String>) {
+    use std::fmt::Write as _;
+    let rows = config.limits.memory_budget(config.store.cache_bytes);
+    let total = crate::limits::memory_budget_total(&rows);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut s = String::from(
+        "# Worst-case memory: every bound full at once (docs/configuration.md, \
+         \"Memory sizing\").\n",
+    );
+    let _ = writeln!(s, "# {:>14}  {:<42} what", "bytes", "key");
+    for r in &rows {
+        let _ = writeln!(s, "# {:>14}  {:<42} {}", r.bytes, r.key, r.what);
+    }
+    let _ = writeln!(s, "# {total:>14}  {:<42} {:.1} MiB", "total", mib(total));
+    let over = total > reference.bytes;
+    let _ = writeln!(
+        s,
+        "# {} {}: the total is {} it ({:.1} MiB of {:.1} MiB)",
+        if over { "WARNING:" } else { "compared with" },
+        reference.source,
+        if over { "above" } else { "within" },
+        mib(total),
+        mib(reference.bytes)
+    );
+    let warning = over.then(|| {
+        format!(
+            "the worst-case memory total ({:.1} MiB) exceeds {}; lower limits.max_connections \
+             or the other bounds in the table (docs/configuration.md, \"Memory sizing\")",
+            mib(total),
+            reference.source
+        )
+    });
+    (s, warning)
 }
 
 /// Checks that the certificate and key exist, are readable, and look like PEM.
@@ -1035,5 +1146,80 @@ mod tests {
         );
         assert_eq!(check_config_main_to(Some(&cfg), &mut Vec::new()), 0);
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn check_config_prints_the_memory_table_and_compares_it() {
+        let config = Config::default();
+        let rows = config.limits.memory_budget(config.store.cache_bytes);
+        let total = crate::limits::memory_budget_total(&rows);
+        let shipped = MemoryReference {
+            bytes: SHIPPED_MEMORY_MAX,
+            source: "MemoryMax=128M (systemd/kinglet.service)".to_owned(),
+        };
+        let (table, warning) = memory_report(&config, &shipped);
+        for r in &rows {
+            assert!(
+                table.contains(&format!("{:>14}  {:<42} {}", r.bytes, r.key, r.what)),
+                "{table}"
+            );
+        }
+        let total_line = format!("# {total:>14}  {:<42}", "total");
+        assert!(table.contains(&total_line), "{table}");
+        // 1024 connections do not fit in 128 MiB: a warning, in the table and for stderr.
+        assert!(total > SHIPPED_MEMORY_MAX);
+        assert!(
+            table.contains(
+                "# WARNING: MemoryMax=128M (systemd/kinglet.service): the total is above it"
+            ),
+            "{table}"
+        );
+        assert!(warning.expect("over").contains("MemoryMax=128M"));
+        let roomy = MemoryReference {
+            bytes: total,
+            source: "MemoryMax=x".to_owned(),
+        };
+        let (table, warning) = memory_report(&config, &roomy);
+        assert!(table.contains("# compared with MemoryMax=x: the total is within it"));
+        assert_eq!(warning, None);
+        // Every line is a TOML comment: the output still parses as the configuration.
+        let (text, _) = check_config_against(None, &shipped).expect("defaults");
+        assert!(text.ends_with(&memory_report(&config, &shipped).0));
+        assert_eq!(Config::from_toml_str(&text, None), Ok(Config::default()));
+    }
+
+    #[test]
+    fn cgroup_memory_limit_is_read_from_the_own_cgroup() {
+        let files = |want: &'static str, text: &'static str| {
+            move |p: &Path| (p == Path::new(want)).then(|| text.to_owned())
+        };
+        let got = cgroup_memory_max(
+            "0::/system.slice/kinglet.service\n",
+            files(
+                "/sys/fs/cgroup/system.slice/kinglet.service/memory.max",
+                "134217728\n",
+            ),
+        );
+        assert_eq!(
+            got,
+            Some(MemoryReference {
+                bytes: 134_217_728,
+                source:
+                    "MemoryMax=134217728 (/sys/fs/cgroup/system.slice/kinglet.service/memory.max)"
+                        .to_owned(),
+            })
+        );
+        // No limit, cgroup v1 only, no file, or a path that climbs out: the shipped value.
+        let no_limit = files("/sys/fs/cgroup/memory.max", "max\n");
+        assert_eq!(cgroup_memory_max("0::/\n", no_limit), None);
+        assert_eq!(
+            cgroup_memory_max("4:memory:/x\n", files("/sys/fs/cgroup/x/memory.max", "1")),
+            None
+        );
+        assert_eq!(cgroup_memory_max("0::/a\n", |_| None), None);
+        assert_eq!(
+            cgroup_memory_max("0::/../etc\n", |_| Some("1".to_owned())),
+            None
+        );
     }
 }

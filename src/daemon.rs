@@ -62,13 +62,13 @@ impl std::fmt::Display for StartupError {
                     "the pub-sub state cannot be loaded, so kinglet does not start: {error}. "
                 )?;
                 match self.exit_code() {
-                    65 => write!(
+                    crate::exit::EX_DATAERR => write!(
                         f,
                         "{} is damaged or was written by a newer kinglet: restore it from a \
                          backup, or run the newer version (docs/operations.md, exit codes)",
                         path.display()
                     ),
-                    74 => write!(
+                    crate::exit::EX_IOERR => write!(
                         f,
                         "check the permissions of and free space for {}",
                         path.display()
@@ -84,12 +84,12 @@ impl StartupError {
     /// sysexits(3) code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) => 78,
+            Self::Config(_) => crate::exit::EX_CONFIG,
             Self::Store(e) => e.exit_code(),
-            Self::Bind(_) | Self::Os(_) => 71,
+            Self::Bind(_) | Self::Os(_) => crate::exit::EX_OSERR,
             Self::PubSub { error, .. } => match error {
                 crate::pubsub::EngineError::Store(e) => e.exit_code(),
-                crate::pubsub::EngineError::BadNode(..) => 65,
+                crate::pubsub::EngineError::BadNode(..) => crate::exit::EX_DATAERR,
             },
         }
     }
@@ -193,6 +193,10 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     } else {
         CommitMode::Interval(every)
     });
+    store.pubsub_set_batch_limits(
+        config.limits.commit_batch_ops,
+        config.limits.commit_batch_bytes,
+    );
     let path = store.path().to_owned();
     let store = Rc::new(store);
     let router = Router::new(config.clone(), store.clone(), Rc::new(SystemEnv::new()))

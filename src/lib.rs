@@ -35,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod env;
+pub mod exit;
 pub mod guard;
 pub mod jid;
 pub mod limits;

@@ -33,7 +33,41 @@
 //! at once; failed logins are remembered for at most `auth_throttle_entries` (1024)
 //! addresses, about 128 B each.
 //!
-//! Sizing for small devices: the worst case is roughly
+//! Global bounds, not multiplied by connections (the defaults in parentheses):
+//!
+//! | what | bound | worst case |
+//! |---|---|---|
+//! | pre-auth framer buffers, all together (also inside the per-connection framer row) | `preauth_buffer_bytes` | 1 MiB |
+//! | the one read buffer | `read_chunk_bytes` | 16 KiB |
+//! | one stanza being parsed | 2 × `max_stanza_bytes` | 128 KiB |
+//! | held pub-sub output and outbox backlogs | 2 × `pubsub_backlog_bytes` | 16 MiB |
+//! | deferred pub-sub requests | `pubsub_deferred_bytes` (and `pubsub_deferred_requests`) | 4 MiB |
+//! | group-commit batches, one pending and one being written | 2 × `commit_batch_bytes` (and `commit_batch_ops`) | 16 MiB |
+//! | deferred roster requests | `roster_deferred_bytes` (and `roster_deferred_requests`) | 1 MiB |
+//! | failed-login throttle table | `auth_throttle_entries` × 128 B | 128 KiB |
+//! | password checks under way | `auth_queue` × 1.1 KiB | 4.4 KiB |
+//! | caps cache | `caps_cache_entries` × (100 B + `caps_max_interests` × 120 B) | 1.9 MiB |
+//! | caps queries under way; tracked resources | `caps_max_pending` × 150 B; `max_connections` × 200 B | 9.4 KiB; 200 KiB |
+//! | pub-sub nodes and their cached last items | `pubsub_max_nodes` × (1 KiB + `pubsub_max_item_bytes`) | 65 MiB |
+//! | item indexes | `pubsub_max_nodes` × `pubsub_max_items_per_node` × 64 B | 62.5 MiB |
+//! | subscriptions | `pubsub_max_nodes` × `pubsub_max_subscriptions_per_node` × 100 B | 100 MiB |
+//! | collection graph | `pubsub_max_nodes` × `pubsub_max_parents` × 32 B | 256 KiB |
+//! | association whitelists | `pubsub_max_nodes` × `pubsub_max_whitelist` × 64 B | 16 MiB |
+//! | one reply page being built | `pubsub_max_page_items` × 100 B + `outbox_max_bytes` / 2 | 226 KiB |
+//! | one collection items merge | `collection_max_items` × 48 B | 469 KiB |
+//! | database page cache | `store.cache_bytes` | 4 MiB |
+//!
+//! [`Limits::memory_budget`] computes these rows and the per-connection ones times
+//! `max_connections`; `kinglet check-config` prints them with their total (about 661 MiB
+//! with the defaults) next to the memory limit of the service. Not counted there: the
+//! rosters of online accounts (below) and the code and fixed state of the process.
+//! `directed_presence_max` (JIDs per session), `subscriptions_per_jid`,
+//! `pep_cache_payload_bytes` (at most `pubsub_max_item_bytes`), `caps_max_attr_bytes`,
+//! `max_header_bytes` and `max_auth_failures` bound shapes within the rows above.
+//! Lengths fixed by a protocol or the on-disk format (JID parts, node and item ids, SCRAM
+//! messages, roster names) stay constants where they are checked.
+//!
+//! Sizing for small devices: the per-connection worst case is roughly
 //! `max_connections * (max_stanza_bytes + outbox_max_bytes + 52 KiB)`. On a router with 64 MiB
 //! of RAM, `max_connections = 64` keeps the worst case near 23 MiB; on 128 MiB, 128 connections
 //! stay near 47 MiB.
@@ -56,9 +90,9 @@ use serde::{Deserialize, Serialize};
 pub const MIN_STANZA_BYTES: usize = 4096;
 /// Largest accepted `max_stanza_bytes` (16 MiB): anything larger is not a pubsub item.
 pub const MAX_STANZA_BYTES: usize = 16 * 1024 * 1024;
-/// Largest accepted `max_xml_depth`; equals the XML framer's compile-time depth cap
-/// (`xml::framer::MAX_DEPTH_CAP`), so the configured value is never silently clamped.
-pub const MAX_XML_DEPTH: usize = 128;
+/// Largest accepted `max_xml_depth`: the XML framer's compile-time depth cap (it bounds
+/// the recursion of tree walks), so the configured value is never silently clamped.
+pub const MAX_XML_DEPTH: usize = crate::xml::framer::MAX_DEPTH_CAP;
 /// Largest accepted timeout or interval, in seconds (7 days). Keeps `Instant + Duration`
 /// far away from overflow on every platform.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
@@ -228,6 +262,97 @@ pub struct Limits {
     /// least one slot stays open to them). Default 10. Overflow: a new connection is closed
     /// at once (one summary log line per minute). No memory cost. Accepted range 0..=90.
     pub authenticated_reserve_percent: usize,
+    /// Most pub-sub requests kept unhandled while the pub-sub output is at
+    /// `pubsub_backlog_bytes` (back-pressure, see `pubsub::commit`). Default 1024. Overflow:
+    /// the request is refused with `resource-constraint` (type `wait`). Memory: counted in
+    /// `pubsub_deferred_bytes`. Accepted range 1..=1048576.
+    pub pubsub_deferred_requests: usize,
+    /// Most bytes of deferred pub-sub requests (parsed stanzas plus 64 B each), all sessions
+    /// together. Default 4194304 (4 MiB). Overflow: as `pubsub_deferred_requests`. Memory:
+    /// up to this many bytes. Accepted range 65536..=1073741824.
+    pub pubsub_deferred_bytes: usize,
+    /// Most ops (pub-sub and roster changes) in one pending group-commit batch. Default
+    /// 16384. Overflow: the change is refused with `resource-constraint` (type `wait`), unless
+    /// the batch is empty (one request's changes are always accepted). Memory: counted in
+    /// `commit_batch_bytes`. Accepted range 64..=1048576.
+    pub commit_batch_ops: usize,
+    /// Most bytes (encoded records plus 64 B per op) in one pending group-commit batch.
+    /// Default 8388608 (8 MiB). Overflow: as `commit_batch_ops`. Memory: one batch pending
+    /// and one being written, so up to twice this (16 MiB at the default). Accepted range
+    /// 65536..=1073741824.
+    pub commit_batch_bytes: usize,
+    /// Most roster requests kept unhandled while an earlier roster change waits for its
+    /// commit, all sessions together. Default 256. Overflow: the request is refused with
+    /// `resource-constraint` (type `wait`). Memory: counted in `roster_deferred_bytes`.
+    /// Accepted range 1..=1048576.
+    pub roster_deferred_requests: usize,
+    /// Most bytes of deferred roster requests (parsed stanzas). Default 1048576 (1 MiB).
+    /// Overflow: as `roster_deferred_requests`. Memory: up to this many bytes. Accepted range
+    /// 65536..=1073741824.
+    pub roster_deferred_bytes: usize,
+    /// Most JIDs one resource may have sent directed presence to (RFC 6121 §4.6), which
+    /// get its unavailable presence when it goes offline. Default 16. Overflow: the oldest
+    /// target is forgotten. Memory: one JID (about 40 B, at most 3 KiB) per entry per
+    /// session (under 1 KiB typically at the default), counted in the per-connection fixed
+    /// estimate.
+    /// Accepted range 1..=1024.
+    pub directed_presence_max: usize,
+    /// Largest payload of a PEP (XEP-0163) last item kept in memory, in bytes; larger ones
+    /// (avatars) are read from the store when sent. Default 4096. Overflow: not cached (a
+    /// disk read per delivery). Memory: at most `pubsub_max_nodes` times this for the cached
+    /// PEP last items (4 MiB at the defaults). Accepted range 0..=16777216.
+    pub pep_cache_payload_bytes: usize,
+    /// Most items an items request on a XEP-0248 collection merges (newest first) before
+    /// RSM paging. Default 10000. Overflow: older items are left out of the aggregate.
+    /// Memory: transient, one request at a time, about 48 B per item (480 KiB at the
+    /// default). Accepted range 1..=1000000.
+    pub collection_max_items: usize,
+    /// Most parents (collections) one pub-sub node may have (XEP-0248). Default 8.
+    /// Overflow: an association beyond it fails with `not-acceptable`. Memory: about 32 B
+    /// per edge of the collection graph, so at most `pubsub_max_nodes` times 8 edges
+    /// (256 KiB at the defaults). Accepted range 1..=64.
+    pub pubsub_max_parents: usize,
+    /// Most JIDs in a collection's `pubsub#children_association_whitelist`. Default 256.
+    /// Overflow: the configuration is refused with `not-acceptable` (a bad form). Memory:
+    /// one bare JID (about 64 B with a typical JID, at most 2 KiB) per entry, per
+    /// collection (16 KiB per full whitelist at the default). Accepted range
+    /// 1..=65536.
+    pub pubsub_max_whitelist: usize,
+    /// Most subscriptions one JID may hold on one node (`multi-subscribe`). Default 8.
+    /// Overflow: subscribe fails with `policy-violation` + `too-many-subscriptions`.
+    /// Memory: counted in `pubsub_max_subscriptions_per_node`. Accepted range 1..=1024.
+    pub subscriptions_per_jid: usize,
+    /// Most cached XEP-0115 `(hash, ver)` entries; least recently used evicted. Default 256.
+    /// Memory: about 100 B plus 16 B per interest and the interned node names per entry
+    /// (about 1.2 KiB each in the worst case of `caps_max_interests` names; 300 KiB at the
+    /// default). Accepted range 1..=1048576.
+    pub caps_cache_entries: usize,
+    /// Most XEP-0115 disco#info queries under way. Default 64. Overflow: no query is sent;
+    /// the resource waits for its next presence. Memory: about 150 B each. Accepted range
+    /// 1..=65536.
+    pub caps_max_pending: usize,
+    /// Most `+notify` interests kept per caps `ver`; a real client advertises 5 to 25.
+    /// Default 64. Overflow: extra interests are dropped (sorted order kept). Memory: 16 B
+    /// per interest plus its interned name, per cache entry and per tracked resource.
+    /// Accepted range 1..=1024.
+    pub caps_max_interests: usize,
+    /// Longest caps `hash`, `node` or `ver` attribute accepted, in bytes (a SHA-1 `ver` is
+    /// 28). Default 256. Overflow: the presence counts as carrying no caps. Memory: bounds
+    /// the key of each cache entry. Accepted range 64..=4096.
+    pub caps_max_attr_bytes: usize,
+    /// Failed SASL attempts on one stream before it is closed with `policy-violation`
+    /// (RFC 6120 §6.4.5 asks for at least 2). Default 3. No memory cost. Accepted range
+    /// 2..=255.
+    pub max_auth_failures: u32,
+    /// Size of the one read buffer shared by all connections (a socket read never takes
+    /// more at once), in bytes. Default 16384. Overflow: none, a longer input takes several
+    /// reads. Memory: this many bytes once per process (a framer may hold one read beyond
+    /// its limit in passing). Accepted range 1024..=1048576.
+    pub read_chunk_bytes: usize,
+    /// Largest stream header (and XML declaration) accepted, in bytes. Default 4096.
+    /// Overflow: stream error `policy-violation`. Memory: bounds the framer buffer before
+    /// the header is complete (below the stanza limits). Accepted range 512..=65536.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -261,6 +386,25 @@ impl Default for Limits {
             preauth_max_stanza_bytes: 8192,
             preauth_buffer_bytes: 1024 * 1024,
             authenticated_reserve_percent: 10,
+            pubsub_deferred_requests: 1024,
+            pubsub_deferred_bytes: 4 * 1024 * 1024,
+            commit_batch_ops: 16_384,
+            commit_batch_bytes: 8 * 1024 * 1024,
+            roster_deferred_requests: 256,
+            roster_deferred_bytes: 1024 * 1024,
+            directed_presence_max: 16,
+            pep_cache_payload_bytes: 4096,
+            collection_max_items: 10_000,
+            pubsub_max_parents: 8,
+            pubsub_max_whitelist: 256,
+            subscriptions_per_jid: 8,
+            caps_cache_entries: 256,
+            caps_max_pending: 64,
+            caps_max_interests: 64,
+            caps_max_attr_bytes: 256,
+            max_auth_failures: 3,
+            read_chunk_bytes: 16 * 1024,
+            max_header_bytes: 4096,
         }
     }
 }
@@ -443,7 +587,71 @@ impl Limits {
             0,
             90,
         )?;
+        in_range(
+            "pubsub_deferred_requests",
+            self.pubsub_deferred_requests,
+            1,
+            MAX_COUNT,
+        )?;
+        in_range(
+            "pubsub_deferred_bytes",
+            self.pubsub_deferred_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range("commit_batch_ops", self.commit_batch_ops, 64, MAX_COUNT)?;
+        in_range(
+            "commit_batch_bytes",
+            self.commit_batch_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range(
+            "roster_deferred_requests",
+            self.roster_deferred_requests,
+            1,
+            MAX_COUNT,
+        )?;
+        in_range(
+            "roster_deferred_bytes",
+            self.roster_deferred_bytes,
+            65536,
+            1 << 30,
+        )?;
+        in_range("directed_presence_max", self.directed_presence_max, 1, 1024)?;
+        in_range(
+            "pep_cache_payload_bytes",
+            self.pep_cache_payload_bytes,
+            0,
+            MAX_STANZA_BYTES,
+        )?;
+        in_range(
+            "collection_max_items",
+            self.collection_max_items,
+            1,
+            1_000_000,
+        )?;
+        in_range("pubsub_max_parents", self.pubsub_max_parents, 1, 64)?;
+        in_range("pubsub_max_whitelist", self.pubsub_max_whitelist, 1, 65536)?;
+        in_range("subscriptions_per_jid", self.subscriptions_per_jid, 1, 1024)?;
+        in_range("caps_cache_entries", self.caps_cache_entries, 1, MAX_COUNT)?;
+        in_range("caps_max_pending", self.caps_max_pending, 1, 65536)?;
+        in_range("caps_max_interests", self.caps_max_interests, 1, 1024)?;
+        in_range("caps_max_attr_bytes", self.caps_max_attr_bytes, 64, 4096)?;
+        in_range("max_auth_failures", self.max_auth_failures, 2, 255)?;
+        in_range("read_chunk_bytes", self.read_chunk_bytes, 1024, 1 << 20)?;
+        in_range("max_header_bytes", self.max_header_bytes, 512, 65536)?;
         Ok(())
+    }
+
+    /// The bounds the XML framer enforces on client input.
+    pub fn xml_limits(&self) -> crate::xml::XmlLimits {
+        crate::xml::XmlLimits {
+            max_stanza_bytes: self.max_stanza_bytes,
+            max_depth: self.max_xml_depth,
+            max_attrs: self.max_xml_attrs,
+            max_header_bytes: self.max_header_bytes,
+        }
     }
 
     /// The stanza size limit before authentication: `preauth_max_stanza_bytes`, at most
@@ -463,12 +671,13 @@ impl Limits {
     /// Worst-case bytes one connection may pin (framer buffer, outbox, bookkeeping and the
     /// fixed TLS/session estimate of the module documentation).
     pub fn per_connection_worst_case_bytes(&self) -> usize {
-        const FIXED: usize = 44 * 1024;
-        const OUTBOX_ENTRY: usize = 32;
         self.max_stanza_bytes
             .saturating_add(self.outbox_max_bytes)
-            .saturating_add(self.outbox_max_stanzas.saturating_mul(OUTBOX_ENTRY))
-            .saturating_add(FIXED)
+            .saturating_add(
+                self.outbox_max_stanzas
+                    .saturating_mul(OUTBOX_ENTRY_BYTES as usize),
+            )
+            .saturating_add(CONNECTION_FIXED_BYTES as usize)
     }
 
     /// Worst-case bytes all connections together may pin:
@@ -477,7 +686,252 @@ impl Limits {
         self.max_connections
             .saturating_mul(self.per_connection_worst_case_bytes())
     }
+
+    /// Every global memory bound with its worst case, for `kinglet check-config`: one row
+    /// per bound (its configuration key, the bytes, and what they are), so that the total
+    /// is [`memory_budget_total`] of the rows. `store_cache_bytes` is `store.cache_bytes`.
+    ///
+    /// The figures are the estimates of the module documentation ("Memory math"): they
+    /// assume every bound full at once, which real traffic does not reach. Not counted:
+    /// the rosters of online accounts (see `max_roster_items`) and the code and fixed
+    /// state of the process (a few MiB).
+    pub fn memory_budget(&self, store_cache_bytes: usize) -> Vec<BudgetRow> {
+        let n = |v: usize| v as u64;
+        let mul = |a: u64, b: u64| a.saturating_mul(b);
+        let conns = n(self.max_connections);
+        let row = |key: &'static str, bytes: u64, what: String| BudgetRow { key, bytes, what };
+        vec![
+            row(
+                "limits.max_stanza_bytes",
+                mul(conns, n(self.max_stanza_bytes)),
+                format!(
+                    "framer buffers: one incomplete stanza per connection \
+                     ({} x {conns} connections)",
+                    self.max_stanza_bytes
+                ),
+            ),
+            row(
+                "limits.outbox_max_bytes",
+                mul(conns, n(self.outbox_max_bytes)),
+                format!("outboxes ({} x {conns} connections)", self.outbox_max_bytes),
+            ),
+            row(
+                "limits.outbox_max_stanzas",
+                mul(conns, mul(n(self.outbox_max_stanzas), OUTBOX_ENTRY_BYTES)),
+                format!(
+                    "outbox bookkeeping ({} x {OUTBOX_ENTRY_BYTES} B x {conns} connections)",
+                    self.outbox_max_stanzas
+                ),
+            ),
+            row(
+                "limits.max_connections",
+                mul(conns, CONNECTION_FIXED_BYTES + CAPS_JID_BYTES),
+                format!(
+                    "TLS buffers, session state, caps entry ({} B x {conns} connections)",
+                    CONNECTION_FIXED_BYTES + CAPS_JID_BYTES
+                ),
+            ),
+            row(
+                "limits.preauth_buffer_bytes",
+                n(self.preauth_buffer_bytes),
+                "pre-auth buffers, all unauthenticated connections (conservative: also \
+                 inside the framer row)"
+                    .to_owned(),
+            ),
+            row(
+                "limits.read_chunk_bytes",
+                n(self.read_chunk_bytes),
+                "the one read buffer".to_owned(),
+            ),
+            row(
+                "limits.max_stanza_bytes",
+                mul(2, n(self.max_stanza_bytes)),
+                "one stanza being parsed (2 x max_stanza_bytes)".to_owned(),
+            ),
+            row(
+                "limits.pubsub_backlog_bytes",
+                mul(2, n(self.pubsub_backlog_bytes)),
+                "held pub-sub output and outbox backlogs (2 x, a commit's burst)".to_owned(),
+            ),
+            row(
+                "limits.pubsub_deferred_bytes",
+                n(self.pubsub_deferred_bytes),
+                "deferred pub-sub requests".to_owned(),
+            ),
+            row(
+                "limits.commit_batch_bytes",
+                mul(2, n(self.commit_batch_bytes)),
+                "group-commit batches (one pending, one being written)".to_owned(),
+            ),
+            row(
+                "limits.roster_deferred_bytes",
+                n(self.roster_deferred_bytes),
+                "deferred roster requests".to_owned(),
+            ),
+            row(
+                "limits.auth_throttle_entries",
+                mul(n(self.auth_throttle_entries), THROTTLE_ENTRY_BYTES),
+                format!(
+                    "failed-login throttle table ({} x {THROTTLE_ENTRY_BYTES} B)",
+                    self.auth_throttle_entries
+                ),
+            ),
+            row(
+                "limits.auth_queue",
+                mul(n(self.auth_queue), PASSWORD_CHECK_BYTES),
+                format!(
+                    "password checks under way ({} x {PASSWORD_CHECK_BYTES} B)",
+                    self.auth_queue
+                ),
+            ),
+            row(
+                "limits.caps_cache_entries",
+                mul(
+                    n(self.caps_cache_entries),
+                    CAPS_ENTRY_BYTES + mul(n(self.caps_max_interests), CAPS_INTEREST_BYTES),
+                ),
+                format!(
+                    "caps cache ({} x ({CAPS_ENTRY_BYTES} B + {} interests x \
+                     {CAPS_INTEREST_BYTES} B))",
+                    self.caps_cache_entries, self.caps_max_interests
+                ),
+            ),
+            row(
+                "limits.caps_max_pending",
+                mul(n(self.caps_max_pending), CAPS_QUERY_BYTES),
+                format!(
+                    "caps queries under way ({} x {CAPS_QUERY_BYTES} B)",
+                    self.caps_max_pending
+                ),
+            ),
+            row(
+                "limits.pubsub_max_nodes",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    NODE_BYTES + n(self.pubsub_max_item_bytes),
+                ),
+                format!(
+                    "pub-sub nodes and their cached last items ({} x ({NODE_BYTES} B + {}))",
+                    self.pubsub_max_nodes, self.pubsub_max_item_bytes
+                ),
+            ),
+            row(
+                "limits.pubsub_max_items_per_node",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(n(self.pubsub_max_items_per_node), ITEM_INDEX_BYTES),
+                ),
+                format!(
+                    "item indexes ({} nodes x {} items x {ITEM_INDEX_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_items_per_node
+                ),
+            ),
+            row(
+                "limits.pubsub_max_subscriptions_per_node",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(
+                        n(self.pubsub_max_subscriptions_per_node),
+                        SUBSCRIPTION_BYTES,
+                    ),
+                ),
+                format!(
+                    "subscriptions ({} nodes x {} x {SUBSCRIPTION_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_subscriptions_per_node
+                ),
+            ),
+            row(
+                "limits.pubsub_max_parents",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(n(self.pubsub_max_parents), GRAPH_EDGE_BYTES),
+                ),
+                format!(
+                    "collection graph ({} nodes x {} parents x {GRAPH_EDGE_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_parents
+                ),
+            ),
+            row(
+                "limits.pubsub_max_whitelist",
+                mul(
+                    n(self.pubsub_max_nodes),
+                    mul(n(self.pubsub_max_whitelist), WHITELIST_ENTRY_BYTES),
+                ),
+                format!(
+                    "association whitelists ({} nodes x {} JIDs x {WHITELIST_ENTRY_BYTES} B)",
+                    self.pubsub_max_nodes, self.pubsub_max_whitelist
+                ),
+            ),
+            row(
+                "limits.pubsub_max_page_items",
+                mul(n(self.pubsub_max_page_items), PAGE_ENTRY_BYTES)
+                    .saturating_add(n(self.outbox_max_bytes / 2)),
+                "one pub-sub reply page being built (entries + half an outbox of text)".to_owned(),
+            ),
+            row(
+                "limits.collection_max_items",
+                mul(n(self.collection_max_items), COLLECTION_ENTRY_BYTES),
+                format!(
+                    "one collection items merge ({} x {COLLECTION_ENTRY_BYTES} B)",
+                    self.collection_max_items
+                ),
+            ),
+            row(
+                "store.cache_bytes",
+                n(store_cache_bytes),
+                "database page cache".to_owned(),
+            ),
+        ]
+    }
 }
+
+/// One row of [`Limits::memory_budget`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetRow {
+    /// The configuration key that bounds it (`limits.outbox_max_bytes`, `store.cache_bytes`).
+    pub key: &'static str,
+    /// Worst-case bytes (saturating: never wraps, even on a 32-bit target).
+    pub bytes: u64,
+    /// What the bytes are, and how they are computed.
+    pub what: String,
+}
+
+/// The sum of `rows` (saturating).
+pub fn memory_budget_total(rows: &[BudgetRow]) -> u64 {
+    rows.iter().fold(0u64, |t, r| t.saturating_add(r.bytes))
+}
+
+/// Per-connection bytes not bounded by a key: TLS record buffers (rustls, about 40 KiB)
+/// and session state (JIDs, stream ids, counters, directed presences; about 4 KiB).
+pub const CONNECTION_FIXED_BYTES: u64 = 44 * 1024;
+/// Bookkeeping per queued outbox stanza.
+const OUTBOX_ENTRY_BYTES: u64 = 32;
+/// A tracked full JID in the caps table (one per connection).
+const CAPS_JID_BYTES: u64 = 200;
+/// A caps cache entry without its interests.
+const CAPS_ENTRY_BYTES: u64 = 100;
+/// One interest of a caps cache entry, with an unshared interned name (worst case).
+const CAPS_INTEREST_BYTES: u64 = 120;
+/// A caps disco#info query under way.
+const CAPS_QUERY_BYTES: u64 = 150;
+/// A failed-login throttle entry.
+const THROTTLE_ENTRY_BYTES: u64 = 128;
+/// A password check: the password (at most 1 KiB) and the credential record.
+const PASSWORD_CHECK_BYTES: u64 = 1024 + 100;
+/// A pub-sub node's state without its items and subscriptions.
+const NODE_BYTES: u64 = 1024;
+/// An item index entry (about 48 B plus a short item id).
+const ITEM_INDEX_BYTES: u64 = 64;
+/// A subscription (a typical JID).
+const SUBSCRIPTION_BYTES: u64 = 100;
+/// An edge of the collection graph (both directions).
+const GRAPH_EDGE_BYTES: u64 = 32;
+/// A bare JID in an association whitelist (a typical JID).
+const WHITELIST_ENTRY_BYTES: u64 = 64;
+/// One entry of a pub-sub reply page being built.
+const PAGE_ENTRY_BYTES: u64 = 100;
+/// One entry of a collection items merge.
+const COLLECTION_ENTRY_BYTES: u64 = 48;
 
 #[cfg(test)]
 mod tests {
@@ -505,7 +959,7 @@ mod tests {
         assert_eq!(l.write_timeout_secs, 30);
         assert_eq!(l.max_resources_per_account, 16);
         assert_eq!(l.max_roster_items, 500);
-        assert_eq!(l.pubsub_backlog_bytes, crate::pubsub::MAX_HELD_BYTES);
+        assert_eq!(l.pubsub_backlog_bytes, 8 * 1024 * 1024);
         assert_eq!(l.validate(), Ok(()));
         let small = Limits {
             pubsub_backlog_bytes: 65535,
@@ -565,6 +1019,101 @@ mod tests {
             ..Limits::default()
         };
         assert!(small.total_worst_case_bytes() < 24 * 1024 * 1024);
+    }
+
+    #[test]
+    fn memory_budget_rows_sum_to_the_total_and_follow_their_keys() {
+        let l = Limits::default();
+        let cache = 4 * 1024 * 1024;
+        let rows = l.memory_budget(cache);
+        let sum: u64 = rows.iter().map(|r| r.bytes).sum();
+        assert_eq!(memory_budget_total(&rows), sum);
+        // The connection rows are the per-connection worst case (plus the caps entry).
+        let per_conn: u64 = rows
+            .iter()
+            .filter(|r| r.what.contains("1024 connections"))
+            .map(|r| r.bytes)
+            .sum();
+        assert_eq!(
+            per_conn,
+            l.total_worst_case_bytes() as u64 + 1024 * CAPS_JID_BYTES
+        );
+        // Every row names a real key, and doubling that key changes its row and the total.
+        let table: toml::Table = toml::from_str(&toml::to_string(&l).unwrap()).unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            let changed = if let Some(field) = r.key.strip_prefix("limits.") {
+                let mut t = table.clone();
+                let v = t[field].as_integer().unwrap_or_else(|| panic!("{field}"));
+                t.insert(field.to_owned(), toml::Value::Integer(v * 2));
+                let l2: Limits = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
+                l2.memory_budget(cache)
+            } else {
+                assert_eq!(r.key, "store.cache_bytes");
+                l.memory_budget(cache * 2)
+            };
+            assert_eq!(changed.len(), rows.len());
+            assert!(changed[i].bytes > r.bytes, "{}: {}", r.key, r.what);
+            assert_eq!(changed[i].key, r.key);
+            assert!(memory_budget_total(&changed) > sum, "{}", r.key);
+        }
+        // No wrap-around with the largest accepted values, even on 32-bit targets.
+        let huge = Limits {
+            max_connections: 1 << 20,
+            outbox_max_bytes: 1 << 30,
+            ..Limits::default()
+        };
+        assert!(memory_budget_total(&huge.memory_budget(1 << 30)) > 1 << 50);
+    }
+
+    #[test]
+    fn new_bounds_are_range_checked() {
+        type Setter = fn(&mut Limits);
+        let cases: [(&str, Setter); 19] = [
+            ("limits.pubsub_max_parents", |l| l.pubsub_max_parents = 65),
+            ("limits.pubsub_max_whitelist", |l| {
+                l.pubsub_max_whitelist = 0
+            }),
+            ("limits.pubsub_deferred_requests", |l| {
+                l.pubsub_deferred_requests = 0
+            }),
+            ("limits.pubsub_deferred_bytes", |l| {
+                l.pubsub_deferred_bytes = 1000
+            }),
+            ("limits.commit_batch_ops", |l| l.commit_batch_ops = 63),
+            ("limits.commit_batch_bytes", |l| {
+                l.commit_batch_bytes = 1 << 31
+            }),
+            ("limits.roster_deferred_requests", |l| {
+                l.roster_deferred_requests = 0
+            }),
+            ("limits.roster_deferred_bytes", |l| {
+                l.roster_deferred_bytes = 0
+            }),
+            ("limits.directed_presence_max", |l| {
+                l.directed_presence_max = 1025
+            }),
+            ("limits.pep_cache_payload_bytes", |l| {
+                l.pep_cache_payload_bytes = MAX_STANZA_BYTES + 1
+            }),
+            ("limits.collection_max_items", |l| {
+                l.collection_max_items = 0
+            }),
+            ("limits.subscriptions_per_jid", |l| {
+                l.subscriptions_per_jid = 0
+            }),
+            ("limits.caps_cache_entries", |l| l.caps_cache_entries = 0),
+            ("limits.caps_max_pending", |l| l.caps_max_pending = 0),
+            ("limits.caps_max_interests", |l| l.caps_max_interests = 1025),
+            ("limits.caps_max_attr_bytes", |l| l.caps_max_attr_bytes = 28),
+            ("limits.max_auth_failures", |l| l.max_auth_failures = 1),
+            ("limits.read_chunk_bytes", |l| l.read_chunk_bytes = 100),
+            ("limits.max_header_bytes", |l| l.max_header_bytes = 1 << 20),
+        ];
+        for (key, set) in cases {
+            let mut l = Limits::default();
+            set(&mut l);
+            assert_eq!(key_of(&l), key);
+        }
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! The `kinglet` binary: parse the command line, then run the broker or a tool command.
 
 use kinglet::cli::{Args, Command, print_stdout};
-
-/// Exit status for a bad command line (`EX_USAGE` of sysexits.h).
-const EX_USAGE: i32 = 64;
+use kinglet::exit::EX_USAGE;
 
 fn main() {
     let args = parse_args();
@@ -28,7 +26,7 @@ fn run(path: Option<&std::path::Path>) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kinglet: invalid configuration: {e}");
-            return 78;
+            return kinglet::exit::EX_CONFIG;
         }
     };
     let level = kinglet::logging::init(&config.log_level);
@@ -97,5 +95,5 @@ fn client(cmd: &Command) -> i32 {
 #[cfg(not(feature = "client"))]
 fn client(_cmd: &Command) -> i32 {
     eprintln!("kinglet: this build has no client commands (built without the `client` feature)");
-    69
+    kinglet::exit::EX_UNAVAILABLE
 }

@@ -36,11 +36,6 @@ use crate::proto::StreamCondition;
 use crate::router::{ConnId, Router};
 use crate::session::{Action, AuthEvent, PasswordVerdict, Session, Transport};
 use crate::store::Store;
-use crate::xml::XmlLimits;
-
-/// Size of the thread-wide read buffer: one read never takes more than this from a socket,
-/// which also bounds how much one connection can make the server do per wake-up.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// State shared by the listeners and connection tasks of the one executor thread.
 pub struct Shared {
@@ -94,7 +89,10 @@ impl Shared {
             store,
             tls: RefCell::new(tls),
             next_id: Cell::new(1),
-            scratch: RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice()),
+            // The thread-wide read buffer (`limits.read_chunk_bytes`): one read never takes
+            // more from a socket, which also bounds how much one connection can make the
+            // server do per wake-up.
+            scratch: RefCell::new(vec![0u8; limits.read_chunk_bytes].into_boxed_slice()),
             admission: RefCell::new(Admission::new(&limits)),
             throttle: RefCell::new(Throttle::new(&limits)),
             auth_inflight: Arc::new(AtomicUsize::new(0)),
@@ -403,11 +401,7 @@ async fn serve(
         let r = shared.router.borrow();
         let l = r.limits();
         (
-            XmlLimits {
-                max_stanza_bytes: l.max_stanza_bytes,
-                max_depth: l.max_xml_depth,
-                max_attrs: l.max_xml_attrs,
-            },
+            l.xml_limits(),
             Duration::from_secs(l.write_timeout_secs),
             l.preauth_stanza_bytes(),
             l.auth_queue,

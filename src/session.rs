@@ -90,10 +90,6 @@ enum Stage {
     Closed,
 }
 
-/// Maximum failed SASL attempts on one stream (RFC 6120 §6.4.5 asks for a configurable
-/// retry count of at least 2).
-const MAX_AUTH_FAILURES: u8 = 3;
-
 /// One XML stream's state.
 pub struct Session {
     conn: ConnId,
@@ -104,7 +100,7 @@ pub struct Session {
     header_received: bool,
     /// Whether our own stream header went out (a stream error must be preceded by it).
     header_sent: bool,
-    auth_failures: u8,
+    auth_failures: u32,
     started: Instant,
     last_rx: Instant,
     ping_outstanding: bool,
@@ -678,7 +674,9 @@ impl Session {
         if f != SaslFailure::Aborted {
             self.auth_failures += 1;
         }
-        if self.auth_failures >= MAX_AUTH_FAILURES {
+        // `limits.max_auth_failures`: RFC 6120 §6.4.5 asks for a configurable retry count
+        // of at least 2.
+        if self.auth_failures >= router.limits().max_auth_failures {
             // Per connection, so an attacker can repeat it: debug only; the shell logs
             // throttled addresses once per window.
             tracing::debug!(conn = self.conn, "too many failed authentication attempts");

@@ -229,7 +229,7 @@ fn install_stop_handler() -> Result<(), ClientError> {
             smol::block_on(async {
                 while signals.next().await.is_some() {
                     if STOP.swap(true, Ordering::SeqCst) {
-                        std::process::exit(130);
+                        std::process::exit(crate::exit::EX_INTERRUPTED);
                     }
                 }
             });

@@ -31,25 +31,17 @@ use std::fmt;
 
 pub use commands::run;
 
-/// An XMPP error reply (stanza error) to a request (exit status 1).
-pub const EXIT_XMPP_ERROR: i32 = 1;
-/// Bad command line (`EX_USAGE`).
-pub const EX_USAGE: i32 = 64;
-/// Bad input data: a payload that is not one XML element or not JSON (`EX_DATAERR`).
-pub const EX_DATAERR: i32 = 65;
-/// An input file (password, CA file) cannot be read (`EX_NOINPUT`).
-pub const EX_NOINPUT: i32 = 66;
-/// The server cannot be reached, refused the connection or closed the stream
-/// (`EX_UNAVAILABLE`).
-pub const EX_UNAVAILABLE: i32 = 69;
-/// Writing the output failed (`EX_IOERR`).
-pub const EX_IOERR: i32 = 74;
-/// The server did not answer in time (`EX_TEMPFAIL`).
-pub const EX_TEMPFAIL: i32 = 75;
-/// The server broke the protocol, sent a stream error, or TLS failed (`EX_PROTOCOL`).
-pub const EX_PROTOCOL: i32 = 76;
-/// Authentication failed (`EX_NOPERM`).
-pub const EX_NOPERM: i32 = 77;
+// The client's exit statuses (defined in `crate::exit`): an XMPP error reply (stanza
+// error) 1; bad command line `EX_USAGE`; bad input data (a payload that is not one XML
+// element or not JSON) `EX_DATAERR`; an unreadable input file (password, CA file)
+// `EX_NOINPUT`; the server cannot be reached, refused the connection or closed the stream
+// `EX_UNAVAILABLE`; writing the output failed `EX_IOERR`; the server did not answer in time
+// `EX_TEMPFAIL`; the server broke the protocol, sent a stream error, or TLS failed
+// `EX_PROTOCOL`; authentication failed `EX_NOPERM`.
+pub use crate::exit::{
+    EX_DATAERR, EX_FAILURE as EXIT_XMPP_ERROR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_PROTOCOL,
+    EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+};
 
 /// Everything that ends a client command early; each kind has its own exit status.
 #[derive(Debug)]

@@ -15,10 +15,6 @@ use std::collections::{BinaryHeap, HashSet};
 use super::*;
 use dag::{DagError, Event, ROOT};
 
-/// Most items an items request on a collection merges (newest first): the aggregate is
-/// built in memory, so it is bounded; RSM pages within it.
-pub const MAX_COLLECTION_ITEMS: usize = 10_000;
-
 /// Whether `bare` may associate `child` with collection `parent`: the parent's
 /// `children_association_policy` admits it, and it owns or publishes to `child` (so nobody
 /// pulls someone else's node into a collection). Nodes not yet in `nodes` are being
@@ -64,7 +60,7 @@ impl Host<'_> {
         let max = self.svc.limits.pubsub_max_nodes.max(self.svc.nodes.len());
         let (dag, dropped) = Dag::load(
             max,
-            dag::DEFAULT_MAX_PARENTS,
+            self.svc.limits.pubsub_max_parents,
             self.svc
                 .nodes
                 .iter()
@@ -330,7 +326,7 @@ impl Host<'_> {
     }
 
     /// XEP-0248 items retrieval on collection `name`: the items of every leaf below it
-    /// that `req` may read, newest first (at most [`MAX_COLLECTION_ITEMS`]), one `<items/>`
+    /// that `req` may read, newest first (at most `limits.collection_max_items`: the aggregate is built in memory), one `<items/>`
     /// element per run of items of the same leaf, paged with XEP-0059 (the RSM ids are
     /// `published-seq-leaf`).
     pub(super) fn collection_items(
@@ -384,7 +380,9 @@ impl Host<'_> {
             })
             .collect();
         // k-way merge, newest first: (published, seq, leaf index, position).
-        let cap = max.unwrap_or(usize::MAX).min(MAX_COLLECTION_ITEMS);
+        let cap = max
+            .unwrap_or(usize::MAX)
+            .min(self.svc.limits.collection_max_items);
         let mut heap: BinaryHeap<(u64, u64, std::cmp::Reverse<usize>, usize)> = lists
             .iter()
             .enumerate()

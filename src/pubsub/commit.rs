@@ -12,17 +12,17 @@
 //! notifications are dropped, and the engine is reloaded from the file so that memory
 //! equals disk again).
 //!
-//! Bounds and back-pressure: at most about `limits.pubsub_backlog_bytes` (default
-//! [`MAX_HELD_BYTES`]) of held outputs and of
+//! Bounds and back-pressure: at most about `limits.pubsub_backlog_bytes` (default 8 MiB)
+//! of held outputs and of
 //! released outputs still waiting in the outboxes' backlogs (readers that have not yet
 //! made room for them, see `outbox`), together. Beyond it (publishers outrun the disk or
 //! the readers), new pub-sub requests are *deferred*: kept unprocessed, in arrival order,
 //! and handled ([`Engine::resume`]) when a commit releases held outputs or readers take
 //! their backlog; other traffic is not affected. The router stops reading a session whose
 //! request was deferred until none is left, so a pipelining publisher waits in its socket
-//! rather than in memory. At most [`MAX_DEFERRED`] requests and [`MAX_DEFERRED_BYTES`] of
-//! parsed stanzas are deferred; beyond that a request is refused with
-//! `resource-constraint` (wait).
+//! rather than in memory. At most `limits.pubsub_deferred_requests` requests and
+//! `limits.pubsub_deferred_bytes` of parsed stanzas are deferred; beyond that a request is
+//! refused with `resource-constraint` (wait).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -34,15 +34,6 @@ use crate::outbox::{Backlog, Stanza};
 use crate::proto::{self, Condition, StanzaError};
 use crate::storage::{Storage, StoreError};
 use crate::xml::{Element, NS_CLIENT};
-
-/// Most bytes of outputs (stanza text plus about 64 bytes per delivery) held for pending
-/// commits or waiting in the outboxes' backlogs before requests are deferred: the default
-/// of `limits.pubsub_backlog_bytes`.
-pub const MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
-/// Most pub-sub requests deferred while the held outputs are at their bound.
-pub const MAX_DEFERRED: usize = 1024;
-/// Most bytes of deferred requests (parsed stanzas, [`Element::heap_size`]).
-pub const MAX_DEFERRED_BYTES: usize = 4 * 1024 * 1024;
 
 /// The request a held reply answers, to build its error if the commit fails.
 #[derive(Debug)]
@@ -88,15 +79,17 @@ pub(super) struct Held {
     max_bytes: usize,
 }
 
-impl Default for Held {
-    fn default() -> Self {
+impl Held {
+    /// Nothing held; outputs and backlogs bounded by `max_bytes`
+    /// (`limits.pubsub_backlog_bytes`) until [`Engine::set_backlog`].
+    pub(super) fn new(max_bytes: usize) -> Held {
         Held {
             queue: VecDeque::new(),
             bytes: 0,
             deferred: VecDeque::new(),
             deferred_bytes: 0,
             backlog: Backlog::new(),
-            max_bytes: MAX_HELD_BYTES,
+            max_bytes,
         }
     }
 }
@@ -176,8 +169,12 @@ impl Engine {
     /// deferred queue is full.
     fn defer(&mut self, from: &Jid, iq: &Element, now_ms: u64) -> Vec<Delivery> {
         let bytes = iq.heap_size() + 64;
+        let (max_requests, max_bytes) = (
+            self.common.limits.pubsub_deferred_requests,
+            self.common.limits.pubsub_deferred_bytes,
+        );
         let d = &mut self.held;
-        if d.deferred.len() >= MAX_DEFERRED || d.deferred_bytes + bytes > MAX_DEFERRED_BYTES {
+        if d.deferred.len() >= max_requests || d.deferred_bytes + bytes > max_bytes {
             tracing::warn!(from = %from, "pub-sub request refused: too many requests wait for the disk");
             let err = super::PubSubError::Backlog.to_stanza_error();
             return proto::error_reply(iq, &err)
@@ -199,8 +196,8 @@ impl Engine {
     }
 
     /// Counts the outboxes' backlogs (`backlog`, shared with every outbox) with the held
-    /// outputs against `max_bytes` (`limits.pubsub_backlog_bytes`; [`MAX_HELD_BYTES`]
-    /// until this is called).
+    /// outputs against `max_bytes` (`limits.pubsub_backlog_bytes`; the engine's own
+    /// `limits` until this is called).
     pub fn set_backlog(&mut self, backlog: Rc<Backlog>, max_bytes: usize) {
         self.held.backlog = backlog;
         self.held.max_bytes = max_bytes;
@@ -426,6 +423,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::limits::Limits;
     use crate::outbox::Outbox;
     use crate::router::Router;
     use crate::store::{CommitMode, Store};
@@ -603,8 +601,8 @@ mod tests {
         assert_eq!(s.store.pubsub_load().expect("load").nodes.len(), 1);
     }
 
-    /// Back-pressure: once the held outputs pass MAX_HELD_BYTES, requests wait unhandled
-    /// (in order) until a commit releases outputs; a full deferred queue refuses with
+    /// Back-pressure: once the held outputs pass `pubsub_backlog_bytes`, requests wait
+    /// unhandled (in order) until a commit releases outputs; a full deferred queue refuses with
     /// resource-constraint.
     #[test]
     fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
@@ -634,14 +632,17 @@ mod tests {
         assert_eq!(out[0], "iq:p1:result");
         let e = s.engine.as_ref().expect("engine");
         assert_eq!((e.held_count(), e.deferred_count()), (1, 1));
-        for i in 0..MAX_DEFERRED - 1 {
+        for i in 0..Limits::default().pubsub_deferred_requests - 1 {
             assert!(s.send(&format!("d{i}"), "get", &items("n")).is_empty());
         }
         assert_eq!(s.send("over", "get", &items("n")), ["iq:over:error"]);
         let out = s.finish(Ok(()));
         assert_eq!(out[0], "iq:p2:result");
         assert_eq!(out[1001], "iq:r:result");
-        assert_eq!(out.len(), 1002 + MAX_DEFERRED - 1);
+        assert_eq!(
+            out.len(),
+            1002 + Limits::default().pubsub_deferred_requests - 1
+        );
         assert_eq!(s.engine.as_ref().map(Engine::deferred_count), Some(0));
     }
 

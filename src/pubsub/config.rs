@@ -227,12 +227,9 @@ pub struct NodeConfig {
     /// `pubsub#children_association_policy` (XEP-0248): who may associate children.
     pub association_policy: AssociationPolicy,
     /// `pubsub#children_association_whitelist` (XEP-0248): bare JIDs the `whitelist`
-    /// policy admits, at most [`MAX_WHITELIST`].
+    /// policy admits, at most `limits.pubsub_max_whitelist`.
     pub association_whitelist: Vec<String>,
 }
-
-/// Most JIDs in `pubsub#children_association_whitelist`.
-pub const MAX_WHITELIST: usize = 256;
 
 /// Fields that only make sense for a collection (hidden from leaf forms).
 const COLLECTION_FIELDS: &[&str] = &[
@@ -292,6 +289,8 @@ pub const FIELDS: &[&str] = &[
     "pubsub#children_association_whitelist",
 ];
 
+// Shape bounds of one form value, not in `[limits]`: their memory is within the node's
+// stored configuration, which the store's record layout bounds (65536 bytes per value).
 /// Most roster groups in `roster_groups_allowed`.
 const MAX_GROUPS: usize = 64;
 /// Longest text value (title, description, type, group), in bytes.
@@ -580,7 +579,7 @@ impl NodeConfig {
                 }
             }
             "pubsub#children_association_whitelist" => {
-                if values.len() > MAX_WHITELIST {
+                if values.len() > limits.pubsub_max_whitelist {
                     return Err(PubSubError::BadForm("too many whitelisted JIDs".into()));
                 }
                 let mut jids: Vec<String> = Vec::new();

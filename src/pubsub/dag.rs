@@ -48,9 +48,9 @@ use std::rc::Rc;
 
 /// The node id of the service root collection.
 pub const ROOT: &str = "";
-/// Default bound on the parents of one node.
-pub const DEFAULT_MAX_PARENTS: usize = 8;
-/// Most `/`-separated segments in a node id whose implicit parents are auto-created.
+/// Most `/`-separated segments in a node id whose implicit parents are auto-created. A
+/// shape bound of a node id (whose length, 1023 bytes, already bounds its memory), not a
+/// resource bound, so not in `[limits]`.
 pub const MAX_PATH_SEGMENTS: usize = 16;
 
 /// Whether a node holds items or other nodes (`pubsub#node_type`).
@@ -1156,6 +1156,11 @@ impl Dag {
 mod tests {
     use super::*;
 
+    /// The default `limits.pubsub_max_parents`.
+    fn max_parents() -> usize {
+        crate::limits::Limits::default().pubsub_max_parents
+    }
+
     fn yes(_: &str, _: &str) -> bool {
         true
     }
@@ -1180,7 +1185,7 @@ mod tests {
 
     /// Root, collections a, b, c (c under a and b), leaves x (under c) and y (under a).
     fn diamond() -> Dag {
-        let mut d = Dag::new(100, DEFAULT_MAX_PARENTS);
+        let mut d = Dag::new(100, max_parents());
         d.create("a", Kind::Collection, &[], &mut yes).expect("a");
         d.create("b", Kind::Collection, &[], &mut yes).expect("b");
         d.create("c", Kind::Collection, &["a", "b"], &mut yes)
@@ -1210,7 +1215,7 @@ mod tests {
 
     #[test]
     fn xep0248_5_multi_collection_association_leaves_and_returns_to_root() {
-        let mut d = Dag::new(10, DEFAULT_MAX_PARENTS);
+        let mut d = Dag::new(10, max_parents());
         d.create("p", Kind::Collection, &[], &mut yes).expect("p");
         d.create("q", Kind::Collection, &[], &mut yes).expect("q");
         d.create("n", Kind::Leaf, &[], &mut yes).expect("n");
@@ -1264,7 +1269,7 @@ mod tests {
 
     #[test]
     fn xep0248_children_max_is_enforced() {
-        let mut d = Dag::new(10, DEFAULT_MAX_PARENTS);
+        let mut d = Dag::new(10, max_parents());
         d.create("p", Kind::Collection, &[], &mut yes).expect("p");
         d.set_children_max("p", Some(1)).expect("max");
         d.create("a", Kind::Leaf, &["p"], &mut yes).expect("a");
@@ -1445,7 +1450,7 @@ mod tests {
         let deep = vec!["s"; MAX_PATH_SEGMENTS + 1].join("/");
         assert_eq!(implicit_parents(&deep), None);
 
-        let mut d = Dag::new(10, DEFAULT_MAX_PARENTS);
+        let mut d = Dag::new(10, max_parents());
         let (created, ev) = d
             .create_with_path("sensors/kitchen/temp", Kind::Leaf, &mut yes)
             .expect("path");
@@ -1525,7 +1530,7 @@ mod tests {
     fn memory_figure() {
         // 1024 nodes: 32 collections `site/room` under 8 sites, 4 sensors per room, each
         // sensor also in one of 8 `kind` collections (multi-parent).
-        let mut d = Dag::new(2048, DEFAULT_MAX_PARENTS);
+        let mut d = Dag::new(2048, max_parents());
         for k in 0..8 {
             d.create(&format!("kind{k}"), Kind::Collection, &[], &mut yes)
                 .expect("kind");

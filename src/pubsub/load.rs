@@ -43,14 +43,17 @@ impl Engine {
                 jid: service,
                 limits,
                 nodes: BTreeMap::new(),
-                dag: Dag::new(config.limits.pubsub_max_nodes, dag::DEFAULT_MAX_PARENTS),
+                dag: Dag::new(
+                    config.limits.pubsub_max_nodes,
+                    config.limits.pubsub_max_parents,
+                ),
                 path_collections: config.pubsub.path_collections,
                 owner: None,
             },
             pep: std::collections::HashMap::new(),
             armed: None,
             retry_at: 0,
-            held: commit::Held::default(),
+            held: commit::Held::new(config.limits.pubsub_backlog_bytes),
         };
         let snap = store.pubsub_load().map_err(EngineError::Store)?;
         for (name, rec) in snap.nodes {

@@ -52,10 +52,7 @@ mod wire;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-pub use commit::{
-    MAX_DEFERRED, MAX_DEFERRED_BYTES, MAX_HELD_BYTES, committed, restore, save_failed_error,
-    unavailable_error,
-};
+pub use commit::{committed, restore, save_failed_error, unavailable_error};
 pub use config::{AccessModel, NodeConfig, NodeFull, PublishModel, SendLast};
 pub use date::{parse_xep0082, xep0082};
 pub use error::PubSubError;
@@ -190,10 +187,6 @@ pub struct Delivery {
     /// The stanza, ready for the outbox (a notification shares its event payload).
     pub stanza: Stanza,
 }
-
-/// Most subscriptions one JID may hold on one node (`multi-subscribe`); more fail with
-/// `policy-violation` + `too-many-subscriptions`.
-pub const MAX_SUBSCRIPTIONS_PER_JID: usize = 8;
 
 /// XEP-0131 SHIM headers.
 pub const NS_SHIM: &str = "http://jabber.org/protocol/shim";

@@ -49,11 +49,6 @@ pub const PEP_FEATURES: &[&str] = &[
     "rsm",
 ];
 
-/// Largest payload of a PEP last item kept in memory; larger ones (avatars, often
-/// 10–60 KiB) are read from the store when sent, so the cache of every account's last
-/// items stays at most `pubsub_max_nodes` × 4 KiB.
-pub const PEP_CACHE_PAYLOAD_MAX: usize = 4096;
-
 /// The forced `(field, values)` of one node.
 pub(super) type Forced = Vec<(String, Vec<String>)>;
 

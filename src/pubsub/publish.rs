@@ -218,10 +218,10 @@ impl Host<'_> {
             n.next_seq = seq + 1;
         }
         // PEP: a large last item (an avatar) is read from the store when needed instead
-        // of being cached for every account (`pep::PEP_CACHE_PAYLOAD_MAX`).
+        // of being cached for every account (`limits.pep_cache_payload_bytes`).
         let pep_big = self.svc.owner.is_some()
             && cfg.persist_items
-            && cached.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX;
+            && cached.payload.len() > self.svc.limits.pep_cache_payload_bytes;
         n.last = (!pep_big).then(|| cached.clone());
         // Fan-out: the item is serialised once, the envelope per subscriber.
         let shared = self.items_event(

@@ -77,12 +77,9 @@ impl Host<'_> {
             n.last = new_last;
         }
         let pep = self.svc.owner.is_some();
+        let cache_max = self.svc.limits.pep_cache_payload_bytes;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
-            if pep
-                && n.last
-                    .as_ref()
-                    .is_some_and(|l| l.payload.len() > pep::PEP_CACHE_PAYLOAD_MAX)
-            {
+            if pep && n.last.as_ref().is_some_and(|l| l.payload.len() > cache_max) {
                 n.last = None;
             }
         }

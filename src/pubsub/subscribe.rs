@@ -97,7 +97,8 @@ impl Host<'_> {
             Some(i) => n.subs[i].clone(),
             None => {
                 if n.subs.len() >= self.svc.limits.pubsub_max_subscriptions_per_node
-                    || n.subs.iter().filter(|x| x.jid == jid).count() >= MAX_SUBSCRIPTIONS_PER_JID
+                    || n.subs.iter().filter(|x| x.jid == jid).count()
+                        >= self.svc.limits.subscriptions_per_jid
                 {
                     return Err(PubSubError::TooManySubscriptions);
                 }

@@ -157,10 +157,8 @@ impl Router {
         pubsub.seed_ids(random_u64(&*env));
         let pubsub_service = pubsub.service().clone();
         let pubsub = Some(pubsub);
-        let caps = crate::caps::CapsTable::new(crate::caps::CapsLimits {
-            max_jids: config.limits.max_connections,
-            ..crate::caps::CapsLimits::default()
-        });
+        let caps =
+            crate::caps::CapsTable::new(crate::caps::CapsLimits::from_limits(&config.limits));
         Ok(Router {
             config,
             store,

@@ -4,10 +4,6 @@
 use super::roster::new_item;
 use super::*;
 
-/// Maximum number of directed-presence targets remembered per resource (RFC 6121 §4.6);
-/// each costs one JID (~40 bytes). Beyond it the oldest is forgotten.
-const MAX_DIRECTED: usize = 16;
-
 impl Router {
     pub(super) fn route_presence(&mut self, from: &Jid, p: Presence) {
         if p.to().is_some_and(|t| self.is_pubsub(t)) {
@@ -254,10 +250,13 @@ impl Router {
                 let subscribed = self
                     .roster_item(from.local().unwrap_or(""), &to.bare())
                     .is_some_and(|i| i.subscription.has_from());
+                // Directed-presence targets remembered per resource (RFC 6121 §4.6);
+                // beyond the bound the oldest is forgotten.
+                let max_directed = self.config.limits.directed_presence_max;
                 if let Some(res) = self.resource_mut(from) {
                     if available && !subscribed && res.presence.is_some() {
                         if !res.directed.contains(to) {
-                            if res.directed.len() >= MAX_DIRECTED {
+                            if res.directed.len() >= max_directed {
                                 res.directed.remove(0);
                             }
                             res.directed.push(to.clone());

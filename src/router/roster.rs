@@ -3,12 +3,6 @@
 
 use super::*;
 
-/// Most roster requests (roster IQs, subscription presence) kept waiting while a roster
-/// change is being committed; more are refused with `resource-constraint` (wait).
-const MAX_ROSTER_DEFERRED: usize = 256;
-/// Most bytes of such waiting requests (parsed stanzas).
-const MAX_ROSTER_DEFERRED_BYTES: usize = 1024 * 1024;
-
 /// Longest roster item name or group name accepted, in bytes (RFC 6121 §2.1.2.4 leaves it to policy).
 const MAX_ROSTER_TEXT: usize = crate::storage::MAX_ROSTER_NAME_BYTES;
 /// Most groups on one roster item.
@@ -215,11 +209,14 @@ impl Router {
         }
     }
 
-    /// Keeps a roster request until the change before it is on disk.
+    /// Keeps a roster request until the change before it is on disk; refuses it with
+    /// `resource-constraint` (wait) beyond `limits.roster_deferred_requests` and
+    /// `limits.roster_deferred_bytes`.
     fn roster_defer(&mut self, from: &Jid, request: &Element) {
         let bytes = request.heap_size() + 64;
-        if self.roster_deferred.len() >= MAX_ROSTER_DEFERRED
-            || self.roster_deferred_bytes + bytes > MAX_ROSTER_DEFERRED_BYTES
+        let l = &self.config.limits;
+        if self.roster_deferred.len() >= l.roster_deferred_requests
+            || self.roster_deferred_bytes + bytes > l.roster_deferred_bytes
         {
             tracing::warn!(from = %from, "roster request refused: too many roster requests wait for the disk");
             self.bounce(

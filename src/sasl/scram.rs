@@ -26,8 +26,9 @@ pub const MIN_ITERATIONS: u32 = 4096;
 /// us spend (one PBKDF2 run at 1,000,000 iterations takes seconds on a router).
 pub const MAX_ITERATIONS: u32 = 1_000_000;
 
-/// Iteration count for new accounts and for the fake credentials of unknown users: the RFC
-/// minimum, because the server verifies PLAIN logins by running PBKDF2 on small CPUs.
+/// Iteration count of [`ScramServer::start`] (its fake credentials for unknown users): the
+/// RFC minimum. The daemon passes `auth.scram_iterations` to [`ScramServer::start_with`]
+/// instead, and new accounts get that count too.
 pub const DEFAULT_ITERATIONS: u32 = MIN_ITERATIONS;
 
 /// Length in bytes of the salts [`StoredCredentials::derive`] generates.

@@ -5,17 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// sysexits `EX_DATAERR`: the input data (a file or an argument) was incorrect.
-const EX_DATAERR: i32 = 65;
-/// sysexits `EX_SOFTWARE`: an internal software error.
-const EX_SOFTWARE: i32 = 70;
-/// sysexits `EX_IOERR`: an error while doing I/O on a file.
-const EX_IOERR: i32 = 74;
-/// sysexits `EX_TEMPFAIL`: a temporary failure; retrying later may work.
-const EX_TEMPFAIL: i32 = 75;
-/// A refused request (the user exists, does not exist, a limit is reached): the plain
-/// failure code, as `grep`/`useradd`-style tools use for "did not do it".
-const EX_REFUSED: i32 = 1;
+use crate::exit::{EX_DATAERR, EX_FAILURE as EX_REFUSED, EX_IOERR, EX_SOFTWARE, EX_TEMPFAIL};
 
 /// A store failure. The `Display` text is written for the operator and says what to do.
 #[derive(Debug)]

@@ -41,7 +41,7 @@ pub use crate::storage::{
 };
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
-pub use writer::{Batch, MAX_BATCH_BYTES, MAX_BATCH_OPS};
+pub use writer::Batch;
 
 /// The database's file name inside the data directory.
 pub const DB_FILE_NAME: &str = "kinglet.redb";

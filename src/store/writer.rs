@@ -19,8 +19,9 @@
 //! written in the same transaction as the batch's pub-sub ops, and ask for a commit at
 //! once even in [`CommitMode::Interval`] (they are rare, and a client is waiting).
 //!
-//! Bounds: the pending batch holds at most [`MAX_BATCH_OPS`] ops and about
-//! [`MAX_BATCH_BYTES`] bytes (one request's ops are always accepted into an empty batch);
+//! Bounds: the pending batch holds at most `limits.commit_batch_ops` ops and about
+//! `limits.commit_batch_bytes` bytes (one request's ops are always accepted into an empty
+//! batch; [`Store::pubsub_set_batch_limits`], the defaults until it is called);
 //! with one batch in flight and one pending, at most twice that is staged. A change that
 //! does not fit is refused with [`StoreError::LimitReached`] (the client gets
 //! `resource-constraint`, type `wait`).
@@ -33,11 +34,6 @@ use redb::{Database, WriteTransaction};
 
 use super::pubsub::{apply_ops, check_ops};
 use super::{CommitMode, ItemRecord, PubsubOp, RosterWrite, Store, StoreError};
-
-/// Most ops in one pending batch.
-pub const MAX_BATCH_OPS: usize = 16_384;
-/// Most bytes (encoded records plus 64 bytes per op) in one pending batch.
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// A `Send + Sync` handle on the database, for the blocking thread that commits.
 #[derive(Clone)]
@@ -94,6 +90,11 @@ pub(crate) struct Staging {
     /// Ops staged since the store was opened ([`Store::pubsub_staged_ops`]).
     staged_ops: u64,
     waker: Option<Waker>,
+    /// Most ops in one pending batch (`limits.commit_batch_ops`).
+    max_ops: usize,
+    /// Most bytes (encoded records plus 64 bytes per op) in one pending batch
+    /// (`limits.commit_batch_bytes`).
+    max_bytes: usize,
     /// Test hook: every batch write first sleeps this long.
     #[cfg(test)]
     delay: std::time::Duration,
@@ -111,6 +112,8 @@ impl Default for Staging {
             closing: false,
             staged_ops: 0,
             waker: None,
+            max_ops: crate::limits::Limits::default().commit_batch_ops,
+            max_bytes: crate::limits::Limits::default().commit_batch_bytes,
             #[cfg(test)]
             delay: std::time::Duration::ZERO,
         }
@@ -124,7 +127,7 @@ impl Staging {
         }
     }
     fn full(&self) -> bool {
-        self.pending.ops.len() >= MAX_BATCH_OPS || self.pending.bytes >= MAX_BATCH_BYTES
+        self.pending.ops.len() >= self.max_ops || self.pending.bytes >= self.max_bytes
     }
 }
 
@@ -192,6 +195,15 @@ impl Store {
         self.staging.borrow_mut().mode = mode;
     }
 
+    /// Bounds the pending batch to `max_ops` ops and `max_bytes` bytes
+    /// (`limits.commit_batch_ops`, `limits.commit_batch_bytes`). Set before any change is
+    /// staged (the daemon does it at start).
+    pub fn pubsub_set_batch_limits(&self, max_ops: usize, max_bytes: usize) {
+        let mut st = self.staging.borrow_mut();
+        st.max_ops = max_ops;
+        st.max_bytes = max_bytes;
+    }
+
     /// The current [`CommitMode`].
     pub fn pubsub_mode(&self) -> CommitMode {
         self.staging.borrow().mode
@@ -216,12 +228,13 @@ impl Store {
         let bytes = check_ops(ops)?;
         let mut st = self.staging.borrow_mut();
         let p = &st.pending;
-        let over = p.ops.len() + ops.len() > MAX_BATCH_OPS || p.bytes + bytes > MAX_BATCH_BYTES;
+        let max_ops = st.max_ops;
+        let over = p.ops.len() + ops.len() > max_ops || p.bytes + bytes > st.max_bytes;
         if over && !p.ops.is_empty() {
             st.wake();
             return Err(StoreError::LimitReached {
                 what: "pub-sub changes waiting for commit",
-                max: MAX_BATCH_OPS,
+                max: max_ops,
             });
         }
         let st = &mut *st;
@@ -492,16 +505,15 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
         assert!(store.pubsub_take().is_none(), "nothing was staged");
-        let ops: Vec<PubsubOp> = (0..MAX_BATCH_OPS as u64)
-            .map(|s| item("n", s, ""))
-            .collect();
+        let max_ops = crate::limits::Limits::default().commit_batch_ops;
+        let ops: Vec<PubsubOp> = (0..max_ops as u64).map(|s| item("n", s, "")).collect();
         store.pubsub_stage(&ops).expect("fills the batch");
         assert!(matches!(
             store.pubsub_stage(&[item("n", 0, "")]),
             Err(StoreError::LimitReached { .. })
         ));
         let batch = store.pubsub_take().expect("batch");
-        assert_eq!(batch.len(), MAX_BATCH_OPS);
+        assert_eq!(batch.len(), max_ops);
         store.pubsub_done(batch.generation(), false);
         assert!(
             store.pubsub_take().is_none(),

@@ -27,8 +27,6 @@ use super::{NS_CLIENT, NS_STREAM, NS_XML, is_xml_char};
 
 /// Compile-time cap on [`XmlLimits::max_depth`] (bounds the recursion of tree walks).
 pub const MAX_DEPTH_CAP: usize = 128;
-/// Largest accepted stream header (and XML declaration), in bytes.
-pub const MAX_HEADER_BYTES: usize = 4096;
 /// Buffer capacity above which a drained buffer is released.
 const RELEASE_CAPACITY: usize = 512;
 
@@ -42,15 +40,14 @@ pub struct XmlLimits {
     pub max_depth: usize,
     /// Most attributes on one element, namespace declarations included (default 32).
     pub max_attrs: usize,
+    /// Largest stream header (and XML declaration), in bytes (default 4096).
+    pub max_header_bytes: usize,
 }
 
 impl Default for XmlLimits {
+    /// The XML bounds of the default `[limits]` ([`crate::limits::Limits::xml_limits`]).
     fn default() -> Self {
-        XmlLimits {
-            max_stanza_bytes: 65536,
-            max_depth: 32,
-            max_attrs: 32,
-        }
+        crate::limits::Limits::default().xml_limits()
     }
 }
 
@@ -373,7 +370,7 @@ impl Framer {
     /// Size limit of the frame being scanned.
     fn frame_limit(&self) -> usize {
         match self.phase {
-            Phase::Start | Phase::Prolog => MAX_HEADER_BYTES,
+            Phase::Start | Phase::Prolog => self.limits.max_header_bytes,
             Phase::Stream | Phase::Closed => self.limits.max_stanza_bytes,
         }
     }

@@ -1,6 +1,6 @@
 //! Tests of the framer, the element parser and the serialiser.
 
-use super::framer::{MAX_DEPTH_CAP, MAX_HEADER_BYTES};
+use super::framer::MAX_DEPTH_CAP;
 use super::*;
 
 const HDR: &str = "<?xml version='1.0' encoding='UTF-8'?><stream:stream xmlns='jabber:client' \
@@ -238,7 +238,7 @@ fn header_other_errors() {
     assert_eq!(err(self_closing.as_bytes()).condition(), "bad-format");
     let big = format!(
         "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}'>",
-        "a".repeat(MAX_HEADER_BYTES)
+        "a".repeat(XmlLimits::default().max_header_bytes)
     );
     assert_eq!(err(big.as_bytes()).condition(), "policy-violation");
     assert_eq!(err(b"hello").condition(), "not-well-formed");
@@ -253,7 +253,7 @@ fn never_ending_header_is_bounded() {
         if res.is_err() {
             break;
         }
-        assert!(f.buffered() <= MAX_HEADER_BYTES + 100);
+        assert!(f.buffered() <= XmlLimits::default().max_header_bytes + 100);
         res = f.push(&[b'a'; 100]);
     }
     assert_eq!(res.map_err(|e| e.condition()), Err("policy-violation"));
@@ -1074,6 +1074,7 @@ fn mutated_transcripts_never_panic_and_ignore_chunking() {
         max_stanza_bytes: 200,
         max_depth: 4,
         max_attrs: 8,
+        ..XmlLimits::default()
     };
     assert!(outcome(&limits, base.as_bytes(), || usize::MAX).is_some());
     const SPECIAL: &[u8] = b"<>/'\"=&;![]?- :x\x00\xff\xc3\xa9";

@@ -1093,3 +1093,61 @@ fn cli_against_prosody_from_debian() {
     ok(cli(&with(&alice, &["node", "delete", "sensors"]), None));
     assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "");
 }
+
+/// Issue 11: `check-config` on the shipped `systemd/kinglet.toml` prints the worst-case
+/// memory table (a row per bound, the total) after the configuration, compared with the
+/// memory limit (the cgroup's `memory.max`, or the unit's `MemoryMax=128M`); a total above
+/// it is a warning, not a failure.
+#[test]
+fn check_config_prints_the_memory_total_for_the_shipped_config() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/kinglet.toml");
+    let o = cli(&["check-config", "--config", shipped], None);
+    let out = ok(o.clone());
+    assert!(out.contains("domain = \"localhost\""), "{out}");
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("# Worst-case memory"))
+        .collect();
+    assert!(table.len() > 20, "{out}");
+    assert!(table.iter().all(|l| l.starts_with('#')), "{out}");
+    for key in [
+        "limits.outbox_max_bytes",
+        "limits.pubsub_backlog_bytes",
+        "limits.commit_batch_bytes",
+        "limits.caps_cache_entries",
+        "store.cache_bytes",
+    ] {
+        assert!(table.iter().any(|l| l.contains(key)), "{key}: {out}");
+    }
+    // The shipped cache_bytes = 4194304 is the row of store.cache_bytes.
+    assert!(
+        table
+            .iter()
+            .any(|l| l.contains("4194304  store.cache_bytes")),
+        "{out}"
+    );
+    let total = table
+        .iter()
+        .find(|l| l.split_whitespace().nth(2) == Some("total"))
+        .unwrap_or_else(|| panic!("no total line: {out}"));
+    let total: u64 = total.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let sum: u64 = table
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            let bytes = w.next()?.parse::<u64>().ok()?;
+            (w.next()? != "total").then_some(bytes)
+        })
+        .sum();
+    assert_eq!(total, sum, "{out}");
+    let last = table.last().expect("comparison line");
+    assert!(last.contains("MemoryMax="), "{out}");
+    let over = last.starts_with("# WARNING:");
+    assert!(over || last.starts_with("# compared with "), "{last}");
+    assert_eq!(
+        stderr(&o).contains("kinglet: warning: the worst-case memory total"),
+        over,
+        "{}",
+        stderr(&o)
+    );
+}

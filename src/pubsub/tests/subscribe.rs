@@ -310,7 +310,7 @@ fn xep0060_6_1_6_multiple_subscriptions() {
     assert!(subid_headers(&notes[0].1).is_empty());
     assert!(notes[0].1.child("body", NS_CLIENT).is_none());
     // Bounded per JID.
-    for i in 0..MAX_SUBSCRIPTIONS_PER_JID - 1 {
+    for i in 0..Limits::default().subscriptions_per_jid - 1 {
         w.subscribe_with(CAROL, "n", &[("pubsub#show-values", SHOWS[i % 5])]);
         if i >= 4 {
             // Distinct options: vary include_body too.
