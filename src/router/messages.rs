@@ -11,9 +11,9 @@ impl Router {
             // The service takes approval forms (XEP-0060 §8.6); errors (bounced
             // notifications) are dropped; anything else bounces.
             if msg.child("x", "jabber:x:data").is_some() && ty != MessageType::Error {
-                if let Some(mut engine) = self.pubsub.take() {
-                    let out = engine.handle_message(&*self.store, from, &msg, self.now_ms());
-                    self.pubsub = Some(engine);
+                let now = self.now_ms();
+                if let Some(engine) = self.pubsub.engine.as_mut() {
+                    let out = engine.handle_message(&*self.store, from, &msg, now);
                     self.pubsub_deliver(out);
                 } else {
                     self.bounce(&msg, crate::pubsub::unavailable_error(&*self.store));
@@ -67,6 +67,7 @@ impl Router {
             return;
         }
         let candidates: Vec<&Resource> = self
+            .im
             .accounts
             .get(user)
             .map(|a| {

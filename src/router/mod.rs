@@ -70,7 +70,10 @@ struct Account {
     roster: Vec<RosterItem>,
 }
 
-/// Router state.
+/// The broker: IM, caps and pub-sub side by side (`Broker { im, caps, pubsub }`), with
+/// what they share (the configuration, the store, the clocks and randomness). IM never owns
+/// pub-sub: each gets the others' state through borrows of sibling fields (pub-sub reads
+/// rosters and presences through [`Dir`]).
 pub struct Router {
     config: Rc<Config>,
     /// The database, through the core's storage contract (the shell's redb store).
@@ -79,25 +82,20 @@ pub struct Router {
     env: Rc<dyn Env>,
     /// Secret for SCRAM's fake credentials of unknown users (account enumeration defence).
     secret: [u8; 32],
-    accounts: HashMap<String, Account>,
-    push_counter: u64,
-    /// The XEP-0060 service. `None` while its state cannot be reloaded after a failed
-    /// write (the database could not be reopened yet, see [`Router::storage_reopened`]):
-    /// the service stays listed and answers every request with
-    /// [`crate::pubsub::unavailable_error`], rather than risk serving what the disk lost.
-    pubsub: Option<crate::pubsub::Engine>,
-    /// The service's JID (kept while `pubsub` is `None`).
-    pubsub_service: Jid,
-    /// The current storage fault, for rate-limited logging; `None` while writes work.
-    outage: Option<Outage>,
-    /// Wakes the pub-sub timer task when the engine's next deadline moved earlier.
-    pubsub_wake: Option<Box<dyn Fn()>>,
+    /// RFC 6120/6121 IM: bound sessions, rosters and their group-committed changes.
+    im: Im,
     /// XEP-0115 caps of the available resources: their PEP `+notify` interests.
     caps: crate::caps::CapsTable,
-    /// What the outboxes' backlogs hold together (pub-sub back-pressure).
-    backlog: Rc<Backlog>,
-    /// Sessions not read while their pub-sub requests are deferred (back-pressure).
-    paused: Vec<Rc<Outbox>>,
+    /// XEP-0060/0163: the engine and what delivering its output needs.
+    pubsub: PubSub,
+    /// The current storage fault, for rate-limited logging; `None` while writes work.
+    outage: Option<Outage>,
+}
+
+/// The IM side of the broker (RFC 6121): accounts with their bound resources and rosters.
+struct Im {
+    accounts: HashMap<String, Account>,
+    push_counter: u64,
     /// The roster change being worked out, while a roster request is handled.
     roster_txn: RefCell<Option<RosterTxn>>,
     /// Roster changes waiting for their commit (at most one: see `roster_deferred`).
@@ -108,6 +106,23 @@ pub struct Router {
     roster_deferred_bytes: usize,
     /// Deferred roster requests are being handled (they are not deferred again).
     roster_replaying: bool,
+}
+
+/// The pub-sub side of the broker.
+struct PubSub {
+    /// The XEP-0060 service. `None` while its state cannot be reloaded after a failed
+    /// write (the database could not be reopened yet, see [`Router::storage_reopened`]):
+    /// the service stays listed and answers every request with
+    /// [`crate::pubsub::unavailable_error`], rather than risk serving what the disk lost.
+    engine: Option<crate::pubsub::Engine>,
+    /// The service's JID (kept while `engine` is `None`).
+    service: Jid,
+    /// Wakes the pub-sub timer task when the engine's next deadline moved earlier.
+    wake: Option<Box<dyn Fn()>>,
+    /// What the outboxes' backlogs hold together (pub-sub back-pressure).
+    backlog: Rc<Backlog>,
+    /// Sessions not read while their pub-sub requests are deferred (back-pressure).
+    paused: Vec<Rc<Outbox>>,
 }
 
 /// How a stanza enters an outbox (see `outbox`'s module documentation).
@@ -164,27 +179,31 @@ impl Router {
             store,
             env,
             secret,
-            accounts: HashMap::new(),
-            push_counter: 0,
+            im: Im {
+                accounts: HashMap::new(),
+                push_counter: 0,
+                roster_txn: RefCell::new(None),
+                roster_pending: VecDeque::new(),
+                roster_deferred: VecDeque::new(),
+                roster_deferred_bytes: 0,
+                roster_replaying: false,
+            },
             caps,
-            pubsub,
-            pubsub_service,
+            pubsub: PubSub {
+                engine: pubsub,
+                service: pubsub_service,
+                wake: None,
+                backlog,
+                paused: Vec::new(),
+            },
             outage: None,
-            pubsub_wake: None,
-            backlog,
-            paused: Vec::new(),
-            roster_txn: RefCell::new(None),
-            roster_pending: VecDeque::new(),
-            roster_deferred: VecDeque::new(),
-            roster_deferred_bytes: 0,
-            roster_replaying: false,
         })
     }
 
     /// The account of the outboxes' backlogs: every session's outbox charges it
     /// ([`Outbox::with_backlog`]).
     pub fn backlog(&self) -> Rc<Backlog> {
-        self.backlog.clone()
+        self.pubsub.backlog.clone()
     }
 
     /// The served domain.
@@ -249,7 +268,7 @@ impl Router {
     }
 
     fn send_via(&self, outbox: &Rc<Outbox>, s: Stanza, lane: Lane) {
-        if let Some(txn) = self.roster_txn.borrow_mut().as_mut() {
+        if let Some(txn) = self.im.roster_txn.borrow_mut().as_mut() {
             // Part of a roster change: sent once the change is on disk.
             txn.out.push((outbox.clone(), s, lane));
             return;
@@ -344,7 +363,7 @@ impl Router {
         if to.domain() != self.config.domain {
             return;
         }
-        let Some(acc) = to.local().and_then(|l| self.accounts.get(l)) else {
+        let Some(acc) = to.local().and_then(|l| self.im.accounts.get(l)) else {
             return;
         };
         for r in &acc.resources {

@@ -49,7 +49,7 @@ impl Router {
         if initial {
             self.initial_presence_probe(&user, from);
             let now = self.now_ms();
-            if let Some(ps) = self.pubsub.as_mut() {
+            if let Some(ps) = self.pubsub.engine.as_mut() {
                 let out = ps.on_available(from, now);
                 self.pubsub_deliver(out);
             }
@@ -78,12 +78,11 @@ impl Router {
             }
         }
         for u in ev.updates.into_iter().filter(|u| !u.added.is_empty()) {
-            let Some(mut engine) = self.pubsub.take() else {
+            let now = self.now_ms();
+            let (Some(engine), dir) = self.engine_and_dir() else {
                 return;
             };
-            let out =
-                engine.pep_interest_added(&*self, &*self.store, &u.jid, &u.added, self.now_ms());
-            self.pubsub = Some(engine);
+            let out = engine.pep_interest_added(&dir, dir.store, &u.jid, &u.added, now);
             self.pubsub_deliver(out);
         }
     }
@@ -107,25 +106,18 @@ impl Router {
             return;
         };
         let gained = after.as_ref().is_some_and(|a| a.0) && !before.as_ref().is_some_and(|b| b.0);
-        let Some(mut engine) = self.pubsub.take() else {
+        let now = self.now_ms();
+        let (Some(engine), dir) = self.engine_and_dir() else {
             return;
         };
-        let out = engine.pep_roster_changed(
-            &*self,
-            &*self.store,
-            &owner,
-            &contact,
-            gained,
-            self.now_ms(),
-        );
-        self.pubsub = Some(engine);
+        let out = engine.pep_roster_changed(&dir, dir.store, &owner, &contact, gained, now);
         self.pubsub_deliver(out);
     }
 
     /// Broadcast a presence of `from` to its contacts with a `from` subscription and to the
     /// account's other available resources (RFC 6121 §4.2.2, §4.4.2).
     fn broadcast_presence(&self, user: &str, from: &Jid, p: &Element) {
-        let Some(acc) = self.accounts.get(user) else {
+        let Some(acc) = self.im.accounts.get(user) else {
             return;
         };
         for item in acc.roster.iter().filter(|i| i.subscription.has_from()) {
@@ -152,7 +144,7 @@ impl Router {
     /// probes locally, §4.3) and its own other resources' presence, plus any pending
     /// subscription requests (§3.1.3).
     fn initial_presence_probe(&self, user: &str, to: &Jid) {
-        let Some(acc) = self.accounts.get(user) else {
+        let Some(acc) = self.im.accounts.get(user) else {
             return;
         };
         let Some(ob) = acc
@@ -186,7 +178,7 @@ impl Router {
 
     /// Send the current presence of every available resource of `contact` to one outbox.
     fn send_presence_of(&self, contact: &Jid, to: &Jid, ob: &Rc<Outbox>) {
-        let Some(acc) = contact.local().and_then(|l| self.accounts.get(l)) else {
+        let Some(acc) = contact.local().and_then(|l| self.im.accounts.get(l)) else {
             return;
         };
         if contact.domain() != self.config.domain {
@@ -421,7 +413,7 @@ impl Router {
 
     /// The user's available resources send their presence to a contact that just got a subscription.
     fn send_presence_to_contact(&self, user: &str, contact: &Jid) {
-        let Some(acc) = self.accounts.get(user) else {
+        let Some(acc) = self.im.accounts.get(user) else {
             return;
         };
         for r in &acc.resources {
@@ -434,7 +426,7 @@ impl Router {
     }
 
     pub(super) fn send_unavailable_to(&self, user: &str, contact: &Jid) {
-        let Some(acc) = self.accounts.get(user) else {
+        let Some(acc) = self.im.accounts.get(user) else {
             return;
         };
         for r in acc.resources.iter().filter(|r| r.presence.is_some()) {

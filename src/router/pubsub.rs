@@ -7,33 +7,48 @@ use super::*;
 impl Router {
     /// Whether `jid` is the pub-sub service (or one of its full JIDs).
     pub(super) fn is_pubsub(&self, jid: &Jid) -> bool {
-        jid.local().is_none() && jid.domain() == self.pubsub_service.domain()
+        jid.local().is_none() && jid.domain() == self.pubsub.service.domain()
     }
 
     /// Hands an IQ to the pub-sub engine and delivers what it returns (while the engine
     /// is down after a storage fault: an error, see [`crate::pubsub::unavailable_error`]).
     pub(super) fn pubsub_iq(&mut self, from: &Jid, iq: &Iq) {
-        let Some(mut engine) = self.pubsub.take() else {
+        let now = self.now_ms();
+        let (Some(engine), dir) = self.engine_and_dir() else {
             if iq.ty().is_request() {
                 self.bounce(iq, crate::pubsub::unavailable_error(&*self.store));
             }
             return;
         };
         let deferred = engine.deferred_count();
-        let out = engine.handle_iq(&*self, &*self.store, from, iq, self.now_ms());
-        if engine.deferred_count() > deferred {
+        let out = engine.handle_iq(&dir, dir.store, from, iq, now);
+        let deferred_more = engine.deferred_count() > deferred;
+        if deferred_more {
             // Back-pressure: the request waits for the disk or for readers; its sender is
             // not read until the deferred requests have been handled.
             if let Some(ob) = self.resource_outbox(from) {
                 if !ob.reading_paused() {
                     tracing::debug!(jid = %from, "pub-sub back-pressure: request deferred, session not read until it is handled");
                     ob.pause_reading();
-                    self.paused.push(ob.clone());
+                    self.pubsub.paused.push(ob.clone());
                 }
             }
         }
-        self.pubsub = Some(engine);
         self.pubsub_deliver(out);
+    }
+
+    /// The pub-sub engine (if it is up) and, beside it, the view of the IM and caps
+    /// siblings it reads: disjoint borrows of the broker's fields.
+    pub(super) fn engine_and_dir(&mut self) -> (Option<&mut crate::pubsub::Engine>, Dir<'_>) {
+        (
+            self.pubsub.engine.as_mut(),
+            Dir {
+                domain: &self.config.domain,
+                im: &self.im,
+                caps: &self.caps,
+                store: &*self.store,
+            },
+        )
     }
 
     /// A pub-sub group commit of `generation` ended (called by the committer task):
@@ -51,13 +66,13 @@ impl Router {
             Err(_) => {}
         }
         let (engine, out) = crate::pubsub::committed(
-            self.pubsub.take(),
+            self.pubsub.engine.take(),
             &self.config,
             &*self.store,
             generation,
             result,
         );
-        self.pubsub = engine;
+        self.pubsub.engine = engine;
         self.pubsub_deliver(out);
         self.roster_committed(generation, roster_failure);
         self.pubsub_relieve();
@@ -71,17 +86,19 @@ impl Router {
     /// Handles the deferred pub-sub requests while the held outputs and the backlogs are
     /// below their bound; once none is left, the paused sessions are read again.
     pub(super) fn pubsub_relieve(&mut self) {
-        if let Some(mut engine) = self.pubsub.take() {
+        if let (Some(engine), dir) = self.engine_and_dir() {
             if engine.deferred_count() > 0 {
-                let out = engine.resume(&*self, &*self.store);
-                self.pubsub = Some(engine);
+                let out = engine.resume(&dir, dir.store);
                 self.pubsub_deliver(out);
-            } else {
-                self.pubsub = Some(engine);
             }
         }
-        if self.pubsub.as_ref().is_none_or(|e| e.deferred_count() == 0) {
-            for ob in self.paused.drain(..) {
+        if self
+            .pubsub
+            .engine
+            .as_ref()
+            .is_none_or(|e| e.deferred_count() == 0)
+        {
+            for ob in self.pubsub.paused.drain(..) {
                 ob.resume_reading();
             }
         }
@@ -89,28 +106,30 @@ impl Router {
 
     /// A resource went unavailable: temporary subscriptions and `purge_offline` (XEP-0060).
     pub(super) fn pubsub_unavailable(&mut self, full: &Jid) {
-        let Some(mut engine) = self.pubsub.take() else {
+        let now = self.now_ms();
+        let (Some(engine), dir) = self.engine_and_dir() else {
             return;
         };
-        let offline = crate::pubsub::Directory::presences(&*self, &full.bare()).is_empty();
-        let out = engine.on_unavailable(&*self, &*self.store, full, offline, self.now_ms());
-        self.pubsub = Some(engine);
+        let offline = crate::pubsub::Directory::presences(&dir, &full.bare()).is_empty();
+        let out = engine.on_unavailable(&dir, dir.store, full, offline, now);
         self.pubsub_deliver(out);
     }
 
     /// Sets how the router wakes the shell's pub-sub timer: called when the engine's next
     /// deadline moved earlier, so that the timer calls [`Router::pubsub_tick`] sooner.
     pub fn set_pubsub_waker(&mut self, wake: Box<dyn Fn()>) {
-        self.pubsub_wake = Some(wake);
+        self.pubsub.wake = Some(wake);
     }
 
     /// Runs the pub-sub expiry that is due and returns the next deadline (ms since the
     /// epoch) the timer task sleeps until.
     pub fn pubsub_tick(&mut self) -> Option<u64> {
-        let mut engine = self.pubsub.take()?;
-        let out = engine.on_tick(&*self, &*self.store, self.now_ms());
+        let now = self.now_ms();
+        let (Some(engine), dir) = self.engine_and_dir() else {
+            return None;
+        };
+        let out = engine.on_tick(&dir, dir.store, now);
         let next = engine.arm();
-        self.pubsub = Some(engine);
         self.pubsub_deliver(out);
         next
     }
@@ -118,7 +137,7 @@ impl Router {
     /// Delivers engine output: to one resource (full JID) or to every available resource
     /// of a local account (bare JID).
     pub(super) fn pubsub_deliver(&self, out: Vec<crate::pubsub::Delivery>) {
-        if let (Some(e), Some(wake)) = (&self.pubsub, &self.pubsub_wake) {
+        if let (Some(e), Some(wake)) = (&self.pubsub.engine, &self.pubsub.wake) {
             if e.needs_rearm() {
                 wake();
             }
@@ -135,18 +154,29 @@ impl Router {
     }
 }
 
-impl crate::pubsub::Directory for Router {
+/// What pub-sub reads of IM and caps (`crate::pubsub::Directory`): rosters (as the roster
+/// change being worked out leaves them), presences and `+notify` interests.
+pub(super) struct Dir<'a> {
+    domain: &'a str,
+    im: &'a Im,
+    caps: &'a crate::caps::CapsTable,
+    pub(super) store: &'a dyn Storage,
+}
+
+impl crate::pubsub::Directory for Dir<'_> {
     fn roster_entry(&self, owner: &Jid, contact: &Jid) -> Option<(bool, Vec<String>)> {
-        if owner.domain() != self.config.domain {
+        if owner.domain() != self.domain {
             return None;
         }
-        let item = self.roster_item(owner.local()?, &contact.bare())?;
+        let item = self
+            .im
+            .roster_item(self.store, owner.local()?, &contact.bare())?;
         Some((item.subscription.has_from(), item.groups))
     }
 
     fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
         let acc = match bare.local() {
-            Some(user) if bare.domain() == self.config.domain => self.accounts.get(user),
+            Some(user) if bare.domain() == self.domain => self.im.accounts.get(user),
             _ => None,
         };
         acc.map(|a| {
@@ -184,13 +214,13 @@ impl crate::pubsub::Directory for Router {
     }
 }
 
-impl Router {
+impl Dir<'_> {
     /// The roster of a local account (cached while online, else read from the store).
     fn roster_of(&self, bare: &Jid) -> Vec<RosterItem> {
-        let Some(user) = bare.local().filter(|_| bare.domain() == self.config.domain) else {
+        let Some(user) = bare.local().filter(|_| bare.domain() == self.domain) else {
             return Vec::new();
         };
-        let mut roster = match self.accounts.get(user) {
+        let mut roster = match self.im.accounts.get(user) {
             Some(acc) => acc.roster.clone(),
             None => self.store.roster_get(user).unwrap_or_else(|e| {
                 tracing::error!(user, error = %e, "cannot read roster");
@@ -198,7 +228,7 @@ impl Router {
             }),
         };
         // The roster change being worked out, if it touches this roster.
-        if let Some(t) = self.roster_txn.borrow().as_ref() {
+        if let Some(t) = self.im.roster_txn.borrow().as_ref() {
             for (w, _) in t.writes.iter().filter(|(w, _)| w.user() == user) {
                 roster.retain(|i| i.jid != w.jid());
                 if let RosterWrite::Put(_, item) = w {

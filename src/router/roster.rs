@@ -51,7 +51,7 @@ impl Router {
     /// memory must equal the disk, or a restart would bring back a change that the
     /// running broker does not show.
     pub(super) fn rosters_reload(&mut self) {
-        for (user, account) in self.accounts.iter_mut().filter(|(_, a)| !a.anonymous) {
+        for (user, account) in self.im.accounts.iter_mut().filter(|(_, a)| !a.anonymous) {
             match self.store.roster_get(user) {
                 Ok(roster) => account.roster = roster,
                 Err(e) => {
@@ -64,6 +64,18 @@ impl Router {
     /// The item `contact` of `user`'s roster: as the roster change being worked out left
     /// it, else as committed (cached while the account is online, else from the store).
     pub(super) fn roster_item(&self, user: &str, contact: &Jid) -> Option<RosterItem> {
+        self.im.roster_item(&*self.store, user, contact)
+    }
+}
+
+impl Im {
+    /// [`Router::roster_item`].
+    pub(super) fn roster_item(
+        &self,
+        store: &dyn Storage,
+        user: &str,
+        contact: &Jid,
+    ) -> Option<RosterItem> {
         if let Some(t) = self.roster_txn.borrow().as_ref() {
             if let Some(item) = t.item(user, contact.as_str()) {
                 return item;
@@ -76,7 +88,7 @@ impl Router {
                 .find(|i| i.jid == contact.as_str())
                 .cloned();
         }
-        match self.store.roster_get(user) {
+        match store.roster_get(user) {
             Ok(items) => items.into_iter().find(|i| i.jid == contact.as_str()),
             Err(e) => {
                 tracing::error!(user, error = %e, "cannot read roster");
@@ -84,7 +96,9 @@ impl Router {
             }
         }
     }
+}
 
+impl Router {
     /// Save an item and push it to the user's interested resources (both once the change
     /// is on disk, see [`Router::roster_transaction`]).
     pub(super) fn roster_save(&mut self, user: &str, item: RosterItem) {
@@ -100,8 +114,12 @@ impl Router {
 
     /// Records a write in the roster change being worked out.
     fn roster_record(&self, write: RosterWrite) {
-        let persist = !self.accounts.get(write.user()).is_some_and(|a| a.anonymous);
-        match self.roster_txn.borrow_mut().as_mut() {
+        let persist = !self
+            .im
+            .accounts
+            .get(write.user())
+            .is_some_and(|a| a.anonymous);
+        match self.im.roster_txn.borrow_mut().as_mut() {
             Some(t) => t.writes.push((write, persist)),
             // Invariant: every roster change runs inside `roster_transaction`.
             None => tracing::error!(
@@ -155,15 +173,15 @@ impl Router {
         request: &Element,
         f: impl FnOnce(&mut Self),
     ) {
-        if !self.roster_pending.is_empty()
-            || (!self.roster_deferred.is_empty() && !self.roster_replaying)
+        if !self.im.roster_pending.is_empty()
+            || (!self.im.roster_deferred.is_empty() && !self.im.roster_replaying)
         {
             self.roster_defer(from, request);
             return;
         }
-        *self.roster_txn.borrow_mut() = Some(RosterTxn::default());
+        *self.im.roster_txn.borrow_mut() = Some(RosterTxn::default());
         f(self);
-        let Some(txn) = self.roster_txn.borrow_mut().take() else {
+        let Some(txn) = self.im.roster_txn.borrow_mut().take() else {
             return;
         };
         let persist: Vec<RosterWrite> = txn
@@ -179,7 +197,7 @@ impl Router {
                 self.roster_apply(&writes);
                 self.roster_flush(txn.out);
             }
-            Ok(Some(generation)) => self.roster_pending.push_back(RosterPending {
+            Ok(Some(generation)) => self.im.roster_pending.push_back(RosterPending {
                 generation,
                 writes,
                 out: txn.out,
@@ -215,8 +233,8 @@ impl Router {
     fn roster_defer(&mut self, from: &Jid, request: &Element) {
         let bytes = request.heap_size() + 64;
         let l = &self.config.limits;
-        if self.roster_deferred.len() >= l.roster_deferred_requests
-            || self.roster_deferred_bytes + bytes > l.roster_deferred_bytes
+        if self.im.roster_deferred.len() >= l.roster_deferred_requests
+            || self.im.roster_deferred_bytes + bytes > l.roster_deferred_bytes
         {
             tracing::warn!(from = %from, "roster request refused: too many roster requests wait for the disk");
             self.bounce(
@@ -226,8 +244,9 @@ impl Router {
             );
             return;
         }
-        self.roster_deferred_bytes += bytes;
-        self.roster_deferred
+        self.im.roster_deferred_bytes += bytes;
+        self.im
+            .roster_deferred
             .push_back((from.clone(), request.clone()));
     }
 
@@ -240,11 +259,12 @@ impl Router {
         failure: Option<(Condition, &'static str)>,
     ) {
         while self
+            .im
             .roster_pending
             .front()
             .is_some_and(|p| p.generation <= generation || failure.is_some())
         {
-            let Some(p) = self.roster_pending.pop_front() else {
+            let Some(p) = self.im.roster_pending.pop_front() else {
                 break;
             };
             match failure {
@@ -262,24 +282,24 @@ impl Router {
                 }
             }
         }
-        if !self.roster_pending.is_empty() || self.roster_replaying {
+        if !self.im.roster_pending.is_empty() || self.im.roster_replaying {
             return;
         }
-        self.roster_replaying = true;
-        while self.roster_pending.is_empty() {
-            let Some((from, stanza)) = self.roster_deferred.pop_front() else {
+        self.im.roster_replaying = true;
+        while self.im.roster_pending.is_empty() {
+            let Some((from, stanza)) = self.im.roster_deferred.pop_front() else {
                 break;
             };
-            self.roster_deferred_bytes -= stanza.heap_size() + 64;
+            self.im.roster_deferred_bytes -= stanza.heap_size() + 64;
             self.route(&from, stanza);
         }
-        self.roster_replaying = false;
+        self.im.roster_replaying = false;
     }
 
     /// Applies committed roster writes to the rosters in memory (accounts online).
     fn roster_apply(&mut self, writes: &[RosterWrite]) {
         for w in writes {
-            let Some(acc) = self.accounts.get_mut(w.user()) else {
+            let Some(acc) = self.im.accounts.get_mut(w.user()) else {
                 continue;
             };
             match w {
@@ -314,9 +334,9 @@ impl Router {
 
     /// RFC 6121 §2.1.6 roster push to every interested resource.
     fn roster_push(&mut self, user: &str, item: &RosterItem, removed: bool) {
-        self.push_counter += 1;
-        let n = self.push_counter;
-        let Some(acc) = self.accounts.get(user) else {
+        self.im.push_counter += 1;
+        let n = self.im.push_counter;
+        let Some(acc) = self.im.accounts.get(user) else {
             return;
         };
         for r in acc.resources.iter().filter(|r| r.interested) {
@@ -338,7 +358,7 @@ impl Router {
                 r.interested = true;
             }
             let mut query = Element::new("query", NS_ROSTER);
-            if let Some(acc) = self.accounts.get(&user) {
+            if let Some(acc) = self.im.accounts.get(&user) {
                 for item in acc.roster.iter().filter(|i| i.in_roster) {
                     query.push_child(roster_item_element(item, false));
                 }
@@ -416,6 +436,7 @@ impl Router {
         }
         let existing = self.roster_item(&user, &contact);
         let visible = self
+            .im
             .accounts
             .get(&user)
             .map(|a| a.roster.iter().filter(|i| i.in_roster).count())

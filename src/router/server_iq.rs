@@ -25,7 +25,7 @@ impl Router {
             // Listed even while a storage fault keeps it from answering normally.
             let q = Element::new("query", NS_DISCO_ITEMS).with_child(
                 Element::new("item", NS_DISCO_ITEMS)
-                    .with_attr("jid", self.pubsub_service.as_str())
+                    .with_attr("jid", self.pubsub.service.as_str())
                     .with_attr("name", "Publish-subscribe service"),
             );
             Some(q)

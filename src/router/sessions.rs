@@ -13,7 +13,7 @@ impl Router {
     /// [`AnonUserError::Store`] if the account table cannot be read,
     /// [`AnonUserError::Collisions`] if every name tried was taken.
     pub fn new_anonymous_user(&mut self) -> Result<String, AnonUserError> {
-        let (accounts, store, env) = (&self.accounts, &*self.store, &*self.env);
+        let (accounts, store, env) = (&self.im.accounts, &*self.store, &*self.env);
         pick_anonymous_user(
             ANON_USER_ATTEMPTS,
             || crate::sasl::random_nonce(env),
@@ -23,7 +23,7 @@ impl Router {
 
     /// Number of bound resources (for metrics and tests).
     pub fn session_count(&self) -> usize {
-        self.accounts.values().map(|a| a.resources.len()).sum()
+        self.im.accounts.values().map(|a| a.resources.len()).sum()
     }
 
     /// Bind a resource for `user` (RFC 6120 §7). A resource already in use is taken over:
@@ -53,7 +53,7 @@ impl Router {
         let jid = Jid::new(Some(user), &domain, Some(&resource)).map_err(|e| {
             StanzaError::new(Condition::BadRequest).with_text(format!("invalid resource: {e}"))
         })?;
-        if !self.accounts.contains_key(user) {
+        if !self.im.accounts.contains_key(user) {
             let roster = if anonymous {
                 Vec::new()
             } else {
@@ -62,7 +62,7 @@ impl Router {
                     StanzaError::new(Condition::InternalServerError)
                 })?
             };
-            self.accounts.insert(
+            self.im.accounts.insert(
                 user.to_owned(),
                 Account {
                     anonymous,
@@ -73,6 +73,7 @@ impl Router {
         }
         let max = self.config.limits.max_resources_per_account;
         let account = self
+            .im
             .accounts
             .get_mut(user)
             .expect("invariant: inserted above");
@@ -85,6 +86,7 @@ impl Router {
             }
         }
         let account = self
+            .im
             .accounts
             .get_mut(user)
             .expect("invariant: inserted above");
@@ -107,7 +109,7 @@ impl Router {
     /// A session ended: broadcast its unavailable presence and forget it.
     pub fn unbind(&mut self, jid: &Jid, conn: ConnId) {
         let Some(user) = jid.local() else { return };
-        let Some(account) = self.accounts.get_mut(user) else {
+        let Some(account) = self.im.accounts.get_mut(user) else {
             return;
         };
         let Some(i) = account.resources.iter().position(|r| r.conn == conn) else {
@@ -123,17 +125,17 @@ impl Router {
             self.broadcast_unavailable(&res);
         }
         if empty {
-            self.accounts.remove(user);
+            self.im.accounts.remove(user);
         }
         if res.presence.is_some() {
             self.pubsub_unavailable(jid);
         }
-        self.paused.retain(|ob| !Rc::ptr_eq(ob, &res.outbox));
+        self.pubsub.paused.retain(|ob| !Rc::ptr_eq(ob, &res.outbox));
         self.pubsub_relieve();
         if anonymous_gone {
             // An anonymous account ends with its last session: so does its PEP service
             // (else its nodes would fill `pubsub_max_nodes` over time).
-            if let Some(engine) = self.pubsub.as_mut() {
+            if let Some(engine) = self.pubsub.engine.as_mut() {
                 if let Err(e) = engine.pep_delete_account(&*self.store, &jid.bare()) {
                     tracing::warn!(jid = %jid, error = %e, "PEP nodes of an anonymous account not deleted");
                 }
@@ -152,12 +154,12 @@ impl Router {
     }
 
     pub(super) fn account_exists(&self, user: &str) -> bool {
-        self.accounts.contains_key(user) || self.store.user_exists(user).unwrap_or(false)
+        self.im.accounts.contains_key(user) || self.store.user_exists(user).unwrap_or(false)
     }
 
     /// Send a stanza to one resource, given its full JID.
     pub(super) fn resource_outbox(&self, jid: &Jid) -> Option<&Rc<Outbox>> {
-        let acc = self.accounts.get(jid.local()?)?;
+        let acc = self.im.accounts.get(jid.local()?)?;
         acc.resources
             .iter()
             .find(|r| &r.jid == jid)
@@ -165,7 +167,7 @@ impl Router {
     }
 
     pub(super) fn resource_mut(&mut self, jid: &Jid) -> Option<&mut Resource> {
-        let acc = self.accounts.get_mut(jid.local()?)?;
+        let acc = self.im.accounts.get_mut(jid.local()?)?;
         acc.resources.iter_mut().find(|r| &r.jid == jid)
     }
 }

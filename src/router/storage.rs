@@ -24,7 +24,7 @@ impl Router {
     /// hands the outcome to [`Router::storage_reopened`], with a growing pause between
     /// attempts.
     pub fn storage_needs_recovery(&self) -> bool {
-        self.store.faulted() || self.pubsub.is_none()
+        self.store.faulted() || self.pubsub.engine.is_none()
     }
 
     /// The shell reopened the database (or failed to) after a failed write: on success the
@@ -41,23 +41,23 @@ impl Router {
 
     /// Reloads the pub-sub service after a storage fault took it down; true if it is up.
     pub fn pubsub_restore(&mut self) -> bool {
-        if self.pubsub.is_some() {
+        if self.pubsub.engine.is_some() {
             return true;
         }
         match crate::pubsub::restore(&self.config, &*self.store) {
             Ok(mut engine) => {
                 engine.set_backlog(
-                    self.backlog.clone(),
+                    self.pubsub.backlog.clone(),
                     self.config.limits.pubsub_backlog_bytes,
                 );
                 engine.seed_ids(random_u64(&*self.env));
-                self.pubsub = Some(engine);
+                self.pubsub.engine = Some(engine);
                 tracing::info!(
                     data = %self.store.location(),
                     "publish-subscribe service available again: the database was reopened \
                      and the service's state reloaded from it"
                 );
-                if let Some(wake) = &self.pubsub_wake {
+                if let Some(wake) = &self.pubsub.wake {
                     wake();
                 }
                 true
