@@ -180,22 +180,9 @@ mod tests {
     use crate::config::Tls;
     use crate::router::Router;
     use crate::store::Store;
+    use crate::test_support::TempDir;
     use std::path::Path;
     use std::rc::Rc;
-
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn dir(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("kinglet-signals-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
 
     fn cert(dir: &Path, name: &str) -> Tls {
         let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
@@ -227,7 +214,7 @@ mod tests {
 
     #[test]
     fn reload_swaps_the_certificate() {
-        let d = dir("swap");
+        let d = TempDir::new("signals-swap");
         let current = Config {
             tls: Some(cert(&d.0, "old.example")),
             ..Config::default()
@@ -244,7 +231,7 @@ mod tests {
 
     #[test]
     fn failed_reload_keeps_the_old_certificate() {
-        let d = dir("bad");
+        let d = TempDir::new("signals-bad");
         let current = Config {
             tls: Some(cert(&d.0, "old.example")),
             ..Config::default()
@@ -265,7 +252,7 @@ mod tests {
 
     #[test]
     fn removing_tls_keeps_it_until_restart() {
-        let d = dir("rm");
+        let d = TempDir::new("signals-rm");
         let current = Config {
             tls: Some(cert(&d.0, "old.example")),
             ..Config::default()

@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_support::TempDir;
 
 fn parse(args: &[&str]) -> Result<Args, String> {
     Args::from_args(&["kinglet"], args).map_err(|e| e.output)
@@ -326,15 +327,9 @@ fn write_out_treats_a_closed_pipe_as_the_end() {
     assert_eq!(full.expect_err("disk full").kind(), ErrorKind::StorageFull);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kinglet-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 #[test]
 fn password_file() {
-    let dir = temp_dir("pw");
+    let dir = TempDir::new("cli-pw");
     let f = dir.join("pw");
     std::fs::write(&f, "hunter2\n").expect("write");
     assert_eq!(
@@ -371,7 +366,7 @@ fn check_config_defaults_and_exit_codes() {
         EX_IOERR
     );
 
-    let dir = temp_dir("check");
+    let dir = TempDir::new("cli-check");
     let cfg = dir.join("kinglet.toml");
     std::fs::write(&cfg, "[c2s]\nlisten = [\"0.0.0.0:5222\"]\n").expect("write");
     let e = check_config(Some(&cfg)).expect_err("no tls");
@@ -382,7 +377,7 @@ fn check_config_defaults_and_exit_codes() {
 
 #[test]
 fn check_config_verifies_tls_files() {
-    let dir = temp_dir("tls");
+    let dir = TempDir::new("cli-tls");
     let cfg = dir.join("kinglet.toml");
     std::fs::write(&cfg, "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").expect("write");
     let e = check_config(Some(&cfg)).expect_err("files missing");

@@ -496,8 +496,7 @@ fn relative_paths_resolve_against_base_dir() {
 
 #[test]
 fn load_reads_files_and_names_them() {
-    let dir = std::env::temp_dir().join(format!("kinglet-config-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = crate::test_support::TempDir::new("config-load");
     let path = dir.join("kinglet.toml");
     std::fs::write(
         &path,

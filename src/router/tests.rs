@@ -13,27 +13,12 @@ use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
 use crate::system::SystemEnv;
+use crate::test_support::TempDir;
 use crate::xml::Element;
-
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("kinglet-router-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
 /// when `fail` is set; `alice`, `bob` and `dave` have accounts.
-fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> Router {
+fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> Router {
     {
         let store = Store::open(&dir.0, 0).expect("store");
         for u in ["alice", "bob", "dave"] {
@@ -135,7 +120,7 @@ fn is_push_of(e: &Element, contact: &str) -> bool {
 /// roster in memory is unchanged, and after a restart the roster on disk is too.
 #[test]
 fn roster_set_not_acked_when_commit_fails() {
-    let dir = Dir::new("set-fails");
+    let dir = TempDir::new("router-set-fails");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
     let (oa, ob) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
@@ -178,7 +163,7 @@ fn roster_set_not_acked_when_commit_fails() {
 /// and a roster get sent right after the set is answered after it, with the new item.
 #[test]
 fn roster_result_only_after_commit() {
-    let dir = Dir::new("set-ok");
+    let dir = TempDir::new("router-set-ok");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
     let oa = Outbox::new(64, 1 << 20);
@@ -231,7 +216,7 @@ fn roster_result_only_after_commit() {
 /// that could not be saved was never shown (error, no push) and is gone.
 #[test]
 fn subscription_ask_state_survives_restart() {
-    let dir = Dir::new("ask");
+    let dir = TempDir::new("router-ask");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
     let oa = Outbox::new(64, 1 << 20);
@@ -344,7 +329,7 @@ fn anonymous_user_search_is_bounded() {
     );
 
     // Through the router: a fresh name that no account has.
-    let dir = Dir::new("anon");
+    let dir = TempDir::new("router-anon");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
     let user = r.new_anonymous_user().expect("a fresh name");
@@ -359,7 +344,7 @@ fn anonymous_user_search_is_bounded() {
 #[test]
 fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     const MAX: usize = 521;
-    let dir = Dir::new("roster-limit");
+    let dir = TempDir::new("router-roster-limit");
     {
         let store = Store::open(&dir.0, 0).expect("store");
         for u in ["alice", "bob"] {

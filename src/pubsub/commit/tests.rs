@@ -5,6 +5,7 @@ use super::*;
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::CommitMode;
+use crate::test_support::TempDir;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const ALICE: &str = "alice@localhost/a";
@@ -17,20 +18,6 @@ impl Directory for NoRoster {
     }
     fn presences(&self, _: &Jid) -> Vec<(Jid, String)> {
         Vec::new()
-    }
-}
-
-struct Dir(std::path::PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("kinglet-commit-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Dir(d)
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -66,7 +53,7 @@ struct Service {
 }
 
 impl Service {
-    fn new(dir: &Dir, mode: CommitMode) -> Service {
+    fn new(dir: &TempDir, mode: CommitMode) -> Service {
         let config = Config::default();
         let store = Store::open(&dir.0, 0).expect("store");
         store.pubsub_set_mode(mode);
@@ -135,7 +122,7 @@ fn summary(out: &[Delivery]) -> Vec<String> {
 /// staged item; outputs keep their order.
 #[test]
 fn group_commit_holds_outputs_until_their_batch_is_on_disk() {
-    let dir = Dir::new("hold");
+    let dir = TempDir::new("commit-hold");
     let mut s = Service::new(&dir, CommitMode::Group);
     assert!(s.send("c", "set", &create("n")).is_empty());
     assert!(s.send("s", "set", &subscribe("n")).is_empty());
@@ -160,7 +147,7 @@ fn group_commit_holds_outputs_until_their_batch_is_on_disk() {
 /// sent, and the engine forgets what the disk does not have.
 #[test]
 fn failed_commit_refuses_held_requests_and_reloads_from_disk() {
-    let dir = Dir::new("fail");
+    let dir = TempDir::new("commit-fail");
     let mut s = Service::new(&dir, CommitMode::Group);
     s.send("c", "set", &create("n"));
     s.send("s", "set", &subscribe("n"));
@@ -183,7 +170,7 @@ fn failed_commit_refuses_held_requests_and_reloads_from_disk() {
 /// resource-constraint.
 #[test]
 fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
-    let dir = Dir::new("defer");
+    let dir = TempDir::new("commit-defer");
     let mut s = Service::new(&dir, CommitMode::Group);
     s.send("c", "set", &create("n"));
     s.finish(Ok(()));
@@ -226,7 +213,7 @@ fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
 /// and result arrives, in order.
 #[test]
 fn release_after_commit_respects_each_outbox_room() {
-    let dir = Dir::new("room");
+    let dir = TempDir::new("commit-room");
     let config = Config {
         data_dir: dir.0.clone(),
         ..Config::default()
@@ -306,7 +293,7 @@ fn release_after_commit_respects_each_outbox_room() {
 /// A router over a store whose writes fail with ENOSPC while `fail` is set, with
 /// alice bound, node `n` created and item `i1` published (committed).
 fn faulty_router(
-    dir: &Dir,
+    dir: &TempDir,
     fail: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (Router, Jid, Rc<Outbox>) {
     let config = Config {
@@ -379,7 +366,7 @@ fn reply<'a>(text: &'a str, id: &str) -> &'a str {
 #[test]
 fn failed_commit_then_recovery_keeps_the_service_and_loses_nothing_acknowledged() {
     use std::sync::atomic::Ordering;
-    let dir = Dir::new("recover");
+    let dir = TempDir::new("commit-recover");
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (mut router, alice, ob) = faulty_router(&dir, &fail);
     fail.store(true, Ordering::SeqCst);
@@ -453,7 +440,7 @@ fn failed_commit_then_recovery_keeps_the_service_and_loses_nothing_acknowledged(
 #[test]
 fn failed_commit_then_recovery_answers_held_reads_from_the_reloaded_state() {
     use std::sync::atomic::Ordering;
-    let dir = Dir::new("reread");
+    let dir = TempDir::new("commit-reread");
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (mut router, alice, ob) = faulty_router(&dir, &fail);
     send(&mut router, &alice, "p2", "set", &publish("n", "i2", "two"));
@@ -484,7 +471,7 @@ fn failed_commit_then_recovery_answers_held_reads_from_the_reloaded_state() {
 /// `store.flush_interval`: replies at once, the item readable before the flush.
 #[test]
 fn interval_mode_replies_at_once_and_reads_staged_items() {
-    let dir = Dir::new("interval");
+    let dir = TempDir::new("commit-interval");
     let mut s = Service::new(&dir, CommitMode::Interval(Duration::from_secs(5)));
     assert_eq!(s.send("c", "set", &create("n")), ["iq:c:result"]);
     assert_eq!(
@@ -516,7 +503,7 @@ fn interval_mode_replies_at_once_and_reads_staged_items() {
 /// after the commit.
 #[test]
 fn slow_commit_does_not_stall_other_clients() {
-    let dir = Dir::new("stall");
+    let dir = TempDir::new("commit-stall");
     let config = Config {
         data_dir: dir.0.clone(),
         ..Config::default()

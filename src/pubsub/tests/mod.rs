@@ -1,11 +1,11 @@
 //! Transcript tests of the engine: stanzas in, stanzas out, no sockets. Each test is named
 //! after the XEP-0060 (1.30) section it checks.
 //!
-//! This file holds the shared harness (`World`, `Rosters`, `TempDir`, stanza helpers); the
-//! tests are split by use case, like the engine (`src/pubsub/*.rs`).
+//! This file holds the shared harness (`World`, `Rosters`, stanza helpers; `TempDir` is
+//! `crate::test_support`'s); the tests are split by use case, like the engine
+//! (`src/pubsub/*.rs`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use super::*;
 use crate::store::Store;
@@ -27,28 +27,7 @@ mod publish;
 mod retract;
 mod subscribe;
 
-/// A temporary data directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "kinglet-pubsub-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_support::TempDir;
 
 /// Rosters for the access models: owner → contact → (from subscription, groups); the
 /// available resources of each bare JID with their `<show/>`; and the `+notify` interests
@@ -134,7 +113,7 @@ impl World {
     }
 
     fn with_config(config: Config) -> World {
-        let dir = TempDir::new("w");
+        let dir = TempDir::new("pubsub-w");
         let store = Store::open(&dir.0, 0).expect("store");
         let engine = Engine::load(&config, &store).expect("engine");
         World {

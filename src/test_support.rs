@@ -1,0 +1,46 @@
+//! Helpers shared by the unit tests of every module (compiled only for `cargo test`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh, empty directory below the system temp dir, removed again on drop. Its name
+/// holds the tag, the process id and a per-process counter, so tests running in parallel
+/// never share one; a leftover from a crashed run with the same pid is removed first.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("kinglet-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// A data directory below the temp dir that does not exist yet, so `Store::open` has
+    /// to create it.
+    pub(crate) fn data(&self) -> PathBuf {
+        self.0.join("data")
+    }
+}
+
+/// A `TempDir` stands for its path: `dir.join(..)`, `Store::open(&dir, ..)`.
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
