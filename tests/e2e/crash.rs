@@ -5,8 +5,7 @@
 //! SIGTERM flushes what is pending.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use kinglet::xml::Element;
 
 use super::client::Client;
-use super::{Daemon, Options, bin};
+use super::{Daemon, Options};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const RSM: &str = "http://jabber.org/protocol/rsm";
@@ -143,43 +142,7 @@ pub(super) fn all_items(c: &mut Client, node: &str) -> HashMap<String, String> {
 
 /// Starts the daemon again on the same configuration and data; asserts it comes up.
 pub(super) fn restart(d: &mut Daemon, log: &str) {
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let mut child = Command::new(bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&d.config)
-        .env("KINGLET_PRINT_PORTS", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(d.dir.0.join(log)).expect("log file"),
-        ))
-        .spawn()
-        .expect("spawn kinglet");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "no ports after restart");
-        let line = match lines.next() {
-            Some(Ok(l)) => l,
-            _ => panic!(
-                "daemon did not restart: {}",
-                std::fs::read_to_string(d.dir.0.join(log)).unwrap_or_default()
-            ),
-        };
-        if let Some(rest) = line.strip_prefix("LISTENING c2s ") {
-            d.port = rest
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    d.child = child;
+    d.restart(log);
 }
 
 /// Checks that every acknowledged item of every node is stored with its exact payload;

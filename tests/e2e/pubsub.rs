@@ -1,13 +1,13 @@
 //! End-to-end XEP-0060: the real daemon, two clients, and a restart.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use kinglet::xml::Element;
 
 use super::client::{Client, condition};
-use super::{Daemon, Options, bin};
+use super::interop::run_slixmpp;
+use super::{Daemon, Options};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -40,39 +40,7 @@ fn event(c: &mut Client) -> Element {
 
 /// Kill the daemon and start it again on the same configuration and data.
 fn restart(d: &mut Daemon) {
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let mut child = Command::new(bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&d.config)
-        .env("KINGLET_PRINT_PORTS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(d.dir.0.join("stderr2.log")).expect("log file"),
-        ))
-        .spawn()
-        .expect("spawn kinglet");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "no ports after restart");
-        let line = lines.next().expect("daemon exited").expect("line");
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.len() == 3 && parts[0] == "LISTENING" && parts[1] == "c2s" {
-            d.port = parts[2]
-                .rsplit(':')
-                .next()
-                .expect("port")
-                .parse()
-                .expect("port");
-            break;
-        }
-    }
-    // Keep the pipe drained in the background so the daemon never blocks on stdout.
-    std::thread::spawn(move || for _ in lines {});
-    d.child = child;
+    d.restart("stderr2.log");
 }
 
 #[test]
@@ -378,63 +346,11 @@ fn pubsub_access_models_and_errors() {
     assert_eq!(app_error(&r), "not-subscribed");
 }
 
-/// Python with slixmpp, as `tests/e2e/interop.rs` finds it (`KINGLET_PYTHON`, then the
-/// venv `.ci/run` makes); `KINGLET_SKIP_INTEROP=1` skips knowingly.
-fn python() -> Option<String> {
-    if std::env::var_os("KINGLET_SKIP_INTEROP").is_some() {
-        return None;
-    }
-    let candidates = [
-        std::env::var("KINGLET_PYTHON").ok(),
-        std::env::var("HOME")
-            .ok()
-            .map(|h| format!("{h}/.cache/kinglet-venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c)
-            .args(["-c", "import slixmpp"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    panic!(
-        "slixmpp pubsub interop needs Python with slixmpp (KINGLET_PYTHON); KINGLET_SKIP_INTEROP=1 skips"
-    );
-}
-
 #[test]
 fn slixmpp_xep0060_create_configure_publish_subscribe_retract_purge_delete() {
-    let Some(py) = python() else { return };
     let d = Daemon::start(Options::default());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/slixmpp_pubsub.py"
-    );
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--host", "127.0.0.1", "--domain", "localhost"])
-        .args(["--port", &d.port.to_string()])
-        .args([
-            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
-        ])
-        .arg("--cafile")
-        .arg(d.cert.as_ref().expect("cert"))
-        .output()
-        .expect("run python");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("passed, 0 failed"),
-        "slixmpp pubsub interop failed:\n{text}\n--- server log ---\n{}",
-        d.log()
-    );
+    let what = "slixmpp pubsub interop";
+    run_slixmpp(what, "slixmpp_pubsub.py", &d, d.port, &[], true);
 }
 
 /// XEP-0060 §8.6 and §12.18 against the daemon: a subscription to an `authorize` node is
@@ -790,30 +706,14 @@ fn pep_caps_notifications_several_resources() {
 /// (`tests/interop/slixmpp_pep.py`).
 #[test]
 fn slixmpp_xep0163_tune_and_avatar_to_a_contact_with_caps() {
-    let Some(py) = python() else { return };
     let d = Daemon::start(Options::default());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_pep.py");
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--host", "127.0.0.1", "--domain", "localhost"])
-        .args(["--port", &d.port.to_string()])
-        .args([
-            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
-        ])
-        .arg("--cafile")
-        .arg(d.cert.as_ref().expect("cert"))
-        .output()
-        .expect("run python");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("passed, 0 failed"),
-        "slixmpp PEP interop failed:\n{text}\n--- server log ---\n{}",
-        d.log()
+    run_slixmpp(
+        "slixmpp PEP interop",
+        "slixmpp_pep.py",
+        &d,
+        d.port,
+        &[],
+        true,
     );
 }
 
