@@ -23,17 +23,7 @@ fn xep0248_create_collection_default_disco_and_publish_refused() {
     w.collection(ALICE, "blogs", &[]);
     w.create(ALICE, "musings", &[("pubsub#collection", "blogs")]);
     // Owner use case "create a new collection node"; `<default type='collection'/>`.
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><default type='collection'/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB_OWNER)
-        .and_then(|p| p.child("default", NS_PUBSUB_OWNER))
-        .and_then(find_form)
-        .expect("default form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let f = w.get_form(ALICE, NS_PUBSUB_OWNER, "<default type='collection'/>");
     assert_eq!(f["pubsub#node_type"], vec!["collection".to_owned()]);
     assert!(f.contains_key("pubsub#children_max"));
     assert!(!f.contains_key("pubsub#max_items"), "no item fields");
@@ -351,17 +341,11 @@ fn xep0248_subscription_depth_and_type() {
     assert_eq!(to, vec![CAROL], "depth 1 does not reach two levels down");
     assert_eq!(collection_header(&out[0].1).as_deref(), Some("a"));
     // The options form shows the collection options.
-    let (r, _) = w.ok(
+    let f = w.get_form(
         CAROL,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='a' jid='{CAROL}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<options node='a' jid='{CAROL}'/>"),
     );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("options", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
     assert_eq!(f["pubsub#subscription_type"], vec!["items"]);
     assert_eq!(f["pubsub#subscription_depth"], vec!["2"]);
     // Persisted with the subscription.

@@ -354,14 +354,29 @@ impl World {
 
     /// The configuration form of `node` as a map.
     fn config_of(&mut self, from: &str, node: &str) -> HashMap<String, Vec<String>> {
+        self.get_form(
+            from,
+            NS_PUBSUB_OWNER,
+            &format!("<configure node='{node}'/>"),
+        )
+    }
+
+    /// Gets `<pubsub xmlns='{ns}'>{inner}</pubsub>` (a result) and returns the data form
+    /// in the reply's element named like `inner`'s (`configure`, `options`, `default`), as
+    /// a map.
+    fn get_form(&mut self, from: &str, ns: &str, inner: &str) -> HashMap<String, Vec<String>> {
         let (r, _) = self.ok(
             from,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='{node}'/></pubsub>"),
+            &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"),
         );
+        let name = inner[1..]
+            .split([' ', '/', '>'])
+            .next()
+            .expect("element name");
         let x = r
-            .child("pubsub", NS_PUBSUB_OWNER)
-            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
+            .child("pubsub", ns)
+            .and_then(|p| p.child(name, ns))
             .and_then(find_form)
             .expect("form");
         form_fields(x).into_iter().collect()

@@ -47,17 +47,7 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ),
     );
     for round in 0..2 {
-        let (r, _) = w.ok(
-            ALICE,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>"),
-        );
-        let x = r
-            .child("pubsub", NS_PUBSUB_OWNER)
-            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
-            .and_then(find_form)
-            .expect("form");
-        let got: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+        let got = w.get_form(ALICE, NS_PUBSUB_OWNER, "<configure node='n'/>");
         for (k, v) in fields {
             assert_eq!(got[*k], vec![(*v).to_owned()], "{k} (round {round})");
         }
@@ -162,17 +152,7 @@ fn xep0060_8_2_notify_config_and_notification_type_normal() {
 #[test]
 fn xep0060_8_3_default_configuration() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><default/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB_OWNER)
-        .and_then(|p| p.child("default", NS_PUBSUB_OWNER))
-        .and_then(find_form)
-        .expect("form");
-    let got: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let got = w.get_form(ALICE, NS_PUBSUB_OWNER, "<default/>");
     assert_eq!(got["FORM_TYPE"], vec![FORM_NODE_CONFIG.to_owned()]);
     assert_eq!(got["pubsub#access_model"], vec!["open".to_owned()]);
     assert_eq!(got["pubsub#persist_items"], vec!["1".to_owned()]);

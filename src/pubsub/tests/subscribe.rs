@@ -121,17 +121,7 @@ fn xep0060_6_3_subscription_options_deliver() {
     let mut w = World::new();
     w.create(ALICE, "n", &[]);
     w.subscribe(BOB, "n", BOB);
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("options", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let f = w.get_form(BOB, NS_PUBSUB, &format!("<options node='n' jid='{BOB}'/>"));
     assert_eq!(f["pubsub#deliver"], vec!["1".to_owned()]);
     w.ok(
         BOB,
@@ -187,17 +177,8 @@ fn xep0060_6_3_subscription_options_deliver() {
 #[test]
 fn xep0060_6_4_default_subscription_options() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><default/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("default", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    assert!(form_fields(x).iter().any(|(v, _)| v == "pubsub#deliver"));
+    let f = w.get_form(BOB, NS_PUBSUB, "<default/>");
+    assert!(f.contains_key("pubsub#deliver"));
 }
 
 /// The SubID headers of a notification.
