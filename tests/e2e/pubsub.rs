@@ -1,6 +1,5 @@
 //! End-to-end XEP-0060: the real daemon, two clients, and a restart.
 
-use std::process::Command;
 use std::time::Duration;
 
 use kinglet::xml::Element;
