@@ -212,14 +212,21 @@ mod tests {
         )
     }
 
-    #[test]
-    fn reload_swaps_the_certificate() {
-        let d = TempDir::new("signals-swap");
+    /// A temp dir, a config with the certificate `old.example` and the shared state
+    /// started on it.
+    fn old_cert(tag: &str) -> (TempDir, Config, Rc<Shared>) {
+        let d = TempDir::new(tag);
         let current = Config {
             tls: Some(cert(&d.0, "old.example")),
             ..Config::default()
         };
         let sh = shared(&d.0, &current);
+        (d, current, sh)
+    }
+
+    #[test]
+    fn reload_swaps_the_certificate() {
+        let (d, current, sh) = old_cert("signals-swap");
         let before = sh.tls.borrow().clone().unwrap();
         let mut new = current.clone();
         new.tls = Some(cert(&d.0, "new.example"));
@@ -231,12 +238,7 @@ mod tests {
 
     #[test]
     fn failed_reload_keeps_the_old_certificate() {
-        let d = TempDir::new("signals-bad");
-        let current = Config {
-            tls: Some(cert(&d.0, "old.example")),
-            ..Config::default()
-        };
-        let sh = shared(&d.0, &current);
+        let (d, current, sh) = old_cert("signals-bad");
         let before = sh.tls.borrow().clone().unwrap();
         let mut new = current.clone();
         let broken = d.0.join("broken.key");
@@ -252,12 +254,7 @@ mod tests {
 
     #[test]
     fn removing_tls_keeps_it_until_restart() {
-        let d = TempDir::new("signals-rm");
-        let current = Config {
-            tls: Some(cert(&d.0, "old.example")),
-            ..Config::default()
-        };
-        let sh = shared(&d.0, &current);
+        let (_d, current, sh) = old_cert("signals-rm");
         let new = Config::default();
         apply(&sh, &current, &new).unwrap();
         assert!(sh.tls.borrow().is_some());

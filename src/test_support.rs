@@ -1,7 +1,13 @@
 //! Helpers shared by the unit tests of every module (compiled only for `cargo test`).
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::Config;
+use crate::router::Router;
+use crate::store::{CommitMode, Store};
+use crate::system::SystemEnv;
 
 /// A fresh, empty directory below the system temp dir, removed again on drop. Its name
 /// holds the tag, the process id and a per-process counter, so tests running in parallel
@@ -43,4 +49,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A router over `store` in group-commit mode (as the daemon runs it), with the default
+/// configuration but for `data_dir` (`dir`) and what `tweak` changes.
+pub(crate) fn group_router(dir: &Path, store: Store, tweak: impl FnOnce(&mut Config)) -> Router {
+    store.pubsub_set_mode(CommitMode::Group);
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router")
 }

@@ -13,7 +13,7 @@ use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
 use crate::system::SystemEnv;
-use crate::test_support::TempDir;
+use crate::test_support::{TempDir, group_router};
 use crate::xml::Element;
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
@@ -28,12 +28,7 @@ fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> Router {
         }
     }
     let store = Store::open_with_faults(&dir.0, fail.clone()).expect("store");
-    store.pubsub_set_mode(CommitMode::Group);
-    let config = Config {
-        data_dir: dir.0.clone(),
-        ..Config::default()
-    };
-    Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router")
+    group_router(&dir.0, store, |_| {})
 }
 
 /// What the committer task does: take the pending batch, write it, report.
@@ -96,6 +91,21 @@ fn roster_set(r: &mut Router, who: &Jid, id: &str, contact: &str) {
                 "<iq type='set' id='{id}'><query xmlns='jabber:iq:roster'><item jid='{contact}' name='C'/></query></iq>"
             ),
         ),
+    );
+}
+
+/// The reply to the roster set `id` in `out` is `not-allowed`, its text naming the limit
+/// of 521 items.
+fn assert_roster_full(out: &Outbox, id: &str) {
+    let reply = drained(out)
+        .into_iter()
+        .find(|e| e.attr("id") == Some(id))
+        .expect("an error reply, not just a log line");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
+    assert!(
+        reply.to_string_in_stream().contains("at most 521 items"),
+        "{reply:?}"
     );
 }
 
@@ -375,13 +385,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         store.roster_stage(&rows("bob", MAX, false)).expect("fill");
     }
     let store = Store::open(&dir.0, 0).expect("store");
-    store.pubsub_set_mode(CommitMode::Group);
-    let mut config = Config {
-        data_dir: dir.0.clone(),
-        ..Config::default()
-    };
-    config.limits.max_roster_items = MAX;
-    let mut r = Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router");
+    let mut r = group_router(&dir.0, store, |c| c.limits.max_roster_items = MAX);
     assert_eq!(r.store().max_roster_items(), MAX);
     let oa = Outbox::new(64, 1 << 20);
     let a = r
@@ -399,16 +403,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     // Item 522 does not: not-allowed, and the text says the limit.
     roster_set(&mut r, &a, "s2", "new2@example.org");
     commit(&mut r);
-    let reply = drained(&oa)
-        .into_iter()
-        .find(|e| e.attr("id") == Some("s2"))
-        .expect("reply");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
-    assert!(
-        reply.to_string_in_stream().contains("at most 521 items"),
-        "{reply:?}"
-    );
+    assert_roster_full(&oa, "s2");
 
     // Bob's roster shows nothing, but the store holds 521 rows: the store refuses.
     let ob = Outbox::new(64, 1 << 20);
@@ -418,16 +413,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     roster_set(&mut r, &b, "s3", "new3@example.org");
     commit(&mut r);
-    let reply = drained(&ob)
-        .into_iter()
-        .find(|e| e.attr("id") == Some("s3"))
-        .expect("an error reply, not just a log line");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
-    assert!(
-        reply.to_string_in_stream().contains("at most 521 items"),
-        "{reply:?}"
-    );
+    assert_roster_full(&ob, "s3");
 }
 
 /// Found by the model test (`src/model_tests.rs`): a commit whose fsync fails may still

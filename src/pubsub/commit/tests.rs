@@ -5,7 +5,7 @@ use super::*;
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::CommitMode;
-use crate::test_support::TempDir;
+use crate::test_support::{TempDir, group_router};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const ALICE: &str = "alice@localhost/a";
@@ -214,18 +214,8 @@ fn requests_are_deferred_while_held_outputs_are_at_their_bound() {
 #[test]
 fn release_after_commit_respects_each_outbox_room() {
     let dir = TempDir::new("commit-room");
-    let config = Config {
-        data_dir: dir.0.clone(),
-        ..Config::default()
-    };
     let store = Store::open(&dir.0, 0).expect("store");
-    store.pubsub_set_mode(CommitMode::Group);
-    let mut router = Router::new(
-        Rc::new(config),
-        store,
-        Rc::new(crate::system::SystemEnv::new()),
-    )
-    .expect("router");
+    let mut router = group_router(&dir.0, store, |_| {});
     let (ob_a, ob_b) = (Outbox::new(8, 1 << 20), Outbox::new(8, 1 << 20));
     let alice = router
         .bind("alice", false, Some("a"), 1, ob_a.clone())
@@ -504,19 +494,9 @@ fn interval_mode_replies_at_once_and_reads_staged_items() {
 #[test]
 fn slow_commit_does_not_stall_other_clients() {
     let dir = TempDir::new("commit-stall");
-    let config = Config {
-        data_dir: dir.0.clone(),
-        ..Config::default()
-    };
     let store = Store::open(&dir.0, 0).expect("store");
-    store.pubsub_set_mode(CommitMode::Group);
     store.pubsub_test_delay(Duration::from_millis(600));
-    let mut router = Router::new(
-        Rc::new(config),
-        store,
-        Rc::new(crate::system::SystemEnv::new()),
-    )
-    .expect("router");
+    let mut router = group_router(&dir.0, store, |_| {});
     let (ob_a, ob_b) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
     let alice = router
         .bind("alice", false, Some("a"), 1, ob_a.clone())
