@@ -320,23 +320,16 @@ fn roster_version_bumps_on_every_change_only() {
         }
         last = now;
     };
-    store
-        .roster_put("ann", &item("b@x", Subscription::None))
-        .unwrap();
-    expect_bump(&store, true);
-    store
-        .roster_put("ann", &item("b@x", Subscription::To))
-        .unwrap();
-    expect_bump(&store, true);
-    store
-        .roster_put("ann", &item("b@x", Subscription::To))
-        .unwrap();
-    expect_bump(&store, false);
-    // Another user's change leaves ann's version alone.
-    store
-        .roster_put("anna", &item("b@x", Subscription::To))
-        .unwrap();
-    expect_bump(&store, false);
+    for (user, sub, bump) in [
+        ("ann", Subscription::None, true),
+        ("ann", Subscription::To, true),
+        ("ann", Subscription::To, false),
+        // Another user's change leaves ann's version alone.
+        ("anna", Subscription::To, false),
+    ] {
+        store.roster_put(user, &item("b@x", sub)).unwrap();
+        expect_bump(&store, bump);
+    }
     assert!(store.roster_version("anna").unwrap() > 0);
     assert!(!store.roster_remove("ann", "c@x").unwrap());
     expect_bump(&store, false);
