@@ -31,15 +31,13 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
         "set",
         &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='dave@localhost' affiliation='owner'/></affiliations></pubsub>"),
     );
-    let (r, forms) = w.ok(
+    let (r, forms) = w.ps_ok(
         BOB,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{BOB}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<subscribe node='n' jid='{BOB}'/>"),
     );
-    let sub = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
-        .expect("subscription");
+    let sub = r.child("subscription", NS_PUBSUB).expect("subscription");
     assert_eq!(sub.attr("subscription"), Some("pending"));
     let mut to: Vec<&str> = forms.iter().map(|(t, _)| t.as_str()).collect();
     to.sort_unstable();

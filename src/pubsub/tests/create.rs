@@ -5,14 +5,9 @@ use super::*;
 #[test]
 fn xep0060_8_1_create_named_instant_and_policy() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><create/></pubsub>"),
-    );
+    let (r, _) = w.ps_ok(ALICE, "set", NS_PUBSUB, "<create/>");
     let node = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("create", NS_PUBSUB))
+        .child("create", NS_PUBSUB)
         .and_then(|c| c.attr("node"))
         .expect("instant node id")
         .to_owned();

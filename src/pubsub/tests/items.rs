@@ -9,29 +9,15 @@ fn xep0060_5_6_and_5_7_own_subscriptions_and_affiliations() {
     w.create(ALICE, "b", &[]);
     w.subscribe(BOB, "a", "bob@localhost");
     w.subscribe(BOB, "b", BOB);
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions/></pubsub>"),
-    );
-    let subs = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscriptions", NS_PUBSUB))
-        .expect("subscriptions");
+    let (r, _) = w.ps_ok(BOB, "get", NS_PUBSUB, "<subscriptions/>");
+    let subs = r.child("subscriptions", NS_PUBSUB).expect("subscriptions");
     let got: Vec<(&str, &str)> = subs
         .elements()
         .map(|s| (s.attr("node").unwrap_or(""), s.attr("jid").unwrap_or("")))
         .collect();
     assert_eq!(got, vec![("a", "bob@localhost"), ("b", BOB)]);
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><affiliations node='b'/></pubsub>"),
-    );
-    let affs = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("affiliations", NS_PUBSUB))
-        .expect("affiliations");
+    let (r, _) = w.ps_ok(ALICE, "get", NS_PUBSUB, "<affiliations node='b'/>");
+    let affs = r.child("affiliations", NS_PUBSUB).expect("affiliations");
     let got: Vec<(&str, &str)> = affs
         .elements()
         .map(|s| {

@@ -134,10 +134,23 @@ impl World {
 
     /// Send `<iq type=ty>` with `body` from `from`; returns every delivery, parsed.
     fn iq(&mut self, from: &str, ty: &str, body: &str) -> Vec<(String, Element)> {
+        self.send_iq('q', from, " to='pubsub.localhost'", ty, body)
+    }
+
+    /// Send `<iq type=ty id={prefix}{n}{to}>` with `body` from `from` a second after the
+    /// previous one; returns every delivery, parsed.
+    fn send_iq(
+        &mut self,
+        prefix: char,
+        from: &str,
+        to: &str,
+        ty: &str,
+        body: &str,
+    ) -> Vec<(String, Element)> {
         self.n += 1;
         self.now += 1000;
         let xml = format!(
-            "<iq type='{ty}' id='q{}' from='{from}' to='pubsub.localhost'>{body}</iq>",
+            "<iq type='{ty}' id='{prefix}{}' from='{from}'{to}>{body}</iq>",
             self.n
         );
         let iq = Element::parse(&xml).expect("test stanza parses");
@@ -145,14 +158,7 @@ impl World {
         let out = self
             .engine
             .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
-        out.into_iter()
-            .map(|d| {
-                let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
-                    panic!("engine output does not parse: {e}: {}", d.stanza.to_text())
-                });
-                (d.to.as_str().to_owned(), e)
-            })
-            .collect()
+        parse_out(out)
     }
 
     /// The reply (first delivery), asserting it is a result.
@@ -164,24 +170,28 @@ impl World {
         (reply, out)
     }
 
+    /// Sends `<pubsub xmlns='{ns}'>{inner}</pubsub>` and returns the `<pubsub/>` of the
+    /// reply (asserting it is a result), and the other deliveries.
+    fn ps_ok(
+        &mut self,
+        from: &str,
+        ty: &str,
+        ns: &str,
+        inner: &str,
+    ) -> (Element, Vec<(String, Element)>) {
+        let (r, out) = self.ok(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"));
+        (
+            r.child("pubsub", ns).expect("a <pubsub/> reply").clone(),
+            out,
+        )
+    }
+
     /// The reply's (condition, pubsub#errors condition), asserting it is an error.
     fn err(&mut self, from: &str, ty: &str, body: &str) -> (String, String) {
         let out = self.iq(from, ty, body);
-        let reply = &out[0].1;
-        assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+        let conditions = error_of(&out);
         assert_eq!(out.len(), 1, "no notifications on error");
-        let e = reply.child("error", NS_CLIENT).expect("error child");
-        let cond = e
-            .elements()
-            .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        let app = e
-            .elements()
-            .find(|c| c.ns == NS_PUBSUB_ERRORS)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        (cond, app)
+        conditions
     }
 
     fn create(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) {
@@ -327,6 +337,24 @@ impl World {
     }
 }
 
+/// The first delivery's (condition, pubsub#errors condition), asserting it is an error.
+fn error_of(out: &[(String, Element)]) -> (String, String) {
+    let r = &out[0].1;
+    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
+    let e = r.child("error", NS_CLIENT).expect("error child");
+    let cond = e
+        .elements()
+        .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let app = e
+        .elements()
+        .find(|c| c.ns == NS_PUBSUB_ERRORS)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    (cond, app)
+}
+
 fn parse_out(out: Vec<Delivery>) -> Vec<(String, Element)> {
     out.into_iter()
         .map(|d| {
@@ -444,19 +472,8 @@ impl World {
         ty: &str,
         body: &str,
     ) -> Vec<(String, Element)> {
-        self.n += 1;
-        self.now += 1000;
         let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
-        let xml = format!(
-            "<iq type='{ty}' id='p{}' from='{from}'{to}>{body}</iq>",
-            self.n
-        );
-        let iq = Element::parse(&xml).expect("test stanza parses");
-        let from = Jid::parse(from).expect("jid");
-        let out = self
-            .engine
-            .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
-        parse_out(out)
+        self.send_iq('p', from, &to, ty, body)
     }
 
     /// The owner publishes to its own PEP node (no `to`), with optional publish-options.

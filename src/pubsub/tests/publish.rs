@@ -502,14 +502,9 @@ fn xep0060_12_9_itemreply_none_omits_the_publisher() {
     assert_eq!(item(&notes[0].1).attr("publisher"), None);
     let (_, notes) = w.publish(ALICE, "p", Some("i"), P);
     assert_eq!(item(&notes[0].1).attr("publisher"), Some("alice@localhost"));
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
-    );
+    let (r, _) = w.ps_ok(BOB, "get", NS_PUBSUB, "<items node='n'/>");
     let it = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("items", NS_PUBSUB))
+        .child("items", NS_PUBSUB)
         .and_then(|i| i.child("item", NS_PUBSUB))
         .expect("item");
     assert_eq!(it.attr("publisher"), None);

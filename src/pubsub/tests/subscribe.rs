@@ -34,15 +34,8 @@ fn xep0060_6_1_subscribe_bare_and_full_and_invalid_jid() {
     );
     // XEP-0248: without a node, the subscription is to the root collection (of type
     // `nodes` by default, so it takes no item notifications).
-    let (r, _) = w.ok(
-        BOB,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe jid='bob@localhost'/></pubsub>"),
-    );
-    let sub = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
-        .expect("subscription");
+    let (r, _) = w.ps_ok(BOB, "set", NS_PUBSUB, "<subscribe jid='bob@localhost'/>");
+    let sub = r.child("subscription", NS_PUBSUB).expect("subscription");
     assert_eq!(sub.attr("node"), Some(""));
     let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
     let mut to: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
@@ -262,14 +255,9 @@ fn xep0060_6_1_6_multiple_subscriptions() {
         ),
         ("bad-request".into(), "jid-required".into())
     );
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions node='n'/></pubsub>"),
-    );
+    let (r, _) = w.ps_ok(BOB, "get", NS_PUBSUB, "<subscriptions node='n'/>");
     let listed = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscriptions", NS_PUBSUB))
+        .child("subscriptions", NS_PUBSUB)
         .map(|s| s.elements().count())
         .unwrap_or(0);
     assert_eq!(listed, 2);
