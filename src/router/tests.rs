@@ -31,6 +31,15 @@ fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> Router {
     group_router(&dir.0, store, |_| {})
 }
 
+/// Binds `user`'s resource `res` on connection `conn`; its JID and outbox.
+fn bind(r: &mut Router, user: &str, res: &str, conn: u64) -> (Jid, Rc<Outbox>) {
+    let out = Outbox::new(64, 1 << 20);
+    let jid = r
+        .bind(user, false, Some(res), conn, out.clone())
+        .expect("bind");
+    (jid, out)
+}
+
 /// What the committer task does: take the pending batch, write it, report.
 fn commit(r: &mut Router) {
     if let Some(batch) = r.store().pubsub_take() {
@@ -133,13 +142,8 @@ fn roster_set_not_acked_when_commit_fails() {
     let dir = TempDir::new("router-set-fails");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
-    let (oa, ob) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
-    let b = r
-        .bind("alice", false, Some("b"), 2, ob.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
+    let (b, ob) = bind(&mut r, "alice", "b", 2);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     fail.store(true, Ordering::SeqCst);
@@ -176,10 +180,7 @@ fn roster_result_only_after_commit() {
     let dir = TempDir::new("router-set-ok");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
     roster_set(&mut r, &a, "s1", "carol@localhost");
     r.route(
@@ -229,10 +230,7 @@ fn subscription_ask_state_survives_restart() {
     let dir = TempDir::new("router-ask");
     let fail = Arc::new(AtomicBool::new(false));
     let mut r = router(&dir, &fail);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     roster_get(&mut r, &a, &oa, "g1");
     r.route(
         &a,
@@ -273,10 +271,7 @@ fn subscription_ask_state_survives_restart() {
     drop(r);
     fail.store(false, Ordering::SeqCst);
     let mut r = router(&dir, &fail);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     let items = roster_get(&mut r, &a, &oa, "g3");
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0].attr("jid"), Some("bob@localhost"));
@@ -387,10 +382,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     let store = Store::open(&dir.0, 0).expect("store");
     let mut r = group_router(&dir.0, store, |c| c.limits.max_roster_items = MAX);
     assert_eq!(r.store().max_roster_items(), MAX);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     assert_eq!(roster_get(&mut r, &a, &oa, "g1").len(), MAX - 1);
     // Item 521 fits (the store used to refuse item 513).
     roster_set(&mut r, &a, "s1", "new1@example.org");
@@ -406,10 +398,7 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     assert_roster_full(&oa, "s2");
 
     // Bob's roster shows nothing, but the store holds 521 rows: the store refuses.
-    let ob = Outbox::new(64, 1 << 20);
-    let b = r
-        .bind("bob", false, Some("b"), 2, ob.clone())
-        .expect("bind");
+    let (b, ob) = bind(&mut r, "bob", "b", 2);
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     roster_set(&mut r, &b, "s3", "new3@example.org");
     commit(&mut r);
@@ -429,10 +418,7 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
     store.pubsub_set_mode(CommitMode::Group);
     let mut r =
         Router::new(Rc::new(Config::default()), store, Rc::new(SystemEnv::new())).expect("router");
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     roster_set(&mut r, &a, "s1", "carol@localhost");
     // What the committer does; the disk fills up just for the fsync of this commit.
     let batch = r.store().pubsub_take().expect("a batch");

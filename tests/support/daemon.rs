@@ -218,8 +218,18 @@ impl Daemon {
             };
             add_accounts(&dir.0.join("data"), &opts.accounts, iterations);
         }
-        let (child, port, tls_port) =
-            launch(&config, &dir.0.join("stderr.log"), opts.direct_tls, env);
+        Daemon::launch_in(dir, config, cert, opts.direct_tls, env)
+    }
+
+    /// [`launch`]es the daemon on `config` in `dir`, its stderr to `dir/stderr.log`.
+    fn launch_in(
+        dir: TempDir,
+        config: PathBuf,
+        cert: Option<PathBuf>,
+        want_tls: bool,
+        env: &[(&str, &OsStr)],
+    ) -> Daemon {
+        let (child, port, tls_port) = launch(&config, &dir.join("stderr.log"), want_tls, env);
         Daemon {
             child,
             port,
@@ -237,15 +247,7 @@ impl Daemon {
         let toml = format!("data_dir = \"{}\"\n{config}", dir.join("data").display());
         let config = dir.join("k.toml");
         std::fs::write(&config, toml).expect("config");
-        let (child, port, tls_port) = launch(&config, &dir.join("stderr.log"), false, &[]);
-        Daemon {
-            child,
-            port,
-            tls_port,
-            dir,
-            config,
-            cert: None,
-        }
+        Daemon::launch_in(dir, config, None, false, &[])
     }
 
     /// Kills the daemon and starts it again on the same configuration and data, its

@@ -170,8 +170,24 @@ impl World {
         (reply, out)
     }
 
-    /// Sends `<pubsub xmlns='{ns}'>{inner}</pubsub>` and returns the `<pubsub/>` of the
-    /// reply (asserting it is a result), and the other deliveries.
+    /// [`World::ok`] for `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
+    fn pubsub_ok(
+        &mut self,
+        from: &str,
+        ty: &str,
+        ns: &str,
+        inner: &str,
+    ) -> (Element, Vec<(String, Element)>) {
+        self.ok(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
+    }
+
+    /// [`World::err`] for `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
+    fn ps_err(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> (String, String) {
+        self.err(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
+    }
+
+    /// [`World::pubsub_ok`], returning the `<pubsub/>` of the reply (not the reply) and
+    /// the other deliveries.
     fn ps_ok(
         &mut self,
         from: &str,
@@ -179,7 +195,7 @@ impl World {
         ns: &str,
         inner: &str,
     ) -> (Element, Vec<(String, Element)>) {
-        let (r, out) = self.ok(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"));
+        let (r, out) = self.pubsub_ok(from, ty, ns, inner);
         (
             r.child("pubsub", ns).expect("a <pubsub/> reply").clone(),
             out,

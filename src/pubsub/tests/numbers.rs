@@ -253,10 +253,11 @@ fn items_max_items_u64_max_does_not_panic() {
             vec!["i1", "i2", "i3"],
             "{m}"
         );
-        let (r, _) = w.ok(
+        let (r, _) = w.pubsub_ok(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c' max_items='{m}'/></pubsub>"),
+            NS_PUBSUB,
+            &format!("<items node='c' max_items='{m}'/>"),
         );
         assert_eq!(all_item_ids(&r), vec!["x2", "y1", "x1"], "{m}");
         // With RSM on top.

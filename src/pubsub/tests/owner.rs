@@ -102,20 +102,12 @@ fn xep0060_8_2_configure_round_trips_every_field() {
     );
     // Non-owners may not configure; nodeid is required.
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "get", NS_PUBSUB_OWNER, "<configure node='n'/>")
+            .0,
         "forbidden"
     );
     assert_eq!(
-        w.err(
-            ALICE,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure/></pubsub>")
-        ),
+        w.ps_err(ALICE, "get", NS_PUBSUB_OWNER, "<configure/>"),
         ("bad-request".into(), "nodeid-required".into())
     );
 }
@@ -165,18 +157,15 @@ fn xep0060_8_4_delete_with_redirect() {
     w.subscribe(BOB, "n", BOB);
     w.publish(ALICE, "n", Some("a"), P);
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "set", NS_PUBSUB_OWNER, "<delete node='n'/>")
+            .0,
         "forbidden"
     );
-    let (_, notes) = w.ok(
+    let (_, notes) = w.pubsub_ok(
         ALICE,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'><redirect uri='xmpp:pubsub.localhost?;node=m'/></delete></pubsub>"),
+        NS_PUBSUB_OWNER,
+        "<delete node='n'><redirect uri='xmpp:pubsub.localhost?;node=m'/></delete>",
     );
     assert_eq!(notes.len(), 1);
     let d = event(&notes[0].1)
@@ -189,12 +178,8 @@ fn xep0060_8_4_delete_with_redirect() {
         Some("xmpp:pubsub.localhost?;node=m")
     );
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(ALICE, "set", NS_PUBSUB_OWNER, "<delete node='n'/>")
+            .0,
         "item-not-found"
     );
     w.restart();
@@ -211,23 +196,14 @@ fn xep0060_8_5_purge_with_notification() {
     w.subscribe(BOB, "n", BOB);
     w.publish(ALICE, "n", Some("a"), P);
     w.publish(ALICE, "n", Some("b"), P);
-    let (_, notes) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
-    );
+    let (_, notes) = w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<purge node='n'/>");
     assert_eq!(notes.len(), 1);
     assert!(event(&notes[0].1).child("purge", NS_PUBSUB_EVENT).is_some());
     assert!(w.item_ids(BOB, "n", "").is_empty());
     w.restart();
     assert!(w.item_ids(BOB, "n", "").is_empty());
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "set", NS_PUBSUB_OWNER, "<purge node='n'/>").0,
         "forbidden"
     );
 }
@@ -257,11 +233,7 @@ fn xep0060_8_8_manage_subscriptions() {
     // No change, no notification.
     let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
     assert!(told.is_empty());
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><subscriptions node='n'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(ALICE, "get", NS_PUBSUB_OWNER, "<subscriptions node='n'/>");
     let subs: Vec<String> = r
         .child("pubsub", NS_PUBSUB_OWNER)
         .and_then(|p| p.child("subscriptions", NS_PUBSUB_OWNER))
@@ -321,21 +293,12 @@ fn xep0060_8_9_manage_affiliations_all_six() {
         "forbidden"
     );
     assert_eq!(
-        w.err(
-            CAROL,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(CAROL, "get", NS_PUBSUB, "<items node='n'/>").0,
         "forbidden"
     );
     // A second owner may configure; the last owner cannot be removed.
     w.ok(ALICE, "set", &set("bob@localhost", "owner"));
-    w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>"),
-    );
+    w.pubsub_ok(BOB, "get", NS_PUBSUB_OWNER, "<configure node='n'/>");
     w.ok(BOB, "set", &set("alice@localhost", "none"));
     assert_eq!(
         w.err(BOB, "set", &set("bob@localhost", "member")).0,
@@ -346,11 +309,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
         w.err(ALICE, "set", &set("alice@localhost", "owner")).0,
         "forbidden"
     );
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB_OWNER, "<affiliations node='n'/>");
     let mut got: Vec<(String, String)> = r
         .child("pubsub", NS_PUBSUB_OWNER)
         .and_then(|p| p.child("affiliations", NS_PUBSUB_OWNER))
@@ -373,11 +332,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
     ];
     assert_eq!(got, want);
     w.restart();
-    let (r2, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'/></pubsub>"),
-    );
+    let (r2, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB_OWNER, "<affiliations node='n'/>");
     assert_eq!(format!("{:?}", r2.children), format!("{:?}", r.children));
 }
 
@@ -385,11 +340,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
 fn xep0060_4_1_publishers_may_purge_publish_only_may_not() {
     let mut w = World::new();
     w.create(ALICE, "n", &[]);
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations></pubsub>"),
-    );
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations>");
     w.publish(BOB, "n", Some("b"), P);
     let purge = format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>");
     assert_eq!(w.err(CAROL, "set", &purge).0, "forbidden");

@@ -150,10 +150,11 @@ fn xep0060_6_3_subscription_options_deliver() {
         ("bad-request".into(), "invalid-options".into())
     );
     assert_eq!(
-        w.err(
+        w.ps_err(
             CAROL,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{CAROL}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<options node='n' jid='{CAROL}'/>")
         ),
         ("unexpected-request".into(), "not-subscribed".into())
     );
@@ -217,10 +218,11 @@ fn xep0060_6_1_6_multiple_subscriptions() {
         ("bad-request".into(), "subid-required".into())
     );
     assert_eq!(
-        w.err(
+        w.ps_err(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<options node='n' jid='{BOB}'/>")
         ),
         ("bad-request".into(), "subid-required".into())
     );
@@ -230,28 +232,21 @@ fn xep0060_6_1_6_multiple_subscriptions() {
     );
     // §6.5.9.1/2: items retrieval names one of several subscriptions.
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items node='n'/>"),
         ("bad-request".into(), "subid-required".into())
     );
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n' subid='nope'/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items node='n' subid='nope'/>"),
         ("not-acceptable".into(), "invalid-subid".into())
     );
     assert_eq!(w.item_ids(BOB, "n", &format!(" subid='{ida}'")).len(), 1);
     // §6.3.4.3: options without a jid.
     assert_eq!(
-        w.err(
+        w.ps_err(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' subid='{ida}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<options node='n' subid='{ida}'/>")
         ),
         ("bad-request".into(), "jid-required".into())
     );
@@ -265,14 +260,10 @@ fn xep0060_6_1_6_multiple_subscriptions() {
     w.restart();
     w.ok(BOB, "set", &unsub(&format!(" subid='{idb}'")));
     // Purge notifications carry no SubIDs (§12.5): one message, no headers.
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
-    )
-    .1
-    .iter()
-    .for_each(|(_, m)| assert!(subid_headers(m).is_empty(), "{m:?}"));
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<purge node='n'/>")
+        .1
+        .iter()
+        .for_each(|(_, m)| assert!(subid_headers(m).is_empty(), "{m:?}"));
     // One subscription left: no headers, and no subid needed.
     let (_, notes) = w.publish(ALICE, "n", Some("i2"), P);
     assert_eq!(notes.len(), 1);
