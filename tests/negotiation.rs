@@ -351,21 +351,23 @@ fn scram_without_initial_response_gets_empty_challenge() {
 fn sasl_errors() {
     let mut h = Harness::new(loopback(), |_| {});
     h.elements(HEADER, Chunking::Whole);
-    let els = h.elements(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>",
-        Chunking::Whole,
-    );
-    assert_eq!(cond(&els[0]), "invalid-mechanism");
-    let els = h.elements(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!notbase64</auth>",
-        Chunking::Whole,
-    );
-    assert_eq!(cond(&els[0]), "incorrect-encoding");
-    let els = h.elements(
-        "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
-        Chunking::Whole,
-    );
-    assert_eq!(cond(&els[0]), "aborted");
+    for (input, condition) in [
+        (
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>",
+            "invalid-mechanism",
+        ),
+        (
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!notbase64</auth>",
+            "incorrect-encoding",
+        ),
+        (
+            "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+            "aborted",
+        ),
+    ] {
+        let els = h.elements(input, Chunking::Whole);
+        assert_eq!(cond(&els[0]), condition, "{input}");
+    }
     // third counted failure closes the stream with policy-violation
     let els = h.elements(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>",

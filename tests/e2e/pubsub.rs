@@ -84,37 +84,37 @@ fn pubsub_lifecycle_two_clients_and_restart() {
              </x></configure></pubsub></iq>"
         ),
     ));
-    let r = alice.iq(
-        "c2",
-        &format!("<iq type='set' id='c2' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='sensors'/></pubsub></iq>"),
-    );
+    let r = alice.pubsub("c2", "set", PS, "<create node='sensors'/>");
     assert_eq!(condition(&r), "conflict");
 
     // Publish before anyone subscribes; bob gets it on subscribe, with a delay stamp.
-    ok(&alice.iq(
-        "p0",
-        &format!("<iq type='set' id='p0' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item id='t0'><temp xmlns='urn:example:t'>20</temp></item></publish></pubsub></iq>"),
-    ));
-    let r = bob.iq(
+    ok(&alice.pubsub("p0", "set", PS, "<publish node='sensors'><item id='t0'><temp xmlns='urn:example:t'>20</temp></item></publish>"));
+    let r = bob.pubsub(
         "s1",
-        &format!("<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='sensors' jid='bob@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='sensors' jid='bob@localhost'/>",
     );
     ok(&r);
     let m = bob.wait_for("last item", |e| e.name == "message");
     assert!(m.child("delay", "urn:xmpp:delay").is_some(), "{m:?}");
 
     // Subscribing someone else's JID is invalid-jid.
-    let r = bob.iq(
+    let r = bob.pubsub(
         "s2",
-        &format!("<iq type='set' id='s2' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='sensors' jid='alice@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='sensors' jid='alice@localhost'/>",
     );
     assert_eq!(condition(&r), "bad-request");
     assert_eq!(app_error(&r), "invalid-jid");
 
     // Publish with a generated id: the result carries it, bob gets the payload.
-    let r = alice.iq(
+    let r = alice.pubsub(
         "p1",
-        &format!("<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish>",
     );
     ok(&r);
     let gen_id = r
@@ -136,15 +136,9 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     );
 
     // A third publish evicts the oldest (max_items = 2).
-    ok(&alice.iq(
-        "p2",
-        &format!("<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item id='t2'><temp xmlns='urn:example:t'>22</temp></item></publish></pubsub></iq>"),
-    ));
+    ok(&alice.pubsub("p2", "set", PS, "<publish node='sensors'><item id='t2'><temp xmlns='urn:example:t'>22</temp></item></publish>"));
     event(&mut bob);
-    let r = bob.iq(
-        "i1",
-        &format!("<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i1", "get", PS, "<items node='sensors'/>");
     ok(&r);
     let ids: Vec<String> = r
         .child("pubsub", PS)
@@ -158,9 +152,11 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     assert_eq!(ids, vec![gen_id.clone(), "t2".to_owned()]);
 
     // Bob may not publish (publishers model): forbidden.
-    let r = bob.iq(
+    let r = bob.pubsub(
         "p3",
-        &format!("<iq type='set' id='p3' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item><x xmlns='u'/></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='sensors'><item><x xmlns='u'/></item></publish>",
     );
     assert_eq!(condition(&r), "forbidden");
 
@@ -170,10 +166,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     restart(&mut d);
     let mut alice = login(&d, "alice", "alice-pw", "pub");
     let mut bob = login(&d, "bob", "bob-pw", "sub");
-    let r = bob.iq(
-        "i2",
-        &format!("<iq type='get' id='i2' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors' max_items='1'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i2", "get", PS, "<items node='sensors' max_items='1'/>");
     ok(&r);
     let items = r
         .child("pubsub", PS)
@@ -187,21 +180,17 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         only[0].child("temp", "urn:example:t").map(|t| t.text()),
         Some("22".into())
     );
-    let r = bob.iq(
-        "sub",
-        &format!("<iq type='get' id='sub' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscriptions/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("sub", "get", PS, "<subscriptions/>");
     assert!(format!("{r:?}").contains("sensors"), "{r:?}");
-    let r = alice.iq(
-        "aff",
-        &format!("<iq type='get' id='aff' to='pubsub.localhost'><pubsub xmlns='{PS}'><affiliations/></pubsub></iq>"),
-    );
+    let r = alice.pubsub("aff", "get", PS, "<affiliations/>");
     assert!(format!("{r:?}").contains("owner"), "{r:?}");
 
     // Retract with notify, purge, delete with redirect: each notifies bob.
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "r1",
-        &format!("<iq type='set' id='r1' to='pubsub.localhost'><pubsub xmlns='{PS}'><retract node='sensors' notify='true'><item id='t2'/></retract></pubsub></iq>"),
+        "set",
+        PS,
+        "<retract node='sensors' notify='true'><item id='t2'/></retract>",
     ));
     let ev = event(&mut bob);
     let retract = ev
@@ -209,24 +198,22 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         .and_then(|i| i.child("retract", EVENT))
         .expect("retract");
     assert_eq!(retract.attr("id"), Some("t2"));
-    let r = alice.iq(
+    let r = alice.pubsub(
         "r2",
-        &format!("<iq type='set' id='r2' to='pubsub.localhost'><pubsub xmlns='{PS}'><retract node='sensors'><item id='nope'/></retract></pubsub></iq>"),
+        "set",
+        PS,
+        "<retract node='sensors'><item id='nope'/></retract>",
     );
     assert_eq!(condition(&r), "item-not-found");
-    ok(&alice.iq(
-        "pg",
-        &format!("<iq type='set' id='pg' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><purge node='sensors'/></pubsub></iq>"),
-    ));
+    ok(&alice.pubsub("pg", "set", OWNER, "<purge node='sensors'/>"));
     assert!(event(&mut bob).child("purge", EVENT).is_some());
-    let r = bob.iq(
-        "dl0",
-        &format!("<iq type='set' id='dl0' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><delete node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("dl0", "set", OWNER, "<delete node='sensors'/>");
     assert_eq!(condition(&r), "forbidden");
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "dl",
-        &format!("<iq type='set' id='dl' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><delete node='sensors'><redirect uri='xmpp:pubsub.localhost?;node=other'/></delete></pubsub></iq>"),
+        "set",
+        OWNER,
+        "<delete node='sensors'><redirect uri='xmpp:pubsub.localhost?;node=other'/></delete>",
     ));
     let ev = event(&mut bob);
     let del = ev.child("delete", EVENT).expect("delete");
@@ -234,10 +221,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         del.child("redirect", EVENT).and_then(|r| r.attr("uri")),
         Some("xmpp:pubsub.localhost?;node=other")
     );
-    let r = bob.iq(
-        "i3",
-        &format!("<iq type='get' id='i3' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i3", "get", PS, "<items node='sensors'/>");
     assert_eq!(condition(&r), "item-not-found");
 
     // Deleted stays deleted across a restart.
@@ -245,10 +229,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     drop(bob);
     restart(&mut d);
     let mut bob = login(&d, "bob", "bob-pw", "sub");
-    let r = bob.iq(
-        "i4",
-        &format!("<iq type='get' id='i4' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i4", "get", PS, "<items node='sensors'/>");
     assert_eq!(condition(&r), "item-not-found");
 }
 
@@ -271,20 +252,16 @@ fn pubsub_access_models_and_errors() {
             form("whitelist")
         ),
     ));
-    let r = bob.iq(
-        "s",
-        &format!("<iq type='set' id='s' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='wl' jid='bob@localhost'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("s", "set", PS, "<subscribe node='wl' jid='bob@localhost'/>");
     assert_eq!(condition(&r), "not-allowed");
     assert_eq!(app_error(&r), "closed-node");
     // Make bob a member: now he may subscribe.
-    ok(&alice.iq(
-        "m",
-        &format!("<iq type='set' id='m' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><affiliations node='wl'><affiliation jid='bob@localhost' affiliation='member'/></affiliations></pubsub></iq>"),
-    ));
-    ok(&bob.iq(
+    ok(&alice.pubsub("m", "set", OWNER, "<affiliations node='wl'><affiliation jid='bob@localhost' affiliation='member'/></affiliations>"));
+    ok(&bob.pubsub(
         "s2",
-        &format!("<iq type='set' id='s2' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='wl' jid='bob@localhost/b'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='wl' jid='bob@localhost/b'/>",
     ));
     // Presence model without a presence subscription.
     ok(&alice.iq(
@@ -294,9 +271,11 @@ fn pubsub_access_models_and_errors() {
             form("presence")
         ),
     ));
-    let r = bob.iq(
+    let r = bob.pubsub(
         "s3",
-        &format!("<iq type='set' id='s3' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='pres' jid='bob@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='pres' jid='bob@localhost'/>",
     );
     assert_eq!(condition(&r), "not-authorized");
     assert_eq!(app_error(&r), "presence-subscription-required");
@@ -337,9 +316,11 @@ fn pubsub_access_models_and_errors() {
     );
     assert_eq!(condition(&r), "item-not-found");
     // Unsubscribe when not subscribed.
-    let r = bob.iq(
+    let r = bob.pubsub(
         "un",
-        &format!("<iq type='set' id='un' to='pubsub.localhost'><pubsub xmlns='{PS}'><unsubscribe node='pres' jid='bob@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<unsubscribe node='pres' jid='bob@localhost'/>",
     );
     assert_eq!(condition(&r), "unexpected-request");
     assert_eq!(app_error(&r), "not-subscribed");
@@ -422,9 +403,11 @@ fn pubsub_authorize_approval_and_leased_expiry() {
     };
     let m = bob.wait_for("approval", |e| e.name == "message" && state(e).is_some());
     assert_eq!(state(&m).as_deref(), Some("subscribed"));
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "p1",
-        &format!("<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='gate'><item id='a'><v xmlns='urn:v'>1</v></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='gate'><item id='a'><v xmlns='urn:v'>1</v></item></publish>",
     ));
     event(&mut bob);
     // The lease ends by the timer alone: bob is told, without sending anything.
@@ -435,14 +418,13 @@ fn pubsub_authorize_approval_and_leased_expiry() {
         .expect("clock")
         .as_millis() as u64;
     assert!(ended >= lease_end, "not before the lease end");
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "p2",
-        &format!("<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='gate'><item id='b'><v xmlns='urn:v'>2</v></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='gate'><item id='b'><v xmlns='urn:v'>2</v></item></publish>",
     ));
-    let r = bob.iq(
-        "i1",
-        &format!("<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='gate'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i1", "get", PS, "<items node='gate'/>");
     assert_eq!(condition(&r), "not-authorized", "no subscription any more");
     assert_eq!(app_error(&r), "not-subscribed");
 }

@@ -186,6 +186,33 @@ impl World {
         self.err(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
     }
 
+    /// A set of `<pubsub xmlns='{ns}'><{open}>{form}</…></pubsub>`, the form of
+    /// `form_type` with `fields` ([`World::ps_err`]).
+    fn form_err(
+        &mut self,
+        from: &str,
+        ns: &str,
+        open: &str,
+        form_type: &str,
+        fields: &[(&str, &str)],
+    ) -> (String, String) {
+        let inner = form_element(open, form_type, fields);
+        self.ps_err(from, "set", ns, &inner)
+    }
+
+    /// [`World::form_err`], expecting a result ([`World::pubsub_ok`]).
+    fn form_ok(
+        &mut self,
+        from: &str,
+        ns: &str,
+        open: &str,
+        form_type: &str,
+        fields: &[(&str, &str)],
+    ) -> (Element, Vec<(String, Element)>) {
+        let inner = form_element(open, form_type, fields);
+        self.pubsub_ok(from, "set", ns, &inner)
+    }
+
     /// [`World::pubsub_ok`], returning the `<pubsub/>` of the reply (not the reply) and
     /// the other deliveries.
     fn ps_ok(
@@ -289,16 +316,22 @@ const P: &str = "<t xmlns='urn:t'>1</t>";
 type RsmSummary = (Option<String>, Option<String>, Option<String>, String);
 
 fn rsm_of(r: &Element) -> Option<RsmSummary> {
-    let set = r.child("pubsub", NS_PUBSUB)?.child("set", NS_RSM)?;
+    Some(rsm_summary(
+        r.child("pubsub", NS_PUBSUB)?.child("set", NS_RSM)?,
+    ))
+}
+
+/// An RSM `<set/>` as (first, index, last, count).
+fn rsm_summary(set: &Element) -> RsmSummary {
     let first = set.child("first", NS_RSM);
-    Some((
+    (
         first.map(Element::text),
         first.and_then(|f| f.attr("index").map(str::to_owned)),
         set.child("last", NS_RSM).map(Element::text),
         set.child("count", NS_RSM)
             .map(Element::text)
             .unwrap_or_default(),
-    ))
+    )
 }
 
 impl World {
@@ -459,14 +492,25 @@ impl World {
             "get",
             &format!("<query xmlns='{NS_DISCO_ITEMS}'{n}/>"),
         );
-        r.child("query", NS_DISCO_ITEMS)
-            .map(|q| {
-                q.elements()
-                    .filter_map(|i| i.attr("node").map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        item_nodes(&r)
     }
+}
+
+/// `<{open}>` holding the data form of `form_type` with `fields`, closed.
+fn form_element(open: &str, form_type: &str, fields: &[(&str, &str)]) -> String {
+    let name = open.split(' ').next().expect("element name");
+    format!("<{open}>{}</{name}>", form(form_type, fields))
+}
+
+/// The node attributes of the items of a disco#items reply.
+fn item_nodes(r: &Element) -> Vec<String> {
+    r.child("query", NS_DISCO_ITEMS)
+        .map(|q| {
+            q.elements()
+                .filter_map(|i| i.attr("node").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A `text-multi` field with several values.

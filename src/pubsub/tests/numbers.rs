@@ -33,18 +33,7 @@ fn disco_page(r: &Element) -> (Vec<String>, RsmSummary) {
         .filter_map(|e| e.attr("node").or(e.attr("name")).map(str::to_owned))
         .collect();
     let set = q.child("set", NS_RSM).expect("an RSM request gets a set");
-    let first = set.child("first", NS_RSM);
-    (
-        rows,
-        (
-            first.map(Element::text),
-            first.and_then(|f| f.attr("index").map(str::to_owned)),
-            set.child("last", NS_RSM).map(Element::text),
-            set.child("count", NS_RSM)
-                .map(Element::text)
-                .unwrap_or_default(),
-        ),
-    )
+    (rows, rsm_summary(set))
 }
 
 /// Three nodes `n1..n3` on the service; `n1` holds items `i1..i3`; collection `c` holds
@@ -303,13 +292,12 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         "pubsub#item_expire",
     ] {
         for v in huge {
-            let (c, _) = w.err(
+            let (c, _) = w.form_err(
                 ALICE,
-                "set",
-                &format!(
-                    "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                    form(FORM_NODE_CONFIG, &[(field, v)])
-                ),
+                NS_PUBSUB_OWNER,
+                "configure node='n'",
+                FORM_NODE_CONFIG,
+                &[(field, v)],
             );
             assert_eq!(c, "not-acceptable", "{field} = {v:?}");
             let (c, _) = w.err(
@@ -324,13 +312,12 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         }
     }
     for v in huge {
-        let (c, _) = w.err(
+        let (c, _) = w.form_err(
             ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='c'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[("pubsub#children_max", v)])
-            ),
+            NS_PUBSUB_OWNER,
+            "configure node='c'",
+            FORM_NODE_CONFIG,
+            &[("pubsub#children_max", v)],
         );
         assert_eq!(c, "not-acceptable", "children_max = {v:?}");
     }

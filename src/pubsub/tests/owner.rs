@@ -38,13 +38,12 @@ fn xep0060_8_2_configure_round_trips_every_field() {
     ];
     // A leaf's form leaves out the four collection-only fields (XEP-0248).
     assert_eq!(fields.len(), config::FIELDS.len() - 4);
-    w.ok(
+    w.form_ok(
         ALICE,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-            form(FORM_NODE_CONFIG, fields)
-        ),
+        NS_PUBSUB_OWNER,
+        "configure node='n'",
+        FORM_NODE_CONFIG,
+        fields,
     );
     for round in 0..2 {
         let got = w.get_form(ALICE, NS_PUBSUB_OWNER, "<configure node='n'/>");
@@ -64,39 +63,33 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#itemreply", "owner"),
         ("pubsub#contact", "not a jid@@"),
     ] {
-        let (c, _) = w.err(
+        let (c, _) = w.form_err(
             ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[bad])
-            ),
+            NS_PUBSUB_OWNER,
+            "configure node='n'",
+            FORM_NODE_CONFIG,
+            &[bad],
         );
         assert_eq!(c, "not-acceptable", "{bad:?}");
     }
     assert_eq!(
-        w.err(
+        w.form_err(
             ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(
-                    FORM_NODE_CONFIG,
-                    &[("pubsub#dataform_xslt", "http://x/y.xsl")]
-                )
-            )
+            NS_PUBSUB_OWNER,
+            "configure node='n'",
+            FORM_NODE_CONFIG,
+            &[("pubsub#dataform_xslt", "http://x/y.xsl")]
         ),
         ("not-acceptable".into(), "unsupported".into())
     );
     // XEP-0248: a leaf has no children, so no children_max.
     assert_eq!(
-        w.err(
+        w.form_err(
             ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[("pubsub#children_max", "3")])
-            )
+            NS_PUBSUB_OWNER,
+            "configure node='n'",
+            FORM_NODE_CONFIG,
+            &[("pubsub#children_max", "3")]
         ),
         ("not-allowed".into(), "invalid-options".into())
     );
@@ -124,13 +117,12 @@ fn xep0060_8_2_notify_config_and_notification_type_normal() {
         ],
     );
     w.subscribe(BOB, "n", BOB);
-    let (_, notes) = w.ok(
+    let (_, notes) = w.form_ok(
         ALICE,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-            form(FORM_NODE_CONFIG, &[("pubsub#title", "new")])
-        ),
+        NS_PUBSUB_OWNER,
+        "configure node='n'",
+        FORM_NODE_CONFIG,
+        &[("pubsub#title", "new")],
     );
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].1.attr("type"), Some("normal"));

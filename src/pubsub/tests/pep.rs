@@ -36,14 +36,7 @@ fn xep0163_5_auto_create_defaults_and_6_disco_filtered() {
             "get",
             &format!("<query xmlns='{NS_DISCO_ITEMS}'/>"),
         );
-        let r = result(&out);
-        r.child("query", NS_DISCO_ITEMS)
-            .map(|q| {
-                q.elements()
-                    .filter_map(|i| i.attr("node").map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        item_nodes(result(&out))
     };
     assert!(items(&mut w, BOB).is_empty());
     w.presence_sub("alice@localhost", "bob@localhost", true);

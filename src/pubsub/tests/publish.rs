@@ -57,13 +57,12 @@ fn xep0060_7_1_max_items_evicts_oldest_first() {
     }
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i3", "i4", "i5"]);
     // Lowering max_items evicts at once.
-    w.ok(
+    w.form_ok(
         ALICE,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-            form(FORM_NODE_CONFIG, &[("pubsub#max_items", "1")])
-        ),
+        NS_PUBSUB_OWNER,
+        "configure node='n'",
+        FORM_NODE_CONFIG,
+        &[("pubsub#max_items", "1")],
     );
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);
     w.restart();

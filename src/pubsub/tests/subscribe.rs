@@ -116,36 +116,33 @@ fn xep0060_6_3_subscription_options_deliver() {
     w.subscribe(BOB, "n", BOB);
     let f = w.get_form(BOB, NS_PUBSUB, &format!("<options node='n' jid='{BOB}'/>"));
     assert_eq!(f["pubsub#deliver"], vec!["1".to_owned()]);
-    w.ok(
+    w.form_ok(
         BOB,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
-            form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#deliver", "false")])
-        ),
+        NS_PUBSUB,
+        &format!("options node='n' jid='{BOB}'"),
+        FORM_SUBSCRIBE_OPTIONS,
+        &[("pubsub#deliver", "false")],
     );
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert!(notes.is_empty(), "deliver=0 stops notifications");
     assert_eq!(
-        w.err(
+        w.form_err(
             BOB,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
-                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#digest", "1")])
-            )
+            NS_PUBSUB,
+            &format!("options node='n' jid='{BOB}'"),
+            FORM_SUBSCRIBE_OPTIONS,
+            &[("pubsub#digest", "1")]
         ),
         ("not-acceptable".into(), "unsupported".into()),
         "digest is declined, never ignored"
     );
     assert_eq!(
-        w.err(
+        w.form_err(
             BOB,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
-                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#bogus", "1")])
-            )
+            NS_PUBSUB,
+            &format!("options node='n' jid='{BOB}'"),
+            FORM_SUBSCRIBE_OPTIONS,
+            &[("pubsub#bogus", "1")]
         ),
         ("bad-request".into(), "invalid-options".into())
     );
