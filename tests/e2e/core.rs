@@ -608,31 +608,8 @@ fn unloadable_pubsub_state_is_fatal_at_start() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(super::bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn kinglet");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kinglet kept running without its pub-sub state");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
+    let (status, stderr) =
+        super::run_to_exit(&cfg, "kinglet kept running without its pub-sub state");
     assert_eq!(status.code(), Some(65), "{stderr}");
     assert!(
         stderr.contains("pub-sub state cannot be loaded") && stderr.contains("\"bad\""),

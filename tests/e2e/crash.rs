@@ -47,6 +47,16 @@ pub(super) fn login(port: u16, user: &str) -> Client {
     c
 }
 
+/// SIGKILLs the daemon once `acks` reaches `kill_at`, or after `limit` at the latest.
+fn kill_after(d: &mut Daemon, acks: &AtomicUsize, kill_at: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while acks.load(Ordering::Relaxed) < kill_at && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+}
+
 fn payload(node: &str, n: usize) -> String {
     format!("{node}/{n}/{}", "x".repeat(n % 97))
 }
@@ -208,13 +218,7 @@ fn kill_9_under_concurrent_publish_load_loses_no_acknowledged_item() {
         start.wait();
         // Kill in the middle of the load, after a different number of results each round
         // (whatever the machine's speed), or after 10 s at the latest.
-        let kill_at = 1000 + 1500 * round;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while acks.load(Ordering::Relaxed) < kill_at && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let _ = d.child.kill();
-        let _ = d.child.wait();
+        kill_after(&mut d, &acks, 1000 + 1500 * round, Duration::from_secs(10));
         let mut round_acked = 0;
         for t in threads {
             let (node, a) = t.join().expect("publisher thread");
@@ -599,13 +603,7 @@ fn kill_9_under_mixed_load_keeps_every_acknowledged_write() {
         start.wait();
         // Kill in the middle of the load, after a different number of results each round,
         // or after 8 s at the latest.
-        let kill_at = 400 + 700 * round;
-        let deadline = Instant::now() + Duration::from_secs(8);
-        while acks.load(Ordering::Relaxed) < kill_at && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let _ = d.child.kill();
-        let _ = d.child.wait();
+        kill_after(&mut d, &acks, 400 + 700 * round, Duration::from_secs(8));
         let mut counts = [0usize; 3];
         for t in threads {
             let (user, own, hist, published) = t.join().expect("client thread");

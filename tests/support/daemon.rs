@@ -172,6 +172,37 @@ pub fn launch(
     (child, port.expect("c2s port"), tls_port)
 }
 
+/// Runs `kinglet run --config <config>` (stdout discarded) until it exits by itself, 20 s
+/// at most (else it is killed and the test fails with `what`); its status and stderr.
+pub fn run_to_exit(config: &Path, what: &str) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kinglet");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    (status, stderr)
+}
+
 impl Daemon {
     pub fn start(opts: Options) -> Daemon {
         Daemon::start_env(opts, &[])
