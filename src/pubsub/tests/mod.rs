@@ -171,57 +171,48 @@ impl World {
     }
 
     /// [`World::ok`] for `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
-    fn pubsub_ok(
-        &mut self,
-        from: &str,
-        ty: &str,
-        ns: &str,
-        inner: &str,
-    ) -> (Element, Vec<(String, Element)>) {
+    fn pubsub_ok(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> Reply {
         self.ok(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
     }
 
     /// [`World::err`] for `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
-    fn ps_err(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> (String, String) {
+    fn ps_err(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> Errors {
         self.err(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
     }
 
-    /// A set of `<pubsub xmlns='{ns}'><{open}>{form}</…></pubsub>`, the form of
-    /// `form_type` with `fields` ([`World::ps_err`]).
-    fn form_err(
-        &mut self,
-        from: &str,
-        ns: &str,
-        open: &str,
-        form_type: &str,
-        fields: &[(&str, &str)],
-    ) -> (String, String) {
-        let inner = form_element(open, form_type, fields);
-        self.ps_err(from, "set", ns, &inner)
+    /// Configures `node` with the form `fields` ([`World::pubsub_ok`]).
+    fn configure_ok(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Reply {
+        let inner = configure_form(node, fields);
+        self.pubsub_ok(from, "set", NS_PUBSUB_OWNER, &inner)
     }
 
-    /// [`World::form_err`], expecting a result ([`World::pubsub_ok`]).
-    fn form_ok(
+    /// [`World::configure_ok`], expecting an error ([`World::err`]).
+    fn configure_err(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Errors {
+        let inner = configure_form(node, fields);
+        self.ps_err(from, "set", NS_PUBSUB_OWNER, &inner)
+    }
+
+    /// Sets the subscription options of `jid` on `node` to `fields` ([`World::pubsub_ok`]).
+    fn options_ok(&mut self, from: &str, node: &str, jid: &str, fields: &[(&str, &str)]) -> Reply {
+        let inner = options_form(node, jid, fields);
+        self.pubsub_ok(from, "set", NS_PUBSUB, &inner)
+    }
+
+    /// [`World::options_ok`], expecting an error ([`World::err`]).
+    fn options_err(
         &mut self,
         from: &str,
-        ns: &str,
-        open: &str,
-        form_type: &str,
+        node: &str,
+        jid: &str,
         fields: &[(&str, &str)],
-    ) -> (Element, Vec<(String, Element)>) {
-        let inner = form_element(open, form_type, fields);
-        self.pubsub_ok(from, "set", ns, &inner)
+    ) -> Errors {
+        let inner = options_form(node, jid, fields);
+        self.ps_err(from, "set", NS_PUBSUB, &inner)
     }
 
     /// [`World::pubsub_ok`], returning the `<pubsub/>` of the reply (not the reply) and
     /// the other deliveries.
-    fn ps_ok(
-        &mut self,
-        from: &str,
-        ty: &str,
-        ns: &str,
-        inner: &str,
-    ) -> (Element, Vec<(String, Element)>) {
+    fn ps_ok(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> Reply {
         let (r, out) = self.pubsub_ok(from, ty, ns, inner);
         (
             r.child("pubsub", ns).expect("a <pubsub/> reply").clone(),
@@ -386,6 +377,12 @@ impl World {
     }
 }
 
+/// A result and the other deliveries it caused.
+type Reply = (Element, Vec<(String, Element)>);
+
+/// An error's (condition, pubsub#errors condition).
+type Errors = (String, String);
+
 /// The first delivery's (condition, pubsub#errors condition), asserting it is an error.
 fn error_of(out: &[(String, Element)]) -> (String, String) {
     let r = &out[0].1;
@@ -496,10 +493,16 @@ impl World {
     }
 }
 
-/// `<{open}>` holding the data form of `form_type` with `fields`, closed.
-fn form_element(open: &str, form_type: &str, fields: &[(&str, &str)]) -> String {
-    let name = open.split(' ').next().expect("element name");
-    format!("<{open}>{}</{name}>", form(form_type, fields))
+/// `<configure/>` of `node` holding the node-config form with `fields`.
+fn configure_form(node: &str, fields: &[(&str, &str)]) -> String {
+    let form = form(FORM_NODE_CONFIG, fields);
+    format!("<configure node='{node}'>{form}</configure>")
+}
+
+/// `<options/>` of `jid` on `node` holding the subscribe-options form with `fields`.
+fn options_form(node: &str, jid: &str, fields: &[(&str, &str)]) -> String {
+    let form = form(FORM_SUBSCRIBE_OPTIONS, fields);
+    format!("<options node='{node}' jid='{jid}'>{form}</options>")
 }
 
 /// The node attributes of the items of a disco#items reply.

@@ -292,13 +292,7 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         "pubsub#item_expire",
     ] {
         for v in huge {
-            let (c, _) = w.form_err(
-                ALICE,
-                NS_PUBSUB_OWNER,
-                "configure node='n'",
-                FORM_NODE_CONFIG,
-                &[(field, v)],
-            );
+            let (c, _) = w.configure_err(ALICE, "n", &[(field, v)]);
             assert_eq!(c, "not-acceptable", "{field} = {v:?}");
             let (c, _) = w.err(
                 ALICE,
@@ -312,13 +306,7 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         }
     }
     for v in huge {
-        let (c, _) = w.form_err(
-            ALICE,
-            NS_PUBSUB_OWNER,
-            "configure node='c'",
-            FORM_NODE_CONFIG,
-            &[("pubsub#children_max", v)],
-        );
+        let (c, _) = w.configure_err(ALICE, "c", &[("pubsub#children_max", v)]);
         assert_eq!(c, "not-acceptable", "children_max = {v:?}");
     }
     assert_eq!(

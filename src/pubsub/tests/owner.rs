@@ -38,13 +38,7 @@ fn xep0060_8_2_configure_round_trips_every_field() {
     ];
     // A leaf's form leaves out the four collection-only fields (XEP-0248).
     assert_eq!(fields.len(), config::FIELDS.len() - 4);
-    w.form_ok(
-        ALICE,
-        NS_PUBSUB_OWNER,
-        "configure node='n'",
-        FORM_NODE_CONFIG,
-        fields,
-    );
+    w.configure_ok(ALICE, "n", fields);
     for round in 0..2 {
         let got = w.get_form(ALICE, NS_PUBSUB_OWNER, "<configure node='n'/>");
         for (k, v) in fields {
@@ -63,34 +57,16 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#itemreply", "owner"),
         ("pubsub#contact", "not a jid@@"),
     ] {
-        let (c, _) = w.form_err(
-            ALICE,
-            NS_PUBSUB_OWNER,
-            "configure node='n'",
-            FORM_NODE_CONFIG,
-            &[bad],
-        );
+        let (c, _) = w.configure_err(ALICE, "n", &[bad]);
         assert_eq!(c, "not-acceptable", "{bad:?}");
     }
     assert_eq!(
-        w.form_err(
-            ALICE,
-            NS_PUBSUB_OWNER,
-            "configure node='n'",
-            FORM_NODE_CONFIG,
-            &[("pubsub#dataform_xslt", "http://x/y.xsl")]
-        ),
+        w.configure_err(ALICE, "n", &[("pubsub#dataform_xslt", "http://x/y.xsl")]),
         ("not-acceptable".into(), "unsupported".into())
     );
     // XEP-0248: a leaf has no children, so no children_max.
     assert_eq!(
-        w.form_err(
-            ALICE,
-            NS_PUBSUB_OWNER,
-            "configure node='n'",
-            FORM_NODE_CONFIG,
-            &[("pubsub#children_max", "3")]
-        ),
+        w.configure_err(ALICE, "n", &[("pubsub#children_max", "3")]),
         ("not-allowed".into(), "invalid-options".into())
     );
     // Non-owners may not configure; nodeid is required.
@@ -117,13 +93,7 @@ fn xep0060_8_2_notify_config_and_notification_type_normal() {
         ],
     );
     w.subscribe(BOB, "n", BOB);
-    let (_, notes) = w.form_ok(
-        ALICE,
-        NS_PUBSUB_OWNER,
-        "configure node='n'",
-        FORM_NODE_CONFIG,
-        &[("pubsub#title", "new")],
-    );
+    let (_, notes) = w.configure_ok(ALICE, "n", &[("pubsub#title", "new")]);
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].1.attr("type"), Some("normal"));
     assert!(

@@ -57,13 +57,7 @@ fn xep0060_7_1_max_items_evicts_oldest_first() {
     }
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i3", "i4", "i5"]);
     // Lowering max_items evicts at once.
-    w.form_ok(
-        ALICE,
-        NS_PUBSUB_OWNER,
-        "configure node='n'",
-        FORM_NODE_CONFIG,
-        &[("pubsub#max_items", "1")],
-    );
+    w.configure_ok(ALICE, "n", &[("pubsub#max_items", "1")]);
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);
     w.restart();
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);

@@ -116,34 +116,16 @@ fn xep0060_6_3_subscription_options_deliver() {
     w.subscribe(BOB, "n", BOB);
     let f = w.get_form(BOB, NS_PUBSUB, &format!("<options node='n' jid='{BOB}'/>"));
     assert_eq!(f["pubsub#deliver"], vec!["1".to_owned()]);
-    w.form_ok(
-        BOB,
-        NS_PUBSUB,
-        &format!("options node='n' jid='{BOB}'"),
-        FORM_SUBSCRIBE_OPTIONS,
-        &[("pubsub#deliver", "false")],
-    );
+    w.options_ok(BOB, "n", BOB, &[("pubsub#deliver", "false")]);
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert!(notes.is_empty(), "deliver=0 stops notifications");
     assert_eq!(
-        w.form_err(
-            BOB,
-            NS_PUBSUB,
-            &format!("options node='n' jid='{BOB}'"),
-            FORM_SUBSCRIBE_OPTIONS,
-            &[("pubsub#digest", "1")]
-        ),
+        w.options_err(BOB, "n", BOB, &[("pubsub#digest", "1")]),
         ("not-acceptable".into(), "unsupported".into()),
         "digest is declined, never ignored"
     );
     assert_eq!(
-        w.form_err(
-            BOB,
-            NS_PUBSUB,
-            &format!("options node='n' jid='{BOB}'"),
-            FORM_SUBSCRIBE_OPTIONS,
-            &[("pubsub#bogus", "1")]
-        ),
+        w.options_err(BOB, "n", BOB, &[("pubsub#bogus", "1")]),
         ("bad-request".into(), "invalid-options".into())
     );
     assert_eq!(
