@@ -62,3 +62,14 @@ pub(crate) fn group_router(dir: &Path, store: Store, tweak: impl FnOnce(&mut Con
     tweak(&mut config);
     Router::new(Rc::new(config), store, Rc::new(SystemEnv::new())).expect("router")
 }
+
+/// The ids of every pub-sub item on disk in `store`, in load order.
+pub(crate) fn stored_item_ids(store: &Store) -> Vec<String> {
+    store
+        .pubsub_load()
+        .expect("load")
+        .items
+        .into_iter()
+        .map(|(_, _, i, _)| i.id)
+        .collect()
+}

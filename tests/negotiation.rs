@@ -98,6 +98,15 @@ impl Harness {
         h
     }
 
+    /// Sends a SASL `<response/>` with `data` (base64) split per `chunking`; the frames.
+    fn sasl_response(&mut self, data: &[u8], chunking: Chunking) -> Vec<Element> {
+        let xml = format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            base64_encode(data)
+        );
+        self.elements(&xml, chunking)
+    }
+
     /// Feed `input` split per `chunking`; returns the server's frames produced.
     fn feed(&mut self, input: &[u8], chunking: Chunking) -> Vec<Frame> {
         let mut out = Vec::new();
@@ -283,13 +292,7 @@ fn rfc6120_6_scram_and_bind_under_every_chunking() {
         let cf = c
             .handle_server_first(&base64_decode(&els[0].text()).unwrap())
             .unwrap();
-        let els = h.elements(
-            &format!(
-                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-                base64_encode(&cf)
-            ),
-            ch,
-        );
+        let els = h.sasl_response(&cf, ch);
         assert_eq!(els[0].name, "success");
         c.verify_server_final(&base64_decode(&els[0].text()).unwrap())
             .unwrap();
@@ -327,23 +330,11 @@ fn scram_without_initial_response_gets_empty_challenge() {
     );
     assert_eq!(els[0].name, "challenge");
     let mut c = ScramClient::new(ScramHash::Sha1, "alice", "secret", "abcdefghijklmnop");
-    let els = h.elements(
-        &format!(
-            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-            base64_encode(&c.client_first())
-        ),
-        Chunking::Bytes,
-    );
+    let els = h.sasl_response(&c.client_first(), Chunking::Bytes);
     let cf = c
         .handle_server_first(&base64_decode(&els[0].text()).unwrap())
         .unwrap();
-    let els = h.elements(
-        &format!(
-            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-            base64_encode(&cf)
-        ),
-        Chunking::Whole,
-    );
+    let els = h.sasl_response(&cf, Chunking::Whole);
     assert_eq!(els[0].name, "success");
 }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::CommitMode;
-use crate::test_support::{TempDir, group_router};
+use crate::test_support::{TempDir, group_router, stored_item_ids};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const ALICE: &str = "alice@localhost/a";
@@ -415,14 +415,7 @@ fn failed_commit_then_recovery_keeps_the_service_and_loses_nothing_acknowledged(
     assert!(reply(&out, "p3").contains("result"), "{out}");
     drop(router);
     let store = Store::open(&dir.0, 0).expect("reopen");
-    let ids: Vec<String> = store
-        .pubsub_load()
-        .expect("load")
-        .items
-        .into_iter()
-        .map(|(_, _, i, _)| i.id)
-        .collect();
-    assert_eq!(ids, ["i1", "i3"]);
+    assert_eq!(stored_item_ids(&store), ["i1", "i3"]);
 }
 
 /// A read held behind a write whose commit fails is not refused: it is handled again

@@ -549,14 +549,7 @@ fn generated_item_ids_do_not_collide_after_restart_with_clock_stepped_back() {
     let (r2, _) = w.publish(ALICE, "n", None, "<b xmlns='x'/>");
     let second = id_of(&r2);
     assert_ne!(first, second);
-    let stored: Vec<String> = w
-        .store
-        .pubsub_load()
-        .expect("load")
-        .items
-        .into_iter()
-        .map(|(_, _, i, _)| i.id)
-        .collect();
+    let stored = crate::test_support::stored_item_ids(&w.store);
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(
         stored.contains(&first) && stored.contains(&second),
