@@ -482,6 +482,16 @@ impl World {
         )
     }
 
+    /// The `<query/>` of a disco#info result for the service (`attrs`: ` node='…'`).
+    fn disco_info(&mut self, from: &str, attrs: &str) -> Element {
+        let (r, _) = self.ok(
+            from,
+            "get",
+            &format!("<query xmlns='{NS_DISCO_INFO}'{attrs}/>"),
+        );
+        r.child("query", NS_DISCO_INFO).expect("query").clone()
+    }
+
     fn disco_children(&mut self, node: Option<&str>) -> Vec<String> {
         let n = node.map(|n| format!(" node='{n}'")).unwrap_or_default();
         let (r, _) = self.ok(
