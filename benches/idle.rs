@@ -9,35 +9,23 @@
 #[path = "../examples/loadgen/gen.rs"]
 mod r#gen;
 
-#[path = "support/daemon.rs"]
+#[path = "../tests/support/daemon.rs"]
 mod daemon;
 
-use daemon::Server;
+use daemon::Daemon;
 
-fn start(users: usize, tls: bool) -> Server {
-    let dir = daemon::temp_dir(&format!("idle-{tls}"));
-    {
-        // Accounts straight into the store (one derivation, no CLI start-up per user).
-        let store = kinglet::store::Store::open(&daemon::data_dir(&dir), 1 << 20).expect("store");
-        let creds = kinglet::sasl::StoredCredentials::derive(
-            &kinglet::system::SystemEnv::new(),
-            "pw",
-            4096,
-        )
-        .to_bytes();
-        for i in 0..users {
-            store.user_add(&format!("u{i}"), &creds).expect("user add");
-        }
-    }
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).expect("cert");
-    std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).expect("key");
+fn start(users: usize, tls: bool) -> Daemon {
+    let dir = daemon::TempDir::new(&format!("idle-{tls}"));
+    // Accounts straight into the store (one derivation, no CLI start-up per user).
+    let names: Vec<String> = (0..users).map(|i| format!("u{i}")).collect();
+    daemon::add_accounts(&dir.join("data"), &names, 4096);
+    daemon::make_cert(&dir);
     let config = format!(
         "log_level = \"warn\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\n[limits]\nmax_connections = {}\n[tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
         users + 16,
         d = dir.display(),
     );
-    Server::start_in(dir, &config)
+    Daemon::start_in(dir, &config)
 }
 
 fn run(n: usize, tls: bool) {

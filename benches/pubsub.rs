@@ -37,10 +37,10 @@ const PS: &str = "http://jabber.org/protocol/pubsub";
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
                       xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
-#[path = "support/daemon.rs"]
+#[path = "../tests/support/daemon.rs"]
 mod daemon;
 
-use daemon::Server;
+use daemon::Daemon;
 
 /// Bench-specific measurements of the daemon.
 trait Measure {
@@ -50,16 +50,16 @@ trait Measure {
     fn stop(self) -> (u64, u64);
 }
 
-fn start_server(tag: &str, extra: &str) -> Server {
-    Server::start_in(
-        daemon::temp_dir(&format!("pubsub-{tag}")),
+fn start_server(tag: &str, extra: &str) -> Daemon {
+    Daemon::start_in(
+        daemon::TempDir::new(&format!("pubsub-{tag}")),
         &format!(
             "log_level = \"info\"\n[c2s]\nlisten = [\"127.0.0.1:0\"]\nallow_anonymous = \"loopback\"\n{extra}"
         ),
     )
 }
 
-impl Measure for Server {
+impl Measure for Daemon {
     /// utime + stime of the daemon, in microseconds.
     fn cpu_us(&self) -> u64 {
         let s =

@@ -122,20 +122,25 @@ fn password(pw: Option<&str>, file: Option<&Path>) -> Result<String, Failure> {
     read_password(pw, file).map_err(Failure::Usage)
 }
 
+/// The password (argument or file) as stored SCRAM credentials, with the configured
+/// iteration count.
+fn credentials(pw: Option<&str>, file: Option<&Path>, config: &Config) -> Result<Vec<u8>, Failure> {
+    let pw = password(pw, file)?;
+    let iterations = config.auth.scram_iterations;
+    Ok(StoredCredentials::derive(&crate::system::SystemEnv::new(), &pw, iterations).to_bytes())
+}
+
 fn run(
     action: &UserAction,
     config: &Config,
     config_path: Option<&Path>,
 ) -> Result<String, Failure> {
-    let iterations = config.auth.scram_iterations;
     match action {
         UserAction::Add(a) => {
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
-            let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
+            let creds = credentials(a.password.as_deref(), a.password_file.as_deref(), config)?;
             let store = open(config)?;
-            let creds =
-                StoredCredentials::derive(&crate::system::SystemEnv::new(), &pw, iterations);
-            match store.user_add(&user, &creds.to_bytes()) {
+            match store.user_add(&user, &creds) {
                 Ok(()) => Ok(format!("added {user}@{}", config.domain)),
                 Err(StoreError::AlreadyExists) => Err(Failure::Usage(format!(
                     "{user}@{} already exists (use `kinglet user passwd` to change the password)",
@@ -147,11 +152,9 @@ fn run(
         UserAction::Passwd(a) => {
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
             require_database(config, config_path)?;
-            let pw = password(a.password.as_deref(), a.password_file.as_deref())?;
+            let creds = credentials(a.password.as_deref(), a.password_file.as_deref(), config)?;
             let store = open(config)?;
-            let creds =
-                StoredCredentials::derive(&crate::system::SystemEnv::new(), &pw, iterations);
-            match store.user_set_credentials(&user, &creds.to_bytes()) {
+            match store.user_set_credentials(&user, &creds) {
                 Ok(()) => Ok(format!("password changed for {user}@{}", config.domain)),
                 Err(StoreError::NotFound) => Err(Failure::Usage(format!(
                     "no such user {user}@{}",

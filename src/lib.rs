@@ -57,3 +57,5 @@ pub mod xml;
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+pub(crate) mod test_support;

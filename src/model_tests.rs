@@ -942,20 +942,10 @@ impl World {
                 &format!("<pubsub xmlns='{PS}'><subscriptions/></pubsub>"),
                 false,
             );
-            let mut got: Vec<(String, String)> = r
+            let subs = r
                 .child("pubsub", PS)
-                .and_then(|p| p.child("subscriptions", PS))
-                .map(|s| {
-                    s.elements()
-                        .map(|e| {
-                            (
-                                e.attr("node").unwrap_or("").to_owned(),
-                                e.attr("jid").unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+                .and_then(|p| p.child("subscriptions", PS));
+            let mut got: Vec<(String, String)> = attr_pairs(subs, "node", "jid");
             got.sort();
             let want: Vec<(String, String)> = self
                 .model
@@ -971,19 +961,7 @@ impl World {
                 ));
             }
             let r = self.read(user, &format!("<query xmlns='{ROSTER}'/>"), true);
-            let got: BTreeMap<String, String> = r
-                .child("query", ROSTER)
-                .map(|q| {
-                    q.elements()
-                        .map(|i| {
-                            (
-                                i.attr("jid").unwrap_or("").to_owned(),
-                                i.attr("name").unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let got: BTreeMap<String, String> = attr_pairs(r.child("query", ROSTER), "jid", "name");
             let want: BTreeMap<String, String> = self
                 .model
                 .rosters
@@ -1209,4 +1187,25 @@ fn model_every_acknowledged_write_survives_crashes_and_disk_faults() {
         "{total:?}"
     );
     assert!(total.full_nodes > 0 && total.full_rosters > 0, "{total:?}");
+}
+
+/// The (`a`, `b`) attribute pairs of the children of `parent` (empty strings for missing
+/// attributes; nothing without a parent).
+fn attr_pairs<C: FromIterator<(String, String)> + Default>(
+    parent: Option<&Element>,
+    a: &str,
+    b: &str,
+) -> C {
+    parent
+        .map(|p| {
+            p.elements()
+                .map(|e| {
+                    (
+                        e.attr(a).unwrap_or("").to_owned(),
+                        e.attr(b).unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

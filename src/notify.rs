@@ -132,21 +132,7 @@ pub fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!(
-            "kinglet-notify-{}-{}-{:?}",
-            std::process::id(),
-            tag,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
+    use crate::test_support::TempDir;
 
     fn recv(sock: &UnixDatagram) -> String {
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -157,7 +143,7 @@ mod tests {
 
     #[test]
     fn path_socket_receives_each_state() {
-        let dir = temp_dir("path");
+        let dir = TempDir::new("notify-path");
         let path = dir.join("notify.sock");
         let server = UnixDatagram::bind(&path).unwrap();
         let n = Notifier::new(path.as_os_str()).unwrap();
@@ -184,7 +170,7 @@ mod tests {
 
     #[test]
     fn missing_listener_is_an_error_not_a_panic() {
-        let dir = temp_dir("gone");
+        let dir = TempDir::new("notify-gone");
         let n = Notifier::new(dir.join("nobody.sock").as_os_str()).unwrap();
         assert!(n.notify("READY=1").is_err());
         let _ = std::fs::remove_dir_all(dir);

@@ -180,22 +180,9 @@ mod tests {
     use crate::config::Tls;
     use crate::router::Router;
     use crate::store::Store;
+    use crate::test_support::TempDir;
     use std::path::Path;
     use std::rc::Rc;
-
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn dir(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("kinglet-signals-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
 
     fn cert(dir: &Path, name: &str) -> Tls {
         let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
@@ -226,14 +213,21 @@ mod tests {
         )
     }
 
-    #[test]
-    fn reload_swaps_the_certificate() {
-        let d = dir("swap");
+    /// A temp dir, a config with the certificate `old.example` and the shared state
+    /// started on it.
+    fn old_cert(tag: &str) -> (TempDir, Config, Rc<Shared>) {
+        let d = TempDir::new(tag);
         let current = Config {
             tls: Some(cert(&d.0, "old.example")),
             ..Config::default()
         };
         let sh = shared(&d.0, &current);
+        (d, current, sh)
+    }
+
+    #[test]
+    fn reload_swaps_the_certificate() {
+        let (d, current, sh) = old_cert("signals-swap");
         let before = sh.tls.borrow().clone().unwrap();
         let mut new = current.clone();
         new.tls = Some(cert(&d.0, "new.example"));
@@ -245,12 +239,7 @@ mod tests {
 
     #[test]
     fn failed_reload_keeps_the_old_certificate() {
-        let d = dir("bad");
-        let current = Config {
-            tls: Some(cert(&d.0, "old.example")),
-            ..Config::default()
-        };
-        let sh = shared(&d.0, &current);
+        let (d, current, sh) = old_cert("signals-bad");
         let before = sh.tls.borrow().clone().unwrap();
         let mut new = current.clone();
         let broken = d.0.join("broken.key");
@@ -266,12 +255,7 @@ mod tests {
 
     #[test]
     fn removing_tls_keeps_it_until_restart() {
-        let d = dir("rm");
-        let current = Config {
-            tls: Some(cert(&d.0, "old.example")),
-            ..Config::default()
-        };
-        let sh = shared(&d.0, &current);
+        let (_d, current, sh) = old_cert("signals-rm");
         let new = Config::default();
         apply(&sh, &current, &new).unwrap();
         assert!(sh.tls.borrow().is_some());

@@ -75,6 +75,39 @@ impl Harness {
         }
     }
 
+    /// Sends a SASL PLAIN `<auth/>` with the base64 `b64` (and `rest` after it) in one
+    /// read, its output to `out`: the session's action.
+    fn plain_auth(&mut self, b64: &str, rest: &str, out: &mut Vec<u8>) -> Action {
+        let input = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{b64}</auth>{rest}"
+        );
+        self.session
+            .receive(input.as_bytes(), &mut self.router, out, self.now)
+    }
+
+    /// A harness whose session allows 4096 bytes per element before authentication.
+    fn preauth_4096() -> Harness {
+        let mut h = Harness::new(loopback(), |_| {});
+        h.session = Session::new(
+            1,
+            loopback(),
+            XmlLimits::default(),
+            Outbox::new(64, 1 << 20),
+            h.now,
+        )
+        .with_preauth_stanza_bytes(4096);
+        h
+    }
+
+    /// Sends a SASL `<response/>` with `data` (base64) split per `chunking`; the frames.
+    fn sasl_response(&mut self, data: &[u8], chunking: Chunking) -> Vec<Element> {
+        let xml = format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            base64_encode(data)
+        );
+        self.elements(&xml, chunking)
+    }
+
     /// Feed `input` split per `chunking`; returns the server's frames produced.
     fn feed(&mut self, input: &[u8], chunking: Chunking) -> Vec<Frame> {
         let mut out = Vec::new();
@@ -260,13 +293,7 @@ fn rfc6120_6_scram_and_bind_under_every_chunking() {
         let cf = c
             .handle_server_first(&base64_decode(&els[0].text()).unwrap())
             .unwrap();
-        let els = h.elements(
-            &format!(
-                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-                base64_encode(&cf)
-            ),
-            ch,
-        );
+        let els = h.sasl_response(&cf, ch);
         assert_eq!(els[0].name, "success");
         c.verify_server_final(&base64_decode(&els[0].text()).unwrap())
             .unwrap();
@@ -304,23 +331,11 @@ fn scram_without_initial_response_gets_empty_challenge() {
     );
     assert_eq!(els[0].name, "challenge");
     let mut c = ScramClient::new(ScramHash::Sha1, "alice", "secret", "abcdefghijklmnop");
-    let els = h.elements(
-        &format!(
-            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-            base64_encode(&c.client_first())
-        ),
-        Chunking::Bytes,
-    );
+    let els = h.sasl_response(&c.client_first(), Chunking::Bytes);
     let cf = c
         .handle_server_first(&base64_decode(&els[0].text()).unwrap())
         .unwrap();
-    let els = h.elements(
-        &format!(
-            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-            base64_encode(&cf)
-        ),
-        Chunking::Whole,
-    );
+    let els = h.sasl_response(&cf, Chunking::Whole);
     assert_eq!(els[0].name, "success");
 }
 
@@ -328,21 +343,23 @@ fn scram_without_initial_response_gets_empty_challenge() {
 fn sasl_errors() {
     let mut h = Harness::new(loopback(), |_| {});
     h.elements(HEADER, Chunking::Whole);
-    let els = h.elements(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>",
-        Chunking::Whole,
-    );
-    assert_eq!(cond(&els[0]), "invalid-mechanism");
-    let els = h.elements(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!notbase64</auth>",
-        Chunking::Whole,
-    );
-    assert_eq!(cond(&els[0]), "incorrect-encoding");
-    let els = h.elements(
-        "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
-        Chunking::Whole,
-    );
-    assert_eq!(cond(&els[0]), "aborted");
+    for (input, condition) in [
+        (
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>",
+            "invalid-mechanism",
+        ),
+        (
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!notbase64</auth>",
+            "incorrect-encoding",
+        ),
+        (
+            "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+            "aborted",
+        ),
+    ] {
+        let els = h.elements(input, Chunking::Whole);
+        assert_eq!(cond(&els[0]), condition, "{input}");
+    }
     // third counted failure closes the stream with policy-violation
     let els = h.elements(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>",
@@ -573,12 +590,8 @@ fn plain_check_is_handed_to_the_shell_and_input_waits_for_its_verdict() {
     h.elements(HEADER, Chunking::Whole);
     let mut out = Vec::new();
     // Wrong password ("alice", "wrong"), then a pipelined <abort/>.
-    let a = h.session.receive(
-        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth><abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
-        &mut h.router,
-        &mut out,
-        h.now,
-    );
+    let abort = "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+    let a = h.plain_auth("AGFsaWNlAHdyb25n", abort, &mut out);
     assert_eq!(a, Action::VerifyPassword);
     assert!(out.is_empty(), "no answer before the verdict");
     // More input meanwhile is buffered, not handled.
@@ -603,12 +616,7 @@ fn plain_check_is_handed_to_the_shell_and_input_waits_for_its_verdict() {
     assert!(String::from_utf8_lossy(&out).contains("<aborted/>"));
     // An unknown account is checked all the same (equal cost) and fails.
     let mut out = Vec::new();
-    let a = h.session.receive(
-        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AG5vYm9keQBzZWNyZXQ=</auth>",
-        &mut h.router,
-        &mut out,
-        h.now,
-    );
+    let a = h.plain_auth("AG5vYm9keQBzZWNyZXQ=", "", &mut out);
     assert_eq!(a, Action::VerifyPassword);
     let check = h.session.take_password_check().expect("a check");
     assert!(!check.known());
@@ -627,12 +635,7 @@ fn plain_check_is_handed_to_the_shell_and_input_waits_for_its_verdict() {
     assert_eq!(h.session.take_auth_event(), None);
     // The right password logs in.
     let mut out = Vec::new();
-    let a = h.session.receive(
-        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
-        &mut h.router,
-        &mut out,
-        h.now,
-    );
+    let a = h.plain_auth("AGFsaWNlAHNlY3JldA==", "", &mut out);
     assert_eq!(a, Action::VerifyPassword);
     let ok = h.session.take_password_check().unwrap().run();
     assert!(ok);
@@ -652,12 +655,7 @@ fn negotiation_deadline_applies_while_a_password_check_runs() {
     let mut h = Harness::new(loopback(), |_| {});
     h.elements(HEADER, Chunking::Whole);
     let mut out = Vec::new();
-    let a = h.session.receive(
-        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>",
-        &mut h.router,
-        &mut out,
-        h.now,
-    );
+    let a = h.plain_auth("AGFsaWNlAHNlY3JldA==", "", &mut out);
     assert_eq!(a, Action::VerifyPassword);
     let late = h.session.deadline(&h.router);
     assert!(late <= h.now + Duration::from_secs(30));
@@ -678,15 +676,7 @@ fn negotiation_deadline_applies_while_a_password_check_runs() {
 /// size, advertised as such; after SASL success the full limit applies and is advertised.
 #[test]
 fn preauth_stanza_limit_is_small_and_lifted_after_authentication() {
-    let mut h = Harness::new(loopback(), |_| {});
-    h.session = Session::new(
-        1,
-        loopback(),
-        XmlLimits::default(),
-        Outbox::new(64, 1 << 20),
-        h.now,
-    )
-    .with_preauth_stanza_bytes(4096);
+    let mut h = Harness::preauth_4096();
     let els = h.elements(HEADER, Chunking::Whole);
     let max_bytes = |f: &Element| {
         f.child("limits", "urn:xmpp:stream-limits:0")
@@ -709,15 +699,7 @@ fn preauth_stanza_limit_is_small_and_lifted_after_authentication() {
     let els = h.elements(&big, Chunking::Whole);
     assert!(!h.closed, "{els:?}");
     // Before authentication, the same size is a policy violation.
-    let mut h = Harness::new(loopback(), |_| {});
-    h.session = Session::new(
-        1,
-        loopback(),
-        XmlLimits::default(),
-        Outbox::new(64, 1 << 20),
-        h.now,
-    )
-    .with_preauth_stanza_bytes(4096);
+    let mut h = Harness::preauth_4096();
     h.elements(HEADER, Chunking::Whole);
     let half = format!(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}",

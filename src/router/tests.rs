@@ -13,27 +13,12 @@ use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
 use crate::system::SystemEnv;
+use crate::test_support::{TempDir, group_router};
 use crate::xml::Element;
-
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("kinglet-router-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
 /// when `fail` is set; `alice`, `bob` and `dave` have accounts.
-fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
+fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     {
         let store = Store::open(&dir.0, 0).expect("store");
         for u in ["alice", "bob", "dave"] {
@@ -43,13 +28,16 @@ fn router(dir: &Dir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
         }
     }
     let store = Rc::new(Store::open_with_faults(&dir.0, fail.clone()).expect("store"));
-    store.pubsub_set_mode(CommitMode::Group);
-    let config = Config {
-        data_dir: dir.0.clone(),
-        ..Config::default()
-    };
-    let r = Router::new(Rc::new(config), store.clone(), Rc::new(SystemEnv::new()));
-    (r.expect("router"), store)
+    (group_router(&dir.0, &store, |_| {}), store)
+}
+
+/// Binds `user`'s resource `res` on connection `conn`; its JID and outbox.
+fn bind(r: &mut Router, user: &str, res: &str, conn: u64) -> (Jid, Rc<Outbox>) {
+    let out = Outbox::new(64, 1 << 20);
+    let jid = r
+        .bind(user, false, Some(res), conn, out.clone())
+        .expect("bind");
+    (jid, out)
 }
 
 /// What the committer task does: take the pending batch, write it, report.
@@ -115,6 +103,21 @@ fn roster_set(r: &mut Router, who: &Jid, id: &str, contact: &str) {
     );
 }
 
+/// The reply to the roster set `id` in `out` is `not-allowed`, its text naming the limit
+/// of 521 items.
+fn assert_roster_full(out: &Outbox, id: &str) {
+    let reply = drained(out)
+        .into_iter()
+        .find(|e| e.attr("id") == Some(id))
+        .expect("an error reply, not just a log line");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
+    assert!(
+        reply.to_string_in_stream().contains("at most 521 items"),
+        "{reply:?}"
+    );
+}
+
 /// The defined condition of a stanza error.
 fn condition(e: &Element) -> String {
     e.elements()
@@ -136,16 +139,11 @@ fn is_push_of(e: &Element, contact: &str) -> bool {
 /// roster in memory is unchanged, and after a restart the roster on disk is too.
 #[test]
 fn roster_set_not_acked_when_commit_fails() {
-    let dir = Dir::new("set-fails");
+    let dir = TempDir::new("router-set-fails");
     let fail = Arc::new(AtomicBool::new(false));
     let (mut r, store) = router(&dir, &fail);
-    let (oa, ob) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
-    let b = r
-        .bind("alice", false, Some("b"), 2, ob.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
+    let (b, ob) = bind(&mut r, "alice", "b", 2);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     fail.store(true, Ordering::SeqCst);
@@ -179,13 +177,10 @@ fn roster_set_not_acked_when_commit_fails() {
 /// and a roster get sent right after the set is answered after it, with the new item.
 #[test]
 fn roster_result_only_after_commit() {
-    let dir = Dir::new("set-ok");
+    let dir = TempDir::new("router-set-ok");
     let fail = Arc::new(AtomicBool::new(false));
     let (mut r, store) = router(&dir, &fail);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
     roster_set(&mut r, &a, "s1", "carol@localhost");
     r.route(
@@ -232,13 +227,10 @@ fn roster_result_only_after_commit() {
 /// that could not be saved was never shown (error, no push) and is gone.
 #[test]
 fn subscription_ask_state_survives_restart() {
-    let dir = Dir::new("ask");
+    let dir = TempDir::new("router-ask");
     let fail = Arc::new(AtomicBool::new(false));
     let (mut r, store) = router(&dir, &fail);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     roster_get(&mut r, &a, &oa, "g1");
     r.route(
         &a,
@@ -279,10 +271,7 @@ fn subscription_ask_state_survives_restart() {
     drop((r, store));
     fail.store(false, Ordering::SeqCst);
     let (mut r, store) = router(&dir, &fail);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     let items = roster_get(&mut r, &a, &oa, "g3");
     assert_eq!(items.len(), 1, "{items:?}");
     assert_eq!(items[0].attr("jid"), Some("bob@localhost"));
@@ -345,7 +334,7 @@ fn anonymous_user_search_is_bounded() {
     );
 
     // Through the router: a fresh name that no account has.
-    let dir = Dir::new("anon");
+    let dir = TempDir::new("router-anon");
     let fail = Arc::new(AtomicBool::new(false));
     let (mut r, store) = router(&dir, &fail);
     let user = r.new_anonymous_user().expect("a fresh name");
@@ -360,7 +349,7 @@ fn anonymous_user_search_is_bounded() {
 #[test]
 fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     const MAX: usize = 521;
-    let dir = Dir::new("roster-limit");
+    let dir = TempDir::new("router-roster-limit");
     {
         let store = Store::open(&dir.0, 0).expect("store");
         for u in ["alice", "bob"] {
@@ -391,19 +380,9 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
         store.roster_stage(&rows("bob", MAX, false)).expect("fill");
     }
     let store = Rc::new(Store::open(&dir.0, 0).expect("store"));
-    store.pubsub_set_mode(CommitMode::Group);
-    let mut config = Config {
-        data_dir: dir.0.clone(),
-        ..Config::default()
-    };
-    config.limits.max_roster_items = MAX;
-    let mut r =
-        Router::new(Rc::new(config), store.clone(), Rc::new(SystemEnv::new())).expect("router");
+    let mut r = group_router(&dir.0, &store, |c| c.limits.max_roster_items = MAX);
     assert_eq!(store.max_roster_items(), MAX);
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     assert_eq!(roster_get(&mut r, &a, &oa, "g1").len(), MAX - 1);
     // Item 521 fits (the store used to refuse item 513).
     roster_set(&mut r, &a, "s1", "new1@example.org");
@@ -416,35 +395,14 @@ fn roster_limit_is_the_configured_one_and_refusals_name_it() {
     // Item 522 does not: not-allowed, and the text says the limit.
     roster_set(&mut r, &a, "s2", "new2@example.org");
     commit(&mut r, &store);
-    let reply = drained(&oa)
-        .into_iter()
-        .find(|e| e.attr("id") == Some("s2"))
-        .expect("reply");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
-    assert!(
-        reply.to_string_in_stream().contains("at most 521 items"),
-        "{reply:?}"
-    );
+    assert_roster_full(&oa, "s2");
 
     // Bob's roster shows nothing, but the store holds 521 rows: the store refuses.
-    let ob = Outbox::new(64, 1 << 20);
-    let b = r
-        .bind("bob", false, Some("b"), 2, ob.clone())
-        .expect("bind");
+    let (b, ob) = bind(&mut r, "bob", "b", 2);
     assert!(roster_get(&mut r, &b, &ob, "g2").is_empty());
     roster_set(&mut r, &b, "s3", "new3@example.org");
     commit(&mut r, &store);
-    let reply = drained(&ob)
-        .into_iter()
-        .find(|e| e.attr("id") == Some("s3"))
-        .expect("an error reply, not just a log line");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
-    assert!(
-        reply.to_string_in_stream().contains("at most 521 items"),
-        "{reply:?}"
-    );
+    assert_roster_full(&ob, "s3");
 }
 
 /// Found by the model test (`src/model_tests.rs`): a commit whose fsync fails may still
@@ -464,10 +422,7 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
         Rc::new(SystemEnv::new()),
     )
     .expect("router");
-    let oa = Outbox::new(64, 1 << 20);
-    let a = r
-        .bind("alice", false, Some("a"), 1, oa.clone())
-        .expect("bind");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
     roster_set(&mut r, &a, "s1", "carol@localhost");
     // What the committer does; the disk fills up just for the fsync of this commit.
     let batch = store.pubsub_take().expect("a batch");

@@ -431,19 +431,7 @@ impl Store {
     /// [`StoreError::AlreadyExists`] if the user exists; [`StoreError::Invalid`] for an
     /// empty, too long or NUL-containing username or oversized credentials.
     pub fn user_add(&self, username: &str, credentials: &[u8]) -> Result<(), StoreError> {
-        codec::check_username(username)?;
-        let value = codec::encode_account(credentials)?;
-        let txn = self.begin_write()?;
-        let existed = txn
-            .open_table(ACCOUNTS)?
-            .insert(username.as_bytes(), value.as_slice())?
-            .is_some();
-        if existed {
-            txn.abort()?;
-            return Err(StoreError::AlreadyExists);
-        }
-        txn.commit()?;
-        Ok(())
+        self.put_account(username, credentials, false)
     }
 
     /// Replaces the credentials of an existing account.
@@ -457,6 +445,18 @@ impl Store {
         username: &str,
         credentials: &[u8],
     ) -> Result<(), StoreError> {
+        self.put_account(username, credentials, true)
+    }
+
+    /// Writes the account `username` with `credentials` if it exists exactly when
+    /// `existing` says so; else nothing changes: [`StoreError::NotFound`] (an update of a
+    /// missing account) or [`StoreError::AlreadyExists`] (an add of an existing one).
+    fn put_account(
+        &self,
+        username: &str,
+        credentials: &[u8],
+        existing: bool,
+    ) -> Result<(), StoreError> {
         codec::check_username(username)?;
         let value = codec::encode_account(credentials)?;
         let txn = self.begin_write()?;
@@ -464,9 +464,13 @@ impl Store {
             .open_table(ACCOUNTS)?
             .insert(username.as_bytes(), value.as_slice())?
             .is_some();
-        if !existed {
+        if existed != existing {
             txn.abort()?;
-            return Err(StoreError::NotFound);
+            return Err(if existing {
+                StoreError::NotFound
+            } else {
+                StoreError::AlreadyExists
+            });
         }
         txn.commit()?;
         Ok(())

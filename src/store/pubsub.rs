@@ -607,8 +607,7 @@ mod tests {
     #[test]
     fn schema_1_file_migrates_to_2_with_empty_pubsub_tables() {
         use super::super::schema::{META, META_SCHEMA_VERSION};
-        let dir = std::env::temp_dir().join(format!("kinglet-ps-migrate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_support::TempDir::new("ps-migrate");
         {
             let store = Store::open(&dir, 0).expect("open");
             store.user_add("alice", b"creds").expect("user");

@@ -1,7 +1,7 @@
 //! Tests of the store against real database files in unique temporary directories.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use redb::TableDefinition;
 
@@ -10,33 +10,7 @@ use super::*;
 
 const CACHE: usize = 1024 * 1024;
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "kinglet-store-test-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        // A leftover from a crashed run with the same pid must not leak into this test.
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-
-    /// A data directory below the temp dir, so `open` has to create it.
-    fn data(&self) -> PathBuf {
-        self.0.join("data")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_support::TempDir;
 
 fn item(jid: &str, sub: Subscription) -> RosterItem {
     RosterItem {
@@ -83,7 +57,7 @@ fn is_corrupt_with(err: StoreError, needles: &[&str]) {
 
 #[test]
 fn open_creates_private_dir_and_file() {
-    let tmp = TempDir::new("create");
+    let tmp = TempDir::new("store-create");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     assert_eq!(store.path(), tmp.data().join(DB_FILE_NAME));
     assert!(store.path().is_file());
@@ -109,7 +83,7 @@ fn open_creates_private_dir_and_file() {
 #[test]
 fn small_and_zero_cache_sizes_work() {
     for cache in [0, 64 * 1024, CACHE] {
-        let tmp = TempDir::new("cache");
+        let tmp = TempDir::new("store-cache");
         let store = Store::open(&tmp.data(), cache).unwrap();
         for i in 0..50 {
             store.user_add(&format!("user{i:02}"), &[7; 300]).unwrap();
@@ -121,7 +95,7 @@ fn small_and_zero_cache_sizes_work() {
 
 #[test]
 fn reopen_keeps_users_and_rosters_exactly() {
-    let tmp = TempDir::new("reopen");
+    let tmp = TempDir::new("store-reopen");
     let ann_roster = vec![
         full_item("bob@example.org"),
         item("carol@example.org", Subscription::To),
@@ -153,7 +127,7 @@ fn reopen_keeps_users_and_rosters_exactly() {
 
 #[test]
 fn user_add_get_exists_set_list() {
-    let tmp = TempDir::new("users");
+    let tmp = TempDir::new("store-users");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     assert_eq!(store.user_get("ann").unwrap(), None);
     assert!(!store.user_exists("ann").unwrap());
@@ -181,7 +155,7 @@ fn user_add_get_exists_set_list() {
 
 #[test]
 fn invalid_arguments_are_rejected_not_stored() {
-    let tmp = TempDir::new("invalid");
+    let tmp = TempDir::new("store-invalid");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     let long_name = "a".repeat(MAX_USERNAME_BYTES + 1);
     for (user, creds) in [
@@ -240,7 +214,7 @@ fn invalid_arguments_are_rejected_not_stored() {
 
 #[test]
 fn user_del_missing_is_not_found() {
-    let tmp = TempDir::new("delmissing");
+    let tmp = TempDir::new("store-delmissing");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     let err = store.user_del("ghost").unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -249,7 +223,7 @@ fn user_del_missing_is_not_found() {
 
 #[test]
 fn user_del_removes_only_that_users_roster() {
-    let tmp = TempDir::new("delroster");
+    let tmp = TempDir::new("store-delroster");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     store.user_add("ann", b"a").unwrap();
     store.user_add("anna", b"b").unwrap();
@@ -284,7 +258,7 @@ fn user_del_removes_only_that_users_roster() {
 
 #[test]
 fn roster_put_replace_remove_order_and_isolation() {
-    let tmp = TempDir::new("roster");
+    let tmp = TempDir::new("store-roster");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     // Inserted out of order, with prefix-like owners and JIDs.
     for jid in ["zoe@x", "anna@x", "ann@x", "bob@x"] {
@@ -333,7 +307,7 @@ fn roster_put_replace_remove_order_and_isolation() {
 
 #[test]
 fn roster_version_bumps_on_every_change_only() {
-    let tmp = TempDir::new("version");
+    let tmp = TempDir::new("store-version");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     assert_eq!(store.roster_version("ann").unwrap(), 0);
     let mut last = 0;
@@ -346,23 +320,16 @@ fn roster_version_bumps_on_every_change_only() {
         }
         last = now;
     };
-    store
-        .roster_put("ann", &item("b@x", Subscription::None))
-        .unwrap();
-    expect_bump(&store, true);
-    store
-        .roster_put("ann", &item("b@x", Subscription::To))
-        .unwrap();
-    expect_bump(&store, true);
-    store
-        .roster_put("ann", &item("b@x", Subscription::To))
-        .unwrap();
-    expect_bump(&store, false);
-    // Another user's change leaves ann's version alone.
-    store
-        .roster_put("anna", &item("b@x", Subscription::To))
-        .unwrap();
-    expect_bump(&store, false);
+    for (user, sub, bump) in [
+        ("ann", Subscription::None, true),
+        ("ann", Subscription::To, true),
+        ("ann", Subscription::To, false),
+        // Another user's change leaves ann's version alone.
+        ("anna", Subscription::To, false),
+    ] {
+        store.roster_put(user, &item("b@x", sub)).unwrap();
+        expect_bump(&store, bump);
+    }
     assert!(store.roster_version("anna").unwrap() > 0);
     assert!(!store.roster_remove("ann", "c@x").unwrap());
     expect_bump(&store, false);
@@ -386,7 +353,7 @@ fn fill_roster(store: &Store, user: &str, n: usize) {
 
 #[test]
 fn roster_size_is_bounded() {
-    let tmp = TempDir::new("bounded");
+    let tmp = TempDir::new("store-bounded");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     store.set_max_roster_items(40);
     assert_eq!(store.max_roster_items(), 40);
@@ -428,7 +395,7 @@ fn roster_size_is_bounded() {
 /// said (the configuration accepts up to 100000).
 #[test]
 fn roster_limit_follows_the_configured_max_roster_items() {
-    let tmp = TempDir::new("configured");
+    let tmp = TempDir::new("store-configured");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     store.set_max_roster_items(1000);
     fill_roster(&store, "ann", 600);
@@ -441,7 +408,7 @@ fn roster_limit_follows_the_configured_max_roster_items() {
 /// More rows than the ceiling (only possible by damage) are reported, not returned.
 #[test]
 fn roster_over_the_ceiling_reads_as_corrupt() {
-    let tmp = TempDir::new("ceiling");
+    let tmp = TempDir::new("store-ceiling");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     fill_roster(&store, "ann", MAX_ROSTER_ITEMS + 1);
     is_corrupt_with(
@@ -452,7 +419,7 @@ fn roster_over_the_ceiling_reads_as_corrupt() {
 
 #[test]
 fn corrupt_values_are_errors_not_panics() {
-    let tmp = TempDir::new("corrupt");
+    let tmp = TempDir::new("store-corrupt");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     store.user_add("ann", b"secret").unwrap();
 
@@ -567,7 +534,7 @@ fn roster_keys_split_and_bound_users() {
 
 #[test]
 fn newer_schema_is_refused() {
-    let tmp = TempDir::new("newer");
+    let tmp = TempDir::new("store-newer");
     {
         let store = Store::open(&tmp.data(), CACHE).unwrap();
         store.user_add("ann", b"a").unwrap();
@@ -592,7 +559,7 @@ fn newer_schema_is_refused() {
 
 #[test]
 fn damaged_schema_version_is_corrupt() {
-    let tmp = TempDir::new("badmeta");
+    let tmp = TempDir::new("store-badmeta");
     {
         let store = Store::open(&tmp.data(), CACHE).unwrap();
         write_raw(&store, META, META_SCHEMA_VERSION, b"\x00\x01");
@@ -605,7 +572,7 @@ fn damaged_schema_version_is_corrupt() {
 
 #[test]
 fn file_without_meta_is_migrated() {
-    let tmp = TempDir::new("migrate");
+    let tmp = TempDir::new("store-migrate");
     std::fs::create_dir_all(tmp.data()).unwrap();
     let path = tmp.data().join(DB_FILE_NAME);
     // A bare redb file (schema "0"): no meta table at all, and one with an old version row.
@@ -645,7 +612,7 @@ fn file_without_meta_is_migrated() {
 
 #[test]
 fn foreign_files_are_corrupt_not_panics() {
-    let tmp = TempDir::new("foreign");
+    let tmp = TempDir::new("store-foreign");
     std::fs::create_dir_all(tmp.data()).unwrap();
     let path = tmp.data().join(DB_FILE_NAME);
     let mut junk = b"this is not a database, it is a shopping list\n".repeat(200);
@@ -677,7 +644,7 @@ fn foreign_files_are_corrupt_not_panics() {
 
 #[test]
 fn second_open_is_locked() {
-    let tmp = TempDir::new("locked");
+    let tmp = TempDir::new("store-locked");
     let first = Store::open(&tmp.data(), CACHE).unwrap();
     first.user_add("ann", b"a").unwrap();
     // redb locks with flock on a fresh file description, so even a second open from this
@@ -701,7 +668,7 @@ fn second_open_is_locked() {
 
 #[test]
 fn data_dir_that_is_a_file_is_io_error() {
-    let tmp = TempDir::new("notdir");
+    let tmp = TempDir::new("store-notdir");
     std::fs::create_dir_all(&tmp.0).unwrap();
     let data = tmp.data();
     std::fs::write(&data, b"x").unwrap();
@@ -761,7 +728,7 @@ fn subscription_helpers() {
 /// do, and the file is left as it was.
 #[test]
 fn truncated_database_is_reported_not_panicked() {
-    let tmp = TempDir::new("truncated");
+    let tmp = TempDir::new("store-truncated");
     let path = {
         let store = Store::open(&tmp.data(), CACHE).unwrap();
         store.user_add("ann", b"a").unwrap();
@@ -815,7 +782,7 @@ fn truncated_database_is_reported_not_panicked() {
 /// afterwards reads and writes work and every row written before is there.
 #[test]
 fn failed_commit_then_recovery_reopens_the_store() {
-    let dir = TempDir::new("reopen");
+    let dir = TempDir::new("store-reopen");
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = Store::open_with_faults(&dir.data(), fail.clone()).unwrap();
     store.user_add("ann", b"c").unwrap();
@@ -844,7 +811,7 @@ fn failed_commit_then_recovery_reopens_the_store() {
 #[test]
 fn user_del_removes_the_users_pep_nodes_only() {
     use crate::store::{ItemRecord, NodeRecord, PubsubOp};
-    let tmp = TempDir::new("delpep");
+    let tmp = TempDir::new("store-delpep");
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     store.user_add("ann", b"a").unwrap();
     store.user_add("anna", b"b").unwrap();
@@ -936,7 +903,7 @@ impl redb::StorageBackend for FaultyBackend {
 /// on disk after reopening, and the rows written before are intact.
 #[test]
 fn failing_backend_reports_full_and_keeps_earlier_rows() {
-    let dir = TempDir::new("faulty");
+    let dir = TempDir::new("store-faulty");
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = Store::open_with_faults(&dir.data(), fail.clone()).unwrap();
     store.user_add("ann", b"c").unwrap();

@@ -439,15 +439,9 @@ mod tests {
         )
     }
 
-    fn temp(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("kinglet-writer-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
     #[test]
     fn staged_items_are_read_before_commit_and_from_disk_after() {
-        let dir = temp("overlay");
+        let dir = crate::test_support::TempDir::new("writer-overlay");
         let store = Store::open(&dir, 0).expect("open");
         store.pubsub_set_mode(CommitMode::Group);
         store
@@ -489,7 +483,7 @@ mod tests {
 
     #[test]
     fn invalid_ops_are_refused_at_stage_time_and_batches_are_bounded() {
-        let dir = temp("bounds");
+        let dir = crate::test_support::TempDir::new("writer-bounds");
         let store = Store::open(&dir, 0).expect("open");
         store.pubsub_set_mode(CommitMode::Group);
         let bad = PubsubOp::PutNode(

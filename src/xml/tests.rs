@@ -1012,30 +1012,20 @@ fn element_parse_standalone() {
             .with_attr("to", "x")
             .with_child(Element::new("body", NS_CLIENT).with_text("hi")))
     );
-    assert_eq!(
-        Element::parse("<a/><b/>").map_err(|e| e.condition()),
-        Err("not-well-formed")
-    );
-    assert_eq!(
-        Element::parse("x<a/>").map_err(|e| e.condition()),
-        Err("not-well-formed")
-    );
-    assert_eq!(
-        Element::parse("").map_err(|e| e.condition()),
-        Err("not-well-formed")
-    );
-    assert_eq!(
-        Element::parse("<a>").map_err(|e| e.condition()),
-        Err("not-well-formed")
-    );
-    assert_eq!(
-        Element::parse("<a><!--c--></a>").map_err(|e| e.condition()),
-        Err("restricted-xml")
-    );
-    assert_eq!(
-        Element::parse("<a>\u{1}</a>").map_err(|e| e.condition()),
-        Err("not-well-formed")
-    );
+    for (input, condition) in [
+        ("<a/><b/>", "not-well-formed"),
+        ("x<a/>", "not-well-formed"),
+        ("", "not-well-formed"),
+        ("<a>", "not-well-formed"),
+        ("<a><!--c--></a>", "restricted-xml"),
+        ("<a>\u{1}</a>", "not-well-formed"),
+    ] {
+        assert_eq!(
+            Element::parse(input).map_err(|e| e.condition()),
+            Err(condition),
+            "{input:?}"
+        );
+    }
 }
 
 #[test]

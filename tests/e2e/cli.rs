@@ -86,6 +86,11 @@ fn login_args(dir: &Path, server: &str, user: &str, pass: &str) -> Vec<String> {
     ]
 }
 
+/// `kinglet MORE BASE` with no stdin, asserting success; its stdout.
+fn run_ok(base: &[String], more: &[&str]) -> String {
+    ok(cli(&with(base, more), None))
+}
+
 fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = more.to_vec();
     v.extend(base.iter().map(String::as_str));
@@ -205,29 +210,23 @@ fn cli_pub_then_sub_last_then_live_item() {
     let d = plain_daemon();
     let server = format!("127.0.0.1:{}", d.port);
     let alice = login_args(&d.dir.0, &server, "alice", "alice-pw");
-    ok(cli(
-        &with(
-            &alice,
-            &[
-                "pub",
-                "--node",
-                "temp",
-                "--create",
-                "--set",
-                "max_items=10",
-                "--id",
-                "r1",
-                "<t xmlns='urn:example:temp'>20.5</t>",
-            ],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice,
+        &[
+            "pub",
+            "--node",
+            "temp",
+            "--create",
+            "--set",
+            "max_items=10",
+            "--id",
+            "r1",
+            "<t xmlns='urn:example:temp'>20.5</t>",
+        ],
+    );
     for (id, v) in [("r2", "21.0"), ("r3", "21.5")] {
         let payload = format!("<t xmlns='urn:example:temp'>{v}</t>");
-        ok(cli(
-            &with(&alice, &["pub", "--node", "temp", "--id", id, &payload]),
-            None,
-        ));
+        run_ok(&alice, &["pub", "--node", "temp", "--id", id, &payload]);
     }
     // --last 2 prints the two newest, oldest first; then a live item ends --count 3.
     let sub_args = with(
@@ -237,41 +236,35 @@ fn cli_pub_then_sub_last_then_live_item() {
     let mut sub = Sub::spawn(&sub_args, &d.dir.0);
     assert_eq!(sub.line(), "<t xmlns=\"urn:example:temp\">21.0</t>");
     assert_eq!(sub.line(), "<t xmlns=\"urn:example:temp\">21.5</t>");
-    ok(cli(
-        &with(
-            &alice,
-            &[
-                "pub",
-                "--node",
-                "temp",
-                "<t xmlns='urn:example:temp'>22.0</t>",
-            ],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice,
+        &[
+            "pub",
+            "--node",
+            "temp",
+            "<t xmlns='urn:example:temp'>22.0</t>",
+        ],
+    );
     assert_eq!(sub.line(), "<t xmlns=\"urn:example:temp\">22.0</t>");
     assert!(sub.wait().success(), "{}", sub.err());
 
     // nodes, items (same order), items --max.
-    assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "temp\n");
-    let items = ok(cli(&with(&alice, &["items", "temp"]), None));
+    assert_eq!(run_ok(&alice, &["nodes"]), "temp\n");
+    let items = run_ok(&alice, &["items", "temp"]);
     assert_eq!(items.lines().count(), 4, "{items}");
     assert!(
         items.lines().next().is_some_and(|l| l.contains("20.5")),
         "{items}"
     );
-    let items = ok(cli(&with(&alice, &["items", "temp", "--max", "1"]), None));
+    let items = run_ok(&alice, &["items", "temp", "--max", "1"]);
     assert_eq!(items, "<t xmlns=\"urn:example:temp\">22.0</t>\n");
     // Anonymous login on loopback (the default): a live item from anyone (publish_model open;
     // `--config KEY=VALUE` is the old spelling of `--set`).
     let anon = ["--server", server.as_str()];
-    ok(cli(
-        &with(
-            &alice,
-            &["node", "create", "open", "--config", "publish_model=open"],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice,
+        &["node", "create", "open", "--config", "publish_model=open"],
+    );
     let sub_args = [
         &[
             "sub",
@@ -315,7 +308,7 @@ fn cli_json_round_trip_and_stdin_lines() {
     let d = plain_daemon();
     let server = format!("127.0.0.1:{}", d.port);
     let alice = login_args(&d.dir.0, &server, "alice", "alice-pw");
-    ok(cli(&with(&alice, &["node", "create", "readings"]), None));
+    run_ok(&alice, &["node", "create", "readings"]);
     let sub_args = with(
         &alice,
         &[
@@ -356,7 +349,7 @@ fn cli_json_round_trip_and_stdin_lines() {
         line.ends_with(",\"payload\":{\"t\":21.5,\"tags\":[\"a\\\"b\",null]}}"),
         "{line}"
     );
-    let xml = ok(cli(&with(&alice, &["items", "readings"]), None));
+    let xml = run_ok(&alice, &["items", "readings"]);
     assert_eq!(
         xml,
         "<json xmlns=\"urn:xmpp:json:0\">{\"t\":21.5,\"tags\":[\"a\\\"b\",null]}</json>\n"
@@ -380,13 +373,10 @@ fn cli_json_round_trip_and_stdin_lines() {
         &with(&alice, &["pub", "--node", "readings", "--id", "x", "-"]),
         Some("<r xmlns='urn:x'>a\"b</r>\n"),
     ));
-    let items = ok(cli(
-        &with(
-            &alice,
-            &["items", "readings", "--format", "json", "--max", "1"],
-        ),
-        None,
-    ));
+    let items = run_ok(
+        &alice,
+        &["items", "readings", "--format", "json", "--max", "1"],
+    );
     assert!(
         items.contains("\"payload\":\"<r xmlns=\\\"urn:x\\\">a\\\"b</r>\"}"),
         "{items}"
@@ -398,10 +388,7 @@ fn cli_json_round_trip_and_stdin_lines() {
     );
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
-    let items = ok(cli(
-        &with(&alice, &["items", "readings", "--max", "1"]),
-        None,
-    ));
+    let items = run_ok(&alice, &["items", "readings", "--max", "1"]);
     assert_eq!(items, "<ok xmlns=\"urn:x\"/>\n");
 }
 
@@ -422,12 +409,12 @@ fn cli_errors_have_distinct_exit_codes() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "");
+    assert_eq!(run_ok(&alice, &["nodes"]), "");
     let o = cli(&with(&alice, &["items", "nope"]), None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("item-not-found"), "{}", stderr(&o));
     // An XMPP error from the server: bob may not publish to alice's node (publishers model).
-    ok(cli(&with(&alice, &["node", "create", "mine"]), None));
+    run_ok(&alice, &["node", "create", "mine"]);
     let bob = login_args(&d.dir.0, &server, "bob", "bob-pw");
     let o = cli(
         &with(&bob, &["pub", "--node", "mine", "<a xmlns='urn:x'/>"]),
@@ -487,14 +474,11 @@ fn cli_errors_have_distinct_exit_codes() {
         assert_eq!(o.status.code(), Some(64), "{bad:?}: {}", stderr(&o));
     }
     // node config: show, change, show again; delete.
-    ok(cli(
-        &with(
-            &alice,
-            &["node", "config", "mine", "max_items=3", "title=My node"],
-        ),
-        None,
-    ));
-    let cfg = ok(cli(&with(&alice, &["node", "config", "mine"]), None));
+    run_ok(
+        &alice,
+        &["node", "config", "mine", "max_items=3", "title=My node"],
+    );
+    let cfg = run_ok(&alice, &["node", "config", "mine"]);
     assert!(cfg.lines().any(|l| l == "max_items=3"), "{cfg}");
     assert!(cfg.lines().any(|l| l == "title=My node"), "{cfg}");
     let o = cli(
@@ -502,22 +486,19 @@ fn cli_errors_have_distinct_exit_codes() {
         None,
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    ok(cli(&with(&alice, &["node", "delete", "mine"]), None));
-    assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "");
+    run_ok(&alice, &["node", "delete", "mine"]);
+    assert_eq!(run_ok(&alice, &["nodes"]), "");
     // `--set` and its old spelling `--config` configure a node the same way.
     for (node, flag) in [("by-set", "--set"), ("by-config", "--config")] {
-        ok(cli(
-            &with(
-                &alice,
-                &["node", "create", node, flag, "max_items=7", flag, "title=T"],
-            ),
-            None,
-        ));
+        run_ok(
+            &alice,
+            &["node", "create", node, flag, "max_items=7", flag, "title=T"],
+        );
     }
-    let by_set = ok(cli(&with(&alice, &["node", "config", "by-set"]), None));
+    let by_set = run_ok(&alice, &["node", "config", "by-set"]);
     assert!(by_set.lines().any(|l| l == "max_items=7"), "{by_set}");
     assert!(by_set.lines().any(|l| l == "title=T"), "{by_set}");
-    let by_config = ok(cli(&with(&alice, &["node", "config", "by-config"]), None));
+    let by_config = run_ok(&alice, &["node", "config", "by-config"]);
     assert_eq!(by_set, by_config);
 }
 
@@ -538,44 +519,35 @@ fn cli_tls_ca_file_starttls_direct_insecure_and_ctrl_c_unsubscribes() {
     let direct = format!("127.0.0.1:{}", d.tls_port.expect("tls port"));
     let alice = login_args(&d.dir.0, &server, "alice", "alice-pw");
     // STARTTLS (offered, so used) with the daemon's certificate as the CA.
-    ok(cli(
-        &with(&alice, &["node", "create", "tls", "--ca-file", &ca]),
-        None,
-    ));
-    ok(cli(
-        &with(
-            &alice,
-            &[
-                "pub",
-                "--node",
-                "tls",
-                "--ca-file",
-                &ca,
-                "--tls",
-                "starttls",
-                "<a xmlns='urn:x'>1</a>",
-            ],
-        ),
-        None,
-    ));
+    run_ok(&alice, &["node", "create", "tls", "--ca-file", &ca]);
+    run_ok(
+        &alice,
+        &[
+            "pub",
+            "--node",
+            "tls",
+            "--ca-file",
+            &ca,
+            "--tls",
+            "starttls",
+            "<a xmlns='urn:x'>1</a>",
+        ],
+    );
     // Direct TLS.
     let alice_direct = login_args(&d.dir.0, &direct, "alice", "alice-pw");
-    ok(cli(
-        &with(
-            &alice_direct,
-            &[
-                "pub",
-                "--node",
-                "tls",
-                "--tls",
-                "direct",
-                "--ca-file",
-                &ca,
-                "<a xmlns='urn:x'>2</a>",
-            ],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice_direct,
+        &[
+            "pub",
+            "--node",
+            "tls",
+            "--tls",
+            "direct",
+            "--ca-file",
+            &ca,
+            "<a xmlns='urn:x'>2</a>",
+        ],
+    );
     // Without the CA the self-signed certificate is refused (76); --insecure warns and works.
     let o = cli(&with(&alice, &["nodes"]), None);
     assert_eq!(o.status.code(), Some(76), "{}", stderr(&o));
@@ -589,7 +561,7 @@ fn cli_tls_ca_file_starttls_direct_insecure_and_ctrl_c_unsubscribes() {
     );
     // --tls off against a server that offers TLS: plaintext on loopback, SCRAM works.
     assert_eq!(
-        ok(cli(&with(&alice, &["items", "tls", "--tls", "off"]), None))
+        run_ok(&alice, &["items", "tls", "--tls", "off"])
             .lines()
             .count(),
         2
@@ -679,7 +651,7 @@ fn cli_sub_reconnects_after_daemon_restart() {
     let mut daemon = start_fixed(&dir.0, "d1.log");
     let server = format!("127.0.0.1:{port}");
     let alice = login_args(&dir.0, &server, "alice", "alice-pw");
-    ok(cli(&with(&alice, &["node", "create", "alerts"]), None));
+    run_ok(&alice, &["node", "create", "alerts"]);
     let sub_args = with(
         &alice,
         &[
@@ -695,13 +667,10 @@ fn cli_sub_reconnects_after_daemon_restart() {
     );
     let mut sub = Sub::spawn(&sub_args, &dir.0);
     sub.wait_stderr("subscribed to node");
-    ok(cli(
-        &with(
-            &alice,
-            &["pub", "--node", "alerts", "<a xmlns='urn:x'>before</a>"],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice,
+        &["pub", "--node", "alerts", "<a xmlns='urn:x'>before</a>"],
+    );
     assert_eq!(sub.line(), "<a xmlns=\"urn:x\">before</a>");
 
     let _ = daemon.kill();
@@ -711,13 +680,10 @@ fn cli_sub_reconnects_after_daemon_restart() {
     sub.wait_stderr("reconnecting in 2s");
     let mut daemon = start_fixed(&dir.0, "d2.log");
     sub.wait_stderr("reconnected and subscribed");
-    ok(cli(
-        &with(
-            &alice,
-            &["pub", "--node", "alerts", "<a xmlns='urn:x'>after</a>"],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice,
+        &["pub", "--node", "alerts", "<a xmlns='urn:x'>after</a>"],
+    );
     assert_eq!(sub.line(), "<a xmlns=\"urn:x\">after</a>");
     assert!(sub.wait().success(), "{}", sub.err());
     assert!(sub.err().contains("connection lost"), "{}", sub.err());
@@ -816,10 +782,7 @@ fn cli_every_command_exits_quietly_when_stdout_is_closed() {
     let alice = login_args(&d.dir.0, &server, "alice", "alice-pw");
     for i in 1..=3 {
         let payload = format!("<t xmlns='urn:example:temp'>{i}</t>");
-        ok(cli(
-            &with(&alice, &["pub", "--node", "temp", "--create", &payload]),
-            None,
-        ));
+        run_ok(&alice, &["pub", "--node", "temp", "--create", &payload]);
     }
     for args in [
         &["nodes"][..],
@@ -1007,36 +970,30 @@ fn cli_against_prosody_from_debian() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("item-not-found"), "{}", stderr(&o));
-    ok(cli(
-        &with(
-            &alice,
-            &[
-                "pub",
-                "--node",
-                "sensors",
-                "--create",
-                "--id",
-                "a",
-                "<t xmlns='urn:x'>1</t>",
-            ],
-        ),
-        None,
-    ));
-    ok(cli(
-        &with(
-            &alice,
-            &[
-                "pub",
-                "--node",
-                "sensors",
-                "--json",
-                "--id",
-                "b",
-                "{\"t\": 2}",
-            ],
-        ),
-        None,
-    ));
+    run_ok(
+        &alice,
+        &[
+            "pub",
+            "--node",
+            "sensors",
+            "--create",
+            "--id",
+            "a",
+            "<t xmlns='urn:x'>1</t>",
+        ],
+    );
+    run_ok(
+        &alice,
+        &[
+            "pub",
+            "--node",
+            "sensors",
+            "--json",
+            "--id",
+            "b",
+            "{\"t\": 2}",
+        ],
+    );
     let mut bob = login_args(&prosody._dir.0, &server, "bob", "bob-pw");
     bob.extend(["--ca-file".to_owned(), ca.clone()]);
     let sub_args = with(
@@ -1080,18 +1037,13 @@ fn cli_against_prosody_from_debian() {
     let third = sub.line();
     assert!(third.ends_with("\"payload\":{\"t\":3}}"), "{third}");
     assert!(sub.wait().success(), "{}", sub.err());
-    assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "sensors\n");
-    assert_eq!(
-        ok(cli(&with(&alice, &["items", "sensors"]), None))
-            .lines()
-            .count(),
-        3
-    );
+    assert_eq!(run_ok(&alice, &["nodes"]), "sensors\n");
+    assert_eq!(run_ok(&alice, &["items", "sensors"]).lines().count(), 3);
     let wrong = login_args(&prosody._dir.0, &server, "alice", "wrong");
     let o = cli(&with(&wrong, &["nodes", "--ca-file", &ca]), None);
     assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
-    ok(cli(&with(&alice, &["node", "delete", "sensors"]), None));
-    assert_eq!(ok(cli(&with(&alice, &["nodes"]), None)), "");
+    run_ok(&alice, &["node", "delete", "sensors"]);
+    assert_eq!(run_ok(&alice, &["nodes"]), "");
 }
 
 /// Issue 11: `check-config` on the shipped `systemd/kinglet.toml` prints the worst-case

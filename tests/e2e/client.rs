@@ -336,6 +336,17 @@ impl Client {
                 && matches!(e.attr("type"), Some("result" | "error"))
         })
     }
+
+    /// Sends `<pubsub xmlns='{ns}'>{inner}</pubsub>` to the pub-sub service in an
+    /// `<iq type='{ty}' id='{id}'>` and waits for the reply, as [`Client::iq`].
+    pub fn pubsub(&mut self, id: &str, ty: &str, ns: &str, inner: &str) -> Element {
+        self.iq(
+            id,
+            &format!(
+                "<iq type='{ty}' id='{id}' to='pubsub.localhost'><pubsub xmlns='{ns}'>{inner}</pubsub></iq>"
+            ),
+        )
+    }
 }
 
 /// The defined condition of an `<error/>` in a stanza, or of a SASL failure / stream error.

@@ -324,7 +324,8 @@ fn roster_and_presence_subscription_handshake_persist() {
     // restart: the roster survives
     let _ = d.child.kill();
     let _ = d.child.wait();
-    let d2 = restart(&mut d);
+    d.restart("stderr2.log");
+    let d2 = &d;
     let mut alice = Client::login(d2.port, &ca, "alice", "alice-pw", "desk");
     let r = alice.iq(
         "r3",
@@ -362,45 +363,6 @@ fn roster_and_presence_subscription_handshake_persist() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
-}
-
-/// Start a second daemon on the same data dir and config (ports re-allocated).
-fn restart(d: &mut Daemon) -> RestartedDaemon {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(super::bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&d.config)
-        .env("KINGLET_PRINT_PORTS", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = loop {
-        let l = lines.next().expect("daemon output").unwrap();
-        if let Some(rest) = l.strip_prefix("LISTENING c2s ") {
-            break rest.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    RestartedDaemon {
-        child,
-        port,
-        config: d.config.clone(),
-    }
-}
-
-struct RestartedDaemon {
-    child: std::process::Child,
-    port: u16,
-    config: std::path::PathBuf,
-}
-
-impl Drop for RestartedDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -646,31 +608,8 @@ fn unloadable_pubsub_state_is_fatal_at_start() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(super::bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn kinglet");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kinglet kept running without its pub-sub state");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
+    let (status, stderr) =
+        super::run_to_exit(&cfg, "kinglet kept running without its pub-sub state");
     assert_eq!(status.code(), Some(65), "{stderr}");
     assert!(
         stderr.contains("pub-sub state cannot be loaded") && stderr.contains("\"bad\""),

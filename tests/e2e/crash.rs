@@ -5,8 +5,7 @@
 //! SIGTERM flushes what is pending.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use kinglet::xml::Element;
 
 use super::client::Client;
-use super::{Daemon, Options, bin};
+use super::{Daemon, Options};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const RSM: &str = "http://jabber.org/protocol/rsm";
@@ -46,6 +45,16 @@ pub(super) fn login(port: u16, user: &str) -> Client {
     let b = c.bind(Some("crash"));
     assert_eq!(b.attr("type"), Some("result"), "{b:?}");
     c
+}
+
+/// SIGKILLs the daemon once `acks` reaches `kill_at`, or after `limit` at the latest.
+fn kill_after(d: &mut Daemon, acks: &AtomicUsize, kill_at: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while acks.load(Ordering::Relaxed) < kill_at && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = d.child.kill();
+    let _ = d.child.wait();
 }
 
 fn payload(node: &str, n: usize) -> String {
@@ -143,43 +152,7 @@ pub(super) fn all_items(c: &mut Client, node: &str) -> HashMap<String, String> {
 
 /// Starts the daemon again on the same configuration and data; asserts it comes up.
 pub(super) fn restart(d: &mut Daemon, log: &str) {
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let mut child = Command::new(bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&d.config)
-        .env("KINGLET_PRINT_PORTS", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(d.dir.0.join(log)).expect("log file"),
-        ))
-        .spawn()
-        .expect("spawn kinglet");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "no ports after restart");
-        let line = match lines.next() {
-            Some(Ok(l)) => l,
-            _ => panic!(
-                "daemon did not restart: {}",
-                std::fs::read_to_string(d.dir.0.join(log)).unwrap_or_default()
-            ),
-        };
-        if let Some(rest) = line.strip_prefix("LISTENING c2s ") {
-            d.port = rest
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    d.child = child;
+    d.restart(log);
 }
 
 /// Checks that every acknowledged item of every node is stored with its exact payload;
@@ -245,13 +218,7 @@ fn kill_9_under_concurrent_publish_load_loses_no_acknowledged_item() {
         start.wait();
         // Kill in the middle of the load, after a different number of results each round
         // (whatever the machine's speed), or after 10 s at the latest.
-        let kill_at = 1000 + 1500 * round;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while acks.load(Ordering::Relaxed) < kill_at && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let _ = d.child.kill();
-        let _ = d.child.wait();
+        kill_after(&mut d, &acks, 1000 + 1500 * round, Duration::from_secs(10));
         let mut round_acked = 0;
         for t in threads {
             let (node, a) = t.join().expect("publisher thread");
@@ -636,13 +603,7 @@ fn kill_9_under_mixed_load_keeps_every_acknowledged_write() {
         start.wait();
         // Kill in the middle of the load, after a different number of results each round,
         // or after 8 s at the latest.
-        let kill_at = 400 + 700 * round;
-        let deadline = Instant::now() + Duration::from_secs(8);
-        while acks.load(Ordering::Relaxed) < kill_at && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let _ = d.child.kill();
-        let _ = d.child.wait();
+        kill_after(&mut d, &acks, 400 + 700 * round, Duration::from_secs(8));
         let mut counts = [0usize; 3];
         for t in threads {
             let (user, own, hist, published) = t.join().expect("client thread");

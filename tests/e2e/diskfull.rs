@@ -215,30 +215,8 @@ fn truncated_database_stops_the_daemon_with_exit_65_and_advice() {
     let db = d.dir.0.join("data").join("kinglet.redb");
     let bytes = std::fs::read(&db).expect("read db");
     std::fs::write(&db, &bytes[..bytes.len() / 2]).expect("truncate");
-    let mut child = Command::new(super::bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&d.config)
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn kinglet");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("kinglet did not exit on a truncated database");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
+    let (status, err) =
+        super::run_to_exit(&d.config, "kinglet did not exit on a truncated database");
     assert_eq!(status.code(), Some(65), "{err}");
     assert!(
         err.contains("truncated") && err.contains("kinglet.redb"),

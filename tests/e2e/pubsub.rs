@@ -1,13 +1,12 @@
 //! End-to-end XEP-0060: the real daemon, two clients, and a restart.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kinglet::xml::Element;
 
 use super::client::{Client, condition};
-use super::{Daemon, Options, bin};
+use super::interop::run_slixmpp;
+use super::{Daemon, Options};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -40,39 +39,7 @@ fn event(c: &mut Client) -> Element {
 
 /// Kill the daemon and start it again on the same configuration and data.
 fn restart(d: &mut Daemon) {
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let mut child = Command::new(bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&d.config)
-        .env("KINGLET_PRINT_PORTS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(d.dir.0.join("stderr2.log")).expect("log file"),
-        ))
-        .spawn()
-        .expect("spawn kinglet");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(Instant::now() < deadline, "no ports after restart");
-        let line = lines.next().expect("daemon exited").expect("line");
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.len() == 3 && parts[0] == "LISTENING" && parts[1] == "c2s" {
-            d.port = parts[2]
-                .rsplit(':')
-                .next()
-                .expect("port")
-                .parse()
-                .expect("port");
-            break;
-        }
-    }
-    // Keep the pipe drained in the background so the daemon never blocks on stdout.
-    std::thread::spawn(move || for _ in lines {});
-    d.child = child;
+    d.restart("stderr2.log");
 }
 
 #[test]
@@ -117,37 +84,37 @@ fn pubsub_lifecycle_two_clients_and_restart() {
              </x></configure></pubsub></iq>"
         ),
     ));
-    let r = alice.iq(
-        "c2",
-        &format!("<iq type='set' id='c2' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='sensors'/></pubsub></iq>"),
-    );
+    let r = alice.pubsub("c2", "set", PS, "<create node='sensors'/>");
     assert_eq!(condition(&r), "conflict");
 
     // Publish before anyone subscribes; bob gets it on subscribe, with a delay stamp.
-    ok(&alice.iq(
-        "p0",
-        &format!("<iq type='set' id='p0' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item id='t0'><temp xmlns='urn:example:t'>20</temp></item></publish></pubsub></iq>"),
-    ));
-    let r = bob.iq(
+    ok(&alice.pubsub("p0", "set", PS, "<publish node='sensors'><item id='t0'><temp xmlns='urn:example:t'>20</temp></item></publish>"));
+    let r = bob.pubsub(
         "s1",
-        &format!("<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='sensors' jid='bob@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='sensors' jid='bob@localhost'/>",
     );
     ok(&r);
     let m = bob.wait_for("last item", |e| e.name == "message");
     assert!(m.child("delay", "urn:xmpp:delay").is_some(), "{m:?}");
 
     // Subscribing someone else's JID is invalid-jid.
-    let r = bob.iq(
+    let r = bob.pubsub(
         "s2",
-        &format!("<iq type='set' id='s2' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='sensors' jid='alice@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='sensors' jid='alice@localhost'/>",
     );
     assert_eq!(condition(&r), "bad-request");
     assert_eq!(app_error(&r), "invalid-jid");
 
     // Publish with a generated id: the result carries it, bob gets the payload.
-    let r = alice.iq(
+    let r = alice.pubsub(
         "p1",
-        &format!("<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish>",
     );
     ok(&r);
     let gen_id = r
@@ -169,15 +136,9 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     );
 
     // A third publish evicts the oldest (max_items = 2).
-    ok(&alice.iq(
-        "p2",
-        &format!("<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item id='t2'><temp xmlns='urn:example:t'>22</temp></item></publish></pubsub></iq>"),
-    ));
+    ok(&alice.pubsub("p2", "set", PS, "<publish node='sensors'><item id='t2'><temp xmlns='urn:example:t'>22</temp></item></publish>"));
     event(&mut bob);
-    let r = bob.iq(
-        "i1",
-        &format!("<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i1", "get", PS, "<items node='sensors'/>");
     ok(&r);
     let ids: Vec<String> = r
         .child("pubsub", PS)
@@ -191,9 +152,11 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     assert_eq!(ids, vec![gen_id.clone(), "t2".to_owned()]);
 
     // Bob may not publish (publishers model): forbidden.
-    let r = bob.iq(
+    let r = bob.pubsub(
         "p3",
-        &format!("<iq type='set' id='p3' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='sensors'><item><x xmlns='u'/></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='sensors'><item><x xmlns='u'/></item></publish>",
     );
     assert_eq!(condition(&r), "forbidden");
 
@@ -203,10 +166,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     restart(&mut d);
     let mut alice = login(&d, "alice", "alice-pw", "pub");
     let mut bob = login(&d, "bob", "bob-pw", "sub");
-    let r = bob.iq(
-        "i2",
-        &format!("<iq type='get' id='i2' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors' max_items='1'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i2", "get", PS, "<items node='sensors' max_items='1'/>");
     ok(&r);
     let items = r
         .child("pubsub", PS)
@@ -220,21 +180,17 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         only[0].child("temp", "urn:example:t").map(|t| t.text()),
         Some("22".into())
     );
-    let r = bob.iq(
-        "sub",
-        &format!("<iq type='get' id='sub' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscriptions/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("sub", "get", PS, "<subscriptions/>");
     assert!(format!("{r:?}").contains("sensors"), "{r:?}");
-    let r = alice.iq(
-        "aff",
-        &format!("<iq type='get' id='aff' to='pubsub.localhost'><pubsub xmlns='{PS}'><affiliations/></pubsub></iq>"),
-    );
+    let r = alice.pubsub("aff", "get", PS, "<affiliations/>");
     assert!(format!("{r:?}").contains("owner"), "{r:?}");
 
     // Retract with notify, purge, delete with redirect: each notifies bob.
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "r1",
-        &format!("<iq type='set' id='r1' to='pubsub.localhost'><pubsub xmlns='{PS}'><retract node='sensors' notify='true'><item id='t2'/></retract></pubsub></iq>"),
+        "set",
+        PS,
+        "<retract node='sensors' notify='true'><item id='t2'/></retract>",
     ));
     let ev = event(&mut bob);
     let retract = ev
@@ -242,24 +198,22 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         .and_then(|i| i.child("retract", EVENT))
         .expect("retract");
     assert_eq!(retract.attr("id"), Some("t2"));
-    let r = alice.iq(
+    let r = alice.pubsub(
         "r2",
-        &format!("<iq type='set' id='r2' to='pubsub.localhost'><pubsub xmlns='{PS}'><retract node='sensors'><item id='nope'/></retract></pubsub></iq>"),
+        "set",
+        PS,
+        "<retract node='sensors'><item id='nope'/></retract>",
     );
     assert_eq!(condition(&r), "item-not-found");
-    ok(&alice.iq(
-        "pg",
-        &format!("<iq type='set' id='pg' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><purge node='sensors'/></pubsub></iq>"),
-    ));
+    ok(&alice.pubsub("pg", "set", OWNER, "<purge node='sensors'/>"));
     assert!(event(&mut bob).child("purge", EVENT).is_some());
-    let r = bob.iq(
-        "dl0",
-        &format!("<iq type='set' id='dl0' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><delete node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("dl0", "set", OWNER, "<delete node='sensors'/>");
     assert_eq!(condition(&r), "forbidden");
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "dl",
-        &format!("<iq type='set' id='dl' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><delete node='sensors'><redirect uri='xmpp:pubsub.localhost?;node=other'/></delete></pubsub></iq>"),
+        "set",
+        OWNER,
+        "<delete node='sensors'><redirect uri='xmpp:pubsub.localhost?;node=other'/></delete>",
     ));
     let ev = event(&mut bob);
     let del = ev.child("delete", EVENT).expect("delete");
@@ -267,10 +221,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         del.child("redirect", EVENT).and_then(|r| r.attr("uri")),
         Some("xmpp:pubsub.localhost?;node=other")
     );
-    let r = bob.iq(
-        "i3",
-        &format!("<iq type='get' id='i3' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i3", "get", PS, "<items node='sensors'/>");
     assert_eq!(condition(&r), "item-not-found");
 
     // Deleted stays deleted across a restart.
@@ -278,10 +229,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     drop(bob);
     restart(&mut d);
     let mut bob = login(&d, "bob", "bob-pw", "sub");
-    let r = bob.iq(
-        "i4",
-        &format!("<iq type='get' id='i4' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i4", "get", PS, "<items node='sensors'/>");
     assert_eq!(condition(&r), "item-not-found");
 }
 
@@ -304,20 +252,16 @@ fn pubsub_access_models_and_errors() {
             form("whitelist")
         ),
     ));
-    let r = bob.iq(
-        "s",
-        &format!("<iq type='set' id='s' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='wl' jid='bob@localhost'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("s", "set", PS, "<subscribe node='wl' jid='bob@localhost'/>");
     assert_eq!(condition(&r), "not-allowed");
     assert_eq!(app_error(&r), "closed-node");
     // Make bob a member: now he may subscribe.
-    ok(&alice.iq(
-        "m",
-        &format!("<iq type='set' id='m' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><affiliations node='wl'><affiliation jid='bob@localhost' affiliation='member'/></affiliations></pubsub></iq>"),
-    ));
-    ok(&bob.iq(
+    ok(&alice.pubsub("m", "set", OWNER, "<affiliations node='wl'><affiliation jid='bob@localhost' affiliation='member'/></affiliations>"));
+    ok(&bob.pubsub(
         "s2",
-        &format!("<iq type='set' id='s2' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='wl' jid='bob@localhost/b'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='wl' jid='bob@localhost/b'/>",
     ));
     // Presence model without a presence subscription.
     ok(&alice.iq(
@@ -327,9 +271,11 @@ fn pubsub_access_models_and_errors() {
             form("presence")
         ),
     ));
-    let r = bob.iq(
+    let r = bob.pubsub(
         "s3",
-        &format!("<iq type='set' id='s3' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscribe node='pres' jid='bob@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<subscribe node='pres' jid='bob@localhost'/>",
     );
     assert_eq!(condition(&r), "not-authorized");
     assert_eq!(app_error(&r), "presence-subscription-required");
@@ -370,71 +316,21 @@ fn pubsub_access_models_and_errors() {
     );
     assert_eq!(condition(&r), "item-not-found");
     // Unsubscribe when not subscribed.
-    let r = bob.iq(
+    let r = bob.pubsub(
         "un",
-        &format!("<iq type='set' id='un' to='pubsub.localhost'><pubsub xmlns='{PS}'><unsubscribe node='pres' jid='bob@localhost'/></pubsub></iq>"),
+        "set",
+        PS,
+        "<unsubscribe node='pres' jid='bob@localhost'/>",
     );
     assert_eq!(condition(&r), "unexpected-request");
     assert_eq!(app_error(&r), "not-subscribed");
 }
 
-/// Python with slixmpp, as `tests/e2e/interop.rs` finds it (`KINGLET_PYTHON`, then the
-/// venv `.ci/run` makes); `KINGLET_SKIP_INTEROP=1` skips knowingly.
-fn python() -> Option<String> {
-    if std::env::var_os("KINGLET_SKIP_INTEROP").is_some() {
-        return None;
-    }
-    let candidates = [
-        std::env::var("KINGLET_PYTHON").ok(),
-        std::env::var("HOME")
-            .ok()
-            .map(|h| format!("{h}/.cache/kinglet-venv/bin/python")),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c)
-            .args(["-c", "import slixmpp"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(c);
-        }
-    }
-    panic!(
-        "slixmpp pubsub interop needs Python with slixmpp (KINGLET_PYTHON); KINGLET_SKIP_INTEROP=1 skips"
-    );
-}
-
 #[test]
 fn slixmpp_xep0060_create_configure_publish_subscribe_retract_purge_delete() {
-    let Some(py) = python() else { return };
     let d = Daemon::start(Options::default());
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/slixmpp_pubsub.py"
-    );
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--host", "127.0.0.1", "--domain", "localhost"])
-        .args(["--port", &d.port.to_string()])
-        .args([
-            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
-        ])
-        .arg("--cafile")
-        .arg(d.cert.as_ref().expect("cert"))
-        .output()
-        .expect("run python");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("passed, 0 failed"),
-        "slixmpp pubsub interop failed:\n{text}\n--- server log ---\n{}",
-        d.log()
-    );
+    let what = "slixmpp pubsub interop";
+    run_slixmpp(what, "slixmpp_pubsub.py", &d, d.port, &[], true);
 }
 
 /// XEP-0060 §8.6 and §12.18 against the daemon: a subscription to an `authorize` node is
@@ -507,9 +403,11 @@ fn pubsub_authorize_approval_and_leased_expiry() {
     };
     let m = bob.wait_for("approval", |e| e.name == "message" && state(e).is_some());
     assert_eq!(state(&m).as_deref(), Some("subscribed"));
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "p1",
-        &format!("<iq type='set' id='p1' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='gate'><item id='a'><v xmlns='urn:v'>1</v></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='gate'><item id='a'><v xmlns='urn:v'>1</v></item></publish>",
     ));
     event(&mut bob);
     // The lease ends by the timer alone: bob is told, without sending anything.
@@ -520,14 +418,13 @@ fn pubsub_authorize_approval_and_leased_expiry() {
         .expect("clock")
         .as_millis() as u64;
     assert!(ended >= lease_end, "not before the lease end");
-    ok(&alice.iq(
+    ok(&alice.pubsub(
         "p2",
-        &format!("<iq type='set' id='p2' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='gate'><item id='b'><v xmlns='urn:v'>2</v></item></publish></pubsub></iq>"),
+        "set",
+        PS,
+        "<publish node='gate'><item id='b'><v xmlns='urn:v'>2</v></item></publish>",
     ));
-    let r = bob.iq(
-        "i1",
-        &format!("<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='gate'/></pubsub></iq>"),
-    );
+    let r = bob.pubsub("i1", "get", PS, "<items node='gate'/>");
     assert_eq!(condition(&r), "not-authorized", "no subscription any more");
     assert_eq!(app_error(&r), "not-subscribed");
 }
@@ -790,30 +687,14 @@ fn pep_caps_notifications_several_resources() {
 /// (`tests/interop/slixmpp_pep.py`).
 #[test]
 fn slixmpp_xep0163_tune_and_avatar_to_a_contact_with_caps() {
-    let Some(py) = python() else { return };
     let d = Daemon::start(Options::default());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_pep.py");
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--host", "127.0.0.1", "--domain", "localhost"])
-        .args(["--port", &d.port.to_string()])
-        .args([
-            "--user1", "alice", "--pass1", "alice-pw", "--user2", "bob", "--pass2", "bob-pw",
-        ])
-        .arg("--cafile")
-        .arg(d.cert.as_ref().expect("cert"))
-        .output()
-        .expect("run python");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("passed, 0 failed"),
-        "slixmpp PEP interop failed:\n{text}\n--- server log ---\n{}",
-        d.log()
+    run_slixmpp(
+        "slixmpp PEP interop",
+        "slixmpp_pep.py",
+        &d,
+        d.port,
+        &[],
+        true,
     );
 }
 

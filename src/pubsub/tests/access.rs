@@ -37,11 +37,7 @@ fn xep0060_6_1_3_access_models_and_outcast() {
     );
     // Items retrieval follows the same rules (§6.5.9).
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='wl'/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items node='wl'/>"),
         ("not-allowed".into(), "closed-node".into())
     );
     w.rosters.0.insert(
@@ -60,11 +56,7 @@ fn xep0060_6_1_3_access_models_and_outcast() {
     );
     // Outcast: always refused, and its subscriptions are gone.
     w.subscribe(CAROL, "open", "carol@localhost");
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='open'><affiliation jid='carol@localhost' affiliation='outcast'/></affiliations></pubsub>"),
-    );
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='open'><affiliation jid='carol@localhost' affiliation='outcast'/></affiliations>");
     assert_eq!(
         w.err(CAROL, "set", &sub("open", "carol@localhost")).0,
         "forbidden"

@@ -26,20 +26,14 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     let mut w = World::new();
     w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
     // A second owner gets the form too.
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='dave@localhost' affiliation='owner'/></affiliations></pubsub>"),
-    );
-    let (r, forms) = w.ok(
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='dave@localhost' affiliation='owner'/></affiliations>");
+    let (r, forms) = w.ps_ok(
         BOB,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{BOB}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<subscribe node='n' jid='{BOB}'/>"),
     );
-    let sub = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
-        .expect("subscription");
+    let sub = r.child("subscription", NS_PUBSUB).expect("subscription");
     assert_eq!(sub.attr("subscription"), Some("pending"));
     let mut to: Vec<&str> = forms.iter().map(|(t, _)| t.as_str()).collect();
     to.sort_unstable();
@@ -56,27 +50,20 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     // While pending: no items (§6.5.9.3: pending is not subscribed), no second request
     // (§6.1.3.7), no notifications.
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items node='n'/>"),
         ("not-authorized".into(), "not-subscribed".into())
     );
     assert_eq!(
-        w.err(
+        w.ps_err(
             BOB,
             "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{BOB}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<subscribe node='n' jid='{BOB}'/>")
         ),
         ("not-authorized".into(), "pending-subscription".into())
     );
     assert_eq!(
-        w.err(
-            CAROL,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        ),
+        w.ps_err(CAROL, "get", NS_PUBSUB, "<items node='n'/>"),
         ("not-authorized".into(), "not-subscribed".into())
     );
     let (_, notes) = w.publish(ALICE, "n", None, P);
@@ -103,10 +90,11 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     assert_eq!(notes[0].0, BOB);
     assert_eq!(w.item_ids(BOB, "n", "").len(), 2);
     // Denied: the subscription is gone and the subscriber told `none`.
-    let (_, forms) = w.ok(
+    let (_, forms) = w.pubsub_ok(
         CAROL,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='n' jid='{CAROL}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<subscribe node='n' jid='{CAROL}'/>"),
     );
     let f = approval_fields(&forms[0].1);
     let out = w.message("dave@localhost/d", &approval_answer(&f, false));
@@ -120,11 +108,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
         (CAROL, Some("none"))
     );
     assert_eq!(
-        w.err(
-            CAROL,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        ),
+        w.ps_err(CAROL, "get", NS_PUBSUB, "<items node='n'/>"),
         ("not-authorized".into(), "not-subscribed".into())
     );
     // Becoming a publisher approves a pending request (§8.7 note).
@@ -136,21 +120,13 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
         ),
     );
     assert_eq!(forms.len(), 2);
-    let (_, told) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='frank@localhost' affiliation='publisher'/></affiliations></pubsub>"),
-    );
+    let (_, told) = w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='frank@localhost' affiliation='publisher'/></affiliations>");
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].0, "frank@localhost");
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert!(notes.iter().any(|(t, _)| t == "frank@localhost"));
     // Members skip approval.
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='carol@localhost' affiliation='member'/></affiliations></pubsub>"),
-    );
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='carol@localhost' affiliation='member'/></affiliations>");
     let s = w.subscribe_with(CAROL, "n", &[]);
     assert_eq!(s.attr("subscription"), Some("subscribed"));
 }

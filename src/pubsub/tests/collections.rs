@@ -23,17 +23,7 @@ fn xep0248_create_collection_default_disco_and_publish_refused() {
     w.collection(ALICE, "blogs", &[]);
     w.create(ALICE, "musings", &[("pubsub#collection", "blogs")]);
     // Owner use case "create a new collection node"; `<default type='collection'/>`.
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><default type='collection'/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB_OWNER)
-        .and_then(|p| p.child("default", NS_PUBSUB_OWNER))
-        .and_then(find_form)
-        .expect("default form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let f = w.get_form(ALICE, NS_PUBSUB_OWNER, "<default type='collection'/>");
     assert_eq!(f["pubsub#node_type"], vec!["collection".to_owned()]);
     assert!(f.contains_key("pubsub#children_max"));
     assert!(!f.contains_key("pubsub#max_items"), "no item fields");
@@ -54,10 +44,11 @@ fn xep0248_create_collection_default_disco_and_publish_refused() {
     assert_eq!(meta["pubsub#node_type"], vec!["collection".to_owned()]);
     // Preliminaries: a collection MUST NOT contain items.
     assert_eq!(
-        w.err(
+        w.ps_err(
             ALICE,
             "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='blogs'><item>{P}</item></publish></pubsub>")
+            NS_PUBSUB,
+            &format!("<publish node='blogs'><item>{P}</item></publish>")
         ),
         ("feature-not-implemented".into(), "unsupported".into())
     );
@@ -150,9 +141,27 @@ fn xep0248_associate_dissociate_requests_and_events() {
     // Node is not associated: bad-request.
     let out = w.assoc(ALICE, "dissociate", "c", "n");
     assert_eq!(out[0].1.attr("type"), Some("error"));
-    assert_eq!(w.err(ALICE, "set", &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><collection node='c'><dissociate node='n'/></collection></pubsub>")).0, "bad-request");
+    assert_eq!(
+        w.ps_err(
+            ALICE,
+            "set",
+            NS_PUBSUB_OWNER,
+            "<collection node='c'><dissociate node='n'/></collection>"
+        )
+        .0,
+        "bad-request"
+    );
     // Unknown nodes: item-not-found.
-    assert_eq!(w.err(ALICE, "set", &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><collection node='c'><associate node='nope'/></collection></pubsub>")).0, "item-not-found");
+    assert_eq!(
+        w.ps_err(
+            ALICE,
+            "set",
+            NS_PUBSUB_OWNER,
+            "<collection node='c'><associate node='nope'/></collection>"
+        )
+        .0,
+        "item-not-found"
+    );
 }
 
 #[test]
@@ -351,17 +360,11 @@ fn xep0248_subscription_depth_and_type() {
     assert_eq!(to, vec![CAROL], "depth 1 does not reach two levels down");
     assert_eq!(collection_header(&out[0].1).as_deref(), Some("a"));
     // The options form shows the collection options.
-    let (r, _) = w.ok(
+    let f = w.get_form(
         CAROL,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='a' jid='{CAROL}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<options node='a' jid='{CAROL}'/>"),
     );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("options", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
     assert_eq!(f["pubsub#subscription_type"], vec!["items"]);
     assert_eq!(f["pubsub#subscription_depth"], vec!["2"]);
     // Persisted with the subscription.
@@ -390,20 +393,12 @@ fn xep0248_security_leaf_access_also_checked() {
     let (_, out) = w.publish(ALICE, "public", None, P);
     assert_eq!(out.len(), 1);
     // Made a member of the leaf, he gets it.
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='secret'><affiliation jid='bob@localhost' affiliation='member'/></affiliations></pubsub>"),
-    );
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='secret'><affiliation jid='bob@localhost' affiliation='member'/></affiliations>");
     let (_, out) = w.publish(ALICE, "secret", None, P);
     assert_eq!(out.len(), 1);
     // Items retrieval on the collection leaves out leaves the requester cannot read.
     w.publish(ALICE, "secret", Some("s"), P);
-    let (r, _) = w.ok(
-        CAROL,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(CAROL, "get", NS_PUBSUB, "<items node='c'/>");
     let nodes: Vec<&str> = r
         .child("pubsub", NS_PUBSUB)
         .map(|p| p.elements().filter_map(|i| i.attr("node")).collect())
@@ -423,11 +418,7 @@ fn xep0248_delete_collection_reparents_to_root() {
     );
     w.ok(ALICE, "set", &body);
     // A root subscriber of type nodes hears that `only` went back to the root.
-    w.ok(
-        BOB,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe jid='{BOB}'/></pubsub>"),
-    );
+    w.pubsub_ok(BOB, "set", NS_PUBSUB, &format!("<subscribe jid='{BOB}'/>"));
     let out = w.iq(
         ALICE,
         "set",
@@ -490,11 +481,7 @@ fn xep0248_items_on_collection_newest_first_rsm() {
             })
             .unwrap_or_default()
     };
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='c'/>");
     // One <items/> per run of the same leaf, newest first.
     assert_eq!(
         runs(&r),
@@ -505,10 +492,11 @@ fn xep0248_items_on_collection_newest_first_rsm() {
         ]
     );
     // RSM: two per page, then the rest after the last one.
-    let (r, _) = w.ok(
+    let (r, _) = w.pubsub_ok(
         BOB,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c'/><set xmlns='{NS_RSM}'><max>2</max></set></pubsub>"),
+        NS_PUBSUB,
+        &format!("<items node='c'/><set xmlns='{NS_RSM}'><max>2</max></set>"),
     );
     assert_eq!(
         runs(&r),
@@ -520,10 +508,11 @@ fn xep0248_items_on_collection_newest_first_rsm() {
     let rsm = rsm_of(&r).expect("rsm");
     assert_eq!(rsm.3, "4");
     let last = rsm.2.expect("last");
-    let (r, _) = w.ok(
+    let (r, _) = w.pubsub_ok(
         BOB,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c'/><set xmlns='{NS_RSM}'><max>2</max><after>{last}</after></set></pubsub>"),
+        NS_PUBSUB,
+        &format!("<items node='c'/><set xmlns='{NS_RSM}'><max>2</max><after>{last}</after></set>"),
     );
     assert_eq!(
         runs(&r),
@@ -533,16 +522,13 @@ fn xep0248_items_on_collection_newest_first_rsm() {
         ]
     );
     // max_items on a collection: the newest n overall.
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c' max_items='1'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='c' max_items='1'/>");
     assert_eq!(runs(&r), vec![("x".to_owned(), vec!["x2".to_owned()])]);
-    let (c, _) = w.err(
+    let (c, _) = w.ps_err(
         BOB,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c'/><set xmlns='{NS_RSM}'><after>nope</after></set></pubsub>"),
+        NS_PUBSUB,
+        &format!("<items node='c'/><set xmlns='{NS_RSM}'><after>nope</after></set>"),
     );
     assert_eq!(c, "item-not-found");
 }
@@ -668,11 +654,7 @@ fn xep0248_items_on_collection_same_millisecond_keep_publication_order() {
     w.now -= 1000; // the next publish lands in the same millisecond as b2
     w.publish(ALICE, "a", Some("a1"), P);
     let ids = |w: &mut World| -> Vec<String> {
-        let (r, _) = w.ok(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c' max_items='2'/></pubsub>"),
-        );
+        let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='c' max_items='2'/>");
         r.child("pubsub", NS_PUBSUB)
             .map(|p| {
                 p.elements()

@@ -5,41 +5,22 @@ use super::*;
 #[test]
 fn xep0060_8_1_create_named_instant_and_policy() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><create/></pubsub>"),
-    );
+    let (r, _) = w.ps_ok(ALICE, "set", NS_PUBSUB, "<create/>");
     let node = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("create", NS_PUBSUB))
+        .child("create", NS_PUBSUB)
         .and_then(|c| c.attr("node"))
         .expect("instant node id")
         .to_owned();
     assert!(w.engine.generic.nodes.contains_key(&node));
-    let (r, _) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='named'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(ALICE, "set", NS_PUBSUB, "<create node='named'/>");
     assert!(r.elements().next().is_none(), "named create: empty result");
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='named'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "set", NS_PUBSUB, "<create node='named'/>").0,
         "conflict"
     );
     // Remote entities may not create under the default `local` policy.
     assert_eq!(
-        w.err(
-            EVE,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='e'/></pubsub>")
-        )
-        .0,
+        w.ps_err(EVE, "set", NS_PUBSUB, "<create node='e'/>").0,
         "forbidden"
     );
     // `admins` policy.
@@ -48,21 +29,12 @@ fn xep0060_8_1_create_named_instant_and_policy() {
     cfg.pubsub.admins = vec!["carol@localhost".into()];
     let mut w = World::with_config(cfg);
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='x'/></pubsub>")
-        )
-        .0,
+        w.ps_err(ALICE, "set", NS_PUBSUB, "<create node='x'/>").0,
         "forbidden"
     );
     w.create(CAROL, "x", &[]);
     // An admin owns every node.
-    w.ok(
-        CAROL,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='x'/></pubsub>"),
-    );
+    w.pubsub_ok(CAROL, "set", NS_PUBSUB_OWNER, "<purge node='x'/>");
 }
 
 #[test]
@@ -73,11 +45,7 @@ fn xep0060_8_1_max_nodes_limit() {
     w.create(ALICE, "a", &[]);
     w.create(ALICE, "b", &[]);
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><create node='c'/></pubsub>")
-        ),
+        w.ps_err(ALICE, "set", NS_PUBSUB, "<create node='c'/>"),
         ("not-allowed".into(), "max-nodes-exceeded".into())
     );
 }

@@ -5,12 +5,7 @@ use super::*;
 #[test]
 fn xep0060_5_1_disco_info_advertises_exactly_the_implemented_features() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
-    );
-    let q = r.child("query", NS_DISCO_INFO).expect("query");
+    let q = w.disco_info(ALICE, "");
     let id = q.child("identity", NS_DISCO_INFO).expect("identity");
     assert_eq!(
         (id.attr("category"), id.attr("type")),
@@ -88,12 +83,7 @@ fn xep0060_5_4_node_meta_data() {
         &[("pubsub#title", "T"), ("pubsub#type", "urn:t")],
     );
     w.subscribe(BOB, "n", "bob@localhost");
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        "<query xmlns='http://jabber.org/protocol/disco#info' node='n'/>",
-    );
-    let q = r.child("query", NS_DISCO_INFO).expect("query");
+    let q = w.disco_info(BOB, " node='n'");
     let id = q.child("identity", NS_DISCO_INFO).expect("identity");
     assert_eq!(id.attr("type"), Some("leaf"));
     let x = q.child("x", NS_DATA).expect("meta-data form");

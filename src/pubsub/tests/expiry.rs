@@ -31,17 +31,7 @@ fn xep0060_12_18_leased_subscription_expires_on_the_timer() {
     assert_eq!(w.engine.arm(), Some(end));
     assert!(!w.engine.needs_rearm());
     // The options form shows the lease.
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("options", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let f = w.get_form(BOB, NS_PUBSUB, &format!("<options node='n' jid='{BOB}'/>"));
     assert_eq!(f["pubsub#expire"], vec![xep0082(end)]);
     // A lease in the past or a bad date is refused.
     for bad in [xep0082(w.now - 1000), "tomorrow".to_owned()] {

@@ -9,29 +9,15 @@ fn xep0060_5_6_and_5_7_own_subscriptions_and_affiliations() {
     w.create(ALICE, "b", &[]);
     w.subscribe(BOB, "a", "bob@localhost");
     w.subscribe(BOB, "b", BOB);
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions/></pubsub>"),
-    );
-    let subs = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscriptions", NS_PUBSUB))
-        .expect("subscriptions");
+    let (r, _) = w.ps_ok(BOB, "get", NS_PUBSUB, "<subscriptions/>");
+    let subs = r.child("subscriptions", NS_PUBSUB).expect("subscriptions");
     let got: Vec<(&str, &str)> = subs
         .elements()
         .map(|s| (s.attr("node").unwrap_or(""), s.attr("jid").unwrap_or("")))
         .collect();
     assert_eq!(got, vec![("a", "bob@localhost"), ("b", BOB)]);
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><affiliations node='b'/></pubsub>"),
-    );
-    let affs = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("affiliations", NS_PUBSUB))
-        .expect("affiliations");
+    let (r, _) = w.ps_ok(ALICE, "get", NS_PUBSUB, "<affiliations node='b'/>");
+    let affs = r.child("affiliations", NS_PUBSUB).expect("affiliations");
     let got: Vec<(&str, &str)> = affs
         .elements()
         .map(|s| {
@@ -53,10 +39,11 @@ fn xep0060_6_5_items_all_by_id_and_newest_n() {
     }
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i1", "i2", "i3", "i4"]);
     assert_eq!(w.item_ids(BOB, "n", " max_items='2'"), vec!["i3", "i4"]);
-    let (r, _) = w.ok(
+    let (r, _) = w.pubsub_ok(
         BOB,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'><item id='i2'/><item id='zz'/></items></pubsub>"),
+        NS_PUBSUB,
+        "<items node='n'><item id='i2'/><item id='zz'/></items>",
     );
     assert_eq!(items_of(&r), vec!["i2"]);
     let item = r
@@ -70,11 +57,7 @@ fn xep0060_6_5_items_all_by_id_and_newest_n() {
         Some("1".into())
     );
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items/>"),
         ("bad-request".into(), "nodeid-required".into())
     );
 }
@@ -87,10 +70,11 @@ fn xep0060_6_5_4_items_paged_with_rsm() {
         w.publish(ALICE, "n", Some(&format!("i{i}")), P);
     }
     let page = |w: &mut World, set: &str| {
-        let (r, _) = w.ok(
+        let (r, _) = w.pubsub_ok(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/><set xmlns='{NS_RSM}'>{set}</set></pubsub>"),
+            NS_PUBSUB,
+            &format!("<items node='n'/><set xmlns='{NS_RSM}'>{set}</set>"),
         );
         (items_of(&r), rsm_of(&r).expect("set"))
     };
@@ -115,10 +99,11 @@ fn xep0060_6_5_4_items_paged_with_rsm() {
     let (ids, set) = page(&mut w, "<max>2</max><after>i5</after>");
     assert!(ids.is_empty());
     assert_eq!(set, (None, None, None, "5".into()));
-    let (c, _) = w.err(
+    let (c, _) = w.ps_err(
         BOB,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/><set xmlns='{NS_RSM}'><after>gone</after></set></pubsub>"),
+        NS_PUBSUB,
+        &format!("<items node='n'/><set xmlns='{NS_RSM}'><after>gone</after></set>"),
     );
     assert_eq!(c, "item-not-found");
 }
@@ -134,11 +119,7 @@ fn xep0060_6_5_items_never_silently_truncated() {
     for i in 1..=10 {
         w.publish(ALICE, "n", Some(&format!("i{i}")), &big);
     }
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='n'/>");
     let ids = items_of(&r);
     assert!(ids.len() < 10 && !ids.is_empty(), "{ids:?}");
     let (first, index, last, count) = rsm_of(&r).expect("a cut reply carries an RSM set");
@@ -160,10 +141,6 @@ fn xep0060_6_5_items_never_silently_truncated() {
         Some(format!("i{}", ids.len() + 1).as_str())
     );
     // Small results carry no set.
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n' max_items='1'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='n' max_items='1'/>");
     assert!(rsm_of(&r).is_none());
 }

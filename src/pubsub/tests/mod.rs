@@ -1,11 +1,11 @@
 //! Transcript tests of the engine: stanzas in, stanzas out, no sockets. Each test is named
 //! after the XEP-0060 (1.30) section it checks.
 //!
-//! This file holds the shared harness (`World`, `Rosters`, `TempDir`, stanza helpers); the
-//! tests are split by use case, like the engine (`src/pubsub/*.rs`).
+//! This file holds the shared harness (`World`, `Rosters`, stanza helpers; `TempDir` is
+//! `crate::test_support`'s); the tests are split by use case, like the engine
+//! (`src/pubsub/*.rs`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use super::*;
 use crate::store::Store;
@@ -27,28 +27,7 @@ mod publish;
 mod retract;
 mod subscribe;
 
-/// A temporary data directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "kinglet-pubsub-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_support::TempDir;
 
 /// Rosters for the access models: owner → contact → (from subscription, groups); the
 /// available resources of each bare JID with their `<show/>`; and the `+notify` interests
@@ -156,10 +135,23 @@ impl World {
 
     /// Send `<iq type=ty>` with `body` from `from`; returns every delivery, parsed.
     fn iq(&mut self, from: &str, ty: &str, body: &str) -> Vec<(String, Element)> {
+        self.send_iq('q', from, " to='pubsub.localhost'", ty, body)
+    }
+
+    /// Send `<iq type=ty id={prefix}{n}{to}>` with `body` from `from` a second after the
+    /// previous one; returns every delivery, parsed.
+    fn send_iq(
+        &mut self,
+        prefix: char,
+        from: &str,
+        to: &str,
+        ty: &str,
+        body: &str,
+    ) -> Vec<(String, Element)> {
         self.n += 1;
         self.now += 1000;
         let xml = format!(
-            "<iq type='{ty}' id='q{}' from='{from}' to='pubsub.localhost'>{body}</iq>",
+            "<iq type='{ty}' id='{prefix}{}' from='{from}'{to}>{body}</iq>",
             self.n
         );
         let iq = Element::parse(&xml).expect("test stanza parses");
@@ -168,14 +160,7 @@ impl World {
             .engine
             .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
         self.engine.check_totals();
-        out.into_iter()
-            .map(|d| {
-                let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
-                    panic!("engine output does not parse: {e}: {}", d.stanza.to_text())
-                });
-                (d.to.as_str().to_owned(), e)
-            })
-            .collect()
+        parse_out(out)
     }
 
     /// The reply (first delivery), asserting it is a result.
@@ -187,24 +172,62 @@ impl World {
         (reply, out)
     }
 
+    /// [`World::ok`] for `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
+    fn pubsub_ok(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> Reply {
+        self.ok(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
+    }
+
+    /// [`World::err`] for `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
+    fn ps_err(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> Errors {
+        self.err(from, ty, &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"))
+    }
+
+    /// Configures `node` with the form `fields` ([`World::pubsub_ok`]).
+    fn configure_ok(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Reply {
+        let inner = configure_form(node, fields);
+        self.pubsub_ok(from, "set", NS_PUBSUB_OWNER, &inner)
+    }
+
+    /// [`World::configure_ok`], expecting an error ([`World::err`]).
+    fn configure_err(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) -> Errors {
+        let inner = configure_form(node, fields);
+        self.ps_err(from, "set", NS_PUBSUB_OWNER, &inner)
+    }
+
+    /// Sets the subscription options of `jid` on `node` to `fields` ([`World::pubsub_ok`]).
+    fn options_ok(&mut self, from: &str, node: &str, jid: &str, fields: &[(&str, &str)]) -> Reply {
+        let inner = options_form(node, jid, fields);
+        self.pubsub_ok(from, "set", NS_PUBSUB, &inner)
+    }
+
+    /// [`World::options_ok`], expecting an error ([`World::err`]).
+    fn options_err(
+        &mut self,
+        from: &str,
+        node: &str,
+        jid: &str,
+        fields: &[(&str, &str)],
+    ) -> Errors {
+        let inner = options_form(node, jid, fields);
+        self.ps_err(from, "set", NS_PUBSUB, &inner)
+    }
+
+    /// [`World::pubsub_ok`], returning the `<pubsub/>` of the reply (not the reply) and
+    /// the other deliveries.
+    fn ps_ok(&mut self, from: &str, ty: &str, ns: &str, inner: &str) -> Reply {
+        let (r, out) = self.pubsub_ok(from, ty, ns, inner);
+        (
+            r.child("pubsub", ns).expect("a <pubsub/> reply").clone(),
+            out,
+        )
+    }
+
     /// The reply's (condition, pubsub#errors condition), asserting it is an error.
     fn err(&mut self, from: &str, ty: &str, body: &str) -> (String, String) {
         let out = self.iq(from, ty, body);
-        let reply = &out[0].1;
-        assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+        let conditions = error_of(&out);
         assert_eq!(out.len(), 1, "no notifications on error");
-        let e = reply.child("error", NS_CLIENT).expect("error child");
-        let cond = e
-            .elements()
-            .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        let app = e
-            .elements()
-            .find(|c| c.ns == NS_PUBSUB_ERRORS)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        (cond, app)
+        conditions
     }
 
     fn create(&mut self, from: &str, node: &str, fields: &[(&str, &str)]) {
@@ -286,16 +309,22 @@ const P: &str = "<t xmlns='urn:t'>1</t>";
 type RsmSummary = (Option<String>, Option<String>, Option<String>, String);
 
 fn rsm_of(r: &Element) -> Option<RsmSummary> {
-    let set = r.child("pubsub", NS_PUBSUB)?.child("set", NS_RSM)?;
+    Some(rsm_summary(
+        r.child("pubsub", NS_PUBSUB)?.child("set", NS_RSM)?,
+    ))
+}
+
+/// An RSM `<set/>` as (first, index, last, count).
+fn rsm_summary(set: &Element) -> RsmSummary {
     let first = set.child("first", NS_RSM);
-    Some((
+    (
         first.map(Element::text),
         first.and_then(|f| f.attr("index").map(str::to_owned)),
         set.child("last", NS_RSM).map(Element::text),
         set.child("count", NS_RSM)
             .map(Element::text)
             .unwrap_or_default(),
-    ))
+    )
 }
 
 impl World {
@@ -350,6 +379,30 @@ impl World {
     }
 }
 
+/// A result and the other deliveries it caused.
+type Reply = (Element, Vec<(String, Element)>);
+
+/// An error's (condition, pubsub#errors condition).
+type Errors = (String, String);
+
+/// The first delivery's (condition, pubsub#errors condition), asserting it is an error.
+fn error_of(out: &[(String, Element)]) -> (String, String) {
+    let r = &out[0].1;
+    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
+    let e = r.child("error", NS_CLIENT).expect("error child");
+    let cond = e
+        .elements()
+        .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let app = e
+        .elements()
+        .find(|c| c.ns == NS_PUBSUB_ERRORS)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    (cond, app)
+}
+
 fn parse_out(out: Vec<Delivery>) -> Vec<(String, Element)> {
     out.into_iter()
         .map(|d| {
@@ -377,14 +430,29 @@ impl World {
 
     /// The configuration form of `node` as a map.
     fn config_of(&mut self, from: &str, node: &str) -> HashMap<String, Vec<String>> {
+        self.get_form(
+            from,
+            NS_PUBSUB_OWNER,
+            &format!("<configure node='{node}'/>"),
+        )
+    }
+
+    /// Gets `<pubsub xmlns='{ns}'>{inner}</pubsub>` (a result) and returns the data form
+    /// in the reply's element named like `inner`'s (`configure`, `options`, `default`), as
+    /// a map.
+    fn get_form(&mut self, from: &str, ns: &str, inner: &str) -> HashMap<String, Vec<String>> {
         let (r, _) = self.ok(
             from,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='{node}'/></pubsub>"),
+            &format!("<pubsub xmlns='{ns}'>{inner}</pubsub>"),
         );
+        let name = inner[1..]
+            .split([' ', '/', '>'])
+            .next()
+            .expect("element name");
         let x = r
-            .child("pubsub", NS_PUBSUB_OWNER)
-            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
+            .child("pubsub", ns)
+            .and_then(|p| p.child(name, ns))
             .and_then(find_form)
             .expect("form");
         form_fields(x).into_iter().collect()
@@ -416,6 +484,16 @@ impl World {
         )
     }
 
+    /// The `<query/>` of a disco#info result for the service (`attrs`: ` node='…'`).
+    fn disco_info(&mut self, from: &str, attrs: &str) -> Element {
+        let (r, _) = self.ok(
+            from,
+            "get",
+            &format!("<query xmlns='{NS_DISCO_INFO}'{attrs}/>"),
+        );
+        r.child("query", NS_DISCO_INFO).expect("query").clone()
+    }
+
     fn disco_children(&mut self, node: Option<&str>) -> Vec<String> {
         let n = node.map(|n| format!(" node='{n}'")).unwrap_or_default();
         let (r, _) = self.ok(
@@ -423,14 +501,31 @@ impl World {
             "get",
             &format!("<query xmlns='{NS_DISCO_ITEMS}'{n}/>"),
         );
-        r.child("query", NS_DISCO_ITEMS)
-            .map(|q| {
-                q.elements()
-                    .filter_map(|i| i.attr("node").map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        item_nodes(&r)
     }
+}
+
+/// `<configure/>` of `node` holding the node-config form with `fields`.
+fn configure_form(node: &str, fields: &[(&str, &str)]) -> String {
+    let form = form(FORM_NODE_CONFIG, fields);
+    format!("<configure node='{node}'>{form}</configure>")
+}
+
+/// `<options/>` of `jid` on `node` holding the subscribe-options form with `fields`.
+fn options_form(node: &str, jid: &str, fields: &[(&str, &str)]) -> String {
+    let form = form(FORM_SUBSCRIBE_OPTIONS, fields);
+    format!("<options node='{node}' jid='{jid}'>{form}</options>")
+}
+
+/// The node attributes of the items of a disco#items reply.
+fn item_nodes(r: &Element) -> Vec<String> {
+    r.child("query", NS_DISCO_ITEMS)
+        .map(|q| {
+            q.elements()
+                .filter_map(|i| i.attr("node").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A `text-multi` field with several values.
@@ -452,20 +547,8 @@ impl World {
         ty: &str,
         body: &str,
     ) -> Vec<(String, Element)> {
-        self.n += 1;
-        self.now += 1000;
         let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
-        let xml = format!(
-            "<iq type='{ty}' id='p{}' from='{from}'{to}>{body}</iq>",
-            self.n
-        );
-        let iq = Element::parse(&xml).expect("test stanza parses");
-        let from = Jid::parse(from).expect("jid");
-        let out = self
-            .engine
-            .handle_iq(&self.rosters, &self.store, &from, &iq, self.now);
-        self.engine.check_totals();
-        parse_out(out)
+        self.send_iq('p', from, &to, ty, body)
     }
 
     /// The owner publishes to its own PEP node (no `to`), with optional publish-options.

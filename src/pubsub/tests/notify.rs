@@ -61,15 +61,12 @@ fn xep0060_16_4_4_notify_sub_purge_offline_and_presence_based_delivery() {
     w.online(CAROL, "dnd");
     let (_, notes) = w.publish(ALICE, "n", Some("x"), P);
     assert_eq!(notes.len(), 1);
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
-    );
-    w.ok(
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<purge node='n'/>");
+    w.pubsub_ok(
         CAROL,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{CAROL}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<unsubscribe node='n' jid='{CAROL}'/>"),
     );
     let out = w.subscribe(BOB, "n", BOB);
     let sub = out
@@ -82,10 +79,11 @@ fn xep0060_16_4_4_notify_sub_purge_offline_and_presence_based_delivery() {
         (sub.attr("jid"), sub.attr("subscription")),
         (Some(BOB), Some("subscribed"))
     );
-    let (_, out) = w.ok(
+    let (_, out) = w.pubsub_ok(
         BOB,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{BOB}'/></pubsub>"),
+        NS_PUBSUB,
+        &format!("<unsubscribe node='n' jid='{BOB}'/>"),
     );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "alice@localhost");

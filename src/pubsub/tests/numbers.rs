@@ -33,18 +33,7 @@ fn disco_page(r: &Element) -> (Vec<String>, RsmSummary) {
         .filter_map(|e| e.attr("node").or(e.attr("name")).map(str::to_owned))
         .collect();
     let set = q.child("set", NS_RSM).expect("an RSM request gets a set");
-    let first = set.child("first", NS_RSM);
-    (
-        rows,
-        (
-            first.map(Element::text),
-            first.and_then(|f| f.attr("index").map(str::to_owned)),
-            set.child("last", NS_RSM).map(Element::text),
-            set.child("count", NS_RSM)
-                .map(Element::text)
-                .unwrap_or_default(),
-        ),
-    )
+    (rows, rsm_summary(set))
 }
 
 /// Three nodes `n1..n3` on the service; `n1` holds items `i1..i3`; collection `c` holds
@@ -253,10 +242,11 @@ fn items_max_items_u64_max_does_not_panic() {
             vec!["i1", "i2", "i3"],
             "{m}"
         );
-        let (r, _) = w.ok(
+        let (r, _) = w.pubsub_ok(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='c' max_items='{m}'/></pubsub>"),
+            NS_PUBSUB,
+            &format!("<items node='c' max_items='{m}'/>"),
         );
         assert_eq!(all_item_ids(&r), vec!["x2", "y1", "x1"], "{m}");
         // With RSM on top.
@@ -302,14 +292,7 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         "pubsub#item_expire",
     ] {
         for v in huge {
-            let (c, _) = w.err(
-                ALICE,
-                "set",
-                &format!(
-                    "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                    form(FORM_NODE_CONFIG, &[(field, v)])
-                ),
-            );
+            let (c, _) = w.configure_err(ALICE, "n", &[(field, v)]);
             assert_eq!(c, "not-acceptable", "{field} = {v:?}");
             let (c, _) = w.err(
                 ALICE,
@@ -323,14 +306,7 @@ fn config_numbers_huge_or_negative_are_not_acceptable() {
         }
     }
     for v in huge {
-        let (c, _) = w.err(
-            ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='c'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[("pubsub#children_max", v)])
-            ),
-        );
+        let (c, _) = w.configure_err(ALICE, "c", &[("pubsub#children_max", v)]);
         assert_eq!(c, "not-acceptable", "children_max = {v:?}");
     }
     assert_eq!(

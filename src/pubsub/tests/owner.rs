@@ -38,26 +38,9 @@ fn xep0060_8_2_configure_round_trips_every_field() {
     ];
     // A leaf's form leaves out the four collection-only fields (XEP-0248).
     assert_eq!(fields.len(), config::FIELDS.len() - 4);
-    w.ok(
-        ALICE,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-            form(FORM_NODE_CONFIG, fields)
-        ),
-    );
+    w.configure_ok(ALICE, "n", fields);
     for round in 0..2 {
-        let (r, _) = w.ok(
-            ALICE,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>"),
-        );
-        let x = r
-            .child("pubsub", NS_PUBSUB_OWNER)
-            .and_then(|p| p.child("configure", NS_PUBSUB_OWNER))
-            .and_then(find_form)
-            .expect("form");
-        let got: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+        let got = w.get_form(ALICE, NS_PUBSUB_OWNER, "<configure node='n'/>");
         for (k, v) in fields {
             assert_eq!(got[*k], vec![(*v).to_owned()], "{k} (round {round})");
         }
@@ -74,58 +57,26 @@ fn xep0060_8_2_configure_round_trips_every_field() {
         ("pubsub#itemreply", "owner"),
         ("pubsub#contact", "not a jid@@"),
     ] {
-        let (c, _) = w.err(
-            ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[bad])
-            ),
-        );
+        let (c, _) = w.configure_err(ALICE, "n", &[bad]);
         assert_eq!(c, "not-acceptable", "{bad:?}");
     }
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(
-                    FORM_NODE_CONFIG,
-                    &[("pubsub#dataform_xslt", "http://x/y.xsl")]
-                )
-            )
-        ),
+        w.configure_err(ALICE, "n", &[("pubsub#dataform_xslt", "http://x/y.xsl")]),
         ("not-acceptable".into(), "unsupported".into())
     );
     // XEP-0248: a leaf has no children, so no children_max.
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-                form(FORM_NODE_CONFIG, &[("pubsub#children_max", "3")])
-            )
-        ),
+        w.configure_err(ALICE, "n", &[("pubsub#children_max", "3")]),
         ("not-allowed".into(), "invalid-options".into())
     );
     // Non-owners may not configure; nodeid is required.
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "get", NS_PUBSUB_OWNER, "<configure node='n'/>")
+            .0,
         "forbidden"
     );
     assert_eq!(
-        w.err(
-            ALICE,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure/></pubsub>")
-        ),
+        w.ps_err(ALICE, "get", NS_PUBSUB_OWNER, "<configure/>"),
         ("bad-request".into(), "nodeid-required".into())
     );
 }
@@ -142,14 +93,7 @@ fn xep0060_8_2_notify_config_and_notification_type_normal() {
         ],
     );
     w.subscribe(BOB, "n", BOB);
-    let (_, notes) = w.ok(
-        ALICE,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-            form(FORM_NODE_CONFIG, &[("pubsub#title", "new")])
-        ),
-    );
+    let (_, notes) = w.configure_ok(ALICE, "n", &[("pubsub#title", "new")]);
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].1.attr("type"), Some("normal"));
     assert!(
@@ -162,17 +106,7 @@ fn xep0060_8_2_notify_config_and_notification_type_normal() {
 #[test]
 fn xep0060_8_3_default_configuration() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><default/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB_OWNER)
-        .and_then(|p| p.child("default", NS_PUBSUB_OWNER))
-        .and_then(find_form)
-        .expect("form");
-    let got: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let got = w.get_form(ALICE, NS_PUBSUB_OWNER, "<default/>");
     assert_eq!(got["FORM_TYPE"], vec![FORM_NODE_CONFIG.to_owned()]);
     assert_eq!(got["pubsub#access_model"], vec!["open".to_owned()]);
     assert_eq!(got["pubsub#persist_items"], vec!["1".to_owned()]);
@@ -185,18 +119,15 @@ fn xep0060_8_4_delete_with_redirect() {
     w.subscribe(BOB, "n", BOB);
     w.publish(ALICE, "n", Some("a"), P);
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "set", NS_PUBSUB_OWNER, "<delete node='n'/>")
+            .0,
         "forbidden"
     );
-    let (_, notes) = w.ok(
+    let (_, notes) = w.pubsub_ok(
         ALICE,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'><redirect uri='xmpp:pubsub.localhost?;node=m'/></delete></pubsub>"),
+        NS_PUBSUB_OWNER,
+        "<delete node='n'><redirect uri='xmpp:pubsub.localhost?;node=m'/></delete>",
     );
     assert_eq!(notes.len(), 1);
     let d = event(&notes[0].1)
@@ -209,12 +140,8 @@ fn xep0060_8_4_delete_with_redirect() {
         Some("xmpp:pubsub.localhost?;node=m")
     );
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><delete node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(ALICE, "set", NS_PUBSUB_OWNER, "<delete node='n'/>")
+            .0,
         "item-not-found"
     );
     w.restart();
@@ -231,23 +158,14 @@ fn xep0060_8_5_purge_with_notification() {
     w.subscribe(BOB, "n", BOB);
     w.publish(ALICE, "n", Some("a"), P);
     w.publish(ALICE, "n", Some("b"), P);
-    let (_, notes) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
-    );
+    let (_, notes) = w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<purge node='n'/>");
     assert_eq!(notes.len(), 1);
     assert!(event(&notes[0].1).child("purge", NS_PUBSUB_EVENT).is_some());
     assert!(w.item_ids(BOB, "n", "").is_empty());
     w.restart();
     assert!(w.item_ids(BOB, "n", "").is_empty());
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(BOB, "set", NS_PUBSUB_OWNER, "<purge node='n'/>").0,
         "forbidden"
     );
 }
@@ -277,11 +195,7 @@ fn xep0060_8_8_manage_subscriptions() {
     // No change, no notification.
     let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
     assert!(told.is_empty());
-    let (r, _) = w.ok(
-        ALICE,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><subscriptions node='n'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(ALICE, "get", NS_PUBSUB_OWNER, "<subscriptions node='n'/>");
     let subs: Vec<String> = r
         .child("pubsub", NS_PUBSUB_OWNER)
         .and_then(|p| p.child("subscriptions", NS_PUBSUB_OWNER))
@@ -341,21 +255,12 @@ fn xep0060_8_9_manage_affiliations_all_six() {
         "forbidden"
     );
     assert_eq!(
-        w.err(
-            CAROL,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        )
-        .0,
+        w.ps_err(CAROL, "get", NS_PUBSUB, "<items node='n'/>").0,
         "forbidden"
     );
     // A second owner may configure; the last owner cannot be removed.
     w.ok(ALICE, "set", &set("bob@localhost", "owner"));
-    w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'/></pubsub>"),
-    );
+    w.pubsub_ok(BOB, "get", NS_PUBSUB_OWNER, "<configure node='n'/>");
     w.ok(BOB, "set", &set("alice@localhost", "none"));
     assert_eq!(
         w.err(BOB, "set", &set("bob@localhost", "member")).0,
@@ -366,11 +271,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
         w.err(ALICE, "set", &set("alice@localhost", "owner")).0,
         "forbidden"
     );
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB_OWNER, "<affiliations node='n'/>");
     let mut got: Vec<(String, String)> = r
         .child("pubsub", NS_PUBSUB_OWNER)
         .and_then(|p| p.child("affiliations", NS_PUBSUB_OWNER))
@@ -393,11 +294,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
     ];
     assert_eq!(got, want);
     w.restart();
-    let (r2, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'/></pubsub>"),
-    );
+    let (r2, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB_OWNER, "<affiliations node='n'/>");
     assert_eq!(format!("{:?}", r2.children), format!("{:?}", r.children));
 }
 
@@ -405,11 +302,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
 fn xep0060_4_1_publishers_may_purge_publish_only_may_not() {
     let mut w = World::new();
     w.create(ALICE, "n", &[]);
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations></pubsub>"),
-    );
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations>");
     w.publish(BOB, "n", Some("b"), P);
     let purge = format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>");
     assert_eq!(w.err(CAROL, "set", &purge).0, "forbidden");

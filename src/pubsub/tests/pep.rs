@@ -10,23 +10,6 @@ const TUNE: &str = "http://jabber.org/protocol/tune";
 const TUNE_P: &str =
     "<tune xmlns='http://jabber.org/protocol/tune'><title>Yesterday</title></tune>";
 
-fn error_of(out: &[(String, Element)]) -> (String, String) {
-    let r = &out[0].1;
-    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
-    let e = r.child("error", NS_CLIENT).expect("error child");
-    let cond = e
-        .elements()
-        .find(|c| c.ns == crate::proto::NS_STANZAS && c.name != "text")
-        .map(|c| c.name.clone())
-        .unwrap_or_default();
-    let app = e
-        .elements()
-        .find(|c| c.ns == NS_PUBSUB_ERRORS)
-        .map(|c| c.name.clone())
-        .unwrap_or_default();
-    (cond, app)
-}
-
 #[test]
 fn xep0163_5_auto_create_defaults_and_6_disco_filtered() {
     let mut w = World::new();
@@ -53,14 +36,7 @@ fn xep0163_5_auto_create_defaults_and_6_disco_filtered() {
             "get",
             &format!("<query xmlns='{NS_DISCO_ITEMS}'/>"),
         );
-        let r = result(&out);
-        r.child("query", NS_DISCO_ITEMS)
-            .map(|q| {
-                q.elements()
-                    .filter_map(|i| i.attr("node").map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        item_nodes(result(&out))
     };
     assert!(items(&mut w, BOB).is_empty());
     w.presence_sub("alice@localhost", "bob@localhost", true);

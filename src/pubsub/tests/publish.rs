@@ -39,10 +39,11 @@ fn xep0060_7_1_2_same_id_overwrites_and_notifies_again() {
     let (_, notes) = w.publish(ALICE, "n", Some("x"), "<t xmlns='urn:t'>new</t>");
     assert_eq!(notes.len(), 1);
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["y", "x"]);
-    let (r, _) = w.ok(
+    let (r, _) = w.pubsub_ok(
         BOB,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'><item id='x'/></items></pubsub>"),
+        NS_PUBSUB,
+        "<items node='n'><item id='x'/></items>",
     );
     assert!(format!("{r:?}").contains("new"));
 }
@@ -56,14 +57,7 @@ fn xep0060_7_1_max_items_evicts_oldest_first() {
     }
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i3", "i4", "i5"]);
     // Lowering max_items evicts at once.
-    w.ok(
-        ALICE,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-            form(FORM_NODE_CONFIG, &[("pubsub#max_items", "1")])
-        ),
-    );
+    w.configure_ok(ALICE, "n", &[("pubsub#max_items", "1")]);
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);
     w.restart();
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i5"]);
@@ -126,18 +120,15 @@ fn xep0060_7_1_3_publish_errors() {
         ("bad-request".into(), "item-forbidden".into())
     );
     w.subscribe(BOB, "t", BOB);
-    let (_, notes) = w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='t'/></pubsub>"),
-    );
+    let (_, notes) = w.pubsub_ok(ALICE, "set", NS_PUBSUB, "<publish node='t'/>");
     assert_eq!(notes.len(), 1);
     // §7.1.3.6 nodeid required.
     assert_eq!(
-        w.err(
+        w.ps_err(
             ALICE,
             "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish><item>{P}</item></publish></pubsub>")
+            NS_PUBSUB,
+            &format!("<publish><item>{P}</item></publish>")
         ),
         ("bad-request".into(), "nodeid-required".into())
     );
@@ -204,12 +195,7 @@ fn xep0060_7_1_5_auto_create_applies_options_atomically() {
         &body("auto", &[("pubsub#access_model", "whitelist")]),
     );
     assert_eq!(
-        w.err(
-            CAROL,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='auto'/></pubsub>")
-        )
-        .1,
+        w.ps_err(CAROL, "get", NS_PUBSUB, "<items node='auto'/>").1,
         "closed-node"
     );
     w.restart();
@@ -244,11 +230,7 @@ fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
     assert_eq!(item.attr("id"), Some("a"));
     assert!(item.elements().next().is_none());
     // Retrieval still returns the stored payload.
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
-    );
+    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='n'/>");
     assert!(format!("{r:?}").contains("urn:t"));
 }
 
@@ -320,10 +302,11 @@ fn xep0060_7_1_publish_node_full_three_behaviours() {
     assert_eq!(notes.len(), 1);
     assert_eq!(w.item_ids(BOB, "d", ""), vec!["b", "c"]);
     // reject: conflict + node-full; overwriting an existing id is still allowed.
-    let (c, app) = w.err(
+    let (c, app) = w.ps_err(
         ALICE,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='x'><item id='c'>{P}</item></publish></pubsub>"),
+        NS_PUBSUB,
+        &format!("<publish node='x'><item id='c'>{P}</item></publish>"),
     );
     assert_eq!((c.as_str(), app.as_str()), ("conflict", "node-full"));
     w.publish(ALICE, "x", Some("b"), P);
@@ -361,10 +344,11 @@ fn store_budget_evicts_oldest_across_nodes() {
     let mut w2 = World::with_config(cfg);
     w2.create(ALICE, "a", &[]);
     assert_eq!(
-        w2.err(
+        w2.ps_err(
             ALICE,
             "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='a'><item>{huge}</item></publish></pubsub>")
+            NS_PUBSUB,
+            &format!("<publish node='a'><item>{huge}</item></publish>")
         )
         .0,
         "resource-constraint"
@@ -505,14 +489,9 @@ fn xep0060_12_9_itemreply_none_omits_the_publisher() {
     assert_eq!(item(&notes[0].1).attr("publisher"), None);
     let (_, notes) = w.publish(ALICE, "p", Some("i"), P);
     assert_eq!(item(&notes[0].1).attr("publisher"), Some("alice@localhost"));
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>"),
-    );
+    let (r, _) = w.ps_ok(BOB, "get", NS_PUBSUB, "<items node='n'/>");
     let it = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("items", NS_PUBSUB))
+        .child("items", NS_PUBSUB)
         .and_then(|i| i.child("item", NS_PUBSUB))
         .expect("item");
     assert_eq!(it.attr("publisher"), None);
@@ -573,14 +552,7 @@ fn generated_item_ids_do_not_collide_after_restart_with_clock_stepped_back() {
     let (r2, _) = w.publish(ALICE, "n", None, "<b xmlns='x'/>");
     let second = id_of(&r2);
     assert_ne!(first, second);
-    let stored: Vec<String> = w
-        .store
-        .pubsub_load()
-        .expect("load")
-        .items
-        .into_iter()
-        .map(|(_, _, i, _)| i.id)
-        .collect();
+    let stored = crate::test_support::stored_item_ids(&w.store);
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(
         stored.contains(&first) && stored.contains(&second),

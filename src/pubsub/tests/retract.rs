@@ -28,11 +28,7 @@ fn xep0060_7_2_retract_with_notify() {
     w.publish(ALICE, "n", Some("c"), P);
     assert_eq!(w.err(BOB, "set", &retract("c", "")).0, "forbidden");
     assert_eq!(
-        w.err(
-            ALICE,
-            "set",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><retract node='n'/></pubsub>")
-        ),
+        w.ps_err(ALICE, "set", NS_PUBSUB, "<retract node='n'/>"),
         ("bad-request".into(), "item-required".into())
     );
     assert!(w.item_ids(BOB, "n", "") == vec!["c"]);

@@ -34,15 +34,8 @@ fn xep0060_6_1_subscribe_bare_and_full_and_invalid_jid() {
     );
     // XEP-0248: without a node, the subscription is to the root collection (of type
     // `nodes` by default, so it takes no item notifications).
-    let (r, _) = w.ok(
-        BOB,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe jid='bob@localhost'/></pubsub>"),
-    );
-    let sub = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscription", NS_PUBSUB))
-        .expect("subscription");
+    let (r, _) = w.ps_ok(BOB, "set", NS_PUBSUB, "<subscribe jid='bob@localhost'/>");
+    let sub = r.child("subscription", NS_PUBSUB).expect("subscription");
     assert_eq!(sub.attr("node"), Some(""));
     let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
     let mut to: Vec<&str> = notes.iter().map(|(t, _)| t.as_str()).collect();
@@ -121,56 +114,26 @@ fn xep0060_6_3_subscription_options_deliver() {
     let mut w = World::new();
     w.create(ALICE, "n", &[]);
     w.subscribe(BOB, "n", BOB);
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("options", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    let f: HashMap<String, Vec<String>> = form_fields(x).into_iter().collect();
+    let f = w.get_form(BOB, NS_PUBSUB, &format!("<options node='n' jid='{BOB}'/>"));
     assert_eq!(f["pubsub#deliver"], vec!["1".to_owned()]);
-    w.ok(
-        BOB,
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
-            form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#deliver", "false")])
-        ),
-    );
+    w.options_ok(BOB, "n", BOB, &[("pubsub#deliver", "false")]);
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert!(notes.is_empty(), "deliver=0 stops notifications");
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
-                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#digest", "1")])
-            )
-        ),
+        w.options_err(BOB, "n", BOB, &[("pubsub#digest", "1")]),
         ("not-acceptable".into(), "unsupported".into()),
         "digest is declined, never ignored"
     );
     assert_eq!(
-        w.err(
-            BOB,
-            "set",
-            &format!(
-                "<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'>{}</options></pubsub>",
-                form(FORM_SUBSCRIBE_OPTIONS, &[("pubsub#bogus", "1")])
-            )
-        ),
+        w.options_err(BOB, "n", BOB, &[("pubsub#bogus", "1")]),
         ("bad-request".into(), "invalid-options".into())
     );
     assert_eq!(
-        w.err(
+        w.ps_err(
             CAROL,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{CAROL}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<options node='n' jid='{CAROL}'/>")
         ),
         ("unexpected-request".into(), "not-subscribed".into())
     );
@@ -187,17 +150,8 @@ fn xep0060_6_3_subscription_options_deliver() {
 #[test]
 fn xep0060_6_4_default_subscription_options() {
     let mut w = World::new();
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><default/></pubsub>"),
-    );
-    let x = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("default", NS_PUBSUB))
-        .and_then(find_form)
-        .expect("form");
-    assert!(form_fields(x).iter().any(|(v, _)| v == "pubsub#deliver"));
+    let f = w.get_form(BOB, NS_PUBSUB, "<default/>");
+    assert!(f.contains_key("pubsub#deliver"));
 }
 
 /// The SubID headers of a notification.
@@ -243,10 +197,11 @@ fn xep0060_6_1_6_multiple_subscriptions() {
         ("bad-request".into(), "subid-required".into())
     );
     assert_eq!(
-        w.err(
+        w.ps_err(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' jid='{BOB}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<options node='n' jid='{BOB}'/>")
         ),
         ("bad-request".into(), "subid-required".into())
     );
@@ -256,39 +211,27 @@ fn xep0060_6_1_6_multiple_subscriptions() {
     );
     // §6.5.9.1/2: items retrieval names one of several subscriptions.
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items node='n'/>"),
         ("bad-request".into(), "subid-required".into())
     );
     assert_eq!(
-        w.err(
-            BOB,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n' subid='nope'/></pubsub>")
-        ),
+        w.ps_err(BOB, "get", NS_PUBSUB, "<items node='n' subid='nope'/>"),
         ("not-acceptable".into(), "invalid-subid".into())
     );
     assert_eq!(w.item_ids(BOB, "n", &format!(" subid='{ida}'")).len(), 1);
     // §6.3.4.3: options without a jid.
     assert_eq!(
-        w.err(
+        w.ps_err(
             BOB,
             "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><options node='n' subid='{ida}'/></pubsub>")
+            NS_PUBSUB,
+            &format!("<options node='n' subid='{ida}'/>")
         ),
         ("bad-request".into(), "jid-required".into())
     );
-    let (r, _) = w.ok(
-        BOB,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions node='n'/></pubsub>"),
-    );
+    let (r, _) = w.ps_ok(BOB, "get", NS_PUBSUB, "<subscriptions node='n'/>");
     let listed = r
-        .child("pubsub", NS_PUBSUB)
-        .and_then(|p| p.child("subscriptions", NS_PUBSUB))
+        .child("subscriptions", NS_PUBSUB)
         .map(|s| s.elements().count())
         .unwrap_or(0);
     assert_eq!(listed, 2);
@@ -296,14 +239,10 @@ fn xep0060_6_1_6_multiple_subscriptions() {
     w.restart();
     w.ok(BOB, "set", &unsub(&format!(" subid='{idb}'")));
     // Purge notifications carry no SubIDs (§12.5): one message, no headers.
-    w.ok(
-        ALICE,
-        "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>"),
-    )
-    .1
-    .iter()
-    .for_each(|(_, m)| assert!(subid_headers(m).is_empty(), "{m:?}"));
+    w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<purge node='n'/>")
+        .1
+        .iter()
+        .for_each(|(_, m)| assert!(subid_headers(m).is_empty(), "{m:?}"));
     // One subscription left: no headers, and no subid needed.
     let (_, notes) = w.publish(ALICE, "n", Some("i2"), P);
     assert_eq!(notes.len(), 1);
