@@ -28,6 +28,8 @@ use crate::stanza::{Iq, IqType, Message, MessageType, Presence, PresenceType};
 use crate::storage::{RosterItem, RosterWrite, Storage, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
+#[cfg(test)]
+mod im_tests;
 mod messages;
 mod presence;
 mod pubsub;

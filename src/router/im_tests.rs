@@ -1,0 +1,1091 @@
+//! Issue 11 ("IM beside pub-sub"): unit tests of the router's IM concerns, one section
+//! per module: `sessions` (resource binding, RFC 6120 §7), `presence` (RFC 6121 §4),
+//! `messages` (RFC 6121 §8.5) and `server_iq` (RFC 6120 §8.2.3, XEP-0030, XEP-0199,
+//! XEP-0092). Each drives the sans-IO router over a store in memory and a `FakeEnv`, and
+//! reads what lands in the sessions' outboxes.
+
+use std::rc::Rc;
+
+use super::Router;
+use crate::config::Config;
+use crate::env::FakeEnv;
+use crate::jid::Jid;
+use crate::outbox::Outbox;
+use crate::proto::NS_STANZAS;
+use crate::store::{RosterItem, Store, Subscription};
+use crate::xml::Element;
+
+/// Accounts every test world has.
+const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+/// A router over a store in memory (inline commits) where `USERS` have accounts, with
+/// the default configuration changed by `tune`.
+fn world_with(tune: impl FnOnce(&mut Config)) -> (Router, Rc<Store>) {
+    let store = Rc::new(Store::open_in_memory().expect("store"));
+    for u in USERS {
+        store.user_add(u, b"creds").expect("add user");
+    }
+    let mut config = Config::default();
+    tune(&mut config);
+    let r = Router::new(
+        Rc::new(config),
+        store.clone(),
+        Rc::new(FakeEnv::new(1_704_067_200_000, 7)),
+    )
+    .expect("router");
+    (r, store)
+}
+
+fn world() -> (Router, Rc<Store>) {
+    world_with(|_| {})
+}
+
+fn outbox() -> Rc<Outbox> {
+    Outbox::new(64, 1 << 20)
+}
+
+/// Binds `user/resource` on connection `conn`; returns its JID and outbox.
+fn bind(r: &mut Router, user: &str, resource: &str, conn: u64) -> (Jid, Rc<Outbox>) {
+    let ob = outbox();
+    let jid = r
+        .bind(user, false, Some(resource), conn, ob.clone())
+        .expect("bind");
+    (jid, ob)
+}
+
+/// The stanzas queued in `ob` (and takes them out).
+fn drained(ob: &Outbox) -> Vec<Element> {
+    let mut v = Vec::new();
+    ob.drain_into(&mut v);
+    let text = String::from_utf8(v).expect("utf-8");
+    let mut framer = crate::xml::Framer::new(crate::xml::XmlLimits::default());
+    framer
+        .push(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+        .expect("header");
+    framer.push(text.as_bytes()).expect("well-formed output");
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = framer.next_frame() {
+        if let crate::xml::Frame::Stanza(e) = f {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Routes `xml` as sent by `from` (the session stamps `from`).
+fn send(r: &mut Router, from: &Jid, xml: &str) {
+    let mut e = Element::parse(xml).expect("test stanza parses");
+    e.set_attr("from", from.as_str());
+    r.route(from, e);
+}
+
+/// The defined condition of a stanza error (`""` if there is none).
+fn condition(e: &Element) -> String {
+    e.elements()
+        .find(|c| c.name == "error")
+        .and_then(|err| {
+            err.elements()
+                .find(|c| c.name != "text" && c.ns == NS_STANZAS)
+        })
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
+/// Asserts that `out` is exactly one error reply of kind `name` with `condition`, addressed
+/// to `to` and from `from`; returns it.
+fn single_error(out: &[Element], name: &str, cond: &str, to: &Jid, from: &str) -> Element {
+    assert_eq!(out.len(), 1, "one error reply expected: {out:?}");
+    let e = &out[0];
+    assert_eq!(e.name, name, "{e:?}");
+    assert_eq!(e.attr("type"), Some("error"), "{e:?}");
+    assert_eq!(condition(e), cond, "{e:?}");
+    assert_eq!(e.attr("to"), Some(to.as_str()), "{e:?}");
+    assert_eq!(e.attr("from"), Some(from), "{e:?}");
+    e.clone()
+}
+
+/// Puts a roster item `user` → `contact` straight into the store (before `user` binds:
+/// the router loads the roster at the account's first bind).
+fn roster_item(store: &Store, user: &str, contact: &str, subscription: Subscription) {
+    let item = RosterItem {
+        jid: contact.to_owned(),
+        name: None,
+        subscription,
+        ask_out: false,
+        pending_in: false,
+        groups: Vec::new(),
+        in_roster: true,
+    };
+    store.roster_put(user, &item).expect("roster put");
+}
+
+/// Binds `user/resource`, sends `presence` (initial presence) and clears its outbox.
+fn online(
+    r: &mut Router,
+    user: &str,
+    resource: &str,
+    conn: u64,
+    presence: &str,
+) -> (Jid, Rc<Outbox>) {
+    let (jid, ob) = bind(r, user, resource, conn);
+    send(r, &jid, presence);
+    drained(&ob);
+    (jid, ob)
+}
+
+mod sessions {
+    //! RFC 6120 §7 resource binding, and the reachability of bound resources.
+    use super::*;
+    use crate::outbox::Kick;
+    use crate::proto::{Condition, StreamCondition};
+
+    /// §7.6: one account binds two resources; both are addressable and counted.
+    #[test]
+    fn two_resources_of_one_account() {
+        let (mut r, _s) = world();
+        let (a1, o1) = bind(&mut r, "alice", "phone", 1);
+        let (a2, o2) = bind(&mut r, "alice", "laptop", 2);
+        assert_eq!(a1.as_str(), "alice@localhost/phone");
+        assert_eq!(a2.as_str(), "alice@localhost/laptop");
+        assert_eq!(r.session_count(), 2);
+        // Each is reachable by its full JID, and only it.
+        send(
+            &mut r,
+            &a1,
+            "<iq type='get' id='p1' to='alice@localhost/laptop'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let got = drained(&o2);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("id"), Some("p1"));
+        assert_eq!(got[0].attr("from"), Some("alice@localhost/phone"));
+        assert!(drained(&o1).is_empty());
+        assert!(o1.kicked().is_none() && o2.kicked().is_none());
+    }
+
+    /// A resource beyond `limits.max_resources_per_account` is refused with
+    /// `resource-constraint` (RFC 6120 §7.6.2.1), and the bound ones stay.
+    #[test]
+    fn resource_over_the_limit_is_refused() {
+        let (mut r, _s) = world_with(|c| c.limits.max_resources_per_account = 2);
+        let (_a1, o1) = bind(&mut r, "alice", "one", 1);
+        let (a2, o2) = bind(&mut r, "alice", "two", 2);
+        let err = r
+            .bind("alice", false, Some("three"), 3, outbox())
+            .expect_err("a third resource is over the limit");
+        assert_eq!(err.condition, Condition::ResourceConstraint);
+        assert_eq!(r.session_count(), 2);
+        assert!(o1.kicked().is_none() && o2.kicked().is_none());
+        // The refused resource is not reachable.
+        send(
+            &mut r,
+            &a2,
+            "<iq type='get' id='x' to='alice@localhost/three'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        single_error(
+            &drained(&o2),
+            "iq",
+            "service-unavailable",
+            &a2,
+            "alice@localhost/three",
+        );
+        // Another account has its own allowance.
+        assert!(r.bind("bob", false, Some("one"), 4, outbox()).is_ok());
+    }
+
+    /// §7.7.2.2 (override): binding a resource in use takes it over; the old session is
+    /// closed with a `conflict` stream error, stanzas to the full JID reach the new one,
+    /// and the old connection's unbind leaves the new session alone. This works at the
+    /// resource limit too (the old session's slot is reused).
+    #[test]
+    fn resource_conflict_replaces_the_old_session() {
+        let (mut r, _s) = world_with(|c| c.limits.max_resources_per_account = 2);
+        let (bob, ob) = bind(&mut r, "bob", "b", 9);
+        let (_other, _oo) = bind(&mut r, "alice", "other", 1);
+        let (old, o_old) = bind(&mut r, "alice", "desk", 2);
+        let (new, o_new) = bind(&mut r, "alice", "desk", 3);
+        assert_eq!(old, new);
+        assert_eq!(
+            o_old.kicked(),
+            Some(Kick::Stream(StreamCondition::Conflict))
+        );
+        assert!(o_new.kicked().is_none());
+        assert_eq!(r.session_count(), 3);
+        send(
+            &mut r,
+            &bob,
+            "<iq type='get' id='q' to='alice@localhost/desk'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        assert_eq!(drained(&o_new).len(), 1);
+        assert!(drained(&o_old).is_empty());
+        // The replaced connection ends: the new session is kept.
+        r.unbind(&old, 2);
+        assert_eq!(r.session_count(), 3);
+        send(
+            &mut r,
+            &bob,
+            "<iq type='get' id='q2' to='alice@localhost/desk'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let got = drained(&o_new);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("id"), Some("q2"));
+        assert!(drained(&ob).is_empty());
+    }
+
+    /// A replaced session that was available: its contacts hear it go unavailable.
+    #[test]
+    fn resource_conflict_broadcasts_the_old_sessions_unavailable() {
+        let (mut r, store) = world();
+        roster_item(&store, "alice", "bob@localhost", Subscription::From);
+        roster_item(&store, "bob", "alice@localhost", Subscription::To);
+        let (_bob, ob) = online(&mut r, "bob", "b", 9, "<presence/>");
+        let (_old, _o_old) = online(&mut r, "alice", "desk", 1, "<presence/>");
+        drained(&ob);
+        let (_new, _o_new) = bind(&mut r, "alice", "desk", 2);
+        let got = drained(&ob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].name, "presence");
+        assert_eq!(got[0].attr("type"), Some("unavailable"));
+        assert_eq!(got[0].attr("from"), Some("alice@localhost/desk"));
+    }
+
+    /// After unbind the resource is gone: an IQ to it gets `service-unavailable`
+    /// (RFC 6121 §8.5.3.2.3), and nothing reaches the old outbox.
+    #[test]
+    fn unbind_makes_the_resource_unreachable() {
+        let (mut r, _s) = world();
+        let (alice, oa) = bind(&mut r, "alice", "a", 1);
+        let (bob, ob) = bind(&mut r, "bob", "b", 2);
+        let ping = "<iq type='get' id='p' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>";
+        send(&mut r, &alice, ping);
+        assert_eq!(drained(&ob).len(), 1);
+        assert!(drained(&oa).is_empty());
+        r.unbind(&bob, 2);
+        assert_eq!(r.session_count(), 1);
+        send(&mut r, &alice, ping);
+        assert!(drained(&ob).is_empty());
+        let e = single_error(
+            &drained(&oa),
+            "iq",
+            "service-unavailable",
+            &alice,
+            "bob@localhost/b",
+        );
+        assert_eq!(e.attr("id"), Some("p"));
+        // Unbinding with the wrong connection id does nothing.
+        r.unbind(&alice, 77);
+        assert_eq!(r.session_count(), 1);
+    }
+}
+
+mod presence {
+    //! RFC 6121 §4: broadcasts, probes, directed presence, and stanzas the router refuses.
+    use super::*;
+
+    /// The world of the presence tests: alice's roster has bob (`from`: bob gets her
+    /// presence), carol (`to`: she gets carol's) and dave (`none`); bob, carol and dave
+    /// have consistent rosters. Bob, carol and dave are online; alice is bound, not yet
+    /// available.
+    struct Contacts {
+        r: Router,
+        alice: Jid,
+        oa: Rc<Outbox>,
+        ob: Rc<Outbox>,
+        oc: Rc<Outbox>,
+        od: Rc<Outbox>,
+    }
+
+    fn contacts() -> Contacts {
+        let (mut r, store) = world();
+        roster_item(&store, "alice", "bob@localhost", Subscription::From);
+        roster_item(&store, "alice", "carol@localhost", Subscription::To);
+        roster_item(&store, "alice", "dave@localhost", Subscription::None);
+        roster_item(&store, "bob", "alice@localhost", Subscription::To);
+        roster_item(&store, "carol", "alice@localhost", Subscription::From);
+        roster_item(&store, "dave", "alice@localhost", Subscription::None);
+        let (alice, oa) = bind(&mut r, "alice", "a", 1);
+        let (_b, ob) = online(
+            &mut r,
+            "bob",
+            "b",
+            2,
+            "<presence><show>away</show></presence>",
+        );
+        let (_c, oc) = online(
+            &mut r,
+            "carol",
+            "c",
+            3,
+            "<presence><status>carol here</status></presence>",
+        );
+        let (_d, od) = online(&mut r, "dave", "d", 4, "<presence/>");
+        drained(&oa);
+        Contacts {
+            r,
+            alice,
+            oa,
+            ob,
+            oc,
+            od,
+        }
+    }
+
+    /// §4.2.2: the initial presence goes to the contacts with a `from` subscription (bob),
+    /// not to `to`-only (carol) or `none` (dave) contacts; §4.2.3/§4.3: the server probes
+    /// the `to` contacts and the user gets their presence (carol's), not that of the others.
+    #[test]
+    fn initial_presence_broadcast_and_probes() {
+        let mut w = contacts();
+        let alice = w.alice.clone();
+        send(
+            &mut w.r,
+            &alice,
+            "<presence><priority>3</priority></presence>",
+        );
+        let to_bob = drained(&w.ob);
+        assert_eq!(to_bob.len(), 1, "{to_bob:?}");
+        assert_eq!(to_bob[0].name, "presence");
+        assert_eq!(to_bob[0].attr("type"), None);
+        assert_eq!(to_bob[0].attr("from"), Some("alice@localhost/a"));
+        assert_eq!(to_bob[0].attr("to"), Some("bob@localhost"));
+        assert!(
+            drained(&w.oc).is_empty(),
+            "carol has no `from` subscription"
+        );
+        assert!(drained(&w.od).is_empty(), "dave has no subscription");
+        let to_alice = drained(&w.oa);
+        assert_eq!(to_alice.len(), 1, "only carol's presence: {to_alice:?}");
+        let p = &to_alice[0];
+        assert_eq!(p.name, "presence");
+        assert_eq!(p.attr("from"), Some("carol@localhost/c"));
+        assert_eq!(p.attr("to"), Some("alice@localhost/a"));
+        assert_eq!(
+            p.child("status", crate::xml::NS_CLIENT).map(|s| s.text()),
+            Some("carol here".to_owned())
+        );
+    }
+
+    /// §4.2.2: the account's other available resources get the initial presence too,
+    /// and the new resource gets theirs.
+    #[test]
+    fn initial_presence_reaches_own_resources() {
+        let mut w = contacts();
+        let (a2, o2) = online(&mut w.r, "alice", "a2", 5, "<presence/>");
+        drained(&w.ob);
+        let alice = w.alice.clone();
+        send(&mut w.r, &alice, "<presence/>");
+        let to_a2 = drained(&o2);
+        assert_eq!(to_a2.len(), 1, "{to_a2:?}");
+        assert_eq!(to_a2[0].attr("from"), Some("alice@localhost/a"));
+        let to_a = drained(&w.oa);
+        assert!(
+            to_a.iter().any(|p| p.attr("from") == Some(a2.as_str())),
+            "a2's presence for the new resource: {to_a:?}"
+        );
+    }
+
+    /// §4.5.2: unavailable presence goes to the same contacts as the available one, and a
+    /// second one (the resource is no longer available) goes nowhere.
+    #[test]
+    fn unavailable_presence_broadcast() {
+        let mut w = contacts();
+        let alice = w.alice.clone();
+        send(&mut w.r, &alice, "<presence/>");
+        drained(&w.ob);
+        drained(&w.oa);
+        send(
+            &mut w.r,
+            &alice,
+            "<presence type='unavailable'><status>bye</status></presence>",
+        );
+        let to_bob = drained(&w.ob);
+        assert_eq!(to_bob.len(), 1, "{to_bob:?}");
+        assert_eq!(to_bob[0].attr("type"), Some("unavailable"));
+        assert_eq!(to_bob[0].attr("from"), Some("alice@localhost/a"));
+        assert_eq!(
+            to_bob[0]
+                .child("status", crate::xml::NS_CLIENT)
+                .map(|s| s.text()),
+            Some("bye".to_owned())
+        );
+        assert!(drained(&w.oc).is_empty());
+        assert!(drained(&w.od).is_empty());
+        send(&mut w.r, &alice, "<presence type='unavailable'/>");
+        assert!(drained(&w.ob).is_empty(), "already unavailable");
+    }
+
+    /// §4.5.2: a session that ends while available is announced unavailable.
+    #[test]
+    fn unbind_broadcasts_unavailable() {
+        let mut w = contacts();
+        let alice = w.alice.clone();
+        send(&mut w.r, &alice, "<presence/>");
+        drained(&w.ob);
+        w.r.unbind(&alice, 1);
+        let to_bob = drained(&w.ob);
+        assert_eq!(to_bob.len(), 1, "{to_bob:?}");
+        assert_eq!(to_bob[0].attr("type"), Some("unavailable"));
+        assert_eq!(to_bob[0].attr("from"), Some("alice@localhost/a"));
+        assert!(drained(&w.oc).is_empty());
+    }
+
+    /// §4.6: directed presence to a JID with no subscription reaches it, and (§4.6.3) the
+    /// sender's unavailable presence later reaches it too.
+    #[test]
+    fn directed_presence_to_a_jid_outside_the_roster() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let (_d, od) = online(&mut r, "dave", "d", 2, "<presence/>");
+        send(
+            &mut r,
+            &alice,
+            "<presence to='dave@localhost/d'><show>chat</show></presence>",
+        );
+        let got = drained(&od);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some("alice@localhost/a"));
+        assert_eq!(got[0].attr("to"), Some("dave@localhost/d"));
+        assert_eq!(got[0].attr("type"), None);
+        assert!(drained(&oa).is_empty());
+        send(&mut r, &alice, "<presence type='unavailable'/>");
+        let got = drained(&od);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("type"), Some("unavailable"));
+        assert_eq!(got[0].attr("from"), Some("alice@localhost/a"));
+        assert_eq!(got[0].attr("to"), Some("dave@localhost/d"));
+    }
+
+    /// RFC 6121 §4.7.1 / RFC 6120 §8.3.3.1: a presence of a type RFC 6121 does not define,
+    /// directed to a contact, is answered with `bad-request` and not delivered.
+    #[test]
+    fn unknown_presence_type_gets_bad_request() {
+        let mut w = contacts();
+        let alice = w.alice.clone();
+        send(&mut w.r, &alice, "<presence/>");
+        drained(&w.oa);
+        drained(&w.ob);
+        send(
+            &mut w.r,
+            &alice,
+            "<presence type='dance' to='bob@localhost'/>",
+        );
+        single_error(
+            &drained(&w.oa),
+            "presence",
+            "bad-request",
+            &alice,
+            "bob@localhost",
+        );
+        assert!(drained(&w.ob).is_empty());
+    }
+
+    /// A presence to the pub-sub service carries no meaning: ignored, no error, nothing
+    /// delivered, even of an unknown type or a subscription request.
+    #[test]
+    fn presence_to_the_pubsub_service_is_ignored() {
+        let mut w = contacts();
+        let alice = w.alice.clone();
+        send(&mut w.r, &alice, "<presence/>");
+        drained(&w.oa);
+        drained(&w.ob);
+        for p in [
+            "<presence to='pubsub.localhost'/>",
+            "<presence to='pubsub.localhost' type='dance'/>",
+            "<presence to='pubsub.localhost' type='subscribe'/>",
+            "<presence to='pubsub.localhost' type='probe'/>",
+        ] {
+            send(&mut w.r, &alice, p);
+            assert!(drained(&w.oa).is_empty(), "{p}: answered");
+            assert!(drained(&w.ob).is_empty(), "{p}: delivered");
+        }
+        // The subscription request left no roster item.
+        send(
+            &mut w.r,
+            &alice,
+            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        let reply = drained(&w.oa);
+        assert_eq!(reply.len(), 1, "{reply:?}");
+        let q = reply[0].child("query", "jabber:iq:roster").expect("roster");
+        assert!(
+            q.elements()
+                .all(|i| i.attr("jid") != Some("pubsub.localhost")),
+            "{q:?}"
+        );
+    }
+
+    /// §3.1: a subscription handshake through presence stanzas gives alice a `to`
+    /// subscription to bob, and bob's presence reaches her (§3.1.5).
+    #[test]
+    fn subscription_handshake_then_presence() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let (bob, ob) = online(&mut r, "bob", "b", 2, "<presence/>");
+        send(
+            &mut r,
+            &alice,
+            "<presence to='bob@localhost' type='subscribe'/>",
+        );
+        let req = drained(&ob);
+        assert!(
+            req.iter().any(|p| p.name == "presence"
+                && p.attr("type") == Some("subscribe")
+                && p.attr("from") == Some("alice@localhost")),
+            "{req:?}"
+        );
+        drained(&oa);
+        send(
+            &mut r,
+            &bob,
+            "<presence to='alice@localhost' type='subscribed'/>",
+        );
+        let got = drained(&oa);
+        assert!(
+            got.iter().any(|p| p.name == "presence"
+                && p.attr("type") == Some("subscribed")
+                && p.attr("from") == Some("bob@localhost")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|p| p.name == "presence"
+                && p.attr("type").is_none()
+                && p.attr("from") == Some("bob@localhost/b")),
+            "bob's presence after the approval: {got:?}"
+        );
+        // Bob now has a `from` subscription: his presence updates reach alice.
+        drained(&ob);
+        send(&mut r, &bob, "<presence><show>dnd</show></presence>");
+        let got = drained(&oa);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("from"), Some("bob@localhost/b"));
+    }
+}
+
+mod messages {
+    //! RFC 6121 §8.5: local delivery rules for messages.
+    use super::*;
+
+    /// Bob with three available resources: `b1` and `b2` at priority 5, `b3` at 1, and
+    /// `neg` at -1.
+    struct Bob {
+        r: Router,
+        alice: Jid,
+        oa: Rc<Outbox>,
+        obs: Vec<Rc<Outbox>>,
+    }
+
+    fn bob() -> Bob {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let mut obs = Vec::new();
+        for (i, (res, prio)) in [("b1", 5), ("b2", 5), ("b3", 1), ("neg", -1)]
+            .into_iter()
+            .enumerate()
+        {
+            let (_j, o) = online(
+                &mut r,
+                "bob",
+                res,
+                10 + i as u64,
+                &format!("<presence><priority>{prio}</priority></presence>"),
+            );
+            obs.push(o);
+        }
+        for o in &obs {
+            drained(o);
+        }
+        drained(&oa);
+        Bob { r, alice, oa, obs }
+    }
+
+    fn ids(out: &[Element]) -> Vec<&str> {
+        out.iter().filter_map(|e| e.attr("id")).collect()
+    }
+
+    /// §8.5.3.1: a message to a full JID goes to that resource only.
+    #[test]
+    fn to_a_full_jid_reaches_that_resource_only() {
+        let mut w = bob();
+        let alice = w.alice.clone();
+        send(
+            &mut w.r,
+            &alice,
+            "<message type='chat' id='m1' to='bob@localhost/b3'><body>hi</body></message>",
+        );
+        let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+        assert_eq!(ids(&got[2]), ["m1"]);
+        assert_eq!(got[2][0].attr("to"), Some("bob@localhost/b3"));
+        assert_eq!(got[2][0].attr("from"), Some("alice@localhost/a"));
+        assert!(
+            got[0].is_empty() && got[1].is_empty() && got[3].is_empty(),
+            "{got:?}"
+        );
+        // Even a negative-priority resource gets what is addressed to it.
+        send(
+            &mut w.r,
+            &alice,
+            "<message type='chat' id='m2' to='bob@localhost/neg'/>",
+        );
+        assert_eq!(ids(&drained(&w.obs[3])), ["m2"]);
+        assert!(drained(&w.oa).is_empty());
+    }
+
+    /// §8.5.2.1.1: chat and normal messages to a bare JID go to the highest-priority
+    /// available resources (all of them if several share it), never to a negative one.
+    #[test]
+    fn to_a_bare_jid_reaches_the_highest_priority_resources() {
+        let mut w = bob();
+        let alice = w.alice.clone();
+        for (id, ty) in [("c", "chat"), ("n", "normal")] {
+            send(
+                &mut w.r,
+                &alice,
+                &format!(
+                    "<message type='{ty}' id='{id}' to='bob@localhost'><body>x</body></message>"
+                ),
+            );
+            let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+            assert_eq!(ids(&got[0]), [id], "{ty}");
+            assert_eq!(ids(&got[1]), [id], "{ty}");
+            assert!(got[2].is_empty(), "{ty}: lower priority: {:?}", got[2]);
+            assert!(got[3].is_empty(), "{ty}: negative priority: {:?}", got[3]);
+        }
+        assert!(drained(&w.oa).is_empty());
+    }
+
+    /// §8.5.2.1.1: a headline to a bare JID goes to every non-negative available resource.
+    #[test]
+    fn headline_to_a_bare_jid_reaches_all_non_negative_resources() {
+        let mut w = bob();
+        let alice = w.alice.clone();
+        send(
+            &mut w.r,
+            &alice,
+            "<message type='headline' id='h' to='bob@localhost'/>",
+        );
+        let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+        assert_eq!(ids(&got[0]), ["h"]);
+        assert_eq!(ids(&got[1]), ["h"]);
+        assert_eq!(ids(&got[2]), ["h"]);
+        assert!(got[3].is_empty(), "negative priority: {:?}", got[3]);
+    }
+
+    /// §8.5.2.1.1 / §4.7.2.3: resources with a negative priority never get messages to the
+    /// bare JID; if only such resources are available, the account counts as offline here
+    /// (no offline storage): `service-unavailable`.
+    #[test]
+    fn negative_priority_only_counts_as_offline() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let (_b, ob) = online(
+            &mut r,
+            "bob",
+            "b",
+            2,
+            "<presence><priority>-1</priority></presence>",
+        );
+        send(
+            &mut r,
+            &alice,
+            "<message type='chat' id='m' to='bob@localhost'/>",
+        );
+        assert!(drained(&ob).is_empty());
+        single_error(
+            &drained(&oa),
+            "message",
+            "service-unavailable",
+            &alice,
+            "bob@localhost",
+        );
+    }
+
+    /// §8.5.2.2: to an account with no available resource (bound but not available, or
+    /// not bound): `service-unavailable` for chat and normal, nothing for headline.
+    #[test]
+    fn to_an_offline_account() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let (_c, oc) = bind(&mut r, "carol", "c", 2); // bound, never available
+        for to in ["bob@localhost", "carol@localhost"] {
+            for (id, ty) in [("c", Some("chat")), ("n", Some("normal")), ("none", None)] {
+                let ty_attr = ty.map(|t| format!(" type='{t}'")).unwrap_or_default();
+                send(
+                    &mut r,
+                    &alice,
+                    &format!("<message{ty_attr} id='{id}' to='{to}'><body>x</body></message>"),
+                );
+                let e = single_error(&drained(&oa), "message", "service-unavailable", &alice, to);
+                assert_eq!(e.attr("id"), Some(id));
+            }
+            send(
+                &mut r,
+                &alice,
+                &format!("<message type='headline' id='h' to='{to}'/>"),
+            );
+            assert!(drained(&oa).is_empty(), "headline to {to} answered");
+        }
+        assert!(drained(&oc).is_empty());
+    }
+
+    /// §8.5.1: a message to an account that does not exist: `service-unavailable`
+    /// (headline: nothing).
+    #[test]
+    fn to_a_nonexistent_account() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        send(
+            &mut r,
+            &alice,
+            "<message type='chat' id='m' to='nobody@localhost'/>",
+        );
+        single_error(
+            &drained(&oa),
+            "message",
+            "service-unavailable",
+            &alice,
+            "nobody@localhost",
+        );
+        send(
+            &mut r,
+            &alice,
+            "<message type='headline' id='h' to='nobody@localhost'/>",
+        );
+        assert!(drained(&oa).is_empty());
+    }
+
+    /// §8.5.3.2.1: a chat message to a full JID whose resource is not bound is treated as
+    /// if to the bare JID.
+    #[test]
+    fn to_a_missing_resource_falls_back_to_the_bare_jid() {
+        let mut w = bob();
+        let alice = w.alice.clone();
+        send(
+            &mut w.r,
+            &alice,
+            "<message type='chat' id='m' to='bob@localhost/gone'/>",
+        );
+        let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+        assert_eq!(ids(&got[0]), ["m"]);
+        assert_eq!(ids(&got[1]), ["m"]);
+        assert!(got[2].is_empty() && got[3].is_empty());
+        assert!(drained(&w.oa).is_empty());
+    }
+
+    /// §8.5.2.1.1 / §8.5.3.2.1: a groupchat message to a bare JID (or a missing resource)
+    /// is bounced with `service-unavailable`, even while the account is online.
+    #[test]
+    fn groupchat_to_a_bare_jid_is_bounced() {
+        let mut w = bob();
+        let alice = w.alice.clone();
+        send(
+            &mut w.r,
+            &alice,
+            "<message type='groupchat' id='g' to='bob@localhost'/>",
+        );
+        single_error(
+            &drained(&w.oa),
+            "message",
+            "service-unavailable",
+            &alice,
+            "bob@localhost",
+        );
+        send(
+            &mut w.r,
+            &alice,
+            "<message type='groupchat' id='g2' to='bob@localhost/gone'/>",
+        );
+        single_error(
+            &drained(&w.oa),
+            "message",
+            "service-unavailable",
+            &alice,
+            "bob@localhost/gone",
+        );
+        for o in &w.obs {
+            assert!(drained(o).is_empty());
+        }
+    }
+
+    /// No server-to-server support: a message to another domain gets
+    /// `remote-server-not-found` (RFC 6120 §10.4.3).
+    #[test]
+    fn to_a_remote_domain() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        send(
+            &mut r,
+            &alice,
+            "<message type='chat' id='m' to='romeo@example.net/x'/>",
+        );
+        let e = single_error(
+            &drained(&oa),
+            "message",
+            "remote-server-not-found",
+            &alice,
+            "romeo@example.net/x",
+        );
+        assert_eq!(e.attr("id"), Some("m"));
+    }
+
+    /// RFC 6120 §8.3.1: an error stanza is never answered with an error, wherever it goes.
+    #[test]
+    fn error_messages_are_never_bounced() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        for to in [
+            "bob@localhost",
+            "bob@localhost/gone",
+            "nobody@localhost",
+            "romeo@example.net",
+            "localhost",
+            "pubsub.localhost",
+        ] {
+            send(
+                &mut r,
+                &alice,
+                &format!(
+                    "<message type='error' id='e' to='{to}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+                ),
+            );
+            assert!(drained(&oa).is_empty(), "error message to {to} bounced");
+        }
+    }
+
+    /// §8.5 (to the server's own JID): a chat message gets `service-unavailable`, a
+    /// headline nothing.
+    #[test]
+    fn to_the_domain() {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        send(
+            &mut r,
+            &alice,
+            "<message type='chat' id='m' to='localhost'/>",
+        );
+        single_error(
+            &drained(&oa),
+            "message",
+            "service-unavailable",
+            &alice,
+            "localhost",
+        );
+        send(
+            &mut r,
+            &alice,
+            "<message type='headline' id='h' to='localhost'/>",
+        );
+        assert!(drained(&oa).is_empty());
+    }
+}
+
+mod server_iq {
+    //! IQs the server answers itself: RFC 6120 §8.2.3 rules, XEP-0030 disco, XEP-0199 ping,
+    //! XEP-0092 version.
+    use super::*;
+    use crate::proto::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION};
+
+    fn alice() -> (Router, Jid, Rc<Outbox>) {
+        let (mut r, _s) = world();
+        let (a, oa) = bind(&mut r, "alice", "a", 1);
+        (r, a, oa)
+    }
+
+    /// The one result to `id`, from the domain to `to`.
+    fn result(out: &[Element], id: &str, to: &Jid) -> Element {
+        assert_eq!(out.len(), 1, "{out:?}");
+        let e = &out[0];
+        assert_eq!(e.name, "iq");
+        assert_eq!(e.attr("type"), Some("result"), "{e:?}");
+        assert_eq!(e.attr("id"), Some(id));
+        assert_eq!(e.attr("to"), Some(to.as_str()));
+        assert_eq!(e.attr("from"), Some("localhost"));
+        e.clone()
+    }
+
+    /// XEP-0030 §3.1: disco#info of the domain: the server/im identity and exactly the
+    /// features the server answers.
+    #[test]
+    fn disco_info_lists_identity_and_features() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            &format!("<iq type='get' id='i' to='localhost'><query xmlns='{NS_DISCO_INFO}'/></iq>"),
+        );
+        let e = result(&drained(&oa), "i", &a);
+        let q = e.child("query", NS_DISCO_INFO).expect("query");
+        let identities: Vec<(Option<&str>, Option<&str>, Option<&str>)> = q
+            .elements()
+            .filter(|c| c.name == "identity")
+            .map(|c| (c.attr("category"), c.attr("type"), c.attr("name")))
+            .collect();
+        assert_eq!(identities, [(Some("server"), Some("im"), Some("Kinglet"))]);
+        let mut features: Vec<&str> = q
+            .elements()
+            .filter(|c| c.name == "feature")
+            .filter_map(|c| c.attr("var"))
+            .collect();
+        features.sort_unstable();
+        let mut want = vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION];
+        want.sort_unstable();
+        assert_eq!(features, want);
+    }
+
+    /// XEP-0030 §4.1: disco#items of the domain lists the pub-sub service.
+    #[test]
+    fn disco_items_lists_the_pubsub_service() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            &format!("<iq type='get' id='d' to='localhost'><query xmlns='{NS_DISCO_ITEMS}'/></iq>"),
+        );
+        let e = result(&drained(&oa), "d", &a);
+        let q = e.child("query", NS_DISCO_ITEMS).expect("query");
+        let items: Vec<Option<&str>> = q.elements().map(|i| i.attr("jid")).collect();
+        assert_eq!(items, [Some("pubsub.localhost")]);
+    }
+
+    /// XEP-0199 §4.2: a ping to the server gets an empty result.
+    #[test]
+    fn ping_answers_result() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            &format!("<iq type='get' id='p' to='localhost'><ping xmlns='{NS_PING}'/></iq>"),
+        );
+        let e = result(&drained(&oa), "p", &a);
+        assert_eq!(e.elements().count(), 0, "{e:?}");
+    }
+
+    /// XEP-0092: the version query names Kinglet and this build's version.
+    #[test]
+    fn version_names_kinglet() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            &format!("<iq type='get' id='v' to='localhost'><query xmlns='{NS_VERSION}'/></iq>"),
+        );
+        let e = result(&drained(&oa), "v", &a);
+        let q = e.child("query", NS_VERSION).expect("query");
+        assert_eq!(
+            q.child("name", NS_VERSION).map(|n| n.text()),
+            Some("Kinglet".to_owned())
+        );
+        assert_eq!(
+            q.child("version", NS_VERSION).map(|n| n.text()),
+            Some(env!("CARGO_PKG_VERSION").to_owned())
+        );
+    }
+
+    /// RFC 6120 §8.4: a request the server does not understand gets
+    /// `service-unavailable` (also a `set` of a query it only answers as `get`).
+    #[test]
+    fn unknown_payload_gets_service_unavailable() {
+        let (mut r, a, oa) = alice();
+        for (id, iq) in [
+            (
+                "u1",
+                "<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:nothing'/></iq>",
+            ),
+            (
+                "u2",
+                "<iq type='set' id='u2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ),
+            (
+                "u3",
+                "<iq type='set' id='u3' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
+            ),
+        ] {
+            send(&mut r, &a, iq);
+            let e = single_error(&drained(&oa), "iq", "service-unavailable", &a, "localhost");
+            assert_eq!(e.attr("id"), Some(id));
+        }
+    }
+
+    /// RFC 6120 §8.2.3: an IQ needs an `id` and one of the four types; else `bad-request`.
+    #[test]
+    fn iq_without_id_or_with_unknown_type_gets_bad_request() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            "<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
+        assert_eq!(e.attr("id"), None);
+        send(
+            &mut r,
+            &a,
+            "<iq type='fetch' id='t' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
+        assert_eq!(e.attr("id"), Some("t"));
+        send(
+            &mut r,
+            &a,
+            "<iq id='t2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
+        assert_eq!(e.attr("id"), Some("t2"));
+    }
+
+    /// RFC 6120 §8.2.3: a get or set carries exactly one payload; two (or none) get
+    /// `bad-request`.
+    #[test]
+    fn iq_get_with_two_children_gets_bad_request() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            "<iq type='get' id='two' to='localhost'><ping xmlns='urn:xmpp:ping'/><query xmlns='jabber:iq:version'/></iq>",
+        );
+        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
+        assert_eq!(e.attr("id"), Some("two"));
+        send(&mut r, &a, "<iq type='get' id='zero' to='localhost'/>");
+        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
+        assert_eq!(e.attr("id"), Some("zero"));
+    }
+
+    /// RFC 6120 §8.2.3: results and errors are not requests: the server never answers them.
+    #[test]
+    fn iq_result_or_error_to_the_server_is_not_answered() {
+        let (mut r, a, oa) = alice();
+        send(&mut r, &a, "<iq type='result' id='r' to='localhost'/>");
+        assert!(drained(&oa).is_empty());
+        send(
+            &mut r,
+            &a,
+            "<iq type='result' id='r2' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
+        );
+        assert!(drained(&oa).is_empty());
+        send(
+            &mut r,
+            &a,
+            "<iq type='error' id='e' to='localhost'><error type='cancel'><feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        );
+        assert!(drained(&oa).is_empty());
+    }
+
+    /// No server-to-server support: a request to another domain gets
+    /// `remote-server-not-found`; a result to it is dropped.
+    #[test]
+    fn iq_to_a_remote_domain() {
+        let (mut r, a, oa) = alice();
+        send(
+            &mut r,
+            &a,
+            "<iq type='get' id='x' to='example.net'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        single_error(
+            &drained(&oa),
+            "iq",
+            "remote-server-not-found",
+            &a,
+            "example.net",
+        );
+        send(&mut r, &a, "<iq type='result' id='y' to='example.net'/>");
+        assert!(drained(&oa).is_empty());
+    }
+}
