@@ -7,9 +7,12 @@
 //!                      ▼
 //!                    session (sans-IO c2s stream: xml::Framer → Element, STARTTLS, SASL, bind)
 //!                      ▼
-//!                    router (IM: sessions, roster, presence, messages, server IQs)
+//!                    stanza (typed Iq / Message / Presence, checked once)
 //!                      ▼
-//!                    pubsub::Engine (XEP-0060/0163/0248, one file per use case)
+//!                    router: the broker { im, caps, pubsub } (IM: sessions, roster,
+//!                      ▼      presence, messages, server IQs)
+//!                    pubsub::Engine → Host on one Service (generic or a PEP account;
+//!                                     one file per use case)
 //!                      ▼ staged writes            ▲ commit result
 //!                    storage::Storage (the core's contract), implemented by
 //!                    store (redb, shell; group commit on a blocking thread: net::committer)
