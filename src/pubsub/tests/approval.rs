@@ -79,11 +79,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     let out = w.message(ALICE, &approval_answer(&f, true));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, BOB);
-    let s = out[0]
-        .1
-        .child("event", NS_PUBSUB_EVENT)
-        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
-        .expect("subscription notice");
+    let s = subscription_notice(&out[0].1);
     assert_eq!(s.attr("subscription"), Some("subscribed"));
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert_eq!(notes.len(), 1);
@@ -98,11 +94,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     );
     let f = approval_fields(&forms[0].1);
     let out = w.message("dave@localhost/d", &approval_answer(&f, false));
-    let s = out[0]
-        .1
-        .child("event", NS_PUBSUB_EVENT)
-        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
-        .expect("subscription notice");
+    let s = subscription_notice(&out[0].1);
     assert_eq!(
         (out[0].0.as_str(), s.attr("subscription")),
         (CAROL, Some("none"))

@@ -457,9 +457,7 @@ fn xep0248_delete_collection_reparents_to_root() {
 #[test]
 fn xep0248_items_on_collection_newest_first_rsm() {
     let mut w = World::new();
-    w.collection(ALICE, "c", &[]);
-    w.create(ALICE, "x", &[("pubsub#collection", "c")]);
-    w.create(ALICE, "y", &[("pubsub#collection", "c")]);
+    w.collection_with_leaves(ALICE, "c", &["x", "y"]);
     w.publish(ALICE, "x", Some("x1"), P);
     w.publish(ALICE, "y", Some("y1"), P);
     w.publish(ALICE, "y", Some("y2"), P);

@@ -105,10 +105,7 @@ fn xep0060_5_4_node_meta_data() {
 
 #[test]
 fn xep0060_5_2_disco_items_paged_and_bounded() {
-    let mut cfg = Config::default();
-    cfg.limits.max_stanza_bytes = 4096;
-    cfg.limits.outbox_max_bytes = 8192;
-    let mut w = World::with_config(cfg);
+    let mut w = World::with_small_outbox();
     for i in 0..100 {
         w.create(ALICE, &format!("node-{i:03}"), &[]);
     }

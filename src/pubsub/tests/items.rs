@@ -39,12 +39,7 @@ fn xep0060_6_5_items_all_by_id_and_newest_n() {
     }
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i1", "i2", "i3", "i4"]);
     assert_eq!(w.item_ids(BOB, "n", " max_items='2'"), vec!["i3", "i4"]);
-    let (r, _) = w.pubsub_ok(
-        BOB,
-        "get",
-        NS_PUBSUB,
-        "<items node='n'><item id='i2'/><item id='zz'/></items>",
-    );
+    let r = w.get_ok(BOB, "<items node='n'><item id='i2'/><item id='zz'/></items>");
     assert_eq!(items_of(&r), vec!["i2"]);
     let item = r
         .child("pubsub", NS_PUBSUB)
@@ -53,12 +48,12 @@ fn xep0060_6_5_items_all_by_id_and_newest_n() {
         .expect("item");
     assert_eq!(item.attr("publisher"), Some("alice@localhost"));
     assert_eq!(
-        item.child("t", "urn:t").map(Element::text),
+        payload_text(item),
         Some("1".into())
     );
     assert_eq!(
         w.ps_err(BOB, "get", NS_PUBSUB, "<items/>"),
-        ("bad-request".into(), "nodeid-required".into())
+        nodeid_required()
     );
 }
 
@@ -110,10 +105,7 @@ fn xep0060_6_5_4_items_paged_with_rsm() {
 
 #[test]
 fn xep0060_6_5_items_never_silently_truncated() {
-    let mut cfg = Config::default();
-    cfg.limits.max_stanza_bytes = 4096;
-    cfg.limits.outbox_max_bytes = 8192;
-    let mut w = World::with_config(cfg);
+    let mut w = World::with_small_outbox();
     w.create(ALICE, "n", &[]);
     let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(1000));
     for i in 1..=10 {

@@ -46,9 +46,7 @@ fn paging_world(cfg: Config) -> World {
     for i in 1..=3 {
         w.publish(ALICE, "n1", Some(&format!("i{i}")), P);
     }
-    w.collection(ALICE, "c", &[]);
-    w.create(ALICE, "x", &[("pubsub#collection", "c")]);
-    w.create(ALICE, "y", &[("pubsub#collection", "c")]);
+    w.collection_with_leaves(ALICE, "c", &["x", "y"]);
     w.publish(ALICE, "x", Some("x1"), P);
     w.publish(ALICE, "y", Some("y1"), P);
     w.publish(ALICE, "x", Some("x2"), P);

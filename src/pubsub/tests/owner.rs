@@ -77,7 +77,7 @@ fn xep0060_8_2_configure_round_trips_every_field() {
     );
     assert_eq!(
         w.ps_err(ALICE, "get", NS_PUBSUB_OWNER, "<configure/>"),
-        ("bad-request".into(), "nodeid-required".into())
+        nodeid_required()
     );
 }
 
@@ -183,11 +183,7 @@ fn xep0060_8_8_manage_subscriptions() {
     let (_, told) = w.ok(ALICE, "set", &set(CAROL, "subscribed"));
     assert_eq!(told.len(), 1, "§12.13 subscription state notification");
     assert_eq!(told[0].0, CAROL);
-    let sub = told[0]
-        .1
-        .child("event", NS_PUBSUB_EVENT)
-        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
-        .expect("subscription");
+    let sub = subscription_notice(&told[0].1);
     assert_eq!(sub.attr("subscription"), Some("subscribed"));
     let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
     assert_eq!(told.len(), 1);

@@ -17,10 +17,7 @@ fn xep0060_7_1_publish_with_generated_id() {
         .to_owned();
     assert!(!id.is_empty());
     assert_eq!(notes.len(), 1);
-    let item = event(&notes[0].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-        .expect("item");
+    let item = event_items_child(&notes[0].1, "item");
     assert_eq!(item.attr("id"), Some(id.as_str()));
     assert_eq!(notes[0].1.attr("type"), Some("headline"));
     assert_eq!(notes[0].1.attr("from"), Some("pubsub.localhost"));
@@ -39,12 +36,7 @@ fn xep0060_7_1_2_same_id_overwrites_and_notifies_again() {
     let (_, notes) = w.publish(ALICE, "n", Some("x"), "<t xmlns='urn:t'>new</t>");
     assert_eq!(notes.len(), 1);
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["y", "x"]);
-    let (r, _) = w.pubsub_ok(
-        BOB,
-        "get",
-        NS_PUBSUB,
-        "<items node='n'><item id='x'/></items>",
-    );
+    let r = w.get_ok(BOB, "<items node='n'><item id='x'/></items>");
     assert!(format!("{r:?}").contains("new"));
 }
 
@@ -130,7 +122,7 @@ fn xep0060_7_1_3_publish_errors() {
             NS_PUBSUB,
             &format!("<publish><item>{P}</item></publish>")
         ),
-        ("bad-request".into(), "nodeid-required".into())
+        nodeid_required()
     );
     assert_eq!(w.item_ids(BOB, "n", ""), Vec::<String>::new());
 }
@@ -223,10 +215,7 @@ fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
     w.create(ALICE, "n", &[("pubsub#deliver_payloads", "0")]);
     w.subscribe(BOB, "n", BOB);
     let (_, notes) = w.publish(ALICE, "n", Some("a"), P);
-    let item = event(&notes[0].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-        .expect("item");
+    let item = event_items_child(&notes[0].1, "item");
     assert_eq!(item.attr("id"), Some("a"));
     assert!(item.elements().next().is_none());
     // Retrieval still returns the stored payload.
@@ -291,10 +280,7 @@ fn xep0060_7_1_publish_node_full_three_behaviours() {
     // retract-oldest: the new item and a retraction of the oldest.
     let (_, notes) = w.publish(ALICE, "r", Some("c"), P);
     assert_eq!(notes.len(), 2);
-    let retract = event(&notes[1].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("retract", NS_PUBSUB_EVENT))
-        .expect("retract");
+    let retract = event_items_child(&notes[1].1, "retract");
     assert_eq!(retract.attr("id"), Some("a"));
     assert_eq!(w.item_ids(BOB, "r", ""), vec!["b", "c"]);
     // discard-oldest: silently.
@@ -479,13 +465,7 @@ fn xep0060_12_9_itemreply_none_omits_the_publisher() {
     w.subscribe(BOB, "n", BOB);
     w.subscribe(BOB, "p", BOB);
     let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
-    let item = |m: &Element| {
-        event(m)
-            .child("items", NS_PUBSUB_EVENT)
-            .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-            .expect("item")
-            .clone()
-    };
+    let item = |m: &Element| event_items_child(m, "item").clone();
     assert_eq!(item(&notes[0].1).attr("publisher"), None);
     let (_, notes) = w.publish(ALICE, "p", Some("i"), P);
     assert_eq!(item(&notes[0].1).attr("publisher"), Some("alice@localhost"));

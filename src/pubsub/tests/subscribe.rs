@@ -53,13 +53,10 @@ fn xep0060_6_1_7_last_published_item_on_subscribe_with_delay() {
     assert_eq!(out.len(), 1);
     let (to, m) = &out[0];
     assert_eq!(to, BOB);
-    let item = event(m)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-        .expect("item");
+    let item = event_items_child(m, "item");
     assert_eq!(item.attr("id"), Some("last"));
     assert_eq!(
-        item.child("t", "urn:t").map(Element::text),
+        payload_text(item),
         Some("2".into())
     );
     let delay = m.child("delay", NS_DELAY).expect("XEP-0203 delay");
