@@ -23,8 +23,7 @@ fn approval_answer(f: &HashMap<String, Vec<String>>, allow: bool) -> String {
 
 #[test]
 fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    let mut w = World::with_node("n", &[("pubsub#access_model", "authorize")]);
     // A second owner gets the form too.
     w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='dave@localhost' affiliation='owner'/></affiliations>");
     let (r, forms) = w.ps_ok(
@@ -125,8 +124,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
 
 #[test]
 fn xep0060_8_7_get_pending_via_ad_hoc_command_and_restart() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    let mut w = World::with_node("n", &[("pubsub#access_model", "authorize")]);
     w.create(ALICE, "quiet", &[("pubsub#access_model", "authorize")]);
     w.subscribe(BOB, "n", BOB);
     // Pending subscriptions survive a restart.

@@ -116,6 +116,20 @@ impl World {
         Self::with_store(config, Store::open_in_memory().expect("store"))
     }
 
+    /// A world with a node `node` of alice's, configured with `fields`.
+    fn with_node(node: &str, fields: &[(&str, &str)]) -> World {
+        let mut w = Self::new();
+        w.create(ALICE, node, fields);
+        w
+    }
+
+    /// [`World::with_node`] (default configuration) with bob subscribed.
+    fn with_subscriber(node: &str) -> World {
+        let mut w = Self::with_node(node, &[]);
+        w.subscribe(BOB, node, BOB);
+        w
+    }
+
     /// A world with small stanza (4 KiB) and outbox (8 KiB) limits.
     fn with_small_outbox() -> World {
         let mut cfg = Config::default();
@@ -277,6 +291,13 @@ impl World {
             &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{node}' jid='{jid}'/></pubsub>"),
         )
         .1
+    }
+
+    /// An items request on `node` paged after the unknown id `after`, expecting an error.
+    fn items_after_err(&mut self, from: &str, node: &str, after: &str) -> Errors {
+        let inner =
+            format!("<items node='{node}'/><set xmlns='{NS_RSM}'><after>{after}</after></set>");
+        self.ps_err(from, "get", NS_PUBSUB, &inner)
     }
 
     fn item_ids(&mut self, from: &str, node: &str, extra: &str) -> Vec<String> {

@@ -271,8 +271,7 @@ fn items_max_items_u64_max_does_not_panic() {
 /// values are `not-acceptable`, at configure and at create-and-configure, and change nothing.
 #[test]
 fn config_numbers_huge_or_negative_are_not_acceptable() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_items", "5")]);
+    let mut w = World::with_node("n", &[("pubsub#max_items", "5")]);
     w.collection(ALICE, "c", &[]);
     let huge = [
         "18446744073709551615",

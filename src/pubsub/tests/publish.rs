@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_7_1_publish_with_generated_id() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     let (r, notes) = w.publish(ALICE, "n", None, P);
     let id = r
         .child("pubsub", NS_PUBSUB)
@@ -28,9 +26,7 @@ fn xep0060_7_1_publish_with_generated_id() {
 
 #[test]
 fn xep0060_7_1_2_same_id_overwrites_and_notifies_again() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     w.publish(ALICE, "n", Some("x"), P);
     w.publish(ALICE, "n", Some("y"), P);
     let (_, notes) = w.publish(ALICE, "n", Some("x"), "<t xmlns='urn:t'>new</t>");
@@ -42,8 +38,7 @@ fn xep0060_7_1_2_same_id_overwrites_and_notifies_again() {
 
 #[test]
 fn xep0060_7_1_max_items_evicts_oldest_first() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_items", "3")]);
+    let mut w = World::with_node("n", &[("pubsub#max_items", "3")]);
     for i in 1..=5 {
         w.publish(ALICE, "n", Some(&format!("i{i}")), P);
     }
@@ -57,8 +52,7 @@ fn xep0060_7_1_max_items_evicts_oldest_first() {
 
 #[test]
 fn xep0060_7_1_3_publish_errors() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_payload_size", "40")]);
+    let mut w = World::with_node("n", &[("pubsub#max_payload_size", "40")]);
     let publish = |item: &str| {
         format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='n'>{item}</publish></pubsub>")
     };
@@ -129,8 +123,7 @@ fn xep0060_7_1_3_publish_errors() {
 
 #[test]
 fn xep0060_7_1_5_publish_options_preconditions() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#access_model", "whitelist")]);
+    let mut w = World::with_node("n", &[("pubsub#access_model", "whitelist")]);
     let body = |fields: &[(&str, &str)]| {
         format!(
             "<pubsub xmlns='{NS_PUBSUB}'><publish node='n'><item>{P}</item></publish><publish-options>{}</publish-options></pubsub>",
@@ -196,8 +189,7 @@ fn xep0060_7_1_5_auto_create_applies_options_atomically() {
 
 #[test]
 fn xep0060_transient_node_keeps_only_the_last_item_in_memory() {
-    let mut w = World::new();
-    w.create(ALICE, "t", &[("pubsub#persist_items", "0")]);
+    let mut w = World::with_node("t", &[("pubsub#persist_items", "0")]);
     w.publish(ALICE, "t", Some("a"), P);
     w.publish(ALICE, "t", Some("b"), P);
     assert_eq!(w.item_ids(BOB, "t", ""), vec!["b"]);
@@ -211,8 +203,7 @@ fn xep0060_transient_node_keeps_only_the_last_item_in_memory() {
 
 #[test]
 fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#deliver_payloads", "0")]);
+    let mut w = World::with_node("n", &[("pubsub#deliver_payloads", "0")]);
     w.subscribe(BOB, "n", BOB);
     let (_, notes) = w.publish(ALICE, "n", Some("a"), P);
     let item = event_items_child(&notes[0].1, "item");
@@ -225,8 +216,7 @@ fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
 
 #[test]
 fn xep0060_fan_out_shares_one_serialised_item() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let subs = [
         "a@localhost",
         "b@localhost/x",
@@ -459,8 +449,7 @@ fn pubsub_figures() {
 
 #[test]
 fn xep0060_12_9_itemreply_none_omits_the_publisher() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#itemreply", "none")]);
+    let mut w = World::with_node("n", &[("pubsub#itemreply", "none")]);
     w.create(ALICE, "p", &[]);
     w.subscribe(BOB, "n", BOB);
     w.subscribe(BOB, "p", BOB);
@@ -482,8 +471,7 @@ fn xep0060_12_9_itemreply_none_omits_the_publisher() {
 /// stanza each one receives is still complete and well-formed.
 #[test]
 fn fan_out_shares_one_serialised_item_between_subscribers() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.subscribe(BOB, "n", "bob@localhost");
     w.subscribe(CAROL, "n", "carol@localhost");
     w.n += 1;
@@ -513,8 +501,7 @@ fn fan_out_shares_one_serialised_item_between_subscribers() {
 /// Even with the same counter seed and the same clock, the new item gets a new id.
 #[test]
 fn generated_item_ids_do_not_collide_after_restart_with_clock_stepped_back() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_items", "10")]);
+    let mut w = World::with_node("n", &[("pubsub#max_items", "10")]);
     let t0 = w.now;
     let (r1, _) = w.publish(ALICE, "n", None, "<a xmlns='x'/>");
     let id_of = |r: &Element| {

@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_7_2_retract_with_notify() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#notify_retract", "0")]);
+    let mut w = World::with_node("n", &[("pubsub#notify_retract", "0")]);
     w.subscribe(BOB, "n", BOB);
     w.publish(ALICE, "n", Some("a"), P);
     w.publish(ALICE, "n", Some("b"), P);
