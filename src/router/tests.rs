@@ -13,7 +13,7 @@ use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
 use crate::system::SystemEnv;
-use crate::test_support::{TempDir, group_router};
+use crate::test_support::{TempDir, bind, drained, group_router};
 use crate::xml::Element;
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
@@ -32,13 +32,6 @@ fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
 }
 
 /// Binds `user`'s resource `res` on connection `conn`; its JID and outbox.
-fn bind(r: &mut Router, user: &str, res: &str, conn: u64) -> (Jid, Rc<Outbox>) {
-    let out = Outbox::new(64, 1 << 20);
-    let jid = r
-        .bind(user, false, Some(res), conn, out.clone())
-        .expect("bind");
-    (jid, out)
-}
 
 /// What the committer task does: take the pending batch, write it, report.
 fn commit(r: &mut Router, store: &Store) {
@@ -46,24 +39,6 @@ fn commit(r: &mut Router, store: &Store) {
         let res = batch.write();
         r.pubsub_committed(batch.generation(), res);
     }
-}
-
-fn drained(ob: &Outbox) -> Vec<Element> {
-    let mut v = Vec::new();
-    ob.drain_into(&mut v);
-    let text = String::from_utf8(v).expect("utf-8");
-    let mut framer = crate::xml::Framer::new(crate::xml::XmlLimits::default());
-    framer
-        .push(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-        .expect("header");
-    framer.push(text.as_bytes()).expect("well-formed output");
-    let mut out = Vec::new();
-    while let Ok(Some(f)) = framer.next_frame() {
-        if let crate::xml::Frame::Stanza(e) = f {
-            out.push(e);
-        }
-    }
-    out
 }
 
 fn stanza(from: &Jid, xml: &str) -> Element {
