@@ -259,9 +259,7 @@ fn roster_and_presence_subscription_handshake_persist() {
         alice.wait_for("roster set result", |e| e.attr("id") == Some("r1"));
         // subscribe → bob sees the request; alice's item gets ask='subscribe'
         alice.send("<presence to='bob@localhost' type='subscribe'/>");
-        let req = bob.wait_for("subscribe", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        });
+        let req = bob.wait_presence("subscribe", "subscribe");
         assert_eq!(req.attr("from"), Some("alice@localhost"));
         let push = alice.wait_for("ask push", |e| {
             e.name == "iq" && e.attr("type") == Some("set")
@@ -276,22 +274,13 @@ fn roster_and_presence_subscription_handshake_persist() {
         assert_eq!(item.attr("ask"), Some("subscribe"));
         // bob approves → alice gets subscribed + bob's presence; subscription to/from
         bob.send("<presence to='alice@localhost' type='subscribed'/>");
-        alice.wait_for("subscribed", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribed")
-        });
+        alice.wait_presence("subscribed", "subscribed");
         let p = alice.wait_for("bob's presence", |e| {
             e.name == "presence" && e.attr("type").is_none()
         });
         assert_eq!(p.attr("from"), Some("bob@localhost/phone"));
         // and the other direction
-        bob.send("<presence to='alice@localhost' type='subscribe'/>");
-        alice.wait_for("subscribe from bob", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        });
-        alice.send("<presence to='bob@localhost' type='subscribed'/>");
-        bob.wait_for("subscribed", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribed")
-        });
+        bob.subscribe_presence("bob@localhost", &mut alice, "alice@localhost");
         let r = alice.iq(
             "r2",
             "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
@@ -316,9 +305,7 @@ fn roster_and_presence_subscription_handshake_persist() {
         });
         assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
         alice.send("</stream:stream>");
-        let p = bob.wait_for("unavailable", |e| {
-            e.name == "presence" && e.attr("type") == Some("unavailable")
-        });
+        let p = bob.wait_presence("unavailable", "unavailable");
         assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
     }
     // restart: the roster survives
@@ -652,8 +639,6 @@ fn directed_presence_and_its_unavailable() {
         "broadcast must not reach a non-contact"
     );
     drop(alice);
-    let p = bob.wait_for("unavailable", |e| {
-        e.name == "presence" && e.attr("type") == Some("unavailable")
-    });
+    let p = bob.wait_presence("unavailable", "unavailable");
     assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
 }
