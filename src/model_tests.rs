@@ -200,8 +200,11 @@ impl Req {
     /// The IQ stanza.
     fn stanza(&self, user: usize, id: &str) -> Element {
         let from = full(user);
-        let ps = |ty: &str, body: String| {
-            format!("<iq type='{ty}' id='{id}' from='{from}' to='pubsub.localhost'>{body}</iq>")
+        // A set to the pub-sub service of `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
+        let set = |ns: &str, inner: String| {
+            format!(
+                "<iq type='set' id='{id}' from='{from}' to='pubsub.localhost'><pubsub xmlns='{ns}'>{inner}</pubsub></iq>"
+            )
         };
         let xml = match self {
             Req::Create {
@@ -217,19 +220,16 @@ impl Req {
                 } else {
                     String::new()
                 };
-                ps(
-                    "set",
-                    format!("<pubsub xmlns='{PS}'><create node='{node}'/>{conf}</pubsub>"),
-                )
+                set(PS, format!("<create node='{node}'/>{conf}"))
             }
             Req::Configure {
                 node,
                 max_items,
                 title,
-            } => ps(
-                "set",
+            } => set(
+                OWNER,
                 format!(
-                    "<pubsub xmlns='{OWNER}'><configure node='{node}'>{}</configure></pubsub>",
+                    "<configure node='{node}'>{}</configure>",
                     form(*max_items, title.as_deref())
                 ),
             ),
@@ -238,45 +238,33 @@ impl Req {
                     .as_ref()
                     .map(|i| format!(" id='{i}'"))
                     .unwrap_or_default();
-                ps(
-                    "set",
+                set(
+                    PS,
                     format!(
-                        "<pubsub xmlns='{PS}'><publish node='{node}'><item{id}><t xmlns='urn:model'>{token}</t></item></publish></pubsub>"
+                        "<publish node='{node}'><item{id}><t xmlns='urn:model'>{token}</t></item></publish>"
                     ),
                 )
             }
-            Req::Retract { node, id } => ps(
-                "set",
-                format!(
-                    "<pubsub xmlns='{PS}'><retract node='{node}'><item id='{id}'/></retract></pubsub>"
-                ),
+            Req::Retract { node, id } => set(
+                PS,
+                format!("<retract node='{node}'><item id='{id}'/></retract>"),
             ),
-            Req::Subscribe { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{PS}'><subscribe node='{node}' jid='{from}'/></pubsub>"),
-            ),
-            Req::Unsubscribe { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{PS}'><unsubscribe node='{node}' jid='{from}'/></pubsub>"),
-            ),
-            Req::Purge { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{OWNER}'><purge node='{node}'/></pubsub>"),
-            ),
-            Req::Delete { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{OWNER}'><delete node='{node}'/></pubsub>"),
-            ),
+            Req::Subscribe { node } => set(PS, format!("<subscribe node='{node}' jid='{from}'/>")),
+            Req::Unsubscribe { node } => {
+                set(PS, format!("<unsubscribe node='{node}' jid='{from}'/>"))
+            }
+            Req::Purge { node } => set(OWNER, format!("<purge node='{node}'/>")),
+            Req::Delete { node } => set(OWNER, format!("<delete node='{node}'/>")),
             Req::Affiliate { node, jid, code } => {
                 let aff = match code {
                     2 => "publisher",
                     4 => "member",
                     _ => "none",
                 };
-                ps(
-                    "set",
+                set(
+                    OWNER,
                     format!(
-                        "<pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='{jid}' affiliation='{aff}'/></affiliations></pubsub>"
+                        "<affiliations node='{node}'><affiliation jid='{jid}' affiliation='{aff}'/></affiliations>"
                     ),
                 )
             }

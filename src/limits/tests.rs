@@ -7,6 +7,16 @@ fn key_of(l: &Limits) -> String {
     }
 }
 
+/// For each (key, setter): the default limits with that one setting changed are refused,
+/// naming `key`.
+fn each_names_its_key(cases: &[(&str, fn(&mut Limits))]) {
+    for (key, set) in cases {
+        let mut l = Limits::default();
+        set(&mut l);
+        assert_eq!(key_of(&l), *key);
+    }
+}
+
 #[test]
 fn defaults_match_design() {
     let l = Limits::default();
@@ -172,11 +182,7 @@ fn new_bounds_are_range_checked() {
         ("limits.read_chunk_bytes", |l| l.read_chunk_bytes = 100),
         ("limits.max_header_bytes", |l| l.max_header_bytes = 1 << 20),
     ];
-    for (key, set) in cases {
-        let mut l = Limits::default();
-        set(&mut l);
-        assert_eq!(key_of(&l), key);
-    }
+    each_names_its_key(&cases);
 }
 
 #[test]
@@ -222,11 +228,7 @@ fn zero_rejected_where_meaningless() {
             l.pubsub_max_page_items = 0
         }),
     ];
-    for (key, set) in cases {
-        let mut l = Limits::default();
-        set(&mut l);
-        assert_eq!(key_of(&l), key);
-    }
+    each_names_its_key(&cases);
 }
 
 #[test]
