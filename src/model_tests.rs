@@ -1150,19 +1150,24 @@ fn model_every_acknowledged_write_survives_crashes_and_disk_faults() {
     let mut total = Stats::default();
     for seed in seeds {
         let s = run_case(seed);
-        total.acked += s.acked;
-        total.refused += s.refused;
-        total.commits += s.commits;
-        total.failed_commits += s.failed_commits;
-        total.crashes += s.crashes;
-        total.torn_crashes += s.torn_crashes;
-        total.crashes_mid_commit += s.crashes_mid_commit;
-        total.unacked_present_after_crash += s.unacked_present_after_crash;
-        total.unacked_absent_after_crash += s.unacked_absent_after_crash;
-        total.error_replies_found_on_disk += s.error_replies_found_on_disk;
-        total.full_nodes += s.full_nodes;
-        total.full_rosters += s.full_rosters;
-        total.open_time += s.open_time;
+        macro_rules! add {
+            ($($field:ident),*) => { $(total.$field += s.$field;)* };
+        }
+        add!(
+            acked,
+            refused,
+            commits,
+            failed_commits,
+            crashes,
+            torn_crashes,
+            crashes_mid_commit,
+            unacked_present_after_crash,
+            unacked_absent_after_crash,
+            error_replies_found_on_disk,
+            full_nodes,
+            full_rosters,
+            open_time
+        );
     }
     eprintln!("model test: {total:?}");
     if single {

@@ -301,11 +301,7 @@ impl World {
     }
 
     fn item_ids(&mut self, from: &str, node: &str, extra: &str) -> Vec<String> {
-        let (r, _) = self.ok(
-            from,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'{extra}/></pubsub>"),
-        );
+        let r = self.get_ok(from, &format!("<items node='{node}'{extra}/>"));
         items_of(&r)
     }
 }
