@@ -18,6 +18,14 @@ use crate::xml::Element;
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
 /// when `fail` is set; `alice`, `bob` and `dave` have accounts.
+/// A fresh data dir `tag` with a [`router`] over it, its disk not full yet.
+fn fresh(tag: &str) -> (TempDir, Arc<AtomicBool>, Router, Rc<Store>) {
+    let dir = TempDir::new(tag);
+    let fail = Arc::new(AtomicBool::new(false));
+    let (r, store) = router(&dir, &fail);
+    (dir, fail, r, store)
+}
+
 fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     {
         let store = Store::open(&dir.0, 0).expect("store");
@@ -114,9 +122,7 @@ fn is_push_of(e: &Element, contact: &str) -> bool {
 /// roster in memory is unchanged, and after a restart the roster on disk is too.
 #[test]
 fn roster_set_not_acked_when_commit_fails() {
-    let dir = TempDir::new("router-set-fails");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (dir, fail, mut r, store) = fresh("router-set-fails");
     let (a, oa) = bind(&mut r, "alice", "a", 1);
     let (b, ob) = bind(&mut r, "alice", "b", 2);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
@@ -152,9 +158,7 @@ fn roster_set_not_acked_when_commit_fails() {
 /// and a roster get sent right after the set is answered after it, with the new item.
 #[test]
 fn roster_result_only_after_commit() {
-    let dir = TempDir::new("router-set-ok");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (dir, _fail, mut r, store) = fresh("router-set-ok");
     let (a, oa) = bind(&mut r, "alice", "a", 1);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
     roster_set(&mut r, &a, "s1", "carol@localhost");
@@ -202,9 +206,7 @@ fn roster_result_only_after_commit() {
 /// that could not be saved was never shown (error, no push) and is gone.
 #[test]
 fn subscription_ask_state_survives_restart() {
-    let dir = TempDir::new("router-ask");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (dir, fail, mut r, store) = fresh("router-ask");
     let (a, oa) = bind(&mut r, "alice", "a", 1);
     roster_get(&mut r, &a, &oa, "g1");
     r.route(
@@ -309,9 +311,7 @@ fn anonymous_user_search_is_bounded() {
     );
 
     // Through the router: a fresh name that no account has.
-    let dir = TempDir::new("router-anon");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (_dir, _fail, mut r, store) = fresh("router-anon");
     let user = r.new_anonymous_user().expect("a fresh name");
     assert!(!store.user_exists(&user).expect("read"));
 }
