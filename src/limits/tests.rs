@@ -7,9 +7,12 @@ fn key_of(l: &Limits) -> String {
     }
 }
 
+/// Changes one setting of a [`Limits`].
+type Setter = fn(&mut Limits);
+
 /// For each (key, setter): the default limits with that one setting changed are refused,
 /// naming `key`.
-fn each_names_its_key(cases: &[(&str, fn(&mut Limits))]) {
+fn each_names_its_key(cases: &[(&str, Setter)]) {
     for (key, set) in cases {
         let mut l = Limits::default();
         set(&mut l);
@@ -140,7 +143,6 @@ fn memory_budget_rows_sum_to_the_total_and_follow_their_keys() {
 
 #[test]
 fn new_bounds_are_range_checked() {
-    type Setter = fn(&mut Limits);
     let cases: [(&str, Setter); 19] = [
         ("limits.pubsub_max_parents", |l| l.pubsub_max_parents = 65),
         ("limits.pubsub_max_whitelist", |l| {
@@ -206,7 +208,6 @@ fn stanza_bytes_range() {
 
 #[test]
 fn zero_rejected_where_meaningless() {
-    type Setter = fn(&mut Limits);
     let cases: [(&str, Setter); 11] = [
         ("limits.max_xml_depth", |l| l.max_xml_depth = 0),
         ("limits.max_connections", |l| l.max_connections = 0),

@@ -39,8 +39,6 @@ fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     (group_router(&dir.0, &store, |_| {}), store)
 }
 
-/// Binds `user`'s resource `res` on connection `conn`; its JID and outbox.
-
 /// What the committer task does: take the pending batch, write it, report.
 fn commit(r: &mut Router, store: &Store) {
     if let Some(batch) = store.pubsub_take() {
