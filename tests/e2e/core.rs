@@ -3,9 +3,18 @@
 use std::time::Duration;
 
 use kinglet::sasl::ScramHash;
+use kinglet::xml::Element;
 
 use super::client::{Client, condition};
 use super::{Daemon, Options, kinglet};
+
+const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+
+/// Whether the features `f` mark the STARTTLS they offer (asserted) as required.
+fn starttls_required(f: &Element) -> bool {
+    let st = f.child("starttls", TLS).expect("starttls offered");
+    st.child("required", TLS).is_some()
+}
 
 fn ca(d: &Daemon) -> std::path::PathBuf {
     d.cert.clone().expect("daemon has a cert")
@@ -18,13 +27,7 @@ fn login_scram_sha256_and_sha1_over_starttls() {
         let mut c = Client::connect(d.port);
         let f = c.open_stream();
         // Loopback peer: STARTTLS offered but not required, so mechanisms are listed too.
-        let st = f
-            .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
-            .expect("starttls offered");
-        assert!(
-            st.child("required", "urn:ietf:params:xml:ns:xmpp-tls")
-                .is_none()
-        );
+        assert!(!starttls_required(&f));
         assert!(
             f.child("limits", "urn:xmpp:stream-limits:0").is_some(),
             "XEP-0478 limits advertised"
@@ -57,11 +60,7 @@ fn login_over_direct_tls() {
     let d = Daemon::start(Options::default());
     let mut c = Client::connect_direct_tls(d.tls_port.unwrap(), &ca(&d));
     let f = c.open_stream();
-    assert!(
-        f.child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
-            .is_none(),
-        "no STARTTLS inside TLS"
-    );
+    assert!(f.child("starttls", TLS).is_none(), "no STARTTLS inside TLS");
     let r = c.scram(ScramHash::Sha256, "bob", "bob-pw");
     assert_eq!(r.name, "success");
     assert_eq!(c.bind(Some("phone")).attr("type"), Some("result"));
