@@ -39,22 +39,17 @@ fn event(c: &mut Client) -> Element {
 
 /// The ids of the items in an items reply (none if it holds no `<items/>`).
 fn item_ids(r: &Element) -> Vec<String> {
-    r.child("pubsub", PS)
-        .and_then(|p| p.child("items", PS))
-        .map(|i| {
-            i.elements()
-                .filter_map(|e| e.attr("id").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    let items = r.child("pubsub", PS).and_then(|p| p.child("items", PS));
+    let ids = items.into_iter().flat_map(|i| i.elements());
+    ids.filter_map(|e| e.attr("id").map(str::to_owned))
+        .collect()
 }
 
 /// The id of the item a publish reply names (the service's generated id).
 fn published_id(r: &Element) -> String {
-    r.child("pubsub", PS)
-        .and_then(|p| p.child("publish", PS))
-        .and_then(|p| p.child("item", PS))
-        .and_then(|i| i.attr("id"))
+    let publish = r.child("pubsub", PS).and_then(|p| p.child("publish", PS));
+    let item = publish.and_then(|p| p.child("item", PS));
+    item.and_then(|i| i.attr("id"))
         .expect("generated id")
         .to_owned()
 }
