@@ -200,8 +200,11 @@ impl Req {
     /// The IQ stanza.
     fn stanza(&self, user: usize, id: &str) -> Element {
         let from = full(user);
-        let ps = |ty: &str, body: String| {
-            format!("<iq type='{ty}' id='{id}' from='{from}' to='pubsub.localhost'>{body}</iq>")
+        // A set to the pub-sub service of `<pubsub xmlns='{ns}'>{inner}</pubsub>`.
+        let set = |ns: &str, inner: String| {
+            format!(
+                "<iq type='set' id='{id}' from='{from}' to='pubsub.localhost'><pubsub xmlns='{ns}'>{inner}</pubsub></iq>"
+            )
         };
         let xml = match self {
             Req::Create {
@@ -217,19 +220,16 @@ impl Req {
                 } else {
                     String::new()
                 };
-                ps(
-                    "set",
-                    format!("<pubsub xmlns='{PS}'><create node='{node}'/>{conf}</pubsub>"),
-                )
+                set(PS, format!("<create node='{node}'/>{conf}"))
             }
             Req::Configure {
                 node,
                 max_items,
                 title,
-            } => ps(
-                "set",
+            } => set(
+                OWNER,
                 format!(
-                    "<pubsub xmlns='{OWNER}'><configure node='{node}'>{}</configure></pubsub>",
+                    "<configure node='{node}'>{}</configure>",
                     form(*max_items, title.as_deref())
                 ),
             ),
@@ -238,45 +238,33 @@ impl Req {
                     .as_ref()
                     .map(|i| format!(" id='{i}'"))
                     .unwrap_or_default();
-                ps(
-                    "set",
+                set(
+                    PS,
                     format!(
-                        "<pubsub xmlns='{PS}'><publish node='{node}'><item{id}><t xmlns='urn:model'>{token}</t></item></publish></pubsub>"
+                        "<publish node='{node}'><item{id}><t xmlns='urn:model'>{token}</t></item></publish>"
                     ),
                 )
             }
-            Req::Retract { node, id } => ps(
-                "set",
-                format!(
-                    "<pubsub xmlns='{PS}'><retract node='{node}'><item id='{id}'/></retract></pubsub>"
-                ),
+            Req::Retract { node, id } => set(
+                PS,
+                format!("<retract node='{node}'><item id='{id}'/></retract>"),
             ),
-            Req::Subscribe { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{PS}'><subscribe node='{node}' jid='{from}'/></pubsub>"),
-            ),
-            Req::Unsubscribe { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{PS}'><unsubscribe node='{node}' jid='{from}'/></pubsub>"),
-            ),
-            Req::Purge { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{OWNER}'><purge node='{node}'/></pubsub>"),
-            ),
-            Req::Delete { node } => ps(
-                "set",
-                format!("<pubsub xmlns='{OWNER}'><delete node='{node}'/></pubsub>"),
-            ),
+            Req::Subscribe { node } => set(PS, format!("<subscribe node='{node}' jid='{from}'/>")),
+            Req::Unsubscribe { node } => {
+                set(PS, format!("<unsubscribe node='{node}' jid='{from}'/>"))
+            }
+            Req::Purge { node } => set(OWNER, format!("<purge node='{node}'/>")),
+            Req::Delete { node } => set(OWNER, format!("<delete node='{node}'/>")),
             Req::Affiliate { node, jid, code } => {
                 let aff = match code {
                     2 => "publisher",
                     4 => "member",
                     _ => "none",
                 };
-                ps(
-                    "set",
+                set(
+                    OWNER,
                     format!(
-                        "<pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='{jid}' affiliation='{aff}'/></affiliations></pubsub>"
+                        "<affiliations node='{node}'><affiliation jid='{jid}' affiliation='{aff}'/></affiliations>"
                     ),
                 )
             }
@@ -1162,19 +1150,24 @@ fn model_every_acknowledged_write_survives_crashes_and_disk_faults() {
     let mut total = Stats::default();
     for seed in seeds {
         let s = run_case(seed);
-        total.acked += s.acked;
-        total.refused += s.refused;
-        total.commits += s.commits;
-        total.failed_commits += s.failed_commits;
-        total.crashes += s.crashes;
-        total.torn_crashes += s.torn_crashes;
-        total.crashes_mid_commit += s.crashes_mid_commit;
-        total.unacked_present_after_crash += s.unacked_present_after_crash;
-        total.unacked_absent_after_crash += s.unacked_absent_after_crash;
-        total.error_replies_found_on_disk += s.error_replies_found_on_disk;
-        total.full_nodes += s.full_nodes;
-        total.full_rosters += s.full_rosters;
-        total.open_time += s.open_time;
+        macro_rules! add {
+            ($($field:ident),*) => { $(total.$field += s.$field;)* };
+        }
+        add!(
+            acked,
+            refused,
+            commits,
+            failed_commits,
+            crashes,
+            torn_crashes,
+            crashes_mid_commit,
+            unacked_present_after_crash,
+            unacked_absent_after_crash,
+            error_replies_found_on_disk,
+            full_nodes,
+            full_rosters,
+            open_time
+        );
     }
     eprintln!("model test: {total:?}");
     if single {

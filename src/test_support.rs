@@ -5,9 +5,12 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::Config;
+use crate::jid::Jid;
+use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::{CommitMode, Store};
 use crate::system::SystemEnv;
+use crate::xml::Element;
 
 /// A fresh, empty directory below the system temp dir, removed again on drop. Its name
 /// holds the tag, the process id and a per-process counter, so tests running in parallel
@@ -76,4 +79,32 @@ pub(crate) fn stored_item_ids(store: &Store) -> Vec<String> {
         .into_iter()
         .map(|(_, _, i, _)| i.id)
         .collect()
+}
+
+/// Binds `user/resource` on connection `conn` of router `r`; returns its JID and outbox.
+pub(crate) fn bind(r: &mut Router, user: &str, resource: &str, conn: u64) -> (Jid, Rc<Outbox>) {
+    let ob = Outbox::new(64, 1 << 20);
+    let jid = r
+        .bind(user, false, Some(resource), conn, ob.clone())
+        .expect("bind");
+    (jid, ob)
+}
+
+/// The stanzas queued in `ob` (and takes them out).
+pub(crate) fn drained(ob: &Outbox) -> Vec<Element> {
+    let mut v = Vec::new();
+    ob.drain_into(&mut v);
+    let text = String::from_utf8(v).expect("utf-8");
+    let mut framer = crate::xml::Framer::new(crate::xml::XmlLimits::default());
+    framer
+        .push(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+        .expect("header");
+    framer.push(text.as_bytes()).expect("well-formed output");
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = framer.next_frame() {
+        if let crate::xml::Frame::Stanza(e) = f {
+            out.push(e);
+        }
+    }
+    out
 }

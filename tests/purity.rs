@@ -104,13 +104,16 @@ fn core_files() -> Vec<String> {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             name != "tests.rs" && !name.ends_with("_tests.rs") && name != "testing.rs"
         })
-        .map(|p| {
-            p.strip_prefix(&root)
-                .expect("under the root")
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|p| relative(&root, &p))
         .collect()
+}
+
+/// `p` relative to `root`, as a string.
+fn relative(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .expect("under the root")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn is_ident(c: char) -> bool {
@@ -314,12 +317,7 @@ fn non_xml_files() -> Vec<String> {
         .into_iter()
         .filter(|p| !p.starts_with(&xml))
         .filter(|p| !test_paths.iter().any(|t| p.starts_with(t)))
-        .map(|p| {
-            p.strip_prefix(&root)
-                .expect("under the root")
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|p| relative(&root, &p))
         .collect()
 }
 

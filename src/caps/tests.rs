@@ -260,6 +260,17 @@ fn presence(ver: &str) -> Element {
     )
 }
 
+/// `t` takes `from`'s disco#info result `q` to `query`.
+fn answer(
+    t: &mut CapsTable,
+    from: &Jid,
+    query: &DiscoQuery,
+    q: &Element,
+    now_ms: u64,
+) -> Option<CapsEvents> {
+    t.on_disco_result(from, &query.id, &result_from(query, q), now_ms)
+}
+
 fn result_from(to: &DiscoQuery, q: &Element) -> Element {
     Element::new("iq", NS_CLIENT)
         .with_attr("type", "result")
@@ -293,13 +304,8 @@ fn xep0115_6_2_one_query_per_unknown_ver_then_cache() {
     assert!(ev.queries.is_empty() && ev.updates.is_empty());
     assert_eq!(t.pending(), 1);
     // A result from someone else with that id is not ours.
-    assert!(
-        t.on_disco_result(&b, &query.id, &result_from(&query, &q), 2)
-            .is_none()
-    );
-    let ev = t
-        .on_disco_result(&a, &query.id, &result_from(&query, &q), 2)
-        .expect("ours");
+    assert!(answer(&mut t, &b, &query, &q, 2).is_none());
+    let ev = answer(&mut t, &a, &query, &q, 2).expect("ours");
     assert_eq!(ev.updates.len(), 2);
     for u in &ev.updates {
         assert_eq!(
@@ -324,7 +330,7 @@ fn xep0163_4_3_4_presence_update_sends_nothing_new() {
     let (q, ver) = client("A", &["n1", "n2"]);
     let a = jid("alice@x/phone");
     let query = t.on_presence(&a, &presence(&ver), true, 0).queries[0].clone();
-    t.on_disco_result(&a, &query.id, &result_from(&query, &q), 1);
+    answer(&mut t, &a, &query, &q, 1);
     // Same caps again (a status change): no update, so no last items re-sent.
     let ev = t.on_presence(&a, &presence(&ver), true, 2);
     assert_eq!(ev, CapsEvents::default());
@@ -335,9 +341,7 @@ fn xep0163_4_3_4_presence_update_sends_nothing_new() {
     // Caps change: only the new node is `added`.
     let (q2, ver2) = client("A2", &["n2", "n3"]);
     let query = t.on_presence(&a, &presence(&ver2), true, 4).queries[0].clone();
-    let ev = t
-        .on_disco_result(&a, &query.id, &result_from(&query, &q2), 5)
-        .expect("ours");
+    let ev = answer(&mut t, &a, &query, &q2, 5).expect("ours");
     assert_eq!(names(&ev.updates[0].added), ["n3"]);
     assert!(!t.wants(&a, "n1") && t.wants(&a, "n3"));
     // Unavailable forgets the resource; the next initial presence gets everything again.
@@ -357,9 +361,7 @@ fn xep0115_5_4_mismatching_result_is_not_cached_and_next_waiter_is_asked() {
     let b = jid("bob@x/r");
     let qa = t.on_presence(&a, &presence(&ver), true, 0).queries[0].clone();
     t.on_presence(&b, &presence(&ver), true, 0);
-    let ev = t
-        .on_disco_result(&a, &qa.id, &result_from(&qa, &liar), 1)
-        .expect("ours");
+    let ev = answer(&mut t, &a, &qa, &liar, 1).expect("ours");
     // The liar gets what it declared for itself; bob is asked directly.
     assert_eq!(ev.updates.len(), 1);
     assert_eq!(ev.updates[0].jid, a);
@@ -368,9 +370,7 @@ fn xep0115_5_4_mismatching_result_is_not_cached_and_next_waiter_is_asked() {
     assert_eq!(qb.to, b);
     assert_eq!(t.cached(), 0);
     assert!(!t.wants(&b, "evil"));
-    let ev = t
-        .on_disco_result(&b, &qb.id, &result_from(&qb, &honest), 2)
-        .expect("ours");
+    let ev = answer(&mut t, &b, &qb, &honest, 2).expect("ours");
     assert_eq!(ev.updates.len(), 1);
     assert!(t.wants(&b, "n1"));
     assert_eq!(t.cached(), 1);
@@ -395,13 +395,8 @@ fn xep0115_5_4_error_result_and_timeout_ask_the_next_waiter() {
     let qc = ev.queries[0].clone();
     assert_eq!(qc.to, c);
     // A late answer to the expired query is no longer ours.
-    assert!(
-        t.on_disco_result(&b, &qb.id, &result_from(&qb, &q), 2)
-            .is_none()
-    );
-    let ev = t
-        .on_disco_result(&c, &qc.id, &result_from(&qc, &q), 3)
-        .expect("ours");
+    assert!(answer(&mut t, &b, &qb, &q, 2).is_none());
+    let ev = answer(&mut t, &c, &qc, &q, 3).expect("ours");
     // c was the only waiter left (a failed, b timed out and was dropped).
     assert_eq!(ev.updates.len(), 1);
     assert!(t.wants(&c, "n1") && !t.wants(&b, "n1") && !t.wants(&a, "n1"));
@@ -431,7 +426,7 @@ fn xep0115_5_4_3_unsupported_hash_applies_to_the_resource_only() {
     // Not cacheable, so not shared: b is asked too.
     let qb = t.on_presence(&b, &p, true, 0).queries[0].clone();
     assert_ne!(qa.id, qb.id);
-    t.on_disco_result(&a, &qa.id, &result_from(&qa, &q), 1);
+    answer(&mut t, &a, &qa, &q, 1);
     assert!(t.wants(&a, "n1") && !t.wants(&b, "n1"));
     assert_eq!(t.cached(), 0);
 }
@@ -521,9 +516,9 @@ fn interned_names_are_shared_and_pruned() {
     let (q1, v1) = client("C1", &["shared", "only1"]);
     let (a, b) = (jid("a@x/r"), jid("b@x/r"));
     let qa = t.on_presence(&a, &presence(&v0), true, 0).queries[0].clone();
-    t.on_disco_result(&a, &qa.id, &result_from(&qa, &q0), 0);
+    answer(&mut t, &a, &qa, &q0, 0);
     let qb = t.on_presence(&b, &presence(&v1), true, 0).queries[0].clone();
-    t.on_disco_result(&b, &qb.id, &result_from(&qb, &q1), 0);
+    answer(&mut t, &b, &qb, &q1, 0);
     assert_eq!(t.names.len(), 3);
     assert!(
         Rc::ptr_eq(&t.interests(&a)[1], &t.interests(&b)[1]),
@@ -547,7 +542,7 @@ fn figure(unique: usize) -> usize {
         let (q, ver) = client(&format!("C{i}"), &all);
         let who = jid(&format!("u{i}@example.org/res"));
         let qy = t.on_presence(&who, &presence(&ver), true, 0).queries[0].clone();
-        t.on_disco_result(&who, &qy.id, &result_from(&qy, &q), 0);
+        answer(&mut t, &who, &qy, &q, 0);
     }
     assert_eq!(t.cached(), 256);
     assert_eq!(t.names.len(), 12 + 256 * unique - unique);

@@ -61,51 +61,22 @@ fn settings_from_jid_server_and_flags() {
 
 #[test]
 fn settings_usage_errors() {
-    for a in [
-        ConnectArgs {
-            jid: Some("alice@localhost".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            jid: Some("localhost".into()),
-            password_env: Some("PATH".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            password_env: Some("PATH".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            tls: Some("maybe".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            timeout: Some(0),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            insecure: true,
-            ca_file: Some("/x".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            tls: Some("off".into()),
-            insecure: true,
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            server: Some("host:0".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            server: Some(":5222".into()),
-            ..ConnectArgs::default()
-        },
-        ConnectArgs {
-            resource: Some(String::new()),
-            ..ConnectArgs::default()
-        },
-    ] {
+    type Setter = fn(&mut ConnectArgs);
+    let cases: [Setter; 10] = [
+        |a| a.jid = Some("alice@localhost".into()),
+        |a| (a.jid, a.password_env) = (Some("localhost".into()), Some("PATH".into())),
+        |a| a.password_env = Some("PATH".into()),
+        |a| a.tls = Some("maybe".into()),
+        |a| a.timeout = Some(0),
+        |a| (a.insecure, a.ca_file) = (true, Some("/x".into())),
+        |a| (a.tls, a.insecure) = (Some("off".into()), true),
+        |a| a.server = Some("host:0".into()),
+        |a| a.server = Some(":5222".into()),
+        |a| a.resource = Some(String::new()),
+    ];
+    for set in cases {
+        let mut a = ConnectArgs::default();
+        set(&mut a);
         let e = Settings::resolve(&a).expect_err("usage error");
         assert_eq!(e.exit_code(), EX_USAGE, "{a:?}: {e}");
     }

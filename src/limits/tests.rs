@@ -7,6 +7,19 @@ fn key_of(l: &Limits) -> String {
     }
 }
 
+/// Changes one setting of a [`Limits`].
+type Setter = fn(&mut Limits);
+
+/// For each (key, setter): the default limits with that one setting changed are refused,
+/// naming `key`.
+fn each_names_its_key(cases: &[(&str, Setter)]) {
+    for (key, set) in cases {
+        let mut l = Limits::default();
+        set(&mut l);
+        assert_eq!(key_of(&l), *key);
+    }
+}
+
 #[test]
 fn defaults_match_design() {
     let l = Limits::default();
@@ -130,7 +143,6 @@ fn memory_budget_rows_sum_to_the_total_and_follow_their_keys() {
 
 #[test]
 fn new_bounds_are_range_checked() {
-    type Setter = fn(&mut Limits);
     let cases: [(&str, Setter); 19] = [
         ("limits.pubsub_max_parents", |l| l.pubsub_max_parents = 65),
         ("limits.pubsub_max_whitelist", |l| {
@@ -172,11 +184,7 @@ fn new_bounds_are_range_checked() {
         ("limits.read_chunk_bytes", |l| l.read_chunk_bytes = 100),
         ("limits.max_header_bytes", |l| l.max_header_bytes = 1 << 20),
     ];
-    for (key, set) in cases {
-        let mut l = Limits::default();
-        set(&mut l);
-        assert_eq!(key_of(&l), key);
-    }
+    each_names_its_key(&cases);
 }
 
 #[test]
@@ -200,7 +208,6 @@ fn stanza_bytes_range() {
 
 #[test]
 fn zero_rejected_where_meaningless() {
-    type Setter = fn(&mut Limits);
     let cases: [(&str, Setter); 11] = [
         ("limits.max_xml_depth", |l| l.max_xml_depth = 0),
         ("limits.max_connections", |l| l.max_connections = 0),
@@ -222,11 +229,7 @@ fn zero_rejected_where_meaningless() {
             l.pubsub_max_page_items = 0
         }),
     ];
-    for (key, set) in cases {
-        let mut l = Limits::default();
-        set(&mut l);
-        assert_eq!(key_of(&l), key);
-    }
+    each_names_its_key(&cases);
 }
 
 #[test]

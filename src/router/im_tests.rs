@@ -13,6 +13,7 @@ use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::proto::NS_STANZAS;
 use crate::store::{RosterItem, Store, Subscription};
+use crate::test_support::{bind, drained};
 use crate::xml::Element;
 
 /// Accounts every test world has.
@@ -42,34 +43,6 @@ fn world() -> (Router, Rc<Store>) {
 
 fn outbox() -> Rc<Outbox> {
     Outbox::new(64, 1 << 20)
-}
-
-/// Binds `user/resource` on connection `conn`; returns its JID and outbox.
-fn bind(r: &mut Router, user: &str, resource: &str, conn: u64) -> (Jid, Rc<Outbox>) {
-    let ob = outbox();
-    let jid = r
-        .bind(user, false, Some(resource), conn, ob.clone())
-        .expect("bind");
-    (jid, ob)
-}
-
-/// The stanzas queued in `ob` (and takes them out).
-fn drained(ob: &Outbox) -> Vec<Element> {
-    let mut v = Vec::new();
-    ob.drain_into(&mut v);
-    let text = String::from_utf8(v).expect("utf-8");
-    let mut framer = crate::xml::Framer::new(crate::xml::XmlLimits::default());
-    framer
-        .push(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-        .expect("header");
-    framer.push(text.as_bytes()).expect("well-formed output");
-    let mut out = Vec::new();
-    while let Ok(Some(f)) = framer.next_frame() {
-        if let crate::xml::Frame::Stanza(e) = f {
-            out.push(e);
-        }
-    }
-    out
 }
 
 /// Routes `xml` as sent by `from` (the session stamps `from`).

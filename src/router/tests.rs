@@ -13,11 +13,19 @@ use crate::jid::Jid;
 use crate::outbox::Outbox;
 use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
 use crate::system::SystemEnv;
-use crate::test_support::{TempDir, group_router};
+use crate::test_support::{TempDir, bind, drained, group_router};
 use crate::xml::Element;
 
 /// A router in group-commit mode (as the daemon runs it) over a store whose disk fills up
 /// when `fail` is set; `alice`, `bob` and `dave` have accounts.
+/// A fresh data dir `tag` with a [`router`] over it, its disk not full yet.
+fn fresh(tag: &str) -> (TempDir, Arc<AtomicBool>, Router, Rc<Store>) {
+    let dir = TempDir::new(tag);
+    let fail = Arc::new(AtomicBool::new(false));
+    let (r, store) = router(&dir, &fail);
+    (dir, fail, r, store)
+}
+
 fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     {
         let store = Store::open(&dir.0, 0).expect("store");
@@ -31,39 +39,12 @@ fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     (group_router(&dir.0, &store, |_| {}), store)
 }
 
-/// Binds `user`'s resource `res` on connection `conn`; its JID and outbox.
-fn bind(r: &mut Router, user: &str, res: &str, conn: u64) -> (Jid, Rc<Outbox>) {
-    let out = Outbox::new(64, 1 << 20);
-    let jid = r
-        .bind(user, false, Some(res), conn, out.clone())
-        .expect("bind");
-    (jid, out)
-}
-
 /// What the committer task does: take the pending batch, write it, report.
 fn commit(r: &mut Router, store: &Store) {
     if let Some(batch) = store.pubsub_take() {
         let res = batch.write();
         r.pubsub_committed(batch.generation(), res);
     }
-}
-
-fn drained(ob: &Outbox) -> Vec<Element> {
-    let mut v = Vec::new();
-    ob.drain_into(&mut v);
-    let text = String::from_utf8(v).expect("utf-8");
-    let mut framer = crate::xml::Framer::new(crate::xml::XmlLimits::default());
-    framer
-        .push(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-        .expect("header");
-    framer.push(text.as_bytes()).expect("well-formed output");
-    let mut out = Vec::new();
-    while let Ok(Some(f)) = framer.next_frame() {
-        if let crate::xml::Frame::Stanza(e) = f {
-            out.push(e);
-        }
-    }
-    out
 }
 
 fn stanza(from: &Jid, xml: &str) -> Element {
@@ -139,9 +120,7 @@ fn is_push_of(e: &Element, contact: &str) -> bool {
 /// roster in memory is unchanged, and after a restart the roster on disk is too.
 #[test]
 fn roster_set_not_acked_when_commit_fails() {
-    let dir = TempDir::new("router-set-fails");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (dir, fail, mut r, store) = fresh("router-set-fails");
     let (a, oa) = bind(&mut r, "alice", "a", 1);
     let (b, ob) = bind(&mut r, "alice", "b", 2);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
@@ -177,9 +156,7 @@ fn roster_set_not_acked_when_commit_fails() {
 /// and a roster get sent right after the set is answered after it, with the new item.
 #[test]
 fn roster_result_only_after_commit() {
-    let dir = TempDir::new("router-set-ok");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (dir, _fail, mut r, store) = fresh("router-set-ok");
     let (a, oa) = bind(&mut r, "alice", "a", 1);
     assert!(roster_get(&mut r, &a, &oa, "g1").is_empty());
     roster_set(&mut r, &a, "s1", "carol@localhost");
@@ -227,9 +204,7 @@ fn roster_result_only_after_commit() {
 /// that could not be saved was never shown (error, no push) and is gone.
 #[test]
 fn subscription_ask_state_survives_restart() {
-    let dir = TempDir::new("router-ask");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (dir, fail, mut r, store) = fresh("router-ask");
     let (a, oa) = bind(&mut r, "alice", "a", 1);
     roster_get(&mut r, &a, &oa, "g1");
     r.route(
@@ -334,9 +309,7 @@ fn anonymous_user_search_is_bounded() {
     );
 
     // Through the router: a fresh name that no account has.
-    let dir = TempDir::new("router-anon");
-    let fail = Arc::new(AtomicBool::new(false));
-    let (mut r, store) = router(&dir, &fail);
+    let (_dir, _fail, mut r, store) = fresh("router-anon");
     let user = r.new_anonymous_user().expect("a fresh name");
     assert!(!store.user_exists(&user).expect("read"));
 }

@@ -54,6 +54,17 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
 
 /// Item 6: one host's silent sockets take at most `preauth_per_address` slots, so logins
 /// from elsewhere keep working, and the refusals make one log line, not one per socket.
+/// The daemon's log once it has had 200 ms to write what the test caused.
+fn settled_log(d: &Daemon) -> String {
+    std::thread::sleep(Duration::from_millis(200));
+    d.log()
+}
+
+/// How many lines of `log` contain `needle`.
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
 #[test]
 fn silent_preauth_sockets_do_not_lock_out_logins() {
     let d = Daemon::start(Options {
@@ -78,8 +89,7 @@ fn silent_preauth_sockets_do_not_lock_out_logins() {
         held, 16,
         "preauth_per_address (default 16) sockets stay open"
     );
-    std::thread::sleep(Duration::from_millis(200));
-    let log = d.log();
+    let log = settled_log(&d);
     let lines = log
         .lines()
         .filter(|l| l.contains("refusing new connections"))
@@ -149,12 +159,8 @@ fn half_sent_preauth_stanzas_are_bounded() {
     let ca = d.cert.clone().unwrap();
     let c = Client::login(d.port, &ca, "bob", "bob-pw", "r");
     assert!(c.jid.is_some());
-    std::thread::sleep(Duration::from_millis(200));
-    let log = d.log();
-    let budget_lines = log
-        .lines()
-        .filter(|l| l.contains("limits.preauth_buffer_bytes"))
-        .count();
+    let log = settled_log(&d);
+    let budget_lines = lines_with(&log, "limits.preauth_buffer_bytes");
     assert_eq!(budget_lines, 1, "one summary line per minute");
 }
 
@@ -328,12 +334,8 @@ fn failed_auth_from_one_address_is_throttled() {
     // 4 at once, then 250 + 500 + 1000 + 2000 ms of waiting: about 4 in 3 s.
     assert!(n <= 8, "{n} guesses in 3 s from one address");
     assert!(n >= 1);
-    std::thread::sleep(Duration::from_millis(200));
-    let log = d.log();
-    let throttled = log
-        .lines()
-        .filter(|l| l.contains("throttling 127.0.0.2"))
-        .count();
+    let log = settled_log(&d);
+    let throttled = lines_with(&log, "throttling 127.0.0.2");
     assert_eq!(throttled, 1, "logged once per address and minute");
     assert!(!log.contains("throttling 127.0.0.3"));
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use super::client::Client;
 use super::{Daemon, Options};
 
+const PS: &str = "http://jabber.org/protocol/pubsub";
+
 /// The log lines worth showing when a test fails (warnings and errors).
 fn warnings(log: &str) -> String {
     let v: Vec<&str> = log
@@ -40,6 +42,15 @@ fn daemon(publishers: usize, extra: &'static str) -> Daemon {
     })
 }
 
+/// A fan-in run with `o` against `d`, and `d`'s log after it; panics (with the log's
+/// warnings) if the run fails.
+fn fanin(d: &Daemon, o: &r#gen::Opts) -> (r#gen::FlowReport, String) {
+    let r = r#gen::fanin(o);
+    let log = d.log();
+    let r = r.unwrap_or_else(|e| panic!("fan-in failed: {e}\n{}", warnings(&log)));
+    (r, log)
+}
+
 fn opts(d: &Daemon, publishers: usize, items: usize, window: usize) -> r#gen::Opts {
     r#gen::Opts {
         name: "kinglet".into(),
@@ -66,10 +77,8 @@ fn fanin_reader_keeps_up(
 ) -> String {
     let t0 = Instant::now();
     let d = daemon(publishers, extra);
-    let r = r#gen::fanin(&opts(&d, publishers, items, window));
+    let (r, log) = fanin(&d, &opts(&d, publishers, items, window));
     let expected = (publishers * items) as u64;
-    let log = d.log();
-    let r = r.unwrap_or_else(|e| panic!("fan-in failed: {e}\n{}", warnings(&log)));
     eprintln!(
         "fan-in {publishers} publishers x {items} items (window {window}): {} of {expected} notifications, {} acked, {} refused, {:.1} s flow, {:.1} s in all",
         r.notifications,
@@ -148,13 +157,8 @@ fn paused_tls_publisher_resumes_from_buffered_input() {
         create_node(&mut publisher, &node);
         let mut sub = Client::login(d.port, &ca, "u0", "pw", &format!("sub{round}"));
         sub.send("<presence/>");
-        let r = sub.iq(
-            "s1",
-            &format!(
-                "<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='{node}' jid='u0@localhost/sub{round}'/></pubsub></iq>"
-            ),
-        );
-        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+        let subscribe = format!("<subscribe node='{node}' jid='u0@localhost/sub{round}'/>");
+        sub.pubsub_ok("s1", "set", PS, &subscribe);
         // The subscriber reads nothing for the first second, so what the commits release
         // piles up in its socket buffers, its outbox and then the shared backlog.
         let reader = std::thread::spawn(move || {
@@ -253,13 +257,8 @@ fn stalled_reader_is_still_closed() {
     drop(owner);
     let mut stalled = login("u1", "stalled");
     stalled.send("<presence/>");
-    let r = stalled.iq(
-        "s1",
-        &format!(
-            "<iq type='set' id='s1' to='pubsub.localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscribe node='{node}' jid='u1@localhost'/></pubsub></iq>"
-        ),
-    );
-    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let subscribe = format!("<subscribe node='{node}' jid='u1@localhost'/>");
+    stalled.pubsub_ok("s1", "set", PS, &subscribe);
     // From here on `stalled` never reads. 400 items of about 40 KB: about 16 MB for it,
     // more than the kernel's socket buffers and the broker's backlog bound (1 MiB here)
     // together.
@@ -268,9 +267,7 @@ fn stalled_reader_is_still_closed() {
         payload: 40_000,
         ..opts(&d, 1, 400, 10)
     };
-    let r = r#gen::fanin(&o);
-    let log = d.log();
-    let r = r.unwrap_or_else(|e| panic!("fan-in failed: {e}\n{}", warnings(&log)));
+    let (r, log) = fanin(&d, &o);
     eprintln!(
         "stalled reader: fast reader got {} of {} in {:.1} s",
         r.notifications,

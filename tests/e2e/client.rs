@@ -337,6 +337,46 @@ impl Client {
         })
     }
 
+    /// Waits for a `<presence/>` of type `ty`, as [`Client::wait_for`].
+    pub fn wait_presence(&mut self, what: &str, ty: &str) -> Element {
+        self.wait_for(what, |e| e.name == "presence" && e.attr("type") == Some(ty))
+    }
+
+    /// RFC 6121 §3.1: `self` (bare JID `own`) asks for `contact`'s (bare JID `contact_jid`)
+    /// presence, and `contact` approves; waits for both sides to see it.
+    pub fn subscribe_presence(&mut self, own: &str, contact: &mut Client, contact_jid: &str) {
+        self.send(&format!("<presence to='{contact_jid}' type='subscribe'/>"));
+        contact.wait_presence("subscribe", "subscribe");
+        contact.send(&format!("<presence to='{own}' type='subscribed'/>"));
+        self.wait_presence("subscribed", "subscribed");
+    }
+
+    /// Sends an iq as [`Client::iq`] and asserts its reply is a result.
+    pub fn iq_ok(&mut self, id: &str, xml: &str) -> Element {
+        let r = self.iq(id, xml);
+        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+        r
+    }
+
+    /// [`Client::pubsub`], asserting the reply is a result.
+    pub fn pubsub_ok(&mut self, id: &str, ty: &str, ns: &str, inner: &str) -> Element {
+        let r = self.pubsub(id, ty, ns, inner);
+        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+        r
+    }
+
+    /// Creates pub-sub `node` configured with the node-config form of `fields` (var,
+    /// value) and waits for the reply, as [`Client::iq`].
+    pub fn create_node(&mut self, id: &str, node: &str, fields: &[(&str, &str)]) -> Element {
+        let form = node_config(fields);
+        self.pubsub(
+            id,
+            "set",
+            PS,
+            &format!("<create node='{node}'/><configure>{form}</configure>"),
+        )
+    }
+
     /// Sends `<pubsub xmlns='{ns}'>{inner}</pubsub>` to the pub-sub service in an
     /// `<iq type='{ty}' id='{id}'>` and waits for the reply, as [`Client::iq`].
     pub fn pubsub(&mut self, id: &str, ty: &str, ns: &str, inner: &str) -> Element {
@@ -347,6 +387,23 @@ impl Client {
             ),
         )
     }
+}
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+
+/// A submitted node-config data form (XEP-0060 §8.2) with `fields` as (var, value).
+pub fn node_config(fields: &[(&str, &str)]) -> String {
+    let mut x = format!(
+        "<x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>"
+    );
+    for (var, value) in fields {
+        x.push_str(&format!(
+            "<field var='{var}'><value>{value}</value></field>"
+        ));
+    }
+    x.push_str("</x>");
+    x
 }
 
 /// The defined condition of an `<error/>` in a stanza, or of a SASL failure / stream error.

@@ -3,9 +3,18 @@
 use std::time::Duration;
 
 use kinglet::sasl::ScramHash;
+use kinglet::xml::Element;
 
 use super::client::{Client, condition};
 use super::{Daemon, Options, kinglet};
+
+const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+
+/// Whether the features `f` mark the STARTTLS they offer (asserted) as required.
+fn starttls_required(f: &Element) -> bool {
+    let st = f.child("starttls", TLS).expect("starttls offered");
+    st.child("required", TLS).is_some()
+}
 
 fn ca(d: &Daemon) -> std::path::PathBuf {
     d.cert.clone().expect("daemon has a cert")
@@ -18,13 +27,7 @@ fn login_scram_sha256_and_sha1_over_starttls() {
         let mut c = Client::connect(d.port);
         let f = c.open_stream();
         // Loopback peer: STARTTLS offered but not required, so mechanisms are listed too.
-        let st = f
-            .child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
-            .expect("starttls offered");
-        assert!(
-            st.child("required", "urn:ietf:params:xml:ns:xmpp-tls")
-                .is_none()
-        );
+        assert!(!starttls_required(&f));
         assert!(
             f.child("limits", "urn:xmpp:stream-limits:0").is_some(),
             "XEP-0478 limits advertised"
@@ -57,11 +60,7 @@ fn login_over_direct_tls() {
     let d = Daemon::start(Options::default());
     let mut c = Client::connect_direct_tls(d.tls_port.unwrap(), &ca(&d));
     let f = c.open_stream();
-    assert!(
-        f.child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
-            .is_none(),
-        "no STARTTLS inside TLS"
-    );
+    assert!(f.child("starttls", TLS).is_none(), "no STARTTLS inside TLS");
     let r = c.scram(ScramHash::Sha256, "bob", "bob-pw");
     assert_eq!(r.name, "success");
     assert_eq!(c.bind(Some("phone")).attr("type"), Some("result"));
@@ -259,9 +258,7 @@ fn roster_and_presence_subscription_handshake_persist() {
         alice.wait_for("roster set result", |e| e.attr("id") == Some("r1"));
         // subscribe → bob sees the request; alice's item gets ask='subscribe'
         alice.send("<presence to='bob@localhost' type='subscribe'/>");
-        let req = bob.wait_for("subscribe", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        });
+        let req = bob.wait_presence("subscribe", "subscribe");
         assert_eq!(req.attr("from"), Some("alice@localhost"));
         let push = alice.wait_for("ask push", |e| {
             e.name == "iq" && e.attr("type") == Some("set")
@@ -276,22 +273,13 @@ fn roster_and_presence_subscription_handshake_persist() {
         assert_eq!(item.attr("ask"), Some("subscribe"));
         // bob approves → alice gets subscribed + bob's presence; subscription to/from
         bob.send("<presence to='alice@localhost' type='subscribed'/>");
-        alice.wait_for("subscribed", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribed")
-        });
+        alice.wait_presence("subscribed", "subscribed");
         let p = alice.wait_for("bob's presence", |e| {
             e.name == "presence" && e.attr("type").is_none()
         });
         assert_eq!(p.attr("from"), Some("bob@localhost/phone"));
         // and the other direction
-        bob.send("<presence to='alice@localhost' type='subscribe'/>");
-        alice.wait_for("subscribe from bob", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        });
-        alice.send("<presence to='bob@localhost' type='subscribed'/>");
-        bob.wait_for("subscribed", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribed")
-        });
+        bob.subscribe_presence("bob@localhost", &mut alice, "alice@localhost");
         let r = alice.iq(
             "r2",
             "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
@@ -316,9 +304,7 @@ fn roster_and_presence_subscription_handshake_persist() {
         });
         assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
         alice.send("</stream:stream>");
-        let p = bob.wait_for("unavailable", |e| {
-            e.name == "presence" && e.attr("type") == Some("unavailable")
-        });
+        let p = bob.wait_presence("unavailable", "unavailable");
         assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
     }
     // restart: the roster survives
@@ -652,8 +638,6 @@ fn directed_presence_and_its_unavailable() {
         "broadcast must not reach a non-contact"
     );
     drop(alice);
-    let p = bob.wait_for("unavailable", |e| {
-        e.name == "presence" && e.attr("type") == Some("unavailable")
-    });
+    let p = bob.wait_presence("unavailable", "unavailable");
     assert_eq!(p.attr("from"), Some("alice@localhost/desk"));
 }

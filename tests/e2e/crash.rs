@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kinglet::xml::Element;
 
-use super::client::Client;
+use super::client::{Client, node_config};
 use super::{Daemon, Options};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
@@ -62,16 +62,7 @@ fn payload(node: &str, n: usize) -> String {
 }
 
 pub(super) fn create(c: &mut Client, node: &str) {
-    let r = c.iq(
-        "c",
-        &format!(
-            "<iq type='set' id='c' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='{node}'/>\
-             <configure><x xmlns='jabber:x:data' type='submit'>\
-             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
-             <field var='pubsub#max_items'><value>max</value></field>\
-             </x></configure></pubsub></iq>"
-        ),
-    );
+    let r = c.create_node("c", node, &[("pubsub#max_items", "max")]);
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
 }
 
@@ -126,13 +117,12 @@ pub(super) fn all_items(c: &mut Client, node: &str) -> HashMap<String, String> {
             format!("<set xmlns='{RSM}'><max>200</max><after>{after}</after></set>")
         };
         let id = format!("g{page}");
-        let r = c.iq(
+        let r = c.iq_ok(
             &id,
             &format!(
                 "<iq type='get' id='{id}' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='{node}'/>{set}</pubsub></iq>"
             ),
         );
-        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
         let pubsub = r.child("pubsub", PS).expect("pubsub");
         let items = pubsub.child("items", PS).expect("items");
         let mut last = None;
@@ -328,12 +318,7 @@ fn allowed(initial: &Val, ops: &[(Val, Outcome)]) -> Vec<Val> {
 }
 
 fn config_form(max_items: &str, title: &str) -> String {
-    format!(
-        "<x xmlns='jabber:x:data' type='submit'>\
-         <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
-         <field var='pubsub#max_items'><value>{max_items}</value></field>\
-         <field var='pubsub#title'><value>{title}</value></field></x>"
-    )
+    node_config(&[("pubsub#max_items", max_items), ("pubsub#title", title)])
 }
 
 /// One client's mixed load until `stop` or the kill: publishes to its own node, subscribe
@@ -494,13 +479,7 @@ fn read_back(c: &mut Client, key: &str, n: usize) -> Val {
     let parts: Vec<&str> = key.split(' ').collect();
     match parts[..] {
         ["sub", _user, node] => {
-            let r = c.iq(
-                &format!("s{n}"),
-                &format!(
-                    "<iq type='get' id='s{n}' to='pubsub.localhost'><pubsub xmlns='{PS}'><subscriptions/></pubsub></iq>"
-                ),
-            );
-            assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+            let r = c.pubsub_ok(&format!("s{n}"), "get", PS, "<subscriptions/>");
             let subs = r
                 .child("pubsub", PS)
                 .and_then(|p| p.child("subscriptions", PS));
@@ -512,11 +491,10 @@ fn read_back(c: &mut Client, key: &str, n: usize) -> Val {
             Val::Sub(any)
         }
         ["roster", _user, contact] => {
-            let r = c.iq(
+            let r = c.iq_ok(
                 &format!("r{n}"),
                 &format!("<iq type='get' id='r{n}'><query xmlns='jabber:iq:roster'/></iq>"),
             );
-            assert_eq!(r.attr("type"), Some("result"), "{r:?}");
             let item = r.child("query", "jabber:iq:roster").and_then(|q| {
                 q.elements()
                     .find(|i| i.attr("jid") == Some(contact))
@@ -525,13 +503,8 @@ fn read_back(c: &mut Client, key: &str, n: usize) -> Val {
             Val::Roster(item)
         }
         ["config", node] => {
-            let r = c.iq(
-                &format!("g{n}"),
-                &format!(
-                    "<iq type='get' id='g{n}' to='pubsub.localhost'><pubsub xmlns='{OWNER}'><configure node='{node}'/></pubsub></iq>"
-                ),
-            );
-            assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+            let inner = format!("<configure node='{node}'/>");
+            let r = c.pubsub_ok(&format!("g{n}"), "get", OWNER, &inner);
             let x = r
                 .child("pubsub", OWNER)
                 .and_then(|p| p.child("configure", OWNER))
@@ -570,7 +543,7 @@ fn kill_9_under_mixed_load_keeps_every_acknowledged_write() {
         let mut clients = Vec::new();
         for (i, (user, _)) in USERS.iter().enumerate() {
             let mut c = login(d.port, user);
-            let r = c.iq(
+            c.iq_ok(
                 "c",
                 &format!(
                     "<iq type='set' id='c' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='{}'/>\
@@ -579,7 +552,6 @@ fn kill_9_under_mixed_load_keeps_every_acknowledged_write() {
                     config_form("50000", "t-init")
                 ),
             );
-            assert_eq!(r.attr("type"), Some("result"), "{r:?}");
             clients.push(c);
         }
         let start = Arc::new(Barrier::new(clients.len() + 1));

@@ -36,13 +36,17 @@ fn opts(d: &Daemon, count: usize, items: usize) -> r#gen::Opts {
     }
 }
 
-#[test]
-fn xep0060_7_1_loadgen_fanout_every_subscriber_gets_every_item_once() {
-    let d = Daemon::start(Options {
+/// A daemon with the [`USERS`] accounts.
+fn daemon() -> Daemon {
+    Daemon::start(Options {
         users: USERS,
         ..Options::default()
-    });
-    let r = r#gen::fanout(&opts(&d, 10, 50)).expect("fanout run");
+    })
+}
+
+#[test]
+fn xep0060_7_1_loadgen_fanout_every_subscriber_gets_every_item_once() {
+    let r = r#gen::fanout(&opts(&daemon(), 10, 50)).expect("fanout run");
     assert_eq!(r.acked, 50, "{r:?}");
     assert_eq!(r.refused, 0, "{r:?}");
     assert_eq!(r.notifications, 500, "{r:?}");
@@ -51,11 +55,7 @@ fn xep0060_7_1_loadgen_fanout_every_subscriber_gets_every_item_once() {
 
 #[test]
 fn xep0060_7_1_loadgen_fanin_one_subscriber_gets_every_item_once() {
-    let d = Daemon::start(Options {
-        users: USERS,
-        ..Options::default()
-    });
-    let r = r#gen::fanin(&opts(&d, 3, 20)).expect("fanin run");
+    let r = r#gen::fanin(&opts(&daemon(), 3, 20)).expect("fanin run");
     assert_eq!(r.acked, 60, "{r:?}");
     assert_eq!(r.notifications, 60, "{r:?}");
     assert!(r.exactly_once(), "{r:?}");

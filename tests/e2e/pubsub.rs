@@ -37,6 +37,23 @@ fn event(c: &mut Client) -> Element {
     m.child("event", EVENT).expect("event").clone()
 }
 
+/// The ids of the items in an items reply (none if it holds no `<items/>`).
+fn item_ids(r: &Element) -> Vec<String> {
+    let items = r.child("pubsub", PS).and_then(|p| p.child("items", PS));
+    let ids = items.into_iter().flat_map(|i| i.elements());
+    ids.filter_map(|e| e.attr("id").map(str::to_owned))
+        .collect()
+}
+
+/// The id of the item a publish reply names (the service's generated id).
+fn published_id(r: &Element) -> String {
+    let publish = r.child("pubsub", PS).and_then(|p| p.child("publish", PS));
+    let item = publish.and_then(|p| p.child("item", PS));
+    item.and_then(|i| i.attr("id"))
+        .expect("generated id")
+        .to_owned()
+}
+
 /// Kill the daemon and start it again on the same configuration and data.
 fn restart(d: &mut Daemon) {
     d.restart("stderr2.log");
@@ -72,17 +89,14 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     assert_eq!(id.attr("type"), Some("service"));
 
     // Create and configure.
-    ok(&alice.iq(
+    ok(&alice.create_node(
         "c1",
-        &format!(
-            "<iq type='set' id='c1' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='sensors'/>\
-             <configure><x xmlns='jabber:x:data' type='submit'>\
-             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
-             <field var='pubsub#title'><value>Sensors</value></field>\
-             <field var='pubsub#max_items'><value>2</value></field>\
-             <field var='pubsub#send_last_published_item'><value>on_sub</value></field>\
-             </x></configure></pubsub></iq>"
-        ),
+        "sensors",
+        &[
+            ("pubsub#title", "Sensors"),
+            ("pubsub#max_items", "2"),
+            ("pubsub#send_last_published_item", "on_sub"),
+        ],
     ));
     let r = alice.pubsub("c2", "set", PS, "<create node='sensors'/>");
     assert_eq!(condition(&r), "conflict");
@@ -117,13 +131,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
         "<publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish>",
     );
     ok(&r);
-    let gen_id = r
-        .child("pubsub", PS)
-        .and_then(|p| p.child("publish", PS))
-        .and_then(|p| p.child("item", PS))
-        .and_then(|i| i.attr("id"))
-        .expect("generated id")
-        .to_owned();
+    let gen_id = published_id(&r);
     let ev = event(&mut bob);
     let item = ev
         .child("items", EVENT)
@@ -140,15 +148,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     event(&mut bob);
     let r = bob.pubsub("i1", "get", PS, "<items node='sensors'/>");
     ok(&r);
-    let ids: Vec<String> = r
-        .child("pubsub", PS)
-        .and_then(|p| p.child("items", PS))
-        .map(|i| {
-            i.elements()
-                .filter_map(|e| e.attr("id").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids = item_ids(&r);
     assert_eq!(ids, vec![gen_id.clone(), "t2".to_owned()]);
 
     // Bob may not publish (publishers model): forbidden.
@@ -341,16 +341,7 @@ fn pubsub_authorize_approval_and_leased_expiry() {
     let d = Daemon::start(Options::default());
     let mut alice = login(&d, "alice", "alice-pw", "pub");
     let mut bob = login(&d, "bob", "bob-pw", "sub");
-    ok(&alice.iq(
-        "c1",
-        &format!(
-            "<iq type='set' id='c1' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='gate'/>\
-             <configure><x xmlns='jabber:x:data' type='submit'>\
-             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
-             <field var='pubsub#access_model'><value>authorize</value></field>\
-             </x></configure></pubsub></iq>"
-        ),
-    ));
+    ok(&alice.create_node("c1", "gate", &[("pubsub#access_model", "authorize")]));
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -586,14 +577,7 @@ fn pep_caps_notifications_several_resources() {
     let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
     bob.send("<presence/>");
     // Bob gets a presence subscription to Alice.
-    bob.send("<presence to='alice@localhost' type='subscribe'/>");
-    a1.wait_for("subscribe", |e| {
-        e.name == "presence" && e.attr("type") == Some("subscribe")
-    });
-    a1.send("<presence to='bob@localhost' type='subscribed'/>");
-    bob.wait_for("subscribed", |e| {
-        e.name == "presence" && e.attr("type") == Some("subscribed")
-    });
+    bob.subscribe_presence("bob@localhost", &mut a1, "alice@localhost");
     // The account is a PEP service.
     let r = bob.iq(
         "i0",

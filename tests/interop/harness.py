@@ -189,3 +189,18 @@ async def run_two(name: str, steps: Steps, peers: tuple[EventPeer, EventPeer],
         p.xmpp.disconnect()
     await asyncio.sleep(0.2)
     return report(name, steps, failure)
+
+
+def main_two(argv: list[str], doc: str, name: str, run_cls: Callable[[argparse.Namespace], Steps],
+             peer_cls: Callable[[str, str, argparse.Namespace], EventPeer], resources: tuple[str, str]) -> int:
+    """The `main` of a script whose `run_cls(args).steps(a, b)` drives two peers: `a` is
+    user1 on resource `resources[0]`, `b` user2 on `resources[1]`."""
+
+    async def amain(args: argparse.Namespace) -> int:
+        run = run_cls(args)
+        a = peer_cls("%s@%s/%s" % (args.user1, args.domain, resources[0]), args.pass1, args)
+        b = peer_cls("%s@%s/%s" % (args.user2, args.domain, resources[1]), args.pass2, args)
+        return await run_two(name, run, (a, b), lambda: run.steps(a, b))
+
+    p = argument_parser(doc.split("\n\n")[0])
+    return run_main(check_args(p, p.parse_args(argv)), amain)

@@ -424,13 +424,7 @@ class Run(Steps):
         await expect(c1.roster_pushes, push_for(c2.jid.bare, "none"), t, "the roster push for the new item")
         self.ok(step="roster-push")
 
-        self.begin("roster-get")
-        items = await c1.roster(t)
-        item = items.get(c2.jid.bare)
-        if item is None:
-            raise StepFailure("%s missing from roster: %s" % (c2.jid.bare, items))
-        check_item(item, name, group, "none")
-        self.ok(step="roster-get", detail="%s: %s" % (c2.jid.bare, fmt_item(item)))
+        await self.check_roster("roster-get", c1, c2, name, group, "none")
 
         self.begin("subscribe-to")
         await self.subscribe(c1, c2)
@@ -441,13 +435,7 @@ class Run(Steps):
         await expect(c1.roster_pushes, push_for(c2.jid.bare, "both"), t, "client1's roster push with subscription='both'")
         self.ok(step="subscribe-both", detail="client2 subscribed back, client1's roster push subscription=both")
 
-        self.begin("roster-final")
-        items = await c1.roster(t)
-        item = items.get(c2.jid.bare)
-        if item is None:
-            raise StepFailure("%s missing from roster: %s" % (c2.jid.bare, items))
-        check_item(item, name, group, "both")
-        self.ok(step="roster-final", detail="%s: %s" % (c2.jid.bare, fmt_item(item)))
+        await self.check_roster("roster-final", c1, c2, name, group, "both")
 
         self.begin("iq-nonexistent")
         nobody = JID("nobody@%s" % a.domain)
@@ -470,6 +458,16 @@ class Run(Steps):
             if str(err["from"]) != nobody.bare:
                 raise StepFailure("error from=%r, expected %r" % (str(err["from"]), nobody.bare))
         self.ok(step="iq-nonexistent", detail="service-unavailable (cancel) from %s" % nobody)
+
+    async def check_roster(self, step: str, c1: Peer, c2: Peer, name: str, group: str, subscription: str) -> None:
+        """Step `step`: `c1`'s roster holds `c2` with `name`, `group` and `subscription`."""
+        self.begin(step)
+        items = await c1.roster(self.step_timeout)
+        item = items.get(c2.jid.bare)
+        if item is None:
+            raise StepFailure("%s missing from roster: %s" % (c2.jid.bare, items))
+        check_item(item, name, group, subscription)
+        self.ok(step=step, detail="%s: %s" % (c2.jid.bare, fmt_item(item)))
 
     async def subscribe(self, sub: Peer, contact: Peer) -> None:
         """`sub` subscribes to `contact`'s presence, `contact` approves."""

@@ -22,7 +22,7 @@ import asyncio
 import sys
 
 
-from harness import EventPeer, StepFailure, Steps, argument_parser, check_args, run_main, run_two
+from harness import EventPeer, StepFailure, Steps, main_two
 
 
 class Peer(EventPeer):
@@ -101,16 +101,8 @@ class Run(Steps):
         self.ok()
 
 
-async def amain(args: argparse.Namespace) -> int:
-    run = Run(args)
-    pub = Peer("%s@%s/pub" % (args.user1, args.domain), args.pass1, args)
-    sub = Peer("%s@%s/sub" % (args.user2, args.domain), args.pass2, args)
-    return await run_two("pep", run, (pub, sub), lambda: run.steps(pub, sub))
-
-
 def main(argv: list[str]) -> int:
-    p = argument_parser(__doc__.split("\n\n")[0])
-    return run_main(check_args(p, p.parse_args(argv)), amain)
+    return main_two(argv, __doc__, "pep", Run, Peer, ("pub", "sub"))
 
 
 if __name__ == "__main__":

@@ -31,12 +31,28 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from harness import EventPeer, StepFailure, Steps, argument_parser, check_args, run_main, run_two
+from harness import EventPeer, StepFailure, Steps, main_two
 
 PS = "http://jabber.org/protocol/pubsub"
 SHIM = "http://jabber.org/protocol/shim"
 DATA = "jabber:x:data"
 PAYLOAD_NS = "urn:example:sensor"
+
+
+async def expect_iq_error(request: Any, condition: str, app: str | None, succeeded: str) -> None:
+    """Awaits `request`, which must fail with the stanza error `condition` and, if `app` is
+    given, the pubsub#errors condition `app`; `succeeded` is the failure if it does not."""
+    try:
+        await request
+        raise StepFailure(succeeded)
+    except IqError as e:
+        if app is None:
+            if e.condition != condition:
+                raise StepFailure("expected %s, got %s" % (condition, e.condition))
+            return
+        got = [c.tag for c in e.iq["error"].xml if c.tag.startswith("{%s#errors}" % PS)]
+        if e.condition != condition or not got or not got[0].endswith(app):
+            raise StepFailure("expected %s + %s, got %s %s" % (condition, app, e.condition, got))
 
 
 class Peer(EventPeer):
@@ -98,12 +114,8 @@ class Run(Steps):
         self.ok()
 
         self.begin("duplicate create is conflict")
-        try:
-            await owner.ps.create_node(service, "interop", timeout=t)
-            raise StepFailure("second create succeeded")
-        except IqError as e:
-            if e.condition != "conflict":
-                raise StepFailure("expected conflict, got %s" % e.condition)
+        await expect_iq_error(owner.ps.create_node(service, "interop", timeout=t), "conflict", None,
+                              "second create succeeded")
         self.ok()
 
         self.begin("get configuration")
@@ -160,13 +172,9 @@ class Run(Steps):
         opts.add_field(var="pubsub#access_model", value="whitelist")
         payload = ET.Element("{%s}reading" % PAYLOAD_NS)
         payload.text = "0"
-        try:
-            await owner.ps.publish(service, "interop", id="never", payload=payload, options=opts, timeout=t)
-            raise StepFailure("publish with an unmet precondition succeeded")
-        except IqError as e:
-            app = [c.tag for c in e.iq["error"].xml if c.tag.startswith("{%s#errors}" % PS)]
-            if e.condition != "conflict" or not app or not app[0].endswith("precondition-not-met"):
-                raise StepFailure("expected conflict + precondition-not-met, got %s %s" % (e.condition, app))
+        await expect_iq_error(
+            owner.ps.publish(service, "interop", id="never", payload=payload, options=opts, timeout=t),
+            "conflict", "precondition-not-met", "publish with an unmet precondition succeeded")
         self.ok()
 
         self.begin("own subscriptions")
@@ -204,12 +212,8 @@ class Run(Steps):
         self.ok()
 
         self.begin("deleted node is item-not-found")
-        try:
-            await sub.ps.get_items(service, "interop", timeout=t)
-            raise StepFailure("items of a deleted node returned")
-        except IqError as e:
-            if e.condition != "item-not-found":
-                raise StepFailure("expected item-not-found, got %s" % e.condition)
+        await expect_iq_error(sub.ps.get_items(service, "interop", timeout=t), "item-not-found", None,
+                              "items of a deleted node returned")
         self.ok()
 
         self.begin("multi-subscribe: two SubIDs")
@@ -244,13 +248,8 @@ class Run(Steps):
         self.ok()
 
         self.begin("unsubscribe needs the SubID")
-        try:
-            await sub.ps.unsubscribe(service, "multi", timeout=t)
-            raise StepFailure("ambiguous unsubscribe succeeded")
-        except IqError as e:
-            app = [c.tag for c in e.iq["error"].xml if c.tag.startswith("{%s#errors}" % PS)]
-            if e.condition != "bad-request" or not app or not app[0].endswith("subid-required"):
-                raise StepFailure("expected bad-request + subid-required, got %s %s" % (e.condition, app))
+        await expect_iq_error(sub.ps.unsubscribe(service, "multi", timeout=t), "bad-request", "subid-required",
+                              "ambiguous unsubscribe succeeded")
         for i in ids:
             await sub.ps.unsubscribe(service, "multi", subid=i, timeout=t)
         await owner.ps.delete_node(service, "multi", timeout=t)
@@ -319,16 +318,8 @@ class Run(Steps):
         self.ok()
 
 
-async def amain(args: argparse.Namespace) -> int:
-    run = Run(args)
-    owner = Peer("%s@%s/owner" % (args.user1, args.domain), args.pass1, args)
-    sub = Peer("%s@%s/sub" % (args.user2, args.domain), args.pass2, args)
-    return await run_two("pubsub", run, (owner, sub), lambda: run.steps(owner, sub))
-
-
 def main(argv: list[str]) -> int:
-    p = argument_parser(__doc__.split("\n\n")[0])
-    return run_main(check_args(p, p.parse_args(argv)), amain)
+    return main_two(argv, __doc__, "pubsub", Run, Peer, ("owner", "sub"))
 
 
 if __name__ == "__main__":

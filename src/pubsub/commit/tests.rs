@@ -6,7 +6,7 @@ use crate::limits::Limits;
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::{CommitMode, Store};
-use crate::test_support::{TempDir, group_router, stored_item_ids};
+use crate::test_support::{TempDir, bind, group_router, stored_item_ids};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const ALICE: &str = "alice@localhost/a";
@@ -494,10 +494,8 @@ fn slow_commit_does_not_stall_other_clients() {
     let store = Rc::new(Store::open(&dir.0, 0).expect("store"));
     store.pubsub_test_delay(Duration::from_millis(600));
     let mut router = group_router(&dir.0, &store, |_| {});
-    let (ob_a, ob_b) = (Outbox::new(64, 1 << 20), Outbox::new(64, 1 << 20));
-    let alice = router
-        .bind("alice", false, Some("a"), 1, ob_a.clone())
-        .expect("bind");
+    let (alice, ob_a) = bind(&mut router, "alice", "a", 1);
+    let ob_b = Outbox::new(64, 1 << 20);
     let bob = router
         .bind("bob", true, Some("b"), 2, ob_b.clone())
         .expect("bind");

@@ -5,8 +5,7 @@ use super::*;
 
 #[test]
 fn xep0060_6_1_3_access_models_and_outcast() {
-    let mut w = World::new();
-    w.create(ALICE, "pres", &[("pubsub#access_model", "presence")]);
+    let mut w = World::with_node("pres", &[("pubsub#access_model", "presence")]);
     w.create(
         ALICE,
         "rost",
@@ -67,8 +66,7 @@ fn xep0060_6_1_3_access_models_and_outcast() {
 
 #[test]
 fn xep0060_4_publish_model_subscribers_and_open() {
-    let mut w = World::new();
-    w.create(ALICE, "s", &[("pubsub#publish_model", "subscribers")]);
+    let mut w = World::with_node("s", &[("pubsub#publish_model", "subscribers")]);
     w.create(ALICE, "o", &[("pubsub#publish_model", "open")]);
     let body = |n: &str| {
         format!(
@@ -83,8 +81,7 @@ fn xep0060_4_publish_model_subscribers_and_open() {
 
 #[test]
 fn xep0060_access_lost_on_roster_change_cancels_generic_subscription() {
-    let mut w = World::new();
-    w.create(ALICE, "pres", &[("pubsub#access_model", "presence")]);
+    let mut w = World::with_node("pres", &[("pubsub#access_model", "presence")]);
     w.create(ALICE, "open", &[]);
     w.presence_sub("alice@localhost", "bob@localhost", true);
     w.subscribe(BOB, "pres", BOB);

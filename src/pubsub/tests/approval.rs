@@ -23,8 +23,7 @@ fn approval_answer(f: &HashMap<String, Vec<String>>, allow: bool) -> String {
 
 #[test]
 fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    let mut w = World::with_node("n", &[("pubsub#access_model", "authorize")]);
     // A second owner gets the form too.
     w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='dave@localhost' affiliation='owner'/></affiliations>");
     let (r, forms) = w.ps_ok(
@@ -79,11 +78,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     let out = w.message(ALICE, &approval_answer(&f, true));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, BOB);
-    let s = out[0]
-        .1
-        .child("event", NS_PUBSUB_EVENT)
-        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
-        .expect("subscription notice");
+    let s = subscription_notice(&out[0].1);
     assert_eq!(s.attr("subscription"), Some("subscribed"));
     let (_, notes) = w.publish(ALICE, "n", None, P);
     assert_eq!(notes.len(), 1);
@@ -98,11 +93,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     );
     let f = approval_fields(&forms[0].1);
     let out = w.message("dave@localhost/d", &approval_answer(&f, false));
-    let s = out[0]
-        .1
-        .child("event", NS_PUBSUB_EVENT)
-        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
-        .expect("subscription notice");
+    let s = subscription_notice(&out[0].1);
     assert_eq!(
         (out[0].0.as_str(), s.attr("subscription")),
         (CAROL, Some("none"))
@@ -133,8 +124,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
 
 #[test]
 fn xep0060_8_7_get_pending_via_ad_hoc_command_and_restart() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#access_model", "authorize")]);
+    let mut w = World::with_node("n", &[("pubsub#access_model", "authorize")]);
     w.create(ALICE, "quiet", &[("pubsub#access_model", "authorize")]);
     w.subscribe(BOB, "n", BOB);
     // Pending subscriptions survive a restart.

@@ -457,9 +457,7 @@ fn xep0248_delete_collection_reparents_to_root() {
 #[test]
 fn xep0248_items_on_collection_newest_first_rsm() {
     let mut w = World::new();
-    w.collection(ALICE, "c", &[]);
-    w.create(ALICE, "x", &[("pubsub#collection", "c")]);
-    w.create(ALICE, "y", &[("pubsub#collection", "c")]);
+    w.collection_with_leaves(ALICE, "c", &["x", "y"]);
     w.publish(ALICE, "x", Some("x1"), P);
     w.publish(ALICE, "y", Some("y1"), P);
     w.publish(ALICE, "y", Some("y2"), P);
@@ -524,12 +522,7 @@ fn xep0248_items_on_collection_newest_first_rsm() {
     // max_items on a collection: the newest n overall.
     let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='c' max_items='1'/>");
     assert_eq!(runs(&r), vec![("x".to_owned(), vec!["x2".to_owned()])]);
-    let (c, _) = w.ps_err(
-        BOB,
-        "get",
-        NS_PUBSUB,
-        &format!("<items node='c'/><set xmlns='{NS_RSM}'><after>nope</after></set>"),
-    );
+    let (c, _) = w.items_after_err(BOB, "c", "nope");
     assert_eq!(c, "item-not-found");
 }
 
@@ -592,8 +585,7 @@ fn xep0248_path_ids_create_parent_collections() {
 
 #[test]
 fn xep0248_node_type_change_and_root_items_subscription() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.publish(ALICE, "n", Some("i"), P);
     // Leaf → collection purges the items; collection → leaf is refused.
     let out = w.configure(

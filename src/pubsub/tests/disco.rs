@@ -40,8 +40,7 @@ fn xep0060_5_1_disco_info_advertises_exactly_the_implemented_features() {
 
 #[test]
 fn xep0060_5_2_and_5_5_disco_items_of_service_and_node() {
-    let mut w = World::new();
-    w.create(ALICE, "n1", &[("pubsub#title", "One")]);
+    let mut w = World::with_node("n1", &[("pubsub#title", "One")]);
     w.create(ALICE, "n2", &[]);
     w.publish(ALICE, "n1", Some("i1"), P);
     let (r, _) = w.ok(
@@ -105,10 +104,7 @@ fn xep0060_5_4_node_meta_data() {
 
 #[test]
 fn xep0060_5_2_disco_items_paged_and_bounded() {
-    let mut cfg = Config::default();
-    cfg.limits.max_stanza_bytes = 4096;
-    cfg.limits.outbox_max_bytes = 8192;
-    let mut w = World::with_config(cfg);
+    let mut w = World::with_small_outbox();
     for i in 0..100 {
         w.create(ALICE, &format!("node-{i:03}"), &[]);
     }

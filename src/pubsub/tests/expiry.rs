@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_item_expire_hides_and_evicts_old_items() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#item_expire", "5")]);
+    let mut w = World::with_node("n", &[("pubsub#item_expire", "5")]);
     w.publish(ALICE, "n", Some("old"), P);
     w.now += 10_000;
     w.publish(ALICE, "n", Some("new"), P);
@@ -20,8 +19,7 @@ fn xep0060_item_expire_hides_and_evicts_old_items() {
 
 #[test]
 fn xep0060_12_18_leased_subscription_expires_on_the_timer() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#notify_sub", "1")]);
+    let mut w = World::with_node("n", &[("pubsub#notify_sub", "1")]);
     assert_eq!(w.engine.next_deadline(), None);
     let end = w.now + 10_000;
     let s = w.subscribe_with(BOB, "n", &[("pubsub#expire", &xep0082(end))]);
@@ -79,8 +77,7 @@ fn xep0060_12_18_leased_subscription_expires_on_the_timer() {
 
 #[test]
 fn xep0060_12_x_item_expire_deletes_items_on_the_timer() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#item_expire", "10")]);
+    let mut w = World::with_node("n", &[("pubsub#item_expire", "10")]);
     w.create(
         ALICE,
         "quiet",

@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_5_6_and_5_7_own_subscriptions_and_affiliations() {
-    let mut w = World::new();
-    w.create(ALICE, "a", &[]);
+    let mut w = World::with_node("a", &[]);
     w.create(ALICE, "b", &[]);
     w.subscribe(BOB, "a", "bob@localhost");
     w.subscribe(BOB, "b", BOB);
@@ -32,17 +31,14 @@ fn xep0060_5_6_and_5_7_own_subscriptions_and_affiliations() {
 
 #[test]
 fn xep0060_6_5_items_all_by_id_and_newest_n() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     for i in 1..=4 {
         w.publish(ALICE, "n", Some(&format!("i{i}")), P);
     }
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["i1", "i2", "i3", "i4"]);
     assert_eq!(w.item_ids(BOB, "n", " max_items='2'"), vec!["i3", "i4"]);
-    let (r, _) = w.pubsub_ok(
+    let r = w.get_ok(
         BOB,
-        "get",
-        NS_PUBSUB,
         "<items node='n'><item id='i2'/><item id='zz'/></items>",
     );
     assert_eq!(items_of(&r), vec!["i2"]);
@@ -52,20 +48,16 @@ fn xep0060_6_5_items_all_by_id_and_newest_n() {
         .and_then(|i| i.child("item", NS_PUBSUB))
         .expect("item");
     assert_eq!(item.attr("publisher"), Some("alice@localhost"));
-    assert_eq!(
-        item.child("t", "urn:t").map(Element::text),
-        Some("1".into())
-    );
+    assert_eq!(payload_text(item), Some("1".into()));
     assert_eq!(
         w.ps_err(BOB, "get", NS_PUBSUB, "<items/>"),
-        ("bad-request".into(), "nodeid-required".into())
+        nodeid_required()
     );
 }
 
 #[test]
 fn xep0060_6_5_4_items_paged_with_rsm() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     for i in 1..=5 {
         w.publish(ALICE, "n", Some(&format!("i{i}")), P);
     }
@@ -99,21 +91,13 @@ fn xep0060_6_5_4_items_paged_with_rsm() {
     let (ids, set) = page(&mut w, "<max>2</max><after>i5</after>");
     assert!(ids.is_empty());
     assert_eq!(set, (None, None, None, "5".into()));
-    let (c, _) = w.ps_err(
-        BOB,
-        "get",
-        NS_PUBSUB,
-        &format!("<items node='n'/><set xmlns='{NS_RSM}'><after>gone</after></set>"),
-    );
+    let (c, _) = w.items_after_err(BOB, "n", "gone");
     assert_eq!(c, "item-not-found");
 }
 
 #[test]
 fn xep0060_6_5_items_never_silently_truncated() {
-    let mut cfg = Config::default();
-    cfg.limits.max_stanza_bytes = 4096;
-    cfg.limits.outbox_max_bytes = 8192;
-    let mut w = World::with_config(cfg);
+    let mut w = World::with_small_outbox();
     w.create(ALICE, "n", &[]);
     let big = format!("<t xmlns='urn:t'>{}</t>", "x".repeat(1000));
     for i in 1..=10 {

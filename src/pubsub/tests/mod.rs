@@ -116,6 +116,28 @@ impl World {
         Self::with_store(config, Store::open_in_memory().expect("store"))
     }
 
+    /// A world with a node `node` of alice's, configured with `fields`.
+    fn with_node(node: &str, fields: &[(&str, &str)]) -> World {
+        let mut w = Self::new();
+        w.create(ALICE, node, fields);
+        w
+    }
+
+    /// [`World::with_node`] (default configuration) with bob subscribed.
+    fn with_subscriber(node: &str) -> World {
+        let mut w = Self::with_node(node, &[]);
+        w.subscribe(BOB, node, BOB);
+        w
+    }
+
+    /// A world with small stanza (4 KiB) and outbox (8 KiB) limits.
+    fn with_small_outbox() -> World {
+        let mut cfg = Config::default();
+        cfg.limits.max_stanza_bytes = 4096;
+        cfg.limits.outbox_max_bytes = 8192;
+        Self::with_config(cfg)
+    }
+
     fn with_store(config: Config, store: Store) -> World {
         let engine = Engine::load(&config, &store).expect("engine");
         World {
@@ -200,6 +222,11 @@ impl World {
         self.pubsub_ok(from, "set", NS_PUBSUB, &inner)
     }
 
+    /// The reply to a `<pubsub/>` get of `inner` ([`World::pubsub_ok`]).
+    fn get_ok(&mut self, from: &str, inner: &str) -> Element {
+        self.pubsub_ok(from, "get", NS_PUBSUB, inner).0
+    }
+
     /// [`World::options_ok`], expecting an error ([`World::err`]).
     fn options_err(
         &mut self,
@@ -266,12 +293,15 @@ impl World {
         .1
     }
 
+    /// An items request on `node` paged after the unknown id `after`, expecting an error.
+    fn items_after_err(&mut self, from: &str, node: &str, after: &str) -> Errors {
+        let inner =
+            format!("<items node='{node}'/><set xmlns='{NS_RSM}'><after>{after}</after></set>");
+        self.ps_err(from, "get", NS_PUBSUB, &inner)
+    }
+
     fn item_ids(&mut self, from: &str, node: &str, extra: &str) -> Vec<String> {
-        let (r, _) = self.ok(
-            from,
-            "get",
-            &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'{extra}/></pubsub>"),
-        );
+        let r = self.get_ok(from, &format!("<items node='{node}'{extra}/>"));
         items_of(&r)
     }
 }
@@ -304,6 +334,31 @@ fn event(m: &Element) -> &Element {
 }
 
 const P: &str = "<t xmlns='urn:t'>1</t>";
+
+/// The `<{name}/>` (item or retract) in a notification's `<items/>`.
+fn event_items_child<'a>(m: &'a Element, name: &str) -> &'a Element {
+    event(m)
+        .child("items", NS_PUBSUB_EVENT)
+        .and_then(|i| i.child(name, NS_PUBSUB_EVENT))
+        .expect(name)
+}
+
+/// The `<subscription/>` of a subscription-state notification.
+fn subscription_notice(m: &Element) -> &Element {
+    m.child("event", NS_PUBSUB_EVENT)
+        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
+        .expect("subscription notice")
+}
+
+/// The text of an item's `<t xmlns='urn:t'/>` payload.
+fn payload_text(item: &Element) -> Option<String> {
+    item.child("t", "urn:t").map(Element::text)
+}
+
+/// The error of a request that names no node.
+fn nodeid_required() -> Errors {
+    ("bad-request".into(), "nodeid-required".into())
+}
 
 /// An RSM `<set/>` as (first, first's index, last, count).
 type RsmSummary = (Option<String>, Option<String>, Option<String>, String);
@@ -429,6 +484,14 @@ impl World {
     }
 
     /// The configuration form of `node` as a map.
+    /// A collection `node` with a leaf (no options) for each of `leaves`.
+    fn collection_with_leaves(&mut self, from: &str, node: &str, leaves: &[&str]) {
+        self.collection(from, node, &[]);
+        for leaf in leaves {
+            self.create(from, leaf, &[("pubsub#collection", node)]);
+        }
+    }
+
     fn config_of(&mut self, from: &str, node: &str) -> HashMap<String, Vec<String>> {
         self.get_form(
             from,

@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_12_4_temporary_subscriptions_end_with_presence() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.create(ALICE, "temp", &[("pubsub#tempsub", "1")]);
     w.online(BOB, "online");
     w.subscribe_with(BOB, "n", &[("pubsub#expire", "presence")]);

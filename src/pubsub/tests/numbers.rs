@@ -46,9 +46,7 @@ fn paging_world(cfg: Config) -> World {
     for i in 1..=3 {
         w.publish(ALICE, "n1", Some(&format!("i{i}")), P);
     }
-    w.collection(ALICE, "c", &[]);
-    w.create(ALICE, "x", &[("pubsub#collection", "c")]);
-    w.create(ALICE, "y", &[("pubsub#collection", "c")]);
+    w.collection_with_leaves(ALICE, "c", &["x", "y"]);
     w.publish(ALICE, "x", Some("x1"), P);
     w.publish(ALICE, "y", Some("y1"), P);
     w.publish(ALICE, "x", Some("x2"), P);
@@ -273,8 +271,7 @@ fn items_max_items_u64_max_does_not_panic() {
 /// values are `not-acceptable`, at configure and at create-and-configure, and change nothing.
 #[test]
 fn config_numbers_huge_or_negative_are_not_acceptable() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_items", "5")]);
+    let mut w = World::with_node("n", &[("pubsub#max_items", "5")]);
     w.collection(ALICE, "c", &[]);
     let huge = [
         "18446744073709551615",

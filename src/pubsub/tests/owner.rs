@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_8_2_configure_round_trips_every_field() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let fields: &[(&str, &str)] = &[
         ("pubsub#title", "Title"),
         ("pubsub#description", "Desc"),
@@ -77,7 +76,7 @@ fn xep0060_8_2_configure_round_trips_every_field() {
     );
     assert_eq!(
         w.ps_err(ALICE, "get", NS_PUBSUB_OWNER, "<configure/>"),
-        ("bad-request".into(), "nodeid-required".into())
+        nodeid_required()
     );
 }
 
@@ -114,9 +113,7 @@ fn xep0060_8_3_default_configuration() {
 
 #[test]
 fn xep0060_8_4_delete_with_redirect() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     w.publish(ALICE, "n", Some("a"), P);
     assert_eq!(
         w.ps_err(BOB, "set", NS_PUBSUB_OWNER, "<delete node='n'/>")
@@ -153,9 +150,7 @@ fn xep0060_8_4_delete_with_redirect() {
 
 #[test]
 fn xep0060_8_5_purge_with_notification() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     w.publish(ALICE, "n", Some("a"), P);
     w.publish(ALICE, "n", Some("b"), P);
     let (_, notes) = w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<purge node='n'/>");
@@ -172,8 +167,7 @@ fn xep0060_8_5_purge_with_notification() {
 
 #[test]
 fn xep0060_8_8_manage_subscriptions() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.subscribe(BOB, "n", "bob@localhost");
     let set = |jid: &str, state: &str| {
         format!(
@@ -183,11 +177,7 @@ fn xep0060_8_8_manage_subscriptions() {
     let (_, told) = w.ok(ALICE, "set", &set(CAROL, "subscribed"));
     assert_eq!(told.len(), 1, "§12.13 subscription state notification");
     assert_eq!(told[0].0, CAROL);
-    let sub = told[0]
-        .1
-        .child("event", NS_PUBSUB_EVENT)
-        .and_then(|p| p.child("subscription", NS_PUBSUB_EVENT))
-        .expect("subscription");
+    let sub = subscription_notice(&told[0].1);
     assert_eq!(sub.attr("subscription"), Some("subscribed"));
     let (_, told) = w.ok(ALICE, "set", &set("bob@localhost", "none"));
     assert_eq!(told.len(), 1);
@@ -215,8 +205,7 @@ fn xep0060_8_8_manage_subscriptions() {
 
 #[test]
 fn xep0060_8_9_manage_affiliations_all_six() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let set = |jid: &str, aff: &str| {
         format!(
             "<pubsub xmlns='{NS_PUBSUB_OWNER}'><affiliations node='n'><affiliation jid='{jid}' affiliation='{aff}'/></affiliations></pubsub>"
@@ -300,8 +289,7 @@ fn xep0060_8_9_manage_affiliations_all_six() {
 
 #[test]
 fn xep0060_4_1_publishers_may_purge_publish_only_may_not() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.pubsub_ok(ALICE, "set", NS_PUBSUB_OWNER, "<affiliations node='n'><affiliation jid='bob@localhost' affiliation='publisher'/><affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations>");
     w.publish(BOB, "n", Some("b"), P);
     let purge = format!("<pubsub xmlns='{NS_PUBSUB_OWNER}'><purge node='n'/></pubsub>");

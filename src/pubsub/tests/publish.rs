@@ -4,9 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_7_1_publish_with_generated_id() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     let (r, notes) = w.publish(ALICE, "n", None, P);
     let id = r
         .child("pubsub", NS_PUBSUB)
@@ -17,10 +15,7 @@ fn xep0060_7_1_publish_with_generated_id() {
         .to_owned();
     assert!(!id.is_empty());
     assert_eq!(notes.len(), 1);
-    let item = event(&notes[0].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-        .expect("item");
+    let item = event_items_child(&notes[0].1, "item");
     assert_eq!(item.attr("id"), Some(id.as_str()));
     assert_eq!(notes[0].1.attr("type"), Some("headline"));
     assert_eq!(notes[0].1.attr("from"), Some("pubsub.localhost"));
@@ -31,27 +26,19 @@ fn xep0060_7_1_publish_with_generated_id() {
 
 #[test]
 fn xep0060_7_1_2_same_id_overwrites_and_notifies_again() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     w.publish(ALICE, "n", Some("x"), P);
     w.publish(ALICE, "n", Some("y"), P);
     let (_, notes) = w.publish(ALICE, "n", Some("x"), "<t xmlns='urn:t'>new</t>");
     assert_eq!(notes.len(), 1);
     assert_eq!(w.item_ids(BOB, "n", ""), vec!["y", "x"]);
-    let (r, _) = w.pubsub_ok(
-        BOB,
-        "get",
-        NS_PUBSUB,
-        "<items node='n'><item id='x'/></items>",
-    );
+    let r = w.get_ok(BOB, "<items node='n'><item id='x'/></items>");
     assert!(format!("{r:?}").contains("new"));
 }
 
 #[test]
 fn xep0060_7_1_max_items_evicts_oldest_first() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_items", "3")]);
+    let mut w = World::with_node("n", &[("pubsub#max_items", "3")]);
     for i in 1..=5 {
         w.publish(ALICE, "n", Some(&format!("i{i}")), P);
     }
@@ -65,8 +52,7 @@ fn xep0060_7_1_max_items_evicts_oldest_first() {
 
 #[test]
 fn xep0060_7_1_3_publish_errors() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_payload_size", "40")]);
+    let mut w = World::with_node("n", &[("pubsub#max_payload_size", "40")]);
     let publish = |item: &str| {
         format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='n'>{item}</publish></pubsub>")
     };
@@ -130,15 +116,14 @@ fn xep0060_7_1_3_publish_errors() {
             NS_PUBSUB,
             &format!("<publish><item>{P}</item></publish>")
         ),
-        ("bad-request".into(), "nodeid-required".into())
+        nodeid_required()
     );
     assert_eq!(w.item_ids(BOB, "n", ""), Vec::<String>::new());
 }
 
 #[test]
 fn xep0060_7_1_5_publish_options_preconditions() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#access_model", "whitelist")]);
+    let mut w = World::with_node("n", &[("pubsub#access_model", "whitelist")]);
     let body = |fields: &[(&str, &str)]| {
         format!(
             "<pubsub xmlns='{NS_PUBSUB}'><publish node='n'><item>{P}</item></publish><publish-options>{}</publish-options></pubsub>",
@@ -204,8 +189,7 @@ fn xep0060_7_1_5_auto_create_applies_options_atomically() {
 
 #[test]
 fn xep0060_transient_node_keeps_only_the_last_item_in_memory() {
-    let mut w = World::new();
-    w.create(ALICE, "t", &[("pubsub#persist_items", "0")]);
+    let mut w = World::with_node("t", &[("pubsub#persist_items", "0")]);
     w.publish(ALICE, "t", Some("a"), P);
     w.publish(ALICE, "t", Some("b"), P);
     assert_eq!(w.item_ids(BOB, "t", ""), vec!["b"]);
@@ -219,14 +203,10 @@ fn xep0060_transient_node_keeps_only_the_last_item_in_memory() {
 
 #[test]
 fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#deliver_payloads", "0")]);
+    let mut w = World::with_node("n", &[("pubsub#deliver_payloads", "0")]);
     w.subscribe(BOB, "n", BOB);
     let (_, notes) = w.publish(ALICE, "n", Some("a"), P);
-    let item = event(&notes[0].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-        .expect("item");
+    let item = event_items_child(&notes[0].1, "item");
     assert_eq!(item.attr("id"), Some("a"));
     assert!(item.elements().next().is_none());
     // Retrieval still returns the stored payload.
@@ -236,8 +216,7 @@ fn xep0060_deliver_payloads_off_sends_notifications_without_payload() {
 
 #[test]
 fn xep0060_fan_out_shares_one_serialised_item() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let subs = [
         "a@localhost",
         "b@localhost/x",
@@ -291,10 +270,7 @@ fn xep0060_7_1_publish_node_full_three_behaviours() {
     // retract-oldest: the new item and a retraction of the oldest.
     let (_, notes) = w.publish(ALICE, "r", Some("c"), P);
     assert_eq!(notes.len(), 2);
-    let retract = event(&notes[1].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("retract", NS_PUBSUB_EVENT))
-        .expect("retract");
+    let retract = event_items_child(&notes[1].1, "retract");
     assert_eq!(retract.attr("id"), Some("a"));
     assert_eq!(w.item_ids(BOB, "r", ""), vec!["b", "c"]);
     // discard-oldest: silently.
@@ -473,19 +449,12 @@ fn pubsub_figures() {
 
 #[test]
 fn xep0060_12_9_itemreply_none_omits_the_publisher() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#itemreply", "none")]);
+    let mut w = World::with_node("n", &[("pubsub#itemreply", "none")]);
     w.create(ALICE, "p", &[]);
     w.subscribe(BOB, "n", BOB);
     w.subscribe(BOB, "p", BOB);
     let (_, notes) = w.publish(ALICE, "n", Some("i"), P);
-    let item = |m: &Element| {
-        event(m)
-            .child("items", NS_PUBSUB_EVENT)
-            .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-            .expect("item")
-            .clone()
-    };
+    let item = |m: &Element| event_items_child(m, "item").clone();
     assert_eq!(item(&notes[0].1).attr("publisher"), None);
     let (_, notes) = w.publish(ALICE, "p", Some("i"), P);
     assert_eq!(item(&notes[0].1).attr("publisher"), Some("alice@localhost"));
@@ -502,8 +471,7 @@ fn xep0060_12_9_itemreply_none_omits_the_publisher() {
 /// stanza each one receives is still complete and well-formed.
 #[test]
 fn fan_out_shares_one_serialised_item_between_subscribers() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.subscribe(BOB, "n", "bob@localhost");
     w.subscribe(CAROL, "n", "carol@localhost");
     w.n += 1;
@@ -533,8 +501,7 @@ fn fan_out_shares_one_serialised_item_between_subscribers() {
 /// Even with the same counter seed and the same clock, the new item gets a new id.
 #[test]
 fn generated_item_ids_do_not_collide_after_restart_with_clock_stepped_back() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#max_items", "10")]);
+    let mut w = World::with_node("n", &[("pubsub#max_items", "10")]);
     let t0 = w.now;
     let (r1, _) = w.publish(ALICE, "n", None, "<a xmlns='x'/>");
     let id_of = |r: &Element| {

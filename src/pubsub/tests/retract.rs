@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_7_2_retract_with_notify() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#notify_retract", "0")]);
+    let mut w = World::with_node("n", &[("pubsub#notify_retract", "0")]);
     w.subscribe(BOB, "n", BOB);
     w.publish(ALICE, "n", Some("a"), P);
     w.publish(ALICE, "n", Some("b"), P);
@@ -18,10 +17,7 @@ fn xep0060_7_2_retract_with_notify() {
     assert!(notes.is_empty(), "notify_retract off, no notify attribute");
     let (_, notes) = w.ok(ALICE, "set", &retract("b", " notify='1'"));
     assert_eq!(notes.len(), 1);
-    let r = event(&notes[0].1)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("retract", NS_PUBSUB_EVENT))
-        .expect("retract");
+    let r = event_items_child(&notes[0].1, "retract");
     assert_eq!(r.attr("id"), Some("b"));
     assert_eq!(w.err(ALICE, "set", &retract("b", "")).0, "item-not-found");
     assert_eq!(w.err(BOB, "set", &retract("b", "")).0, "item-not-found");

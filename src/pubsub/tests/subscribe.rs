@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn xep0060_6_1_subscribe_bare_and_full_and_invalid_jid() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let out = w.subscribe(BOB, "n", "bob@localhost");
     assert!(out.is_empty(), "no last item to send");
     w.subscribe(BOB, "n", BOB);
@@ -45,23 +44,16 @@ fn xep0060_6_1_subscribe_bare_and_full_and_invalid_jid() {
 
 #[test]
 fn xep0060_6_1_7_last_published_item_on_subscribe_with_delay() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[("pubsub#send_last_published_item", "on_sub")]);
+    let mut w = World::with_node("n", &[("pubsub#send_last_published_item", "on_sub")]);
     w.publish(ALICE, "n", Some("old"), P);
     w.publish(ALICE, "n", Some("last"), "<t xmlns='urn:t'>2</t>");
     let out = w.subscribe(BOB, "n", BOB);
     assert_eq!(out.len(), 1);
     let (to, m) = &out[0];
     assert_eq!(to, BOB);
-    let item = event(m)
-        .child("items", NS_PUBSUB_EVENT)
-        .and_then(|i| i.child("item", NS_PUBSUB_EVENT))
-        .expect("item");
+    let item = event_items_child(m, "item");
     assert_eq!(item.attr("id"), Some("last"));
-    assert_eq!(
-        item.child("t", "urn:t").map(Element::text),
-        Some("2".into())
-    );
+    assert_eq!(payload_text(item), Some("2".into()));
     let delay = m.child("delay", NS_DELAY).expect("XEP-0203 delay");
     assert_eq!(delay.attr("stamp"), Some(xep0082(w.now - 1000).as_str()));
     // Resubscribing sends it again (ejabberd #4479).
@@ -90,8 +82,7 @@ fn xep0060_6_1_7_on_sub_and_presence_sends_on_initial_presence() {
 
 #[test]
 fn xep0060_6_2_unsubscribe() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let unsub = |jid: &str| {
         format!("<pubsub xmlns='{NS_PUBSUB}'><unsubscribe node='n' jid='{jid}'/></pubsub>")
     };
@@ -111,9 +102,7 @@ fn xep0060_6_2_unsubscribe() {
 
 #[test]
 fn xep0060_6_3_subscription_options_deliver() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
-    w.subscribe(BOB, "n", BOB);
+    let mut w = World::with_subscriber("n");
     let f = w.get_form(BOB, NS_PUBSUB, &format!("<options node='n' jid='{BOB}'/>"));
     assert_eq!(f["pubsub#deliver"], vec!["1".to_owned()]);
     w.options_ok(BOB, "n", BOB, &[("pubsub#deliver", "false")]);
@@ -168,8 +157,7 @@ fn subid_headers(m: &Element) -> Vec<String> {
 
 #[test]
 fn xep0060_6_1_6_multiple_subscriptions() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let a = w.subscribe_with(BOB, "n", &[]);
     let b = w.subscribe_with(BOB, "n", &[("pubsub#include_body", "1")]);
     let (ida, idb) = (
@@ -276,8 +264,7 @@ fn xep0060_6_1_6_multiple_subscriptions() {
 
 #[test]
 fn xep0060_6_3_include_body_and_show_values() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     w.online("bob@localhost/desk", "online");
     w.online("bob@localhost/phone", "away");
     w.subscribe_with("bob@localhost/desk", "n", &[]);
@@ -352,8 +339,7 @@ fn xep0060_6_3_include_body_and_show_values() {
 
 #[test]
 fn subscription_rows_without_subid_get_one_at_start() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     // A row as the first format wrote it: key `node 00 jid`.
     w.store
         .pubsub_apply(&[PubsubOp::PutSubscription(
@@ -380,8 +366,7 @@ fn subscription_rows_without_subid_get_one_at_start() {
 /// exact; impossible dates are `bad-request` + `invalid-options`.
 #[test]
 fn subscription_expire_at_the_edges() {
-    let mut w = World::new();
-    w.create(ALICE, "n", &[]);
+    let mut w = World::with_node("n", &[]);
     let far = "9999-12-31T23:59:59.999Z";
     w.subscribe_with(BOB, "n", &[("pubsub#expire", far)]);
     assert_eq!(w.engine.next_deadline(), Some(253_402_300_799_999));
