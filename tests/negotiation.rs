@@ -249,7 +249,7 @@ fn rfc6120_5_3_1_starttls_mandatory_for_remote_peers() {
     }
 }
 
-/// RFC 6120 §6.4 + DESIGN.md: PLAIN is never offered or accepted without TLS off loopback.
+/// RFC 6120 §6.4 and docs/protocol.md: PLAIN is never offered or accepted without TLS off loopback.
 #[test]
 fn plain_refused_without_tls_off_loopback() {
     let mut h = Harness::new(remote(false), |c| c.c2s.allow_plaintext_public = true);

@@ -1,3 +1,5 @@
+//! Unit tests of XEP-0115 caps (`crate::caps`): parsing, verification, the cache and interests.
+
 use super::*;
 
 /// [`super::parse_caps`] with the default `limits.caps_max_attr_bytes`.

@@ -1,3 +1,5 @@
+//! Unit tests of the `kinglet` command line (`crate::cli`).
+
 use super::*;
 use crate::test_support::TempDir;
 

@@ -1,3 +1,5 @@
+//! Unit tests of `crate::config`: parsing, defaults, validation and the documented keys.
+
 use super::*;
 
 fn err(s: &str) -> ConfigError {

@@ -1,3 +1,5 @@
+//! Unit tests of `crate::limits`: defaults, range checks and the memory table.
+
 use super::*;
 
 fn key_of(l: &Limits) -> String {

@@ -1,4 +1,4 @@
-//! Crash safety of the pub-sub store (DESIGN.md "Durability"): several clients publish
+//! Crash safety of the pub-sub store (docs/architecture.md, "An IQ result means durable"): several clients publish
 //! concurrently with a window of outstanding IQs, the daemon is killed with SIGKILL in the
 //! middle of the load, restarted on the same data, and every item whose publish result
 //! arrived must be there with its exact payload. Also: with `store.flush_interval`, a clean
@@ -175,7 +175,7 @@ fn verify(d: &Daemon, acked: &BTreeMap<String, Vec<usize>>, log: &str) -> usize 
     checked
 }
 
-/// DESIGN.md "Durability": a publish result means the item is durable, under concurrent
+/// docs/architecture.md, "An IQ result means durable": a publish result means the item is durable, under concurrent
 /// load and a SIGKILL at an arbitrary moment, round after round on the same file.
 #[test]
 fn kill_9_under_concurrent_publish_load_loses_no_acknowledged_item() {

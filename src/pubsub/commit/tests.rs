@@ -1,3 +1,5 @@
+//! Unit tests of the group-commit holding of pub-sub replies and notifications (`crate::pubsub::commit`).
+
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 

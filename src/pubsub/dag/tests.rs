@@ -1,3 +1,5 @@
+//! Unit and property tests of the XEP-0248 collection graph (`crate::pubsub::dag`).
+
 use super::*;
 
 /// The default `limits.pubsub_max_parents`.
