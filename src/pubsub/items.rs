@@ -84,14 +84,7 @@ impl Host<'_> {
                 .filter(|e| wanted.is_empty() || wanted.contains(&e.id.as_str()))
                 .collect()
         } else {
-            transient = n.last.as_ref().map(|l| IndexEntry {
-                seq: 0,
-                id: l.id.clone(),
-                published_ms: l.published_ms,
-                bytes: l.payload.len(),
-                stored: 0,
-                publisher: Rc::from(l.publisher.as_str()),
-            });
+            transient = n.last.as_ref().map(|l| l.transient_entry());
             transient
                 .iter()
                 .filter(|e| !n.expired(e.published_ms, req.now_ms))
