@@ -33,6 +33,17 @@ impl Host<'_> {
         Ok(n)
     }
 
+    /// The name in `e`'s `node` attribute and that node, if `req`'s sender owns it.
+    pub(super) fn owned_node(
+        &self,
+        e: &Element,
+        req: &Req,
+    ) -> Result<(String, &Node), PubSubError> {
+        let name = Self::node_attr(e)?.to_owned();
+        let n = self.require_owner(&name, &req.bare)?;
+        Ok((name, n))
+    }
+
     pub(super) fn may_create(&self, bare: &Jid) -> bool {
         if let Some(o) = &self.svc.owner {
             return o == bare;
