@@ -316,6 +316,12 @@ impl Node {
             .min()
             .unwrap_or(0);
     }
+    /// Removes the subscription with `sub`'s JID and SubID.
+    pub(super) fn remove_sub(&mut self, sub: &Sub) {
+        self.subs
+            .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
+        self.subs_changed();
+    }
     /// Inserts `sub` in `(jid, subid)` order.
     pub(super) fn insert_sub(&mut self, sub: Sub) {
         let pos = self.subs.partition_point(|s| {

@@ -40,6 +40,13 @@ impl Host<'_> {
         }
     }
 
+    /// Removes `sub` from node `name`, if the node is still there.
+    pub(super) fn remove_sub(&mut self, name: &str, sub: &Sub) {
+        if let Some(n) = self.svc.nodes.get_mut(name) {
+            n.remove_sub(sub);
+        }
+    }
+
     /// `<subscription node jid subid subscription/>` of the pubsub namespace.
     /// Opens it in `w` (attributes written; the caller adds children and ends it).
     pub(super) fn write_subscription(w: &mut Writer, node: &str, sub: &Sub) {
