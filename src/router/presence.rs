@@ -436,29 +436,27 @@ impl Router {
     }
 }
 
-fn add_from(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::From => Subscription::From,
-        Subscription::To | Subscription::Both => Subscription::Both,
+/// The subscription state in which presence flows to the user (`to`) and from the user
+/// (`from`).
+fn sub_state(to: bool, from: bool) -> Subscription {
+    match (to, from) {
+        (false, false) => Subscription::None,
+        (true, false) => Subscription::To,
+        (false, true) => Subscription::From,
+        (true, true) => Subscription::Both,
     }
+}
+fn add_from(s: Subscription) -> Subscription {
+    sub_state(s.has_to(), true)
 }
 fn add_to(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::To => Subscription::To,
-        Subscription::From | Subscription::Both => Subscription::Both,
-    }
+    sub_state(true, s.has_from())
 }
 fn drop_from(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::From => Subscription::None,
-        Subscription::To | Subscription::Both => Subscription::To,
-    }
+    sub_state(s.has_to(), false)
 }
 fn drop_to(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::To => Subscription::None,
-        Subscription::From | Subscription::Both => Subscription::From,
-    }
+    sub_state(false, s.has_from())
 }
 
 /// `<presence type='…' from='…' to='…'/>`: a presence the server writes itself.
