@@ -428,14 +428,14 @@ impl Host<'_> {
                 } else {
                     self.default_config()
                 };
-                let mut s = String::new();
-                Element::new("pubsub", NS_PUBSUB_OWNER)
-                    .with_child(
-                        Element::new("default", NS_PUBSUB_OWNER)
-                            .with_child(cfg.to_form(FORM_NODE_CONFIG)),
-                    )
-                    .write_to(&mut s, NS_CLIENT);
-                Ok(Some(s))
+                Ok(Some(
+                    Element::new("pubsub", NS_PUBSUB_OWNER)
+                        .with_child(
+                            Element::new("default", NS_PUBSUB_OWNER)
+                                .with_child(cfg.to_form(FORM_NODE_CONFIG)),
+                        )
+                        .to_string_in_stream(),
+                ))
             }
             ("delete", true) => self.owner_delete(dir, store, req, first),
             ("purge", true) => self.owner_purge(dir, store, req, first),

@@ -33,15 +33,15 @@ impl Host<'_> {
                         .collect(),
                 );
             }
-            let mut s = String::new();
-            Element::new("pubsub", NS_PUBSUB_OWNER)
-                .with_child(
-                    Element::new("configure", NS_PUBSUB_OWNER)
-                        .with_attr("node", name.as_str())
-                        .with_child(cfg.to_form(FORM_NODE_CONFIG)),
-                )
-                .write_to(&mut s, NS_CLIENT);
-            return Ok(Some(s));
+            return Ok(Some(
+                Element::new("pubsub", NS_PUBSUB_OWNER)
+                    .with_child(
+                        Element::new("configure", NS_PUBSUB_OWNER)
+                            .with_attr("node", name.as_str())
+                            .with_child(cfg.to_form(FORM_NODE_CONFIG)),
+                    )
+                    .to_string_in_stream(),
+            ));
         }
         let x = find_form(c).ok_or(PubSubError::BadForm("no data form".into()))?;
         if x.attr("type") == Some("cancel") {

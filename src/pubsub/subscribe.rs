@@ -361,9 +361,7 @@ impl Host<'_> {
         }
         e.push_child(Self::sub_options_form(&SubOptions::default(), "form"));
         let p = Element::new("pubsub", NS_PUBSUB).with_child(e);
-        let mut s = String::new();
-        p.write_to(&mut s, NS_CLIENT);
-        s
+        p.to_string_in_stream()
     }
 
     /// §6.3 subscription options (get and set), of one subscription (by SubID when the
@@ -385,11 +383,11 @@ impl Host<'_> {
                 .with_attr("jid", jid.as_str())
                 .with_attr("subid", n.subs[i].subid.as_str())
                 .with_child(Self::sub_options_form(&n.subs[i].opts, "form"));
-            let mut s = String::new();
-            Element::new("pubsub", NS_PUBSUB)
-                .with_child(e)
-                .write_to(&mut s, NS_CLIENT);
-            return Ok(Some(s));
+            return Ok(Some(
+                Element::new("pubsub", NS_PUBSUB)
+                    .with_child(e)
+                    .to_string_in_stream(),
+            ));
         }
         let x = find_form(o).ok_or(PubSubError::InvalidOptions("no form".into()))?;
         let mut sub = n.subs[i].clone();
