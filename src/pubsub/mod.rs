@@ -68,7 +68,9 @@ use crate::proto::{self, NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::storage::{
     DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Storage, StoreError, SubscriptionRecord,
 };
-use crate::xml::{Element, NS_CLIENT, Raw, Writer};
+#[cfg(test)]
+use crate::xml::NS_CLIENT; // for the tests' `use super::*`
+use crate::xml::{Element, Raw, Writer};
 use config::{
     FORM_META_DATA, FORM_NODE_CONFIG, FORM_PUBLISH_OPTIONS, FORM_SUBSCRIBE_OPTIONS, NS_DATA,
     find_form, form_fields, hidden_form_type,
