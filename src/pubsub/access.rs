@@ -25,6 +25,13 @@ impl Host<'_> {
         self.svc.nodes.get(name).ok_or(PubSubError::NodeNotFound)
     }
 
+    pub(super) fn node_mut(&mut self, name: &str) -> Result<&mut Node, PubSubError> {
+        self.svc
+            .nodes
+            .get_mut(name)
+            .ok_or(PubSubError::NodeNotFound)
+    }
+
     pub(super) fn require_owner(&self, name: &str, bare: &Jid) -> Result<&Node, PubSubError> {
         let n = self.node(name)?;
         if self.affiliation(n, bare) != Affiliation::Owner {

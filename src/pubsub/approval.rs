@@ -129,11 +129,7 @@ impl Host<'_> {
         } else {
             self.commit(store, &[sub.delete(&name)])?;
         }
-        let n = self
-            .svc
-            .nodes
-            .get_mut(&name)
-            .ok_or(PubSubError::NodeNotFound)?;
+        let n = self.node_mut(&name)?;
         if allow {
             n.subs[i].state = SubState::Subscribed;
         } else {

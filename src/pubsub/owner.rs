@@ -133,11 +133,7 @@ impl Host<'_> {
             return Err(e);
         }
         let was_transient = !n.config.persist_items;
-        let n = self
-            .svc
-            .nodes
-            .get_mut(&name)
-            .ok_or(PubSubError::NodeNotFound)?;
+        let n = self.node_mut(&name)?;
         n.config = cfg;
         if now_transient || to_collection {
             n.clear_items();

@@ -116,11 +116,7 @@ impl Host<'_> {
                     opts,
                 };
                 self.commit(store, &[sub.put(&name)])?;
-                let n = self
-                    .svc
-                    .nodes
-                    .get_mut(&name)
-                    .ok_or(PubSubError::NodeNotFound)?;
+                let n = self.node_mut(&name)?;
                 n.insert_sub(sub.clone());
                 if state == SubState::Pending {
                     self.send_approval_forms(&name, &sub);
