@@ -130,6 +130,28 @@ fn credentials(pw: Option<&str>, file: Option<&Path>, config: &Config) -> Result
     Ok(StoredCredentials::derive(&crate::system::SystemEnv::new(), &pw, iterations).to_bytes())
 }
 
+/// The reply to a `user add|passwd|del` whose store call returned `r`: `"{done} user@domain"`,
+/// or a usage error for an account that already exists (add) or does not (passwd, del).
+fn user_outcome(
+    r: Result<(), StoreError>,
+    done: &str,
+    user: &str,
+    config: &Config,
+) -> Result<String, Failure> {
+    match r {
+        Ok(()) => Ok(format!("{done} {user}@{}", config.domain)),
+        Err(StoreError::AlreadyExists) => Err(Failure::Usage(format!(
+            "{user}@{} already exists (use `kinglet user passwd` to change the password)",
+            config.domain
+        ))),
+        Err(StoreError::NotFound) => Err(Failure::Usage(format!(
+            "no such user {user}@{}",
+            config.domain
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn run(
     action: &UserAction,
     config: &Config,
@@ -140,41 +162,25 @@ fn run(
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
             let creds = credentials(a.password.as_deref(), a.password_file.as_deref(), config)?;
             let store = open(config)?;
-            match store.user_add(&user, &creds) {
-                Ok(()) => Ok(format!("added {user}@{}", config.domain)),
-                Err(StoreError::AlreadyExists) => Err(Failure::Usage(format!(
-                    "{user}@{} already exists (use `kinglet user passwd` to change the password)",
-                    config.domain
-                ))),
-                Err(e) => Err(e.into()),
-            }
+            user_outcome(store.user_add(&user, &creds), "added", &user, config)
         }
         UserAction::Passwd(a) => {
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
             require_database(config, config_path)?;
             let creds = credentials(a.password.as_deref(), a.password_file.as_deref(), config)?;
             let store = open(config)?;
-            match store.user_set_credentials(&user, &creds) {
-                Ok(()) => Ok(format!("password changed for {user}@{}", config.domain)),
-                Err(StoreError::NotFound) => Err(Failure::Usage(format!(
-                    "no such user {user}@{}",
-                    config.domain
-                ))),
-                Err(e) => Err(e.into()),
-            }
+            user_outcome(
+                store.user_set_credentials(&user, &creds),
+                "password changed for",
+                &user,
+                config,
+            )
         }
         UserAction::Del(a) => {
             let user = username(&a.jid, config).map_err(Failure::Usage)?;
             require_database(config, config_path)?;
             let store = open(config)?;
-            match store.user_del(&user) {
-                Ok(()) => Ok(format!("deleted {user}@{}", config.domain)),
-                Err(StoreError::NotFound) => Err(Failure::Usage(format!(
-                    "no such user {user}@{}",
-                    config.domain
-                ))),
-                Err(e) => Err(e.into()),
-            }
+            user_outcome(store.user_del(&user), "deleted", &user, config)
         }
         UserAction::List(_) => {
             require_database(config, config_path)?;

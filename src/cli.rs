@@ -156,96 +156,75 @@ pub struct UserPasswdArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The connection flags shared by the client commands (`pub`, `sub`, `nodes`, `items`,
-/// `node ...`); `crate::client` resolves them into its connection settings.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ConnectArgs {
-    /// `--server HOST[:PORT]`.
-    pub server: Option<String>,
-    /// `--domain`.
-    pub domain: Option<String>,
-    /// `--jid`.
-    pub jid: Option<String>,
-    /// `--password-file`.
-    pub password_file: Option<PathBuf>,
-    /// `--password-env`.
-    pub password_env: Option<String>,
-    /// `--resource`.
-    pub resource: Option<String>,
-    /// `--service`.
-    pub service: Option<String>,
-    /// `--tls auto|starttls|direct|off`.
-    pub tls: Option<String>,
-    /// `--ca-file`.
-    pub ca_file: Option<PathBuf>,
-    /// `--insecure`.
-    pub insecure: bool,
-    /// `--timeout` in seconds.
-    pub timeout: Option<u64>,
+/// The connection flags of every client command, in help order, written once: the doc is
+/// the help text, `option`/`switch` the `#[argh(...)]` kind. Calls `$then! { args… table }`.
+macro_rules! connect_flags {
+    ($then:ident! { $($args:tt)* }) => {
+        $then! {
+            $($args)*
+            /// server HOST[:PORT] (default: the JID's domain, else localhost; port 5222, 5223 with --tls direct)
+            option server: Option<String>,
+            /// XMPP domain (default: the JID's domain, else the server host name, else localhost)
+            option domain: Option<String>,
+            /// log in as this account (user@domain[/resource]); default: anonymous login
+            option jid: Option<String>,
+            /// file whose first line is the password of --jid
+            option password_file: Option<PathBuf>,
+            /// environment variable holding the password of --jid
+            option password_env: Option<String>,
+            /// resource to bind (default: kinglet-<pid>)
+            option resource: Option<String>,
+            /// pubsub service JID (default: pubsub.<domain>)
+            option service: Option<String>,
+            /// TLS: auto (STARTTLS if offered; plaintext to loopback only), starttls, direct or off
+            option tls: Option<String>,
+            /// trust the CA certificates in this PEM file (default: the system bundle)
+            option ca_file: Option<PathBuf>,
+            /// do not verify the server certificate (DANGEROUS; prints a warning)
+            switch insecure: bool,
+            /// seconds to wait for connecting and for each reply (default 10)
+            option timeout: Option<u64>,
+        }
+    };
 }
+
+/// Defines [`ConnectArgs`] from the [`connect_flags!`] table.
+macro_rules! connect_args_struct {
+    ($($(#[$m:meta])* $kind:ident $field:ident : $outer:ident $(< $inner:ident >)?,)*) => {
+        /// The connection flags shared by the client commands (`pub`, `sub`, `nodes`, `items`,
+        /// `node ...`); `crate::client` resolves them into its connection settings.
+        #[derive(Clone, Debug, Default, PartialEq)]
+        pub struct ConnectArgs {
+            $($(#[$m])* pub $field: $outer $(< $inner >)?,)*
+        }
+    };
+}
+
+connect_flags!(connect_args_struct! {});
 
 /// Defines a client command's argument struct: its own fields plus the connection flags of
 /// [`ConnectArgs`] (argh has no flattening), and `connect_args()` to extract those.
 macro_rules! client_args {
+    ($(#[$meta:meta])* $name:ident { $($own:tt)* }) => {
+        connect_flags!(client_args! { @struct $(#[$meta])* $name { $($own)* } });
+    };
     // Field types are matched as tokens (`Option<String>`), not as `ty` fragments: argh's
     // derive must see `Option`/`Vec`/`bool` to pick optional, repeated and switch handling.
-    ($(#[$meta:meta])* $name:ident {
+    (@struct $(#[$meta:meta])* $name:ident {
         $($(#[$fmeta:meta])* $field:ident : $outer:ident $(< $inner:ident >)?,)*
-    }) => {
+    } $($(#[$cmeta:meta])* $kind:ident $cfield:ident : $couter:ident $(< $cinner:ident >)?,)*) => {
         #[derive(FromArgs, Debug, PartialEq)]
         $(#[$meta])*
         pub struct $name {
             $($(#[$fmeta])* pub $field: $outer $(< $inner >)?,)*
-            /// server HOST[:PORT] (default: the JID's domain, else localhost; port 5222, 5223 with --tls direct)
-            #[argh(option)]
-            pub server: Option<String>,
-            /// XMPP domain (default: the JID's domain, else the server host name, else localhost)
-            #[argh(option)]
-            pub domain: Option<String>,
-            /// log in as this account (user@domain[/resource]); default: anonymous login
-            #[argh(option)]
-            pub jid: Option<String>,
-            /// file whose first line is the password of --jid
-            #[argh(option)]
-            pub password_file: Option<PathBuf>,
-            /// environment variable holding the password of --jid
-            #[argh(option)]
-            pub password_env: Option<String>,
-            /// resource to bind (default: kinglet-<pid>)
-            #[argh(option)]
-            pub resource: Option<String>,
-            /// pubsub service JID (default: pubsub.<domain>)
-            #[argh(option)]
-            pub service: Option<String>,
-            /// TLS: auto (STARTTLS if offered; plaintext to loopback only), starttls, direct or off
-            #[argh(option)]
-            pub tls: Option<String>,
-            /// trust the CA certificates in this PEM file (default: the system bundle)
-            #[argh(option)]
-            pub ca_file: Option<PathBuf>,
-            /// do not verify the server certificate (DANGEROUS; prints a warning)
-            #[argh(switch)]
-            pub insecure: bool,
-            /// seconds to wait for connecting and for each reply (default 10)
-            #[argh(option)]
-            pub timeout: Option<u64>,
+            $($(#[$cmeta])* #[argh($kind)] pub $cfield: $couter $(< $cinner >)?,)*
         }
 
         impl $name {
             /// The shared connection flags.
             pub fn connect_args(&self) -> ConnectArgs {
                 ConnectArgs {
-                    server: self.server.clone(),
-                    domain: self.domain.clone(),
-                    jid: self.jid.clone(),
-                    password_file: self.password_file.clone(),
-                    password_env: self.password_env.clone(),
-                    resource: self.resource.clone(),
-                    service: self.service.clone(),
-                    tls: self.tls.clone(),
-                    ca_file: self.ca_file.clone(),
-                    insecure: self.insecure,
-                    timeout: self.timeout,
+                    $($cfield: self.$cfield.clone(),)*
                 }
             }
         }

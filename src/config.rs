@@ -378,6 +378,22 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 }
 
 /// Serialises a path as a TOML string; non-UTF-8 bytes are replaced (TOML has no other form).
+/// `Ok` if `value` of setting `key` is within `min..=max`, else the error that says so.
+fn check_range<T: Copy + PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        Some(key),
+        format!("{value} is out of range: must be between {min} and {max}"),
+    ))
+}
+
 fn serialize_path<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&path.to_string_lossy())
 }
@@ -466,26 +482,18 @@ impl Config {
         }
         // The accepted range is the one SCRAM itself enforces (RFC 7677 asks for at least
         // 4096; each login costs this many HMACs on a small CPU).
-        let iterations = self.auth.scram_iterations;
-        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
-            return Err(ConfigError::new(
-                Some("auth.scram_iterations"),
-                format!(
-                    "{iterations} is out of range: must be between {MIN_ITERATIONS} and \
-                     {MAX_ITERATIONS}"
-                ),
-            ));
-        }
-        let cache = self.store.cache_bytes;
-        if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&cache) {
-            return Err(ConfigError::new(
-                Some("store.cache_bytes"),
-                format!(
-                    "{cache} is out of range: must be between {MIN_CACHE_BYTES} and \
-                     {MAX_CACHE_BYTES}"
-                ),
-            ));
-        }
+        check_range(
+            "auth.scram_iterations",
+            self.auth.scram_iterations,
+            MIN_ITERATIONS,
+            MAX_ITERATIONS,
+        )?;
+        check_range(
+            "store.cache_bytes",
+            self.store.cache_bytes,
+            MIN_CACHE_BYTES,
+            MAX_CACHE_BYTES,
+        )?;
         let budget = self.store.max_bytes;
         if budget != 0 && !(65_536..=1 << 40).contains(&budget) {
             return Err(ConfigError::new(

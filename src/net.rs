@@ -273,6 +273,17 @@ enum Wake {
     Verified(bool),
 }
 
+/// A server TLS session over `cfg`, or `None` (logged) if rustls cannot set one up.
+fn tls_session(cfg: Arc<rustls::ServerConfig>) -> Option<Box<ServerConnection>> {
+    match ServerConnection::new(cfg) {
+        Ok(c) => Some(Box::new(c)),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS session setup failed");
+            None
+        }
+    }
+}
+
 /// The byte transport under a session: plain TCP, or TLS over it.
 struct Conn {
     io: Async<TcpStream>,
@@ -412,14 +423,10 @@ async fn serve(
     let tls_cfg = shared.tls.borrow().clone();
     let mut conn = Conn { io, tls: None };
     if direct_tls {
-        let Some(cfg) = tls_cfg.clone() else { return };
-        match ServerConnection::new(cfg) {
-            Ok(c) => conn.tls = Some(Box::new(c)),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS session setup failed");
-                return;
-            }
-        }
+        let Some(tls) = tls_cfg.clone().and_then(tls_session) else {
+            return;
+        };
+        conn.tls = Some(tls);
     }
     let (max_stanzas, max_bytes) = {
         let r = shared.router.borrow();
@@ -465,14 +472,10 @@ async fn serve(
                     tracing::info!(conn = id, "data pipelined after <starttls/>: closing");
                     break;
                 }
-                let Some(cfg) = tls_cfg.clone() else { break };
-                match ServerConnection::new(cfg) {
-                    Ok(c) => conn.tls = Some(Box::new(c)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS session setup failed");
-                        break;
-                    }
-                }
+                let Some(tls) = tls_cfg.clone().and_then(tls_session) else {
+                    break;
+                };
+                conn.tls = Some(tls);
                 session.tls_established();
                 action = Action::Continue;
             }

@@ -125,95 +125,22 @@ impl PresenceType {
     }
 }
 
-/// An IQ whose `id`, `type` and (for a request) single payload are checked.
+/// A stanza with its `type` (`T`) and addressee parsed: an [`Iq`], a [`Message`] or a
+/// [`Presence`].
 #[derive(Clone, Debug)]
-pub struct Iq {
+pub struct Typed<T> {
     el: Element,
-    ty: IqType,
+    ty: T,
     to: Option<Jid>,
 }
 
-impl Iq {
-    /// The IQ's type.
-    pub fn ty(&self) -> IqType {
+impl<T: Copy> Typed<T> {
+    /// The stanza's type.
+    pub fn ty(&self) -> T {
         self.ty
     }
 
-    /// The `id` attribute (present: checked at parse).
-    pub fn id(&self) -> &str {
-        self.el.attr("id").unwrap_or("")
-    }
-
-    /// The addressee, if the IQ names one.
-    pub fn to(&self) -> Option<&Jid> {
-        self.to.as_ref()
-    }
-
-    /// The one payload of a request (`None` for a result without one).
-    pub fn payload(&self) -> Option<&Element> {
-        self.el.elements().next()
-    }
-
-    /// The element, as received.
-    pub fn element(&self) -> &Element {
-        &self.el
-    }
-}
-
-impl Deref for Iq {
-    type Target = Element;
-    fn deref(&self) -> &Element {
-        &self.el
-    }
-}
-
-/// A message with its type and addressee parsed.
-#[derive(Clone, Debug)]
-pub struct Message {
-    el: Element,
-    ty: MessageType,
-    to: Option<Jid>,
-}
-
-impl Message {
-    /// The message's type.
-    pub fn ty(&self) -> MessageType {
-        self.ty
-    }
-
-    /// The addressee, if the message names one.
-    pub fn to(&self) -> Option<&Jid> {
-        self.to.as_ref()
-    }
-
-    /// The element, as received.
-    pub fn element(&self) -> &Element {
-        &self.el
-    }
-}
-
-impl Deref for Message {
-    type Target = Element;
-    fn deref(&self) -> &Element {
-        &self.el
-    }
-}
-
-/// A presence with its type and addressee parsed.
-#[derive(Clone, Debug)]
-pub struct Presence {
-    el: Element,
-    ty: PresenceType,
-    to: Option<Jid>,
-}
-
-impl Presence {
-    /// The presence's type.
-    pub fn ty(&self) -> PresenceType {
-        self.ty
-    }
-
-    /// The addressee (`None` for a broadcast).
+    /// The addressee, if the stanza names one (`None` for a broadcast presence).
     pub fn to(&self) -> Option<&Jid> {
         self.to.as_ref()
     }
@@ -229,12 +156,33 @@ impl Presence {
     }
 }
 
-impl Deref for Presence {
+impl<T> Deref for Typed<T> {
     type Target = Element;
     fn deref(&self) -> &Element {
         &self.el
     }
 }
+
+/// An IQ whose `id`, `type` and (for a request) single payload are checked.
+pub type Iq = Typed<IqType>;
+
+impl Iq {
+    /// The `id` attribute (present: checked at parse).
+    pub fn id(&self) -> &str {
+        self.el.attr("id").unwrap_or("")
+    }
+
+    /// The one payload of a request (`None` for a result without one).
+    pub fn payload(&self) -> Option<&Element> {
+        self.el.elements().next()
+    }
+}
+
+/// A message with its type and addressee parsed.
+pub type Message = Typed<MessageType>;
+
+/// A presence with its type and addressee parsed.
+pub type Presence = Typed<PresenceType>;
 
 /// One stanza from a bound session.
 #[derive(Clone, Debug)]

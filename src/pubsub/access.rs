@@ -25,12 +25,30 @@ impl Host<'_> {
         self.svc.nodes.get(name).ok_or(PubSubError::NodeNotFound)
     }
 
+    pub(super) fn node_mut(&mut self, name: &str) -> Result<&mut Node, PubSubError> {
+        self.svc
+            .nodes
+            .get_mut(name)
+            .ok_or(PubSubError::NodeNotFound)
+    }
+
     pub(super) fn require_owner(&self, name: &str, bare: &Jid) -> Result<&Node, PubSubError> {
         let n = self.node(name)?;
         if self.affiliation(n, bare) != Affiliation::Owner {
             return Err(PubSubError::Forbidden("only owners may do this"));
         }
         Ok(n)
+    }
+
+    /// The name in `e`'s `node` attribute and that node, if `req`'s sender owns it.
+    pub(super) fn owned_node(
+        &self,
+        e: &Element,
+        req: &Req,
+    ) -> Result<(String, &Node), PubSubError> {
+        let name = Self::node_attr(e)?.to_owned();
+        let n = self.require_owner(&name, &req.bare)?;
+        Ok((name, n))
     }
 
     pub(super) fn may_create(&self, bare: &Jid) -> bool {

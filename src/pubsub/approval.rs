@@ -76,9 +76,7 @@ impl Host<'_> {
                 "Allow this JID to subscribe to this pubsub node?",
                 "false",
             ));
-        let mut s = String::new();
-        x.write_to(&mut s, NS_CLIENT);
-        s
+        x.to_string_in_stream()
     }
 
     pub(super) fn approval(
@@ -131,11 +129,7 @@ impl Host<'_> {
         } else {
             self.commit(store, &[sub.delete(&name)])?;
         }
-        let n = self
-            .svc
-            .nodes
-            .get_mut(&name)
-            .ok_or(PubSubError::NodeNotFound)?;
+        let n = self.node_mut(&name)?;
         if allow {
             n.subs[i].state = SubState::Subscribed;
         } else {
@@ -202,9 +196,7 @@ impl Host<'_> {
                             .with_child(Element::new("complete", NS_COMMANDS)),
                     )
                     .with_child(x);
-                let mut s = String::new();
-                cmd.write_to(&mut s, NS_CLIENT);
-                Ok(Some(s))
+                Ok(Some(cmd.to_string_in_stream()))
             }
             Some(name) => {
                 let n = self.require_owner(&name, &req.bare)?;

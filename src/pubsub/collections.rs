@@ -95,18 +95,12 @@ impl Host<'_> {
 
     /// Adds the root collection (never stored; its subscriptions are).
     pub(super) fn insert_root(&mut self) {
-        let root = Node {
-            created_ms: 0,
-            creator: String::new(),
-            config: NodeConfig::collection_default(&self.svc.limits),
-            items: VecDeque::new(),
-            next_seq: 1,
-            last: None,
-            subs: Vec::new(),
-            lease_min: 0,
-            affs: Vec::new(),
-            stored: 0,
-        };
+        let root = Node::new(
+            0,
+            String::new(),
+            NodeConfig::collection_default(&self.svc.limits),
+            Vec::new(),
+        );
         self.svc.nodes.insert(ROOT.to_owned(), root);
     }
 
@@ -352,16 +346,7 @@ impl Host<'_> {
             .iter()
             .map(|(_, n)| {
                 (!n.config.persist_items)
-                    .then(|| {
-                        n.last.as_ref().map(|l| IndexEntry {
-                            seq: 0,
-                            id: l.id.clone(),
-                            published_ms: l.published_ms,
-                            bytes: l.payload.len(),
-                            stored: 0,
-                            publisher: Rc::from(l.publisher.as_str()),
-                        })
-                    })
+                    .then(|| n.last.as_ref().map(|l| l.transient_entry()))
                     .flatten()
             })
             .collect();

@@ -22,6 +22,29 @@ pub const FORM_META_DATA: &str = "http://jabber.org/protocol/pubsub#meta-data";
 /// `FORM_TYPE` of subscription options forms.
 pub const FORM_SUBSCRIBE_OPTIONS: &str = "http://jabber.org/protocol/pubsub#subscribe_options";
 
+/// `as_str` and `parse` of a form-value enum, from one table of variant → value; `parse`
+/// refuses anything else with `unknown {what} "…"`.
+macro_rules! form_values {
+    ($ty:ident, $what:literal, $($variant:ident => $value:literal,)+) => {
+        impl $ty {
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $value,)+
+                }
+            }
+            fn parse(s: &str) -> Result<Self, PubSubError> {
+                match s {
+                    $($value => Ok(Self::$variant),)+
+                    _ => Err(PubSubError::BadForm(format!(
+                        concat!("unknown ", $what, " {:?}"),
+                        s
+                    ))),
+                }
+            }
+        }
+    };
+}
+
 /// Who may subscribe and retrieve items (§4.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessModel {
@@ -37,26 +60,13 @@ pub enum AccessModel {
     Authorize,
 }
 
-impl AccessModel {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Presence => "presence",
-            Self::Roster => "roster",
-            Self::Whitelist => "whitelist",
-            Self::Authorize => "authorize",
-        }
-    }
-    fn parse(s: &str) -> Result<Self, PubSubError> {
-        match s {
-            "open" => Ok(Self::Open),
-            "presence" => Ok(Self::Presence),
-            "roster" => Ok(Self::Roster),
-            "whitelist" => Ok(Self::Whitelist),
-            "authorize" => Ok(Self::Authorize),
-            _ => Err(PubSubError::BadForm(format!("unknown access model {s:?}"))),
-        }
-    }
+form_values! {
+    AccessModel, "access model",
+    Open => "open",
+    Presence => "presence",
+    Roster => "roster",
+    Whitelist => "whitelist",
+    Authorize => "authorize",
 }
 
 /// Who may publish (§16.4.4 `pubsub#publish_model`).
@@ -70,22 +80,11 @@ pub enum PublishModel {
     Open,
 }
 
-impl PublishModel {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Publishers => "publishers",
-            Self::Subscribers => "subscribers",
-            Self::Open => "open",
-        }
-    }
-    fn parse(s: &str) -> Result<Self, PubSubError> {
-        match s {
-            "publishers" => Ok(Self::Publishers),
-            "subscribers" => Ok(Self::Subscribers),
-            "open" => Ok(Self::Open),
-            _ => Err(PubSubError::BadForm(format!("unknown publish model {s:?}"))),
-        }
-    }
+form_values! {
+    PublishModel, "publish model",
+    Publishers => "publishers",
+    Subscribers => "subscribers",
+    Open => "open",
 }
 
 /// When the last published item is sent (§16.4.4 `pubsub#send_last_published_item`).
@@ -99,24 +98,11 @@ pub enum SendLast {
     OnSubAndPresence,
 }
 
-impl SendLast {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Never => "never",
-            Self::OnSub => "on_sub",
-            Self::OnSubAndPresence => "on_sub_and_presence",
-        }
-    }
-    fn parse(s: &str) -> Result<Self, PubSubError> {
-        match s {
-            "never" => Ok(Self::Never),
-            "on_sub" => Ok(Self::OnSub),
-            "on_sub_and_presence" => Ok(Self::OnSubAndPresence),
-            _ => Err(PubSubError::BadForm(format!(
-                "unknown send_last_published_item {s:?}"
-            ))),
-        }
-    }
+form_values! {
+    SendLast, "send_last_published_item",
+    Never => "never",
+    OnSub => "on_sub",
+    OnSubAndPresence => "on_sub_and_presence",
 }
 
 /// What a publish to a full node does (`pubsub#publish_node_full`, XEP-0060 1.25).
@@ -130,24 +116,11 @@ pub enum NodeFull {
     Reject,
 }
 
-impl NodeFull {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::RetractOldest => "retract-oldest",
-            Self::DiscardOldest => "discard-oldest",
-            Self::Reject => "reject",
-        }
-    }
-    fn parse(s: &str) -> Result<Self, PubSubError> {
-        match s {
-            "retract-oldest" => Ok(Self::RetractOldest),
-            "discard-oldest" => Ok(Self::DiscardOldest),
-            "reject" => Ok(Self::Reject),
-            _ => Err(PubSubError::BadForm(format!(
-                "unknown publish_node_full {s:?}"
-            ))),
-        }
-    }
+form_values! {
+    NodeFull, "publish_node_full",
+    RetractOldest => "retract-oldest",
+    DiscardOldest => "discard-oldest",
+    Reject => "reject",
 }
 
 /// The configuration of one (leaf) node.

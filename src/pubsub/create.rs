@@ -143,18 +143,12 @@ impl Host<'_> {
                 NodeConfig::collection_default(&self.svc.limits)
             };
             c.parents = self.explicit_parents(id);
-            let node = Node {
-                created_ms: req.now_ms,
-                creator: req.bare.as_str().to_owned(),
-                config: c,
-                items: VecDeque::new(),
-                stored: 0,
-                next_seq: 1,
-                last: None,
-                subs: Vec::new(),
-                lease_min: 0,
-                affs: vec![(req.bare.as_str().to_owned(), Affiliation::Owner)],
-            };
+            let node = Node::new(
+                req.now_ms,
+                req.bare.as_str().to_owned(),
+                c,
+                vec![(req.bare.as_str().to_owned(), Affiliation::Owner)],
+            );
             ops.push(PubsubOp::PutNode(id.to_string(), node.record()));
             ops.push(PubsubOp::PutAffiliation(
                 id.to_string(),

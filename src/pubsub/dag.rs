@@ -90,6 +90,37 @@ fn sorted_insert(v: &mut Vec<Rc<str>>, x: &Rc<str>) -> bool {
     }
 }
 
+/// `v` sorted, without repeats.
+fn sorted_set(mut v: Vec<&str>) -> Vec<&str> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The members of `want` that are not in `have`, in `want`'s order.
+fn not_in<'a>(want: &[&'a str], have: &[Rc<str>]) -> Vec<&'a str> {
+    want.iter()
+        .copied()
+        .filter(|w| !have.iter().any(|h| &**h == *w))
+        .collect()
+}
+
+/// `Ok` if `may` allows the edge `parent` → `child`, else [`DagError::Forbidden`].
+fn permit(
+    may: &mut dyn FnMut(&str, &str) -> bool,
+    parent: &str,
+    child: &str,
+) -> Result<(), DagError> {
+    if may(parent, child) {
+        Ok(())
+    } else {
+        Err(DagError::Forbidden {
+            parent: parent.to_owned(),
+            child: child.to_owned(),
+        })
+    }
+}
+
 /// Remove from a sorted vector; false if absent.
 fn sorted_remove(v: &mut Vec<Rc<str>>, x: &str) -> bool {
     match v.binary_search_by(|e| (**e).cmp(x)) {
@@ -256,6 +287,15 @@ impl Dag {
             .ok_or_else(|| DagError::NotFound(id.to_owned()))
     }
 
+    /// [`Dag::key`], refusing the root ([`DagError::Root`]) after checking that `id` exists.
+    fn non_root_key(&self, id: &str) -> Result<Rc<str>, DagError> {
+        let key = self.key(id)?;
+        if id == ROOT {
+            return Err(DagError::Root);
+        }
+        Ok(key)
+    }
+
     /// Whether `ancestor` is `node` or one of its ancestors.
     fn is_ancestor_or_self(&self, ancestor: &str, node: &str) -> bool {
         if ancestor == node {
@@ -377,9 +417,7 @@ impl Dag {
         if self.len() >= self.max_nodes {
             return Err(DagError::TooManyNodes);
         }
-        let mut parents: Vec<&str> = parents.iter().copied().filter(|p| *p != ROOT).collect();
-        parents.sort_unstable();
-        parents.dedup();
+        let parents = sorted_set(parents.iter().copied().filter(|p| *p != ROOT).collect());
         if parents.len() > self.max_parents {
             return Err(DagError::TooManyParents(id.to_owned()));
         }
@@ -389,14 +427,7 @@ impl Dag {
         self.nodes.insert(key.clone(), Entry::new(kind));
         let checked = parents.iter().try_for_each(|p| {
             self.check_edge(p, id)?;
-            if may(p, id) {
-                Ok(())
-            } else {
-                Err(DagError::Forbidden {
-                    parent: (*p).to_owned(),
-                    child: id.to_owned(),
-                })
-            }
+            permit(may, p, id)
         });
         if let Err(e) = checked {
             self.nodes.remove(id);
@@ -501,12 +532,7 @@ impl Dag {
         if self.explicit_parents(child) >= self.max_parents {
             return Err(DagError::TooManyParents(child.to_owned()));
         }
-        if !may(parent, child) {
-            return Err(DagError::Forbidden {
-                parent: parent.to_owned(),
-                child: child.to_owned(),
-            });
-        }
+        permit(may, parent, child)?;
         let mut ev = Vec::new();
         self.link(parent, &ck, &mut ev);
         Ok(ev)
@@ -545,30 +571,16 @@ impl Dag {
         parents: &[&str],
         may: &mut dyn FnMut(&str, &str) -> bool,
     ) -> Result<Vec<Event>, DagError> {
-        let ck = self.key(child)?;
-        if child == ROOT {
-            return Err(DagError::Root);
-        }
-        let mut want: Vec<&str> = parents.iter().copied().filter(|p| *p != ROOT).collect();
-        want.sort_unstable();
-        want.dedup();
+        let ck = self.non_root_key(child)?;
+        let want = sorted_set(parents.iter().copied().filter(|p| *p != ROOT).collect());
         if want.len() > self.max_parents {
             return Err(DagError::TooManyParents(child.to_owned()));
         }
         let have: Vec<Rc<str>> = self.parents(child).to_vec();
-        let added: Vec<&str> = want
-            .iter()
-            .copied()
-            .filter(|p| !have.iter().any(|h| &**h == *p))
-            .collect();
+        let added = not_in(&want, &have);
         for p in &added {
             self.check_edge(p, child)?;
-            if !may(p, child) {
-                return Err(DagError::Forbidden {
-                    parent: (*p).to_owned(),
-                    child: child.to_owned(),
-                });
-            }
+            permit(may, p, child)?;
         }
         let mut ev = Vec::new();
         // Add first so the node never passes through the root needlessly.
@@ -595,16 +607,11 @@ impl Dag {
         children: &[&str],
         may: &mut dyn FnMut(&str, &str) -> bool,
     ) -> Result<Vec<Event>, DagError> {
-        self.key(parent)?;
-        if parent == ROOT {
-            return Err(DagError::Root);
-        }
+        self.non_root_key(parent)?;
         if self.kind(parent) != Some(Kind::Collection) {
             return Err(DagError::NotACollection(parent.to_owned()));
         }
-        let mut want: Vec<&str> = children.to_vec();
-        want.sort_unstable();
-        want.dedup();
+        let want = sorted_set(children.to_vec());
         if self
             .children_max(parent)
             .is_some_and(|max| want.len() > max)
@@ -612,11 +619,7 @@ impl Dag {
             return Err(DagError::ChildrenMax(parent.to_owned()));
         }
         let have: Vec<Rc<str>> = self.children(parent).to_vec();
-        let added: Vec<&str> = want
-            .iter()
-            .copied()
-            .filter(|c| !have.iter().any(|h| &**h == *c))
-            .collect();
+        let added = not_in(&want, &have);
         for c in &added {
             // children_max is checked on the final list above, not per edge.
             let max = self
@@ -631,12 +634,7 @@ impl Dag {
             if self.explicit_parents(c) >= self.max_parents {
                 return Err(DagError::TooManyParents((*c).to_owned()));
             }
-            if !may(parent, c) {
-                return Err(DagError::Forbidden {
-                    parent: parent.to_owned(),
-                    child: (*c).to_owned(),
-                });
-            }
+            permit(may, parent, c)?;
         }
         let mut ev = Vec::new();
         for h in have {

@@ -67,9 +67,7 @@ impl Host<'_> {
                 out.push_child(self.meta_data(n));
             }
         }
-        let mut s = String::new();
-        out.write_to(&mut s, NS_CLIENT);
-        Ok(Some(s))
+        Ok(Some(out.to_string_in_stream()))
     }
 
     /// The `pubsub#meta-data` form (§5.4).

@@ -111,11 +111,7 @@ impl Host<'_> {
             }
         }
         for (name, sub) in &leases {
-            if let Some(n) = self.svc.nodes.get_mut(name) {
-                n.subs
-                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
-                n.subs_changed();
-            }
+            self.remove_sub(name, sub);
             self.subscription_changed(name, &sub.jid, &sub.subid, "none");
             self.notify_owners_sub(name, &sub.jid, &sub.subid, "none");
         }

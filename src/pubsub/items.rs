@@ -84,14 +84,7 @@ impl Host<'_> {
                 .filter(|e| wanted.is_empty() || wanted.contains(&e.id.as_str()))
                 .collect()
         } else {
-            transient = n.last.as_ref().map(|l| IndexEntry {
-                seq: 0,
-                id: l.id.clone(),
-                published_ms: l.published_ms,
-                bytes: l.payload.len(),
-                stored: 0,
-                publisher: Rc::from(l.publisher.as_str()),
-            });
+            transient = n.last.as_ref().map(|l| l.transient_entry());
             transient
                 .iter()
                 .filter(|e| !n.expired(e.published_ms, req.now_ms))
@@ -141,34 +134,19 @@ impl Host<'_> {
 
     /// §5.6 the requester's subscriptions.
     pub(super) fn own_subscriptions(&self, req: &Req, e: &Element) -> String {
-        let only = e.attr("node");
-        let mut s = String::with_capacity(128);
-        let mut w = Writer::new(&mut s);
-        w.start("pubsub").ns(NS_PUBSUB);
-        w.start("subscriptions");
-        for (name, n) in &self.svc.nodes {
-            if only.is_some_and(|o| o != name) {
-                continue;
-            }
+        self.own_list(e, "subscriptions", |w, name, n| {
             for sub in n.subs.iter().filter(|x| x.jid.bare() == req.bare) {
-                Self::write_subscription(&mut w, name, sub);
+                Self::write_subscription(w, name, sub);
                 w.end();
             }
-        }
-        w.end_all();
-        s
+        })
     }
 
     /// §5.7 the requester's affiliations.
     pub(super) fn own_affiliations(&self, req: &Req, e: &Element) -> String {
-        let only = e.attr("node");
-        let mut s = String::with_capacity(128);
-        let mut w = Writer::new(&mut s);
-        w.start("pubsub").ns(NS_PUBSUB);
-        w.start("affiliations");
-        for (name, n) in &self.svc.nodes {
-            if only.is_some_and(|o| o != name) || name.is_empty() {
-                continue;
+        self.own_list(e, "affiliations", |w, name, n| {
+            if name.is_empty() {
+                return;
             }
             let a = self.affiliation(n, &req.bare);
             if a != Affiliation::None {
@@ -177,8 +155,27 @@ impl Host<'_> {
                     .attr("affiliation", a.as_str())
                     .end();
             }
-        }
-        w.end_all();
-        s
+        })
+    }
+
+    /// `<pubsub xmlns='…pubsub'><{list}>…</{list}></pubsub>`, `entries` writing those of each
+    /// node (of the one named by `e`'s `node` attribute, if any).
+    fn own_list(
+        &self,
+        e: &Element,
+        list: &'static str,
+        mut entries: impl FnMut(&mut Writer, &str, &Node),
+    ) -> String {
+        let only = e.attr("node");
+        crate::xml::build(|w| {
+            w.start("pubsub").ns(NS_PUBSUB);
+            w.start(list);
+            for (name, n) in &self.svc.nodes {
+                if only.is_none_or(|o| o == name) {
+                    entries(w, name, n);
+                }
+            }
+            w.end_all();
+        })
     }
 }

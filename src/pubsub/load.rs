@@ -61,18 +61,7 @@ impl Engine {
                 .map_err(|e| EngineError::BadNode(name.clone(), e))?;
             engine.generic.nodes.insert(
                 name,
-                Node {
-                    created_ms: rec.created_ms,
-                    creator: rec.creator,
-                    config: cfg,
-                    items: VecDeque::new(),
-                    stored: 0,
-                    next_seq: 1,
-                    last: None,
-                    subs: Vec::new(),
-                    lease_min: 0,
-                    affs: Vec::new(),
-                },
+                Node::new(rec.created_ms, rec.creator, cfg, Vec::new()),
             );
         }
         engine.host(None, 0, |h| h.insert_root());

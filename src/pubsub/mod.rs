@@ -68,7 +68,9 @@ use crate::proto::{self, NS_DISCO_INFO, NS_DISCO_ITEMS};
 use crate::storage::{
     DEPTH_ALL, ItemRecord, NodeRecord, PubsubOp, Storage, StoreError, SubscriptionRecord,
 };
-use crate::xml::{Element, NS_CLIENT, Raw, Writer};
+#[cfg(test)]
+use crate::xml::NS_CLIENT; // for the tests' `use super::*`
+use crate::xml::{Element, Raw, Writer};
 use config::{
     FORM_META_DATA, FORM_NODE_CONFIG, FORM_PUBLISH_OPTIONS, FORM_SUBSCRIBE_OPTIONS, NS_DATA,
     find_form, form_fields, hidden_form_type,
@@ -428,14 +430,14 @@ impl Host<'_> {
                 } else {
                     self.default_config()
                 };
-                let mut s = String::new();
-                Element::new("pubsub", NS_PUBSUB_OWNER)
-                    .with_child(
-                        Element::new("default", NS_PUBSUB_OWNER)
-                            .with_child(cfg.to_form(FORM_NODE_CONFIG)),
-                    )
-                    .write_to(&mut s, NS_CLIENT);
-                Ok(Some(s))
+                Ok(Some(
+                    Element::new("pubsub", NS_PUBSUB_OWNER)
+                        .with_child(
+                            Element::new("default", NS_PUBSUB_OWNER)
+                                .with_child(cfg.to_form(FORM_NODE_CONFIG)),
+                        )
+                        .to_string_in_stream(),
+                ))
             }
             ("delete", true) => self.owner_delete(dir, store, req, first),
             ("purge", true) => self.owner_purge(dir, store, req, first),

@@ -95,6 +95,21 @@ pub(super) struct CachedItem {
     pub(super) payload: String,
 }
 
+impl CachedItem {
+    /// The index entry a transient node's last item stands as (not stored: `seq` and
+    /// `stored` 0).
+    pub(super) fn transient_entry(&self) -> IndexEntry {
+        IndexEntry {
+            seq: 0,
+            id: self.id.clone(),
+            published_ms: self.published_ms,
+            bytes: self.payload.len(),
+            stored: 0,
+            publisher: Rc::from(self.publisher.as_str()),
+        }
+    }
+}
+
 /// The `pubsub#show-values` values, in bit order of [`SubOptions::show`].
 pub(super) const SHOWS: [&str; 5] = ["away", "chat", "dnd", "online", "xa"];
 /// Bit of [`SubOptions::show`] saying the option is set at all.
@@ -271,6 +286,26 @@ pub(super) struct Node {
 }
 
 impl Node {
+    /// A node with no items and no subscriptions.
+    pub(super) fn new(
+        created_ms: u64,
+        creator: String,
+        config: NodeConfig,
+        affs: Vec<(String, Affiliation)>,
+    ) -> Self {
+        Self {
+            created_ms,
+            creator,
+            config,
+            items: VecDeque::new(),
+            next_seq: 1,
+            last: None,
+            subs: Vec::new(),
+            lease_min: 0,
+            affs,
+            stored: 0,
+        }
+    }
     /// Recomputes `lease_min` after `subs` changed.
     pub(super) fn subs_changed(&mut self) {
         self.lease_min = self
@@ -280,6 +315,12 @@ impl Node {
             .filter(|e| *e != 0)
             .min()
             .unwrap_or(0);
+    }
+    /// Removes the subscription with `sub`'s JID and SubID.
+    pub(super) fn remove_sub(&mut self, sub: &Sub) {
+        self.subs
+            .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
+        self.subs_changed();
     }
     /// Inserts `sub` in `(jid, subid)` order.
     pub(super) fn insert_sub(&mut self, sub: Sub) {

@@ -112,11 +112,7 @@ impl Host<'_> {
             return Vec::new();
         }
         for (name, sub) in &ended {
-            if let Some(n) = self.svc.nodes.get_mut(name) {
-                n.subs
-                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
-                n.subs_changed();
-            }
+            self.remove_sub(name, sub);
             self.notify_owners_sub(name, &sub.jid, &sub.subid, "none");
         }
         for name in &purged {

@@ -20,8 +20,7 @@ impl Host<'_> {
         if c.attr("node") == Some(dag::ROOT) {
             return Err(PubSubError::Dag(dag::DagError::Root));
         }
-        let name = Self::node_attr(c)?.to_owned();
-        let n = self.require_owner(&name, &req.bare)?;
+        let (name, n) = self.owned_node(c, req)?;
         if !set {
             let mut cfg = n.config.clone();
             if cfg.kind == Kind::Collection {
@@ -34,15 +33,15 @@ impl Host<'_> {
                         .collect(),
                 );
             }
-            let mut s = String::new();
-            Element::new("pubsub", NS_PUBSUB_OWNER)
-                .with_child(
-                    Element::new("configure", NS_PUBSUB_OWNER)
-                        .with_attr("node", name.as_str())
-                        .with_child(cfg.to_form(FORM_NODE_CONFIG)),
-                )
-                .write_to(&mut s, NS_CLIENT);
-            return Ok(Some(s));
+            return Ok(Some(
+                Element::new("pubsub", NS_PUBSUB_OWNER)
+                    .with_child(
+                        Element::new("configure", NS_PUBSUB_OWNER)
+                            .with_attr("node", name.as_str())
+                            .with_child(cfg.to_form(FORM_NODE_CONFIG)),
+                    )
+                    .to_string_in_stream(),
+            ));
         }
         let x = find_form(c).ok_or(PubSubError::BadForm("no data form".into()))?;
         if x.attr("type") == Some("cancel") {
@@ -134,11 +133,7 @@ impl Host<'_> {
             return Err(e);
         }
         let was_transient = !n.config.persist_items;
-        let n = self
-            .svc
-            .nodes
-            .get_mut(&name)
-            .ok_or(PubSubError::NodeNotFound)?;
+        let n = self.node_mut(&name)?;
         n.config = cfg;
         if now_transient || to_collection {
             n.clear_items();
@@ -174,8 +169,7 @@ impl Host<'_> {
         if d.attr("node") == Some(dag::ROOT) {
             return Err(PubSubError::Dag(dag::DagError::Root));
         }
-        let name = Self::node_attr(d)?.to_owned();
-        let n = self.require_owner(&name, &req.bare)?;
+        let (name, n) = self.owned_node(d, req)?;
         let notify = n.config.notify_delete;
         let events = self.svc.dag.plan_remove(&name).map_err(PubSubError::Dag)?;
         let mut ops = vec![PubsubOp::DeleteNode(name.clone())];
@@ -252,22 +246,17 @@ impl Host<'_> {
         e: &Element,
         set: bool,
     ) -> Result<Option<String>, PubSubError> {
-        let name = Self::node_attr(e)?.to_owned();
-        let n = self.require_owner(&name, &req.bare)?;
+        let (name, n) = self.owned_node(e, req)?;
         if !set {
-            let mut s = String::with_capacity(128);
-            let mut w = Writer::new(&mut s);
-            w.start("pubsub").ns(NS_PUBSUB_OWNER);
-            w.start("subscriptions").attr("node", &name);
-            for sub in &n.subs {
-                w.start("subscription")
-                    .attr("jid", sub.jid.as_str())
-                    .attr("subid", &sub.subid)
-                    .attr("subscription", sub.state.as_str())
-                    .end();
-            }
-            w.end_all();
-            return Ok(Some(s));
+            return Ok(Some(owner_list("subscriptions", &name, |w| {
+                for sub in &n.subs {
+                    w.start("subscription")
+                        .attr("jid", sub.jid.as_str())
+                        .attr("subid", &sub.subid)
+                        .attr("subscription", sub.state.as_str())
+                        .end();
+                }
+            })));
         }
         let mut subs = n.subs.clone();
         let tempsub = n.config.tempsub;
@@ -360,21 +349,16 @@ impl Host<'_> {
         e: &Element,
         set: bool,
     ) -> Result<Option<String>, PubSubError> {
-        let name = Self::node_attr(e)?.to_owned();
-        let n = self.require_owner(&name, &req.bare)?;
+        let (name, n) = self.owned_node(e, req)?;
         if !set {
-            let mut s = String::with_capacity(128);
-            let mut w = Writer::new(&mut s);
-            w.start("pubsub").ns(NS_PUBSUB_OWNER);
-            w.start("affiliations").attr("node", &name);
-            for (j, a) in &n.affs {
-                w.start("affiliation")
-                    .attr("jid", j)
-                    .attr("affiliation", a.as_str())
-                    .end();
-            }
-            w.end_all();
-            return Ok(Some(s));
+            return Ok(Some(owner_list("affiliations", &name, |w| {
+                for (j, a) in &n.affs {
+                    w.start("affiliation")
+                        .attr("jid", j)
+                        .attr("affiliation", a.as_str())
+                        .end();
+                }
+            })));
         }
         let mut affs = n.affs.clone();
         let mut changes: Vec<(String, Affiliation)> = Vec::new();
@@ -464,4 +448,19 @@ impl Host<'_> {
         }
         Ok(None)
     }
+}
+
+/// `<pubsub xmlns='…#owner'><{list} node='{node}'>…</{list}></pubsub>`, the entries written
+/// by `entries` (§8.8 and §8.9 retrieval).
+fn owner_list<'n>(
+    list: &'n str,
+    node: &str,
+    entries: impl for<'o> FnOnce(&mut Writer<'o, 'n>),
+) -> String {
+    crate::xml::build(|w| {
+        w.start("pubsub").ns(NS_PUBSUB_OWNER);
+        w.start(list).attr("node", node);
+        entries(w);
+        w.end_all();
+    })
 }

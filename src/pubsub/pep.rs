@@ -485,11 +485,7 @@ impl Host<'_> {
             return;
         }
         for (name, sub) in &lost {
-            if let Some(n) = self.svc.nodes.get_mut(name) {
-                n.subs
-                    .retain(|s| !(s.jid == sub.jid && s.subid == sub.subid));
-                n.subs_changed();
-            }
+            self.remove_sub(name, sub);
             self.subscription_changed(name, &sub.jid, &sub.subid, "none");
         }
     }

@@ -40,6 +40,13 @@ impl Host<'_> {
         }
     }
 
+    /// Removes `sub` from node `name`, if the node is still there.
+    pub(super) fn remove_sub(&mut self, name: &str, sub: &Sub) {
+        if let Some(n) = self.svc.nodes.get_mut(name) {
+            n.remove_sub(sub);
+        }
+    }
+
     /// `<subscription node jid subid subscription/>` of the pubsub namespace.
     /// Opens it in `w` (attributes written; the caller adds children and ends it).
     pub(super) fn write_subscription(w: &mut Writer, node: &str, sub: &Sub) {
@@ -109,11 +116,7 @@ impl Host<'_> {
                     opts,
                 };
                 self.commit(store, &[sub.put(&name)])?;
-                let n = self
-                    .svc
-                    .nodes
-                    .get_mut(&name)
-                    .ok_or(PubSubError::NodeNotFound)?;
+                let n = self.node_mut(&name)?;
                 n.insert_sub(sub.clone());
                 if state == SubState::Pending {
                     self.send_approval_forms(&name, &sub);
@@ -354,9 +357,7 @@ impl Host<'_> {
         }
         e.push_child(Self::sub_options_form(&SubOptions::default(), "form"));
         let p = Element::new("pubsub", NS_PUBSUB).with_child(e);
-        let mut s = String::new();
-        p.write_to(&mut s, NS_CLIENT);
-        s
+        p.to_string_in_stream()
     }
 
     /// §6.3 subscription options (get and set), of one subscription (by SubID when the
@@ -378,11 +379,11 @@ impl Host<'_> {
                 .with_attr("jid", jid.as_str())
                 .with_attr("subid", n.subs[i].subid.as_str())
                 .with_child(Self::sub_options_form(&n.subs[i].opts, "form"));
-            let mut s = String::new();
-            Element::new("pubsub", NS_PUBSUB)
-                .with_child(e)
-                .write_to(&mut s, NS_CLIENT);
-            return Ok(Some(s));
+            return Ok(Some(
+                Element::new("pubsub", NS_PUBSUB)
+                    .with_child(e)
+                    .to_string_in_stream(),
+            ));
         }
         let x = find_form(o).ok_or(PubSubError::InvalidOptions("no form".into()))?;
         let mut sub = n.subs[i].clone();

@@ -184,12 +184,8 @@ impl Router {
         if contact.domain() != self.config.domain {
             return;
         }
-        for r in &acc.resources {
-            if let Some(p) = &r.presence {
-                let mut copy = p.clone();
-                copy.set_attr("to", to.as_str());
-                self.send(ob, &Rc::from(copy.to_string_in_stream()));
-            }
+        for s in presences_to(acc, to) {
+            self.send(ob, &s);
         }
     }
 
@@ -416,12 +412,8 @@ impl Router {
         let Some(acc) = self.im.accounts.get(user) else {
             return;
         };
-        for r in &acc.resources {
-            if let Some(p) = &r.presence {
-                let mut copy = p.clone();
-                copy.set_attr("to", contact.as_str());
-                self.deliver_to_available(contact, &Rc::from(copy.to_string_in_stream()));
-            }
+        for s in presences_to(acc, contact) {
+            self.deliver_to_available(contact, &s);
         }
     }
 
@@ -436,29 +428,39 @@ impl Router {
     }
 }
 
-fn add_from(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::From => Subscription::From,
-        Subscription::To | Subscription::Both => Subscription::Both,
+/// The presences of `acc`'s available resources, each addressed to `to` and serialised.
+fn presences_to<'a>(acc: &'a Account, to: &'a Jid) -> impl Iterator<Item = Rc<str>> + 'a {
+    acc.resources
+        .iter()
+        .filter_map(|r| r.presence.as_ref())
+        .map(move |p| {
+            let mut copy = p.clone();
+            copy.set_attr("to", to.as_str());
+            Rc::from(copy.to_string_in_stream())
+        })
+}
+
+/// The subscription state in which presence flows to the user (`to`) and from the user
+/// (`from`).
+fn sub_state(to: bool, from: bool) -> Subscription {
+    match (to, from) {
+        (false, false) => Subscription::None,
+        (true, false) => Subscription::To,
+        (false, true) => Subscription::From,
+        (true, true) => Subscription::Both,
     }
+}
+fn add_from(s: Subscription) -> Subscription {
+    sub_state(s.has_to(), true)
 }
 fn add_to(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::To => Subscription::To,
-        Subscription::From | Subscription::Both => Subscription::Both,
-    }
+    sub_state(true, s.has_from())
 }
 fn drop_from(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::From => Subscription::None,
-        Subscription::To | Subscription::Both => Subscription::To,
-    }
+    sub_state(s.has_to(), false)
 }
 fn drop_to(s: Subscription) -> Subscription {
-    match s {
-        Subscription::None | Subscription::To => Subscription::None,
-        Subscription::From | Subscription::Both => Subscription::From,
-    }
+    sub_state(false, s.has_from())
 }
 
 /// `<presence type='…' from='…' to='…'/>`: a presence the server writes itself.

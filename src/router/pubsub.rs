@@ -198,23 +198,24 @@ impl crate::pubsub::Directory for Dir<'_> {
     }
 
     fn presence_subscribers(&self, owner: &Jid) -> Vec<Jid> {
-        self.roster_of(owner)
-            .into_iter()
-            .filter(|i| i.subscription.has_from())
-            .filter_map(|i| Jid::parse(&i.jid).ok())
-            .collect()
+        self.roster_jids(owner, Subscription::has_from)
     }
 
     fn presence_subscriptions(&self, contact: &Jid) -> Vec<Jid> {
-        self.roster_of(contact)
-            .into_iter()
-            .filter(|i| i.subscription.has_to())
-            .filter_map(|i| Jid::parse(&i.jid).ok())
-            .collect()
+        self.roster_jids(contact, Subscription::has_to)
     }
 }
 
 impl Dir<'_> {
+    /// The JIDs in `bare`'s roster whose subscription state passes `state`.
+    fn roster_jids(&self, bare: &Jid, state: fn(&Subscription) -> bool) -> Vec<Jid> {
+        self.roster_of(bare)
+            .into_iter()
+            .filter(|i| state(&i.subscription))
+            .filter_map(|i| Jid::parse(&i.jid).ok())
+            .collect()
+    }
+
     /// The roster of a local account (cached while online, else read from the store).
     fn roster_of(&self, bare: &Jid) -> Vec<RosterItem> {
         let Some(user) = bare.local().filter(|_| bare.domain() == self.domain) else {

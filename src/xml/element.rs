@@ -367,23 +367,11 @@ pub(crate) fn parse_element(
     loop {
         match reader.read_event().map_err(nw)? {
             Event::Start(e) => {
-                if stack.len() >= max_depth {
-                    return Err(XmlError::PolicyViolation(format!(
-                        "element nesting deeper than {max_depth}"
-                    )));
-                }
-                let mark = scope.local.len();
-                let el = open_element(&e, &mut scope, max_attrs)?;
-                stack.push((el, mark));
+                let opened = open_nested(&e, &mut scope, stack.len(), max_depth, max_attrs)?;
+                stack.push(opened);
             }
             Event::Empty(e) => {
-                if stack.len() >= max_depth {
-                    return Err(XmlError::PolicyViolation(format!(
-                        "element nesting deeper than {max_depth}"
-                    )));
-                }
-                let mark = scope.local.len();
-                let el = open_element(&e, &mut scope, max_attrs)?;
+                let (el, mark) = open_nested(&e, &mut scope, stack.len(), max_depth, max_attrs)?;
                 scope.local.truncate(mark);
                 attach(&mut stack, &mut root, el)?;
             }
@@ -468,6 +456,24 @@ fn attach(
             "more than one top-level element".to_owned(),
         )),
     }
+}
+
+/// [`open_element`] for a tag inside `depth` open elements (refused past `max_depth`), with
+/// the length of `scope.local` before its declarations.
+fn open_nested(
+    e: &BytesStart<'_>,
+    scope: &mut Scope<'_>,
+    depth: usize,
+    max_depth: usize,
+    max_attrs: usize,
+) -> Result<(Element, usize), XmlError> {
+    if depth >= max_depth {
+        return Err(XmlError::PolicyViolation(format!(
+            "element nesting deeper than {max_depth}"
+        )));
+    }
+    let mark = scope.local.len();
+    Ok((open_element(e, scope, max_attrs)?, mark))
 }
 
 /// Build the element for a start (or empty) tag: process its namespace declarations into
