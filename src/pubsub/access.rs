@@ -64,12 +64,7 @@ impl Host<'_> {
     }
 
     /// May `bare` subscribe to / retrieve items of `node` (§4.5, §6.1.3, §6.5.9)?
-    pub(super) fn check_access(
-        &self,
-        dir: &dyn Directory,
-        node: &Node,
-        bare: &Jid,
-    ) -> Result<(), PubSubError> {
+    pub(super) fn check_access(&self, node: &Node, bare: &Jid) -> Result<(), PubSubError> {
         match self.affiliation(node, bare) {
             Affiliation::Outcast => return Err(PubSubError::Outcast),
             Affiliation::PublishOnly => {
@@ -87,7 +82,11 @@ impl Host<'_> {
         match node.config.access_model {
             AccessModel::Open => Ok(()),
             AccessModel::Presence => {
-                if owners().any(|o| dir.roster_entry(&o, bare).is_some_and(|(from, _)| from)) {
+                if owners().any(|o| {
+                    self.dir
+                        .roster_entry(&o, bare)
+                        .is_some_and(|(from, _)| from)
+                }) {
                     Ok(())
                 } else {
                     Err(PubSubError::PresenceSubscriptionRequired)
@@ -96,7 +95,8 @@ impl Host<'_> {
             AccessModel::Roster => {
                 let allowed = &node.config.roster_groups_allowed;
                 let ok = owners().any(|o| {
-                    dir.roster_entry(&o, bare)
+                    self.dir
+                        .roster_entry(&o, bare)
                         .is_some_and(|(_, groups)| groups.iter().any(|g| allowed.contains(g)))
                 });
                 if ok {

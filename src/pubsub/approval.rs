@@ -9,6 +9,7 @@ impl Engine {
     /// removed); the subscriber is told either way. Anything else is ignored (logged).
     pub fn handle_message(
         &mut self,
+        dir: &dyn Directory,
         store: &dyn Storage,
         from: &Jid,
         msg: &Element,
@@ -17,8 +18,8 @@ impl Engine {
         let Some(x) = find_form(msg) else {
             return Vec::new();
         };
-        self.host(None, now_ms, |h| {
-            if let Err(e) = h.approval(store, &from.bare(), x) {
+        self.host(None, (dir, store, now_ms), |h| {
+            if let Err(e) = h.approval(&from.bare(), x) {
                 tracing::info!(from = %from, error = %e, "pub-sub approval form refused");
                 h.out.clear();
             }
@@ -79,12 +80,7 @@ impl Host<'_> {
         x.to_string_in_stream()
     }
 
-    pub(super) fn approval(
-        &mut self,
-        store: &dyn Storage,
-        owner: &Jid,
-        x: &Element,
-    ) -> Result<(), PubSubError> {
+    pub(super) fn approval(&mut self, owner: &Jid, x: &Element) -> Result<(), PubSubError> {
         let fields = form_fields(x);
         let get = |var: &str| {
             fields
@@ -125,9 +121,9 @@ impl Host<'_> {
         let mut sub = n.subs[i].clone();
         if allow {
             sub.state = SubState::Subscribed;
-            self.commit(store, &[sub.put(&name)])?;
+            self.commit(&[sub.put(&name)])?;
         } else {
-            self.commit(store, &[sub.delete(&name)])?;
+            self.commit(&[sub.delete(&name)])?;
         }
         let n = self.node_mut(&name)?;
         if allow {

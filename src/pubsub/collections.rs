@@ -152,13 +152,7 @@ impl Host<'_> {
     /// Active subscriptions of collection `c` that take `items` (or node) events, with
     /// their depth, kept only when the subscriber passes `c`'s access model and, for item
     /// events, the leaf's too.
-    fn collection_subs(
-        &self,
-        dir: &dyn Directory,
-        c: &str,
-        items: bool,
-        leaf: Option<&Node>,
-    ) -> Vec<(Jid, Depth)> {
+    fn collection_subs(&self, c: &str, items: bool, leaf: Option<&Node>) -> Vec<(Jid, Depth)> {
         let Some(n) = self.svc.nodes.get(c) else {
             return Vec::new();
         };
@@ -175,8 +169,8 @@ impl Host<'_> {
             })
             .filter(|s| {
                 let bare = s.jid.bare();
-                self.check_access(dir, n, &bare).is_ok()
-                    && leaf.is_none_or(|l| self.check_access(dir, l, &bare).is_ok())
+                self.check_access(n, &bare).is_ok()
+                    && leaf.is_none_or(|l| self.check_access(l, &bare).is_ok())
             })
             .map(|s| (s.jid.clone(), s.opts.depth))
             .collect()
@@ -185,7 +179,7 @@ impl Host<'_> {
     /// Forwards an item event of `leaf` (`inner`, the `<items node='leaf'>` text the leaf's
     /// subscribers got) to the subscribers of the collections above it whose depth reaches
     /// it: one message per subscriber JID, none to a JID the leaf itself notified.
-    pub(super) fn notify_collections(&mut self, dir: &dyn Directory, leaf: &str, inner: &str) {
+    pub(super) fn notify_collections(&mut self, leaf: &str, inner: &str) {
         let Some(n) = self.svc.nodes.get(leaf) else {
             return;
         };
@@ -200,7 +194,7 @@ impl Host<'_> {
             .map(|s| s.jid.clone())
             .collect();
         let routes = self.svc.dag.fan_out(leaf, &mut seen, &mut |c| {
-            self.collection_subs(dir, c, true, Some(n))
+            self.collection_subs(c, true, Some(n))
         });
         let headline = n.config.headline;
         let inner: Rc<str> = Rc::from(inner); // shared by every forwarded message
@@ -217,7 +211,7 @@ impl Host<'_> {
     /// Node events for `events`: `<collection node='P'><associate node='N'/></collection>`
     /// (or `dissociate`) to the `nodes` subscribers of `P` and of the collections above it
     /// within their depth (with a `Collection` header when reached through another one).
-    pub(super) fn notify_edges(&mut self, dir: &dyn Directory, events: &[Event]) {
+    pub(super) fn notify_edges(&mut self, events: &[Event]) {
         let mut msgs = Vec::new();
         for e in events {
             let (verb, parent, child) = match e {
@@ -229,7 +223,7 @@ impl Host<'_> {
                 .svc
                 .dag
                 .fan_out_node_event(parent, &mut seen, &mut |c| {
-                    self.collection_subs(dir, c, false, None)
+                    self.collection_subs(c, false, None)
                 });
             if routes.is_empty() {
                 continue;
@@ -272,8 +266,6 @@ impl Host<'_> {
     /// dissociation needs ownership of `P` or `N`.
     pub(super) fn owner_collection(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         c: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -310,12 +302,12 @@ impl Host<'_> {
             _ => return Err(PubSubError::BadRequest("unknown collection request")),
         };
         let ops = self.edge_ops(&events, &[]);
-        if let Err(e) = self.commit(store, &ops) {
+        if let Err(e) = self.commit(&ops) {
             self.svc.dag.revert(&events);
             return Err(e);
         }
         self.sync_parents(&events);
-        self.notify_edges(dir, &events);
+        self.notify_edges(&events);
         Ok(None)
     }
 
@@ -325,8 +317,6 @@ impl Host<'_> {
     /// `published-seq-leaf`).
     pub(super) fn collection_items(
         &self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         name: &str,
         max: Option<usize>,
@@ -338,7 +328,7 @@ impl Host<'_> {
             .leaves_under(name, Depth::All)
             .iter()
             .filter_map(|(id, _)| self.svc.nodes.get_key_value(&**id))
-            .filter(|(_, n)| self.check_access(dir, n, &req.bare).is_ok())
+            .filter(|(_, n)| self.check_access(n, &req.bare).is_ok())
             .map(|(k, n)| (k.as_str(), n))
             .collect();
         // Each leaf's candidate entries, oldest first; transient leaves offer their last.
@@ -424,7 +414,7 @@ impl Host<'_> {
             let (leaf_name, n) = leaves[leaf];
             let entries: Vec<&IndexEntry> = page[run_start..run_end].iter().map(|p| p.1).collect();
             let found: Vec<CachedItem> = if n.config.persist_items {
-                self.load_items(store, leaf_name, &entries)?
+                self.load_items(leaf_name, &entries)?
             } else {
                 n.last.iter().map(|l| (**l).clone()).collect()
             };

@@ -147,8 +147,14 @@ impl Engine {
     /// An entity became available (initial presence): nodes with
     /// `send_last_published_item = on_sub_and_presence` send it their last item (held,
     /// like [`Engine::handle_iq`]'s outputs, while earlier outputs wait for a commit).
-    pub fn on_available(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
-        let out = self.on_available_now(full, now_ms);
+    pub fn on_available(
+        &mut self,
+        dir: &dyn Directory,
+        store: &dyn Storage,
+        full: &Jid,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        let out = self.on_available_now(dir, store, full, now_ms);
         self.hold_if_waiting(out)
     }
 

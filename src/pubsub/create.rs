@@ -24,8 +24,6 @@ impl Host<'_> {
     /// §8.1 create (named, instant, create-and-configure).
     pub(super) fn create(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         c: &Element,
         configure: Option<&Element>,
@@ -51,7 +49,7 @@ impl Host<'_> {
         // is refused rather than overridden.
         self.check_forced_form(&name, &cfg)?;
         self.apply_forced(&name, &mut cfg)?;
-        self.create_node(dir, store, req, &name, cfg, Vec::new())?;
+        self.create_node(req, &name, cfg, Vec::new())?;
         if instant {
             Ok(Some(crate::xml::build(|w| {
                 w.start("pubsub").ns(NS_PUBSUB);
@@ -68,8 +66,6 @@ impl Host<'_> {
     /// well); the graph changes first and is reverted if the commit fails.
     pub(super) fn create_node(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         name: &str,
         mut cfg: NodeConfig,
@@ -160,13 +156,13 @@ impl Host<'_> {
         let skip: Vec<&str> = created.iter().map(|c| &**c).collect();
         ops.extend(self.edge_ops(&events, &skip));
         ops.extend(extra);
-        if let Err(e) = self.commit(store, &ops) {
+        if let Err(e) = self.commit(&ops) {
             undo(self, &events);
             return Err(e);
         }
         self.svc.nodes.extend(nodes);
         self.sync_parents(&events);
-        self.notify_edges(dir, &events);
+        self.notify_edges(&events);
         Ok(())
     }
 }

@@ -4,12 +4,7 @@
 use super::*;
 
 impl Host<'_> {
-    pub(super) fn disco_info(
-        &self,
-        dir: &dyn Directory,
-        req: &Req,
-        q: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn disco_info(&self, req: &Req, q: &Element) -> Result<Option<String>, PubSubError> {
         let mut out = Element::new("query", NS_DISCO_INFO);
         match q.attr("node") {
             None => {
@@ -52,7 +47,7 @@ impl Host<'_> {
             Some(name) => {
                 let n = self.node(name)?;
                 // PEP: a node the requester may not read does not exist for it.
-                if self.svc.owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
+                if self.svc.owner.is_some() && self.check_access(n, &req.bare).is_err() {
                     return Err(PubSubError::NodeNotFound);
                 }
                 out.set_attr("node", name);
@@ -151,7 +146,6 @@ impl Host<'_> {
     /// XEP-0059 like items retrieval and never larger than half an outbox.
     pub(super) fn disco_items(
         &self,
-        dir: &dyn Directory,
         req: &Req,
         q: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -181,7 +175,7 @@ impl Host<'_> {
                 .filter_map(|id| self.svc.nodes.get_key_value(&**id))
                 // PEP: only the nodes the requester may read (XEP-0163 §6).
                 .filter(|(_, n)| {
-                    self.svc.owner.is_none() || self.check_access(dir, n, &req.bare).is_ok()
+                    self.svc.owner.is_none() || self.check_access(n, &req.bare).is_ok()
                 })
                 .map(|(name, n)| {
                     let title = Some(n.config.title.as_str()).filter(|t| !t.is_empty());
@@ -203,7 +197,7 @@ impl Host<'_> {
             ),
             Some(name) => {
                 let n = self.node(name)?;
-                if self.svc.owner.is_some() && self.check_access(dir, n, &req.bare).is_err() {
+                if self.svc.owner.is_some() && self.check_access(n, &req.bare).is_err() {
                     return Err(PubSubError::NodeNotFound);
                 }
                 let ids: Vec<&str> = if n.config.persist_items {

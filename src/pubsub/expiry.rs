@@ -44,7 +44,7 @@ impl Engine {
         if now_ms < self.retry_at {
             return Vec::new();
         }
-        match self.host(None, now_ms, |h| h.expire(dir, store)) {
+        match self.host(None, (dir, store, now_ms), |h| h.expire()) {
             Ok(out) => {
                 self.retry_at = 0;
                 out
@@ -59,7 +59,7 @@ impl Engine {
 
 impl Host<'_> {
     /// [`Engine::on_tick`] on the generic service; `Err` when the commit failed.
-    fn expire(&mut self, dir: &dyn Directory, store: &dyn Storage) -> Result<Vec<Delivery>, ()> {
+    fn expire(&mut self) -> Result<Vec<Delivery>, ()> {
         let now_ms = self.now_ms;
         let mut ops = Vec::new();
         let mut items: Vec<(String, Vec<(u64, String)>)> = Vec::new();
@@ -94,7 +94,7 @@ impl Host<'_> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        if self.commit(store, &ops).is_err() {
+        if self.commit(&ops).is_err() {
             return Err(());
         }
         for (name, gone) in &items {
@@ -106,7 +106,7 @@ impl Host<'_> {
             if n.config.notify_retract {
                 for (_, id) in gone {
                     let inner = self.items_event(name, &Self::retract_xml(id));
-                    self.notify_items(dir, name, &inner, None);
+                    self.notify_items(name, &inner, None);
                 }
             }
         }

@@ -7,13 +7,12 @@ impl Host<'_> {
     /// Reads items of `node` by index entries (payloads from the store).
     pub(super) fn load_items(
         &self,
-        store: &dyn Storage,
         name: &str,
         entries: &[&IndexEntry],
     ) -> Result<Vec<CachedItem>, PubSubError> {
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         let key = self.store_key(name);
-        let got = store.pubsub_items(&key, &seqs).map_err(|e| {
+        let got = self.store.pubsub_items(&key, &seqs).map_err(|e| {
             tracing::error!(node = name, error = %e, "cannot read pub-sub items");
             PubSubError::Internal
         })?;
@@ -34,8 +33,6 @@ impl Host<'_> {
     /// with an RSM `<set/>` (count, first, last), so nothing is truncated silently.
     pub(super) fn items(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         it: &Element,
         rsm: Option<&Element>,
@@ -43,7 +40,7 @@ impl Host<'_> {
         let name = Self::node_attr(it)?.to_owned();
         let n = self.node(&name)?;
         // §6.5.9.3: a pending subscription is no subscription for retrieval.
-        self.check_access(dir, n, &req.bare).map_err(|e| match e {
+        self.check_access(n, &req.bare).map_err(|e| match e {
             PubSubError::PendingSubscription => PubSubError::AuthorizationRequired,
             e => e,
         })?;
@@ -74,7 +71,7 @@ impl Host<'_> {
             .map(|set| Page::parse(set, self.svc.limits.pubsub_max_page_items))
             .transpose()?;
         if n.config.kind == Kind::Collection {
-            return self.collection_items(dir, store, req, &name, max, page.as_ref());
+            return self.collection_items(req, &name, max, page.as_ref());
         }
         let transient;
         let mut entries: Vec<&IndexEntry> = if n.config.persist_items {
@@ -108,7 +105,7 @@ impl Host<'_> {
         let cut = page.is_none() && !window.is_whole();
         let page_entries = window.slice(&entries);
         let found: Vec<CachedItem> = if n.config.persist_items {
-            self.load_items(store, &name, page_entries)?
+            self.load_items(&name, page_entries)?
         } else {
             n.last
                 .iter()

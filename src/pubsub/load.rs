@@ -64,7 +64,7 @@ impl Engine {
                 Node::new(rec.created_ms, rec.creator, cfg, Vec::new()),
             );
         }
-        engine.host(None, 0, |h| h.insert_root());
+        engine.host(None, (&Nobody, store, 0), |h| h.insert_root());
         let mut migrate = Vec::new();
         for (name, seq, item, bytes) in snap.items {
             if let Some(n) = engine.generic.nodes.get_mut(&name) {
@@ -172,7 +172,7 @@ impl Engine {
         // PEP nodes (store keys `01 owner 01 node`) go to their accounts' services; the
         // rest form the generic service's collection graph.
         engine.split_pep();
-        let repaired = engine.host(None, 0, |h| h.load_graph());
+        let repaired = engine.host(None, (&Nobody, store, 0), |h| h.load_graph());
         engine.common.nodes_total = engine.generic.node_count()
             + engine.pep.values().map(Service::node_count).sum::<usize>();
         engine.common.stored_total =

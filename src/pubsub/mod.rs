@@ -58,7 +58,7 @@ pub use date::{parse_xep0082, xep0082};
 pub use error::PubSubError;
 pub use model::Affiliation;
 pub use pep::PEP_FEATURES;
-use service::{Common, Host, Req, Service};
+use service::{Common, Host, Nobody, Req, Service};
 
 use crate::config::{Config, CreatePolicy, FullPolicy};
 use crate::jid::Jid;
@@ -267,22 +267,15 @@ impl Engine {
             Some(t) => Jid::parse(t).ok().map(|j| j.bare()),
         };
         let owner = target.filter(|t| *t != self.generic.jid);
-        self.host(owner.as_ref(), now_ms, |h| {
-            h.handle_iq(dir, store, from, iq, ty == "set")
+        self.host(owner.as_ref(), (dir, store, now_ms), |h| {
+            h.handle_iq(from, iq, ty == "set")
         })
     }
 }
 
 impl Host<'_> {
     /// A request to this host: the reply first, then the notifications it caused.
-    fn handle_iq(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        from: &Jid,
-        iq: &Element,
-        set: bool,
-    ) -> Vec<Delivery> {
+    fn handle_iq(&mut self, from: &Jid, iq: &Element, set: bool) -> Vec<Delivery> {
         let now_ms = self.now_ms;
         let ty = if set { "set" } else { "get" };
         let req = Req {
@@ -290,14 +283,10 @@ impl Host<'_> {
             now_ms,
         };
         let result = match proto::iq_payload(iq) {
-            Some(p) if p.is("query", NS_DISCO_INFO) && ty == "get" => self.disco_info(dir, &req, p),
-            Some(p) if p.is("query", NS_DISCO_ITEMS) && ty == "get" => {
-                self.disco_items(dir, &req, p)
-            }
-            Some(p) if p.is("pubsub", NS_PUBSUB) => self.pubsub(dir, store, &req, p, ty == "set"),
-            Some(p) if p.is("pubsub", NS_PUBSUB_OWNER) => {
-                self.owner(dir, store, &req, p, ty == "set")
-            }
+            Some(p) if p.is("query", NS_DISCO_INFO) && ty == "get" => self.disco_info(&req, p),
+            Some(p) if p.is("query", NS_DISCO_ITEMS) && ty == "get" => self.disco_items(&req, p),
+            Some(p) if p.is("pubsub", NS_PUBSUB) => self.pubsub(&req, p, ty == "set"),
+            Some(p) if p.is("pubsub", NS_PUBSUB_OWNER) => self.owner(&req, p, ty == "set"),
             Some(p) if p.is("command", NS_COMMANDS) && ty == "set" => self.command(&req, p),
             _ => {
                 let err =
@@ -347,7 +336,7 @@ impl Host<'_> {
 
     /// Stages `ops` (one request's changes) for the next commit, or commits them at once
     /// in [`crate::store::CommitMode::Inline`]; call before changing memory.
-    fn commit(&self, store: &dyn Storage, ops: &[PubsubOp]) -> Result<(), PubSubError> {
+    fn commit(&self, ops: &[PubsubOp]) -> Result<(), PubSubError> {
         let mapped;
         let ops = match &self.svc.owner {
             None => ops,
@@ -356,7 +345,7 @@ impl Host<'_> {
                 &mapped
             }
         };
-        store.pubsub_stage(ops).map_err(|e| match e {
+        self.store.pubsub_stage(ops).map_err(|e| match e {
             StoreError::LimitReached { .. } => PubSubError::Backlog,
             e => {
                 tracing::error!(error = %e, "pub-sub store commit failed");
@@ -372,14 +361,7 @@ impl Host<'_> {
         }
     }
 
-    fn pubsub(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        req: &Req,
-        p: &Element,
-        set: bool,
-    ) -> Result<Option<String>, PubSubError> {
+    fn pubsub(&mut self, req: &Req, p: &Element, set: bool) -> Result<Option<String>, PubSubError> {
         let mut children = p.elements();
         let Some(first) = children.next() else {
             return Err(PubSubError::BadRequest("empty pubsub element"));
@@ -387,15 +369,15 @@ impl Host<'_> {
         let rest: Vec<&Element> = children.collect();
         let sibling = |name: &str| rest.iter().copied().find(|e| e.is(name, NS_PUBSUB));
         match (first.name.as_str(), set) {
-            ("create", true) => self.create(dir, store, req, first, sibling("configure")),
-            ("publish", true) => self.publish(dir, store, req, first, sibling("publish-options")),
-            ("retract", true) => self.retract(dir, store, req, first),
-            ("subscribe", true) => self.subscribe(dir, store, req, first, sibling("options")),
-            ("unsubscribe", true) => self.unsubscribe(store, req, first),
-            ("options", _) => self.options(store, req, first, set),
+            ("create", true) => self.create(req, first, sibling("configure")),
+            ("publish", true) => self.publish(req, first, sibling("publish-options")),
+            ("retract", true) => self.retract(req, first),
+            ("subscribe", true) => self.subscribe(req, first, sibling("options")),
+            ("unsubscribe", true) => self.unsubscribe(req, first),
+            ("options", _) => self.options(req, first, set),
             ("items", false) => {
                 let rsm = rest.iter().copied().find(|e| e.is("set", NS_RSM));
-                self.items(dir, store, req, first, rsm)
+                self.items(req, first, rsm)
             }
             ("subscriptions", false) => Ok(Some(self.own_subscriptions(req, first))),
             ("affiliations", false) => Ok(Some(self.own_affiliations(req, first))),
@@ -407,14 +389,7 @@ impl Host<'_> {
         }
     }
 
-    fn owner(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        req: &Req,
-        p: &Element,
-        set: bool,
-    ) -> Result<Option<String>, PubSubError> {
+    fn owner(&mut self, req: &Req, p: &Element, set: bool) -> Result<Option<String>, PubSubError> {
         let Some(first) = p.elements().next() else {
             return Err(PubSubError::BadRequest("empty pubsub element"));
         };
@@ -422,7 +397,7 @@ impl Host<'_> {
             return Err(PubSubError::BadRequest("unknown owner request"));
         }
         match (first.name.as_str(), set) {
-            ("configure", _) => self.owner_configure(dir, store, req, first, set),
+            ("configure", _) => self.owner_configure(req, first, set),
             ("default", false) => {
                 // XEP-0248: `<default type='collection'/>` gives the collection defaults.
                 let cfg = if first.attr("type") == Some("collection") {
@@ -439,11 +414,11 @@ impl Host<'_> {
                         .to_string_in_stream(),
                 ))
             }
-            ("delete", true) => self.owner_delete(dir, store, req, first),
-            ("purge", true) => self.owner_purge(dir, store, req, first),
-            ("subscriptions", _) => self.owner_subscriptions(store, req, first, set),
-            ("affiliations", _) => self.owner_affiliations(store, req, first, set),
-            ("collection", true) => self.owner_collection(dir, store, req, first),
+            ("delete", true) => self.owner_delete(req, first),
+            ("purge", true) => self.owner_purge(req, first),
+            ("subscriptions", _) => self.owner_subscriptions(req, first, set),
+            ("affiliations", _) => self.owner_affiliations(req, first, set),
+            ("collection", true) => self.owner_collection(req, first),
             _ => Err(PubSubError::BadRequest("unknown owner request")),
         }
     }

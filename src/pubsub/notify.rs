@@ -6,8 +6,14 @@ use super::*;
 
 impl Engine {
     /// [`Engine::on_available`], without holding the outputs.
-    pub(super) fn on_available_now(&mut self, full: &Jid, now_ms: u64) -> Vec<Delivery> {
-        self.host(None, now_ms, |h| h.on_available(full, now_ms))
+    pub(super) fn on_available_now(
+        &mut self,
+        dir: &dyn Directory,
+        store: &dyn Storage,
+        full: &Jid,
+        now_ms: u64,
+    ) -> Vec<Delivery> {
+        self.host(None, (dir, store, now_ms), |h| h.on_available(full, now_ms))
     }
 
     /// `full` went unavailable (`account_offline`: it was the account's last available
@@ -22,8 +28,8 @@ impl Engine {
         account_offline: bool,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        self.host(None, now_ms, |h| {
-            h.on_unavailable(dir, store, full, account_offline)
+        self.host(None, (dir, store, now_ms), |h| {
+            h.on_unavailable(full, account_offline)
         })
     }
 }
@@ -64,13 +70,7 @@ impl Host<'_> {
     /// resource). Temporary subscriptions (§12.4, `tempsub`) of that resource, or of the
     /// bare JID when the account is now offline, end; nodes with `purge_offline` whose
     /// stored items were all published by entities now offline are purged.
-    pub(super) fn on_unavailable(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        full: &Jid,
-        account_offline: bool,
-    ) -> Vec<Delivery> {
+    pub(super) fn on_unavailable(&mut self, full: &Jid, account_offline: bool) -> Vec<Delivery> {
         let bare = full.bare();
         let mut ops = Vec::new();
         let mut ended: Vec<(String, Sub)> = Vec::new();
@@ -101,14 +101,14 @@ impl Host<'_> {
                 let online = others
                     .iter()
                     .filter_map(|p| Jid::parse(p).ok())
-                    .any(|p| !dir.presences(&p).is_empty());
+                    .any(|p| !self.dir.presences(&p).is_empty());
                 if !online {
                     ops.push(PubsubOp::PurgeItems(name.clone()));
                     purged.push(name.clone());
                 }
             }
         }
-        if ops.is_empty() || self.commit(store, &ops).is_err() {
+        if ops.is_empty() || self.commit(&ops).is_err() {
             return Vec::new();
         }
         for (name, sub) in &ended {
@@ -121,7 +121,7 @@ impl Host<'_> {
                 n.last = None;
             }
             let inner = Self::node_event_xml("purge", name);
-            self.notify(dir, name, &inner);
+            self.notify(name, &inner);
         }
         std::mem::take(&mut self.out)
     }
@@ -218,34 +218,21 @@ impl Host<'_> {
 
     /// Queues `inner` (inside `<event/>`) for every subscriber of `node` that takes
     /// notifications.
-    pub(super) fn notify(&mut self, dir: &dyn Directory, node: &str, inner: &str) {
-        self.notify_body(dir, node, inner, None, false);
+    pub(super) fn notify(&mut self, node: &str, inner: &str) {
+        self.notify_body(node, inner, None, false);
     }
 
     /// [`Engine::notify`] for item publications and retractions: these carry SHIM
     /// `SubID` headers (§12.5; configuration, purge and delete notifications do not).
-    pub(super) fn notify_items(
-        &mut self,
-        dir: &dyn Directory,
-        node: &str,
-        inner: &str,
-        body: Option<&str>,
-    ) {
-        self.notify_body(dir, node, inner, body, true);
+    pub(super) fn notify_items(&mut self, node: &str, inner: &str, body: Option<&str>) {
+        self.notify_body(node, inner, body, true);
     }
 
     /// [`Engine::notify`], with `body` as the `<body/>` for subscriptions with
     /// `include_body`. One message per JID: with `shim`, a JID with several subscriptions
     /// gets one message carrying the SubIDs as SHIM headers (§12.5). Subscriptions with
     /// `show-values` go to the account's available resources whose `<show/>` matches.
-    pub(super) fn notify_body(
-        &mut self,
-        dir: &dyn Directory,
-        node: &str,
-        inner: &str,
-        body: Option<&str>,
-        shim: bool,
-    ) {
+    pub(super) fn notify_body(&mut self, node: &str, inner: &str, body: Option<&str>, shim: bool) {
         let Some(n) = self.svc.nodes.get(node) else {
             return;
         };
@@ -285,7 +272,11 @@ impl Host<'_> {
             // only available resources anyway).
             if n.config.presence_based
                 && jid.is_full()
-                && !dir.presences(&jid.bare()).iter().any(|(r, _)| r == jid)
+                && !self
+                    .dir
+                    .presences(&jid.bare())
+                    .iter()
+                    .any(|(r, _)| r == jid)
             {
                 continue;
             }
@@ -303,7 +294,7 @@ impl Host<'_> {
                 send(jid, &active, &mut msgs);
                 continue;
             }
-            for (res, show) in dir.presences(&jid.bare()) {
+            for (res, show) in self.dir.presences(&jid.bare()) {
                 if jid.is_full() && &res != jid {
                     continue;
                 }
@@ -318,7 +309,7 @@ impl Host<'_> {
             }
         }
         self.out.extend(msgs);
-        self.notify_pep(dir, node, inner);
+        self.notify_pep(node, inner);
     }
 
     /// §12.13 (impl-subchange): tells `jid` that its subscription `subid` changed to

@@ -11,8 +11,6 @@ impl Host<'_> {
     /// the parents are stored. The root collection cannot be configured.
     pub(super) fn owner_configure(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         c: &Element,
         set: bool,
@@ -126,7 +124,7 @@ impl Host<'_> {
         };
         ops.push(PubsubOp::PutNode(name.clone(), record));
         ops.extend(self.edge_ops(&events, &[name.as_str()]));
-        if let Err(e) = self.commit(store, &ops) {
+        if let Err(e) = self.commit(&ops) {
             if let Some(b) = backup {
                 self.svc.dag = b;
             }
@@ -150,9 +148,9 @@ impl Host<'_> {
             .is_some_and(|n| n.config.notify_config)
         {
             let inner = Self::node_event_xml("configuration", &name);
-            self.notify(dir, &name, &inner);
+            self.notify(&name, &inner);
         }
-        self.notify_edges(dir, &events);
+        self.notify_edges(&events);
         Ok(None)
     }
 
@@ -161,8 +159,6 @@ impl Host<'_> {
     /// back to the root (the documented deletion policy), in the same commit.
     pub(super) fn owner_delete(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         d: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -182,7 +178,7 @@ impl Host<'_> {
                 ops.push(PubsubOp::PutNode(c.to_string(), rec));
             }
         }
-        self.commit(store, &ops)?;
+        self.commit(&ops)?;
         if notify {
             let mut inner = String::with_capacity(64);
             let mut w = Writer::new(&mut inner);
@@ -194,14 +190,14 @@ impl Host<'_> {
                 w.start("redirect").attr("uri", uri).end();
             }
             w.end();
-            self.notify(dir, &name, &inner);
+            self.notify(&name, &inner);
         }
         if let Err(e) = self.svc.dag.remove(&name) {
             tracing::error!(node = name, error = %e, "collection graph out of step on delete");
         }
         self.svc.nodes.remove(&name);
         self.sync_parents(&events);
-        self.notify_edges(dir, &events);
+        self.notify_edges(&events);
         Ok(None)
     }
 
@@ -209,8 +205,6 @@ impl Host<'_> {
     /// `deliver_notifications` is off).
     pub(super) fn owner_purge(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         p: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -225,14 +219,14 @@ impl Host<'_> {
                 "only owners and publishers may purge",
             ));
         }
-        self.commit(store, &[PubsubOp::PurgeItems(name.clone())])?;
+        self.commit(&[PubsubOp::PurgeItems(name.clone())])?;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.clear_items();
             n.last = None;
         }
         let inner = Self::node_event_xml("purge", &name);
-        self.notify(dir, &name, &inner);
-        self.notify_collections(dir, &name, &inner);
+        self.notify(&name, &inner);
+        self.notify_collections(&name, &inner);
         Ok(None)
     }
 
@@ -241,7 +235,6 @@ impl Host<'_> {
     /// SubID, or every subscription of the JID).
     pub(super) fn owner_subscriptions(
         &mut self,
-        store: &dyn Storage,
         req: &Req,
         e: &Element,
         set: bool,
@@ -326,7 +319,7 @@ impl Host<'_> {
                 told.push((new.jid.clone(), new.subid.clone(), new.state.as_str()));
             }
         }
-        self.commit(store, &ops)?;
+        self.commit(&ops)?;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
             subs.sort_by(|a, b| {
                 (a.jid.as_str(), a.subid.as_str()).cmp(&(b.jid.as_str(), b.subid.as_str()))
@@ -344,7 +337,6 @@ impl Host<'_> {
     /// §8.9 manage affiliations (all six).
     pub(super) fn owner_affiliations(
         &mut self,
-        store: &dyn Storage,
         req: &Req,
         e: &Element,
         set: bool,
@@ -422,7 +414,7 @@ impl Host<'_> {
                 }
             }
         }
-        self.commit(store, &ops)?;
+        self.commit(&ops)?;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.affs = affs;
             n.subs.retain(|s| {

@@ -244,7 +244,7 @@ impl Host<'_> {
     /// every available resource of the owner and of each contact with a presence
     /// subscription (that passes the node's access model) which advertised
     /// `node+notify`, except those an explicit subscription already reached.
-    pub(super) fn notify_pep(&mut self, dir: &dyn Directory, node: &str, inner: &str) {
+    pub(super) fn notify_pep(&mut self, node: &str, inner: &str) {
         let Some(owner) = self.svc.owner.clone() else {
             return;
         };
@@ -266,16 +266,19 @@ impl Host<'_> {
         let shared: Rc<str> = Rc::from(inner); // one copy, shared by every recipient
         let mut accounts = vec![owner.clone()];
         accounts.extend(
-            dir.presence_subscribers(&owner)
+            self.dir
+                .presence_subscribers(&owner)
                 .into_iter()
-                .filter(|c| c != &owner && self.check_access(dir, n, c).is_ok()),
+                .filter(|c| c != &owner && self.check_access(n, c).is_ok()),
         );
         for account in &accounts {
             if covered.contains(account) {
                 continue;
             }
-            for (full, _) in dir.presences(account) {
-                if covered.contains(&full) || !dir.wants(&full, node) || !seen.insert(full.clone())
+            for (full, _) in self.dir.presences(account) {
+                if covered.contains(&full)
+                    || !self.dir.wants(&full, node)
+                    || !seen.insert(full.clone())
                 {
                     continue;
                 }
@@ -286,28 +289,18 @@ impl Host<'_> {
     }
 
     /// The last item of `name` for `full` (with a delay stamp), if it has one to send.
-    fn pep_last_item(
-        &self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        name: &str,
-        full: &Jid,
-    ) -> Option<Delivery> {
+    fn pep_last_item(&self, name: &str, full: &Jid) -> Option<Delivery> {
         let n = self.svc.nodes.get(name)?;
         if n.config.send_last == SendLast::Never {
             return None;
         }
-        if self.check_access(dir, n, &full.bare()).is_err() {
+        if self.check_access(n, &full.bare()).is_err() {
             return None;
         }
         let entry = n.items.back();
         let last: CachedItem = match (&n.last, entry) {
             (Some(l), _) => (**l).clone(),
-            (None, Some(e)) => self
-                .load_items(store, name, &[e])
-                .ok()?
-                .into_iter()
-                .next()?,
+            (None, Some(e)) => self.load_items(name, &[e]).ok()?.into_iter().next()?,
             (None, None) => return None,
         };
         if n.expired(last.published_ms, self.now_ms) {
@@ -346,10 +339,10 @@ impl Engine {
             if !self.pep.contains_key(o.as_str()) {
                 continue;
             }
-            out.extend(self.host(Some(&o), now_ms, |h| {
+            out.extend(self.host(Some(&o), (dir, store, now_ms), |h| {
                 added
                     .iter()
-                    .filter_map(|name| h.pep_last_item(dir, store, name, full))
+                    .filter_map(|name| h.pep_last_item(name, full))
                     .collect::<Vec<_>>()
             }));
         }
@@ -372,17 +365,18 @@ impl Engine {
         now_ms: u64,
     ) -> Vec<Delivery> {
         let contact = contact.bare();
-        let mut out = self.host(None, now_ms, |h| {
-            h.cancel_lost_access(dir, store, Some(owner), &contact);
+        let mut out = self.host(None, (dir, store, now_ms), |h| {
+            h.cancel_lost_access(Some(owner), &contact);
             std::mem::take(&mut h.out)
         });
         if self.pep.contains_key(owner.as_str()) {
-            out.extend(self.host(Some(owner), now_ms, |h| {
-                h.cancel_lost_access(dir, store, None, &contact);
+            out.extend(self.host(Some(owner), (dir, store, now_ms), |h| {
+                h.cancel_lost_access(None, &contact);
                 let mut out = std::mem::take(&mut h.out);
                 if gained {
                     let names: Vec<String> = h.svc.nodes.keys().cloned().collect();
-                    let mut fulls: Vec<Jid> = dir
+                    let mut fulls: Vec<Jid> = h
+                        .dir
                         .presences(&contact)
                         .into_iter()
                         .map(|(f, _)| f)
@@ -391,8 +385,8 @@ impl Engine {
                     fulls.dedup();
                     for full in fulls {
                         for name in &names {
-                            if dir.wants(&full, name) {
-                                out.extend(h.pep_last_item(dir, store, name, &full));
+                            if h.dir.wants(&full, name) {
+                                out.extend(h.pep_last_item(name, &full));
                             }
                         }
                     }
@@ -444,13 +438,7 @@ impl Host<'_> {
     /// swapped in that it may no longer read; with `owned_by`, only nodes that account owns
     /// with the presence or roster access model (the generic service). The contact gets a
     /// `subscription='none'` notice for each. Outputs go to `self.out`.
-    fn cancel_lost_access(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        owned_by: Option<&Jid>,
-        contact: &Jid,
-    ) {
+    fn cancel_lost_access(&mut self, owned_by: Option<&Jid>, contact: &Jid) {
         let mut ops = Vec::new();
         let mut lost: Vec<(String, Sub)> = Vec::new();
         for (name, n) in &self.svc.nodes {
@@ -468,7 +456,7 @@ impl Host<'_> {
                 }
             }
             if !n.subs.iter().any(|s| s.jid.bare() == *contact)
-                || self.check_access(dir, n, contact).is_ok()
+                || self.check_access(n, contact).is_ok()
             {
                 continue;
             }
@@ -480,7 +468,7 @@ impl Host<'_> {
         if ops.is_empty() {
             return;
         }
-        if let Err(err) = self.commit(store, &ops) {
+        if let Err(err) = self.commit(&ops) {
             tracing::warn!(contact = %contact, error = %err, "subscriptions that lost access not cancelled");
             return;
         }

@@ -28,8 +28,6 @@ impl Host<'_> {
     /// §7.1 publish, with §7.1.5 publish-options and auto-create.
     pub(super) fn publish(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         p: &Element,
         options: Option<&Element>,
@@ -193,9 +191,9 @@ impl Host<'_> {
             ));
         }
         if exists {
-            self.commit(store, &ops)?;
+            self.commit(&ops)?;
         } else {
-            self.create_node(dir, store, req, &name, cfg.clone(), ops)?;
+            self.create_node(req, &name, cfg.clone(), ops)?;
         }
         for (node, seq) in elsewhere.iter().filter(|(n, _)| n != &name) {
             if let Some(n) = self.svc.nodes.get_mut(node) {
@@ -235,13 +233,13 @@ impl Host<'_> {
             .get(&name)
             .is_some_and(|n| n.subs.iter().any(|s| s.opts.include_body))
             .then(|| body_text(&name, &cached));
-        self.notify_items(dir, &name, &shared, body.as_deref());
-        self.notify_collections(dir, &name, &shared);
+        self.notify_items(&name, &shared, body.as_deref());
+        self.notify_collections(&name, &shared);
         if cfg.persist_items && cfg.node_full == NodeFull::RetractOldest && cfg.notify_retract {
             for (_, old) in &full {
                 let inner = self.items_event(&name, &Self::retract_xml(old));
-                self.notify_items(dir, &name, &inner, None);
-                self.notify_collections(dir, &name, &inner);
+                self.notify_items(&name, &inner, None);
+                self.notify_collections(&name, &inner);
             }
         }
         Ok(Some(crate::xml::build(|w| {
@@ -278,7 +276,7 @@ impl Host<'_> {
         (gone, full)
     }
 
-    /// Items to delete so that an item costing `cost` fits `store.max_bytes`, oldest
+    /// Items to delete so that an item costing `cost` fits `self.store.max_bytes`, oldest
     /// first across every node, as `(node, seq)`; `skip` are items of `node` this publish
     /// deletes anyway. Under the `reject` policy a full budget is an error instead.
     pub(super) fn budget_evictions(

@@ -6,8 +6,6 @@ impl Host<'_> {
     /// §7.2 retract.
     pub(super) fn retract(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         r: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -29,7 +27,7 @@ impl Host<'_> {
             let publisher = match &n.last {
                 Some(l) if l.id == id => Some(l.publisher.clone()),
                 _ => self
-                    .load_items(store, &name, &[e])?
+                    .load_items(&name, &[e])?
                     .into_iter()
                     .next()
                     .map(|i| i.publisher),
@@ -55,14 +53,14 @@ impl Host<'_> {
         }
         let notify = flag(r, "notify").unwrap_or(false) || n.config.notify_retract;
         if let Some(seq) = seq {
-            self.commit(store, &[PubsubOp::DeleteItem(name.clone(), seq)])?;
+            self.commit(&[PubsubOp::DeleteItem(name.clone(), seq)])?;
         }
         let new_last = {
             let n = self.node(&name)?;
             let rest: Vec<&IndexEntry> = n.items.iter().filter(|e| e.id != id).collect();
             match rest.last() {
                 Some(e) if n.last.as_ref().is_some_and(|l| l.id == id) => self
-                    .load_items(store, &name, &[e])
+                    .load_items(&name, &[e])
                     .ok()
                     .and_then(|v| v.into_iter().next())
                     .map(Rc::new),
@@ -85,8 +83,8 @@ impl Host<'_> {
         }
         if notify {
             let inner = self.items_event(&name, &Self::retract_xml(&id));
-            self.notify_items(dir, &name, &inner, None);
-            self.notify_collections(dir, &name, &inner);
+            self.notify_items(&name, &inner, None);
+            self.notify_collections(&name, &inner);
         }
         Ok(None)
     }

@@ -84,17 +84,36 @@ pub(super) struct Common {
     pub(super) stored_total: u64,
 }
 
+/// A [`Directory`] that knows nobody: for work on the service's own state, such as
+/// building the collection graph at load.
+pub(super) struct Nobody;
+
+impl Directory for Nobody {
+    fn roster_entry(&self, _: &Jid, _: &Jid) -> Option<(bool, Vec<String>)> {
+        None
+    }
+
+    fn presences(&self, _: &Jid) -> Vec<(Jid, String)> {
+        Vec::new()
+    }
+}
+
 /// The request being handled.
 pub(super) struct Req {
     pub(super) bare: Jid,
     pub(super) now_ms: u64,
 }
 
-/// One host, borrowed for one request (or event), with the request's context: its time
-/// and the notifications it produces (sent after its reply).
+/// One host, borrowed for one request (or event), with the request's context (the `Ctx`
+/// of the design): its time, the rosters and presences it may read, the store, and the
+/// notifications it produces (sent after its reply).
 pub(super) struct Host<'a> {
     pub(super) svc: &'a mut Service,
     pub(super) eng: &'a mut Common,
+    /// Rosters and presences of the accounts (the router's IM side).
+    pub(super) dir: &'a dyn Directory,
+    /// The database.
+    pub(super) store: &'a dyn Storage,
     /// Time of the request being handled (ms since the epoch).
     pub(super) now_ms: u64,
     /// Notifications produced by the request; sent after its reply.
@@ -141,9 +160,10 @@ impl Engine {
     pub(super) fn host<T>(
         &mut self,
         owner: Option<&Jid>,
-        now_ms: u64,
+        ctx: (&dyn Directory, &dyn Storage, u64),
         f: impl FnOnce(&mut Host<'_>) -> T,
     ) -> T {
+        let (dir, store, now_ms) = ctx;
         let Engine {
             common,
             generic,
@@ -164,6 +184,8 @@ impl Engine {
             stored_elsewhere: common.stored_total.saturating_sub(stored_before),
             svc,
             eng: common,
+            dir,
+            store,
             now_ms,
             out: Vec::new(),
         };

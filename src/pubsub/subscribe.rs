@@ -64,8 +64,6 @@ impl Host<'_> {
     /// owner gets the approval form (§8.6).
     pub(super) fn subscribe(
         &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
         req: &Req,
         s: &Element,
         options: Option<&Element>,
@@ -74,7 +72,7 @@ impl Host<'_> {
         let name = s.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, s)?;
         let n = self.node(&name)?;
-        let state = match self.check_access(dir, n, &req.bare) {
+        let state = match self.check_access(n, &req.bare) {
             Ok(()) => SubState::Subscribed,
             Err(PubSubError::AuthorizationRequired) => SubState::Pending,
             Err(e) => return Err(e),
@@ -115,7 +113,7 @@ impl Host<'_> {
                     state,
                     opts,
                 };
-                self.commit(store, &[sub.put(&name)])?;
+                self.commit(&[sub.put(&name)])?;
                 let n = self.node_mut(&name)?;
                 n.insert_sub(sub.clone());
                 if state == SubState::Pending {
@@ -131,9 +129,9 @@ impl Host<'_> {
         if state == SubState::Subscribed && n.config.send_last != SendLast::Never {
             let last = match (&n.last, n.items.back()) {
                 (Some(l), _) => Some(l.clone()),
-                // Not cached (a large PEP item): from the store.
+                // Not cached (a large PEP item): from the self.store.
                 (None, Some(e)) if n.config.persist_items => self
-                    .load_items(store, &name, &[e])?
+                    .load_items(&name, &[e])?
                     .into_iter()
                     .next()
                     .map(Rc::new),
@@ -161,7 +159,6 @@ impl Host<'_> {
     /// §6.2 unsubscribe (one subscription: by SubID when the JID has several).
     pub(super) fn unsubscribe(
         &mut self,
-        store: &dyn Storage,
         req: &Req,
         u: &Element,
     ) -> Result<Option<String>, PubSubError> {
@@ -170,7 +167,7 @@ impl Host<'_> {
         let n = self.node(&name)?;
         let i = Self::find_sub(n, &jid, u)?;
         let sub = n.subs[i].clone();
-        self.commit(store, &[sub.delete(&name)])?;
+        self.commit(&[sub.delete(&name)])?;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.subs.remove(i);
             n.subs_changed();
@@ -364,7 +361,6 @@ impl Host<'_> {
     /// JID has several).
     pub(super) fn options(
         &mut self,
-        store: &dyn Storage,
         req: &Req,
         o: &Element,
         set: bool,
@@ -389,7 +385,7 @@ impl Host<'_> {
         let mut sub = n.subs[i].clone();
         Self::parse_sub_options(x, &mut sub.opts, req.now_ms)?;
         sub.opts.temporary |= n.config.tempsub;
-        self.commit(store, &[sub.put(&name)])?;
+        self.commit(&[sub.put(&name)])?;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
             n.subs[i] = sub;
             n.subs_changed();

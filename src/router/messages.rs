@@ -12,8 +12,8 @@ impl Router {
             // notifications) are dropped; anything else bounces.
             if msg.child("x", "jabber:x:data").is_some() && ty != MessageType::Error {
                 let now = self.now_ms();
-                if let Some(engine) = self.pubsub.engine.as_mut() {
-                    let out = engine.handle_message(&*self.store, from, &msg, now);
+                if let (Some(engine), dir) = self.engine_and_dir() {
+                    let out = engine.handle_message(&dir, dir.store, from, &msg, now);
                     self.pubsub_deliver(out);
                 } else {
                     self.bounce(&msg, crate::pubsub::unavailable_error(&*self.store));

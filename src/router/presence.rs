@@ -49,8 +49,8 @@ impl Router {
         if initial {
             self.initial_presence_probe(&user, from);
             let now = self.now_ms();
-            if let Some(ps) = self.pubsub.engine.as_mut() {
-                let out = ps.on_available(from, now);
+            if let (Some(engine), dir) = self.engine_and_dir() {
+                let out = engine.on_available(&dir, dir.store, from, now);
                 self.pubsub_deliver(out);
             }
         }

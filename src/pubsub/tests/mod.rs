@@ -389,7 +389,9 @@ impl World {
         let xml = format!("<message from='{from}' to='pubsub.localhost'>{body}</message>");
         let m = Element::parse(&xml).expect("test stanza parses");
         let from = Jid::parse(from).expect("jid");
-        let out = self.engine.handle_message(&self.store, &from, &m, self.now);
+        let out = self
+            .engine
+            .handle_message(&self.rosters, &self.store, &from, &m, self.now);
         parse_out(out)
     }
 

@@ -70,13 +70,18 @@ fn xep0060_6_1_7_on_sub_and_presence_sends_on_initial_presence() {
     );
     w.subscribe(BOB, "n", "bob@localhost");
     w.publish(ALICE, "n", Some("x"), P);
-    let out = w.engine.on_available(&Jid::parse(BOB).expect("jid"), w.now);
+    let out = w
+        .engine
+        .on_available(&w.rosters, &w.store, &Jid::parse(BOB).expect("jid"), w.now);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].to.as_str(), BOB);
     assert!(out[0].stanza.to_text().contains("urn:xmpp:delay"));
-    let none = w
-        .engine
-        .on_available(&Jid::parse(CAROL).expect("jid"), w.now);
+    let none = w.engine.on_available(
+        &w.rosters,
+        &w.store,
+        &Jid::parse(CAROL).expect("jid"),
+        w.now,
+    );
     assert!(none.is_empty());
 }
 
