@@ -142,11 +142,7 @@ impl Host<'_> {
     /// the requester owns that have pending subscriptions; with a submitted form naming a
     /// node it sends the approval form of each of them again. Stateless: the session id
     /// is echoed, nothing is kept between the two steps.
-    pub(super) fn command(
-        &mut self,
-        req: &Req,
-        c: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn command(&mut self, req: &Req, c: &Element) -> Reply {
         if c.attr("node") != Some(CMD_GET_PENDING) {
             return Err(PubSubError::ItemNotFound);
         }

@@ -264,11 +264,7 @@ impl Host<'_> {
     /// `<collection node='P'><associate node='N'/></collection>`. Association follows
     /// `P`'s association policy (and the requester must own or publish to `N`);
     /// dissociation needs ownership of `P` or `N`.
-    pub(super) fn owner_collection(
-        &mut self,
-        req: &Req,
-        c: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn owner_collection(&mut self, req: &Req, c: &Element) -> Reply {
         let parent = c.attr("node").unwrap_or(ROOT).to_owned();
         let mut kids = c.elements();
         let (Some(op), None) = (kids.next(), kids.next()) else {
@@ -321,7 +317,7 @@ impl Host<'_> {
         name: &str,
         max: Option<usize>,
         rsm: Option<&Page>,
-    ) -> Result<Option<String>, PubSubError> {
+    ) -> Reply {
         let leaves: Vec<(&str, &Node)> = self
             .svc
             .dag

@@ -22,12 +22,7 @@ impl Host<'_> {
     }
 
     /// §8.1 create (named, instant, create-and-configure).
-    pub(super) fn create(
-        &mut self,
-        req: &Req,
-        c: &Element,
-        configure: Option<&Element>,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn create(&mut self, req: &Req, c: &Element, configure: Option<&Element>) -> Reply {
         if !self.may_create(&req.bare) {
             return Err(PubSubError::Forbidden("you may not create nodes"));
         }

@@ -4,7 +4,7 @@
 use super::*;
 
 impl Host<'_> {
-    pub(super) fn disco_info(&self, req: &Req, q: &Element) -> Result<Option<String>, PubSubError> {
+    pub(super) fn disco_info(&self, req: &Req, q: &Element) -> Reply {
         let mut out = Element::new("query", NS_DISCO_INFO);
         match q.attr("node") {
             None => {
@@ -144,11 +144,7 @@ impl Host<'_> {
 
     /// disco#items of the service (its nodes) or of a node (its item ids), paged with
     /// XEP-0059 like items retrieval and never larger than half an outbox.
-    pub(super) fn disco_items(
-        &self,
-        req: &Req,
-        q: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn disco_items(&self, req: &Req, q: &Element) -> Reply {
         let svc = self.svc.jid.as_str();
         // One `<item jid='svc' node? name?/>` row, written once and measured for the page.
         let row = |node: Option<&str>, name: Option<&str>| {

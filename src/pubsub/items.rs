@@ -31,12 +31,7 @@ impl Host<'_> {
     /// §6.5 retrieve items (all, by id, newest `max_items`), paged with XEP-0059 RSM
     /// (§6.5.4). The reply never exceeds half an outbox: a larger result is cut and says so
     /// with an RSM `<set/>` (count, first, last), so nothing is truncated silently.
-    pub(super) fn items(
-        &mut self,
-        req: &Req,
-        it: &Element,
-        rsm: Option<&Element>,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn items(&mut self, req: &Req, it: &Element, rsm: Option<&Element>) -> Reply {
         let name = Self::node_attr(it)?.to_owned();
         let n = self.node(&name)?;
         // §6.5.9.3: a pending subscription is no subscription for retrieval.

@@ -199,6 +199,10 @@ pub const CMD_GET_PENDING: &str = "http://jabber.org/protocol/pubsub#get-pending
 /// `FORM_TYPE` of the subscription approval form (§8.6).
 pub const FORM_SUBSCRIBE_AUTH: &str = "http://jabber.org/protocol/pubsub#subscribe_authorization";
 
+/// What a request handler answers: the payload of the IQ result (`None`: an empty
+/// result), or the error to reply with.
+type Reply = Result<Option<String>, PubSubError>;
+
 /// Why the engine could not start.
 #[derive(Debug)]
 pub enum EngineError {
@@ -361,7 +365,7 @@ impl Host<'_> {
         }
     }
 
-    fn pubsub(&mut self, req: &Req, p: &Element, set: bool) -> Result<Option<String>, PubSubError> {
+    fn pubsub(&mut self, req: &Req, p: &Element, set: bool) -> Reply {
         let mut children = p.elements();
         let Some(first) = children.next() else {
             return Err(PubSubError::BadRequest("empty pubsub element"));
@@ -389,7 +393,7 @@ impl Host<'_> {
         }
     }
 
-    fn owner(&mut self, req: &Req, p: &Element, set: bool) -> Result<Option<String>, PubSubError> {
+    fn owner(&mut self, req: &Req, p: &Element, set: bool) -> Reply {
         let Some(first) = p.elements().next() else {
             return Err(PubSubError::BadRequest("empty pubsub element"));
         };

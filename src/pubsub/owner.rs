@@ -9,12 +9,7 @@ impl Host<'_> {
     /// `pubsub#collection` (the parents), `pubsub#children` (the children) and
     /// `pubsub#children_max` change the graph; both lists stay consistent because only
     /// the parents are stored. The root collection cannot be configured.
-    pub(super) fn owner_configure(
-        &mut self,
-        req: &Req,
-        c: &Element,
-        set: bool,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn owner_configure(&mut self, req: &Req, c: &Element, set: bool) -> Reply {
         if c.attr("node") == Some(dag::ROOT) {
             return Err(PubSubError::Dag(dag::DagError::Root));
         }
@@ -157,11 +152,7 @@ impl Host<'_> {
     /// §8.4 delete a node (notify subscribers, optional redirect). XEP-0248: the root
     /// cannot be deleted; a deleted collection's children that have no other parent go
     /// back to the root (the documented deletion policy), in the same commit.
-    pub(super) fn owner_delete(
-        &mut self,
-        req: &Req,
-        d: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn owner_delete(&mut self, req: &Req, d: &Element) -> Reply {
         if d.attr("node") == Some(dag::ROOT) {
             return Err(PubSubError::Dag(dag::DagError::Root));
         }
@@ -203,11 +194,7 @@ impl Host<'_> {
 
     /// §8.5 purge every item (subscribers are notified unless
     /// `deliver_notifications` is off).
-    pub(super) fn owner_purge(
-        &mut self,
-        req: &Req,
-        p: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn owner_purge(&mut self, req: &Req, p: &Element) -> Reply {
         let name = Self::node_attr(p)?.to_owned();
         let n = self.node(&name)?;
         // §4.1: owners and publishers may purge (publish-only entities may not).
@@ -233,12 +220,7 @@ impl Host<'_> {
     /// §8.8 manage subscriptions: list them (with state and SubID), or set states
     /// `subscribed` (approves pending ones, or creates one) and `none` (removes one by
     /// SubID, or every subscription of the JID).
-    pub(super) fn owner_subscriptions(
-        &mut self,
-        req: &Req,
-        e: &Element,
-        set: bool,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn owner_subscriptions(&mut self, req: &Req, e: &Element, set: bool) -> Reply {
         let (name, n) = self.owned_node(e, req)?;
         if !set {
             return Ok(Some(owner_list("subscriptions", &name, |w| {
@@ -335,12 +317,7 @@ impl Host<'_> {
     }
 
     /// §8.9 manage affiliations (all six).
-    pub(super) fn owner_affiliations(
-        &mut self,
-        req: &Req,
-        e: &Element,
-        set: bool,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn owner_affiliations(&mut self, req: &Req, e: &Element, set: bool) -> Reply {
         let (name, n) = self.owned_node(e, req)?;
         if !set {
             return Ok(Some(owner_list("affiliations", &name, |w| {

@@ -26,12 +26,7 @@ impl Host<'_> {
     }
 
     /// §7.1 publish, with §7.1.5 publish-options and auto-create.
-    pub(super) fn publish(
-        &mut self,
-        req: &Req,
-        p: &Element,
-        options: Option<&Element>,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn publish(&mut self, req: &Req, p: &Element, options: Option<&Element>) -> Reply {
         let name = Self::node_attr(p)?.to_owned();
         let items: Vec<&Element> = p.elements().filter(|e| e.is("item", NS_PUBSUB)).collect();
         if items.len() > 1 || p.elements().count() != items.len() {

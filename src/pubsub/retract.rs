@@ -4,11 +4,7 @@ use super::*;
 
 impl Host<'_> {
     /// §7.2 retract.
-    pub(super) fn retract(
-        &mut self,
-        req: &Req,
-        r: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn retract(&mut self, req: &Req, r: &Element) -> Reply {
         let name = Self::node_attr(r)?.to_owned();
         let id = r
             .child("item", NS_PUBSUB)

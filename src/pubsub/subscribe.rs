@@ -62,12 +62,7 @@ impl Host<'_> {
     /// sends the last item again); other options make a new subscription with its own
     /// SubID. Under the authorize access model the subscription is `pending` and every
     /// owner gets the approval form (§8.6).
-    pub(super) fn subscribe(
-        &mut self,
-        req: &Req,
-        s: &Element,
-        options: Option<&Element>,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn subscribe(&mut self, req: &Req, s: &Element, options: Option<&Element>) -> Reply {
         // XEP-0248: no node (or an empty one) is the root collection.
         let name = s.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, s)?;
@@ -157,11 +152,7 @@ impl Host<'_> {
     }
 
     /// §6.2 unsubscribe (one subscription: by SubID when the JID has several).
-    pub(super) fn unsubscribe(
-        &mut self,
-        req: &Req,
-        u: &Element,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn unsubscribe(&mut self, req: &Req, u: &Element) -> Reply {
         let name = u.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, u)?;
         let n = self.node(&name)?;
@@ -359,12 +350,7 @@ impl Host<'_> {
 
     /// §6.3 subscription options (get and set), of one subscription (by SubID when the
     /// JID has several).
-    pub(super) fn options(
-        &mut self,
-        req: &Req,
-        o: &Element,
-        set: bool,
-    ) -> Result<Option<String>, PubSubError> {
+    pub(super) fn options(&mut self, req: &Req, o: &Element, set: bool) -> Reply {
         let name = o.attr("node").unwrap_or(dag::ROOT).to_owned();
         let jid = Self::sub_jid(req, o)?;
         let n = self.node(&name)?;
