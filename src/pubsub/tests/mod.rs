@@ -67,22 +67,26 @@ impl Directory for Rosters {
     }
 
     fn presence_subscribers(&self, owner: &Jid) -> Vec<Jid> {
-        let mut v: Vec<Jid> = self
-            .0
-            .iter()
-            .filter(|((o, _), (from, _))| o == owner.as_str() && *from)
-            .filter_map(|((_, c), _)| Jid::parse(c).ok())
-            .collect();
-        v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        v
+        self.from_subscriptions(|o, c| (o == owner.as_str()).then_some(c))
     }
 
     fn presence_subscriptions(&self, contact: &Jid) -> Vec<Jid> {
+        self.from_subscriptions(|o, c| (c == contact.as_str()).then_some(o))
+    }
+}
+
+impl Rosters {
+    /// The sorted JIDs `pick` chooses from the (owner, contact) pairs with a `from` subscription.
+    fn from_subscriptions<'a>(
+        &'a self,
+        pick: impl Fn(&'a str, &'a str) -> Option<&'a str>,
+    ) -> Vec<Jid> {
         let mut v: Vec<Jid> = self
             .0
             .iter()
-            .filter(|((_, c), (from, _))| c == contact.as_str() && *from)
-            .filter_map(|((o, _), _)| Jid::parse(o).ok())
+            .filter(|(_, (from, _))| *from)
+            .filter_map(|((o, c), _)| pick(o, c))
+            .filter_map(|j| Jid::parse(j).ok())
             .collect();
         v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         v
@@ -284,6 +288,14 @@ impl World {
         )
     }
 
+    /// Publishes [`P`] to `node` as `from` and asserts that exactly `to` is notified.
+    #[track_caller]
+    fn publish_notifies_only(&mut self, from: &str, node: &str, to: &str) {
+        let (_, notes) = self.publish(from, node, None, P);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].0, to);
+    }
+
     fn subscribe(&mut self, from: &str, node: &str, jid: &str) -> Vec<(String, Element)> {
         self.ok(
             from,
@@ -334,6 +346,16 @@ fn event(m: &Element) -> &Element {
 }
 
 const P: &str = "<t xmlns='urn:t'>1</t>";
+
+/// The `<{name}/>` directly in a notification's `<event/>`.
+fn event_child<'a>(m: &'a Element, name: &str) -> &'a Element {
+    event(m).child(name, NS_PUBSUB_EVENT).expect(name)
+}
+
+/// The `attr` of the `<{name}/>` event child of `e`.
+fn event_attr<'a>(e: &'a Element, name: &str, attr: &str) -> Option<&'a str> {
+    e.child(name, NS_PUBSUB_EVENT).and_then(|c| c.attr(attr))
+}
 
 /// The `<{name}/>` (item or retract) in a notification's `<items/>`.
 fn event_items_child<'a>(m: &'a Element, name: &str) -> &'a Element {

@@ -218,9 +218,7 @@ fn xep0163_7_1_access_lost_cancels_subscription() {
             .pep_roster_changed(&w.rosters, &w.store, &owner, &contact, false, w.now),
     );
     assert_eq!(out.len(), 1, "{out:?}");
-    let sub = event(&out[0].1)
-        .child("subscription", NS_PUBSUB_EVENT)
-        .expect("subscription");
+    let sub = event_child(&out[0].1, "subscription");
     assert_eq!(sub.attr("subscription"), Some("none"));
     w.online(BOB, "online");
     let out = w.pep_publish(ALICE, TUNE, "t2", TUNE_P, &[]);
