@@ -67,17 +67,17 @@ impl Directory for Rosters {
     }
 
     fn presence_subscribers(&self, owner: &Jid) -> Vec<Jid> {
-        self.from_subscriptions(|o, c| (o == owner.as_str()).then_some(c))
+        self.picked_with_from(|o, c| (o == owner.as_str()).then_some(c))
     }
 
     fn presence_subscriptions(&self, contact: &Jid) -> Vec<Jid> {
-        self.from_subscriptions(|o, c| (c == contact.as_str()).then_some(o))
+        self.picked_with_from(|o, c| (c == contact.as_str()).then_some(o))
     }
 }
 
 impl Rosters {
     /// The sorted JIDs `pick` chooses from the (owner, contact) pairs with a `from` subscription.
-    fn from_subscriptions<'a>(
+    fn picked_with_from<'a>(
         &'a self,
         pick: impl Fn(&'a str, &'a str) -> Option<&'a str>,
     ) -> Vec<Jid> {
