@@ -636,6 +636,22 @@ impl World {
         self.send_iq('p', from, &to, ty, body)
     }
 
+    /// [`World::pep_iq`] with `inner` in a `<pubsub/>` element.
+    fn pep_pubsub(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        ty: &str,
+        inner: &str,
+    ) -> Vec<(String, Element)> {
+        self.pep_iq(
+            from,
+            to,
+            ty,
+            &format!("<pubsub xmlns='{NS_PUBSUB}'>{inner}</pubsub>"),
+        )
+    }
+
     /// The owner publishes to its own PEP node (no `to`), with optional publish-options.
     fn pep_publish(
         &mut self,
