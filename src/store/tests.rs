@@ -24,6 +24,21 @@ fn item(jid: &str, sub: Subscription) -> RosterItem {
     }
 }
 
+/// A store in a new `TempDir` named `name` with the accounts "ann" and "anna" (a prefix
+/// of each other).
+fn ann_and_anna(name: &str) -> (TempDir, Store) {
+    let tmp = TempDir::new(name);
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    store.user_add("ann", b"a").unwrap();
+    store.user_add("anna", b"b").unwrap();
+    (tmp, store)
+}
+
+/// Puts `item(jid, sub)` into `user`'s roster.
+fn put(store: &Store, user: &str, jid: &str, sub: Subscription) {
+    store.roster_put(user, &item(jid, sub)).unwrap();
+}
+
 fn full_item(jid: &str) -> RosterItem {
     RosterItem {
         jid: jid.to_owned(),
@@ -223,19 +238,10 @@ fn user_del_missing_is_not_found() {
 
 #[test]
 fn user_del_removes_only_that_users_roster() {
-    let tmp = TempDir::new("store-delroster");
-    let store = Store::open(&tmp.data(), CACHE).unwrap();
-    store.user_add("ann", b"a").unwrap();
-    store.user_add("anna", b"b").unwrap();
-    store
-        .roster_put("ann", &item("x@example.org", Subscription::Both))
-        .unwrap();
-    store
-        .roster_put("ann", &item("y@example.org", Subscription::To))
-        .unwrap();
-    store
-        .roster_put("anna", &item("x@example.org", Subscription::From))
-        .unwrap();
+    let (_tmp, store) = ann_and_anna("store-delroster");
+    put(&store, "ann", "x@example.org", Subscription::Both);
+    put(&store, "ann", "y@example.org", Subscription::To);
+    put(&store, "anna", "x@example.org", Subscription::From);
     let old_version = store.roster_version("ann").unwrap();
 
     store.user_del("ann").unwrap();
@@ -250,9 +256,7 @@ fn user_del_removes_only_that_users_roster() {
 
     // Re-created, the user never gets back a version an old client may have cached.
     store.user_add("ann", b"a").unwrap();
-    store
-        .roster_put("ann", &item("z@example.org", Subscription::None))
-        .unwrap();
+    put(&store, "ann", "z@example.org", Subscription::None);
     assert!(store.roster_version("ann").unwrap() > old_version);
 }
 
@@ -262,16 +266,10 @@ fn roster_put_replace_remove_order_and_isolation() {
     let store = Store::open(&tmp.data(), CACHE).unwrap();
     // Inserted out of order, with prefix-like owners and JIDs.
     for jid in ["zoe@x", "anna@x", "ann@x", "bob@x"] {
-        store
-            .roster_put("ann", &item(jid, Subscription::None))
-            .unwrap();
+        put(&store, "ann", jid, Subscription::None);
     }
-    store
-        .roster_put("anna", &item("ann@x", Subscription::Both))
-        .unwrap();
-    store
-        .roster_put("an", &item("q@x", Subscription::To))
-        .unwrap();
+    put(&store, "anna", "ann@x", Subscription::Both);
+    put(&store, "an", "q@x", Subscription::To);
 
     let jids = |user: &str| -> Vec<String> {
         store
@@ -369,9 +367,7 @@ fn roster_size_is_bounded() {
     assert!(err.to_string().contains("roster items"));
     // Replacing an existing item is still allowed, and other users are unaffected.
     store.roster_put("ann", &full_item("c000001@x")).unwrap();
-    store
-        .roster_put("anna", &item("new@x", Subscription::None))
-        .unwrap();
+    put(&store, "anna", "new@x", Subscription::None);
     // A lower limit keeps the rows readable; a higher one lets the roster grow.
     store.set_max_roster_items(10);
     assert_eq!(store.roster_get("ann").unwrap().len(), 40);
@@ -381,9 +377,7 @@ fn roster_size_is_bounded() {
             .is_err()
     );
     store.set_max_roster_items(41);
-    store
-        .roster_put("ann", &item("new@x", Subscription::None))
-        .unwrap();
+    put(&store, "ann", "new@x", Subscription::None);
     // The setting is clamped to 1..=MAX_ROSTER_ITEMS.
     store.set_max_roster_items(0);
     assert_eq!(store.max_roster_items(), 1);
@@ -601,9 +595,7 @@ fn file_without_meta_is_migrated() {
             drop(meta);
             drop(txn);
             store.user_add("ann", b"a").unwrap();
-            store
-                .roster_put("ann", &item("b@x", Subscription::To))
-                .unwrap();
+            put(&store, "ann", "b@x", Subscription::To);
         }
         let store = Store::open(&tmp.data(), CACHE).unwrap();
         assert_eq!(store.user_list().unwrap(), ["ann"]);
@@ -777,17 +769,30 @@ fn truncated_database_is_reported_not_panicked() {
     );
 }
 
-/// Issue 10, item 4: after a failed write redb refuses all I/O (reads too) until the file
-/// is reopened; `Store::reopen` does it, failing while the disk still refuses writes, and
-/// afterwards reads and writes work and every row written before is there.
-#[test]
-fn failed_commit_then_recovery_reopens_the_store() {
-    let dir = TempDir::new("store-reopen");
+/// A store in a new `TempDir` named `name` over a [`FaultyBackend`], with the account
+/// "ann" written before `fail` is set; asserts that a write after that reports `Full`.
+fn full_after_ann(
+    name: &str,
+) -> (
+    TempDir,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Store,
+) {
+    let dir = TempDir::new(name);
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = Store::open_with_faults(&dir.data(), fail.clone()).unwrap();
     store.user_add("ann", b"c").unwrap();
     fail.store(true, Ordering::SeqCst);
     assert!(matches!(store.user_add("bob", b"c"), Err(StoreError::Full)));
+    (dir, fail, store)
+}
+
+/// Issue 10, item 4: after a failed write redb refuses all I/O (reads too) until the file
+/// is reopened; `Store::reopen` does it, failing while the disk still refuses writes, and
+/// afterwards reads and writes work and every row written before is there.
+#[test]
+fn failed_commit_then_recovery_reopens_the_store() {
+    let (dir, fail, store) = full_after_ann("store-reopen");
     assert!(
         store.user_add("cy", b"c").is_err(),
         "redb refuses I/O after a failure"
@@ -811,10 +816,7 @@ fn failed_commit_then_recovery_reopens_the_store() {
 #[test]
 fn user_del_removes_the_users_pep_nodes_only() {
     use crate::store::{ItemRecord, NodeRecord, PubsubOp};
-    let tmp = TempDir::new("store-delpep");
-    let store = Store::open(&tmp.data(), CACHE).unwrap();
-    store.user_add("ann", b"a").unwrap();
-    store.user_add("anna", b"b").unwrap();
+    let (_tmp, store) = ann_and_anna("store-delpep");
     let node = |n: &str| {
         PubsubOp::PutNode(
             n.to_owned(),
@@ -903,12 +905,7 @@ impl redb::StorageBackend for FaultyBackend {
 /// on disk after reopening, and the rows written before are intact.
 #[test]
 fn failing_backend_reports_full_and_keeps_earlier_rows() {
-    let dir = TempDir::new("store-faulty");
-    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Store::open_with_faults(&dir.data(), fail.clone()).unwrap();
-    store.user_add("ann", b"c").unwrap();
-    fail.store(true, Ordering::SeqCst);
-    assert!(matches!(store.user_add("bob", b"c"), Err(StoreError::Full)));
+    let (dir, _fail, store) = full_after_ann("store-faulty");
     drop(store);
     let store = Store::open(&dir.data(), CACHE).unwrap();
     assert_eq!(store.user_list().unwrap(), ["ann"]);

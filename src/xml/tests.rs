@@ -98,6 +98,22 @@ fn stanza_after_header(body: &str) -> Element {
     }
 }
 
+/// Asserts that `body`, inside a stream, fails with `condition`.
+#[track_caller]
+fn assert_in_stream_err(body: &str, condition: &str) {
+    assert_eq!(in_stream_err(body).condition(), condition, "{body}");
+}
+
+/// Asserts that one level over [`MAX_DEPTH_CAP`] is refused under `limits`.
+#[track_caller]
+fn assert_too_deep_refused(limits: &XmlLimits) {
+    let too_deep = format!("{HDR}{}", "<a>".repeat(MAX_DEPTH_CAP + 1));
+    assert_eq!(
+        err_with(limits, too_deep.as_bytes()).condition(),
+        "policy-violation"
+    );
+}
+
 fn in_stream_err(body: &str) -> XmlError {
     err(format!("{HDR}{body}").as_bytes())
 }
@@ -285,17 +301,11 @@ fn cdata_sections() {
     // Text merged into one node.
     assert_eq!(e.child("b", NS_CLIENT).map(|b| b.children.len()), Some(1));
     // A literal `]]>` outside CDATA is not well-formed.
-    assert_eq!(in_stream_err("<m>a]]>b</m>").condition(), "not-well-formed");
+    assert_in_stream_err("<m>a]]>b</m>", "not-well-formed");
     // CDATA at stream level is not allowed.
-    assert_eq!(
-        in_stream_err("<![CDATA[x]]>").condition(),
-        "not-well-formed"
-    );
+    assert_in_stream_err("<![CDATA[x]]>", "not-well-formed");
     // Malformed `<![`.
-    assert_eq!(
-        in_stream_err("<m><![CDAT x]]></m>").condition(),
-        "not-well-formed"
-    );
+    assert_in_stream_err("<m><![CDAT x]]></m>", "not-well-formed");
 }
 
 #[test]
@@ -315,17 +325,11 @@ fn self_closing_nested_same_name_and_keepalives() {
 
 #[test]
 fn text_at_stream_level_and_after_close() {
-    assert_eq!(in_stream_err("hello").condition(), "not-well-formed");
-    assert_eq!(in_stream_err("<a/>x<b/>").condition(), "not-well-formed");
-    assert_eq!(
-        in_stream_err("</stream:stream><a/>").condition(),
-        "not-well-formed"
-    );
-    assert_eq!(
-        in_stream_err("</stream:foo>").condition(),
-        "not-well-formed"
-    );
-    assert_eq!(in_stream_err("< a/>").condition(), "not-well-formed");
+    assert_in_stream_err("hello", "not-well-formed");
+    assert_in_stream_err("<a/>x<b/>", "not-well-formed");
+    assert_in_stream_err("</stream:stream><a/>", "not-well-formed");
+    assert_in_stream_err("</stream:foo>", "not-well-formed");
+    assert_in_stream_err("< a/>", "not-well-formed");
     // Whitespace after the close tag is fine.
     let frames = ok(&format!("{HDR}</stream:stream>\n "));
     assert_eq!(frames.last(), Some(&Frame::Close));
@@ -437,11 +441,7 @@ fn depth_bomb() {
         max_depth: usize::MAX,
         ..XmlLimits::default()
     };
-    let deep = format!("{HDR}{}", "<a>".repeat(MAX_DEPTH_CAP + 1));
-    assert_eq!(
-        err_with(&huge, deep.as_bytes()).condition(),
-        "policy-violation"
-    );
+    assert_too_deep_refused(&huge);
 }
 
 #[test]
@@ -469,11 +469,8 @@ fn billion_laughs_is_refused_before_expansion() {
                <stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\
                <message><body>&lol2;</body></message>";
     assert_eq!(err(doc.as_bytes()).condition(), "restricted-xml");
-    assert_eq!(in_stream_err("<!DOCTYPE x>").condition(), "restricted-xml");
-    assert_eq!(
-        in_stream_err("<m><!ENTITY x 'y'></m>").condition(),
-        "restricted-xml"
-    );
+    assert_in_stream_err("<!DOCTYPE x>", "restricted-xml");
+    assert_in_stream_err("<m><!ENTITY x 'y'></m>", "restricted-xml");
 }
 
 #[test]
@@ -487,7 +484,7 @@ fn comments_pis_and_entities_are_restricted() {
         "<m a='&foo;'/>",
         "<m>&nbsp;</m>",
     ] {
-        assert_eq!(in_stream_err(body).condition(), "restricted-xml", "{body}");
+        assert_in_stream_err(body, "restricted-xml");
     }
     assert_eq!(err(b"<!-- x -->").condition(), "restricted-xml");
     // Malformed references are not-well-formed rather than restricted.
@@ -498,7 +495,7 @@ fn comments_pis_and_entities_are_restricted() {
         "<m>&;</m>",
         "<m>&amp</m>",
     ] {
-        assert_eq!(in_stream_err(body).condition(), "not-well-formed", "{body}");
+        assert_in_stream_err(body, "not-well-formed");
     }
 }
 
@@ -564,7 +561,7 @@ fn control_characters_are_not_well_formed() {
         );
     }
     // Control characters between stanzas too.
-    assert_eq!(in_stream_err("<a/>\u{0}").condition(), "not-well-formed");
+    assert_in_stream_err("<a/>\u{0}", "not-well-formed");
     // Allowed whitespace controls and references.
     let e = stanza_after_header("<m a='&#9;x&#10;'>\t&#13;&#x1F600;</m>");
     assert_eq!(e.attr("a"), Some("\tx\n"));
@@ -593,7 +590,7 @@ fn mismatched_tags() {
         "<a <b/>",
         "<a></a x>",
     ] {
-        assert_eq!(in_stream_err(body).condition(), "not-well-formed", "{body}");
+        assert_in_stream_err(body, "not-well-formed");
     }
 }
 
@@ -722,11 +719,7 @@ fn deep_correct_nesting_still_works() {
     let frames = feed_all(&limits, t.as_bytes()).expect("deep nesting is well-formed");
     assert_eq!(stanzas(&frames).len(), 3);
     // One level too deep is still refused for depth, not for the names.
-    let too_deep = format!("{HDR}{}", "<a>".repeat(MAX_DEPTH_CAP + 1));
-    assert_eq!(
-        err_with(&limits, too_deep.as_bytes()).condition(),
-        "policy-violation"
-    );
+    assert_too_deep_refused(&limits);
 }
 
 #[test]
@@ -764,19 +757,16 @@ fn unbound_prefix_and_illegal_declarations() {
         "<xmlns:a/>",
         "<a><p:b xmlns:p='u'/><p:c/></a>",
     ] {
-        assert_eq!(in_stream_err(body).condition(), "not-well-formed", "{body}");
+        assert_in_stream_err(body, "not-well-formed");
     }
 }
 
 #[test]
 fn duplicate_attributes() {
-    assert_eq!(
-        in_stream_err("<a x='1' x='2'/>").condition(),
-        "not-well-formed"
-    );
-    assert_eq!(
-        in_stream_err("<a xmlns:p='u' xmlns:q='u' p:x='1' q:x='2'/>").condition(),
-        "not-well-formed"
+    assert_in_stream_err("<a x='1' x='2'/>", "not-well-formed");
+    assert_in_stream_err(
+        "<a xmlns:p='u' xmlns:q='u' p:x='1' q:x='2'/>",
+        "not-well-formed",
     );
     // Same local name in different namespaces is fine.
     let e = stanza_after_header("<a xmlns:p='u' x='1' p:x='2'/>");

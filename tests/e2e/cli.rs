@@ -91,6 +91,18 @@ fn run_ok(base: &[String], more: &[&str]) -> String {
     ok(cli(&with(base, more), None))
 }
 
+/// Asserts that `line` starts with `start` and ends with `end`.
+#[track_caller]
+fn assert_starts_ends(line: &str, start: &str, end: &str) {
+    assert!(line.starts_with(start), "{line}");
+    assert!(line.ends_with(end), "{line}");
+}
+
+/// The whitespace-separated words of `s`, as command-line arguments.
+fn words(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
 fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = more.to_vec();
     v.extend(base.iter().map(String::as_str));
@@ -311,16 +323,7 @@ fn cli_json_round_trip_and_stdin_lines() {
     run_ok(&alice, &["node", "create", "readings"]);
     let sub_args = with(
         &alice,
-        &[
-            "sub",
-            "--node",
-            "readings",
-            "--count",
-            "4",
-            "--format",
-            "json",
-            "--verbose",
-        ],
+        &words("sub --node readings --count 4 --format json --verbose"),
     );
     let mut sub = Sub::spawn(&sub_args, &d.dir.0);
     sub.wait_stderr("subscribed to node");
@@ -341,13 +344,10 @@ fn cli_json_round_trip_and_stdin_lines() {
         None,
     ));
     let line = sub.line();
-    assert!(
-        line.starts_with("{\"node\":\"readings\",\"id\":\"j1\",\"publisher\":\"alice@localhost"),
-        "{line}"
-    );
-    assert!(
-        line.ends_with(",\"payload\":{\"t\":21.5,\"tags\":[\"a\\\"b\",null]}}"),
-        "{line}"
+    assert_starts_ends(
+        &line,
+        "{\"node\":\"readings\",\"id\":\"j1\",\"publisher\":\"alice@localhost",
+        ",\"payload\":{\"t\":21.5,\"tags\":[\"a\\\"b\",null]}}",
     );
     let xml = run_ok(&alice, &["items", "readings"]);
     assert_eq!(
@@ -654,16 +654,7 @@ fn cli_sub_reconnects_after_daemon_restart() {
     run_ok(&alice, &["node", "create", "alerts"]);
     let sub_args = with(
         &alice,
-        &[
-            "sub",
-            "--node",
-            "alerts",
-            "--count",
-            "2",
-            "--resource",
-            "r",
-            "--verbose",
-        ],
+        &words("sub --node alerts --count 2 --resource r --verbose"),
     );
     let mut sub = Sub::spawn(&sub_args, &dir.0);
     sub.wait_stderr("subscribed to node");
@@ -1004,13 +995,10 @@ fn cli_against_prosody_from_debian() {
     );
     let mut sub = Sub::spawn(&sub_args, &prosody._dir.0);
     let first = sub.line();
-    assert!(
-        first.starts_with("{\"node\":\"sensors\",\"id\":\"a\""),
-        "{first}"
-    );
-    assert!(
-        first.ends_with("\"payload\":\"<t xmlns=\\\"urn:x\\\">1</t>\"}"),
-        "{first}"
+    assert_starts_ends(
+        &first,
+        "{\"node\":\"sensors\",\"id\":\"a\"",
+        "\"payload\":\"<t xmlns=\\\"urn:x\\\">1</t>\"}",
     );
     let second = sub.line();
     assert!(second.ends_with("\"payload\":{\"t\":2}}"), "{second}");

@@ -80,9 +80,7 @@ fn xep0060_8_6_authorize_pending_approval_form_allow_and_deny() {
     assert_eq!(out[0].0, BOB);
     let s = subscription_notice(&out[0].1);
     assert_eq!(s.attr("subscription"), Some("subscribed"));
-    let (_, notes) = w.publish(ALICE, "n", None, P);
-    assert_eq!(notes.len(), 1);
-    assert_eq!(notes[0].0, BOB);
+    w.publish_notifies_only(ALICE, "n", BOB);
     assert_eq!(w.item_ids(BOB, "n", "").len(), 2);
     // Denied: the subscription is gone and the subscriber told `none`.
     let (_, forms) = w.pubsub_ok(
@@ -193,7 +191,5 @@ fn xep0060_8_7_get_pending_via_ad_hoc_command_and_restart() {
     // The re-sent form approves the stored pending subscription.
     w.message(ALICE, &approval_answer(&f, true));
     w.restart();
-    let (_, notes) = w.publish(ALICE, "n", None, P);
-    assert_eq!(notes.len(), 1);
-    assert_eq!(notes[0].0, BOB);
+    w.publish_notifies_only(ALICE, "n", BOB);
 }

@@ -67,22 +67,26 @@ impl Directory for Rosters {
     }
 
     fn presence_subscribers(&self, owner: &Jid) -> Vec<Jid> {
-        let mut v: Vec<Jid> = self
-            .0
-            .iter()
-            .filter(|((o, _), (from, _))| o == owner.as_str() && *from)
-            .filter_map(|((_, c), _)| Jid::parse(c).ok())
-            .collect();
-        v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        v
+        self.picked_with_from(|o, c| (o == owner.as_str()).then_some(c))
     }
 
     fn presence_subscriptions(&self, contact: &Jid) -> Vec<Jid> {
+        self.picked_with_from(|o, c| (c == contact.as_str()).then_some(o))
+    }
+}
+
+impl Rosters {
+    /// The sorted JIDs `pick` chooses from the (owner, contact) pairs with a `from` subscription.
+    fn picked_with_from<'a>(
+        &'a self,
+        pick: impl Fn(&'a str, &'a str) -> Option<&'a str>,
+    ) -> Vec<Jid> {
         let mut v: Vec<Jid> = self
             .0
             .iter()
-            .filter(|((_, c), (from, _))| c == contact.as_str() && *from)
-            .filter_map(|((o, _), _)| Jid::parse(o).ok())
+            .filter(|(_, (from, _))| *from)
+            .filter_map(|((o, c), _)| pick(o, c))
+            .filter_map(|j| Jid::parse(j).ok())
             .collect();
         v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         v
@@ -284,6 +288,14 @@ impl World {
         )
     }
 
+    /// Publishes [`P`] to `node` as `from` and asserts that exactly `to` is notified.
+    #[track_caller]
+    fn publish_notifies_only(&mut self, from: &str, node: &str, to: &str) {
+        let (_, notes) = self.publish(from, node, None, P);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].0, to);
+    }
+
     fn subscribe(&mut self, from: &str, node: &str, jid: &str) -> Vec<(String, Element)> {
         self.ok(
             from,
@@ -334,6 +346,16 @@ fn event(m: &Element) -> &Element {
 }
 
 const P: &str = "<t xmlns='urn:t'>1</t>";
+
+/// The `<{name}/>` directly in a notification's `<event/>`.
+fn event_child<'a>(m: &'a Element, name: &str) -> &'a Element {
+    event(m).child(name, NS_PUBSUB_EVENT).expect(name)
+}
+
+/// The `attr` of the `<{name}/>` event child of `e`.
+fn event_attr<'a>(e: &'a Element, name: &str, attr: &str) -> Option<&'a str> {
+    e.child(name, NS_PUBSUB_EVENT).and_then(|c| c.attr(attr))
+}
 
 /// The `<{name}/>` (item or retract) in a notification's `<items/>`.
 fn event_items_child<'a>(m: &'a Element, name: &str) -> &'a Element {
@@ -614,6 +636,22 @@ impl World {
     ) -> Vec<(String, Element)> {
         let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
         self.send_iq('p', from, &to, ty, body)
+    }
+
+    /// [`World::pep_iq`] with `inner` in a `<pubsub/>` element.
+    fn pep_pubsub(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        ty: &str,
+        inner: &str,
+    ) -> Vec<(String, Element)> {
+        self.pep_iq(
+            from,
+            to,
+            ty,
+            &format!("<pubsub xmlns='{NS_PUBSUB}'>{inner}</pubsub>"),
+        )
     }
 
     /// The owner publishes to its own PEP node (no `to`), with optional publish-options.

@@ -4,6 +4,8 @@
 use super::*;
 
 const ALICE_B: &str = "alice@localhost/b";
+/// The `to` of a request to alice's PEP service.
+const AT_ALICE: Option<&str> = Some("alice@localhost");
 
 const TUNE: &str = "http://jabber.org/protocol/tune";
 
@@ -32,7 +34,7 @@ fn xep0163_5_auto_create_defaults_and_6_disco_filtered() {
     let items = |w: &mut World, from: &str| -> Vec<String> {
         let out = w.pep_iq(
             from,
-            Some("alice@localhost"),
+            AT_ALICE,
             "get",
             &format!("<query xmlns='{NS_DISCO_ITEMS}'/>"),
         );
@@ -42,24 +44,18 @@ fn xep0163_5_auto_create_defaults_and_6_disco_filtered() {
     w.presence_sub("alice@localhost", "bob@localhost", true);
     assert_eq!(items(&mut w, BOB), vec![TUNE.to_owned()]);
     // Others may not publish, create or configure.
-    let out = w.pep_iq(BOB, Some("alice@localhost"), "set", &format!("<pubsub xmlns='{NS_PUBSUB}'><publish node='{TUNE}'><item>{TUNE_P}</item></publish></pubsub>"));
+    let publish = |node: &str| format!("<publish node='{node}'><item>{TUNE_P}</item></publish>");
+    let out = w.pep_pubsub(BOB, AT_ALICE, "set", &publish(TUNE));
     assert_eq!(error_of(&out).0, "forbidden");
-    let out = w.pep_iq(
-        BOB,
-        Some("alice@localhost"),
-        "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><publish node='x'><item>{TUNE_P}</item></publish></pubsub>"
-        ),
-    );
+    let out = w.pep_pubsub(BOB, AT_ALICE, "set", &publish("x"));
     assert_eq!(error_of(&out).0, "item-not-found");
     // PEP services are flat.
-    let out = w.pep_iq(
+    let out = w.pep_pubsub(
         ALICE,
         None,
         "set",
         &format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><create node='c'/><configure>{}</configure></pubsub>",
+            "<create node='c'/><configure>{}</configure>",
             form(FORM_NODE_CONFIG, &[("pubsub#node_type", "collection")])
         ),
     );
@@ -68,19 +64,9 @@ fn xep0163_5_auto_create_defaults_and_6_disco_filtered() {
         ("feature-not-implemented".into(), "unsupported".into())
     );
     // Items retrieval by a contact with access, from the account's JID.
-    let out = w.pep_iq(
-        BOB,
-        Some("alice@localhost"),
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{TUNE}'/></pubsub>"),
-    );
+    let out = w.pep_pubsub(BOB, AT_ALICE, "get", &format!("<items node='{TUNE}'/>"));
     assert_eq!(items_of(result(&out)), vec!["t1"]);
-    let out = w.pep_iq(
-        CAROL,
-        Some("alice@localhost"),
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{TUNE}'/></pubsub>"),
-    );
+    let out = w.pep_pubsub(CAROL, AT_ALICE, "get", &format!("<items node='{TUNE}'/>"));
     assert_eq!(
         error_of(&out),
         (
@@ -107,25 +93,26 @@ fn xep0163_4_3_1_owner_resources_and_contacts_notified() {
     to.sort_unstable();
     assert_eq!(to, vec![ALICE, ALICE_B, BOB]);
     for (_, m) in &out[1..] {
-        assert_eq!(
-            m.attr("from"),
-            Some("alice@localhost"),
-            "from the owner's bare JID"
-        );
+        assert_eq!(m.attr("from"), AT_ALICE, "from the owner's bare JID");
         assert_eq!(m.attr("type"), Some("headline"));
         assert_eq!(items_node(m).as_deref(), Some(TUNE));
     }
     // Retractions and purges reach the same set.
-    let out = w.pep_iq(ALICE, None, "set", &format!("<pubsub xmlns='{NS_PUBSUB}'><retract node='{TUNE}' notify='1'><item id='t1'/></retract></pubsub>"));
+    let out = w.pep_pubsub(
+        ALICE,
+        None,
+        "set",
+        &format!("<retract node='{TUNE}' notify='1'><item id='t1'/></retract>"),
+    );
     result(&out);
     assert_eq!(out.len(), 4);
     // An explicit subscription is not notified twice.
     w.pep_publish(ALICE, TUNE, "t2", TUNE_P, &[]);
-    let out = w.pep_iq(
+    let out = w.pep_pubsub(
         BOB,
-        Some("alice@localhost"),
+        AT_ALICE,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{TUNE}' jid='{BOB}'/></pubsub>"),
+        &format!("<subscribe node='{TUNE}' jid='{BOB}'/>"),
     );
     result(&out);
     let out = w.pep_publish(ALICE, TUNE, "t3", TUNE_P, &[]);
@@ -146,7 +133,7 @@ fn xep0163_4_3_4_last_item_on_initial_presence_only() {
             .pep_interest_added(&w.rosters, &w.store, &bob, &added, w.now),
     );
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].1.attr("from"), Some("alice@localhost"));
+    assert_eq!(out[0].1.attr("from"), AT_ALICE);
     assert!(out[0].1.child("delay", NS_DELAY).is_some());
     // A presence update with the same caps adds nothing: nothing is sent (no storm).
     let out = w
@@ -183,14 +170,7 @@ fn xep0163_4_3_4_caps_change_sends_only_new_nodes() {
     );
     w.presence_sub("alice@localhost", "bob@localhost", true);
     w.interested(BOB, &[TUNE, MOOD]);
-    let bob = Jid::parse(BOB).expect("jid");
-    let out = parse_out(w.engine.pep_interest_added(
-        &w.rosters,
-        &w.store,
-        &bob,
-        &[Rc::from(MOOD)],
-        w.now,
-    ));
+    let out = interest_added(&mut w, BOB, MOOD);
     assert_eq!(out.len(), 1);
     assert_eq!(items_node(&out[0].1).as_deref(), Some(MOOD));
 }
@@ -200,13 +180,11 @@ fn xep0163_7_1_access_lost_cancels_subscription() {
     let mut w = World::new();
     w.pep_publish(ALICE, TUNE, "t1", TUNE_P, &[]);
     w.presence_sub("alice@localhost", "bob@localhost", true);
-    let out = w.pep_iq(
+    let out = w.pep_pubsub(
         BOB,
-        Some("alice@localhost"),
+        AT_ALICE,
         "set",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{TUNE}' jid='bob@localhost'/></pubsub>"
-        ),
+        &format!("<subscribe node='{TUNE}' jid='bob@localhost'/>"),
     );
     result(&out);
     // Alice cancels Bob's presence subscription.
@@ -218,9 +196,7 @@ fn xep0163_7_1_access_lost_cancels_subscription() {
             .pep_roster_changed(&w.rosters, &w.store, &owner, &contact, false, w.now),
     );
     assert_eq!(out.len(), 1, "{out:?}");
-    let sub = event(&out[0].1)
-        .child("subscription", NS_PUBSUB_EVENT)
-        .expect("subscription");
+    let sub = event_child(&out[0].1, "subscription");
     assert_eq!(sub.attr("subscription"), Some("none"));
     w.online(BOB, "online");
     let out = w.pep_publish(ALICE, TUNE, "t2", TUNE_P, &[]);
@@ -236,12 +212,7 @@ fn xep0163_7_1_access_lost_cancels_subscription() {
     assert_eq!(out[0].0, BOB);
     // The cancellation survived a restart.
     w.restart();
-    let out = w.pep_iq(
-        BOB,
-        Some("alice@localhost"),
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscriptions/></pubsub>"),
-    );
+    let out = w.pep_pubsub(BOB, AT_ALICE, "get", "<subscriptions/>");
     let r = result(&out);
     assert_eq!(
         r.child("pubsub", NS_PUBSUB)
@@ -266,43 +237,33 @@ fn xep0223_private_storage_whitelist() {
     let out = w.pep_publish(ALICE, "eu:siacs:conversations:private", "current", P, &opts);
     let to: Vec<&str> = out[1..].iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(to, vec![ALICE_B], "only the owner's resources");
-    let out = w.pep_iq(
+    let out = w.pep_pubsub(
         BOB,
-        Some("alice@localhost"),
+        AT_ALICE,
         "get",
-        &format!(
-            "<pubsub xmlns='{NS_PUBSUB}'><items node='eu:siacs:conversations:private'/></pubsub>"
-        ),
+        "<items node='eu:siacs:conversations:private'/>",
     );
     assert_eq!(error_of(&out).0, "not-allowed");
     // XEP-0222 public storage: open.
-    let out = w.pep_publish(
-        ALICE,
-        "urn:xmpp:microblog:0",
-        "p",
-        P,
-        &[("pubsub#access_model", "open")],
-    );
-    result(&out);
-    let out = w.pep_iq(
+    let microblog = |w: &mut World, model: &str| {
+        w.pep_publish(
+            ALICE,
+            "urn:xmpp:microblog:0",
+            "p",
+            P,
+            &[("pubsub#access_model", model)],
+        )
+    };
+    result(&microblog(&mut w, "open"));
+    let out = w.pep_pubsub(
         CAROL,
-        Some("alice@localhost"),
+        AT_ALICE,
         "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='urn:xmpp:microblog:0'/></pubsub>"),
+        "<items node='urn:xmpp:microblog:0'/>",
     );
     assert_eq!(items_of(result(&out)), vec!["p"]);
     // A precondition that does not match: conflict.
-    let out = w.pep_publish(
-        ALICE,
-        "urn:xmpp:microblog:0",
-        "p",
-        P,
-        &[("pubsub#access_model", "presence")],
-    );
-    assert_eq!(
-        error_of(&out),
-        ("conflict".into(), "precondition-not-met".into())
-    );
+    assert_precondition_not_met(&microblog(&mut w, "presence"));
 }
 
 #[test]
@@ -335,10 +296,7 @@ fn forced_config_bookmarks_whitelist() {
         P,
         &[("pubsub#access_model", "open")],
     );
-    assert_eq!(
-        error_of(&out),
-        ("conflict".into(), "precondition-not-met".into())
-    );
+    assert_precondition_not_met(&out);
     assert_eq!(
         w.engine
             .pep_node_count(&Jid::parse("carol@localhost").expect("jid")),
@@ -375,22 +333,14 @@ fn xep0402_max_items_max() {
         );
         result(&out);
     }
-    let out = w.pep_iq(
-        ALICE,
-        None,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{BM}'/></pubsub>"),
-    );
+    let out = w.pep_pubsub(ALICE, None, "get", &format!("<items node='{BM}'/>"));
     assert_eq!(items_of(result(&out)).len(), 3, "max is the PEP cap, not 1");
     // `max` compares equal to the cap it stands for, and the cap bounds explicit values.
     let mut config = Config::default();
     config.limits.pep_max_items_per_node = 2;
     let mut w = World::with_config(config);
     let out = w.pep_publish(ALICE, "n", "i", P, &[("pubsub#max_items", "5")]);
-    assert_eq!(
-        error_of(&out),
-        ("conflict".into(), "precondition-not-met".into())
-    );
+    assert_precondition_not_met(&out);
     result(&w.pep_publish(ALICE, "n", "i1", P, &[("pubsub#max_items", "2")]));
     result(&w.pep_publish(ALICE, "n", "i2", P, &[("pubsub#max_items", "max")]));
 }
@@ -408,12 +358,7 @@ fn pep_nodes_stored_apart_and_old_rows_load() {
     assert!(names.contains(&format!("\u{1}alice@localhost\u{1}{TUNE}").as_str()));
     w.restart();
     assert_eq!(w.item_ids(BOB, TUNE, ""), vec!["g1"]);
-    let out = w.pep_iq(
-        ALICE,
-        None,
-        "get",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><items node='{TUNE}'/></pubsub>"),
-    );
+    let out = w.pep_pubsub(ALICE, None, "get", &format!("<items node='{TUNE}'/>"));
     assert_eq!(items_of(result(&out)), vec!["p1"]);
     assert_eq!(w.engine.node_count(), 1);
     // Account deletion removes the PEP rows in one commit.
@@ -447,22 +392,15 @@ fn xep0084_large_pep_items_not_cached_but_sent() {
     // Yet the last item still reaches a newly interested contact, from the store.
     w.presence_sub("alice@localhost", "bob@localhost", true);
     w.interested(BOB, &[DATA]);
-    let bob = Jid::parse(BOB).expect("jid");
-    let out = parse_out(w.engine.pep_interest_added(
-        &w.rosters,
-        &w.store,
-        &bob,
-        &[Rc::from(DATA)],
-        w.now,
-    ));
+    let out = interest_added(&mut w, BOB, DATA);
     assert_eq!(out.len(), 1);
     assert!(format!("{:?}", out[0].1).contains("AAAA"));
     // And on an explicit subscription (§6.1.7).
-    let out = w.pep_iq(
+    let out = w.pep_pubsub(
         BOB,
-        Some("alice@localhost"),
+        AT_ALICE,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><subscribe node='{DATA}' jid='{BOB}'/></pubsub>"),
+        &format!("<subscribe node='{DATA}' jid='{BOB}'/>"),
     );
     result(&out);
     assert_eq!(out.len(), 2, "reply and the last item");
@@ -481,4 +419,22 @@ fn xep0084_large_pep_items_not_cached_but_sent() {
         .and_then(|s| s.nodes.get("urn:xmpp:avatar:metadata"))
         .map(|n| n.last.is_some());
     assert_eq!(cached, Some(true));
+}
+
+/// What the engine sends when `who` newly shows interest in `node`.
+fn interest_added(w: &mut World, who: &str, node: &str) -> Vec<(String, Element)> {
+    let who = Jid::parse(who).expect("jid");
+    parse_out(
+        w.engine
+            .pep_interest_added(&w.rosters, &w.store, &who, &[Rc::from(node)], w.now),
+    )
+}
+
+/// Asserts that `out` is a `conflict` error with the `precondition-not-met` condition.
+#[track_caller]
+fn assert_precondition_not_met(out: &[(String, Element)]) {
+    assert_eq!(
+        error_of(out),
+        ("conflict".into(), "precondition-not-met".into())
+    );
 }
