@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
 
     let cfg = Config::default();
     let store = Store::open_in_memory().expect("store");
-    let mut router = Router::new(Rc::new(cfg), store, Rc::new(FakeEnv::default())).expect("router");
+    let mut router = Router::new(Rc::new(cfg), Rc::new(store), Rc::new(FakeEnv::default())).expect("router");
     let now = Instant::now();
     let transport = Transport {
         tls_active: false,
