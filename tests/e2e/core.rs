@@ -6,7 +6,7 @@ use kinglet::sasl::ScramHash;
 use kinglet::xml::Element;
 
 use super::client::{Client, condition};
-use super::{Daemon, Options, kinglet};
+use super::{Daemon, Options, PING, get, kinglet};
 
 const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
@@ -20,18 +20,9 @@ fn ca(d: &Daemon) -> std::path::PathBuf {
     d.cert.clone().expect("daemon has a cert")
 }
 
-const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
 const ROSTER: &str = "jabber:iq:roster";
 const DISCO_INFO: &str = "<query xmlns='http://jabber.org/protocol/disco#info'/>";
 const ANONYMOUS: &str = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>";
-
-/// Sends `<iq type='get' id='{id}' to='{to}'>{payload}</iq>` and waits for its reply.
-fn get(c: &mut Client, id: &str, to: &str, payload: &str) -> Element {
-    c.iq(
-        id,
-        &format!("<iq type='get' id='{id}' to='{to}'>{payload}</iq>"),
-    )
-}
 
 /// Asserts the error condition of the reply to a get of `payload` sent to `to`.
 #[track_caller]

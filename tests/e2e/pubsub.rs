@@ -6,7 +6,7 @@ use kinglet::xml::Element;
 
 use super::client::{Client, condition};
 use super::interop::run_slixmpp;
-use super::{Daemon, Options};
+use super::{Daemon, Options, PING, get};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -57,15 +57,6 @@ fn published_id(r: &Element) -> String {
 const SERVICE: &str = "pubsub.localhost";
 const INFO: &str = "http://jabber.org/protocol/disco#info";
 const ITEMS: &str = "http://jabber.org/protocol/disco#items";
-const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
-
-/// Sends `<iq type='get' id='{id}' to='{to}'>{payload}</iq>` and waits for its reply.
-fn get(c: &mut Client, id: &str, to: &str, payload: &str) -> Element {
-    c.iq(
-        id,
-        &format!("<iq type='get' id='{id}' to='{to}'>{payload}</iq>"),
-    )
-}
 
 /// A `<pubsub/>` set of `inner` to the service, as [`Client::pubsub`].
 fn set(c: &mut Client, id: &str, inner: &str) -> Element {
