@@ -6,7 +6,7 @@ use kinglet::sasl::ScramHash;
 use kinglet::xml::Element;
 
 use super::client::{Client, condition};
-use super::{Daemon, Options, kinglet};
+use super::{Daemon, Options, PING, get, kinglet};
 
 const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 
@@ -18,6 +18,79 @@ fn starttls_required(f: &Element) -> bool {
 
 fn ca(d: &Daemon) -> std::path::PathBuf {
     d.cert.clone().expect("daemon has a cert")
+}
+
+const ROSTER: &str = "jabber:iq:roster";
+const DISCO_INFO: &str = "<query xmlns='http://jabber.org/protocol/disco#info'/>";
+const ANONYMOUS: &str = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>";
+
+/// Asserts the error condition of the reply to a get of `payload` sent to `to`.
+#[track_caller]
+fn get_fails(c: &mut Client, id: &str, to: &str, payload: &str, want: &str) {
+    assert_eq!(condition(&get(c, id, to, payload)), want);
+}
+
+/// Pings `to`, asserting a result, which it returns.
+#[track_caller]
+fn ping_ok(c: &mut Client, id: &str, to: &str) -> Element {
+    let r = get(c, id, to, PING);
+    assert_eq!(r.attr("type"), Some("result"));
+    r
+}
+
+/// The reply to a roster get.
+fn roster_get(c: &mut Client, id: &str) -> Element {
+    let get = format!("<iq type='get' id='{id}'><query xmlns='{ROSTER}'/></iq>");
+    c.iq(id, &get)
+}
+
+/// The first roster item of a roster result or push.
+fn first_item(r: &Element) -> Element {
+    let q = r.child("query", ROSTER).unwrap();
+    q.elements().next().unwrap().clone()
+}
+
+/// Waits for a roster push and returns its first item.
+fn roster_push(c: &mut Client, what: &str) -> Element {
+    let push = c.wait_for(what, |e| e.name == "iq" && e.attr("type") == Some("set"));
+    first_item(&push)
+}
+
+/// alice/desk and bob/phone logged in to `d`, both available.
+fn available_alice_and_bob(d: &Daemon) -> (Client, Client) {
+    let ca = ca(d);
+    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
+    bob.send("<presence/>");
+    alice.send("<presence/>");
+    (alice, bob)
+}
+
+/// Waits for a stream error and returns its condition.
+fn stream_error(c: &mut Client) -> String {
+    condition(&c.wait_for("stream error", |e| e.name == "error"))
+}
+
+/// A client on `port` whose stream is open.
+fn opened(port: u16) -> Client {
+    let mut c = Client::connect(port);
+    c.open_stream();
+    c
+}
+
+/// A client of `d` whose stream is open again after STARTTLS.
+fn over_tls(d: &Daemon) -> Client {
+    let mut c = opened(d.port);
+    c.starttls(&ca(d));
+    c.open_stream();
+    c
+}
+
+/// Asserts that a `kinglet` command succeeded, showing its stderr if not.
+#[track_caller]
+fn succeeded(out: &std::process::Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
 }
 
 #[test]
@@ -47,10 +120,8 @@ fn login_scram_sha256_and_sha1_over_starttls() {
             "server-generated resource: {jid}"
         );
         // Legacy session element still answered.
-        let s = c.iq(
-            "s1",
-            "<iq type='set' id='s1'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
-        );
+        let session = "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>";
+        let s = c.iq("s1", &format!("<iq type='set' id='s1'>{session}</iq>"));
         assert_eq!(s.attr("type"), Some("result"));
     }
 }
@@ -70,10 +141,7 @@ fn login_over_direct_tls() {
 #[test]
 fn wrong_password_fails_then_stream_closes_after_three_attempts() {
     let d = Daemon::start(Options::default());
-    let mut c = Client::connect(d.port);
-    c.open_stream();
-    c.starttls(&ca(&d));
-    c.open_stream();
+    let mut c = over_tls(&d);
     for _ in 0..2 {
         let r = c.scram(ScramHash::Sha256, "alice", "wrong");
         assert_eq!(r.name, "failure");
@@ -91,17 +159,13 @@ fn wrong_password_fails_then_stream_closes_after_three_attempts() {
 #[test]
 fn plain_works_over_tls_and_anonymous_on_loopback() {
     let d = Daemon::start(Options::default());
-    let mut c = Client::connect(d.port);
-    c.open_stream();
-    c.starttls(&ca(&d));
-    c.open_stream();
+    let mut c = over_tls(&d);
     assert_eq!(c.plain("alice", "alice-pw").name, "success");
     assert_eq!(c.bind(None).attr("type"), Some("result"));
 
-    let mut a = Client::connect(d.port);
-    a.open_stream();
+    let mut a = opened(d.port);
     assert!(a.mechanisms().contains(&"ANONYMOUS".to_string()));
-    a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    a.send(ANONYMOUS);
     let r = a.next();
     assert_eq!(r.name, "success");
     // restart
@@ -115,10 +179,9 @@ fn anonymous_refused_when_disabled() {
         anonymous: "never",
         ..Options::default()
     });
-    let mut a = Client::connect(d.port);
-    a.open_stream();
+    let mut a = opened(d.port);
     assert!(!a.mechanisms().contains(&"ANONYMOUS".to_string()));
-    a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    a.send(ANONYMOUS);
     let r = a.next();
     assert_eq!(r.name, "failure");
     assert_eq!(condition(&r), "invalid-mechanism");
@@ -127,11 +190,7 @@ fn anonymous_refused_when_disabled() {
 #[test]
 fn message_and_iq_routing_between_accounts() {
     let d = Daemon::start(Options::default());
-    let ca = ca(&d);
-    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
-    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
-    bob.send("<presence/>");
-    alice.send("<presence/>");
+    let (mut alice, mut bob) = available_alice_and_bob(&d);
     // message to bare JID reaches the available resource, `from` stamped with the full JID
     alice.send(
         "<message to='bob@localhost' type='chat' id='m1'><body>hi &amp; bye</body></message>",
@@ -144,8 +203,9 @@ fn message_and_iq_routing_between_accounts() {
     let m = bob.wait_for("message 2", |e| e.name == "message");
     assert_eq!(m.attr("from"), Some("alice@localhost/desk"));
     // iq to a full JID is routed, and its result comes back
-    alice
-        .send("<iq type='get' id='p1' to='bob@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>");
+    alice.send(&format!(
+        "<iq type='get' id='p1' to='bob@localhost/phone'>{PING}</iq>"
+    ));
     let q = bob.wait_for("routed iq", |e| e.name == "iq");
     assert_eq!(q.attr("from"), Some("alice@localhost/desk"));
     bob.send("<iq type='result' id='p1' to='alice@localhost/desk'/>");
@@ -155,14 +215,21 @@ fn message_and_iq_routing_between_accounts() {
     assert_eq!(r.attr("type"), Some("result"));
     assert_eq!(r.attr("from"), Some("bob@localhost/phone"));
     // iq to an offline resource: service-unavailable (RFC 6121 §8.5.3.2.3)
-    let r = alice.iq(
+    get_fails(
+        &mut alice,
         "p2",
-        "<iq type='get' id='p2' to='bob@localhost/gone'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "bob@localhost/gone",
+        PING,
+        "service-unavailable",
     );
-    assert_eq!(condition(&r), "service-unavailable");
     // iq to a non-existent account: service-unavailable (§8.5.1)
-    let r = alice.iq("p3", "<iq type='get' id='p3' to='nobody@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
-    assert_eq!(condition(&r), "service-unavailable");
+    get_fails(
+        &mut alice,
+        "p3",
+        "nobody@localhost",
+        DISCO_INFO,
+        "service-unavailable",
+    );
     // message to a non-existent account: error back
     alice.send("<message to='nobody@localhost' id='m3'><body>x</body></message>");
     let e = alice.wait_for("message error", |e| {
@@ -171,22 +238,23 @@ fn message_and_iq_routing_between_accounts() {
     assert_eq!(e.attr("type"), Some("error"));
     assert_eq!(condition(&e), "service-unavailable");
     // remote domain: no s2s
-    let r = alice.iq(
+    get_fails(
+        &mut alice,
         "p4",
-        "<iq type='get' id='p4' to='example.org'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "example.org",
+        PING,
+        "remote-server-not-found",
     );
-    assert_eq!(condition(&r), "remote-server-not-found");
     // spoofed from: stream error invalid-from
     alice.send("<message from='bob@localhost/phone' to='bob@localhost'><body>x</body></message>");
-    let e = alice.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "invalid-from");
+    assert_eq!(stream_error(&mut alice), "invalid-from");
 }
 
 #[test]
 fn disco_and_ping_on_the_domain() {
     let d = Daemon::start(Options::default());
     let mut c = Client::login(d.port, &ca(&d), "alice", "alice-pw", "r");
-    let r = c.iq("d1", "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    let r = get(&mut c, "d1", "localhost", DISCO_INFO);
     assert_eq!(r.attr("type"), Some("result"));
     let q = r
         .child("query", "http://jabber.org/protocol/disco#info")
@@ -200,19 +268,15 @@ fn disco_and_ping_on_the_domain() {
     );
     let feats: Vec<&str> = q.elements().filter_map(|e| e.attr("var")).collect();
     assert!(feats.contains(&"urn:xmpp:ping"));
-    let r = c.iq("d2", "<iq type='get' id='d2' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
-    assert_eq!(r.attr("type"), Some("result"));
-    let r = c.iq(
-        "p1",
-        "<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    let items = "<query xmlns='http://jabber.org/protocol/disco#items'/>";
+    assert_eq!(
+        get(&mut c, "d2", "localhost", items).attr("type"),
+        Some("result")
     );
-    assert_eq!(r.attr("type"), Some("result"));
+    let r = ping_ok(&mut c, "p1", "localhost");
     assert_eq!(r.attr("from"), Some("localhost"));
-    let r = c.iq(
-        "u1",
-        "<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:unknown'/></iq>",
-    );
-    assert_eq!(condition(&r), "service-unavailable");
+    let unknown = "<query xmlns='urn:example:unknown'/>";
+    get_fails(&mut c, "u1", "localhost", unknown, "service-unavailable");
     let r = c.iq("u2", "<iq type='get' id='u2' to='localhost'/>");
     assert_eq!(condition(&r), "bad-request");
 }
@@ -224,35 +288,14 @@ fn roster_and_presence_subscription_handshake_persist() {
     {
         let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
         let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
-        let r = alice.iq(
-            "r0",
-            "<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
-        );
-        assert_eq!(
-            r.child("query", "jabber:iq:roster")
-                .unwrap()
-                .elements()
-                .count(),
-            0
-        );
-        bob.iq(
-            "r0",
-            "<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>",
-        );
+        let r = roster_get(&mut alice, "r0");
+        assert_eq!(r.child("query", ROSTER).unwrap().elements().count(), 0);
+        roster_get(&mut bob, "r0");
         alice.send("<presence><priority>1</priority></presence>");
         bob.send("<presence/>");
         // roster set → result + push
         alice.send("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'><group>Friends</group></item></query></iq>");
-        let push = alice.wait_for("roster push", |e| {
-            e.name == "iq" && e.attr("type") == Some("set")
-        });
-        let item = push
-            .child("query", "jabber:iq:roster")
-            .unwrap()
-            .elements()
-            .next()
-            .unwrap()
-            .clone();
+        let item = roster_push(&mut alice, "roster push");
         assert_eq!(item.attr("jid"), Some("bob@localhost"));
         assert_eq!(item.attr("subscription"), Some("none"));
         alice.wait_for("roster set result", |e| e.attr("id") == Some("r1"));
@@ -260,16 +303,7 @@ fn roster_and_presence_subscription_handshake_persist() {
         alice.send("<presence to='bob@localhost' type='subscribe'/>");
         let req = bob.wait_presence("subscribe", "subscribe");
         assert_eq!(req.attr("from"), Some("alice@localhost"));
-        let push = alice.wait_for("ask push", |e| {
-            e.name == "iq" && e.attr("type") == Some("set")
-        });
-        let item = push
-            .child("query", "jabber:iq:roster")
-            .unwrap()
-            .elements()
-            .next()
-            .unwrap()
-            .clone();
+        let item = roster_push(&mut alice, "ask push");
         assert_eq!(item.attr("ask"), Some("subscribe"));
         // bob approves → alice gets subscribed + bob's presence; subscription to/from
         bob.send("<presence to='alice@localhost' type='subscribed'/>");
@@ -280,23 +314,10 @@ fn roster_and_presence_subscription_handshake_persist() {
         assert_eq!(p.attr("from"), Some("bob@localhost/phone"));
         // and the other direction
         bob.subscribe_presence("bob@localhost", &mut alice, "alice@localhost");
-        let r = alice.iq(
-            "r2",
-            "<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>",
-        );
-        let item = r
-            .child("query", "jabber:iq:roster")
-            .unwrap()
-            .elements()
-            .next()
-            .unwrap()
-            .clone();
+        let item = first_item(&roster_get(&mut alice, "r2"));
         assert_eq!(item.attr("subscription"), Some("both"));
         assert_eq!(item.attr("name"), Some("Bob"));
-        assert_eq!(
-            item.child("group", "jabber:iq:roster").unwrap().text(),
-            "Friends"
-        );
+        assert_eq!(item.child("group", ROSTER).unwrap().text(), "Friends");
         // a presence update from alice reaches bob; her going offline sends unavailable
         alice.send("<presence><show>away</show></presence>");
         let p = bob.wait_for("update", |e| {
@@ -313,33 +334,14 @@ fn roster_and_presence_subscription_handshake_persist() {
     d.restart("stderr2.log");
     let d2 = &d;
     let mut alice = Client::login(d2.port, &ca, "alice", "alice-pw", "desk");
-    let r = alice.iq(
-        "r3",
-        "<iq type='get' id='r3'><query xmlns='jabber:iq:roster'/></iq>",
-    );
-    let item = r
-        .child("query", "jabber:iq:roster")
-        .unwrap()
-        .elements()
-        .next()
-        .unwrap()
-        .clone();
+    let item = first_item(&roster_get(&mut alice, "r3"));
     assert_eq!(
         (item.attr("jid"), item.attr("subscription")),
         (Some("bob@localhost"), Some("both"))
     );
     // removal pushes subscription='remove' and cancels both directions
     alice.send("<iq type='set' id='r4'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
-    let push = alice.wait_for("remove push", |e| {
-        e.name == "iq" && e.attr("type") == Some("set")
-    });
-    let item = push
-        .child("query", "jabber:iq:roster")
-        .unwrap()
-        .elements()
-        .next()
-        .unwrap()
-        .clone();
+    let item = roster_push(&mut alice, "remove push");
     assert_eq!(item.attr("subscription"), Some("remove"));
     let out = kinglet(&["user", "list"], &d2.config);
     assert_eq!(
@@ -373,37 +375,28 @@ fn bad_xml_gets_the_right_stream_error() {
         ("<?pi x?>", "restricted-xml"),
     ];
     for (input, want) in cases {
-        let mut c = Client::connect(d.port);
-        c.open_stream();
+        let mut c = opened(d.port);
         c.send(input);
-        let e = c.wait_for("stream error", |e| e.name == "error");
-        assert_eq!(&condition(&e), want, "input {input}");
+        assert_eq!(&stream_error(&mut c), want, "input {input}");
         assert!(c.wait_closed(Duration::from_secs(5)));
     }
     // oversized stanza: policy-violation, before the whole thing is buffered
-    let mut c = Client::connect(d.port);
-    c.open_stream();
+    let mut c = opened(d.port);
     let big = format!("<message><body>{}</body></message>", "x".repeat(70_000));
     c.send_bytes_lossy(big.as_bytes());
-    let e = c.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "policy-violation");
+    assert_eq!(stream_error(&mut c), "policy-violation");
     // invalid UTF-8
-    let mut c = Client::connect(d.port);
-    c.open_stream();
+    let mut c = opened(d.port);
     c.send_bytes_lossy(b"<message><body>\xff\xfe</body></message>");
-    let e = c.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "not-well-formed");
+    assert_eq!(stream_error(&mut c), "not-well-formed");
     // wrong stream namespace / unknown host
     let mut c = Client::connect(d.port);
     c.send("<stream:stream to='elsewhere.example' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
-    let e = c.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "host-unknown");
+    assert_eq!(stream_error(&mut c), "host-unknown");
     // stanza before auth
-    let mut c = Client::connect(d.port);
-    c.open_stream();
+    let mut c = opened(d.port);
     c.send("<message to='bob@localhost'><body>x</body></message>");
-    let e = c.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "not-authorized");
+    assert_eq!(stream_error(&mut c), "not-authorized");
     // the daemon is still alive and serving
     let _ok = Client::login(d.port, &ca(&d), "alice", "alice-pw", "still-here");
     assert!(
@@ -424,8 +417,7 @@ fn mismatched_end_tag_closes_the_stream_at_once() {
     let sent = std::time::Instant::now();
     alice.send("<message to='bob@localhost/good'><body>x</message>");
     // Nothing else is sent: the error must not wait for a later close tag.
-    let e = alice.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "not-well-formed");
+    assert_eq!(stream_error(&mut alice), "not-well-formed");
     assert!(
         sent.elapsed() < Duration::from_secs(3),
         "stream error took {:?}",
@@ -433,25 +425,19 @@ fn mismatched_end_tag_closes_the_stream_at_once() {
     );
     assert!(alice.wait_closed(Duration::from_secs(5)));
     // The same from an anonymous session, before any stanza was routed.
-    let mut anon = Client::connect(d.port);
-    anon.open_stream();
-    anon.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    let mut anon = opened(d.port);
+    anon.send(ANONYMOUS);
     assert_eq!(anon.next().name, "success");
     anon.bind(None);
     anon.send("<message><body></message>");
-    let e = anon.wait_for("stream error", |e| e.name == "error");
-    assert_eq!(condition(&e), "not-well-formed");
+    assert_eq!(stream_error(&mut anon), "not-well-formed");
     assert!(anon.wait_closed(Duration::from_secs(5)));
     // Bob got nothing from the broken stanza and was not affected.
     assert!(
         bob.try_next(Duration::from_millis(300))
             .is_none_or(|e| e.name != "message")
     );
-    let r = bob.iq(
-        "alive",
-        "<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-    );
-    assert_eq!(r.attr("type"), Some("result"));
+    ping_ok(&mut bob, "alive", "localhost");
     assert!(d.log().contains("XML error from peer"));
 }
 
@@ -471,11 +457,7 @@ fn slow_consumer_is_closed_and_others_keep_going() {
     for i in 0..2000 {
         alice.send(&format!("<message to='bob@localhost/slow' type='headline' id='f{i}'><body>{body}</body></message>"));
     }
-    let r = alice.iq(
-        "alive",
-        "<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-    );
-    assert_eq!(r.attr("type"), Some("result"));
+    ping_ok(&mut alice, "alive", "localhost");
     // bob's session was closed for policy-violation
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !d.log().contains("slow consumer") {
@@ -502,11 +484,7 @@ fn cli_user_management_and_check_config() {
         &["user", "add", "carol@localhost", "--password", "pw1"],
         &cfg,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = kinglet(&["user", "add", "carol", "--password", "pw2"], &cfg);
     assert!(!out.status.success(), "duplicate add must fail");
     let out = kinglet(&["user", "list"], &cfg);
@@ -526,11 +504,7 @@ fn cli_user_management_and_check_config() {
         ],
         &cfg,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let out = kinglet(
         &["user", "add", "dave@elsewhere.example", "--password", "x"],
         &cfg,
@@ -609,11 +583,7 @@ fn unloadable_pubsub_state_is_fatal_at_start() {
 #[test]
 fn directed_presence_and_its_unavailable() {
     let d = Daemon::start(Options::default());
-    let ca = ca(&d);
-    let mut alice = Client::login(d.port, &ca, "alice", "alice-pw", "desk");
-    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
-    bob.send("<presence/>");
-    alice.send("<presence/>");
+    let (mut alice, mut bob) = available_alice_and_bob(&d);
     alice.send("<presence to='bob@localhost'><status>hello</status></presence>");
     let p = bob.wait_for("directed presence", |e| {
         e.name == "presence" && e.attr("type").is_none()
@@ -627,11 +597,7 @@ fn directed_presence_and_its_unavailable() {
     );
     // bob is no contact of alice: a plain presence update does not reach him
     alice.send("<presence><show>dnd</show></presence>");
-    let r = alice.iq(
-        "sync",
-        "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-    );
-    assert_eq!(r.attr("type"), Some("result"));
+    ping_ok(&mut alice, "sync", "localhost");
     assert!(
         bob.try_next(std::time::Duration::from_millis(300))
             .is_none(),

@@ -17,3 +17,14 @@ mod service;
 #[path = "../support/daemon.rs"]
 mod daemon;
 pub use daemon::*;
+
+/// An XEP-0199 ping payload.
+pub const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
+
+/// Sends `<iq type='get' id='{id}' to='{to}'>{payload}</iq>` and waits for its reply.
+pub fn get(c: &mut client::Client, id: &str, to: &str, payload: &str) -> kinglet::xml::Element {
+    c.iq(
+        id,
+        &format!("<iq type='get' id='{id}' to='{to}'>{payload}</iq>"),
+    )
+}

@@ -6,7 +6,7 @@ use kinglet::xml::Element;
 
 use super::client::{Client, condition};
 use super::interop::run_slixmpp;
-use super::{Daemon, Options};
+use super::{Daemon, Options, PING, get};
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -54,6 +54,79 @@ fn published_id(r: &Element) -> String {
         .to_owned()
 }
 
+const SERVICE: &str = "pubsub.localhost";
+const INFO: &str = "http://jabber.org/protocol/disco#info";
+const ITEMS: &str = "http://jabber.org/protocol/disco#items";
+
+/// A `<pubsub/>` set of `inner` to the service, as [`Client::pubsub`].
+fn set(c: &mut Client, id: &str, inner: &str) -> Element {
+    c.pubsub(id, "set", PS, inner)
+}
+
+/// The reply to a disco query of namespace `ns` to `to`.
+fn disco(c: &mut Client, id: &str, to: &str, ns: &str) -> Element {
+    get(c, id, to, &format!("<query xmlns='{ns}'/>"))
+}
+
+/// The disco#info of `node` of the service.
+fn node_info(c: &mut Client, id: &str, node: &str) -> Element {
+    get(
+        c,
+        id,
+        SERVICE,
+        &format!("<query xmlns='{INFO}' node='{node}'/>"),
+    )
+}
+
+/// Publishes `item` (the whole `<item/>`) to `node` of the service.
+fn publish(c: &mut Client, id: &str, node: &str, item: &str) -> Element {
+    set(c, id, &format!("<publish node='{node}'>{item}</publish>"))
+}
+
+/// Creates `node` on the service with the `<configure/>` form `x`.
+fn create_with(c: &mut Client, id: &str, node: &str, x: &str) -> Element {
+    set(
+        c,
+        id,
+        &format!("<create node='{node}'/><configure>{x}</configure>"),
+    )
+}
+
+/// Publishes `item` to the caller's own PEP `node`.
+fn pep_publish(c: &mut Client, id: &str, node: &str, item: &str) -> Element {
+    c.iq(
+        id,
+        &format!(
+            "<iq type='set' id='{id}'><pubsub xmlns='{PS}'><publish node='{node}'>{item}</publish></pubsub></iq>"
+        ),
+    )
+}
+
+/// Asserts the error `condition` and pub-sub application condition `app` of `r`.
+#[track_caller]
+fn fails(r: &Element, condition_: &str, app: &str) {
+    assert_eq!(condition(r), condition_, "{r:?}");
+    assert_eq!(app_error(r), app, "{r:?}");
+}
+
+/// An anonymous, bound client of `d`.
+fn anonymous(d: &Daemon) -> Client {
+    let mut a = Client::connect(d.port);
+    a.open_stream();
+    a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
+    assert_eq!(a.next().name, "success");
+    a.bind(None);
+    a
+}
+
+/// The wall clock in milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
 /// Kill the daemon and start it again on the same configuration and data.
 fn restart(d: &mut Daemon) {
     d.restart("stderr2.log");
@@ -66,20 +139,14 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     let mut bob = login(&d, "bob", "bob-pw", "sub");
 
     // Discovery: the domain lists the service, the service is pubsub/service.
-    let r = alice.iq(
-        "d1",
-        "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
-    );
+    let r = disco(&mut alice, "d1", "localhost", ITEMS);
     let q = r.elements().next().expect("query");
     assert!(
         q.elements()
             .any(|i| i.attr("jid") == Some("pubsub.localhost")),
         "{r:?}"
     );
-    let r = alice.iq(
-        "d2",
-        "<iq type='get' id='d2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-    );
+    let r = disco(&mut alice, "d2", SERVICE, INFO);
     let q = r.elements().next().expect("query");
     let id = q
         .elements()
@@ -98,37 +165,34 @@ fn pubsub_lifecycle_two_clients_and_restart() {
             ("pubsub#send_last_published_item", "on_sub"),
         ],
     ));
-    let r = alice.pubsub("c2", "set", PS, "<create node='sensors'/>");
+    let r = set(&mut alice, "c2", "<create node='sensors'/>");
     assert_eq!(condition(&r), "conflict");
 
     // Publish before anyone subscribes; bob gets it on subscribe, with a delay stamp.
-    ok(&alice.pubsub("p0", "set", PS, "<publish node='sensors'><item id='t0'><temp xmlns='urn:example:t'>20</temp></item></publish>"));
-    let r = bob.pubsub(
+    let t0 = "<item id='t0'><temp xmlns='urn:example:t'>20</temp></item>";
+    ok(&publish(&mut alice, "p0", "sensors", t0));
+    ok(&set(
+        &mut bob,
         "s1",
-        "set",
-        PS,
         "<subscribe node='sensors' jid='bob@localhost'/>",
-    );
-    ok(&r);
+    ));
     let m = bob.wait_for("last item", |e| e.name == "message");
     assert!(m.child("delay", "urn:xmpp:delay").is_some(), "{m:?}");
 
     // Subscribing someone else's JID is invalid-jid.
-    let r = bob.pubsub(
+    let r = set(
+        &mut bob,
         "s2",
-        "set",
-        PS,
         "<subscribe node='sensors' jid='alice@localhost'/>",
     );
-    assert_eq!(condition(&r), "bad-request");
-    assert_eq!(app_error(&r), "invalid-jid");
+    fails(&r, "bad-request", "invalid-jid");
 
     // Publish with a generated id: the result carries it, bob gets the payload.
-    let r = alice.pubsub(
+    let r = publish(
+        &mut alice,
         "p1",
-        "set",
-        PS,
-        "<publish node='sensors'><item><temp xmlns='urn:example:t'>21</temp></item></publish>",
+        "sensors",
+        "<item><temp xmlns='urn:example:t'>21</temp></item>",
     );
     ok(&r);
     let gen_id = published_id(&r);
@@ -144,7 +208,8 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     );
 
     // A third publish evicts the oldest (max_items = 2).
-    ok(&alice.pubsub("p2", "set", PS, "<publish node='sensors'><item id='t2'><temp xmlns='urn:example:t'>22</temp></item></publish>"));
+    let t2 = "<item id='t2'><temp xmlns='urn:example:t'>22</temp></item>";
+    ok(&publish(&mut alice, "p2", "sensors", t2));
     event(&mut bob);
     let r = bob.pubsub("i1", "get", PS, "<items node='sensors'/>");
     ok(&r);
@@ -152,12 +217,7 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     assert_eq!(ids, vec![gen_id.clone(), "t2".to_owned()]);
 
     // Bob may not publish (publishers model): forbidden.
-    let r = bob.pubsub(
-        "p3",
-        "set",
-        PS,
-        "<publish node='sensors'><item><x xmlns='u'/></item></publish>",
-    );
+    let r = publish(&mut bob, "p3", "sensors", "<item><x xmlns='u'/></item>");
     assert_eq!(condition(&r), "forbidden");
 
     // Restart: node, items, subscription and affiliation survive.
@@ -186,22 +246,17 @@ fn pubsub_lifecycle_two_clients_and_restart() {
     assert!(format!("{r:?}").contains("owner"), "{r:?}");
 
     // Retract with notify, purge, delete with redirect: each notifies bob.
-    ok(&alice.pubsub(
-        "r1",
-        "set",
-        PS,
-        "<retract node='sensors' notify='true'><item id='t2'/></retract>",
-    ));
+    let retract = "<retract node='sensors' notify='true'><item id='t2'/></retract>";
+    ok(&set(&mut alice, "r1", retract));
     let ev = event(&mut bob);
     let retract = ev
         .child("items", EVENT)
         .and_then(|i| i.child("retract", EVENT))
         .expect("retract");
     assert_eq!(retract.attr("id"), Some("t2"));
-    let r = alice.pubsub(
+    let r = set(
+        &mut alice,
         "r2",
-        "set",
-        PS,
         "<retract node='sensors'><item id='nope'/></retract>",
     );
     assert_eq!(condition(&r), "item-not-found");
@@ -238,92 +293,58 @@ fn pubsub_access_models_and_errors() {
     let d = Daemon::start(Options::default());
     let mut alice = login(&d, "alice", "alice-pw", "a");
     let mut bob = login(&d, "bob", "bob-pw", "b");
-    let form = |access: &str| {
-        format!(
-            "<x xmlns='jabber:x:data' type='submit'>\
-             <field var='FORM_TYPE' type='hidden'><value>{PS}#node_config</value></field>\
-             <field var='pubsub#access_model'><value>{access}</value></field></x>"
-        )
-    };
-    ok(&alice.iq(
-        "w",
-        &format!(
-            "<iq type='set' id='w' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='wl'/><configure>{}</configure></pubsub></iq>",
-            form("whitelist")
-        ),
-    ));
-    let r = bob.pubsub("s", "set", PS, "<subscribe node='wl' jid='bob@localhost'/>");
-    assert_eq!(condition(&r), "not-allowed");
-    assert_eq!(app_error(&r), "closed-node");
+    let access = |a| [("pubsub#access_model", a)];
+    ok(&alice.create_node("w", "wl", &access("whitelist")));
+    let r = set(&mut bob, "s", "<subscribe node='wl' jid='bob@localhost'/>");
+    fails(&r, "not-allowed", "closed-node");
     // Make bob a member: now he may subscribe.
     ok(&alice.pubsub("m", "set", OWNER, "<affiliations node='wl'><affiliation jid='bob@localhost' affiliation='member'/></affiliations>"));
-    ok(&bob.pubsub(
+    ok(&set(
+        &mut bob,
         "s2",
-        "set",
-        PS,
         "<subscribe node='wl' jid='bob@localhost/b'/>",
     ));
     // Presence model without a presence subscription.
-    ok(&alice.iq(
-        "p",
-        &format!(
-            "<iq type='set' id='p' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='pres'/><configure>{}</configure></pubsub></iq>",
-            form("presence")
-        ),
-    ));
-    let r = bob.pubsub(
+    ok(&alice.create_node("p", "pres", &access("presence")));
+    let r = set(
+        &mut bob,
         "s3",
-        "set",
-        PS,
         "<subscribe node='pres' jid='bob@localhost'/>",
     );
-    assert_eq!(condition(&r), "not-authorized");
-    assert_eq!(app_error(&r), "presence-subscription-required");
+    fails(&r, "not-authorized", "presence-subscription-required");
     // A registered field this service cannot honour: not-acceptable + unsupported.
-    let r = alice.iq(
-        "a",
-        &format!(
-            "<iq type='set' id='a' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='auth'/><configure><x xmlns='jabber:x:data' type='submit'><field var='pubsub#body_xslt'><value>http://example.org/b.xsl</value></field></x></configure></pubsub></iq>"
-        ),
+    let x = |var: &str, value: &str| {
+        format!(
+            "<x xmlns='jabber:x:data' type='submit'><field var='{var}'><value>{value}</value></field></x>"
+        )
+    };
+    let xslt = x("pubsub#body_xslt", "http://example.org/b.xsl");
+    fails(
+        &create_with(&mut alice, "a", "auth", &xslt),
+        "not-acceptable",
+        "unsupported",
     );
-    assert_eq!(condition(&r), "not-acceptable");
-    assert_eq!(app_error(&r), "unsupported");
     // Unknown config field: not-acceptable, and no node left behind.
-    let r = alice.iq(
-        "u",
-        &format!(
-            "<iq type='set' id='u' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='auth'/><configure><x xmlns='jabber:x:data' type='submit'><field var='pubsub#bogus'><value>1</value></field></x></configure></pubsub></iq>"
-        ),
-    );
+    let r = create_with(&mut alice, "u", "auth", &x("pubsub#bogus", "1"));
     assert_eq!(condition(&r), "not-acceptable");
-    let r = alice.iq(
-        "u2",
-        "<iq type='get' id='u2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='auth'/></iq>",
+    assert_eq!(
+        condition(&node_info(&mut alice, "u2", "auth")),
+        "item-not-found"
     );
-    assert_eq!(condition(&r), "item-not-found");
     // Auto-create with a failing precondition leaves nothing behind.
-    let r = alice.iq(
-        "ac",
-        &format!(
-            "<iq type='set' id='ac' to='pubsub.localhost'><pubsub xmlns='{PS}'><publish node='auto'><item><x xmlns='u'/></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PS}#publish-options</value></field><field var='pubsub#nonsense'><value>1</value></field></x></publish-options></pubsub></iq>"
-        ),
+    let opts = format!(
+        "<publish node='auto'><item><x xmlns='u'/></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PS}#publish-options</value></field><field var='pubsub#nonsense'><value>1</value></field></x></publish-options>"
     );
-    assert_eq!(condition(&r), "conflict");
-    assert_eq!(app_error(&r), "precondition-not-met");
-    let r = alice.iq(
-        "ac2",
-        "<iq type='get' id='ac2' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='auto'/></iq>",
+    let r = set(&mut alice, "ac", &opts);
+    fails(&r, "conflict", "precondition-not-met");
+    assert_eq!(
+        condition(&node_info(&mut alice, "ac2", "auto")),
+        "item-not-found"
     );
-    assert_eq!(condition(&r), "item-not-found");
     // Unsubscribe when not subscribed.
-    let r = bob.pubsub(
-        "un",
-        "set",
-        PS,
-        "<unsubscribe node='pres' jid='bob@localhost'/>",
-    );
-    assert_eq!(condition(&r), "unexpected-request");
-    assert_eq!(app_error(&r), "not-subscribed");
+    let unsubscribe = "<unsubscribe node='pres' jid='bob@localhost'/>";
+    let r = set(&mut bob, "un", unsubscribe);
+    fails(&r, "unexpected-request", "not-subscribed");
 }
 
 #[test]
@@ -342,11 +363,7 @@ fn pubsub_authorize_approval_and_leased_expiry() {
     let mut alice = login(&d, "alice", "alice-pw", "pub");
     let mut bob = login(&d, "bob", "bob-pw", "sub");
     ok(&alice.create_node("c1", "gate", &[("pubsub#access_model", "authorize")]));
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
-    let lease_end = now_ms + 4000;
+    let lease_end = now_ms() + 4000;
     let r = bob.iq(
         "s1",
         &format!(
@@ -394,30 +411,26 @@ fn pubsub_authorize_approval_and_leased_expiry() {
     };
     let m = bob.wait_for("approval", |e| e.name == "message" && state(e).is_some());
     assert_eq!(state(&m).as_deref(), Some("subscribed"));
-    ok(&alice.pubsub(
+    ok(&publish(
+        &mut alice,
         "p1",
-        "set",
-        PS,
-        "<publish node='gate'><item id='a'><v xmlns='urn:v'>1</v></item></publish>",
+        "gate",
+        "<item id='a'><v xmlns='urn:v'>1</v></item>",
     ));
     event(&mut bob);
     // The lease ends by the timer alone: bob is told, without sending anything.
     let m = bob.wait_for("lease end", |e| e.name == "message" && state(e).is_some());
     assert_eq!(state(&m).as_deref(), Some("none"));
-    let ended = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let ended = now_ms();
     assert!(ended >= lease_end, "not before the lease end");
-    ok(&alice.pubsub(
+    ok(&publish(
+        &mut alice,
         "p2",
-        "set",
-        PS,
-        "<publish node='gate'><item id='b'><v xmlns='urn:v'>2</v></item></publish>",
+        "gate",
+        "<item id='b'><v xmlns='urn:v'>2</v></item>",
     ));
     let r = bob.pubsub("i1", "get", PS, "<items node='gate'/>");
-    assert_eq!(condition(&r), "not-authorized", "no subscription any more");
-    assert_eq!(app_error(&r), "not-subscribed");
+    fails(&r, "not-authorized", "not-subscribed"); // no subscription any more
 }
 
 /// XEP-0248 with `/` paths: an operator subscribes to `sensors` (items, depth all); a
@@ -433,14 +446,8 @@ fn pubsub_collections_sensor_tree_and_restart() {
     let mut device = login(&d, "device", "device-pw", "d");
     let mut operator = login(&d, "operator", "operator-pw", "o");
     let publish = |c: &mut Client, id: &str, node: &str, v: &str| {
-        ok(&c.iq(
-            id,
-            &format!(
-                "<iq type='set' id='{id}' to='pubsub.localhost'><pubsub xmlns='{PS}'>\
-                 <publish node='{node}'><item id='{id}'><r xmlns='urn:sensor'>{v}</r></item></publish>\
-                 </pubsub></iq>"
-            ),
-        ));
+        let item = format!("<item id='{id}'><r xmlns='urn:sensor'>{v}</r></item>");
+        ok(&publish(c, id, node, &item));
     };
     // The first reading creates sensors and sensors/kitchen.
     publish(&mut device, "p1", "sensors/kitchen/temp", "20");
@@ -477,10 +484,8 @@ fn pubsub_collections_sensor_tree_and_restart() {
     publish(&mut device, "p3", "sensors/garage/temp", "9");
     check(&mut operator, "sensors/garage/temp", "9");
     // disco#items walks the tree.
-    let r = operator.iq(
-        "d1",
-        "<iq type='get' id='d1' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items' node='sensors'/></iq>",
-    );
+    let query = format!("<query xmlns='{ITEMS}' node='sensors'/>");
+    let r = get(&mut operator, "d1", SERVICE, &query);
     let mut kids: Vec<String> = r
         .elements()
         .next()
@@ -500,12 +505,7 @@ fn pubsub_collections_sensor_tree_and_restart() {
     publish(&mut device, "p4", "sensors/kitchen/temp", "22");
     check(&mut operator, "sensors/kitchen/temp", "22");
     // Items on the collection: newest first across the leaves.
-    let r = operator.iq(
-        "i1",
-        &format!(
-            "<iq type='get' id='i1' to='pubsub.localhost'><pubsub xmlns='{PS}'><items node='sensors' max_items='2'/></pubsub></iq>"
-        ),
-    );
+    let r = operator.pubsub("i1", "get", PS, "<items node='sensors' max_items='2'/>");
     let ids: Vec<String> = r
         .elements()
         .next()
@@ -530,6 +530,11 @@ fn tune_disco() -> Element {
          <feature var='{TUNE}+notify'/></query>"
     );
     Element::parse(&xml).expect("disco xml")
+}
+
+/// The `<item id='current'/>` of a tune titled `title`.
+fn tune(title: &str) -> String {
+    format!("<item id='current'><tune xmlns='{TUNE}'><title>{title}</title></tune></item>")
 }
 
 /// A presence carrying XEP-0115 caps for [`tune_disco`].
@@ -579,10 +584,7 @@ fn pep_caps_notifications_several_resources() {
     // Bob gets a presence subscription to Alice.
     bob.subscribe_presence("bob@localhost", &mut a1, "alice@localhost");
     // The account is a PEP service.
-    let r = bob.iq(
-        "i0",
-        "<iq type='get' id='i0' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-    );
+    let r = disco(&mut bob, "i0", "alice@localhost", INFO);
     let q = r.elements().next().expect("query");
     assert!(
         q.elements()
@@ -590,13 +592,7 @@ fn pep_caps_notifications_several_resources() {
         "{r:?}"
     );
     // Alice publishes a tune (auto-create, PEP defaults).
-    ok(&a1.iq(
-        "p1",
-        &format!(
-            "<iq type='set' id='p1'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
-             <tune xmlns='{TUNE}'><title>First</title></tune></item></publish></pubsub></iq>"
-        ),
-    ));
+    ok(&pep_publish(&mut a1, "p1", TUNE, &tune("First")));
     // Bob's caps: one query, then the last item (delayed) from alice@localhost.
     bob.send(&caps_presence("chat"));
     assert!(
@@ -625,13 +621,7 @@ fn pep_caps_notifications_several_resources() {
     });
     assert_eq!(first.name, "message", "cached ver: no query: {first:?}");
     // A new tune reaches both interested resources once; a1 (no caps) gets none.
-    ok(&a1.iq(
-        "p2",
-        &format!(
-            "<iq type='set' id='p2'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
-             <tune xmlns='{TUNE}'><title>Second</title></tune></item></publish></pubsub></iq>"
-        ),
-    ));
+    ok(&pep_publish(&mut a1, "p2", TUNE, &tune("Second")));
     for c in [&mut bob, &mut a2] {
         let m = c.wait_for("new tune", |e| {
             e.name == "message" && format!("{e:?}").contains("Second")
@@ -648,13 +638,7 @@ fn pep_caps_notifications_several_resources() {
     );
     // Bob loses his subscription: no more tunes.
     a1.send("<presence to='bob@localhost' type='unsubscribed'/>");
-    ok(&a1.iq(
-        "p3",
-        &format!(
-            "<iq type='set' id='p3'><pubsub xmlns='{PS}'><publish node='{TUNE}'><item id='current'>\
-             <tune xmlns='{TUNE}'><title>Third</title></tune></item></publish></pubsub></iq>"
-        ),
-    ));
+    ok(&pep_publish(&mut a1, "p3", TUNE, &tune("Third")));
     a2.wait_for("third tune", |e| {
         e.name == "message" && format!("{e:?}").contains("Third")
     });
@@ -690,22 +674,9 @@ fn pep_nodes_of_anonymous_accounts_end_with_them() {
         extra: "[limits]\npubsub_max_nodes = 2\n",
         ..Options::default()
     });
-    let anon = || {
-        let mut a = Client::connect(d.port);
-        a.open_stream();
-        a.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
-        assert_eq!(a.next().name, "success");
-        a.bind(None);
-        a
-    };
+    let anon = || anonymous(&d);
     let publish = |c: &mut Client, id: &str, node: &str| {
-        c.iq(
-            id,
-            &format!(
-                "<iq type='set' id='{id}'><pubsub xmlns='{PS}'><publish node='{node}'>\
-                 <item><x xmlns='urn:x'/></item></publish></pubsub></iq>"
-            ),
-        )
+        pep_publish(c, id, node, "<item><x xmlns='urn:x'/></item>")
     };
     let mut a = anon();
     ok(&publish(&mut a, "a1", "urn:one"));
@@ -730,29 +701,22 @@ fn rsm_u64_max_disco_items_does_not_kill_the_daemon() {
     // The wrap needs a listing with at least one row: two nodes.
     let mut alice = login(&d, "alice", "alice-pw", "owner");
     for n in ["a", "b"] {
-        ok(&alice.iq(
-            n,
-            &format!("<iq type='set' id='{n}' to='pubsub.localhost'><pubsub xmlns='{PS}'><create node='{n}'/></pubsub></iq>"),
-        ));
+        ok(&set(&mut alice, n, &format!("<create node='{n}'/>")));
     }
-    let mut anon = Client::connect(d.port);
-    anon.open_stream();
-    anon.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>");
-    assert_eq!(anon.next().name, "success");
-    anon.bind(None);
+    let mut anon = anonymous(&d);
     // The stanza exactly as reported. It has no id, which RFC 6120 requires, so the router
     // answers `bad-request` before pub-sub sees it.
     anon.send(&format!(
-        "<iq type='get' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'>{SET}</query></iq>"
+        "<iq type='get' to='pubsub.localhost'><query xmlns='{ITEMS}'>{SET}</query></iq>"
     ));
     let r = anon.wait_for("an answer to the id-less repro", |e| e.name == "iq");
     assert_eq!(r.attr("type"), Some("error"), "{r:?}");
     // With an id, as every client library sends it, the request reaches the paging code.
-    let r = anon.iq(
+    let r = get(
+        &mut anon,
         "rsm1",
-        &format!(
-            "<iq type='get' id='rsm1' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'>{SET}</query></iq>"
-        ),
+        SERVICE,
+        &format!("<query xmlns='{ITEMS}'>{SET}</query>"),
     );
     ok(&r);
     let q = r.elements().next().expect("query");
@@ -760,19 +724,10 @@ fn rsm_u64_max_disco_items_does_not_kill_the_daemon() {
     assert_eq!(nodes, vec!["b"], "{r:?}");
     // Still alive: a ping and a plain disco#items are answered, by the same connection and
     // by a new one.
-    ok(&anon.iq(
-        "ping1",
-        "<iq type='get' id='ping1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-    ));
-    ok(&alice.iq(
-        "d1",
-        "<iq type='get' id='d1' to='pubsub.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
-    ));
+    ok(&get(&mut anon, "ping1", "localhost", PING));
+    ok(&disco(&mut alice, "d1", SERVICE, ITEMS));
     let mut again = login(&d, "bob", "bob-pw", "late");
-    ok(&again.iq(
-        "ping2",
-        "<iq type='get' id='ping2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-    ));
+    ok(&get(&mut again, "ping2", "localhost", PING));
     assert!(
         d.child.try_wait().expect("try_wait").is_none(),
         "the daemon exited:\n{}",

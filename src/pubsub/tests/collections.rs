@@ -17,6 +17,69 @@ fn config_form(fields: &str) -> String {
     )
 }
 
+/// A `<pubsub/>` request in namespace `ns` around `inner`.
+fn ps(ns: &str, inner: &str) -> String {
+    format!("<pubsub xmlns='{ns}'>{inner}</pubsub>")
+}
+
+/// Create `node` with the configuration form `config`.
+fn create_body(node: &str, config: &str) -> String {
+    ps(
+        NS_PUBSUB,
+        &format!("<create node='{node}'/><configure>{config}</configure>"),
+    )
+}
+
+/// Create `node` as a child of every collection in `parents`.
+fn create_in(w: &mut World, node: &str, parents: &[&str]) {
+    w.ok(
+        ALICE,
+        "set",
+        &create_body(node, &config_form(&multi("pubsub#collection", parents))),
+    );
+}
+
+/// The owner request that associates `child` with `collection`.
+fn associate(collection: &str, child: &str) -> String {
+    ps(
+        NS_PUBSUB_OWNER,
+        &format!("<collection node='{collection}'><associate node='{child}'/></collection>"),
+    )
+}
+
+/// Asserts that `body`, set by `from`, fails with `condition` and the application
+/// condition `app`.
+#[track_caller]
+fn refused(w: &mut World, from: &str, body: &str, condition: &str, app: &str) {
+    assert_eq!(w.err(from, "set", body), (condition.into(), app.into()));
+}
+
+/// Asserts the type of the answer to Alice configuring `node` with `config`.
+#[track_caller]
+fn configured(w: &mut World, node: &str, config: &str, ty: &str) {
+    let out = w.configure(ALICE, node, config);
+    assert_eq!(out[0].1.attr("type"), Some(ty), "{out:?}");
+}
+
+/// Alice's collections `(node, parent)`, in order; a parent `""` is the root.
+fn collections(w: &mut World, tree: &[(&str, &str)]) {
+    for (node, parent) in tree {
+        if parent.is_empty() {
+            w.collection(ALICE, node, &[]);
+        } else {
+            w.collection(ALICE, node, &[("pubsub#collection", parent)]);
+        }
+    }
+}
+
+/// The stanzas of `out` addressed to `to`.
+fn sent_to<'a>(out: &'a [(String, Element)], to: &str) -> Vec<&'a Element> {
+    out.iter()
+        .filter(|(t, _)| t == to)
+        .map(|(_, m)| m)
+        .collect()
+}
+
 #[test]
 fn xep0248_create_collection_default_disco_and_publish_refused() {
     let mut w = World::new();
@@ -53,14 +116,11 @@ fn xep0248_create_collection_default_disco_and_publish_refused() {
         ("feature-not-implemented".into(), "unsupported".into())
     );
     // Creating under a leaf: not-allowed + invalid-options.
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB}'><create node='x'/><configure>{}</configure></pubsub>",
-        form(FORM_NODE_CONFIG, &[("pubsub#collection", "musings")])
+    let body = create_body(
+        "x",
+        &form(FORM_NODE_CONFIG, &[("pubsub#collection", "musings")]),
     );
-    assert_eq!(
-        w.err(ALICE, "set", &body),
-        ("not-allowed".into(), "invalid-options".into())
-    );
+    refused(&mut w, ALICE, &body, "not-allowed", "invalid-options");
 }
 
 #[test]
@@ -68,11 +128,7 @@ fn xep0248_collection_and_children_kept_consistent_both_ways() {
     let mut w = World::new();
     w.collection(ALICE, "c1", &[]);
     w.collection(ALICE, "c2", &[]);
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB}'><create node='n'/><configure>{}</configure></pubsub>",
-        config_form(&multi("pubsub#collection", &["c1", "c2"]))
-    );
-    w.ok(ALICE, "set", &body);
+    create_in(&mut w, "n", &["c1", "c2"]);
     assert_eq!(w.config_of(ALICE, "c1")["pubsub#children"], vec!["n"]);
     assert_eq!(w.config_of(ALICE, "c2")["pubsub#children"], vec!["n"]);
     assert_eq!(
@@ -80,12 +136,20 @@ fn xep0248_collection_and_children_kept_consistent_both_ways() {
         vec!["c1", "c2"]
     );
     // Emptying c2's children removes c2 from n's parents.
-    let out = w.configure(ALICE, "c2", &config_form(&multi("pubsub#children", &[])));
-    assert_eq!(out[0].1.attr("type"), Some("result"));
+    configured(
+        &mut w,
+        "c2",
+        &config_form(&multi("pubsub#children", &[])),
+        "result",
+    );
     assert_eq!(w.config_of(ALICE, "n")["pubsub#collection"], vec!["c1"]);
     // Setting n's parents to none attaches it to the root, which the form shows.
-    let out = w.configure(ALICE, "n", &config_form(&multi("pubsub#collection", &[""])));
-    assert_eq!(out[0].1.attr("type"), Some("result"));
+    configured(
+        &mut w,
+        "n",
+        &config_form(&multi("pubsub#collection", &[""])),
+        "result",
+    );
     assert_eq!(w.config_of(ALICE, "n")["pubsub#collection"], vec![""]);
     assert!(w.config_of(ALICE, "c1")["pubsub#children"].is_empty());
     // Children set on the collection side, persisted through a restart.
@@ -109,11 +173,7 @@ fn xep0248_associate_dissociate_requests_and_events() {
     w.subscribe(BOB, "c", BOB);
     let out = w.assoc(ALICE, "associate", "c", "n");
     assert_eq!(out[0].1.attr("type"), Some("result"));
-    let ev: Vec<&Element> = out[1..]
-        .iter()
-        .filter(|(t, _)| t == BOB)
-        .map(|(_, m)| m)
-        .collect();
+    let ev = sent_to(&out[1..], BOB);
     assert_eq!(ev.len(), 1, "{out:?}");
     let coll = event_child(ev[0], "collection");
     assert_eq!(coll.attr("node"), Some("c"));
@@ -121,13 +181,9 @@ fn xep0248_associate_dissociate_requests_and_events() {
     assert_eq!(w.config_of(ALICE, "n")["pubsub#collection"], vec!["c"]);
     let out = w.assoc(ALICE, "dissociate", "c", "n");
     assert_eq!(out[0].1.attr("type"), Some("result"));
-    let m = &out
-        .iter()
-        .find(|(t, _)| t == BOB)
-        .expect("dissociate event")
-        .1;
+    let m = sent_to(&out, BOB);
     assert!(
-        event(m)
+        event(m.first().expect("dissociate event"))
             .child("collection", NS_PUBSUB_EVENT)
             .and_then(|c| c.child("dissociate", NS_PUBSUB_EVENT))
             .is_some()
@@ -135,25 +191,12 @@ fn xep0248_associate_dissociate_requests_and_events() {
     // Node is not associated: bad-request.
     let out = w.assoc(ALICE, "dissociate", "c", "n");
     assert_eq!(out[0].1.attr("type"), Some("error"));
-    assert_eq!(
-        w.ps_err(
-            ALICE,
-            "set",
-            NS_PUBSUB_OWNER,
-            "<collection node='c'><dissociate node='n'/></collection>"
-        )
-        .0,
-        "bad-request"
-    );
+    let dissociate = "<collection node='c'><dissociate node='n'/></collection>";
+    let (condition, _) = w.ps_err(ALICE, "set", NS_PUBSUB_OWNER, dissociate);
+    assert_eq!(condition, "bad-request");
     // Unknown nodes: item-not-found.
     assert_eq!(
-        w.ps_err(
-            ALICE,
-            "set",
-            NS_PUBSUB_OWNER,
-            "<collection node='c'><associate node='nope'/></collection>"
-        )
-        .0,
+        w.err(ALICE, "set", &associate("c", "nope")).0,
         "item-not-found"
     );
 }
@@ -161,24 +204,16 @@ fn xep0248_associate_dissociate_requests_and_events() {
 #[test]
 fn xep0248_cycle_not_allowed() {
     let mut w = World::new();
-    w.collection(ALICE, "a", &[]);
-    w.collection(ALICE, "b", &[("pubsub#collection", "a")]);
-    w.collection(ALICE, "c", &[("pubsub#collection", "b")]);
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB_OWNER}'><collection node='c'><associate node='a'/></collection></pubsub>"
+    collections(&mut w, &[("a", ""), ("b", "a"), ("c", "b")]);
+    refused(
+        &mut w,
+        ALICE,
+        &associate("c", "a"),
+        "not-allowed",
+        "invalid-options",
     );
-    assert_eq!(
-        w.err(ALICE, "set", &body),
-        ("not-allowed".into(), "invalid-options".into())
-    );
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='a'>{}</configure></pubsub>",
-        form(FORM_NODE_CONFIG, &[("pubsub#collection", "c")])
-    );
-    assert_eq!(
-        w.err(ALICE, "set", &body),
-        ("not-allowed".into(), "invalid-options".into())
-    );
+    let got = w.configure_err(ALICE, "a", &[("pubsub#collection", "c")]);
+    assert_eq!(got, ("not-allowed".into(), "invalid-options".into()));
     // Nothing changed.
     assert_eq!(w.config_of(ALICE, "a")["pubsub#collection"], vec![""]);
     assert_eq!(w.config_of(ALICE, "a")["pubsub#children"], vec!["b"]);
@@ -189,29 +224,19 @@ fn xep0248_children_max_exceeded() {
     let mut w = World::new();
     w.collection(ALICE, "c", &[("pubsub#children_max", "1")]);
     w.create(ALICE, "n1", &[("pubsub#collection", "c")]);
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB}'><create node='n2'/><configure>{}</configure></pubsub>",
-        form(FORM_NODE_CONFIG, &[("pubsub#collection", "c")])
-    );
+    let body = create_body("n2", &form(FORM_NODE_CONFIG, &[("pubsub#collection", "c")]));
     // XEP-0248 "maximum number of children exceeded": not-allowed + max-nodes-exceeded.
-    assert_eq!(
-        w.err(ALICE, "set", &body),
-        ("not-allowed".into(), "max-nodes-exceeded".into())
-    );
+    refused(&mut w, ALICE, &body, "not-allowed", "max-nodes-exceeded");
     w.create(ALICE, "n2", &[]);
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB_OWNER}'><collection node='c'><associate node='n2'/></collection></pubsub>"
-    );
-    assert_eq!(
-        w.err(ALICE, "set", &body),
-        ("not-allowed".into(), "max-nodes-exceeded".into())
-    );
-    let out = w.configure(
+    refused(
+        &mut w,
         ALICE,
-        "c",
-        &config_form(&multi("pubsub#children", &["n1", "n2"])),
+        &associate("c", "n2"),
+        "not-allowed",
+        "max-nodes-exceeded",
     );
-    assert_eq!(out[0].1.attr("type"), Some("error"));
+    let children = config_form(&multi("pubsub#children", &["n1", "n2"]));
+    configured(&mut w, "c", &children, "error");
     assert_eq!(w.config_of(ALICE, "c")["pubsub#children"], vec!["n1"]);
     assert_eq!(w.config_of(ALICE, "c")["pubsub#children_max"], vec!["1"]);
 }
@@ -223,27 +248,19 @@ fn xep0248_association_policy_and_whitelist() {
     w.create(BOB, "bobs", &[]);
     w.create(ALICE, "alices", &[]);
     // Default policy `owner`: Bob may not put his node into Alice's collection.
-    let body = |c: &str, n: &str| {
-        format!(
-            "<pubsub xmlns='{NS_PUBSUB_OWNER}'><collection node='{c}'><associate node='{n}'/></collection></pubsub>"
-        )
-    };
+    let body = associate;
     assert_eq!(w.err(BOB, "set", &body("c", "bobs")).0, "forbidden");
     assert_eq!(
         w.config_of(ALICE, "c")["pubsub#children_association_policy"],
         vec!["owner"]
     );
     // Whitelisted, he may.
-    let out = w.configure(
-        ALICE,
-        "c",
-        &config_form(&format!(
-            "{}{}",
-            multi("pubsub#children_association_policy", &["whitelist"]),
-            multi("pubsub#children_association_whitelist", &["bob@localhost"])
-        )),
+    let whitelist = format!(
+        "{}{}",
+        multi("pubsub#children_association_policy", &["whitelist"]),
+        multi("pubsub#children_association_whitelist", &["bob@localhost"])
     );
-    assert_eq!(out[0].1.attr("type"), Some("result"));
+    configured(&mut w, "c", &config_form(&whitelist), "result");
     w.ok(BOB, "set", &body("c", "bobs"));
     // But never someone else's node, even under policy `all`.
     w.collection(BOB, "bc", &[("pubsub#children_association_policy", "all")]);
@@ -255,14 +272,8 @@ fn xep0248_association_policy_and_whitelist() {
 #[test]
 fn xep0248_fanout_dedup_two_paths() {
     let mut w = World::new();
-    w.collection(ALICE, "top", &[]);
-    w.collection(ALICE, "c1", &[("pubsub#collection", "top")]);
-    w.collection(ALICE, "c2", &[("pubsub#collection", "top")]);
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB}'><create node='leaf'/><configure>{}</configure></pubsub>",
-        config_form(&multi("pubsub#collection", &["c1", "c2"]))
-    );
-    w.ok(ALICE, "set", &body);
+    collections(&mut w, &[("top", ""), ("c1", "top"), ("c2", "top")]);
+    create_in(&mut w, "leaf", &["c1", "c2"]);
     let opts = [
         ("pubsub#subscription_type", "items"),
         ("pubsub#subscription_depth", "all"),
@@ -274,11 +285,7 @@ fn xep0248_fanout_dedup_two_paths() {
     w.subscribe(CAROL, "leaf", CAROL);
     w.subscribe_with(CAROL, "top", &opts);
     let (_, out) = w.publish(ALICE, "leaf", Some("i1"), P);
-    let bob: Vec<&Element> = out
-        .iter()
-        .filter(|(t, _)| t == BOB)
-        .map(|(_, m)| m)
-        .collect();
+    let bob = sent_to(&out, BOB);
     assert_eq!(bob.len(), 1, "one message per subscriber: {out:?}");
     assert_eq!(
         items_node(bob[0]).as_deref(),
@@ -287,11 +294,7 @@ fn xep0248_fanout_dedup_two_paths() {
     );
     let via = collection_header(bob[0]).expect("Collection header");
     assert!(via == "c1" || via == "c2", "the nearest collection: {via}");
-    let carol: Vec<&Element> = out
-        .iter()
-        .filter(|(t, _)| t == CAROL)
-        .map(|(_, m)| m)
-        .collect();
+    let carol = sent_to(&out, CAROL);
     assert_eq!(carol.len(), 1);
     assert_eq!(
         collection_header(carol[0]),
@@ -302,13 +305,12 @@ fn xep0248_fanout_dedup_two_paths() {
     let out = w.iq(
         ALICE,
         "set",
-        &format!("<pubsub xmlns='{NS_PUBSUB}'><retract node='leaf' notify='1'><item id='i1'/></retract></pubsub>"),
+        &ps(
+            NS_PUBSUB,
+            "<retract node='leaf' notify='1'><item id='i1'/></retract>",
+        ),
     );
-    let bob: Vec<&Element> = out
-        .iter()
-        .filter(|(t, _)| t == BOB)
-        .map(|(_, m)| m)
-        .collect();
+    let bob = sent_to(&out, BOB);
     assert_eq!(bob.len(), 1);
     assert!(
         event(bob[0])
@@ -330,8 +332,7 @@ fn xep0248_fanout_dedup_two_paths() {
 #[test]
 fn xep0248_subscription_depth_and_type() {
     let mut w = World::new();
-    w.collection(ALICE, "a", &[]);
-    w.collection(ALICE, "b", &[("pubsub#collection", "a")]);
+    collections(&mut w, &[("a", ""), ("b", "a")]);
     w.create(ALICE, "deep", &[("pubsub#collection", "b")]);
     w.create(ALICE, "near", &[("pubsub#collection", "a")]);
     w.subscribe_with(BOB, "a", &[("pubsub#subscription_type", "items")]);
@@ -404,11 +405,7 @@ fn xep0248_delete_collection_reparents_to_root() {
     w.collection(ALICE, "c", &[]);
     w.collection(ALICE, "other", &[]);
     w.create(ALICE, "only", &[("pubsub#collection", "c")]);
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB}'><create node='both'/><configure>{}</configure></pubsub>",
-        config_form(&multi("pubsub#collection", &["c", "other"]))
-    );
-    w.ok(ALICE, "set", &body);
+    create_in(&mut w, "both", &["c", "other"]);
     // A root subscriber of type nodes hears that `only` went back to the root.
     w.pubsub_ok(BOB, "set", NS_PUBSUB, &format!("<subscribe jid='{BOB}'/>"));
     let out = w.iq(
@@ -446,6 +443,32 @@ fn xep0248_delete_collection_reparents_to_root() {
     }
 }
 
+/// Asserts the `<items/>` of a collection's items reply `r`: (leaf, item ids), in order.
+#[track_caller]
+fn assert_runs(r: &Element, want: &[(&str, &[&str])]) {
+    let runs: Vec<(String, Vec<String>)> = r
+        .child("pubsub", NS_PUBSUB)
+        .map(|p| {
+            p.elements()
+                .filter(|e| e.name == "items")
+                .map(|i| {
+                    (
+                        i.attr("node").unwrap_or("").to_owned(),
+                        i.elements()
+                            .filter_map(|e| e.attr("id").map(str::to_owned))
+                            .collect(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let want: Vec<(String, Vec<String>)> = want
+        .iter()
+        .map(|(n, ids)| (n.to_string(), ids.iter().map(|i| i.to_string()).collect()))
+        .collect();
+    assert_eq!(runs, want);
+}
+
 #[test]
 fn xep0248_items_on_collection_newest_first_rsm() {
     let mut w = World::new();
@@ -454,66 +477,26 @@ fn xep0248_items_on_collection_newest_first_rsm() {
     w.publish(ALICE, "y", Some("y1"), P);
     w.publish(ALICE, "y", Some("y2"), P);
     w.publish(ALICE, "x", Some("x2"), P);
-    let runs = |r: &Element| -> Vec<(String, Vec<String>)> {
-        r.child("pubsub", NS_PUBSUB)
-            .map(|p| {
-                p.elements()
-                    .filter(|e| e.name == "items")
-                    .map(|i| {
-                        (
-                            i.attr("node").unwrap_or("").to_owned(),
-                            i.elements()
-                                .filter_map(|e| e.attr("id").map(str::to_owned))
-                                .collect(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='c'/>");
+    let r = w.get_ok(BOB, "<items node='c'/>");
     // One <items/> per run of the same leaf, newest first.
-    assert_eq!(
-        runs(&r),
-        vec![
-            ("x".to_owned(), vec!["x2".to_owned()]),
-            ("y".to_owned(), vec!["y2".to_owned(), "y1".to_owned()]),
-            ("x".to_owned(), vec!["x1".to_owned()]),
-        ]
-    );
+    assert_runs(&r, &[("x", &["x2"]), ("y", &["y2", "y1"]), ("x", &["x1"])]);
     // RSM: two per page, then the rest after the last one.
-    let (r, _) = w.pubsub_ok(
+    let r = w.get_ok(
         BOB,
-        "get",
-        NS_PUBSUB,
         &format!("<items node='c'/><set xmlns='{NS_RSM}'><max>2</max></set>"),
     );
-    assert_eq!(
-        runs(&r),
-        vec![
-            ("x".to_owned(), vec!["x2".to_owned()]),
-            ("y".to_owned(), vec!["y2".to_owned()]),
-        ]
-    );
+    assert_runs(&r, &[("x", &["x2"]), ("y", &["y2"])]);
     let rsm = rsm_of(&r).expect("rsm");
     assert_eq!(rsm.3, "4");
     let last = rsm.2.expect("last");
-    let (r, _) = w.pubsub_ok(
+    let r = w.get_ok(
         BOB,
-        "get",
-        NS_PUBSUB,
         &format!("<items node='c'/><set xmlns='{NS_RSM}'><max>2</max><after>{last}</after></set>"),
     );
-    assert_eq!(
-        runs(&r),
-        vec![
-            ("y".to_owned(), vec!["y1".to_owned()]),
-            ("x".to_owned(), vec!["x1".to_owned()]),
-        ]
-    );
+    assert_runs(&r, &[("y", &["y1"]), ("x", &["x1"])]);
     // max_items on a collection: the newest n overall.
-    let (r, _) = w.pubsub_ok(BOB, "get", NS_PUBSUB, "<items node='c' max_items='1'/>");
-    assert_eq!(runs(&r), vec![("x".to_owned(), vec!["x2".to_owned()])]);
+    let r = w.get_ok(BOB, "<items node='c' max_items='1'/>");
+    assert_runs(&r, &[("x", &["x2"])]);
     let (c, _) = w.items_after_err(BOB, "c", "nope");
     assert_eq!(c, "item-not-found");
 }
@@ -541,11 +524,7 @@ fn xep0248_path_ids_create_parent_collections() {
         ],
     );
     let (_, out) = w.publish(DEVICE, "sensors/garage/temp", Some("t2"), P);
-    let bob: Vec<&Element> = out
-        .iter()
-        .filter(|(t, _)| t == BOB)
-        .map(|(_, m)| m)
-        .collect();
+    let bob = sent_to(&out, BOB);
     assert_eq!(bob.len(), 1, "{out:?}");
     assert_eq!(items_node(bob[0]).as_deref(), Some("sensors/garage/temp"));
     assert_eq!(collection_header(bob[0]).as_deref(), Some("sensors"));
@@ -580,24 +559,14 @@ fn xep0248_node_type_change_and_root_items_subscription() {
     let mut w = World::with_node("n", &[]);
     w.publish(ALICE, "n", Some("i"), P);
     // Leaf → collection purges the items; collection → leaf is refused.
-    let out = w.configure(
-        ALICE,
-        "n",
-        &form(FORM_NODE_CONFIG, &[("pubsub#node_type", "collection")]),
-    );
-    assert_eq!(out[0].1.attr("type"), Some("result"));
+    let to_collection = form(FORM_NODE_CONFIG, &[("pubsub#node_type", "collection")]);
+    configured(&mut w, "n", &to_collection, "result");
     assert_eq!(
         w.config_of(ALICE, "n")["pubsub#node_type"],
         vec!["collection"]
     );
-    let body = format!(
-        "<pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='n'>{}</configure></pubsub>",
-        form(FORM_NODE_CONFIG, &[("pubsub#node_type", "leaf")])
-    );
-    assert_eq!(
-        w.err(ALICE, "set", &body),
-        ("not-allowed".into(), "invalid-options".into())
-    );
+    let got = w.configure_err(ALICE, "n", &[("pubsub#node_type", "leaf")]);
+    assert_eq!(got, ("not-allowed".into(), "invalid-options".into()));
     w.create(ALICE, "leaf", &[("pubsub#collection", "n")]);
     // A root subscriber with type items and depth all sees every leaf of the service.
     w.ok(
