@@ -410,6 +410,22 @@ mod tests {
         Limits::default()
     }
 
+    /// Admission for `max_connections` with `reserve_percent` kept for authenticated
+    /// sessions and no per-address cap that matters.
+    fn admission(max_connections: usize, reserve_percent: usize) -> Admission {
+        Admission::new(&Limits {
+            max_connections,
+            authenticated_reserve_percent: reserve_percent,
+            preauth_per_address: 100,
+            ..limits()
+        })
+    }
+
+    /// A throttle with the default limits, the address it is tested with, and the start.
+    fn throttle() -> (Throttle, AddrKey, Instant) {
+        (Throttle::new(&limits()), v4(10, 0, 0, 1), Instant::now())
+    }
+
     #[test]
     fn ipv6_peers_count_by_64_prefix_and_mapped_ipv4_as_ipv4() {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
@@ -425,9 +441,7 @@ mod tests {
 
     #[test]
     fn throttle_delay_doubles_up_to_the_cap_and_spaces_attempts() {
-        let mut t = Throttle::new(&limits());
-        let k = v4(10, 0, 0, 1);
-        let t0 = Instant::now();
+        let (mut t, k, t0) = throttle();
         assert_eq!(t.gate(k, t0), None, "no failure, no wait");
         let f = t.failed(k, t0);
         assert_eq!((f.failures, f.wait), (1, Duration::from_millis(250)));
@@ -451,9 +465,7 @@ mod tests {
 
     #[test]
     fn throttle_parallel_failures_from_one_address_add_up_within_a_window() {
-        let mut t = Throttle::new(&limits());
-        let k = v4(10, 0, 0, 1);
-        let t0 = Instant::now();
+        let (mut t, k, t0) = throttle();
         // Eight connections fail at the same instant: their delays queue up.
         let mut last = Duration::ZERO;
         for _ in 0..8 {
@@ -469,9 +481,7 @@ mod tests {
 
     #[test]
     fn throttle_decays_and_success_clears() {
-        let mut t = Throttle::new(&limits());
-        let k = v4(10, 0, 0, 1);
-        let t0 = Instant::now();
+        let (mut t, k, t0) = throttle();
         for _ in 0..4 {
             t.failed(k, t0);
         }
@@ -543,13 +553,7 @@ mod tests {
 
     #[test]
     fn admission_counts_before_the_task_runs_so_max_connections_holds() {
-        let l = Limits {
-            max_connections: 10,
-            authenticated_reserve_percent: 0,
-            preauth_per_address: 100,
-            ..limits()
-        };
-        let mut a = Admission::new(&l);
+        let mut a = admission(10, 0);
         let k = v4(10, 0, 0, 1);
         let mut tickets: Vec<Ticket> = (0..10).map(|_| a.admit(k).expect("room")).collect();
         assert_eq!(a.admit(k).unwrap_err(), Refusal::Full);
@@ -583,13 +587,7 @@ mod tests {
 
     #[test]
     fn admission_reserves_slots_for_authenticated_sessions() {
-        let l = Limits {
-            max_connections: 10,
-            authenticated_reserve_percent: 20,
-            preauth_per_address: 100,
-            ..limits()
-        };
-        let mut a = Admission::new(&l);
+        let mut a = admission(10, 20);
         let k = v4(10, 0, 0, 1);
         let mut t: Vec<Ticket> = (0..8).map(|_| a.admit(k).unwrap()).collect();
         assert_eq!(a.admit(k).unwrap_err(), Refusal::PreAuthFull);

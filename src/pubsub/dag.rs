@@ -97,12 +97,20 @@ fn sorted_set(mut v: Vec<&str>) -> Vec<&str> {
     v
 }
 
-/// The members of `want` that are not in `have`, in `want`'s order.
-fn not_in<'a>(want: &[&'a str], have: &[Rc<str>]) -> Vec<&'a str> {
-    want.iter()
+/// A new edge list `want` against the current one `have`: the members of `want` to add, in
+/// `want`'s order, and the members of `have` to drop, in `have`'s order.
+fn diff<'a>(want: &[&'a str], have: &[Rc<str>]) -> (Vec<&'a str>, Vec<Rc<str>>) {
+    let added = want
+        .iter()
         .copied()
         .filter(|w| !have.iter().any(|h| &**h == *w))
-        .collect()
+        .collect();
+    let dropped = have
+        .iter()
+        .filter(|h| !want.contains(&&***h))
+        .cloned()
+        .collect();
+    (added, dropped)
 }
 
 /// `Ok` if `may` allows the edge `parent` → `child`, else [`DagError::Forbidden`].
@@ -576,21 +584,19 @@ impl Dag {
         if want.len() > self.max_parents {
             return Err(DagError::TooManyParents(child.to_owned()));
         }
-        let have: Vec<Rc<str>> = self.parents(child).to_vec();
-        let added = not_in(&want, &have);
+        let (added, dropped) = diff(&want, self.parents(child));
         for p in &added {
             self.check_edge(p, child)?;
             permit(may, p, child)?;
         }
         let mut ev = Vec::new();
-        // Add first so the node never passes through the root needlessly.
+        // Add first so the node never passes through the root needlessly; the root itself is
+        // left by `link`, never dropped here (that would orphan a node with no new parent).
         for p in added {
             self.link(p, &ck, &mut ev);
         }
-        for h in have {
-            if &*h != ROOT && !want.contains(&&*h) {
-                self.unlink(&h, &ck, &mut ev);
-            }
+        for h in dropped.iter().filter(|h| &***h != ROOT) {
+            self.unlink(h, &ck, &mut ev);
         }
         Ok(ev)
     }
@@ -618,8 +624,7 @@ impl Dag {
         {
             return Err(DagError::ChildrenMax(parent.to_owned()));
         }
-        let have: Vec<Rc<str>> = self.children(parent).to_vec();
-        let added = not_in(&want, &have);
+        let (added, dropped) = diff(&want, self.children(parent));
         for c in &added {
             // children_max is checked on the final list above, not per edge.
             let max = self
@@ -637,10 +642,8 @@ impl Dag {
             permit(may, parent, c)?;
         }
         let mut ev = Vec::new();
-        for h in have {
-            if !want.contains(&&*h) {
-                self.unlink(parent, &h, &mut ev);
-            }
+        for h in &dropped {
+            self.unlink(parent, h, &mut ev);
         }
         for c in added {
             let ck = self.key(c)?;
