@@ -309,7 +309,11 @@ mod tests {
             ("<after>zz</after>", 3, Err(PubSubError::ItemNotFound)),
             ("<before>zz</before>", 3, Err(PubSubError::ItemNotFound)),
             // Precedence: before, then after, then index.
-            ("<before>c</before><after>a</after><index>4</index>", 10, Ok((0, 2))),
+            (
+                "<before>c</before><after>a</after><index>4</index>",
+                10,
+                Ok((0, 2)),
+            ),
             ("<after>a</after><index>4</index>", 10, Ok((1, 5))),
         ];
         for (inner, limit, expected) in rows {
