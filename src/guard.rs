@@ -499,11 +499,10 @@ mod tests {
 
     #[test]
     fn throttle_table_is_bounded_and_forgets_the_oldest() {
-        let l = Limits {
+        let mut t = Throttle::new(&Limits {
             auth_throttle_entries: 3,
             ..limits()
-        };
-        let mut t = Throttle::new(&l);
+        });
         let t0 = Instant::now();
         for i in 0..3u8 {
             t.failed(v4(10, 0, 0, i), t0 + Duration::from_secs(u64::from(i)));
@@ -526,12 +525,11 @@ mod tests {
 
     #[test]
     fn throttle_can_be_disabled() {
-        let l = Limits {
+        let mut t = Throttle::new(&Limits {
             auth_throttle_base_ms: 0,
             auth_throttle_max_ms: 0,
             ..limits()
-        };
-        let mut t = Throttle::new(&l);
+        });
         let k = v4(10, 0, 0, 1);
         let now = Instant::now();
         assert_eq!(t.failed(k, now).wait, Duration::ZERO);
@@ -564,11 +562,10 @@ mod tests {
 
     #[test]
     fn admission_caps_unauthenticated_connections_per_address() {
-        let l = Limits {
+        let mut a = Admission::new(&Limits {
             preauth_per_address: 2,
             ..limits()
-        };
-        let mut a = Admission::new(&l);
+        });
         let (x, y) = (v4(10, 0, 0, 1), v4(10, 0, 0, 2));
         let mut t1 = a.admit(x).unwrap();
         let t2 = a.admit(x).unwrap();
@@ -602,11 +599,10 @@ mod tests {
 
     #[test]
     fn admission_budget_closes_the_connection_that_grows_past_it() {
-        let l = Limits {
+        let mut a = Admission::new(&Limits {
             preauth_buffer_bytes: 65536,
             ..limits()
-        };
-        let mut a = Admission::new(&l);
+        });
         let mut t1 = a.admit(v4(10, 0, 0, 1)).unwrap();
         let mut t2 = a.admit(v4(10, 0, 0, 2)).unwrap();
         assert!(a.buffered(&mut t1, 40_000));
