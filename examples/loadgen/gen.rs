@@ -568,6 +568,14 @@ impl FlowReport {
         self.missing == 0 && self.duplicates == 0 && self.closed == 0 && self.acked > 0
     }
 
+    /// The count fields of a JSON line: `"acked":…,"refused":…,"notifications":…,"secs":…`.
+    fn counts_json(&self) -> String {
+        format!(
+            "\"acked\":{},\"refused\":{},\"notifications\":{},\"secs\":{:.3}",
+            self.acked, self.refused, self.notifications, self.secs
+        )
+    }
+
     /// The latency fields of a JSON line: `"pub_p50_us":…,…,"e2e_p99_us":…`.
     fn latency_json(&self) -> String {
         format!(
@@ -1106,16 +1114,13 @@ pub fn fanout(o: &Opts) -> Res<FlowReport> {
     let rate = r.notifications as f64 / r.secs;
     let cpu_per = r.cpu_us as f64 / r.notifications.max(1) as f64;
     println!(
-        "{{\"bench\":\"fanout\",\"server\":\"{}\",\"proto\":\"{}\",\"subs\":{},\"window\":{},\"payload\":{},\"acked\":{},\"refused\":{},\"notifications\":{},\"secs\":{:.3},\"notif_per_s\":{:.0},{},\"cpu_us_per_notif\":{:.2},\"rss_kib\":{},{}}}",
+        "{{\"bench\":\"fanout\",\"server\":\"{}\",\"proto\":\"{}\",\"subs\":{},\"window\":{},\"payload\":{},{},\"notif_per_s\":{:.0},{},\"cpu_us_per_notif\":{:.2},\"rss_kib\":{},{}}}",
         o.name,
         kind(o),
         o.count,
         o.window,
         o.payload,
-        r.acked,
-        r.refused,
-        r.notifications,
-        r.secs,
+        r.counts_json(),
         rate,
         r.latency_json(),
         cpu_per,
@@ -1141,15 +1146,12 @@ pub fn fanin(o: &Opts) -> Res<FlowReport> {
     let r = flow(&o2, o.count, 1)?;
     let rate = r.acked as f64 / r.secs;
     println!(
-        "{{\"bench\":\"fanin\",\"server\":\"{}\",\"proto\":\"{}\",\"publishers\":{},\"window\":{},\"acked\":{},\"refused\":{},\"notifications\":{},\"secs\":{:.3},\"pub_per_s\":{:.0},{},\"cpu_us_per_pub\":{:.2},{}}}",
+        "{{\"bench\":\"fanin\",\"server\":\"{}\",\"proto\":\"{}\",\"publishers\":{},\"window\":{},{},\"pub_per_s\":{:.0},{},\"cpu_us_per_pub\":{:.2},{}}}",
         o.name,
         kind(o),
         o.count,
         o.window,
-        r.acked,
-        r.refused,
-        r.notifications,
-        r.secs,
+        r.counts_json(),
         rate,
         r.latency_json(),
         r.cpu_us as f64 / r.acked.max(1) as f64,

@@ -294,7 +294,7 @@ mod tests {
         // Each row: the <set> content (`{max}` stands for the largest max), the page limit
         // and the window expected.
         let big = usize::MAX;
-        let rows: [(&str, usize, Result<(usize, usize), PubSubError>); 14] = [
+        let rows = [
             // The issue 10 repro: index 1 with the largest max.
             ("<index>1</index>{max}", big, Ok((1, 5))),
             ("<index>5</index>{max}", big, Ok((5, 5))),
