@@ -98,23 +98,34 @@ pub enum UserAction {
     Passwd(UserPasswdArgs),
 }
 
-/// Create an account. The password comes from --password-file, from stdin when it is not a
-/// terminal, or from --password (visible to other users in `ps`).
-#[derive(FromArgs, Debug, PartialEq)]
-#[argh(subcommand, name = "add")]
-pub struct UserAddArgs {
-    /// account JID (user@domain) or local part
-    #[argh(positional)]
-    pub jid: String,
-    /// the password (visible in `ps`; prefer --password-file or stdin)
-    #[argh(option)]
-    pub password: Option<String>,
-    /// file whose first line is the password
-    #[argh(option)]
-    pub password_file: Option<PathBuf>,
-    /// configuration file (default: built-in defaults)
-    #[argh(option, short = 'c')]
-    pub config: Option<PathBuf>,
+/// Defines the arguments of a `user` command that sets a password (`add`, `passwd`): the
+/// same flags, written once.
+macro_rules! user_password_args {
+    ($(#[$meta:meta])* $name:ident) => {
+        #[derive(FromArgs, Debug, PartialEq)]
+        $(#[$meta])*
+        pub struct $name {
+            /// account JID (user@domain) or local part
+            #[argh(positional)]
+            pub jid: String,
+            /// the password (visible in `ps`; prefer --password-file or stdin)
+            #[argh(option)]
+            pub password: Option<String>,
+            /// file whose first line is the password
+            #[argh(option)]
+            pub password_file: Option<PathBuf>,
+            /// configuration file (default: built-in defaults)
+            #[argh(option, short = 'c')]
+            pub config: Option<PathBuf>,
+        }
+    };
+}
+
+user_password_args! {
+    /// Create an account. The password comes from --password-file, from stdin when it is not a
+    /// terminal, or from --password (visible to other users in `ps`).
+    #[argh(subcommand, name = "add")]
+    UserAddArgs
 }
 
 /// Delete an account and its subscriptions.
@@ -138,22 +149,10 @@ pub struct UserListArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Change an account's password. The password is read as for `user add`.
-#[derive(FromArgs, Debug, PartialEq)]
-#[argh(subcommand, name = "passwd")]
-pub struct UserPasswdArgs {
-    /// account JID (user@domain) or local part
-    #[argh(positional)]
-    pub jid: String,
-    /// the password (visible in `ps`; prefer --password-file or stdin)
-    #[argh(option)]
-    pub password: Option<String>,
-    /// file whose first line is the password
-    #[argh(option)]
-    pub password_file: Option<PathBuf>,
-    /// configuration file (default: built-in defaults)
-    #[argh(option, short = 'c')]
-    pub config: Option<PathBuf>,
+user_password_args! {
+    /// Change an account's password. The password is read as for `user add`.
+    #[argh(subcommand, name = "passwd")]
+    UserPasswdArgs
 }
 
 /// The connection flags of every client command, in help order, written once: the doc is

@@ -410,6 +410,22 @@ mod tests {
         Limits::default()
     }
 
+    /// Admission for `max_connections` with `reserve_percent` kept for authenticated
+    /// sessions and no per-address cap that matters.
+    fn admission(max_connections: usize, reserve_percent: usize) -> Admission {
+        Admission::new(&Limits {
+            max_connections,
+            authenticated_reserve_percent: reserve_percent,
+            preauth_per_address: 100,
+            ..limits()
+        })
+    }
+
+    /// A throttle with the default limits, the address it is tested with, and the start.
+    fn throttle() -> (Throttle, AddrKey, Instant) {
+        (Throttle::new(&limits()), v4(10, 0, 0, 1), Instant::now())
+    }
+
     #[test]
     fn ipv6_peers_count_by_64_prefix_and_mapped_ipv4_as_ipv4() {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
@@ -425,9 +441,7 @@ mod tests {
 
     #[test]
     fn throttle_delay_doubles_up_to_the_cap_and_spaces_attempts() {
-        let mut t = Throttle::new(&limits());
-        let k = v4(10, 0, 0, 1);
-        let t0 = Instant::now();
+        let (mut t, k, t0) = throttle();
         assert_eq!(t.gate(k, t0), None, "no failure, no wait");
         let f = t.failed(k, t0);
         assert_eq!((f.failures, f.wait), (1, Duration::from_millis(250)));
@@ -451,9 +465,7 @@ mod tests {
 
     #[test]
     fn throttle_parallel_failures_from_one_address_add_up_within_a_window() {
-        let mut t = Throttle::new(&limits());
-        let k = v4(10, 0, 0, 1);
-        let t0 = Instant::now();
+        let (mut t, k, t0) = throttle();
         // Eight connections fail at the same instant: their delays queue up.
         let mut last = Duration::ZERO;
         for _ in 0..8 {
@@ -469,9 +481,7 @@ mod tests {
 
     #[test]
     fn throttle_decays_and_success_clears() {
-        let mut t = Throttle::new(&limits());
-        let k = v4(10, 0, 0, 1);
-        let t0 = Instant::now();
+        let (mut t, k, t0) = throttle();
         for _ in 0..4 {
             t.failed(k, t0);
         }
@@ -489,11 +499,10 @@ mod tests {
 
     #[test]
     fn throttle_table_is_bounded_and_forgets_the_oldest() {
-        let l = Limits {
+        let mut t = Throttle::new(&Limits {
             auth_throttle_entries: 3,
             ..limits()
-        };
-        let mut t = Throttle::new(&l);
+        });
         let t0 = Instant::now();
         for i in 0..3u8 {
             t.failed(v4(10, 0, 0, i), t0 + Duration::from_secs(u64::from(i)));
@@ -516,12 +525,11 @@ mod tests {
 
     #[test]
     fn throttle_can_be_disabled() {
-        let l = Limits {
+        let mut t = Throttle::new(&Limits {
             auth_throttle_base_ms: 0,
             auth_throttle_max_ms: 0,
             ..limits()
-        };
-        let mut t = Throttle::new(&l);
+        });
         let k = v4(10, 0, 0, 1);
         let now = Instant::now();
         assert_eq!(t.failed(k, now).wait, Duration::ZERO);
@@ -543,13 +551,7 @@ mod tests {
 
     #[test]
     fn admission_counts_before_the_task_runs_so_max_connections_holds() {
-        let l = Limits {
-            max_connections: 10,
-            authenticated_reserve_percent: 0,
-            preauth_per_address: 100,
-            ..limits()
-        };
-        let mut a = Admission::new(&l);
+        let mut a = admission(10, 0);
         let k = v4(10, 0, 0, 1);
         let mut tickets: Vec<Ticket> = (0..10).map(|_| a.admit(k).expect("room")).collect();
         assert_eq!(a.admit(k).unwrap_err(), Refusal::Full);
@@ -560,11 +562,10 @@ mod tests {
 
     #[test]
     fn admission_caps_unauthenticated_connections_per_address() {
-        let l = Limits {
+        let mut a = Admission::new(&Limits {
             preauth_per_address: 2,
             ..limits()
-        };
-        let mut a = Admission::new(&l);
+        });
         let (x, y) = (v4(10, 0, 0, 1), v4(10, 0, 0, 2));
         let mut t1 = a.admit(x).unwrap();
         let t2 = a.admit(x).unwrap();
@@ -583,13 +584,7 @@ mod tests {
 
     #[test]
     fn admission_reserves_slots_for_authenticated_sessions() {
-        let l = Limits {
-            max_connections: 10,
-            authenticated_reserve_percent: 20,
-            preauth_per_address: 100,
-            ..limits()
-        };
-        let mut a = Admission::new(&l);
+        let mut a = admission(10, 20);
         let k = v4(10, 0, 0, 1);
         let mut t: Vec<Ticket> = (0..8).map(|_| a.admit(k).unwrap()).collect();
         assert_eq!(a.admit(k).unwrap_err(), Refusal::PreAuthFull);
@@ -604,11 +599,10 @@ mod tests {
 
     #[test]
     fn admission_budget_closes_the_connection_that_grows_past_it() {
-        let l = Limits {
+        let mut a = Admission::new(&Limits {
             preauth_buffer_bytes: 65536,
             ..limits()
-        };
-        let mut a = Admission::new(&l);
+        });
         let mut t1 = a.admit(v4(10, 0, 0, 1)).unwrap();
         let mut t2 = a.admit(v4(10, 0, 0, 2)).unwrap();
         assert!(a.buffered(&mut t1, 40_000));

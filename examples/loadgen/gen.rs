@@ -567,6 +567,41 @@ impl FlowReport {
     pub fn exactly_once(&self) -> bool {
         self.missing == 0 && self.duplicates == 0 && self.closed == 0 && self.acked > 0
     }
+
+    /// The count fields of a JSON line: `"acked":…,"refused":…,"notifications":…,"secs":…`.
+    fn counts_json(&self) -> String {
+        format!(
+            "\"acked\":{},\"refused\":{},\"notifications\":{},\"secs\":{:.3}",
+            self.acked, self.refused, self.notifications, self.secs
+        )
+    }
+
+    /// The latency fields of a JSON line: `"pub_p50_us":…,…,"e2e_p99_us":…`.
+    fn latency_json(&self) -> String {
+        format!(
+            "\"pub_p50_us\":{},\"pub_p99_us\":{},\"e2e_p50_us\":{},\"e2e_p99_us\":{}",
+            self.pub_lat.0, self.pub_lat.1, self.e2e_lat.0, self.e2e_lat.1
+        )
+    }
+
+    /// The delivery fields that end a JSON line: `"missing":…,…,"exactly_once":…`.
+    fn delivery_json(&self) -> String {
+        format!(
+            "\"missing\":{},\"duplicates\":{},\"subscribers_closed\":{},\"exactly_once\":{}",
+            self.missing,
+            self.duplicates,
+            self.closed,
+            self.exactly_once()
+        )
+    }
+
+    /// The latencies for the human summary line.
+    fn latency_text(&self) -> String {
+        format!(
+            "pub p50/p99 {}/{} us  e2e p50/p99 {}/{} us",
+            self.pub_lat.0, self.pub_lat.1, self.e2e_lat.0, self.e2e_lat.1
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -657,6 +692,23 @@ fn mqtt_publish(o: &Opts, p: usize, seq: usize, t: u64, pid: u16) -> Vec<u8> {
     mqtt_packet(0x32, &body)
 }
 
+/// Reads what `s` has into `buf`; `None` if nothing came within `tick` (the caller's loop
+/// then looks at its deadlines again).
+async fn read_within(
+    s: &mut Async<TcpStream>,
+    buf: &mut [u8],
+    tick: Duration,
+) -> Res<Option<usize>> {
+    smol::future::or(
+        async { s.read(buf).await.map(Some).map_err(|e| e.to_string()) },
+        async {
+            smol::Timer::after(tick).await;
+            Ok(None)
+        },
+    )
+    .await
+}
+
 /// Publisher task: `items` publishes with at most `window` outstanding, until `deadline`.
 async fn publisher(
     o: Rc<Opts>,
@@ -695,17 +747,9 @@ async fn publisher(
                 "publisher {p}: {outstanding} publishes never acknowledged"
             ));
         }
-        let n = smol::future::or(
-            async { s.read(&mut buf).await.map_err(|e| e.to_string()) },
-            async {
-                smol::Timer::after(Duration::from_millis(500)).await;
-                Ok(usize::MAX)
-            },
-        )
-        .await?;
-        if n == usize::MAX {
+        let Some(n) = read_within(&mut s, &mut buf, Duration::from_millis(500)).await? else {
             continue;
-        }
+        };
         if n == 0 {
             return Err(format!("publisher {p}: server closed"));
         }
@@ -797,17 +841,9 @@ async fn subscriber(
         if Instant::now() >= deadline {
             break;
         }
-        let n = smol::future::or(
-            async { s.read(&mut buf).await.map_err(|e| e.to_string()) },
-            async {
-                smol::Timer::after(Duration::from_millis(200)).await;
-                Ok(usize::MAX)
-            },
-        )
-        .await?;
-        if n == usize::MAX {
+        let Some(n) = read_within(&mut s, &mut buf, Duration::from_millis(200)).await? else {
             continue;
-        }
+        };
         if n == 0 {
             // Counted (FlowReport::closed) rather than an error: what it got until then
             // is part of the figures.
@@ -1078,37 +1114,25 @@ pub fn fanout(o: &Opts) -> Res<FlowReport> {
     let rate = r.notifications as f64 / r.secs;
     let cpu_per = r.cpu_us as f64 / r.notifications.max(1) as f64;
     println!(
-        "{{\"bench\":\"fanout\",\"server\":\"{}\",\"proto\":\"{}\",\"subs\":{},\"window\":{},\"payload\":{},\"acked\":{},\"refused\":{},\"notifications\":{},\"secs\":{:.3},\"notif_per_s\":{:.0},\"pub_p50_us\":{},\"pub_p99_us\":{},\"e2e_p50_us\":{},\"e2e_p99_us\":{},\"cpu_us_per_notif\":{:.2},\"rss_kib\":{},\"missing\":{},\"duplicates\":{},\"subscribers_closed\":{},\"exactly_once\":{}}}",
+        "{{\"bench\":\"fanout\",\"server\":\"{}\",\"proto\":\"{}\",\"subs\":{},\"window\":{},\"payload\":{},{},\"notif_per_s\":{:.0},{},\"cpu_us_per_notif\":{:.2},\"rss_kib\":{},{}}}",
         o.name,
         kind(o),
         o.count,
         o.window,
         o.payload,
-        r.acked,
-        r.refused,
-        r.notifications,
-        r.secs,
+        r.counts_json(),
         rate,
-        r.pub_lat.0,
-        r.pub_lat.1,
-        r.e2e_lat.0,
-        r.e2e_lat.1,
+        r.latency_json(),
         cpu_per,
         r.rss_kib,
-        r.missing,
-        r.duplicates,
-        r.closed,
-        r.exactly_once()
+        r.delivery_json()
     );
     eprintln!(
-        "  fanout {:>9} subs={:<5} {:>9.0} notif/s  pub p50/p99 {}/{} us  e2e p50/p99 {}/{} us  {:.2} us CPU/notif  exactly-once={}",
+        "  fanout {:>9} subs={:<5} {:>9.0} notif/s  {}  {:.2} us CPU/notif  exactly-once={}",
         o.name,
         o.count,
         rate,
-        r.pub_lat.0,
-        r.pub_lat.1,
-        r.e2e_lat.0,
-        r.e2e_lat.1,
+        r.latency_text(),
         cpu_per,
         r.exactly_once()
     );
@@ -1122,35 +1146,23 @@ pub fn fanin(o: &Opts) -> Res<FlowReport> {
     let r = flow(&o2, o.count, 1)?;
     let rate = r.acked as f64 / r.secs;
     println!(
-        "{{\"bench\":\"fanin\",\"server\":\"{}\",\"proto\":\"{}\",\"publishers\":{},\"window\":{},\"acked\":{},\"refused\":{},\"notifications\":{},\"secs\":{:.3},\"pub_per_s\":{:.0},\"pub_p50_us\":{},\"pub_p99_us\":{},\"e2e_p50_us\":{},\"e2e_p99_us\":{},\"cpu_us_per_pub\":{:.2},\"missing\":{},\"duplicates\":{},\"subscribers_closed\":{},\"exactly_once\":{}}}",
+        "{{\"bench\":\"fanin\",\"server\":\"{}\",\"proto\":\"{}\",\"publishers\":{},\"window\":{},{},\"pub_per_s\":{:.0},{},\"cpu_us_per_pub\":{:.2},{}}}",
         o.name,
         kind(o),
         o.count,
         o.window,
-        r.acked,
-        r.refused,
-        r.notifications,
-        r.secs,
+        r.counts_json(),
         rate,
-        r.pub_lat.0,
-        r.pub_lat.1,
-        r.e2e_lat.0,
-        r.e2e_lat.1,
+        r.latency_json(),
         r.cpu_us as f64 / r.acked.max(1) as f64,
-        r.missing,
-        r.duplicates,
-        r.closed,
-        r.exactly_once()
+        r.delivery_json()
     );
     eprintln!(
-        "  fanin  {:>9} pubs={:<4} {:>9.0} pub/s  pub p50/p99 {}/{} us  e2e p50/p99 {}/{} us  exactly-once={}",
+        "  fanin  {:>9} pubs={:<4} {:>9.0} pub/s  {}  exactly-once={}",
         o.name,
         o.count,
         rate,
-        r.pub_lat.0,
-        r.pub_lat.1,
-        r.e2e_lat.0,
-        r.e2e_lat.1,
+        r.latency_text(),
         r.exactly_once()
     );
     Ok(r)

@@ -97,12 +97,20 @@ fn sorted_set(mut v: Vec<&str>) -> Vec<&str> {
     v
 }
 
-/// The members of `want` that are not in `have`, in `want`'s order.
-fn not_in<'a>(want: &[&'a str], have: &[Rc<str>]) -> Vec<&'a str> {
-    want.iter()
+/// A new edge list `want` against the current one `have`: the members of `want` to add, in
+/// `want`'s order, and the members of `have` to drop, in `have`'s order.
+fn diff<'a>(want: &[&'a str], have: &[Rc<str>]) -> (Vec<&'a str>, Vec<Rc<str>>) {
+    let added = want
+        .iter()
         .copied()
         .filter(|w| !have.iter().any(|h| &**h == *w))
-        .collect()
+        .collect();
+    let dropped = have
+        .iter()
+        .filter(|h| !want.contains(&&***h))
+        .cloned()
+        .collect();
+    (added, dropped)
 }
 
 /// `Ok` if `may` allows the edge `parent` → `child`, else [`DagError::Forbidden`].
@@ -319,6 +327,17 @@ impl Dag {
     /// Structural checks for a new edge `parent → child` (not the parent-count bound, which
     /// depends on the other edges of the same operation).
     fn check_edge(&self, parent: &str, child: &str) -> Result<(), DagError> {
+        self.check_edge_with(parent, child, true)
+    }
+
+    /// [`Dag::check_edge`]; the parent's `children_max` only if `per_edge_max` (not when
+    /// the caller checks it on a whole new list).
+    fn check_edge_with(
+        &self,
+        parent: &str,
+        child: &str,
+        per_edge_max: bool,
+    ) -> Result<(), DagError> {
         if child == ROOT {
             return Err(DagError::Root);
         }
@@ -333,6 +352,7 @@ impl Dag {
             return Err(DagError::NotACollection(parent.to_owned()));
         }
         if parent != ROOT
+            && per_edge_max
             && p.children_max.is_some_and(|max| p.children.len() >= max)
             && p.children.binary_search_by(|c| (**c).cmp(child)).is_err()
         {
@@ -345,6 +365,22 @@ impl Dag {
             });
         }
         Ok(())
+    }
+
+    /// The checks of one added association, in the order their errors are reported:
+    /// [`Dag::check_edge_with`], the child's bound on parents, then the policy `may`.
+    fn check_association(
+        &self,
+        parent: &str,
+        child: &str,
+        per_edge_max: bool,
+        may: &mut dyn FnMut(&str, &str) -> bool,
+    ) -> Result<(), DagError> {
+        self.check_edge_with(parent, child, per_edge_max)?;
+        if self.explicit_parents(child) >= self.max_parents {
+            return Err(DagError::TooManyParents(child.to_owned()));
+        }
+        permit(may, parent, child)
     }
 
     /// Add the edge (checked by the caller), taking the child out of the root if the new
@@ -528,11 +564,7 @@ impl Dag {
             // The root is only ever an implicit, sole parent.
             return Err(DagError::Root);
         }
-        self.check_edge(parent, child)?;
-        if self.explicit_parents(child) >= self.max_parents {
-            return Err(DagError::TooManyParents(child.to_owned()));
-        }
-        permit(may, parent, child)?;
+        self.check_association(parent, child, true, may)?;
         let mut ev = Vec::new();
         self.link(parent, &ck, &mut ev);
         Ok(ev)
@@ -576,21 +608,19 @@ impl Dag {
         if want.len() > self.max_parents {
             return Err(DagError::TooManyParents(child.to_owned()));
         }
-        let have: Vec<Rc<str>> = self.parents(child).to_vec();
-        let added = not_in(&want, &have);
+        let (added, dropped) = diff(&want, self.parents(child));
         for p in &added {
             self.check_edge(p, child)?;
             permit(may, p, child)?;
         }
         let mut ev = Vec::new();
-        // Add first so the node never passes through the root needlessly.
+        // Add first so the node never passes through the root needlessly; the root itself is
+        // left by `link`, never dropped here (that would orphan a node with no new parent).
         for p in added {
             self.link(p, &ck, &mut ev);
         }
-        for h in have {
-            if &*h != ROOT && !want.contains(&&*h) {
-                self.unlink(&h, &ck, &mut ev);
-            }
+        for h in dropped.iter().filter(|h| &***h != ROOT) {
+            self.unlink(h, &ck, &mut ev);
         }
         Ok(ev)
     }
@@ -618,29 +648,14 @@ impl Dag {
         {
             return Err(DagError::ChildrenMax(parent.to_owned()));
         }
-        let have: Vec<Rc<str>> = self.children(parent).to_vec();
-        let added = not_in(&want, &have);
+        let (added, dropped) = diff(&want, self.children(parent));
         for c in &added {
             // children_max is checked on the final list above, not per edge.
-            let max = self
-                .nodes
-                .get_mut(parent)
-                .and_then(|e| e.children_max.take());
-            let r = self.check_edge(parent, c);
-            if let Some(e) = self.nodes.get_mut(parent) {
-                e.children_max = max;
-            }
-            r?;
-            if self.explicit_parents(c) >= self.max_parents {
-                return Err(DagError::TooManyParents((*c).to_owned()));
-            }
-            permit(may, parent, c)?;
+            self.check_association(parent, c, false, may)?;
         }
         let mut ev = Vec::new();
-        for h in have {
-            if !want.contains(&&*h) {
-                self.unlink(parent, &h, &mut ev);
-            }
+        for h in &dropped {
+            self.unlink(parent, h, &mut ev);
         }
         for c in added {
             let ck = self.key(c)?;

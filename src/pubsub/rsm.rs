@@ -291,56 +291,35 @@ mod tests {
     fn windows_stay_inside_the_result() {
         let w = |inner: &str, limit: usize| page(inner, limit).and_then(|p| p.window(&IDS));
         let max = "<max>18446744073709551615</max>";
-        // The issue 10 repro: index 1 with the largest max.
-        assert_eq!(
-            w(&format!("<index>1</index>{max}"), usize::MAX).map(bounds),
-            Ok((1, 5))
-        );
-        assert_eq!(
-            w(&format!("<index>5</index>{max}"), usize::MAX).map(bounds),
-            Ok((5, 5))
-        );
-        assert_eq!(
-            w(
-                &format!("<index>18446744073709551615</index>{max}"),
-                usize::MAX
-            )
-            .map(bounds),
-            Ok((5, 5))
-        );
-        assert_eq!(
-            w(&format!("<after>e</after>{max}"), usize::MAX).map(bounds),
-            Ok((5, 5))
-        );
-        assert_eq!(
-            w(&format!("<after>a</after>{max}"), usize::MAX).map(bounds),
-            Ok((1, 5))
-        );
-        assert_eq!(
-            w(&format!("<before/>{max}"), usize::MAX).map(bounds),
-            Ok((0, 5))
-        );
-        assert_eq!(
-            w(&format!("<before>a</before>{max}"), usize::MAX).map(bounds),
-            Ok((0, 0))
-        );
-        assert_eq!(
-            w("<before>d</before><max>2</max>", 10).map(bounds),
-            Ok((1, 3))
-        );
-        assert_eq!(w("<max>2</max>", 10).map(bounds), Ok((0, 2)));
-        assert_eq!(w("", 3).map(bounds), Ok((0, 3)));
-        assert_eq!(w("<after>zz</after>", 3), Err(PubSubError::ItemNotFound));
-        assert_eq!(w("<before>zz</before>", 3), Err(PubSubError::ItemNotFound));
-        // Precedence: before, then after, then index.
-        assert_eq!(
-            w("<before>c</before><after>a</after><index>4</index>", 10).map(bounds),
-            Ok((0, 2))
-        );
-        assert_eq!(
-            w("<after>a</after><index>4</index>", 10).map(bounds),
-            Ok((1, 5))
-        );
+        // Each row: the <set> content (`{max}` stands for the largest max), the page limit
+        // and the window expected.
+        let big = usize::MAX;
+        let rows = [
+            // The issue 10 repro: index 1 with the largest max.
+            ("<index>1</index>{max}", big, Ok((1, 5))),
+            ("<index>5</index>{max}", big, Ok((5, 5))),
+            ("<index>18446744073709551615</index>{max}", big, Ok((5, 5))),
+            ("<after>e</after>{max}", big, Ok((5, 5))),
+            ("<after>a</after>{max}", big, Ok((1, 5))),
+            ("<before/>{max}", big, Ok((0, 5))),
+            ("<before>a</before>{max}", big, Ok((0, 0))),
+            ("<before>d</before><max>2</max>", 10, Ok((1, 3))),
+            ("<max>2</max>", 10, Ok((0, 2))),
+            ("", 3, Ok((0, 3))),
+            ("<after>zz</after>", 3, Err(PubSubError::ItemNotFound)),
+            ("<before>zz</before>", 3, Err(PubSubError::ItemNotFound)),
+            // Precedence: before, then after, then index.
+            (
+                "<before>c</before><after>a</after><index>4</index>",
+                10,
+                Ok((0, 2)),
+            ),
+            ("<after>a</after><index>4</index>", 10, Ok((1, 5))),
+        ];
+        for (inner, limit, expected) in rows {
+            let inner = inner.replace("{max}", max);
+            assert_eq!(w(&inner, limit).map(bounds), expected, "{inner}");
+        }
         // An empty result.
         let empty = page(&format!("<index>1</index>{max}"), usize::MAX)
             .and_then(|p| p.window(&[]))

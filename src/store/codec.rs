@@ -30,11 +30,10 @@ const FLAG_ASK_OUT: u8 = 0b001;
 const FLAG_PENDING_IN: u8 = 0b010;
 /// Roster flag: a name (handle) field follows.
 const FLAG_HAS_NAME: u8 = 0b100;
-/// All flags this version knows; any other bit set means the value is damaged.
 /// The row only records a pending inbound subscription request; the user never added the
 /// contact (RFC 6121 §3.1.3: such a contact is not shown in roster results or pushes).
 const FLAG_NOT_IN_ROSTER: u8 = 0b1000;
-/// Every flag this version knows; others mean a newer writer or corruption.
+/// All flags this version knows; any other bit set means a newer writer or a damaged value.
 const KNOWN_FLAGS: u8 = FLAG_ASK_OUT | FLAG_PENDING_IN | FLAG_HAS_NAME | FLAG_NOT_IN_ROSTER;
 
 /// Separator between the owner and the contact in a `rosters` key. Usernames and JIDs
@@ -323,10 +322,7 @@ pub(super) fn encode_meta_u32(value: u32) -> [u8; 4] {
 
 /// Decodes a `meta` `u32`.
 pub(super) fn decode_meta_u32(bytes: &[u8]) -> Result<u32, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let value = r.u32()?;
-    r.finish()?;
-    Ok(value)
+    decode_meta(bytes, Reader::u32)
 }
 
 /// Encodes a `meta` `u64`.
@@ -336,8 +332,16 @@ pub(super) fn encode_meta_u64(value: u64) -> [u8; 8] {
 
 /// Decodes a `meta` `u64`.
 pub(super) fn decode_meta_u64(bytes: &[u8]) -> Result<u64, DecodeError> {
+    decode_meta(bytes, Reader::u64)
+}
+
+/// Decodes a `meta` value that is the one field `read` reads, with nothing after it.
+fn decode_meta<'a, T>(
+    bytes: &'a [u8],
+    read: fn(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     let mut r = Reader::new(bytes);
-    let value = r.u64()?;
+    let value = read(&mut r)?;
     r.finish()?;
     Ok(value)
 }
