@@ -52,6 +52,21 @@ fn send(r: &mut Router, from: &Jid, xml: &str) {
     r.route(from, e);
 }
 
+/// A XEP-0199 ping: `<iq type='get'>` with `id` to `to`.
+fn ping(id: &str, to: &str) -> String {
+    format!("<iq type='get' id='{id}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")
+}
+
+/// An empty `<message/>` of type `ty` with `id` to `to`.
+fn msg(ty: &str, id: &str, to: &str) -> String {
+    format!("<message type='{ty}' id='{id}' to='{to}'/>")
+}
+
+/// An empty `<presence/>` of type `ty` to `to`.
+fn presence_to(ty: &str, to: &str) -> String {
+    format!("<presence to='{to}' type='{ty}'/>")
+}
+
 /// The defined condition of a stanza error (`""` if there is none).
 fn condition(e: &Element) -> String {
     e.elements()
@@ -64,8 +79,14 @@ fn condition(e: &Element) -> String {
         .unwrap_or_default()
 }
 
+/// The values of the attributes named in `names` (space-separated) of `e`, in order.
+fn attrs<'e>(e: &'e Element, names: &str) -> Vec<Option<&'e str>> {
+    names.split(' ').map(|n| e.attr(n)).collect()
+}
+
 /// Asserts that `out` is exactly one error reply of kind `name` with `condition`, addressed
 /// to `to` and from `from`; returns it.
+#[track_caller]
 fn single_error(out: &[Element], name: &str, cond: &str, to: &Jid, from: &str) -> Element {
     assert_eq!(out.len(), 1, "one error reply expected: {out:?}");
     let e = &out[0];
@@ -75,6 +96,32 @@ fn single_error(out: &[Element], name: &str, cond: &str, to: &Jid, from: &str) -
     assert_eq!(e.attr("to"), Some(to.as_str()), "{e:?}");
     assert_eq!(e.attr("from"), Some(from), "{e:?}");
     e.clone()
+}
+
+/// Routes `xml` from `from` and asserts that `ob` (`from`'s outbox) gets exactly one error
+/// reply with `cond`, of the stanza's kind, to `from` and from the stanza's `to`; returns it.
+#[track_caller]
+fn bounced(r: &mut Router, from: &Jid, ob: &Outbox, xml: &str, cond: &str) -> Element {
+    let sent = Element::parse(xml).expect("test stanza parses");
+    send(r, from, xml);
+    let to = sent.attr("to").unwrap_or_default();
+    single_error(&drained(ob), &sent.name, cond, from, to)
+}
+
+/// Routes `xml` from `from` and asserts that nothing lands in `ob`.
+#[track_caller]
+fn unanswered(r: &mut Router, from: &Jid, ob: &Outbox, xml: &str) {
+    send(r, from, xml);
+    let got = drained(ob);
+    assert!(got.is_empty(), "{xml} answered: {got:?}");
+}
+
+/// The one stanza queued in `ob` (asserts there is exactly one).
+#[track_caller]
+fn one(ob: &Outbox) -> Element {
+    let got = drained(ob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    got[0].clone()
 }
 
 /// Puts a roster item `user` → `contact` straight into the store (before `user` binds:
@@ -122,15 +169,12 @@ mod sessions {
         assert_eq!(a2.as_str(), "alice@localhost/laptop");
         assert_eq!(r.session_count(), 2);
         // Each is reachable by its full JID, and only it.
-        send(
-            &mut r,
-            &a1,
-            "<iq type='get' id='p1' to='alice@localhost/laptop'><ping xmlns='urn:xmpp:ping'/></iq>",
+        send(&mut r, &a1, &ping("p1", "alice@localhost/laptop"));
+        let got = one(&o2);
+        assert_eq!(
+            attrs(&got, "id from"),
+            [Some("p1"), Some("alice@localhost/phone")]
         );
-        let got = drained(&o2);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].attr("id"), Some("p1"));
-        assert_eq!(got[0].attr("from"), Some("alice@localhost/phone"));
         assert!(drained(&o1).is_empty());
         assert!(o1.kicked().is_none() && o2.kicked().is_none());
     }
@@ -149,18 +193,8 @@ mod sessions {
         assert_eq!(r.session_count(), 2);
         assert!(o1.kicked().is_none() && o2.kicked().is_none());
         // The refused resource is not reachable.
-        send(
-            &mut r,
-            &a2,
-            "<iq type='get' id='x' to='alice@localhost/three'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
-        single_error(
-            &drained(&o2),
-            "iq",
-            "service-unavailable",
-            &a2,
-            "alice@localhost/three",
-        );
+        let p = ping("x", "alice@localhost/three");
+        bounced(&mut r, &a2, &o2, &p, "service-unavailable");
         // Another account has its own allowance.
         assert!(r.bind("bob", false, Some("one"), 4, outbox()).is_ok());
     }
@@ -177,30 +211,18 @@ mod sessions {
         let (old, o_old) = bind(&mut r, "alice", "desk", 2);
         let (new, o_new) = bind(&mut r, "alice", "desk", 3);
         assert_eq!(old, new);
-        assert_eq!(
-            o_old.kicked(),
-            Some(Kick::Stream(StreamCondition::Conflict))
-        );
+        let conflict = Kick::Stream(StreamCondition::Conflict);
+        assert_eq!(o_old.kicked(), Some(conflict));
         assert!(o_new.kicked().is_none());
         assert_eq!(r.session_count(), 3);
-        send(
-            &mut r,
-            &bob,
-            "<iq type='get' id='q' to='alice@localhost/desk'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
+        send(&mut r, &bob, &ping("q", "alice@localhost/desk"));
         assert_eq!(drained(&o_new).len(), 1);
         assert!(drained(&o_old).is_empty());
         // The replaced connection ends: the new session is kept.
         r.unbind(&old, 2);
         assert_eq!(r.session_count(), 3);
-        send(
-            &mut r,
-            &bob,
-            "<iq type='get' id='q2' to='alice@localhost/desk'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
-        let got = drained(&o_new);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].attr("id"), Some("q2"));
+        send(&mut r, &bob, &ping("q2", "alice@localhost/desk"));
+        assert_eq!(one(&o_new).attr("id"), Some("q2"));
         assert!(drained(&ob).is_empty());
     }
 
@@ -214,11 +236,10 @@ mod sessions {
         let (_old, _o_old) = online(&mut r, "alice", "desk", 1, "<presence/>");
         drained(&ob);
         let (_new, _o_new) = bind(&mut r, "alice", "desk", 2);
-        let got = drained(&ob);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].name, "presence");
-        assert_eq!(got[0].attr("type"), Some("unavailable"));
-        assert_eq!(got[0].attr("from"), Some("alice@localhost/desk"));
+        let got = one(&ob);
+        assert_eq!(got.name, "presence");
+        let want = [Some("unavailable"), Some("alice@localhost/desk")];
+        assert_eq!(attrs(&got, "type from"), want);
     }
 
     /// After unbind the resource is gone: an IQ to it gets `service-unavailable`
@@ -228,21 +249,14 @@ mod sessions {
         let (mut r, _s) = world();
         let (alice, oa) = bind(&mut r, "alice", "a", 1);
         let (bob, ob) = bind(&mut r, "bob", "b", 2);
-        let ping = "<iq type='get' id='p' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>";
-        send(&mut r, &alice, ping);
+        let p = ping("p", "bob@localhost/b");
+        send(&mut r, &alice, &p);
         assert_eq!(drained(&ob).len(), 1);
         assert!(drained(&oa).is_empty());
         r.unbind(&bob, 2);
         assert_eq!(r.session_count(), 1);
-        send(&mut r, &alice, ping);
+        let e = bounced(&mut r, &alice, &oa, &p, "service-unavailable");
         assert!(drained(&ob).is_empty());
-        let e = single_error(
-            &drained(&oa),
-            "iq",
-            "service-unavailable",
-            &alice,
-            "bob@localhost/b",
-        );
         assert_eq!(e.attr("id"), Some("p"));
         // Unbinding with the wrong connection id does nothing.
         r.unbind(&alice, 77);
@@ -267,29 +281,34 @@ mod presence {
         od: Rc<Outbox>,
     }
 
+    impl Contacts {
+        /// Routes `xml` as sent by alice.
+        fn send(&mut self, xml: &str) {
+            send(&mut self.r, &self.alice, xml);
+        }
+
+        /// Alice becomes available; her and bob's outboxes are cleared.
+        fn alice_available(&mut self) {
+            self.send("<presence/>");
+            drained(&self.oa);
+            drained(&self.ob);
+        }
+    }
+
     fn contacts() -> Contacts {
         let (mut r, store) = world();
+        let alice = "alice@localhost";
         roster_item(&store, "alice", "bob@localhost", Subscription::From);
         roster_item(&store, "alice", "carol@localhost", Subscription::To);
         roster_item(&store, "alice", "dave@localhost", Subscription::None);
-        roster_item(&store, "bob", "alice@localhost", Subscription::To);
-        roster_item(&store, "carol", "alice@localhost", Subscription::From);
-        roster_item(&store, "dave", "alice@localhost", Subscription::None);
+        roster_item(&store, "bob", alice, Subscription::To);
+        roster_item(&store, "carol", alice, Subscription::From);
+        roster_item(&store, "dave", alice, Subscription::None);
         let (alice, oa) = bind(&mut r, "alice", "a", 1);
-        let (_b, ob) = online(
-            &mut r,
-            "bob",
-            "b",
-            2,
-            "<presence><show>away</show></presence>",
-        );
-        let (_c, oc) = online(
-            &mut r,
-            "carol",
-            "c",
-            3,
-            "<presence><status>carol here</status></presence>",
-        );
+        let away = "<presence><show>away</show></presence>";
+        let (_b, ob) = online(&mut r, "bob", "b", 2, away);
+        let here = "<presence><status>carol here</status></presence>";
+        let (_c, oc) = online(&mut r, "carol", "c", 3, here);
         let (_d, od) = online(&mut r, "dave", "d", 4, "<presence/>");
         drained(&oa);
         Contacts {
@@ -308,33 +327,22 @@ mod presence {
     #[test]
     fn initial_presence_broadcast_and_probes() {
         let mut w = contacts();
-        let alice = w.alice.clone();
-        send(
-            &mut w.r,
-            &alice,
-            "<presence><priority>3</priority></presence>",
-        );
-        let to_bob = drained(&w.ob);
-        assert_eq!(to_bob.len(), 1, "{to_bob:?}");
-        assert_eq!(to_bob[0].name, "presence");
-        assert_eq!(to_bob[0].attr("type"), None);
-        assert_eq!(to_bob[0].attr("from"), Some("alice@localhost/a"));
-        assert_eq!(to_bob[0].attr("to"), Some("bob@localhost"));
-        assert!(
-            drained(&w.oc).is_empty(),
-            "carol has no `from` subscription"
-        );
+        w.send("<presence><priority>3</priority></presence>");
+        let to_bob = one(&w.ob);
+        assert_eq!(to_bob.name, "presence");
+        let want = [None, Some("alice@localhost/a"), Some("bob@localhost")];
+        assert_eq!(attrs(&to_bob, "type from to"), want);
+        let to_carol = drained(&w.oc);
+        assert!(to_carol.is_empty(), "carol has no `from` subscription");
         assert!(drained(&w.od).is_empty(), "dave has no subscription");
         let to_alice = drained(&w.oa);
         assert_eq!(to_alice.len(), 1, "only carol's presence: {to_alice:?}");
         let p = &to_alice[0];
         assert_eq!(p.name, "presence");
-        assert_eq!(p.attr("from"), Some("carol@localhost/c"));
-        assert_eq!(p.attr("to"), Some("alice@localhost/a"));
-        assert_eq!(
-            p.child("status", crate::xml::NS_CLIENT).map(|s| s.text()),
-            Some("carol here".to_owned())
-        );
+        let want = [Some("carol@localhost/c"), Some("alice@localhost/a")];
+        assert_eq!(attrs(p, "from to"), want);
+        let status = p.child("status", crate::xml::NS_CLIENT).map(|s| s.text());
+        assert_eq!(status.as_deref(), Some("carol here"));
     }
 
     /// §4.2.2: the account's other available resources get the initial presence too,
@@ -344,11 +352,8 @@ mod presence {
         let mut w = contacts();
         let (a2, o2) = online(&mut w.r, "alice", "a2", 5, "<presence/>");
         drained(&w.ob);
-        let alice = w.alice.clone();
-        send(&mut w.r, &alice, "<presence/>");
-        let to_a2 = drained(&o2);
-        assert_eq!(to_a2.len(), 1, "{to_a2:?}");
-        assert_eq!(to_a2[0].attr("from"), Some("alice@localhost/a"));
+        w.send("<presence/>");
+        assert_eq!(one(&o2).attr("from"), Some("alice@localhost/a"));
         let to_a = drained(&w.oa);
         assert!(
             to_a.iter().any(|p| p.attr("from") == Some(a2.as_str())),
@@ -361,28 +366,16 @@ mod presence {
     #[test]
     fn unavailable_presence_broadcast() {
         let mut w = contacts();
-        let alice = w.alice.clone();
-        send(&mut w.r, &alice, "<presence/>");
-        drained(&w.ob);
-        drained(&w.oa);
-        send(
-            &mut w.r,
-            &alice,
-            "<presence type='unavailable'><status>bye</status></presence>",
-        );
-        let to_bob = drained(&w.ob);
-        assert_eq!(to_bob.len(), 1, "{to_bob:?}");
-        assert_eq!(to_bob[0].attr("type"), Some("unavailable"));
-        assert_eq!(to_bob[0].attr("from"), Some("alice@localhost/a"));
-        assert_eq!(
-            to_bob[0]
-                .child("status", crate::xml::NS_CLIENT)
-                .map(|s| s.text()),
-            Some("bye".to_owned())
-        );
+        w.alice_available();
+        w.send("<presence type='unavailable'><status>bye</status></presence>");
+        let to_bob = one(&w.ob);
+        let want = [Some("unavailable"), Some("alice@localhost/a")];
+        assert_eq!(attrs(&to_bob, "type from"), want);
+        let status = to_bob.child("status", crate::xml::NS_CLIENT);
+        assert_eq!(status.map(|s| s.text()).as_deref(), Some("bye"));
         assert!(drained(&w.oc).is_empty());
         assert!(drained(&w.od).is_empty());
-        send(&mut w.r, &alice, "<presence type='unavailable'/>");
+        w.send("<presence type='unavailable'/>");
         assert!(drained(&w.ob).is_empty(), "already unavailable");
     }
 
@@ -390,14 +383,12 @@ mod presence {
     #[test]
     fn unbind_broadcasts_unavailable() {
         let mut w = contacts();
-        let alice = w.alice.clone();
-        send(&mut w.r, &alice, "<presence/>");
+        w.send("<presence/>");
         drained(&w.ob);
-        w.r.unbind(&alice, 1);
-        let to_bob = drained(&w.ob);
-        assert_eq!(to_bob.len(), 1, "{to_bob:?}");
-        assert_eq!(to_bob[0].attr("type"), Some("unavailable"));
-        assert_eq!(to_bob[0].attr("from"), Some("alice@localhost/a"));
+        w.r.unbind(&w.alice, 1);
+        let to_bob = one(&w.ob);
+        let want = [Some("unavailable"), Some("alice@localhost/a")];
+        assert_eq!(attrs(&to_bob, "type from"), want);
         assert!(drained(&w.oc).is_empty());
     }
 
@@ -408,23 +399,14 @@ mod presence {
         let (mut r, _s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
         let (_d, od) = online(&mut r, "dave", "d", 2, "<presence/>");
-        send(
-            &mut r,
-            &alice,
-            "<presence to='dave@localhost/d'><show>chat</show></presence>",
-        );
-        let got = drained(&od);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].attr("from"), Some("alice@localhost/a"));
-        assert_eq!(got[0].attr("to"), Some("dave@localhost/d"));
-        assert_eq!(got[0].attr("type"), None);
+        let chat = "<presence to='dave@localhost/d'><show>chat</show></presence>";
+        send(&mut r, &alice, chat);
+        let (a, d) = (Some("alice@localhost/a"), Some("dave@localhost/d"));
+        assert_eq!(attrs(&one(&od), "from to type"), [a, d, None]);
         assert!(drained(&oa).is_empty());
         send(&mut r, &alice, "<presence type='unavailable'/>");
-        let got = drained(&od);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].attr("type"), Some("unavailable"));
-        assert_eq!(got[0].attr("from"), Some("alice@localhost/a"));
-        assert_eq!(got[0].attr("to"), Some("dave@localhost/d"));
+        let got = one(&od);
+        assert_eq!(attrs(&got, "type from to"), [Some("unavailable"), a, d]);
     }
 
     /// RFC 6121 §4.7.1 / RFC 6120 §8.3.3.1: a presence of a type RFC 6121 does not define,
@@ -432,22 +414,9 @@ mod presence {
     #[test]
     fn unknown_presence_type_gets_bad_request() {
         let mut w = contacts();
-        let alice = w.alice.clone();
-        send(&mut w.r, &alice, "<presence/>");
-        drained(&w.oa);
-        drained(&w.ob);
-        send(
-            &mut w.r,
-            &alice,
-            "<presence type='dance' to='bob@localhost'/>",
-        );
-        single_error(
-            &drained(&w.oa),
-            "presence",
-            "bad-request",
-            &alice,
-            "bob@localhost",
-        );
+        w.alice_available();
+        let dance = "<presence type='dance' to='bob@localhost'/>";
+        bounced(&mut w.r, &w.alice, &w.oa, dance, "bad-request");
         assert!(drained(&w.ob).is_empty());
     }
 
@@ -456,34 +425,22 @@ mod presence {
     #[test]
     fn presence_to_the_pubsub_service_is_ignored() {
         let mut w = contacts();
-        let alice = w.alice.clone();
-        send(&mut w.r, &alice, "<presence/>");
-        drained(&w.oa);
-        drained(&w.ob);
+        w.alice_available();
         for p in [
             "<presence to='pubsub.localhost'/>",
             "<presence to='pubsub.localhost' type='dance'/>",
             "<presence to='pubsub.localhost' type='subscribe'/>",
             "<presence to='pubsub.localhost' type='probe'/>",
         ] {
-            send(&mut w.r, &alice, p);
-            assert!(drained(&w.oa).is_empty(), "{p}: answered");
+            unanswered(&mut w.r, &w.alice, &w.oa, p);
             assert!(drained(&w.ob).is_empty(), "{p}: delivered");
         }
         // The subscription request left no roster item.
-        send(
-            &mut w.r,
-            &alice,
-            "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
-        );
-        let reply = drained(&w.oa);
-        assert_eq!(reply.len(), 1, "{reply:?}");
-        let q = reply[0].child("query", "jabber:iq:roster").expect("roster");
-        assert!(
-            q.elements()
-                .all(|i| i.attr("jid") != Some("pubsub.localhost")),
-            "{q:?}"
-        );
+        w.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+        let reply = one(&w.oa);
+        let q = reply.child("query", "jabber:iq:roster").expect("roster");
+        let listed = |i: &Element| i.attr("jid") == Some("pubsub.localhost");
+        assert!(!q.elements().any(listed), "{q:?}");
     }
 
     /// §3.1: a subscription handshake through presence stanzas gives alice a `to`
@@ -493,43 +450,26 @@ mod presence {
         let (mut r, _s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
         let (bob, ob) = online(&mut r, "bob", "b", 2, "<presence/>");
-        send(
-            &mut r,
-            &alice,
-            "<presence to='bob@localhost' type='subscribe'/>",
-        );
+        // Whether `got` holds a presence of type `ty` from `from`.
+        let has = |got: &[Element], ty: Option<&str>, from: &str| {
+            got.iter().any(|p| {
+                p.name == "presence" && p.attr("type") == ty && p.attr("from") == Some(from)
+            })
+        };
+        let (subscribe, subscribed) = (Some("subscribe"), Some("subscribed"));
+        send(&mut r, &alice, &presence_to("subscribe", "bob@localhost"));
         let req = drained(&ob);
-        assert!(
-            req.iter().any(|p| p.name == "presence"
-                && p.attr("type") == Some("subscribe")
-                && p.attr("from") == Some("alice@localhost")),
-            "{req:?}"
-        );
+        assert!(has(&req, subscribe, "alice@localhost"), "{req:?}");
         drained(&oa);
-        send(
-            &mut r,
-            &bob,
-            "<presence to='alice@localhost' type='subscribed'/>",
-        );
+        send(&mut r, &bob, &presence_to("subscribed", "alice@localhost"));
         let got = drained(&oa);
-        assert!(
-            got.iter().any(|p| p.name == "presence"
-                && p.attr("type") == Some("subscribed")
-                && p.attr("from") == Some("bob@localhost")),
-            "{got:?}"
-        );
-        assert!(
-            got.iter().any(|p| p.name == "presence"
-                && p.attr("type").is_none()
-                && p.attr("from") == Some("bob@localhost/b")),
-            "bob's presence after the approval: {got:?}"
-        );
+        assert!(has(&got, subscribed, "bob@localhost"), "{got:?}");
+        let after = "bob's presence after the approval";
+        assert!(has(&got, None, "bob@localhost/b"), "{after}: {got:?}");
         // Bob now has a `from` subscription: his presence updates reach alice.
         drained(&ob);
         send(&mut r, &bob, "<presence><show>dnd</show></presence>");
-        let got = drained(&oa);
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got[0].attr("from"), Some("bob@localhost/b"));
+        assert_eq!(one(&oa).attr("from"), Some("bob@localhost/b"));
     }
 }
 
@@ -546,28 +486,42 @@ mod messages {
         obs: Vec<Rc<Outbox>>,
     }
 
+    impl Bob {
+        /// Routes `xml` as sent by alice.
+        fn send(&mut self, xml: &str) {
+            send(&mut self.r, &self.alice, xml);
+        }
+
+        /// What each of bob's resources got (and takes it out).
+        fn got(&self) -> Vec<Vec<Element>> {
+            self.obs.iter().map(|o| drained(o)).collect()
+        }
+    }
+
     fn bob() -> Bob {
         let (mut r, _s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
         let mut obs = Vec::new();
-        for (i, (res, prio)) in [("b1", 5), ("b2", 5), ("b3", 1), ("neg", -1)]
-            .into_iter()
-            .enumerate()
-        {
-            let (_j, o) = online(
-                &mut r,
-                "bob",
-                res,
-                10 + i as u64,
-                &format!("<presence><priority>{prio}</priority></presence>"),
-            );
-            obs.push(o);
+        let resources = [("b1", 5), ("b2", 5), ("b3", 1), ("neg", -1)];
+        for (conn, (res, prio)) in (10..).zip(resources) {
+            let p = format!("<presence><priority>{prio}</priority></presence>");
+            obs.push(online(&mut r, "bob", res, conn, &p).1);
         }
         for o in &obs {
             drained(o);
         }
         drained(&oa);
         Bob { r, alice, oa, obs }
+    }
+
+    /// Alice (available, alone) sends a chat message to `to`, answered with
+    /// `service-unavailable`, then a headline to `to`, not answered.
+    fn chat_bounced_headline_dropped(to: &str) {
+        let (mut r, _s) = world();
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let m = msg("chat", "m", to);
+        bounced(&mut r, &alice, &oa, &m, "service-unavailable");
+        unanswered(&mut r, &alice, &oa, &msg("headline", "h", to));
     }
 
     fn ids(out: &[Element]) -> Vec<&str> {
@@ -578,26 +532,17 @@ mod messages {
     #[test]
     fn to_a_full_jid_reaches_that_resource_only() {
         let mut w = bob();
-        let alice = w.alice.clone();
-        send(
-            &mut w.r,
-            &alice,
-            "<message type='chat' id='m1' to='bob@localhost/b3'><body>hi</body></message>",
-        );
-        let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+        w.send("<message type='chat' id='m1' to='bob@localhost/b3'><body>hi</body></message>");
+        let got = w.got();
         assert_eq!(ids(&got[2]), ["m1"]);
-        assert_eq!(got[2][0].attr("to"), Some("bob@localhost/b3"));
-        assert_eq!(got[2][0].attr("from"), Some("alice@localhost/a"));
+        let want = [Some("bob@localhost/b3"), Some("alice@localhost/a")];
+        assert_eq!(attrs(&got[2][0], "to from"), want);
         assert!(
             got[0].is_empty() && got[1].is_empty() && got[3].is_empty(),
             "{got:?}"
         );
         // Even a negative-priority resource gets what is addressed to it.
-        send(
-            &mut w.r,
-            &alice,
-            "<message type='chat' id='m2' to='bob@localhost/neg'/>",
-        );
+        w.send(&msg("chat", "m2", "bob@localhost/neg"));
         assert_eq!(ids(&drained(&w.obs[3])), ["m2"]);
         assert!(drained(&w.oa).is_empty());
     }
@@ -607,16 +552,12 @@ mod messages {
     #[test]
     fn to_a_bare_jid_reaches_the_highest_priority_resources() {
         let mut w = bob();
-        let alice = w.alice.clone();
         for (id, ty) in [("c", "chat"), ("n", "normal")] {
-            send(
-                &mut w.r,
-                &alice,
-                &format!(
-                    "<message type='{ty}' id='{id}' to='bob@localhost'><body>x</body></message>"
-                ),
-            );
-            let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+            let body = "<body>x</body>";
+            w.send(&format!(
+                "<message type='{ty}' id='{id}' to='bob@localhost'>{body}</message>"
+            ));
+            let got = w.got();
             assert_eq!(ids(&got[0]), [id], "{ty}");
             assert_eq!(ids(&got[1]), [id], "{ty}");
             assert!(got[2].is_empty(), "{ty}: lower priority: {:?}", got[2]);
@@ -629,16 +570,10 @@ mod messages {
     #[test]
     fn headline_to_a_bare_jid_reaches_all_non_negative_resources() {
         let mut w = bob();
-        let alice = w.alice.clone();
-        send(
-            &mut w.r,
-            &alice,
-            "<message type='headline' id='h' to='bob@localhost'/>",
-        );
-        let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
-        assert_eq!(ids(&got[0]), ["h"]);
-        assert_eq!(ids(&got[1]), ["h"]);
-        assert_eq!(ids(&got[2]), ["h"]);
+        w.send(&msg("headline", "h", "bob@localhost"));
+        let got = w.got();
+        let got_ids: Vec<Vec<&str>> = got[..3].iter().map(|g| ids(g)).collect();
+        assert_eq!(got_ids, [["h"]; 3]);
         assert!(got[3].is_empty(), "negative priority: {:?}", got[3]);
     }
 
@@ -649,26 +584,11 @@ mod messages {
     fn negative_priority_only_counts_as_offline() {
         let (mut r, _s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
-        let (_b, ob) = online(
-            &mut r,
-            "bob",
-            "b",
-            2,
-            "<presence><priority>-1</priority></presence>",
-        );
-        send(
-            &mut r,
-            &alice,
-            "<message type='chat' id='m' to='bob@localhost'/>",
-        );
+        let neg = "<presence><priority>-1</priority></presence>";
+        let (_b, ob) = online(&mut r, "bob", "b", 2, neg);
+        let m = msg("chat", "m", "bob@localhost");
+        bounced(&mut r, &alice, &oa, &m, "service-unavailable");
         assert!(drained(&ob).is_empty());
-        single_error(
-            &drained(&oa),
-            "message",
-            "service-unavailable",
-            &alice,
-            "bob@localhost",
-        );
     }
 
     /// §8.5.2.2: to an account with no available resource (bound but not available, or
@@ -680,21 +600,13 @@ mod messages {
         let (_c, oc) = bind(&mut r, "carol", "c", 2); // bound, never available
         for to in ["bob@localhost", "carol@localhost"] {
             for (id, ty) in [("c", Some("chat")), ("n", Some("normal")), ("none", None)] {
-                let ty_attr = ty.map(|t| format!(" type='{t}'")).unwrap_or_default();
-                send(
-                    &mut r,
-                    &alice,
-                    &format!("<message{ty_attr} id='{id}' to='{to}'><body>x</body></message>"),
-                );
-                let e = single_error(&drained(&oa), "message", "service-unavailable", &alice, to);
+                let ty = ty.map(|t| format!(" type='{t}'")).unwrap_or_default();
+                let m = format!("<message{ty} id='{id}' to='{to}'><body>x</body></message>");
+                let e = bounced(&mut r, &alice, &oa, &m, "service-unavailable");
                 assert_eq!(e.attr("id"), Some(id));
             }
-            send(
-                &mut r,
-                &alice,
-                &format!("<message type='headline' id='h' to='{to}'/>"),
-            );
-            assert!(drained(&oa).is_empty(), "headline to {to} answered");
+            let h = msg("headline", "h", to);
+            unanswered(&mut r, &alice, &oa, &h);
         }
         assert!(drained(&oc).is_empty());
     }
@@ -703,26 +615,7 @@ mod messages {
     /// (headline: nothing).
     #[test]
     fn to_a_nonexistent_account() {
-        let (mut r, _s) = world();
-        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
-        send(
-            &mut r,
-            &alice,
-            "<message type='chat' id='m' to='nobody@localhost'/>",
-        );
-        single_error(
-            &drained(&oa),
-            "message",
-            "service-unavailable",
-            &alice,
-            "nobody@localhost",
-        );
-        send(
-            &mut r,
-            &alice,
-            "<message type='headline' id='h' to='nobody@localhost'/>",
-        );
-        assert!(drained(&oa).is_empty());
+        chat_bounced_headline_dropped("nobody@localhost");
     }
 
     /// §8.5.3.2.1: a chat message to a full JID whose resource is not bound is treated as
@@ -730,13 +623,8 @@ mod messages {
     #[test]
     fn to_a_missing_resource_falls_back_to_the_bare_jid() {
         let mut w = bob();
-        let alice = w.alice.clone();
-        send(
-            &mut w.r,
-            &alice,
-            "<message type='chat' id='m' to='bob@localhost/gone'/>",
-        );
-        let got: Vec<Vec<Element>> = w.obs.iter().map(|o| drained(o)).collect();
+        w.send(&msg("chat", "m", "bob@localhost/gone"));
+        let got = w.got();
         assert_eq!(ids(&got[0]), ["m"]);
         assert_eq!(ids(&got[1]), ["m"]);
         assert!(got[2].is_empty() && got[3].is_empty());
@@ -748,31 +636,10 @@ mod messages {
     #[test]
     fn groupchat_to_a_bare_jid_is_bounced() {
         let mut w = bob();
-        let alice = w.alice.clone();
-        send(
-            &mut w.r,
-            &alice,
-            "<message type='groupchat' id='g' to='bob@localhost'/>",
-        );
-        single_error(
-            &drained(&w.oa),
-            "message",
-            "service-unavailable",
-            &alice,
-            "bob@localhost",
-        );
-        send(
-            &mut w.r,
-            &alice,
-            "<message type='groupchat' id='g2' to='bob@localhost/gone'/>",
-        );
-        single_error(
-            &drained(&w.oa),
-            "message",
-            "service-unavailable",
-            &alice,
-            "bob@localhost/gone",
-        );
+        for (id, to) in [("g", "bob@localhost"), ("g2", "bob@localhost/gone")] {
+            let m = msg("groupchat", id, to);
+            bounced(&mut w.r, &w.alice, &w.oa, &m, "service-unavailable");
+        }
         for o in &w.obs {
             assert!(drained(o).is_empty());
         }
@@ -784,18 +651,8 @@ mod messages {
     fn to_a_remote_domain() {
         let (mut r, _s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
-        send(
-            &mut r,
-            &alice,
-            "<message type='chat' id='m' to='romeo@example.net/x'/>",
-        );
-        let e = single_error(
-            &drained(&oa),
-            "message",
-            "remote-server-not-found",
-            &alice,
-            "romeo@example.net/x",
-        );
+        let m = msg("chat", "m", "romeo@example.net/x");
+        let e = bounced(&mut r, &alice, &oa, &m, "remote-server-not-found");
         assert_eq!(e.attr("id"), Some("m"));
     }
 
@@ -804,6 +661,7 @@ mod messages {
     fn error_messages_are_never_bounced() {
         let (mut r, _s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        let error = format!("<error type='cancel'><item-not-found xmlns='{NS_STANZAS}'/></error>");
         for to in [
             "bob@localhost",
             "bob@localhost/gone",
@@ -812,14 +670,8 @@ mod messages {
             "localhost",
             "pubsub.localhost",
         ] {
-            send(
-                &mut r,
-                &alice,
-                &format!(
-                    "<message type='error' id='e' to='{to}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
-                ),
-            );
-            assert!(drained(&oa).is_empty(), "error message to {to} bounced");
+            let m = format!("<message type='error' id='e' to='{to}'>{error}</message>");
+            unanswered(&mut r, &alice, &oa, &m);
         }
     }
 
@@ -827,26 +679,7 @@ mod messages {
     /// headline nothing.
     #[test]
     fn to_the_domain() {
-        let (mut r, _s) = world();
-        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
-        send(
-            &mut r,
-            &alice,
-            "<message type='chat' id='m' to='localhost'/>",
-        );
-        single_error(
-            &drained(&oa),
-            "message",
-            "service-unavailable",
-            &alice,
-            "localhost",
-        );
-        send(
-            &mut r,
-            &alice,
-            "<message type='headline' id='h' to='localhost'/>",
-        );
-        assert!(drained(&oa).is_empty());
+        chat_bounced_headline_dropped("localhost");
     }
 }
 
@@ -856,42 +689,63 @@ mod server_iq {
     use super::*;
     use crate::proto::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION};
 
-    fn alice() -> (Router, Jid, Rc<Outbox>) {
-        let (mut r, _s) = world();
-        let (a, oa) = bind(&mut r, "alice", "a", 1);
-        (r, a, oa)
+    /// Alice, bound (not available), and her outbox.
+    struct Alice {
+        r: Router,
+        a: Jid,
+        oa: Rc<Outbox>,
     }
 
-    /// The one result to `id`, from the domain to `to`.
-    fn result(out: &[Element], id: &str, to: &Jid) -> Element {
-        assert_eq!(out.len(), 1, "{out:?}");
-        let e = &out[0];
-        assert_eq!(e.name, "iq");
-        assert_eq!(e.attr("type"), Some("result"), "{e:?}");
-        assert_eq!(e.attr("id"), Some(id));
-        assert_eq!(e.attr("to"), Some(to.as_str()));
-        assert_eq!(e.attr("from"), Some("localhost"));
-        e.clone()
+    impl Alice {
+        /// Routes `xml` from alice; the one result to `id`, from the domain to alice.
+        #[track_caller]
+        fn result(&mut self, xml: &str, id: &str) -> Element {
+            send(&mut self.r, &self.a, xml);
+            let e = one(&self.oa);
+            assert_eq!(e.name, "iq");
+            assert_eq!(e.attr("type"), Some("result"), "{e:?}");
+            assert_eq!(e.attr("id"), Some(id));
+            assert_eq!(e.attr("to"), Some(self.a.as_str()));
+            assert_eq!(e.attr("from"), Some("localhost"));
+            e
+        }
+
+        /// Routes `xml` from alice; the one error reply with `cond` (see `bounced`).
+        #[track_caller]
+        fn bounced(&mut self, xml: &str, cond: &str) -> Element {
+            bounced(&mut self.r, &self.a, &self.oa, xml, cond)
+        }
+
+        /// Routes `xml` from alice and asserts nothing comes back.
+        #[track_caller]
+        fn unanswered(&mut self, xml: &str) {
+            unanswered(&mut self.r, &self.a, &self.oa, xml);
+        }
+    }
+
+    fn alice() -> Alice {
+        let (mut r, _s) = world();
+        let (a, oa) = bind(&mut r, "alice", "a", 1);
+        Alice { r, a, oa }
+    }
+
+    /// A get of the query `ns` with `id` to the domain.
+    fn query(id: &str, ns: &str) -> String {
+        format!("<iq type='get' id='{id}' to='localhost'><query xmlns='{ns}'/></iq>")
     }
 
     /// XEP-0030 §3.1: disco#info of the domain: the server/im identity and exactly the
     /// features the server answers.
     #[test]
     fn disco_info_lists_identity_and_features() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            &format!("<iq type='get' id='i' to='localhost'><query xmlns='{NS_DISCO_INFO}'/></iq>"),
-        );
-        let e = result(&drained(&oa), "i", &a);
+        let e = alice().result(&query("i", NS_DISCO_INFO), "i");
         let q = e.child("query", NS_DISCO_INFO).expect("query");
-        let identities: Vec<(Option<&str>, Option<&str>, Option<&str>)> = q
+        let identities: Vec<Vec<Option<&str>>> = q
             .elements()
             .filter(|c| c.name == "identity")
-            .map(|c| (c.attr("category"), c.attr("type"), c.attr("name")))
+            .map(|c| attrs(c, "category type name"))
             .collect();
-        assert_eq!(identities, [(Some("server"), Some("im"), Some("Kinglet"))]);
+        assert_eq!(identities, [[Some("server"), Some("im"), Some("Kinglet")]]);
         let mut features: Vec<&str> = q
             .elements()
             .filter(|c| c.name == "feature")
@@ -906,13 +760,7 @@ mod server_iq {
     /// XEP-0030 §4.1: disco#items of the domain lists the pub-sub service.
     #[test]
     fn disco_items_lists_the_pubsub_service() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            &format!("<iq type='get' id='d' to='localhost'><query xmlns='{NS_DISCO_ITEMS}'/></iq>"),
-        );
-        let e = result(&drained(&oa), "d", &a);
+        let e = alice().result(&query("d", NS_DISCO_ITEMS), "d");
         let q = e.child("query", NS_DISCO_ITEMS).expect("query");
         let items: Vec<Option<&str>> = q.elements().map(|i| i.attr("jid")).collect();
         assert_eq!(items, [Some("pubsub.localhost")]);
@@ -921,58 +769,32 @@ mod server_iq {
     /// XEP-0199 §4.2: a ping to the server gets an empty result.
     #[test]
     fn ping_answers_result() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            &format!("<iq type='get' id='p' to='localhost'><ping xmlns='{NS_PING}'/></iq>"),
-        );
-        let e = result(&drained(&oa), "p", &a);
+        let e = alice().result(&ping("p", "localhost"), "p");
         assert_eq!(e.elements().count(), 0, "{e:?}");
     }
 
     /// XEP-0092: the version query names Kinglet and this build's version.
     #[test]
     fn version_names_kinglet() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            &format!("<iq type='get' id='v' to='localhost'><query xmlns='{NS_VERSION}'/></iq>"),
-        );
-        let e = result(&drained(&oa), "v", &a);
+        let e = alice().result(&query("v", NS_VERSION), "v");
         let q = e.child("query", NS_VERSION).expect("query");
-        assert_eq!(
-            q.child("name", NS_VERSION).map(|n| n.text()),
-            Some("Kinglet".to_owned())
-        );
-        assert_eq!(
-            q.child("version", NS_VERSION).map(|n| n.text()),
-            Some(env!("CARGO_PKG_VERSION").to_owned())
-        );
+        let text = |name| q.child(name, NS_VERSION).map(|n| n.text());
+        assert_eq!(text("name").as_deref(), Some("Kinglet"));
+        assert_eq!(text("version").as_deref(), Some(env!("CARGO_PKG_VERSION")));
     }
 
     /// RFC 6120 §8.4: a request the server does not understand gets
     /// `service-unavailable` (also a `set` of a query it only answers as `get`).
     #[test]
     fn unknown_payload_gets_service_unavailable() {
-        let (mut r, a, oa) = alice();
-        for (id, iq) in [
-            (
-                "u1",
-                "<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:nothing'/></iq>",
-            ),
-            (
-                "u2",
-                "<iq type='set' id='u2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-            ),
-            (
-                "u3",
-                "<iq type='set' id='u3' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
-            ),
+        let mut w = alice();
+        for (id, ty, payload) in [
+            ("u1", "get", "<query xmlns='urn:example:nothing'/>"),
+            ("u2", "set", "<ping xmlns='urn:xmpp:ping'/>"),
+            ("u3", "set", "<query xmlns='jabber:iq:version'/>"),
         ] {
-            send(&mut r, &a, iq);
-            let e = single_error(&drained(&oa), "iq", "service-unavailable", &a, "localhost");
+            let iq = format!("<iq type='{ty}' id='{id}' to='localhost'>{payload}</iq>");
+            let e = w.bounced(&iq, "service-unavailable");
             assert_eq!(e.attr("id"), Some(id));
         }
     }
@@ -980,85 +802,52 @@ mod server_iq {
     /// RFC 6120 §8.2.3: an IQ needs an `id` and one of the four types; else `bad-request`.
     #[test]
     fn iq_without_id_or_with_unknown_type_gets_bad_request() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            "<iq type='get' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
-        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
-        assert_eq!(e.attr("id"), None);
-        send(
-            &mut r,
-            &a,
-            "<iq type='fetch' id='t' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
-        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
-        assert_eq!(e.attr("id"), Some("t"));
-        send(
-            &mut r,
-            &a,
-            "<iq id='t2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
-        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
-        assert_eq!(e.attr("id"), Some("t2"));
+        let mut w = alice();
+        let ping = "<ping xmlns='urn:xmpp:ping'/>";
+        for (id, head) in [
+            (None, "type='get'"),
+            (Some("t"), "type='fetch' id='t'"),
+            (Some("t2"), "id='t2'"),
+        ] {
+            let iq = format!("<iq {head} to='localhost'>{ping}</iq>");
+            assert_eq!(w.bounced(&iq, "bad-request").attr("id"), id);
+        }
     }
 
     /// RFC 6120 §8.2.3: a get or set carries exactly one payload; two (or none) get
     /// `bad-request`.
     #[test]
     fn iq_get_with_two_children_gets_bad_request() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            "<iq type='get' id='two' to='localhost'><ping xmlns='urn:xmpp:ping'/><query xmlns='jabber:iq:version'/></iq>",
-        );
-        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
-        assert_eq!(e.attr("id"), Some("two"));
-        send(&mut r, &a, "<iq type='get' id='zero' to='localhost'/>");
-        let e = single_error(&drained(&oa), "iq", "bad-request", &a, "localhost");
-        assert_eq!(e.attr("id"), Some("zero"));
+        let mut w = alice();
+        let two = "<ping xmlns='urn:xmpp:ping'/><query xmlns='jabber:iq:version'/>";
+        let iq = format!("<iq type='get' id='two' to='localhost'>{two}</iq>");
+        assert_eq!(w.bounced(&iq, "bad-request").attr("id"), Some("two"));
+        let iq = "<iq type='get' id='zero' to='localhost'/>";
+        assert_eq!(w.bounced(iq, "bad-request").attr("id"), Some("zero"));
     }
 
     /// RFC 6120 §8.2.3: results and errors are not requests: the server never answers them.
     #[test]
     fn iq_result_or_error_to_the_server_is_not_answered() {
-        let (mut r, a, oa) = alice();
-        send(&mut r, &a, "<iq type='result' id='r' to='localhost'/>");
-        assert!(drained(&oa).is_empty());
-        send(
-            &mut r,
-            &a,
-            "<iq type='result' id='r2' to='localhost'><query xmlns='jabber:iq:version'/></iq>",
-        );
-        assert!(drained(&oa).is_empty());
-        send(
-            &mut r,
-            &a,
-            "<iq type='error' id='e' to='localhost'><error type='cancel'><feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
-        );
-        assert!(drained(&oa).is_empty());
+        let mut w = alice();
+        w.unanswered("<iq type='result' id='r' to='localhost'/>");
+        let version = "<query xmlns='jabber:iq:version'/>";
+        w.unanswered(&format!(
+            "<iq type='result' id='r2' to='localhost'>{version}</iq>"
+        ));
+        let fni = format!("<feature-not-implemented xmlns='{NS_STANZAS}'/>");
+        let error = format!("<error type='cancel'>{fni}</error>");
+        w.unanswered(&format!(
+            "<iq type='error' id='e' to='localhost'>{error}</iq>"
+        ));
     }
 
     /// No server-to-server support: a request to another domain gets
     /// `remote-server-not-found`; a result to it is dropped.
     #[test]
     fn iq_to_a_remote_domain() {
-        let (mut r, a, oa) = alice();
-        send(
-            &mut r,
-            &a,
-            "<iq type='get' id='x' to='example.net'><ping xmlns='urn:xmpp:ping'/></iq>",
-        );
-        single_error(
-            &drained(&oa),
-            "iq",
-            "remote-server-not-found",
-            &a,
-            "example.net",
-        );
-        send(&mut r, &a, "<iq type='result' id='y' to='example.net'/>");
-        assert!(drained(&oa).is_empty());
+        let mut w = alice();
+        w.bounced(&ping("x", "example.net"), "remote-server-not-found");
+        w.unanswered("<iq type='result' id='y' to='example.net'/>");
     }
 }
