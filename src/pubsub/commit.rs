@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::{Delivery, Directory, Engine};
+use super::{Cx, Delivery, Directory, Engine};
 use crate::config::Config;
 use crate::jid::Jid;
 use crate::outbox::{Backlog, Stanza};
@@ -110,20 +110,14 @@ impl Engine {
         if self.over_bound() || !self.held.deferred.is_empty() {
             return self.defer(from, iq, now_ms);
         }
-        self.handle_iq_held(dir, store, from, iq, now_ms)
+        self.handle_iq_held((dir, store, now_ms), from, iq)
     }
 
     /// Handles a request, holding its outputs if changes are waiting for the disk.
-    fn handle_iq_held(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        from: &Jid,
-        iq: &Element,
-        now_ms: u64,
-    ) -> Vec<Delivery> {
+    fn handle_iq_held(&mut self, cx: Cx<'_>, from: &Jid, iq: &Element) -> Vec<Delivery> {
+        let (_, store, now_ms) = cx;
         let staged = store.pubsub_staged_ops();
-        let out = self.handle_iq_now(dir, store, from, iq, now_ms);
+        let out = self.handle_iq_now(cx, from, iq);
         if out.is_empty() {
             // An IQ result or error to the service: nothing to answer, nothing staged.
             return out;
@@ -154,7 +148,7 @@ impl Engine {
         full: &Jid,
         now_ms: u64,
     ) -> Vec<Delivery> {
-        let out = self.on_available_now(dir, store, full, now_ms);
+        let out = self.on_available_now((dir, store, now_ms), full);
         self.hold_if_waiting(out)
     }
 
@@ -223,7 +217,7 @@ impl Engine {
                 break;
             };
             self.held.deferred_bytes -= d.bytes;
-            out.extend(self.handle_iq_held(dir, store, &d.from, &d.iq, d.now_ms));
+            out.extend(self.handle_iq_held((dir, store, d.now_ms), &d.from, &d.iq));
         }
         out
     }

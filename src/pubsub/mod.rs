@@ -58,7 +58,7 @@ pub use date::{parse_xep0082, xep0082};
 pub use error::PubSubError;
 pub use model::Affiliation;
 pub use pep::PEP_FEATURES;
-use service::{Common, Host, Nobody, Req, Service};
+use service::{Common, Cx, Host, Nobody, Req, Service};
 
 use crate::config::{Config, CreatePolicy, FullPolicy};
 use crate::jid::Jid;
@@ -252,14 +252,7 @@ impl Engine {
     }
 
     /// [`Engine::handle_iq`], without holding the outputs.
-    fn handle_iq_now(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        from: &Jid,
-        iq: &Element,
-        now_ms: u64,
-    ) -> Vec<Delivery> {
+    fn handle_iq_now(&mut self, cx: Cx<'_>, from: &Jid, iq: &Element) -> Vec<Delivery> {
         let ty = iq.attr("type").unwrap_or("");
         if !matches!(ty, "get" | "set") {
             return Vec::new();
@@ -271,9 +264,7 @@ impl Engine {
             Some(t) => Jid::parse(t).ok().map(|j| j.bare()),
         };
         let owner = target.filter(|t| *t != self.generic.jid);
-        self.host(owner.as_ref(), (dir, store, now_ms), |h| {
-            h.handle_iq(from, iq, ty == "set")
-        })
+        self.host(owner.as_ref(), cx, |h| h.handle_iq(from, iq, ty == "set"))
     }
 }
 

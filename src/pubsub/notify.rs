@@ -6,14 +6,8 @@ use super::*;
 
 impl Engine {
     /// [`Engine::on_available`], without holding the outputs.
-    pub(super) fn on_available_now(
-        &mut self,
-        dir: &dyn Directory,
-        store: &dyn Storage,
-        full: &Jid,
-        now_ms: u64,
-    ) -> Vec<Delivery> {
-        self.host(None, (dir, store, now_ms), |h| h.on_available(full, now_ms))
+    pub(super) fn on_available_now(&mut self, cx: Cx<'_>, full: &Jid) -> Vec<Delivery> {
+        self.host(None, cx, |h| h.on_available(full, cx.2))
     }
 
     /// `full` went unavailable (`account_offline`: it was the account's last available

@@ -104,6 +104,10 @@ pub(super) struct Req {
     pub(super) now_ms: u64,
 }
 
+/// What a request runs with besides the host: the rosters and presences, the store, and the
+/// time (ms since the epoch); what [`Engine::host`] puts into the [`Host`].
+pub(super) type Cx<'a> = (&'a dyn Directory, &'a dyn Storage, u64);
+
 /// One host, borrowed for one request (or event), with the request's context (the `Ctx`
 /// of the design): its time, the rosters and presences it may read, the store, and the
 /// notifications it produces (sent after its reply).
@@ -160,10 +164,10 @@ impl Engine {
     pub(super) fn host<T>(
         &mut self,
         owner: Option<&Jid>,
-        ctx: (&dyn Directory, &dyn Storage, u64),
+        cx: Cx<'_>,
         f: impl FnOnce(&mut Host<'_>) -> T,
     ) -> T {
-        let (dir, store, now_ms) = ctx;
+        let (dir, store, now_ms) = cx;
         let Engine {
             common,
             generic,
