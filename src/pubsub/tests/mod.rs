@@ -93,6 +93,9 @@ impl Rosters {
     }
 }
 
+/// What the engine sent for one request: (recipient, stanza) pairs, parsed.
+type Replies = Vec<(String, Element)>;
+
 struct World {
     store: Store,
     config: Config,
@@ -160,20 +163,13 @@ impl World {
     }
 
     /// Send `<iq type=ty>` with `body` from `from`; returns every delivery, parsed.
-    fn iq(&mut self, from: &str, ty: &str, body: &str) -> Vec<(String, Element)> {
+    fn iq(&mut self, from: &str, ty: &str, body: &str) -> Replies {
         self.send_iq('q', from, " to='pubsub.localhost'", ty, body)
     }
 
     /// Send `<iq type=ty id={prefix}{n}{to}>` with `body` from `from` a second after the
     /// previous one; returns every delivery, parsed.
-    fn send_iq(
-        &mut self,
-        prefix: char,
-        from: &str,
-        to: &str,
-        ty: &str,
-        body: &str,
-    ) -> Vec<(String, Element)> {
+    fn send_iq(&mut self, prefix: char, from: &str, to: &str, ty: &str, body: &str) -> Replies {
         self.n += 1;
         self.now += 1000;
         let xml = format!(
@@ -296,7 +292,7 @@ impl World {
         assert_eq!(notes[0].0, to);
     }
 
-    fn subscribe(&mut self, from: &str, node: &str, jid: &str) -> Vec<(String, Element)> {
+    fn subscribe(&mut self, from: &str, node: &str, jid: &str) -> Replies {
         self.ok(
             from,
             "set",
@@ -406,7 +402,7 @@ fn rsm_summary(set: &Element) -> RsmSummary {
 
 impl World {
     /// A message from `from` to the service (an approval form); returns the deliveries.
-    fn message(&mut self, from: &str, body: &str) -> Vec<(String, Element)> {
+    fn message(&mut self, from: &str, body: &str) -> Replies {
         self.now += 1000;
         let xml = format!("<message from='{from}' to='pubsub.localhost'>{body}</message>");
         let m = Element::parse(&xml).expect("test stanza parses");
@@ -418,13 +414,13 @@ impl World {
     }
 
     /// Runs the timer at `self.now`.
-    fn tick(&mut self) -> Vec<(String, Element)> {
+    fn tick(&mut self) -> Replies {
         let out = self.engine.on_tick(&self.rosters, &self.store, self.now);
         parse_out(out)
     }
 
     /// `full` goes unavailable (the last resource of its account when `offline`).
-    fn unavailable(&mut self, full: &str, offline: bool) -> Vec<(String, Element)> {
+    fn unavailable(&mut self, full: &str, offline: bool) -> Replies {
         let j = Jid::parse(full).expect("jid");
         if offline {
             self.rosters.1.remove(j.bare().as_str());
@@ -482,7 +478,7 @@ fn error_of(out: &[(String, Element)]) -> (String, String) {
     (cond, app)
 }
 
-fn parse_out(out: Vec<Delivery>) -> Vec<(String, Element)> {
+fn parse_out(out: Vec<Delivery>) -> Replies {
     out.into_iter()
         .map(|d| {
             let e = Element::parse(&d.stanza.to_text()).unwrap_or_else(|e| {
@@ -545,7 +541,7 @@ impl World {
         form_fields(x).into_iter().collect()
     }
 
-    fn configure(&mut self, from: &str, node: &str, body: &str) -> Vec<(String, Element)> {
+    fn configure(&mut self, from: &str, node: &str, body: &str) -> Replies {
         self.iq(
             from,
             "set",
@@ -555,13 +551,7 @@ impl World {
         )
     }
 
-    fn assoc(
-        &mut self,
-        from: &str,
-        verb: &str,
-        parent: &str,
-        child: &str,
-    ) -> Vec<(String, Element)> {
+    fn assoc(&mut self, from: &str, verb: &str, parent: &str, child: &str) -> Replies {
         self.iq(
             from,
             "set",
@@ -627,25 +617,13 @@ fn multi(var: &str, values: &[&str]) -> String {
 
 impl World {
     /// An IQ to `to` (an account's bare JID; `None`: no `to`, the sender's own account).
-    fn pep_iq(
-        &mut self,
-        from: &str,
-        to: Option<&str>,
-        ty: &str,
-        body: &str,
-    ) -> Vec<(String, Element)> {
+    fn pep_iq(&mut self, from: &str, to: Option<&str>, ty: &str, body: &str) -> Replies {
         let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
         self.send_iq('p', from, &to, ty, body)
     }
 
     /// [`World::pep_iq`] with `inner` in a `<pubsub/>` element.
-    fn pep_pubsub(
-        &mut self,
-        from: &str,
-        to: Option<&str>,
-        ty: &str,
-        inner: &str,
-    ) -> Vec<(String, Element)> {
+    fn pep_pubsub(&mut self, from: &str, to: Option<&str>, ty: &str, inner: &str) -> Replies {
         self.pep_iq(
             from,
             to,
@@ -662,7 +640,7 @@ impl World {
         id: &str,
         payload: &str,
         options: &[(&str, &str)],
-    ) -> Vec<(String, Element)> {
+    ) -> Replies {
         let opts = if options.is_empty() {
             String::new()
         } else {
