@@ -17,7 +17,10 @@ use crate::proto::{
 };
 use crate::router::{ConnId, Router};
 use crate::sasl::{self, SaslFailure, ScramHash, ScramServer};
-use crate::xml::{Element, Frame, Framer, NS_CLIENT, NS_STREAM, STREAM_CLOSE, Writer, XmlLimits};
+use crate::xml::{
+    Element, Frame, Framer, NS_CLIENT, NS_STREAM, STREAM_CLOSE, StreamHeader, Writer, XmlError,
+    XmlLimits,
+};
 
 /// What the connection task must do after a call into the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -408,12 +411,7 @@ impl Session {
         }
     }
 
-    fn xml_error(
-        &mut self,
-        e: &crate::xml::XmlError,
-        router: &mut Router,
-        out: &mut Vec<u8>,
-    ) -> Action {
+    fn xml_error(&mut self, e: &XmlError, router: &mut Router, out: &mut Vec<u8>) -> Action {
         tracing::info!(conn = self.conn, error = %e, "XML error from peer");
         self.stream_error(
             StreamCondition::from_xml_error(e),
@@ -471,12 +469,7 @@ impl Session {
         self.header_sent = true;
     }
 
-    fn on_header(
-        &mut self,
-        h: &crate::xml::StreamHeader,
-        router: &mut Router,
-        out: &mut Vec<u8>,
-    ) -> Action {
+    fn on_header(&mut self, h: &StreamHeader, router: &mut Router, out: &mut Vec<u8>) -> Action {
         if self.header_received {
             return self.stream_error(
                 StreamCondition::NotWellFormed,

@@ -22,6 +22,16 @@ fn each_names_its_key(cases: &[(&str, Setter)]) {
     }
 }
 
+/// A range-check case: the key `limits.<field>` and a setter that puts `value` in it.
+macro_rules! bad {
+    ($field:ident = $value:expr) => {
+        (
+            concat!("limits.", stringify!($field)),
+            (|l: &mut Limits| l.$field = $value) as Setter,
+        )
+    };
+}
+
 #[test]
 fn defaults_match_design() {
     let l = Limits::default();
@@ -146,45 +156,25 @@ fn memory_budget_rows_sum_to_the_total_and_follow_their_keys() {
 #[test]
 fn new_bounds_are_range_checked() {
     let cases: [(&str, Setter); 19] = [
-        ("limits.pubsub_max_parents", |l| l.pubsub_max_parents = 65),
-        ("limits.pubsub_max_whitelist", |l| {
-            l.pubsub_max_whitelist = 0
-        }),
-        ("limits.pubsub_deferred_requests", |l| {
-            l.pubsub_deferred_requests = 0
-        }),
-        ("limits.pubsub_deferred_bytes", |l| {
-            l.pubsub_deferred_bytes = 1000
-        }),
-        ("limits.commit_batch_ops", |l| l.commit_batch_ops = 63),
-        ("limits.commit_batch_bytes", |l| {
-            l.commit_batch_bytes = 1 << 31
-        }),
-        ("limits.roster_deferred_requests", |l| {
-            l.roster_deferred_requests = 0
-        }),
-        ("limits.roster_deferred_bytes", |l| {
-            l.roster_deferred_bytes = 0
-        }),
-        ("limits.directed_presence_max", |l| {
-            l.directed_presence_max = 1025
-        }),
-        ("limits.pep_cache_payload_bytes", |l| {
-            l.pep_cache_payload_bytes = MAX_STANZA_BYTES + 1
-        }),
-        ("limits.collection_max_items", |l| {
-            l.collection_max_items = 0
-        }),
-        ("limits.subscriptions_per_jid", |l| {
-            l.subscriptions_per_jid = 0
-        }),
-        ("limits.caps_cache_entries", |l| l.caps_cache_entries = 0),
-        ("limits.caps_max_pending", |l| l.caps_max_pending = 0),
-        ("limits.caps_max_interests", |l| l.caps_max_interests = 1025),
-        ("limits.caps_max_attr_bytes", |l| l.caps_max_attr_bytes = 28),
-        ("limits.max_auth_failures", |l| l.max_auth_failures = 1),
-        ("limits.read_chunk_bytes", |l| l.read_chunk_bytes = 100),
-        ("limits.max_header_bytes", |l| l.max_header_bytes = 1 << 20),
+        bad!(pubsub_max_parents = 65),
+        bad!(pubsub_max_whitelist = 0),
+        bad!(pubsub_deferred_requests = 0),
+        bad!(pubsub_deferred_bytes = 1000),
+        bad!(commit_batch_ops = 63),
+        bad!(commit_batch_bytes = 1 << 31),
+        bad!(roster_deferred_requests = 0),
+        bad!(roster_deferred_bytes = 0),
+        bad!(directed_presence_max = 1025),
+        bad!(pep_cache_payload_bytes = MAX_STANZA_BYTES + 1),
+        bad!(collection_max_items = 0),
+        bad!(subscriptions_per_jid = 0),
+        bad!(caps_cache_entries = 0),
+        bad!(caps_max_pending = 0),
+        bad!(caps_max_interests = 1025),
+        bad!(caps_max_attr_bytes = 28),
+        bad!(max_auth_failures = 1),
+        bad!(read_chunk_bytes = 100),
+        bad!(max_header_bytes = 1 << 20),
     ];
     each_names_its_key(&cases);
 }
@@ -211,25 +201,17 @@ fn stanza_bytes_range() {
 #[test]
 fn zero_rejected_where_meaningless() {
     let cases: [(&str, Setter); 11] = [
-        ("limits.max_xml_depth", |l| l.max_xml_depth = 0),
-        ("limits.max_connections", |l| l.max_connections = 0),
-        ("limits.outbox_max_stanzas", |l| l.outbox_max_stanzas = 0),
-        ("limits.negotiation_timeout_secs", |l| {
-            l.negotiation_timeout_secs = 0
-        }),
-        ("limits.idle_timeout_secs", |l| l.idle_timeout_secs = 0),
-        ("limits.write_timeout_secs", |l| l.write_timeout_secs = 0),
-        ("limits.max_resources_per_account", |l| {
-            l.max_resources_per_account = 0
-        }),
-        ("limits.max_roster_items", |l| l.max_roster_items = 0),
-        ("limits.pubsub_max_nodes", |l| l.pubsub_max_nodes = 0),
-        ("limits.pubsub_max_item_bytes", |l| {
-            l.pubsub_max_item_bytes = 0
-        }),
-        ("limits.pubsub_max_page_items", |l| {
-            l.pubsub_max_page_items = 0
-        }),
+        bad!(max_xml_depth = 0),
+        bad!(max_connections = 0),
+        bad!(outbox_max_stanzas = 0),
+        bad!(negotiation_timeout_secs = 0),
+        bad!(idle_timeout_secs = 0),
+        bad!(write_timeout_secs = 0),
+        bad!(max_resources_per_account = 0),
+        bad!(max_roster_items = 0),
+        bad!(pubsub_max_nodes = 0),
+        bad!(pubsub_max_item_bytes = 0),
+        bad!(pubsub_max_page_items = 0),
     ];
     each_names_its_key(&cases);
 }

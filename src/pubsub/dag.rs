@@ -49,6 +49,12 @@ mod types;
 
 pub use types::{AssociationPolicy, DagError, Depth, Event, Kind, Route};
 
+/// The association policy the engine passes in: may `parent` (first) take `child`?
+pub type Policy<'a> = &'a mut dyn FnMut(&str, &str) -> bool;
+/// What a change of the graph returns: the edge events to persist and notify, or why it
+/// was refused (nothing changed then).
+pub type Changes = Result<Vec<Event>, DagError>;
+
 /// The node id of the service root collection.
 pub const ROOT: &str = "";
 /// Most `/`-separated segments in a node id whose implicit parents are auto-created. A
@@ -114,11 +120,7 @@ fn diff<'a>(want: &[&'a str], have: &[Rc<str>]) -> (Vec<&'a str>, Vec<Rc<str>>) 
 }
 
 /// `Ok` if `may` allows the edge `parent` → `child`, else [`DagError::Forbidden`].
-fn permit(
-    may: &mut dyn FnMut(&str, &str) -> bool,
-    parent: &str,
-    child: &str,
-) -> Result<(), DagError> {
+fn permit(may: Policy<'_>, parent: &str, child: &str) -> Result<(), DagError> {
     if may(parent, child) {
         Ok(())
     } else {
@@ -374,7 +376,7 @@ impl Dag {
         parent: &str,
         child: &str,
         per_edge_max: bool,
-        may: &mut dyn FnMut(&str, &str) -> bool,
+        may: Policy<'_>,
     ) -> Result<(), DagError> {
         self.check_edge_with(parent, child, per_edge_max)?;
         if self.explicit_parents(child) >= self.max_parents {
@@ -440,13 +442,7 @@ impl Dag {
     /// # Errors
     /// [`DagError::Exists`], [`DagError::TooManyNodes`], [`DagError::TooManyParents`], and
     /// any error of [`Dag::associate`].
-    pub fn create(
-        &mut self,
-        id: &str,
-        kind: Kind,
-        parents: &[&str],
-        may: &mut dyn FnMut(&str, &str) -> bool,
-    ) -> Result<Vec<Event>, DagError> {
+    pub fn create(&mut self, id: &str, kind: Kind, parents: &[&str], may: Policy<'_>) -> Changes {
         if self.nodes.contains_key(id) {
             return Err(DagError::Exists(id.to_owned()));
         }
@@ -491,7 +487,7 @@ impl Dag {
         &mut self,
         id: &str,
         kind: Kind,
-        may: &mut dyn FnMut(&str, &str) -> bool,
+        may: Policy<'_>,
     ) -> Result<(Vec<Rc<str>>, Vec<Event>), DagError> {
         if self.nodes.contains_key(id) {
             return Err(DagError::Exists(id.to_owned()));
@@ -550,12 +546,7 @@ impl Dag {
     /// as child, or as an explicit parent of a node that has others),
     /// [`DagError::ChildrenMax`], [`DagError::TooManyParents`], [`DagError::Cycle`],
     /// [`DagError::Forbidden`].
-    pub fn associate(
-        &mut self,
-        parent: &str,
-        child: &str,
-        may: &mut dyn FnMut(&str, &str) -> bool,
-    ) -> Result<Vec<Event>, DagError> {
+    pub fn associate(&mut self, parent: &str, child: &str, may: Policy<'_>) -> Changes {
         let ck = self.key(child)?;
         if self.parents(child).iter().any(|p| &**p == parent) {
             return Ok(Vec::new());
@@ -575,7 +566,7 @@ impl Dag {
     /// # Errors
     /// [`DagError::NotFound`], [`DagError::NotAssociated`], [`DagError::Root`] (dissociating
     /// from the root: give the node another parent instead).
-    pub fn dissociate(&mut self, parent: &str, child: &str) -> Result<Vec<Event>, DagError> {
+    pub fn dissociate(&mut self, parent: &str, child: &str) -> Changes {
         let ck = self.key(child)?;
         self.key(parent)?;
         if !self.parents(child).iter().any(|p| &**p == parent) {
@@ -597,12 +588,7 @@ impl Dag {
     ///
     /// # Errors
     /// As [`Dag::associate`].
-    pub fn set_parents(
-        &mut self,
-        child: &str,
-        parents: &[&str],
-        may: &mut dyn FnMut(&str, &str) -> bool,
-    ) -> Result<Vec<Event>, DagError> {
+    pub fn set_parents(&mut self, child: &str, parents: &[&str], may: Policy<'_>) -> Changes {
         let ck = self.non_root_key(child)?;
         let want = sorted_set(parents.iter().copied().filter(|p| *p != ROOT).collect());
         if want.len() > self.max_parents {
@@ -631,12 +617,7 @@ impl Dag {
     /// # Errors
     /// [`DagError::ChildrenMax`] if the new list is longer than `children_max`, and the
     /// errors of [`Dag::associate`] for each added child.
-    pub fn set_children(
-        &mut self,
-        parent: &str,
-        children: &[&str],
-        may: &mut dyn FnMut(&str, &str) -> bool,
-    ) -> Result<Vec<Event>, DagError> {
+    pub fn set_children(&mut self, parent: &str, children: &[&str], may: Policy<'_>) -> Changes {
         self.non_root_key(parent)?;
         if self.kind(parent) != Some(Kind::Collection) {
             return Err(DagError::NotACollection(parent.to_owned()));
@@ -711,7 +692,7 @@ impl Dag {
     ///
     /// # Errors
     /// [`DagError::Root`], [`DagError::NotFound`].
-    pub fn remove(&mut self, id: &str) -> Result<Vec<Event>, DagError> {
+    pub fn remove(&mut self, id: &str) -> Changes {
         if id == ROOT {
             return Err(DagError::Root);
         }
@@ -739,7 +720,7 @@ impl Dag {
     ///
     /// # Errors
     /// As [`Dag::remove`].
-    pub fn plan_remove(&self, id: &str) -> Result<Vec<Event>, DagError> {
+    pub fn plan_remove(&self, id: &str) -> Changes {
         if id == ROOT {
             return Err(DagError::Root);
         }

@@ -235,10 +235,7 @@ impl Host<'_> {
         }
         let mut subs = n.subs.clone();
         let tempsub = n.config.tempsub;
-        for s in e
-            .elements()
-            .filter(|x| x.is("subscription", NS_PUBSUB_OWNER))
-        {
+        for s in e.children_named("subscription", NS_PUBSUB_OWNER) {
             let jid = s
                 .attr("jid")
                 .and_then(|j| Jid::parse(j).ok())
@@ -331,10 +328,7 @@ impl Host<'_> {
         }
         let mut affs = n.affs.clone();
         let mut changes: Vec<(String, Affiliation)> = Vec::new();
-        for a in e
-            .elements()
-            .filter(|x| x.is("affiliation", NS_PUBSUB_OWNER))
-        {
+        for a in e.children_named("affiliation", NS_PUBSUB_OWNER) {
             let jid = a
                 .attr("jid")
                 .and_then(|j| Jid::parse(j).ok())

@@ -147,6 +147,15 @@ impl Element {
         })
     }
 
+    /// The direct child elements named `name` in namespace `ns`, in document order.
+    pub fn children_named<'a>(
+        &'a self,
+        name: &'a str,
+        ns: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
+        self.elements().filter(move |e| e.is(name, ns))
+    }
+
     /// Concatenation of the direct text children.
     pub fn text(&self) -> String {
         let mut out = String::new();
