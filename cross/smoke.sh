@@ -162,7 +162,10 @@ unit_one() {
                     # happen under it, so an async-io Timer never fires and this test (the
                     # only one that sleeps on the reactor) hangs. Real MIPS kernels >= 5.1
                     # have the call; armv7 under qemu runs the test.
+                    # The #[should_panic] tests panic by design: with the stub, a panic
+                    # aborts the whole run, so they are skipped here (armv7 runs them).
                     skip=(--skip store::tests::truncated_file_panics_inside_redb
+                        --skip xml::tests::writer_end_without_start_panics
                         --skip pubsub::commit::tests::slow_commit_does_not_stall_other_clients)
                     ;;
             esac
