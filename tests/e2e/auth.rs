@@ -264,8 +264,13 @@ fn unknown_and_known_users_cost_the_same() {
         }
     }
     let (k, u) = (median(&mut known), median(&mut unknown));
+    eprintln!("median PLAIN failure: known {k:?}, unknown {u:?}");
+    // The fastest of each kind is what the check itself costs: other tests running at the
+    // same time only add to a sample (a busy CI machine once made the known median twice
+    // the unknown one), never take from it.
+    let (k, u) = (known[0], unknown[0]);
     let ratio = u.as_secs_f64() / k.as_secs_f64();
-    eprintln!("median PLAIN failure: known {k:?}, unknown {u:?} (ratio {ratio:.2})");
+    eprintln!("fastest PLAIN failure: known {k:?}, unknown {u:?} (ratio {ratio:.2})");
     assert!(
         (0.5..=2.0).contains(&ratio),
         "unknown {u:?} vs known {k:?}: the time tells whether the account exists"
