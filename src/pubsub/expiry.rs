@@ -102,7 +102,7 @@ impl Host<'_> {
                 continue;
             };
             let seqs: Vec<u64> = gone.iter().map(|(s, _)| *s).collect();
-            n.remove_seqs(&seqs);
+            n.remove_seqs(&seqs, &mut self.eng.stored_total);
             if n.config.notify_retract {
                 for (_, id) in gone {
                     let inner = self.items_event(name, &Self::retract_xml(id));

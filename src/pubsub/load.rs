@@ -40,6 +40,7 @@ impl Engine {
                 stored_total: 0,
             },
             generic: Service {
+                jid_attr: service::escaped_attr(service.as_str()),
                 jid: service,
                 limits,
                 nodes: BTreeMap::new(),
@@ -75,14 +76,17 @@ impl Engine {
                     |_| Rc::from(item.publisher.as_str()),
                     |j| Rc::from(j.bare().as_str()),
                 );
-                n.push_item(IndexEntry {
-                    seq,
-                    id: item.id,
-                    published_ms: item.published_ms,
-                    bytes,
-                    stored,
-                    publisher,
-                });
+                n.push_item(
+                    IndexEntry {
+                        seq,
+                        id: item.id,
+                        published_ms: item.published_ms,
+                        bytes,
+                        stored,
+                        publisher,
+                    },
+                    &mut engine.common.stored_total,
+                );
             }
         }
         // Rows of the first format (no SubID) get one now, rewritten in one commit.
@@ -175,8 +179,6 @@ impl Engine {
         let repaired = engine.host(None, (&Nobody, store, 0), |h| h.load_graph());
         engine.common.nodes_total = engine.generic.node_count()
             + engine.pep.values().map(Service::node_count).sum::<usize>();
-        engine.common.stored_total =
-            engine.generic.stored() + engine.pep.values().map(Service::stored).sum::<u64>();
         if !repaired.is_empty() {
             store.pubsub_apply(&repaired).map_err(EngineError::Store)?;
         }

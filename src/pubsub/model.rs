@@ -351,11 +351,14 @@ impl Node {
             (a, b) => a.or(b),
         }
     }
-    pub(super) fn push_item(&mut self, e: IndexEntry) {
+    /// Appends an item; `total` (the engine's bytes of every host, for `store.max_bytes`)
+    /// follows this node's count, as in [`Node::remove_seqs`] and [`Node::clear_items`].
+    pub(super) fn push_item(&mut self, e: IndexEntry, total: &mut u64) {
         self.stored += e.stored;
+        *total += e.stored;
         self.items.push_back(e);
     }
-    pub(super) fn remove_seqs(&mut self, seqs: &[u64]) {
+    pub(super) fn remove_seqs(&mut self, seqs: &[u64], total: &mut u64) {
         let mut freed = 0;
         self.items.retain(|e| {
             let gone = seqs.contains(&e.seq);
@@ -365,12 +368,14 @@ impl Node {
             !gone
         });
         self.stored -= freed;
+        *total = total.saturating_sub(freed);
         if self.config.persist_items && self.items.is_empty() {
             self.last = None;
         }
     }
-    pub(super) fn clear_items(&mut self) {
+    pub(super) fn clear_items(&mut self, total: &mut u64) {
         self.items.clear();
+        *total = total.saturating_sub(self.stored);
         self.stored = 0;
     }
     pub(super) fn record(&self) -> NodeRecord {

@@ -111,7 +111,7 @@ impl Host<'_> {
         }
         for name in &purged {
             if let Some(n) = self.svc.nodes.get_mut(name) {
-                n.clear_items();
+                n.clear_items(&mut self.eng.stored_total);
                 n.last = None;
             }
             let inner = Self::node_event_xml("purge", name);
@@ -144,10 +144,10 @@ impl Host<'_> {
     ) -> Delivery {
         // The envelope is the recipient's own; `inner` (the event payload, with the item)
         // is shared by every recipient of one notification, never copied per subscriber.
-        let mut head = String::with_capacity(96 + self.svc.jid.as_str().len());
+        let mut head = String::with_capacity(96 + self.svc.jid_attr.len());
         let mut w = Writer::new(&mut head);
         w.start("message")
-            .attr("from", self.svc.jid.as_str())
+            .attr_raw("from", Raw(&self.svc.jid_attr))
             .attr("to", to.as_str())
             .attr("type", if headline { "headline" } else { "normal" });
         w.start("event").ns(NS_PUBSUB_EVENT);
@@ -178,7 +178,7 @@ impl Host<'_> {
         if let Some(ms) = delay_ms {
             w.start("delay")
                 .ns(NS_DELAY)
-                .attr("from", self.svc.jid.as_str())
+                .attr_raw("from", Raw(&self.svc.jid_attr))
                 .attr_fmt("stamp", xep0082(ms))
                 .end();
         }

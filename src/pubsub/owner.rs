@@ -126,15 +126,20 @@ impl Host<'_> {
             return Err(e);
         }
         let was_transient = !n.config.persist_items;
-        let n = self.node_mut(&name)?;
+        let total = &mut self.eng.stored_total;
+        let n = self
+            .svc
+            .nodes
+            .get_mut(&name)
+            .ok_or(PubSubError::NodeNotFound)?;
         n.config = cfg;
         if now_transient || to_collection {
-            n.clear_items();
+            n.clear_items(total);
             n.last = None;
         } else if was_transient && n.config.persist_items {
             n.last = None;
         }
-        n.remove_seqs(&drop_seqs);
+        n.remove_seqs(&drop_seqs, total);
         self.sync_parents(&events);
         if self
             .svc
@@ -186,7 +191,9 @@ impl Host<'_> {
         if let Err(e) = self.svc.dag.remove(&name) {
             tracing::error!(node = name, error = %e, "collection graph out of step on delete");
         }
-        self.svc.nodes.remove(&name);
+        if let Some(n) = self.svc.nodes.remove(&name) {
+            self.eng.stored_total = self.eng.stored_total.saturating_sub(n.stored);
+        }
         self.sync_parents(&events);
         self.notify_edges(&events);
         Ok(None)
@@ -208,7 +215,7 @@ impl Host<'_> {
         }
         self.commit(&[PubsubOp::PurgeItems(name.clone())])?;
         if let Some(n) = self.svc.nodes.get_mut(&name) {
-            n.clear_items();
+            n.clear_items(&mut self.eng.stored_total);
             n.last = None;
         }
         let inner = Self::node_event_xml("purge", &name);

@@ -420,9 +420,7 @@ impl Engine {
             .map_err(|_| PubSubError::Internal)?;
         if let Some(svc) = self.pep.remove(owner.as_str()) {
             self.common.nodes_total = self.common.nodes_total.saturating_sub(svc.node_count());
-            if self.common.budget != 0 {
-                self.common.stored_total = self.common.stored_total.saturating_sub(svc.stored());
-            }
+            self.common.stored_total = self.common.stored_total.saturating_sub(svc.stored());
         }
         Ok(())
     }

@@ -192,22 +192,25 @@ impl Host<'_> {
         }
         for (node, seq) in elsewhere.iter().filter(|(n, _)| n != &name) {
             if let Some(n) = self.svc.nodes.get_mut(node) {
-                n.remove_seqs(&[*seq]);
+                n.remove_seqs(&[*seq], &mut self.eng.stored_total);
             }
         }
         let Some(n) = self.svc.nodes.get_mut(&name) else {
             return Err(PubSubError::Internal);
         };
         if cfg.persist_items {
-            n.remove_seqs(&evicted);
-            n.push_item(IndexEntry {
-                seq,
-                id: id.clone(),
-                published_ms: req.now_ms,
-                bytes: cached.payload.len(),
-                stored: cost,
-                publisher: Rc::from(req.bare.as_str()),
-            });
+            n.remove_seqs(&evicted, &mut self.eng.stored_total);
+            n.push_item(
+                IndexEntry {
+                    seq,
+                    id: id.clone(),
+                    published_ms: req.now_ms,
+                    bytes: cached.payload.len(),
+                    stored: cost,
+                    publisher: Rc::from(req.bare.as_str()),
+                },
+                &mut self.eng.stored_total,
+            );
             n.next_seq = seq + 1;
         }
         // PEP: a large last item (an avatar) is read from the store when needed instead
@@ -283,8 +286,7 @@ impl Host<'_> {
         if self.eng.budget == 0 {
             return Ok(Vec::new());
         }
-        let total: u64 =
-            self.svc.nodes.values().map(|n| n.stored).sum::<u64>() + self.stored_elsewhere();
+        let total = self.eng.stored_total;
         let freed: u64 = self
             .svc
             .nodes

@@ -66,7 +66,7 @@ impl Host<'_> {
         };
         if let Some(n) = self.svc.nodes.get_mut(&name) {
             if let Some(seq) = seq {
-                n.remove_seqs(&[seq]);
+                n.remove_seqs(&[seq], &mut self.eng.stored_total);
             }
             n.last = new_last;
         }

@@ -6,8 +6,9 @@
 //! This module owns the split between what belongs to one host (its JID, nodes, collection
 //! graph, bounds and store-key prefix) and what the engine shares across hosts (the
 //! configured limits, policies, id counters, and the node and byte totals that the
-//! `pubsub_max_nodes` and `store.max_bytes` bounds count). The totals are kept up to date
-//! as each request ends ([`Engine::host`]), so no request recounts other hosts' nodes.
+//! `pubsub_max_nodes` and `store.max_bytes` bounds count). The node total is brought up to
+//! date as each request ends ([`Engine::host`]); the byte total where items are added and
+//! dropped. No request recounts other hosts' nodes or bytes.
 
 use super::*;
 
@@ -16,6 +17,8 @@ use super::*;
 pub(super) struct Service {
     /// The host's JID: `pubsub.<domain>`, or the account's bare JID for PEP.
     pub(super) jid: Jid,
+    /// `jid` escaped for an attribute, once: it is the `from` of every notification.
+    pub(super) jid_attr: String,
     /// This host's bounds. For PEP: `pubsub_max_items_per_node` is
     /// `pep_max_items_per_node` (what `max` means) and `pubsub_max_nodes` is
     /// `pep_max_nodes_per_account`; set once when the service is made, never changed.
@@ -36,6 +39,7 @@ impl Service {
     pub(super) fn pep(owner: &Jid, common: &Common) -> Service {
         Service {
             jid: owner.clone(),
+            jid_attr: escaped_attr(owner.as_str()),
             limits: common.pep_limits.clone(),
             nodes: BTreeMap::new(),
             dag: Dag::new(common.pep_limits.pubsub_max_nodes, 1),
@@ -53,6 +57,13 @@ impl Service {
     pub(super) fn stored(&self) -> u64 {
         self.nodes.values().map(|n| n.stored).sum()
     }
+}
+
+/// `s` escaped for an attribute value.
+pub(super) fn escaped_attr(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    crate::xml::escape_attr(s, &mut o);
+    o
 }
 
 /// What the engine shares across its hosts.
@@ -80,7 +91,9 @@ pub(super) struct Common {
     pub(super) next_item_seq: u64,
     /// Nodes of every host (roots not counted), for `pubsub_max_nodes`.
     pub(super) nodes_total: usize,
-    /// Bytes of every host's items, for `store.max_bytes` (kept only while a budget is set).
+    /// Bytes of every host's items, for `store.max_bytes`: kept by the `Node` methods that
+    /// add and drop items ([`Node::push_item`], `remove_seqs`, `clear_items`) and by node
+    /// deletion, so no request sums it.
     pub(super) stored_total: u64,
 }
 
@@ -124,8 +137,6 @@ pub(super) struct Host<'a> {
     pub(super) out: Vec<Delivery>,
     /// Nodes of the other hosts when the request started.
     nodes_elsewhere: usize,
-    /// Bytes stored by the other hosts when the request started (with a budget set).
-    stored_elsewhere: u64,
 }
 
 impl Host<'_> {
@@ -141,11 +152,6 @@ impl Host<'_> {
                     .saturating_sub(self.nodes_elsewhere),
             ),
         }
-    }
-
-    /// Bytes stored by the other hosts (for `store.max_bytes`).
-    pub(super) fn stored_elsewhere(&self) -> u64 {
-        self.stored_elsewhere
     }
 
     /// The store node id of `name` on this host.
@@ -180,12 +186,9 @@ impl Engine {
                 .entry(o.as_str().to_owned())
                 .or_insert_with(|| Service::pep(o, common)),
         };
-        let budget = common.budget != 0;
         let nodes_before = svc.node_count();
-        let stored_before = if budget { svc.stored() } else { 0 };
         let mut host = Host {
             nodes_elsewhere: common.nodes_total.saturating_sub(nodes_before),
-            stored_elsewhere: common.stored_total.saturating_sub(stored_before),
             svc,
             eng: common,
             dir,
@@ -197,9 +200,6 @@ impl Engine {
         let Host { svc, eng, .. } = host;
         // (Saturating: while the engine loads, the totals are counted only at the end.)
         eng.nodes_total = (eng.nodes_total + svc.node_count()).saturating_sub(nodes_before);
-        if budget {
-            eng.stored_total = (eng.stored_total + svc.stored()).saturating_sub(stored_before);
-        }
         if let Some(o) = owner {
             if svc.nodes.is_empty() {
                 pep.remove(o.as_str());
@@ -217,10 +217,8 @@ impl Engine {
         let hosts = || std::iter::once(&self.generic).chain(self.pep.values());
         let nodes: usize = hosts().map(Service::node_count).sum();
         assert_eq!(self.common.nodes_total, nodes, "node total out of step");
-        if self.common.budget != 0 {
-            let stored: u64 = hosts().map(Service::stored).sum();
-            assert_eq!(self.common.stored_total, stored, "byte total out of step");
-        }
+        let stored: u64 = hosts().map(Service::stored).sum();
+        assert_eq!(self.common.stored_total, stored, "byte total out of step");
         assert!(
             self.pep.values().all(|s| !s.nodes.is_empty()),
             "an empty PEP service is kept"

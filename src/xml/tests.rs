@@ -1260,3 +1260,16 @@ fn writer_end_without_start_panics() {
     let mut s = String::new();
     Writer::new(&mut s).end();
 }
+
+#[test]
+fn writer_attr_raw_inserts_a_value_escaped_beforehand() {
+    let mut escaped = String::new();
+    crate::xml::escape_attr("a'b&c", &mut escaped);
+    let s = crate::xml::build(|w| {
+        w.start("m")
+            .attr_raw("from", crate::xml::Raw(&escaped))
+            .attr("to", "a'b&c")
+            .end();
+    });
+    assert_eq!(s, "<m from='a&apos;b&amp;c' to='a&apos;b&amp;c'/>");
+}

@@ -109,6 +109,18 @@ impl<'o, 'n> Writer<'o, 'n> {
         self
     }
 
+    /// Attribute `name='value'` whose value is already escaped for an attribute (for a
+    /// value written into many stanzas, escaped once: the pub-sub service's JID).
+    pub fn attr_raw(&mut self, name: &str, value: Raw<'_>) -> &mut Self {
+        debug_assert!(self.in_tag, "xml::Writer: attribute {name} after content");
+        self.out.push(' ');
+        self.out.push_str(name);
+        self.out.push_str("='");
+        self.out.push_str(value.0);
+        self.out.push('\'');
+        self
+    }
+
     /// Attribute `name='value'` with any `Display` value (escaped while formatted).
     pub fn attr_fmt(&mut self, name: &str, value: impl Display) -> &mut Self {
         debug_assert!(self.in_tag, "xml::Writer: attribute {name} after content");
