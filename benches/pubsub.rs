@@ -285,6 +285,35 @@ fn drain_subscribers(subs: Vec<TcpStream>, want: usize, timeout: Duration) -> us
     done
 }
 
+/// Print a Markdown table's title, header row and alignment row: the first `text`
+/// columns left-aligned, the figures after them right-aligned.
+fn table(title: &str, header: &str, text: usize) {
+    println!("{title}");
+    println!("{header}");
+    let columns = header.matches('|').count().saturating_sub(1);
+    let mut align = String::from("|");
+    for c in 0..columns {
+        align.push_str(if c < text { "---|" } else { "---:|" });
+    }
+    println!("{align}");
+}
+
+/// Print one result row of a [`table`] and append it to `json` as an object. Each cell is
+/// (JSON key, value as JSON: a number, `true`/`false`, or a quoted string, printed in the
+/// table without its quotes).
+fn row(json: &mut String, cells: &[(&str, String)]) {
+    let mut line = String::from("|");
+    json.push('{');
+    for (i, (key, value)) in cells.iter().enumerate() {
+        let _ = write!(line, " {} |", value.trim_matches('"'));
+        let _ = write!(json, "{}\"{key}\":{value}", if i > 0 { "," } else { "" });
+    }
+    json.push('}');
+    println!("{line}");
+}
+
+/// One fan-out run: `subs` subscribers (or PEP contacts) each got every one of
+/// `publishes` notifications.
 struct FanOut {
     subs: usize,
     publishes: u64,
@@ -293,16 +322,54 @@ struct FanOut {
     cpu_us_per_notification: f64,
 }
 
-fn fan_out(subs: usize, extra: &str) -> FanOut {
-    let publishes: u64 = (400_000 / subs as u64).clamp(400, 20_000);
-    let server = start_server(
-        &format!("fanout{subs}"),
+impl FanOut {
+    /// The figures of a run that started at `t0` with the server's CPU time at `cpu0`,
+    /// whose publishes were all answered after `published` and whose subscribers have now
+    /// got every notification. Stops the server.
+    fn measured(
+        server: Daemon,
+        subs: usize,
+        publishes: u64,
+        cpu0: u64,
+        t0: Instant,
+        published: Duration,
+    ) -> FanOut {
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
+        drop(server);
+        let notes = publishes as f64 * subs as f64;
+        FanOut {
+            subs,
+            publishes,
+            notifications_per_s: notes / secs,
+            publishes_per_s: publishes as f64 / published.as_secs_f64(),
+            cpu_us_per_notification: cpu / notes,
+        }
+    }
+}
+
+/// A server for `clients` connections with outboxes big enough for a burst, and the
+/// `[limits]` line `key = value` the run needs.
+fn fan_server(kind: &str, clients: usize, key: &str, value: usize, extra: &str) -> Daemon {
+    start_server(
+        &format!("{kind}{clients}"),
         &format!(
             "[limits]\nmax_connections = {}\noutbox_max_stanzas = 65536\noutbox_max_bytes = 16777216\n\
-             pubsub_max_subscriptions_per_node = {}\n{extra}",
-            subs + 64,
-            subs.max(1024)
+             {key} = {value}\n{extra}",
+            clients + 64,
         ),
+    )
+}
+
+fn fan_out(subs: usize, extra: &str) -> FanOut {
+    let publishes: u64 = (400_000 / subs as u64).clamp(400, 20_000);
+    let per_node = subs.max(1024);
+    let server = fan_server(
+        "fanout",
+        subs,
+        "pubsub_max_subscriptions_per_node",
+        per_node,
+        extra,
     );
     let (mut p, _) = login(server.port);
     create(&mut p, "fan", 16);
@@ -326,17 +393,7 @@ fn fan_out(subs: usize, extra: &str) -> FanOut {
     publish_window(&mut p, "fan", publishes, 64);
     let published = t0.elapsed();
     reader.join().expect("subscriber thread");
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
-    let notes = publishes as f64 * subs as f64;
-    drop(server);
-    FanOut {
-        subs,
-        publishes,
-        notifications_per_s: notes / secs,
-        publishes_per_s: publishes as f64 / published.as_secs_f64(),
-        cpu_us_per_notification: cpu / notes,
-    }
+    FanOut::measured(server, subs, publishes, cpu0, t0, published)
 }
 
 const TUNE: &str = "http://jabber.org/protocol/tune";
@@ -351,27 +408,12 @@ fn tune_disco(node: &str) -> String {
     )
 }
 
-struct PepFanOut {
-    contacts: usize,
-    publishes: u64,
-    notifications_per_s: f64,
-    cpu_us_per_notification: f64,
-}
-
 /// XEP-0163 fan-out: one publisher, `contacts` contacts with presence subscriptions and
 /// `+notify` caps. The caps `ver` is not a real hash, so the server cannot cache it and
 /// asks every contact once: each answers its own query.
-fn pep_fan_out(contacts: usize, extra: &str) -> PepFanOut {
+fn pep_fan_out(contacts: usize, extra: &str) -> FanOut {
     let publishes: u64 = (200_000 / contacts as u64).clamp(200, 10_000);
-    let server = start_server(
-        &format!("pep{contacts}"),
-        &format!(
-            "[limits]\nmax_connections = {}\noutbox_max_stanzas = 65536\noutbox_max_bytes = 16777216\n\
-             max_roster_items = {}\n{extra}",
-            contacts + 64,
-            contacts + 16
-        ),
-    );
+    let server = fan_server("pep", contacts, "max_roster_items", contacts + 16, extra);
     let (mut p, pjid) = login(server.port);
     let owner = pjid.split('/').next().expect("bare").to_owned();
     p.write_all(b"<presence/>").expect("write");
@@ -474,16 +516,8 @@ fn pep_fan_out(contacts: usize, extra: &str) -> PepFanOut {
         }
     }
     reader.join().expect("contact thread");
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = server.cpu_us().saturating_sub(cpu0) as f64;
-    let notes = publishes as f64 * contacts as f64;
-    drop(server);
-    PepFanOut {
-        contacts,
-        publishes,
-        notifications_per_s: notes / secs,
-        cpu_us_per_notification: cpu / notes,
-    }
+    let published = t0.elapsed();
+    FanOut::measured(server, contacts, publishes, cpu0, t0, published)
 }
 
 struct Rtt {
@@ -740,102 +774,107 @@ fn main() {
         .clamp(1, 1000);
     let extra = format!("[store]\nmax_bytes = 0\nflush_interval = \"{flush}\"\n");
 
-    println!(
-        "Fan-out (one publisher, window 64, persistent node, store.flush_interval = {flush}):"
+    table(
+        &format!(
+            "Fan-out (one publisher, window 64, persistent node, store.flush_interval = {flush}):"
+        ),
+        "| subscribers | publishes | publishes/s | notifications/s | server CPU µs/notification |",
+        0,
     );
-    println!(
-        "| subscribers | publishes | publishes/s | notifications/s | server CPU µs/notification |"
-    );
-    println!("|---:|---:|---:|---:|---:|");
     let mut json = String::from("{\"bench\":\"pubsub\",\"flush_interval\":\"");
     json.push_str(&flush);
     json.push_str("\",\"fan_out\":[");
     for (i, n) in subs.iter().enumerate() {
         let r = fan_out(*n, &extra);
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} |",
-            r.subs,
-            r.publishes,
-            r.publishes_per_s,
-            r.notifications_per_s,
-            r.cpu_us_per_notification
-        );
-        let _ = write!(
-            json,
-            "{}{{\"subscribers\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"notifications_per_s\":{:.0},\"cpu_us_per_notification\":{:.3}}}",
-            if i > 0 { "," } else { "" },
-            r.subs,
-            r.publishes,
-            r.publishes_per_s,
-            r.notifications_per_s,
-            r.cpu_us_per_notification
+        if i > 0 {
+            json.push(',');
+        }
+        row(
+            &mut json,
+            &[
+                ("subscribers", r.subs.to_string()),
+                ("publishes", r.publishes.to_string()),
+                ("publishes_per_s", format!("{:.0}", r.publishes_per_s)),
+                (
+                    "notifications_per_s",
+                    format!("{:.0}", r.notifications_per_s),
+                ),
+                (
+                    "cpu_us_per_notification",
+                    format!("{:.3}", r.cpu_us_per_notification),
+                ),
+            ],
         );
     }
     let pep = pep_fan_out(pep_contacts, &extra);
-    println!();
-    println!(
-        "PEP fan-out (XEP-0163: one account, contacts with presence subscriptions and +notify caps):"
+    table(
+        "\nPEP fan-out (XEP-0163: one account, contacts with presence subscriptions and +notify caps):",
+        "| contacts | publishes | notifications/s | server CPU µs/notification |",
+        0,
     );
-    println!("| contacts | publishes | notifications/s | server CPU µs/notification |");
-    println!("|---:|---:|---:|---:|");
-    println!(
-        "| {} | {} | {:.0} | {:.2} |",
-        pep.contacts, pep.publishes, pep.notifications_per_s, pep.cpu_us_per_notification
-    );
-    let _ = write!(
-        json,
-        "],\"pep_fan_out\":{{\"contacts\":{},\"publishes\":{},\"notifications_per_s\":{:.0},\"cpu_us_per_notification\":{:.3}}}",
-        pep.contacts, pep.publishes, pep.notifications_per_s, pep.cpu_us_per_notification
+    json.push_str("],\"pep_fan_out\":");
+    row(
+        &mut json,
+        &[
+            ("contacts", pep.subs.to_string()),
+            ("publishes", pep.publishes.to_string()),
+            (
+                "notifications_per_s",
+                format!("{:.0}", pep.notifications_per_s),
+            ),
+            (
+                "cpu_us_per_notification",
+                format!("{:.3}", pep.cpu_us_per_notification),
+            ),
+        ],
     );
     let r = fan_in(publishers, window, secs, &extra);
-    println!();
-    println!(
-        "Fan-in ({} publishers × window {}, {} s, own node each, max_items 16; one subscriber on every node, default outbox):",
-        r.publishers, r.window, secs
+    table(
+        &format!(
+            "\nFan-in ({} publishers × window {}, {} s, own node each, max_items 16; one subscriber on every node, default outbox):",
+            r.publishers, r.window, secs
+        ),
+        "| publishes | publishes/s | commits (fsyncs)/s | publishes per commit | server CPU µs/publish | notifications received | subscriber closed |",
+        0,
     );
-    println!(
-        "| publishes | publishes/s | commits (fsyncs)/s | publishes per commit | server CPU µs/publish | notifications received | subscriber closed |"
+    json.push_str(",\"fan_in\":");
+    row(
+        &mut json,
+        &[
+            ("publishes", r.publishes.to_string()),
+            ("publishes_per_s", format!("{:.0}", r.publishes_per_s)),
+            ("commits", r.commits.to_string()),
+            ("commits_per_s", format!("{:.0}", r.commits_per_s)),
+            ("publishes_per_commit", format!("{:.1}", r.batching)),
+            ("cpu_us_per_publish", format!("{:.2}", r.cpu_us_per_publish)),
+            ("subscriber_notifications", r.notifications.to_string()),
+            ("subscriber_closed", r.subscriber_closed.to_string()),
+        ],
     );
-    println!("|---:|---:|---:|---:|---:|---:|---|");
-    println!(
-        "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {} |",
-        r.publishes,
-        r.publishes_per_s,
-        r.commits_per_s,
-        r.batching,
-        r.cpu_us_per_publish,
-        r.notifications,
-        if r.subscriber_closed { "YES" } else { "no" }
+    table(
+        "\nPing round trip of an idle client (µs):",
+        "| during | samples | p50 | p99 | max |",
+        1,
     );
-    println!();
-    println!("Ping round trip of an idle client (µs):");
-    println!("| during | samples | p50 | p99 | max |");
-    println!("|---|---:|---:|---:|---:|");
-    for (what, x) in [("no load", &r.idle), ("fan-in load", &r.loaded)] {
-        println!(
-            "| {what} | {} | {} | {} | {} |",
-            x.samples, x.p50_us, x.p99_us, x.max_us
+    json.push_str(",\"ping_us\":[");
+    for (i, (what, x)) in [("no load", &r.idle), ("fan-in load", &r.loaded)]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            json.push(',');
+        }
+        row(
+            &mut json,
+            &[
+                ("during", format!("\"{what}\"")),
+                ("samples", x.samples.to_string()),
+                ("p50", x.p50_us.to_string()),
+                ("p99", x.p99_us.to_string()),
+                ("max", x.max_us.to_string()),
+            ],
         );
     }
-    let _ = write!(
-        json,
-        ",\"fan_in\":{{\"publishers\":{},\"window\":{},\"publishes\":{},\"publishes_per_s\":{:.0},\"commits\":{},\"commits_per_s\":{:.0},\"publishes_per_commit\":{:.1},\"cpu_us_per_publish\":{:.2},\"subscriber_notifications\":{},\"subscriber_closed\":{}}},\"ping_idle_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"ping_loaded_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
-        r.publishers,
-        r.window,
-        r.publishes,
-        r.publishes_per_s,
-        r.commits,
-        r.commits_per_s,
-        r.batching,
-        r.cpu_us_per_publish,
-        r.notifications,
-        r.subscriber_closed,
-        r.idle.p50_us,
-        r.idle.p99_us,
-        r.idle.max_us,
-        r.loaded.p50_us,
-        r.loaded.p99_us,
-        r.loaded.max_us
-    );
+    json.push_str("]}");
     println!("{json}");
 }

@@ -193,7 +193,8 @@ impl Host<'_> {
             .filter(|s| s.active(now))
             .map(|s| s.jid.clone())
             .collect();
-        let routes = self.svc.dag.fan_out(leaf, &mut seen, &mut |c| {
+        let hops = self.svc.dag.ancestors(leaf);
+        let routes = self.svc.dag.fan_out(hops, &mut seen, &mut |c| {
             self.collection_subs(c, true, Some(n))
         });
         let headline = n.config.headline;
@@ -219,12 +220,10 @@ impl Host<'_> {
                 Event::Dissociated { parent, child } => ("dissociate", parent, child),
             };
             let mut seen: HashSet<Jid> = HashSet::new();
-            let routes = self
-                .svc
-                .dag
-                .fan_out_node_event(parent, &mut seen, &mut |c| {
-                    self.collection_subs(c, false, None)
-                });
+            let hops = self.svc.dag.with_ancestors(parent);
+            let routes = self.svc.dag.fan_out(hops, &mut seen, &mut |c| {
+                self.collection_subs(c, false, None)
+            });
             if routes.is_empty() {
                 continue;
             }

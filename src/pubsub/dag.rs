@@ -297,6 +297,16 @@ impl Dag {
             .ok_or_else(|| DagError::NotFound(id.to_owned()))
     }
 
+    /// The entry of an existing node other than the root, to change it.
+    fn non_root_entry_mut(&mut self, id: &str) -> Result<&mut Entry, DagError> {
+        if id == ROOT {
+            return Err(DagError::Root);
+        }
+        self.nodes
+            .get_mut(id)
+            .ok_or_else(|| DagError::NotFound(id.to_owned()))
+    }
+
     /// [`Dag::key`], refusing the root ([`DagError::Root`]) after checking that `id` exists.
     fn non_root_key(&self, id: &str) -> Result<Rc<str>, DagError> {
         let key = self.key(id)?;
@@ -651,13 +661,7 @@ impl Dag {
     /// # Errors
     /// [`DagError::NotFound`], [`DagError::NotACollection`], [`DagError::Root`].
     pub fn set_children_max(&mut self, id: &str, max: Option<usize>) -> Result<(), DagError> {
-        if id == ROOT {
-            return Err(DagError::Root);
-        }
-        let e = self
-            .nodes
-            .get_mut(id)
-            .ok_or_else(|| DagError::NotFound(id.to_owned()))?;
+        let e = self.non_root_entry_mut(id)?;
         if e.kind != Kind::Collection {
             return Err(DagError::NotACollection(id.to_owned()));
         }
@@ -671,13 +675,7 @@ impl Dag {
     /// # Errors
     /// [`DagError::NotFound`], [`DagError::Root`], [`DagError::CollectionToLeaf`].
     pub fn set_kind(&mut self, id: &str, kind: Kind) -> Result<(), DagError> {
-        if id == ROOT {
-            return Err(DagError::Root);
-        }
-        let e = self
-            .nodes
-            .get_mut(id)
-            .ok_or_else(|| DagError::NotFound(id.to_owned()))?;
+        let e = self.non_root_entry_mut(id)?;
         match (e.kind, kind) {
             (Kind::Collection, Kind::Leaf) => Err(DagError::CollectionToLeaf(id.to_owned())),
             _ => {
@@ -821,7 +819,27 @@ impl Dag {
         self.upward(&parents, 1)
     }
 
-    fn route<S, I>(
+    /// `collection` itself at distance 1 and every collection above it further up: the
+    /// hops a node event (an edge change under `collection`) travels. Empty when
+    /// `collection` is not in the graph.
+    pub fn with_ancestors(&self, collection: &str) -> Vec<(Rc<str>, u32)> {
+        match self.key(collection) {
+            Ok(k) => self.upward(&[k], 1),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The subscribers the `hops` (collection, distance) reach, each once, with the nearest
+    /// collection through which its `subscription_depth` reaches the origin.
+    ///
+    /// For an item published to a leaf the hops are [`Dag::ancestors`] of the leaf (type
+    /// `items` subscribers); for a node event under a collection they are
+    /// [`Dag::with_ancestors`] of it (type `nodes`). `lookup(collection)` yields the
+    /// subscribers of a collection with their depth, already filtered by access (the engine
+    /// must check the subscriber against both the collection's and the leaf's access
+    /// model). Subscribers already in `seen` (e.g. the leaf's own subscribers) are skipped,
+    /// and every subscriber routed is added to it.
+    pub fn fan_out<S, I>(
         &self,
         hops: Vec<(Rc<str>, u32)>,
         seen: &mut HashSet<S>,
@@ -845,45 +863,6 @@ impl Dag {
             }
         }
         out
-    }
-
-    /// The collection subscribers an item published to `leaf` reaches, each once, with the
-    /// nearest collection through which its `subscription_depth` reaches the leaf.
-    ///
-    /// `lookup(collection)` yields the subscribers (of type `items`) of a collection with
-    /// their depth, already filtered by access (the engine must check the subscriber
-    /// against both the collection's and the leaf's access model). Subscribers already in
-    /// `seen` (e.g. the leaf's own subscribers) are skipped, and every subscriber routed is
-    /// added to it.
-    pub fn fan_out<S, I>(
-        &self,
-        leaf: &str,
-        seen: &mut HashSet<S>,
-        lookup: &mut dyn FnMut(&str) -> I,
-    ) -> Vec<Route<S>>
-    where
-        S: Eq + Hash + Clone,
-        I: IntoIterator<Item = (S, Depth)>,
-    {
-        self.route(self.ancestors(leaf), seen, lookup)
-    }
-
-    /// The subscribers (of type `nodes`) an edge change under collection `parent` reaches:
-    /// `parent`'s own at distance 1, its ancestors' further up.
-    pub fn fan_out_node_event<S, I>(
-        &self,
-        parent: &str,
-        seen: &mut HashSet<S>,
-        lookup: &mut dyn FnMut(&str) -> I,
-    ) -> Vec<Route<S>>
-    where
-        S: Eq + Hash + Clone,
-        I: IntoIterator<Item = (S, Depth)>,
-    {
-        let Ok(pk) = self.key(parent) else {
-            return Vec::new();
-        };
-        self.route(self.upward(&[pk], 1), seen, lookup)
     }
 
     /// The leaves under `collection` within `depth`, each once with its shortest distance,

@@ -243,7 +243,7 @@ fn xep0248_subscription_depth_and_deduplicated_fan_out() {
         }
     };
     let mut seen: HashSet<&str> = HashSet::from(["s5"]);
-    let routes = d.fan_out("x", &mut seen, &mut |n| subs(n));
+    let routes = d.fan_out(d.ancestors("x"), &mut seen, &mut |n| subs(n));
     let got: Vec<(&str, &str, u32)> = routes
         .iter()
         .map(|r| (r.subscriber, &*r.collection, r.distance))
@@ -252,7 +252,7 @@ fn xep0248_subscription_depth_and_deduplicated_fan_out() {
     assert!(!seen.contains("s2"));
     // Node events under a: a's subscribers at distance 1.
     let mut seen = HashSet::new();
-    let routes = d.fan_out_node_event("a", &mut seen, &mut |n| subs(n));
+    let routes = d.fan_out(d.with_ancestors("a"), &mut seen, &mut |n| subs(n));
     let got: Vec<&str> = routes.iter().map(|r| r.subscriber).collect();
     assert_eq!(got, ["s1", "s2", "s3"]);
     assert_eq!(Depth::parse("all"), Some(Depth::All));
@@ -643,7 +643,7 @@ fn property_random_operations_keep_invariants_and_events_match_edges() {
             // Fan-out reaches each subscriber at most once.
             if let Some(leaf) = d.nodes.keys().find(|k| d.kind(k) == Some(Kind::Leaf)) {
                 let mut seen = HashSet::new();
-                let routes = d.fan_out(leaf, &mut seen, &mut |n: &str| {
+                let routes = d.fan_out(d.ancestors(leaf), &mut seen, &mut |n: &str| {
                     vec![(n.len() % 3, Depth::All), (7, Depth::Levels(1))]
                 });
                 let mut subs: Vec<usize> = routes.iter().map(|r| r.subscriber).collect();
