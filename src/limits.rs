@@ -696,192 +696,196 @@ impl Limits {
     /// the rosters of online accounts (see `max_roster_items`) and the code and fixed
     /// state of the process (a few MiB).
     pub fn memory_budget(&self, store_cache_bytes: usize) -> Vec<BudgetRow> {
-        let n = |v: usize| v as u64;
-        let mul = |a: u64, b: u64| a.saturating_mul(b);
-        let conns = n(self.max_connections);
-        let row = |key: &'static str, bytes: u64, what: String| BudgetRow { key, bytes, what };
-        vec![
-            row(
-                "limits.max_stanza_bytes",
-                mul(conns, n(self.max_stanza_bytes)),
-                format!(
-                    "framer buffers: one incomplete stanza per connection \
-                     ({} x {conns} connections)",
-                    self.max_stanza_bytes
-                ),
-            ),
-            row(
-                "limits.outbox_max_bytes",
-                mul(conns, n(self.outbox_max_bytes)),
-                format!("outboxes ({} x {conns} connections)", self.outbox_max_bytes),
-            ),
-            row(
-                "limits.outbox_max_stanzas",
-                mul(conns, mul(n(self.outbox_max_stanzas), OUTBOX_ENTRY_BYTES)),
-                format!(
-                    "outbox bookkeeping ({} x {OUTBOX_ENTRY_BYTES} B x {conns} connections)",
-                    self.outbox_max_stanzas
-                ),
-            ),
-            row(
-                "limits.max_connections",
-                mul(conns, CONNECTION_FIXED_BYTES + CAPS_JID_BYTES),
-                format!(
-                    "TLS buffers, session state, caps entry ({} B x {conns} connections)",
-                    CONNECTION_FIXED_BYTES + CAPS_JID_BYTES
-                ),
-            ),
-            row(
-                "limits.preauth_buffer_bytes",
-                n(self.preauth_buffer_bytes),
-                "pre-auth buffers, all unauthenticated connections (conservative: also \
-                 inside the framer row)"
-                    .to_owned(),
-            ),
-            row(
-                "limits.read_chunk_bytes",
-                n(self.read_chunk_bytes),
-                "the one read buffer".to_owned(),
-            ),
-            row(
-                "limits.max_stanza_bytes",
-                mul(2, n(self.max_stanza_bytes)),
-                "one stanza being parsed (2 x max_stanza_bytes)".to_owned(),
-            ),
-            row(
-                "limits.pubsub_backlog_bytes",
-                mul(2, n(self.pubsub_backlog_bytes)),
-                "held pub-sub output and outbox backlogs (2 x, a commit's burst)".to_owned(),
-            ),
-            row(
-                "limits.pubsub_deferred_bytes",
-                n(self.pubsub_deferred_bytes),
-                "deferred pub-sub requests".to_owned(),
-            ),
-            row(
-                "limits.commit_batch_bytes",
-                mul(2, n(self.commit_batch_bytes)),
-                "group-commit batches (one pending, one being written)".to_owned(),
-            ),
-            row(
-                "limits.roster_deferred_bytes",
-                n(self.roster_deferred_bytes),
-                "deferred roster requests".to_owned(),
-            ),
-            row(
-                "limits.auth_throttle_entries",
-                mul(n(self.auth_throttle_entries), THROTTLE_ENTRY_BYTES),
-                format!(
-                    "failed-login throttle table ({} x {THROTTLE_ENTRY_BYTES} B)",
-                    self.auth_throttle_entries
-                ),
-            ),
-            row(
-                "limits.auth_queue",
-                mul(n(self.auth_queue), PASSWORD_CHECK_BYTES),
-                format!(
-                    "password checks under way ({} x {PASSWORD_CHECK_BYTES} B)",
-                    self.auth_queue
-                ),
-            ),
-            row(
-                "limits.caps_cache_entries",
-                mul(
-                    n(self.caps_cache_entries),
-                    CAPS_ENTRY_BYTES + mul(n(self.caps_max_interests), CAPS_INTEREST_BYTES),
-                ),
-                format!(
-                    "caps cache ({} x ({CAPS_ENTRY_BYTES} B + {} interests x \
-                     {CAPS_INTEREST_BYTES} B))",
-                    self.caps_cache_entries, self.caps_max_interests
-                ),
-            ),
-            row(
-                "limits.caps_max_pending",
-                mul(n(self.caps_max_pending), CAPS_QUERY_BYTES),
-                format!(
-                    "caps queries under way ({} x {CAPS_QUERY_BYTES} B)",
-                    self.caps_max_pending
-                ),
-            ),
-            row(
-                "limits.pubsub_max_nodes",
-                mul(
-                    n(self.pubsub_max_nodes),
-                    NODE_BYTES + n(self.pubsub_max_item_bytes),
-                ),
-                format!(
-                    "pub-sub nodes and their cached last items ({} x ({NODE_BYTES} B + {}))",
-                    self.pubsub_max_nodes, self.pubsub_max_item_bytes
-                ),
-            ),
-            row(
-                "limits.pubsub_max_items_per_node",
-                mul(
-                    n(self.pubsub_max_nodes),
-                    mul(n(self.pubsub_max_items_per_node), ITEM_INDEX_BYTES),
-                ),
-                format!(
-                    "item indexes ({} nodes x {} items x {ITEM_INDEX_BYTES} B)",
-                    self.pubsub_max_nodes, self.pubsub_max_items_per_node
-                ),
-            ),
-            row(
-                "limits.pubsub_max_subscriptions_per_node",
-                mul(
-                    n(self.pubsub_max_nodes),
-                    mul(
-                        n(self.pubsub_max_subscriptions_per_node),
-                        SUBSCRIPTION_BYTES,
-                    ),
-                ),
-                format!(
-                    "subscriptions ({} nodes x {} x {SUBSCRIPTION_BYTES} B)",
-                    self.pubsub_max_nodes, self.pubsub_max_subscriptions_per_node
-                ),
-            ),
-            row(
-                "limits.pubsub_max_parents",
-                mul(
-                    n(self.pubsub_max_nodes),
-                    mul(n(self.pubsub_max_parents), GRAPH_EDGE_BYTES),
-                ),
-                format!(
-                    "collection graph ({} nodes x {} parents x {GRAPH_EDGE_BYTES} B)",
-                    self.pubsub_max_nodes, self.pubsub_max_parents
-                ),
-            ),
-            row(
-                "limits.pubsub_max_whitelist",
-                mul(
-                    n(self.pubsub_max_nodes),
-                    mul(n(self.pubsub_max_whitelist), WHITELIST_ENTRY_BYTES),
-                ),
-                format!(
-                    "association whitelists ({} nodes x {} JIDs x {WHITELIST_ENTRY_BYTES} B)",
-                    self.pubsub_max_nodes, self.pubsub_max_whitelist
-                ),
-            ),
-            row(
-                "limits.pubsub_max_page_items",
-                mul(n(self.pubsub_max_page_items), PAGE_ENTRY_BYTES)
-                    .saturating_add(n(self.outbox_max_bytes / 2)),
-                "one pub-sub reply page being built (entries + half an outbox of text)".to_owned(),
-            ),
-            row(
-                "limits.collection_max_items",
-                mul(n(self.collection_max_items), COLLECTION_ENTRY_BYTES),
-                format!(
-                    "one collection items merge ({} x {COLLECTION_ENTRY_BYTES} B)",
-                    self.collection_max_items
-                ),
-            ),
-            row(
-                "store.cache_bytes",
-                n(store_cache_bytes),
-                "database page cache".to_owned(),
-            ),
-        ]
+        let conns = self.max_connections;
+        let nodes = self.pubsub_max_nodes;
+        let mut t = Rows(Vec::with_capacity(23));
+        t.of(
+            "limits.max_stanza_bytes",
+            conns,
+            " connections",
+            self.max_stanza_bytes as u64,
+            "framer buffers: one incomplete stanza per connection",
+        );
+        t.of(
+            "limits.outbox_max_bytes",
+            conns,
+            " connections",
+            self.outbox_max_bytes as u64,
+            "outboxes",
+        );
+        t.of(
+            "limits.outbox_max_stanzas",
+            conns,
+            " connections",
+            self.outbox_max_stanzas as u64 * OUTBOX_ENTRY_BYTES,
+            "outbox bookkeeping, 32 B a stanza",
+        );
+        t.of(
+            "limits.max_connections",
+            conns,
+            " connections",
+            CONNECTION_FIXED_BYTES + CAPS_JID_BYTES,
+            "TLS buffers, session state, caps entry",
+        );
+        t.add(
+            "limits.preauth_buffer_bytes",
+            self.preauth_buffer_bytes,
+            "pre-auth buffers, all unauthenticated connections (conservative: also inside \
+             the framer row)",
+        );
+        t.add(
+            "limits.read_chunk_bytes",
+            self.read_chunk_bytes,
+            "the one read buffer",
+        );
+        t.times(
+            "limits.max_stanza_bytes",
+            2,
+            self.max_stanza_bytes as u64,
+            "one stanza being parsed",
+        );
+        t.times(
+            "limits.pubsub_backlog_bytes",
+            2,
+            self.pubsub_backlog_bytes as u64,
+            "held pub-sub output and outbox backlogs, a commit's burst",
+        );
+        t.add(
+            "limits.pubsub_deferred_bytes",
+            self.pubsub_deferred_bytes,
+            "deferred pub-sub requests",
+        );
+        t.times(
+            "limits.commit_batch_bytes",
+            2,
+            self.commit_batch_bytes as u64,
+            "group-commit batches (one pending, one being written)",
+        );
+        t.add(
+            "limits.roster_deferred_bytes",
+            self.roster_deferred_bytes,
+            "deferred roster requests",
+        );
+        // A failed-login throttle entry.
+        t.times(
+            "limits.auth_throttle_entries",
+            self.auth_throttle_entries,
+            128,
+            "login throttle table",
+        );
+        // A password check: the password (at most 1 KiB) and the credential record.
+        t.times(
+            "limits.auth_queue",
+            self.auth_queue,
+            1024 + 100,
+            "password checks under way",
+        );
+        // A caps cache entry (100 B) and its interests, each with an unshared interned name
+        // (120 B, the worst case).
+        let caps_entry = 100 + self.caps_max_interests as u64 * 120;
+        t.times(
+            "limits.caps_cache_entries",
+            self.caps_cache_entries,
+            caps_entry,
+            "caps cache",
+        );
+        // A caps disco#info query under way.
+        t.times(
+            "limits.caps_max_pending",
+            self.caps_max_pending,
+            150,
+            "caps queries under way",
+        );
+        // A pub-sub node's state without its items and subscriptions (1 KiB) and its cached
+        // last item.
+        let node = 1024 + self.pubsub_max_item_bytes as u64;
+        t.of(
+            "limits.pubsub_max_nodes",
+            nodes,
+            " nodes",
+            node,
+            "pub-sub nodes and their last items",
+        );
+        // An item index entry (about 48 B plus a short item id).
+        let items = self.pubsub_max_items_per_node as u64 * 64;
+        t.of(
+            "limits.pubsub_max_items_per_node",
+            nodes,
+            " nodes",
+            items,
+            "item indexes",
+        );
+        // A subscription (a typical JID).
+        let subs = self.pubsub_max_subscriptions_per_node as u64 * 100;
+        t.of(
+            "limits.pubsub_max_subscriptions_per_node",
+            nodes,
+            " nodes",
+            subs,
+            "subscriptions",
+        );
+        // An edge of the collection graph (both directions).
+        let edges = self.pubsub_max_parents as u64 * 32;
+        t.of(
+            "limits.pubsub_max_parents",
+            nodes,
+            " nodes",
+            edges,
+            "collection graph",
+        );
+        // A bare JID in an association whitelist (a typical JID).
+        let whitelist = self.pubsub_max_whitelist as u64 * 64;
+        t.of(
+            "limits.pubsub_max_whitelist",
+            nodes,
+            " nodes",
+            whitelist,
+            "association whitelists",
+        );
+        // One entry of a pub-sub reply page being built (100 B), and half an outbox of text.
+        let page = (self.pubsub_max_page_items as u64 * 100)
+            .saturating_add(self.outbox_max_bytes as u64 / 2);
+        t.add(
+            "limits.pubsub_max_page_items",
+            page as usize,
+            "one pub-sub reply page being built",
+        );
+        // One entry of a collection items merge.
+        t.times(
+            "limits.collection_max_items",
+            self.collection_max_items,
+            48,
+            "one collection items merge",
+        );
+        t.add(
+            "store.cache_bytes",
+            store_cache_bytes,
+            "database page cache",
+        );
+        t.0
+    }
+}
+
+/// The rows of [`Limits::memory_budget`] being built.
+struct Rows(Vec<BudgetRow>);
+
+impl Rows {
+    /// A bound of `bytes`.
+    fn add(&mut self, key: &'static str, bytes: usize, what: &str) {
+        let (bytes, what) = (bytes as u64, what.to_owned());
+        self.0.push(BudgetRow { key, bytes, what });
+    }
+
+    /// `count` things of `each` bytes (saturating).
+    fn times(&mut self, key: &'static str, count: usize, each: u64, what: &str) {
+        self.of(key, count, "", each, what);
+    }
+
+    /// `count` `things` (`connections`, `nodes`) of `each` bytes (saturating).
+    fn of(&mut self, key: &'static str, count: usize, things: &str, each: u64, what: &str) {
+        let bytes = (count as u64).saturating_mul(each);
+        let what = format!("{what} ({count}{things} x {each} B)");
+        self.0.push(BudgetRow { key, bytes, what });
     }
 }
 
@@ -908,30 +912,6 @@ pub const CONNECTION_FIXED_BYTES: u64 = 44 * 1024;
 const OUTBOX_ENTRY_BYTES: u64 = 32;
 /// A tracked full JID in the caps table (one per connection).
 const CAPS_JID_BYTES: u64 = 200;
-/// A caps cache entry without its interests.
-const CAPS_ENTRY_BYTES: u64 = 100;
-/// One interest of a caps cache entry, with an unshared interned name (worst case).
-const CAPS_INTEREST_BYTES: u64 = 120;
-/// A caps disco#info query under way.
-const CAPS_QUERY_BYTES: u64 = 150;
-/// A failed-login throttle entry.
-const THROTTLE_ENTRY_BYTES: u64 = 128;
-/// A password check: the password (at most 1 KiB) and the credential record.
-const PASSWORD_CHECK_BYTES: u64 = 1024 + 100;
-/// A pub-sub node's state without its items and subscriptions.
-const NODE_BYTES: u64 = 1024;
-/// An item index entry (about 48 B plus a short item id).
-const ITEM_INDEX_BYTES: u64 = 64;
-/// A subscription (a typical JID).
-const SUBSCRIPTION_BYTES: u64 = 100;
-/// An edge of the collection graph (both directions).
-const GRAPH_EDGE_BYTES: u64 = 32;
-/// A bare JID in an association whitelist (a typical JID).
-const WHITELIST_ENTRY_BYTES: u64 = 64;
-/// One entry of a pub-sub reply page being built.
-const PAGE_ENTRY_BYTES: u64 = 100;
-/// One entry of a collection items merge.
-const COLLECTION_ENTRY_BYTES: u64 = 48;
 
 #[cfg(test)]
 mod tests;
