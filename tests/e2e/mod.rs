@@ -12,6 +12,7 @@ mod interop;
 mod loadgen;
 mod pubsub;
 mod service;
+mod sm;
 
 // The daemon launcher and `TempDir`, shared with the benchmarks.
 #[path = "../support/daemon.rs"]
