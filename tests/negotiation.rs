@@ -172,8 +172,8 @@ impl Harness {
     }
 }
 
-/// A configuration (`tweak`ed) with its data in a new temp dir, and its store with the
-/// accounts `users`, password `secret`.
+/// A configuration (`tweak`ed) whose `data_dir` is a new temp dir (unused), and an
+/// in-memory store with the accounts `users`, password `secret`.
 pub(crate) fn configured(
     tag: &str,
     tweak: impl FnOnce(&mut Config),
@@ -186,7 +186,8 @@ pub(crate) fn configured(
         ..Config::default()
     };
     tweak(&mut cfg);
-    let store = Store::open(&cfg.data_dir, 1 << 20).unwrap();
+    // The core's tests never touch a file: redb's in-memory backend.
+    let store = Store::open_in_memory().unwrap();
     for user in users {
         let creds = StoredCredentials::derive(env, "secret", 4096);
         store.user_add(user, &creds.to_bytes()).unwrap();
