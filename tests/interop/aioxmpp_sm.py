@@ -8,7 +8,8 @@ A subscriber (user1) logs in over verified STARTTLS (aioxmpp's PKIX verifier wit
 given CA file, SCRAM) through a relay on loopback (`cutlink.py`), sends its presence and
 subscribes (bare JID, aioxmpp's default) to a node that a publisher (user2, aioxmpp,
 straight to the server) creates. The script checks that aioxmpp enabled resumable stream
-management (`stream.sm_enabled`, `sm_resumable`, `sm_id`, `sm_max`). Then:
+management (`stream.sm_enabled`, `sm_resumable`, `sm_id`, `sm_max`: the window the server
+granted, at most --resumption-timeout if that was asked for). Then:
 
 1. live: --live items are published and received; aioxmpp's own `<r/>` after each send
    is answered (its unacknowledged list empties), and the server's `<r/>` requests are
@@ -102,6 +103,8 @@ def make_client(jid: str, password: str, args: argparse.Namespace, host: str, po
     )
     # Reconnect soon after a failure (aioxmpp's default back-off starts at 1 s).
     client.backoff_start = timedelta(seconds=0.2)
+    # The `max` of <enable/> (None: none asked for).
+    client.resumption_timeout = args.resumption_timeout
     return client
 
 
@@ -197,6 +200,7 @@ class Run:
             "client": "aioxmpp",
             "version": aioxmpp.__version__,
             "cut": args.cut,
+            "asked_max": args.resumption_timeout,
         }
 
     def begin(self, step: str) -> None:
@@ -227,6 +231,8 @@ class Run:
         s["max"] = stream.sm_max
         if not (stream.sm_resumable and stream.sm_id):
             raise StepFailure("not resumable (id %r)" % stream.sm_id)
+        if a.resumption_timeout and not (stream.sm_max and stream.sm_max <= a.resumption_timeout):
+            raise StepFailure("asked for max=%d, granted %r" % (a.resumption_timeout, stream.sm_max))
         sm_id = stream.sm_id
         self.ok("id %s…, max %s s" % (sm_id[:6], stream.sm_max))
 
@@ -379,6 +385,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--burst", type=int, default=3, help="items published just before the cut (default 3)")
     p.add_argument("--during", type=int, default=10, help="items published during the cut (default 10)")
     p.add_argument("--after", type=int, default=3, help="items after the resumption (default 3)")
+    p.add_argument("--resumption-timeout", type=int, default=None,
+                   help="the subscriber's resumption window to ask for (the max of <enable/>; default none)")
     p.add_argument("-v", "--verbose", action="store_true", help="aioxmpp's debug log to stderr")
     args = p.parse_args(argv)
     if args.user1 == args.user2:
