@@ -7,7 +7,7 @@
 //! these tests assert: resumed (not bound anew), every item exactly once and in order.
 //! Same Python and `KINGLET_SKIP_INTEROP` convention as `interop.rs`.
 
-use super::interop::run_script;
+use super::interop::{python, run_script};
 use super::{Daemon, Options};
 
 /// A short resumption window (the scripts resume within a second or two), and a send
@@ -25,6 +25,7 @@ const TOTAL: usize = 28;
 /// its summary, where `max` is the resumption window `<enabled/>` must give; returns it for
 /// client-specific checks (`None` with `KINGLET_SKIP_INTEROP`).
 fn resumes_after_cut(script: &str, cut: &str, extra: &[&str], max: u64) -> Option<(Json, Daemon)> {
+    python()?;
     let d = Daemon::start(Options {
         c2s_extra: C2S,
         ..Options::default()
