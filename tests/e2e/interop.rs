@@ -1,15 +1,16 @@
 //! Interop with a client nobody here wrote: slixmpp (PyPI), driven by
-//! `tests/interop/slixmpp_core.py`. `.ci/run` installs it in a venv and exports
-//! `KINGLET_PYTHON`; without a usable Python + slixmpp this test fails (set
-//! `KINGLET_SKIP_INTEROP=1` to skip it knowingly on a machine without PyPI access).
+//! `tests/interop/slixmpp_core.py` (and aioxmpp for XEP-0198, `interop_sm.rs`). `.ci/run`
+//! installs them in a venv and exports `KINGLET_PYTHON`; without a usable Python with both
+//! this test fails (set `KINGLET_SKIP_INTEROP=1` to skip it knowingly on a machine without
+//! PyPI access).
 
 use std::process::Command;
 use std::sync::Mutex;
 
 use super::{Daemon, Options};
 
-/// Python with slixmpp: `KINGLET_PYTHON`, else the venv `.ci/run` makes
-/// (`~/.cache/kinglet-venv`), else that venv is created here from
+/// Python with slixmpp and aioxmpp: `KINGLET_PYTHON`, else the venv `.ci/run` makes
+/// (`~/.cache/kinglet-venv`), else that venv is created (or completed) here from
 /// `tests/interop/requirements.txt` (needs `python3` with venv and PyPI access), so that
 /// `cargo test --release` works on a fresh machine too. Serialised: tests run in parallel.
 pub fn python() -> Option<String> {
@@ -21,9 +22,9 @@ pub fn python() -> Option<String> {
     if let Some(p) = cached.as_ref() {
         return Some(p.clone());
     }
-    let has_slixmpp = |py: &str| {
+    let has_clients = |py: &str| {
         Command::new(py)
-            .args(["-c", "import slixmpp"])
+            .args(["-c", "import slixmpp, aioxmpp"])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
@@ -39,12 +40,12 @@ pub fn python() -> Option<String> {
         .into_iter()
         .flatten()
     {
-        if has_slixmpp(&c) {
+        if has_clients(&c) {
             *cached = Some(c.clone());
             return Some(c);
         }
     }
-    eprintln!("interop: creating {venv} with slixmpp (one-off)");
+    eprintln!("interop: installing tests/interop/requirements.txt into {venv} (one-off)");
     let req = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/requirements.txt"
@@ -67,29 +68,21 @@ pub fn python() -> Option<String> {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-    if made && has_slixmpp(&venv_py) {
+    if made && has_clients(&venv_py) {
         *cached = Some(venv_py.clone());
         return Some(venv_py);
     }
     panic!(
-        "slixmpp interop needs Python 3 with venv and PyPI access (or KINGLET_PYTHON pointing at a python with slixmpp); KINGLET_SKIP_INTEROP=1 skips knowingly"
+        "slixmpp/aioxmpp interop needs Python 3 with venv and PyPI access (or KINGLET_PYTHON pointing at a python with tests/interop/requirements.txt installed); KINGLET_SKIP_INTEROP=1 skips knowingly"
     );
 }
 
-/// Runs the slixmpp script `tests/interop/<script>` against `d` on `port` as alice and bob
+/// Runs the script `tests/interop/<script>` against `d` on `port` as alice and bob
 /// (trusting the daemon's certificate), with `extra` arguments, and prints its output.
-/// Asserts that it succeeded (`what` failed otherwise, with the daemon's log) and, with
-/// `all_passed`, that it reports "passed, 0 failed". Does nothing with
+/// Returns whether it exited 0 and its stdout and stderr; `None` with
 /// `KINGLET_SKIP_INTEROP`.
-pub fn run_slixmpp(
-    what: &str,
-    script: &str,
-    d: &Daemon,
-    port: u16,
-    extra: &[&str],
-    all_passed: bool,
-) {
-    let Some(py) = python() else { return };
+pub fn run_script(script: &str, d: &Daemon, port: u16, extra: &[&str]) -> Option<(bool, String)> {
+    let py = python()?;
     let script = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(py)
         .arg(script)
@@ -109,8 +102,25 @@ pub fn run_slixmpp(
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{text}");
+    Some((out.status.success(), text))
+}
+
+/// Runs the slixmpp script `tests/interop/<script>` ([`run_script`]). Asserts that it
+/// succeeded (`what` failed otherwise, with the daemon's log) and, with `all_passed`, that
+/// it reports "passed, 0 failed". Does nothing with `KINGLET_SKIP_INTEROP`.
+pub fn run_slixmpp(
+    what: &str,
+    script: &str,
+    d: &Daemon,
+    port: u16,
+    extra: &[&str],
+    all_passed: bool,
+) {
+    let Some((success, text)) = run_script(script, d, port, extra) else {
+        return;
+    };
     assert!(
-        out.status.success() && (!all_passed || text.contains("passed, 0 failed")),
+        success && (!all_passed || text.contains("passed, 0 failed")),
         "{what} failed:\n{text}\n--- server log ---\n{}",
         d.log()
     );

@@ -9,6 +9,7 @@ mod core;
 mod crash;
 mod diskfull;
 mod interop;
+mod interop_sm;
 mod loadgen;
 mod pubsub;
 mod service;

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Developer tool: prove tests/interop/slixmpp_core.py right against a reference XMPP
-# server (Prosody 0.12 from Debian) before blaming Kinglet for a failure.
+# Developer tool: prove tests/interop/slixmpp_core.py, slixmpp_sm.py and aioxmpp_sm.py
+# right against a reference XMPP server (Prosody 0.12 from Debian, with its mod_smacks and
+# pubsub component) before blaming Kinglet for a failure.
 #
-#   tests/interop/run_against_prosody.sh               # STARTTLS, then direct TLS
+#   tests/interop/run_against_prosody.sh               # core: STARTTLS, then direct TLS;
+#                                                      # then the XEP-0198 scripts
 #   tests/interop/run_against_prosody.sh --verbose     # extra args go to slixmpp_core.py
 #
-# Exit status: 0 only if every slixmpp_core.py run passed.
+# Exit status: 0 only if every run passed.
 # Env: KINGLET_PYTHON (a python with requirements.txt installed; otherwise a venv is
 # made at ${KINGLET_VENV:-$HOME/.cache/kinglet-venv}), KEEP_TMP=1 keeps the temp dir,
-# SKIP_DIRECT_TLS=1 runs only the STARTTLS variant.
+# SKIP_DIRECT_TLS=1 runs only the STARTTLS variant, SKIP_SM=1 skips the XEP-0198 scripts.
 #
 # What it took to make Prosody a fair reference (Debian bookworm, prosody 0.12.3):
 # - The package's postinst cannot start the system service here (no init system;
@@ -27,6 +29,9 @@
 #   plus `certificates` pointing at a dir with localhost.crt/.key for SNI lookups.
 # - Direct TLS (XEP-0368): c2s_direct_tls_ports = { N } (0.12 name; legacy_ssl_ports is
 #   the old alias).
+# - XEP-0198: "smacks" (in 0.12's core modules) with resumption; pub-sub is the
+#   `Component "pubsub.localhost" "pubsub"`, where only admins create nodes, so the
+#   publisher (bob) is an admin.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -131,9 +136,11 @@ local_interfaces = { "127.0.0.1" }
 c2s_ports = { $c2s_port }
 c2s_direct_tls_ports = { $tls_port }
 
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "smacks" }
 modules_disabled = { "s2s" }
 allow_registration = false
+admins = { "bob@$domain" }
+smacks_hibernation_time = 20
 
 c2s_require_encryption = true
 authentication = "internal_hashed"
@@ -147,6 +154,7 @@ ssl = {
 }
 
 VirtualHost "$domain"
+Component "pubsub.$domain" "pubsub"
 EOF
 
 pass1="alice-$RANDOM-$RANDOM"
@@ -197,5 +205,21 @@ run_core() {
 run_core starttls --port "$c2s_port" "$@"
 if [ "${SKIP_DIRECT_TLS:-0}" != 1 ]; then
     run_core direct-tls --port "$tls_port" --direct-tls "$@"
+fi
+if [ "${SKIP_SM:-0}" != 1 ]; then
+    for script in slixmpp_sm.py aioxmpp_sm.py; do
+        for cut in reset silent; do
+            log "== $script --cut $cut"
+            if "$KINGLET_PYTHON" "$here/$script" --host 127.0.0.1 --domain "$domain" \
+                --port "$c2s_port" --user1 alice --pass1 "$pass1" --user2 bob --pass2 "$pass2" \
+                --cafile "$tmp/certs/$domain.crt" --cut "$cut"; then
+                log "== $script --cut $cut: PASS"
+            else
+                log "== $script --cut $cut: FAIL (prosody log tail follows)"
+                tail -n 40 "$tmp/prosody.log" >&2 || true
+                status=1
+            fi
+        done
+    done
 fi
 exit "$status"
