@@ -774,3 +774,6 @@ fn ping_body() -> String {
         w.start("ping").ns(crate::proto::NS_PING).end();
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -993,3 +993,6 @@ fn one_element(name: &str, ns: &str, attrs: &[(&str, &str)], text: Option<&str>)
     w.end();
     s
 }
+
+#[cfg(test)]
+mod tests;

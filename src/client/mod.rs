@@ -28,6 +28,8 @@ pub mod sm;
 pub mod tls;
 
 #[cfg(test)]
+mod script;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
