@@ -364,37 +364,29 @@ impl<W: Write> SubRun<'_, W> {
 
     /// Opens a stream, resuming the lost session when the server allows it, else binding,
     /// subscribing and (after a lost session, unless `--no-catch-up`) catching up.
-    fn establish(&mut self, first: bool) -> Result<(Conn, Start), ClientError> {
+    fn establish(&mut self, first: bool) -> Result<Conn, ClientError> {
         let (mut conn, start) =
             Conn::connect_managed(&mut self.settings, self.manage, &mut self.session)?;
-        if let Start::New { resume_failed, sm } = &start {
-            self.pending.subscribe = true;
-            self.pending.catch_up |= !first && self.catch_up;
-            if let Some(why) = resume_failed {
-                eprintln!("kinglet: could not resume the session: {why}");
-            }
-            if self.verbose {
-                match sm {
-                    SmStatus::Off => {}
-                    SmStatus::NotOffered => eprintln!(
-                        "kinglet: the server does not offer stream management (XEP-0198); \
-                         a reconnect will catch up instead"
-                    ),
-                    SmStatus::Enabled { resumable: true } => {
-                        eprintln!("kinglet: stream management enabled, resumable (XEP-0198)");
-                    }
-                    SmStatus::Enabled { resumable: false } => {
-                        eprintln!("kinglet: stream management enabled, not resumable (XEP-0198)")
-                    }
-                    SmStatus::Failed(c) => {
-                        eprintln!("kinglet: the server refused stream management: {c}");
-                    }
+        match &start {
+            Start::Resumed => eprintln!(
+                "kinglet: reconnected and resumed the session of '{}' as {}",
+                self.node,
+                conn.jid()
+            ),
+            Start::New { resume_failed, sm } => {
+                self.pending.subscribe = true;
+                self.pending.catch_up |= !first && self.catch_up;
+                if let Some(why) = resume_failed {
+                    eprintln!("kinglet: could not resume the session: {why}");
+                }
+                if first && self.verbose {
+                    self.say_sm(sm);
                 }
             }
         }
         conn.requeue_front(std::mem::take(&mut self.carried));
-        match self.finish_establish(&mut conn) {
-            Ok(()) => Ok((conn, start)),
+        match self.finish_establish(&mut conn, first) {
+            Ok(()) => Ok(conn),
             Err(e) if e.is_transient() => {
                 self.lose(conn)?;
                 Err(e)
@@ -403,8 +395,32 @@ impl<W: Write> SubRun<'_, W> {
         }
     }
 
+    /// Says on stderr (`--verbose`) what became of stream management.
+    fn say_sm(&self, sm: &SmStatus) {
+        let fallback = if self.catch_up {
+            "a reconnect will catch up instead"
+        } else {
+            "items published during a reconnect will be missed (--no-catch-up)"
+        };
+        match sm {
+            SmStatus::Off => {}
+            SmStatus::NotOffered => eprintln!(
+                "kinglet: the server does not offer stream management (XEP-0198); {fallback}"
+            ),
+            SmStatus::Enabled { resumable: true } => {
+                eprintln!("kinglet: stream management enabled, resumable (XEP-0198)");
+            }
+            SmStatus::Enabled { resumable: false } => eprintln!(
+                "kinglet: stream management enabled, not resumable (XEP-0198); {fallback}"
+            ),
+            SmStatus::Failed(c) => eprintln!(
+                "kinglet: the server refused stream management (XEP-0198): {c}; {fallback}"
+            ),
+        }
+    }
+
     /// The pending subscription and catch-up of a new (or resumed) stream.
-    fn finish_establish(&mut self, conn: &mut Conn) -> Result<(), ClientError> {
+    fn finish_establish(&mut self, conn: &mut Conn, first: bool) -> Result<(), ClientError> {
         if self.pending.subscribe {
             let jid = conn.jid().to_owned();
             conn.iq(
@@ -415,6 +431,12 @@ impl<W: Write> SubRun<'_, W> {
             )
             .map_err(|e| node_missing(e, self.node, ""))?;
             self.pending.subscribe = false;
+            if !first {
+                eprintln!(
+                    "kinglet: reconnected and subscribed to '{}' as {jid}",
+                    self.node
+                );
+            }
         }
         if self.pending.catch_up {
             self.catch_up(conn)?;
@@ -524,22 +546,7 @@ impl<W: Write> SubRun<'_, W> {
                 return Ok(None);
             }
             match self.establish(false) {
-                Ok((c, Start::Resumed)) => {
-                    eprintln!(
-                        "kinglet: reconnected and resumed the session of '{}' as {}",
-                        self.node,
-                        c.jid()
-                    );
-                    return Ok(Some(c));
-                }
-                Ok((c, Start::New { .. })) => {
-                    eprintln!(
-                        "kinglet: reconnected and subscribed to '{}' as {}",
-                        self.node,
-                        c.jid()
-                    );
-                    return Ok(Some(c));
-                }
+                Ok(c) => return Ok(Some(c)),
                 Err(e) if e.is_transient() => {
                     eprintln!("kinglet: reconnect failed: {e}");
                     delay = (delay * 2).min(BACKOFF_MAX);
@@ -591,7 +598,7 @@ fn run_sub<W: Write>(
         session: None,
     };
     let node = run.node;
-    let (mut conn, _) = run.establish(true)?;
+    let mut conn = run.establish(true)?;
     if a.verbose {
         eprintln!("kinglet: subscribed to node '{node}' as {}", conn.jid());
     }

@@ -12,6 +12,8 @@ mod interop;
 mod loadgen;
 mod pubsub;
 mod service;
+#[cfg(feature = "client")]
+mod sub_cuts;
 
 // The daemon launcher and `TempDir`, shared with the benchmarks.
 #[path = "../support/daemon.rs"]
