@@ -285,7 +285,7 @@ client_args! {
         #[argh(switch)]
         no_catch_up: bool,
         /// do not use XEP-0198 stream management (acks, session resumption); a reconnect
-        /// then always subscribes again and catches up
+        /// then always subscribes again and catches up (unless --no-catch-up)
         #[argh(switch)]
         no_resume: bool,
     }
