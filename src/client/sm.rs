@@ -205,7 +205,7 @@ impl StreamMgmt {
         let max = match e.attr("max") {
             None => None,
             Some(m) => Some(parse_u32(m).ok_or_else(|| {
-                SmError::BadNumber(format!("<enabled max='{}'/> is not a number", clip(m)))
+                SmError::BadNumber(format!("max='{}' of <enabled/> is not a number", clip(m)))
             })?),
         };
         let resume = matches!(e.attr("resume"), Some("true" | "1"));
@@ -226,7 +226,7 @@ impl StreamMgmt {
     fn take_ack(&mut self, h: Option<&str>, what: &str) -> Result<(), SmError> {
         let text = h.ok_or_else(|| SmError::BadNumber(format!("<{what}/> without 'h'")))?;
         let h = parse_u32(text).ok_or_else(|| {
-            SmError::BadNumber(format!("<{what} h='{}'/> is not a number", clip(text)))
+            SmError::BadNumber(format!("h='{}' of <{what}/> is not a number", clip(text)))
         })?;
         // Wrap-aware: the newly acknowledged stanzas (h - acked) are at most those sent and
         // not yet acknowledged (sent - acked), both modulo 2^32.
@@ -276,7 +276,7 @@ impl StreamMgmt {
         if let (Some(previd), Some(r)) = (e.attr("previd"), &self.resume) {
             if previd != r.id {
                 return Err(SmError::BadNumber(format!(
-                    "<resumed previd='{}'/> names another session",
+                    "previd='{}' of <resumed/> names another session",
                     clip(previd)
                 )));
             }
