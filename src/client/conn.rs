@@ -95,6 +95,8 @@ pub struct Conn {
     /// XEP-0198 state, from `<enable/>` (or a resumption) on; `None` without stream
     /// management.
     sm: Option<StreamMgmt>,
+    /// Whether a queued stanza was dropped (said once).
+    dropped: bool,
 }
 
 /// What is left of a lost stream ([`Conn::into_lost`]).
@@ -246,6 +248,7 @@ impl Conn {
             queue: VecDeque::new(),
             tls: false,
             sm: None,
+            dropped: false,
         };
         if settings.tls == TlsMode::Direct {
             conn.start_tls(settings)?;
@@ -416,12 +419,25 @@ impl Conn {
         }
     }
 
+    /// Says on stderr (once per connection) that a queued stanza was dropped: more than
+    /// [`MAX_QUEUED`] arrived while a reply was awaited. A lost item is never silent.
+    fn warn_dropped(&mut self) {
+        if !self.dropped {
+            self.dropped = true;
+            eprintln!(
+                "kinglet: warning: more than {MAX_QUEUED} stanzas arrived while waiting for a \
+                 reply; the oldest were dropped (items may have been missed)"
+            );
+        }
+    }
+
     /// Puts stanzas back in front of the queue (oldest first), e.g. those a lost stream
     /// left, so that they are taken before anything newer.
     pub fn requeue_front(&mut self, stanzas: VecDeque<Element>) {
         for e in stanzas.into_iter().rev() {
             if self.queue.len() >= MAX_QUEUED {
                 self.queue.pop_back();
+                self.warn_dropped();
             }
             self.queue.push_front(e);
         }
@@ -875,6 +891,7 @@ impl Conn {
         }
         if self.queue.len() >= MAX_QUEUED {
             self.queue.pop_front();
+            self.warn_dropped();
         }
         self.queue.push_back(e);
         Ok(())
