@@ -36,6 +36,7 @@ mod pubsub;
 mod roster;
 mod server_iq;
 mod sessions;
+mod sm;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ use roster::{RosterPending, RosterTxn};
 #[cfg(test)]
 use sessions::pick_anonymous_user;
 pub use sessions::{ANON_USER_ATTEMPTS, AnonUserError};
+pub use sm::{Resumable, ResumeError};
 use storage::Outage;
 
 /// Connection identifier, unique for the life of the process.
@@ -61,6 +63,8 @@ struct Resource {
     interested: bool,
     /// Entities it sent directed presence to (they get its unavailable presence).
     directed: Vec<Jid>,
+    /// Its XEP-0198 resumption id, when it is resumable.
+    sm_id: Option<Rc<str>>,
 }
 
 /// An account with at least one bound resource.
@@ -92,6 +96,8 @@ pub struct Router {
     pubsub: PubSub,
     /// The current storage fault, for rate-limited logging; `None` while writes work.
     outage: Option<Outage>,
+    /// XEP-0198: the resumable sessions.
+    sm: sm::SmRegistry,
 }
 
 /// The IM side of the broker (RFC 6121): accounts with their bound resources and rosters.
@@ -199,6 +205,7 @@ impl Router {
                 paused: Vec::new(),
             },
             outage: None,
+            sm: sm::SmRegistry::default(),
         })
     }
 

@@ -12,6 +12,7 @@ mod interop;
 mod loadgen;
 mod pubsub;
 mod service;
+mod sm;
 #[cfg(feature = "client")]
 mod sub_cuts;
 
