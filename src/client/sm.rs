@@ -25,8 +25,8 @@ use std::time::Duration;
 use crate::proto::NS_STREAMS;
 use crate::xml::{Element, Writer};
 
-/// XEP-0198 namespace (version 3 of the protocol, XEP-0198 1.6).
-pub const NS_SM: &str = "urn:xmpp:sm:3";
+/// XEP-0198 namespace (version 3 of the protocol, XEP-0198 1.6), the server's constant.
+pub use crate::proto::NS_SM;
 /// Longest resumption id accepted from the server, in bytes; a longer one is not kept (the
 /// session is then treated as not resumable).
 pub const MAX_SM_ID_BYTES: usize = 1024;
