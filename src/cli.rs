@@ -280,6 +280,14 @@ client_args! {
         /// say on stderr when the subscription is in place
         #[argh(switch, short = 'v')]
         verbose: bool,
+        /// after a reconnect that could not resume the session, do not fetch and print the
+        /// items published while disconnected (they are then lost to this sub)
+        #[argh(switch)]
+        no_catch_up: bool,
+        /// do not use XEP-0198 stream management (acks, session resumption); a reconnect
+        /// then always subscribes again and catches up (unless --no-catch-up)
+        #[argh(switch)]
+        no_resume: bool,
     }
 }
 

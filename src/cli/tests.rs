@@ -182,6 +182,15 @@ fn client_commands() {
     assert_eq!((s.last, s.count, s.verbose), (Some(3), Some(2), true));
     assert_eq!(s.format.as_deref(), Some("json"));
     assert!(s.connect_args().insecure);
+    assert!(
+        !s.no_catch_up && !s.no_resume,
+        "catch-up and resumption are on by default"
+    );
+    let a = ok(&["sub", "--node", "n", "--no-catch-up", "--no-resume"]);
+    let Some(Command::Sub(s)) = &a.command else {
+        panic!("{a:?}")
+    };
+    assert!(s.no_catch_up && s.no_resume);
 
     assert!(matches!(ok(&["nodes"]).command, Some(Command::Nodes(_))));
     let a = ok(&["items", "n", "--max", "4"]);

@@ -2,13 +2,16 @@
 //! statuses: each `*_main` prints `kinglet: <error>` on stderr and returns the status of
 //! [`ClientError::exit_code`].
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Command, ItemsArgs, NodeAction, NodeArgs, NodesArgs, PubArgs, SubArgs};
+use crate::xml::Element;
 
-use super::conn::Conn;
+use super::catchup::{CatchUp, Recent, Step};
+use super::conn::{Conn, Detached, SmStatus, Start};
 use super::pubsub::{
     self, Format, Item, MAX_PAYLOAD_BYTES, config_fields, config_form, create_body,
     disco_info_body, disco_items_body, format_item, items_body, items_from_event,
@@ -250,56 +253,315 @@ fn sleep_unless_stopped(d: Duration) -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// Connects and subscribes the bound full JID to `node`.
-fn connect_and_subscribe(settings: &mut Settings, node: &str) -> Result<Conn, ClientError> {
-    let mut conn = Conn::connect(settings)?;
-    let jid = conn.jid().to_owned();
-    conn.iq(
-        "set",
-        Some(&settings.service),
-        &subscription_body("subscribe", node, &jid),
-        &format!("subscribe to node '{node}'"),
-    )
-    .map_err(|e| node_missing(e, node, ""))?;
-    Ok(conn)
+/// What a (re)connected `sub` still has to do on its session.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pending {
+    /// Subscribe (a new session).
+    subscribe: bool,
+    /// Fetch the items published while disconnected (a new session after a lost one).
+    catch_up: bool,
 }
 
-/// Reconnects with exponential back-off ([`BACKOFF_MIN`]..[`BACKOFF_MAX`]); `Ok(None)` if
-/// a stop was requested meanwhile. Non-transient failures (authentication, the node is
-/// gone) end the command.
-fn reconnect(
-    settings: &mut Settings,
-    node: &str,
-    why: &ClientError,
-) -> Result<Option<Conn>, ClientError> {
-    eprintln!("kinglet: connection lost: {why}");
-    let mut delay = BACKOFF_MIN;
-    loop {
-        eprintln!("kinglet: reconnecting in {}s", delay.as_secs());
-        if sleep_unless_stopped(delay) {
-            return Ok(None);
+/// One `kinglet sub`: its options, its output, what it printed, and the session it may
+/// resume after a cut.
+struct SubRun<'a, W: Write> {
+    node: &'a str,
+    settings: Settings,
+    format: Format,
+    out: W,
+    /// `--count`.
+    count: Option<u64>,
+    printed: u64,
+    /// Stdout was closed: stop quietly.
+    closed: bool,
+    verbose: bool,
+    /// What was printed lately: the catch-up's anchor, and what an event may repeat.
+    recent: Recent,
+    /// Catch up after a reconnect that did not resume (off with `--no-catch-up`, or when
+    /// the node's items cannot be read).
+    catch_up: bool,
+    /// Use XEP-0198 (off with `--no-resume`).
+    manage: bool,
+    pending: Pending,
+    /// Stanzas a lost stream left while a catch-up was pending: handled after it.
+    carried: VecDeque<Element>,
+    /// The lost XEP-0198 session to resume.
+    session: Option<Detached>,
+}
+
+impl<W: Write> SubRun<'_, W> {
+    /// Whether `sub` is finished (`--count` reached, or stdout closed).
+    fn done(&self) -> bool {
+        self.closed || self.count.is_some_and(|c| self.printed >= c)
+    }
+
+    /// Prints one item (unless finished).
+    fn print(&mut self, item: &Item, stanza: Option<&Element>) -> Result<(), ClientError> {
+        if self.done() {
+            return Ok(());
         }
-        match connect_and_subscribe(settings, node) {
-            Ok(c) => {
-                eprintln!(
-                    "kinglet: reconnected and subscribed to '{node}' as {}",
-                    c.jid()
-                );
-                return Ok(Some(c));
+        if emit(&mut self.out, &format_item(item, self.format, stanza))? {
+            self.printed += 1;
+        } else {
+            self.closed = true;
+        }
+        Ok(())
+    }
+
+    /// Prints items from an items reply (`--last`, catch-up), oldest first.
+    fn print_fetched(&mut self, items: &[Item]) -> Result<(), ClientError> {
+        for item in items {
+            if self.done() {
+                break;
             }
+            self.print(item, None)?;
+            self.recent.printed_fetched(item, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Handles a stanza from the server: prints the items of an event for the node (not
+    /// those an items reply printed already); the node's deletion ends `sub`.
+    fn handle(&mut self, stanza: &Element) -> Result<(), ClientError> {
+        if pubsub::is_delete_event(stanza, &self.settings.service, self.node) {
+            return Err(ClientError::Xmpp(StanzaError {
+                condition: "item-not-found".to_owned(),
+                app_condition: None,
+                text: None,
+                context: format!("node '{}' was deleted", self.node),
+            }));
+        }
+        for item in items_from_event(stanza, &self.settings.service, self.node) {
+            if self.done() {
+                break;
+            }
+            if self.recent.is_duplicate(&item, Instant::now()) {
+                continue;
+            }
+            self.print(&item, Some(stanza))?;
+            self.recent.printed_live(&item);
+        }
+        Ok(())
+    }
+
+    /// Takes what a lost connection leaves: its session to resume, and the stanzas it
+    /// received but did not hand out yet, handled now (or after the pending catch-up,
+    /// since they are newer than what it will print).
+    fn lose(&mut self, conn: Conn) -> Result<(), ClientError> {
+        let lost = conn.into_lost();
+        if lost.session.is_some() {
+            self.session = lost.session;
+        }
+        if self.pending.catch_up {
+            self.carried = lost.queued;
+            return Ok(());
+        }
+        for stanza in lost.queued {
+            self.handle(&stanza)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a stream, resuming the lost session when the server allows it, else binding,
+    /// subscribing and (after a lost session, unless `--no-catch-up`) catching up.
+    fn establish(&mut self, first: bool) -> Result<Conn, ClientError> {
+        let (mut conn, start) =
+            Conn::connect_managed(&mut self.settings, self.manage, &mut self.session)?;
+        match &start {
+            Start::Resumed => eprintln!(
+                "kinglet: reconnected and resumed the session of '{}' as {}",
+                self.node,
+                conn.jid()
+            ),
+            Start::New { resume_failed, sm } => {
+                self.pending.subscribe = true;
+                self.pending.catch_up |= !first && self.catch_up;
+                if let Some(why) = resume_failed {
+                    eprintln!("kinglet: could not resume the session: {why}");
+                }
+                if first && self.verbose {
+                    self.say_sm(sm);
+                }
+            }
+        }
+        conn.requeue_front(std::mem::take(&mut self.carried));
+        match self.finish_establish(&mut conn, first) {
+            Ok(()) => Ok(conn),
             Err(e) if e.is_transient() => {
-                eprintln!("kinglet: reconnect failed: {e}");
-                delay = (delay * 2).min(BACKOFF_MAX);
+                self.lose(conn)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Says on stderr (`--verbose`) what became of stream management.
+    fn say_sm(&self, sm: &SmStatus) {
+        let fallback = if self.catch_up {
+            "a reconnect will catch up instead"
+        } else {
+            "items published during a reconnect will be missed (--no-catch-up)"
+        };
+        match sm {
+            SmStatus::Off => {}
+            SmStatus::NotOffered => eprintln!(
+                "kinglet: the server does not offer stream management (XEP-0198); {fallback}"
+            ),
+            SmStatus::Enabled { resumable: true } => {
+                eprintln!("kinglet: stream management enabled, resumable (XEP-0198)");
+            }
+            SmStatus::Enabled { resumable: false } => eprintln!(
+                "kinglet: stream management enabled, not resumable (XEP-0198); {fallback}"
+            ),
+            SmStatus::Failed(c) => eprintln!(
+                "kinglet: the server refused stream management (XEP-0198): {c}; {fallback}"
+            ),
+        }
+    }
+
+    /// The pending subscription and catch-up of a new (or resumed) stream.
+    fn finish_establish(&mut self, conn: &mut Conn, first: bool) -> Result<(), ClientError> {
+        if self.pending.subscribe {
+            let jid = conn.jid().to_owned();
+            conn.iq(
+                "set",
+                Some(&self.settings.service),
+                &subscription_body("subscribe", self.node, &jid),
+                &format!("subscribe to node '{}'", self.node),
+            )
+            .map_err(|e| node_missing(e, self.node, ""))?;
+            self.pending.subscribe = false;
+            if !first {
+                eprintln!(
+                    "kinglet: reconnected and subscribed to '{}' as {jid}",
+                    self.node
+                );
+            }
+        }
+        if self.pending.catch_up {
+            self.catch_up(conn)?;
+            self.pending.catch_up = false;
+        }
+        Ok(())
+    }
+
+    /// Fetches and prints the items published since the last one printed
+    /// ([`super::catchup`]).
+    fn catch_up(&mut self, conn: &mut Conn) -> Result<(), ClientError> {
+        if !self.recent.is_known() {
+            return Ok(());
+        }
+        let node = self.node;
+        let what = format!("get the items of node '{node}' published while disconnected");
+        let mut c = CatchUp::new(node);
+        let mut step = c.start();
+        loop {
+            match step {
+                Step::Request(body) => {
+                    match conn.iq("get", Some(&self.settings.service), &body, &what) {
+                        Ok(reply) => step = c.on_reply(&reply, &self.recent),
+                        Err(ClientError::Xmpp(e)) => match c.on_error(&e.condition) {
+                            Some(s) => step = s,
+                            None if e.condition == "item-not-found" => {
+                                return Err(node_missing(ClientError::Xmpp(e), node, ""));
+                            }
+                            None => {
+                                eprintln!(
+                                    "kinglet: warning: cannot catch up: {e}; items published \
+                                     while disconnected are not printed"
+                                );
+                                return Ok(());
+                            }
+                        },
+                        Err(e) => return Err(e),
+                    }
+                }
+                Step::Done(outcome) => {
+                    if let Some(w) = &outcome.warning {
+                        eprintln!("kinglet: warning: {w}");
+                    }
+                    if !outcome.items.is_empty() || self.verbose {
+                        eprintln!(
+                            "kinglet: caught up {} items published at '{node}' while \
+                             disconnected",
+                            outcome.items.len()
+                        );
+                    }
+                    return self.print_fetched(&outcome.items);
+                }
+            }
+        }
+    }
+
+    /// After the first subscription: prints `--last` items, or notes the node's newest
+    /// item as the starting point of a catch-up.
+    fn start(&mut self, conn: &mut Conn, last: Option<u32>) -> Result<(), ClientError> {
+        let node = self.node;
+        if let Some(n) = last.filter(|n| *n > 0) {
+            let reply = conn.iq(
+                "get",
+                Some(&self.settings.service),
+                &items_body(node, Some(n)),
+                &format!("get the last items of node '{node}'"),
+            )?;
+            let items = items_from_result(&reply, node);
+            self.recent.note_start(None);
+            return self.print_fetched(&items);
+        }
+        if !self.catch_up {
+            return Ok(());
+        }
+        match conn.iq(
+            "get",
+            Some(&self.settings.service),
+            &items_body(node, Some(1)),
+            &format!("get the newest item of node '{node}'"),
+        ) {
+            Ok(reply) => {
+                let items = items_from_result(&reply, node);
+                self.recent.note_start(items.last());
+            }
+            Err(ClientError::Xmpp(e)) => {
+                eprintln!(
+                    "kinglet: warning: cannot read the items of node '{node}' ({e}); no \
+                     catch-up after a reconnect"
+                );
+                self.catch_up = false;
             }
             Err(e) => return Err(e),
         }
+        Ok(())
+    }
+
+    /// Reconnects with exponential back-off ([`BACKOFF_MIN`]..[`BACKOFF_MAX`]) after `conn`
+    /// was lost; `Ok(None)` if a stop was requested meanwhile (or `sub` is finished).
+    /// Non-transient failures (authentication, the node is gone) end the command.
+    fn reconnect(&mut self, conn: Conn, why: &ClientError) -> Result<Option<Conn>, ClientError> {
+        eprintln!("kinglet: connection lost: {why}");
+        self.lose(conn)?;
+        let mut delay = BACKOFF_MIN;
+        while !self.done() {
+            eprintln!("kinglet: reconnecting in {}s", delay.as_secs());
+            if sleep_unless_stopped(delay) {
+                return Ok(None);
+            }
+            match self.establish(false) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) if e.is_transient() => {
+                    eprintln!("kinglet: reconnect failed: {e}");
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 }
 
 /// `kinglet sub`.
 fn subscribe(a: &SubArgs) -> Result<(), ClientError> {
     let format = Format::parse(a.format.as_deref())?;
-    let mut settings = Settings::resolve(&a.connect_args())?;
+    let settings = Settings::resolve(&a.connect_args())?;
     if a.last.is_some_and(|n| n > MAX_ITEMS_REQUEST) {
         return Err(ClientError::Usage(format!(
             "--last is at most {MAX_ITEMS_REQUEST}"
@@ -309,106 +571,73 @@ fn subscribe(a: &SubArgs) -> Result<(), ClientError> {
         return Ok(());
     }
     install_stop_handler()?;
-    let node = a.node.as_str();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut printed: u64 = 0;
-    let done = |printed: u64| a.count.is_some_and(|c| printed >= c);
+    run_sub(a, settings, format, std::io::stdout().lock())
+}
 
-    let mut conn = connect_and_subscribe(&mut settings, node)?;
+/// `kinglet sub` with resolved settings, printing to `out`.
+fn run_sub<W: Write>(
+    a: &SubArgs,
+    settings: Settings,
+    format: Format,
+    out: W,
+) -> Result<(), ClientError> {
+    let mut run = SubRun {
+        node: a.node.as_str(),
+        settings,
+        format,
+        out,
+        count: a.count,
+        printed: 0,
+        closed: false,
+        verbose: a.verbose,
+        recent: Recent::new(),
+        catch_up: !a.no_catch_up,
+        manage: !a.no_resume,
+        pending: Pending::default(),
+        carried: VecDeque::new(),
+        session: None,
+    };
+    let node = run.node;
+    let mut conn = run.establish(true)?;
     if a.verbose {
         eprintln!("kinglet: subscribed to node '{node}' as {}", conn.jid());
     }
-    // Events that arrived before the items reply may repeat items of that reply.
-    let mut seen: Vec<String> = Vec::new();
-    let mut before_items = 0;
-    if let Some(n) = a.last.filter(|n| *n > 0) {
-        let reply = conn.iq(
-            "get",
-            Some(&settings.service),
-            &items_body(node, Some(n)),
-            &format!("get the last items of node '{node}'"),
-        )?;
-        before_items = conn.queued();
-        for item in items_from_result(&reply, node) {
-            if done(printed) {
-                break;
-            }
-            if !emit(&mut out, &format_item(&item, format, None))? {
-                STOP.store(true, Ordering::SeqCst);
-                break;
-            }
-            printed += 1;
-            seen.push(item.id);
-        }
-    }
+    run.start(&mut conn, a.last)?;
 
     let mut last_traffic = Instant::now();
-    let mut stopped_by_pipe = false;
-    while !STOP.load(Ordering::SeqCst) && !done(printed) {
-        match conn.next_stanza(Instant::now() + Duration::from_millis(500)) {
+    while !STOP.load(Ordering::SeqCst) && !run.done() {
+        let lost = match conn.next_stanza(Instant::now() + Duration::from_millis(500)) {
             Ok(Some(stanza)) => {
                 last_traffic = Instant::now();
-                let early = before_items > 0;
-                before_items = before_items.saturating_sub(1);
-                if pubsub::is_delete_event(&stanza, &settings.service, node) {
-                    return Err(ClientError::Xmpp(StanzaError {
-                        condition: "item-not-found".to_owned(),
-                        app_condition: None,
-                        text: None,
-                        context: format!("node '{node}' was deleted"),
-                    }));
-                }
-                let items: Vec<Item> = items_from_event(&stanza, &settings.service, node);
-                for item in items {
-                    if done(printed) {
-                        break;
-                    }
-                    if early && seen.contains(&item.id) {
-                        continue;
-                    }
-                    if !emit(&mut out, &format_item(&item, format, Some(&stanza)))? {
-                        stopped_by_pipe = true;
-                        break;
-                    }
-                    printed += 1;
-                }
-                if stopped_by_pipe {
-                    break;
-                }
+                run.handle(&stanza)?;
+                continue;
             }
-            Ok(None) => {
-                if last_traffic.elapsed() >= KEEPALIVE {
-                    last_traffic = Instant::now();
-                    // An XEP-0199 ping proves the server is alive (a whitespace keepalive
-                    // would sit in a socket buffer towards a dead peer). Any reply, even
-                    // an error from a server without ping, is a sign of life.
-                    let domain = settings.domain.clone();
-                    match conn.iq("get", Some(&domain), &ping_body(), "ping the server") {
-                        Ok(_) | Err(ClientError::Xmpp(_)) => {}
-                        Err(e) if e.is_transient() => match reconnect(&mut settings, node, &e)? {
-                            Some(c) => conn = c,
-                            None => return Ok(()),
-                        },
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) if e.is_transient() => {
-                before_items = 0;
-                match reconnect(&mut settings, node, &e)? {
-                    Some(c) => conn = c,
-                    None => return Ok(()),
-                }
+            Ok(None) if last_traffic.elapsed() >= KEEPALIVE => {
                 last_traffic = Instant::now();
+                // An XEP-0199 ping proves the server is alive (a whitespace keepalive
+                // would sit in a socket buffer towards a dead peer). Any reply, even
+                // an error from a server without ping, is a sign of life.
+                let domain = run.settings.domain.clone();
+                match conn.iq("get", Some(&domain), &ping_body(), "ping the server") {
+                    Ok(_) | Err(ClientError::Xmpp(_)) => continue,
+                    Err(e) if e.is_transient() => e,
+                    Err(e) => return Err(e),
+                }
             }
+            Ok(None) => continue,
+            Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
+        };
+        match run.reconnect(conn, &lost)? {
+            Some(c) => conn = c,
+            None => return Ok(()),
         }
+        last_traffic = Instant::now();
     }
     let jid = conn.jid().to_owned();
     let unsub = conn.iq(
         "set",
-        Some(&settings.service),
+        Some(&run.settings.service),
         &subscription_body("unsubscribe", node, &jid),
         &format!("unsubscribe from node '{node}'"),
     );
@@ -552,3 +781,6 @@ fn ping_body() -> String {
         w.start("ping").ns(crate::proto::NS_PING).end();
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,6 +24,7 @@ use crate::xml::{
 };
 
 use super::settings::{Auth, Settings, TlsMode};
+use super::sm::{self, NS_SM, SmError, StreamMgmt};
 use super::{ClientError, StanzaError};
 
 /// Largest stanza accepted from the server (an items reply can hold many items).
@@ -91,6 +92,70 @@ pub struct Conn {
     queue: VecDeque<Element>,
     /// Whether TLS is in use.
     tls: bool,
+    /// XEP-0198 state, from `<enable/>` (or a resumption) on; `None` without stream
+    /// management.
+    sm: Option<StreamMgmt>,
+    /// Whether a queued stanza was dropped (said once).
+    dropped: bool,
+}
+
+/// What is left of a lost stream ([`Conn::into_lost`]).
+#[derive(Debug)]
+pub struct Lost {
+    /// Stanzas received (so counted as handled for XEP-0198) but not yet taken, oldest
+    /// first: the caller handles them, since the server will not send them again.
+    pub queued: VecDeque<Element>,
+    /// The XEP-0198 session to resume, when the server allowed resumption.
+    pub session: Option<Detached>,
+}
+
+/// A resumable XEP-0198 session whose connection was lost.
+#[derive(Clone, Debug)]
+pub struct Detached {
+    /// Its counts and resumption id.
+    sm: StreamMgmt,
+    /// The full JID it had bound.
+    jid: String,
+    /// When the connection was lost.
+    since: Instant,
+}
+
+impl Detached {
+    /// The full JID of the session.
+    pub fn jid(&self) -> &str {
+        &self.jid
+    }
+}
+
+/// How a stream for `sub` came up ([`Conn::connect_managed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The previous session was resumed (XEP-0198 §5): same full JID, its subscriptions
+    /// kept; the server sends again what it had not seen acknowledged.
+    Resumed,
+    /// A new session with a freshly bound resource.
+    New {
+        /// Why the previous session could not be resumed, if there was one.
+        resume_failed: Option<String>,
+        /// Stream management on this stream.
+        sm: SmStatus,
+    },
+}
+
+/// Stream management on a new stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmStatus {
+    /// Not asked for (`--no-resume`, or a command other than `sub`).
+    Off,
+    /// The server does not offer XEP-0198.
+    NotOffered,
+    /// Enabled; `resumable` when the server allows resumption.
+    Enabled {
+        /// Whether the session can be resumed after a cut.
+        resumable: bool,
+    },
+    /// The server answered `<enable/>` with `<failed/>` (its condition).
+    Failed(String),
 }
 
 impl std::fmt::Debug for Conn {
@@ -100,6 +165,11 @@ impl std::fmt::Debug for Conn {
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `e` is a stanza (RFC 6120 §8), as XEP-0198 counts them.
+fn is_stanza(e: &Element) -> bool {
+    e.ns == NS_CLIENT && matches!(e.name.as_str(), "message" | "presence" | "iq")
 }
 
 /// Whether a stanza is an IQ request (get/set) that needs an answer.
@@ -116,6 +186,47 @@ impl Conn {
     /// [`ClientError::Auth`] on SASL failure, [`ClientError::Protocol`] for TLS failures
     /// and protocol violations, [`ClientError::Timeout`].
     pub fn connect(settings: &mut Settings) -> Result<Conn, ClientError> {
+        let (mut conn, features) = Conn::open(settings)?;
+        conn.bind(&features, &settings.resource)?;
+        Ok(conn)
+    }
+
+    /// [`Conn::connect`] for `sub`: resumes `previous` (XEP-0198 §5) when the server offers
+    /// stream management, else binds a resource and, with `enable`, enables stream
+    /// management with resumption (§3). `previous` is taken once the server has answered
+    /// the resumption (resumed or failed); after a connection failure it is left for the
+    /// next attempt.
+    ///
+    /// # Errors
+    ///
+    /// As [`Conn::connect`]; [`ClientError::Protocol`] when the server breaks XEP-0198 (a
+    /// malformed or too high `h`).
+    pub fn connect_managed(
+        settings: &mut Settings,
+        enable: bool,
+        previous: &mut Option<Detached>,
+    ) -> Result<(Conn, Start), ClientError> {
+        let (mut conn, features) = Conn::open(settings)?;
+        let mut resume_failed = None;
+        if previous.is_some() {
+            match conn.resume(&features, previous)? {
+                None => return Ok((conn, Start::Resumed)),
+                Some(why) => resume_failed = Some(why),
+            }
+        }
+        conn.bind(&features, &settings.resource)?;
+        let sm = if !enable {
+            SmStatus::Off
+        } else if !sm::offered(&features) {
+            SmStatus::NotOffered
+        } else {
+            conn.enable_sm()?
+        };
+        Ok((conn, Start::New { resume_failed, sm }))
+    }
+
+    /// Connects, negotiates TLS and authenticates; the stream features after SASL.
+    fn open(settings: &mut Settings) -> Result<(Conn, Element), ClientError> {
         let tcp = tcp_connect(&settings.host, settings.port, settings.timeout)?;
         let loopback = tcp
             .peer_addr()
@@ -136,6 +247,8 @@ impl Conn {
             next_id: 0,
             queue: VecDeque::new(),
             tls: false,
+            sm: None,
+            dropped: false,
         };
         if settings.tls == TlsMode::Direct {
             conn.start_tls(settings)?;
@@ -177,8 +290,157 @@ impl Conn {
         }
         conn.authenticate(&features, &settings.auth)?;
         let features = conn.open_stream(&settings.domain)?;
-        conn.bind(&features, &settings.resource)?;
-        Ok(conn)
+        Ok((conn, features))
+    }
+
+    /// Tries to resume `previous` (XEP-0198 §5); `Ok(None)` when resumed, else why not
+    /// (then `previous` is gone: that session cannot be resumed any more).
+    fn resume(
+        &mut self,
+        features: &Element,
+        previous: &mut Option<Detached>,
+    ) -> Result<Option<String>, ClientError> {
+        let Some(prev) = previous.as_ref() else {
+            return Ok(Some("no session to resume".to_owned()));
+        };
+        if !sm::offered(features) {
+            *previous = None;
+            return Ok(Some(
+                "the server no longer offers stream management (XEP-0198)".to_owned(),
+            ));
+        }
+        let (Some(request), Some(window)) =
+            (prev.sm.resume_request(), prev.sm.resumable().map(|r| r.max))
+        else {
+            *previous = None;
+            return Ok(Some("the session was not resumable".to_owned()));
+        };
+        if let Some(max) = window.filter(|m| prev.since.elapsed() > *m) {
+            *previous = None;
+            return Ok(Some(format!(
+                "the server keeps a lost session {} s at most",
+                max.as_secs()
+            )));
+        }
+        self.send(&request)?;
+        let reply = self.next_nonza()?;
+        let Some(prev) = previous.take() else {
+            return Ok(Some("no session to resume".to_owned()));
+        };
+        let mut state = prev.sm;
+        if reply.is("resumed", NS_SM) {
+            if let Err(e) = state.on_resumed(&reply) {
+                return Err(self.sm_violation(e));
+            }
+            self.sm = Some(state);
+            self.jid = prev.jid;
+            Ok(None)
+        } else if reply.is("failed", NS_SM) {
+            if let Err(e) = state.on_resume_failed(&reply) {
+                return Err(self.sm_violation(e));
+            }
+            Ok(Some(format!(
+                "the server refused to resume the session: {}",
+                sm::failed_condition(&reply)
+            )))
+        } else {
+            Err(ClientError::Protocol(format!(
+                "unexpected <{}/> in answer to <resume/>",
+                reply.name
+            )))
+        }
+    }
+
+    /// Enables stream management with resumption (XEP-0198 §3) and waits for the answer;
+    /// stanzas arriving meanwhile are queued (and counted).
+    fn enable_sm(&mut self) -> Result<SmStatus, ClientError> {
+        // §4: the client's count starts when it sends <enable/>.
+        self.sm = Some(StreamMgmt::new());
+        self.send(&sm::enable_request(true))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let Some(e) = self.read_element(deadline)? else {
+                return Err(ClientError::Timeout(
+                    "waiting for the answer to <enable/> (XEP-0198)".into(),
+                ));
+            };
+            if e.is("enabled", NS_SM) {
+                let outcome = match self.sm.as_mut() {
+                    Some(state) => state.on_enabled(&e).map(|()| state.resumable().is_some()),
+                    None => Ok(false),
+                };
+                return match outcome {
+                    Ok(resumable) => Ok(SmStatus::Enabled { resumable }),
+                    Err(err) => Err(self.sm_violation(err)),
+                };
+            }
+            if e.is("failed", NS_SM) {
+                self.sm = None;
+                return Ok(SmStatus::Failed(sm::failed_condition(&e)));
+            }
+            self.dispatch(e)?;
+        }
+    }
+
+    /// Closes the stream after a XEP-0198 violation by the server (§6), as a protocol
+    /// error.
+    fn sm_violation(&mut self, e: SmError) -> ClientError {
+        let _ = self.send(&e.stream_error());
+        if let Some(io) = self.io.take() {
+            let _ = io.tcp().shutdown(std::net::Shutdown::Both);
+        }
+        self.sm = None;
+        ClientError::Protocol(e.to_string())
+    }
+
+    /// The XEP-0198 state of this stream, if stream management is on.
+    pub fn stream_management(&self) -> Option<&StreamMgmt> {
+        self.sm.as_ref()
+    }
+
+    /// Ends a lost connection: its stanzas not yet taken, and its XEP-0198 session if the
+    /// server allowed resumption.
+    pub fn into_lost(mut self) -> Lost {
+        if let Some(io) = self.io.take() {
+            let _ = io.tcp().shutdown(std::net::Shutdown::Both);
+        }
+        let session = self
+            .sm
+            .take()
+            .filter(|s| s.is_enabled() && s.resumable().is_some())
+            .map(|sm| Detached {
+                sm,
+                jid: std::mem::take(&mut self.jid),
+                since: Instant::now(),
+            });
+        Lost {
+            queued: std::mem::take(&mut self.queue),
+            session,
+        }
+    }
+
+    /// Says on stderr (once per connection) that a queued stanza was dropped: more than
+    /// [`MAX_QUEUED`] arrived while a reply was awaited. A lost item is never silent.
+    fn warn_dropped(&mut self) {
+        if !self.dropped {
+            self.dropped = true;
+            eprintln!(
+                "kinglet: warning: more than {MAX_QUEUED} stanzas arrived while waiting for a \
+                 reply; the oldest were dropped (items may have been missed)"
+            );
+        }
+    }
+
+    /// Puts stanzas back in front of the queue (oldest first), e.g. those a lost stream
+    /// left, so that they are taken before anything newer.
+    pub fn requeue_front(&mut self, stanzas: VecDeque<Element>) {
+        for e in stanzas.into_iter().rev() {
+            if self.queue.len() >= MAX_QUEUED {
+                self.queue.pop_back();
+                self.warn_dropped();
+            }
+            self.queue.push_front(e);
+        }
     }
 
     /// The bound full JID.
@@ -478,8 +740,36 @@ impl Conn {
     }
 
     /// The next top-level element before `deadline`; stream errors and the stream close
-    /// become errors.
+    /// become errors. With stream management on, `<r/>` is answered and `<a/>` checked
+    /// here (neither is returned), and every stanza returned is counted as handled.
     fn read_element(&mut self, deadline: Instant) -> Result<Option<Element>, ClientError> {
+        loop {
+            let Some(e) = self.read_element_raw(deadline)? else {
+                return Ok(None);
+            };
+            let Some(state) = self.sm.as_mut() else {
+                return Ok(Some(e));
+            };
+            if e.is("r", NS_SM) {
+                let a = state.ack();
+                self.send(&a)?;
+                continue;
+            }
+            if e.is("a", NS_SM) {
+                if let Err(err) = state.on_ack(&e) {
+                    return Err(self.sm_violation(err));
+                }
+                continue;
+            }
+            if is_stanza(&e) {
+                state.count_received();
+            }
+            return Ok(Some(e));
+        }
+    }
+
+    /// [`Conn::read_element`] without stream management.
+    fn read_element_raw(&mut self, deadline: Instant) -> Result<Option<Element>, ClientError> {
         match self.read_frame(deadline)? {
             None => Ok(None),
             Some(Frame::Stanza(e)) if e.is("error", NS_STREAM) => {
@@ -536,7 +826,16 @@ impl Conn {
             w.start("service-unavailable").ns(NS_STANZAS).end().end();
         }
         w.end();
-        self.send(&s)
+        self.send_stanza(&s)
+    }
+
+    /// Sends a stanza, counted for stream management.
+    fn send_stanza(&mut self, xml: &str) -> Result<(), ClientError> {
+        self.send(xml)?;
+        if let Some(state) = self.sm.as_mut() {
+            state.count_sent();
+        }
+        Ok(())
     }
 
     /// Sends an IQ of `kind` (`get`/`set`) with `body` to `to` (the account when `None`) and
@@ -565,7 +864,7 @@ impl Conn {
             .text("")
             .raw(Raw(body))
             .end();
-        self.send(&s)?;
+        self.send_stanza(&s)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let Some(e) = self.read_element(deadline)? else {
@@ -592,6 +891,7 @@ impl Conn {
         }
         if self.queue.len() >= MAX_QUEUED {
             self.queue.pop_front();
+            self.warn_dropped();
         }
         self.queue.push_back(e);
         Ok(())
@@ -621,6 +921,10 @@ impl Conn {
     /// Closes the stream politely: sends `</stream:stream>` and waits briefly for the
     /// server's close. Errors are ignored (the process is about to exit).
     pub fn close(mut self) {
+        // XEP-0198 §4: say what was handled before closing, so nothing is sent again.
+        if let Some(a) = self.sm.as_ref().map(StreamMgmt::ack) {
+            let _ = self.send(&a);
+        }
         if self.send(STREAM_CLOSE).is_err() {
             return;
         }
@@ -706,3 +1010,6 @@ fn one_element(name: &str, ns: &str, attrs: &[(&str, &str)], text: Option<&str>)
     w.end();
     s
 }
+
+#[cfg(test)]
+mod tests;

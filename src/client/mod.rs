@@ -4,8 +4,9 @@
 //! This module owns everything the client commands do after argument parsing: resolving the
 //! connection settings ([`settings`]), one blocking client-to-server stream with STARTTLS or
 //! direct TLS, SASL and resource binding ([`conn`]), the rustls client configuration
-//! ([`tls`]), the XEP-0060 requests and the output formats ([`pubsub`], [`json`]) and the
-//! command flows with their exit codes ([`commands`]). It speaks standard XMPP only, so it
+//! ([`tls`]), the XEP-0060 requests and the output formats ([`pubsub`], [`json`]), XEP-0198
+//! stream management ([`sm`]) and the catch-up of `sub` after a reconnect ([`catchup`]), and
+//! the command flows with their exit codes ([`commands`]). It speaks standard XMPP only, so it
 //! works against any compliant server, not only Kinglet.
 //!
 //! It does not own the argument types (those are in [`crate::cli`]) and shares no state with
@@ -17,13 +18,17 @@
 //! sysexits-style, like the rest of the binary; see [`ClientError::exit_code`] and
 //! `docs/cli.md`.
 
+pub mod catchup;
 pub mod commands;
 pub mod conn;
 pub mod json;
 pub mod pubsub;
 pub mod settings;
+pub mod sm;
 pub mod tls;
 
+#[cfg(test)]
+mod script;
 #[cfg(test)]
 mod tests;
 

@@ -11,12 +11,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::client::Client;
+use super::sub_cuts::Proxy;
 use super::{Daemon, Options, TempDir, bin, kinglet, make_cert};
 
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 
 /// Runs `kinglet ARGS` with `stdin`, bounded by 60 s.
-fn cli(args: &[&str], stdin: Option<&str>) -> Output {
+pub(super) fn cli(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
@@ -50,7 +51,7 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Asserts success and returns stdout.
-fn ok(o: Output) -> String {
+pub(super) fn ok(o: Output) -> String {
     assert!(
         o.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -62,7 +63,7 @@ fn ok(o: Output) -> String {
 }
 
 /// A daemon without TLS (plaintext is allowed because it is loopback).
-fn plain_daemon() -> Daemon {
+pub(super) fn plain_daemon() -> Daemon {
     Daemon::start(Options {
         tls: false,
         direct_tls: false,
@@ -71,7 +72,7 @@ fn plain_daemon() -> Daemon {
 }
 
 /// Writes `pass` to a file in `dir` and returns the login flags for `user@localhost`.
-fn login_args(dir: &Path, server: &str, user: &str, pass: &str) -> Vec<String> {
+pub(super) fn login_args(dir: &Path, server: &str, user: &str, pass: &str) -> Vec<String> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let f = dir.join(format!("{user}-{n}.pw"));
@@ -103,21 +104,21 @@ fn words(s: &str) -> Vec<&str> {
     s.split_whitespace().collect()
 }
 
-fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+pub(super) fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
     let mut v: Vec<&str> = more.to_vec();
     v.extend(base.iter().map(String::as_str));
     v
 }
 
 /// A spawned `kinglet sub` whose stdout lines are collected by a thread.
-struct Sub {
+pub(super) struct Sub {
     child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
+    pub(super) lines: std::sync::mpsc::Receiver<String>,
     stderr: PathBuf,
 }
 
 impl Sub {
-    fn spawn(args: &[&str], dir: &Path) -> Sub {
+    pub(super) fn spawn(args: &[&str], dir: &Path) -> Sub {
         let stderr = dir.join(format!(
             "sub-{}.err",
             std::time::SystemTime::now()
@@ -150,18 +151,18 @@ impl Sub {
         }
     }
 
-    fn line(&self) -> String {
+    pub(super) fn line(&self) -> String {
         self.lines
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("no line from sub; stderr: {}", self.err()))
     }
 
-    fn err(&self) -> String {
+    pub(super) fn err(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// Waits for the exit status (at most 30 s).
-    fn wait(&mut self) -> std::process::ExitStatus {
+    pub(super) fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
@@ -176,7 +177,7 @@ impl Sub {
         }
     }
 
-    fn wait_stderr(&self, needle: &str) {
+    pub(super) fn wait_stderr(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.err().contains(needle) {
             assert!(
@@ -903,7 +904,7 @@ fn cli_against_prosody_from_debian() {
              log = {{ debug = \"{d}/prosody.log\" }}\n\
              interfaces = {{ \"127.0.0.1\" }}\nlocal_interfaces = {{ \"127.0.0.1\" }}\n\
              c2s_ports = {{ {c2s} }}\nc2s_direct_tls_ports = {{ {direct} }}\n\
-             modules_enabled = {{ \"roster\", \"saslauth\", \"tls\", \"disco\", \"ping\" }}\n\
+             modules_enabled = {{ \"roster\", \"saslauth\", \"tls\", \"disco\", \"ping\", \"smacks\" }}\n\
              modules_disabled = {{ \"s2s\" }}\nallow_registration = false\n\
              admins = {{ \"alice@localhost\" }}\n\
              c2s_require_encryption = true\nauthentication = \"internal_hashed\"\n\
@@ -1030,6 +1031,53 @@ fn cli_against_prosody_from_debian() {
     let wrong = login_args(&prosody._dir.0, &server, "alice", "wrong");
     let o = cli(&with(&wrong, &["nodes", "--ca-file", &ca]), None);
     assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+
+    // XEP-0198 with a stack nobody here wrote (Prosody's mod_smacks): a `sub` whose
+    // connection is cut resumes its session and prints each item once; with --no-resume it
+    // subscribes again and catches up (Prosody's items with RSM).
+    run_ok(&alice, &["node", "create", "cuts"]);
+    let proxy = Proxy::start(c2s);
+    let mut bob_cut = login_args(
+        &prosody._dir.0,
+        &format!("127.0.0.1:{}", proxy.port),
+        "bob",
+        "bob-pw",
+    );
+    bob_cut.extend(["--ca-file".to_owned(), ca.clone()]);
+    let mut next = 1;
+    for (flags, said) in [
+        (&[][..], "reconnected and resumed the session"),
+        (&["--no-resume"], "caught up 3 items"),
+    ] {
+        let mut args = with(
+            &bob_cut,
+            &["sub", "--node", "cuts", "--count", "6", "--verbose"],
+        );
+        args.extend_from_slice(flags);
+        let mut sub = Sub::spawn(&args, &prosody._dir.0);
+        sub.wait_stderr("subscribed to node");
+        let items: Vec<String> = (next..next + 6)
+            .map(|i| format!("<n xmlns=\"urn:x\">{i}</n>"))
+            .collect();
+        next += 6;
+        let publish = |lines: &[String]| {
+            ok(cli(
+                &with(&alice, &["pub", "--node", "cuts", "--lines"]),
+                Some(&(lines.join("\n") + "\n")),
+            ))
+        };
+        publish(&items[..3]);
+        let mut got: Vec<String> = (0..3).map(|_| sub.line()).collect();
+        proxy.cut();
+        sub.wait_stderr("connection lost");
+        publish(&items[3..]);
+        proxy.up(c2s);
+        got.extend((0..3).map(|_| sub.line()));
+        assert!(sub.wait().success(), "{}", sub.err());
+        assert_eq!(got, items, "{}", sub.err());
+        assert!(sub.err().contains(said), "{flags:?}: {}", sub.err());
+    }
+    run_ok(&alice, &["node", "delete", "cuts"]);
     run_ok(&alice, &["node", "delete", "sensors"]);
     assert_eq!(run_ok(&alice, &["nodes"]), "");
 }

@@ -14,6 +14,8 @@ mod loadgen;
 mod pubsub;
 mod service;
 mod sm;
+#[cfg(feature = "client")]
+mod sub_cuts;
 
 // The daemon launcher and `TempDir`, shared with the benchmarks.
 #[path = "../support/daemon.rs"]

@@ -1,0 +1,263 @@
+//! `kinglet sub` across cuts against scripted servers (`client::script`): resumption
+//! delivers each item once, and a reconnect without it catches up in publish order without
+//! printing an item twice.
+
+use argh::FromArgs;
+
+use crate::cli::SubArgs;
+use crate::pubsub::{NS_PUBSUB, NS_RSM};
+use crate::xml::Element;
+
+use super::super::pubsub::Format;
+use super::super::script::{BIND, BIND_SM, NS_SM, Peer, Server};
+use super::run_sub;
+
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+
+fn args(extra: &[&str]) -> SubArgs {
+    let mut a = vec!["--node", "n"];
+    a.extend_from_slice(extra);
+    SubArgs::from_args(&["sub"], &a).expect("sub arguments")
+}
+
+/// The event notification of item `i`.
+fn event(i: u32) -> String {
+    format!(
+        "<message from='pubsub.localhost' id='e{i}'><event xmlns='{EVENT}'><items node='n'>\
+         <item id='i{i}'><v xmlns='urn:x'>{i}</v></item></items></event></message>"
+    )
+}
+
+/// An items result with items `ids` (and an RSM `<set/>` from index `first`, if given).
+fn items(ids: &[u32], first: Option<usize>) -> String {
+    let mut s = format!("<pubsub xmlns='{NS_PUBSUB}'><items node='n'>");
+    for i in ids {
+        s.push_str(&format!("<item id='i{i}'><v xmlns='urn:x'>{i}</v></item>"));
+    }
+    s.push_str("</items>");
+    if let Some(index) = first {
+        s.push_str(&format!("<set xmlns='{NS_RSM}'>"));
+        if let (Some(f), Some(l)) = (ids.first(), ids.last()) {
+            s.push_str(&format!(
+                "<first index='{index}'>i{f}</first><last>i{l}</last>"
+            ));
+        }
+        s.push_str(&format!("<count>{}</count></set>", index + ids.len()));
+    }
+    s.push_str("</pubsub>");
+    s
+}
+
+/// Expects the subscription request for node `n` and accepts it.
+fn subscribed(p: &mut Peer) {
+    let iq = p.expect_iq();
+    let sub = iq
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|s| s.child("subscribe", NS_PUBSUB))
+        .expect("a subscription request");
+    assert_eq!(sub.attr("node"), Some("n"));
+    p.result(&iq, "");
+}
+
+/// Expects an items request and returns it with its `<items/>`.
+fn items_request(p: &mut Peer) -> (Element, Element) {
+    let iq = p.expect_iq();
+    let it = iq
+        .child("pubsub", NS_PUBSUB)
+        .and_then(|s| s.child("items", NS_PUBSUB))
+        .cloned()
+        .expect("an items request");
+    assert_eq!(it.attr("node"), Some("n"));
+    (iq, it)
+}
+
+/// Expects the unsubscription at the end, then the close.
+fn unsubscribed(p: &mut Peer) {
+    let iq = p.expect_iq();
+    assert!(
+        iq.child("pubsub", NS_PUBSUB)
+            .and_then(|s| s.child("unsubscribe", NS_PUBSUB))
+            .is_some(),
+        "{iq:?}"
+    );
+    p.result(&iq, "");
+    p.expect_close();
+}
+
+fn lines(out: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn values(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range
+        .map(|i| format!("<v xmlns=\"urn:x\">{i}</v>"))
+        .collect()
+}
+
+/// Without XEP-0198: after the cut, `sub` subscribes again and pages back from the newest
+/// item to the last one it printed; an event that raced with that request is not printed
+/// twice, and the live events go on after the caught-up items.
+#[test]
+fn sub_catches_up_after_a_cut_without_duplicates() {
+    let server = Server::run(|l| {
+        let mut p = l.accept();
+        p.login(BIND);
+        p.bind("anon@localhost/r");
+        subscribed(&mut p);
+        let (iq, it) = items_request(&mut p);
+        assert_eq!(it.attr("max_items"), Some("1"), "the newest item is noted");
+        p.result(&iq, &items(&[1], None));
+        p.send(&event(2));
+        p.cut();
+
+        let mut p = l.accept();
+        p.login(BIND);
+        p.bind("anon@localhost/r");
+        subscribed(&mut p);
+        let (iq, _) = items_request(&mut p);
+        let set = iq
+            .child("pubsub", NS_PUBSUB)
+            .and_then(|s| s.child("set", NS_RSM))
+            .expect("an RSM request");
+        assert_eq!(
+            set.child("before", NS_RSM).map(Element::text).as_deref(),
+            Some(""),
+            "paging back from the newest"
+        );
+        // Item 4 is published while the request is on its way: its event comes first.
+        p.send(&event(4));
+        p.result(&iq, &items(&[1, 2, 3, 4], Some(0)));
+        p.send(&event(5));
+        unsubscribed(&mut p);
+    });
+    let mut out = Vec::new();
+    run_sub(
+        &args(&["--count", "4"]),
+        server.settings(),
+        Format::Xml,
+        &mut out,
+    )
+    .expect("sub");
+    assert_eq!(lines(&out), values(2..=5));
+    server.join();
+}
+
+/// `--no-catch-up`: the items published during the cut are not fetched (and the newest
+/// item is not noted at the start).
+#[test]
+fn sub_no_catch_up_fetches_nothing() {
+    let server = Server::run(|l| {
+        let mut p = l.accept();
+        p.login(BIND);
+        p.bind("anon@localhost/r");
+        subscribed(&mut p);
+        p.send(&event(1));
+        p.cut();
+
+        let mut p = l.accept();
+        p.login(BIND);
+        p.bind("anon@localhost/r");
+        subscribed(&mut p);
+        p.send(&event(4));
+        unsubscribed(&mut p);
+    });
+    let mut out = Vec::new();
+    let a = args(&["--count", "2", "--no-catch-up"]);
+    run_sub(&a, server.settings(), Format::Xml, &mut out).expect("sub");
+    assert_eq!(
+        lines(&out),
+        ["<v xmlns=\"urn:x\">1</v>", "<v xmlns=\"urn:x\">4</v>"]
+    );
+    server.join();
+}
+
+/// With XEP-0198: the session is resumed (no new subscription, no catch-up); the events
+/// the server had not seen acknowledged come again and each is printed once.
+#[test]
+fn sub_resumes_and_prints_each_item_once() {
+    let server = Server::run(|l| {
+        let mut p = l.accept();
+        p.login(BIND_SM);
+        p.bind("anon@localhost/r");
+        p.expect("enable", NS_SM);
+        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-9' resume='true' max='60'/>");
+        subscribed(&mut p);
+        let (iq, _) = items_request(&mut p);
+        p.result(&iq, &items(&[], None));
+        p.send(&event(1));
+        p.send(&event(2));
+        p.send("<r xmlns='urn:xmpp:sm:3'/>");
+        // Subscription result, items result, two events.
+        assert_eq!(p.expect("a", NS_SM).attr("h"), Some("4"));
+        p.send(&event(3));
+        // Event 4 is cut in the middle.
+        p.send(&event(4)[..40]);
+        p.cut();
+
+        let mut p = l.accept();
+        p.login(BIND_SM);
+        let resume = p.expect("resume", NS_SM);
+        assert_eq!(
+            (resume.attr("previd"), resume.attr("h")),
+            (Some("sm-9"), Some("5"))
+        );
+        p.send("<resumed xmlns='urn:xmpp:sm:3' previd='sm-9' h='2'/>");
+        // What the client had not acknowledged: only event 4 (h was 5).
+        p.send(&event(4));
+        p.send(&event(5));
+        // The next request is the unsubscription: no subscription, no catch-up.
+        unsubscribed(&mut p);
+    });
+    let mut out = Vec::new();
+    run_sub(
+        &args(&["--count", "5"]),
+        server.settings(),
+        Format::Xml,
+        &mut out,
+    )
+    .expect("sub");
+    assert_eq!(lines(&out), values(1..=5));
+    server.join();
+}
+
+/// `--last` items are not printed again when their event raced with the request, and a
+/// refused resumption is followed by a catch-up anchored on them.
+#[test]
+fn sub_last_then_failed_resume_catches_up() {
+    let server = Server::run(|l| {
+        let mut p = l.accept();
+        p.login(BIND_SM);
+        p.bind("anon@localhost/r");
+        p.expect("enable", NS_SM);
+        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-10' resume='true'/>");
+        subscribed(&mut p);
+        let (iq, it) = items_request(&mut p);
+        assert_eq!(it.attr("max_items"), Some("2"));
+        p.send(&event(2));
+        p.result(&iq, &items(&[1, 2], None));
+        p.cut();
+
+        let mut p = l.accept();
+        p.login(BIND_SM);
+        p.expect("resume", NS_SM);
+        p.send(
+            "<failed xmlns='urn:xmpp:sm:3'><item-not-found \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
+        );
+        p.bind("anon@localhost/r");
+        p.expect("enable", NS_SM);
+        p.send("<enabled xmlns='urn:xmpp:sm:3'/>");
+        subscribed(&mut p);
+        let (iq, _) = items_request(&mut p);
+        p.result(&iq, &items(&[1, 2, 3], Some(0)));
+        unsubscribed(&mut p);
+    });
+    let mut out = Vec::new();
+    let a = args(&["--last", "2", "--count", "3"]);
+    run_sub(&a, server.settings(), Format::Xml, &mut out).expect("sub");
+    assert_eq!(lines(&out), values(1..=3));
+    server.join();
+}
