@@ -31,6 +31,7 @@ use crate::xml::{Element, NS_CLIENT};
 #[cfg(test)]
 mod im_tests;
 mod messages;
+mod offline;
 mod presence;
 mod pubsub;
 mod roster;
@@ -40,6 +41,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+use offline::OfflineState;
 use roster::{RosterPending, RosterTxn};
 #[cfg(test)]
 use sessions::pick_anonymous_user;
@@ -92,6 +94,8 @@ pub struct Router {
     pubsub: PubSub,
     /// The current storage fault, for rate-limited logging; `None` while writes work.
     outage: Option<Outage>,
+    /// XEP-0160: what each account has in offline storage.
+    offline: OfflineState,
 }
 
 /// The IM side of the broker (RFC 6121): accounts with their bound resources and rosters.
@@ -176,6 +180,7 @@ impl Router {
         let pubsub = Some(pubsub);
         let caps =
             crate::caps::CapsTable::new(crate::caps::CapsLimits::from_limits(&config.limits));
+        let offline = OfflineState::load(&*store);
         Ok(Router {
             config,
             store,
@@ -199,6 +204,7 @@ impl Router {
                 paused: Vec::new(),
             },
             outage: None,
+            offline,
         })
     }
 
