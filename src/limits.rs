@@ -59,7 +59,7 @@
 //! | offline messages being delivered (outbox backlogs) | `offline_max_bytes` | 4 MiB |
 //!
 //! [`Limits::memory_budget`] computes these rows and the per-connection ones times
-//! `max_connections`; `kinglet check-config` prints them with their total (about 661 MiB
+//! `max_connections`; `kinglet check-config` prints them with their total (about 665 MiB
 //! with the defaults) next to the memory limit of the service. Not counted there: the
 //! rosters of online accounts (below), the offline-message count of each account that has
 //! stored messages (about 64 B plus the username each; the messages stay on disk) and the
@@ -905,10 +905,9 @@ impl Limits {
             store_cache_bytes,
             "database page cache",
         );
-        t.times(
+        t.add(
             "limits.offline_max_bytes",
-            1,
-            self.offline_max_bytes,
+            usize::try_from(self.offline_max_bytes).unwrap_or(usize::MAX),
             "offline messages being delivered, in outbox backlogs",
         );
         t.0

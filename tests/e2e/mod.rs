@@ -10,6 +10,7 @@ mod crash;
 mod diskfull;
 mod interop;
 mod loadgen;
+mod offline;
 mod pubsub;
 mod service;
 
