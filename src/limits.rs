@@ -274,10 +274,10 @@ pub struct Limits {
     /// together. Default 4194304 (4 MiB). Overflow: as `pubsub_deferred_requests`. Memory:
     /// up to this many bytes. Accepted range 65536..=1073741824.
     pub pubsub_deferred_bytes: usize,
-    /// Most ops (pub-sub and roster changes) in one pending group-commit batch. Default
-    /// 16384. Overflow: the change is refused with `resource-constraint` (type `wait`), unless
-    /// the batch is empty (one request's changes are always accepted). Memory: counted in
-    /// `commit_batch_bytes`. Accepted range 64..=1048576.
+    /// Most ops (pub-sub, roster and offline-message changes) in one pending group-commit
+    /// batch. Default 16384. Overflow: the change is refused with `resource-constraint`
+    /// (type `wait`), unless the batch is empty (one request's changes are always
+    /// accepted). Memory: counted in `commit_batch_bytes`. Accepted range 64..=1048576.
     pub commit_batch_ops: usize,
     /// Most bytes (encoded records plus 64 B per op) in one pending group-commit batch.
     /// Default 8388608 (8 MiB). Overflow: as `commit_batch_ops`. Memory: one batch pending

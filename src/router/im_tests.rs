@@ -1168,6 +1168,35 @@ mod offline {
         assert!(stored_ids(&s, "bob").is_empty());
     }
 
+    /// The interface the XEP-0198 work calls for the unacknowledged messages of a session
+    /// that ended: `offline_or_bounce` stores chat and normal, drops headline and error,
+    /// and bounces groupchat, saying which.
+    #[test]
+    fn offline_or_bounce_says_what_it_did() {
+        use super::super::offline::OfflineOutcome;
+        use crate::stanza::MessageType;
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        let stanza = |id: &str| {
+            let mut e = Element::parse(&msg("chat", id, "bob@localhost/gone")).expect("parses");
+            e.set_attr("from", alice.as_str());
+            e
+        };
+        let cases = [
+            ("c", MessageType::Chat, OfflineOutcome::Stored),
+            ("n", MessageType::Normal, OfflineOutcome::Stored),
+            ("h", MessageType::Headline, OfflineOutcome::Dropped),
+            ("e", MessageType::Error, OfflineOutcome::Dropped),
+            ("g", MessageType::Groupchat, OfflineOutcome::Bounced),
+        ];
+        for (id, ty, want) in cases {
+            assert_eq!(r.offline_or_bounce("bob", ty, &stanza(id)), want, "{id}");
+        }
+        let bounces = drained(&oa);
+        assert_eq!(bounces.len(), 1, "{bounces:?}");
+        assert_eq!(bounces[0].attr("id"), Some("g"));
+        assert_eq!(stored_ids(&s, "bob"), ["c", "n"]);
+    }
+
     const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 
     /// Alice creates `node` with `pubsub#notification_type` = `ty` (and, if set,

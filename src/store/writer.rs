@@ -133,7 +133,8 @@ impl Staging {
         }
     }
     fn full(&self) -> bool {
-        self.pending.ops.len() >= self.max_ops || self.pending.bytes >= self.max_bytes
+        let p = &self.pending;
+        p.ops.len() + p.roster.len() + p.offline.len() >= self.max_ops || p.bytes >= self.max_bytes
     }
 }
 
