@@ -634,12 +634,12 @@ fn cgroup_memory_max(
     })
 }
 
-/// The worst-case memory table of `config` ([`crate::limits::Limits::memory_budget`]) as
+/// The worst-case memory table of `config` ([`Config::memory_budget`]) as
 /// TOML comment lines: one row per bound (bytes, key, what), the total, and the total
 /// compared with `reference`. Also returns a warning when the total exceeds it.
 pub fn memory_report(config: &Config, reference: &MemoryReference) -> (String, Option<String>) {
     use std::fmt::Write as _;
-    let rows = config.limits.memory_budget(config.store.cache_bytes);
+    let rows = config.memory_budget();
     let total = crate::limits::memory_budget_total(&rows);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut s = String::from(

@@ -137,7 +137,24 @@ pub struct C2s {
     /// Allow plain TCP listeners on non-loopback addresses without `[tls]`. Default `false`:
     /// such a configuration is rejected because passwords would cross the network in clear.
     pub allow_plaintext_public: bool,
+    /// XEP-0198: how long a session whose connection dropped stays resumable (its resource
+    /// bound, its presence unchanged, what is sent to it queued). `0` turns resumption off
+    /// (acknowledgements still work). Default 300; at most 86400.
+    pub resume_timeout_secs: u64,
+    /// Most sessions with resumption enabled at once, attached or detached; a client
+    /// beyond it gets stream management without resumption. Default 256; at most 65536.
+    pub max_resumable_sessions: usize,
+    /// Most stanzas a stream-managed session keeps: sent and not acknowledged while it is
+    /// connected (its send window), unacknowledged and queued while it is detached (beyond
+    /// it the detached session ends). Default 64; 1 to 65536.
+    pub detached_max_stanzas: usize,
+    /// Most bytes of stanza text, with the same meaning as `detached_max_stanzas`.
+    /// Default 32768; 1024 to 16777216.
+    pub detached_max_bytes: usize,
 }
+
+/// Longest `c2s.resume_timeout_secs` (one day).
+pub const MAX_RESUME_TIMEOUT_SECS: u64 = 86_400;
 
 /// Who may log in anonymously (SASL ANONYMOUS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +313,10 @@ impl Default for C2s {
             direct_tls_listen: Vec::new(),
             allow_anonymous: AnonymousPolicy::Loopback,
             allow_plaintext_public: false,
+            resume_timeout_secs: 300,
+            max_resumable_sessions: 256,
+            detached_max_stanzas: 64,
+            detached_max_bytes: 32 * 1024,
         }
     }
 }
@@ -472,6 +493,7 @@ impl Config {
         }
         validate_log_level(&self.log_level).map_err(|m| ConfigError::new(Some("log_level"), m))?;
         self.validate_listeners()?;
+        self.validate_resumption()?;
         if let Some(tls) = &self.tls {
             if tls.cert.as_os_str().is_empty() {
                 return Err(ConfigError::new(Some("tls.cert"), "must not be empty"));
@@ -512,6 +534,72 @@ impl Config {
         self.limits
             .validate()
             .map_err(|(key, why)| ConfigError::new(Some(&key), why))
+    }
+
+    /// Checks the XEP-0198 keys of `[c2s]`.
+    fn validate_resumption(&self) -> Result<(), ConfigError> {
+        let c = &self.c2s;
+        check_range(
+            "c2s.resume_timeout_secs",
+            c.resume_timeout_secs,
+            0,
+            MAX_RESUME_TIMEOUT_SECS,
+        )?;
+        check_range(
+            "c2s.max_resumable_sessions",
+            c.max_resumable_sessions,
+            0,
+            65_536,
+        )?;
+        check_range(
+            "c2s.detached_max_stanzas",
+            c.detached_max_stanzas,
+            1,
+            65_536,
+        )?;
+        check_range(
+            "c2s.detached_max_bytes",
+            c.detached_max_bytes,
+            1024,
+            1 << 24,
+        )
+    }
+
+    /// The stream-management bounds of a session (`c2s.detached_max_*`).
+    pub fn sm_bounds(&self) -> crate::outbox::SmBounds {
+        crate::outbox::SmBounds {
+            stanzas: self.c2s.detached_max_stanzas,
+            bytes: self.c2s.detached_max_bytes,
+        }
+    }
+
+    /// Every global memory bound with its worst case ([`Limits::memory_budget`]) and the
+    /// XEP-0198 ones of `[c2s]`: every connection's send window, and the queues of the
+    /// detached sessions.
+    pub fn memory_budget(&self) -> Vec<crate::limits::BudgetRow> {
+        let mut rows = self.limits.memory_budget(self.store.cache_bytes);
+        let c = &self.c2s;
+        let window = c.detached_max_bytes as u64;
+        rows.push(crate::limits::BudgetRow {
+            key: "c2s.detached_max_bytes",
+            bytes: (self.limits.max_connections as u64).saturating_mul(window),
+            what: format!(
+                "XEP-0198 unacknowledged stanzas ({} connections x {window} B)",
+                self.limits.max_connections
+            ),
+        });
+        // A detached session's resource, registry entry and outbox besides its queue.
+        const DETACHED_FIXED_BYTES: u64 = 1024;
+        let sessions = c.max_resumable_sessions as u64;
+        rows.push(crate::limits::BudgetRow {
+            key: "c2s.max_resumable_sessions",
+            bytes: sessions.saturating_mul(window.saturating_add(DETACHED_FIXED_BYTES)),
+            what: format!(
+                "XEP-0198 detached sessions ({sessions} x ({window} B queue + \
+                 {DETACHED_FIXED_BYTES} B))"
+            ),
+        });
+        rows
     }
 
     /// Checks `[pubsub]`: the service is a subdomain of `domain`, admins are bare JIDs.

@@ -219,6 +219,13 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
             let _ = wake_tx.try_send(());
         }));
     tasks.push(ex.spawn(pubsub_timer(shared.clone(), wake)));
+    let sm_signal = Rc::new(SmSignal::default());
+    let signal = sm_signal.clone();
+    shared
+        .router
+        .borrow_mut()
+        .set_sm_waker(Rc::new(move || signal.raise()));
+    tasks.push(ex.spawn(sm_timer(shared.clone(), sm_signal)));
     let notifier = notifier.map(Rc::new);
     if let (Some(n), Some(every)) = (&notifier, notify::watchdog_interval()) {
         tracing::info!(
@@ -298,6 +305,55 @@ async fn pubsub_timer(shared: Rc<net::Shared>, wake: smol::channel::Receiver<()>
                     std::future::pending::<()>().await;
                 }
             },
+        )
+        .await;
+    }
+}
+
+/// The XEP-0198 timer's wake-up: raised by the router (a session detached, a detached
+/// outbox overflowed), awaited by [`sm_timer`]. Raising it never blocks or allocates.
+#[derive(Default)]
+struct SmSignal {
+    raised: std::cell::Cell<bool>,
+    waker: std::cell::Cell<Option<std::task::Waker>>,
+}
+
+impl SmSignal {
+    fn raise(&self) {
+        self.raised.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.replace(false) {
+                std::task::Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// The XEP-0198 timer: ends detached sessions whose resumption window passed or whose
+/// queue overflowed ([`Router::sm_tick`]), sleeping until the next window ends or the
+/// router raises the signal.
+async fn sm_timer(shared: Rc<net::Shared>, signal: Rc<SmSignal>) {
+    loop {
+        let next = shared.router.borrow_mut().sm_tick();
+        let timer = match next {
+            Some(d) => Timer::after(d.max(Duration::from_millis(1))),
+            None => Timer::never(),
+        };
+        smol::future::or(
+            async {
+                timer.await;
+            },
+            signal.wait(),
         )
         .await;
     }

@@ -631,7 +631,7 @@ async fn serve(
                 }
             }
             Wake::Outbox => {
-                if outbox.drain_into(&mut out) {
+                if session.flush_outbox(&mut out) {
                     // Backlog bytes went out: requests held back for them may go on.
                     shared.router.borrow_mut().pubsub_backlog_released();
                 }

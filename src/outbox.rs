@@ -33,6 +33,23 @@
 //! goes to the publishers (their requests wait, their sessions stop being read), never to
 //! the readers. So the bytes in all backlogs stay below about that bound plus one commit's
 //! release.
+//!
+//! # Stream management (XEP-0198)
+//!
+//! Once the client enables stream management ([`Outbox::sm_enable`]), every stanza that
+//! leaves the outbox is counted (the server's outbound `h`) and kept, shared, until the
+//! client acknowledges it (`<a h/>`, [`Outbox::sm_ack`]). At most [`SmBounds`] of them are
+//! unacknowledged at once: beyond that the send window is closed, stanzas wait in the
+//! queue (where the bounds above apply as for a client that does not read), and the
+//! session asks for an acknowledgement ([`Outbox::sm_request_due`]).
+//!
+//! When the connection drops, a resumable session is *detached* ([`Outbox::sm_detach`]):
+//! its outbox stays with its resource in the router and keeps collecting what is sent to
+//! it, unacknowledged and queued stanzas together within the detached bounds; a stanza
+//! beyond them kicks the outbox, which ends the detached session. A resuming connection
+//! takes everything the client did not acknowledge ([`Outbox::sm_take_pending`],
+//! [`Outbox::sm_resume`]); a session that ends hands the same to the router, which
+//! delivers messages elsewhere or offline (XEP-0198 §4).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -42,6 +59,10 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use crate::proto::StreamCondition;
+
+mod sm;
+use sm::SmOut;
+pub use sm::{HandledTooHigh, SmBounds};
 
 /// Why the connection must close, as decided outside the connection task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +200,10 @@ pub struct Outbox {
     paused: Cell<bool>,
     kick: Cell<Option<Kick>>,
     waker: Cell<Option<Waker>>,
+    /// XEP-0198 state, once the client enabled stream management.
+    sm: RefCell<Option<SmOut>>,
+    /// Called after a kick while the session is detached (the router's signal).
+    on_kick: RefCell<Option<Rc<dyn Fn()>>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -212,6 +237,8 @@ impl Outbox {
             paused: Cell::new(false),
             kick: Cell::new(None),
             waker: Cell::new(None),
+            sm: RefCell::new(None),
+            on_kick: RefCell::new(None),
         })
     }
 
@@ -221,6 +248,9 @@ impl Outbox {
         let stanza = stanza.into();
         if self.kick.get().is_some() {
             return false;
+        }
+        if let Some(room) = self.detached_room(&stanza) {
+            return self.push_detached(stanza, room);
         }
         let mut q = self.queue.borrow_mut();
         let new_bytes = self.bytes.get() + stanza.len();
@@ -244,6 +274,9 @@ impl Outbox {
         if self.kick.get().is_some() {
             return false;
         }
+        if let Some(room) = self.detached_room(&stanza) {
+            return self.push_detached(stanza, room);
+        }
         if self.backlog.borrow().is_empty() && self.fits_share(&stanza) {
             self.bytes.set(self.bytes.get() + stanza.len());
             self.queue.borrow_mut().push_back(stanza);
@@ -254,6 +287,20 @@ impl Outbox {
             self.backlog.borrow_mut().push_back(stanza);
         }
         self.wake();
+        true
+    }
+
+    /// Queue `stanza` in a detached outbox, and kick it if there was no `room`: a detached
+    /// session that exceeds its bounds ends (see [`Outbox::sm_detach`]).
+    ///
+    /// The stanza that overflows is kept all the same (one beyond the bounds), so that
+    /// the router delivers it elsewhere with the rest when it ends the session.
+    fn push_detached(&self, stanza: Stanza, room: bool) -> bool {
+        self.bytes.set(self.bytes.get() + stanza.len());
+        self.queue.borrow_mut().push_back(stanza);
+        if !room {
+            self.kick(Kick::Overflow);
+        }
         true
     }
 
@@ -268,11 +315,15 @@ impl Outbox {
 
     /// Ask the connection to close with a stream error. Its backlog is dropped.
     pub fn kick(&self, why: Kick) {
-        if self.kick.get().is_none() {
+        let first = self.kick.get().is_none();
+        if first {
             self.kick.set(Some(why));
         }
         self.discard_backlog();
         self.wake();
+        if first {
+            self.call_kick_hook();
+        }
     }
 
     /// Whether the connection has been asked to close, and why.
@@ -311,15 +362,45 @@ impl Outbox {
     /// Move every queued stanza into `out`, leaving the backlog where it is (the session
     /// does this after each stanza it handles; the backlog goes out through
     /// [`Outbox::drain_into`], one share per write).
+    ///
+    /// With stream management on, stanzas leave only while the send window has room (the
+    /// rest stays queued until the client acknowledges), each is counted and kept until
+    /// acknowledged, and nothing leaves a detached outbox.
     pub fn take_queue_into(&self, out: &mut Vec<u8>) {
         let mut q = self.queue.borrow_mut();
-        for s in q.drain(..) {
-            s.write_to(out);
+        let mut sm = self.sm.borrow_mut();
+        match sm.as_mut() {
+            None => {
+                for s in q.drain(..) {
+                    s.write_to(out);
+                }
+                self.bytes.set(0);
+            }
+            Some(sm) => {
+                while q.front().is_some_and(|s| sm.has_room(s)) {
+                    let Some(s) = q.pop_front() else { break };
+                    self.bytes.set(self.bytes.get() - s.len());
+                    s.write_to(out);
+                    sm.record(s);
+                }
+            }
         }
-        if q.capacity() > 8 {
+        if q.capacity() > 8 && q.is_empty() {
             *q = VecDeque::new();
         }
-        self.bytes.set(0);
+    }
+
+    /// Whether the connection task has something to send now: a queued stanza the send
+    /// window lets go, or backlog to refill an empty queue with.
+    fn sendable(&self) -> bool {
+        let q = self.queue.borrow();
+        let sm = self.sm.borrow();
+        match q.front() {
+            Some(s) => sm.as_ref().is_none_or(|sm| sm.has_room(s)),
+            None => {
+                !self.backlog.borrow().is_empty() && sm.as_ref().is_none_or(|sm| !sm.detached())
+            }
+        }
     }
 
     /// Drop the backlog (the connection is closing) and release its charge.
@@ -362,15 +443,12 @@ impl Outbox {
         self.paused.get()
     }
 
-    /// Resolves when there is something to send, the connection was kicked, or (if
+    /// Resolves when there is something to send (that the stream-management window lets
+    /// go), the connection was kicked, or (if
     /// `paused`, the state the caller saw) reading was resumed.
     pub async fn ready(&self, paused: bool) {
         poll_fn(|cx| {
-            if self.kick.get().is_some()
-                || !self.queue.borrow().is_empty()
-                || !self.backlog.borrow().is_empty()
-                || (paused && !self.paused.get())
-            {
+            if self.kick.get().is_some() || self.sendable() || (paused && !self.paused.get()) {
                 Poll::Ready(())
             } else {
                 self.waker.set(Some(cx.waker().clone()));
@@ -394,81 +472,4 @@ impl Drop for Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounded_by_count_and_bytes() {
-        let o = Outbox::new(2, 100);
-        assert!(o.push(Rc::from("<a/>")));
-        assert!(o.push(Rc::from("<b/>")));
-        assert!(!o.push(Rc::from("<c/>")));
-        assert_eq!(o.kicked(), Some(Kick::Overflow));
-        let o = Outbox::new(10, 10);
-        assert!(o.push(Rc::from("12345")));
-        assert!(!o.push(Rc::from("123456")));
-        assert_eq!(o.kicked(), Some(Kick::Overflow));
-    }
-
-    fn drained(o: &Outbox) -> String {
-        let mut v = Vec::new();
-        o.drain_into(&mut v);
-        String::from_utf8(v).expect("utf-8")
-    }
-
-    /// Issue 10: pub-sub output beyond the outbox's room waits in the backlog, in order,
-    /// charged to the shared account, and never closes the connection; each drain hands
-    /// out at most half an outbox of it, leaving room for direct stanzas.
-    #[test]
-    fn offers_beyond_the_room_wait_in_the_backlog_in_order() {
-        let pool = Backlog::new();
-        let o = Outbox::with_backlog(4, 1000, pool.clone());
-        for i in 0..10 {
-            assert!(o.offer(Stanza::from(format!("<m{i}/>"))));
-        }
-        assert_eq!(o.kicked(), None);
-        assert_eq!((o.len(), o.backlog_len()), (10, 8));
-        assert_eq!(pool.bytes(), 8 * (5 + BACKLOG_ENTRY_BYTES));
-        // The other half of the outbox is free for direct stanzas.
-        assert!(o.push(Stanza::from("<d1/>")));
-        assert!(o.push(Stanza::from("<d2/>")));
-        assert_eq!(drained(&o), "<m0/><m1/><d1/><d2/>");
-        let mut all = String::new();
-        for _ in 0..10 {
-            all.push_str(&drained(&o));
-        }
-        assert_eq!(all, "<m2/><m3/><m4/><m5/><m6/><m7/><m8/><m9/>");
-        assert!(o.is_empty());
-        assert_eq!(pool.bytes(), 0);
-    }
-
-    /// A kicked or dropped outbox releases its backlog's charge.
-    #[test]
-    fn backlog_charge_is_released_on_kick_and_drop() {
-        let pool = Backlog::new();
-        let a = Outbox::with_backlog(2, 1000, pool.clone());
-        let b = Outbox::with_backlog(2, 1000, pool.clone());
-        for i in 0..5 {
-            a.offer(Stanza::from(format!("<a{i}/>")));
-            b.offer(Stanza::from(format!("<b{i}/>")));
-        }
-        assert_eq!(pool.bytes(), 8 * (5 + BACKLOG_ENTRY_BYTES));
-        a.kick(Kick::Overflow);
-        assert_eq!(pool.bytes(), 4 * (5 + BACKLOG_ENTRY_BYTES));
-        assert!(!a.offer(Stanza::from("<late/>")));
-        drop(b);
-        assert_eq!(pool.bytes(), 0);
-    }
-
-    #[test]
-    fn drain_concatenates_and_resets() {
-        let o = Outbox::new(10, 100);
-        o.push(Rc::from("<a/>"));
-        o.push(Rc::from("<b/>"));
-        let mut out = Vec::new();
-        o.drain_into(&mut out);
-        assert_eq!(out, b"<a/><b/>");
-        assert!(o.is_empty());
-        assert!(o.push(Rc::from("0123456789".repeat(9).as_str())));
-    }
-}
+mod tests;

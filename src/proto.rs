@@ -28,6 +28,8 @@ pub const NS_PING: &str = "urn:xmpp:ping";
 pub const NS_STREAM_LIMITS: &str = "urn:xmpp:stream-limits:0";
 /// XEP-0092 software version.
 pub const NS_VERSION: &str = "jabber:iq:version";
+/// XEP-0198 stream management (version 3 of the namespace).
+pub const NS_SM: &str = "urn:xmpp:sm:3";
 /// XEP-0160 §5: the disco#info feature of a server that stores messages for offline
 /// accounts (`msgoffline`, registered as a feature, not a namespace).
 pub const FEATURE_MSGOFFLINE: &str = "msgoffline";
@@ -64,6 +66,9 @@ pub enum StreamCondition {
     RestrictedXml,
     /// §4.9.3.19 the server is shutting down
     SystemShutdown,
+    /// §4.9.3.20 a condition named by an application-specific element (XEP-0198
+    /// `handled-count-too-high`)
+    UndefinedCondition,
     /// §4.9.3.21
     UnsupportedEncoding,
     /// §4.9.3.23 unknown top-level element
@@ -90,6 +95,7 @@ impl StreamCondition {
             Self::ResourceConstraint => "resource-constraint",
             Self::RestrictedXml => "restricted-xml",
             Self::SystemShutdown => "system-shutdown",
+            Self::UndefinedCondition => "undefined-condition",
             Self::UnsupportedEncoding => "unsupported-encoding",
             Self::UnsupportedStanzaType => "unsupported-stanza-type",
             Self::UnsupportedVersion => "unsupported-version",
@@ -112,12 +118,21 @@ impl StreamCondition {
 
 /// `<stream:error>` followed by the closing tag, ready to send.
 pub fn stream_error_bytes(cond: StreamCondition, text: Option<&str>) -> String {
-    let mut s = String::with_capacity(160);
+    stream_error_with(cond, text, None)
+}
+
+/// [`stream_error_bytes`] with an application-specific condition element `app` (written
+/// by [`crate::xml::Writer`]) after the text (RFC 6120 §4.9.4).
+pub fn stream_error_with(cond: StreamCondition, text: Option<&str>, app: Option<&str>) -> String {
+    let mut s = String::with_capacity(160 + app.map_or(0, str::len));
     let mut w = crate::xml::Writer::new(&mut s);
     w.start("stream:error");
     w.start(cond.as_str()).ns(NS_STREAMS).end();
     if let Some(t) = text {
         w.start("text").ns(NS_STREAMS).text(t).end();
+    }
+    if let Some(a) = app {
+        w.raw(crate::xml::Raw(a));
     }
     w.end().close("stream:stream");
     s

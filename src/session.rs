@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::jid::Jid;
 use crate::outbox::{Kick, Outbox};
 use crate::proto::{
-    self, Condition, NS_BIND, NS_PING, NS_SASL, NS_SESSION, NS_STREAM_LIMITS, NS_TLS, StanzaError,
-    StreamCondition,
+    self, Condition, NS_BIND, NS_PING, NS_SASL, NS_SESSION, NS_SM, NS_STREAM_LIMITS, NS_TLS,
+    StanzaError, StreamCondition,
 };
 use crate::router::{ConnId, Router};
 use crate::sasl::{self, SaslFailure, ScramHash, ScramServer};
@@ -21,6 +21,8 @@ use crate::xml::{
     Element, Frame, Framer, NS_CLIENT, NS_STREAM, STREAM_CLOSE, StreamHeader, Writer, XmlError,
     XmlLimits,
 };
+
+mod sm;
 
 /// What the connection task must do after a call into the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,6 +324,7 @@ impl Session {
                 }
             };
             self.outbox.take_queue_into(out);
+            self.request_ack_if_due(out);
             match action {
                 Action::Continue => {}
                 other => return other,
@@ -352,6 +355,16 @@ impl Session {
         }
         let l = router.limits();
         match &self.stage {
+            Stage::Bound { .. }
+                if l.idle_ping_secs > 0 && !self.ping_outstanding && self.outbox.sm_enabled() =>
+            {
+                // XEP-0198: an ack request is the keepalive of a stream-managed session (it
+                // also trims what the server keeps). Any traffic counts as life.
+                self.ping_outstanding = true;
+                self.outbox.sm_request_now();
+                out.extend_from_slice(sm::ack_request().as_bytes());
+                Action::Continue
+            }
             Stage::Bound { jid } if l.idle_ping_secs > 0 && !self.ping_outstanding => {
                 // XEP-0199 §4.2: server-to-client ping. Any traffic from the client counts as life.
                 self.ping_outstanding = true;
@@ -368,12 +381,16 @@ impl Session {
             }
             Stage::Bound { jid } => {
                 tracing::info!(conn = self.conn, jid = %jid, "closing idle session");
-                self.stream_error(
+                // The client may be alive behind a dead path: a resumable session waits
+                // for it (detached), as if the connection had dropped.
+                self.leave(router, true);
+                self.write_stream_error(
                     StreamCondition::ConnectionTimeout,
                     Some("idle timeout"),
                     out,
                     router,
-                )
+                );
+                Action::Close
             }
             _ => {
                 tracing::info!(conn = self.conn, "negotiation timed out");
@@ -403,11 +420,21 @@ impl Session {
         }
     }
 
-    /// The transport went away: leave the router (unavailable presence is broadcast).
+    /// The transport went away: leave the router. A resumable session is detached (its
+    /// resource stays bound for its resumption window, XEP-0198); any other is unbound
+    /// (unavailable presence is broadcast).
     pub fn on_disconnect(&mut self, router: &mut Router) {
+        self.leave(router, true);
+    }
+
+    /// Leave the router: detach the session if `detachable` and it is resumable, else
+    /// unbind it. Once.
+    fn leave(&mut self, router: &mut Router, detachable: bool) {
         self.stage = Stage::Closed;
         if let Some(jid) = self.bound.take() {
-            router.unbind(&jid, self.conn);
+            if !(detachable && router.sm_detach(&jid, self.conn)) {
+                router.unbind(&jid, self.conn);
+            }
         }
     }
 
@@ -429,7 +456,7 @@ impl Session {
         out: &mut Vec<u8>,
         router: &mut Router,
     ) -> Action {
-        self.on_disconnect(router);
+        self.leave(router, false);
         self.write_stream_error(cond, text, out, router);
         Action::Close
     }
@@ -449,7 +476,8 @@ impl Session {
     }
 
     fn close_stream(&mut self, out: &mut Vec<u8>, router: &mut Router) -> Action {
-        self.on_disconnect(router);
+        // The client said goodbye: the session ends (XEP-0198 §5: no resumption).
+        self.leave(router, false);
         if !self.header_sent {
             self.write_header(out, None, "", router);
         }
@@ -530,6 +558,7 @@ impl Session {
                 w.start("bind").ns(NS_BIND).end();
                 w.start("session").ns(NS_SESSION);
                 w.start("optional").end().end();
+                w.start("sm").ns(NS_SM).end();
             }
             _ => {
                 if self.transport.tls_available && !self.transport.tls_active {
@@ -582,6 +611,9 @@ impl Session {
                 out,
                 router,
             );
+        }
+        if el.ns == NS_SM {
+            return self.on_sm(&el, router, out);
         }
         match std::mem::replace(&mut self.stage, Stage::Closed) {
             Stage::Bound { jid } => {
@@ -942,6 +974,8 @@ impl Session {
         if el.ns != NS_CLIENT || !matches!(el.name.as_str(), "iq" | "message" | "presence") {
             return self.unsupported(&el, out, router);
         }
+        // XEP-0198 §4: every stanza received counts as handled once it is taken in.
+        self.outbox.sm_handled_one();
         // RFC 6120 §8.1.2.1: the server stamps `from`; a spoofed one is a stream error.
         if let Some(from) = el.attr("from") {
             let ok = Jid::parse(from).is_ok_and(|f| &f == jid || f == jid.bare());
@@ -958,14 +992,14 @@ impl Session {
             && el.attr("to").is_none_or(|t| t == router.domain())
         {
             let r = proto::iq_result(&el, None);
-            out.extend_from_slice(r.to_string_in_stream().as_bytes());
+            self.send_stanza(r.to_string_in_stream(), out);
             return Action::Continue;
         }
         if el.name == "iq" && el.child("bind", NS_BIND).is_some() {
             let err =
                 StanzaError::new(Condition::NotAllowed).with_text("a resource is already bound");
             if let Some(r) = proto::error_reply(&el, &err) {
-                out.extend_from_slice(r.to_string_in_stream().as_bytes());
+                self.send_stanza(r.to_string_in_stream(), out);
             }
             return Action::Continue;
         }

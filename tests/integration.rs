@@ -4,3 +4,4 @@
 mod e2e;
 mod negotiation;
 mod purity;
+mod stream_management;

@@ -412,7 +412,7 @@ fn check_config_verifies_tls_files() {
 #[test]
 fn check_config_prints_the_memory_table_and_compares_it() {
     let config = Config::default();
-    let rows = config.limits.memory_budget(config.store.cache_bytes);
+    let rows = config.memory_budget();
     let total = crate::limits::memory_budget_total(&rows);
     let shipped = MemoryReference {
         bytes: SHIPPED_MEMORY_MAX,

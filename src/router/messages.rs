@@ -75,7 +75,9 @@ impl Router {
             .map(|a| {
                 a.resources
                     .iter()
-                    .filter(|r| r.presence.is_some() && r.priority >= 0)
+                    .filter(|r| {
+                        r.presence.is_some() && r.priority >= 0 && !r.outbox.sm_overflowed()
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -37,6 +37,7 @@ mod pubsub;
 mod roster;
 mod server_iq;
 mod sessions;
+mod sm;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,7 @@ use roster::{RosterPending, RosterTxn};
 #[cfg(test)]
 use sessions::pick_anonymous_user;
 pub use sessions::{ANON_USER_ATTEMPTS, AnonUserError};
+pub use sm::{Resumable, ResumeError};
 use storage::Outage;
 
 /// Connection identifier, unique for the life of the process.
@@ -63,6 +65,8 @@ struct Resource {
     interested: bool,
     /// Entities it sent directed presence to (they get its unavailable presence).
     directed: Vec<Jid>,
+    /// Its XEP-0198 resumption id, when it is resumable.
+    sm_id: Option<Rc<str>>,
 }
 
 /// An account with at least one bound resource.
@@ -94,6 +98,8 @@ pub struct Router {
     pubsub: PubSub,
     /// The current storage fault, for rate-limited logging; `None` while writes work.
     outage: Option<Outage>,
+    /// XEP-0198: the resumable sessions.
+    sm: sm::SmRegistry,
     /// XEP-0160: what each account has in offline storage.
     offline: OfflineState,
 }
@@ -204,6 +210,7 @@ impl Router {
                 paused: Vec::new(),
             },
             outage: None,
+            sm: sm::SmRegistry::default(),
             offline,
         })
     }

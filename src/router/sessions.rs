@@ -77,6 +77,7 @@ impl Router {
             .accounts
             .get_mut(user)
             .expect("invariant: inserted above");
+        let mut replaced = None;
         if let Some(i) = account.resources.iter().position(|r| r.jid == jid) {
             let old = account.resources.remove(i);
             tracing::info!(jid = %jid, "resource conflict: replacing the old session");
@@ -84,6 +85,7 @@ impl Router {
             if old.presence.is_some() {
                 self.broadcast_unavailable(&old);
             }
+            replaced = Some(old);
         }
         let account = self
             .im
@@ -102,7 +104,13 @@ impl Router {
             priority: 0,
             interested: false,
             directed: Vec::new(),
+            sm_id: None,
         });
+        if let Some(old) = replaced {
+            // A stream-managed old session (detached, or still open): what it did not
+            // acknowledge goes to the new session of the same full JID (XEP-0198 §4).
+            self.sm_end(&old);
+        }
         Ok(jid)
     }
 
@@ -131,6 +139,7 @@ impl Router {
             self.pubsub_unavailable(jid);
         }
         self.pubsub.paused.retain(|ob| !Rc::ptr_eq(ob, &res.outbox));
+        self.sm_end(&res);
         self.pubsub_relieve();
         if anonymous_gone {
             // An anonymous account ends with its last session: so does its PEP service
@@ -157,13 +166,16 @@ impl Router {
         self.im.accounts.contains_key(user) || self.store.user_exists(user).unwrap_or(false)
     }
 
-    /// Send a stanza to one resource, given its full JID.
+    /// Send a stanza to one resource, given its full JID. A detached session whose queue
+    /// overflowed is as good as gone (the timer task ends it): `None`, so that what is
+    /// sent to it is routed as for a missing resource, not lost.
     pub(super) fn resource_outbox(&self, jid: &Jid) -> Option<&Rc<Outbox>> {
         let acc = self.im.accounts.get(jid.local()?)?;
         acc.resources
             .iter()
             .find(|r| &r.jid == jid)
             .map(|r| &r.outbox)
+            .filter(|ob| !ob.sm_overflowed())
     }
 
     pub(super) fn resource_mut(&mut self, jid: &Jid) -> Option<&mut Resource> {

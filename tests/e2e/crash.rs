@@ -32,8 +32,7 @@ pub(super) fn options(extra: &'static str) -> Options {
         anonymous: "never",
         extra,
         users: USERS,
-        accounts: Vec::new(),
-        account_iterations: 0,
+        ..Options::default()
     }
 }
 

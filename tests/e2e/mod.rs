@@ -13,6 +13,7 @@ mod loadgen;
 mod offline;
 mod pubsub;
 mod service;
+mod sm;
 
 // The daemon launcher and `TempDir`, shared with the benchmarks.
 #[path = "../support/daemon.rs"]

@@ -102,6 +102,8 @@ pub struct Options {
     pub direct_tls: bool,
     pub anonymous: &'static str,
     pub extra: &'static str,
+    /// Lines added to the `[c2s]` table (`extra` comes after `[auth]`).
+    pub c2s_extra: &'static str,
     pub users: &'static [(&'static str, &'static str)],
     /// More accounts, all with the password `pw`, written straight into the store before
     /// the daemon starts ([`add_accounts`]).
@@ -117,6 +119,7 @@ impl Default for Options {
             direct_tls: true,
             anonymous: "loopback",
             extra: "",
+            c2s_extra: "",
             users: &[("alice", "alice-pw"), ("bob", "bob-pw")],
             accounts: Vec::new(),
             account_iterations: 0,
@@ -220,6 +223,7 @@ impl Daemon {
             toml.push_str("direct_tls_listen = [\"127.0.0.1:0\"]\n");
         }
         toml.push_str(&format!("allow_anonymous = \"{}\"\n", opts.anonymous));
+        toml.push_str(opts.c2s_extra);
         let mut cert = None;
         if opts.tls || opts.direct_tls {
             let (c, k) = make_cert(&dir.0);
