@@ -565,11 +565,23 @@ impl Config {
         )
     }
 
-    /// The stream-management bounds of a session (`c2s.detached_max_*`).
+    /// The bounds of a detached session's unacknowledged and queued stanzas
+    /// (`c2s.detached_max_*`).
     pub fn sm_bounds(&self) -> crate::outbox::SmBounds {
         crate::outbox::SmBounds {
             stanzas: self.c2s.detached_max_stanzas,
             bytes: self.c2s.detached_max_bytes,
+        }
+    }
+
+    /// The send window of a stream-managed session: half of [`Config::sm_bounds`], so
+    /// that a session whose connection drops with a full window still has room for what
+    /// is sent to it while detached.
+    pub fn sm_window(&self) -> crate::outbox::SmBounds {
+        let b = self.sm_bounds();
+        crate::outbox::SmBounds {
+            stanzas: (b.stanzas / 2).max(1),
+            bytes: (b.bytes / 2).max(1),
         }
     }
 

@@ -631,7 +631,7 @@ async fn serve(
                 }
             }
             Wake::Outbox => {
-                if session.flush_outbox(&mut out) {
+                if session.flush_outbox(&mut out, Instant::now()) {
                     // Backlog bytes went out: requests held back for them may go on.
                     shared.router.borrow_mut().pubsub_backlog_released();
                 }

@@ -109,6 +109,11 @@ pub struct Session {
     started: Instant,
     last_rx: Instant,
     ping_outstanding: bool,
+    /// The latest time the shell passed in (receive, deadline, flush).
+    clock: Instant,
+    /// XEP-0198: when the server asked for an acknowledgement because its send window
+    /// filled, until the client acknowledges (see [`Session::deadline`]).
+    ack_asked: Option<Instant>,
     outbox: Rc<Outbox>,
     /// Invariant: `Some` exactly while this session holds a resource in the router, whatever
     /// the stage; [`Session::on_disconnect`] takes it, so every exit path unbinds once.
@@ -143,6 +148,8 @@ impl Session {
             started: now,
             last_rx: now,
             ping_outstanding: false,
+            clock: now,
+            ack_asked: None,
             outbox,
             bound: None,
             max_stanza_bytes,
@@ -287,6 +294,7 @@ impl Session {
             return Action::Close;
         }
         self.last_rx = now;
+        self.clock = now;
         self.ping_outstanding = false;
         if let Err(e) = self.framer.push(bytes) {
             return self.xml_error(&e, router, out);
@@ -338,10 +346,16 @@ impl Session {
         let l = router.limits();
         match self.stage {
             Stage::Bound { .. } => {
-                if l.idle_ping_secs > 0 && !self.ping_outstanding {
+                let idle = if l.idle_ping_secs > 0 && !self.ping_outstanding {
                     self.last_rx + Duration::from_secs(l.idle_ping_secs)
                 } else {
                     self.last_rx + Duration::from_secs(l.idle_timeout_secs)
+                };
+                // A client that reads but does not acknowledge holds its stream (and the
+                // pub-sub backlog behind it) like one that does not read.
+                match self.ack_asked {
+                    Some(t) => idle.min(t + Duration::from_secs(l.write_timeout_secs)),
+                    None => idle,
                 }
             }
             _ => self.started + Duration::from_secs(l.negotiation_timeout_secs),
@@ -350,10 +364,25 @@ impl Session {
 
     /// A deadline passed: ping an idle client, or close a dead or slow one.
     pub fn on_deadline(&mut self, router: &mut Router, out: &mut Vec<u8>, now: Instant) -> Action {
+        self.clock = now;
         if now < self.deadline(router) {
             return Action::Continue;
         }
         let l = router.limits();
+        if self
+            .ack_asked
+            .is_some_and(|t| now >= t + Duration::from_secs(l.write_timeout_secs))
+        {
+            tracing::warn!(conn = self.conn, jid = ?self.jid().map(Jid::as_str), "slow consumer: no XEP-0198 acknowledgement within limits.write_timeout_secs while stanzas wait; closing");
+            self.leave(router, true);
+            self.write_stream_error(
+                StreamCondition::PolicyViolation,
+                Some("stanzas not acknowledged: acknowledging too slowly"),
+                out,
+                router,
+            );
+            return Action::Close;
+        }
         match &self.stage {
             Stage::Bound { .. }
                 if l.idle_ping_secs > 0 && !self.ping_outstanding && self.outbox.sm_enabled() =>

@@ -150,7 +150,7 @@ impl World {
                 c.closed = true;
             }
         } else {
-            c.session.flush_outbox(&mut out);
+            c.session.flush_outbox(&mut out, self.now);
         }
         parse(c, &out)
     }
@@ -241,10 +241,10 @@ fn xep0198_enable_and_acks_both_ways() {
     w.send(&mut alice, "<presence><show>away</show></presence>");
     let got = w.send(&mut alice, "<r xmlns='urn:xmpp:sm:3'/>");
     assert_eq!(only(&got, "a").attr("h"), Some("2"));
-    // The server's own requests: at half the window (c2s.detached_max_stanzas 64).
-    w.chats(&mut bob, "alice@localhost/a", "m", 40);
+    // The server's own requests: at half the window (half of c2s.detached_max_stanzas 64).
+    w.chats(&mut bob, "alice@localhost/a", "m", 20);
     let got = w.flush(&mut alice);
-    assert_eq!(bodies(&got).len(), 40);
+    assert_eq!(bodies(&got).len(), 20);
     assert_eq!(
         got.iter().filter(|e| e.name == "r").count(),
         1,
@@ -252,9 +252,14 @@ fn xep0198_enable_and_acks_both_ways() {
     );
     assert_eq!(
         alice.outbox.sm_unacked(),
-        41,
-        "the ping result and 40 messages"
+        21,
+        "the ping result and 20 messages"
     );
+    // Beyond the window (32) stanzas wait for an acknowledgement.
+    w.chats(&mut bob, "alice@localhost/a", "n", 20);
+    assert_eq!(bodies(&w.flush(&mut alice)).len(), 11);
+    let got = w.send(&mut alice, "<a xmlns='urn:xmpp:sm:3' h='21'/>");
+    assert_eq!(bodies(&got).len(), 9, "the ack opened the window");
     w.send(&mut alice, "<a xmlns='urn:xmpp:sm:3' h='41'/>");
     assert_eq!(alice.outbox.sm_unacked(), 0);
     assert!(!alice.closed);
@@ -563,4 +568,33 @@ fn xep0198_clean_close_is_not_resumable() {
     assert!(alice.closed);
     assert_eq!(w.router.sm_counts(), (0, 0));
     assert_eq!(w.router.session_count(), 0);
+}
+
+/// A client that reads but never acknowledges: once its window is full and the server's
+/// request stays unanswered for `limits.write_timeout_secs`, it is closed as a slow
+/// consumer (and, being resumable, detached: a client on a dead path can still resume).
+#[test]
+fn xep0198_unacknowledging_client_is_a_slow_consumer() {
+    let mut w = World::new(|c| c.c2s.detached_max_stanzas = 8);
+    let mut bob = w.online("bob", "b");
+    let mut alice = w.online("alice", "a");
+    enable_resume(&mut w, &mut alice);
+    w.chats(&mut bob, "alice@localhost/a", "m", 6);
+    let got = w.flush(&mut alice);
+    assert_eq!(bodies(&got).len(), 4, "the window: half of 8");
+    assert_eq!(got.iter().filter(|e| e.name == "r").count(), 1);
+    let deadline = alice.session.deadline(&w.router);
+    let write_timeout = Duration::from_secs(w.router.limits().write_timeout_secs);
+    assert!(
+        deadline <= w.now + write_timeout,
+        "the ack deadline applies"
+    );
+    let mut out = Vec::new();
+    let a = alice
+        .session
+        .on_deadline(&mut w.router, &mut out, w.now + write_timeout);
+    assert_eq!(a, Action::Close);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("policy-violation"), "{text}");
+    assert_eq!(w.router.sm_counts(), (1, 1), "detached, resumable");
 }

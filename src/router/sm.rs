@@ -168,7 +168,7 @@ impl Router {
         conn: ConnId,
         outbox: &Rc<Outbox>,
     ) -> Result<Jid, ResumeError> {
-        let bounds = self.config.sm_bounds();
+        let window = self.config.sm_window();
         let entry = self
             .sm
             .by_id
@@ -194,7 +194,7 @@ impl Router {
             // RFC 6120 §7.7.2.2-like takeover: the old stream is still open.
             old.kick(Kick::Stream(StreamCondition::Conflict));
         }
-        outbox.sm_resume(bounds, h, handled, pending);
+        outbox.sm_resume(window, h, handled, pending);
         res.conn = conn;
         res.outbox = outbox.clone();
         if let Some(e) = self.sm.by_id.get_mut(previd) {

@@ -3,6 +3,8 @@
 //! ([`crate::outbox`], "Stream management"), the resumable sessions in the router
 //! ([`crate::router::Router::sm_resume`]).
 
+use std::time::Instant;
+
 use super::{Action, Session, Stage};
 use crate::outbox::HandledTooHigh;
 use crate::proto::{self, NS_SM, NS_STANZAS, StreamCondition};
@@ -63,16 +65,18 @@ impl Session {
 
     /// After stanzas left the outbox: ask for an acknowledgement when the window says so
     /// ([`crate::outbox::Outbox::sm_request_due`]).
-    pub(super) fn request_ack_if_due(&self, out: &mut Vec<u8>) {
+    pub(super) fn request_ack_if_due(&mut self, out: &mut Vec<u8>) {
         if self.outbox.sm_request_due() {
             out.extend_from_slice(ack_request().as_bytes());
+            self.ack_asked.get_or_insert(self.clock);
         }
     }
 
-    /// The connection task found the outbox ready: move what may go into `out` (with an
-    /// acknowledgement request when due). Returns whether backlog bytes were released
-    /// (see [`crate::outbox::Outbox::drain_into`]).
-    pub fn flush_outbox(&mut self, out: &mut Vec<u8>) -> bool {
+    /// The connection task found the outbox ready at `now`: move what may go into `out`
+    /// (with an acknowledgement request when due). Returns whether backlog bytes were
+    /// released (see [`crate::outbox::Outbox::drain_into`]).
+    pub fn flush_outbox(&mut self, out: &mut Vec<u8>, now: Instant) -> bool {
+        self.clock = now;
         let released = self.outbox.drain_into(out);
         self.request_ack_if_due(out);
         released
@@ -114,7 +118,7 @@ impl Session {
         let max = parse_count::<u64>(el.attr("max"));
         // What was queued before `<enabled/>` is not counted.
         self.outbox.take_queue_into(out);
-        self.outbox.sm_enable(router.config().sm_bounds());
+        self.outbox.sm_enable(router.config().sm_window());
         let resumable = router.sm_enable(&jid, self.conn, resume, max);
         let reply = crate::xml::build(|w| {
             w.start("enabled").ns(NS_SM);
@@ -186,7 +190,10 @@ impl Session {
             );
         };
         match self.outbox.sm_ack(h) {
-            Ok(_) => Action::Continue,
+            Ok(_) => {
+                self.ack_asked = None;
+                Action::Continue
+            }
             Err(e) => {
                 // §4: the stream ends; what was not acknowledged is delivered elsewhere.
                 tracing::info!(
