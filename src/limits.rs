@@ -59,8 +59,9 @@
 //! | offline messages being delivered (outbox backlogs) | `offline_max_bytes` | 4 MiB |
 //!
 //! [`Limits::memory_budget`] computes these rows and the per-connection ones times
-//! `max_connections`; `kinglet check-config` prints them with their total (about 665 MiB
-//! with the defaults) next to the memory limit of the service. Not counted there: the
+//! `max_connections`; `kinglet check-config` prints them, and the XEP-0198 rows of `[c2s]`
+//! (`Config::memory_budget`), with their total (about 705 MiB with the defaults) next to
+//! the memory limit of the service. Not counted there: the
 //! rosters of online accounts (below), the offline-message count of each account that has
 //! stored messages (about 64 B plus the username each; the messages stay on disk) and the
 //! code and fixed state of the process.
