@@ -43,15 +43,7 @@ const CHUNKINGS: [Chunking; 4] = [
 
 impl Harness {
     fn new(transport: Transport, tweak: impl FnOnce(&mut Config)) -> Harness {
-        let dir = TempDir::new("neg");
-        let mut cfg = Config {
-            data_dir: dir.0.join("data"),
-            ..Config::default()
-        };
-        tweak(&mut cfg);
-        let store = Store::open(&cfg.data_dir, 1 << 20).unwrap();
-        let creds = StoredCredentials::derive(&kinglet::system::SystemEnv::new(), "secret", 4096);
-        store.user_add("alice", &creds.to_bytes()).unwrap();
+        let (dir, cfg, store) = configured("neg", tweak, &["alice"], &SystemEnv::new());
         let now = Instant::now();
         let router =
             Router::new(Rc::new(cfg), Rc::new(store), Rc::new(SystemEnv::new())).expect("router");
@@ -128,26 +120,11 @@ impl Harness {
                 }
             }
             .min(input.len() - pos);
-            let mut a =
+            let a =
                 self.session
                     .receive(&input[pos..pos + n], &mut self.router, &mut out, self.now);
             pos += n;
-            // What the connection task does: the password check (on a blocking thread
-            // there), its verdict, then the input that waited for it.
-            while a == Action::VerifyPassword {
-                let check = self.session.take_password_check().expect("check");
-                let verdict = if check.run() {
-                    PasswordVerdict::Valid
-                } else {
-                    PasswordVerdict::Invalid
-                };
-                a = self
-                    .session
-                    .on_password_verdict(verdict, &mut self.router, &mut out);
-                if a == Action::Continue {
-                    a = self.session.resume(&mut self.router, &mut out);
-                }
-            }
+            let a = settle_password_checks(&mut self.session, &mut self.router, &mut out, a);
             match a {
                 Action::Close => self.closed = true,
                 Action::StartTls => {
@@ -193,6 +170,52 @@ impl Harness {
             })
             .collect()
     }
+}
+
+/// A configuration (`tweak`ed) with its data in a new temp dir, and its store with the
+/// accounts `users`, password `secret`.
+pub(crate) fn configured(
+    tag: &str,
+    tweak: impl FnOnce(&mut Config),
+    users: &[&str],
+    env: &dyn kinglet::env::Env,
+) -> (TempDir, Config, Store) {
+    let dir = TempDir::new(tag);
+    let mut cfg = Config {
+        data_dir: dir.0.join("data"),
+        ..Config::default()
+    };
+    tweak(&mut cfg);
+    let store = Store::open(&cfg.data_dir, 1 << 20).unwrap();
+    for user in users {
+        let creds = StoredCredentials::derive(env, "secret", 4096);
+        store.user_add(user, &creds.to_bytes()).unwrap();
+    }
+    (dir, cfg, store)
+}
+
+/// What the connection task does after an action `a`: while it asks for a password
+/// check, runs it (on a blocking thread there), hands over the verdict, then the input that
+/// waited for it. The final action.
+pub(crate) fn settle_password_checks(
+    session: &mut Session,
+    router: &mut Router,
+    out: &mut Vec<u8>,
+    mut a: Action,
+) -> Action {
+    while a == Action::VerifyPassword {
+        let check = session.take_password_check().expect("check");
+        let verdict = if check.run() {
+            PasswordVerdict::Valid
+        } else {
+            PasswordVerdict::Invalid
+        };
+        a = session.on_password_verdict(verdict, router, out);
+        if a == Action::Continue {
+            a = session.resume(router, out);
+        }
+    }
+    a
 }
 
 fn loopback() -> Transport {

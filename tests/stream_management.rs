@@ -8,12 +8,12 @@ use kinglet::config::Config;
 use kinglet::env::FakeEnv;
 use kinglet::outbox::Outbox;
 use kinglet::router::Router;
-use kinglet::sasl::{StoredCredentials, base64_encode};
-use kinglet::session::{Action, PasswordVerdict, Session, Transport};
-use kinglet::store::Store;
+use kinglet::sasl::base64_encode;
+use kinglet::session::{Action, Session, Transport};
 use kinglet::xml::{Element, Frame, Framer, XmlLimits};
 
 use crate::e2e::TempDir;
+use crate::negotiation::{configured, settle_password_checks};
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 const SM: &str = "urn:xmpp:sm:3";
@@ -37,18 +37,8 @@ struct Client {
 
 impl World {
     fn new(tweak: impl FnOnce(&mut Config)) -> World {
-        let dir = TempDir::new("sm");
-        let mut cfg = Config {
-            data_dir: dir.0.join("data"),
-            ..Config::default()
-        };
-        tweak(&mut cfg);
-        let store = Store::open(&cfg.data_dir, 1 << 20).unwrap();
         let env = Rc::new(FakeEnv::new(1_700_000_000_000, 42));
-        for user in ["alice", "bob"] {
-            let creds = StoredCredentials::derive(&*env, "secret", 4096);
-            store.user_add(user, &creds.to_bytes()).unwrap();
-        }
+        let (dir, cfg, store) = configured("sm", tweak, &["alice", "bob"], &*env);
         let router = Router::new(Rc::new(cfg), Rc::new(store), env.clone()).expect("router");
         World {
             router,
@@ -119,23 +109,10 @@ impl World {
     /// traffic queued for it.
     fn send(&mut self, c: &mut Client, input: &str) -> Vec<Element> {
         let mut out = Vec::new();
-        let mut a = c
+        let a = c
             .session
             .receive(input.as_bytes(), &mut self.router, &mut out, self.now);
-        while a == Action::VerifyPassword {
-            let check = c.session.take_password_check().expect("check");
-            let verdict = if check.run() {
-                PasswordVerdict::Valid
-            } else {
-                PasswordVerdict::Invalid
-            };
-            a = c
-                .session
-                .on_password_verdict(verdict, &mut self.router, &mut out);
-            if a == Action::Continue {
-                a = c.session.resume(&mut self.router, &mut out);
-            }
-        }
+        let a = settle_password_checks(&mut c.session, &mut self.router, &mut out, a);
         if a == Action::Close {
             c.closed = true;
         }
@@ -222,6 +199,40 @@ fn only<'a>(els: &'a [Element], name: &str) -> &'a Element {
     let v: Vec<&Element> = els.iter().filter(|e| e.name == name).collect();
     assert_eq!(v.len(), 1, "one <{name}/> in {els:?}");
     v[0]
+}
+
+/// A world with bob and alice online, alice's session resumable: its id.
+fn resumable(tweak: impl FnOnce(&mut Config)) -> (World, Client, Client, String) {
+    let mut w = World::new(tweak);
+    let bob = w.online("bob", "b");
+    let mut alice = w.online("alice", "a");
+    let id = enable_resume(&mut w, &mut alice);
+    (w, bob, alice, id)
+}
+
+/// [`resumable`], then chats `m0` and `m1` from bob reach alice, who reads them without
+/// acknowledging, and her connection drops: her session is detached.
+fn detached(tweak: impl FnOnce(&mut Config)) -> (World, Client, String) {
+    let (mut w, mut bob, mut alice, id) = resumable(tweak);
+    w.chats(&mut bob, "alice@localhost/a", "m", 2);
+    assert_eq!(bodies(&w.flush(&mut alice)), ["m0", "m1"]);
+    w.cut(alice);
+    (w, bob, id)
+}
+
+/// `<resume/>` of session `id` with `h` on `c`: the server's answer.
+fn resume(w: &mut World, c: &mut Client, id: &str, h: u32) -> Vec<Element> {
+    w.send(
+        c,
+        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='{h}'/>"),
+    )
+}
+
+/// Asserts that `got` is one `<failed/>` with the stanza error condition `cond`.
+#[track_caller]
+fn assert_failed(got: &[Element], cond: &str, why: &str) {
+    let f = only(got, "failed");
+    assert!(f.child(cond, STANZAS).is_some(), "{cond}: {why} {f:?}");
 }
 
 fn enable_resume(w: &mut World, c: &mut Client) -> String {
@@ -316,10 +327,7 @@ fn xep0198_misplaced_elements_fail_with_unexpected_request() {
 /// in order, with those sent meanwhile; the resource stayed bound throughout.
 #[test]
 fn xep0198_resume_redelivers_in_order() {
-    let mut w = World::new(|_| {});
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    let id = enable_resume(&mut w, &mut alice);
+    let (mut w, mut bob, mut alice, id) = resumable(|_| {});
     w.send(
         &mut alice,
         "<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
@@ -334,10 +342,7 @@ fn xep0198_resume_redelivers_in_order() {
     w.chats(&mut bob, "alice@localhost/a", "n", 2);
     assert!(w.flush(&mut bob).is_empty(), "nothing bounced meanwhile");
     let mut again = w.authenticated("alice");
-    let got = w.send(
-        &mut again,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='2'/>"),
-    );
+    let got = resume(&mut w, &mut again, &id, 2);
     let r = only(&got, "resumed");
     assert_eq!(r.attr("previd"), Some(id.as_str()));
     assert_eq!(r.attr("h"), Some("1"), "the server handled her ping");
@@ -354,10 +359,7 @@ fn xep0198_resume_redelivers_in_order() {
     // And she can resume the resumed session again.
     w.cut(again);
     let mut third = w.authenticated("alice");
-    let got = w.send(
-        &mut third,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='6'/>"),
-    );
+    let got = resume(&mut w, &mut third, &id, 6);
     assert_eq!(only(&got, "resumed").attr("h"), Some("1"));
     assert!(bodies(&got).is_empty());
 }
@@ -365,17 +367,11 @@ fn xep0198_resume_redelivers_in_order() {
 /// §5: resuming an open session takes it over: the old stream gets `conflict`.
 #[test]
 fn xep0198_resume_takes_over_a_stream_still_open() {
-    let mut w = World::new(|_| {});
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    let id = enable_resume(&mut w, &mut alice);
+    let (mut w, mut bob, mut alice, id) = resumable(|_| {});
     w.chats(&mut bob, "alice@localhost/a", "m", 2);
     assert_eq!(bodies(&w.flush(&mut alice)), ["m0", "m1"]);
     let mut again = w.authenticated("alice");
-    let got = w.send(
-        &mut again,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>"),
-    );
+    let got = resume(&mut w, &mut again, &id, 0);
     only(&got, "resumed");
     assert_eq!(bodies(&got), ["m0", "m1"]);
     w.flush(&mut alice);
@@ -390,38 +386,18 @@ fn xep0198_resume_takes_over_a_stream_still_open() {
 /// §5 failures: unknown id, another account's id, h above what was sent.
 #[test]
 fn xep0198_resume_failures() {
-    let mut w = World::new(|_| {});
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    let id = enable_resume(&mut w, &mut alice);
-    w.chats(&mut bob, "alice@localhost/a", "m", 2);
-    w.flush(&mut alice);
-    w.cut(alice);
+    let (mut w, _bob, id) = detached(|_| {});
     let mut c = w.authenticated("alice");
-    let got = w.send(
-        &mut c,
-        "<resume xmlns='urn:xmpp:sm:3' previd='nope' h='0'/>",
-    );
-    assert!(
-        only(&got, "failed")
-            .child("item-not-found", STANZAS)
-            .is_some()
-    );
+    let got = resume(&mut w, &mut c, "nope", 0);
+    assert_failed(&got, "item-not-found", "unknown id");
     let mut b2 = w.authenticated("bob");
-    let got = w.send(
-        &mut b2,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>"),
+    let got = resume(&mut w, &mut b2, &id, 0);
+    assert_failed(
+        &got,
+        "item-not-found",
+        "bound to the account that enabled it",
     );
-    assert!(
-        only(&got, "failed")
-            .child("item-not-found", STANZAS)
-            .is_some(),
-        "bound to the account that enabled it"
-    );
-    let got = w.send(
-        &mut c,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='3'/>"),
-    );
+    let got = resume(&mut w, &mut c, &id, 3);
     let f = only(&got, "failed");
     assert!(f.child("undefined-condition", STANZAS).is_some());
     let too_high = f.child("handled-count-too-high", SM).expect("detail");
@@ -432,10 +408,7 @@ fn xep0198_resume_failures() {
     let got = w.send(&mut c, "<resume xmlns='urn:xmpp:sm:3' previd='x' h='-1'/>");
     assert!(only(&got, "failed").child("bad-request", STANZAS).is_some());
     // After a failed resume the client may still bind; the session was not harmed.
-    let got = w.send(
-        &mut c,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='2'/>"),
-    );
+    let got = resume(&mut w, &mut c, &id, 2);
     only(&got, "resumed");
 }
 
@@ -466,13 +439,7 @@ fn xep0198_ack_too_high_is_a_stream_error() {
 /// fails.
 #[test]
 fn xep0198_window_end_ends_the_session_and_reroutes_messages() {
-    let mut w = World::new(|c| c.c2s.resume_timeout_secs = 60);
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    let id = enable_resume(&mut w, &mut alice);
-    w.chats(&mut bob, "alice@localhost/a", "m", 2);
-    w.flush(&mut alice);
-    w.cut(alice);
+    let (mut w, mut bob, id) = detached(|c| c.c2s.resume_timeout_secs = 60);
     w.chats(&mut bob, "alice@localhost/a", "n", 1);
     assert_eq!(w.router.sm_tick(), Some(Duration::from_secs(60)));
     w.env.advance(Duration::from_secs(59));
@@ -488,15 +455,8 @@ fn xep0198_window_end_ends_the_session_and_reroutes_messages() {
         "kept offline, not bounced: {got:?}"
     );
     let mut late = w.authenticated("alice");
-    let got = w.send(
-        &mut late,
-        &format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>"),
-    );
-    assert!(
-        only(&got, "failed")
-            .child("item-not-found", STANZAS)
-            .is_some()
-    );
+    let got = resume(&mut w, &mut late, &id, 0);
+    assert_failed(&got, "item-not-found", "");
     let back = w.back_online(&mut late, "a");
     assert_eq!(
         bodies(&back),
@@ -509,10 +469,7 @@ fn xep0198_window_end_ends_the_session_and_reroutes_messages() {
 /// session cleanly, and what it held is routed again (kept offline here, XEP-0160).
 #[test]
 fn xep0198_detached_overflow_ends_the_session() {
-    let mut w = World::new(|c| c.c2s.detached_max_stanzas = 4);
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    enable_resume(&mut w, &mut alice);
+    let (mut w, mut bob, alice, _id) = resumable(|c| c.c2s.detached_max_stanzas = 4);
     w.cut(alice);
     w.chats(&mut bob, "alice@localhost/a", "m", 4);
     assert_eq!(w.router.session_count(), 2);
@@ -559,18 +516,10 @@ fn xep0198_resumption_bounds_and_max() {
 /// session; its unacknowledged messages are routed again, not lost.
 #[test]
 fn xep0198_rebinding_replaces_a_detached_session() {
-    let mut w = World::new(|_| {});
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    enable_resume(&mut w, &mut alice);
-    w.chats(&mut bob, "alice@localhost/a", "m", 2);
-    w.flush(&mut alice);
-    w.cut(alice);
+    let (mut w, _bob, _id) = detached(|_| {});
     let mut fresh = w.authenticated("alice");
-    let got = w.send(
-        &mut fresh,
-        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>a</resource></bind></iq>",
-    );
+    let bind = "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>a</resource></bind></iq>";
+    let got = w.send(&mut fresh, bind);
     assert_eq!(got[0].attr("type"), Some("result"));
     assert_eq!(bodies(&got), ["m0", "m1"], "delivered to the new session");
     assert_eq!(w.router.sm_counts(), (0, 0));
@@ -594,10 +543,7 @@ fn xep0198_clean_close_is_not_resumable() {
 /// consumer (and, being resumable, detached: a client on a dead path can still resume).
 #[test]
 fn xep0198_unacknowledging_client_is_a_slow_consumer() {
-    let mut w = World::new(|c| c.c2s.detached_max_stanzas = 8);
-    let mut bob = w.online("bob", "b");
-    let mut alice = w.online("alice", "a");
-    enable_resume(&mut w, &mut alice);
+    let (mut w, mut bob, mut alice, _id) = resumable(|c| c.c2s.detached_max_stanzas = 8);
     w.chats(&mut bob, "alice@localhost/a", "m", 6);
     let got = w.flush(&mut alice);
     assert_eq!(bodies(&got).len(), 4, "the window: half of 8");

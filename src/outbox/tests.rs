@@ -88,6 +88,16 @@ const WINDOW: SmBounds = SmBounds {
     bytes: 1000,
 };
 
+/// An outbox with stream management on ([`WINDOW`]) and `<m0/>`…`<m{n-1}/>` queued.
+fn managed_with(n: usize) -> Rc<Outbox> {
+    let o = Outbox::new(64, 1 << 16);
+    o.sm_enable(WINDOW);
+    for i in 0..n {
+        assert!(o.push(Stanza::from(format!("<m{i}/>"))));
+    }
+    o
+}
+
 /// XEP-0198: stanzas that leave are counted and kept until acknowledged; the window
 /// holds at most its bound, the rest waits in the queue; an ack opens it again.
 #[test]
@@ -203,11 +213,7 @@ fn sm_detached_keeps_within_bounds_then_kicks() {
 /// A detach that would already exceed the bounds is refused and changes nothing.
 #[test]
 fn sm_detach_refused_over_bounds() {
-    let o = Outbox::new(64, 1 << 16);
-    o.sm_enable(WINDOW);
-    for i in 0..3 {
-        o.push(Stanza::from(format!("<m{i}/>")));
-    }
+    let o = managed_with(3);
     let tight = SmBounds {
         stanzas: 2,
         bytes: 1000,
@@ -221,11 +227,7 @@ fn sm_detach_refused_over_bounds() {
 /// counting on from the client's `h`, then what was queued for it meanwhile.
 #[test]
 fn sm_resume_redelivers_unacked_first() {
-    let old = Outbox::new(64, 1 << 16);
-    old.sm_enable(WINDOW);
-    for i in 0..3 {
-        old.push(Stanza::from(format!("<m{i}/>")));
-    }
+    let old = managed_with(3);
     assert_eq!(sent(&old), "<m0/><m1/><m2/>");
     old.sm_handled_one();
     assert!(old.sm_detach(WINDOW, Rc::new(|| {})));

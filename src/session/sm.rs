@@ -182,12 +182,8 @@ impl Session {
     fn sm_ack(&mut self, el: &Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
         let Some(h) = parse_count::<u32>(el.attr("h")) else {
             tracing::info!(conn = self.conn, "invalid h in <a/>");
-            return self.stream_error(
-                StreamCondition::BadFormat,
-                Some("an ack needs h, a count of 0 to 4294967295"),
-                out,
-                router,
-            );
+            let why = Some("an ack needs h, a count of 0 to 4294967295");
+            return self.stream_error(StreamCondition::BadFormat, why, out, router);
         };
         match self.outbox.sm_ack(h) {
             Ok(_) => {
