@@ -94,10 +94,11 @@ impl OfflineState {
 
 impl Router {
     /// RFC 6121 §8.5.2.2 and XEP-0160: `msg`, a message of type `ty` for the local account
-    /// `user`, reaches none of its resources (it has no available resource with a
-    /// non-negative priority; or, for the XEP-0198 work, it was sent to a session that
-    /// ended without acknowledging it). The caller has established that; this decides
-    /// what becomes of it:
+    /// `user`, reaches none of its resources: it has no available resource with a
+    /// non-negative priority ([`Router::message_to_bare`] establishes that, for messages
+    /// to the bare JID, to a gone resource, and those a stream-managed session did not
+    /// acknowledge before it ended, which `sm.rs` routes again). A caller that knows the
+    /// account is offline may call it directly. It decides what becomes of the message:
     ///
     /// - `chat` and `normal`: stored for the account's next available presence, unless
     ///   the account is anonymous (it ends with its sessions), offline storage is off
