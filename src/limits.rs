@@ -56,11 +56,15 @@
 //! | one reply page being built | `pubsub_max_page_items` × 100 B + `outbox_max_bytes` / 2 | 226 KiB |
 //! | one collection items merge | `collection_max_items` × 48 B | 469 KiB |
 //! | database page cache | `store.cache_bytes` | 4 MiB |
+//! | offline messages being delivered (outbox backlogs) | `offline_max_bytes` | 4 MiB |
 //!
 //! [`Limits::memory_budget`] computes these rows and the per-connection ones times
-//! `max_connections`; `kinglet check-config` prints them with their total (about 661 MiB
-//! with the defaults) next to the memory limit of the service. Not counted there: the
-//! rosters of online accounts (below) and the code and fixed state of the process.
+//! `max_connections`; `kinglet check-config` prints them, and the XEP-0198 rows of `[c2s]`
+//! (`Config::memory_budget`), with their total (about 705 MiB with the defaults) next to
+//! the memory limit of the service. Not counted there: the
+//! rosters of online accounts (below), the offline-message count of each account that has
+//! stored messages (about 64 B plus the username each; the messages stay on disk) and the
+//! code and fixed state of the process.
 //! `directed_presence_max` (JIDs per session), `subscriptions_per_jid`,
 //! `pep_cache_payload_bytes` (at most `pubsub_max_item_bytes`), `caps_max_attr_bytes`,
 //! `max_header_bytes` and `max_auth_failures` bound shapes within the rows above.
@@ -271,10 +275,10 @@ pub struct Limits {
     /// together. Default 4194304 (4 MiB). Overflow: as `pubsub_deferred_requests`. Memory:
     /// up to this many bytes. Accepted range 65536..=1073741824.
     pub pubsub_deferred_bytes: usize,
-    /// Most ops (pub-sub and roster changes) in one pending group-commit batch. Default
-    /// 16384. Overflow: the change is refused with `resource-constraint` (type `wait`), unless
-    /// the batch is empty (one request's changes are always accepted). Memory: counted in
-    /// `commit_batch_bytes`. Accepted range 64..=1048576.
+    /// Most ops (pub-sub, roster and offline-message changes) in one pending group-commit
+    /// batch. Default 16384. Overflow: the change is refused with `resource-constraint`
+    /// (type `wait`), unless the batch is empty (one request's changes are always
+    /// accepted). Memory: counted in `commit_batch_bytes`. Accepted range 64..=1048576.
     pub commit_batch_ops: usize,
     /// Most bytes (encoded records plus 64 B per op) in one pending group-commit batch.
     /// Default 8388608 (8 MiB). Overflow: as `commit_batch_ops`. Memory: one batch pending
@@ -353,6 +357,29 @@ pub struct Limits {
     /// Overflow: stream error `policy-violation`. Memory: bounds the framer buffer before
     /// the header is complete (below the stanza limits). Accepted range 512..=65536.
     pub max_header_bytes: usize,
+    /// Most messages kept for one account while it has no available resource (XEP-0160
+    /// offline storage: `chat` and `normal` messages to its bare JID, and notifications of
+    /// pub-sub nodes with `pubsub#notification_type = normal`). Default 100; 0 turns offline
+    /// storage off (such messages bounce with `service-unavailable`, as without it).
+    /// Overflow: the message is bounced with `service-unavailable` ("the recipient's
+    /// offline storage is full"; a notification is dropped), with a rate-limited log line.
+    /// Memory: none per message (they stay on disk; see `offline_max_bytes`); the router
+    /// keeps a count per account that has messages (about 64 B plus the username).
+    /// Accepted range 0..=65536.
+    pub offline_max_per_account: usize,
+    /// Most bytes of stored stanzas one account may have waiting. Default 262144
+    /// (256 KiB). Overflow: as `offline_max_per_account`. Memory: none (on disk); they are
+    /// read and delivered at once at the account's next available presence, through the
+    /// outbox's pub-sub backlog (never closing the session). Accepted range
+    /// 4096..=`offline_max_bytes` (and at most 1073741824).
+    pub offline_max_bytes_per_account: usize,
+    /// Most bytes of stored stanzas, all accounts together. Default 4194304 (4 MiB).
+    /// Overflow: as `offline_max_per_account`. Disk: the stanzas plus about 40 B of key and
+    /// record each, and redb's copy-on-write slack. Memory: while stored messages are
+    /// delivered they wait in the outboxes' backlogs until their readers take them, at
+    /// worst all of them at once (every account coming online together): up to this many
+    /// bytes (4 MiB at the default). Accepted range 65536..=1099511627776 (1 TiB).
+    pub offline_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -405,6 +432,9 @@ impl Default for Limits {
             max_auth_failures: 3,
             read_chunk_bytes: 16 * 1024,
             max_header_bytes: 4096,
+            offline_max_per_account: 100,
+            offline_max_bytes_per_account: 256 * 1024,
+            offline_max_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -641,6 +671,19 @@ impl Limits {
         in_range("max_auth_failures", self.max_auth_failures, 2, 255)?;
         in_range("read_chunk_bytes", self.read_chunk_bytes, 1024, 1 << 20)?;
         in_range("max_header_bytes", self.max_header_bytes, 512, 65536)?;
+        in_range(
+            "offline_max_per_account",
+            self.offline_max_per_account,
+            0,
+            65536,
+        )?;
+        in_range("offline_max_bytes", self.offline_max_bytes, 65536, 1 << 40)?;
+        in_range(
+            "offline_max_bytes_per_account",
+            self.offline_max_bytes_per_account as u64,
+            4096,
+            self.offline_max_bytes.min(1 << 30),
+        )?;
         Ok(())
     }
 
@@ -693,12 +736,13 @@ impl Limits {
     ///
     /// The figures are the estimates of the module documentation ("Memory math"): they
     /// assume every bound full at once, which real traffic does not reach. Not counted:
-    /// the rosters of online accounts (see `max_roster_items`) and the code and fixed
+    /// the rosters of online accounts (see `max_roster_items`), the per-account
+    /// offline-message counts (see `offline_max_per_account`) and the code and fixed
     /// state of the process (a few MiB).
     pub fn memory_budget(&self, store_cache_bytes: usize) -> Vec<BudgetRow> {
         let conns = self.max_connections;
         let nodes = self.pubsub_max_nodes;
-        let mut t = Rows(Vec::with_capacity(23));
+        let mut t = Rows(Vec::with_capacity(24));
         t.of(
             "limits.max_stanza_bytes",
             conns,
@@ -861,6 +905,11 @@ impl Limits {
             "store.cache_bytes",
             store_cache_bytes,
             "database page cache",
+        );
+        t.add(
+            "limits.offline_max_bytes",
+            usize::try_from(self.offline_max_bytes).unwrap_or(usize::MAX),
+            "offline messages being delivered, in outbox backlogs",
         );
         t.0
     }

@@ -30,6 +30,9 @@ pub const NS_STREAM_LIMITS: &str = "urn:xmpp:stream-limits:0";
 pub const NS_VERSION: &str = "jabber:iq:version";
 /// XEP-0198 stream management (version 3 of the namespace).
 pub const NS_SM: &str = "urn:xmpp:sm:3";
+/// XEP-0160 §5: the disco#info feature of a server that stores messages for offline
+/// accounts (`msgoffline`, registered as a feature, not a namespace).
+pub const FEATURE_MSGOFFLINE: &str = "msgoffline";
 
 /// Stream error conditions of RFC 6120 §4.9.3 that this server emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -200,6 +200,27 @@ fn new_bounds_are_range_checked() {
 }
 
 #[test]
+fn offline_bounds_are_range_checked() {
+    let cases: [(&str, Setter); 5] = [
+        bad!(offline_max_per_account = 65537),
+        bad!(offline_max_bytes = 65535),
+        bad!(offline_max_bytes = (1 << 40) + 1),
+        bad!(offline_max_bytes_per_account = 4095),
+        // One account may not have more than all of them together.
+        bad!(offline_max_bytes_per_account = 4 * 1024 * 1024 + 1),
+    ];
+    each_names_its_key(&cases);
+    // 0 turns offline storage off; one account may have the whole store.
+    let l = Limits {
+        offline_max_per_account: 0,
+        offline_max_bytes: 65536,
+        offline_max_bytes_per_account: 65536,
+        ..Limits::default()
+    };
+    assert_eq!(l.validate(), Ok(()));
+}
+
+#[test]
 fn stanza_bytes_range() {
     for (v, ok) in [
         (4095, false),

@@ -232,6 +232,7 @@ impl Host<'_> {
         self.out.push(Delivery {
             to: to.clone(),
             stanza: Stanza::from(s),
+            keep_offline: false,
         });
     }
 }

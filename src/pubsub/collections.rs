@@ -198,14 +198,16 @@ impl Host<'_> {
             self.collection_subs(c, true, Some(n))
         });
         let headline = n.config.headline;
+        let keep = super::notify::keeps_offline(&n.config);
         let inner: Rc<str> = Rc::from(inner); // shared by every forwarded message
-        let msgs: Vec<Delivery> = routes
+        let mut msgs: Vec<Delivery> = routes
             .iter()
             .map(|r| {
                 let via = [("Collection", &*r.collection)];
                 self.message_ext(&r.subscriber, headline, &inner, None, &via, None)
             })
             .collect();
+        super::notify::mark_offline(&mut msgs, keep);
         self.out.extend(msgs);
     }
 
@@ -231,11 +233,10 @@ impl Host<'_> {
                 w.start("collection").attr("node", parent);
                 w.start(verb).attr("node", child).end_all();
             }));
-            let headline = self
-                .svc
-                .nodes
-                .get(&**parent)
-                .is_none_or(|n| n.config.headline);
+            let parent_config = self.svc.nodes.get(&**parent).map(|n| &n.config);
+            let headline = parent_config.is_none_or(|c| c.headline);
+            let keep = parent_config.is_some_and(super::notify::keeps_offline);
+            let first = msgs.len();
             for r in routes {
                 let via: &[(&str, &str)] = if r.collection == *parent {
                     &[]
@@ -244,6 +245,7 @@ impl Host<'_> {
                 };
                 msgs.push(self.message_ext(&r.subscriber, headline, &inner, None, via, None));
             }
+            super::notify::mark_offline(&mut msgs[first..], keep);
         }
         self.out.extend(msgs);
     }

@@ -181,6 +181,7 @@ impl Engine {
                 .map(|r| Delivery {
                     to: from.clone(),
                     stanza: Stanza::from(r.to_string_in_stream()),
+                    keep_offline: false,
                 })
                 .into_iter()
                 .collect();
@@ -297,6 +298,7 @@ impl Engine {
                 out.push(Delivery {
                     to: r.from,
                     stanza: Stanza::from(reply.to_string_in_stream()),
+                    keep_offline: false,
                 });
             }
         }
@@ -350,6 +352,7 @@ fn refuse(requests: VecDeque<Deferred>, err: &StanzaError) -> Vec<Delivery> {
             proto::error_reply(&d.iq, err).map(|r| Delivery {
                 to: d.from,
                 stanza: Stanza::from(r.to_string_in_stream()),
+                keep_offline: false,
             })
         })
         .collect()

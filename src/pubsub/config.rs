@@ -166,8 +166,10 @@ pub struct NodeConfig {
     /// `pubsub#item_expire` in seconds; `None` is `max` (never). Expired items are never
     /// returned and are deleted when next touched.
     pub item_expire: Option<u64>,
-    /// `pubsub#presence_based_delivery`: notify only available subscribers (always true
-    /// in effect: there is no offline storage; see `docs/pubsub.md`).
+    /// `pubsub#presence_based_delivery`: notify only available subscribers. A bare-JID
+    /// subscriber with no available resource gets nothing either way, but without it the
+    /// notifications of a `normal` node are kept in its offline storage (XEP-0160; see
+    /// `docs/pubsub.md`).
     pub presence_based: bool,
     /// `pubsub#notify_sub`: owners are told of subscribes and unsubscribes.
     pub notify_sub: bool,

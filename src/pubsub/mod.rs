@@ -188,6 +188,11 @@ pub struct Delivery {
     pub to: Jid,
     /// The stanza, ready for the outbox (a notification shares its event payload).
     pub stanza: Stanza,
+    /// XEP-0160: kept in offline storage when the recipient (a bare JID of a local
+    /// account) has no available resource. Set for event notifications of nodes with
+    /// `pubsub#notification_type = normal` and without `presence_based_delivery`; never
+    /// for replies or headline notifications.
+    pub keep_offline: bool,
 }
 
 /// XEP-0131 SHIM headers.
@@ -291,6 +296,7 @@ impl Host<'_> {
                     v.push(Delivery {
                         to: from.clone(),
                         stanza: Stanza::from(r.to_string_in_stream()),
+                        keep_offline: false,
                     });
                 }
                 return v;
@@ -313,6 +319,7 @@ impl Host<'_> {
                 v.push(Delivery {
                     to: from.clone(),
                     stanza: Stanza::from(s),
+                    keep_offline: false,
                 });
                 v.append(&mut self.out);
             }
@@ -322,6 +329,7 @@ impl Host<'_> {
                     v.push(Delivery {
                         to: from.clone(),
                         stanza: Stanza::from(r.to_string_in_stream()),
+                        keep_offline: false,
                     });
                 }
             }

@@ -160,6 +160,7 @@ impl Host<'_> {
                     inner,
                     Cow::Borrowed(crate::xml::writer::EVENT_MESSAGE_CLOSE),
                 ),
+                keep_offline: false,
             };
         }
         let mut tail = String::with_capacity(64);
@@ -186,6 +187,7 @@ impl Host<'_> {
         Delivery {
             to: to.clone(),
             stanza: Stanza::wrapped(&head, inner, Cow::Owned(tail)),
+            keep_offline: false,
         }
     }
 
@@ -234,6 +236,7 @@ impl Host<'_> {
             return;
         }
         let headline = n.config.headline;
+        let keep = keeps_offline(&n.config);
         let now = self.now_ms;
         // Serialised once; every recipient's message shares it.
         let inner: Rc<str> = Rc::from(inner);
@@ -302,6 +305,7 @@ impl Host<'_> {
                 }
             }
         }
+        mark_offline(&mut msgs, keep);
         self.out.extend(msgs);
         self.notify_pep(node, inner);
     }
@@ -324,6 +328,7 @@ impl Host<'_> {
         self.out.push(Delivery {
             to: jid.clone(),
             stanza: Stanza::from(s),
+            keep_offline: false,
         });
     }
 
@@ -352,5 +357,20 @@ impl Host<'_> {
             .map(|o| self.message(&o, n.config.headline, &inner, None))
             .collect();
         self.out.extend(msgs);
+    }
+}
+
+/// XEP-0160: whether `config`'s event notifications are kept in offline storage for a
+/// subscriber that is offline: `normal` ones (not `headline`, which RFC 6121 §8.5.2.2
+/// says not to store) of a node that does not deliver by presence.
+pub(super) fn keeps_offline(config: &NodeConfig) -> bool {
+    !config.headline && !config.presence_based
+}
+
+/// Marks the messages to bare JIDs in `msgs` as kept offline (`keep`): a full-JID
+/// subscription names one session, and is never stored.
+pub(super) fn mark_offline(msgs: &mut [Delivery], keep: bool) {
+    for d in msgs {
+        d.keep_offline = keep && d.to.is_bare();
     }
 }

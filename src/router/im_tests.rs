@@ -22,19 +22,21 @@ const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 /// A router over a store in memory (inline commits) where `USERS` have accounts, with
 /// the default configuration changed by `tune`.
 fn world_with(tune: impl FnOnce(&mut Config)) -> (Router, Rc<Store>) {
+    let (r, store, _env) = world_env(tune);
+    (r, store)
+}
+
+/// [`world_with`], and the router's clock (2024-01-01T00:00:00Z at first).
+fn world_env(tune: impl FnOnce(&mut Config)) -> (Router, Rc<Store>, Rc<FakeEnv>) {
     let store = Rc::new(Store::open_in_memory().expect("store"));
     for u in USERS {
         store.user_add(u, b"creds").expect("add user");
     }
     let mut config = Config::default();
     tune(&mut config);
-    let r = Router::new(
-        Rc::new(config),
-        store.clone(),
-        Rc::new(FakeEnv::new(1_704_067_200_000, 7)),
-    )
-    .expect("router");
-    (r, store)
+    let env = Rc::new(FakeEnv::new(1_704_067_200_000, 7));
+    let r = Router::new(Rc::new(config), store.clone(), env.clone()).expect("router");
+    (r, store, env)
 }
 
 fn world() -> (Router, Rc<Store>) {
@@ -578,37 +580,51 @@ mod messages {
     }
 
     /// §8.5.2.1.1 / §4.7.2.3: resources with a negative priority never get messages to the
-    /// bare JID; if only such resources are available, the account counts as offline here
-    /// (no offline storage): `service-unavailable`.
+    /// bare JID; if only such resources are available, the account counts as offline here:
+    /// the message is stored (XEP-0160), not delivered to them.
     #[test]
     fn negative_priority_only_counts_as_offline() {
-        let (mut r, _s) = world();
+        let (mut r, s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
         let neg = "<presence><priority>-1</priority></presence>";
         let (_b, ob) = online(&mut r, "bob", "b", 2, neg);
-        let m = msg("chat", "m", "bob@localhost");
-        bounced(&mut r, &alice, &oa, &m, "service-unavailable");
+        unanswered(&mut r, &alice, &oa, &msg("chat", "m", "bob@localhost"));
         assert!(drained(&ob).is_empty());
+        assert_eq!(s.offline_get("bob").expect("read").len(), 1);
     }
 
     /// §8.5.2.2: to an account with no available resource (bound but not available, or
-    /// not bound): `service-unavailable` for chat and normal, nothing for headline.
+    /// not bound): chat and normal (and untyped) messages are stored (XEP-0160) without a
+    /// reply, a headline is dropped; nothing reaches the bound resource.
     #[test]
     fn to_an_offline_account() {
-        let (mut r, _s) = world();
+        let (mut r, s) = world();
         let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
         let (_c, oc) = bind(&mut r, "carol", "c", 2); // bound, never available
         for to in ["bob@localhost", "carol@localhost"] {
             for (id, ty) in [("c", Some("chat")), ("n", Some("normal")), ("none", None)] {
                 let ty = ty.map(|t| format!(" type='{t}'")).unwrap_or_default();
                 let m = format!("<message{ty} id='{id}' to='{to}'><body>x</body></message>");
-                let e = bounced(&mut r, &alice, &oa, &m, "service-unavailable");
-                assert_eq!(e.attr("id"), Some(id));
+                unanswered(&mut r, &alice, &oa, &m);
             }
             let h = msg("headline", "h", to);
             unanswered(&mut r, &alice, &oa, &h);
         }
         assert!(drained(&oc).is_empty());
+        for user in ["bob", "carol"] {
+            let stored = s.offline_get(user).expect("read");
+            let ids: Vec<Option<String>> = stored
+                .iter()
+                .map(|m| {
+                    Element::parse(&m.stanza)
+                        .expect("stanza")
+                        .attr("id")
+                        .map(str::to_owned)
+                })
+                .collect();
+            let want = ["c", "n", "none"].map(|i| Some(i.to_owned()));
+            assert_eq!(ids, want, "{user}");
+        }
     }
 
     /// §8.5.1: a message to an account that does not exist: `service-unavailable`
@@ -752,7 +768,13 @@ mod server_iq {
             .filter_map(|c| c.attr("var"))
             .collect();
         features.sort_unstable();
-        let mut want = vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION];
+        let mut want = vec![
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+            NS_PING,
+            NS_VERSION,
+            "msgoffline",
+        ];
         want.sort_unstable();
         assert_eq!(features, want);
     }
@@ -849,5 +871,460 @@ mod server_iq {
         let mut w = alice();
         w.bounced(&ping("x", "example.net"), "remote-server-not-found");
         w.unanswered("<iq type='result' id='y' to='example.net'/>");
+    }
+}
+
+mod offline {
+    //! XEP-0160 offline storage (RFC 6121 §8.5.2.2): what is kept for an account with no
+    //! available resource, the bounds, and delivery at its next available presence.
+    use super::*;
+    use crate::env::FakeEnv;
+    use std::time::Duration;
+
+    /// The XEP-0203 delay of `e`: its `from` and `stamp`.
+    fn delay(e: &Element) -> (Option<&str>, Option<&str>) {
+        let d = e.child("delay", "urn:xmpp:delay").expect("a delay element");
+        (d.attr("from"), d.attr("stamp"))
+    }
+
+    /// The ids of the stanzas stored for `user`, oldest first.
+    fn stored_ids(s: &Store, user: &str) -> Vec<String> {
+        s.offline_get(user)
+            .expect("read")
+            .iter()
+            .map(|m| {
+                let e = Element::parse(&m.stanza).expect("a stored stanza parses");
+                e.attr("id").unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    /// The text of a stanza error.
+    fn error_text(e: &Element) -> String {
+        e.child("error", "jabber:client")
+            .and_then(|err| err.child("text", NS_STANZAS))
+            .map(|t| t.text())
+            .unwrap_or_default()
+    }
+
+    /// Alice online; bob, carol and dave offline.
+    fn alice_alone(
+        tune: impl FnOnce(&mut Config),
+    ) -> (Router, Rc<Store>, Rc<FakeEnv>, Jid, Rc<Outbox>) {
+        let (mut r, s, env) = world_env(tune);
+        let (alice, oa) = online(&mut r, "alice", "a", 1, "<presence/>");
+        (r, s, env, alice, oa)
+    }
+
+    /// A chat message to an offline account is stored, not answered.
+    #[test]
+    fn chat_to_an_offline_account_is_stored() {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        let m = "<message type='chat' id='c1' to='bob@localhost'><body>hi</body></message>";
+        unanswered(&mut r, &alice, &oa, m);
+        let stored = s.offline_get("bob").expect("read");
+        assert_eq!(stored.len(), 1);
+        let e = Element::parse(&stored[0].stanza).expect("parses");
+        assert_eq!(
+            attrs(&e, "id type from"),
+            [Some("c1"), Some("chat"), Some("alice@localhost/a")]
+        );
+        assert_eq!(
+            e.child("body", "jabber:client").map(|b| b.text()),
+            Some("hi".into())
+        );
+        assert_eq!(stored[0].stamp_ms, 1_704_067_200_000);
+    }
+
+    /// A normal message (typed, or without a type) to an offline account is stored.
+    #[test]
+    fn normal_to_an_offline_account_is_stored() {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        unanswered(&mut r, &alice, &oa, &msg("normal", "n1", "bob@localhost"));
+        unanswered(
+            &mut r,
+            &alice,
+            &oa,
+            "<message id='n2' to='bob@localhost'><body>x</body></message>",
+        );
+        assert_eq!(stored_ids(&s, "bob"), ["n1", "n2"]);
+    }
+
+    /// Headline (RFC 6121 §8.5.2.2: not stored) and error messages are dropped without a
+    /// word; groupchat is bounced; none of them is stored.
+    #[test]
+    fn headline_and_error_dropped_groupchat_bounced_none_stored() {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        unanswered(&mut r, &alice, &oa, &msg("headline", "h", "bob@localhost"));
+        let error = format!("<error type='cancel'><item-not-found xmlns='{NS_STANZAS}'/></error>");
+        let e = format!("<message type='error' id='e' to='bob@localhost'>{error}</message>");
+        unanswered(&mut r, &alice, &oa, &e);
+        for to in ["bob@localhost", "bob@localhost/gone"] {
+            bounced(
+                &mut r,
+                &alice,
+                &oa,
+                &msg("groupchat", "g", to),
+                "service-unavailable",
+            );
+        }
+        assert!(stored_ids(&s, "bob").is_empty());
+    }
+
+    /// §8.5.3.2.1: a chat message to a resource that is not bound is handled as if to the
+    /// bare JID: stored when the account is offline.
+    #[test]
+    fn to_a_gone_resource_is_stored_as_to_the_bare_jid() {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        unanswered(&mut r, &alice, &oa, &msg("chat", "m", "bob@localhost/gone"));
+        assert_eq!(stored_ids(&s, "bob"), ["m"]);
+    }
+
+    /// An anonymous account ends with its sessions: nothing is kept for it (bounced as
+    /// before); with `offline_max_per_account = 0` nothing is kept for anyone.
+    #[test]
+    fn anonymous_accounts_and_storage_off_bounce_as_before() {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        let anon = r.new_anonymous_user().expect("name");
+        let _ = r.bind(&anon, true, Some("x"), 9, outbox()).expect("bind");
+        let to = format!("{anon}@localhost");
+        let e = bounced(
+            &mut r,
+            &alice,
+            &oa,
+            &msg("chat", "m", &to),
+            "service-unavailable",
+        );
+        assert_eq!(error_text(&e), "the recipient is offline");
+        assert!(stored_ids(&s, &anon).is_empty());
+
+        let (mut r, s, _, alice, oa) = alice_alone(|c| c.limits.offline_max_per_account = 0);
+        let e = bounced(
+            &mut r,
+            &alice,
+            &oa,
+            &msg("chat", "m", "bob@localhost"),
+            "service-unavailable",
+        );
+        assert_eq!(error_text(&e), "the recipient is offline");
+        assert!(stored_ids(&s, "bob").is_empty());
+    }
+
+    /// A full offline storage (the account's count or bytes, or all accounts' bytes)
+    /// bounces the message with `service-unavailable` and a text saying so; what was
+    /// stored stays, and nothing more is.
+    #[test]
+    fn full_storage_bounces_with_service_unavailable() {
+        const FULL: &str = "the recipient is offline and its offline storage is full";
+        // Per account: at most 2 messages.
+        let (mut r, s, _, alice, oa) = alice_alone(|c| c.limits.offline_max_per_account = 2);
+        for id in ["1", "2"] {
+            unanswered(&mut r, &alice, &oa, &msg("chat", id, "bob@localhost"));
+        }
+        let e = bounced(
+            &mut r,
+            &alice,
+            &oa,
+            &msg("chat", "3", "bob@localhost"),
+            "service-unavailable",
+        );
+        assert_eq!((e.attr("id"), error_text(&e).as_str()), (Some("3"), FULL));
+        assert_eq!(stored_ids(&s, "bob"), ["1", "2"]);
+        // Another account is not affected.
+        unanswered(&mut r, &alice, &oa, &msg("chat", "c", "carol@localhost"));
+
+        // Per account: at most 4096 bytes of stanzas.
+        let big = |id: &str, to: &str, n: usize| {
+            format!(
+                "<message type='chat' id='{id}' to='{to}'><body>{}</body></message>",
+                "x".repeat(n)
+            )
+        };
+        let (mut r, s, _, alice, oa) =
+            alice_alone(|c| c.limits.offline_max_bytes_per_account = 4096);
+        unanswered(&mut r, &alice, &oa, &big("b1", "bob@localhost", 3000));
+        let e = bounced(
+            &mut r,
+            &alice,
+            &oa,
+            &big("b2", "bob@localhost", 1500),
+            "service-unavailable",
+        );
+        assert_eq!(error_text(&e), FULL);
+        unanswered(&mut r, &alice, &oa, &big("b3", "bob@localhost", 500));
+        assert_eq!(stored_ids(&s, "bob"), ["b1", "b3"]);
+
+        // All accounts together: at most 65536 bytes.
+        let (mut r, s, _, alice, oa) = alice_alone(|c| {
+            c.limits.offline_max_bytes = 65536;
+            c.limits.offline_max_bytes_per_account = 65536;
+        });
+        unanswered(&mut r, &alice, &oa, &big("b", "bob@localhost", 40_000));
+        let e = bounced(
+            &mut r,
+            &alice,
+            &oa,
+            &big("c", "carol@localhost", 30_000),
+            "service-unavailable",
+        );
+        assert_eq!(error_text(&e), FULL);
+        assert!(stored_ids(&s, "carol").is_empty());
+        // Delivering bob's frees the room.
+        let (_b, ob) = online(&mut r, "bob", "b", 2, "<presence/>");
+        assert!(
+            drained(&ob).is_empty(),
+            "delivered before `online` drained it"
+        );
+        assert!(stored_ids(&s, "bob").is_empty());
+        unanswered(&mut r, &alice, &oa, &big("c", "carol@localhost", 30_000));
+        assert_eq!(stored_ids(&s, "carol"), ["c"]);
+    }
+
+    /// XEP-0160 §3: at its initial presence the account gets its stored messages, in the
+    /// order they came, each with an XEP-0203 delay from the domain stamped when it was
+    /// stored; they are then deleted, so neither a presence update nor another resource
+    /// gets them again.
+    #[test]
+    fn delivered_in_order_with_delay_on_available_presence() {
+        let (mut r, s, env, alice, oa) = alice_alone(|_| {});
+        for (i, id) in ["m1", "m2", "m3"].into_iter().enumerate() {
+            if i > 0 {
+                env.advance(Duration::from_millis(5_250));
+            }
+            let m = format!(
+                "<message type='chat' id='{id}' to='bob@localhost'><body>{id}</body></message>"
+            );
+            unanswered(&mut r, &alice, &oa, &m);
+        }
+        let (bob, ob) = bind(&mut r, "bob", "b", 2);
+        assert!(
+            drained(&ob).is_empty(),
+            "nothing before the initial presence"
+        );
+        send(&mut r, &bob, "<presence/>");
+        let got = drained(&ob);
+        let ids: Vec<Option<&str>> = got.iter().map(|e| e.attr("id")).collect();
+        assert_eq!(ids, [Some("m1"), Some("m2"), Some("m3")], "{got:?}");
+        let stamps = [
+            "2024-01-01T00:00:00.000Z",
+            "2024-01-01T00:00:05.250Z",
+            "2024-01-01T00:00:10.500Z",
+        ];
+        for (e, stamp) in got.iter().zip(stamps) {
+            assert_eq!(delay(e), (Some("localhost"), Some(stamp)), "{e:?}");
+            assert_eq!(
+                attrs(e, "from to type"),
+                [
+                    Some("alice@localhost/a"),
+                    Some("bob@localhost"),
+                    Some("chat")
+                ]
+            );
+            assert_eq!(
+                e.child("body", "jabber:client").map(|b| b.text()),
+                e.attr("id").map(str::to_owned)
+            );
+        }
+        assert!(stored_ids(&s, "bob").is_empty(), "deleted once delivered");
+        send(&mut r, &bob, "<presence><show>away</show></presence>");
+        assert!(
+            drained(&ob).is_empty(),
+            "a presence update delivers nothing again"
+        );
+        let (_b2, ob2) = online(&mut r, "bob", "b2", 3, "<presence/>");
+        assert!(drained(&ob2).is_empty());
+        // Online now: a new message goes straight through, without a delay.
+        send(&mut r, &alice, &msg("chat", "live", "bob@localhost"));
+        // (b2's presence reached b too.)
+        let live: Vec<Element> = drained(&ob)
+            .into_iter()
+            .filter(|e| e.name == "message")
+            .collect();
+        assert_eq!(live.len(), 1, "{live:?}");
+        assert!(live[0].child("delay", "urn:xmpp:delay").is_none());
+    }
+
+    /// RFC 6121 §8.5.2.1 / XEP-0160 §3: an available presence with a negative priority
+    /// does not trigger delivery (such a resource gets no messages to the bare JID); a
+    /// later update to a non-negative priority does.
+    #[test]
+    fn negative_priority_does_not_trigger_delivery() {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        unanswered(&mut r, &alice, &oa, &msg("chat", "m", "bob@localhost"));
+        let (bob, ob) = bind(&mut r, "bob", "b", 2);
+        send(&mut r, &bob, "<presence><priority>-5</priority></presence>");
+        assert!(drained(&ob).is_empty());
+        send(
+            &mut r,
+            &bob,
+            "<presence><priority>-1</priority><show>dnd</show></presence>",
+        );
+        assert!(drained(&ob).is_empty());
+        assert_eq!(stored_ids(&s, "bob"), ["m"]);
+        send(&mut r, &bob, "<presence><priority>0</priority></presence>");
+        let got = drained(&ob);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].attr("id"), Some("m"));
+        assert!(stored_ids(&s, "bob").is_empty());
+    }
+
+    /// The interface the XEP-0198 work calls for the unacknowledged messages of a session
+    /// that ended: `offline_or_bounce` stores chat and normal, drops headline and error,
+    /// and bounces groupchat, saying which.
+    #[test]
+    fn offline_or_bounce_says_what_it_did() {
+        use super::super::offline::OfflineOutcome;
+        use crate::stanza::MessageType;
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        let stanza = |id: &str| {
+            let mut e = Element::parse(&msg("chat", id, "bob@localhost/gone")).expect("parses");
+            e.set_attr("from", alice.as_str());
+            e
+        };
+        let cases = [
+            ("c", MessageType::Chat, OfflineOutcome::Stored),
+            ("n", MessageType::Normal, OfflineOutcome::Stored),
+            ("h", MessageType::Headline, OfflineOutcome::Dropped),
+            ("e", MessageType::Error, OfflineOutcome::Dropped),
+            ("g", MessageType::Groupchat, OfflineOutcome::Bounced),
+        ];
+        for (id, ty, want) in cases {
+            assert_eq!(r.offline_or_bounce("bob", ty, &stanza(id)), want, "{id}");
+        }
+        let bounces = drained(&oa);
+        assert_eq!(bounces.len(), 1, "{bounces:?}");
+        assert_eq!(bounces[0].attr("id"), Some("g"));
+        assert_eq!(stored_ids(&s, "bob"), ["c", "n"]);
+    }
+
+    const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+
+    /// Alice creates `node` with `pubsub#notification_type` = `ty` (and, if set,
+    /// `pubsub#presence_based_delivery`); bob subscribes his bare JID while online, then
+    /// disconnects. Returns the world with alice online.
+    fn subscribed_then_gone(
+        node: &str,
+        ty: &str,
+        presence_based: bool,
+    ) -> (Router, Rc<Store>, Jid, Rc<Outbox>) {
+        let (mut r, s, _, alice, oa) = alice_alone(|_| {});
+        let pb = if presence_based {
+            "<field var='pubsub#presence_based_delivery'><value>1</value></field>"
+        } else {
+            ""
+        };
+        send(
+            &mut r,
+            &alice,
+            &format!(
+                "<iq type='set' id='create' to='pubsub.localhost'><pubsub xmlns='{PUBSUB}'>\
+                 <create node='{node}'/><configure><x xmlns='jabber:x:data' type='submit'>\
+                 <field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field>\
+                 <field var='pubsub#notification_type'><value>{ty}</value></field>{pb}\
+                 </x></configure></pubsub></iq>"
+            ),
+        );
+        assert_eq!(one(&oa).attr("type"), Some("result"), "node created");
+        let (bob, ob) = online(&mut r, "bob", "b", 2, "<presence/>");
+        send(
+            &mut r,
+            &bob,
+            &format!(
+                "<iq type='set' id='sub' to='pubsub.localhost'><pubsub xmlns='{PUBSUB}'>\
+                 <subscribe node='{node}' jid='bob@localhost'/></pubsub></iq>"
+            ),
+        );
+        let reply = drained(&ob)
+            .into_iter()
+            .find(|e| e.attr("id") == Some("sub"));
+        assert_eq!(
+            reply
+                .and_then(|e| e.attr("type").map(str::to_owned))
+                .as_deref(),
+            Some("result")
+        );
+        r.unbind(&bob, 2);
+        (r, s, alice, oa)
+    }
+
+    /// Alice publishes item `id` with an alert payload to `node`.
+    fn publish(r: &mut Router, alice: &Jid, oa: &Outbox, node: &str, id: &str) {
+        send(
+            r,
+            alice,
+            &format!(
+                "<iq type='set' id='pub-{id}' to='pubsub.localhost'><pubsub xmlns='{PUBSUB}'>\
+                 <publish node='{node}'><item id='{id}'><alert xmlns='urn:example:alert'>door \
+                 open</alert></item></publish></pubsub></iq>"
+            ),
+        );
+        let reply = drained(oa)
+            .into_iter()
+            .find(|e| e.attr("id") == Some(&*format!("pub-{id}")));
+        assert_eq!(
+            reply
+                .and_then(|e| e.attr("type").map(str::to_owned))
+                .as_deref(),
+            Some("result")
+        );
+    }
+
+    /// The item ids of the pub-sub event in `e`.
+    fn event_items(e: &Element) -> Vec<String> {
+        e.child("event", "http://jabber.org/protocol/pubsub#event")
+            .and_then(|ev| ev.child("items", "http://jabber.org/protocol/pubsub#event"))
+            .map(|items| {
+                items
+                    .elements()
+                    .filter_map(|i| i.attr("id").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A notification of a node with `notification_type = normal` to an offline bare-JID
+    /// subscriber is stored, and reaches the subscriber at its next available presence,
+    /// from the service, as a normal message with a delay stamp.
+    #[test]
+    fn notification_of_a_normal_node_is_stored_for_an_offline_subscriber() {
+        let (mut r, s, alice, oa) = subscribed_then_gone("alerts", "normal", false);
+        publish(&mut r, &alice, &oa, "alerts", "i1");
+        publish(&mut r, &alice, &oa, "alerts", "i2");
+        assert_eq!(s.offline_get("bob").expect("read").len(), 2);
+        let (bob, ob) = bind(&mut r, "bob", "b", 3);
+        send(&mut r, &bob, "<presence/>");
+        let got: Vec<Element> = drained(&ob)
+            .into_iter()
+            .filter(|e| e.name == "message")
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        for (e, id) in got.iter().zip(["i1", "i2"]) {
+            assert_eq!(
+                attrs(e, "from to type"),
+                [
+                    Some("pubsub.localhost"),
+                    Some("bob@localhost"),
+                    Some("normal")
+                ]
+            );
+            assert_eq!(event_items(e), [id]);
+            assert_eq!(delay(e).0, Some("localhost"));
+        }
+        assert!(s.offline_get("bob").expect("read").is_empty());
+    }
+
+    /// Headline notifications are not kept (RFC 6121 §8.5.2.2), nor those of a node that
+    /// delivers by presence (`presence_based_delivery`): the offline subscriber misses
+    /// them, as before.
+    #[test]
+    fn notification_of_a_headline_node_is_not_stored() {
+        for (ty, presence_based) in [("headline", false), ("normal", true)] {
+            let (mut r, s, alice, oa) = subscribed_then_gone("news", ty, presence_based);
+            publish(&mut r, &alice, &oa, "news", "i1");
+            assert!(
+                s.offline_get("bob").expect("read").is_empty(),
+                "{ty} {presence_based}"
+            );
+        }
     }
 }

@@ -55,8 +55,10 @@ impl Router {
         }
     }
 
-    /// RFC 6121 §8.5.2: a message to a bare JID of ours.
-    fn message_to_bare(&self, user: &str, ty: MessageType, msg: &Element) {
+    /// RFC 6121 §8.5.2: a message to a bare JID of ours (or to a full JID whose resource
+    /// is gone, §8.5.3.2.1): to the available resources by priority, else to offline
+    /// storage ([`Router::offline_or_bounce`]).
+    pub(super) fn message_to_bare(&mut self, user: &str, ty: MessageType, msg: &Element) {
         if ty == MessageType::Error {
             return;
         }
@@ -80,14 +82,8 @@ impl Router {
             })
             .unwrap_or_default();
         if candidates.is_empty() {
-            // §8.5.2.2: no offline storage here; tell the sender instead of losing it silently.
-            if ty != MessageType::Headline {
-                self.bounce(
-                    msg,
-                    StanzaError::new(Condition::ServiceUnavailable)
-                        .with_text("the recipient is offline"),
-                );
-            }
+            // §8.5.2.2: offline storage (XEP-0160), or the sender is told.
+            self.offline_or_bounce(user, ty, msg);
             return;
         }
         let s: Rc<str> = Rc::from(msg.to_string_in_stream());

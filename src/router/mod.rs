@@ -31,6 +31,7 @@ use crate::xml::{Element, NS_CLIENT};
 #[cfg(test)]
 mod im_tests;
 mod messages;
+mod offline;
 mod presence;
 mod pubsub;
 mod roster;
@@ -41,6 +42,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+use offline::OfflineState;
 use roster::{RosterPending, RosterTxn};
 #[cfg(test)]
 use sessions::pick_anonymous_user;
@@ -98,6 +100,8 @@ pub struct Router {
     outage: Option<Outage>,
     /// XEP-0198: the resumable sessions.
     sm: sm::SmRegistry,
+    /// XEP-0160: what each account has in offline storage.
+    offline: OfflineState,
 }
 
 /// The IM side of the broker (RFC 6121): accounts with their bound resources and rosters.
@@ -182,6 +186,7 @@ impl Router {
         let pubsub = Some(pubsub);
         let caps =
             crate::caps::CapsTable::new(crate::caps::CapsLimits::from_limits(&config.limits));
+        let offline = OfflineState::load(&*store);
         Ok(Router {
             config,
             store,
@@ -206,6 +211,7 @@ impl Router {
             },
             outage: None,
             sm: sm::SmRegistry::default(),
+            offline,
         })
     }
 

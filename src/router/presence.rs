@@ -42,6 +42,8 @@ impl Router {
             return;
         };
         let initial = res.presence.is_none();
+        // Whether messages to the bare JID reached it already (RFC 6121 §8.5.2.1).
+        let reachable = !initial && res.priority >= 0;
         res.presence = Some(p.clone());
         res.priority = priority;
         let user = from.local().unwrap_or("").to_owned();
@@ -53,6 +55,10 @@ impl Router {
                 let out = engine.on_available(&dir, dir.store, from, now);
                 self.pubsub_deliver(out);
             }
+        }
+        if !reachable && priority >= 0 {
+            // XEP-0160 §3: what was kept while the account was offline.
+            self.offline_deliver(from);
         }
         // XEP-0115/0163: interests from caps; only newly interesting nodes get their
         // last item (an unchanged presence update changes nothing).

@@ -59,6 +59,10 @@ impl Router {
         result: Result<(), crate::storage::StoreError>,
     ) {
         let roster_failure = result.as_ref().err().map(roster_failure);
+        if result.is_err() {
+            // Before the store drops what the failed commit held.
+            self.offline_commit_failed();
+        }
         match &result {
             Ok(()) => self.storage_ok(),
             // Logged already if the committer reported it ([`Router::storage_write_failed`]).
@@ -73,6 +77,9 @@ impl Router {
             result,
         );
         self.pubsub.engine = engine;
+        if roster_failure.is_some() {
+            self.offline_reload();
+        }
         self.pubsub_deliver(out);
         self.roster_committed(generation, roster_failure);
         self.pubsub_relieve();
@@ -135,8 +142,9 @@ impl Router {
     }
 
     /// Delivers engine output: to one resource (full JID) or to every available resource
-    /// of a local account (bare JID).
-    pub(super) fn pubsub_deliver(&self, out: Vec<crate::pubsub::Delivery>) {
+    /// of a local account (bare JID); a notification marked `keep_offline` for an account
+    /// with no available resource goes to offline storage (XEP-0160).
+    pub(super) fn pubsub_deliver(&mut self, out: Vec<crate::pubsub::Delivery>) {
         if let (Some(e), Some(wake)) = (&self.pubsub.engine, &self.pubsub.wake) {
             if e.needs_rearm() {
                 wake();
@@ -147,6 +155,8 @@ impl Router {
                 if let Some(ob) = self.resource_outbox(&d.to) {
                     self.send_via(ob, d.stanza, Lane::PubSub);
                 }
+            } else if d.keep_offline && !self.has_available(&d.to) {
+                self.offline_notification(&d.to, &d.stanza);
             } else {
                 self.deliver_to_available_via(&d.to, &d.stanza, Lane::PubSub);
             }

@@ -115,5 +115,12 @@ impl Router {
     }
 }
 
-/// Features of the server JID, derived from what `server_iq` answers.
-const SERVER_FEATURES: &[&str] = &[NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION];
+/// Features of the server JID: what `server_iq` answers, and XEP-0160 offline storage
+/// (`router/offline.rs`).
+const SERVER_FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    NS_VERSION,
+    proto::FEATURE_MSGOFFLINE,
+];

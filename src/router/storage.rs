@@ -36,6 +36,7 @@ impl Router {
             return false;
         }
         self.rosters_reload();
+        self.offline_reload();
         self.pubsub_restore()
     }
 

@@ -464,3 +464,97 @@ fn router_draws_anonymous_names_and_resources_from_its_env() {
     assert_ne!(a.0, b.0);
     assert_ne!(a.1, b.1);
 }
+
+/// XEP-0160 in group-commit mode: a message stored for an offline account is in the next
+/// commit and survives a restart; the account gets it (with its delay stamp) when it
+/// next becomes available, and its deletion is committed too.
+#[test]
+fn offline_message_is_committed_and_survives_restart() {
+    let (dir, fail, mut r, store) = fresh("router-offline-restart");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
+    r.route(&a, stanza(&a, "<presence/>"));
+    drained(&oa);
+    r.route(
+        &a,
+        stanza(
+            &a,
+            "<message type='chat' id='m1' to='bob@localhost'><body>kept</body></message>",
+        ),
+    );
+    assert!(drained(&oa).is_empty(), "stored, not bounced");
+    assert!(
+        store.offline_usage().expect("read").is_empty(),
+        "staged, not on disk before the commit"
+    );
+    commit(&mut r, &store);
+    drop((r, store));
+    let (mut r, store) = router(&dir, &fail);
+    let (b, ob) = bind(&mut r, "bob", "b", 2);
+    r.route(&b, stanza(&b, "<presence/>"));
+    let got = drained(&ob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].attr("id"), Some("m1"));
+    assert!(got[0].child("delay", "urn:xmpp:delay").is_some(), "{got:?}");
+    commit(&mut r, &store);
+    drop((r, store));
+    let store = Store::open(&dir.0, 0).expect("reopen");
+    assert!(
+        store.offline_get("bob").expect("read").is_empty(),
+        "the deletion was committed"
+    );
+}
+
+/// A message stored a moment ago is delivered even before its commit is on disk (reads
+/// see staged changes); its storage and deletion then go to disk in one commit, and a
+/// failure of that commit bounces nothing (it was delivered).
+#[test]
+fn offline_message_delivered_before_its_commit() {
+    let (dir, fail, mut r, store) = fresh("router-offline-staged");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
+    r.route(&a, stanza(&a, "<presence/>"));
+    drained(&oa);
+    r.route(&a, stanza(&a, "<message id='m1' to='bob@localhost'/>"));
+    let (b, ob) = bind(&mut r, "bob", "b", 2);
+    r.route(&b, stanza(&b, "<presence/>"));
+    let got = drained(&ob);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].attr("id"), Some("m1"));
+    fail.store(true, Ordering::SeqCst);
+    commit(&mut r, &store);
+    assert!(drained(&oa).is_empty(), "no bounce for a delivered message");
+    drop((r, store));
+    let store = Store::open(&dir.0, 0).expect("reopen");
+    assert!(store.offline_get("bob").expect("read").is_empty());
+}
+
+/// Disk full: a message stored for an offline account whose commit fails is not lost
+/// without a word: its sender gets `service-unavailable`, and nothing is on disk.
+#[test]
+fn offline_message_bounced_when_its_commit_fails() {
+    let (dir, fail, mut r, store) = fresh("router-offline-fails");
+    let (a, oa) = bind(&mut r, "alice", "a", 1);
+    r.route(&a, stanza(&a, "<presence/>"));
+    drained(&oa);
+    fail.store(true, Ordering::SeqCst);
+    r.route(
+        &a,
+        stanza(
+            &a,
+            "<message type='chat' id='m1' to='bob@localhost'><body>x</body></message>",
+        ),
+    );
+    assert!(drained(&oa).is_empty(), "nothing before the commit");
+    commit(&mut r, &store);
+    let out = drained(&oa);
+    let bounce = out
+        .iter()
+        .find(|e| e.attr("id") == Some("m1"))
+        .expect("the sender is told");
+    assert_eq!(bounce.attr("type"), Some("error"), "{bounce:?}");
+    assert_eq!(condition(bounce), "service-unavailable", "{bounce:?}");
+    assert_eq!(bounce.attr("to"), Some("alice@localhost/a"));
+    drop((r, store));
+    fail.store(false, Ordering::SeqCst);
+    let store = Store::open(&dir.0, 0).expect("reopen");
+    assert!(store.offline_get("bob").expect("read").is_empty());
+}

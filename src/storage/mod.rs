@@ -30,6 +30,33 @@ pub const MAX_GROUP_BYTES: usize = 255;
 /// A full item is at most about 6.4 KiB in memory (JID 2047 + name 255 + 16 groups × 255
 /// bytes plus `String` headers); see `limits.max_roster_items` for what a roster costs.
 pub const MAX_ROSTER_ITEMS: usize = 100_000;
+/// Longest stanza one offline message record may hold, in bytes: above anything the
+/// `limits.offline_*` bounds let through (a stanza is at most `limits.max_stanza_bytes`,
+/// 16 MiB, plus the envelope of a pub-sub notification), so only a damaged record is
+/// refused for it.
+pub const MAX_OFFLINE_STANZA_BYTES: usize = 32 * 1024 * 1024;
+
+/// One message kept for an account that had no available resource (XEP-0160).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineMessage {
+    /// Its place in the store: unique store-wide and increasing, so the messages of one
+    /// account read back in the order they were stored.
+    pub seq: u64,
+    /// When it was stored, milliseconds since the Unix epoch (the XEP-0203 delay stamp).
+    pub stamp_ms: u64,
+    /// The stanza as it was routed (`from` stamped), serialised as a child of a
+    /// `jabber:client` stream.
+    pub stanza: String,
+}
+
+/// What one account's offline messages take on disk ([`Storage::offline_usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OfflineUsage {
+    /// Messages stored.
+    pub count: usize,
+    /// Bytes of their stanzas (the `stanza` fields, without the record overhead).
+    pub bytes: usize,
+}
 
 /// A subscription state of a roster item (RFC 6121 §2.1.2.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,4 +372,50 @@ pub trait Storage {
 
     /// The error every operation gets while the database is faulted or closed.
     fn closed_error(&self) -> StoreError;
+
+    /// XEP-0160: what every account's offline messages take on disk, for the accounts
+    /// that have any (staged changes not included: the router calls it at start and after
+    /// a failed commit, when nothing it counted is staged).
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read, or a row is damaged.
+    fn offline_usage(&self) -> Result<Vec<(String, OfflineUsage)>, StoreError>;
+
+    /// The offline messages of `username`, oldest first: as committed, with the staged
+    /// changes applied (a message stored a moment ago is there, a deleted one is not).
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be read, or a row is damaged.
+    fn offline_get(&self, username: &str) -> Result<Vec<OfflineMessage>, StoreError>;
+
+    /// Stages one offline message of `username` for the next commit (in
+    /// [`CommitMode::Inline`]: writes it at once), after the messages it already has.
+    /// Returns its [`OfflineMessage::seq`]. In [`CommitMode::Group`] the committer is woken
+    /// at once; in [`CommitMode::Interval`] it rides the next interval's commit. If that
+    /// commit fails, [`Storage::offline_unsaved`] returns it until
+    /// [`Storage::pubsub_done`] drops the staged batches.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] for an empty or too long username or stanza;
+    /// [`StoreError::LimitReached`] when the pending batch is full; the database is
+    /// faulted or closed; in inline mode, I/O and redb errors.
+    fn offline_stage(&self, username: &str, stamp_ms: u64, stanza: &str)
+    -> Result<u64, StoreError>;
+
+    /// Stages the deletion of `username`'s offline messages up to and including `seq`
+    /// (the last one delivered), for the next commit (inline: at once).
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::offline_stage`].
+    fn offline_stage_delete(&self, username: &str, seq: u64) -> Result<(), StoreError>;
+
+    /// The offline messages staged but not on disk, with their usernames, in the order
+    /// they were staged, less those a later staged deletion covers (they were delivered):
+    /// what a failed commit loses. Called by the router when a commit failed, before
+    /// [`Storage::pubsub_done`] drops the staged batches, to bounce them to their senders.
+    fn offline_unsaved(&self) -> Vec<(String, OfflineMessage)>;
 }

@@ -12,8 +12,9 @@
 //! The layouts are described in `docs/storage.md`; keep the two in step.
 
 use super::{
-    MAX_CREDENTIALS_BYTES, MAX_GROUP_BYTES, MAX_JID_BYTES, MAX_ROSTER_GROUPS,
-    MAX_ROSTER_NAME_BYTES, MAX_USERNAME_BYTES, RosterItem, StoreError, Subscription,
+    MAX_CREDENTIALS_BYTES, MAX_GROUP_BYTES, MAX_JID_BYTES, MAX_OFFLINE_STANZA_BYTES,
+    MAX_ROSTER_GROUPS, MAX_ROSTER_NAME_BYTES, MAX_USERNAME_BYTES, RosterItem, StoreError,
+    Subscription,
 };
 
 /// Format byte of an `accounts` value: `01 | u32 len | credentials`.
@@ -23,6 +24,8 @@ const ACCOUNT_V1: u8 = 1;
 const ROSTER_ITEM_V1: u8 = 1;
 /// Format byte of a `roster_versions` value: `01 | u64 version`.
 const ROSTER_VERSION_V1: u8 = 1;
+/// Format byte of an `offline` value: `01 | u64 stamp_ms | u32 len | stanza (UTF-8)`.
+const OFFLINE_V1: u8 = 1;
 
 /// Roster flag: we sent a subscription request that is still pending (RFC 6121 `ask`).
 const FLAG_ASK_OUT: u8 = 0b001;
@@ -382,6 +385,80 @@ pub(super) fn split_roster_key(key: &[u8]) -> Result<(&str, &str), DecodeError> 
     let owner = std::str::from_utf8(owner).map_err(|_| DecodeError("owner is not UTF-8"))?;
     let jid = std::str::from_utf8(jid).map_err(|_| DecodeError("roster JID is not UTF-8"))?;
     Ok((owner, jid))
+}
+
+/// Encodes an `offline` value (XEP-0160): `01 | u64 stamp_ms | u32 len | stanza`.
+pub(super) fn encode_offline(stamp_ms: u64, stanza: &str) -> Result<Vec<u8>, StoreError> {
+    if stanza.is_empty() || stanza.len() > MAX_OFFLINE_STANZA_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "an offline message of {} bytes (at most {MAX_OFFLINE_STANZA_BYTES})",
+            stanza.len()
+        )));
+    }
+    let len = u32::try_from(stanza.len())
+        .map_err(|_| StoreError::Invalid(format!("{} bytes of stanza", stanza.len())))?;
+    let mut out = Vec::with_capacity(13 + stanza.len());
+    out.push(OFFLINE_V1);
+    out.extend_from_slice(&stamp_ms.to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(stanza.as_bytes());
+    Ok(out)
+}
+
+/// Reads the header of an `offline` value: the stamp and the stanza's bytes (checked
+/// for length, not yet for UTF-8).
+fn offline_parts(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let mut r = Reader::new(bytes);
+    r.format(OFFLINE_V1)?;
+    let stamp_ms = r.u64()?;
+    let len = usize::try_from(r.u32()?).map_err(|_| DecodeError("length overflows usize"))?;
+    if len == 0 || len > MAX_OFFLINE_STANZA_BYTES {
+        return Err(DecodeError("offline stanza length out of range"));
+    }
+    let stanza = r.bytes(len)?;
+    r.finish()?;
+    Ok((stamp_ms, stanza))
+}
+
+/// Decodes an `offline` value into its stamp and stanza.
+pub(super) fn decode_offline(bytes: &[u8]) -> Result<(u64, String), DecodeError> {
+    let (stamp_ms, stanza) = offline_parts(bytes)?;
+    let stanza =
+        std::str::from_utf8(stanza).map_err(|_| DecodeError("offline stanza is not UTF-8"))?;
+    Ok((stamp_ms, stanza.to_owned()))
+}
+
+/// The length of the stanza of an `offline` value, checking the layout but not copying
+/// it (what [`decode_offline`] would return the length of).
+pub(super) fn offline_stanza_len(bytes: &[u8]) -> Result<usize, DecodeError> {
+    let (_, stanza) = offline_parts(bytes)?;
+    std::str::from_utf8(stanza).map_err(|_| DecodeError("offline stanza is not UTF-8"))?;
+    Ok(stanza.len())
+}
+
+/// The `offline` key of one message: `username 00 u64 seq` (big-endian, so one user's
+/// rows sort by sequence).
+pub(super) fn offline_key(username: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(username.len() + 9);
+    key.extend_from_slice(username.as_bytes());
+    key.push(KEY_SEPARATOR);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Splits an `offline` key into (username, seq).
+pub(super) fn split_offline_key(key: &[u8]) -> Result<(&str, u64), DecodeError> {
+    let at = key
+        .iter()
+        .position(|&b| b == KEY_SEPARATOR)
+        .ok_or(DecodeError("offline key has no separator"))?;
+    let (user, rest) = key.split_at(at);
+    let seq: [u8; 8] = rest
+        .get(1..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(DecodeError("offline key has no 8-byte sequence"))?;
+    let user = std::str::from_utf8(user).map_err(|_| DecodeError("username is not UTF-8"))?;
+    Ok((user, u64::from_be_bytes(seq)))
 }
 
 /// Renders a key for an error message: lossy UTF-8, escaped, cut at a bounded length.

@@ -17,6 +17,7 @@
 //! `docs/storage.md`.
 
 mod codec;
+mod offline;
 mod pubsub;
 mod redb_error;
 mod schema;
@@ -35,9 +36,10 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable, TableHandle, WriteTransaction};
 
 pub use crate::storage::{
-    CommitMode, DEPTH_ALL, ItemRecord, MAX_GROUP_BYTES, MAX_ROSTER_GROUPS, MAX_ROSTER_ITEMS,
-    MAX_ROSTER_NAME_BYTES, NodeRecord, PubsubOp, PubsubSnapshot, RosterItem, RosterWrite, Storage,
-    StoreError, Subscription, SubscriptionRecord,
+    CommitMode, DEPTH_ALL, ItemRecord, MAX_GROUP_BYTES, MAX_OFFLINE_STANZA_BYTES,
+    MAX_ROSTER_GROUPS, MAX_ROSTER_ITEMS, MAX_ROSTER_NAME_BYTES, NodeRecord, OfflineMessage,
+    OfflineUsage, PubsubOp, PubsubSnapshot, RosterItem, RosterWrite, Storage, StoreError,
+    Subscription, SubscriptionRecord,
 };
 pub use schema::SCHEMA_VERSION;
 use schema::{ACCOUNTS, META, META_ROSTER_SEQ, ROSTER_VERSIONS, ROSTERS};
@@ -77,6 +79,9 @@ pub struct Store {
     staging: RefCell<writer::Staging>,
     /// Most rows a roster may grow to ([`Store::set_max_roster_items`]).
     max_roster_items: Cell<usize>,
+    /// The last offline message sequence number handed out (`None` until the first is
+    /// read from `meta`, see `offline.rs`).
+    offline_seq: Cell<Option<u64>>,
 }
 
 impl fmt::Debug for Store {
@@ -321,6 +326,7 @@ impl Store {
             closed_full: Cell::new(false),
             staging: RefCell::new(writer::Staging::default()),
             max_roster_items: Cell::new(MAX_ROSTER_ITEMS),
+            offline_seq: Cell::new(None),
         }
     }
 
@@ -499,9 +505,9 @@ impl Store {
         Ok(table.get(username.as_bytes())?.is_some())
     }
 
-    /// Deletes an account, its roster, its roster version and its PEP (XEP-0163) nodes
-    /// with their items, subscriptions and affiliations (the pub-sub rows keyed
-    /// `01 username@… 01 node`) in one transaction.
+    /// Deletes an account, its roster, its roster version, its offline messages (XEP-0160)
+    /// and its PEP (XEP-0163) nodes with their items, subscriptions and affiliations (the
+    /// pub-sub rows keyed `01 username@… 01 node`) in one transaction.
     ///
     /// # Errors
     ///
@@ -521,6 +527,7 @@ impl Store {
             .retain_in::<&[u8], _>(start.as_slice()..end.as_slice(), |_, _| false)?;
         txn.open_table(ROSTER_VERSIONS)?
             .remove(username.as_bytes())?;
+        offline::delete_user(&txn, username)?;
         // `01 username @` up to (excluding) `01 username A`: '@' ends the localpart.
         let start = format!("\u{1}{username}@").into_bytes();
         let end = format!("\u{1}{username}A").into_bytes();
@@ -897,5 +904,30 @@ impl Storage for Store {
 
     fn closed_error(&self) -> StoreError {
         Store::closed_error(self)
+    }
+
+    fn offline_usage(&self) -> Result<Vec<(String, OfflineUsage)>, StoreError> {
+        Store::offline_usage(self)
+    }
+
+    fn offline_get(&self, username: &str) -> Result<Vec<OfflineMessage>, StoreError> {
+        Store::offline_get(self, username)
+    }
+
+    fn offline_stage(
+        &self,
+        username: &str,
+        stamp_ms: u64,
+        stanza: &str,
+    ) -> Result<u64, StoreError> {
+        Store::offline_stage(self, username, stamp_ms, stanza)
+    }
+
+    fn offline_stage_delete(&self, username: &str, seq: u64) -> Result<(), StoreError> {
+        Store::offline_stage_delete(self, username, seq)
+    }
+
+    fn offline_unsaved(&self) -> Vec<(String, OfflineMessage)> {
+        Store::offline_unsaved(self)
     }
 }

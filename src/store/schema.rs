@@ -22,7 +22,7 @@ use super::{StoreError, corrupt};
 
 /// The schema version this build writes and understands. Opening a file with a larger
 /// version fails with `StoreError::SchemaTooNew`; a smaller one is migrated on open.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Store-wide settings: `meta` key (ASCII) → fixed-width big-endian integer. Meta values
 /// carry no format byte: `schema_version` must stay readable by every past and future
@@ -45,11 +45,16 @@ pub(super) const PUBSUB_SUBSCRIPTIONS: TableDefinition<&[u8], &[u8]> =
 /// Pub-sub affiliations (schema 2): `node 00 bare-jid` → affiliation record.
 pub(super) const PUBSUB_AFFILIATIONS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("pubsub_affiliations");
+/// XEP-0160 offline messages (schema 3): `username 00 u64 seq` → `codec::encode_offline`.
+pub(super) const OFFLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("offline");
 
 /// `meta` key of the schema version (`u32`).
 pub(super) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 /// `meta` key of the last roster version handed out (`u64`); see `Store::roster_version`.
 pub(super) const META_ROSTER_SEQ: &[u8] = b"roster_seq";
+/// `meta` key of the last offline message sequence number handed out (`u64`); see
+/// `Store::offline_stage`.
+pub(super) const META_OFFLINE_SEQ: &[u8] = b"offline_seq";
 
 /// Opens (and so creates) every table of the current schema.
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -61,6 +66,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(PUBSUB_ITEMS)?;
     txn.open_table(PUBSUB_SUBSCRIPTIONS)?;
     txn.open_table(PUBSUB_AFFILIATIONS)?;
+    txn.open_table(OFFLINE)?;
     Ok(())
 }
 
@@ -73,6 +79,8 @@ fn upgrade_from(_txn: &WriteTransaction, version: u32) -> Result<(), StoreError>
         0 => Ok(()),
         // Version 2 added the four pub-sub tables, which start empty.
         1 => Ok(()),
+        // Version 3 added the `offline` table, which starts empty.
+        2 => Ok(()),
         _ => Err(StoreError::Db(format!(
             "no migration from schema version {version} (a bug: SCHEMA_VERSION is \
              {SCHEMA_VERSION})"

@@ -858,6 +858,208 @@ fn user_del_removes_the_users_pep_nodes_only() {
     assert_eq!(snap.items.len(), 2);
 }
 
+/// XEP-0160 records: the layout of docs/storage.md, read back in order per user, with
+/// `ann`'s rows apart from `anna`'s, deleted up to a sequence, counted by
+/// `offline_usage`, and removed with the account.
+#[test]
+fn offline_messages_round_trip_in_order_per_user() {
+    let (tmp, store) = ann_and_anna("store-offline");
+    let s1 = store.offline_stage("ann", 7, "<message id='1'/>").unwrap();
+    let s2 = store.offline_stage("anna", 8, "<message id='2'/>").unwrap();
+    let s3 = store
+        .offline_stage("ann", 9, "<message id='3'>☃</message>")
+        .unwrap();
+    assert!(s1 < s2 && s2 < s3, "one store-wide increasing sequence");
+    let ann = store.offline_get("ann").unwrap();
+    let texts: Vec<(u64, u64, &str)> = ann
+        .iter()
+        .map(|m| (m.seq, m.stamp_ms, m.stanza.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (s1, 7, "<message id='1'/>"),
+            (s3, 9, "<message id='3'>☃</message>")
+        ]
+    );
+    // The value's bytes are exactly the documented layout.
+    let txn = store.db().unwrap().begin_read().unwrap();
+    let table = txn.open_table(schema::OFFLINE).unwrap();
+    let key = codec::offline_key("ann", s1);
+    assert_eq!(key, [&b"ann\0"[..], &s1.to_be_bytes()].concat());
+    let value = table.get(key.as_slice()).unwrap().unwrap().value().to_vec();
+    let mut want = vec![1u8];
+    want.extend_from_slice(&7u64.to_be_bytes());
+    want.extend_from_slice(&17u32.to_be_bytes());
+    want.extend_from_slice(b"<message id='1'/>");
+    assert_eq!(value, want);
+    drop((table, txn));
+    let usage = store.offline_usage().unwrap();
+    let ann_bytes = "<message id='1'/>".len() + "<message id='3'>☃</message>".len();
+    assert_eq!(
+        usage,
+        [
+            (
+                "ann".to_owned(),
+                OfflineUsage {
+                    count: 2,
+                    bytes: ann_bytes
+                }
+            ),
+            (
+                "anna".to_owned(),
+                OfflineUsage {
+                    count: 1,
+                    bytes: 17
+                }
+            ),
+        ]
+    );
+    // Delivered up to s1: s3 stays; anna's row is not touched.
+    store.offline_stage_delete("ann", s1).unwrap();
+    assert_eq!(store.offline_get("ann").unwrap().len(), 1);
+    assert_eq!(store.offline_get("anna").unwrap().len(), 1);
+    // The sequence survives a restart: never handed out twice.
+    drop(store);
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    let s4 = store.offline_stage("ann", 10, "<message id='4'/>").unwrap();
+    assert!(s4 > s3);
+    store.user_del("ann").unwrap();
+    assert!(
+        store.offline_get("ann").unwrap().is_empty(),
+        "deleted with the account"
+    );
+    assert_eq!(store.offline_get("anna").unwrap().len(), 1);
+    // Bounds checked on write.
+    assert!(matches!(
+        store.offline_stage("ann", 1, ""),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.offline_stage("", 1, "<m/>"),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// Damaged offline rows are reported as `Corrupt` naming the table and what is wrong,
+/// never a panic; the decoder refuses every truncation, trailing bytes, an unknown format,
+/// a zero or out-of-range length and invalid UTF-8.
+#[test]
+fn damaged_offline_records_are_corrupt_not_panics() {
+    let tmp = TempDir::new("store-offline-corrupt");
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    let valid = codec::encode_offline(42, "<message/>").unwrap();
+    assert_eq!(
+        codec::decode_offline(&valid).unwrap(),
+        (42, "<message/>".to_owned())
+    );
+    for cut in 0..valid.len() {
+        assert!(
+            codec::decode_offline(&valid[..cut]).is_err(),
+            "prefix of {cut} bytes"
+        );
+    }
+    let mut long = valid.clone();
+    long.push(b' ');
+    let mut format = valid.clone();
+    format[0] = 2;
+    let mut zero = valid[..9].to_vec();
+    zero.extend_from_slice(&0u32.to_be_bytes());
+    let mut huge = valid[..9].to_vec();
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    let mut not_utf8 = valid[..13].to_vec();
+    not_utf8.extend_from_slice(b"<m>\xff</m>");
+    not_utf8[9..13].copy_from_slice(&8u32.to_be_bytes());
+    for (bad, why) in [
+        (&long, "trailing bytes"),
+        (&format, "unknown record format"),
+        (&zero, "length out of range"),
+        (&huge, "length out of range"),
+        (&not_utf8, "not UTF-8"),
+    ] {
+        let err = codec::decode_offline(bad).unwrap_err();
+        assert!(err.0.contains(why), "{why}: {err:?}");
+        assert!(codec::offline_stanza_len(bad).is_err(), "{why}");
+        write_raw(&store, schema::OFFLINE, &codec::offline_key("ann", 1), bad);
+        is_corrupt_with(store.offline_get("ann").unwrap_err(), &["offline", why]);
+        is_corrupt_with(store.offline_usage().unwrap_err(), &["offline", why]);
+    }
+    // A key without its 8-byte sequence, or not UTF-8.
+    store.offline_stage_delete("ann", u64::MAX).unwrap();
+    write_raw(&store, schema::OFFLINE, b"ann\0\x01", &valid);
+    is_corrupt_with(
+        store.offline_get("ann").unwrap_err(),
+        &["offline", "sequence"],
+    );
+    store.offline_stage_delete("ann", u64::MAX).unwrap();
+    let txn = store.db().unwrap().begin_write().unwrap();
+    txn.open_table(schema::OFFLINE)
+        .unwrap()
+        .retain(|_, _| false)
+        .unwrap();
+    txn.commit().unwrap();
+    write_raw(
+        &store,
+        schema::OFFLINE,
+        &[&b"\xff\0"[..], &[0; 8]].concat(),
+        &valid,
+    );
+    is_corrupt_with(
+        store.offline_usage().unwrap_err(),
+        &["offline", "not UTF-8"],
+    );
+    // Arbitrary bytes: errors, never panics.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..5000 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let len = (seed >> 58) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 56)) as u8).collect();
+        if let Some(b) = bytes.first_mut() {
+            *b = 1;
+        }
+        let _ = codec::decode_offline(&bytes);
+        let _ = codec::offline_stanza_len(&bytes);
+        let _ = codec::split_offline_key(&bytes);
+    }
+}
+
+/// A schema-2 file (no `offline` table) is migrated to 3 on open: the table is created
+/// empty, and everything else stays.
+#[test]
+fn schema_2_file_migrates_to_3_with_an_empty_offline_table() {
+    let tmp = TempDir::new("store-migrate-3");
+    {
+        let store = Store::open(&tmp.data(), CACHE).unwrap();
+        store.user_add("ann", b"a").unwrap();
+        put(&store, "ann", "bob@x", Subscription::To);
+    }
+    {
+        let db = redb::Database::open(tmp.data().join(DB_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(schema::OFFLINE).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA_VERSION, &2u32.to_be_bytes()[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&tmp.data(), CACHE).unwrap();
+    assert!(store.offline_usage().unwrap().is_empty());
+    assert_eq!(store.roster_get("ann").unwrap().len(), 1);
+    store.offline_stage("ann", 1, "<message/>").unwrap();
+    assert_eq!(store.offline_get("ann").unwrap().len(), 1);
+    let txn = store.db().unwrap().begin_read().unwrap();
+    let v = txn
+        .open_table(META)
+        .unwrap()
+        .get(META_SCHEMA_VERSION)
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(v, 3u32.to_be_bytes());
+}
+
 /// A redb backend over a real file whose writes, length changes and syncs fail with
 /// ENOSPC while `fail` is set (see `Store::open_with_faults`).
 #[derive(Debug)]

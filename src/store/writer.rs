@@ -18,6 +18,9 @@
 //! means durable too, and no roster write (no fsync) runs on the event loop. They are
 //! written in the same transaction as the batch's pub-sub ops, and ask for a commit at
 //! once even in [`CommitMode::Interval`] (they are rare, and a client is waiting).
+//! XEP-0160 offline messages take it too ([`Store::offline_stage`], `offline.rs`): in
+//! the same transaction, after the roster changes; in group mode they wake the committer
+//! at once, in interval mode they ride the next interval's commit.
 //!
 //! Bounds: the pending batch holds at most `limits.commit_batch_ops` ops and about
 //! `limits.commit_batch_bytes` bytes (one request's ops are always accepted into an empty
@@ -32,6 +35,7 @@ use std::task::{Context, Poll, Waker};
 
 use redb::{Database, WriteTransaction};
 
+use super::offline::{OfflineWrite, apply_offline_writes};
 use super::pubsub::{apply_ops, check_ops};
 use super::{CommitMode, ItemRecord, PubsubOp, RosterWrite, Store, StoreError};
 
@@ -54,6 +58,8 @@ struct Staged {
     ops: Vec<PubsubOp>,
     /// Roster changes, written after `ops` in the same transaction.
     roster: Vec<RosterWrite>,
+    /// Offline-message changes, written after `roster` in the same transaction.
+    offline: Vec<OfflineWrite>,
     bytes: usize,
     /// `(node, seq)` → index in `ops` of the last `PutItem` of that item.
     items: HashMap<(String, u64), usize>,
@@ -61,7 +67,7 @@ struct Staged {
 
 impl Staged {
     fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.roster.is_empty()
+        self.ops.is_empty() && self.roster.is_empty() && self.offline.is_empty()
     }
 
     fn item(&self, node: &str, seq: u64) -> Option<&ItemRecord> {
@@ -127,7 +133,8 @@ impl Staging {
         }
     }
     fn full(&self) -> bool {
-        self.pending.ops.len() >= self.max_ops || self.pending.bytes >= self.max_bytes
+        let p = &self.pending;
+        p.ops.len() + p.roster.len() + p.offline.len() >= self.max_ops || p.bytes >= self.max_bytes
     }
 }
 
@@ -147,10 +154,10 @@ impl Batch {
         self.generation
     }
 
-    /// Number of ops, pub-sub and roster (0 for a batch taken only to release waiting
-    /// replies).
+    /// Number of ops, pub-sub, roster and offline messages (0 for a batch taken only to
+    /// release waiting replies).
     pub fn len(&self) -> usize {
-        self.staged.ops.len() + self.staged.roster.len()
+        self.staged.ops.len() + self.staged.roster.len() + self.staged.offline.len()
     }
 
     /// Whether the batch holds no op.
@@ -170,7 +177,7 @@ impl Batch {
             .db
             .as_ref()
             .map_err(|e| StoreError::Io(std::io::Error::other(e.clone())))?;
-        if self.staged.roster.is_empty() {
+        if self.staged.roster.is_empty() && self.staged.offline.is_empty() {
             return db.pubsub_apply(&self.staged.ops);
         }
         let txn = db.begin_write()?;
@@ -178,6 +185,7 @@ impl Batch {
         for w in &self.staged.roster {
             super::apply_roster_write(&txn, w)?;
         }
+        apply_offline_writes(&txn, &self.staged.offline)?;
         txn.commit()?;
         Ok(())
     }
@@ -288,6 +296,44 @@ impl Store {
         st.urgent = true;
         st.wake();
         Ok(Some(st.generation))
+    }
+
+    /// Appends an offline-message change to the pending batch (checked by the caller);
+    /// refused with [`StoreError::LimitReached`] when the batch is full, unless it is
+    /// empty. Wakes the committer in [`CommitMode::Group`] (and when the batch is full).
+    pub(super) fn offline_push(&self, w: OfflineWrite) -> Result<(), StoreError> {
+        let bytes = w.charge();
+        let mut st = self.staging.borrow_mut();
+        let p = &st.pending;
+        let max_ops = st.max_ops;
+        let count = p.ops.len() + p.roster.len() + p.offline.len();
+        if !p.is_empty() && (count + 1 > max_ops || p.bytes + bytes > st.max_bytes) {
+            st.wake();
+            return Err(StoreError::LimitReached {
+                what: "changes waiting for commit",
+                max: max_ops,
+            });
+        }
+        st.pending.offline.push(w);
+        st.pending.bytes += bytes;
+        if st.mode == CommitMode::Group || st.full() {
+            st.wake();
+        }
+        Ok(())
+    }
+
+    /// The staged offline-message changes (of `user`, or all), oldest first: the batch
+    /// being committed, then the pending one (none in [`CommitMode::Inline`]).
+    pub(super) fn offline_staged(&self, user: Option<&str>) -> Vec<OfflineWrite> {
+        let st = self.staging.borrow();
+        let flight = st.in_flight.as_ref().map(|f| f.offline.as_slice());
+        flight
+            .unwrap_or_default()
+            .iter()
+            .chain(&st.pending.offline)
+            .filter(|w| user.is_none_or(|u| w.user() == u))
+            .cloned()
+            .collect()
     }
 
     /// How many pub-sub ops were staged since the store was opened: a request that did not

@@ -210,13 +210,25 @@ impl Element {
     /// [`XmlLimits`] depth and attribute limits and the same RFC 6120 restrictions as the
     /// framer (no comments, PIs, DTDs, undeclared entities).
     pub fn parse(xml: &str) -> Result<Element, XmlError> {
-        check_chars(xml)?;
         let limits = XmlLimits::default();
+        Element::parse_within(xml, limits.max_depth, limits.max_attrs)
+    }
+
+    /// [`Element::parse`] with other depth and attribute limits (`max_depth` at most
+    /// [`super::framer::MAX_DEPTH_CAP`]): for text this server serialised itself under the
+    /// configured limits, such as a stored offline message.
+    pub fn parse_within(
+        xml: &str,
+        max_depth: usize,
+        max_attrs: usize,
+    ) -> Result<Element, XmlError> {
+        check_chars(xml)?;
         let base = [
             (String::new(), NS_CLIENT.to_owned()),
             ("stream".to_owned(), NS_STREAM.to_owned()),
         ];
-        parse_element(xml.as_bytes(), &base, limits.max_depth, limits.max_attrs)
+        let max_depth = max_depth.min(super::framer::MAX_DEPTH_CAP);
+        parse_element(xml.as_bytes(), &base, max_depth, max_attrs)
     }
 
     /// Serialiser shared by `write_to` and `to_string_in_stream`. With `prefix`, the element

@@ -11,6 +11,7 @@ mod diskfull;
 mod interop;
 mod interop_sm;
 mod loadgen;
+mod offline;
 mod pubsub;
 mod service;
 mod sm;
