@@ -261,6 +261,9 @@ impl Router {
         for m in &msgs {
             match Element::parse_within(&m.stanza, crate::limits::MAX_XML_DEPTH, STORED_MAX_ATTRS) {
                 Ok(mut e) => {
+                    // Stored for the account (perhaps addressed to a resource that is gone,
+                    // XEP-0198 §4): delivered to the resource that came online.
+                    e.set_attr("to", to.as_str());
                     e.push_child(
                         Element::new("delay", crate::pubsub::NS_DELAY)
                             .with_attr("from", domain.clone())

@@ -252,11 +252,12 @@ impl Router {
 
     /// XEP-0198 §4: the stanzas a session that ended did not acknowledge. Messages are
     /// routed again as if just sent (RFC 6121 §8.5.3.2.1: to the account's other
-    /// resources, or bounced), except pub-sub notifications, which its other resources
-    /// get on their own; requests are answered with `service-unavailable` (RFC 6120
+    /// resources, else offline storage, else bounced); pub-sub notifications, which other
+    /// available resources get on their own, are kept offline when none is left (unless
+    /// `headline`); requests are answered with `service-unavailable` (RFC 6120
     /// §10.5.3.1); results, errors and presence are dropped.
     fn redeliver(&mut self, jid: &Jid, pending: Vec<crate::outbox::Stanza>) {
-        let (mut rerouted, mut bounced, mut dropped) = (0usize, 0usize, 0usize);
+        let (mut rerouted, mut kept, mut bounced, mut dropped) = (0usize, 0usize, 0usize, 0usize);
         for s in pending {
             let Ok(el) = Element::parse(&s.to_text()) else {
                 // Invariant: the outbox holds what the server serialised.
@@ -265,10 +266,18 @@ impl Router {
             };
             let from = el.attr("from").and_then(|f| Jid::parse(f).ok());
             match (el.name.as_str(), el.attr("type"), from) {
-                ("message", _, _)
+                ("message", ty, _)
                     if el.child("event", crate::pubsub::NS_PUBSUB_EVENT).is_some() =>
                 {
-                    dropped += 1;
+                    // The account's other available sessions get notifications on their
+                    // own; with none left, a `normal` one is kept offline (XEP-0160), a
+                    // headline one is not.
+                    if ty != Some("headline") && !self.has_available(&jid.bare()) {
+                        kept += 1;
+                        self.offline_notification(&jid.bare(), &s);
+                    } else {
+                        dropped += 1;
+                    }
                 }
                 ("message", _, Some(from)) => {
                     rerouted += 1;
@@ -281,6 +290,6 @@ impl Router {
                 _ => dropped += 1,
             }
         }
-        tracing::info!(jid = %jid, rerouted, bounced, dropped, "unacknowledged stanzas of an ended session");
+        tracing::info!(jid = %jid, rerouted, kept, bounced, dropped, "unacknowledged stanzas of an ended session");
     }
 }

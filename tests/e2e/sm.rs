@@ -175,3 +175,65 @@ fn resume_is_bound_to_the_account() {
     let b = bind_here(&mut bob, "phone");
     assert_eq!(b.attr("type"), Some("result"), "bind after a failed resume");
 }
+
+/// XEP-0198 §4 with XEP-0160: a notification of a `normal` node left unacknowledged in a
+/// session whose window ends, with no other session of the account available, is kept
+/// offline and delivered (with a delay stamp) at the account's next available presence;
+/// one published while it was detached likewise.
+#[test]
+fn unacknowledged_notifications_of_an_ended_session_are_kept_offline() {
+    let d = daemon();
+    let ca = d.cert.clone().expect("cert");
+    let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
+    let r = bob.create_node("c", "alerts", &[("pubsub#notification_type", "normal")]);
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let mut alice = authenticated(Client::connect(d.port), &ca, true, "alice", "alice-pw");
+    bind_here(&mut alice, "desk");
+    alice.send("<presence/>");
+    let ps = "http://jabber.org/protocol/pubsub";
+    alice.pubsub_ok(
+        "s",
+        "set",
+        ps,
+        "<subscribe node='alerts' jid='alice@localhost'/>",
+    );
+    alice.send(&format!("<enable xmlns='{SM}' resume='true'/>"));
+    alice.wait_for("enabled", |e| e.name == "enabled");
+    let publish = |bob: &mut Client, id: &str| {
+        bob.pubsub_ok(
+            id,
+            "set",
+            ps,
+            &format!("<publish node='alerts'><item id='{id}'><alert xmlns='urn:example'>{id}</alert></item></publish>"),
+        );
+    };
+    publish(&mut bob, "a1");
+    alice.wait_for("a1", |e| e.name == "message");
+    // Never acknowledged; the link dies, a second alert comes while detached.
+    drop(alice);
+    std::thread::sleep(Duration::from_millis(300));
+    publish(&mut bob, "a2");
+    // The 3 s window passes; then alice comes back with a fresh session.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut back = Client::login(d.port, &ca, "alice", "alice-pw", "laptop");
+    back.send("<presence/>");
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids.len() < 2 && Instant::now() < deadline {
+        if let Some(e) = back.try_next(Duration::from_millis(100)) {
+            let items = e
+                .child("event", "http://jabber.org/protocol/pubsub#event")
+                .and_then(|ev| ev.child("items", "http://jabber.org/protocol/pubsub#event"));
+            if let Some(items) = items {
+                assert!(e.child("delay", "urn:xmpp:delay").is_some(), "{e:?}");
+                assert_eq!(e.attr("to"), Some("alice@localhost/laptop"));
+                ids.extend(
+                    items
+                        .elements()
+                        .filter_map(|i| i.attr("id").map(str::to_owned)),
+                );
+            }
+        }
+    }
+    assert_eq!(ids, ["a1", "a2"], "kept offline, in order, once");
+}
