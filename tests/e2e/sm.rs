@@ -91,6 +91,12 @@ fn resumed_over_direct_tls_after_a_cut_and_ended_by_the_window() {
     let b = bind_here(&mut alice, "desk");
     assert_eq!(b.attr("type"), Some("result"));
     alice.send("<presence/>");
+    // A round trip on her stream: her initial presence is handled before bob's request
+    // (a request that races an initial presence waits for her next one, RFC 6121 §3.1.3).
+    alice.iq(
+        "sync",
+        "<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
     bob.subscribe_presence("bob@localhost", &mut alice, "alice@localhost");
     alice.send(&format!("<enable xmlns='{SM}' resume='true'/>"));
     let enabled = alice.wait_for("enabled", |e| e.name == "enabled");
