@@ -245,13 +245,10 @@ impl Outbox {
     /// Queue a stanza. Returns `false` (and marks the outbox overflowed) when a bound would be
     /// exceeded, or when the connection is already being closed.
     pub fn push(&self, stanza: impl Into<Stanza>) -> bool {
-        let stanza = stanza.into();
-        if self.kick.get().is_some() {
-            return false;
-        }
-        if let Some(room) = self.detached_room(&stanza) {
-            return self.push_detached(stanza, room);
-        }
+        let stanza = match self.admit(stanza.into()) {
+            Ok(s) => s,
+            Err(taken) => return taken,
+        };
         let mut q = self.queue.borrow_mut();
         let new_bytes = self.bytes.get() + stanza.len();
         if q.len() >= self.max_stanzas || new_bytes > self.max_bytes {
@@ -270,13 +267,10 @@ impl Outbox {
     /// and nothing older waits in the backlog, else at the end of the backlog. Never closes
     /// the connection; returns `false` only when it is already being closed.
     pub fn offer(&self, stanza: impl Into<Stanza>) -> bool {
-        let stanza = stanza.into();
-        if self.kick.get().is_some() {
-            return false;
-        }
-        if let Some(room) = self.detached_room(&stanza) {
-            return self.push_detached(stanza, room);
-        }
+        let stanza = match self.admit(stanza.into()) {
+            Ok(s) => s,
+            Err(taken) => return taken,
+        };
         if self.backlog.borrow().is_empty() && self.fits_share(&stanza) {
             self.bytes.set(self.bytes.get() + stanza.len());
             self.queue.borrow_mut().push_back(stanza);
@@ -288,6 +282,19 @@ impl Outbox {
         }
         self.wake();
         true
+    }
+
+    /// What `push` and `offer` do first: a kicked outbox takes nothing (`Err(false)`); a
+    /// detached one queues the stanza itself (`Err(true)`, see [`Outbox::push_detached`]);
+    /// otherwise the stanza is for the caller to queue.
+    fn admit(&self, stanza: Stanza) -> Result<Stanza, bool> {
+        if self.kick.get().is_some() {
+            return Err(false);
+        }
+        match self.detached_room(&stanza) {
+            Some(room) => Err(self.push_detached(stanza, room)),
+            None => Ok(stanza),
+        }
     }
 
     /// Queue `stanza` in a detached outbox, and kick it if there was no `room`: a detached

@@ -298,32 +298,25 @@ pub fn error_reply(stanza: &Element, err: &StanzaError) -> Option<Element> {
     if stanza.attr("type") == Some("error") {
         return None;
     }
-    let mut reply = Element::new(&stanza.name, NS_CLIENT).with_attr("type", "error");
-    if let Some(id) = stanza.attr("id") {
-        reply.set_attr("id", id);
-    }
-    if let Some(from) = stanza.attr("from") {
-        reply.set_attr("to", from);
-    }
-    if let Some(to) = stanza.attr("to") {
-        reply.set_attr("from", to);
-    }
+    let mut reply = reply_to(stanza, &stanza.name, "error");
     reply.push_child(err.to_element());
     Some(reply)
 }
 
+/// A `<name type='ty'/>` answering `stanza`: its `id` copied, `from` and `to` swapped.
+fn reply_to(stanza: &Element, name: &str, ty: &str) -> Element {
+    let mut reply = Element::new(name, NS_CLIENT).with_attr("type", ty);
+    for (from, to) in [("id", "id"), ("from", "to"), ("to", "from")] {
+        if let Some(v) = stanza.attr(from) {
+            reply.set_attr(to, v);
+        }
+    }
+    reply
+}
+
 /// Build an IQ result for `iq` with an optional payload: `id` copied, addresses swapped.
 pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
-    let mut reply = Element::new("iq", NS_CLIENT).with_attr("type", "result");
-    if let Some(id) = iq.attr("id") {
-        reply.set_attr("id", id);
-    }
-    if let Some(from) = iq.attr("from") {
-        reply.set_attr("to", from);
-    }
-    if let Some(to) = iq.attr("to") {
-        reply.set_attr("from", to);
-    }
+    let mut reply = reply_to(iq, "iq", "result");
     if let Some(p) = payload {
         reply.push_child(p);
     }

@@ -457,12 +457,17 @@ fn xep0198_window_end_ends_the_session_and_reroutes_messages() {
     let mut late = w.authenticated("alice");
     let got = resume(&mut w, &mut late, &id, 0);
     assert_failed(&got, "item-not-found", "");
-    let back = w.back_online(&mut late, "a");
+    let back = w.back_online(&mut late, "b2");
     assert_eq!(
         bodies(&back),
         ["m0", "m1", "n0"],
         "none silently lost: {back:?}"
     );
+    // They were sent to alice@localhost/a, which is gone: kept for the account.
+    for m in back.iter().filter(|e| e.name == "message") {
+        assert_eq!(m.attr("to"), Some("alice@localhost"), "{m:?}");
+        assert!(m.child("delay", "urn:xmpp:delay").is_some(), "{m:?}");
+    }
 }
 
 /// While detached the queue is bounded (`c2s.detached_max_stanzas`): one more ends the

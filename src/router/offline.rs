@@ -261,9 +261,14 @@ impl Router {
         for m in &msgs {
             match Element::parse_within(&m.stanza, crate::limits::MAX_XML_DEPTH, STORED_MAX_ATTRS) {
                 Ok(mut e) => {
-                    // Stored for the account (perhaps addressed to a resource that is gone,
-                    // XEP-0198 §4): delivered to the resource that came online.
-                    e.set_attr("to", to.as_str());
+                    // Stored for the account: one addressed to a resource that is gone
+                    // (XEP-0198 §4, RFC 6121 §8.5.3.2.1) is delivered as to the bare JID.
+                    if e.attr("to")
+                        .and_then(|t| Jid::parse(t).ok())
+                        .is_some_and(|t| t.is_full())
+                    {
+                        e.set_attr("to", to.bare().as_str());
+                    }
                     e.push_child(
                         Element::new("delay", crate::pubsub::NS_DELAY)
                             .with_attr("from", domain.clone())
