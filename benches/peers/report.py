@@ -74,6 +74,24 @@ for mode in ("plain", "tls"):
     if ns:
         table(f"Idle sessions, {mode} (KiB per session; lower is better)", "idle", "bytes_per_session",
               [(f"{n} sessions", {"mode": mode, "sessions": n}) for n in ns], "lower", scale=1 / 1024)
+ns = sorted({r["sessions"] for r in rows if r.get("bench") == "resume" and "sessions" in r})
+if ns:
+    m = [(f"{n} sessions", {"sessions": n}) for n in ns]
+    table("Resumption: RSS per detached session with its 10 queued notifications (KiB; lower is better)",
+          "resume", "bytes_per_session_queued", m, "lower", scale=1 / 1024)
+    table("Resumption: server CPU per resumed session, resume and redelivery (us; lower is better)",
+          "resume", "cpu_us_per_resume", m, "lower")
+    table("Resumption: server CPU per resumed session with reconnection and authentication (us; lower is better)",
+          "resume", "cpu_us_per_resume_with_auth", m, "lower")
+    table("Resumption: wall time to resume every session at once (s; lower is better)",
+          "resume", "resume_secs", m, "lower")
+    print("\nResumption counts (sessions resumed/failed, notifications received, missing, duplicates; "
+          "RSS KiB base/connected/detached/queued): " + "; ".join(
+        f"{r['server']}/{r['sessions']}: {r.get('resumed')}/{r.get('failed')}, {r.get('notifications')}, "
+        f"{r.get('missing')}, {r.get('duplicates')}, {r.get('rss_base_kib')}/{r.get('rss_connected_kib')}/"
+        f"{r.get('rss_detached_kib')}/{r.get('rss_queued_kib')}"
+        + ("" if r.get("exactly_once") else f" (NOT exactly once: {r.get('first_failure') or 'see counts'})")
+        for r in rows if r.get("bench") == "resume" and "error" not in r))
 table("SCRAM-SHA-1 logins, sequential (per second; higher is better)", "login", "logins_per_s", [("logins/s", {})], "higher")
 table("Server CPU per login (us; lower is better)", "login", "cpu_us_per_login", [("us/login", {})], "lower")
 subs = sorted({r["subs"] for r in rows if r.get("bench") == "fanout" and "subs" in r})
