@@ -1,7 +1,7 @@
 //! The load generator's engine: raw XMPP (RFC 6120 + XEP-0060) and MQTT 3.1.1 clients and
-//! the benchmark scenarios (`idle`, `login`, `fanout`, `fanin`, `soak`, `resume`). It is a benchmark
-//! program, not part of the daemon: `examples/loadgen/main.rs` is its command line, and the
-//! end-to-end smoke test includes this file with `#[path]`.
+//! the benchmark scenarios (`idle`, `login`, `fanout`, `fanin`, `soak`, `resume`). It is a
+//! benchmark program, not part of the daemon: `examples/loadgen/main.rs` is its command line,
+//! and the end-to-end smoke test includes this file with `#[path]`.
 //!
 //! Logins are blocking (one socket at a time, 10 s timeout per read); the measured phases run
 //! every connection on one thread with smol, and scan notifications with a byte search
