@@ -97,13 +97,29 @@ if ns:
           "resume", "cpu_us_per_resume_with_auth", m, "lower", of=median)
     table("Resumption: wall time to resume every session at once (s; lower is better)",
           "resume", "resume_secs", m, "lower", of=median)
-    print("\nResumption counts (sessions resumed/failed, notifications received, missing, duplicates; "
-          "RSS KiB base/connected/detached/queued): " + "; ".join(
-        f"{r['server']}/{r['sessions']}: {r.get('resumed')}/{r.get('failed')}, {r.get('notifications')}, "
-        f"{r.get('missing')}, {r.get('duplicates')}, {r.get('rss_base_kib')}/{r.get('rss_connected_kib')}/"
-        f"{r.get('rss_detached_kib')}/{r.get('rss_queued_kib')}"
-        + ("" if r.get("exactly_once") else f" (NOT exactly once: {r.get('first_failure') or 'see counts'})")
-        for r in rows if r.get("bench") == "resume" and "error" not in r))
+    # Counts and raw RSS samples: one cell per server, "a (each of 3 runs)" when every run
+    # agrees, else each run's value.
+    for n in ns:
+        print(f"\nResumption, {n} sessions: counts and RSS samples\n")
+        print("| | " + " | ".join(servers) + " |")
+        print("|---|" + "---|" * len(servers))
+        def cell(s, f):
+            vs = [f(r) for r in rows if r.get("bench") == "resume" and r.get("server") == s
+                  and r.get("sessions") == n and "error" not in r]
+            if not vs:
+                return "n/a"
+            return vs[0] + (f" (each of {len(vs)} runs)" if len(vs) > 1 else "") if len(set(vs)) == 1 else ", ".join(vs)
+        for label, f in (("resumed / failed", lambda r: f"{r['resumed']} / {r['failed']}"),
+                         ("notifications received", lambda r: f"{r['notifications']:,}"),
+                         ("missing / duplicates", lambda r: f"{r['missing']} / {r['duplicates']}"),
+                         ("every session got every item once", lambda r: "yes" if r.get("exactly_once") else "NO: " + (r.get("first_failure") or "see counts"))):
+            print(f"| {label} | " + " | ".join(cell(s, f) for s in servers) + " |")
+        for label, key in (("RSS before the sessions (KiB, median)", "rss_base_kib"),
+                           ("RSS, sessions connected", "rss_connected_kib"),
+                           ("RSS, sessions detached", "rss_detached_kib"),
+                           ("RSS, 10 notifications queued each", "rss_queued_kib"),
+                           ("RSS after the resumption", "rss_resumed_kib")):
+            print(f"| {label} | " + " | ".join(fmt(median("resume", s, key, sessions=n)) for s in servers) + " |")
 table("SCRAM-SHA-1 logins, sequential (per second; higher is better)", "login", "logins_per_s", [("logins/s", {})], "higher")
 table("Server CPU per login (us; lower is better)", "login", "cpu_us_per_login", [("us/login", {})], "lower")
 subs = sorted({r["subs"] for r in rows if r.get("bench") == "fanout" and "subs" in r})
