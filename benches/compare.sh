@@ -6,8 +6,11 @@
 #   SERVERS="kinglet mosquitto" bash benches/compare.sh
 #
 # Knobs (environment): SERVERS, IDLE_SIZES ("1000 5000"), TLS_SIZES ("1000 5000"),
-# FANOUT_SUBS ("10 100 1000"), SECS (measured seconds per flow run, 15), SOAK_SECS (120),
-# OUT (docs/benchmarks.md). Installs prosody, ejabberd and mosquitto with apt-get if absent.
+# FANOUT_SUBS ("10 100 1000"), RESUME_SIZES ("1000": sessions of the resume scenario, each
+# with 10 notifications queued while detached), SECS (measured seconds per flow run, 15),
+# SOAK_SECS (120), SECTIONS (which parts run: "idle tls resume login fanout fanin soak"),
+# OUT (docs/benchmarks.md).
+#   SECTIONS=resume OUT=/tmp/resume.md bash benches/compare.sh   # the resume part alone Installs prosody, ejabberd and mosquitto with apt-get if absent.
 # Servers run as child processes on loopback with their data in a temp dir; all are stopped
 # at the end (trap). Peer configurations and what they lift: benches/peers/.
 set -u
@@ -17,6 +20,8 @@ SERVERS=${SERVERS:-"kinglet prosody ejabberd mosquitto"}
 IDLE_SIZES=${IDLE_SIZES:-"1000 5000"}
 TLS_SIZES=${TLS_SIZES:-"1000 5000"}
 FANOUT_SUBS=${FANOUT_SUBS:-"10 100 1000"}
+RESUME_SIZES=${RESUME_SIZES:-"1000"}
+SECTIONS=${SECTIONS:-"idle tls resume login fanout fanin soak"}
 SECS=${SECS:-15}
 SOAK_SECS=${SOAK_SECS:-120}
 OUT=${OUT:-docs/benchmarks.md}
@@ -45,6 +50,9 @@ trap cleanup EXIT
 trap "exit 130" INT TERM
 
 say() { echo "== $*" >&2; }
+on() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+# epmd (started by ejabberd's Erlang VM) is stopped at the end only if it was not running before.
+EPMD_BEFORE=$(pgrep -x epmd)
 
 # --- build and install ----------------------------------------------------------------------
 cargo build --release --bin kinglet --example loadgen >&2 || exit 1
@@ -155,16 +163,19 @@ for NAME in $SERVERS; do
   echo "{\"bench\":\"start\",\"server\":\"$NAME\",\"rss_kib\":$(awk '/VmRSS/{print $2}' /proc/$SERVER_PID/status)}" | tee -a "$RESULTS"
   # Each idle run on a freshly started server: freed memory stays in a process's heap, so a
   # previous run would hide the next one's growth.
-  for n in $IDLE_SIZES; do lg idle --count "$n"; stop_server; "start_$NAME" || break; sleep 1; done
-  for n in $TLS_SIZES; do lg idle --count "$n" --tls; stop_server; "start_$NAME" || break; sleep 1; done
-  [ $PROTO = xmpp ] && lg login --count 100000 --secs 10
-  for s in $FANOUT_SUBS; do lg fanout --count "$s" --items $((2000000 / s)) --window 64 --secs "$SECS"; done
-  lg fanin --count 100 --items 100000 --window 4 --secs "$SECS"
-  lg soak --count 50 --items 2000 --window 32 --secs "$SOAK_SECS"
+  on idle && for n in $IDLE_SIZES; do lg idle --count "$n"; stop_server; "start_$NAME" || break; sleep 1; done
+  on tls && for n in $TLS_SIZES; do lg idle --count "$n" --tls; stop_server; "start_$NAME" || break; sleep 1; done
+  # Resumption: N sessions detached with 10 queued notifications each, then resumed; each
+  # run on a freshly started server, like idle (RSS per session).
+  on resume && for n in $RESUME_SIZES; do lg resume --count "$n" --items 10; stop_server; "start_$NAME" || break; sleep 1; done
+  on login && [ $PROTO = xmpp ] && lg login --count 100000 --secs 10
+  on fanout && for s in $FANOUT_SUBS; do lg fanout --count "$s" --items $((2000000 / s)) --window 64 --secs "$SECS"; done
+  on fanin && lg fanin --count 100 --items 100000 --window 4 --secs "$SECS"
+  on soak && lg soak --count 50 --items 2000 --window 32 --secs "$SOAK_SECS"
   stop_server
 done
-# epmd is started by ejabberd's Erlang VM; stop it if it runs.
-command -v epmd >/dev/null && epmd -kill >/dev/null 2>&1
+# epmd is started by ejabberd's Erlang VM; stop it if it runs and did not before.
+[ -z "$EPMD_BEFORE" ] && command -v epmd >/dev/null && epmd -kill >/dev/null 2>&1
 
 python3 benches/peers/report.py "$RESULTS" > "$OUT" && say "wrote $OUT"
 cp "$RESULTS" "${OUT%.md}.jsonl"

@@ -15,6 +15,12 @@ def get(bench, server, key, **match):
             return r.get(key)
     return None
 
+def median(bench, server, key, **match):
+    """The median of `key` over every run that matches (benches repeated in one invocation)."""
+    vs = sorted(r[key] for r in rows if r.get("bench") == bench and r.get("server") == server
+                and "error" not in r and r.get(key) is not None and all(r.get(k) == v for k, v in match.items()))
+    return vs[len(vs) // 2] if vs else None
+
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
@@ -30,15 +36,16 @@ def fmt(v, unit=""):
         return f"{v:.1f}{unit}"
     return f"{v:,.0f}{unit}"
 
-def table(title, bench, key, match, better, unit="", scale=1.0):
+def table(title, bench, key, match, better, unit="", scale=1.0, of=get):
     """One table: a row per match, each followed by kinglet's advantage over each peer
-    (peer / kinglet when lower is better, kinglet / peer when higher is better)."""
+    (peer / kinglet when lower is better, kinglet / peer when higher is better). `of` picks
+    the figure among matching runs (the first, or `median`)."""
     if title:
         print(f"\n### {title}\n")
         print("| | " + " | ".join(servers) + " |")
         print("|---|" + "---|" * len(servers))
     for label, m in match:
-        vals = [get(bench, s, key, **m) for s in servers]
+        vals = [of(bench, s, key, **m) for s in servers]
         vals = [None if v is None else v * scale for v in vals]
         print(f"| {label} | " + " | ".join(fmt(v, unit) for v in vals) + " |")
         k = vals[0] if servers and servers[0] == "kinglet" else None
@@ -74,6 +81,45 @@ for mode in ("plain", "tls"):
     if ns:
         table(f"Idle sessions, {mode} (KiB per session; lower is better)", "idle", "bytes_per_session",
               [(f"{n} sessions", {"mode": mode, "sessions": n}) for n in ns], "lower", scale=1 / 1024)
+ns = sorted({r["sessions"] for r in rows if r.get("bench") == "resume" and "sessions" in r})
+if ns:
+    # Medians when the scenario ran more than once (RESUME_SIZES="1000 1000 1000").
+    runs = {n: max(sum(1 for r in rows if r.get("bench") == "resume" and r.get("sessions") == n
+                       and r.get("server") == s and "error" not in r) for s in servers) for n in ns}
+    m = [(f"{n} sessions" + (f" (median of {runs[n]})" if runs[n] > 1 else ""), {"sessions": n}) for n in ns]
+    table("Resumption: RSS per detached session with its 10 queued notifications (KiB; lower is better)",
+          "resume", "bytes_per_session_queued", m, "lower", scale=1 / 1024, of=median)
+    table("Resumption: RSS per detached session before the items were published (KiB; lower is better)",
+          "resume", "bytes_per_session_detached", m, "lower", scale=1 / 1024, of=median)
+    table("Resumption: server CPU per resumed session, resume and redelivery (us; lower is better)",
+          "resume", "cpu_us_per_resume", m, "lower", of=median)
+    table("Resumption: server CPU per resumed session with reconnection and authentication (us; lower is better)",
+          "resume", "cpu_us_per_resume_with_auth", m, "lower", of=median)
+    table("Resumption: wall time to resume every session at once (s; lower is better)",
+          "resume", "resume_secs", m, "lower", of=median)
+    # Counts and raw RSS samples: one cell per server, "a (each of 3 runs)" when every run
+    # agrees, else each run's value.
+    for n in ns:
+        print(f"\nResumption, {n} sessions: counts and RSS samples\n")
+        print("| | " + " | ".join(servers) + " |")
+        print("|---|" + "---|" * len(servers))
+        def cell(s, f):
+            vs = [f(r) for r in rows if r.get("bench") == "resume" and r.get("server") == s
+                  and r.get("sessions") == n and "error" not in r]
+            if not vs:
+                return "n/a"
+            return vs[0] + (f" (each of {len(vs)} runs)" if len(vs) > 1 else "") if len(set(vs)) == 1 else ", ".join(vs)
+        for label, f in (("resumed / failed", lambda r: f"{r['resumed']} / {r['failed']}"),
+                         ("notifications received", lambda r: f"{r['notifications']:,}"),
+                         ("missing / duplicates", lambda r: f"{r['missing']} / {r['duplicates']}"),
+                         ("every session got every item once", lambda r: "yes" if r.get("exactly_once") else "NO: " + (r.get("first_failure") or "see counts"))):
+            print(f"| {label} | " + " | ".join(cell(s, f) for s in servers) + " |")
+        for label, key in (("RSS before the sessions (KiB, median)", "rss_base_kib"),
+                           ("RSS, sessions connected", "rss_connected_kib"),
+                           ("RSS, sessions detached", "rss_detached_kib"),
+                           ("RSS, 10 notifications queued each", "rss_queued_kib"),
+                           ("RSS after the resumption", "rss_resumed_kib")):
+            print(f"| {label} | " + " | ".join(fmt(median("resume", s, key, sessions=n)) for s in servers) + " |")
 table("SCRAM-SHA-1 logins, sequential (per second; higher is better)", "login", "logins_per_s", [("logins/s", {})], "higher")
 table("Server CPU per login (us; lower is better)", "login", "cpu_us_per_login", [("us/login", {})], "lower")
 subs = sorted({r["subs"] for r in rows if r.get("bench") == "fanout" and "subs" in r})

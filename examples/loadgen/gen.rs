@@ -1,7 +1,7 @@
 //! The load generator's engine: raw XMPP (RFC 6120 + XEP-0060) and MQTT 3.1.1 clients and
-//! the benchmark scenarios (`idle`, `login`, `fanout`, `fanin`, `soak`). It is a benchmark
-//! program, not part of the daemon: `examples/loadgen/main.rs` is its command line, and the
-//! end-to-end smoke test includes this file with `#[path]`.
+//! the benchmark scenarios (`idle`, `login`, `fanout`, `fanin`, `soak`, `resume`). It is a
+//! benchmark program, not part of the daemon: `examples/loadgen/main.rs` is its command line,
+//! and the end-to-end smoke test includes this file with `#[path]`.
 //!
 //! Logins are blocking (one socket at a time, 10 s timeout per read); the measured phases run
 //! every connection on one thread with smol, and scan notifications with a byte search
@@ -299,6 +299,12 @@ impl Xc {
 
     /// Connects, optionally STARTTLS, SCRAM-SHA-1 login, binds `resource`.
     pub fn login(o: &Opts, user: &str, resource: &str, tls: bool) -> Res<Xc> {
+        Xc::authenticate(o, user, tls)?.bind_session(o, resource, user)
+    }
+
+    /// Connects, optionally STARTTLS, SCRAM-SHA-1 (or PLAIN with `o.plain`) login; returns
+    /// at SASL success, before the stream restart.
+    pub fn authenticate(o: &Opts, user: &str, tls: bool) -> Res<Xc> {
         let mut c = Xc::connect(&o.server)?;
         c.open(&o.domain)?;
         if tls {
@@ -315,7 +321,7 @@ impl Xc {
             if res.name != "success" {
                 return Err(format!("{user}: SASL {}", res.name));
             }
-            return c.bind_session(o, resource, user);
+            return Ok(c);
         }
         let mut sc = ScramClient::new(
             ScramHash::Sha1,
@@ -343,7 +349,7 @@ impl Xc {
         if res.name != "success" {
             return Err(format!("{user}: SASL {}", res.name));
         }
-        c.bind_session(o, resource, user)
+        Ok(c)
     }
 
     /// After SASL success: restarts the stream, binds `resource`, legacy session.
@@ -370,10 +376,16 @@ impl Xc {
 
     /// The plaintext socket, for the asynchronous phase.
     fn into_async(self) -> Res<Async<TcpStream>> {
+        Ok(self.into_async_framed()?.0)
+    }
+
+    /// The plaintext socket and the parser with what it already read, for an
+    /// asynchronous phase that goes on parsing the same stream.
+    fn into_async_framed(self) -> Res<(Async<TcpStream>, Framer)> {
         match self.s {
             Stream::Plain(t) => {
                 t.set_read_timeout(None).map_err(|e| e.to_string())?;
-                Async::new(t).map_err(|e| e.to_string())
+                Ok((Async::new(t).map_err(|e| e.to_string())?, self.framer))
             }
             Stream::Tls(_) => Err("asynchronous phase is plaintext only".into()),
         }
@@ -450,6 +462,26 @@ fn mqtt_parse(b: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
 
 /// A blocking MQTT connection: CONNECT, then CONNACK.
 pub fn mqtt_connect(o: &Opts, client_id: &str, tls: bool) -> Res<Stream> {
+    Ok(mqtt_connect_session(o, client_id, tls, true)?.0)
+}
+
+/// CONNECT flags: clean session (`clean`) or a persistent one; keepalive 0.
+fn mqtt_connect_packet(client_id: &str, clean: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    mqtt_str("MQTT", &mut body);
+    body.extend_from_slice(&[4, if clean { 0x02 } else { 0 }, 0, 0]); // level 4, flags, keepalive 0
+    mqtt_str(client_id, &mut body);
+    mqtt_packet(0x10, &body)
+}
+
+/// A blocking MQTT connection with a clean (`clean`) or persistent session: CONNECT, then
+/// CONNACK. Returns the stream and the CONNACK's session-present flag.
+pub fn mqtt_connect_session(
+    o: &Opts,
+    client_id: &str,
+    tls: bool,
+    clean: bool,
+) -> Res<(Stream, bool)> {
     let addr = if tls {
         o.tls_server
             .as_deref()
@@ -463,17 +495,14 @@ pub fn mqtt_connect(o: &Opts, client_id: &str, tls: bool) -> Res<Stream> {
     } else {
         Stream::Plain(t)
     };
-    let mut body = Vec::new();
-    mqtt_str("MQTT", &mut body);
-    body.extend_from_slice(&[4, 0x02, 0, 0]); // level 4, clean session, keepalive 0
-    mqtt_str(client_id, &mut body);
-    s.write_all(&mqtt_packet(0x10, &body))
+    s.write_all(&mqtt_connect_packet(client_id, clean))
         .map_err(|e| e.to_string())?;
     let p = mqtt_read(&mut s)?;
     if p.first() != Some(&0x20) || p.get(3) != Some(&0) {
         return Err(format!("CONNACK refused: {p:?}"));
     }
-    Ok(s)
+    let present = p.get(2).is_some_and(|f| f & 1 == 1);
+    Ok((s, present))
 }
 
 fn mqtt_read(s: &mut Stream) -> Res<Vec<u8>> {
@@ -1297,4 +1326,663 @@ pub fn soak(o: &Opts) -> Res<()> {
         o.name
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumption: XEP-0198 (XMPP) or persistent sessions (MQTT)
+
+/// XEP-0198 namespace.
+const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0060 event namespace.
+const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// Bound of each waiting phase of `resume` (detach, resumption).
+const RESUME_WAIT: Duration = Duration::from_secs(120);
+
+/// Result of a `resume` run.
+#[derive(Debug, Default, Clone)]
+pub struct ResumeReport {
+    /// Sessions that went through the whole first phase (log in, subscribe, resumable).
+    pub sessions: usize,
+    /// Items published while they were detached.
+    pub items: usize,
+    /// Server RSS (KiB): before the sessions, with them connected, detached, detached
+    /// with the items queued, and after the resumption.
+    pub rss: [u64; 5],
+    /// Seconds until the server had closed every cut socket (None: it had not within
+    /// [`RESUME_WAIT`]).
+    pub detach_secs: Option<f64>,
+    /// Reconnections that authenticated (XMPP: SASL; MQTT: TCP connect only).
+    pub authenticated: usize,
+    /// Sessions resumed (`<resumed/>`; MQTT: CONNACK with session present).
+    pub resumed: usize,
+    /// Sessions that could not be resumed (refused, failed authentication, timeout).
+    pub failed: usize,
+    /// The first failure, for the log.
+    pub first_failure: Option<String>,
+    /// Notifications received (all sessions, duplicates included).
+    pub notifications: u64,
+    /// Session-item pairs never received.
+    pub missing: u64,
+    /// Notifications received more than once.
+    pub duplicates: u64,
+    /// Other stanzas redelivered after resumption (neither notifications nor our ping).
+    pub other_stanzas: u64,
+    /// Wall-clock seconds and server CPU (microseconds) of the reconnect-and-authenticate
+    /// part and of the resume-and-redeliver part.
+    pub auth_secs: f64,
+    /// See `auth_secs`.
+    pub resume_secs: f64,
+    /// See `auth_secs`.
+    pub cpu_auth_us: u64,
+    /// See `auth_secs`.
+    pub cpu_resume_us: u64,
+}
+
+impl ResumeReport {
+    /// Every session was resumed and got every item exactly once.
+    pub fn exactly_once(&self) -> bool {
+        self.sessions > 0
+            && self.resumed == self.sessions
+            && self.missing == 0
+            && self.duplicates == 0
+    }
+
+    /// RSS growth per session (bytes) from the baseline to sample `k` of [`Self::rss`].
+    fn per_session(&self, k: usize) -> f64 {
+        self.rss[k].saturating_sub(self.rss[0]) as f64 * 1024.0 / self.sessions.max(1) as f64
+    }
+}
+
+/// Number of open file descriptors of `pid` (0 if unknown).
+fn fd_count(pid: Option<u32>) -> usize {
+    let Some(pid) = pid else { return 0 };
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// An XMPP stanza (what XEP-0198 counts), not a nonza.
+fn is_stanza(e: &Element) -> bool {
+    e.ns == "jabber:client" && matches!(e.name.as_str(), "iq" | "message" | "presence")
+}
+
+/// The sequence numbers of the bench items (`i<p>_<seq>`) in a pub-sub notification.
+fn notified_seqs(e: &Element) -> Vec<usize> {
+    let Some(items) = e
+        .child("event", NS_PUBSUB_EVENT)
+        .and_then(|ev| ev.child("items", NS_PUBSUB_EVENT))
+    else {
+        return Vec::new();
+    };
+    items
+        .children_named("item", NS_PUBSUB_EVENT)
+        .filter_map(|i| parse_item_id(i.attr("id")?.as_bytes()))
+        .map(|(_, q)| q)
+        .collect()
+}
+
+/// A session parked for resumption: XMPP (the socket, the `<enabled/>` id, and `h`, the
+/// stanzas it handled) or MQTT (the socket and its client id).
+struct Parked {
+    sock: Sess,
+    id: String,
+    h: u32,
+}
+
+/// Logs `u<i>` in, sends presence, subscribes to `node`, enables XEP-0198 with resumption,
+/// and counts what arrives after `<enabled/>` until a ping's result (that is `h`).
+fn park_xmpp(o: &Opts, i: usize, node: &str) -> Res<Parked> {
+    let user = format!("u{i}");
+    let mut c = Xc::login(o, &user, "rs", false)?;
+    c.send("<presence/>")?;
+    subscribe_node(o, &mut c, &user, node, 0)?;
+    c.send(&format!("<enable xmlns='{SM}' resume='true'/>"))?;
+    let mut id = None;
+    for _ in 0..10_000 {
+        let e = c.next()?;
+        if e.is("failed", SM) {
+            return Err(format!("{user}: <enable/> failed: {e:?}"));
+        }
+        if e.is("enabled", SM) {
+            if !matches!(e.attr("resume"), Some("true" | "1")) {
+                return Err(format!(
+                    "{user}: stream management without resumption: {e:?}"
+                ));
+            }
+            id = e.attr("id").map(str::to_owned);
+            break;
+        }
+    }
+    let id = id.ok_or_else(|| format!("{user}: no <enabled/> with an id"))?;
+    c.send(&format!(
+        "<iq type='get' id='smsync' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+        o.domain
+    ))?;
+    let mut h = 0u32;
+    for _ in 0..10_000 {
+        let e = c.next()?;
+        if e.is("r", SM) {
+            c.send(&format!("<a xmlns='{SM}' h='{h}'/>"))?;
+            continue;
+        }
+        if is_stanza(&e) {
+            h = h.wrapping_add(1);
+            if e.name == "iq" && e.attr("id") == Some("smsync") {
+                return Ok(Parked {
+                    sock: Sess::X(Box::new(c)),
+                    id,
+                    h,
+                });
+            }
+        }
+    }
+    Err(format!("{user}: no ping result after <enabled/>"))
+}
+
+/// Connects MQTT client `id` with a persistent session and subscribes to `topic` at QoS 1.
+fn park_mqtt(o: &Opts, id: &str, topic: &str) -> Res<Parked> {
+    let (mut s, _) = mqtt_connect_session(o, id, false, false)?;
+    mqtt_subscribe(&mut s, topic, 1)?;
+    Ok(Parked {
+        sock: Sess::M(s),
+        id: id.to_owned(),
+        h: 0,
+    })
+}
+
+/// What one resumption got.
+struct Resumed {
+    ok: bool,
+    failure: Option<String>,
+    /// Notifications per item sequence number.
+    seen: Vec<u32>,
+    other: u64,
+    /// The socket, still open (closed after the measured phase), and `h` (XMPP).
+    sock: Option<Async<TcpStream>>,
+    h: u32,
+}
+
+impl Resumed {
+    fn failed(why: String) -> Resumed {
+        Resumed {
+            ok: false,
+            failure: Some(why),
+            seen: Vec::new(),
+            other: 0,
+            sock: None,
+            h: 0,
+        }
+    }
+}
+
+/// XEP-0198 §5 on an authenticated stream: `<resume/>`, then reads until every item
+/// arrived and a ping sent after that is answered (whatever the server redelivers comes
+/// before it, so duplicates are seen), or until `deadline`.
+async fn resume_xmpp(
+    o: Rc<Opts>,
+    mut s: Async<TcpStream>,
+    mut framer: Framer,
+    previd: String,
+    h: u32,
+    deadline: Instant,
+) -> Resumed {
+    let mut r = Resumed::failed(String::new());
+    r.failure = None;
+    r.seen = vec![0; o.items];
+    r.h = h;
+    let mut out = format!("<resume xmlns='{SM}' previd='{previd}' h='{h}'/>");
+    let mut pinged = false;
+    let mut buf = vec![0u8; 16384];
+    loop {
+        if !out.is_empty() {
+            if let Err(e) = s.write_all(out.as_bytes()).await {
+                return Resumed::failed(format!("write: {e}"));
+            }
+            out.clear();
+        }
+        loop {
+            let f = match framer.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Resumed::failed(format!("bad XML: {e}")),
+            };
+            let e = match f {
+                Frame::Stanza(e) => e,
+                Frame::Header(_) => continue,
+                Frame::Close => return Resumed::failed("stream closed".into()),
+            };
+            if e.is("failed", SM) {
+                return Resumed::failed(format!("<failed/>: {e:?}"));
+            }
+            if e.is("resumed", SM) {
+                r.ok = true;
+                continue;
+            }
+            if e.is("r", SM) {
+                out.push_str(&format!("<a xmlns='{SM}' h='{}'/>", r.h));
+                continue;
+            }
+            if e.ns == "http://etherx.jabber.org/streams" && e.name == "error" {
+                return Resumed::failed(format!("stream error: {e:?}"));
+            }
+            if !is_stanza(&e) {
+                continue;
+            }
+            r.h = r.h.wrapping_add(1);
+            if e.name == "iq" && e.attr("id") == Some("rsync") {
+                r.sock = Some(s);
+                return r;
+            }
+            let seqs = notified_seqs(&e);
+            if seqs.is_empty() {
+                r.other += 1;
+            }
+            for q in seqs {
+                if let Some(c) = r.seen.get_mut(q) {
+                    *c += 1;
+                }
+            }
+        }
+        if r.ok && !pinged && r.seen.iter().all(|&c| c > 0) {
+            pinged = true;
+            out.push_str(&format!(
+                "<iq type='get' id='rsync' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+                o.domain
+            ));
+        }
+        if !out.is_empty() {
+            continue;
+        }
+        if Instant::now() > deadline {
+            let mut f = Resumed::failed(format!(
+                "timeout (resumed {}, {} of {} items)",
+                r.ok,
+                r.seen.iter().filter(|&&c| c > 0).count(),
+                o.items
+            ));
+            f.seen = r.seen;
+            return f;
+        }
+        match read_within(&mut s, &mut buf, Duration::from_millis(500)).await {
+            Ok(Some(0)) => return Resumed::failed("server closed the connection".into()),
+            Ok(Some(n)) => {
+                if let Err(e) = framer.push(&buf[..n]) {
+                    return Resumed::failed(format!("bad XML: {e}"));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Resumed::failed(format!("read: {e}")),
+        }
+    }
+}
+
+/// MQTT: CONNECT with the persistent session `client_id` on the connected socket `s`; its
+/// queued QoS 1 messages are acknowledged as they come. Then PINGREQ once every item
+/// arrived; done at PINGRESP (what the server sends again comes before it).
+async fn resume_mqtt(
+    o: Rc<Opts>,
+    mut s: Async<TcpStream>,
+    client_id: String,
+    deadline: Instant,
+) -> Resumed {
+    let mut r = Resumed::failed(String::new());
+    r.failure = None;
+    r.seen = vec![0; o.items];
+    let mut out = mqtt_connect_packet(&client_id, false);
+    let mut pinged = false;
+    let mut buf = vec![0u8; 16384];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        if !out.is_empty() {
+            if let Err(e) = s.write_all(&out).await {
+                return Resumed::failed(format!("write: {e}"));
+            }
+            out.clear();
+        }
+        let mut used = 0;
+        while let Some((kind, range)) = mqtt_parse(&pending[used..]) {
+            let body = &pending[used + range.start..used + range.end];
+            match kind & 0xf0 {
+                0x20 => {
+                    if body.get(1) != Some(&0) {
+                        return Resumed::failed(format!("CONNACK refused: {body:?}"));
+                    }
+                    if body.first().is_none_or(|f| f & 1 == 0) {
+                        return Resumed::failed("CONNACK without session present".into());
+                    }
+                    r.ok = true;
+                }
+                0x30 if body.len() >= 2 => {
+                    let tl = u16::from_be_bytes([body[0], body[1]]) as usize;
+                    let mut off = 2 + tl;
+                    if (kind >> 1) & 3 > 0 && body.len() >= off + 2 {
+                        out.extend(mqtt_packet(0x40, &body[off..off + 2]));
+                        off += 2;
+                    }
+                    let pl = body.get(off..).unwrap_or(&[]);
+                    match pl.split(|&c| c == b' ').next().and_then(parse_item_id) {
+                        Some((_, q)) => {
+                            if let Some(c) = r.seen.get_mut(q) {
+                                *c += 1;
+                            }
+                        }
+                        None => r.other += 1,
+                    }
+                }
+                0xd0 => {
+                    r.sock = Some(s);
+                    return r;
+                }
+                _ => r.other += 1,
+            }
+            used += range.end;
+        }
+        pending.drain(..used);
+        if r.ok && !pinged && r.seen.iter().all(|&c| c > 0) {
+            pinged = true;
+            out.extend_from_slice(&[0xc0, 0]);
+        }
+        if !out.is_empty() {
+            continue;
+        }
+        if Instant::now() > deadline {
+            let mut f = Resumed::failed(format!(
+                "timeout (session present {}, {} of {} items)",
+                r.ok,
+                r.seen.iter().filter(|&&c| c > 0).count(),
+                o.items
+            ));
+            f.seen = r.seen;
+            return f;
+        }
+        match read_within(&mut s, &mut buf, Duration::from_millis(500)).await {
+            Ok(Some(0)) => return Resumed::failed("server closed the connection".into()),
+            Ok(Some(n)) => pending.extend_from_slice(&buf[..n]),
+            Ok(None) => {}
+            Err(e) => return Resumed::failed(format!("read: {e}")),
+        }
+    }
+}
+
+/// Publishes `o.items` items on `node` (XMPP, as `p0`) or topic `bench/<tag>/0` (MQTT, QoS
+/// 1), each acknowledged before the next, then a round trip.
+fn publish_items(o: &Opts, publisher: &mut Sess, node: &str) -> Res<()> {
+    let t0 = Instant::now();
+    match publisher {
+        Sess::X(c) => {
+            for seq in 0..o.items {
+                let t = t0.elapsed().as_micros() as u64;
+                let r = c.iq(&format!("p0_{seq}"), &publish_xml(o, node, 0, seq, t))?;
+                if r.attr("type") != Some("result") {
+                    return Err(format!("publish {seq}: {r:?}"));
+                }
+            }
+            c.iq(
+                "pubsync",
+                &format!(
+                    "<iq type='get' id='pubsync' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
+                    o.domain
+                ),
+            )?;
+        }
+        Sess::M(s) => {
+            for seq in 0..o.items {
+                let t = t0.elapsed().as_micros() as u64;
+                let pid = (seq % 65535 + 1) as u16;
+                s.write_all(&mqtt_publish(o, 0, seq, t, pid))
+                    .map_err(|e| e.to_string())?;
+                let mut acked = false;
+                for _ in 0..100 {
+                    let p = mqtt_read(s)?;
+                    if p.first() == Some(&0x40) && p.get(2..4) == Some(&pid.to_be_bytes()[..]) {
+                        acked = true;
+                        break;
+                    }
+                }
+                if !acked {
+                    return Err(format!("publish {seq}: no PUBACK"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The plaintext socket of a blocking MQTT stream, for the asynchronous phase.
+fn mqtt_into_async(s: Stream) -> Res<Async<TcpStream>> {
+    match s {
+        Stream::Plain(t) => {
+            t.set_read_timeout(None).map_err(|e| e.to_string())?;
+            Async::new(t).map_err(|e| e.to_string())
+        }
+        Stream::Tls(_) => Err("plaintext only".into()),
+    }
+}
+
+/// The `resume` run; prints nothing (see [`resume`]).
+pub fn resume_run(o: &Opts) -> Res<ResumeReport> {
+    if o.items == 0 || o.items > 1000 {
+        return Err("resume needs --items between 1 and 1000".into());
+    }
+    let mut o = o.clone();
+    // A fresh node or topic per run: a reused node's last item could be sent on subscribe.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() % 1_000_000);
+    o.tag = format!("{}rs{}n{stamp}", o.tag, o.count);
+    let node = o.tag.clone();
+    let topic = format!("bench/{}/0", o.tag);
+    let mut rep = ResumeReport {
+        items: o.items,
+        ..ResumeReport::default()
+    };
+    // The publisher (and its node) first, so the baseline includes them.
+    let mut publisher = match o.proto {
+        Proto::Xmpp => {
+            let mut c = Xc::login(&o, "p0", "pub", false)?;
+            create_node(&o, &mut c, &node, 1000)?;
+            Sess::X(Box::new(c))
+        }
+        Proto::Mqtt => Sess::M(mqtt_connect(&o, &format!("{}-p", o.tag), false)?),
+    };
+    // Settled like the other samples: the node's creation may free memory for a while.
+    std::thread::sleep(Duration::from_millis(1000));
+    rep.rss[0] = rss_kib(o.pid);
+    let fds0 = fd_count(o.pid);
+
+    // 1. Sessions: logged in, subscribed, resumable.
+    let mut parked = Vec::with_capacity(o.count);
+    for i in 0..o.count {
+        parked.push(match o.proto {
+            Proto::Xmpp => park_xmpp(&o, i, &node)?,
+            Proto::Mqtt => park_mqtt(&o, &format!("{}-s{i}", o.tag), &topic)?,
+        });
+    }
+    rep.sessions = parked.len();
+    std::thread::sleep(Duration::from_millis(1000));
+    rep.rss[1] = rss_kib(o.pid);
+
+    // 2. Every socket cut: no stream close, no DISCONNECT. Detached once the server closed
+    // them all (its descriptor count is back to the baseline).
+    let (ids, socks): (Vec<(String, u32)>, Vec<Sess>) =
+        parked.into_iter().map(|p| ((p.id, p.h), p.sock)).unzip();
+    let t_cut = Instant::now();
+    drop(socks);
+    while Instant::now() < t_cut + RESUME_WAIT {
+        if fd_count(o.pid) <= fds0 + 8 {
+            rep.detach_secs = Some(t_cut.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    rep.rss[2] = rss_kib(o.pid);
+
+    // 3. The items, queued for every detached session.
+    publish_items(&o, &mut publisher, &node)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    rep.rss[3] = rss_kib(o.pid);
+
+    // 4. Reconnect and authenticate every session (MQTT: TCP connect; its CONNECT is the
+    // resumption), then resume them all at once.
+    let cpu0 = cpu_us(o.pid);
+    let t0 = Instant::now();
+    let mut ready = Vec::with_capacity(ids.len());
+    let mut failures = Vec::new();
+    for (i, (id, h)) in ids.into_iter().enumerate() {
+        let conn = match o.proto {
+            Proto::Xmpp => Xc::authenticate(&o, &format!("u{i}"), false).and_then(|mut c| {
+                let f = c.open(&o.domain)?;
+                if f.child("sm", SM).is_none() {
+                    return Err("no <sm/> feature after authentication".into());
+                }
+                let (s, framer) = c.into_async_framed()?;
+                Ok((s, Some(framer)))
+            }),
+            Proto::Mqtt => {
+                tcp(&o.server).and_then(|t| Ok((mqtt_into_async(Stream::Plain(t))?, None)))
+            }
+        };
+        match conn {
+            Ok((s, framer)) => ready.push((s, framer, id, h)),
+            Err(e) => failures.push(format!("session {i}: {e}")),
+        }
+    }
+    rep.authenticated = ready.len();
+    let cpu1 = cpu_us(o.pid);
+    let t1 = Instant::now();
+    let orc = Rc::new(o.clone());
+    let deadline = t1 + RESUME_WAIT;
+    let ex = smol::LocalExecutor::new();
+    let results: Vec<Resumed> = smol::block_on(ex.run(async {
+        let mut hs = Vec::new();
+        for (s, framer, id, h) in ready {
+            hs.push(match framer {
+                Some(f) => ex.spawn(resume_xmpp(orc.clone(), s, f, id, h, deadline)),
+                None => ex.spawn(resume_mqtt(orc.clone(), s, id, deadline)),
+            });
+        }
+        let mut v = Vec::new();
+        for h in hs {
+            v.push(h.await);
+        }
+        v
+    }));
+    let cpu2 = cpu_us(o.pid);
+    rep.auth_secs = t1.duration_since(t0).as_secs_f64();
+    rep.resume_secs = t1.elapsed().as_secs_f64();
+    rep.cpu_auth_us = cpu1.saturating_sub(cpu0);
+    rep.cpu_resume_us = cpu2.saturating_sub(cpu1);
+
+    // 5. Counts, then a clean end for every session (outside the measured phase).
+    rep.failed = failures.len();
+    rep.first_failure = failures.into_iter().next();
+    let mut open = Vec::new();
+    for r in results {
+        if r.ok && r.failure.is_none() {
+            rep.resumed += 1;
+        } else {
+            rep.failed += 1;
+            if rep.first_failure.is_none() {
+                rep.first_failure = r.failure.clone();
+            }
+        }
+        rep.other_stanzas += r.other;
+        rep.missing += o.items.saturating_sub(r.seen.len()) as u64;
+        for &c in &r.seen {
+            rep.notifications += u64::from(c);
+            match c {
+                0 => rep.missing += 1,
+                1 => {}
+                _ => rep.duplicates += u64::from(c - 1),
+            }
+        }
+        if let Some(s) = r.sock {
+            open.push((s, r.h));
+        }
+    }
+    // Sessions that never got to the resumption miss every item.
+    rep.missing += ((rep.sessions - rep.authenticated.min(rep.sessions)) * o.items) as u64;
+    std::thread::sleep(Duration::from_millis(1000));
+    rep.rss[4] = rss_kib(o.pid);
+    smol::block_on(async {
+        for (mut s, h) in open {
+            let bye: Vec<u8> = match o.proto {
+                Proto::Xmpp => format!("<a xmlns='{SM}' h='{h}'/></stream:stream>").into_bytes(),
+                Proto::Mqtt => vec![0xe0, 0],
+            };
+            let _ = s.write_all(&bye).await;
+        }
+    });
+    drop(publisher);
+    Ok(rep)
+}
+
+/// `resume`: `o.count` sessions subscribed to one node (topic) and made resumable, their
+/// sockets cut, `o.items` items published while they are detached, then every session
+/// reconnected and resumed. Prints a JSON line; returns the report.
+pub fn resume(o: &Opts) -> Res<ResumeReport> {
+    let r = resume_run(o)?;
+    let n = r.resumed.max(1) as f64;
+    let detach = r
+        .detach_secs
+        .map_or_else(|| "null".to_owned(), |s| format!("{s:.2}"));
+    println!(
+        "{{\"bench\":\"resume\",\"server\":\"{}\",\"proto\":\"{}\",\"sessions\":{},\"items\":{},\"rss_base_kib\":{},\"rss_connected_kib\":{},\"rss_detached_kib\":{},\"rss_queued_kib\":{},\"rss_resumed_kib\":{},\"bytes_per_session_connected\":{:.0},\"bytes_per_session_detached\":{:.0},\"bytes_per_session_queued\":{:.0},\"detach_secs\":{detach},\"authenticated\":{},\"resumed\":{},\"failed\":{},\"notifications\":{},\"missing\":{},\"duplicates\":{},\"other_stanzas\":{},\"exactly_once\":{},\"auth_secs\":{:.3},\"resume_secs\":{:.3},\"cpu_auth_us\":{},\"cpu_resume_us\":{},\"cpu_us_per_resume\":{:.0},\"cpu_us_per_resume_with_auth\":{:.0},\"first_failure\":\"{}\"}}",
+        o.name,
+        kind(o),
+        r.sessions,
+        r.items,
+        r.rss[0],
+        r.rss[1],
+        r.rss[2],
+        r.rss[3],
+        r.rss[4],
+        r.per_session(1),
+        r.per_session(2),
+        r.per_session(3),
+        r.authenticated,
+        r.resumed,
+        r.failed,
+        r.notifications,
+        r.missing,
+        r.duplicates,
+        r.other_stanzas,
+        r.exactly_once(),
+        r.auth_secs,
+        r.resume_secs,
+        r.cpu_auth_us,
+        r.cpu_resume_us,
+        r.cpu_resume_us as f64 / n,
+        (r.cpu_auth_us + r.cpu_resume_us) as f64 / n,
+        r.first_failure
+            .as_deref()
+            .unwrap_or("")
+            .replace(['"', '\\'], "'")
+            .chars()
+            .take(300)
+            .collect::<String>()
+    );
+    eprintln!(
+        "  resume {:>9} n={} items={}: RSS base {} connected {} detached {} queued {} KiB ({:.1} KiB/detached session with its items); resumed {} failed {}; notifications {} missing {} duplicates {}; auth {:.2} s {:.0} us CPU/session, resume {:.2} s {:.0} us CPU/session",
+        o.name,
+        r.sessions,
+        r.items,
+        r.rss[0],
+        r.rss[1],
+        r.rss[2],
+        r.rss[3],
+        r.per_session(3) / 1024.0,
+        r.resumed,
+        r.failed,
+        r.notifications,
+        r.missing,
+        r.duplicates,
+        r.auth_secs,
+        r.cpu_auth_us as f64 / n,
+        r.resume_secs,
+        r.cpu_resume_us as f64 / n,
+    );
+    if let Some(f) = &r.first_failure {
+        eprintln!("  resume {:>9} first failure: {f}", o.name);
+    }
+    Ok(r)
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- SCENARIO [options]
-//!   idle | login | fanout | fanin | soak     the scenarios (see benches/compare.sh)
+//!   idle | login | fanout | fanin | soak | resume   the scenarios (see benches/compare.sh)
 //!   register                                 XEP-0077 accounts u0..u<count-1>, p0..p99
 //!   kinglet-users --data-dir DIR             the same accounts written into a kinglet store
 //! options: --name LABEL --proto xmpp|mqtt --server HOST:PORT --tls-server HOST:PORT
@@ -18,7 +18,9 @@ use r#gen::{Opts, Proto};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(scenario) = args.first().cloned() else {
-        eprintln!("usage: loadgen idle|login|fanout|fanin|soak|register|kinglet-users [options]");
+        eprintln!(
+            "usage: loadgen idle|login|fanout|fanin|soak|resume|register|kinglet-users [options]"
+        );
         std::process::exit(2);
     };
     let mut o = Opts::default();
@@ -74,6 +76,7 @@ fn main() {
         "fanout" => r#gen::fanout(&o).map(|_| ()),
         "fanin" => r#gen::fanin(&o).map(|_| ()),
         "soak" => r#gen::soak(&o),
+        "resume" => r#gen::resume(&o).map(|_| ()),
         "register" => register_all(&o),
         "kinglet-users" => kinglet_users(&o, data_dir),
         other => Err(format!("unknown scenario {other}")),

@@ -60,3 +60,22 @@ fn xep0060_7_1_loadgen_fanin_one_subscriber_gets_every_item_once() {
     assert_eq!(r.notifications, 60, "{r:?}");
     assert!(r.exactly_once(), "{r:?}");
 }
+
+/// XEP-0198 §5 through the load generator's `resume` scenario (the benchmark of issue 12):
+/// five subscribers made resumable, their sockets cut without a stream close, ten items
+/// published while they are detached; after reconnection every session is resumed and
+/// gets each item exactly once.
+#[test]
+fn xep0198_5_loadgen_resume_every_detached_session_gets_its_queued_items_once() {
+    let d = daemon();
+    let r = r#gen::resume_run(&opts(&d, 5, 10)).expect("resume run");
+    assert_eq!(r.sessions, 5, "{r:?}");
+    assert!(
+        r.detach_secs.is_some(),
+        "the server closed the cut sockets: {r:?}"
+    );
+    assert_eq!((r.resumed, r.failed), (5, 0), "{r:?}");
+    assert_eq!(r.notifications, 50, "{r:?}");
+    assert_eq!((r.missing, r.duplicates), (0, 0), "{r:?}");
+    assert!(r.exactly_once(), "{r:?}");
+}
