@@ -111,6 +111,28 @@ impl Peer {
         self.open(features);
     }
 
+    /// Expects `<enable/>`, answers it with `answer` (an `<enabled/>` or `<failed/>`) and
+    /// returns the request.
+    pub fn enable(&mut self, answer: &str) -> Element {
+        let enable = self.expect("enable", NS_SM);
+        self.send(answer);
+        enable
+    }
+
+    /// Expects `<resume/>` naming session `previd` with the client's handled count `h`, and
+    /// resumes it acknowledging `acked` of the client's stanzas.
+    pub fn resumed(&mut self, previd: &str, h: &str, acked: u32) {
+        let resume = self.expect("resume", NS_SM);
+        assert_eq!(
+            (resume.attr("previd"), resume.attr("h")),
+            (Some(previd), Some(h)),
+            "{resume:?}"
+        );
+        self.send(&format!(
+            "<resumed xmlns='{NS_SM}' previd='{previd}' h='{acked}'/>"
+        ));
+    }
+
     /// Answers the client's bind request with `jid`.
     pub fn bind(&mut self, jid: &str) {
         let iq = self.expect_iq();
@@ -185,6 +207,28 @@ impl Listener {
                 Err(e) => panic!("accept: {e}"),
             }
         }
+    }
+
+    /// The next connection, logged in ([`Peer::login`]) with `features`.
+    pub fn accept_login(&mut self, features: &str) -> Peer {
+        let mut p = self.accept();
+        p.login(features);
+        p
+    }
+
+    /// The next connection, logged in with `features` and bound to `anon@localhost/r`.
+    pub fn accept_bound(&mut self, features: &str) -> Peer {
+        let mut p = self.accept_login(features);
+        p.bind("anon@localhost/r");
+        p
+    }
+
+    /// The next connection, bound ([`Listener::accept_bound`]) with XEP-0198 offered, its
+    /// `<enable/>` answered with `answer`.
+    pub fn accept_enabled(&mut self, answer: &str) -> Peer {
+        let mut p = self.accept_bound(BIND_SM);
+        p.enable(answer);
+        p
     }
 }
 

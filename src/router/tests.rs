@@ -11,7 +11,7 @@ use super::Router;
 use crate::config::Config;
 use crate::jid::Jid;
 use crate::outbox::Outbox;
-use crate::store::{CommitMode, RosterItem, RosterWrite, Store, Subscription};
+use crate::store::{CommitMode, OfflineMessage, RosterItem, RosterWrite, Store, Subscription};
 use crate::system::SystemEnv;
 use crate::test_support::{TempDir, bind, drained, group_router};
 use crate::xml::Element;
@@ -37,6 +37,25 @@ fn router(dir: &TempDir, fail: &Arc<AtomicBool>) -> (Router, Rc<Store>) {
     }
     let store = Rc::new(Store::open_with_faults(&dir.0, fail.clone()).expect("store"));
     (group_router(&dir.0, &store, |_| {}), store)
+}
+
+/// What is on disk: the store of `dir` opened again once the router and its store are gone.
+fn reopened(dir: &TempDir, r: Router, store: Rc<Store>) -> Store {
+    drop((r, store));
+    Store::open(&dir.0, 0).expect("reopen")
+}
+
+/// `user`'s offline messages on disk ([`reopened`]).
+fn offline_on_disk(dir: &TempDir, r: Router, store: Rc<Store>, user: &str) -> Vec<OfflineMessage> {
+    reopened(dir, r, store).offline_get(user).expect("read")
+}
+
+/// Binds `user/resource`, sends its initial presence and clears its outbox.
+fn online(r: &mut Router, user: &str, resource: &str, conn: u64) -> (Jid, Rc<Outbox>) {
+    let (jid, ob) = bind(r, user, resource, conn);
+    r.route(&jid, stanza(&jid, "<presence/>"));
+    drained(&ob);
+    (jid, ob)
 }
 
 /// What the committer task does: take the pending batch, write it, report.
@@ -87,16 +106,23 @@ fn roster_set(r: &mut Router, who: &Jid, id: &str, contact: &str) {
 /// The reply to the roster set `id` in `out` is `not-allowed`, its text naming the limit
 /// of 521 items.
 fn assert_roster_full(out: &Outbox, id: &str) {
-    let reply = drained(out)
-        .into_iter()
-        .find(|e| e.attr("id") == Some(id))
-        .expect("an error reply, not just a log line");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    let reply = error_reply(&drained(out), id);
     assert_eq!(condition(&reply), "not-allowed", "{reply:?}");
     assert!(
         reply.to_string_in_stream().contains("at most 521 items"),
         "{reply:?}"
     );
+}
+
+/// The reply to `id` among `out`, which must be a stanza error (an error reply, not just a
+/// log line).
+fn error_reply(out: &[Element], id: &str) -> Element {
+    let reply = out
+        .iter()
+        .find(|e| e.attr("id") == Some(id))
+        .unwrap_or_else(|| panic!("no reply to {id}: {out:?}"));
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    reply.clone()
 }
 
 /// The defined condition of a stanza error.
@@ -129,12 +155,8 @@ fn roster_set_not_acked_when_commit_fails() {
     roster_set(&mut r, &a, "s1", "carol@localhost");
     commit(&mut r, &store);
     let out_a = drained(&oa);
-    let reply = out_a
-        .iter()
-        .find(|e| e.attr("id") == Some("s1"))
-        .expect("a reply to the roster set");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    assert_eq!(condition(reply), "resource-constraint", "{reply:?}");
+    let reply = error_reply(&out_a, "s1");
+    assert_eq!(condition(&reply), "resource-constraint", "{reply:?}");
     let out_b = drained(&ob);
     assert!(
         !out_a
@@ -147,8 +169,7 @@ fn roster_set_not_acked_when_commit_fails() {
         roster_get(&mut r, &b, &ob, "g3").is_empty(),
         "the roster in memory changed"
     );
-    drop((r, store));
-    let store = Store::open(&dir.0, 0).expect("reopen");
+    let store = reopened(&dir, r, store);
     assert!(store.roster_get("alice").expect("read").is_empty());
 }
 
@@ -192,8 +213,7 @@ fn roster_result_only_after_commit() {
         .unwrap_or_default();
     assert_eq!(items.len(), 1, "{get:?}");
     assert_eq!(items[0].attr("jid"), Some("carol@localhost"));
-    drop((r, store));
-    let store = Store::open(&dir.0, 0).expect("reopen");
+    let store = reopened(&dir, r, store);
     let roster = store.roster_get("alice").expect("read");
     assert_eq!(roster.len(), 1);
     assert_eq!(roster[0].name.as_deref(), Some("C"));
@@ -412,11 +432,8 @@ fn roster_in_memory_equals_disk_after_reopen_when_a_failed_fsync_kept_the_change
         "the store recovered"
     );
     r.pubsub_committed(generation, result);
-    let reply = drained(&oa)
-        .into_iter()
-        .find(|e| e.attr("id") == Some("s1"))
-        .expect("a reply to the roster set");
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    // The roster set is refused all the same.
+    error_reply(&drained(&oa), "s1");
     let on_disk: Vec<String> = store
         .roster_get("alice")
         .expect("read")
@@ -471,9 +488,7 @@ fn router_draws_anonymous_names_and_resources_from_its_env() {
 #[test]
 fn offline_message_is_committed_and_survives_restart() {
     let (dir, fail, mut r, store) = fresh("router-offline-restart");
-    let (a, oa) = bind(&mut r, "alice", "a", 1);
-    r.route(&a, stanza(&a, "<presence/>"));
-    drained(&oa);
+    let (a, oa) = online(&mut r, "alice", "a", 1);
     r.route(
         &a,
         stanza(
@@ -496,10 +511,8 @@ fn offline_message_is_committed_and_survives_restart() {
     assert_eq!(got[0].attr("id"), Some("m1"));
     assert!(got[0].child("delay", "urn:xmpp:delay").is_some(), "{got:?}");
     commit(&mut r, &store);
-    drop((r, store));
-    let store = Store::open(&dir.0, 0).expect("reopen");
     assert!(
-        store.offline_get("bob").expect("read").is_empty(),
+        offline_on_disk(&dir, r, store, "bob").is_empty(),
         "the deletion was committed"
     );
 }
@@ -510,9 +523,7 @@ fn offline_message_is_committed_and_survives_restart() {
 #[test]
 fn offline_message_delivered_before_its_commit() {
     let (dir, fail, mut r, store) = fresh("router-offline-staged");
-    let (a, oa) = bind(&mut r, "alice", "a", 1);
-    r.route(&a, stanza(&a, "<presence/>"));
-    drained(&oa);
+    let (a, oa) = online(&mut r, "alice", "a", 1);
     r.route(&a, stanza(&a, "<message id='m1' to='bob@localhost'/>"));
     let (b, ob) = bind(&mut r, "bob", "b", 2);
     r.route(&b, stanza(&b, "<presence/>"));
@@ -522,9 +533,7 @@ fn offline_message_delivered_before_its_commit() {
     fail.store(true, Ordering::SeqCst);
     commit(&mut r, &store);
     assert!(drained(&oa).is_empty(), "no bounce for a delivered message");
-    drop((r, store));
-    let store = Store::open(&dir.0, 0).expect("reopen");
-    assert!(store.offline_get("bob").expect("read").is_empty());
+    assert!(offline_on_disk(&dir, r, store, "bob").is_empty());
 }
 
 /// Disk full: a message stored for an offline account whose commit fails is not lost
@@ -532,9 +541,7 @@ fn offline_message_delivered_before_its_commit() {
 #[test]
 fn offline_message_bounced_when_its_commit_fails() {
     let (dir, fail, mut r, store) = fresh("router-offline-fails");
-    let (a, oa) = bind(&mut r, "alice", "a", 1);
-    r.route(&a, stanza(&a, "<presence/>"));
-    drained(&oa);
+    let (a, oa) = online(&mut r, "alice", "a", 1);
     fail.store(true, Ordering::SeqCst);
     r.route(
         &a,
@@ -545,16 +552,8 @@ fn offline_message_bounced_when_its_commit_fails() {
     );
     assert!(drained(&oa).is_empty(), "nothing before the commit");
     commit(&mut r, &store);
-    let out = drained(&oa);
-    let bounce = out
-        .iter()
-        .find(|e| e.attr("id") == Some("m1"))
-        .expect("the sender is told");
-    assert_eq!(bounce.attr("type"), Some("error"), "{bounce:?}");
-    assert_eq!(condition(bounce), "service-unavailable", "{bounce:?}");
+    let bounce = error_reply(&drained(&oa), "m1");
+    assert_eq!(condition(&bounce), "service-unavailable", "{bounce:?}");
     assert_eq!(bounce.attr("to"), Some("alice@localhost/a"));
-    drop((r, store));
-    fail.store(false, Ordering::SeqCst);
-    let store = Store::open(&dir.0, 0).expect("reopen");
-    assert!(store.offline_get("bob").expect("read").is_empty());
+    assert!(offline_on_disk(&dir, r, store, "bob").is_empty());
 }

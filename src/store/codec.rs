@@ -132,6 +132,15 @@ fn put_string(out: &mut Vec<u8>, s: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Appends a `u32` length prefix and `bytes` (`what` they are, for the error).
+fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<(), StoreError> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| StoreError::Invalid(format!("{} bytes of {what}", bytes.len())))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
 fn check_name(what: &str, value: &str, max: usize) -> Result<(), StoreError> {
     if value.is_empty() {
         return Err(StoreError::Invalid(format!("the {what} is empty")));
@@ -168,12 +177,9 @@ pub(super) fn encode_account(credentials: &[u8]) -> Result<Vec<u8>, StoreError> 
             credentials.len()
         )));
     }
-    let len = u32::try_from(credentials.len())
-        .map_err(|_| StoreError::Invalid(format!("{} bytes of credentials", credentials.len())))?;
     let mut out = Vec::with_capacity(5 + credentials.len());
     out.push(ACCOUNT_V1);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(credentials);
+    put_bytes_u32(&mut out, credentials, "credentials")?;
     Ok(out)
 }
 
@@ -395,13 +401,10 @@ pub(super) fn encode_offline(stamp_ms: u64, stanza: &str) -> Result<Vec<u8>, Sto
             stanza.len()
         )));
     }
-    let len = u32::try_from(stanza.len())
-        .map_err(|_| StoreError::Invalid(format!("{} bytes of stanza", stanza.len())))?;
     let mut out = Vec::with_capacity(13 + stanza.len());
     out.push(OFFLINE_V1);
     out.extend_from_slice(&stamp_ms.to_be_bytes());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(stanza.as_bytes());
+    put_bytes_u32(&mut out, stanza.as_bytes(), "stanza")?;
     Ok(out)
 }
 

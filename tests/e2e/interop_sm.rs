@@ -233,43 +233,17 @@ impl Parser<'_> {
         }
         self.ws();
         match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut m = Vec::new();
-                if self.punct(b'}') {
-                    return Ok(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    if !self.punct(b':') {
-                        return Err(format!("':' expected at {}", self.i));
+            Some(b'{') => self
+                .members(b'}', |p| {
+                    p.ws();
+                    let k = p.string()?;
+                    if !p.punct(b':') {
+                        return Err(format!("':' expected at {}", p.i));
                     }
-                    m.push((k, self.value(depth + 1)?));
-                    if self.punct(b'}') {
-                        return Ok(Json::Obj(m));
-                    }
-                    if !self.punct(b',') {
-                        return Err(format!("',' or '}}' expected at {}", self.i));
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut a = Vec::new();
-                if self.punct(b']') {
-                    return Ok(Json::Arr(a));
-                }
-                loop {
-                    a.push(self.value(depth + 1)?);
-                    if self.punct(b']') {
-                        return Ok(Json::Arr(a));
-                    }
-                    if !self.punct(b',') {
-                        return Err(format!("',' or ']' expected at {}", self.i));
-                    }
-                }
-            }
+                    Ok((k, p.value(depth + 1)?))
+                })
+                .map(Json::Obj),
+            Some(b'[') => self.members(b']', |p| p.value(depth + 1)).map(Json::Arr),
             Some(b'"') => self.string().map(Json::Str),
             _ if self.eat("true") => Ok(Json::Bool(true)),
             _ if self.eat("false") => Ok(Json::Bool(false)),
@@ -288,6 +262,29 @@ impl Parser<'_> {
                     .and_then(|t| t.parse().ok())
                     .map(Json::Num)
                     .ok_or_else(|| format!("value expected at {start}"))
+            }
+        }
+    }
+
+    /// The members of an object or array, each read by `member`, from its opening bracket
+    /// (the next byte) to `close`, separated by commas.
+    fn members<T>(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        self.i += 1;
+        let mut all = Vec::new();
+        if self.punct(close) {
+            return Ok(all);
+        }
+        loop {
+            all.push(member(self)?);
+            if self.punct(close) {
+                return Ok(all);
+            }
+            if !self.punct(b',') {
+                return Err(format!("',' or '{}' expected at {}", close as char, self.i));
             }
         }
     }

@@ -25,6 +25,17 @@ fn until_result(c: &mut Client, id: &str, xml: &str) -> Vec<Element> {
     }
 }
 
+/// Sends the initial presence, then a ping `id`, and returns every stanza received before
+/// the ping's result: stored messages come with the initial presence, so before it.
+fn initial_presence(c: &mut Client, id: &str) -> Vec<Element> {
+    c.send("<presence/>");
+    until_result(
+        c,
+        id,
+        &format!("<iq type='get' id='{id}' to='localhost'>{PING}</iq>"),
+    )
+}
+
 /// A roster set: its result is sent only once its group commit is on disk, and commits
 /// are taken in order, so everything staged before it (an offline message) is on disk too.
 fn durable_barrier(c: &mut Client, id: &str) -> Vec<Element> {
@@ -70,14 +81,7 @@ fn offline_message_survives_restart_and_arrives_with_delay() {
     d.restart("stderr2.log");
     {
         let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "phone");
-        // Stored messages come with the initial presence, before the reply to an IQ sent
-        // after it.
-        bob.send("<presence/>");
-        let got = until_result(
-            &mut bob,
-            "p1",
-            &format!("<iq type='get' id='p1' to='localhost'>{PING}</iq>"),
-        );
+        let got = initial_presence(&mut bob, "p1");
         let msgs: Vec<&Element> = got.iter().filter(|e| e.name == "message").collect();
         assert_eq!(
             msgs.len(),
@@ -87,12 +91,8 @@ fn offline_message_survives_restart_and_arrives_with_delay() {
         let m = msgs[0];
         assert_eq!(m.attr("id"), Some("m1"));
         assert_eq!(m.attr("from"), Some("alice@localhost/desk"));
-        assert_eq!(
-            m.child("body", "jabber:client")
-                .map(|b| b.text())
-                .as_deref(),
-            Some("while you were out")
-        );
+        let body = m.child("body", "jabber:client").expect("a body");
+        assert_eq!(body.text(), "while you were out");
         let delay = m.child("delay", DELAY).expect("an XEP-0203 delay");
         assert_eq!(delay.attr("from"), Some("localhost"));
         let stamp = delay.attr("stamp").expect("stamp");
@@ -110,12 +110,7 @@ fn offline_message_survives_restart_and_arrives_with_delay() {
     }
     d.restart("stderr3.log");
     let mut bob = Client::login(d.port, &ca, "bob", "bob-pw", "tablet");
-    bob.send("<presence/>");
-    let got = until_result(
-        &mut bob,
-        "p2",
-        &format!("<iq type='get' id='p2' to='localhost'>{PING}</iq>"),
-    );
+    let got = initial_presence(&mut bob, "p2");
     assert!(
         !got.iter().any(|e| e.name == "message"),
         "delivered once only: {got:?}"

@@ -37,15 +37,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
-import os
 import secrets
-import signal
 import ssl
 import sys
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import aioxmpp
 import aioxmpp.connector
@@ -58,6 +54,8 @@ import aioxmpp.security_layer
 import aioxmpp.xso
 
 from cutlink import Link
+from harness import (SmRun, StepFailure, add_sm_arguments, argument_parser, check_args, describe_failure,
+                     run_main, wait, wait_until)
 
 PAYLOAD_NS = "urn:example:sm"
 NODE_CONFIG = "http://jabber.org/protocol/pubsub#node_config"
@@ -70,18 +68,6 @@ class Reading(aioxmpp.xso.XSO):
     """The item payload: `<reading xmlns='urn:example:sm'>id</reading>`."""
     TAG = (PAYLOAD_NS, "reading")
     text = aioxmpp.xso.Text(default="")
-
-
-class StepFailure(Exception):
-    """A step failed; the message is the reason printed after `FAIL <step>:`."""
-
-
-async def wait(awaitable: Awaitable[Any], timeout: float, what: str) -> Any:
-    """Await with a time limit; a timeout is a failed step naming `what`."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise StepFailure("timed out after %.0f s waiting for %s" % (timeout, what)) from None
 
 
 def make_client(jid: str, password: str, args: argparse.Namespace, host: str, port: int) -> aioxmpp.Client:
@@ -175,40 +161,26 @@ class Peer:
             raise StepFailure("no stream")
 
     async def received(self, n: int, timeout: float, what: str) -> None:
-        async def until() -> None:
-            while len(self.items) < n:
-                self.item_seen.clear()
-                await self.item_seen.wait()
-        await wait(until(), timeout, "%s (%d of %d items so far)" % (what, len(self.items), n))
+        await wait_until(lambda: len(self.items) >= n, self.item_seen, timeout,
+                         "%s (%d of %d items so far)" % (what, len(self.items), n))
 
     async def all_acked(self, timeout: float) -> None:
         """Until aioxmpp's list of unacknowledged stanzas is empty (its `<r/>` after every
         send is answered)."""
-        async def until() -> None:
-            while self.client.stream.sm_unacked_list:
-                self.ack_seen.clear()
-                await self.ack_seen.wait()
-        await wait(until(), timeout, "the server's <a/> for every stanza sent")
+        await wait_until(lambda: not self.client.stream.sm_unacked_list, self.ack_seen, timeout,
+                         "the server's <a/> for every stanza sent")
+
+    async def barrier(self, domain: str, timeout: float) -> None:
+        """A ping round trip, then the server's `<a/>` for it: both come after anything the
+        server sent before."""
+        await wait(aioxmpp.ping.ping(self.client, aioxmpp.JID.fromstr(domain)), timeout, "a ping result")
+        await self.all_acked(timeout)
 
 
-class Run:
+class Run(SmRun):
     def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.passed = 0
-        self.step = "start"
-        self.summary: dict[str, Any] = {
-            "client": "aioxmpp",
-            "version": aioxmpp.__version__,
-            "cut": args.cut,
-            "asked_max": args.resumption_timeout,
-        }
-
-    def begin(self, step: str) -> None:
-        self.step = step
-
-    def ok(self, detail: str = "") -> None:
-        self.passed += 1
-        print("ok %s%s" % (self.step, (" (%s)" % detail) if detail else ""), flush=True)
+        super().__init__(args, "aioxmpp", aioxmpp.__version__)
+        self.summary["asked_max"] = args.resumption_timeout
 
     async def steps(self, sub: Peer, pub: Peer, link: Link) -> None:
         a = self.args
@@ -259,19 +231,13 @@ class Run:
                 await wait(pub_ps.publish(service, NODE, payload, id_=i), t,
                            "the result of publishing %s" % i)
 
-        live = ["live%02d" % i for i in range(a.live)]
-        burst = ["burst%02d" % i for i in range(a.burst)]
-        during = ["cut%02d" % i for i in range(a.during)]
-        after = ["after%02d" % i for i in range(a.after)]
-        published: list[str] = []
-        s["published"] = published
+        live, burst, after, published = self.live, self.burst, self.after, self.published
 
         self.begin("live notifications, acks both ways")
         await publish(live)
         published += live
         await sub.received(len(published), t, "the live items")
-        await wait(aioxmpp.ping.ping(sub.client, aioxmpp.JID.fromstr(a.domain)), t, "a ping result")
-        await sub.all_acked(t)
+        await sub.barrier(a.domain, t)
         s["server_ack_requests_live"] = sub.server_requests
         self.ok("%d items, server asked for %d acks, %d acks from the server"
                 % (len(live), sub.server_requests, sub.server_acks))
@@ -288,13 +254,7 @@ class Run:
         self.ok("%d of %d items in before the cut, h=%d"
                 % (len(sub.items), len(published), stream.sm_inbound_ctr))
 
-        self.begin("publish during the cut")
-        await publish(during)
-        published += during
-        s["published_during_cut"] = len(during)
-        if len(sub.items) != s["received_at_cut"]:
-            raise StepFailure("items arrived while the link was down")
-        self.ok("%d items" % len(during))
+        await self.publish_during_cut(publish, sub.items)
 
         self.begin("link back: aioxmpp resumes")
         link.restore()
@@ -311,17 +271,10 @@ class Run:
         await publish(after)
         published += after
         await sub.received(len(published), t, "every item")
-        # Barriers: a ping result and the <a/> for it come after anything sent before.
-        await wait(aioxmpp.ping.ping(sub.client, aioxmpp.JID.fromstr(a.domain)), t, "a ping result")
-        await sub.all_acked(t)
+        await sub.barrier(a.domain, t)
         got_items = list(sub.items)
-        s["received"] = got_items
-        s["duplicates"] = len(got_items) - len(set(got_items))
-        s["missing"] = len(set(published) - set(got_items))
-        s["in_order"] = got_items == published
         s["stream_events"] = dict(sub.counts)
-        if got_items != published:
-            raise StepFailure("received %s, published %s" % (got_items, published))
+        self.check_received(got_items)
         if sub.counts["established"] != 1 or sub.counts["destroyed"] != 0 or sub.counts["resumed"] != 1:
             raise StepFailure("stream events %s" % sub.counts)
         s["redelivered"] = got_items.index(after[0]) - s["received_at_cut"] if after else None
@@ -331,87 +284,31 @@ class Run:
         self.ok("%d items" % len(got_items))
 
 
-def describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timeout"
-    if isinstance(exc, StepFailure):
-        return str(exc)
-    if isinstance(exc, aioxmpp.errors.XMPPError):
-        return "XMPP error %s: %s" % (exc.condition, exc.text)
-    return "unexpected %s: %s" % (type(exc).__name__, exc)
-
-
 async def amain(args: argparse.Namespace) -> int:
     run = Run(args)
     link = Link(args.host, args.port)
     link_port = await link.start()
     sub = Peer(make_client("%s@%s/sm" % (args.user1, args.domain), args.pass1, args, "127.0.0.1", link_port))
     pub = Peer(make_client("%s@%s/pub" % (args.user2, args.domain), args.pass2, args, args.host, args.port))
-    failure = None
-    try:
-        await asyncio.wait_for(run.steps(sub, pub, link), args.timeout - 4)
-    except Exception as exc:  # noqa: BLE001 - any crash is a failed step
-        failure = describe_failure(exc)
-    for peer in (sub, pub):
-        peer.client.stop()
-    await asyncio.sleep(0.2)
-    await link.close()
-    if failure is not None:
-        print("FAIL %s: %s" % (run.step, failure), flush=True)
-        print("aioxmpp sm: %d passed, 1 failed" % run.passed, flush=True)
-    else:
-        print("aioxmpp sm: %d passed, 0 failed" % run.passed, flush=True)
-    run.summary["ok"] = failure is None
-    run.summary["failure"] = None if failure is None else "%s: %s" % (run.step, failure)
-    print(json.dumps(run.summary), flush=True)
-    return 0 if failure is None else 1
+
+    def stop() -> None:
+        for peer in (sub, pub):
+            peer.client.stop()
+    return await run.run(link, lambda: run.steps(sub, pub, link), stop,
+                         lambda exc: describe_failure(exc, (aioxmpp.errors.XMPPError, "XMPP error")))
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1", help="address to connect to (default 127.0.0.1)")
-    p.add_argument("--port", type=int, required=True, help="c2s port (STARTTLS)")
-    p.add_argument("--domain", default="localhost", help="XMPP domain; also the name the certificate must carry")
-    p.add_argument("--user1", required=True, help="the subscriber, whose link is cut")
-    p.add_argument("--pass1", required=True)
-    p.add_argument("--user2", required=True, help="the publisher")
-    p.add_argument("--pass2", required=True)
-    p.add_argument("--cafile", help="PEM file of trusted CA/self-signed certificates (default: system store)")
-    p.add_argument("--timeout", type=float, default=40.0, help="overall time limit in seconds (default 40)")
-    p.add_argument("--step-timeout", type=float, default=10.0, help="time limit per wait in seconds (default 10)")
-    p.add_argument("--cut", choices=("reset", "silent"), default="reset",
-                   help="how the link is cut (see cutlink.py; default reset)")
-    p.add_argument("--live", type=int, default=12, help="items before the cut (default 12)")
-    p.add_argument("--burst", type=int, default=3, help="items published just before the cut (default 3)")
-    p.add_argument("--during", type=int, default=10, help="items published during the cut (default 10)")
-    p.add_argument("--after", type=int, default=3, help="items after the resumption (default 3)")
+    p = argument_parser(__doc__.split("\n\n")[0])
+    add_sm_arguments(p)
     p.add_argument("--resumption-timeout", type=int, default=None,
                    help="the subscriber's resumption window to ask for (the max of <enable/>; default none)")
-    p.add_argument("-v", "--verbose", action="store_true", help="aioxmpp's debug log to stderr")
-    args = p.parse_args(argv)
-    if args.user1 == args.user2:
-        p.error("--user1 and --user2 must be different accounts")
-    if args.timeout < 2:
-        p.error("--timeout must be at least 2 seconds")
-    if args.cafile and not os.path.isfile(args.cafile):
-        p.error("--cafile %s: no such file" % args.cafile)
+    args = check_args(p, p.parse_args(argv))
     if not hasattr(ssl, "match_hostname"):
         print("FAIL start: aioxmpp %s checks host names with ssl.match_hostname, which Python %d.%d "
               "no longer has (Python <= 3.11 needed)" % (aioxmpp.__version__, *sys.version_info[:2]), flush=True)
         return 1
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL,
-                        format="%(levelname)-7s %(name)s: %(message)s")
-
-    def on_alarm(_signum: int, _frame: Any) -> None:
-        print("FAIL watchdog: process still running 5 s after the overall timeout", flush=True)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 5)
-    try:
-        return asyncio.run(amain(args))
-    finally:
-        signal.alarm(0)
+    return run_main(args, amain)
 
 
 if __name__ == "__main__":

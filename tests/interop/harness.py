@@ -1,16 +1,19 @@
-"""What the slixmpp interoperability scripts share: the step runner, the command line, a
-verifying TLS context, the watchdog, and an event-queue client for the plugin-driven tests.
+"""What the interoperability scripts share: the step runner, the command line, a
+verifying TLS context, the watchdog, an event-queue client for the plugin-driven slixmpp
+tests, and the phases, checks and JSON summary of the XEP-0198 scripts.
 
-Each script (`slixmpp_core.py`, `slixmpp_pubsub.py`, `slixmpp_pep.py`) is run as a program
-from this directory, so `import harness` finds this file. Their common output contract:
-one `ok <step>` line per passed step, then `slixmpp <name>: N passed, 0 failed` (exit 0);
-on failure `FAIL <step>: <reason>`, the summary with `1 failed`, and exit status 1.
+Each script (`slixmpp_core.py`, `slixmpp_pubsub.py`, `slixmpp_pep.py`, `slixmpp_sm.py`,
+`aioxmpp_sm.py`) is run as a program from this directory, so `import harness` finds this
+file. Their common output contract: one `ok <step>` line per passed step, then
+`<client> <name>: N passed, 0 failed` (exit 0); on failure `FAIL <step>: <reason>`, the
+summary with `1 failed`, and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -19,6 +22,8 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import slixmpp
 from slixmpp.exceptions import IqError
+
+from cutlink import Link
 
 
 class StepFailure(Exception):
@@ -61,25 +66,51 @@ async def wait(awaitable: Any, timeout: float, what: str) -> Any:
         raise StepFailure("timed out after %.0f s waiting for %s" % (timeout, what)) from None
 
 
-def describe_failure(exc: BaseException) -> str:
-    """The reason printed for an exception that ended the steps."""
+async def wait_until(done: Callable[[], bool], changed: asyncio.Event, timeout: float, what: str) -> None:
+    """Waits until `done()` holds, asking again each time `changed` is set; a timeout is a
+    failed step naming `what`."""
+    async def until() -> None:
+        while not done():
+            changed.clear()
+            await changed.wait()
+    await wait(until(), timeout, what)
+
+
+def describe_failure(exc: BaseException, xmpp_error: tuple[type, str] = (IqError, "iq error")) -> str:
+    """The reason printed for an exception that ended the steps. `xmpp_error` is the client
+    library's exception for an XMPP error reply (with `condition` and `text`) and what to
+    call it (slixmpp's `IqError` by default)."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timeout"
     if isinstance(exc, StepFailure):
         return str(exc)
-    if isinstance(exc, IqError):
-        return "iq error %s: %s" % (exc.condition, exc.text)
+    error_type, label = xmpp_error
+    if isinstance(exc, error_type):
+        return "%s %s: %s" % (label, exc.condition, exc.text)
     return "unexpected %s: %s" % (type(exc).__name__, exc)
 
 
-def report(name: str, steps: Steps, failure: str | None) -> int:
+def report(name: str, steps: Steps, failure: str | None, client: str = "slixmpp") -> int:
     """Prints the final lines; returns the exit status."""
     if failure is not None:
         print("FAIL %s: %s" % (steps.step, failure), flush=True)
-        print("slixmpp %s: %d passed, 1 failed" % (name, steps.passed), flush=True)
+        print("%s %s: %d passed, 1 failed" % (client, name, steps.passed), flush=True)
         return 1
-    print("slixmpp %s: %d passed, 0 failed" % (name, steps.passed), flush=True)
+    print("%s %s: %d passed, 0 failed" % (client, name, steps.passed), flush=True)
     return 0
+
+
+async def run_then_stop(steps: Steps, body: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]],
+                        describe: Callable[[BaseException], str] = describe_failure) -> str | None:
+    """Runs `body` within the overall timeout (less 4 s for `stop`), then `stop`; returns
+    why it failed (`describe`), or None if every step passed."""
+    failure = None
+    try:
+        await asyncio.wait_for(body(), steps.args.timeout - 4)
+    except Exception as exc:  # noqa: BLE001 - any crash is a failed step
+        failure = describe(exc)
+    await stop()
+    return failure
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
@@ -180,15 +211,11 @@ async def run_two(name: str, steps: Steps, peers: tuple[EventPeer, EventPeer],
                   body: Callable[[], Awaitable[None]]) -> int:
     """Runs `body` within the overall timeout (less 4 s for the disconnect), disconnects
     both peers, and reports."""
-    failure = None
-    try:
-        await asyncio.wait_for(body(), steps.args.timeout - 4)
-    except Exception as exc:  # noqa: BLE001 - any crash is a failed step
-        failure = describe_failure(exc)
-    for p in peers:
-        p.xmpp.disconnect()
-    await asyncio.sleep(0.2)
-    return report(name, steps, failure)
+    async def stop() -> None:
+        for p in peers:
+            p.xmpp.disconnect()
+        await asyncio.sleep(0.2)
+    return report(name, steps, await run_then_stop(steps, body, stop))
 
 
 def main_two(argv: list[str], doc: str, name: str, run_cls: Callable[[argparse.Namespace], Steps],
@@ -204,3 +231,72 @@ def main_two(argv: list[str], doc: str, name: str, run_cls: Callable[[argparse.N
 
     p = argument_parser(doc.split("\n\n")[0])
     return run_main(check_args(p, p.parse_args(argv)), amain)
+
+
+def add_sm_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the XEP-0198 scripts: how the link is cut, and the items of each phase."""
+    p.add_argument("--cut", choices=("reset", "silent"), default="reset",
+                   help="how the link is cut (see cutlink.py; default reset)")
+    p.add_argument("--live", type=int, default=12, help="items before the cut (default 12)")
+    p.add_argument("--burst", type=int, default=3, help="items published just before the cut (default 3)")
+    p.add_argument("--during", type=int, default=10, help="items published during the cut (default 10)")
+    p.add_argument("--after", type=int, default=3, help="items after the resumption (default 3)")
+
+
+class SmRun(Steps):
+    """What the XEP-0198 scripts (`slixmpp_sm.py`, `aioxmpp_sm.py`) share: the item ids of
+    the four phases (live, a burst just before the cut, during the cut, after the
+    resumption), the items published so far, the steps and checks that do not depend on
+    the client library, and the JSON summary that tests/e2e/interop_sm.rs asserts on."""
+
+    def __init__(self, args: argparse.Namespace, client: str, version: str):
+        super().__init__(args)
+        self.client = client
+        self.live = ["live%02d" % i for i in range(args.live)]
+        self.burst = ["burst%02d" % i for i in range(args.burst)]
+        self.during = ["cut%02d" % i for i in range(args.during)]
+        self.after = ["after%02d" % i for i in range(args.after)]
+        self.published: list[str] = []
+        self.summary: dict[str, Any] = {
+            "client": client,
+            "version": version,
+            "cut": args.cut,
+            "published": self.published,
+        }
+
+    async def publish_during_cut(self, publish: Callable[[list[str]], Awaitable[None]], received: list[str]) -> None:
+        """The step in which the items of the cut are published; none of them may reach the
+        subscriber (`received`: its items so far) while the link is down."""
+        self.begin("publish during the cut")
+        await publish(self.during)
+        self.published += self.during
+        self.summary["published_during_cut"] = len(self.during)
+        if len(received) != self.summary["received_at_cut"]:
+            raise StepFailure("items arrived while the link was down")
+        self.ok("%d items" % len(self.during))
+
+    def check_received(self, got: list[str]) -> None:
+        """Records what the subscriber received against what was published; a failed step
+        unless it is every item once and in order."""
+        s = self.summary
+        s["received"] = list(got)
+        s["duplicates"] = len(got) - len(set(got))
+        s["missing"] = len(set(self.published) - set(got))
+        s["in_order"] = got == self.published
+        if got != self.published:
+            raise StepFailure("received %s, published %s" % (got, self.published))
+
+    async def run(self, link: Link, body: Callable[[], Awaitable[None]], stop: Callable[[], None],
+                  describe: Callable[[BaseException], str]) -> int:
+        """Runs `body` (see `run_then_stop`), then `stop`s the clients and closes `link`;
+        prints the report and the JSON summary and returns the exit status."""
+        async def stop_all() -> None:
+            stop()
+            await asyncio.sleep(0.2)
+            await link.close()
+        failure = await run_then_stop(self, body, stop_all, describe)
+        status = report("sm", self, failure, self.client)
+        self.summary["ok"] = failure is None
+        self.summary["failure"] = None if failure is None else "%s: %s" % (self.step, failure)
+        print(json.dumps(self.summary), flush=True)
+        return status

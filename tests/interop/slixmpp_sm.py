@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import sys
 from typing import Any
@@ -45,8 +44,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from cutlink import Link
-from harness import (EventPeer, StepFailure, Steps, argument_parser, check_args,
-                     describe_failure, report, run_main, wait)
+from harness import (EventPeer, SmRun, StepFailure, add_sm_arguments, argument_parser, check_args,
+                     describe_failure, run_main, wait, wait_until)
 
 SM = "urn:xmpp:sm:3"
 PS_EVENT = "http://jabber.org/protocol/pubsub#event"
@@ -115,23 +114,15 @@ class Subscriber(EventPeer):
 
     async def received(self, n: int, timeout: float, what: str) -> None:
         """Waits until at least `n` items arrived in all."""
-        async def until() -> None:
-            while len(self.items) < n:
-                self.item_seen.clear()
-                await self.item_seen.wait()
-        await wait(until(), timeout, "%s (%d of %d items so far)" % (what, len(self.items), n))
+        await wait_until(lambda: len(self.items) >= n, self.item_seen, timeout,
+                         "%s (%d of %d items so far)" % (what, len(self.items), n))
 
     async def acked(self, timeout: float) -> int:
         """Sends the plugin's `<r/>` and returns the `h` of the `<a/>` that answers it."""
         before = len(self.server_acks)
         self.ack_seen.clear()
         self.sm.request_ack()
-
-        async def until() -> None:
-            while len(self.server_acks) == before:
-                self.ack_seen.clear()
-                await self.ack_seen.wait()
-        await wait(until(), timeout, "the server's <a/>")
+        await wait_until(lambda: len(self.server_acks) != before, self.ack_seen, timeout, "the server's <a/>")
         return self.server_acks[-1]
 
 
@@ -150,14 +141,9 @@ class Publisher(EventPeer):
             await ps.publish(self.service, NODE, id=i, payload=payload, timeout=timeout)
 
 
-class Run(Steps):
+class Run(SmRun):
     def __init__(self, args: argparse.Namespace):
-        super().__init__(args)
-        self.summary: dict[str, Any] = {
-            "client": "slixmpp",
-            "version": slixmpp.__version__,
-            "cut": args.cut,
-        }
+        super().__init__(args, "slixmpp", slixmpp.__version__)
 
     async def steps(self, sub: Subscriber, pub: Publisher, link: Link, sub_args: argparse.Namespace) -> None:
         a = self.args
@@ -190,12 +176,7 @@ class Run(Steps):
             raise StepFailure("subscription %s" % res)
         self.ok()
 
-        live = ["live%02d" % i for i in range(a.live)]
-        burst = ["burst%02d" % i for i in range(a.burst)]
-        during = ["cut%02d" % i for i in range(a.during)]
-        after = ["after%02d" % i for i in range(a.after)]
-        published: list[str] = []
-        s["published"] = published
+        live, burst, after, published = self.live, self.burst, self.after, self.published
 
         self.begin("live notifications, acks both ways")
         await pub.publish(live, t)
@@ -226,13 +207,7 @@ class Run(Steps):
         self.ok("%d of %d items in before the cut, h=%d"
                 % (len(sub.items), len(published), sub.sm.handled))
 
-        self.begin("publish during the cut")
-        await pub.publish(during, t)
-        published += during
-        s["published_during_cut"] = len(during)
-        if len(sub.items) != s["received_at_cut"]:
-            raise StepFailure("items arrived while the link was down")
-        self.ok("%d items" % len(during))
+        await self.publish_during_cut(lambda ids: pub.publish(ids, t), sub.items)
 
         self.begin("link back: slixmpp resumes")
         link.restore()
@@ -257,12 +232,7 @@ class Run(Steps):
         if h != sub.sm.seq:
             raise StepFailure("<a h='%d'/> after the resumption, the plugin sent %d" % (h, sub.sm.seq))
         got = sub.items
-        s["received"] = list(got)
-        s["duplicates"] = len(got) - len(set(got))
-        s["missing"] = len(set(published) - set(got))
-        s["in_order"] = got == published
-        if got != published:
-            raise StepFailure("received %s, published %s" % (got, published))
+        self.check_received(got)
         self.ok("%d items" % len(got))
         # What came after the cut and before the first item published after it: the
         # resumption's redelivery and what was queued while detached.
@@ -274,12 +244,7 @@ class Run(Steps):
 
 def main(argv: list[str]) -> int:
     p = argument_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--cut", choices=("reset", "silent"), default="reset",
-                   help="how the link is cut (see cutlink.py; default reset)")
-    p.add_argument("--live", type=int, default=12, help="items before the cut (default 12)")
-    p.add_argument("--burst", type=int, default=3, help="items published just before the cut (default 3)")
-    p.add_argument("--during", type=int, default=10, help="items published during the cut (default 10)")
-    p.add_argument("--after", type=int, default=3, help="items after the resumption (default 3)")
+    add_sm_arguments(p)
     args = check_args(p, p.parse_args(argv))
 
     async def amain(args: argparse.Namespace) -> int:
@@ -289,20 +254,11 @@ def main(argv: list[str]) -> int:
         sub_args.host, sub_args.port = "127.0.0.1", await link.start()
         sub = Subscriber("%s@%s/sm" % (args.user1, args.domain), args.pass1, args)
         pub = Publisher("%s@%s/pub" % (args.user2, args.domain), args.pass2, args)
-        failure = None
-        try:
-            await asyncio.wait_for(run.steps(sub, pub, link, sub_args), args.timeout - 4)
-        except Exception as exc:  # noqa: BLE001 - any crash is a failed step
-            failure = describe_failure(exc)
-        for peer in (sub, pub):
-            peer.xmpp.disconnect()
-        await asyncio.sleep(0.2)
-        await link.close()
-        status = report("sm", run, failure)
-        run.summary["ok"] = failure is None
-        run.summary["failure"] = None if failure is None else "%s: %s" % (run.step, failure)
-        print(json.dumps(run.summary), flush=True)
-        return status
+
+        def stop() -> None:
+            for peer in (sub, pub):
+                peer.xmpp.disconnect()
+        return await run.run(link, lambda: run.steps(sub, pub, link, sub_args), stop, describe_failure)
 
     return run_main(args, amain)
 

@@ -9,7 +9,7 @@ use crate::pubsub::{NS_PUBSUB, NS_RSM};
 use crate::xml::Element;
 
 use super::super::pubsub::Format;
-use super::super::script::{BIND, BIND_SM, NS_SM, Peer, Server};
+use super::super::script::{BIND, BIND_SM, Listener, NS_SM, Peer, Server};
 use super::run_sub;
 
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
@@ -91,6 +91,16 @@ fn lines(out: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `kinglet sub --node n` with `extra` arguments (XML output) against a server playing
+/// `script`, and returns the lines it printed once the script has ended.
+fn sub(extra: &[&str], script: impl FnOnce(&mut Listener) + Send + 'static) -> Vec<String> {
+    let server = Server::run(script);
+    let mut out = Vec::new();
+    run_sub(&args(extra), server.settings(), Format::Xml, &mut out).expect("sub");
+    server.join();
+    lines(&out)
+}
+
 fn values(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
     range
         .map(|i| format!("<v xmlns=\"urn:x\">{i}</v>"))
@@ -102,10 +112,8 @@ fn values(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
 /// twice, and the live events go on after the caught-up items.
 #[test]
 fn sub_catches_up_after_a_cut_without_duplicates() {
-    let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND);
-        p.bind("anon@localhost/r");
+    let printed = sub(&["--count", "4"], |l| {
+        let mut p = l.accept_bound(BIND);
         subscribed(&mut p);
         let (iq, it) = items_request(&mut p);
         assert_eq!(it.attr("max_items"), Some("1"), "the newest item is noted");
@@ -113,9 +121,7 @@ fn sub_catches_up_after_a_cut_without_duplicates() {
         p.send(&event(2));
         p.cut();
 
-        let mut p = l.accept();
-        p.login(BIND);
-        p.bind("anon@localhost/r");
+        let mut p = l.accept_bound(BIND);
         subscribed(&mut p);
         let (iq, _) = items_request(&mut p);
         let set = iq
@@ -133,57 +139,37 @@ fn sub_catches_up_after_a_cut_without_duplicates() {
         p.send(&event(5));
         unsubscribed(&mut p);
     });
-    let mut out = Vec::new();
-    run_sub(
-        &args(&["--count", "4"]),
-        server.settings(),
-        Format::Xml,
-        &mut out,
-    )
-    .expect("sub");
-    assert_eq!(lines(&out), values(2..=5));
-    server.join();
+    assert_eq!(printed, values(2..=5));
 }
 
 /// `--no-catch-up`: the items published during the cut are not fetched (and the newest
 /// item is not noted at the start).
 #[test]
 fn sub_no_catch_up_fetches_nothing() {
-    let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND);
-        p.bind("anon@localhost/r");
+    let printed = sub(&["--count", "2", "--no-catch-up"], |l| {
+        let mut p = l.accept_bound(BIND);
         subscribed(&mut p);
         p.send(&event(1));
         p.cut();
 
-        let mut p = l.accept();
-        p.login(BIND);
-        p.bind("anon@localhost/r");
+        let mut p = l.accept_bound(BIND);
         subscribed(&mut p);
         p.send(&event(4));
         unsubscribed(&mut p);
     });
-    let mut out = Vec::new();
-    let a = args(&["--count", "2", "--no-catch-up"]);
-    run_sub(&a, server.settings(), Format::Xml, &mut out).expect("sub");
     assert_eq!(
-        lines(&out),
+        printed,
         ["<v xmlns=\"urn:x\">1</v>", "<v xmlns=\"urn:x\">4</v>"]
     );
-    server.join();
 }
 
 /// With XEP-0198: the session is resumed (no new subscription, no catch-up); the events
 /// the server had not seen acknowledged come again and each is printed once.
 #[test]
 fn sub_resumes_and_prints_each_item_once() {
-    let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        p.bind("anon@localhost/r");
-        p.expect("enable", NS_SM);
-        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-9' resume='true' max='60'/>");
+    let printed = sub(&["--count", "5"], |l| {
+        let mut p =
+            l.accept_enabled("<enabled xmlns='urn:xmpp:sm:3' id='sm-9' resume='true' max='60'/>");
         subscribed(&mut p);
         let (iq, _) = items_request(&mut p);
         p.result(&iq, &items(&[], None));
@@ -197,42 +183,23 @@ fn sub_resumes_and_prints_each_item_once() {
         p.send(&event(4)[..40]);
         p.cut();
 
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        let resume = p.expect("resume", NS_SM);
-        assert_eq!(
-            (resume.attr("previd"), resume.attr("h")),
-            (Some("sm-9"), Some("5"))
-        );
-        p.send("<resumed xmlns='urn:xmpp:sm:3' previd='sm-9' h='2'/>");
+        let mut p = l.accept_login(BIND_SM);
+        p.resumed("sm-9", "5", 2);
         // What the client had not acknowledged: only event 4 (h was 5).
         p.send(&event(4));
         p.send(&event(5));
         // The next request is the unsubscription: no subscription, no catch-up.
         unsubscribed(&mut p);
     });
-    let mut out = Vec::new();
-    run_sub(
-        &args(&["--count", "5"]),
-        server.settings(),
-        Format::Xml,
-        &mut out,
-    )
-    .expect("sub");
-    assert_eq!(lines(&out), values(1..=5));
-    server.join();
+    assert_eq!(printed, values(1..=5));
 }
 
 /// `--last` items are not printed again when their event raced with the request, and a
 /// refused resumption is followed by a catch-up anchored on them.
 #[test]
 fn sub_last_then_failed_resume_catches_up() {
-    let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        p.bind("anon@localhost/r");
-        p.expect("enable", NS_SM);
-        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-10' resume='true'/>");
+    let printed = sub(&["--last", "2", "--count", "3"], |l| {
+        let mut p = l.accept_enabled("<enabled xmlns='urn:xmpp:sm:3' id='sm-10' resume='true'/>");
         subscribed(&mut p);
         let (iq, it) = items_request(&mut p);
         assert_eq!(it.attr("max_items"), Some("2"));
@@ -240,24 +207,18 @@ fn sub_last_then_failed_resume_catches_up() {
         p.result(&iq, &items(&[1, 2], None));
         p.cut();
 
-        let mut p = l.accept();
-        p.login(BIND_SM);
+        let mut p = l.accept_login(BIND_SM);
         p.expect("resume", NS_SM);
         p.send(
             "<failed xmlns='urn:xmpp:sm:3'><item-not-found \
              xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
         );
         p.bind("anon@localhost/r");
-        p.expect("enable", NS_SM);
-        p.send("<enabled xmlns='urn:xmpp:sm:3'/>");
+        p.enable("<enabled xmlns='urn:xmpp:sm:3'/>");
         subscribed(&mut p);
         let (iq, _) = items_request(&mut p);
         p.result(&iq, &items(&[1, 2, 3], Some(0)));
         unsubscribed(&mut p);
     });
-    let mut out = Vec::new();
-    let a = args(&["--last", "2", "--count", "3"]);
-    run_sub(&a, server.settings(), Format::Xml, &mut out).expect("sub");
-    assert_eq!(lines(&out), values(1..=3));
-    server.join();
+    assert_eq!(printed, values(1..=3));
 }

@@ -20,6 +20,15 @@ fn next(conn: &mut Conn) -> Result<Element, ClientError> {
         .ok_or_else(|| ClientError::Timeout("test".to_owned()))
 }
 
+/// The first connection to `server`, with stream management wanted and nothing to resume:
+/// the settings (for reconnecting), the connection and how it started.
+fn connect_new(server: &Server) -> (Settings, Conn, Start) {
+    let mut settings = server.settings();
+    let mut previous = None;
+    let (conn, start) = Conn::connect_managed(&mut settings, true, &mut previous).expect("up");
+    (settings, conn, start)
+}
+
 /// XEP-0198 §3 and §4: `<enable resume='true'/>` after binding; `<r/>` answered with the
 /// stanzas handled since `<enable/>` (not the bind result before it); the client's answer to
 /// a ping counts as sent, so an `<a/>` acknowledging it is accepted, and one acknowledging
@@ -27,12 +36,9 @@ fn next(conn: &mut Conn) -> Result<Element, ClientError> {
 #[test]
 fn xep0198_enable_count_answer_r_and_check_a() {
     let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        p.bind("anon@localhost/r");
-        let enable = p.expect("enable", NS_SM);
+        let mut p = l.accept_bound(BIND_SM);
+        let enable = p.enable("<enabled xmlns='urn:xmpp:sm:3' id='sm-1' resume='true' max='60'/>");
         assert_eq!(enable.attr("resume"), Some("true"));
-        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-1' resume='true' max='60'/>");
         for n in 1..=3 {
             p.send(&message(n));
         }
@@ -64,9 +70,7 @@ fn xep0198_enable_count_answer_r_and_check_a() {
         );
         p.cut();
     });
-    let mut settings = server.settings();
-    let mut previous = None;
-    let (mut conn, start) = Conn::connect_managed(&mut settings, true, &mut previous).expect("up");
+    let (_, mut conn, start) = connect_new(&server);
     assert_eq!(
         start,
         Start::New {
@@ -98,33 +102,21 @@ fn xep0198_enable_count_answer_r_and_check_a() {
 #[test]
 fn xep0198_resume_after_a_cut() {
     let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        p.bind("anon@localhost/r");
-        p.expect("enable", NS_SM);
-        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-2' resume='true'/>");
+        let mut p = l.accept_enabled("<enabled xmlns='urn:xmpp:sm:3' id='sm-2' resume='true'/>");
         p.send(&message(1));
         p.send(&message(2));
         // Half of message 3, then the link dies.
         p.send("<message from='pubsub.localhost' id='m3'><bo");
         p.cut();
 
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        let resume = p.expect("resume", NS_SM);
-        assert_eq!(
-            (resume.attr("previd"), resume.attr("h")),
-            (Some("sm-2"), Some("2"))
-        );
-        p.send("<resumed xmlns='urn:xmpp:sm:3' previd='sm-2' h='0'/>");
+        let mut p = l.accept_login(BIND_SM);
+        p.resumed("sm-2", "2", 0);
         p.send(&message(3));
         p.send("<r xmlns='urn:xmpp:sm:3'/>");
         assert_eq!(p.expect("a", NS_SM).attr("h"), Some("3"));
         p.expect_close();
     });
-    let mut settings = server.settings();
-    let mut previous = None;
-    let (mut conn, _) = Conn::connect_managed(&mut settings, true, &mut previous).expect("up");
+    let (mut settings, mut conn, _) = connect_new(&server);
     assert_eq!(next(&mut conn).expect("m1").attr("id"), Some("m1"));
     assert_eq!(next(&mut conn).expect("m2").attr("id"), Some("m2"));
     let cut = next(&mut conn).expect_err("cut");
@@ -154,16 +146,12 @@ fn xep0198_resume_after_a_cut() {
 #[test]
 fn xep0198_failed_resume_binds_again() {
     let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND_SM);
-        p.bind("anon@localhost/r");
-        p.expect("enable", NS_SM);
-        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-3' resume='1' max='600'/>");
+        let mut p =
+            l.accept_enabled("<enabled xmlns='urn:xmpp:sm:3' id='sm-3' resume='1' max='600'/>");
         p.send(&message(1));
         p.cut();
 
-        let mut p = l.accept();
-        p.login(BIND_SM);
+        let mut p = l.accept_login(BIND_SM);
         let resume = p.expect("resume", NS_SM);
         assert_eq!(resume.attr("h"), Some("1"));
         p.send(
@@ -171,8 +159,7 @@ fn xep0198_failed_resume_binds_again() {
              xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
         );
         p.bind("anon@localhost/r2");
-        p.expect("enable", NS_SM);
-        p.send(
+        p.enable(
             "<failed xmlns='urn:xmpp:sm:3'><unexpected-request \
              xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>",
         );
@@ -180,9 +167,7 @@ fn xep0198_failed_resume_binds_again() {
         p.send("<r xmlns='urn:xmpp:sm:3'/>");
         p.expect_close();
     });
-    let mut settings = server.settings();
-    let mut previous = None;
-    let (mut conn, _) = Conn::connect_managed(&mut settings, true, &mut previous).expect("up");
+    let (mut settings, mut conn, _) = connect_new(&server);
     next(&mut conn).expect("m1");
     next(&mut conn).expect_err("cut");
     let mut previous = conn.into_lost().session;
@@ -215,9 +200,7 @@ fn xep0198_failed_resume_binds_again() {
 fn xep0198_not_offered_or_not_wanted() {
     let server = Server::run(|l| {
         for features in [BIND, BIND_SM] {
-            let mut p = l.accept();
-            p.login(features);
-            p.bind("anon@localhost/r");
+            let mut p = l.accept_bound(features);
             // The first element after binding is the client's own request, not <enable/>.
             let iq = p.expect_iq();
             p.result(&iq, "");
@@ -259,8 +242,7 @@ fn xep0198_not_offered_or_not_wanted() {
 #[test]
 fn xep0198_resumed_with_h_too_high_is_a_protocol_error() {
     let server = Server::run(|l| {
-        let mut p = l.accept();
-        p.login(BIND_SM);
+        let mut p = l.accept_login(BIND_SM);
         p.expect("resume", NS_SM);
         p.send("<resumed xmlns='urn:xmpp:sm:3' previd='sm-4' h='3'/>");
         let err = p.expect("error", crate::xml::NS_STREAM);
