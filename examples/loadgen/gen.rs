@@ -1501,6 +1501,14 @@ struct Resumed {
 }
 
 impl Resumed {
+    /// The figures of a resumption under way: nothing seen yet of `items`.
+    fn started(items: usize) -> Resumed {
+        let mut r = Resumed::failed(String::new());
+        r.failure = None;
+        r.seen = vec![0; items];
+        r
+    }
+
     fn failed(why: String) -> Resumed {
         Resumed {
             ok: false,
@@ -1510,6 +1518,38 @@ impl Resumed {
             sock: None,
             h: 0,
         }
+    }
+
+    /// The deadline passed: a failure saying how far `self` got (`state` names what `ok`
+    /// means: resumed, session present), keeping what was seen.
+    fn timed_out(self, state: &str, items: usize) -> Resumed {
+        let got = self.seen.iter().filter(|&&c| c > 0).count();
+        let mut f = Resumed::failed(format!(
+            "timeout ({state} {}, {got} of {items} items)",
+            self.ok
+        ));
+        f.seen = self.seen;
+        f
+    }
+}
+
+/// Writes `out` (if any) for a resuming session.
+async fn resume_write(s: &mut Async<TcpStream>, out: &[u8]) -> Result<(), Resumed> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    s.write_all(out)
+        .await
+        .map_err(|e| Resumed::failed(format!("write: {e}")))
+}
+
+/// One read for a resuming session within half a second: the bytes read (`Some(0)` never:
+/// a closed connection is an error), or `None` when nothing came.
+async fn resume_read(s: &mut Async<TcpStream>, buf: &mut [u8]) -> Result<Option<usize>, Resumed> {
+    match read_within(s, buf, Duration::from_millis(500)).await {
+        Ok(Some(0)) => Err(Resumed::failed("server closed the connection".into())),
+        Ok(n) => Ok(n),
+        Err(e) => Err(Resumed::failed(format!("read: {e}"))),
     }
 }
 
@@ -1524,20 +1564,16 @@ async fn resume_xmpp(
     h: u32,
     deadline: Instant,
 ) -> Resumed {
-    let mut r = Resumed::failed(String::new());
-    r.failure = None;
-    r.seen = vec![0; o.items];
+    let mut r = Resumed::started(o.items);
     r.h = h;
     let mut out = format!("<resume xmlns='{SM}' previd='{previd}' h='{h}'/>");
     let mut pinged = false;
     let mut buf = vec![0u8; 16384];
     loop {
-        if !out.is_empty() {
-            if let Err(e) = s.write_all(out.as_bytes()).await {
-                return Resumed::failed(format!("write: {e}"));
-            }
-            out.clear();
+        if let Err(f) = resume_write(&mut s, out.as_bytes()).await {
+            return f;
         }
+        out.clear();
         loop {
             let f = match framer.next_frame() {
                 Ok(Some(f)) => f,
@@ -1592,24 +1628,16 @@ async fn resume_xmpp(
             continue;
         }
         if Instant::now() > deadline {
-            let mut f = Resumed::failed(format!(
-                "timeout (resumed {}, {} of {} items)",
-                r.ok,
-                r.seen.iter().filter(|&&c| c > 0).count(),
-                o.items
-            ));
-            f.seen = r.seen;
-            return f;
+            return r.timed_out("resumed", o.items);
         }
-        match read_within(&mut s, &mut buf, Duration::from_millis(500)).await {
-            Ok(Some(0)) => return Resumed::failed("server closed the connection".into()),
+        match resume_read(&mut s, &mut buf).await {
             Ok(Some(n)) => {
                 if let Err(e) = framer.push(&buf[..n]) {
                     return Resumed::failed(format!("bad XML: {e}"));
                 }
             }
             Ok(None) => {}
-            Err(e) => return Resumed::failed(format!("read: {e}")),
+            Err(f) => return f,
         }
     }
 }
@@ -1623,20 +1651,16 @@ async fn resume_mqtt(
     client_id: String,
     deadline: Instant,
 ) -> Resumed {
-    let mut r = Resumed::failed(String::new());
-    r.failure = None;
-    r.seen = vec![0; o.items];
+    let mut r = Resumed::started(o.items);
     let mut out = mqtt_connect_packet(&client_id, false);
     let mut pinged = false;
     let mut buf = vec![0u8; 16384];
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        if !out.is_empty() {
-            if let Err(e) = s.write_all(&out).await {
-                return Resumed::failed(format!("write: {e}"));
-            }
-            out.clear();
+        if let Err(f) = resume_write(&mut s, &out).await {
+            return f;
         }
+        out.clear();
         let mut used = 0;
         while let Some((kind, range)) = mqtt_parse(&pending[used..]) {
             let body = &pending[used + range.start..used + range.end];
@@ -1684,20 +1708,12 @@ async fn resume_mqtt(
             continue;
         }
         if Instant::now() > deadline {
-            let mut f = Resumed::failed(format!(
-                "timeout (session present {}, {} of {} items)",
-                r.ok,
-                r.seen.iter().filter(|&&c| c > 0).count(),
-                o.items
-            ));
-            f.seen = r.seen;
-            return f;
+            return r.timed_out("session present", o.items);
         }
-        match read_within(&mut s, &mut buf, Duration::from_millis(500)).await {
-            Ok(Some(0)) => return Resumed::failed("server closed the connection".into()),
+        match resume_read(&mut s, &mut buf).await {
             Ok(Some(n)) => pending.extend_from_slice(&buf[..n]),
             Ok(None) => {}
-            Err(e) => return Resumed::failed(format!("read: {e}")),
+            Err(f) => return f,
         }
     }
 }
@@ -1925,61 +1941,37 @@ pub fn resume(o: &Opts) -> Res<ResumeReport> {
     let detach = r
         .detach_secs
         .map_or_else(|| "null".to_owned(), |s| format!("{s:.2}"));
+    let (name, proto) = (&o.name, kind(o));
+    let (sessions, items) = (r.sessions, r.items);
+    let [base, connected, detached, queued, resumed_kib] = r.rss;
+    let (resumed, failed) = (r.resumed, r.failed);
+    let (notifications, missing, duplicates) = (r.notifications, r.missing, r.duplicates);
+    let (auth_secs, resume_secs) = (r.auth_secs, r.resume_secs);
+    let (cpu_auth, cpu_resume) = (r.cpu_auth_us, r.cpu_resume_us);
+    let auth_per = cpu_auth as f64 / n;
+    let resume_per = cpu_resume as f64 / n;
+    let with_auth_per = (cpu_auth + cpu_resume) as f64 / n;
+    let per = |i: usize| r.per_session(i);
+    let first_failure = r
+        .first_failure
+        .as_deref()
+        .unwrap_or("")
+        .replace(['"', '\\'], "'")
+        .chars()
+        .take(300)
+        .collect::<String>();
     println!(
-        "{{\"bench\":\"resume\",\"server\":\"{}\",\"proto\":\"{}\",\"sessions\":{},\"items\":{},\"rss_base_kib\":{},\"rss_connected_kib\":{},\"rss_detached_kib\":{},\"rss_queued_kib\":{},\"rss_resumed_kib\":{},\"bytes_per_session_connected\":{:.0},\"bytes_per_session_detached\":{:.0},\"bytes_per_session_queued\":{:.0},\"detach_secs\":{detach},\"authenticated\":{},\"resumed\":{},\"failed\":{},\"notifications\":{},\"missing\":{},\"duplicates\":{},\"other_stanzas\":{},\"exactly_once\":{},\"auth_secs\":{:.3},\"resume_secs\":{:.3},\"cpu_auth_us\":{},\"cpu_resume_us\":{},\"cpu_us_per_resume\":{:.0},\"cpu_us_per_resume_with_auth\":{:.0},\"first_failure\":\"{}\"}}",
-        o.name,
-        kind(o),
-        r.sessions,
-        r.items,
-        r.rss[0],
-        r.rss[1],
-        r.rss[2],
-        r.rss[3],
-        r.rss[4],
-        r.per_session(1),
-        r.per_session(2),
-        r.per_session(3),
+        "{{\"bench\":\"resume\",\"server\":\"{name}\",\"proto\":\"{proto}\",\"sessions\":{sessions},\"items\":{items},\"rss_base_kib\":{base},\"rss_connected_kib\":{connected},\"rss_detached_kib\":{detached},\"rss_queued_kib\":{queued},\"rss_resumed_kib\":{resumed_kib},\"bytes_per_session_connected\":{:.0},\"bytes_per_session_detached\":{:.0},\"bytes_per_session_queued\":{:.0},\"detach_secs\":{detach},\"authenticated\":{},\"resumed\":{resumed},\"failed\":{failed},\"notifications\":{notifications},\"missing\":{missing},\"duplicates\":{duplicates},\"other_stanzas\":{},\"exactly_once\":{},\"auth_secs\":{auth_secs:.3},\"resume_secs\":{resume_secs:.3},\"cpu_auth_us\":{cpu_auth},\"cpu_resume_us\":{cpu_resume},\"cpu_us_per_resume\":{resume_per:.0},\"cpu_us_per_resume_with_auth\":{with_auth_per:.0},\"first_failure\":\"{first_failure}\"}}",
+        per(1),
+        per(2),
+        per(3),
         r.authenticated,
-        r.resumed,
-        r.failed,
-        r.notifications,
-        r.missing,
-        r.duplicates,
         r.other_stanzas,
         r.exactly_once(),
-        r.auth_secs,
-        r.resume_secs,
-        r.cpu_auth_us,
-        r.cpu_resume_us,
-        r.cpu_resume_us as f64 / n,
-        (r.cpu_auth_us + r.cpu_resume_us) as f64 / n,
-        r.first_failure
-            .as_deref()
-            .unwrap_or("")
-            .replace(['"', '\\'], "'")
-            .chars()
-            .take(300)
-            .collect::<String>()
     );
     eprintln!(
-        "  resume {:>9} n={} items={}: RSS base {} connected {} detached {} queued {} KiB ({:.1} KiB/detached session with its items); resumed {} failed {}; notifications {} missing {} duplicates {}; auth {:.2} s {:.0} us CPU/session, resume {:.2} s {:.0} us CPU/session",
-        o.name,
-        r.sessions,
-        r.items,
-        r.rss[0],
-        r.rss[1],
-        r.rss[2],
-        r.rss[3],
-        r.per_session(3) / 1024.0,
-        r.resumed,
-        r.failed,
-        r.notifications,
-        r.missing,
-        r.duplicates,
-        r.auth_secs,
-        r.cpu_auth_us as f64 / n,
-        r.resume_secs,
-        r.cpu_resume_us as f64 / n,
+        "  resume {name:>9} n={sessions} items={items}: RSS base {base} connected {connected} detached {detached} queued {queued} KiB ({:.1} KiB/detached session with its items); resumed {resumed} failed {failed}; notifications {notifications} missing {missing} duplicates {duplicates}; auth {auth_secs:.2} s {auth_per:.0} us CPU/session, resume {resume_secs:.2} s {resume_per:.0} us CPU/session",
+        per(3) / 1024.0,
     );
     if let Some(f) = &r.first_failure {
         eprintln!("  resume {:>9} first failure: {f}", o.name);

@@ -62,7 +62,12 @@ impl Session {
         Action::Continue
     }
 
-    pub(super) fn on_sasl(&mut self, el: Element, router: &mut Router, out: &mut Vec<u8>) -> Action {
+    pub(super) fn on_sasl(
+        &mut self,
+        el: Element,
+        router: &mut Router,
+        out: &mut Vec<u8>,
+    ) -> Action {
         if self.starttls_required() {
             return self.sasl_failure(
                 SaslFailure::EncryptionRequired,
