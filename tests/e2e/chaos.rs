@@ -11,7 +11,7 @@
 //!   killed (SIGKILL) and restarted on the same data mid-run; resumption then fails and the
 //!   catch-up must deliver every acknowledged item.
 //!
-//! Silent faults are noticed as in the field: `sub --keepalive 1 --timeout 3` pings a
+//! Silent faults are noticed as in the field: `sub --keepalive 1 --timeout 2` pings a
 //! quiet server and gives up on a missing answer; the daemon probes a silent client after
 //! `limits.idle_ping_secs = 1` and drops it after `idle_timeout_secs = 3`.
 //!
@@ -86,7 +86,7 @@ enum Event {
 }
 
 /// A fault that did not fire by its byte count fires after this.
-const FIRE_BY: Duration = Duration::from_millis(1500);
+const FIRE_BY: Duration = Duration::from_millis(1000);
 
 /// A random fault plan: `faults` faults, and a kill at a random place among them if
 /// `kill`.
@@ -124,7 +124,7 @@ fn plan(rng: &mut fastrand::Rng, faults: usize, kill: bool) -> Vec<Event> {
             };
             // Most output goes down (notifications); up carries acks and pings.
             let (at, after) = if rng.bool() {
-                (Dir::Down, rng.u64(0..3000))
+                (Dir::Down, rng.u64(0..2000))
             } else {
                 (Dir::Up, rng.u64(0..80))
             };
@@ -388,7 +388,7 @@ fn chaos_run(name: &str, seed: u64, items: u32, faults: usize, kill: bool) -> Co
                 "--keepalive",
                 "1",
                 "--timeout",
-                "3",
+                "2",
             ],
         ),
         &daemon.dir.0,
