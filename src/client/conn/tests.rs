@@ -129,8 +129,7 @@ fn xep0198_a_stanza_before_enabled_is_not_counted() {
     let cut = next(&mut conn).expect_err("cut");
     assert!(cut.is_transient(), "{cut}");
     let mut previous = conn.into_lost().session;
-    let (conn, start) =
-        Conn::connect_managed(&mut settings, true, &mut previous).expect("resumed");
+    let (conn, start) = Conn::connect_managed(&mut settings, true, &mut previous).expect("resumed");
     assert_eq!(start, Start::Resumed);
     conn.close();
     server.join();
