@@ -288,6 +288,10 @@ client_args! {
         /// then always subscribes again and catches up (unless --no-catch-up)
         #[argh(switch)]
         no_resume: bool,
+        /// ping the server after this many seconds without traffic, to notice a dead
+        /// connection (1 to 3600; default 60)
+        #[argh(option)]
+        keepalive: Option<u64>,
     }
 }
 

@@ -24,8 +24,11 @@ use super::{ClientError, StanzaError};
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay of `sub`.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Idle time after which `sub` pings the server (XEP-0199) to check the connection.
+/// Idle time after which `sub` pings the server (XEP-0199) to check the connection,
+/// unless `--keepalive` says otherwise.
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Longest `--keepalive`, in seconds.
+pub const MAX_KEEPALIVE_SECS: u64 = 3600;
 /// Largest `--last` / `--max`.
 pub const MAX_ITEMS_REQUEST: u32 = 10_000;
 
@@ -567,11 +570,27 @@ fn subscribe(a: &SubArgs) -> Result<(), ClientError> {
             "--last is at most {MAX_ITEMS_REQUEST}"
         )));
     }
+    keepalive(a)?;
     if a.count == Some(0) {
         return Ok(());
     }
     install_stop_handler()?;
     run_sub(a, settings, format, std::io::stdout().lock())
+}
+
+/// The idle time after which `sub` pings the server: `--keepalive`, else [`KEEPALIVE`].
+///
+/// # Errors
+///
+/// A usage error outside 1 to [`MAX_KEEPALIVE_SECS`] seconds.
+fn keepalive(a: &SubArgs) -> Result<Duration, ClientError> {
+    match a.keepalive {
+        None => Ok(KEEPALIVE),
+        Some(s) if (1..=MAX_KEEPALIVE_SECS).contains(&s) => Ok(Duration::from_secs(s)),
+        Some(_) => Err(ClientError::Usage(format!(
+            "--keepalive must be 1 to {MAX_KEEPALIVE_SECS} seconds"
+        ))),
+    }
 }
 
 /// `kinglet sub` with resolved settings, printing to `out`.
@@ -581,6 +600,7 @@ fn run_sub<W: Write>(
     format: Format,
     out: W,
 ) -> Result<(), ClientError> {
+    let keepalive = keepalive(a)?;
     let mut run = SubRun {
         node: a.node.as_str(),
         settings,
@@ -612,7 +632,7 @@ fn run_sub<W: Write>(
                 run.handle(&stanza)?;
                 continue;
             }
-            Ok(None) if last_traffic.elapsed() >= KEEPALIVE => {
+            Ok(None) if last_traffic.elapsed() >= keepalive => {
                 last_traffic = Instant::now();
                 // An XEP-0199 ping proves the server is alive (a whitespace keepalive
                 // would sit in a socket buffer towards a dead peer). Any reply, even

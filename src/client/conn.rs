@@ -354,7 +354,9 @@ impl Conn {
     /// Enables stream management with resumption (XEP-0198 §3) and waits for the answer;
     /// stanzas arriving meanwhile are queued (and counted).
     fn enable_sm(&mut self) -> Result<SmStatus, ClientError> {
-        // §4: the client's count starts when it sends <enable/>.
+        // §4: the count of stanzas sent starts with <enable/>; that of stanzas handled
+        // starts again at <enabled/> (`on_enabled`): the server does not count what it
+        // sent before it.
         self.sm = Some(StreamMgmt::new());
         self.send(&sm::enable_request(true))?;
         let deadline = Instant::now() + self.timeout;

@@ -3,11 +3,16 @@
 //! the server sends. [`super::conn::Conn`] drives it: `kinglet sub` enables it after binding
 //! and resumes the session after a cut; the other commands never enable it.
 //!
-//! * `h` of the client counts the stanzas received from the server since `<enable/>` was
-//!   sent (XEP-0198 §4: the client initialises its value when it sends `<enable/>`),
-//!   wrapping at 2^32 (§4, "h ... MUST be reset to zero" past 2^32 - 1). A stanza counts once
-//!   it is complete and taken off the wire: from then on the client holds it in memory (the
-//!   connection's queue is carried over a reconnect), so it is handled.
+//! * `h` of the client counts the stanzas received from the server after `<enabled/>`,
+//!   wrapping at 2^32 (§4, "h ... MUST be reset to zero" past 2^32 - 1). §4 has the client
+//!   initialise it when it sends `<enable/>` and the server count what it sends after its
+//!   `<enabled/>`: a stanza the server wrote before it read `<enable/>` (a notification to a
+//!   full JID subscribed before it bound, say) reaches the client after its `<enable/>` but
+//!   before `<enabled/>`, and the server never counts it; the client does not either, so
+//!   the two counts stay equal ([`StreamMgmt::on_enabled`]). The count of stanzas sent
+//!   starts at `<enable/>`, as §4 says (the server reads none of them before it). A stanza
+//!   counts once it is complete and taken off the wire: from then on the client holds it in
+//!   memory (the connection's queue is carried over a reconnect), so it is handled.
 //! * The server's `h` (in `<a/>`, `<resumed/>`, `<failed/>`) is parsed strictly
 //!   ([`parse_u32`]) and must not acknowledge more stanzas than the client sent since the
 //!   last acknowledgement (wrap-aware); otherwise the client closes the stream with
@@ -149,7 +154,8 @@ impl Default for StreamMgmt {
 }
 
 impl StreamMgmt {
-    /// The state right after `<enable/>` is sent: both counts zero.
+    /// The state right after `<enable/>` is sent: both counts zero (the handled count
+    /// starts again at [`StreamMgmt::on_enabled`]).
     pub fn new() -> StreamMgmt {
         StreamMgmt {
             handled: 0,
@@ -219,6 +225,9 @@ impl StreamMgmt {
             _ => None,
         };
         self.enabled = true;
+        // The server counts from its <enabled/> on: what came before it is not counted
+        // (see the module documentation).
+        self.handled = 0;
         Ok(())
     }
 

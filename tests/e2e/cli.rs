@@ -161,6 +161,11 @@ impl Sub {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The exit status, if `sub` has exited.
+    pub(super) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     /// Waits for the exit status (at most 30 s).
     pub(super) fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);

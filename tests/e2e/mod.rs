@@ -3,6 +3,8 @@
 mod auth;
 mod backpressure;
 #[cfg(feature = "client")]
+mod chaos;
+#[cfg(feature = "client")]
 mod cli;
 pub mod client;
 mod core;

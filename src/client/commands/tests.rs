@@ -4,13 +4,17 @@
 
 use argh::FromArgs;
 
+use std::time::{Duration, Instant};
+
 use crate::cli::SubArgs;
+use crate::proto::NS_PING;
 use crate::pubsub::{NS_PUBSUB, NS_RSM};
 use crate::xml::Element;
 
+use super::super::ClientError;
 use super::super::pubsub::Format;
 use super::super::script::{BIND, BIND_SM, Listener, NS_SM, Peer, Server};
-use super::run_sub;
+use super::{keepalive, run_sub};
 
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 
@@ -221,4 +225,48 @@ fn sub_last_then_failed_resume_catches_up() {
         unsubscribed(&mut p);
     });
     assert_eq!(printed, values(1..=3));
+}
+
+/// `--keepalive 1`: a quiet stream is pinged after about a second (not the default 60 s),
+/// so a dead link is noticed within the keepalive and `--timeout`; values outside 1 to 3600
+/// are refused.
+#[test]
+fn sub_keepalive_pings_a_quiet_server_after_the_given_time() {
+    for bad in ["0", "3601"] {
+        assert!(
+            matches!(
+                keepalive(&args(&["--keepalive", bad])),
+                Err(ClientError::Usage(_))
+            ),
+            "--keepalive {bad}"
+        );
+    }
+    assert_eq!(
+        keepalive(&args(&[])).expect("default"),
+        Duration::from_secs(60)
+    );
+    let server = Server::run(|l| {
+        let mut p = l.accept();
+        p.login(BIND);
+        p.bind("anon@localhost/r");
+        subscribed(&mut p);
+        let (iq, _) = items_request(&mut p);
+        p.result(&iq, &items(&[], None));
+        let quiet = Instant::now();
+        let ping = p.expect_iq();
+        let waited = quiet.elapsed();
+        assert!(ping.child("ping", NS_PING).is_some(), "{ping:?}");
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "pinged after {waited:?}"
+        );
+        p.result(&ping, "");
+        p.send(&event(1));
+        unsubscribed(&mut p);
+    });
+    let mut out = Vec::new();
+    let a = args(&["--count", "1", "--keepalive", "1"]);
+    run_sub(&a, server.settings(), Format::Xml, &mut out).expect("sub");
+    assert_eq!(lines(&out), values(1..=1));
+    server.join();
 }

@@ -96,6 +96,49 @@ fn xep0198_enable_count_answer_r_and_check_a() {
     server.join();
 }
 
+/// §4: the server counts what it sends from `<enabled/>` on, so a stanza that crossed the
+/// client's `<enable/>` on the wire (here a notification for a full JID that was subscribed
+/// before it bound, as after a failed resumption) arrives before `<enabled/>`, is handled,
+/// and is not counted: `h` stays in step and the server's `<a/>` for its own count is not
+/// answered with `handled-count-too-high` later (found by the chaos test, `kill -9` run).
+#[test]
+fn xep0198_a_stanza_before_enabled_is_not_counted() {
+    let server = Server::run(|l| {
+        let mut p = l.accept();
+        p.login(BIND_SM);
+        p.bind("anon@localhost/r");
+        p.expect("enable", NS_SM);
+        p.send(&message(1));
+        p.send("<enabled xmlns='urn:xmpp:sm:3' id='sm-5' resume='true'/>");
+        p.send(&message(2));
+        p.send("<r xmlns='urn:xmpp:sm:3'/>");
+        assert_eq!(p.expect("a", NS_SM).attr("h"), Some("1"));
+        p.cut();
+
+        let mut p = l.accept();
+        p.login(BIND_SM);
+        let resume = p.expect("resume", NS_SM);
+        assert_eq!(
+            (resume.attr("previd"), resume.attr("h")),
+            (Some("sm-5"), Some("1"))
+        );
+        p.send("<resumed xmlns='urn:xmpp:sm:3' previd='sm-5' h='0'/>");
+        p.expect_close();
+    });
+    let mut settings = server.settings();
+    let mut previous = None;
+    let (mut conn, _) = Conn::connect_managed(&mut settings, true, &mut previous).expect("up");
+    assert_eq!(next(&mut conn).expect("m1").attr("id"), Some("m1"));
+    assert_eq!(next(&mut conn).expect("m2").attr("id"), Some("m2"));
+    let cut = next(&mut conn).expect_err("cut");
+    assert!(cut.is_transient(), "{cut}");
+    let mut previous = conn.into_lost().session;
+    let (conn, start) = Conn::connect_managed(&mut settings, true, &mut previous).expect("resumed");
+    assert_eq!(start, Start::Resumed);
+    conn.close();
+    server.join();
+}
+
 /// §5: after a cut, the session is resumed with the handled count (a stanza cut in the
 /// middle is not counted); the server's `<resumed h/>` is checked, the bound JID kept, and
 /// the stanza it sends again arrives once.

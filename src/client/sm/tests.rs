@@ -138,6 +138,25 @@ fn xep0198_4_h_counts_and_wraps() {
     assert_eq!(s.sent(), 0);
 }
 
+/// §4: stanzas received between `<enable/>` and `<enabled/>` were sent before the server's
+/// count started, so `h` starts again at `<enabled/>`; the count of stanzas sent does not.
+#[test]
+fn xep0198_4_h_starts_at_enabled() {
+    let mut s = StreamMgmt::new();
+    s.count_sent();
+    s.count_received();
+    s.count_received();
+    s.on_enabled(&el("<enabled xmlns='urn:xmpp:sm:3' id='x' resume='true'/>"))
+        .expect("enabled");
+    assert_eq!((s.handled(), s.sent()), (0, 1));
+    s.count_received();
+    assert_eq!(el(&s.ack()).attr("h"), Some("1"));
+    assert_eq!(
+        el(&s.resume_request().expect("resumable")).attr("h"),
+        Some("1")
+    );
+}
+
 /// §4 and §6: the server's `h` is checked before use: malformed or missing is refused, and
 /// more than was sent is `handled-count-too-high`, across the wrap too.
 #[test]
