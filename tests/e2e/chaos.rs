@@ -19,7 +19,7 @@
 //! The seed is printed too; `KINGLET_CHAOS_SEED=<seed>` replays the same fault plan (kinds,
 //! directions, byte offsets, gaps); thread timing still varies from run to run.
 
-mod proxy;
+pub(super) mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ use kinglet::client::pubsub::{payload_from_xml, publish_body};
 use kinglet::client::settings::{Auth, Settings, TlsMode};
 
 use self::proxy::{Dir, Dirs, Fault, Proxy};
-use super::cli::{Sub, cli, login_args, ok, with};
+use super::cli::{Sub, with};
 use super::{Daemon, Options};
 
 /// The node items are published to.
@@ -271,6 +271,30 @@ fn publisher_settings(port: u16) -> Settings {
 
 /// Connects to the daemon at `port` (re-read on each try, since a restart moves it),
 /// retrying for 30 s at most.
+/// The publisher's request `what` failed with `e`: a transient error reconnects (`true`:
+/// go on; that publish is not acknowledged), another ends the publisher with the error
+/// recorded (`false`).
+fn recover(
+    e: kinglet::client::ClientError,
+    what: &str,
+    conn: &mut Conn,
+    port: &AtomicU16,
+    published: &mut Published,
+) -> bool {
+    if !e.is_transient() {
+        published.errors.push(format!("{what}: {e}"));
+        return false;
+    }
+    published.reconnects += 1;
+    match publisher_connect(port, published) {
+        Some(c) => {
+            *conn = c;
+            true
+        }
+        None => false,
+    }
+}
+
 fn publisher_connect(port: &AtomicU16, published: &mut Published) -> Option<Conn> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -318,17 +342,8 @@ fn publisher(
                 }
                 // Reading meanwhile answers the daemon's idle pings, which would otherwise
                 // close this quiet stream after `idle_timeout_secs`.
-                match conn.next_stanza(Instant::now() + Duration::from_millis(10)) {
-                    Ok(_) => {}
-                    Err(e) if e.is_transient() => {
-                        published.reconnects += 1;
-                        match publisher_connect(&port, &mut published) {
-                            Some(c) => conn = c,
-                            None => return published,
-                        }
-                    }
-                    Err(e) => {
-                        published.errors.push(format!("publisher: {e}"));
+                if let Err(e) = conn.next_stanza(Instant::now() + Duration::from_millis(10)) {
+                    if !recover(e, "publisher", &mut conn, &port, &mut published) {
                         return published;
                     }
                 }
@@ -342,16 +357,11 @@ fn publisher(
             published.sent = i;
             match conn.iq("set", Some("pubsub.localhost"), &body, "publish") {
                 Ok(_) => published.acked.push(i),
-                Err(e) if e.is_transient() => {
-                    published.reconnects += 1;
-                    match publisher_connect(&port, &mut published) {
-                        Some(c) => conn = c,
-                        None => return published,
-                    }
-                }
                 Err(e) => {
-                    published.errors.push(format!("publish item {i}: {e}"));
-                    return published;
+                    let what = format!("publish item {i}");
+                    if !recover(e, &what, &mut conn, &port, &mut published) {
+                        return published;
+                    }
                 }
             }
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -391,26 +401,8 @@ fn chaos_run(name: &str, seed: u64, items: u32, faults: usize, kill: bool) -> Co
     );
 
     let mut daemon = chaos_daemon();
-    let direct = format!("127.0.0.1:{}", daemon.port);
     let proxy = Proxy::start(daemon.port);
-    let via_proxy = format!("127.0.0.1:{}", proxy.port);
-    let alice = login_args(&daemon.dir.0, &direct, "alice", "alice-pw");
-    let bob = login_args(&daemon.dir.0, &via_proxy, "bob", "bob-pw");
-    ok(cli(
-        &with(
-            &alice,
-            &[
-                "node",
-                "create",
-                NODE,
-                "--set",
-                "max_items=1000",
-                "--set",
-                "access_model=open",
-            ],
-        ),
-        None,
-    ));
+    let (_alice, bob) = super::sub_cuts::feed_node(&daemon, proxy.port, NODE);
     let mut sub = Sub::spawn(
         &with(
             &bob,

@@ -31,11 +31,17 @@ pub(super) fn cli(args: &[&str], stdin: Option<&str>) -> Output {
         let _ = input.write_all(s.as_bytes());
     }
     drop(input);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    finished(child, Duration::from_secs(60), &format!("kinglet {args:?}"))
+}
+
+/// Waits for `child` to exit, `limit` at most (else kills it and fails the test, naming
+/// `what`); its output.
+pub(super) fn finished(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("kinglet {args:?} did not finish");
+            panic!("{what} did not finish");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -6,139 +6,13 @@
 //! cut than a detached session may queue, this is the catch-up's work; with it, after a
 //! short cut, the resumption's.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::bin;
-use super::cli::{Sub, cli, login_args, ok, plain_daemon, with};
-
-/// What the proxy's threads share.
-#[derive(Default)]
-struct ProxyState {
-    /// The daemon's port.
-    target: u16,
-    /// While down, new connections are held (accepted, not forwarded) until `up`.
-    down: bool,
-    /// Connections accepted while down.
-    held: Vec<TcpStream>,
-    /// Both sockets of every forwarded connection (clones), to cut them.
-    open: Vec<TcpStream>,
-}
-
-/// A loopback TCP proxy to the daemon that the test can cut.
-pub(super) struct Proxy {
-    pub(super) port: u16,
-    state: Arc<Mutex<ProxyState>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// Copies `from` to `to` until either side ends, then ends both.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-}
-
-/// Connects `client` to the daemon and starts copying both ways.
-fn forward(client: TcpStream, state: &mut ProxyState) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", state.target)) else {
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    };
-    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
-        client.try_clone(),
-        server.try_clone(),
-        client.try_clone(),
-        server.try_clone(),
-    ) else {
-        return;
-    };
-    state.open.push(c3);
-    state.open.push(s3);
-    std::thread::spawn(move || pump(client, server));
-    std::thread::spawn(move || pump(s2, c2));
-}
-
-impl Proxy {
-    pub(super) fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let state = Arc::new(Mutex::new(ProxyState {
-            target,
-            ..ProxyState::default()
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !sp.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let _ = client.set_nonblocking(false);
-                        let mut s = st.lock().expect("proxy state");
-                        if s.down {
-                            s.held.push(client);
-                        } else {
-                            forward(client, &mut s);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Proxy {
-            port,
-            state,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Cuts every forwarded connection (both directions, at once) and holds new ones.
-    pub(super) fn cut(&self) {
-        let mut s = self.state.lock().expect("proxy state");
-        s.down = true;
-        for c in s.open.drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Forwards again, to `target`, the held connections first.
-    pub(super) fn up(&self, target: u16) {
-        let mut s = self.state.lock().expect("proxy state");
-        s.target = target;
-        s.down = false;
-        for c in std::mem::take(&mut s.held) {
-            forward(c, &mut s);
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.cut();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub(super) use super::chaos::proxy::Proxy;
+use super::cli::{Sub, cli, finished, login_args, ok, plain_daemon, with};
 
 /// The payload of item `i` and its line in `sub`'s output.
 fn payload(i: u32) -> String {
@@ -186,15 +60,7 @@ fn feed(publisher: &mut Child, from: u32, to: u32) {
 /// Ends a [`publisher`]'s input and waits (30 s at most) for it to succeed.
 fn finish(mut child: Child) {
     drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the publisher did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = finished(child, Duration::from_secs(30), "the publisher");
     assert!(
         out.status.success(),
         "pub: {}",
@@ -236,29 +102,50 @@ fn assert_exactly_once_in_order(got: &[String], n: u32, err: &str) {
     }
 }
 
+/// The logins of a publisher (alice, straight to `daemon`) and a subscriber (bob, through
+/// the proxy on `proxy_port`), and `node` created by alice, open, keeping 1,000 items.
+pub(super) fn feed_node(
+    daemon: &super::Daemon,
+    proxy_port: u16,
+    node: &str,
+) -> (Vec<String>, Vec<String>) {
+    let direct = format!("127.0.0.1:{}", daemon.port);
+    let via_proxy = format!("127.0.0.1:{proxy_port}");
+    let alice = login_args(&daemon.dir.0, &direct, "alice", "alice-pw");
+    let bob = login_args(&daemon.dir.0, &via_proxy, "bob", "bob-pw");
+    let create = [
+        "node",
+        "create",
+        node,
+        "--set",
+        "max_items=1000",
+        "--set",
+        "access_model=open",
+    ];
+    ok(cli(&with(&alice, &create), None));
+    (alice, bob)
+}
+
+/// The link of a `sub` that has lost no connection yet is cut; once it says so, items
+/// `from..=to` are published to `node` (with `login`); then the proxy forwards to `port`
+/// again.
+fn cut_and_publish(
+    proxy: &Proxy,
+    sub: &Sub,
+    (login, node, from, to): (&[String], &str, u32, u32),
+    port: u16,
+) {
+    proxy.cut();
+    wait_said(sub, "connection lost", 1);
+    publish(login, node, from, to);
+    proxy.up(port);
+}
+
 #[test]
 fn sub_gets_every_item_once_in_order_across_cuts_and_a_kill() {
     let mut daemon = plain_daemon();
-    let direct = format!("127.0.0.1:{}", daemon.port);
     let proxy = Proxy::start(daemon.port);
-    let via_proxy = format!("127.0.0.1:{}", proxy.port);
-    let pub_login = login_args(&daemon.dir.0, &direct, "alice", "alice-pw");
-    let sub_login = login_args(&daemon.dir.0, &via_proxy, "bob", "bob-pw");
-    ok(cli(
-        &with(
-            &pub_login,
-            &[
-                "node",
-                "create",
-                "feed",
-                "--set",
-                "max_items=1000",
-                "--set",
-                "access_model=open",
-            ],
-        ),
-        None,
-    ));
+    let (pub_login, sub_login) = feed_node(&daemon, proxy.port, "feed");
     let total: u32 = 260;
     let count = total.to_string();
     let sub = Sub::spawn(
@@ -384,10 +271,7 @@ fn sub_without_catch_up_misses_and_warns_when_the_last_item_rotated_out() {
     publish(&alice, "plain", 1, 3);
     let mut got = Vec::new();
     read_lines(&sub, &mut got, 3);
-    proxy.cut();
-    wait_said(&sub, "connection lost", 1);
-    publish(&alice, "plain", 4, 6);
-    proxy.up(d.port);
+    cut_and_publish(&proxy, &sub, (&alice, "plain", 4, 6), d.port);
     wait_said(&sub, "reconnected and subscribed", 1);
     publish(&alice, "plain", 7, 7);
     read_lines(&sub, &mut got, 1);
@@ -402,10 +286,7 @@ fn sub_without_catch_up_misses_and_warns_when_the_last_item_rotated_out() {
     publish(&alice, "small", 1, 2);
     let mut got = Vec::new();
     read_lines(&sub, &mut got, 2);
-    proxy.cut();
-    wait_said(&sub, "connection lost", 1);
-    publish(&alice, "small", 3, 8);
-    proxy.up(d.port);
+    cut_and_publish(&proxy, &sub, (&alice, "small", 3, 8), d.port);
     read_lines(&sub, &mut got, 3);
     assert_eq!(
         got,

@@ -6,7 +6,11 @@ use super::*;
 
 impl Conn {
     /// SASL (RFC 6120 §6) with the best offered mechanism for `auth`.
-    pub(super) fn authenticate(&mut self, features: &Element, auth: &Auth) -> Result<(), ClientError> {
+    pub(super) fn authenticate(
+        &mut self,
+        features: &Element,
+        auth: &Auth,
+    ) -> Result<(), ClientError> {
         let offered: Vec<String> = features
             .child("mechanisms", NS_SASL)
             .map(|m| {

@@ -341,6 +341,10 @@ struct Shared {
     target: AtomicU16,
     /// Every link accepted, in order.
     links: Mutex<Vec<Arc<Link>>>,
+    /// While set ([`Proxy::cut`]), new connections are held: accepted, not forwarded, until
+    /// [`Proxy::up`].
+    down: AtomicBool,
+    held: Mutex<Vec<TcpStream>>,
 }
 
 /// The proxy: a loopback listener whose connections go to the target port.
@@ -386,6 +390,14 @@ fn forward(client: TcpStream, target: u16) -> Option<Arc<Link>> {
     Some(link)
 }
 
+impl Shared {
+    fn forward(&self, client: TcpStream) {
+        if let Some(link) = forward(client, self.target.load(Ordering::SeqCst)) {
+            lock(&self.links).push(link);
+        }
+    }
+}
+
 impl Proxy {
     /// Starts a proxy to `127.0.0.1:target`.
     pub fn start(target: u16) -> Proxy {
@@ -395,6 +407,8 @@ impl Proxy {
         let shared = Arc::new(Shared {
             target: AtomicU16::new(target),
             links: Mutex::new(Vec::new()),
+            down: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, sp) = (shared.clone(), stop.clone());
@@ -403,8 +417,12 @@ impl Proxy {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
-                        if let Some(link) = forward(client, sh.target.load(Ordering::SeqCst)) {
-                            lock(&sh.links).push(link);
+                        let mut held = lock(&sh.held);
+                        if sh.down.load(Ordering::SeqCst) {
+                            held.push(client);
+                        } else {
+                            drop(held);
+                            sh.forward(client);
                         }
                     }
                     // Polling the non-blocking listener, so that the thread sees `stop`.
@@ -453,6 +471,26 @@ impl Proxy {
     pub fn close_all(&self) {
         for l in lock(&self.shared.links).iter() {
             l.shut();
+        }
+    }
+
+    /// The link goes down: every connection is closed, and new ones are held (accepted,
+    /// not forwarded) until [`Proxy::up`].
+    pub fn cut(&self) {
+        self.shared.down.store(true, Ordering::SeqCst);
+        self.close_all();
+    }
+
+    /// The link comes back, to `127.0.0.1:target`: the held connections are forwarded.
+    pub fn up(&self, target: u16) {
+        self.retarget(target);
+        let held = {
+            let mut held = lock(&self.shared.held);
+            self.shared.down.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *held)
+        };
+        for client in held {
+            self.shared.forward(client);
         }
     }
 }
