@@ -36,6 +36,7 @@ pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod config;
+pub mod component;
 pub mod daemon;
 pub mod env;
 pub mod exit;

@@ -30,6 +30,7 @@ use crate::xml::{Element, NS_CLIENT};
 
 #[cfg(test)]
 mod im_tests;
+mod component;
 mod messages;
 mod offline;
 mod presence;
@@ -102,6 +103,8 @@ pub struct Router {
     sm: sm::SmRegistry,
     /// XEP-0160: what each account has in offline storage.
     offline: OfflineState,
+    /// XEP-0114 component mode: the connection to the server and what it told us.
+    component: component::ComponentLink,
 }
 
 /// The IM side of the broker (RFC 6121): accounts with their bound resources and rosters.
@@ -212,6 +215,7 @@ impl Router {
             outage: None,
             sm: sm::SmRegistry::default(),
             offline,
+            component: component::ComponentLink::default(),
         })
     }
 
@@ -376,6 +380,10 @@ impl Router {
 
     fn deliver_to_available_via(&self, to: &Jid, s: &Stanza, lane: Lane) {
         if to.domain() != self.config.domain {
+            // Component mode: the server delivers to the remote JID.
+            if let Some(ob) = self.component_outbox(to) {
+                self.send_via(ob, s.clone(), lane);
+            }
             return;
         }
         let Some(acc) = to.local().and_then(|l| self.im.accounts.get(l)) else {

@@ -47,6 +47,7 @@ impl Router {
                 im: &self.im,
                 caps: &self.caps,
                 store: &*self.store,
+                remote: &self.component,
             },
         )
     }
@@ -155,7 +156,10 @@ impl Router {
                 if let Some(ob) = self.resource_outbox(&d.to) {
                     self.send_via(ob, d.stanza, Lane::PubSub);
                 }
-            } else if d.keep_offline && !self.has_available(&d.to) {
+            } else if d.keep_offline
+                && d.to.domain() == self.config.domain
+                && !self.has_available(&d.to)
+            {
                 self.offline_notification(&d.to, &d.stanza);
             } else {
                 self.deliver_to_available_via(&d.to, &d.stanza, Lane::PubSub);
@@ -171,6 +175,8 @@ pub(super) struct Dir<'a> {
     im: &'a Im,
     caps: &'a crate::caps::CapsTable,
     pub(super) store: &'a dyn Storage,
+    /// Component mode: presences remote users sent to the service.
+    remote: &'a super::component::ComponentLink,
 }
 
 impl crate::pubsub::Directory for Dir<'_> {
@@ -185,6 +191,9 @@ impl crate::pubsub::Directory for Dir<'_> {
     }
 
     fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
+        if bare.domain() != self.domain {
+            return self.remote.presences(bare);
+        }
         let acc = match bare.local() {
             Some(user) if bare.domain() == self.domain => self.im.accounts.get(user),
             _ => None,
