@@ -6,6 +6,7 @@ mod backpressure;
 mod chaos;
 #[cfg(feature = "client")]
 mod cli;
+mod component;
 pub mod client;
 mod core;
 mod crash;
