@@ -691,6 +691,14 @@ impl Config {
                 "must not be set with [component]: the service is at component.jid",
             ));
         }
+        if self.pubsub.create_nodes == CreatePolicy::Local {
+            return Err(ConfigError::new(
+                Some("pubsub.create_nodes"),
+                "\"local\" (accounts of Kinglet's own domain) lets no user of the server \
+                 create nodes in component mode: set \"anyone\" (whoever the server lets \
+                 reach the component) or \"admins\" (pubsub.admins)",
+            ));
+        }
         if c.secret_file.as_os_str().is_empty() {
             return Err(ConfigError::new(
                 Some("component.secret_file"),

@@ -145,6 +145,13 @@ impl Router {
         }
     }
 
+    /// What the pub-sub engine's `Directory` says of `bare`'s available resources (tests).
+    #[cfg(test)]
+    pub(crate) fn directory_presences(&mut self, bare: &Jid) -> Vec<(Jid, String)> {
+        let (_, dir) = self.engine_and_dir();
+        crate::pubsub::Directory::presences(&dir, bare)
+    }
+
     /// Sends a presence of the service (`ty`, or available) to `to` over the connection.
     fn component_send_presence(&self, to: &Jid, ty: Option<&str>) {
         let Some(ob) = self.component_outbox(to) else {
