@@ -226,10 +226,12 @@ fn presence_to_the_service_is_remembered_and_subscriptions_approved() {
         &mut out,
     );
     let got = drained(&ob);
-    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[0].attr("type"), Some("subscribed"));
     assert_eq!(got[0].attr("to"), Some("bob@other.example"));
+    assert_eq!(got[0].attr("from"), Some("ps.example.net"));
     assert_eq!(got[1].attr("type"), None);
+    assert_eq!(got[2].attr("type"), Some("subscribe"));
 }
 
 #[test]
@@ -246,4 +248,59 @@ fn detaching_makes_remote_jids_unreachable() {
         &mut out,
     );
     assert!(drained(&ob).is_empty());
+}
+
+#[test]
+fn presence_based_delivery_reaches_only_remote_resources_known_available() {
+    let dir = TempDir::new("comp-pbd");
+    let (mut r, store) = router(&dir);
+    let (mut s, ob) = ready(&mut r);
+    let mut out = Vec::new();
+    let mut send = |r: &mut Router, xml: &str| {
+        s.receive(xml.as_bytes(), r, &mut out);
+        commit(r, &store);
+    };
+    send(
+        &mut r,
+        "<iq type='set' id='c' from='alice@example.net/a' to='ps.example.net'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='p'/><configure>\
+         <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+         <value>http://jabber.org/protocol/pubsub#node_config</value></field>\
+         <field var='pubsub#presence_based_delivery'><value>1</value></field></x>\
+         </configure></pubsub></iq>",
+    );
+    for who in ["bob@other.example", "carol@other.example"] {
+        send(
+            &mut r,
+            &format!(
+                "<iq type='set' id='s' from='{who}/r' to='ps.example.net'>\
+                 <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+                 <subscribe node='p' jid='{who}'/></pubsub></iq>"
+            ),
+        );
+    }
+    // Only bob's resource is known to be available.
+    send(
+        &mut r,
+        "<presence from='bob@other.example/r' to='ps.example.net'/>",
+    );
+    let got = drained(&ob);
+    assert!(
+        got.iter().all(|e| e.attr("type") == Some("result")),
+        "{got:?}"
+    );
+    send(
+        &mut r,
+        "<iq type='set' id='p' from='alice@example.net/a' to='ps.example.net'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='p'>\
+         <item id='i'><t xmlns='urn:x'/></item></publish></pubsub></iq>",
+    );
+    let notes: Vec<String> = drained(&ob)
+        .iter()
+        .filter(|e| e.name == "message")
+        .filter_map(|e| e.attr("to").map(str::to_owned))
+        .collect();
+    // To the available full JID, not to the bare JIDs (the server would deliver those
+    // whatever the presence).
+    assert_eq!(notes, vec!["bob@other.example/r".to_owned()]);
 }

@@ -185,8 +185,10 @@ fn every_key_is_documented() {
         tls: Some(Tls::default()),
         ..Config::default()
     };
+    let with_component = Config::from_toml_str(COMPONENT, None).expect("component file");
     let mut paths = key_paths(&Config::default().to_toml());
     paths.extend(key_paths(&with_tls.to_toml()));
+    paths.extend(key_paths(&with_component.to_toml()));
     assert!(paths.len() >= 25, "{paths:?}");
     for p in paths {
         // The keys below `pubsub.pep_force` are node names and field names.

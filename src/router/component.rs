@@ -46,20 +46,14 @@ impl Router {
     }
 
     /// The component connection ended: remote JIDs are unreachable, and the presences
-    /// learnt through it are forgotten (the server sends them again after a reconnect
-    /// only when users send presence again).
+    /// learnt through it are forgotten (users are unavailable to presence-based delivery
+    /// until they send presence again). The engine is not told that they went
+    /// unavailable: a dropped link must not end temporary subscriptions or run
+    /// `purge_offline`.
     pub fn component_detach(&mut self) {
         self.component.outbox = None;
-        let gone: Vec<Jid> = self
-            .component
-            .presences
-            .drain()
-            .flat_map(|(_, v)| v.into_iter().map(|(j, _)| j))
-            .collect();
+        self.component.presences.clear();
         self.component.count = 0;
-        for full in gone {
-            self.pubsub_unavailable(&full);
-        }
     }
 
     /// A stanza from the component connection (its namespace already read as
@@ -92,7 +86,7 @@ impl Router {
     }
 
     /// Presence to the service: availability is remembered for presence-based delivery;
-    /// subscription requests are approved, probes answered.
+    /// subscription requests are approved (and asked back), probes answered.
     fn component_presence(&mut self, from: &Jid, p: Presence) {
         match p.ty() {
             PresenceType::Available => {
@@ -137,9 +131,14 @@ impl Router {
                 }
             }
             PresenceType::Subscribe => {
+                // Approved, and asked back: once the user approves in turn, the server
+                // forwards the user's presence (RFC 6121 §3), which presence-based
+                // delivery needs.
                 self.component_send_presence(from, Some("subscribed"));
                 self.component_send_presence(from, None);
+                self.component_send_presence(from, Some("subscribe"));
             }
+            PresenceType::Unsubscribe => self.component_send_presence(from, Some("unsubscribed")),
             PresenceType::Probe => self.component_send_presence(from, None),
             _ => {}
         }

@@ -1,7 +1,8 @@
 //! XEP-0114 component mode against Debian's Prosody 0.12 and ejabberd 23.01: each hosts
 //! Kinglet (`[component]`, `[c2s] listen = []`) as an external component, and a slixmpp
 //! user of that server creates a node at the component's JID, subscribes, publishes and
-//! receives the notification (`tests/interop/slixmpp_component.py`). The servers are
+//! receives the notification, and presence-based delivery follows the presence the
+//! server forwards (`tests/interop/slixmpp_component.py`). The servers are
 //! started by `tests/interop/component_server.sh` on loopback.
 //!
 //! Ignored by default (they need the servers); run with
@@ -106,8 +107,13 @@ fn run_client(c2s: u16, service: &str, k: &Kinglet) {
     );
     eprintln!("{text}");
     assert!(
-        out.status.success() && text.contains("7 passed, 0 failed"),
+        out.status.success() && text.contains("9 passed, 0 failed"),
         "slixmpp through the component failed:\n{text}\n--- kinglet log ---\n{}",
+        k.log()
+    );
+    assert!(
+        !k.log().contains("readable by every user"),
+        "the secret file is 0600:\n{}",
         k.log()
     );
 }
@@ -127,11 +133,17 @@ fn component_against(kind: &'static str, restart: bool) {
             ("COMPONENT_PORT".into(), comp.to_string()),
             ("COMPONENT_SECRET".into(), secret.clone()),
             ("COMPONENT_HOST".into(), host.into()),
+            ("USERS".into(), "alice bob carol".into()),
         ],
     };
     server.start();
     let secret_file = dir.0.join("component.secret");
     std::fs::write(&secret_file, format!("{secret}\n")).expect("secret");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod secret");
+    }
     let config = dir.0.join("k.toml");
     std::fs::write(
         &config,

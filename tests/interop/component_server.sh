@@ -7,14 +7,15 @@
 #
 # Env: SRV_DIR (all state; required), C2S_PORT, COMPONENT_PORT (required),
 # COMPONENT_HOST (default kpubsub.localhost), COMPONENT_SECRET (required),
-# USERS (default "alice bob"; password pass-<user>), and for ejabberd EJ_EPMD_PORT (default
+# USERS (default "alice bob"; password pass-<user>), PROSODY_LOGLEVEL (default info), and for ejabberd EJ_EPMD_PORT (default
 # 36759) and EJ_DIST_MIN/EJ_DIST_MAX (default 36760-36799): a private epmd and Erlang
 # distribution window, all on 127.0.0.1. The domain is `localhost`. Nothing system-wide is
 # used or started; stop acts only on the PID files under SRV_DIR (and ejabberdctl/epmd of
 # our own node and port). Adapted from the tested recipes of the project's peers notes.
 set -euo pipefail
 kind="${2:?usage: $0 start|stop prosody|ejabberd}"
-: "${SRV_DIR:?}" "${C2S_PORT:?}" "${COMPONENT_PORT:?}" "${COMPONENT_SECRET:?}"
+: "${SRV_DIR:?}"
+if [ "$1" = start ]; then : "${C2S_PORT:?}" "${COMPONENT_PORT:?}" "${COMPONENT_SECRET:?}"; fi
 COMPONENT_HOST="${COMPONENT_HOST:-kpubsub.localhost}"
 USERS="${USERS:-alice bob}"
 EJ_EPMD_PORT="${EJ_EPMD_PORT:-36759}"
@@ -56,7 +57,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 storage = "internal"
-log = { { levels = { min = "info" }, to = "file", filename = "$SRV_DIR/prosody.log" }; }
+log = { { levels = { min = "${PROSODY_LOGLEVEL:-info}" }, to = "file", filename = "$SRV_DIR/prosody.log" }; }
 
 VirtualHost "localhost"
 
