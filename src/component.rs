@@ -91,13 +91,7 @@ impl ComponentStream {
     /// Writes the stream header (XEP-0114 §3: `to` is the component's JID).
     pub fn open(&self, out: &mut Vec<u8>) {
         let mut s = String::with_capacity(160);
-        s.push_str("<?xml version='1.0'?>");
-        let mut w = crate::xml::Writer::new(&mut s);
-        w.start("stream:stream")
-            .ns(NS_COMPONENT_ACCEPT)
-            .attr("xmlns:stream", NS_STREAM)
-            .attr("to", &self.jid)
-            .leave_open();
+        crate::xml::component_stream_header(&mut s, &self.jid).leave_open();
         out.extend_from_slice(s.as_bytes());
     }
 

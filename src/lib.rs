@@ -35,8 +35,8 @@ pub mod caps;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod config;
 pub mod component;
+pub mod config;
 pub mod daemon;
 pub mod env;
 pub mod exit;

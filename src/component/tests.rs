@@ -41,7 +41,10 @@ fn ready(r: &mut Router) -> (ComponentStream, Rc<Outbox>) {
     let mut s = ComponentStream::new("ps.example.net", "secret", XmlLimits::default());
     let mut out = Vec::new();
     s.open(&mut out);
-    assert_eq!(s.receive(SERVER_HEADER.as_bytes(), r, &mut out), Event::Continue);
+    assert_eq!(
+        s.receive(SERVER_HEADER.as_bytes(), r, &mut out),
+        Event::Continue
+    );
     assert_eq!(s.receive(b"<handshake/>", r, &mut out), Event::Ready);
     assert!(s.is_ready());
     let ob = Outbox::new(64, 1 << 20);
@@ -66,10 +69,21 @@ fn opens_with_component_header_and_answers_the_stream_id() {
     let mut out = Vec::new();
     s.open(&mut out);
     let header = String::from_utf8(out.clone()).expect("utf-8");
-    assert!(header.contains("xmlns='jabber:component:accept'"), "{header}");
+    assert!(
+        header.contains("xmlns='jabber:component:accept'"),
+        "{header}"
+    );
     assert!(header.contains("to='ps.example.net'"), "{header}");
+    assert!(
+        header.starts_with("<?xml version='1.0'?><stream:stream "),
+        "{header}"
+    );
+    assert!(header.ends_with("'>"), "{header}");
     out.clear();
-    assert_eq!(s.receive(SERVER_HEADER.as_bytes(), &mut r, &mut out), Event::Continue);
+    assert_eq!(
+        s.receive(SERVER_HEADER.as_bytes(), &mut r, &mut out),
+        Event::Continue
+    );
     assert_eq!(
         String::from_utf8(out).expect("utf-8"),
         "<handshake>20631b4b87b2d6381daeb556438f05036e09ad66</handshake>"
@@ -108,7 +122,11 @@ fn a_client_stream_header_is_refused() {
         s.receive(client, &mut r, &mut out),
         Event::Closed { .. }
     ));
-    assert!(String::from_utf8(out).expect("utf-8").contains("<stream:error>"));
+    assert!(
+        String::from_utf8(out)
+            .expect("utf-8")
+            .contains("<stream:error>")
+    );
 }
 
 #[test]

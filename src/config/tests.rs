@@ -610,15 +610,24 @@ fn component_errors_name_the_key() {
         "component.jid"
     );
     assert_eq!(
-        err_key(&with("create_nodes = \"anyone\"", "create_nodes = \"local\"")),
+        err_key(&with(
+            "create_nodes = \"anyone\"",
+            "create_nodes = \"local\""
+        )),
         "pubsub.create_nodes"
     );
     assert_eq!(
-        err_key(&with("[pubsub]\n", "[pubsub]\nservice = \"x.kinglet.invalid\"\n")),
+        err_key(&with(
+            "[pubsub]\n",
+            "[pubsub]\nservice = \"x.kinglet.invalid\"\n"
+        )),
         "pubsub.service"
     );
     assert_eq!(
-        err_key(&with("secret_file = \"component.secret\"\n", "secret_file = \"\"\n")),
+        err_key(&with(
+            "secret_file = \"component.secret\"\n",
+            "secret_file = \"\"\n"
+        )),
         "component.secret_file"
     );
     assert_eq!(

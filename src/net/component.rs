@@ -26,12 +26,8 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 ///
 /// An unreadable or empty file, as a message that names it.
 pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "component.secret_file: cannot read {}: {e}",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("component.secret_file: cannot read {}: {e}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -90,8 +86,8 @@ pub async fn run(shared: Rc<Shared>, cfg: ComponentCfg, secret: String) {
 /// Resolves `server` (off the event loop: it may ask DNS) and connects, within the timeout.
 async fn connect(server: &str) -> io::Result<Async<TcpStream>> {
     let name = server.to_owned();
-    let addrs: Vec<SocketAddr> = smol::unblock(move || name.to_socket_addrs().map(Vec::from_iter))
-        .await?;
+    let addrs: Vec<SocketAddr> =
+        smol::unblock(move || name.to_socket_addrs().map(Vec::from_iter)).await?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for a in addrs {
         let fut = Async::<TcpStream>::connect(a);
@@ -180,22 +176,36 @@ async fn attempt(shared: &Rc<Shared>, cfg: &ComponentCfg, secret: &str) -> Ended
         )
         .await;
         match wake {
-            Wake::Timeout => break (false, "the server did not accept the handshake in time".into()),
+            Wake::Timeout => {
+                break (
+                    false,
+                    "the server did not accept the handshake in time".into(),
+                );
+            }
             Wake::Outbox => {
                 if outbox.drain_into(&mut out) {
                     shared.router.borrow_mut().pubsub_backlog_released();
                 }
             }
             Wake::Read => {
-                let mut scratch = shared.scratch.borrow_mut();
-                let n = match conn.io.get_ref().read(&mut scratch) {
-                    Ok(0) => break (false, "the server closed the connection".into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => break (false, format!("read failed: {e}")),
+                let read = {
+                    let mut scratch = shared.scratch.borrow_mut();
+                    match conn.io.get_ref().read(&mut scratch) {
+                        Ok(0) => Err("the server closed the connection".to_owned()),
+                        Ok(n) => Ok(Some(stream.receive(
+                            &scratch[..n],
+                            &mut shared.router.borrow_mut(),
+                            &mut out,
+                        ))),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                        Err(e) => Err(format!("read failed: {e}")),
+                    }
                 };
-                let ev = stream.receive(&scratch[..n], &mut shared.router.borrow_mut(), &mut out);
-                drop(scratch);
+                let ev = match read {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => continue,
+                    Err(why) => break (false, why),
+                };
                 match ev {
                     Event::Continue => {}
                     Event::Ready => {

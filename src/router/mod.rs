@@ -28,9 +28,9 @@ use crate::stanza::{Iq, IqType, Message, MessageType, Presence, PresenceType};
 use crate::storage::{RosterItem, RosterWrite, Storage, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
+mod component;
 #[cfg(test)]
 mod im_tests;
-mod component;
 mod messages;
 mod offline;
 mod presence;

@@ -22,7 +22,7 @@ mod tests;
 
 pub use element::{Element, Node};
 pub use framer::{Frame, Framer, StreamHeader, XmlError, XmlLimits};
-pub use writer::{Raw, STREAM_CLOSE, Writer, build, stream_header};
+pub use writer::{Raw, STREAM_CLOSE, Writer, build, component_stream_header, stream_header};
 
 /// Namespace of the stream wrapper (`<stream:stream>`, `<stream:features>`, `<stream:error>`).
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";

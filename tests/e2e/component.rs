@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{TempDir, bin};
 use super::interop::python;
+use super::{TempDir, bin};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -6,8 +6,8 @@ mod backpressure;
 mod chaos;
 #[cfg(feature = "client")]
 mod cli;
-mod component;
 pub mod client;
+mod component;
 mod core;
 mod crash;
 mod diskfull;
