@@ -5,7 +5,7 @@
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 
@@ -107,7 +107,8 @@ async fn connect(server: &str) -> io::Result<Async<TcpStream>> {
 enum Wake {
     Read,
     Outbox,
-    Timeout,
+    /// The handshake deadline passed, or (once connected) the keepalive is due.
+    Timer,
 }
 
 /// One connection: until it fails or closes.
@@ -139,7 +140,13 @@ async fn attempt(shared: &Rc<Shared>, cfg: &ComponentCfg, secret: &str) -> Ended
     let mut stream = ComponentStream::new(&cfg.jid, secret, limits);
     let mut out = Vec::new();
     stream.open(&mut out);
-    let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    // Whitespace keepalive after this long without writing (`limits.idle_ping_secs`, 0 = off).
+    let idle = match shared.router.borrow().limits().idle_ping_secs {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    let mut last_write = Instant::now();
     let mut attached = false;
     let ended = loop {
         if !out.is_empty() {
@@ -147,6 +154,7 @@ async fn attempt(shared: &Rc<Shared>, cfg: &ComponentCfg, secret: &str) -> Ended
                 break (false, format!("write failed: {e}"));
             }
             out.clear();
+            last_write = Instant::now();
         }
         if let Some(k) = outbox.kicked() {
             break (false, format!("dropped by the router: {k:?}"));
@@ -166,21 +174,27 @@ async fn attempt(shared: &Rc<Shared>, cfg: &ComponentCfg, secret: &str) -> Ended
                     Wake::Outbox
                 },
                 async {
-                    if attached {
-                        std::future::pending::<()>().await;
-                    }
-                    Timer::at(deadline).await;
-                    Wake::Timeout
+                    match (attached, idle) {
+                        (false, _) => Timer::at(deadline).await,
+                        (true, Some(every)) => Timer::at(last_write + every).await,
+                        (true, None) => std::future::pending::<Instant>().await,
+                    };
+                    Wake::Timer
                 },
             ),
         )
         .await;
         match wake {
-            Wake::Timeout => {
+            Wake::Timer if !attached => {
                 break (
                     false,
                     "the server did not accept the handshake in time".into(),
                 );
+            }
+            Wake::Timer => {
+                // Whitespace keepalive (RFC 6120 §4.6.1): a dead link shows as a write
+                // that fails or times out (limits.write_timeout_secs).
+                out.push(b' ');
             }
             Wake::Outbox => {
                 if outbox.drain_into(&mut out) {

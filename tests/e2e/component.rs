@@ -82,14 +82,26 @@ impl Kinglet {
 
     /// Waits (bounded) until the log says `n` component connections were accepted.
     fn wait_connected(&self, n: usize) {
+        self.wait_until(
+            |log| log.matches("component: connected").count() >= n,
+            "connect",
+        );
+    }
+
+    /// Waits (bounded) until the log has `line`.
+    fn wait_for(&self, line: &str) {
+        self.wait_until(|log| log.contains(line), line);
+    }
+
+    fn wait_until(&self, done: impl Fn(&str) -> bool, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if self.log().matches("component: connected").count() >= n {
+            if done(&self.log()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("kinglet did not connect as a component:\n{}", self.log());
+        panic!("kinglet's log never showed {what:?}:\n{}", self.log());
     }
 }
 
@@ -118,7 +130,43 @@ fn run_client(c2s: u16, service: &str, k: &Kinglet) {
     );
 }
 
+/// Starts Kinglet in `dir` as the component `host` of the server's component port `comp`,
+/// with `secret` in a 0600 secret file.
+fn spawn_kinglet(dir: &Path, comp: u16, host: &str, secret: &str) -> Kinglet {
+    std::fs::create_dir_all(dir).expect("kinglet dir");
+    let secret_file = dir.join("component.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod secret");
+    }
+    let config = dir.join("k.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domain = \"kinglet.invalid\"\ndata_dir = \"{}\"\nlog_level = \"info\"\n\
+             [c2s]\nlisten = []\n[pubsub]\ncreate_nodes = \"anyone\"\n\
+             [component]\nserver = \"127.0.0.1:{comp}\"\njid = \"{host}\"\n\
+             secret_file = \"{}\"\nreconnect_max_secs = 2\n",
+            dir.join("data").display(),
+            secret_file.display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("kinglet.log");
+    let child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("spawn kinglet");
+    Kinglet { child, log }
+}
+
 /// Starts `kind`, then Kinglet as its component; runs the slixmpp user. With `restart`,
+/// first a Kinglet with a wrong secret must log the server's refusal, and after the run
 /// the server is stopped and started again: Kinglet reconnects and serves again.
 fn component_against(kind: &'static str, restart: bool) {
     let dir = TempDir::new(&format!("component-{kind}"));
@@ -137,35 +185,12 @@ fn component_against(kind: &'static str, restart: bool) {
         ],
     };
     server.start();
-    let secret_file = dir.0.join("component.secret");
-    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod secret");
+    if restart {
+        // A wrong secret: the server refuses the handshake, and the log says what to fix.
+        let wrong = spawn_kinglet(&dir.0.join("wrong"), comp, host, "not-the-secret");
+        wrong.wait_for("the server refused the handshake: check component.secret_file");
     }
-    let config = dir.0.join("k.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "domain = \"kinglet.invalid\"\ndata_dir = \"{}\"\nlog_level = \"info\"\n\
-             [c2s]\nlisten = []\n[pubsub]\ncreate_nodes = \"anyone\"\n\
-             [component]\nserver = \"127.0.0.1:{comp}\"\njid = \"{host}\"\n\
-             secret_file = \"{}\"\nreconnect_max_secs = 2\n",
-            dir.0.join("data").display(),
-            secret_file.display()
-        ),
-    )
-    .expect("config");
-    let log = dir.0.join("kinglet.log");
-    let child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .spawn()
-        .expect("spawn kinglet");
-    let k = Kinglet { child, log };
+    let k = spawn_kinglet(&dir.0.join("k"), comp, host, &secret);
     k.wait_connected(1);
     run_client(c2s, host, &k);
     if restart {
