@@ -322,3 +322,75 @@ fn presence_based_delivery_reaches_only_remote_resources_known_available() {
     // whatever the presence).
     assert_eq!(notes, vec!["bob@other.example/r".to_owned()]);
 }
+
+#[test]
+fn local_users_reach_remote_subscribers_only_through_the_service() {
+    let dir = TempDir::new("comp-mixed");
+    let (mut r, store) = router(&dir);
+    store.user_add("dave", b"creds").expect("add user");
+    let (mut s, ob) = ready(&mut r);
+    let (dave, dave_ob) = crate::test_support::bind(&mut r, "dave", "d", 7);
+    let mut out = Vec::new();
+    s.receive(
+        b"<iq type='set' id='c' from='alice@example.net/a' to='ps.example.net'>\
+          <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='n'/></pubsub></iq>\
+          <iq type='set' id='s' from='bob@other.example/b' to='ps.example.net'>\
+          <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+          <subscribe node='n' jid='bob@other.example'/></pubsub></iq>",
+        &mut r,
+        &mut out,
+    );
+    commit(&mut r, &store);
+    drained(&ob);
+    // A local user's own stanza to a remote JID never leaves through the component (the
+    // server would refuse its `from`): it bounces, as without s2s.
+    let el = |xml: &str| crate::xml::Element::parse(xml).expect("parses");
+    r.route(
+        &dave,
+        el("<message xmlns='jabber:client' from='dave@kinglet.invalid/d' to='bob@other.example' type='chat'><body>hi</body></message>"),
+    );
+    assert!(drained(&ob).is_empty(), "nothing to the component");
+    let back = drained(&dave_ob);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(
+        back[0]
+            .to_string_in_stream()
+            .contains("remote-server-not-found")
+    );
+    // A local user's node, a remote subscriber: the notification goes out as the
+    // service's, through the component.
+    r.route(
+        &dave,
+        el(
+            "<iq xmlns='jabber:client' type='set' id='c2' from='dave@kinglet.invalid/d' to='ps.example.net'>\
+            <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='d'/></pubsub></iq>",
+        ),
+    );
+    commit(&mut r, &store);
+    s.receive(
+        b"<iq type='set' id='s2' from='bob@other.example/b' to='ps.example.net'>\
+          <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+          <subscribe node='d' jid='bob@other.example'/></pubsub></iq>",
+        &mut r,
+        &mut out,
+    );
+    commit(&mut r, &store);
+    drained(&ob);
+    drained(&dave_ob);
+    r.route(
+        &dave,
+        el(
+            "<iq xmlns='jabber:client' type='set' id='p' from='dave@kinglet.invalid/d' to='ps.example.net'>\
+            <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='d'>\
+            <item id='x'><t xmlns='urn:x'/></item></publish></pubsub></iq>",
+        ),
+    );
+    commit(&mut r, &store);
+    let remote = drained(&ob);
+    assert_eq!(remote.len(), 1, "{remote:?}");
+    assert_eq!(remote[0].name, "message");
+    assert_eq!(remote[0].attr("to"), Some("bob@other.example"));
+    assert_eq!(remote[0].attr("from"), Some("ps.example.net"));
+    let local = drained(&dave_ob);
+    assert!(local.iter().any(|e| e.attr("type") == Some("result")));
+}

@@ -2,9 +2,11 @@
 //! through one component connection (`[component]`).
 //!
 //! Stanzas from that connection are trusted as the server asserts them: their `from`
-//! (any domain but ours) is the requester. Everything addressed to a JID outside our
-//! domain leaves through the connection ([`Router::resource_outbox`],
-//! `deliver_to_available_via`). Presence sent to the service is remembered (bounded by
+//! (any domain but ours) is the requester. What the service sends to a JID outside our
+//! domain (replies, notifications, errors) leaves through the connection
+//! (`pubsub_deliver`, `deliver_reply`); nothing else does, since the server accepts only
+//! stanzas from the component's domain (a PEP notification of a local account to a remote
+//! contact is dropped, as without the component). Presence sent to the service is remembered (bounded by
 //! `limits.component_max_presences`) and is what presence-based delivery sees
 //! ([`Dir::presences`](super::pubsub::Dir)); rosters of remote users are not visible.
 
@@ -20,6 +22,9 @@ pub(super) struct ComponentLink {
     presences: HashMap<Jid, Vec<(Jid, String)>>,
     /// Resources in `presences`.
     count: usize,
+    /// ` from='<service>'`: how the service's stanzas name their sender (see
+    /// [`Router::component_outbox_for`]).
+    from_attr: String,
 }
 
 impl ComponentLink {
@@ -43,6 +48,33 @@ impl Router {
     /// through `outbox` until [`Router::component_detach`].
     pub fn component_attach(&mut self, outbox: Rc<Outbox>) {
         self.component.outbox = Some(outbox);
+        // The service's JID is a validated domain: written as is (nothing to escape).
+        self.component.from_attr = format!(" from='{}'", self.pubsub.service.as_str());
+    }
+
+    /// The component connection's outbox for a serialised stanza to remote `to`, if the
+    /// stanza is the service's (its start tag says `from` the service): the server
+    /// refuses any other sender.
+    pub(super) fn component_outbox_for(&self, to: &Jid, s: &Stanza) -> Option<&Rc<Outbox>> {
+        let ob = self.component_outbox(to)?;
+        let head = s.head();
+        let tag = &head[..head.find('>').unwrap_or(head.len())];
+        if tag.contains(self.component.from_attr.as_str()) {
+            Some(ob)
+        } else {
+            tracing::debug!(%to, "component: not the service's stanza; not sent to a remote JID");
+            None
+        }
+    }
+
+    /// The component connection's outbox for a reply (an element) to remote `to`, if it is
+    /// from the component's domain (the reply to a stanza that came through it).
+    pub(super) fn component_reply_outbox(&self, reply: &Element, to: &Jid) -> Option<&Rc<Outbox>> {
+        let from = reply.attr("from").and_then(|f| Jid::parse(f).ok())?;
+        if from.domain() != self.pubsub.service.domain() {
+            return None;
+        }
+        self.component_outbox(to)
     }
 
     /// The component connection ended: remote JIDs are unreachable, and the presences

@@ -310,12 +310,16 @@ impl Router {
         self.deliver_reply(reply);
     }
 
-    /// Deliver a server-generated stanza whose `to` is a local full JID.
+    /// Deliver a server-generated stanza whose `to` is a local full JID (or, in component
+    /// mode, a remote JID whose stanza came through the component).
     fn deliver_reply(&self, reply: Element) {
         let Some(to) = reply.attr("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
         if let Some(ob) = self.resource_outbox(&to) {
+            self.send(ob, &Rc::from(reply.to_string_in_stream()));
+        } else if let Some(ob) = self.component_reply_outbox(&reply, &to) {
+            // Component mode: the answer to a stanza that came through the component.
             self.send(ob, &Rc::from(reply.to_string_in_stream()));
         }
     }
@@ -380,10 +384,6 @@ impl Router {
 
     fn deliver_to_available_via(&self, to: &Jid, s: &Stanza, lane: Lane) {
         if to.domain() != self.config.domain {
-            // Component mode: the server delivers to the remote JID.
-            if let Some(ob) = self.component_outbox(to) {
-                self.send_via(ob, s.clone(), lane);
-            }
             return;
         }
         let Some(acc) = to.local().and_then(|l| self.im.accounts.get(l)) else {

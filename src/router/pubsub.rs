@@ -26,7 +26,10 @@ impl Router {
         if deferred_more {
             // Back-pressure: the request waits for the disk or for readers; its sender is
             // not read until the deferred requests have been handled.
-            if let Some(ob) = self.resource_outbox(from) {
+            let ob = self
+                .resource_outbox(from)
+                .or_else(|| self.component_outbox(from));
+            if let Some(ob) = ob {
                 if !ob.reading_paused() {
                     tracing::debug!(jid = %from, "pub-sub back-pressure: request deferred, session not read until it is handled");
                     ob.pause_reading();
@@ -143,7 +146,8 @@ impl Router {
     }
 
     /// Delivers engine output: to one resource (full JID) or to every available resource
-    /// of a local account (bare JID); a notification marked `keep_offline` for an account
+    /// of a local account (bare JID), or through the component connection to a remote JID
+    /// (component mode); a notification marked `keep_offline` for an account
     /// with no available resource goes to offline storage (XEP-0160).
     pub(super) fn pubsub_deliver(&mut self, out: Vec<crate::pubsub::Delivery>) {
         if let (Some(e), Some(wake)) = (&self.pubsub.engine, &self.pubsub.wake) {
@@ -152,7 +156,12 @@ impl Router {
             }
         }
         for d in out {
-            if d.to.is_full() {
+            if d.to.domain() != self.config.domain {
+                // Component mode: the service's output to remote JIDs, through the server.
+                if let Some(ob) = self.component_outbox_for(&d.to, &d.stanza) {
+                    self.send_via(ob, d.stanza, Lane::PubSub);
+                }
+            } else if d.to.is_full() {
                 if let Some(ob) = self.resource_outbox(&d.to) {
                     self.send_via(ob, d.stanza, Lane::PubSub);
                 }

@@ -168,13 +168,8 @@ impl Router {
 
     /// Send a stanza to one resource, given its full JID. A detached session whose queue
     /// overflowed is as good as gone (the timer task ends it): `None`, so that what is
-    /// sent to it is routed as for a missing resource, not lost. A JID of another domain
-    /// is reached through the component connection, if there is one.
+    /// sent to it is routed as for a missing resource, not lost.
     pub(super) fn resource_outbox(&self, jid: &Jid) -> Option<&Rc<Outbox>> {
-        if jid.domain() != self.config.domain {
-            // Component mode: remote JIDs are reached through the server.
-            return self.component_outbox(jid);
-        }
         let acc = self.im.accounts.get(jid.local()?)?;
         acc.resources
             .iter()
