@@ -63,6 +63,36 @@ pub struct Config {
     pub limits: Limits,
     /// The XEP-0060 publish-subscribe service (`[pubsub]`).
     pub pubsub: PubsubCfg,
+    /// XEP-0114 component mode (`[component]`): `None` when the section is absent.
+    pub component: Option<ComponentCfg>,
+}
+
+/// Shortest accepted `component.reconnect_max_secs`.
+pub const MIN_RECONNECT_SECS: u64 = 1;
+/// Longest accepted `component.reconnect_max_secs` (one hour).
+pub const MAX_RECONNECT_SECS: u64 = 3600;
+
+/// XEP-0114 component mode (`[component]` section): Kinglet connects to an XMPP server as
+/// an external component and serves the pub-sub service at `jid` to that server's users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentCfg {
+    /// The server's component port, `host:port` (for example `127.0.0.1:5347`).
+    pub server: String,
+    /// The component's JID, a domain the server routes to the component; the pub-sub
+    /// service is served there (it replaces `pubsub.service`).
+    pub jid: String,
+    /// File holding the shared secret (its first line; surrounding whitespace is ignored).
+    #[serde(serialize_with = "serialize_path")]
+    pub secret_file: PathBuf,
+    /// Longest pause between two connection attempts, in seconds (the pause starts at one
+    /// second and doubles, with jitter). Default 60.
+    #[serde(default = "default_reconnect_max_secs")]
+    pub reconnect_max_secs: u64,
+}
+
+fn default_reconnect_max_secs() -> u64 {
+    60
 }
 
 /// Who may create pub-sub nodes (`pubsub.create_nodes`).
@@ -302,6 +332,7 @@ impl Default for Config {
             store: StoreCfg::default(),
             limits: Limits::default(),
             pubsub: PubsubCfg::default(),
+            component: None,
         }
     }
 }
@@ -456,6 +487,10 @@ impl Config {
         if data_dir_written {
             config.data_dir = resolve(base_dir, &config.data_dir);
         }
+        if let Some(c) = &mut config.component {
+            c.secret_file = resolve(base_dir, &c.secret_file);
+            c.jid.make_ascii_lowercase();
+        }
         if let Some(tls) = &mut config.tls {
             tls.cert = resolve(base_dir, &tls.cert);
             tls.key = resolve(base_dir, &tls.key);
@@ -493,6 +528,7 @@ impl Config {
         }
         validate_log_level(&self.log_level).map_err(|m| ConfigError::new(Some("log_level"), m))?;
         self.validate_listeners()?;
+        self.validate_component()?;
         self.validate_resumption()?;
         if let Some(tls) = &self.tls {
             if tls.cert.as_os_str().is_empty() {
@@ -614,12 +650,76 @@ impl Config {
         rows
     }
 
-    /// Checks `[pubsub]`: the service is a subdomain of `domain`, admins are bare JIDs.
+    /// Checks `[component]`: a `host:port` server, a JID that is a domain other than
+    /// ours, a secret file, a bounded reconnect pause.
+    fn validate_component(&self) -> Result<(), ConfigError> {
+        let Some(c) = &self.component else {
+            return Ok(());
+        };
+        let port_ok = c
+            .server
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if !port_ok {
+            return Err(ConfigError::new(
+                Some("component.server"),
+                format!(
+                    "{:?} is not host:port (the server's component port, e.g. 127.0.0.1:5347)",
+                    c.server
+                ),
+            ));
+        }
+        validate_domain(&c.jid).map_err(|m| {
+            ConfigError::new(
+                Some("component.jid"),
+                format!("{m} (the component's domain, e.g. pubsub.example.net)"),
+            )
+        })?;
+        if c.jid == self.domain || c.jid.ends_with(&format!(".{}", self.domain)) {
+            return Err(ConfigError::new(
+                Some("component.jid"),
+                format!(
+                    "{:?} is in Kinglet's own domain {:?}: set `domain` to a name of Kinglet's \
+                     own (not the XMPP server's), e.g. kinglet.invalid",
+                    c.jid, self.domain
+                ),
+            ));
+        }
+        if !self.pubsub.service.is_empty() {
+            return Err(ConfigError::new(
+                Some("pubsub.service"),
+                "must not be set with [component]: the service is at component.jid",
+            ));
+        }
+        if self.pubsub.create_nodes == CreatePolicy::Local {
+            return Err(ConfigError::new(
+                Some("pubsub.create_nodes"),
+                "\"local\" (accounts of Kinglet's own domain) lets no user of the server \
+                 create nodes in component mode: set \"anyone\" (whoever the server lets \
+                 reach the component) or \"admins\" (pubsub.admins)",
+            ));
+        }
+        if c.secret_file.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                Some("component.secret_file"),
+                "must not be empty",
+            ));
+        }
+        check_range(
+            "component.reconnect_max_secs",
+            c.reconnect_max_secs,
+            MIN_RECONNECT_SECS,
+            MAX_RECONNECT_SECS,
+        )
+    }
+
+    /// Checks `[pubsub]`: the service is a subdomain of `domain` (or the component's JID),
+    /// admins are bare JIDs.
     fn validate_pubsub(&self) -> Result<(), ConfigError> {
         let service = self.pubsub_service();
         let suffix = format!(".{}", self.domain);
         let label = service.strip_suffix(&suffix).unwrap_or("");
-        if label.is_empty() || validate_domain(&service).is_err() {
+        if self.component.is_none() && (label.is_empty() || validate_domain(&service).is_err()) {
             return Err(ConfigError::new(
                 Some("pubsub.service"),
                 format!("{service:?} must be a valid subdomain of {:?}", self.domain),
@@ -679,10 +779,10 @@ impl Config {
     /// Checks listener counts, duplicates, and that no password can cross a network in clear.
     fn validate_listeners(&self) -> Result<(), ConfigError> {
         let c2s = &self.c2s;
-        if c2s.listen.is_empty() && c2s.direct_tls_listen.is_empty() {
+        if c2s.listen.is_empty() && c2s.direct_tls_listen.is_empty() && self.component.is_none() {
             return Err(ConfigError::new(
                 Some("c2s.listen"),
-                "no listener: set c2s.listen or c2s.direct_tls_listen",
+                "no listener: set c2s.listen or c2s.direct_tls_listen (or a [component] section)",
             ));
         }
         for (key, list) in [
@@ -777,9 +877,12 @@ impl Config {
         out
     }
 
-    /// The JID of the pubsub service: `pubsub.service`, or `pubsub.<domain>` when unset.
+    /// The JID of the pubsub service: `component.jid` in component mode, else
+    /// `pubsub.service`, or `pubsub.<domain>` when unset.
     pub fn pubsub_service(&self) -> String {
-        if self.pubsub.service.is_empty() {
+        if let Some(c) = &self.component {
+            c.jid.to_ascii_lowercase()
+        } else if self.pubsub.service.is_empty() {
             format!("pubsub.{}", self.domain)
         } else {
             self.pubsub.service.to_ascii_lowercase()

@@ -132,6 +132,13 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
         Some(t) => Some(net::load_tls(&t.cert, &t.key).map_err(StartupError::Config)?),
         None => None,
     };
+    let component = match &config.component {
+        Some(c) => Some((
+            c.clone(),
+            net::component::read_secret(&c.secret_file).map_err(StartupError::Config)?,
+        )),
+        None => None,
+    };
     let store =
         Store::open(&config.data_dir, config.store.cache_bytes).map_err(StartupError::Store)?;
     let mut listeners = Vec::new();
@@ -209,6 +216,10 @@ pub fn run_with_reload(config: Config, config_path: Option<PathBuf>) -> Result<(
     let mut tasks = Vec::new();
     for (l, direct) in listeners {
         tasks.push(ex.spawn(net::listen(ex.clone(), shared.clone(), l, direct)));
+    }
+    if let Some((cfg, secret)) = component {
+        tracing::info!(server = %cfg.server, jid = %cfg.jid, "component mode: connecting to the server");
+        tasks.push(ex.spawn(net::component::run(shared.clone(), cfg, secret)));
     }
     let committer = ex.spawn(net::committer(shared.clone()));
     let (wake_tx, wake) = smol::channel::bounded(1);

@@ -35,6 +35,7 @@ pub mod caps;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod component;
 pub mod config;
 pub mod daemon;
 pub mod env;

@@ -170,6 +170,11 @@ pub struct Limits {
     /// worst case at the maximum. Adding an item counts the rows on disk (a scan of the
     /// roster). Accepted range 1..=100000 (`store::MAX_ROSTER_ITEMS`).
     pub max_roster_items: usize,
+    /// XEP-0114 component mode: most remote resources whose presence the service
+    /// remembers (for presence-based delivery). Default 4096. Overflow: a new resource's
+    /// presence is not recorded (logged), so presence-based delivery skips it. Memory:
+    /// about 200 B per resource, 800 KiB at the default. Accepted range 1..=1000000.
+    pub component_max_presences: usize,
     /// Most pub-sub nodes on the service. Default 1024. Overflow: create fails with
     /// `not-allowed` + `max-nodes-exceeded`. Memory: a node costs about 1 KiB plus its
     /// configuration strings, subscriptions and item index (below); 1 MiB at the default for
@@ -397,6 +402,7 @@ impl Default for Limits {
             write_timeout_secs: 30,
             max_resources_per_account: 16,
             max_roster_items: 500,
+            component_max_presences: 4096,
             pubsub_max_nodes: 1024,
             pubsub_max_items_per_node: 1000,
             pubsub_max_item_bytes: 65536,
@@ -530,6 +536,12 @@ impl Limits {
             self.max_roster_items,
             1,
             crate::store::MAX_ROSTER_ITEMS,
+        )?;
+        in_range(
+            "component_max_presences",
+            self.component_max_presences,
+            1,
+            1_000_000,
         )?;
         in_range("pubsub_max_nodes", self.pubsub_max_nodes, 1, 1_000_000)?;
         in_range(

@@ -37,6 +37,8 @@ use crate::router::{ConnId, Router};
 use crate::session::{Action, AuthEvent, PasswordVerdict, Session, Transport};
 use crate::store::Store;
 
+pub mod component;
+
 /// State shared by the listeners and connection tasks of the one executor thread.
 pub struct Shared {
     /// The router; borrowed only synchronously, never across an `.await`.

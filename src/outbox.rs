@@ -92,6 +92,12 @@ impl Stanza {
         }
     }
 
+    /// The first part: the whole stanza, or a notification's envelope up to the shared
+    /// part (its start tag, with `from` and `to`, is always in it).
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
     /// Length in bytes of the serialised stanza.
     pub fn len(&self) -> usize {
         self.head.len() + self.shared.as_ref().map_or(0, |(m, t)| m.len() + t.len())

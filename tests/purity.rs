@@ -28,6 +28,7 @@ const CORE: &[&str] = &[
     "src/guard.rs",
     "src/outbox.rs",
     "src/session.rs",
+    "src/component.rs",
     "src/router",
     "src/pubsub",
 ];
@@ -354,6 +355,7 @@ fn xml_is_written_only_by_the_writer() {
     let files = non_xml_files();
     for must in [
         "src/session.rs",
+        "src/component.rs",
         "src/pubsub/notify.rs",
         "src/client/conn.rs",
     ] {

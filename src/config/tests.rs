@@ -185,8 +185,10 @@ fn every_key_is_documented() {
         tls: Some(Tls::default()),
         ..Config::default()
     };
+    let with_component = Config::from_toml_str(COMPONENT, None).expect("component file");
     let mut paths = key_paths(&Config::default().to_toml());
     paths.extend(key_paths(&with_tls.to_toml()));
+    paths.extend(key_paths(&with_component.to_toml()));
     assert!(paths.len() >= 25, "{paths:?}");
     for p in paths {
         // The keys below `pubsub.pep_force` are node names and field names.
@@ -561,4 +563,84 @@ fn error_display_forms() {
     let e = e.in_file(Path::new("/etc/k.toml"));
     assert_eq!(e.to_string(), "/etc/k.toml: c2s.listen: bad");
     assert_eq!(ConfigError::new(None, "x").to_string(), "x");
+}
+
+/// A component-mode file: `[c2s] listen = []` is accepted with `[component]`.
+const COMPONENT: &str = "domain = \"kinglet.invalid\"\n[c2s]\nlisten = []\n\
+    [pubsub]\ncreate_nodes = \"anyone\"\n\
+    [component]\nserver = \"127.0.0.1:5347\"\njid = \"PubSub.Example.net\"\n\
+    secret_file = \"component.secret\"\n";
+
+#[test]
+fn component_section_parses_and_moves_the_service() {
+    let c = Config::from_toml_str(COMPONENT, Some(Path::new("/etc/kinglet"))).expect("valid");
+    let comp = c.component.as_ref().expect("component");
+    assert_eq!(comp.jid, "pubsub.example.net");
+    assert_eq!(comp.server, "127.0.0.1:5347");
+    assert_eq!(comp.reconnect_max_secs, 60);
+    assert_eq!(
+        comp.secret_file,
+        PathBuf::from("/etc/kinglet/component.secret")
+    );
+    assert_eq!(c.pubsub_service(), "pubsub.example.net");
+    assert!(c.c2s.listen.is_empty());
+}
+
+#[test]
+fn component_errors_name_the_key() {
+    let with = |from: &str, to: &str| {
+        assert!(COMPONENT.contains(from), "{from}");
+        COMPONENT.replace(from, to)
+    };
+    assert_eq!(
+        err_key(&with("127.0.0.1:5347", "127.0.0.1")),
+        "component.server"
+    );
+    assert_eq!(
+        err_key(&with("127.0.0.1:5347", "127.0.0.1:0")),
+        "component.server"
+    );
+    assert_eq!(
+        err_key(&with("PubSub.Example.net", "not a domain")),
+        "component.jid"
+    );
+    // The component's JID may not be inside Kinglet's own domain.
+    assert_eq!(
+        err_key(&with("PubSub.Example.net", "pubsub.kinglet.invalid")),
+        "component.jid"
+    );
+    assert_eq!(
+        err_key(&with(
+            "create_nodes = \"anyone\"",
+            "create_nodes = \"local\""
+        )),
+        "pubsub.create_nodes"
+    );
+    assert_eq!(
+        err_key(&with(
+            "[pubsub]\n",
+            "[pubsub]\nservice = \"x.kinglet.invalid\"\n"
+        )),
+        "pubsub.service"
+    );
+    assert_eq!(
+        err_key(&with(
+            "secret_file = \"component.secret\"\n",
+            "secret_file = \"\"\n"
+        )),
+        "component.secret_file"
+    );
+    assert_eq!(
+        err_key(&format!("{COMPONENT}reconnect_max_secs = 0\n")),
+        "component.reconnect_max_secs"
+    );
+    assert_eq!(
+        err_key(&format!("{COMPONENT}password = \"x\"\n")),
+        "component.password"
+    );
+    // Without [component], no listener is still an error.
+    assert_eq!(
+        err_key("[c2s]\nlisten = []\n[pubsub]\ncreate_nodes = \"anyone\"\n"),
+        "c2s.listen"
+    );
 }

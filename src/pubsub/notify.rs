@@ -287,7 +287,12 @@ impl Host<'_> {
                 let b = body.filter(|_| subs.iter().any(|s| s.opts.include_body));
                 msgs.push(self.message_ext(to, headline, inner, None, &ids, b));
             };
-            if active.iter().all(|s| s.opts.show & SHOW_SET == 0) {
+            // A remote bare JID (component mode, docs/component.md): its server would
+            // deliver whatever the presence, so presence-based delivery addresses the
+            // resources known to be available one by one, as for `show-values`.
+            let remote_bare =
+                n.config.presence_based && jid.is_bare() && jid.domain() != self.eng.domain;
+            if !remote_bare && active.iter().all(|s| s.opts.show & SHOW_SET == 0) {
                 send(jid, &active, &mut msgs);
                 continue;
             }

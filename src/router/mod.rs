@@ -28,6 +28,7 @@ use crate::stanza::{Iq, IqType, Message, MessageType, Presence, PresenceType};
 use crate::storage::{RosterItem, RosterWrite, Storage, StoreError, Subscription};
 use crate::xml::{Element, NS_CLIENT};
 
+mod component;
 #[cfg(test)]
 mod im_tests;
 mod messages;
@@ -102,6 +103,8 @@ pub struct Router {
     sm: sm::SmRegistry,
     /// XEP-0160: what each account has in offline storage.
     offline: OfflineState,
+    /// XEP-0114 component mode: the connection to the server and what it told us.
+    component: component::ComponentLink,
 }
 
 /// The IM side of the broker (RFC 6121): accounts with their bound resources and rosters.
@@ -212,6 +215,7 @@ impl Router {
             outage: None,
             sm: sm::SmRegistry::default(),
             offline,
+            component: component::ComponentLink::default(),
         })
     }
 
@@ -306,12 +310,16 @@ impl Router {
         self.deliver_reply(reply);
     }
 
-    /// Deliver a server-generated stanza whose `to` is a local full JID.
+    /// Deliver a server-generated stanza whose `to` is a local full JID (or, in component
+    /// mode, a remote JID whose stanza came through the component).
     fn deliver_reply(&self, reply: Element) {
         let Some(to) = reply.attr("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
         if let Some(ob) = self.resource_outbox(&to) {
+            self.send(ob, &Rc::from(reply.to_string_in_stream()));
+        } else if let Some(ob) = self.component_reply_outbox(&reply, &to) {
+            // Component mode: the answer to a stanza that came through the component.
             self.send(ob, &Rc::from(reply.to_string_in_stream()));
         }
     }

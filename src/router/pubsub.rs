@@ -26,7 +26,10 @@ impl Router {
         if deferred_more {
             // Back-pressure: the request waits for the disk or for readers; its sender is
             // not read until the deferred requests have been handled.
-            if let Some(ob) = self.resource_outbox(from) {
+            let ob = self
+                .resource_outbox(from)
+                .or_else(|| self.component_outbox(from));
+            if let Some(ob) = ob {
                 if !ob.reading_paused() {
                     tracing::debug!(jid = %from, "pub-sub back-pressure: request deferred, session not read until it is handled");
                     ob.pause_reading();
@@ -47,6 +50,7 @@ impl Router {
                 im: &self.im,
                 caps: &self.caps,
                 store: &*self.store,
+                remote: &self.component,
             },
         )
     }
@@ -142,7 +146,8 @@ impl Router {
     }
 
     /// Delivers engine output: to one resource (full JID) or to every available resource
-    /// of a local account (bare JID); a notification marked `keep_offline` for an account
+    /// of a local account (bare JID), or through the component connection to a remote JID
+    /// (component mode); a notification marked `keep_offline` for an account
     /// with no available resource goes to offline storage (XEP-0160).
     pub(super) fn pubsub_deliver(&mut self, out: Vec<crate::pubsub::Delivery>) {
         if let (Some(e), Some(wake)) = (&self.pubsub.engine, &self.pubsub.wake) {
@@ -151,11 +156,19 @@ impl Router {
             }
         }
         for d in out {
-            if d.to.is_full() {
+            if d.to.domain() != self.config.domain {
+                // Component mode: the service's output to remote JIDs, through the server.
+                if let Some(ob) = self.component_outbox_for(&d.to, &d.stanza) {
+                    self.send_via(ob, d.stanza, Lane::PubSub);
+                }
+            } else if d.to.is_full() {
                 if let Some(ob) = self.resource_outbox(&d.to) {
                     self.send_via(ob, d.stanza, Lane::PubSub);
                 }
-            } else if d.keep_offline && !self.has_available(&d.to) {
+            } else if d.keep_offline
+                && d.to.domain() == self.config.domain
+                && !self.has_available(&d.to)
+            {
                 self.offline_notification(&d.to, &d.stanza);
             } else {
                 self.deliver_to_available_via(&d.to, &d.stanza, Lane::PubSub);
@@ -171,6 +184,8 @@ pub(super) struct Dir<'a> {
     im: &'a Im,
     caps: &'a crate::caps::CapsTable,
     pub(super) store: &'a dyn Storage,
+    /// Component mode: presences remote users sent to the service.
+    remote: &'a super::component::ComponentLink,
 }
 
 impl crate::pubsub::Directory for Dir<'_> {
@@ -185,6 +200,9 @@ impl crate::pubsub::Directory for Dir<'_> {
     }
 
     fn presences(&self, bare: &Jid) -> Vec<(Jid, String)> {
+        if bare.domain() != self.domain {
+            return self.remote.presences(bare);
+        }
         let acc = match bare.local() {
             Some(user) if bare.domain() == self.domain => self.im.accounts.get(user),
             _ => None,

@@ -23,7 +23,7 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 
 use super::element::{Element, decode, is_ws, parse_element};
-use super::{NS_CLIENT, NS_STREAM, NS_XML, is_xml_char};
+use super::{NS_CLIENT, NS_COMPONENT_ACCEPT, NS_STREAM, NS_XML, is_xml_char};
 
 /// Compile-time cap on [`XmlLimits::max_depth`] (bounds the recursion of tree walks).
 pub const MAX_DEPTH_CAP: usize = 128;
@@ -207,6 +207,9 @@ pub struct Framer {
     utf8_carry_len: u8,
     /// Sticky terminal error.
     error: Option<XmlError>,
+    /// A XEP-0114 component stream: the header's default namespace is
+    /// [`NS_COMPONENT_ACCEPT`], read as [`NS_CLIENT`] for the stanzas inside.
+    component: bool,
 }
 
 impl Framer {
@@ -231,7 +234,19 @@ impl Framer {
             utf8_carry: [0; 4],
             utf8_carry_len: 0,
             error: None,
+            component: false,
         }
+    }
+
+    /// A framer for a XEP-0114 component stream (`jabber:component:accept`): the same
+    /// checks, but the header's default namespace must be [`NS_COMPONENT_ACCEPT`], and
+    /// stanzas that do not name their namespace come out in [`NS_CLIENT`], as in a client
+    /// stream (stanzas that name [`NS_COMPONENT_ACCEPT`] keep it; see
+    /// `crate::component::normalize`).
+    pub fn new_component(limits: XmlLimits) -> Framer {
+        let mut f = Framer::new(limits);
+        f.component = true;
+        f
     }
 
     /// Append bytes read from the socket. Validates them (UTF-8, XML characters) and scans
@@ -263,7 +278,9 @@ impl Framer {
     /// buffered bytes included; expect a new (optional XML declaration and) header.
     pub fn reset(&mut self) {
         let limits = self.limits.clone();
+        let component = self.component;
         *self = Framer::new(limits);
+        self.component = component;
     }
 
     /// The largest top-level element accepted now.
@@ -331,7 +348,7 @@ impl Framer {
         let bytes = &self.buf[self.frame_start..self.pos];
         let frame = match ready {
             Ready::Header => {
-                let (header, ns_base, close_name) = parse_header(bytes)?;
+                let (header, ns_base, close_name) = parse_header(bytes, self.component)?;
                 self.ns_base = ns_base;
                 self.close_name = close_name;
                 self.phase = Phase::Stream;
@@ -867,7 +884,7 @@ fn check_decl(pi: &[u8]) -> Result<(), XmlError> {
 type HeaderParse = (StreamHeader, Vec<(String, String)>, String);
 
 /// Parse the stream header start tag: its attributes, namespace bindings and qualified name.
-fn parse_header(bytes: &[u8]) -> Result<HeaderParse, XmlError> {
+fn parse_header(bytes: &[u8], component: bool) -> Result<HeaderParse, XmlError> {
     let nw = |e: &dyn fmt::Display| XmlError::NotWellFormed(format!("stream header: {e}"));
     let mut reader = Reader::from_reader(bytes);
     let start = match reader.read_event() {
@@ -918,9 +935,14 @@ fn parse_header(bytes: &[u8]) -> Result<HeaderParse, XmlError> {
             "root element <{qname}> is not stream in {NS_STREAM}"
         )));
     }
-    if lookup("") != Some(NS_CLIENT) {
+    let default_ns = if component {
+        NS_COMPONENT_ACCEPT
+    } else {
+        NS_CLIENT
+    };
+    if lookup("") != Some(default_ns) {
         return Err(XmlError::InvalidNamespace(format!(
-            "default namespace must be {NS_CLIENT}"
+            "default namespace must be {default_ns}"
         )));
     }
     let mut header = StreamHeader::default();
@@ -939,6 +961,14 @@ fn parse_header(bytes: &[u8]) -> Result<HeaderParse, XmlError> {
             },
         };
         *slot = Some(v);
+    }
+    if component {
+        // The stanzas of a component stream are read as those of a client stream.
+        for (p, v) in &mut bindings {
+            if p.is_empty() && v == NS_COMPONENT_ACCEPT {
+                NS_CLIENT.clone_into(v);
+            }
+        }
     }
     bindings.shrink_to_fit();
     Ok((header, bindings, qname))

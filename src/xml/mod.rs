@@ -22,12 +22,14 @@ mod tests;
 
 pub use element::{Element, Node};
 pub use framer::{Frame, Framer, StreamHeader, XmlError, XmlLimits};
-pub use writer::{Raw, STREAM_CLOSE, Writer, build, stream_header};
+pub use writer::{Raw, STREAM_CLOSE, Writer, build, component_stream_header, stream_header};
 
 /// Namespace of the stream wrapper (`<stream:stream>`, `<stream:features>`, `<stream:error>`).
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 /// Default content namespace of a client-to-server stream.
 pub const NS_CLIENT: &str = "jabber:client";
+/// The default namespace of a XEP-0114 external component stream.
+pub const NS_COMPONENT_ACCEPT: &str = "jabber:component:accept";
 /// Namespace permanently bound to the `xml` prefix (XML Namespaces 1.0 §3).
 pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 /// Namespace permanently bound to the `xmlns` prefix; it can never be declared.

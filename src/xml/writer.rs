@@ -251,6 +251,19 @@ pub fn stream_header(out: &mut String) -> Writer<'_, 'static> {
     w
 }
 
+/// Starts a XEP-0114 component stream header (`jabber:component:accept`, `to` the
+/// component's JID) after the XML declaration; the caller leaves it open
+/// ([`Writer::leave_open`]).
+pub fn component_stream_header<'o>(out: &'o mut String, to: &str) -> Writer<'o, 'static> {
+    out.push_str("<?xml version='1.0'?>");
+    let mut w = Writer::new(out);
+    w.start("stream:stream")
+        .ns(super::NS_COMPONENT_ACCEPT)
+        .attr("xmlns:stream", super::NS_STREAM)
+        .attr("to", to);
+    w
+}
+
 /// A fresh `String` holding what `f` writes: for replies and fragments built in one go.
 pub fn build<'n>(f: impl for<'o> FnOnce(&mut Writer<'o, 'n>)) -> String {
     let mut s = String::with_capacity(128);

@@ -7,6 +7,7 @@ mod chaos;
 #[cfg(feature = "client")]
 mod cli;
 pub mod client;
+mod component;
 mod core;
 mod crash;
 mod diskfull;
