@@ -275,6 +275,31 @@ enum Wake {
     Verified(bool),
 }
 
+/// Waits until `io` is readable (`true`; never while `no_read`) or `outbox` is ready
+/// (`false`, see [`Outbox::ready`] for `paused`): what a connection task waits on besides
+/// its timers.
+pub(crate) async fn readable_or_ready(
+    io: &Async<TcpStream>,
+    no_read: bool,
+    outbox: &Outbox,
+    paused: bool,
+) -> bool {
+    smol::future::or(
+        async {
+            if no_read {
+                std::future::pending::<()>().await;
+            }
+            let _ = io.readable().await;
+            true
+        },
+        async {
+            outbox.ready(paused).await;
+            false
+        },
+    )
+    .await
+}
+
 /// A server TLS session over `cfg`, or `None` (logged) if rustls cannot set one up.
 fn tls_session(cfg: Arc<rustls::ServerConfig>) -> Option<Box<ServerConnection>> {
     match ServerConnection::new(cfg) {
@@ -549,19 +574,17 @@ async fn serve(
                 async {
                     match verifying.as_mut() {
                         Some(task) => Wake::Verified(task.await),
-                        None => {
-                            if no_read {
-                                std::future::pending::<()>().await;
-                            }
-                            let _ = conn.io.readable().await;
-                            Wake::Read
-                        }
+                        // `no_read` holds while a check runs: the socket waits below.
+                        None => std::future::pending().await,
                     }
                 },
                 smol::future::or(
                     async {
-                        outbox.ready(paused).await;
-                        Wake::Outbox
+                        if readable_or_ready(&conn.io, no_read, &outbox, paused).await {
+                            Wake::Read
+                        } else {
+                            Wake::Outbox
+                        }
                     },
                     async {
                         match gate {

@@ -36,6 +36,15 @@ fn commit(r: &mut Router, store: &Store) {
     }
 }
 
+/// A router in component mode and a new component stream with `secret` (no handshake
+/// yet); the temp dir lives as long as they do.
+fn unlinked(tag: &str, secret: &str) -> (TempDir, Router, ComponentStream) {
+    let dir = TempDir::new(tag);
+    let (r, _store) = router(&dir);
+    let s = ComponentStream::new("ps.example.net", secret, XmlLimits::default());
+    (dir, r, s)
+}
+
 /// A stream through the handshake, its outbox attached to the router as the shell does.
 fn ready(r: &mut Router) -> (ComponentStream, Rc<Outbox>) {
     let mut s = ComponentStream::new("ps.example.net", "secret", XmlLimits::default());
@@ -63,9 +72,7 @@ fn handshake_digest_is_lowercase_hex_sha1_of_id_and_secret() {
 
 #[test]
 fn opens_with_component_header_and_answers_the_stream_id() {
-    let dir = TempDir::new("comp-hs");
-    let (mut r, _store) = router(&dir);
-    let mut s = ComponentStream::new("ps.example.net", "secret", XmlLimits::default());
+    let (_dir, mut r, mut s) = unlinked("comp-hs", "secret");
     let mut out = Vec::new();
     s.open(&mut out);
     let header = String::from_utf8(out.clone()).expect("utf-8");
@@ -93,9 +100,7 @@ fn opens_with_component_header_and_answers_the_stream_id() {
 
 #[test]
 fn a_refused_secret_is_reported_as_auth_failure() {
-    let dir = TempDir::new("comp-refused");
-    let (mut r, _store) = router(&dir);
-    let mut s = ComponentStream::new("ps.example.net", "wrong", XmlLimits::default());
+    let (_dir, mut r, mut s) = unlinked("comp-refused", "wrong");
     let mut out = Vec::new();
     s.open(&mut out);
     s.receive(SERVER_HEADER.as_bytes(), &mut r, &mut out);
@@ -112,9 +117,7 @@ fn a_refused_secret_is_reported_as_auth_failure() {
 
 #[test]
 fn a_client_stream_header_is_refused() {
-    let dir = TempDir::new("comp-ns");
-    let (mut r, _store) = router(&dir);
-    let mut s = ComponentStream::new("ps.example.net", "secret", XmlLimits::default());
+    let (_dir, mut r, mut s) = unlinked("comp-ns", "secret");
     let mut out = Vec::new();
     let client = b"<stream:stream xmlns='jabber:client' \
         xmlns:stream='http://etherx.jabber.org/streams' id='x'>";
@@ -131,9 +134,7 @@ fn a_client_stream_header_is_refused() {
 
 #[test]
 fn stanzas_before_the_handshake_are_not_routed() {
-    let dir = TempDir::new("comp-early");
-    let (mut r, _store) = router(&dir);
-    let mut s = ComponentStream::new("ps.example.net", "secret", XmlLimits::default());
+    let (_dir, mut r, mut s) = unlinked("comp-early", "secret");
     let mut out = Vec::new();
     s.receive(SERVER_HEADER.as_bytes(), &mut r, &mut out);
     let iq = b"<iq type='get' id='1' from='alice@example.net/a' to='ps.example.net'>\
@@ -144,106 +145,119 @@ fn stanzas_before_the_handshake_are_not_routed() {
     ));
 }
 
+/// A router in component mode, its store, and a component stream through its handshake
+/// whose outbox gets what the service sends to the server.
+struct Linked {
+    r: Router,
+    store: Rc<Store>,
+    s: ComponentStream,
+    ob: Rc<Outbox>,
+    _dir: TempDir,
+}
+
+fn linked(tag: &str) -> Linked {
+    let dir = TempDir::new(tag);
+    let (mut r, store) = router(&dir);
+    let (s, ob) = ready(&mut r);
+    Linked {
+        r,
+        store,
+        s,
+        ob,
+        _dir: dir,
+    }
+}
+
+impl Linked {
+    /// The server sends `xml` over the stream; the group commit runs; what the service
+    /// sent back to the server. The stream itself writes nothing.
+    fn server_sends(&mut self, xml: &str) -> Vec<Element> {
+        let mut out = Vec::new();
+        let ev = self.s.receive(xml.as_bytes(), &mut self.r, &mut out);
+        assert_eq!(ev, Event::Continue, "{xml}");
+        assert!(out.is_empty(), "the stream itself wrote {out:?}");
+        self.commit();
+        drained(&self.ob)
+    }
+
+    fn commit(&mut self) {
+        commit(&mut self.r, &self.store);
+    }
+}
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+
+/// An XEP-0199 ping from `from` to `to`.
+fn ping(from: &str, to: &str) -> String {
+    format!("<iq type='get' id='p' from='{from}' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")
+}
+
+/// `<iq type='set'>` from `from` to the service with the pub-sub payload `inner`.
+fn pubsub_set(id: &str, from: &str, inner: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}' from='{from}' to='ps.example.net'><pubsub xmlns='{PS}'>{inner}</pubsub></iq>"
+    )
+}
+
 #[test]
 fn remote_users_create_subscribe_publish_and_get_notified_through_the_component() {
-    let dir = TempDir::new("comp-route");
-    let (mut r, store) = router(&dir);
-    let (mut s, ob) = ready(&mut r);
-    let mut out = Vec::new();
+    let mut l = linked("comp-route");
     // ejabberd names the component namespace on each stanza; Prosody does not.
-    let create = b"<iq xmlns='jabber:component:accept' type='set' id='c1' \
-        from='alice@example.net/a' to='ps.example.net'>\
-        <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='n'/></pubsub></iq>";
-    assert_eq!(s.receive(create, &mut r, &mut out), Event::Continue);
-    commit(&mut r, &store);
-    let got = drained(&ob);
+    let got = l.server_sends(
+        "<iq xmlns='jabber:component:accept' type='set' id='c1' \
+         from='alice@example.net/a' to='ps.example.net'>\
+         <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='n'/></pubsub></iq>",
+    );
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].attr("type"), Some("result"));
     assert_eq!(got[0].attr("to"), Some("alice@example.net/a"));
     assert_eq!(got[0].attr("from"), Some("ps.example.net"));
-
-    let sub = b"<iq type='set' id='s1' from='bob@other.example/b' to='ps.example.net'>\
-        <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
-        <subscribe node='n' jid='bob@other.example'/></pubsub></iq>";
-    s.receive(sub, &mut r, &mut out);
-    commit(&mut r, &store);
-    let got = drained(&ob);
+    let subscribe = "<subscribe node='n' jid='bob@other.example'/>";
+    let got = l.server_sends(&pubsub_set("s1", "bob@other.example/b", subscribe));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].attr("type"), Some("result"), "{got:?}");
-
-    let publish = b"<iq type='set' id='p1' from='alice@example.net/a' to='ps.example.net'>\
-        <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'>\
-        <item id='i1'><t xmlns='urn:x'>1</t></item></publish></pubsub></iq>";
-    s.receive(publish, &mut r, &mut out);
-    commit(&mut r, &store);
-    let got = drained(&ob);
-    let note = got
+    let publish = "<publish node='n'><item id='i1'><t xmlns='urn:x'>1</t></item></publish>";
+    let got = l.server_sends(&pubsub_set("p1", "alice@example.net/a", publish));
+    // One notification, to the subscriber, from the service.
+    let notes: Vec<(Option<&str>, Option<&str>)> = got
         .iter()
-        .find(|e| e.name == "message")
-        .expect("a notification");
-    assert_eq!(note.attr("to"), Some("bob@other.example"));
-    assert_eq!(note.attr("from"), Some("ps.example.net"));
+        .filter(|e| e.name == "message")
+        .map(|e| (e.attr("to"), e.attr("from")))
+        .collect();
+    assert_eq!(notes, [(Some("bob@other.example"), Some("ps.example.net"))]);
     assert!(
         got.iter()
             .any(|e| e.name == "iq" && e.attr("type") == Some("result"))
     );
-    assert!(out.is_empty(), "the stream itself wrote nothing");
 }
 
 #[test]
 fn stanzas_not_for_the_service_or_claiming_our_domain_are_refused() {
-    let dir = TempDir::new("comp-refuse");
-    let (mut r, _store) = router(&dir);
-    let (mut s, ob) = ready(&mut r);
-    let mut out = Vec::new();
+    let mut l = linked("comp-refuse");
     // To another JID at the component: service-unavailable back to the sender.
-    s.receive(
-        b"<iq type='get' id='x' from='alice@example.net/a' to='someone@ps.example.net'>\
-          <ping xmlns='urn:xmpp:ping'/></iq>",
-        &mut r,
-        &mut out,
-    );
-    let got = drained(&ob);
+    let got = l.server_sends(&ping("alice@example.net/a", "someone@ps.example.net"));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].attr("type"), Some("error"));
     assert!(got[0].to_string_in_stream().contains("service-unavailable"));
     // Claiming Kinglet's own domain: dropped, nothing answered.
-    s.receive(
-        b"<iq type='get' id='y' from='admin@kinglet.invalid/a' to='ps.example.net'>\
-          <ping xmlns='urn:xmpp:ping'/></iq>",
-        &mut r,
-        &mut out,
-    );
-    assert!(drained(&ob).is_empty());
+    let got = l.server_sends(&ping("admin@kinglet.invalid/a", "ps.example.net"));
+    assert!(got.is_empty(), "{got:?}");
 }
 
 #[test]
 fn presence_to_the_service_is_remembered_and_subscriptions_approved() {
-    let dir = TempDir::new("comp-presence");
-    let (mut r, _store) = router(&dir);
-    let (mut s, ob) = ready(&mut r);
-    let mut out = Vec::new();
-    s.receive(
-        b"<presence from='bob@other.example/b' to='ps.example.net'><show>away</show></presence>",
-        &mut r,
-        &mut out,
+    let mut l = linked("comp-presence");
+    l.server_sends(
+        "<presence from='bob@other.example/b' to='ps.example.net'><show>away</show></presence>",
     );
     let bob = crate::jid::Jid::parse("bob@other.example").expect("jid");
-    let p = r.directory_presences(&bob);
+    let p = l.r.directory_presences(&bob);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].1, "away");
-    s.receive(
-        b"<presence type='unavailable' from='bob@other.example/b' to='ps.example.net'/>",
-        &mut r,
-        &mut out,
-    );
-    assert!(r.directory_presences(&bob).is_empty());
-    s.receive(
-        b"<presence type='subscribe' from='bob@other.example' to='ps.example.net'/>",
-        &mut r,
-        &mut out,
-    );
-    let got = drained(&ob);
+    l.server_sends("<presence type='unavailable' from='bob@other.example/b' to='ps.example.net'/>");
+    assert!(l.r.directory_presences(&bob).is_empty());
+    let got =
+        l.server_sends("<presence type='subscribe' from='bob@other.example' to='ps.example.net'/>");
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[0].attr("type"), Some("subscribed"));
     assert_eq!(got[0].attr("to"), Some("bob@other.example"));
@@ -254,66 +268,40 @@ fn presence_to_the_service_is_remembered_and_subscriptions_approved() {
 
 #[test]
 fn detaching_makes_remote_jids_unreachable() {
-    let dir = TempDir::new("comp-detach");
-    let (mut r, _store) = router(&dir);
-    let (mut s, ob) = ready(&mut r);
-    r.component_detach();
-    let mut out = Vec::new();
-    s.receive(
-        b"<iq type='get' id='d' from='alice@example.net/a' to='ps.example.net'>\
-          <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
-        &mut r,
-        &mut out,
+    let mut l = linked("comp-detach");
+    l.r.component_detach();
+    let got = l.server_sends(
+        "<iq type='get' id='d' from='alice@example.net/a' to='ps.example.net'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     );
-    assert!(drained(&ob).is_empty());
+    assert!(got.is_empty(), "{got:?}");
 }
 
 #[test]
 fn presence_based_delivery_reaches_only_remote_resources_known_available() {
-    let dir = TempDir::new("comp-pbd");
-    let (mut r, store) = router(&dir);
-    let (mut s, ob) = ready(&mut r);
-    let mut out = Vec::new();
-    let mut send = |r: &mut Router, xml: &str| {
-        s.receive(xml.as_bytes(), r, &mut out);
-        commit(r, &store);
-    };
-    send(
-        &mut r,
-        "<iq type='set' id='c' from='alice@example.net/a' to='ps.example.net'>\
-         <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='p'/><configure>\
+    let mut l = linked("comp-pbd");
+    l.server_sends(&pubsub_set(
+        "c",
+        "alice@example.net/a",
+        "<create node='p'/><configure>\
          <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
          <value>http://jabber.org/protocol/pubsub#node_config</value></field>\
          <field var='pubsub#presence_based_delivery'><value>1</value></field></x>\
-         </configure></pubsub></iq>",
-    );
+         </configure>",
+    ));
     for who in ["bob@other.example", "carol@other.example"] {
-        send(
-            &mut r,
-            &format!(
-                "<iq type='set' id='s' from='{who}/r' to='ps.example.net'>\
-                 <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
-                 <subscribe node='p' jid='{who}'/></pubsub></iq>"
-            ),
-        );
+        let subscribe = format!("<subscribe node='p' jid='{who}'/>");
+        l.server_sends(&pubsub_set("s", &format!("{who}/r"), &subscribe));
     }
     // Only bob's resource is known to be available.
-    send(
-        &mut r,
-        "<presence from='bob@other.example/r' to='ps.example.net'/>",
-    );
-    let got = drained(&ob);
+    let got = l.server_sends("<presence from='bob@other.example/r' to='ps.example.net'/>");
     assert!(
         got.iter().all(|e| e.attr("type") == Some("result")),
         "{got:?}"
     );
-    send(
-        &mut r,
-        "<iq type='set' id='p' from='alice@example.net/a' to='ps.example.net'>\
-         <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='p'>\
-         <item id='i'><t xmlns='urn:x'/></item></publish></pubsub></iq>",
-    );
-    let notes: Vec<String> = drained(&ob)
+    let publish = "<publish node='p'><item id='i'><t xmlns='urn:x'/></item></publish>";
+    let notes: Vec<String> = l
+        .server_sends(&pubsub_set("p", "alice@example.net/a", publish))
         .iter()
         .filter(|e| e.name == "message")
         .filter_map(|e| e.attr("to").map(str::to_owned))
@@ -325,31 +313,24 @@ fn presence_based_delivery_reaches_only_remote_resources_known_available() {
 
 #[test]
 fn local_users_reach_remote_subscribers_only_through_the_service() {
-    let dir = TempDir::new("comp-mixed");
-    let (mut r, store) = router(&dir);
-    store.user_add("dave", b"creds").expect("add user");
-    let (mut s, ob) = ready(&mut r);
-    let (dave, dave_ob) = crate::test_support::bind(&mut r, "dave", "d", 7);
-    let mut out = Vec::new();
-    s.receive(
-        b"<iq type='set' id='c' from='alice@example.net/a' to='ps.example.net'>\
-          <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='n'/></pubsub></iq>\
-          <iq type='set' id='s' from='bob@other.example/b' to='ps.example.net'>\
-          <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
-          <subscribe node='n' jid='bob@other.example'/></pubsub></iq>",
-        &mut r,
-        &mut out,
-    );
-    commit(&mut r, &store);
-    drained(&ob);
+    let mut l = linked("comp-mixed");
+    l.store.user_add("dave", b"creds").expect("add user");
+    let (dave, dave_ob) = crate::test_support::bind(&mut l.r, "dave", "d", 7);
+    l.server_sends(&pubsub_set(
+        "c",
+        "alice@example.net/a",
+        "<create node='n'/>",
+    ));
+    let subscribe = "<subscribe node='n' jid='bob@other.example'/>";
+    l.server_sends(&pubsub_set("s", "bob@other.example/b", subscribe));
     // A local user's own stanza to a remote JID never leaves through the component (the
     // server would refuse its `from`): it bounces, as without s2s.
-    let el = |xml: &str| crate::xml::Element::parse(xml).expect("parses");
-    r.route(
+    let el = |xml: &str| Element::parse(xml).expect("parses");
+    l.r.route(
         &dave,
         el("<message xmlns='jabber:client' from='dave@kinglet.invalid/d' to='bob@other.example' type='chat'><body>hi</body></message>"),
     );
-    assert!(drained(&ob).is_empty(), "nothing to the component");
+    assert!(drained(&l.ob).is_empty(), "nothing to the component");
     let back = drained(&dave_ob);
     assert_eq!(back.len(), 1, "{back:?}");
     assert!(
@@ -359,34 +340,21 @@ fn local_users_reach_remote_subscribers_only_through_the_service() {
     );
     // A local user's node, a remote subscriber: the notification goes out as the
     // service's, through the component.
-    r.route(
-        &dave,
-        el(
-            "<iq xmlns='jabber:client' type='set' id='c2' from='dave@kinglet.invalid/d' to='ps.example.net'>\
-            <pubsub xmlns='http://jabber.org/protocol/pubsub'><create node='d'/></pubsub></iq>",
-        ),
-    );
-    commit(&mut r, &store);
-    s.receive(
-        b"<iq type='set' id='s2' from='bob@other.example/b' to='ps.example.net'>\
-          <pubsub xmlns='http://jabber.org/protocol/pubsub'>\
-          <subscribe node='d' jid='bob@other.example'/></pubsub></iq>",
-        &mut r,
-        &mut out,
-    );
-    commit(&mut r, &store);
-    drained(&ob);
+    let local = |id: &str, inner: &str| {
+        el(&format!(
+            "<iq xmlns='jabber:client' type='set' id='{id}' from='dave@kinglet.invalid/d' \
+             to='ps.example.net'><pubsub xmlns='{PS}'>{inner}</pubsub></iq>"
+        ))
+    };
+    l.r.route(&dave, local("c2", "<create node='d'/>"));
+    l.commit();
+    let subscribe = "<subscribe node='d' jid='bob@other.example'/>";
+    l.server_sends(&pubsub_set("s2", "bob@other.example/b", subscribe));
     drained(&dave_ob);
-    r.route(
-        &dave,
-        el(
-            "<iq xmlns='jabber:client' type='set' id='p' from='dave@kinglet.invalid/d' to='ps.example.net'>\
-            <pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='d'>\
-            <item id='x'><t xmlns='urn:x'/></item></publish></pubsub></iq>",
-        ),
-    );
-    commit(&mut r, &store);
-    let remote = drained(&ob);
+    let publish = "<publish node='d'><item id='x'><t xmlns='urn:x'/></item></publish>";
+    l.r.route(&dave, local("p", publish));
+    l.commit();
+    let remote = drained(&l.ob);
     assert_eq!(remote.len(), 1, "{remote:?}");
     assert_eq!(remote[0].name, "message");
     assert_eq!(remote[0].attr("to"), Some("bob@other.example"));

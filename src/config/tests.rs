@@ -592,44 +592,34 @@ fn component_errors_name_the_key() {
         assert!(COMPONENT.contains(from), "{from}");
         COMPONENT.replace(from, to)
     };
-    assert_eq!(
-        err_key(&with("127.0.0.1:5347", "127.0.0.1")),
-        "component.server"
-    );
-    assert_eq!(
-        err_key(&with("127.0.0.1:5347", "127.0.0.1:0")),
-        "component.server"
-    );
-    assert_eq!(
-        err_key(&with("PubSub.Example.net", "not a domain")),
-        "component.jid"
-    );
-    // The component's JID may not be inside Kinglet's own domain.
-    assert_eq!(
-        err_key(&with("PubSub.Example.net", "pubsub.kinglet.invalid")),
-        "component.jid"
-    );
-    assert_eq!(
-        err_key(&with(
+    for (from, to, key) in [
+        ("127.0.0.1:5347", "127.0.0.1", "component.server"),
+        ("127.0.0.1:5347", "127.0.0.1:0", "component.server"),
+        ("PubSub.Example.net", "not a domain", "component.jid"),
+        // The component's JID may not be inside Kinglet's own domain.
+        (
+            "PubSub.Example.net",
+            "pubsub.kinglet.invalid",
+            "component.jid",
+        ),
+        (
             "create_nodes = \"anyone\"",
-            "create_nodes = \"local\""
-        )),
-        "pubsub.create_nodes"
-    );
-    assert_eq!(
-        err_key(&with(
+            "create_nodes = \"local\"",
+            "pubsub.create_nodes",
+        ),
+        (
             "[pubsub]\n",
-            "[pubsub]\nservice = \"x.kinglet.invalid\"\n"
-        )),
-        "pubsub.service"
-    );
-    assert_eq!(
-        err_key(&with(
+            "[pubsub]\nservice = \"x.kinglet.invalid\"\n",
+            "pubsub.service",
+        ),
+        (
             "secret_file = \"component.secret\"\n",
-            "secret_file = \"\"\n"
-        )),
-        "component.secret_file"
-    );
+            "secret_file = \"\"\n",
+            "component.secret_file",
+        ),
+    ] {
+        assert_eq!(err_key(&with(from, to)), key, "{from:?} -> {to:?}");
+    }
     assert_eq!(
         err_key(&format!("{COMPONENT}reconnect_max_secs = 0\n")),
         "component.reconnect_max_secs"

@@ -162,26 +162,20 @@ async fn attempt(shared: &Rc<Shared>, cfg: &ComponentCfg, secret: &str) -> Ended
         let paused = outbox.reading_paused();
         let wake = smol::future::or(
             async {
-                if paused {
-                    std::future::pending::<()>().await;
-                }
-                let _ = conn.io.readable().await;
-                Wake::Read
-            },
-            smol::future::or(
-                async {
-                    outbox.ready(paused).await;
+                if super::readable_or_ready(&conn.io, paused, &outbox, paused).await {
+                    Wake::Read
+                } else {
                     Wake::Outbox
-                },
-                async {
-                    match (attached, idle) {
-                        (false, _) => Timer::at(deadline).await,
-                        (true, Some(every)) => Timer::at(last_write + every).await,
-                        (true, None) => std::future::pending::<Instant>().await,
-                    };
-                    Wake::Timer
-                },
-            ),
+                }
+            },
+            async {
+                match (attached, idle) {
+                    (false, _) => Timer::at(deadline).await,
+                    (true, Some(every)) => Timer::at(last_write + every).await,
+                    (true, None) => std::future::pending::<Instant>().await,
+                };
+                Wake::Timer
+            },
         )
         .await;
         match wake {

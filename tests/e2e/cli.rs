@@ -514,7 +514,8 @@ fn cli_errors_have_distinct_exit_codes() {
     assert_eq!(by_set, by_config);
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the time of asking.
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -858,15 +859,8 @@ fn user_commands_refuse_a_missing_database_without_creating_it() {
 
 /// A private Prosody instance, killed on drop.
 struct Prosody {
-    child: Child,
+    _child: super::Reaped,
     _dir: TempDir,
-}
-
-impl Drop for Prosody {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn wait_port(port: u16) -> bool {
@@ -945,7 +939,10 @@ fn cli_against_prosody_from_debian() {
         ))
         .spawn()
         .expect("spawn prosody");
-    let prosody = Prosody { child, _dir: dir };
+    let prosody = Prosody {
+        _child: super::Reaped(child),
+        _dir: dir,
+    };
     let log = || {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(prosody._dir.0.join("prosody.out")) {

@@ -8,21 +8,13 @@
 //! Ignored by default (they need the servers); run with
 //! `cargo test --test integration -- --ignored e2e::component::`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::cli::free_port;
 use super::interop::python;
-use super::{TempDir, bin};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use super::{Reaped, TempDir, bin};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/component_server.sh")
@@ -64,15 +56,8 @@ impl Drop for Server {
 
 /// The Kinglet daemon in component mode, killed when dropped.
 struct Kinglet {
-    child: Child,
+    _child: Reaped,
     log: PathBuf,
-}
-
-impl Drop for Kinglet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Kinglet {
@@ -112,12 +97,7 @@ fn run_client(c2s: u16, service: &str, k: &Kinglet) {
         .args(["--port", &c2s.to_string(), "--service", service])
         .output()
         .expect("run slixmpp_component.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
+    let text = super::interop::transcript(&out);
     assert!(
         out.status.success() && text.contains("9 passed, 0 failed"),
         "slixmpp through the component failed:\n{text}\n--- kinglet log ---\n{}",
@@ -162,7 +142,10 @@ fn spawn_kinglet(dir: &Path, comp: u16, host: &str, secret: &str) -> Kinglet {
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
         .spawn()
         .expect("spawn kinglet");
-    Kinglet { child, log }
+    Kinglet {
+        _child: Reaped(child),
+        log,
+    }
 }
 
 /// Starts `kind`, then Kinglet as its component; runs the slixmpp user. With `restart`,

@@ -96,13 +96,18 @@ pub fn run_script(script: &str, d: &Daemon, port: u16, extra: &[&str]) -> Option
         .args(extra)
         .output()
         .expect("run python");
+    Some((out.status.success(), transcript(&out)))
+}
+
+/// A script's stdout then stderr, as one text, also shown on the test's stderr.
+pub fn transcript(out: &std::process::Output) -> String {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{text}");
-    Some((out.status.success(), text))
+    text
 }
 
 /// Runs the slixmpp script `tests/interop/<script>` ([`run_script`]). Asserts that it

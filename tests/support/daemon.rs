@@ -81,6 +81,16 @@ pub fn add_accounts<S: AsRef<str>>(data: &Path, users: &[S], iterations: u32) {
 }
 
 /// A running daemon, killed on drop (and its dir removed).
+/// A child process that is killed and reaped when dropped.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Daemon {
     pub child: Child,
     pub port: u16,
