@@ -623,7 +623,7 @@ impl Config {
 
     /// Every global memory bound with its worst case ([`Limits::memory_budget`]) and the
     /// XEP-0198 ones of `[c2s]`: every connection's send window, and the queues of the
-    /// detached sessions.
+    /// detached sessions; in component mode also the remembered remote presences.
     pub fn memory_budget(&self) -> Vec<crate::limits::BudgetRow> {
         let mut rows = self.limits.memory_budget(self.store.cache_bytes);
         let c = &self.c2s;
@@ -647,6 +647,16 @@ impl Config {
                  {DETACHED_FIXED_BYTES} B))"
             ),
         });
+        if self.component.is_some() {
+            // A remembered remote resource and its presence (JID, show, status).
+            const PRESENCE_BYTES: u64 = 200;
+            let n = self.limits.component_max_presences as u64;
+            rows.push(crate::limits::BudgetRow {
+                key: "limits.component_max_presences",
+                bytes: n.saturating_mul(PRESENCE_BYTES),
+                what: format!("remote presences in component mode ({n} x {PRESENCE_BYTES} B)"),
+            });
+        }
         rows
     }
 

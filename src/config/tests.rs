@@ -634,3 +634,24 @@ fn component_errors_name_the_key() {
         "c2s.listen"
     );
 }
+
+/// The memory table has a row for the remembered remote presences in component mode only,
+/// and it follows `limits.component_max_presences`.
+#[test]
+fn component_presences_are_in_the_memory_table_in_component_mode() {
+    let key = "limits.component_max_presences";
+    let plain = Config::default();
+    assert!(plain.memory_budget().iter().all(|r| r.key != key));
+    let mut c = Config::from_toml_str(COMPONENT, None).expect("component file");
+    let row = |c: &Config| {
+        c.memory_budget()
+            .into_iter()
+            .find(|r| r.key == key)
+            .expect("a component presence row")
+            .bytes
+    };
+    let at_default = row(&c);
+    assert!(at_default > 0);
+    c.limits.component_max_presences *= 2;
+    assert_eq!(row(&c), 2 * at_default);
+}
