@@ -625,39 +625,36 @@ impl Config {
     /// XEP-0198 ones of `[c2s]`: every connection's send window, and the queues of the
     /// detached sessions; in component mode also the remembered remote presences.
     pub fn memory_budget(&self) -> Vec<crate::limits::BudgetRow> {
-        let mut rows = self.limits.memory_budget(self.store.cache_bytes);
+        let mut t = crate::limits::Rows(self.limits.memory_budget(self.store.cache_bytes));
         let c = &self.c2s;
         let window = c.detached_max_bytes as u64;
-        rows.push(crate::limits::BudgetRow {
-            key: "c2s.detached_max_bytes",
-            bytes: (self.limits.max_connections as u64).saturating_mul(window),
-            what: format!(
-                "XEP-0198 unacknowledged stanzas ({} connections x {window} B)",
-                self.limits.max_connections
-            ),
-        });
+        t.of(
+            "c2s.detached_max_bytes",
+            self.limits.max_connections,
+            " connections",
+            window,
+            "XEP-0198 unacknowledged stanzas",
+        );
         // A detached session's resource, registry entry and outbox besides its queue.
         const DETACHED_FIXED_BYTES: u64 = 1024;
-        let sessions = c.max_resumable_sessions as u64;
-        rows.push(crate::limits::BudgetRow {
-            key: "c2s.max_resumable_sessions",
-            bytes: sessions.saturating_mul(window.saturating_add(DETACHED_FIXED_BYTES)),
-            what: format!(
-                "XEP-0198 detached sessions ({sessions} x ({window} B queue + \
-                 {DETACHED_FIXED_BYTES} B))"
-            ),
-        });
+        t.of(
+            "c2s.max_resumable_sessions",
+            c.max_resumable_sessions,
+            " detached sessions",
+            window.saturating_add(DETACHED_FIXED_BYTES),
+            "XEP-0198 queues plus 1 KiB each",
+        );
         if self.component.is_some() {
             // A remembered remote resource and its presence (JID, show, status).
-            const PRESENCE_BYTES: u64 = 200;
-            let n = self.limits.component_max_presences as u64;
-            rows.push(crate::limits::BudgetRow {
-                key: "limits.component_max_presences",
-                bytes: n.saturating_mul(PRESENCE_BYTES),
-                what: format!("remote presences in component mode ({n} x {PRESENCE_BYTES} B)"),
-            });
+            let n = self.limits.component_max_presences;
+            t.times(
+                "limits.component_max_presences",
+                n,
+                200,
+                "remote presences in component mode",
+            );
         }
-        rows
+        t.0
     }
 
     /// Checks `[component]`: a `host:port` server, a JID that is a domain other than

@@ -927,8 +927,9 @@ impl Limits {
     }
 }
 
-/// The rows of [`Limits::memory_budget`] being built.
-struct Rows(Vec<BudgetRow>);
+/// The rows of a memory table being built ([`Limits::memory_budget`], and the rows
+/// `crate::config::Config::memory_budget` adds for bounds outside `[limits]`).
+pub(crate) struct Rows(pub(crate) Vec<BudgetRow>);
 
 impl Rows {
     /// A bound of `bytes`.
@@ -938,12 +939,19 @@ impl Rows {
     }
 
     /// `count` things of `each` bytes (saturating).
-    fn times(&mut self, key: &'static str, count: usize, each: u64, what: &str) {
+    pub(crate) fn times(&mut self, key: &'static str, count: usize, each: u64, what: &str) {
         self.of(key, count, "", each, what);
     }
 
     /// `count` `things` (`connections`, `nodes`) of `each` bytes (saturating).
-    fn of(&mut self, key: &'static str, count: usize, things: &str, each: u64, what: &str) {
+    pub(crate) fn of(
+        &mut self,
+        key: &'static str,
+        count: usize,
+        things: &str,
+        each: u64,
+        what: &str,
+    ) {
         let bytes = (count as u64).saturating_mul(each);
         let what = format!("{what} ({count}{things} x {each} B)");
         self.0.push(BudgetRow { key, bytes, what });

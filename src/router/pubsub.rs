@@ -165,10 +165,7 @@ impl Router {
                 if let Some(ob) = self.resource_outbox(&d.to) {
                     self.send_via(ob, d.stanza, Lane::PubSub);
                 }
-            } else if d.keep_offline
-                && d.to.domain() == self.config.domain
-                && !self.has_available(&d.to)
-            {
+            } else if d.keep_offline && !self.has_available(&d.to) {
                 self.offline_notification(&d.to, &d.stanza);
             } else {
                 self.deliver_to_available_via(&d.to, &d.stanza, Lane::PubSub);
